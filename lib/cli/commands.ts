@@ -1,0 +1,17 @@
+/**
+ * The CLI's command table. Each command lives in its own module under ./commands and is loaded
+ * only when it runs (startup stays fast and a missing optional dependency only affects its command).
+ * A module exports `builder(yargs)` and `handler(argv)`.
+ */
+export interface CommandEntry {
+  /** yargs command string, e.g. 'route <input>'. */
+  command: string;
+  describe: string;
+  /** Module path relative to this file. */
+  module: string;
+}
+
+export const COMMANDS: CommandEntry[] = [
+  { command: 'doctor', describe: 'Show Node, addons, libtorch, CUDA, BLAS and thread settings', module: './commands/doctor' },
+  { command: 'demo', describe: 'Run the main job on its embedded default', module: './commands/demo' },
+];

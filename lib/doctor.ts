@@ -1,0 +1,74 @@
+/**
+ * Environment report behind `crpo doctor`: Node, which addons loaded and from where, libtorch
+ * version and path, CUDA, the BLAS library actually mapped into this process, thread counts.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import { addonStatus, hasAddon, torchInfo, type AddonStatus, type TorchInfo } from './native';
+
+export interface DoctorReport {
+  node: string;
+  platform: string;
+  cpus: number;
+  memoryGiB: number;
+  addons: AddonStatus[];
+  torch?: TorchInfo & { libraryPath?: string };
+  blas: string[];
+  threads: { intraOp?: number; interOp?: number; OMP_NUM_THREADS?: string; OPENBLAS_NUM_THREADS?: string };
+  ffmpeg?: string;
+}
+
+/** Shared libraries of this process whose file name matches `pattern` (Linux /proc/self/maps). */
+export function mappedLibraries(pattern: RegExp): string[] {
+  try {
+    const maps = fs.readFileSync('/proc/self/maps', 'utf8');
+    const libs = new Set<string>();
+    for (const line of maps.split('\n')) {
+      const p = line.slice(line.indexOf('/'));
+      if (line.includes('/') && pattern.test(p.split('/').pop() ?? '')) libs.add(fs.realpathSync(p));
+    }
+    return [...libs];
+  } catch {
+    return [];
+  }
+}
+
+export function doctorReport(): DoctorReport {
+  const addons = addonStatus();
+  const report: DoctorReport = {
+    node: process.version,
+    platform: `${os.platform()} ${os.arch()} ${os.release()}`,
+    cpus: os.cpus().length,
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    addons,
+    blas: [],
+    threads: { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS },
+  };
+  if (hasAddon('torch')) {
+    const info = torchInfo();
+    report.torch = { ...info, libraryPath: mappedLibraries(/^libtorch_cpu\.so/)[0] ?? mappedLibraries(/^libtorch\.so/)[0] };
+    report.threads.intraOp = info.intraOpThreads;
+    report.threads.interOp = info.interOpThreads;
+    report.blas = mappedLibraries(/blas|mkl_rt/i);
+  }
+  return report;
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const lines: string[] = [];
+  lines.push(`node        ${r.node} on ${r.platform}, ${r.cpus} CPUs, ${r.memoryGiB} GiB`);
+  for (const a of r.addons) {
+    lines.push(a.loaded ? `addon ${a.name.padEnd(6)}loaded from ${a.path}` : `addon ${a.name.padEnd(6)}MISSING: ${a.error}`);
+  }
+  if (r.torch) {
+    lines.push(`libtorch    ${r.torch.torchVersion} at ${r.torch.libraryPath ?? '(path unknown)'}`);
+    lines.push(`cuda        ${r.torch.cudaAvailable ? `available, ${r.torch.cudaDeviceCount} device(s)` : 'not available'}; crpo CUDA kernels ${r.torch.cudaKernelsBuilt ? 'built' : 'not built'}`);
+    const blas = r.blas.length ? r.blas.join(', ') : 'none mapped';
+    const slow = r.blas.some((b) => /\/blas\/libblas/.test(b)) && !r.blas.some((b) => /openblas/.test(b));
+    lines.push(`blas        ${blas}${slow ? '  (reference BLAS: ~34x slower matmul; apt-get install libopenblas0-pthread)' : ''}`);
+    lines.push(`threads     torch intra-op ${r.threads.intraOp}, inter-op ${r.threads.interOp}; OMP_NUM_THREADS=${r.threads.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${r.threads.OPENBLAS_NUM_THREADS ?? 'unset'}`);
+  } else {
+    lines.push('libtorch    not loaded (training unavailable; the core addon still serves data, routing, rewards and evaluation)');
+  }
+  return lines.join('\n');
+}

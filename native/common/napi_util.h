@@ -1,0 +1,72 @@
+// Shared N-API helpers of both addons: one error type with a stable code, argument readers
+// that name the parameter and the value received, and one wrapper that turns every C++
+// exception (including c10::Error, a std::exception) into a JS error instead of an abort.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "op_error.h"
+
+namespace crpo {
+
+std::string describe_value(const Napi::Value& v);
+
+[[noreturn]] void throw_type_error(const std::string& op, const std::string& param,
+                                   const std::string& expected, const Napi::Value& received);
+[[noreturn]] void throw_range_error(const std::string& op, const std::string& param,
+                                    const std::string& expected, const std::string& received);
+
+// Builds the JS error object for an OpError (or a plain message) with .code and .op set.
+Napi::Error make_js_error(Napi::Env env, ErrorKind kind, const std::string& code,
+                          const std::string& op, const std::string& message);
+
+// A typed array's storage, as seen by a kernel.
+struct ByteView {
+  uint8_t* data = nullptr;
+  size_t byte_length = 0;
+  size_t length = 0;  // elements
+  napi_typedarray_type type = napi_uint8_array;
+  size_t element_bytes = 1;
+};
+
+ByteView read_typed_array(const Napi::Value& v, const std::string& op, const std::string& param);
+int64_t read_int(const Napi::Value& v, const std::string& op, const std::string& param,
+                 int64_t min, int64_t max);
+double read_number(const Napi::Value& v, const std::string& op, const std::string& param);
+// Reads a typed array of exactly `length` elements of type `type` (`optional`: undefined/null -> empty view).
+ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type,
+                       size_t length, const std::string& op, bool optional);
+
+// Runs `body`, translating every exception into a thrown JS error tagged with `op`.
+template <typename F>
+Napi::Value guarded(const Napi::CallbackInfo& info, const std::string& op, F body) {
+  Napi::Env env = info.Env();
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const OpError& e) {
+    throw make_js_error(env, e.kind(), e.code(), op, e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_js_error(env, ErrorKind::Generic, "ERR_CRPO_OUT_OF_MEMORY", op, op + ": out of memory");
+  } catch (const std::exception& e) {
+    throw make_js_error(env, ErrorKind::Generic, "ERR_CRPO_NATIVE", op, op + ": " + e.what());
+  }
+}
+
+// Captures an exception inside AsyncWorker::Execute for OnError (no JS access there).
+struct CapturedError {
+  bool set = false;
+  ErrorKind kind = ErrorKind::Generic;
+  std::string code;
+  std::string message;
+  void capture(const std::string& op, const std::exception_ptr& p);
+};
+
+}  // namespace crpo

@@ -1,0 +1,249 @@
+// Implementation of the shared argument parsing (see ops_binding.h).
+#include "ops_binding.h"
+
+#include <limits>
+
+namespace crpo {
+namespace {
+
+const int64_t kMaxDim = std::numeric_limits<int32_t>::max();
+
+std::string read_string(const Napi::Object& obj, const char* key, const std::string& op,
+                        const std::string& fallback) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString()) throw_type_error(op, key, "a string", v);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+AdvantageNorm read_norm(const Napi::Object& obj, const std::string& op) {
+  std::string s = read_string(obj, "norm", op, "per-branch");
+  if (s == "per-branch") return AdvantageNorm::PerBranch;
+  if (s == "joint") return AdvantageNorm::Joint;
+  if (s == "none") return AdvantageNorm::None;
+  throw_range_error(op, "norm", "one of 'per-branch', 'joint', 'none'", "'" + s + "'");
+}
+
+Napi::Object require_object(const Napi::CallbackInfo& info, size_t index, const std::string& op,
+                            const std::string& param) {
+  if (info.Length() <= index || !info[index].IsObject() || info[index].IsArray()) {
+    throw_type_error(op, param, "an object", info.Length() > index ? info[index] : info.Env().Undefined());
+  }
+  return info[index].As<Napi::Object>();
+}
+
+double read_optional_number(const Napi::Object& obj, const char* key, const std::string& op, double fallback) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return fallback;
+  return read_number(v, op, key);
+}
+
+Napi::Float32Array new_f32(Napi::Env env, size_t n, float** ptr) {
+  auto a = Napi::Float32Array::New(env, n);
+  *ptr = a.Data();
+  return a;
+}
+
+Napi::Uint8Array new_u8(Napi::Env env, size_t n, uint8_t** ptr) {
+  auto a = Napi::Uint8Array::New(env, n);
+  *ptr = a.Data();
+  return a;
+}
+
+}  // namespace
+
+VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  VideoTransformCall call;
+  if (info.Length() < 1) throw_type_error(op, "input", "a Uint8Array or Float32Array", env.Undefined());
+  Napi::Value input = info[0];
+  if (!input.IsTypedArray()) throw_type_error(op, "input", "a Uint8Array or Float32Array", input);
+  call.input = read_typed_array(input, op, "input");
+  if (call.input.type != napi_uint8_array && call.input.type != napi_float32_array) {
+    throw_type_error(op, "input", "a Uint8Array or Float32Array", input);
+  }
+  call.is_float = call.input.type == napi_float32_array;
+  Napi::Object opts = require_object(info, 1, op, "options");
+
+  std::string layout = read_string(opts, "layout", op, "BTHWC");
+  if (layout == "BTHWC") call.shape.layout = FrameLayout::BTHWC;
+  else if (layout == "BTCHW") call.shape.layout = FrameLayout::BTCHW;
+  else throw_range_error(op, "layout", "'BTHWC' or 'BTCHW'", "'" + layout + "'");
+
+  Napi::Value shape_v = opts.Get("shape");
+  if (!shape_v.IsArray()) throw_type_error(op, "shape", "an array of 5 integers", shape_v);
+  Napi::Array shape = shape_v.As<Napi::Array>();
+  if (shape.Length() != 5) {
+    throw_range_error(op, "shape", "an array of 5 integers", "length " + std::to_string(shape.Length()));
+  }
+  int64_t dims[5];
+  for (uint32_t i = 0; i < 5; ++i) dims[i] = read_int(shape.Get(i), op, "shape[" + std::to_string(i) + "]", 0, kMaxDim);
+  call.shape.batch = dims[0];
+  call.shape.frames = dims[1];
+  if (call.shape.layout == FrameLayout::BTHWC) {
+    call.shape.height = dims[2]; call.shape.width = dims[3]; call.shape.channels = dims[4];
+  } else {
+    call.shape.channels = dims[2]; call.shape.height = dims[3]; call.shape.width = dims[4];
+  }
+  call.shape.element_bytes = static_cast<int64_t>(call.input.element_bytes);
+  // Element count with overflow detection.
+  unsigned __int128 elements = 1;
+  for (int64_t d : dims) elements *= static_cast<unsigned __int128>(d);
+  if (elements != static_cast<unsigned __int128>(call.input.length)) {
+    std::string s = "[";
+    for (int i = 0; i < 5; ++i) s += std::to_string(dims[i]) + (i < 4 ? "," : "]");
+    throw_range_error(op, "shape", "dimensions whose product equals input length " + std::to_string(call.input.length),
+                      s);
+  }
+
+  std::string t = read_string(opts, "transform", op, "");
+  if (t == "hflip") call.transform = VideoTransform::HFlip;
+  else if (t == "reverse") call.transform = VideoTransform::Reverse;
+  else if (t == "hflip+reverse") call.transform = VideoTransform::HFlipReverse;
+  else if (t == "swap") call.transform = VideoTransform::Swap;
+  else throw_range_error(op, "transform", "one of 'hflip', 'reverse', 'hflip+reverse', 'swap'", "'" + t + "'");
+
+  if (call.transform == VideoTransform::Swap) {
+    Napi::Value s = opts.Get("swapAt");
+    if (call.shape.frames < 2) {
+      throw_range_error(op, "shape[1]", "at least 2 frames for 'swap'", std::to_string(call.shape.frames));
+    }
+    call.swap_at = read_int(s, op, "swapAt", 1, call.shape.frames - 1);
+  }
+
+  Napi::Value out_v = opts.Get("output");
+  if (out_v.IsUndefined() || out_v.IsNull()) {
+    if (call.is_float) {
+      auto a = Napi::Float32Array::New(env, call.input.length);
+      call.output_value = a;
+    } else {
+      auto a = Napi::Uint8Array::New(env, call.input.length);
+      call.output_value = a;
+    }
+  } else {
+    if (!out_v.IsTypedArray() || out_v.As<Napi::TypedArray>().TypedArrayType() != call.input.type) {
+      throw_type_error(op, "output", call.is_float ? "a Float32Array like input" : "a Uint8Array like input", out_v);
+    }
+    call.output_value = out_v;
+  }
+  call.output = read_typed_array(call.output_value, op, "output");
+  if (call.output.length != call.input.length) {
+    throw_range_error(op, "output", "length " + std::to_string(call.input.length),
+                      "length " + std::to_string(call.output.length));
+  }
+  const uint8_t* a0 = call.input.data;
+  const uint8_t* a1 = a0 + call.input.byte_length;
+  const uint8_t* b0 = call.output.data;
+  const uint8_t* b1 = b0 + call.output.byte_length;
+  if (call.input.byte_length > 0 && a0 < b1 && b0 < a1) {
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP",
+                  op + ": expected output not to overlap input but they share memory");
+  }
+  return call;
+}
+
+CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = require_object(info, 0, op, "inputs");
+  CrrCall call;
+  CrrInputs& in = call.in;
+  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
+  in.orig_size = read_int(o.Get("origSize"), op, "origSize", 1, 1 << 20);
+  in.cf_size = read_int(o.Get("cfSize"), op, "cfSize", 1, 1 << 20);
+  const size_t B = static_cast<size_t>(in.groups);
+  const size_t BG = B * static_cast<size_t>(in.orig_size), BH = B * static_cast<size_t>(in.cf_size);
+  in.orig_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "origAnswers", napi_int32_array, BG, op, false).data);
+  in.cf_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "cfAnswers", napi_int32_array, BH, op, false).data);
+  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
+  in.relation = reinterpret_cast<const int32_t*>(read_array_of(o, "relation", napi_int32_array, B, op, false).data);
+  in.cf_label = reinterpret_cast<const int32_t*>(read_array_of(o, "cfLabel", napi_int32_array, B, op, true).data);
+  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.orig_format = reinterpret_cast<const float*>(read_array_of(o, "origFormat", napi_float32_array, BG, op, true).data);
+  in.cf_format = reinterpret_cast<const float*>(read_array_of(o, "cfFormat", napi_float32_array, BH, op, true).data);
+  Napi::Value wv = o.Get("weights");
+  if (!wv.IsUndefined()) {
+    if (!wv.IsObject()) throw_type_error(op, "weights", "an object", wv);
+    Napi::Object w = wv.As<Napi::Object>();
+    in.weights.accuracy = read_optional_number(w, "accuracy", op, 1.0);
+    in.weights.format = read_optional_number(w, "format", op, 1.0);
+    in.weights.crr = read_optional_number(w, "crr", op, 1.0);
+    in.weights.behave = read_optional_number(w, "behave", op, 1.0);
+  }
+  in.norm = read_norm(o, op);
+  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+
+  Napi::Object r = Napi::Object::New(env);
+  CrrOutputs& out = call.out;
+  r.Set("origReward", new_f32(env, BG, &out.orig_reward));
+  r.Set("cfReward", new_f32(env, BH, &out.cf_reward));
+  r.Set("origAdvantage", new_f32(env, BG, &out.orig_advantage));
+  r.Set("cfAdvantage", new_f32(env, BH, &out.cf_advantage));
+  r.Set("correct", new_f32(env, BG, &out.correct));
+  r.Set("expected", new_f32(env, BH, &out.expected));
+  r.Set("pOrig", new_f32(env, B, &out.p_orig));
+  r.Set("pCf", new_f32(env, B, &out.p_cf));
+  r.Set("origFlat", new_u8(env, B, &out.orig_flat));
+  r.Set("cfFlat", new_u8(env, B, &out.cf_flat));
+  call.result = r;
+  return call;
+}
+
+GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = require_object(info, 0, op, "inputs");
+  GrpoCall call;
+  GrpoInputs& in = call.in;
+  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
+  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
+  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
+  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
+  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
+  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
+  in.norm = read_norm(o, op);
+  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+  Napi::Object r = Napi::Object::New(env);
+  GrpoOutputs& out = call.out;
+  r.Set("reward", new_f32(env, BG, &out.reward));
+  r.Set("advantage", new_f32(env, BG, &out.advantage));
+  r.Set("correct", new_f32(env, BG, &out.correct));
+  r.Set("flat", new_u8(env, B, &out.flat));
+  call.result = r;
+  return call;
+}
+
+KernelWorker::KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
+                           std::vector<Napi::Value> keep)
+    : Napi::AsyncWorker(env, op.c_str()),
+      op_(std::move(op)),
+      work_(std::move(work)),
+      deferred_(Napi::Promise::Deferred::New(env)) {
+  result_ = Napi::Persistent(result);
+  for (auto& v : keep) keep_.push_back(Napi::Persistent(v));
+}
+
+void KernelWorker::Execute() {
+  try {
+    work_();
+  } catch (...) {
+    error_.capture(op_, std::current_exception());
+    SetError(error_.message);
+  }
+}
+
+void KernelWorker::OnOK() { deferred_.Resolve(result_.Value()); }
+
+void KernelWorker::OnError(const Napi::Error& e) {
+  Napi::Env env = Env();
+  if (error_.set) {
+    deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
+  } else {
+    deferred_.Reject(e.Value());
+  }
+}
+
+}  // namespace crpo

@@ -1,0 +1,70 @@
+// Argument parsing shared by the core and torch addons for the two foundation ops: the
+// counterfactual video transform and the fused CRR / GRPO group advantages. Parsing happens
+// on the JS thread; the resulting plain structs can be handed to a background worker.
+#pragma once
+
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../kernels/cpu/crr_kernel.h"
+#include "../kernels/cpu/video_transform_kernel.h"
+#include "napi_util.h"
+
+namespace crpo {
+
+// videoTransform(input, { shape, layout, transform, swapAt?, output? })
+struct VideoTransformCall {
+  VideoShape shape;
+  VideoTransform transform = VideoTransform::HFlip;
+  int64_t swap_at = 0;
+  ByteView input;
+  ByteView output;
+  Napi::Value output_value;  // the typed array returned to JS
+  bool is_float = false;
+};
+VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const std::string& op);
+
+// crrAdvantages({ groups, origSize, cfSize, origAnswers, cfAnswers, truth, relation, cfLabel?,
+//                 numOptions, origFormat?, cfFormat?, weights?, norm?, eps? })
+struct CrrCall {
+  CrrInputs in;
+  CrrOutputs out;
+  Napi::Value result;  // { origReward, cfReward, origAdvantage, cfAdvantage, correct, expected, pOrig, pCf, origFlat, cfFlat }
+};
+CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op);
+
+// grpoAdvantages({ groups, groupSize, answers, truth, numOptions, format?, wAccuracy?, wFormat?, norm?, eps? })
+struct GrpoCall {
+  GrpoInputs in;
+  GrpoOutputs out;
+  Napi::Value result;  // { reward, advantage, correct, flat }
+};
+GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op);
+
+// A promise-returning worker: `work` runs off the JS thread and must not touch JS values;
+// `keep` holds the JS buffers it reads or writes alive until the promise settles.
+class KernelWorker : public Napi::AsyncWorker {
+ public:
+  KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
+               std::vector<Napi::Value> keep);
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override;
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+ private:
+  std::string op_;
+  std::function<void()> work_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Value> result_;
+  std::vector<Napi::Reference<Napi::Value>> keep_;
+  CapturedError error_;
+};
+
+}  // namespace crpo

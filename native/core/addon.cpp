@@ -1,0 +1,100 @@
+// The libtorch-free addon: counterfactual video transforms and CRR / GRPO group advantages on
+// plain typed arrays, over the shared CPU kernels. Built by node-gyp on every install.
+#include <napi.h>
+
+#include "../common/napi_util.h"
+#include "../common/ops_binding.h"
+
+namespace crpo {
+namespace {
+
+const char* kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
+                            "numOptions",  "origFormat", "cfFormat"};
+const char* kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
+
+template <size_t N>
+std::vector<Napi::Value> arrays_of(const Napi::Object& o, const char* const (&keys)[N]) {
+  std::vector<Napi::Value> v;
+  for (const char* k : keys) {
+    Napi::Value x = o.Get(k);
+    if (!x.IsUndefined() && !x.IsNull()) v.push_back(x);
+  }
+  return v;
+}
+
+Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
+    apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at);
+    return c.output_value;
+  });
+}
+
+Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
+  return guarded(info, "videoTransform", [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, "videoTransform");
+    auto* w = new KernelWorker(
+        info.Env(), "videoTransform",
+        [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
+        c.output_value, {info[0], c.output_value});
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "crrAdvantagesSync", [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, "crrAdvantagesSync");
+    crr_group_advantages(c.in, c.out);
+    return c.result;
+  });
+}
+
+Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
+  return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, "crrAdvantages");
+    auto* w = new KernelWorker(info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
+                               arrays_of(info[0].As<Napi::Object>(), kCrrArrays));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "grpoAdvantagesSync", [&]() -> Napi::Value {
+    GrpoCall c = parse_grpo(info, "grpoAdvantagesSync");
+    grpo_group_advantages(c.in, c.out);
+    return c.result;
+  });
+}
+
+Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
+  return guarded(info, "grpoAdvantages", [&]() -> Napi::Value {
+    GrpoCall c = parse_grpo(info, "grpoAdvantages");
+    auto* w = new KernelWorker(info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); },
+                               c.result, arrays_of(info[0].As<Napi::Object>(), kGrpoArrays));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("kind", Napi::String::New(env, "core"));
+  exports.Set("videoTransform", Napi::Function::New(env, VideoTransform, "videoTransform"));
+  exports.Set("videoTransformSync", Napi::Function::New(env, VideoTransformSync, "videoTransformSync"));
+  exports.Set("crrAdvantages", Napi::Function::New(env, CrrAdvantages, "crrAdvantages"));
+  exports.Set("crrAdvantagesSync", Napi::Function::New(env, CrrAdvantagesSync, "crrAdvantagesSync"));
+  exports.Set("grpoAdvantages", Napi::Function::New(env, GrpoAdvantages, "grpoAdvantages"));
+  exports.Set("grpoAdvantagesSync", Napi::Function::New(env, GrpoAdvantagesSync, "grpoAdvantagesSync"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace crpo
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return crpo::Init(env, exports); }
+
+NODE_API_MODULE(crpo_core, InitAddon)

@@ -1,0 +1,210 @@
+// The libtorch addon (crpo_torch): the foundation ops on CPU or CUDA tensors, run information
+// for `crpo doctor`, and (later) the model, train step and process groups. Every heavy call is
+// an AsyncWorker; the TS layer serialises them on one queue (lib/native.ts), and each worker
+// sets libtorch's per-thread intra-op thread count first (native-notes: it is per OS thread).
+#include <napi.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
+
+#include "common/napi_util.h"
+#include "common/ops_binding.h"
+#include "ops.h"
+
+namespace crpo {
+namespace {
+
+std::atomic<int> g_threads{0};  // 0 = libtorch's default
+
+void prepare_thread() {
+  at::init_num_threads();
+  int n = g_threads.load();
+  if (n > 0 && at::get_num_threads() != n) at::set_num_threads(n);
+}
+
+at::Device parse_device(const Napi::Object& o, const std::string& op) {
+  Napi::Value v = o.Get("device");
+  if (v.IsUndefined() || v.IsNull()) return at::Device(at::kCPU);
+  if (!v.IsString()) throw_type_error(op, "device", "a device string such as 'cpu' or 'cuda:0'", v);
+  std::string s = v.As<Napi::String>().Utf8Value();
+  try {
+    at::Device d(s);
+    if (d.is_cuda() && !torch::cuda::is_available()) {
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", op + ": device '" + s + "' requested but CUDA is not available");
+    }
+    if (!d.is_cpu() && !d.is_cuda()) throw_range_error(op, "device", "'cpu' or 'cuda[:N]'", "'" + s + "'");
+    return d;
+  } catch (const c10::Error&) {
+    throw_range_error(op, "device", "'cpu' or 'cuda[:N]'", "'" + s + "'");
+  }
+}
+
+at::Tensor wrap_frames(const ByteView& v, const VideoShape& s, bool is_float) {
+  std::vector<int64_t> sizes = s.layout == FrameLayout::BTHWC
+                                   ? std::vector<int64_t>{s.batch, s.frames, s.height, s.width, s.channels}
+                                   : std::vector<int64_t>{s.batch, s.frames, s.channels, s.height, s.width};
+  return torch::from_blob(v.data, sizes, at::TensorOptions().dtype(is_float ? at::kFloat : at::kByte));
+}
+
+// Runs the transform: directly on the JS buffers for CPU, through a device copy otherwise.
+void run_video_transform(const VideoTransformCall& c, const at::Device& device) {
+  if (device.is_cpu()) {
+    apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at);
+    return;
+  }
+  torch_guard("videoTransform", [&]() {
+    at::Tensor in = wrap_frames(c.input, c.shape, c.is_float).to(device);
+    at::Tensor out = video_transform(in, c.shape.layout, c.transform, c.swap_at);
+    wrap_frames(c.output, c.shape, c.is_float).copy_(out.cpu());
+  });
+}
+
+void run_crr(const CrrCall& c, const at::Device& device) {
+  if (device.is_cpu()) {
+    crr_group_advantages(c.in, c.out);
+    return;
+  }
+  torch_guard("crrAdvantages", [&]() {
+    const int64_t B = c.in.groups, G = c.in.orig_size, H = c.in.cf_size;
+    auto i32 = at::TensorOptions().dtype(at::kInt);
+    auto f32 = at::TensorOptions().dtype(at::kFloat);
+    auto dev = [&](const void* p, std::vector<int64_t> sizes, at::TensorOptions o) {
+      return p ? torch::from_blob(const_cast<void*>(p), sizes, o).to(device).contiguous() : at::Tensor();
+    };
+    CrrTensors t;
+    t.orig_answers = dev(c.in.orig_answers, {B, G}, i32);
+    t.cf_answers = dev(c.in.cf_answers, {B, H}, i32);
+    t.truth = dev(c.in.truth, {B}, i32);
+    t.relation = dev(c.in.relation, {B}, i32);
+    t.cf_label = dev(c.in.cf_label, {B}, i32);
+    t.num_options = dev(c.in.num_options, {B}, i32);
+    t.orig_format = dev(c.in.orig_format, {B, G}, f32);
+    t.cf_format = dev(c.in.cf_format, {B, H}, f32);
+    CrrResultTensors r = crr_advantages(t, c.in.weights, c.in.norm, c.in.eps);
+    auto back = [](void* p, const at::Tensor& x) {
+      at::Tensor cpu = x.cpu();
+      std::memcpy(p, cpu.data_ptr(), cpu.nbytes());
+    };
+    back(c.out.orig_reward, r.orig_reward); back(c.out.cf_reward, r.cf_reward);
+    back(c.out.orig_advantage, r.orig_advantage); back(c.out.cf_advantage, r.cf_advantage);
+    back(c.out.correct, r.correct); back(c.out.expected, r.expected);
+    back(c.out.p_orig, r.p_orig); back(c.out.p_cf, r.p_cf);
+    back(c.out.orig_flat, r.orig_flat); back(c.out.cf_flat, r.cf_flat);
+  });
+}
+
+Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() > i && info[i].IsObject()) return info[i].As<Napi::Object>();
+  return Napi::Object::New(info.Env());
+}
+
+Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
+    at::Device d = parse_device(options_arg(info, 1), "videoTransformSync");
+    prepare_thread();
+    run_video_transform(c, d);
+    return c.output_value;
+  });
+}
+
+Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
+  return guarded(info, "videoTransform", [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, "videoTransform");
+    at::Device d = parse_device(options_arg(info, 1), "videoTransform");
+    auto* w = new KernelWorker(
+        info.Env(), "videoTransform", [c, d]() { prepare_thread(); run_video_transform(c, d); }, c.output_value,
+        {info[0], c.output_value});
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+const char* kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
+                            "numOptions",  "origFormat", "cfFormat"};
+
+std::vector<Napi::Value> crr_arrays(const Napi::Object& o) {
+  std::vector<Napi::Value> v;
+  for (const char* k : kCrrArrays) {
+    Napi::Value x = o.Get(k);
+    if (!x.IsUndefined() && !x.IsNull()) v.push_back(x);
+  }
+  return v;
+}
+
+Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "crrAdvantagesSync", [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, "crrAdvantagesSync");
+    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantagesSync");
+    run_crr(c, d);
+    return c.result;
+  });
+}
+
+Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
+  return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, "crrAdvantages");
+    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
+    auto* w = new KernelWorker(info.Env(), "crrAdvantages", [c, d]() { prepare_thread(); run_crr(c, d); }, c.result,
+                               crr_arrays(info[0].As<Napi::Object>()));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "grpoAdvantagesSync", [&]() -> Napi::Value {
+    GrpoCall c = parse_grpo(info, "grpoAdvantagesSync");
+    grpo_group_advantages(c.in, c.out);
+    return c.result;
+  });
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  return guarded(info, "setNumThreads", [&]() -> Napi::Value {
+    int64_t n = read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), "setNumThreads", "threads", 1, 1024);
+    g_threads.store(static_cast<int>(n));
+    prepare_thread();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  return guarded(info, "info", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));
+    o.Set("cudaAvailable", Napi::Boolean::New(env, torch::cuda::is_available()));
+    o.Set("cudaDeviceCount", Napi::Number::New(env, static_cast<double>(torch::cuda::device_count())));
+    o.Set("cudaKernelsBuilt", Napi::Boolean::New(env, cuda_kernels_built()));
+    prepare_thread();
+    o.Set("intraOpThreads", Napi::Number::New(env, at::get_num_threads()));
+    o.Set("interOpThreads", Napi::Number::New(env, at::get_num_interop_threads()));
+    o.Set("parallelInfo", Napi::String::New(env, at::get_parallel_info()));
+    o.Set("buildConfig", Napi::String::New(env, torch_guard("info", []() { return at::show_config(); })));
+    return o;
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("kind", Napi::String::New(env, "torch"));
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
+  exports.Set("videoTransform", Napi::Function::New(env, VideoTransform, "videoTransform"));
+  exports.Set("videoTransformSync", Napi::Function::New(env, VideoTransformSync, "videoTransformSync"));
+  exports.Set("crrAdvantages", Napi::Function::New(env, CrrAdvantages, "crrAdvantages"));
+  exports.Set("crrAdvantagesSync", Napi::Function::New(env, CrrAdvantagesSync, "crrAdvantagesSync"));
+  exports.Set("grpoAdvantagesSync", Napi::Function::New(env, GrpoAdvantagesSync, "grpoAdvantagesSync"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace crpo
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return crpo::Init(env, exports); }
+
+NODE_API_MODULE(crpo_torch, InitAddon)

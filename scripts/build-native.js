@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// Builds the two native addons. Runs on `npm install` / `npm ci`.
+//   core  (node-gyp, binding.gyp): dependency-free; always built when a C++ compiler exists.
+//   torch (cmake-js, CMakeLists.txt): built when libtorch is found ($LIBTORCH, CMAKE_PREFIX_PATH,
+//         or the system libtorch-dev); otherwise skipped with the exact fix printed.
+// Both build offline: node-gyp gets --nodedir from this node's own headers, cmake-js uses the
+// node-api-headers package (package.json "binary.napi_versions").
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+const jobs = String(process.env.CRPO_BUILD_JOBS || 2);
+
+function log(msg) { process.stderr.write(`[crpo build] ${msg}\n`); }
+
+function run(cmd, cmdArgs, env) {
+  log(`${cmd} ${cmdArgs.join(' ')}`);
+  const r = spawnSync(cmd, cmdArgs, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  if (r.error) throw r.error;
+  return r.status === 0;
+}
+
+function bin(name) {
+  const local = path.join(root, 'node_modules', '.bin', name);
+  return fs.existsSync(local) ? local : name;
+}
+
+function nodeHeadersDir() {
+  // The directory holding include/node/node_api.h for the running node, if present.
+  const prefix = path.dirname(path.dirname(process.execPath));
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
+}
+
+function torchCandidates() {
+  const found = [];
+  if (process.env.LIBTORCH) found.push(process.env.LIBTORCH);
+  for (const p of (process.env.CMAKE_PREFIX_PATH || '').split(':').filter(Boolean)) found.push(p);
+  found.push('/usr/lib/x86_64-linux-gnu/cmake/Torch', '/usr/lib/aarch64-linux-gnu/cmake/Torch', '/usr/share/cmake/Torch');
+  return found;
+}
+
+function hasTorch() {
+  return torchCandidates().some((p) =>
+    fs.existsSync(path.join(p, 'TorchConfig.cmake')) ||
+    fs.existsSync(path.join(p, 'share', 'cmake', 'Torch', 'TorchConfig.cmake')) ||
+    fs.existsSync(path.join(p, 'lib', 'cmake', 'Torch', 'TorchConfig.cmake')));
+}
+
+function buildCore() {
+  const nodedir = nodeHeadersDir();
+  const gypArgs = ['rebuild', `-j`, jobs];
+  if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
+  if (!run(bin('node-gyp'), gypArgs)) {
+    log('core addon failed to build: a C++17 compiler, make and python3 are needed (apt-get install g++ make python3).');
+    return false;
+  }
+  return true;
+}
+
+function buildTorch() {
+  if (!hasTorch()) {
+    log('libtorch not found: torch addon skipped (training needs it). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch and run npm run build:torch');
+    return true;
+  }
+  const ok = run(bin('cmake-js'), ['rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'], {
+    CMAKE_BUILD_PARALLEL_LEVEL: jobs,
+  });
+  if (!ok) log('torch addon failed to build; see the cmake output above. LIBTORCH=' + (process.env.LIBTORCH || '(unset)'));
+  return ok;
+}
+
+let ok = true;
+if (!only || only === 'core') ok = buildCore() && ok;
+if (!only || only === 'torch') ok = buildTorch() && ok;
+process.exit(ok ? 0 : 1);
