@@ -11,18 +11,22 @@
 
 #include "common/napi_util.h"
 #include "common/ops_binding.h"
+#include "exports.h"
 #include "ops.h"
 
 namespace crpo {
 namespace {
 
 std::atomic<int> g_threads{0};  // 0 = libtorch's default
+}  // namespace
 
 void prepare_thread() {
   at::init_num_threads();
   int n = g_threads.load();
   if (n > 0 && at::get_num_threads() != n) at::set_num_threads(n);
 }
+
+namespace {
 
 at::Device parse_device(const Napi::Object& o, const std::string& op) {
   Napi::Value v = o.Get("device");
@@ -199,6 +203,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crrAdvantages", Napi::Function::New(env, CrrAdvantages, "crrAdvantages"));
   exports.Set("crrAdvantagesSync", Napi::Function::New(env, CrrAdvantagesSync, "crrAdvantagesSync"));
   exports.Set("grpoAdvantagesSync", Napi::Function::New(env, GrpoAdvantagesSync, "grpoAdvantagesSync"));
+  Napi::Array modules = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const ExportEntry& e : export_registry()) {
+    e.fn(env, exports);
+    modules.Set(i++, Napi::String::New(env, e.module));
+  }
+  exports.Set("modules", modules);
   return exports;
 }
 
