@@ -14,3 +14,4 @@ export {
   type CrrGroup, type BranchRollout, type CrrSettings,
 } from './reward';
 export { doctorReport, formatDoctor, type DoctorReport } from './doctor';
+export { synthesize, synthesizeStream, synthesizeRecords, renderSynthetic, SYNTH_DEFAULTS, type SynthOptions, type SynthItem } from './synth';

@@ -1,0 +1,281 @@
+/**
+ * Synthetic DyBench (crpo-method.md section 8; docs/data-format.md): procedurally rendered small
+ * videos for the three DyBench categories (reversible dynamics 3-way, moving direction 4-way, event
+ * sequence 2-way) plus static questions (colour, shape, count). Every item is a counterfactual
+ * pair: the partner is the original clip passed through the video transform, so the members
+ * differ only by the transform. A shortcut knob ties object colour to the dynamic answer of the
+ * original member in the train split (probability `shortcutP`); the test split draws colour
+ * independently of the answer, so a colour-reader fails there.
+ */
+import { invalidArg, outOfRange } from '../errors';
+import { transformFramesSync } from '../counterfactual';
+import { CATEGORIES, DyBenchRecord, SyntheticVideoSpec, type Category, type RecordTransform } from '../data/schema';
+import { mapDirection } from '../data/categories';
+import { Rng } from './rng';
+import { OBJECT_COLOURS, SHAPES, SCENE_VERSION, parseScene, renderScene, type ColourName, type Scene, type SceneObject, type Shape } from './render';
+
+export { renderScene, parseScene, PALETTE, SHAPES, OBJECT_COLOURS, SCENE_VERSION, type Scene, type SceneObject } from './render';
+export { Rng, hash32 } from './rng';
+
+export interface SynthOptions {
+  split: 'train' | 'test';
+  /** Pairs per category. */
+  pairs: number;
+  seed: number;
+  /** Frames per clip (default 8). */
+  frames?: number;
+  /** Height = width in pixels (default 32). */
+  size?: number;
+  /** Train split: probability that the object colour names the dynamic answer (default 0.9). */
+  shortcutP?: number;
+  /** Default: reversible_dynamics, moving_direction, event_sequence, static. */
+  categories?: Category[];
+}
+
+export interface SynthItem {
+  record: DyBenchRecord;
+  /** uint8 [T,H,W,3]. */
+  frames: Uint8Array;
+}
+
+export const SYNTH_DEFAULTS = {
+  frames: 8,
+  size: 32,
+  shortcutP: 0.9,
+  categories: ['reversible_dynamics', 'moving_direction', 'event_sequence', 'static'] as Category[],
+};
+
+export const SYNTH_QUESTIONS = {
+  reversible_dynamics: { question: 'How does the size of the object change during the video?', options: ['It grows', 'It shrinks', 'It stays the same size'] },
+  moving_direction: { question: 'In which direction does the object move?', options: ['left', 'right', 'up', 'down'] },
+  event_sequence: { question: 'Which shape appears first?' },
+  colour: { question: 'What colour is the object?' },
+  shape: { question: 'What shape is the object?' },
+  count: { question: 'How many objects are there?', options: ['1', '2', '3', '4'] },
+} as const;
+
+/** The colour that names answer index k under the shortcut (dynamic categories). */
+export function shortcutColour(answerIndex: number): ColourName {
+  return OBJECT_COLOURS[answerIndex];
+}
+
+interface PairPlan {
+  scene: Scene;
+  question: string;
+  options: string[];
+  answer: number;
+  transform: Exclude<RecordTransform, 'none'>;
+  partnerAnswer: number;
+  /** 'swap' only: first frame of the second segment. */
+  swapAt?: number;
+  meta: Record<string, unknown>;
+}
+
+const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
+
+/** Colour for a dynamic item whose original answer is `answer` among `k` options. */
+function dynamicColour(rng: Rng, split: 'train' | 'test', answer: number, k: number, p: number): { colour: ColourName; matches: boolean } {
+  let index: number;
+  if (split === 'train') {
+    if (rng.next() < p) index = answer;
+    else {
+      index = rng.int(k - 1);
+      if (index >= answer) index++;
+    }
+  } else {
+    index = rng.int(k); // independent of the answer
+  }
+  return { colour: shortcutColour(index), matches: index === answer };
+}
+
+function scene(objects: SceneObject[]): Scene {
+  return { version: SCENE_VERSION, background: 'gray', objects };
+}
+
+function planReversible(rng: Rng, split: 'train' | 'test', p: number): PairPlan {
+  const { question, options } = SYNTH_QUESTIONS.reversible_dynamics;
+  const answer = rng.int(3); // 0 grows, 1 shrinks, 2 unchanged
+  const { colour, matches } = dynamicColour(rng, split, answer, 3, p);
+  const small = rng.uniform(0.12, 0.2), big = rng.uniform(0.5, 0.62);
+  const still = rng.uniform(0.22, 0.55);
+  const maxSize = answer === 2 ? still : big;
+  const x = rng.uniform(maxSize / 2 + 0.02, 1 - maxSize / 2 - 0.02);
+  const y = rng.uniform(maxSize / 2 + 0.02, 1 - maxSize / 2 - 0.02);
+  const [s0, s1] = answer === 0 ? [small, big] : answer === 1 ? [big, small] : [still, still];
+  const shape = rng.pick(SHAPES);
+  return {
+    scene: scene([{ shape, color: colour, from: { x, y, size: s0 }, to: { x, y, size: s1 } }]),
+    question, options: [...options], answer,
+    transform: 'reverse',
+    partnerAnswer: answer === 2 ? 2 : 1 - answer, // grows <-> shrinks; unchanged stays
+    meta: { shortcut_match: matches },
+  };
+}
+
+function planMoving(rng: Rng, split: 'train' | 'test', p: number): PairPlan {
+  const { question, options } = SYNTH_QUESTIONS.moving_direction;
+  const answer = rng.int(4);
+  const dir = options[answer];
+  const { colour, matches } = dynamicColour(rng, split, answer, 4, p);
+  const size = rng.uniform(0.28, 0.36);
+  const lo = size / 2 + 0.02, hi = 1 - size / 2 - 0.02;
+  const travel = rng.uniform(0.42, Math.min(0.58, hi - lo));
+  const start = rng.uniform(lo, hi - travel); // lower end of the path
+  const across = rng.uniform(lo, hi);
+  const sign = dir === 'right' || dir === 'down' ? 1 : -1;
+  const a0 = sign > 0 ? start : start + travel, a1 = sign > 0 ? start + travel : start;
+  const horizontal = dir === 'left' || dir === 'right';
+  const from = horizontal ? { x: a0, y: across, size } : { x: across, y: a0, size };
+  const to = horizontal ? { x: a1, y: across, size } : { x: across, y: a1, size };
+  // hflip changes left/right only; reverse changes every direction; hflip+reverse changes up/down only.
+  const transform = horizontal ? rng.pick(['hflip', 'reverse'] as const) : rng.pick(['reverse', 'hflip+reverse'] as const);
+  const partnerAnswer = options.indexOf(mapDirection(dir, transform) as (typeof options)[number]);
+  return {
+    scene: scene([{ shape: rng.pick(SHAPES), color: colour, from, to }]),
+    question, options: [...options], answer, transform, partnerAnswer,
+    meta: { shortcut_match: matches },
+  };
+}
+
+function planEvent(rng: Rng, split: 'train' | 'test', p: number, T: number): PairPlan {
+  const [first, second] = rng.shuffle(SHAPES).slice(0, 2) as Shape[];
+  const options = rng.shuffle([first, second]);
+  const answer = options.indexOf(first);
+  const { colour, matches } = dynamicColour(rng, split, answer, 2, p);
+  const obj = (shape: Shape, visible: [number, number]): SceneObject => {
+    const size = rng.uniform(0.36, 0.46);
+    const lo = size / 2 + 0.03, hi = 1 - size / 2 - 0.03;
+    const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
+    const dx = rng.uniform(-0.1, 0.1), dy = rng.uniform(-0.1, 0.1);
+    return { shape, color: colour, from: { x, y, size }, to: { x: clamp(x + dx, lo, hi), y: clamp(y + dy, lo, hi), size }, visible };
+  };
+  // Segment boundary: frames t < T/2 show the first event; the swap moves the second segment first.
+  const swapAt = Math.ceil(T / 2);
+  return {
+    scene: scene([obj(first, [0, 0.5]), obj(second, [0.5, 1])]),
+    question: SYNTH_QUESTIONS.event_sequence.question,
+    options: options.map((s) => `the ${s}`), answer,
+    transform: 'swap', partnerAnswer: 1 - answer, swapAt,
+    meta: { shortcut_match: matches },
+  };
+}
+
+function drifting(rng: Rng, shape: Shape, colour: ColourName, x: number, y: number, size: number, dx: number, dy: number): SceneObject {
+  return { shape, color: colour, from: { x, y, size }, to: { x: x + dx, y: y + dy, size } };
+}
+
+function planStatic(rng: Rng, index: number): PairPlan {
+  const attribute = (['colour', 'shape', 'count'] as const)[index % 3];
+  const transform = rng.pick(['hflip', 'reverse'] as const);
+  // A gentle drift so that the transform really changes the clip while the answer stays.
+  const dx = rng.uniform(-0.12, 0.12), dy = rng.uniform(-0.12, 0.12);
+  if (attribute === 'count') {
+    const n = 1 + rng.int(4);
+    const cells = rng.shuffle([[0.27, 0.27], [0.73, 0.27], [0.27, 0.73], [0.73, 0.73]]).slice(0, n);
+    const objects = cells.map(([cx, cy]) => {
+      const size = rng.uniform(0.2, 0.26);
+      const ddx = clamp(dx, -0.06, 0.06), ddy = clamp(dy, -0.06, 0.06);
+      return drifting(rng, rng.pick(SHAPES), rng.pick(OBJECT_COLOURS), cx - ddx / 2, cy - ddy / 2, size, ddx, ddy);
+    });
+    const { question, options } = SYNTH_QUESTIONS.count;
+    return { scene: scene(objects), question, options: [...options], answer: n - 1, transform, partnerAnswer: n - 1, meta: { attribute } };
+  }
+  const size = rng.uniform(0.36, 0.5);
+  const lo = size / 2 + 0.03 + 0.12, hi = 1 - size / 2 - 0.03 - 0.12;
+  const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
+  const colour = rng.pick(OBJECT_COLOURS);
+  const shape = rng.pick(SHAPES);
+  const objects = [drifting(rng, shape, colour, x, y, size, dx, dy)];
+  if (attribute === 'colour') {
+    const others = rng.shuffle(OBJECT_COLOURS.filter((c) => c !== colour)).slice(0, 3);
+    const options = rng.shuffle([colour, ...others]);
+    return { scene: scene(objects), question: SYNTH_QUESTIONS.colour.question, options, answer: options.indexOf(colour), transform, partnerAnswer: options.indexOf(colour), meta: { attribute } };
+  }
+  const options = rng.shuffle(SHAPES);
+  return { scene: scene(objects), question: SYNTH_QUESTIONS.shape.question, options, answer: options.indexOf(shape), transform, partnerAnswer: options.indexOf(shape), meta: { attribute } };
+}
+
+function checkOptions(o: SynthOptions, op: string): Required<SynthOptions> {
+  if (typeof o !== 'object' || o === null) throw invalidArg('options', 'an object', o, op);
+  if (o.split !== 'train' && o.split !== 'test') throw invalidArg('split', "'train' or 'test'", o.split, op);
+  if (!Number.isInteger(o.pairs) || o.pairs < 0) throw outOfRange('pairs', 'an integer >= 0', o.pairs, op);
+  if (!Number.isInteger(o.seed)) throw invalidArg('seed', 'an integer', o.seed, op);
+  const frames = o.frames ?? SYNTH_DEFAULTS.frames;
+  if (!Number.isInteger(frames) || frames < 2 || frames > 1024) throw outOfRange('frames', 'an integer in [2, 1024]', frames, op);
+  const size = o.size ?? SYNTH_DEFAULTS.size;
+  if (!Number.isInteger(size) || size < 8 || size > 1024) throw outOfRange('size', 'an integer in [8, 1024]', size, op);
+  const shortcutP = o.shortcutP ?? SYNTH_DEFAULTS.shortcutP;
+  if (typeof shortcutP !== 'number' || !(shortcutP >= 0 && shortcutP <= 1)) throw outOfRange('shortcutP', 'a number in [0, 1]', shortcutP, op);
+  const categories = o.categories ?? SYNTH_DEFAULTS.categories;
+  if (!Array.isArray(categories) || categories.length === 0) throw invalidArg('categories', 'a non-empty array of categories', categories, op);
+  for (const c of categories) {
+    if (!CATEGORIES.includes(c) || c === 'other') throw invalidArg('categories[]', `one of ${CATEGORIES.filter((x) => x !== 'other').join(', ')}`, c, op);
+  }
+  return { split: o.split, pairs: o.pairs, seed: o.seed, frames, size, shortcutP, categories: [...new Set(categories)] };
+}
+
+/** The two records of pair `index` of `category` (no pixels). */
+export function synthesizePairRecords(o: SynthOptions, category: Category, index: number): [DyBenchRecord, DyBenchRecord] {
+  const c = checkOptions({ ...o, categories: [category] }, 'synthesizePairRecords');
+  const rng = new Rng(`crpo-synth|${c.seed}|${c.split}|${category}|${index}`);
+  const plan =
+    category === 'reversible_dynamics' ? planReversible(rng, c.split, c.shortcutP)
+    : category === 'moving_direction' ? planMoving(rng, c.split, c.shortcutP)
+    : category === 'event_sequence' ? planEvent(rng, c.split, c.shortcutP, c.frames)
+    : planStatic(rng, index);
+  const pairId = `synth-${c.split}-${category}-${String(index).padStart(5, '0')}`;
+  const base: SyntheticVideoSpec = { kind: 'synthetic', scene: plan.scene as unknown as Record<string, unknown>, frames: c.frames, height: c.size, width: c.size, transform: 'none' };
+  const partnerVideo: SyntheticVideoSpec = { ...base, transform: plan.transform, ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}) };
+  const common = { pair_id: pairId, question: plan.question, options: plan.options, category, source: 'crpo-synth', split: c.split };
+  const meta = { seed: c.seed, ...plan.meta };
+  const original: DyBenchRecord = {
+    id: `${pairId}-a`, ...common, video: base, answer: plan.answer, transform: 'none',
+    meta: { ...meta, counterfactual: { transform: plan.transform, answer: plan.partnerAnswer, relation: plan.partnerAnswer === plan.answer ? 'same' : 'change', ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}) } },
+  };
+  const partner: DyBenchRecord = { id: `${pairId}-b`, ...common, video: partnerVideo, answer: plan.partnerAnswer, transform: plan.transform, meta };
+  return [original, partner];
+}
+
+/** All records (no pixels), in order: per category, per pair, original then partner. */
+export function synthesizeRecords(options: SynthOptions): DyBenchRecord[] {
+  const c = checkOptions(options, 'synthesizeRecords');
+  const out: DyBenchRecord[] = [];
+  for (const category of c.categories) for (let i = 0; i < c.pairs; i++) out.push(...synthesizePairRecords(c, category, i));
+  return out;
+}
+
+/**
+ * Renders an inline synthetic spec as uint8 [T,H,W,3]: the scene, then the spec's transform
+ * applied by the core addon's counterfactual op.
+ */
+export function renderSynthetic(spec: SyntheticVideoSpec): Uint8Array {
+  const s = SyntheticVideoSpec.safeParse(spec);
+  if (!s.success) {
+    const issue = s.error.issues[0];
+    throw invalidArg(`spec.${issue.path.join('.')}`, `a valid synthetic video spec (${issue.message})`, (spec as Record<string, unknown> | null)?.[String(issue.path[0])], 'renderSynthetic');
+  }
+  const v = s.data;
+  const frames = renderScene(parseScene(v.scene, 'video.scene'), v.frames, v.height, v.width);
+  if (v.transform === 'none') return frames;
+  return transformFramesSync(frames, { shape: [1, v.frames, v.height, v.width, 3], transform: v.transform, swapAt: v.swap_at }) as Uint8Array;
+}
+
+/** Records plus pixels; the partner's pixels are the original's passed through the transform. */
+export function* synthesizeStream(options: SynthOptions): Generator<SynthItem> {
+  const c = checkOptions(options, 'synthesize');
+  for (const category of c.categories) {
+    for (let i = 0; i < c.pairs; i++) {
+      const [a, b] = synthesizePairRecords(c, category, i);
+      const va = a.video as SyntheticVideoSpec, vb = b.video as SyntheticVideoSpec;
+      const original = renderScene(va.scene as unknown as Scene, va.frames, va.height, va.width);
+      const partner = transformFramesSync(original, { shape: [1, va.frames, va.height, va.width, 3], transform: vb.transform as Exclude<RecordTransform, 'none'>, swapAt: vb.swap_at }) as Uint8Array;
+      yield { record: a, frames: original };
+      yield { record: b, frames: partner };
+    }
+  }
+}
+
+/** Deterministic for a seed: the same options give the same records and pixels. */
+export function synthesize(options: SynthOptions): SynthItem[] {
+  return [...synthesizeStream(options)];
+}
