@@ -15,3 +15,8 @@ export {
 } from './reward';
 export { doctorReport, formatDoctor, type DoctorReport } from './doctor';
 export { synthesize, synthesizeStream, synthesizeRecords, renderSynthetic, SYNTH_DEFAULTS, type SynthOptions, type SynthItem } from './synth';
+export {
+  loadRecords, loadRecordsSync, parseRecords, checkRecord, formatIssue, DataError, CATEGORY_OPTION_COUNTS, CATEGORY_TRANSFORMS, mapDirection,
+  writeFileAtomic, writeFileAtomicSync, writeJsonlAtomic, writeJsonlAtomicSync, appendJsonlSync, JsonlAppender, repairJsonlTail, parseJsonl,
+  DyBenchRecord, CATEGORIES, RECORD_TRANSFORMS, SyntheticVideoSpec, VideoRef, type Category, type RecordTransform, type LoadOptions, type LoadResult, type RecordIssue,
+} from './data';
