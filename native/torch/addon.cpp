@@ -21,9 +21,14 @@ std::atomic<int> g_threads{0};  // 0 = libtorch's default
 }  // namespace
 
 void prepare_thread() {
+  // Once per OS thread and thread-count change: at::set_num_threads also resizes libtorch's
+  // pthreadpool, which costs milliseconds, so it must not run on every call.
+  thread_local int configured = -1;
+  const int n = g_threads.load();
+  if (configured == n) return;
   at::init_num_threads();
-  int n = g_threads.load();
-  if (n > 0 && at::get_num_threads() != n) at::set_num_threads(n);
+  if (n > 0) at::set_num_threads(n);
+  configured = n;
 }
 
 namespace {

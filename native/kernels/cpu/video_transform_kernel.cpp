@@ -48,29 +48,43 @@ struct RgbShuffleMasks {
 };
 const RgbShuffleMasks kRgbMasks;
 
-__attribute__((target("ssse3"))) void reverse_row_rgb_ssse3(const uint8_t* in, uint8_t* out,
-                                                             int64_t count) {
+// `stream`: write with non-temporal stores (output 16-byte aligned; for buffers larger than the cache).
+__attribute__((target("ssse3"))) void reverse_row_rgb_ssse3(const uint8_t* in, uint8_t* out, int64_t count,
+                                                             bool stream) {
   __m128i masks[3][3];
   for (int v = 0; v < 3; ++v)
     for (int s = 0; s < 3; ++s)
       masks[v][s] = _mm_load_si128(reinterpret_cast<const __m128i*>(kRgbMasks.m[v][s]));
+  // Input is read front to back (prefetch-friendly): input pixels [x, x+16) land reversed at
+  // output pixels [count-16-x, count-x).
   int64_t x = 0;
-  // Output pixels [x, x+16) come from input pixels [count-16-x, count-x), reversed.
   for (; x + 16 <= count; x += 16) {
-    const uint8_t* src = in + (count - 16 - x) * 3;
+    const uint8_t* src = in + x * 3;
     __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
     __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16));
     __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
+    uint8_t* dst_block = out + (count - 16 - x) * 3;
     for (int v = 0; v < 3; ++v) {
       __m128i r = _mm_or_si128(
           _mm_or_si128(_mm_shuffle_epi8(a, masks[v][0]), _mm_shuffle_epi8(b, masks[v][1])),
           _mm_shuffle_epi8(c, masks[v][2]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + x * 3 + v * 16), r);
+      uint8_t* dst = dst_block + v * 16;
+      if (stream) _mm_stream_si128(reinterpret_cast<__m128i*>(dst), r);
+      else _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r);
     }
   }
-  // Tail: the remaining (count - x) output pixels come from the first input pixels.
-  const uint8_t* src = in + (count - 1) * 3;
-  for (; x < count; ++x) std::memcpy(out + x * 3, src - x * 3, 3);
+  // Tail: the last (count - x) input pixels go to the first output pixels.
+  for (; x < count; ++x) std::memcpy(out + (count - 1 - x) * 3, in + x * 3, 3);
+}
+
+// 4-byte pixels (float32 BTCHW rows, RGBA uint8): four per vector, reversed with one SSE2 shuffle.
+void reverse_row_u32_sse2(const uint8_t* in, uint8_t* out, int64_t count) {
+  int64_t x = 0;
+  for (; x + 4 <= count; x += 4) {
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + x * 4));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (count - 4 - x) * 4), _mm_shuffle_epi32(v, 0x1B));
+  }
+  for (; x < count; ++x) std::memcpy(out + (count - 1 - x) * 4, in + x * 4, 4);
 }
 
 bool cpu_has_ssse3() {
@@ -80,7 +94,7 @@ bool cpu_has_ssse3() {
 #endif
 
 // Reverses `rows` consecutive rows, each of `count` pixels of `pixel` bytes.
-void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, int64_t pixel) {
+void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, int64_t pixel, bool stream) {
   const int64_t row_bytes = count * pixel;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* i = in + r * row_bytes;
@@ -89,11 +103,22 @@ void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, 
       case 1: reverse_row_fixed<1>(i, o, count); break;
       case 3:
 #ifdef CRPO_HAVE_X86
-        if (cpu_has_ssse3()) { reverse_row_rgb_ssse3(i, o, count); break; }
+        if (cpu_has_ssse3()) {
+          // Full 48-byte blocks start at o + 3 * (count % 16) + 48k: stream only when those are aligned.
+          const bool aligned = (reinterpret_cast<uintptr_t>(o) + 3 * (count % 16)) % 16 == 0;
+          reverse_row_rgb_ssse3(i, o, count, stream && aligned);
+          break;
+        }
 #endif
         reverse_row_fixed<3>(i, o, count);
         break;
-      case 4: reverse_row_fixed<4>(i, o, count); break;
+      case 4:
+#ifdef CRPO_HAVE_X86
+        reverse_row_u32_sse2(i, o, count);
+#else
+        reverse_row_fixed<4>(i, o, count);
+#endif
+        break;
       case 8: reverse_row_fixed<8>(i, o, count); break;
       case 12: reverse_row_fixed<12>(i, o, count); break;
       case 16: reverse_row_fixed<16>(i, o, count); break;
@@ -102,13 +127,23 @@ void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, 
   }
 }
 
+// Outputs larger than this are written with non-temporal stores where the kernel can: they
+// would not stay in cache anyway, and streaming skips the read-for-ownership of every line.
+constexpr int64_t kStreamBytes = 8 << 20;
+
 // Flips one frame (all channels) from `in` to `out`.
-void hflip_frame(const uint8_t* in, uint8_t* out, const VideoShape& s) {
+void hflip_frame(const uint8_t* in, uint8_t* out, const VideoShape& s, bool stream) {
   if (s.layout == FrameLayout::BTHWC) {
-    reverse_rows(in, out, s.height, s.width, s.channels * s.element_bytes);
+    reverse_rows(in, out, s.height, s.width, s.channels * s.element_bytes, stream);
   } else {
-    reverse_rows(in, out, s.channels * s.height, s.width, s.element_bytes);
+    reverse_rows(in, out, s.channels * s.height, s.width, s.element_bytes, stream);
   }
+}
+
+void store_fence() {
+#ifdef CRPO_HAVE_X86
+  _mm_sfence();
+#endif
 }
 
 }  // namespace
@@ -116,7 +151,9 @@ void hflip_frame(const uint8_t* in, uint8_t* out, const VideoShape& s) {
 void hflip_frames(const uint8_t* in, uint8_t* out, const VideoShape& s) {
   const int64_t fb = s.frame_bytes();
   const int64_t n = s.batch * s.frames;
-  for (int64_t f = 0; f < n; ++f) hflip_frame(in + f * fb, out + f * fb, s);
+  const bool stream = s.total_bytes() >= kStreamBytes;
+  for (int64_t f = 0; f < n; ++f) hflip_frame(in + f * fb, out + f * fb, s, stream);
+  if (stream) store_fence();
 }
 
 void reverse_frames(const uint8_t* in, uint8_t* out, const VideoShape& s) {
@@ -132,13 +169,15 @@ void reverse_frames(const uint8_t* in, uint8_t* out, const VideoShape& s) {
 
 void hflip_reverse_frames(const uint8_t* in, uint8_t* out, const VideoShape& s) {
   const int64_t fb = s.frame_bytes();
+  const bool stream = s.total_bytes() >= kStreamBytes;
   for (int64_t b = 0; b < s.batch; ++b) {
     const uint8_t* clip_in = in + b * s.frames * fb;
     uint8_t* clip_out = out + b * s.frames * fb;
     for (int64_t t = 0; t < s.frames; ++t) {
-      hflip_frame(clip_in + (s.frames - 1 - t) * fb, clip_out + t * fb, s);
+      hflip_frame(clip_in + (s.frames - 1 - t) * fb, clip_out + t * fb, s, stream);
     }
   }
+  if (stream) store_fence();
 }
 
 void swap_segments(const uint8_t* in, uint8_t* out, const VideoShape& s, int64_t swap_at) {
