@@ -113,10 +113,62 @@ export interface TorchInfo {
   buildConfig: string;
 }
 
-export interface TorchAddon extends OpsAddon {
+export interface TorchAddon extends OpsAddon, QwenNativeApi {
   kind: 'torch';
   info(): TorchInfo;
   setNumThreads(threads: number): void;
+}
+
+/** A tensor returned by the addon: fp32 values and their shape. */
+export interface NativeTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+/** Qwen2.5-VL / Qwen3-VL model calls (native/torch/qwen; typed wrappers in lib/hf/model.ts). */
+export interface NativeQwenInputs {
+  batch: number;
+  seqLen: number;
+  inputIds: Int32Array; // (B, L)
+  attentionMask?: Int32Array; // (B, L)
+  positionIds: Int32Array; // (3, B, L)
+  pixelValues?: Float32Array; // (N, C*tp*p*p)
+  imageGridThw?: Int32Array; // (n, 3)
+  pixelValuesVideos?: Float32Array;
+  videoGridThw?: Int32Array;
+}
+
+export interface NativeQwenLoadSpec {
+  config: Record<string, unknown>;
+  dtype: 'float32' | 'bfloat16' | 'float16';
+  device: string;
+  tensors: Array<{ name: string; file: string; offset: number; nbytes: number; dtype: string; shape: number[] }>;
+}
+
+export interface NativeQwenForwardResult {
+  logits: NativeTensor;
+  tokenLogprobs: NativeTensor;
+  lossMeanCe: number;
+  objective: number;
+  capture: Record<string, NativeTensor>;
+  grads: Record<string, NativeTensor>;
+}
+
+export interface QwenNativeApi {
+  qwenLoad(spec: NativeQwenLoadSpec): Promise<number>;
+  qwenDispose(model: number): void;
+  qwenLiveModels(): number;
+  qwenForward(model: number, inputs: NativeQwenInputs, options?: { capture?: boolean; grads?: string[]; lora?: boolean }): Promise<NativeQwenForwardResult>;
+  qwenGenerate(
+    model: number,
+    inputs: NativeQwenInputs,
+    options: { maxNewTokens: number; eosTokenId?: number; useCache?: boolean },
+  ): Promise<{ tokens: number[][]; stepLogits: NativeTensor[] }>;
+  qwenAddLora(model: number, lora: { rank: number; alpha?: number; dropout?: number; targetModules: string[]; vision?: boolean; seed?: number }): string[];
+  qwenSetLoraEnabled(model: number, enabled: boolean): void;
+  qwenParamNames(model: number, lora?: boolean): string[];
+  qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
+  qwenSetParam(model: number, name: string, value: Float32Array): void;
 }
 
 export type AddonName = 'core' | 'torch';
@@ -159,7 +211,7 @@ function fixFor(name: AddonName, reason: string): string {
   if (/libtorch|libc10|libtorch_cpu/.test(reason)) {
     return `crpo torch addon cannot load libtorch (${reason}). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch and run 'npm run build:torch'`;
   }
-  return `crpo torch addon not available (${reason}). Fix: libtorch not found at build time: apt-get install libtorch-dev (CPU) or set LIBTORCH=/path/to/libtorch (e.g. a CUDA build), then run 'npm run build:torch' in ${ROOT}`;
+  return `crpo torch addon not available (${reason}). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch (e.g. a CUDA build), then run 'npm run build:torch' in ${ROOT}`;
 }
 
 function tryLoad(name: AddonName): { addon: unknown; path: string } | undefined {
