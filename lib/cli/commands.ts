@@ -14,4 +14,5 @@ export interface CommandEntry {
 export const COMMANDS: CommandEntry[] = [
   { command: 'doctor', describe: 'Show Node, addons, libtorch, CUDA, BLAS and thread settings', module: './commands/doctor' },
   { command: 'demo', describe: 'Run the main job on its embedded default', module: './commands/demo' },
+  { command: 'eval [data]', describe: 'Evaluate a served model or checkpoint on a DyBench JSONL: Acc / P-Acc per category', module: './commands/eval' },
 ];

@@ -1,0 +1,139 @@
+/**
+ * `crpo eval <data>`: evaluates a served OpenAI-compatible model (or a local checkpoint) on a
+ * DyBench JSONL and writes per-sample JSONL, summary JSON, a Markdown table and a PNG chart of
+ * Acc / P-Acc per category (lib/eval/runner.ts; docs/evaluation.md). Rerunning the same command
+ * resumes. `crpo eval --correlate <run dirs..>` prints Pearson r between two metrics across runs.
+ */
+import * as path from 'path';
+import type { Argv } from 'yargs';
+import { readTextFile } from '../../data/jsonl';
+import { CATEGORIES, type Category } from '../../data/schema';
+import { CrpoError } from '../../errors';
+import { correlateRuns, type PairedMetrics } from '../../eval/metrics';
+import { runEval, type EvalSummary } from '../../eval/runner';
+
+export function builder(y: Argv): Argv {
+  return y
+    .usage(
+      'crpo eval <data> --base-url URL --model NAME [--out DIR]\n\n' +
+        'Evaluates a model on a DyBench JSONL (e.g. from `crpo synth`). Rerun the same command to resume.\n' +
+        'Environment: CRPO_EVAL_BASE_URL / OPENAI_BASE_URL, CRPO_EVAL_API_KEY / OPENAI_API_KEY, CRPO_EVAL_MODEL.',
+    )
+    .positional('data', { type: 'string', describe: 'DyBench JSONL file' })
+    .option('out', { type: 'string', describe: 'Output folder (default runs/eval/<model>-<data name>)' })
+    .option('kind', { type: 'string', default: 'openai', describe: "Model kind: 'openai' (served endpoint) or 'checkpoint' (local policy)" })
+    .option('model', { type: 'string', describe: 'Served model name (env CRPO_EVAL_MODEL)' })
+    .option('base-url', { type: 'string', describe: 'OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (env CRPO_EVAL_BASE_URL, OPENAI_BASE_URL)' })
+    .option('api-key', { type: 'string', describe: 'API key (env CRPO_EVAL_API_KEY, OPENAI_API_KEY; default EMPTY)' })
+    .option('checkpoint', { type: 'string', describe: "Checkpoint path for --kind checkpoint" })
+    .option('null-option', { type: 'boolean', default: false, describe: 'Add "None of the above" as an extra option' })
+    .option('concurrency', { type: 'number', default: 4, describe: 'Requests in flight' })
+    .option('batch-size', { type: 'number', default: 1, describe: 'Requests per model call (local checkpoints)' })
+    .option('limit', { type: 'number', describe: 'Evaluate only the first N pairs' })
+    .option('category', { type: 'array', string: true, choices: [...CATEGORIES], describe: 'Keep only these categories' })
+    .option('split', { type: 'string', describe: 'Keep only records of this split' })
+    .option('frames', { type: 'number', default: 8, describe: 'Frames sampled from video files / frame folders' })
+    .option('max-pixels', { type: 'number', default: 224 * 224, describe: 'Pixel budget per frame for video files' })
+    .option('timeout', { type: 'number', default: 120, describe: 'Seconds per request attempt' })
+    .option('retries', { type: 'number', default: 5, describe: 'Retries on 429/5xx/timeouts/unreadable replies' })
+    .option('backoff', { type: 'number', default: 1000, describe: 'First retry delay in ms (doubles each retry, jittered)' })
+    .option('max-tokens', { type: 'number', default: 1024, describe: 'max_tokens per completion' })
+    .option('temperature', { type: 'number', default: 0, describe: 'Sampling temperature' })
+    .option('jpeg-quality', { type: 'number', default: 90, describe: 'JPEG quality of the frames sent' })
+    .option('image-detail', { type: 'string', choices: ['low', 'high', 'auto'], describe: 'image_url detail hint' })
+    .option('bootstrap', { type: 'number', default: 1000, describe: 'Bootstrap resamples for the 95% intervals (0: none)' })
+    .option('seed', { type: 'number', default: 0, describe: 'Bootstrap seed' })
+    .option('lenient', { type: 'boolean', default: false, describe: 'Skip bad records (and report them) instead of failing' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'Discard earlier results in --out instead of resuming' })
+    .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines' })
+    .option('correlate', { type: 'array', string: true, describe: 'Run folders: print Pearson r between --x and --y across them' })
+    .option('x', { type: 'string', default: 'dynamic.acc', describe: 'With --correlate: first metric (<group>.<metric>)' })
+    .option('y', { type: 'string', default: 'dynamic.sensitivity', describe: 'With --correlate: second metric' });
+}
+
+interface Args {
+  data?: string;
+  out?: string;
+  kind: string;
+  model?: string;
+  baseUrl?: string;
+  apiKey?: string;
+  checkpoint?: string;
+  nullOption: boolean;
+  concurrency: number;
+  batchSize: number;
+  limit?: number;
+  category?: string[];
+  split?: string;
+  frames: number;
+  maxPixels: number;
+  timeout: number;
+  retries: number;
+  backoff: number;
+  maxTokens: number;
+  temperature: number;
+  jpegQuality: number;
+  imageDetail?: 'low' | 'high' | 'auto';
+  bootstrap: number;
+  seed: number;
+  lenient: boolean;
+  overwrite: boolean;
+  quiet: boolean;
+  correlate?: string[];
+  x: string;
+  y: string;
+}
+
+const env = (...names: string[]): string | undefined => names.map((n) => process.env[n]).find((v) => v !== undefined && v !== '');
+
+function correlate(a: Args): void {
+  const dirs = a.correlate!;
+  const runs: PairedMetrics[] = dirs.map((d) => ({ groups: (JSON.parse(readTextFile(path.join(d, 'summary.json'), 'eval summary')) as EvalSummary).metrics }));
+  const { r, xs, ys } = correlateRuns(runs, a.x, a.y);
+  dirs.forEach((d, i) => process.stdout.write(`${d}\t${a.x}=${xs[i].toFixed(4)}\t${a.y}=${ys[i].toFixed(4)}\n`));
+  process.stdout.write(`Pearson r(${a.x}, ${a.y}) over ${dirs.length} runs = ${r.toFixed(4)}\n`);
+}
+
+export async function handler(a: Args): Promise<void> {
+  if (a.correlate && a.correlate.length) return correlate(a);
+  if (!a.data) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
+  const model = a.model ?? env('CRPO_EVAL_MODEL');
+  const baseURL = a.baseUrl ?? env('CRPO_EVAL_BASE_URL', 'OPENAI_BASE_URL');
+  const apiKey = a.apiKey ?? env('CRPO_EVAL_API_KEY', 'OPENAI_API_KEY');
+  if (a.kind === 'openai') {
+    if (!baseURL) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
+    if (!model) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
+  }
+  const name = (model ?? (a.checkpoint ? path.basename(a.checkpoint) : a.kind)).replace(/[^A-Za-z0-9._-]+/g, '_');
+  const out = a.out ?? path.join('runs', 'eval', `${name}-${path.basename(a.data).replace(/\.jsonl$/i, '')}`);
+  const { summary, files } = await runEval(
+    {
+      data: a.data,
+      out,
+      kind: a.kind,
+      model: {
+        model, baseURL, apiKey, checkpoint: a.checkpoint,
+        timeoutMs: a.timeout * 1000, maxRetries: a.retries, backoffBaseMs: a.backoff, maxTokens: a.maxTokens,
+        temperature: a.temperature, jpegQuality: a.jpegQuality, imageDetail: a.imageDetail,
+      },
+      nullOption: a.nullOption,
+      concurrency: a.concurrency,
+      batchSize: a.batchSize,
+      limitPairs: a.limit,
+      categories: a.category as Category[] | undefined,
+      split: a.split,
+      frames: a.frames,
+      maxPixels: a.maxPixels,
+      bootstrap: a.bootstrap,
+      seed: a.seed,
+      lenient: a.lenient,
+      overwrite: a.overwrite,
+    },
+    { log: a.quiet ? () => undefined : undefined },
+  );
+  process.stdout.write(readTextFile(files.markdown, 'report'));
+  process.stdout.write(`\nWrote ${files.samples}, ${files.summary}, ${files.markdown}, ${files.png}\n`);
+  if (summary.n_failed > 0) {
+    throw new CrpoError('ERR_CRPO_EVAL_INCOMPLETE', `${summary.n_failed} of ${summary.n_records} samples failed after all retries (counted as wrong above); rerun the same command to retry them`);
+  }
+}
