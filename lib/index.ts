@@ -20,3 +20,4 @@ export {
   writeFileAtomic, writeFileAtomicSync, writeJsonlAtomic, writeJsonlAtomicSync, appendJsonlSync, JsonlAppender, repairJsonlTail, parseJsonl,
   DyBenchRecord, CATEGORIES, RECORD_TRANSFORMS, SyntheticVideoSpec, VideoRef, type Category, type RecordTransform, type LoadOptions, type LoadResult, type RecordIssue,
 } from './data';
+export { VideoReader, readVideo, probeVideo, encodeMp4, writeFrameDir, uniformIndices, targetSize, type DecodedVideo, type ReadOptions, type ReaderOptions } from './video';
