@@ -1,0 +1,172 @@
+/**
+ * The evaluation runner (lib/eval/runner.ts): outputs and their agreement with the metrics,
+ * strict answer parsing, resume (finished ids skipped, torn last line cut and reported, failed
+ * samples retried), refusing to mix runs, and a run against the mock OpenAI server with 429s,
+ * 500s and malformed bodies along the way.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { DyBenchRecord } from '../../lib/data/schema';
+import { computeMetrics } from '../../lib/eval/metrics';
+import type { AnswerModel, AnswerRequest, AnswerResponse } from '../../lib/eval/model';
+import { readSamples, runEval, type SampleResult } from '../../lib/eval/runner';
+import { LETTERS } from '../../lib/prompt';
+import { synthesizeRecords } from '../../lib/synth';
+import { startMockOpenAI } from '../fixtures/openai-mock-server';
+
+let dir: string;
+let data: string;
+let records: DyBenchRecord[];
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-eval-runner-'));
+  records = synthesizeRecords({ split: 'test', pairs: 3, seed: 5 });
+  data = path.join(dir, 'data.jsonl');
+  fs.writeFileSync(data, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const byId = (id: string): DyBenchRecord => records.find((r) => r.id === id)!;
+const quiet = { log: (): void => undefined };
+
+/** A scripted in-process model: `reply(req)` gives the raw text (or an error); it records every id asked. */
+class ScriptedModel implements AnswerModel {
+  readonly name = 'scripted';
+  asked: string[] = [];
+  calls = 0;
+  constructor(private readonly reply: (req: AnswerRequest, n: number) => string | { error: string }) {}
+  async answer(requests: AnswerRequest[]): Promise<AnswerResponse[]> {
+    this.calls++;
+    return requests.map((r) => {
+      this.asked.push(r.id);
+      const out = this.reply(r, this.asked.length);
+      return typeof out === 'string' ? { raw: out, latencyMs: 1 } : { raw: '', latencyMs: 1, error: out.error };
+    });
+  }
+}
+
+const lines = (file: string): SampleResult[] => fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+test('writes every output; per-sample lines and summary agree with the metrics of the parsed answers', async () => {
+  const out = path.join(dir, 'run-a');
+  // Right on '-a' members, a substring-style non-answer on some '-b' members.
+  const model = new ScriptedModel((r) => (r.id.endsWith('-a') ? `I think... <answer>${LETTERS[byId(r.id).answer]}</answer>` : r.id.includes('static') ? 'The answer is A' : '<answer>A</answer>'));
+  const res = await runEval({ data, out, model: {}, bootstrap: 200, concurrency: 3 }, { ...quiet, model });
+  for (const f of Object.values(res.files)) expect(fs.statSync(f).size).toBeGreaterThan(0);
+  expect(fs.readFileSync(res.files.png).subarray(1, 4).toString()).toBe('PNG');
+  const got = lines(res.files.samples);
+  expect(got.map((l) => l.id).sort()).toEqual(records.map((r) => r.id).sort());
+  expect(new Set(model.asked).size).toBe(records.length);
+  for (const l of got) {
+    const r = byId(l.id);
+    expect(l).toMatchObject({ pair_id: r.pair_id, category: r.category, answer: r.answer, latency_ms: 1 });
+    if (l.id.endsWith('-a')) expect(l).toMatchObject({ prediction: r.answer, prediction_letter: LETTERS[r.answer], correct: true, format_ok: true });
+    else if (l.id.includes('static')) expect(l).toMatchObject({ prediction: -1, prediction_letter: null, correct: false, raw: 'The answer is A' });
+    else expect(l).toMatchObject({ prediction: 0, correct: r.answer === 0 });
+  }
+  const want = computeMetrics(got.map((l) => ({ id: l.id, pair_id: l.pair_id, category: l.category, answer: l.answer, prediction: l.prediction })));
+  expect(res.summary.metrics).toEqual(want.groups);
+  expect(JSON.parse(fs.readFileSync(res.files.summary, 'utf8')).metrics).toEqual(want.groups);
+  expect(res.summary).toMatchObject({ n_records: records.length, n_finished: records.length, n_failed: 0, n_resumed: 0, torn_bytes: 0, model: 'scripted' });
+  const md = fs.readFileSync(res.files.markdown, 'utf8');
+  expect(md).toContain('| group | pairs | videos | Acc | P-Acc | sensitivity | invariance | invalid |');
+  expect(md).toMatch(/\| moving direction \| 3 \| 6 \| \d+\.\d \[\d+\.\d, \d+\.\d\] \|/);
+  const run = JSON.parse(fs.readFileSync(res.files.run, 'utf8'));
+  expect(run.fingerprint).toMatchObject({ data: path.resolve(data), model: 'scripted', null_option: false });
+});
+
+test('resume: finished ids are skipped, a torn last line is cut and reported, failed samples are retried', async () => {
+  const out = path.join(dir, 'run-b');
+  // First run: samples of moving_direction fail for good.
+  const first = new ScriptedModel((r) => (r.id.includes('moving') ? { error: 'HTTP 500: down' } : `<answer>${LETTERS[byId(r.id).answer]}</answer>`));
+  const r1 = await runEval({ data, out, model: {}, bootstrap: 0 }, { ...quiet, model: first });
+  expect(r1.summary.n_failed).toBe(6);
+  expect(fs.readFileSync(r1.files.markdown, 'utf8')).toContain('**6 sample(s) failed after all retries and count as wrong.**');
+  expect(r1.summary.metrics.moving_direction).toMatchObject({ acc: 0, invalid_rate: 1 });
+  // Simulate a crash in the middle of a write: half a line at the end.
+  fs.appendFileSync(r1.files.samples, '{"id":"synth-test-static-00000-a","pair_');
+  const log: string[] = [];
+  const second = new ScriptedModel((r) => `<answer>${LETTERS[byId(r.id).answer]}</answer>`);
+  const r2 = await runEval({ data, out, model: {}, bootstrap: 0 }, { log: (s) => log.push(s), model: second });
+  expect(second.asked.sort()).toEqual(records.filter((r) => r.category === 'moving_direction').map((r) => r.id).sort());
+  expect(log.join('\n')).toMatch(/cut a torn last line \(\d+ bytes\) left by an interrupted run/);
+  expect(log.join('\n')).toContain(`resuming ${out}: ${records.length - 6} of ${records.length} samples already done, retrying 6 failed`);
+  expect(r2.summary).toMatchObject({ n_failed: 0, n_finished: records.length, n_resumed: records.length - 6 });
+  expect(r2.summary.torn_bytes).toBeGreaterThan(0);
+  expect(r2.summary.metrics.all).toMatchObject({ acc: 1, p_acc: 1 });
+  // The file: whole lines only; the last line of each id is a success.
+  const { byId: last, tornBytes } = readSamples(r2.files.samples);
+  expect(tornBytes).toBe(0);
+  expect([...last.values()].every((l) => !l.error)).toBe(true);
+  // A third run has nothing to do.
+  const third = new ScriptedModel(() => '<answer>A</answer>');
+  const r3 = await runEval({ data, out, model: {}, bootstrap: 0 }, { ...quiet, model: third });
+  expect(third.calls).toBe(0);
+  expect(r3.summary.metrics).toEqual(r2.summary.metrics);
+});
+
+test('refuses to resume into a folder written with other settings, unless told to overwrite', async () => {
+  const out = path.join(dir, 'run-c');
+  await runEval({ data, out, model: {}, bootstrap: 0 }, { ...quiet, model: new ScriptedModel(() => 'A') });
+  await expect(runEval({ data, out, model: {}, bootstrap: 0, nullOption: true }, { ...quiet, model: new ScriptedModel(() => 'A') })).rejects.toMatchObject({
+    code: 'ERR_CRPO_RESUME_MISMATCH',
+    message: expect.stringContaining('null_option: false -> true'),
+  });
+  const again = new ScriptedModel(() => 'E');
+  const r = await runEval({ data, out, model: {}, bootstrap: 0, nullOption: true, overwrite: true }, { ...quiet, model: again });
+  expect(again.asked).toHaveLength(records.length);
+  // 'E' is the null option of the 4-way questions (valid, wrong) and invalid elsewhere.
+  const md = lines(r.files.samples).filter((l) => l.category === 'moving_direction');
+  expect(md.every((l) => l.prediction === 4 && !l.correct)).toBe(true);
+  expect(r.summary.metrics.moving_direction!.invalid_rate).toBe(0);
+});
+
+test('selection: --limit keeps whole pairs, --category filters', async () => {
+  const model = new ScriptedModel(() => 'B');
+  const r = await runEval({ data, out: path.join(dir, 'run-d'), model: {}, bootstrap: 0, limitPairs: 2, categories: ['event_sequence', 'static'] }, { ...quiet, model });
+  expect(model.asked.sort()).toEqual(records.filter((x) => x.pair_id.endsWith('event_sequence-00000') || x.pair_id.endsWith('event_sequence-00001')).map((x) => x.id).sort());
+  expect(r.summary.n_records).toBe(4);
+});
+
+test('a model that throws stops the run; what was finished stays on disk', async () => {
+  const out = path.join(dir, 'run-e');
+  const model = new ScriptedModel((_r, n) => {
+    if (n > 5) throw Object.assign(new Error('endpoint refused: HTTP 401'), { code: 'ERR_CRPO_EVAL_ENDPOINT' });
+    return '<answer>A</answer>';
+  });
+  await expect(runEval({ data, out, model: {}, bootstrap: 0, concurrency: 1 }, { ...quiet, model })).rejects.toThrow('endpoint refused: HTTP 401');
+  expect(lines(path.join(out, 'samples.jsonl'))).toHaveLength(5);
+  expect(fs.existsSync(path.join(out, 'summary.json'))).toBe(false);
+});
+
+test('with the OpenAI-compatible model against the mock server: reasoning, 429, 500 and malformed bodies along the way', async () => {
+  let k = 0;
+  const server = await startMockOpenAI((req) => {
+    k++;
+    if (k % 7 === 3) return { status: 429, headers: { 'retry-after-ms': '5' } };
+    if (k % 7 === 5) return { status: 500 };
+    if (k % 11 === 4) return { malformed: '{"choices": [{"message": ' };
+    const prompt = (req.body.messages![0].content as { type: string; text?: string }[]).at(-1)!.text!;
+    const nOptions = prompt.split('\n').filter((l) => /^[A-Z]\. /.test(l)).length;
+    // Answers the last listed option: the null option when it is shown.
+    return { content: `<think>the frames show motion</think>\nSo the answer is <answer>${LETTERS[nOptions - 1]}</answer>`, reasoning_content: 'hidden' };
+  });
+  try {
+    const r = await runEval(
+      { data, out: path.join(dir, 'run-f'), kind: 'openai', model: { model: 'mock-vl', baseURL: server.url, backoffBaseMs: 2, backoffMaxMs: 10, maxRetries: 4 }, bootstrap: 0, nullOption: true, concurrency: 4 },
+      quiet,
+    );
+    expect(r.summary).toMatchObject({ n_failed: 0, n_finished: records.length, model: 'mock-vl' });
+    const got = lines(r.files.samples);
+    for (const l of got) {
+      const rec = byId(l.id);
+      expect(l.prediction).toBe(rec.options.length); // the null option, parsed from inside the reasoning
+      expect(l.format_ok).toBe(true);
+    }
+    expect(server.requests.length).toBeGreaterThan(records.length); // retries happened
+    expect(r.summary.metrics.dynamic!.sensitivity).toBe(0); // the same null answer on both members
+  } finally {
+    await server.close();
+  }
+});
