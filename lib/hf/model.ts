@@ -1,0 +1,299 @@
+/**
+ * Loading Qwen2.5-VL / Qwen3-VL Hugging Face model folders into the native backend and the
+ * typed handle over it: forward with named intermediate outputs, objective gradients, greedy
+ * generation (KV-cached or not), LoRA, and export back to an HF-loadable folder. A folder is
+ * config.json plus model.safetensors or sharded model-*.safetensors with
+ * model.safetensors.index.json; weights are memory-mapped by the addon and converted to the
+ * requested dtype. Missing, unexpected or mis-shaped weights are refused in one message.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { CrpoError, invalidArg } from '../errors';
+import {
+  NativeHandle, callAsync, callSync, rewrap, torchAddon, torchQueue,
+  type NativeQwenForwardResult, type NativeQwenInputs, type NativeTensor,
+} from '../native';
+import { canonicalKey, expectedWeights, nativeConfig, readQwenConfig, type QwenVLConfig } from './config';
+import { readSafetensorsHeader, writeSafetensors, type SafeTensorInfo, type TensorSpec } from './safetensors';
+import { ropeIndex, type Grid } from './rope-index';
+
+export type QwenDtype = 'float32' | 'bfloat16' | 'float16';
+
+export interface QwenLoadOptions {
+  /** Compute/storage dtype of the weights (default float32). */
+  dtype?: QwenDtype;
+  /** 'cpu' (default) or 'cuda[:N]'. */
+  device?: string;
+}
+
+export interface WeightRef extends SafeTensorInfo {
+  file: string;
+  /** The key as stored in the checkpoint (export writes it back the same way). */
+  fileKey: string;
+}
+
+/** Resolves the weight files of a folder and checks them against the architecture. */
+export function resolveWeights(folder: string, cfg: QwenVLConfig): Map<string, WeightRef> {
+  const index = path.join(folder, 'model.safetensors.index.json');
+  const single = path.join(folder, 'model.safetensors');
+  let files: string[];
+  if (fs.existsSync(index)) {
+    let wm: Record<string, string>;
+    try {
+      wm = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    } catch (e) {
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: cannot read the shard index (${(e as Error).message})`, { userError: true });
+    }
+    if (!wm || typeof wm !== 'object') throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: no weight_map`, { userError: true });
+    files = [...new Set(Object.values(wm))].map((f) => path.join(folder, f));
+    const missingShards = files.filter((f) => !fs.existsSync(f));
+    if (missingShards.length) {
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: shards listed in model.safetensors.index.json are missing: ${missingShards.map((f) => path.basename(f)).join(', ')}`, { userError: true });
+    }
+  } else if (fs.existsSync(single)) {
+    files = [single];
+  } else {
+    throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)`, { userError: true });
+  }
+  const expected = expectedWeights(cfg);
+  const found = new Map<string, WeightRef>();
+  const unexpected: string[] = [];
+  const misShaped: string[] = [];
+  const duplicate: string[] = [];
+  for (const f of files) {
+    const h = readSafetensorsHeader(f);
+    for (const t of h.tensors.values()) {
+      const canon = canonicalKey(t.name);
+      const shape = expected.get(canon);
+      if (!shape) {
+        if (canon === 'lm_head.weight' && cfg.text.tieWordEmbeddings) continue; // tied copy
+        unexpected.push(t.name);
+        continue;
+      }
+      if (found.has(canon)) duplicate.push(t.name);
+      if (shape.length !== t.shape.length || shape.some((s, i) => s !== t.shape[i])) {
+        misShaped.push(`${t.name}: [${t.shape}] in ${path.basename(f)}, expected [${shape}]`);
+      }
+      if (!['F32', 'BF16', 'F16', 'F64'].includes(t.dtype)) misShaped.push(`${t.name}: dtype ${t.dtype}, expected a float type`);
+      found.set(canon, { ...t, file: f, fileKey: t.name });
+    }
+  }
+  const missing = [...expected.keys()].filter((k) => !found.has(k));
+  if (missing.length || unexpected.length || misShaped.length || duplicate.length) {
+    const parts: string[] = [];
+    const list = (xs: string[]) => (xs.length > 20 ? `${xs.slice(0, 20).join(', ')} ... (${xs.length} in all)` : xs.join(', '));
+    if (missing.length) parts.push(`missing ${missing.length}: ${list(missing)}`);
+    if (unexpected.length) parts.push(`unexpected ${unexpected.length}: ${list(unexpected)}`);
+    if (misShaped.length) parts.push(`mis-shaped ${misShaped.length}: ${list(misShaped)}`);
+    if (duplicate.length) parts.push(`stored twice: ${list(duplicate)}`);
+    throw new CrpoError(
+      'ERR_CRPO_MODEL_LOAD',
+      `${folder}: the weights do not match ${cfg.arch} (${cfg.text.numLayers} LM layers, ${cfg.vision.depth} vision blocks); ${parts.join('; ')}. ` +
+        `Expected ${expected.size} weights with transformers' names, e.g. ${[...expected.keys()].slice(0, 3).join(', ')}`,
+      { userError: true },
+    );
+  }
+  return found;
+}
+
+/** One multimodal prompt (batch rows share the vision inputs, as in transformers). */
+export interface QwenInputs {
+  /** (B, L) token ids. */
+  inputIds: number[][];
+  attentionMask?: number[][];
+  /** Patch rows as the HF processor emits them, (N, C*tp*p*p) flattened. */
+  pixelValues?: Float32Array;
+  imageGridThw?: Grid[];
+  pixelValuesVideos?: Float32Array;
+  videoGridThw?: Grid[];
+  /** Qwen2.5-VL: seconds per temporal grid of each video (default 1). */
+  secondPerGridTs?: number[];
+  /** Overrides the rope-index computation (3, B, L) axis-major. */
+  positionIds?: Int32Array;
+}
+
+export interface QwenForwardOptions {
+  /** Record intermediate outputs (vision blocks, decoder layers, ...). */
+  capture?: boolean;
+  /** Weights (canonical or LoRA names) whose gradient of `objective` is returned. */
+  grads?: string[];
+  /** Use the LoRA adapters (false = the frozen reference); default true. */
+  lora?: boolean;
+}
+
+export interface QwenForwardResult {
+  logits: NativeTensor;
+  /** (B, L-1) log p(ids[t+1] | ids[..t]). */
+  tokenLogprobs: NativeTensor;
+  /** transformers' loss with labels = input_ids (mean next-token cross-entropy). */
+  lossMeanCe: number;
+  /** sum_t log_softmax(logits[t])[ids[t+1]] over attended targets. */
+  objective: number;
+  capture: Record<string, NativeTensor>;
+  grads: Record<string, NativeTensor>;
+  positionIds: Int32Array;
+}
+
+export interface LoraOptions {
+  rank: number;
+  alpha?: number;
+  dropout?: number;
+  /** Module names, e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj']. */
+  targetModules: string[];
+  /** Also adapt matching vision-tower linears (default false: tower frozen). */
+  vision?: boolean;
+  seed?: number;
+}
+
+function tensorOut(t: NativeTensor): NativeTensor {
+  return { data: rewrap(t.data), shape: [...t.shape] };
+}
+
+function flatInt32(rows: number[][], what: string): Int32Array {
+  const L = rows[0]?.length ?? 0;
+  const out = new Int32Array(rows.length * L);
+  rows.forEach((r, b) => {
+    if (r.length !== L) throw invalidArg(what, `rows of equal length ${L}`, r.length);
+    out.set(r, b * L);
+  });
+  return out;
+}
+
+/** A loaded Qwen2.5-VL / Qwen3-VL model on the native backend. */
+export class QwenVLModel extends NativeHandle {
+  private constructor(
+    private readonly id: number,
+    readonly config: QwenVLConfig,
+    readonly folder: string,
+    readonly weights: Map<string, WeightRef>,
+    readonly dtype: QwenDtype,
+  ) {
+    super();
+  }
+
+  /** Loads a model folder (config.json + safetensors). */
+  static async load(folder: string, options: QwenLoadOptions = {}): Promise<QwenVLModel> {
+    if (typeof folder !== 'string' || !folder) throw invalidArg('folder', 'a model folder path', folder);
+    const dtype = options.dtype ?? 'float32';
+    if (!['float32', 'bfloat16', 'float16'].includes(dtype)) throw invalidArg('dtype', "'float32', 'bfloat16' or 'float16'", dtype);
+    const cfgFile = path.join(folder, 'config.json');
+    if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no config.json`, { userError: true });
+    const cfg = readQwenConfig(cfgFile);
+    const weights = resolveWeights(folder, cfg);
+    const a = torchAddon();
+    const tensors = [...weights.entries()].map(([name, w]) => ({ name, file: w.file, offset: w.offset, nbytes: w.nbytes, dtype: w.dtype, shape: w.shape }));
+    const id = await torchQueue.run(() => callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device: options.device ?? 'cpu', tensors })));
+    return new QwenVLModel(id, cfg, folder, weights, dtype);
+  }
+
+  /** Native inputs with rope position ids computed from the token ids and grids. */
+  prepare(inputs: QwenInputs): NativeQwenInputs {
+    const B = inputs.inputIds.length;
+    if (B < 1) throw invalidArg('inputs.inputIds', 'at least one row', inputs.inputIds);
+    const L = inputs.inputIds[0].length;
+    const positionIds =
+      inputs.positionIds ??
+      ropeIndex(this.config, {
+        inputIds: inputs.inputIds,
+        attentionMask: inputs.attentionMask,
+        imageGridThw: inputs.imageGridThw,
+        videoGridThw: inputs.videoGridThw,
+        secondPerGridTs: inputs.secondPerGridTs,
+      }).positionIds;
+    const n: NativeQwenInputs = { batch: B, seqLen: L, inputIds: flatInt32(inputs.inputIds, 'inputs.inputIds'), positionIds };
+    if (inputs.attentionMask) n.attentionMask = flatInt32(inputs.attentionMask, 'inputs.attentionMask');
+    if (inputs.pixelValues && inputs.imageGridThw) {
+      n.pixelValues = inputs.pixelValues;
+      n.imageGridThw = Int32Array.from(inputs.imageGridThw.flat());
+    }
+    if (inputs.pixelValuesVideos && inputs.videoGridThw) {
+      n.pixelValuesVideos = inputs.pixelValuesVideos;
+      n.videoGridThw = Int32Array.from(inputs.videoGridThw.flat());
+    }
+    return n;
+  }
+
+  async forward(inputs: QwenInputs, options: QwenForwardOptions = {}): Promise<QwenForwardResult> {
+    this.assertLive('QwenVLModel.forward');
+    const n = this.prepare(inputs);
+    const a = torchAddon();
+    const r: NativeQwenForwardResult = await torchQueue.run(() => callAsync(() => a.qwenForward(this.id, n, options)));
+    const map = (o: Record<string, NativeTensor>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, tensorOut(v)]));
+    return {
+      logits: tensorOut(r.logits),
+      tokenLogprobs: tensorOut(r.tokenLogprobs),
+      lossMeanCe: r.lossMeanCe,
+      objective: r.objective,
+      capture: map(r.capture),
+      grads: map(r.grads),
+      positionIds: n.positionIds,
+    };
+  }
+
+  /** Greedy decoding of up to maxNewTokens per row (stops at eosTokenId). */
+  async generate(inputs: QwenInputs, options: { maxNewTokens: number; eosTokenId?: number; useCache?: boolean }): Promise<{ tokens: number[][]; stepLogits: NativeTensor[] }> {
+    this.assertLive('QwenVLModel.generate');
+    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) throw invalidArg('maxNewTokens', 'a positive integer', options.maxNewTokens);
+    const n = this.prepare(inputs);
+    const a = torchAddon();
+    const r = await torchQueue.run(() =>
+      callAsync(() => a.qwenGenerate(this.id, n, { maxNewTokens: options.maxNewTokens, eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1, useCache: options.useCache ?? true })),
+    );
+    return { tokens: r.tokens.map((row) => [...row]), stepLogits: r.stepLogits.map(tensorOut) };
+  }
+
+  /** Attaches LoRA adapters; returns their names (`<linear>.lora_A` / `.lora_B`). */
+  addLora(options: LoraOptions): string[] {
+    this.assertLive('QwenVLModel.addLora');
+    if (!Number.isInteger(options.rank) || options.rank < 1) throw invalidArg('rank', 'a positive integer', options.rank);
+    if (!Array.isArray(options.targetModules) || options.targetModules.length === 0) throw invalidArg('targetModules', 'a non-empty array of module names', options.targetModules);
+    if (options.dropout !== undefined && !(options.dropout >= 0 && options.dropout < 1)) throw invalidArg('dropout', 'a number in [0, 1)', options.dropout);
+    return callSync(() => torchAddon().qwenAddLora(this.id, options));
+  }
+
+  /** false: the frozen reference policy (LoRA bypassed, no second copy of the weights). */
+  setLoraEnabled(enabled: boolean): void {
+    this.assertLive('QwenVLModel.setLoraEnabled');
+    callSync(() => torchAddon().qwenSetLoraEnabled(this.id, enabled));
+  }
+
+  paramNames(lora = false): string[] {
+    this.assertLive('QwenVLModel.paramNames');
+    return callSync(() => torchAddon().qwenParamNames(this.id, lora));
+  }
+
+  getParam(name: string, merged = false): NativeTensor {
+    this.assertLive('QwenVLModel.getParam');
+    return tensorOut(callSync(() => torchAddon().qwenGetParam(this.id, name, { merged })));
+  }
+
+  setParam(name: string, value: Float32Array): void {
+    this.assertLive('QwenVLModel.setParam');
+    callSync(() => torchAddon().qwenSetParam(this.id, name, value));
+  }
+
+  /**
+   * Writes an HF-loadable folder: config.json (and the other small files of the source folder)
+   * plus model.safetensors with the checkpoint's own key names, LoRA merged into the weights.
+   */
+  exportTo(outDir: string, options: { dtype?: 'F32' | 'BF16' } = {}): void {
+    this.assertLive('QwenVLModel.exportTo');
+    fs.mkdirSync(outDir, { recursive: true });
+    for (const f of fs.readdirSync(this.folder)) {
+      if (f.endsWith('.safetensors') || f === 'model.safetensors.index.json') continue;
+      const src = path.join(this.folder, f);
+      if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(outDir, f));
+    }
+    const specs: TensorSpec[] = [];
+    const byKey = new Map<string, string>();
+    for (const [canon, w] of this.weights) {
+      specs.push({ name: w.fileKey, shape: w.shape, dtype: options.dtype ?? (w.dtype === 'BF16' ? 'BF16' : 'F32') });
+      byKey.set(w.fileKey, canon);
+    }
+    writeSafetensors(path.join(outDir, 'model.safetensors'), specs, (key) => this.getParam(byKey.get(key)!, true).data);
+  }
+
+  protected release(): void {
+    callSync(() => torchAddon().qwenDispose(this.id));
+  }
+}

@@ -1,0 +1,177 @@
+// Qwen2.5-VL and Qwen3-VL in libtorch: vision towers (3D patch embedding, 2D rotary positions,
+// Qwen2.5-VL window attention / Qwen3-VL interpolated position embeddings and DeepStack),
+// multimodal-rotary (mrope) decoders with grouped KV heads, KV-cached greedy decoding and LoRA.
+// The maths follows Hugging Face transformers' modeling_qwen2_5_vl.py and modeling_qwen3_vl.py
+// (eager attention) so that fp32 outputs match them; weights live in one map keyed by the
+// canonical transformers names (`model.visual.*`, `model.language_model.*`, `lm_head.weight`).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace crpo {
+namespace qwen {
+
+enum class Arch { Qwen25VL, Qwen3VL };
+
+struct TextConfig {
+  int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
+  double eps = 1e-6, theta = 10000.0;
+  std::vector<int64_t> mrope_section;  // (3,) frequencies per axis t, h, w; sums to head_dim / 2
+  bool interleaved = false;            // Qwen3-VL: t/h/w frequencies interleaved instead of chunked
+  bool attn_bias = false;              // q/k/v biases (Qwen2 LM: true)
+  bool qk_norm = false;                // Qwen3 LM: RMSNorm over head_dim on q and k
+  bool tie = false;                    // lm_head shares embed_tokens
+  std::string act = "silu";
+};
+
+struct VisionConfig {
+  int64_t depth = 0, hidden = 0, intermediate = 0, heads = 0, patch = 0, temporal_patch = 2, merge = 2,
+          in_ch = 3, out_hidden = 0;
+  std::string act = "silu";
+  int64_t window_size = 0;              // Qwen2.5-VL: window in pixels
+  std::vector<int64_t> fullatt_blocks;  // Qwen2.5-VL: blocks with full (per-frame) attention
+  int64_t num_pos = 0;                  // Qwen3-VL: learned position embeddings (a square grid)
+  std::vector<int64_t> deepstack;       // Qwen3-VL: blocks whose output feeds the first LM layers
+};
+
+struct Config {
+  Arch arch = Arch::Qwen25VL;
+  TextConfig text;
+  VisionConfig vision;
+  int64_t image_token = -1, video_token = -1;
+};
+
+struct LoraConfig {
+  int64_t rank = 0;  // 0 = no LoRA
+  double alpha = 16;
+  double dropout = 0;
+  std::vector<std::string> targets;  // module suffixes such as "q_proj", "v_proj", "qkv"
+  bool vision = false;               // also adapt matching vision-tower linears
+  uint64_t seed = 0;
+};
+
+// One model call. All tensors on CPU, int64 ids, fp32 pixels; moved to the model's device inside.
+struct Inputs {
+  at::Tensor input_ids;       // (B, L)
+  at::Tensor attention_mask;  // (B, L) 1 = token, 0 = padding; undefined = all ones
+  at::Tensor position_ids;    // (3, B, L) from the rope-index function
+  at::Tensor pixel_values;    // (N_img_patches, C*tp*p*p) rows as the HF processor emits them
+  at::Tensor image_grid;      // (n_img, 3)
+  at::Tensor pixel_values_videos;
+  at::Tensor video_grid;  // (n_vid, 3)
+};
+
+// Named intermediate outputs, recorded when enabled (for golden comparisons).
+struct Capture {
+  bool on = false;
+  std::vector<std::pair<std::string, at::Tensor>> items;
+  void add(const std::string& name, const at::Tensor& t) {
+    if (on) items.emplace_back(name, t.detach().to(at::kCPU, at::kFloat).contiguous());
+  }
+};
+
+// Per-layer key/value cache of the decoder: (B, kv_heads, T, head_dim) each.
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  at::Tensor mask;  // (B, T) keys seen so far, 1 = real token
+  int64_t len = 0;
+};
+
+struct VisionResult {
+  at::Tensor embeds;                   // (N / merge^2, out_hidden)
+  std::vector<at::Tensor> deepstack;  // Qwen3-VL: one (N / merge^2, out_hidden) per deepstack block
+};
+
+struct ForwardResult {
+  at::Tensor logits;  // (B, L, V)
+  at::Tensor hidden;  // (B, L, H) final-norm output
+};
+
+struct GenerateResult {
+  std::vector<std::vector<int64_t>> tokens;  // per row, new tokens only
+  std::vector<at::Tensor> step_logits;       // per step (B, V), fp32 CPU
+};
+
+class Model {
+ public:
+  Model(Config cfg, at::ScalarType dtype, at::Device device);
+
+  const Config& config() const { return cfg_; }
+  at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return device_; }
+
+  // Weights by canonical name; set_param converts to the model dtype/device.
+  void set_param(const std::string& name, const at::Tensor& value);
+  const at::Tensor& param(const std::string& name) const;
+  bool has_param(const std::string& name) const { return params_.count(name) > 0; }
+  std::vector<std::string> param_names() const;
+  std::map<std::string, at::Tensor>& params() { return params_; }
+
+  // LoRA adapters on the target linears (A: (r, in) Kaiming-uniform, B: (out, r) zeros).
+  void add_lora(const LoraConfig& lc);
+  const LoraConfig& lora_config() const { return lora_; }
+  std::map<std::string, at::Tensor>& lora_params() { return lora_params_; }
+  void set_lora_enabled(bool on) { lora_enabled_ = on; }
+  bool lora_enabled() const { return lora_enabled_; }
+  // W + scale * B A for every adapted linear (weights for export).
+  at::Tensor merged_weight(const std::string& name) const;
+
+  void set_training(bool on) { training_ = on; }
+  void set_checkpointing(bool on) { checkpointing_ = on; }
+  bool checkpointing() const { return checkpointing_; }
+
+  // Vision tower over one batch of patch rows with its grids (images or videos).
+  VisionResult vision(const at::Tensor& pixels, const at::Tensor& grid, Capture* cap, const std::string& call);
+
+  // Token embeddings with vision features scattered into the placeholder tokens; fills the
+  // visual mask / deepstack tensors (zero outside visual positions) for Qwen3-VL.
+  at::Tensor embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>* deepstack_full);
+
+  // Decoder over embeddings (B, L, H) with position ids (3, B, L); the cache, if given, holds the
+  // previous keys/values and is extended. `mask` (B, L) marks real tokens of this chunk.
+  ForwardResult decode(const at::Tensor& embeds, const at::Tensor& position_ids, const at::Tensor& mask,
+                       const std::vector<at::Tensor>& deepstack_full, KVCache* cache, Capture* cap);
+
+  ForwardResult forward(const Inputs& in, Capture* cap, KVCache* cache = nullptr);
+
+  // Greedy decoding; with use_cache=false every step recomputes the whole sequence.
+  GenerateResult generate(const Inputs& in, int64_t max_new_tokens, int64_t eos, bool use_cache);
+
+  std::mutex mu;  // one call at a time per model
+
+ private:
+  at::Tensor linear(const at::Tensor& x, const std::string& prefix, bool bias) const;
+  at::Tensor rms_norm(const at::Tensor& x, const std::string& weight, double eps) const;
+  at::Tensor layer_norm(const at::Tensor& x, const std::string& prefix, int64_t dim) const;
+  at::Tensor act(const at::Tensor& x, const std::string& name) const;
+  at::Tensor vision_block(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                          const std::vector<int64_t>& cu) const;
+  at::Tensor decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& bias, KVCache* cache) const;
+  std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& position_ids) const;
+  std::string vpre() const { return "model.visual."; }
+  std::string tpre() const { return "model.language_model."; }
+
+  Config cfg_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  std::map<std::string, at::Tensor> params_;
+  LoraConfig lora_;
+  std::map<std::string, at::Tensor> lora_params_;  // "<linear prefix>.lora_A" / ".lora_B"
+  bool lora_enabled_ = true;
+  bool training_ = false;
+  bool checkpointing_ = false;
+};
+
+// Greedy-decoding helper for tests: rope positions of text tokens appended after a prompt.
+at::Tensor text_positions(int64_t start, int64_t len, int64_t batch);
+
+}  // namespace qwen
+}  // namespace crpo
