@@ -75,7 +75,7 @@ function main(): void {
   const crrRows: (string | number)[][] = [['TS reference (lib/reward/reference.ts)', fmt(ref.medianMs, 3), '1.0']];
   const crrJson: unknown[] = [{ impl: 'ts-reference', medianMs: ref.medianMs }];
   for (const addon of addons) {
-    const t = time(() => ops(addon).crrAdvantagesSync(crr), { runs: 15 });
+    const t = time(() => ops(addon).crrAdvantagesSync(crr), { warmup: 50, runs: 15 });
     crrRows.push([`fused kernel (${addon} addon)`, fmt(t.medianMs, 3), fmt(ref.medianMs / t.medianMs, 1)]);
     crrJson.push({ impl: addon, medianMs: t.medianMs, speedup: ref.medianMs / t.medianMs });
   }

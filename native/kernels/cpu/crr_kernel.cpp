@@ -27,7 +27,8 @@ bool normalise_group(const double* r, int64_t n, AdvantageNorm norm, double eps,
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
   const double sd = std::sqrt(ss / static_cast<double>(n - 1));  // n >= 2 here (not flat)
-  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) / (sd + eps);
+  const double inv = 1.0 / (sd + eps);  // one division per group, not per rollout
+  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
   return false;
 }
 

@@ -32,7 +32,8 @@ __device__ bool normalise(const double* r, int64_t n, int norm, double eps, doub
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
   double sd = sqrt(ss / static_cast<double>(n - 1));
-  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) / (sd + eps);
+  double inv = 1.0 / (sd + eps);
+  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
   return false;
 }
 

@@ -1,0 +1,67 @@
+/**
+ * The fused CRR kernel vs the same maths as PyTorch eager ops in Python (Debian's python3-torch),
+ * at 1,024 groups of G = 8 per branch. Both run single-threaded; outputs are compared before any
+ * timing counts. Skipped with a message when python3-torch is absent.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { hasAddon, ops, type AddonName } from '../../lib/native';
+import { packCrrGroups, type CrrGroup } from '../../lib/reward';
+import { describeMachine, fmt, machine, table, time, writeResults } from '../harness';
+
+const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
+const B = 1024, G = 8;
+
+function inputs() {
+  let s = 777;
+  const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const groups: CrrGroup[] = [];
+  for (let b = 0; b < B; b++) {
+    const roll = () => Array.from({ length: G }, () => ({ answer: rand() < 0.05 ? -1 : Math.floor(rand() * 5), format: rand() < 0.9 ? 1 : 0 }));
+    groups.push({ truth: Math.floor(rand() * 4), relation: rand() < 0.6 ? 'change' : 'same', cfLabel: rand() < 0.2 ? Math.floor(rand() * 4) : -1, numOptions: 5, orig: roll(), cf: roll() });
+  }
+  return packCrrGroups(groups);
+}
+
+function main(): void {
+  const probe = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    writeResults('pytorch-crr', { skipped: true }, `### Fused CRR kernel vs PyTorch eager (\`bench/pytorch\`)\n\nSkipped: ${PYTHON} cannot import torch (apt-get install python3-torch).`);
+    return;
+  }
+  const inp = inputs();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-'));
+  for (const [k, v] of Object.entries(inp)) if (ArrayBuffer.isView(v)) fs.writeFileSync(path.join(dir, `${k}.bin`), Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+  const py = spawnSync(PYTHON, [path.join(__dirname, 'crr_reference.py'), dir, String(B), String(G), String(G), '21'], { encoding: 'utf8' });
+  if (py.status !== 0) throw new Error(`PyTorch reference failed: ${py.stderr}`);
+  const torchResult = JSON.parse(py.stdout.trim().split('\n').pop()!);
+  const rows: (string | number)[][] = [[`PyTorch ${torchResult.torch} eager (Python, 1 thread)`, fmt(torchResult.medianMs, 3), '1.0', '-']];
+  const results: unknown[] = [];
+  for (const addon of (['core', 'torch'] as AddonName[]).filter(hasAddon)) {
+    const out = ops(addon).crrAdvantagesSync(inp);
+    let maxDiff = 0;
+    for (const name of ['origReward', 'cfReward', 'origAdvantage', 'cfAdvantage'] as const) {
+      const ref = new Float32Array(fs.readFileSync(path.join(dir, `torch_${name}.bin`)).buffer.slice(0));
+      for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i] - out[name][i]));
+    }
+    if (maxDiff > 1e-4) throw new Error(`${addon} kernel and PyTorch disagree: max abs diff ${maxDiff}`);
+    const t = time(() => ops(addon).crrAdvantagesSync(inp), { warmup: 50, runs: 21 });
+    const speedup = torchResult.medianMs / t.medianMs;
+    results.push({ addon, medianMs: t.medianMs, speedup, maxAbsDiff: maxDiff });
+    rows.push([`fused kernel (${addon} addon, from Node)`, fmt(t.medianMs, 3), fmt(speedup, 1), maxDiff.toExponential(1)]);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  const json = { machine: machine(), groups: B, perBranch: G, pytorch: torchResult, results };
+  const md = [
+    '### Fused CRR kernel vs PyTorch eager (`bench/pytorch`)',
+    '',
+    `Machine: ${describeMachine(json.machine)}. 1,024 groups, G = G' = 8, rewards + advantages of both branches; median of 21 runs after warm-up; outputs checked equal (max abs diff shown) before timing.`,
+    '',
+    table(['implementation', 'median ms', 'speed-up', 'max abs diff vs PyTorch'], rows),
+  ].join('\n');
+  writeResults('pytorch-crr', json, md);
+}
+
+main();
