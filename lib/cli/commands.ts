@@ -15,4 +15,5 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'doctor', describe: 'Show Node, addons, libtorch, CUDA, BLAS and thread settings', module: './commands/doctor' },
   { command: 'demo', describe: 'Run the main job on its embedded default', module: './commands/demo' },
   { command: 'eval [data]', describe: 'Evaluate a served model or checkpoint on a DyBench JSONL: Acc / P-Acc per category', module: './commands/eval' },
+  { command: 'synth', describe: 'Write a synthetic DyBench split (paired counterfactual clips) as JSONL + PNG frames', module: './commands/synth' },
 ];

@@ -1,0 +1,63 @@
+/**
+ * Writes a synthetic DyBench split to disk (`crpo synth`): `<out>/<split>.jsonl` plus, unless
+ * frames are turned off, one PNG folder per clip under `<out>/frames/<split>/<id>/`. With frames,
+ * a record's `video` is the relative folder path and `meta.synthetic` keeps the inline spec (the
+ * JSONL alone still reproduces every pixel); without frames, `video` is the inline spec.
+ * Frame folders and the JSONL are written atomically; a rerun skips folders already complete.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeFileAtomic, writeJsonlAtomic } from '../data/jsonl';
+import type { DyBenchRecord, SyntheticVideoSpec } from '../data/schema';
+import { writeFrameDir } from '../video/frames-dir';
+import { synthesizeStream, type SynthOptions } from './index';
+
+export interface WriteSynthOptions extends SynthOptions {
+  out: string;
+  /** Write PNG/JPEG frame folders (default true). */
+  writeFrames?: boolean;
+  format?: 'png' | 'jpg';
+  /** Progress callback, called after each pair. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface WriteSynthResult {
+  jsonl: string;
+  records: number;
+  pairs: number;
+  framesWritten: number;
+  framesSkipped: number;
+}
+
+export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthResult> {
+  const writeFrames = o.writeFrames ?? true;
+  const format = o.format ?? 'png';
+  const records: DyBenchRecord[] = [];
+  let framesWritten = 0, framesSkipped = 0;
+  const cats = o.categories?.length ?? 4;
+  const total = o.pairs * cats * 2;
+  for (const item of synthesizeStream(o)) {
+    const r = item.record;
+    if (writeFrames) {
+      const spec = r.video as SyntheticVideoSpec;
+      const rel = path.join('frames', o.split, r.id);
+      const dir = path.join(o.out, rel);
+      // Folders are renamed into place complete, so an existing one with T frames is done.
+      const done = fs.existsSync(dir) && fs.readdirSync(dir).filter((n) => n.endsWith(`.${format}`)).length === spec.frames;
+      if (done) framesSkipped++;
+      else {
+        await writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format);
+        framesWritten++;
+      }
+      records.push({ ...r, video: rel.split(path.sep).join('/'), meta: { ...(r.meta ?? {}), synthetic: spec } });
+    } else {
+      records.push(r);
+    }
+    if (records.length % 2 === 0) o.onProgress?.(records.length, total);
+  }
+  const jsonl = path.join(o.out, `${o.split}.jsonl`);
+  await writeJsonlAtomic(jsonl, records);
+  const { out: _out, onProgress: _p, ...config } = o;
+  await writeFileAtomic(path.join(o.out, `${o.split}.config.json`), JSON.stringify({ ...config, writeFrames, format, records: records.length }, null, 2) + '\n');
+  return { jsonl, records: records.length, pairs: records.length / 2, framesWritten, framesSkipped };
+}
