@@ -21,3 +21,4 @@ export {
   DyBenchRecord, CATEGORIES, RECORD_TRANSFORMS, SyntheticVideoSpec, VideoRef, type Category, type RecordTransform, type LoadOptions, type LoadResult, type RecordIssue,
 } from './data';
 export { VideoReader, readVideo, probeVideo, encodeMp4, writeFrameDir, uniformIndices, targetSize, type DecodedVideo, type ReadOptions, type ReaderOptions } from './video';
+export { runEval, computeMetrics, bootstrapIntervals, timeBlindMetrics, pearson, createModel, setCheckpointFactory, MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type EvalConfig, type EvalSummary } from './eval';
