@@ -170,3 +170,31 @@ test('with the OpenAI-compatible model against the mock server: reasoning, 429, 
     await server.close();
   }
 });
+
+test('TimeBlind instances (meta.instance = {video, question}) get Acc / Q-Acc / V-Acc / I-Acc in the summary', async () => {
+  // Two instances of 2 videos x 2 yes/no questions, videos borrowed from the synthetic set.
+  const vids = records.filter((r) => r.category === 'moving_direction').slice(0, 4).map((r) => r.video);
+  const tb: DyBenchRecord[] = [];
+  for (const inst of [0, 1]) {
+    for (const v of [0, 1]) {
+      for (const q of [0, 1]) {
+        tb.push({
+          id: `tb${inst}-v${v}-q${q}`, pair_id: `tb${inst}`, video: vids[inst * 2 + v], question: q ? 'Does it move left?' : 'Does it move right?',
+          options: ['yes', 'no'], answer: (v + q) % 2, category: 'other', transform: v ? 'reverse' : 'none', source: 'timeblind-test',
+          meta: { instance: { video: `v${v}`, question: `q${q}` } },
+        });
+      }
+    }
+  }
+  const file = path.join(dir, 'timeblind.jsonl');
+  fs.writeFileSync(file, tb.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  // Instance 0 all right; instance 1 right except video 1 / question 1.
+  const model = new ScriptedModel((r) => {
+    const rec = tb.find((x) => x.id === r.id)!;
+    return LETTERS[r.id === 'tb1-v1-q1' ? 1 - rec.answer : rec.answer];
+  });
+  const res = await runEval({ data: file, out: path.join(dir, 'run-tb'), model: {}, bootstrap: 0 }, { ...quiet, model });
+  expect(res.summary.timeblind).toEqual({ n_instances: 2, acc: 7 / 8, q_acc: 3 / 4, v_acc: 3 / 4, i_acc: 1 / 2 });
+  expect(res.summary.metrics.all).toMatchObject({ n_pairs: 2, p_acc: 1 / 2 }); // P-Acc over a 4-member instance = I-Acc
+  expect(fs.readFileSync(res.files.markdown, 'utf8')).toContain('TimeBlind (2 instances): Acc 87.5, Q-Acc 75.0, V-Acc 75.0, I-Acc 50.0.');
+});
