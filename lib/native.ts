@@ -113,7 +113,42 @@ export interface TorchInfo {
   buildConfig: string;
 }
 
-export interface TorchAddon extends OpsAddon, QwenNativeApi {
+/** c10d process groups (native/torch/dist; typed wrapper in lib/dist/process-group.ts). */
+export interface NativeDistInitOptions {
+  masterAddr: string;
+  masterPort: number;
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  backend: 'gloo' | 'nccl';
+  timeoutSeconds: number;
+  bucketMb: number;
+  heartbeatIntervalSeconds: number;
+  heartbeatTimeoutSeconds: number;
+  agentStore: boolean;
+  restartCount: number;
+}
+
+export interface NativePeerFailure {
+  rank: number | null;
+  message: string;
+}
+
+export interface DistNativeApi {
+  distInit(options: NativeDistInitOptions): Promise<number>;
+  distAllReduce(group: number, arrays: Array<Float32Array | Float64Array>, op: 'sum' | 'mean', bucketMb?: number): Promise<void>;
+  distBroadcast(group: number, arrays: Array<Float32Array | Float64Array>, root: number): Promise<void>;
+  distBarrier(group: number): Promise<void>;
+  distAbort(group: number, message: string): void;
+  distFailure(group: number): NativePeerFailure | null;
+  distInfo(group: number): { rank: number; worldSize: number; localRank: number; backend: string; device: string };
+  distShutdown(group: number): Promise<void>;
+  distLiveGroups(): number;
+  distBackends(): string[];
+  distExitNow(code: number): never;
+}
+
+export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi {
   kind: 'torch';
   info(): TorchInfo;
   setNumThreads(threads: number): void;
