@@ -30,13 +30,15 @@ export const DYNAMIC_CATEGORIES: readonly Category[] = ['reversible_dynamics', '
  * Direction words under a transform: hflip mirrors left/right (and clockwise), reverse inverts
  * every motion. Used to remap moving-direction answers.
  */
+export const DIRECTION_WORDS = ['left', 'right', 'up', 'down', 'toward', 'towards', 'away', 'clockwise', 'counterclockwise', 'counter-clockwise', 'anticlockwise', 'forward', 'backward'];
+
 export function mapDirection(word: string, transform: RecordTransform): string {
   const w = word.trim().toLowerCase();
   const hflip: Record<string, string> = { left: 'right', right: 'left', clockwise: 'counterclockwise', counterclockwise: 'clockwise', 'counter-clockwise': 'clockwise', anticlockwise: 'clockwise' };
   const reverse: Record<string, string> = {
     left: 'right', right: 'left', up: 'down', down: 'up', toward: 'away', towards: 'away', away: 'toward',
     clockwise: 'counterclockwise', counterclockwise: 'clockwise', 'counter-clockwise': 'clockwise', anticlockwise: 'clockwise',
-    forward: 'backward', backward: 'forward', in: 'out', out: 'in',
+    forward: 'backward', backward: 'forward',
   };
   let out = w;
   if (transform === 'hflip' || transform === 'hflip+reverse') out = hflip[out] ?? out;
