@@ -100,6 +100,61 @@ export interface OpsAddon {
 export interface CoreAddon extends OpsAddon {
   kind: 'core';
   grpoAdvantages(inputs: NativeGrpoInputs): Promise<NativeGrpoOutputs>;
+  tgrpoAdvantagesSync(inputs: NativeTgrpoInputs): NativeTgrpoOutputs;
+  arrowAdvantagesSync(inputs: NativeArrowInputs): NativeArrowOutputs;
+}
+
+/** T-GRPO rewards (native/kernels/cpu/baseline_rewards_kernel.h). */
+export interface NativeTgrpoInputs {
+  groups: number;
+  groupSize: number;
+  shuffledSize: number;
+  answers: Int32Array; // (B, G)
+  shuffledAnswers: Int32Array; // (B, S)
+  truth: Int32Array;
+  numOptions: Int32Array;
+  format?: Float32Array;
+  wAccuracy?: number;
+  wFormat?: number;
+  bonus?: number;
+  mu?: number;
+  norm?: AdvantageNorm;
+  eps?: number;
+}
+
+export interface NativeTgrpoOutputs {
+  reward: Float32Array;
+  advantage: Float32Array;
+  correct: Float32Array;
+  pOrdered: Float32Array;
+  pShuffled: Float32Array;
+  bonusOn: Uint8Array;
+  flat: Uint8Array;
+}
+
+/** ArrowRL rewards (native/kernels/cpu/baseline_rewards_kernel.h). */
+export interface NativeArrowInputs {
+  groups: number;
+  groupSize: number;
+  reverseSize: number;
+  answers: Int32Array; // (B, G)
+  reverseAnswers: Int32Array; // (B, G')
+  truth: Int32Array;
+  numOptions: Int32Array;
+  format?: Float32Array;
+  wAccuracy?: number;
+  wFormat?: number;
+  wReverse?: number;
+  norm?: AdvantageNorm;
+  eps?: number;
+}
+
+export interface NativeArrowOutputs {
+  reward: Float32Array;
+  advantage: Float32Array;
+  correct: Float32Array;
+  differ: Float32Array;
+  flat: Uint8Array;
 }
 
 export interface TorchInfo {
@@ -414,6 +469,11 @@ export function ops(name: AddonName = 'core'): Ops {
 /** The torch addon's raw surface, for library modules that wrap model and training calls. */
 export function torchAddon(): TorchAddon {
   return raw<TorchAddon>('torch');
+}
+
+/** The core addon's raw surface (baseline reward kernels; lib/reward/baselines.ts wraps it). */
+export function coreAddon(): CoreAddon {
+  return raw<CoreAddon>('core');
 }
 
 /** libtorch run information (version, CUDA, threads, build config). */

@@ -216,6 +216,73 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   return call;
 }
 
+TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = require_object(info, 0, op, "inputs");
+  TgrpoCall call;
+  TgrpoInputs& in = call.in;
+  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
+  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  in.shuffled_size = read_int(o.Get("shuffledSize"), op, "shuffledSize", 1, 1 << 20);
+  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
+  const size_t BS = B * static_cast<size_t>(in.shuffled_size);
+  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
+  in.shuffled_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "shuffledAnswers", napi_int32_array, BS, op, false).data);
+  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
+  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
+  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
+  in.bonus = read_optional_number(o, "bonus", op, 0.3);
+  in.mu = read_optional_number(o, "mu", op, 0.8);
+  in.norm = read_norm(o, op);
+  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+  Napi::Object r = Napi::Object::New(env);
+  TgrpoOutputs& out = call.out;
+  r.Set("reward", new_f32(env, BG, &out.reward));
+  r.Set("advantage", new_f32(env, BG, &out.advantage));
+  r.Set("correct", new_f32(env, BG, &out.correct));
+  r.Set("pOrdered", new_f32(env, B, &out.p_ordered));
+  r.Set("pShuffled", new_f32(env, B, &out.p_shuffled));
+  r.Set("bonusOn", new_u8(env, B, &out.bonus_on));
+  r.Set("flat", new_u8(env, B, &out.flat));
+  call.result = r;
+  return call;
+}
+
+ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = require_object(info, 0, op, "inputs");
+  ArrowCall call;
+  ArrowInputs& in = call.in;
+  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
+  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  in.reverse_size = read_int(o.Get("reverseSize"), op, "reverseSize", 1, 1 << 20);
+  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
+  const size_t BH = B * static_cast<size_t>(in.reverse_size);
+  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
+  in.reverse_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "reverseAnswers", napi_int32_array, BH, op, false).data);
+  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
+  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
+  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
+  in.w_reverse = read_optional_number(o, "wReverse", op, 0.5);
+  in.norm = read_norm(o, op);
+  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+  Napi::Object r = Napi::Object::New(env);
+  ArrowOutputs& out = call.out;
+  r.Set("reward", new_f32(env, BG, &out.reward));
+  r.Set("advantage", new_f32(env, BG, &out.advantage));
+  r.Set("correct", new_f32(env, BG, &out.correct));
+  r.Set("differ", new_f32(env, BG, &out.differ));
+  r.Set("flat", new_u8(env, B, &out.flat));
+  call.result = r;
+  return call;
+}
+
 KernelWorker::KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
                            std::vector<Napi::Value> keep)
     : Napi::AsyncWorker(env, op.c_str()),

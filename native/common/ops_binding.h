@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/cpu/baseline_rewards_kernel.h"
 #include "../kernels/cpu/crr_kernel.h"
 #include "../kernels/cpu/video_transform_kernel.h"
 #include "napi_util.h"
@@ -44,6 +45,24 @@ struct GrpoCall {
   Napi::Value result;  // { reward, advantage, correct, flat }
 };
 GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op);
+
+// tgrpoAdvantages({ groups, groupSize, shuffledSize, answers, shuffledAnswers, truth, numOptions,
+//                   format?, wAccuracy?, wFormat?, bonus?, mu?, norm?, eps? })
+struct TgrpoCall {
+  TgrpoInputs in;
+  TgrpoOutputs out;
+  Napi::Value result;  // { reward, advantage, correct, pOrdered, pShuffled, bonusOn, flat }
+};
+TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op);
+
+// arrowAdvantages({ groups, groupSize, reverseSize, answers, reverseAnswers, truth, numOptions,
+//                   format?, wAccuracy?, wFormat?, wReverse?, norm?, eps? })
+struct ArrowCall {
+  ArrowInputs in;
+  ArrowOutputs out;
+  Napi::Value result;  // { reward, advantage, correct, differ, flat }
+};
+ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op);
 
 // A promise-returning worker: `work` runs off the JS thread and must not touch JS values;
 // `keep` holds the JS buffers it reads or writes alive until the promise settles.

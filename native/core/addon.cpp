@@ -81,6 +81,22 @@ Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value TgrpoAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "tgrpoAdvantagesSync", [&]() -> Napi::Value {
+    TgrpoCall c = parse_tgrpo(info, "tgrpoAdvantagesSync");
+    tgrpo_group_advantages(c.in, c.out);
+    return c.result;
+  });
+}
+
+Napi::Value ArrowAdvantagesSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "arrowAdvantagesSync", [&]() -> Napi::Value {
+    ArrowCall c = parse_arrow(info, "arrowAdvantagesSync");
+    arrow_group_advantages(c.in, c.out);
+    return c.result;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kind", Napi::String::New(env, "core"));
   exports.Set("videoTransform", Napi::Function::New(env, VideoTransform, "videoTransform"));
@@ -89,6 +105,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crrAdvantagesSync", Napi::Function::New(env, CrrAdvantagesSync, "crrAdvantagesSync"));
   exports.Set("grpoAdvantages", Napi::Function::New(env, GrpoAdvantages, "grpoAdvantages"));
   exports.Set("grpoAdvantagesSync", Napi::Function::New(env, GrpoAdvantagesSync, "grpoAdvantagesSync"));
+  exports.Set("tgrpoAdvantagesSync", Napi::Function::New(env, TgrpoAdvantagesSync, "tgrpoAdvantagesSync"));
+  exports.Set("arrowAdvantagesSync", Napi::Function::New(env, ArrowAdvantagesSync, "arrowAdvantagesSync"));
   return exports;
 }
 
