@@ -198,3 +198,36 @@ test('TimeBlind instances (meta.instance = {video, question}) get Acc / Q-Acc / 
   expect(res.summary.metrics.all).toMatchObject({ n_pairs: 2, p_acc: 1 / 2 }); // P-Acc over a 4-member instance = I-Acc
   expect(fs.readFileSync(res.files.markdown, 'utf8')).toContain('TimeBlind (2 instances): Acc 87.5, Q-Acc 75.0, V-Acc 75.0, I-Acc 50.0.');
 });
+
+test('progress lines go to the log; crpo eval --correlate prints Pearson r across run folders', async () => {
+  const log: string[] = [];
+  const dirs: string[] = [];
+  // Three runs whose accuracy and sensitivity differ: right on the first k pairs of each category, constant 'A' elsewhere.
+  for (const k of [0, 1, 2]) {
+    const out = path.join(dir, `corr-${k}`);
+    dirs.push(out);
+    const model = new ScriptedModel((r) => {
+      const rec = byId(r.id);
+      const index = Number(rec.pair_id.slice(-5));
+      return index < k ? LETTERS[rec.answer] : (k === 2 && rec.id.endsWith('-b') ? 'B' : 'A');
+    });
+    await runEval({ data, out, model: {}, bootstrap: 0 }, { model, log: (s) => log.push(s), progressEveryMs: 0 });
+  }
+  expect(log.some((l) => /^eval: \d+\/24 done, acc \d+\.\d%, 0 failed, [\d.]+\/s, eta /.test(l))).toBe(true);
+  const { handler } = await import('../../lib/cli/commands/eval');
+  const written: string[] = [];
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
+    written.push(String(s));
+    return true;
+  });
+  try {
+    await handler({ correlate: dirs, x: 'all.acc', y: 'all.p_acc' } as unknown as Parameters<typeof handler>[0]);
+  } finally {
+    spy.mockRestore();
+  }
+  const summaries = dirs.map((d) => JSON.parse(fs.readFileSync(path.join(d, 'summary.json'), 'utf8')).metrics.all);
+  const { pearson } = await import('../../lib/eval/metrics');
+  const r = pearson(summaries.map((m) => m.acc), summaries.map((m) => m.p_acc));
+  expect(written.at(-1)).toBe(`Pearson r(all.acc, all.p_acc) over 3 runs = ${r.toFixed(4)}\n`);
+  expect(written).toHaveLength(4);
+});
