@@ -160,7 +160,7 @@ function resolveMapping(sample: unknown[], fields: Partial<Record<string, string
     mapping[f] = candidates[f].find((c) => !used.has(c) && sample.some((e) => getPath(e, c) !== undefined));
     if (mapping[f]) used.add(mapping[f]!);
   }
-  return mapping;
+  return Object.fromEntries(Object.keys(candidates).map((f) => [f, mapping[f]]));
 }
 
 function categoryFromName(file: string): Category | undefined {
