@@ -1,0 +1,218 @@
+/**
+ * The rules backend of the Task Router (crpo-method.md section 2): a deterministic, offline
+ * classifier over lexical cues in the question and its options. Each cue family adds evidence
+ * to one type; the type with the most evidence wins and the margin over the runner-up gives the
+ * confidence (the hybrid backend asks the LLM below a threshold). Cue families:
+ * - static heads: counting, attributes (colour, shape, material, kind), reading text, existence,
+ *   absolute speed, concurrent activity ("doing while"), explanations ("why");
+ * - temporal: order words (before/after/first/then/last/next), reversible action pairs
+ *   (opening/closing, putting in/taking out, folding/unfolding), playback direction, speed change,
+ *   state change ("from off to on");
+ * - spatiotemporal: a motion word together with a direction (left/right, up/down, toward/away,
+ *   clockwise), camera pan/tilt/zoom, turns;
+ * - spatial: left/right with no motion (layout, which hand, facing).
+ * Versioned by RULES_VERSION: change it whenever a rule changes (it is part of the cache key).
+ */
+import type { Classification, MotionAxis, RouteType } from './types';
+
+export const RULES_VERSION = 'rules-1';
+
+/** Lower-case, punctuation to spaces, padded with spaces so every cue can be matched as words. */
+export function normalise(text: string): string {
+  return ' ' + text.toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim() + ' ';
+}
+
+const W = (words: string): RegExp => new RegExp(`\\b(?:${words})\\b`);
+
+// --- direction and motion vocabulary ---
+const LR = W('left|right|leftward|rightward|leftwards|rightwards|leftmost|rightmost');
+const VERTICAL = W('up|down|upward|upwards|downward|downwards|rise|rises|rising|rose|ascend\\w*|descend\\w*|fall|falls|falling|fell|sink|sinks|sinking|top to bottom|bottom to top|tilt\\w*|climb\\w*|lower\\w*|raise\\w*|vertical\\w*');
+const DEPTH = W('toward|towards|away|approach\\w*|closer|farther|further|zoom\\w*|forward|forwards|backward|backwards|nearer|recede\\w*');
+const ROTATION_SENSE = W('clockwise|counterclockwise|anticlockwise|counter clockwise|anti clockwise');
+const ROTATION = W('rotat\\w*|spin\\w*|revolv\\w*|twist\\w*');
+const TURN = W('turn|turns|turning|turned|steer\\w*');
+const MOTION = W(
+  'mov\\w*|walk\\w*|run|runs|running|ran|roll\\w*|push\\w*|pull\\w*|slid\\w*|slide|fly|flies|flying|flew|swim\\w*|travel\\w*|head|heading|headed|heads|go|goes|going|went|drift\\w*|driv\\w*|sail\\w*|pan|pans|panning|panned|direction|directions|way|spin\\w*|rotat\\w*|turn\\w*|cross\\w*|flow|flows|flowing|flowed|climb\\w*|rise|rises|rising|sink\\w*|fall\\w*|ascend\\w*|descend\\w*|approach\\w*|zoom\\w*|tilt\\w*|thrown|throw\\w*|toss\\w*|motion|shift\\w*|swip\\w*|swing\\w*|crawl\\w*|jog\\w*|ride|rides|riding|scroll\\w*|bounc\\w*|float\\w*|glid\\w*|dragg\\w*|drag',
+);
+// Position words that make left/right a layout question even next to a motion word.
+const LAYOUT = W(
+  'facing|faces|face|point|points|pointing|positioned|located|placed|parked|standing|sitting|sits|stands|lies|lying|hanging|worn|wears|wearing|relative to|on the left|on the right|to the left of|to the right of|left of|right of|leftmost|rightmost|left side|right side|side of|lane',
+);
+const BODY_SIDE = W('which (?:hand|foot|leg|arm|ear|eye|wrist|shoulder|side|lane|knee|elbow|cheek|glove|shoe)|in which hand|with which hand|(?:left|right) (?:hand|foot|leg|arm|ear|eye|wrist|shoulder|knee|elbow)');
+
+// --- temporal vocabulary ---
+const ORDER = W(
+  'before|after|afterwards|first|firstly|last|lastly|earlier|later|next|then|order|ordering|sequence|follow\\w*|precede\\w*|prior|once|finally|at the (?:start|beginning|end)|in the (?:beginning|end|middle)|beginning of|end of|start of|middle of|until|subsequently|eventually',
+);
+const PLAYBACK = W('reverse|reversed|reversing|rewound|rewind\\w*|played|playing backwards|played backwards|playback|time reversed');
+const FORWARD_BACKWARD = W('forward|forwards|backward|backwards');
+const SPEED_CHANGE = W('speed\\w* up|slow\\w* down|accelerat\\w*|decelerat\\w*|faster and faster|slower and slower|gain\\w* speed|los\\w* speed');
+const STATE_CHANGE = W('how does (?:\\w+ ){0,6}change|how do (?:\\w+ ){0,6}change|state change|change\\w* over time|over time|change from|changes from|become|becomes|turns into|transition|transform\\w*');
+const FROM_TO = /\bfrom (\w+(?: \w+){0,3}) to (\w+(?: \w+){0,3})\b/;
+/**
+ * Reversible actions: each entry is one action whose time reversal is another action (so reverse
+ * changes "which of them happens"). Matched in the question and in the options.
+ */
+const REVERSIBLE = W(
+  [
+    'open\\w*', 'close', 'closes', 'closing', 'closed', 'shut\\w*', 'put\\w* (?:\\w+ ){0,3}on', 'tak\\w* (?:\\w+ ){0,3}off', 'took (?:\\w+ ){0,3}off', 'put\\w* (?:\\w+ )?(?:into|in)', 'tak\\w* (?:\\w+ ){0,3}out', 'took (?:\\w+ ){0,3}out',
+    'fold\\w*', 'unfold\\w*', 'tie', 'ties', 'tying', 'tied', 'untie\\w*', 'untying', 'zip\\w*', 'unzip\\w*', 'plug\\w*', 'unplug\\w*', 'wrap\\w*', 'unwrap\\w*',
+    'button\\w*', 'unbutton\\w*', 'load\\w*', 'unload\\w*', 'stack\\w*', 'unstack\\w*', 'cover\\w*', 'uncover\\w*', 'attach\\w*', 'detach\\w*',
+    'cap', 'capped', 'capping', 'uncap\\w*', 'cork\\w*', 'uncork\\w*', 'fill\\w*', 'empty\\w*', 'emptied', 'emptie\\w*', 'drain\\w*', 'inflat\\w*', 'deflat\\w*',
+    'assembl\\w*', 'disassembl\\w*', 'taken apart', 'take apart', 'taking apart', 'build\\w*', 'built', 'demolish\\w*', 'pick\\w* (?:\\w+ ){0,3}up', 'picked up',
+    'put\\w* (?:\\w+ ){0,3}down', 'plac\\w* (?:\\w+ ){0,3}down', 'set\\w* (?:\\w+ ){0,3}down', 'lift\\w*', 'melt\\w*', 'freez\\w*', 'frozen', 'refroze\\w*', 'bloom\\w*', 'wilt\\w*', 'lit', 'light\\w* up', 'blown out', 'blow\\w* out',
+    'extinguish\\w*', 'crumpl\\w*', 'smooth\\w* out', 'stick\\w*', 'stuck', 'peel\\w* off', 'enter\\w*', 'leav\\w*', 'exit\\w*', 'appear\\w*', 'disappear\\w*',
+    'insert\\w*', 'remov\\w*', 'drop\\w* (?:\\w+ ){0,3}(?:in|into)', 'dress\\w*', 'undress\\w*', 'lock\\w*', 'unlock\\w*', 'pack\\w*', 'unpack\\w*', 'mount\\w*', 'dismount\\w*',
+    'land', 'lands', 'landing', 'landed', 'grow\\w*', 'shrink\\w*', 'bigger', 'smaller', 'turn\\w* on', 'turn\\w* off', 'switch\\w* on', 'switch\\w* off', 'sit\\w* down', 'stand\\w* up',
+    'sat down', 'stood up', 'get\\w* up', 'lie\\w* down', 'connect\\w*', 'disconnect\\w*', 'hang\\w* up', 'screw\\w* in', 'unscrew\\w*', 'seal\\w*', 'unseal\\w*', 'pour\\w* (?:\\w+ ){0,3}into', 'pour\\w* (?:\\w+ ){0,3}out',
+    'squeez\\w*', 'stretch\\w*', 'tear\\w*', 'torn', 'break\\w*', 'broken', 'fix\\w*', 'wake\\w* up', 'fall\\w* asleep', 'arriv\\w*', 'depart\\w*', 'join\\w*', 'separat\\w*',
+  ].join('|'),
+);
+
+// --- static vocabulary ---
+const COUNT = W('how many|number of|count|how often');
+const ATTRIBUTE = W(
+  'colou?r|colou?rs|shape|material|made of|brand|kind|type of|sort of|species|breed|pattern|texture|animal|sport|fruit|instrument|vehicle|room|weather|clothing|wearing|wear|dressed|emotion|mood|age|gender|profession|job|relationship|name|style|genre|food|dish|drink|event|occasion|place|location|take place|where is this|where are they|where does this|setting|season|time of day',
+);
+const TEXT = W('written|writing|text|texts|subtitle\\w*|caption\\w*|logo|logos|sign|signs|signboard|label\\w*|title|titles|read|reading|say|says|said|licen[cs]e plate|plate number|scoreboard|displayed|display|letter|letters|digit|digits|word|words|brand|jersey number|printed|print|headline|menu|banner|poster');
+const EXISTENCE = /^ (?:is|are|was|were) there\b|\b(?:does|do|did) (?:\w+ ){0,3}appear in the video\b|\bwhich of (?:these|the following) (?:objects|items|things) (?:is|are) (?:not )?(?:present|shown|visible|seen)\b/;
+const ABS_SPEED = W('fast|faster|fastest|slow|slower|slowest|quick|quickly|quicker|slowly|speed|pace|rapidly|how fast');
+const CONCURRENT = W('while|during which|when the|at the same time|as the|doing when');
+const WHY = /^ (?:why|how come|what is the reason|what caused|for what reason)\b/;
+const EVENT_QUESTION = /^ (?:what|which|how) (?:\w+ ){0,2}(?:do|does|did|will|would|happens|happened|happen|is|was)\b/;
+
+function count(re: RegExp, texts: string[]): number {
+  let n = 0;
+  for (const t of texts) if (re.test(t)) n++;
+  return n;
+}
+
+/** The motion axis among the question and options (see MOTION_AXES in types.ts). */
+export function motionAxis(q: string, opts: string[]): MotionAxis {
+  const all = [q, ...opts];
+  const has = (re: RegExp): boolean => all.some((t) => re.test(t));
+  if (has(ROTATION_SENSE)) return 'rotation';
+  const axes: MotionAxis[] = [];
+  const lr = has(LR);
+  if (lr && has(TURN) && !has(ROTATION)) {
+    // "turn left/right" of a walker or vehicle; a turn together with up/down is mixed.
+    axes.push('turn');
+  } else if (lr) axes.push('horizontal');
+  if (has(VERTICAL)) axes.push('vertical');
+  if (has(DEPTH)) axes.push('depth');
+  if (axes.length === 0 && has(ROTATION)) return 'rotation';
+  if (axes.length === 1) return axes[0];
+  return 'mixed';
+}
+
+interface Evidence {
+  scores: Record<RouteType, number>;
+  cues: string[];
+}
+
+function add(e: Evidence, type: RouteType, weight: number, cue: string): void {
+  e.scores[type] += weight;
+  e.cues.push(`${cue}->${type}`);
+}
+
+/**
+ * Classifies one question (with its options). Pure and synchronous; about 20 regex tests per
+ * text, so ~10 us per question.
+ */
+export function classifyByRules(question: string, options: readonly string[]): Classification {
+  const q = normalise(question);
+  const opts = options.map(normalise);
+  const all = [q, ...opts];
+  const optShare = (re: RegExp): number => (opts.length ? count(re, opts) / opts.length : 0);
+  const e: Evidence = { scores: { spatial: 0, temporal: 0, spatiotemporal: 0, static: 1 }, cues: [] };
+
+  const motionQ = MOTION.test(q);
+  const motionAny = motionQ || count(MOTION, opts) > 0;
+  const lrAny = all.some((t) => LR.test(t));
+  const vertAny = all.some((t) => VERTICAL.test(t));
+  const depthAny = all.some((t) => DEPTH.test(t));
+  const rotSense = all.some((t) => ROTATION_SENSE.test(t));
+  const layout = LAYOUT.test(q) || BODY_SIDE.test(q);
+  const text = TEXT.test(q);
+  // "forward or backward" is playback direction unless something moves (the camera, a car).
+  const playback = PLAYBACK.test(q) || (all.some((t) => FORWARD_BACKWARD.test(t)) && !motionAny && !/\bcamera\b/.test(q));
+
+  // Static heads: what is asked is a property that survives both transforms.
+  if (COUNT.test(q)) add(e, 'static', 5, 'count');
+  if (ATTRIBUTE.test(q) && !STATE_CHANGE.test(q)) add(e, 'static', 4, 'attribute');
+  if (text && /^ (?:what|which)\b/.test(q) && !ORDER.test(q)) add(e, 'static', 4, 'text');
+  if (EXISTENCE.test(q)) add(e, 'static', 4, 'existence');
+  if (ABS_SPEED.test(q) && !SPEED_CHANGE.test(q) && !all.some((t) => SPEED_CHANGE.test(t))) add(e, 'static', 4, 'absolute-speed');
+  if (CONCURRENT.test(q) && /\b(?:doing|do|does|did)\b/.test(q) && !ORDER.test(q)) add(e, 'static', 3, 'concurrent-activity');
+  if (WHY.test(q)) add(e, 'static', 3, 'why');
+
+  // Temporal: order, reversible actions, playback, speed change, state change.
+  if (ORDER.test(q)) {
+    add(e, 'temporal', 3, 'order');
+    if (EVENT_QUESTION.test(q)) add(e, 'temporal', 2, 'event-order');
+  }
+  const revQ = REVERSIBLE.test(q);
+  const revOpts = count(REVERSIBLE, opts);
+  if (revQ || revOpts > 0) {
+    const pair = (revQ && / or /.test(q)) || revOpts >= 2;
+    add(e, 'temporal', pair ? 4 : 2, pair ? 'reversible-pair' : 'reversible-action');
+  }
+  if (playback) add(e, 'temporal', 5, 'playback');
+  if (SPEED_CHANGE.test(q) || optShare(SPEED_CHANGE) >= 0.5) add(e, 'temporal', 5, 'speed-change');
+  const fromTo = opts.filter((o) => {
+    const m = FROM_TO.exec(o);
+    return m !== null && !LR.test(o) && !VERTICAL.test(o) && !DEPTH.test(o);
+  }).length;
+  if (STATE_CHANGE.test(q) || fromTo >= 2) add(e, 'temporal', 5, 'state-change');
+
+  // Spatiotemporal: a motion word with a direction.
+  const dirAny = lrAny || vertAny || depthAny || rotSense;
+  if (dirAny && motionQ) add(e, 'spatiotemporal', 4, 'motion-direction');
+  else if (dirAny && motionAny) {
+    const share = optShare(MOTION);
+    add(e, 'spatiotemporal', share >= 0.5 ? 4 : 2, 'motion-direction-in-options');
+  }
+  if (rotSense) add(e, 'spatiotemporal', 2, 'rotation-sense');
+  if (/\bcamera\b/.test(q) && all.some((t) => /\b(?:pan\w*|tilt\w*|zoom\w*|dolly|truck\w*)\b/.test(t))) add(e, 'spatiotemporal', 3, 'camera-motion');
+  if (lrAny && optShare(MOTION) >= 0.5 && optShare(LR) >= 0.5) add(e, 'spatiotemporal', 2, 'options-move-sideways');
+
+  // Spatial: left/right with no motion, or a layout cue.
+  if (lrAny && !motionAny) add(e, 'spatial', 4, 'left-right-layout');
+  if (lrAny && layout) add(e, 'spatial', 3, 'position');
+  if (BODY_SIDE.test(q)) add(e, 'spatial', 2, 'body-side');
+  if (/\b(?:facing|faces|point|points|pointing)\b/.test(q)) add(e, 'spatial', 3, 'facing');
+
+  const ranked = (Object.keys(e.scores) as RouteType[]).sort((a, b) => e.scores[b] - e.scores[a] || order(a) - order(b));
+  const type = ranked[0];
+  const top = e.scores[type];
+  const margin = top - e.scores[ranked[1]];
+  const noCue = e.cues.length === 0;
+  const confidence = noCue ? 0.55 : Math.min(0.97, Math.max(0.3, 0.5 + 0.08 * margin + 0.02 * top));
+
+  const out: Classification = { type, confidence: round2(confidence), rationale: noCue ? 'no dynamic cue: static by default' : e.cues.join(', ') };
+  if (type === 'spatiotemporal') {
+    out.axis = motionAxis(q, opts);
+    out.rationale += `; axis ${out.axis}`;
+  }
+  if (type === 'static') {
+    out.text = text;
+    // Keep the question's own words true: "the car on the left" breaks under hflip, "the ball
+    // that moves up" or "what happens first" under reverse.
+    const mentionsLR = LR.test(q);
+    const mentionsTime = ORDER.test(q) || (motionQ && (vertAny || depthAny || lrAny)) || revQ;
+    if (text) out.prefer = 'reverse';
+    else if (mentionsLR && !mentionsTime) out.prefer = 'reverse';
+    else if (mentionsTime && !mentionsLR) out.prefer = 'hflip';
+    if (out.prefer) out.rationale += `; prefer ${out.prefer}${text ? ' (text)' : ''}`;
+  }
+  return out;
+}
+
+// Tie-break: the dynamic type with the narrower transform set first, static last.
+function order(t: RouteType): number {
+  return t === 'spatiotemporal' ? 0 : t === 'temporal' ? 1 : t === 'spatial' ? 2 : 3;
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
