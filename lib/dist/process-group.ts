@@ -14,7 +14,7 @@ import { callAsync, callSync, NativeHandle, torchAddon, torchQueue, type NativeD
 import { parseDistEnv, type DistEnv } from './env';
 
 export type DistBackend = 'gloo' | 'nccl';
-export type ReduceOp = 'sum' | 'mean';
+export type ReduceOp = 'sum' | 'mean' | 'max' | 'min';
 export type CollectiveArray = Float32Array | Float64Array;
 
 export interface PeerFailure {
@@ -157,7 +157,7 @@ export class ProcessGroup extends NativeHandle {
   allReduce(data: CollectiveArray | CollectiveArray[], op: ReduceOp = 'sum', options: { bucketMb?: number } = {}): Promise<void> {
     this.assertLive('ProcessGroup.allReduce');
     const arrays = asArrays(data, 'data');
-    if (op !== 'sum' && op !== 'mean') throw outOfRange('op', "'sum' or 'mean'", op, 'ProcessGroup.allReduce');
+    if (!['sum', 'mean', 'max', 'min'].includes(op)) throw outOfRange('op', "'sum', 'mean', 'max' or 'min'", op, 'ProcessGroup.allReduce');
     const bucket = options.bucketMb === undefined ? undefined : positive('bucketMb', options.bucketMb, true);
     return torchQueue.run(() => callAsync(() => torchAddon().distAllReduce(this.nativeId, arrays, op, bucket)));
   }

@@ -141,14 +141,15 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   std::string backend() const override { return o_.backend; }
   at::Device device() const override { return device_; }
 
-  void allreduce_mean(std::vector<at::Tensor>& tensors) override { allreduce(tensors, true, o_.bucket_mb); }
-  void allreduce_sum(std::vector<at::Tensor>& tensors) override { allreduce(tensors, false, o_.bucket_mb); }
+  void allreduce_mean(std::vector<at::Tensor>& tensors) override { allreduce(tensors, "mean", -1); }
+  void allreduce_sum(std::vector<at::Tensor>& tensors) override { allreduce(tensors, "sum", -1); }
 
   // Sum or mean in place. Tensors are grouped by dtype into buckets of ~bucket_mb MiB, each
   // flattened into one contiguous buffer on the comm device; every bucket's collective is started
   // before the first is awaited, so copying later buckets overlaps communicating earlier ones.
-  // bucket_mb < 0: the group's default.
-  void allreduce(std::vector<at::Tensor>& tensors, bool mean, double bucket_mb) {
+  // bucket_mb < 0: the group's default. op: "sum", "mean", "max" or "min".
+  void allreduce(std::vector<at::Tensor>& tensors, const std::string& op, double bucket_mb) {
+    const bool mean = op == "mean";
     check_live("allreduce");
     if (bucket_mb < 0) bucket_mb = o_.bucket_mb;
     for (size_t i = 0; i < tensors.size(); ++i) {
@@ -159,7 +160,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
       }
     }
     c10d::AllreduceOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.reduceOp = op == "max" ? c10d::ReduceOp::MAX : op == "min" ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM;
     run_bucketed("allreduce", tensors, bucket_mb, -1, [&](std::vector<at::Tensor>& flat) { return pg_->allreduce(flat, opts); },
                  [&](at::Tensor& flat) {
                    if (mean) flat.div_(o_.world_size);
@@ -674,11 +675,13 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
     std::vector<Napi::Value> keep;
     auto tensors = std::make_shared<std::vector<at::Tensor>>(read_arrays(info, 1, op, keep));
     std::string red = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "sum";
-    if (red != "sum" && red != "mean") throw_range_error(op, "op", "'sum' or 'mean'", "'" + red + "'");
+    if (red != "sum" && red != "mean" && red != "max" && red != "min") {
+      throw_range_error(op, "op", "'sum', 'mean', 'max' or 'min'", "'" + red + "'");
+    }
     double bucket = -1;
     if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) bucket = read_number(info[3], op, "bucketMb");
     return queue(
-        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red == "mean", bucket); },
+        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red, bucket); },
         undefined_result, keep);
   });
 }
