@@ -191,7 +191,7 @@ export interface NativePeerFailure {
 
 export interface DistNativeApi {
   distInit(options: NativeDistInitOptions): Promise<number>;
-  distAllReduce(group: number, arrays: Array<Float32Array | Float64Array>, op: 'sum' | 'mean', bucketMb?: number): Promise<void>;
+  distAllReduce(group: number, arrays: Array<Float32Array | Float64Array>, op: 'sum' | 'mean' | 'max' | 'min', bucketMb?: number): Promise<void>;
   distBroadcast(group: number, arrays: Array<Float32Array | Float64Array>, root: number): Promise<void>;
   distBarrier(group: number): Promise<void>;
   distAbort(group: number, message: string): void;
@@ -226,11 +226,13 @@ export interface NativeQwenInputs {
   imageGridThw?: Int32Array; // (n, 3)
   pixelValuesVideos?: Float32Array;
   videoGridThw?: Int32Array;
+  /** The vision inputs belong to every row (one group): encoded once, scattered into each row. */
+  shareVision?: boolean;
 }
 
 export interface NativeQwenLoadSpec {
   config: Record<string, unknown>;
-  dtype: 'float32' | 'bfloat16' | 'float16';
+  dtype: 'float32' | 'bfloat16' | 'float16' | 'float64';
   device: string;
   tensors: Array<{ name: string; file: string; offset: number; nbytes: number; dtype: string; shape: number[] }>;
 }
@@ -244,6 +246,44 @@ export interface NativeQwenForwardResult {
   grads: Record<string, NativeTensor>;
 }
 
+export interface NativeQwenSampleOptions {
+  maxNewTokens: number;
+  eosTokenId?: number;
+  useCache?: boolean;
+  /** 0 = greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  keepLogits?: boolean;
+}
+
+export interface NativeQwenTrainBatch {
+  /** (B, L): 1 on the tokens whose log-probs are trained. */
+  completionMask: Int32Array;
+  /** (B,) per-sequence advantages (objective 'grpo'). */
+  advantages?: Float32Array;
+  /** (B, L-1) behaviour / reference log-probs of token t+1. */
+  oldLogprobs?: Float32Array;
+  refLogprobs?: Float32Array;
+  objective?: 'grpo' | 'sft';
+  lr?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  clipLow?: number;
+  clipHigh?: number;
+  klBeta?: number;
+}
+
+export interface NativeQwenTrainStats {
+  loss: number;
+  pgLoss: number;
+  kl: number;
+  clipFraction: number;
+  gradNorm: number;
+  tokens: number;
+}
+
 export interface QwenNativeApi {
   qwenLoad(spec: NativeQwenLoadSpec): Promise<number>;
   qwenDispose(model: number): void;
@@ -252,8 +292,11 @@ export interface QwenNativeApi {
   qwenGenerate(
     model: number,
     inputs: NativeQwenInputs,
-    options: { maxNewTokens: number; eosTokenId?: number; useCache?: boolean },
-  ): Promise<{ tokens: number[][]; stepLogits: NativeTensor[] }>;
+    options: NativeQwenSampleOptions,
+  ): Promise<{ tokens: number[][]; logprobs: number[][]; stepLogits: NativeTensor[] }>;
+  qwenTrainStep(model: number, inputs: NativeQwenInputs, batch: NativeQwenTrainBatch): Promise<NativeQwenTrainStats>;
+  qwenSetTrainable(model: number, mode: 'lora' | 'lm' | 'all'): string[];
+  qwenSetCheckpointing(model: number, enabled: boolean): void;
   qwenAddLora(model: number, lora: { rank: number; alpha?: number; dropout?: number; targetModules: string[]; vision?: boolean; seed?: number }): string[];
   qwenSetLoraEnabled(model: number, enabled: boolean): void;
   qwenParamNames(model: number, lora?: boolean): string[];

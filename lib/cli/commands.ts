@@ -17,4 +17,5 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'eval [data]', describe: 'Evaluate a served model or checkpoint on a DyBench JSONL: Acc / P-Acc per category', module: './commands/eval' },
   { command: 'synth', describe: 'Write a synthetic DyBench split (paired counterfactual clips) as JSONL + PNG frames', module: './commands/synth' },
   { command: 'dybench', describe: 'Build paired DyBench data from your clips, import released configs / TimeBlind, validate JSONL', module: './commands/dybench' },
+  { command: 'dist <action>', describe: 'Distributed runs: `crpo dist check` checks the c10d process group (torchrun, srun or --nproc N)', module: './commands/dist' },
 ];
