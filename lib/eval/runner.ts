@@ -171,7 +171,6 @@ export function selectRecords(records: readonly DyBenchRecord[], c: Pick<EvalCon
 /** What a resumed run must share with the run that wrote the folder. */
 function fingerprint(c: EvalConfig, dataSha: string, modelName: string): Record<string, unknown> {
   return {
-    data: path.resolve(c.data),
     data_sha256: dataSha,
     kind: c.kind,
     model: modelName,
@@ -283,7 +282,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.samples} exists without run.json; use another --out, or --overwrite to discard it`);
     }
     const { apiKey: _key, ...modelPublic } = c.model;
-    await writeFileAtomic(files.run, JSON.stringify({ config: { ...c, model: modelPublic }, fingerprint: fp }, null, 2) + '\n');
+    await writeFileAtomic(files.run, JSON.stringify({ config: { ...c, data: path.resolve(c.data), model: modelPublic }, fingerprint: fp }, null, 2) + '\n');
 
     const existing = readSamples(files.samples);
     if (existing.tornBytes > 0) log(`eval: ${files.samples}: cut a torn last line (${existing.tornBytes} bytes) left by an interrupted run; that sample is asked again`);
@@ -314,7 +313,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
     for (let i = 0; i < todo.length; i += c.batchSize) batches.push(todo.slice(i, i + c.batchSize));
     let next = 0;
     let fatal: unknown;
-    const worker = async (): Promise<void> => {
+    const work = async (): Promise<void> => {
       while (fatal === undefined && next < batches.length) {
         const batch = batches[next++];
         const lines: SampleResult[] = [];
@@ -367,6 +366,9 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         progress();
       }
     };
+    // A worker that fails (a fatal model error, a failed append) stops every worker from taking
+    // new batches; all of them are waited for before the file is closed.
+    const worker = (): Promise<void> => work().catch((err) => void (fatal ??= err));
     try {
       await Promise.all(Array.from({ length: Math.min(c.concurrency, Math.max(1, batches.length)) }, worker));
     } finally {

@@ -73,7 +73,8 @@ test('writes every output; per-sample lines and summary agree with the metrics o
   expect(md).toContain('| group | pairs | videos | Acc | P-Acc | sensitivity | invariance | invalid |');
   expect(md).toMatch(/\| moving direction \| 3 \| 6 \| \d+\.\d \[\d+\.\d, \d+\.\d\] \|/);
   const run = JSON.parse(fs.readFileSync(res.files.run, 'utf8'));
-  expect(run.fingerprint).toMatchObject({ data: path.resolve(data), model: 'scripted', null_option: false });
+  expect(run.fingerprint).toMatchObject({ model: 'scripted', null_option: false, data_sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+  expect(run.config.data).toBe(path.resolve(data));
 });
 
 test('resume: finished ids are skipped, a torn last line is cut and reported, failed samples are retried', async () => {
