@@ -1,0 +1,107 @@
+/**
+ * Slow, obviously correct TypeScript reference of the policy loss of crpo-method.md section 6
+ * (clipped surrogate with eps_low / eps_high, k3 KL to a frozen reference, three aggregations),
+ * with its exact gradient with respect to each token's log-prob. Native train steps are tested
+ * against it, and the built-in linear policy (lib/rollout/linear-policy.ts) trains through it.
+ * Everything is float64.
+ *
+ * Per token t of sequence k with advantage A_k:
+ *   ratio = exp(logp - logp_old)
+ *   clip  = -min(ratio*A, clamp(ratio, 1-eps_low, 1+eps_high)*A)
+ *   kl    = exp(d) - d - 1,  d = clamp(logp_ref - logp, -10, 10)
+ *   l     = clip + beta*kl
+ */
+export const LOSS_AGGREGATIONS = ['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const;
+export type LossAggregation = (typeof LOSS_AGGREGATIONS)[number];
+
+export interface LossSettings {
+  clipLow: number;
+  clipHigh: number;
+  /** KL coefficient; 0 disables the reference term. */
+  beta: number;
+  aggregation: LossAggregation;
+  /** Divisor of 'seq-mean-token-sum-norm' (Dr.GRPO: max_new_tokens). */
+  maxNewTokens: number;
+}
+
+export const DEFAULT_LOSS: LossSettings = { clipLow: 0.2, clipHigh: 0.2, beta: 0.04, aggregation: 'seq-mean-token-mean', maxNewTokens: 1 };
+
+/** One trained sequence: its completion tokens' log-probs now, at rollout time and under the reference. */
+export interface LossSequence {
+  advantage: number;
+  logp: readonly number[];
+  oldLogp: readonly number[];
+  /** Required when beta > 0. */
+  refLogp?: readonly number[];
+}
+
+export interface TokenLoss {
+  clip: number;
+  kl: number;
+  /** d l / d logp */
+  grad: number;
+  /** The clipped branch was taken (its gradient is 0). */
+  clipped: boolean;
+}
+
+/** The loss of one token and its derivative with respect to logp. */
+export function tokenLoss(logp: number, oldLogp: number, refLogp: number | undefined, advantage: number, s: LossSettings): TokenLoss {
+  const ratio = Math.exp(logp - oldLogp);
+  const clamped = Math.min(Math.max(ratio, 1 - s.clipLow), 1 + s.clipHigh);
+  const unclippedLoss = -ratio * advantage, clippedLoss = -clamped * advantage;
+  // max(-r*A, -clamp(r)*A): the clamped branch wins only when it is strictly larger; inside the
+  // clip range both are equal and the gradient flows through ratio.
+  const clipped = clippedLoss > unclippedLoss;
+  const clip = clipped ? clippedLoss : unclippedLoss;
+  let grad = clipped ? 0 : -ratio * advantage;
+  let kl = 0;
+  if (s.beta > 0) {
+    if (refLogp === undefined) throw new Error('tokenLoss: refLogp is required when beta > 0');
+    const raw = refLogp - logp;
+    const d = Math.min(Math.max(raw, -10), 10);
+    kl = Math.exp(d) - d - 1;
+    // dkl/dlogp = (exp(d) - 1) * dd/dlogp, dd/dlogp = -1 inside the clamp, 0 outside.
+    if (raw > -10 && raw < 10) grad += s.beta * -(Math.exp(d) - 1);
+  }
+  return { clip, kl, grad, clipped };
+}
+
+export interface LossResult {
+  /** The aggregated loss L. */
+  loss: number;
+  /** Aggregated clip and KL parts (loss = pg + beta*kl). */
+  pg: number;
+  kl: number;
+  /** Share of tokens whose clipped branch was taken. */
+  clipFraction: number;
+  tokens: number;
+  /** dL/dlogp per sequence per token. */
+  grads: number[][];
+}
+
+/** Aggregated loss and per-token gradients of a batch of sequences. */
+export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): LossResult {
+  const totalTokens = seqs.reduce((a, q) => a + q.logp.length, 0);
+  let loss = 0, pg = 0, kl = 0, clippedCount = 0;
+  const grads: number[][] = [];
+  const nSeq = seqs.length;
+  for (const q of seqs) {
+    const T = q.logp.length;
+    // Weight of each token of this sequence in the aggregate.
+    const w =
+      s.aggregation === 'token-mean' ? 1 / Math.max(1, totalTokens)
+      : s.aggregation === 'seq-mean-token-mean' ? 1 / (Math.max(1, nSeq) * Math.max(1, T))
+      : 1 / (Math.max(1, nSeq) * s.maxNewTokens);
+    const g: number[] = [];
+    for (let t = 0; t < T; t++) {
+      const tl = tokenLoss(q.logp[t], q.oldLogp[t], q.refLogp?.[t], q.advantage, s);
+      pg += w * tl.clip;
+      kl += w * tl.kl;
+      loss += w * (tl.clip + s.beta * tl.kl);
+      g.push(w * tl.grad);
+      if (tl.clipped) clippedCount++;
+    }
+    grads.push(g);
+  }
+  return { loss, pg, kl, clipFraction: totalTokens > 0 ? clippedCount / totalTokens : 0, tokens: totalTokens, grads };
+}
