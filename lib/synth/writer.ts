@@ -1,8 +1,8 @@
 /**
  * Writes a synthetic DyBench split to disk (`crpo synth`): `<out>/<split>.jsonl` plus, unless
- * frames are turned off, one PNG folder per clip under `<out>/frames/<split>/<id>/`. With frames,
- * a record's `video` is the relative folder path and `meta.synthetic` keeps the inline spec (the
- * JSONL alone still reproduces every pixel); without frames, `video` is the inline spec.
+ * frames are turned off, one PNG folder per clip under `<out>/frames/<split>/<id>/`. A record's
+ * `video` is always the inline spec (the JSONL alone reproduces every pixel); with frames,
+ * `meta.frames_dir` names the clip's folder (relative to the JSONL) for tools that read images.
  * Frame folders and the JSONL are written atomically; a rerun skips folders already complete.
  */
 import * as fs from 'fs';
@@ -49,7 +49,7 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
         await writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format);
         framesWritten++;
       }
-      records.push({ ...r, video: rel.split(path.sep).join('/'), meta: { ...(r.meta ?? {}), synthetic: spec } });
+      records.push({ ...r, meta: { ...(r.meta ?? {}), frames_dir: rel.split(path.sep).join('/') } });
     } else {
       records.push(r);
     }

@@ -33,14 +33,14 @@ describe('crpo synth', () => {
     await main(['synth', '--out', dir, '--split', 'both', '--pairs', '2', '--seed', '1']);
     expect(process.exitCode).toBeUndefined();
     expect(out.join('')).toContain(`train: 8 pairs, 16 records -> ${path.join(dir, 'train.jsonl')}, frame folders: 16 written, 0 already present`);
-    const train = await loadRecords(path.join(dir, 'train.jsonl'), { checkFiles: true });
+    const train = await loadRecords(path.join(dir, 'train.jsonl'));
     const test = await loadRecords(path.join(dir, 'test.jsonl'));
     expect(train.records).toHaveLength(16);
     expect(test.records).toHaveLength(16);
     const reader = new VideoReader({ cacheBytes: 0 });
     for (const r of train.records.slice(0, 6)) {
-      const spec = (r.meta as { synthetic: SyntheticVideoSpec }).synthetic;
-      const v = await reader.read(r.video);
+      const spec = r.video as SyntheticVideoSpec;
+      const v = await reader.read(path.join(dir, (r.meta as { frames_dir: string }).frames_dir));
       expect(Buffer.compare(Buffer.from(v.data), Buffer.from(renderSynthetic(spec)))).toBe(0);
     }
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'train.config.json'), 'utf8'))).toMatchObject({ split: 'train', pairs: 2, seed: 1, writeFrames: true });
