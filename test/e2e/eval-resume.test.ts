@@ -46,7 +46,7 @@ function reply(req: MockRequest): MockReply {
 function runCli(out: string, extra: string[] = []): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }> } {
   const child = spawn(
     process.execPath,
-    ['-r', path.join(ROOT, 'test/fixtures/eval-ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), 'eval', data,
+    ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), 'eval', data,
       '--base-url', server.url, '--model', 'mock-vl', '--out', out, '--concurrency', '2', '--backoff', '5', '--bootstrap', '200', ...extra],
     { cwd: dir, env: { ...process.env, OPENAI_API_KEY: 'sk-e2e' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -1,7 +1,7 @@
 /**
- * The README flow, end to end as child processes: `crpo synth` writes a synthetic DyBench with PNG
- * frame folders, `crpo eval` evaluates a served model on it, results.md holds Acc / P-Acc per
- * category. The served models are the mock OpenAI server playing (a) a motion reader that looks
+ * The README flow, end to end as child processes: `crpo synth` writes a synthetic DyBench (inline
+ * specs plus PNG frame folders), `crpo eval` evaluates a served model on it, results.md holds Acc /
+ * P-Acc per category; the same data read from the PNG folders gives the same result. The served models are the mock OpenAI server playing (a) a motion reader that looks
  * at the first and last JPEG frames it is sent and answers the moving direction, and (b) a
  * constant-answer model. P-Acc must separate them: high for (a), zero for (b).
  */
@@ -19,7 +19,7 @@ let server: MockServer;
 let mode: 'motion' | 'constant' = 'motion';
 
 function crpo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test/fixtures/eval-ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
@@ -72,15 +72,18 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('crpo synth, then crpo eval on the PNG frame folders: P-Acc separates a motion reader from a constant answer', async () => {
+test('crpo synth, then crpo eval (inline specs and PNG frame folders): P-Acc separates a motion reader from a constant answer', async () => {
   const synth = await crpo(['synth', '--out', 'synth', '--split', 'test', '--pairs', '8', '--seed', '4', '--categories', 'moving_direction,static']);
   expect(synth.stderr).toBe('');
   expect(synth.code).toBe(0);
-  const first = fs.readFileSync(path.join(dir, 'synth', 'test.jsonl'), 'utf8').split('\n')[0];
-  expect(typeof JSON.parse(first).video).toBe('string'); // a frame folder, decoded through lib/video
+  // The same records with `video` pointing at the PNG frame folders crpo synth also wrote: the
+  // frames then come from lib/video's folder decoder instead of the renderer.
+  const lines = fs.readFileSync(path.join(dir, 'synth', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  expect(lines.every((r) => typeof r.meta?.frames_dir === 'string' && fs.statSync(path.join(dir, 'synth', r.meta.frames_dir)).isDirectory())).toBe(true);
+  fs.writeFileSync(path.join(dir, 'synth', 'test-png.jsonl'), lines.map((r) => JSON.stringify({ ...r, video: r.meta.frames_dir })).join('\n') + '\n');
 
-  const run = async (out: string): Promise<{ summary: { metrics: Record<string, { acc: number; p_acc: number; sensitivity: number | null; n_pairs: number }> }; md: string; stdout: string }> => {
-    const r = await crpo(['eval', 'synth/test.jsonl', '--base-url', server.url, '--model', 'mock-vl', '--out', out, '--bootstrap', '200', '--quiet']);
+  const run = async (out: string, data = 'synth/test.jsonl'): Promise<{ summary: { metrics: Record<string, { acc: number; p_acc: number; sensitivity: number | null; n_pairs: number }> }; md: string; stdout: string }> => {
+    const r = await crpo(['eval', data, '--base-url', server.url, '--model', 'mock-vl', '--out', out, '--bootstrap', '200', '--quiet']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     return { summary: JSON.parse(fs.readFileSync(path.join(dir, out, 'summary.json'), 'utf8')), md: fs.readFileSync(path.join(dir, out, 'results.md'), 'utf8'), stdout: r.stdout };
@@ -95,6 +98,8 @@ test('crpo synth, then crpo eval on the PNG frame folders: P-Acc separates a mot
   expect(motion.md).toMatch(/\| moving direction \| 8 \| 16 \| \d+\.\d \[\d+\.\d, \d+\.\d\] \| \d+\.\d \[/);
   expect(motion.md).toMatch(/\| static \| 8 \| 16 \|/);
   expect(motion.stdout).toContain(motion.md); // the table is printed too
+  const fromPng = await run('runs/motion-png', 'synth/test-png.jsonl');
+  expect(fromPng.summary.metrics).toEqual(motion.summary.metrics); // PNG folders decode to the rendered pixels
 
   mode = 'constant';
   const constant = await run('runs/constant');
