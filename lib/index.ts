@@ -23,3 +23,4 @@ export {
 export { VideoReader, readVideo, probeVideo, encodeMp4, writeFrameDir, uniformIndices, targetSize, type DecodedVideo, type ReadOptions, type ReaderOptions } from './video';
 export { runEval, computeMetrics, bootstrapIntervals, timeBlindMetrics, pearson, createModel, setCheckpointFactory, MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type EvalConfig, type EvalSummary } from './eval';
 export { buildDyBench, planBuild, importDyBench, importTimeBlind, type BuildOptions, type BuildResult, type ImportDyBenchOptions, type ImportTimeBlindOptions, type ImportResult } from './dybench';
+export { routeRecord, routeRecords, routeFile, resolveRouterConfig, routerBackends, POLICY_TABLE, ROUTE_TYPES, ROUTE_TRANSFORMS, type Route, type RouteType, type RouteTransform, type RouterConfig, type RouteStats } from './router';

@@ -18,4 +18,5 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'synth', describe: 'Write a synthetic DyBench split (paired counterfactual clips) as JSONL + PNG frames', module: './commands/synth' },
   { command: 'dybench', describe: 'Build paired DyBench data from your clips, import released configs / TimeBlind, validate JSONL', module: './commands/dybench' },
   { command: 'dist <action>', describe: 'Distributed runs: `crpo dist check` checks the c10d process group (torchrun, srun or --nproc N)', module: './commands/dist' },
+  { command: 'route <input> [more..]', describe: 'Task Router: add `route` (type, transform) to DyBench records; `crpo route eval <labelled.jsonl>` for accuracy', module: './commands/route' },
 ];
