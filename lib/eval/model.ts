@@ -32,6 +32,8 @@ export interface AnswerResponse {
   error?: string;
   /** Number of attempts made (1 = no retry). */
   attempts?: number;
+  /** Reasoning the server returned apart from the answer text (e.g. `reasoning_content`), kept for inspection only. */
+  reasoning?: string;
 }
 
 /** A model under evaluation. `answer` returns one response per request, in order. */

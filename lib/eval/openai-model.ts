@@ -156,6 +156,13 @@ export function completionText(body: unknown): string {
   throw new MalformedResponseError(`malformed response body: message.content is ${typeof content}`);
 }
 
+/** Separate reasoning text some servers return (`reasoning_content`: vLLM, DeepSeek; `reasoning`: others). */
+export function reasoningText(body: unknown): string | undefined {
+  const m = (body as { choices?: { message?: { reasoning_content?: unknown; reasoning?: unknown } }[] } | null)?.choices?.[0]?.message;
+  const r = m?.reasoning_content ?? m?.reasoning;
+  return typeof r === 'string' ? r : undefined;
+}
+
 /** Backoff before retry `n` (1-based): base * 2^(n-1), capped, with jitter in [0.5, 1]. */
 export function backoffDelay(n: number, baseMs: number, maxMs: number, rand: () => number, retryAfterMs?: number): number {
   const exp = Math.min(maxMs, baseMs * 2 ** (n - 1));
@@ -209,7 +216,8 @@ export class OpenAIAnswerModel implements AnswerModel {
           max_tokens: this.o.maxTokens,
           temperature: this.o.temperature,
         });
-        return { raw: completionText(body), latencyMs: Date.now() - start, attempts: attempt };
+        const reasoning = reasoningText(body);
+        return { raw: completionText(body), latencyMs: Date.now() - start, attempts: attempt, ...(reasoning !== undefined ? { reasoning } : {}) };
       } catch (err) {
         const c = classifyError(err);
         last = c.message;

@@ -102,6 +102,8 @@ export interface SampleResult {
   raw: string;
   latency_ms: number;
   attempts?: number;
+  /** Separate reasoning text returned by the server, when any (not parsed). */
+  reasoning?: string;
   /** Present when the sample failed for good (retried on resume). */
   error?: string;
 }
@@ -353,6 +355,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
               prediction: p.index, prediction_letter: p.index >= 0 ? letterOf(p.index) : null,
               correct: p.index >= 0 && p.index === r.answer, format_ok: p.formatOk,
               raw: resp.raw, latency_ms: resp.latencyMs, ...(resp.attempts !== undefined ? { attempts: resp.attempts } : {}),
+              ...(resp.reasoning !== undefined ? { reasoning: resp.reasoning } : {}),
             });
           });
         }

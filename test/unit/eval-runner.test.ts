@@ -12,7 +12,8 @@ import { computeMetrics } from '../../lib/eval/metrics';
 import type { AnswerModel, AnswerRequest, AnswerResponse } from '../../lib/eval/model';
 import { readSamples, runEval, type SampleResult } from '../../lib/eval/runner';
 import { LETTERS } from '../../lib/prompt';
-import { synthesizeRecords } from '../../lib/synth';
+import { renderSynthetic, synthesizeRecords } from '../../lib/synth';
+import { encodeMp4 } from '../../lib/video';
 import { startMockOpenAI } from '../fixtures/openai-mock-server';
 
 let dir: string;
@@ -164,6 +165,7 @@ test('with the OpenAI-compatible model against the mock server: reasoning, 429, 
       const rec = byId(l.id);
       expect(l.prediction).toBe(rec.options.length); // the null option, parsed from inside the reasoning
       expect(l.format_ok).toBe(true);
+      expect(l.reasoning).toBe('hidden'); // reasoning_content is kept, not parsed
     }
     expect(server.requests.length).toBeGreaterThan(records.length); // retries happened
     expect(r.summary.metrics.dynamic!.sensitivity).toBe(0); // the same null answer on both members
@@ -231,4 +233,59 @@ test('progress lines go to the log; crpo eval --correlate prints Pearson r acros
   const r = pearson(summaries.map((m) => m.acc), summaries.map((m) => m.p_acc));
   expect(written.at(-1)).toBe(`Pearson r(all.acc, all.p_acc) over 3 runs = ${r.toFixed(4)}\n`);
   expect(written).toHaveLength(4);
+});
+
+test('video files: --frames and --max-pixels shape what the model receives (mp4 through ffmpeg)', async () => {
+  // One moving-direction pair as 16-frame 64x48 mp4 clips (the synthetic scene, rendered at that size).
+  const pair = records.filter((r) => r.category === 'moving_direction').slice(0, 2);
+  const recs: DyBenchRecord[] = [];
+  for (const r of pair) {
+    const spec = { ...(r.video as Exclude<DyBenchRecord['video'], string>), frames: 16, height: 48, width: 64 };
+    const file = path.join(dir, 'mp4', `${r.id}.mp4`);
+    await encodeMp4(file, renderSynthetic(spec), [16, 48, 64, 3]);
+    recs.push({ ...r, video: path.relative(dir, file) }); // relative to the JSONL's folder
+  }
+  const file = path.join(dir, 'mp4.jsonl');
+  fs.writeFileSync(file, recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const shapes: number[][] = [];
+  const model = new ScriptedModel((r) => {
+    shapes.push([...r.frameShape]);
+    expect(r.frames.length).toBe(r.frameShape.reduce((a, b) => a * b, 1));
+    return 'A';
+  });
+  const res = await runEval({ data: file, out: path.join(dir, 'run-mp4'), model: {}, bootstrap: 0, frames: 4, maxPixels: 32 * 24 }, { ...quiet, model });
+  expect(res.summary.n_failed).toBe(0);
+  expect(shapes).toEqual([[4, 24, 32, 3], [4, 24, 32, 3]]);
+});
+
+test('crpo eval flags and environment: a flag beats CRPO_EVAL_*, which beats OPENAI_*', async () => {
+  const server = await startMockOpenAI(() => ({ content: 'A' }));
+  const { handler } = await import('../../lib/cli/commands/eval');
+  const saved = { ...process.env };
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  const base = { data, kind: 'openai', nullOption: false, concurrency: 4, batchSize: 1, frames: 8, maxPixels: 50176, timeout: 10, retries: 0, backoff: 5, maxTokens: 16, temperature: 0, jpegQuality: 90, bootstrap: 0, seed: 0, lenient: false, overwrite: false, quiet: true, x: 'a', y: 'b', limit: 1 };
+  try {
+    process.env.OPENAI_BASE_URL = server.url;
+    process.env.OPENAI_API_KEY = 'sk-openai';
+    process.env.CRPO_EVAL_API_KEY = 'sk-crpo';
+    process.env.CRPO_EVAL_MODEL = 'env-model';
+    await handler({ ...base, out: path.join(dir, 'env-1') } as unknown as Parameters<typeof handler>[0]);
+    expect(server.requests.at(-1)!.body.model).toBe('env-model');
+    expect(server.requests.at(-1)!.headers.authorization).toBe('Bearer sk-crpo');
+    await handler({ ...base, out: path.join(dir, 'env-2'), model: 'flag-model', apiKey: 'sk-flag' } as unknown as Parameters<typeof handler>[0]);
+    expect(server.requests.at(-1)!.body.model).toBe('flag-model');
+    expect(server.requests.at(-1)!.headers.authorization).toBe('Bearer sk-flag');
+    delete process.env.CRPO_EVAL_API_KEY;
+    await handler({ ...base, out: path.join(dir, 'env-3') } as unknown as Parameters<typeof handler>[0]);
+    expect(server.requests.at(-1)!.headers.authorization).toBe('Bearer sk-openai');
+    delete process.env.OPENAI_BASE_URL;
+    await expect(handler({ ...base, out: path.join(dir, 'env-4') } as unknown as Parameters<typeof handler>[0])).rejects.toThrow('no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
+  } finally {
+    spy.mockRestore();
+    for (const k of ['OPENAI_BASE_URL', 'OPENAI_API_KEY', 'CRPO_EVAL_API_KEY', 'CRPO_EVAL_MODEL', 'CRPO_EVAL_BASE_URL']) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+    await server.close();
+  }
 });
