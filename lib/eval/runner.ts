@@ -321,14 +321,17 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         const lines: SampleResult[] = [];
         const requests: AnswerRequest[] = [];
         const asked: DyBenchRecord[] = [];
-        for (const r of batch) {
-          try {
-            const f = await loadFrames(r);
-            requests.push({ id: r.id, frames: f.frames, frameShape: f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption: c.nullOption, instruction: c.instruction }) });
-            asked.push(r);
-          } catch (err) {
-            lines.push(failedLine(r, `frames: ${(err as Error).message}`));
+        // Decodes of one batch run together (the reader bounds the total); a clip that cannot be
+        // decoded fails its sample, not the run.
+        const decoded = await Promise.all(batch.map((r) => loadFrames(r).then((f) => ({ r, f }), (err: Error) => ({ r, err }))));
+        for (const d of decoded) {
+          const r = d.r;
+          if ('err' in d) {
+            lines.push(failedLine(r, `frames: ${d.err?.message ?? String(d.err)}`));
+            continue;
           }
+          requests.push({ id: r.id, frames: d.f.frames, frameShape: d.f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption: c.nullOption, instruction: c.instruction }) });
+          asked.push(r);
         }
         if (requests.length) {
           let responses;

@@ -289,3 +289,34 @@ test('crpo eval flags and environment: a flag beats CRPO_EVAL_*, which beats OPE
     await server.close();
   }
 });
+
+test('batches: one answer() call per batch; a clip that cannot be decoded fails only its sample (and is retried on resume)', async () => {
+  const out = path.join(dir, 'run-batch');
+  const broken = records[3].id;
+  const model = new ScriptedModel((r) => LETTERS[byId(r.id).answer]);
+  const calls: number[] = [];
+  const inner = { answer: model.answer.bind(model) };
+  model.answer = async (reqs) => {
+    calls.push(reqs.length);
+    return inner.answer(reqs);
+  };
+  const { defaultFrameLoader } = await import('../../lib/eval/frames');
+  const real = defaultFrameLoader();
+  let fail = true;
+  const frameLoader = async (r: DyBenchRecord): ReturnType<typeof real> => {
+    if (r.id === broken && fail) throw new Error('truncated clip');
+    return real(r);
+  };
+  const r1 = await runEval({ data, out, model: {}, bootstrap: 0, batchSize: 5, concurrency: 2 }, { ...quiet, model, frameLoader });
+  expect(calls.reduce((a, b) => a + b, 0)).toBe(records.length - 1);
+  expect(calls.every((n) => n <= 5)).toBe(true);
+  expect(calls.length).toBe(Math.ceil(records.length / 5));
+  expect(r1.summary.n_failed).toBe(1);
+  expect(readSamples(r1.files.samples).byId.get(broken)).toMatchObject({ error: 'frames: truncated clip', prediction: -1 });
+  fail = false;
+  calls.length = 0;
+  const r2 = await runEval({ data, out, model: {}, bootstrap: 0, batchSize: 5 }, { ...quiet, model, frameLoader });
+  expect(calls).toEqual([1]);
+  expect(r2.summary).toMatchObject({ n_failed: 0, n_finished: records.length });
+  expect(r2.summary.metrics.all!.acc).toBe(1);
+});
