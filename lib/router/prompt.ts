@@ -113,7 +113,7 @@ export function parseRouterReply(content: unknown): ParseResult {
   if (typeof content !== 'string' || content.trim() === '') return { ok: false, reason: 'empty reply' };
   const visible = stripThinking(content);
   const spans = jsonObjectSpans(visible);
-  if (spans.length === 0) return { ok: false, reason: 'no JSON object in the reply' };
+  if (spans.length === 0) return { ok: false, reason: visible.includes('{') ? 'unbalanced JSON object in the reply (truncated?)' : 'no JSON object in the reply' };
   const valid: z.infer<typeof LlmAnswer>[] = [];
   let lastProblem = '';
   for (const s of spans) {
