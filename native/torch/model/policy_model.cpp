@@ -1,0 +1,1028 @@
+// The native video-language policy (see policy_model.h): modules, batching, KV-cached sampling,
+// log-probs, the clipped-surrogate + k3-KL loss of crpo-method.md section 6 (and a supervised
+// cross-entropy step), AdamW with grad-norm clipping, state export, and finite-difference
+// gradient checks of every module in double precision.
+#include "torch/model/policy_model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <map>
+#include <sstream>
+#include <unordered_map>
+
+#include "common/op_error.h"
+#include "torch/dist/process_group.h"
+#include "torch/ops.h"
+
+// Weak: the train step can run (without a group) even in a build where process groups are absent.
+namespace crpo {
+namespace dist {
+std::shared_ptr<ProcessGroupHandle> find_process_group(int64_t id) __attribute__((weak));
+}  // namespace dist
+}  // namespace crpo
+
+namespace crpo {
+namespace policy {
+
+namespace {
+
+[[noreturn]] void config_error(const std::string& field, const std::string& what) {
+  throw OpError(ErrorKind::Range, "ERR_CRPO_POLICY_CONFIG", "policy config: " + field + " " + what);
+}
+
+torch::Tensor upcast(const torch::Tensor& x) {
+  return (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf) ? x.to(torch::kFloat) : x;
+}
+
+torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+}  // namespace
+
+void PolicyConfig::validate() const {
+  auto pos = [](const char* f, int64_t v) {
+    if (v <= 0) config_error(f, "must be a positive integer, got " + std::to_string(v));
+  };
+  pos("vocabSize", vocab_size);
+  pos("frames", frames);
+  pos("imageSize", image_size);
+  pos("channels", channels);
+  pos("patchSize", patch_size);
+  pos("temporalPatch", temporal_patch);
+  pos("mergeSize", merge_size);
+  pos("visionDim", vision_dim);
+  pos("visionLayers", vision_layers);
+  pos("visionHeads", vision_heads);
+  pos("visionMlp", vision_mlp);
+  pos("lmDim", lm_dim);
+  pos("lmLayers", lm_layers);
+  pos("lmHeads", lm_heads);
+  pos("lmKvHeads", lm_kv_heads);
+  pos("lmMlp", lm_mlp);
+  pos("maxSeqLen", max_seq_len);
+  if (vocab_size < 4) config_error("vocabSize", "must be at least 4, got " + std::to_string(vocab_size));
+  if (pad_id < 0 || pad_id >= vocab_size) config_error("padId", "must be in [0, vocabSize), got " + std::to_string(pad_id));
+  if (frames % temporal_patch) config_error("frames", "must be a multiple of temporalPatch (" + std::to_string(temporal_patch) + "), got " + std::to_string(frames));
+  if (image_size % (patch_size * merge_size)) {
+    config_error("imageSize", "must be a multiple of patchSize*mergeSize (" + std::to_string(patch_size * merge_size) + "), got " + std::to_string(image_size));
+  }
+  if (vision_dim % vision_heads) config_error("visionDim", "must be a multiple of visionHeads");
+  if (lm_dim % lm_heads) config_error("lmDim", "must be a multiple of lmHeads");
+  if (lm_heads % lm_kv_heads) config_error("lmHeads", "must be a multiple of lmKvHeads");
+  if ((lm_dim / lm_heads) % 2) config_error("lmDim", "/ lmHeads (the head size) must be even for rotary positions");
+  if (max_seq_len <= visual_tokens()) config_error("maxSeqLen", "must exceed the " + std::to_string(visual_tokens()) + " visual tokens");
+  if (!(rope_theta > 0)) config_error("ropeTheta", "must be > 0");
+  if (!(norm_eps > 0)) config_error("normEps", "must be > 0");
+  if (!(init_std > 0)) config_error("initStd", "must be > 0");
+  if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64") config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
+  torch::Device d(torch::kCPU);
+  try {
+    d = torch::Device(device);
+  } catch (const c10::Error&) {
+    config_error("device", "must be 'cpu' or 'cuda[:N]', got '" + device + "'");
+  }
+  if (d.is_cuda() && !torch::cuda::is_available()) {
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", "policy config: device '" + device + "' requested but CUDA is not available");
+  }
+  if (dtype == "bfloat16" && !d.is_cuda()) config_error("dtype", "'bfloat16' needs a CUDA device (fp32 on CPU)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules
+// ---------------------------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", torch::ones({dim})); }
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto t = upcast(x);
+  auto y = t * torch::rsqrt(t.pow(2).mean(-1, true) + eps);
+  return y.to(x.scalar_type()) * weight;
+}
+
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim, double theta,
+                                                      torch::ScalarType dtype) {
+  const int64_t half = head_dim / 2;
+  auto opts = torch::TensorOptions().dtype(torch::kDouble).device(positions.device());
+  auto inv = torch::pow(theta, -torch::arange(0, half, opts) * (2.0 / static_cast<double>(head_dim)));  // (hd/2)
+  auto ang = positions.to(torch::kDouble).unsqueeze(-1) * inv;                                           // (N, L, hd/2)
+  return {ang.cos().to(dtype).unsqueeze(1), ang.sin().to(dtype).unsqueeze(1)};
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+}
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, int64_t kv_heads_)
+    : heads(heads_), kv_heads(kv_heads_), head_dim(dim / heads_) {
+  wq = register_module("wq", linear(dim, heads * head_dim, false));
+  wk = register_module("wk", linear(dim, kv_heads * head_dim, false));
+  wv = register_module("wv", linear(dim, kv_heads * head_dim, false));
+  wo = register_module("wo", linear(heads * head_dim, dim, false));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const torch::Tensor& allowed, LayerCache* cache, int64_t start) {
+  const int64_t N = x.size(0), L = x.size(1);
+  auto q = wq->forward(x).view({N, L, heads, head_dim}).transpose(1, 2);     // (N, H, L, hd)
+  auto k = wk->forward(x).view({N, L, kv_heads, head_dim}).transpose(1, 2);  // (N, Hkv, L, hd)
+  auto v = wv->forward(x).view({N, L, kv_heads, head_dim}).transpose(1, 2);
+  q = apply_rotary(q, cos, sin);
+  k = apply_rotary(k, cos, sin);
+  if (cache) {
+    cache->k.narrow(2, start, L).copy_(k);
+    cache->v.narrow(2, start, L).copy_(v);
+    k = cache->k.narrow(2, 0, start + L);
+    v = cache->v.narrow(2, 0, start + L);
+  }
+  if (heads != kv_heads) {  // grouped KV: query head h reads kv head h / (H / Hkv)
+    k = k.repeat_interleave(heads / kv_heads, 1);
+    v = v.repeat_interleave(heads / kv_heads, 1);
+  }
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, H, L, Lk)
+  scores = upcast(scores).masked_fill(allowed.logical_not(), -1e9);
+  auto attn = torch::softmax(scores, -1).to(x.scalar_type());
+  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({N, L, heads * head_dim});
+  return wo->forward(out);
+}
+
+SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
+  gate = register_module("gate", linear(dim, hidden, false));
+  up = register_module("up", linear(dim, hidden, false));
+  down = register_module("down", linear(hidden, dim, false));
+}
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return down->forward(torch::silu(gate->forward(x)) * up->forward(x)); }
+
+DecoderLayerImpl::DecoderLayerImpl(int64_t dim, int64_t heads, int64_t kv_heads, int64_t mlp_hidden, double eps) {
+  attn_norm = register_module("attn_norm", RMSNorm(dim, eps));
+  attn = register_module("attn", Attention(dim, heads, kv_heads));
+  mlp_norm = register_module("mlp_norm", RMSNorm(dim, eps));
+  mlp = register_module("mlp", SwiGLU(dim, mlp_hidden));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const torch::Tensor& allowed, LayerCache* cache, int64_t start) {
+  auto h = x + attn->forward(attn_norm->forward(x), cos, sin, allowed, cache, start);
+  return h + mlp->forward(mlp_norm->forward(h));
+}
+
+LanguageModelImpl::LanguageModelImpl(const PolicyConfig& c)
+    : dim(c.lm_dim), heads(c.lm_heads), kv_heads(c.lm_kv_heads), theta(c.rope_theta) {
+  embed = register_module("embed", torch::nn::Embedding(c.vocab_size, c.lm_dim));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.lm_layers; i++) layers->push_back(DecoderLayer(c.lm_dim, c.lm_heads, c.lm_kv_heads, c.lm_mlp, c.norm_eps));
+  norm = register_module("norm", RMSNorm(c.lm_dim, c.norm_eps));
+  head = register_module("head", linear(c.lm_dim, c.vocab_size, false));
+}
+
+torch::Tensor LanguageModelImpl::forward(const torch::Tensor& embeds, const torch::Tensor& positions,
+                                         const torch::Tensor& key_valid, KVCache* cache, int64_t start) {
+  const int64_t N = embeds.size(0), L = embeds.size(1), Lk = start + L;
+  TORCH_CHECK(key_valid.size(0) == N && key_valid.size(1) == Lk, "language model: key_valid is ", key_valid.sizes(),
+              ", expected [", N, ", ", Lk, "]");
+  auto [cos, sin] = rotary_tables(positions, dim / heads, theta, embeds.scalar_type());
+  auto idx = torch::TensorOptions().dtype(torch::kLong).device(embeds.device());
+  auto causal = torch::arange(Lk, idx).unsqueeze(0) <= torch::arange(start, start + L, idx).unsqueeze(1);  // (L, Lk)
+  auto allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(key_valid.view({N, 1, 1, Lk}));       // (N, 1, L, Lk)
+  auto h = embeds;
+  for (size_t i = 0; i < layers->size(); i++) {
+    h = layers[i]->as<DecoderLayer>()->forward(h, cos, sin, allowed, cache ? &cache->layers[i] : nullptr, start);
+  }
+  if (cache) cache->length = Lk;
+  return norm->forward(h);
+}
+
+KVCache LanguageModelImpl::make_cache(int64_t n, int64_t capacity, const torch::TensorOptions& opts) const {
+  KVCache c;
+  const int64_t hd = dim / heads;
+  for (size_t i = 0; i < layers->size(); i++) {
+    c.layers.push_back({torch::zeros({n, kv_heads, capacity, hd}, opts), torch::zeros({n, kv_heads, capacity, hd}, opts)});
+  }
+  c.key_valid = torch::zeros({n, capacity}, opts.dtype(torch::kBool));
+  return c;
+}
+
+VisionBlockImpl::VisionBlockImpl(int64_t dim, int64_t heads_, int64_t mlp) : heads(heads_) {
+  norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+  qkv = register_module("qkv", linear(dim, 3 * dim, true));
+  proj = register_module("proj", linear(dim, dim, true));
+  norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+  fc1 = register_module("fc1", linear(dim, mlp, true));
+  fc2 = register_module("fc2", linear(mlp, dim, true));
+}
+
+torch::Tensor VisionBlockImpl::forward(const torch::Tensor& x) {
+  const int64_t M = x.size(0), P = x.size(1), D = x.size(2), hd = D / heads;
+  auto qkv_ = qkv->forward(norm1->forward(x)).view({M, P, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // (3, M, H, P, hd)
+  auto q = qkv_[0], k = qkv_[1], v = qkv_[2];
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  auto attn = torch::softmax(upcast(scores), -1).to(x.scalar_type());
+  auto o = torch::matmul(attn, v).transpose(1, 2).reshape({M, P, D});
+  auto h = x + proj->forward(o);
+  return h + fc2->forward(torch::gelu(fc1->forward(norm2->forward(h))));
+}
+
+VisionEncoderImpl::VisionEncoderImpl(const PolicyConfig& c)
+    : frames(c.frames), image(c.image_size), channels(c.channels), patch(c.patch_size), tpatch(c.temporal_patch), dim(c.vision_dim) {
+  patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * channels, dim, true));
+  spatial_pos = register_parameter("spatial_pos", torch::zeros({c.patches_per_group(), dim}));
+  temporal_pos = register_parameter("temporal_pos", torch::zeros({c.tubelets(), dim}));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.vision_layers; i++) blocks->push_back(VisionBlock(dim, c.vision_heads, c.vision_mlp));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+}
+
+torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
+  const int64_t M = pixels.size(0), g = image / patch, Tg = frames / tpatch, P = g * g;
+  TORCH_CHECK(pixels.dim() == 5 && pixels.size(1) == frames && pixels.size(2) == image && pixels.size(3) == image &&
+                  pixels.size(4) == channels,
+              "vision encoder: pixels are ", pixels.sizes(), ", expected [M, ", frames, ", ", image, ", ", image, ", ", channels, "]");
+  // Tubelets: (M, T', tp, gy, p, gx, p, C) -> (M*T', gy*gx, tp*p*p*C); one batch for all frame groups.
+  auto x = pixels.reshape({M, Tg, tpatch, g, patch, g, patch, channels})
+               .permute({0, 1, 3, 5, 2, 4, 6, 7})
+               .reshape({M * Tg, P, tpatch * patch * patch * channels});
+  x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) + temporal_pos.view({1, Tg, 1, dim});
+  x = x.reshape({M * Tg, P, dim});
+  for (size_t i = 0; i < blocks->size(); i++) x = blocks[i]->as<VisionBlock>()->forward(x);
+  return norm->forward(x).view({M, Tg, P, dim});
+}
+
+ProjectorImpl::ProjectorImpl(int64_t vision_dim, int64_t lm_dim, int64_t grid_, int64_t merge_) : grid(grid_), merge(merge_) {
+  const int64_t in = vision_dim * merge * merge;
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({vision_dim}).eps(1e-6)));
+  fc1 = register_module("fc1", linear(in, in, true));
+  fc2 = register_module("fc2", linear(in, lm_dim, true));
+}
+
+torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
+  const int64_t M = x.size(0), Tg = x.size(1), D = x.size(3), gm = grid / merge;
+  auto h = norm->forward(x)
+               .reshape({M, Tg, gm, merge, gm, merge, D})
+               .permute({0, 1, 2, 4, 3, 5, 6})
+               .reshape({M, Tg * gm * gm, merge * merge * D});  // tokens in (t, row, col) order
+  return fc2->forward(torch::gelu(fc1->forward(h)));
+}
+
+PolicyNetImpl::PolicyNetImpl(const PolicyConfig& c) {
+  vision = register_module("vision", VisionEncoder(c));
+  projector = register_module("projector", Projector(c.vision_dim, c.lm_dim, c.grid(), c.merge_size));
+  lm = register_module("lm", LanguageModel(c));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// GPT-2 style init from the policy's own generator: N(0, std) matrices, output projections
+// scaled by 1/sqrt(2 * layers), norms at 1, biases at 0, positions N(0, 0.02).
+void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generator& gen) {
+  torch::NoGradGuard ng;
+  const double out_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(std::max(c.lm_layers, c.vision_layers)));
+  for (auto& kv : net.named_parameters()) {
+    const std::string& n = kv.key();
+    auto& p = kv.value();
+    if (ends_with(n, "_pos")) {
+      p.normal_(0.0, 0.02, gen);
+    } else if (p.dim() == 1) {
+      if (ends_with(n, ".bias")) p.zero_();
+      else p.fill_(1.0);
+    } else {
+      double s = c.init_std;
+      if (ends_with(n, ".wo.weight") || ends_with(n, ".down.weight") || ends_with(n, ".proj.weight") || ends_with(n, ".fc2.weight")) s *= out_scale;
+      p.normal_(0.0, s, gen);
+    }
+  }
+}
+
+torch::ScalarType dtype_of(const std::string& s) {
+  if (s == "bfloat16") return torch::kBFloat16;
+  if (s == "float64") return torch::kDouble;
+  return torch::kFloat;
+}
+
+VideoTransform to_kernel(FrameOp op) {
+  switch (op) {
+    case FrameOp::HFlip: return VideoTransform::HFlip;
+    case FrameOp::Reverse: return VideoTransform::Reverse;
+    default: return VideoTransform::HFlipReverse;
+  }
+}
+
+}  // namespace
+
+Policy::Policy(const PolicyConfig& c) : cfg_(c), device_(torch::kCPU) {
+  cfg_.validate();
+  device_ = torch::Device(cfg_.device);
+  dtype_ = dtype_of(cfg_.dtype);
+  gen_ = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
+  net_ = PolicyNet(cfg_);
+  init_parameters(*net_, cfg_, gen_);
+  net_->to(device_, dtype_);
+  for (auto& p : net_->parameters()) {
+    exp_avg_.push_back(torch::zeros(p.sizes(), p.options().dtype(torch::kFloat)));
+    exp_avg_sq_.push_back(torch::zeros(p.sizes(), p.options().dtype(torch::kFloat)));
+  }
+}
+
+Policy::Policy(const Policy& other, bool frozen) : cfg_(other.cfg_), device_(other.device_), dtype_(other.dtype_), frozen_(frozen) {
+  gen_ = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
+  net_ = PolicyNet(cfg_);
+  net_->to(device_, dtype_);
+  torch::NoGradGuard ng;
+  auto src = other.net_->parameters();
+  auto dst = net_->parameters();
+  for (size_t i = 0; i < dst.size(); i++) {
+    dst[i].copy_(src[i]);
+    if (frozen) dst[i].set_requires_grad(false);
+  }
+  step_ = frozen ? other.step_ : 0;
+  if (!frozen) {
+    for (auto& p : dst) {
+      exp_avg_.push_back(torch::zeros(p.sizes(), p.options().dtype(torch::kFloat)));
+      exp_avg_sq_.push_back(torch::zeros(p.sizes(), p.options().dtype(torch::kFloat)));
+    }
+  }
+}
+
+int64_t Policy::parameter_count() const {
+  int64_t n = 0;
+  for (auto& p : net_->parameters()) n += p.numel();
+  return n;
+}
+
+torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
+  const int64_t P = b.prompts();
+  std::map<std::pair<int64_t, int>, int64_t> slot;
+  std::vector<std::pair<int64_t, int>> keys;
+  std::vector<int64_t> which(P);
+  for (int64_t p = 0; p < P; p++) {
+    auto key = std::make_pair(b.video[p], static_cast<int>(b.op[p]));
+    auto it = slot.find(key);
+    if (it == slot.end()) {
+      it = slot.emplace(key, static_cast<int64_t>(keys.size())).first;
+      keys.push_back(key);
+    }
+    which[p] = it->second;
+  }
+  // Frames of each unique (video, transform), grouped by transform so that each transform
+  // runs once over all its clips (crpo::video_transform on the model's device).
+  const int64_t M = static_cast<int64_t>(keys.size());
+  auto frames = b.frames;
+  std::vector<torch::Tensor> clips(M);
+  for (int op = 0; op < 4; op++) {
+    std::vector<int64_t> vids, slots;
+    for (int64_t m = 0; m < M; m++) {
+      if (keys[m].second == op) {
+        vids.push_back(keys[m].first);
+        slots.push_back(m);
+      }
+    }
+    if (vids.empty()) continue;
+    auto sel = frames.index_select(0, torch::tensor(vids, torch::kLong)).to(device_).contiguous();  // (m, T, H, W, C) uint8
+    if (op != 0) sel = video_transform(sel, FrameLayout::BTHWC, to_kernel(static_cast<FrameOp>(op)), 0);
+    for (size_t i = 0; i < slots.size(); i++) clips[slots[i]] = sel[static_cast<int64_t>(i)];
+  }
+  auto pixels = torch::stack(clips).to(dtype_).div_(127.5).sub_(1.0);  // (M, T, H, W, C) in [-1, 1]
+  auto vis = net_->projector->forward(net_->vision->forward(pixels));   // (M, Nv, D)
+  return vis.index_select(0, torch::tensor(which, torch::kLong).to(device_));
+}
+
+Policy::Prefix Policy::build_prefix(const PromptBatch& b) {
+  const int64_t P = b.prompts();
+  auto vis = encode_prompts_visual(b);  // (P, Nv, D)
+  const int64_t Nv = vis.size(1);
+  int64_t Lp = 1;
+  for (auto& ids : b.ids) Lp = std::max<int64_t>(Lp, static_cast<int64_t>(ids.size()));
+  // Prompts are left-padded so that every completion starts in the same column; the padding is
+  // masked out of attention and skipped by the positions (cumsum of validity).
+  auto ids = torch::full({P, Lp}, cfg_.pad_id, torch::kLong);
+  auto valid_text = torch::zeros({P, Lp}, torch::kBool);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto va = valid_text.accessor<bool, 2>();
+  for (int64_t p = 0; p < P; p++) {
+    const int64_t n = static_cast<int64_t>(b.ids[p].size());
+    for (int64_t i = 0; i < n; i++) {
+      ia[p][Lp - n + i] = b.ids[p][i];
+      va[p][Lp - n + i] = true;
+    }
+  }
+  ids = ids.to(device_);
+  valid_text = valid_text.to(device_);
+  Prefix pre;
+  pre.embeds = torch::cat({vis, net_->lm->embed->forward(ids)}, 1);
+  pre.valid = torch::cat({torch::ones({P, Nv}, valid_text.options()), valid_text}, 1);
+  auto cum = pre.valid.to(torch::kLong).cumsum(1);
+  pre.positions = (cum - 1).clamp_min(0);
+  pre.next_pos = cum.select(1, cum.size(1) - 1);
+  return pre;
+}
+
+torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions& c) {
+  const int64_t G = b.group, C = c.ids.size(1);
+  auto pre = build_prefix(b);
+  const int64_t Lpre = pre.embeds.size(1);
+  if (Lpre + C > cfg_.max_seq_len) {
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                  "policy: prompt (" + std::to_string(Lpre) + " tokens with the visual ones) + completion width (" +
+                      std::to_string(C) + ") exceeds maxSeqLen " + std::to_string(cfg_.max_seq_len));
+  }
+  auto ids = c.ids.to(device_);
+  auto emb = torch::cat({pre.embeds.repeat_interleave(G, 0), net_->lm->embed->forward(ids)}, 1);  // (N, Lpre+C, D)
+  const int64_t N = emb.size(0);
+  auto valid = torch::cat({pre.valid.repeat_interleave(G, 0), torch::ones({N, C}, pre.valid.options())}, 1);
+  auto cpos = pre.next_pos.repeat_interleave(G, 0).unsqueeze(1) + torch::arange(C, pre.next_pos.options()).unsqueeze(0);
+  auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
+  auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
+  // Column Lpre-1+t predicts completion token t.
+  return net_->lm->logits(hidden.narrow(1, Lpre - 1, C));  // (N, C, V)
+}
+
+namespace {
+
+torch::Tensor completion_mask(const Completions& c, const torch::Device& d) {
+  const int64_t C = c.ids.size(1);
+  auto lens = c.lengths.to(d);
+  return (torch::arange(C, lens.options()).unsqueeze(0) < lens.unsqueeze(1)).to(torch::kFloat);  // (N, C)
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> Policy::logprobs(const PromptBatch& b, const Completions& c, double temperature,
+                                                         bool want_entropy) {
+  torch::NoGradGuard ng;
+  net_->eval();
+  auto lsm = torch::log_softmax(upcast(completion_logits(b, c)).to(torch::kFloat) / temperature, -1);  // (N, C, V)
+  auto mask = completion_mask(c, device_);
+  auto lp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1) * mask;
+  torch::Tensor ent;
+  if (want_entropy) ent = -(lsm.exp() * lsm).sum(-1) * mask;
+  return {lp, ent};
+}
+
+torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out) {
+  auto lf = upcast(logits).to(torch::kFloat) / o.temperature;  // (N, V)
+  auto lsm = torch::log_softmax(lf, -1);
+  torch::Tensor tok;
+  if (o.greedy) {
+    tok = lf.argmax(-1);
+  } else {
+    auto f = lf;
+    const int64_t V = f.size(-1);
+    if (o.top_k > 0 && o.top_k < V) {
+      auto kth = std::get<0>(f.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
+      f = f.masked_fill(f < kth, -std::numeric_limits<float>::infinity());
+    }
+    if (o.top_p < 1.0) {
+      auto [sorted, idx] = f.sort(-1, true);
+      auto probs = torch::softmax(sorted, -1);
+      auto remove = (probs.cumsum(-1) - probs) > o.top_p;  // keeps the smallest prefix with mass >= top_p
+      remove.select(-1, 0).fill_(false);
+      sorted = sorted.masked_fill(remove, -std::numeric_limits<float>::infinity());
+      f = torch::full_like(f, -std::numeric_limits<float>::infinity()).scatter(-1, idx, sorted);
+    }
+    // Sampled on the CPU with the policy's generator: same seed, same tokens on any device.
+    auto probs = torch::softmax(f, -1).to(torch::kCPU);
+    tok = at::multinomial(probs, 1, false, gen_).squeeze(1).to(lf.device());
+  }
+  *logp_out = lsm.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
+  return tok;
+}
+
+Generation Policy::generate(const PromptBatch& b, const SamplingOptions& o) {
+  torch::NoGradGuard ng;
+  net_->eval();
+  const int64_t P = b.prompts(), G = b.group, N = P * G, T = o.max_new_tokens;
+  auto pre = build_prefix(b);
+  const int64_t Lpre = pre.embeds.size(1);
+  if (Lpre + T > cfg_.max_seq_len) {
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                  "policy generate: prompt (" + std::to_string(Lpre) + " tokens with the visual ones) + maxNewTokens (" +
+                      std::to_string(T) + ") exceeds maxSeqLen " + std::to_string(cfg_.max_seq_len));
+  }
+  auto lopts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+  Generation out;
+  out.tokens = torch::full({N, T}, cfg_.pad_id, lopts);
+  out.logprobs = torch::zeros({N, T}, lopts.dtype(torch::kFloat));
+  out.lengths = torch::zeros({N}, lopts);
+  auto finished = torch::zeros({N}, lopts.dtype(torch::kBool));
+  auto next_pos = pre.next_pos.repeat_interleave(G, 0);  // (N)
+  auto prefix_valid = pre.valid.repeat_interleave(G, 0);
+
+  KVCache cache;
+  torch::Tensor logits;  // (N, V)
+  if (o.use_cache) {
+    cache = net_->lm->make_cache(P, Lpre + T, pre.embeds.options());
+    auto h = net_->lm->forward(pre.embeds, pre.positions, pre.valid, &cache, 0);  // prefill once per prompt
+    for (auto& l : cache.layers) {
+      l.k = l.k.repeat_interleave(G, 0);
+      l.v = l.v.repeat_interleave(G, 0);
+    }
+    cache.key_valid = torch::cat({prefix_valid, torch::zeros({N, T}, prefix_valid.options())}, 1);
+    logits = net_->lm->logits(h.select(1, Lpre - 1)).repeat_interleave(G, 0);
+  }
+  auto prefix_embeds = o.use_cache ? torch::Tensor() : pre.embeds.repeat_interleave(G, 0);
+  auto prefix_pos = o.use_cache ? torch::Tensor() : pre.positions.repeat_interleave(G, 0);
+  for (int64_t s = 0; s < T; s++) {
+    if (!o.use_cache) {
+      // Slow twin: the whole sequence again, no cache.
+      auto gen_ids = out.tokens.narrow(1, 0, s);
+      auto emb = torch::cat({prefix_embeds, net_->lm->embed->forward(gen_ids)}, 1);
+      auto valid = torch::cat({prefix_valid, torch::ones({N, s}, prefix_valid.options())}, 1);
+      auto gpos = next_pos.unsqueeze(1) + torch::arange(s, lopts).unsqueeze(0);
+      auto h = net_->lm->forward(emb, torch::cat({prefix_pos, gpos}, 1), valid, nullptr, 0);
+      logits = net_->lm->logits(h.select(1, Lpre + s - 1));
+    }
+    torch::Tensor lp;
+    auto tok = sample_next(logits, o, &lp);
+    tok = tok.masked_fill(finished, cfg_.pad_id);
+    lp = lp.masked_fill(finished, 0.0);
+    out.tokens.select(1, s).copy_(tok);
+    out.logprobs.select(1, s).copy_(lp);
+    out.lengths += finished.logical_not().to(torch::kLong);
+    for (int64_t st : o.stop) finished = finished.logical_or(tok == st);
+    if (s + 1 == T || finished.all().item<bool>()) break;
+    if (o.use_cache) {
+      cache.key_valid.select(1, Lpre + s).fill_(true);
+      auto emb = net_->lm->embed->forward(tok.unsqueeze(1));  // (N, 1, D)
+      auto h = net_->lm->forward(emb, (next_pos + s).unsqueeze(1), cache.key_valid.narrow(1, 0, Lpre + s + 1), &cache, Lpre + s);
+      logits = net_->lm->logits(h.select(1, 0));
+    }
+  }
+  return out;
+}
+
+PolicyLoss policy_loss(const torch::Tensor& logp, const torch::Tensor& old_logp, const torch::Tensor& ref_logp,
+                       const torch::Tensor& advantages, const torch::Tensor& mask, const LossOptions& o) {
+  const int64_t C = logp.size(1);
+  auto old = old_logp.defined() ? old_logp : logp.detach();
+  auto ratio = torch::exp(logp - old);                                     // (N, C)
+  auto A = advantages.unsqueeze(1);                                        // (N, 1)
+  auto l1 = -ratio * A;
+  auto l2 = -torch::clamp(ratio, 1.0 - o.eps_low, 1.0 + o.eps_high) * A;
+  auto clip_loss = torch::max(l1, l2);                                     // -min(rA, clamp(r)A)
+  torch::Tensor kl = torch::zeros_like(logp);
+  if (ref_logp.defined()) {
+    auto d = torch::clamp(ref_logp - logp, -10.0, 10.0);
+    kl = torch::exp(d) - d - 1.0;                                          // k3
+  }
+  auto tokens = mask.sum();
+  auto token_mean = [&](const torch::Tensor& x) { return (x * mask).sum() / tokens.clamp_min(1.0); };
+  auto agg = [&](const torch::Tensor& x) -> torch::Tensor {
+    switch (o.agg) {
+      case Aggregation::TokenMean: return token_mean(x);
+      case Aggregation::SeqMeanTokenSumNorm: {
+        const double norm = o.max_new_tokens > 0 ? static_cast<double>(o.max_new_tokens) : static_cast<double>(C);
+        return ((x * mask).sum(1) / norm).mean();
+      }
+      default: return ((x * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean();
+    }
+  };
+  PolicyLoss r;
+  r.loss = agg(clip_loss + o.beta * kl);
+  torch::NoGradGuard ng;
+  r.pg_loss = agg(clip_loss).item<double>();
+  r.kl_loss = agg(kl).item<double>();
+  r.mean_kl = token_mean(kl).item<double>();
+  r.clip_frac = token_mean((l2 > l1).to(logp.scalar_type())).item<double>();
+  r.ratio_mean = token_mean(ratio).item<double>();
+  r.tokens = tokens.item<double>();
+  return r;
+}
+
+StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const torch::Tensor& advantages,
+                             const torch::Tensor& old_logp, const torch::Tensor& ref_logp, const LossOptions& lo,
+                             const OptimOptions& oo, bool sft, int64_t process_group) {
+  if (frozen_) throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN", "policy trainStep: this policy is a frozen reference copy");
+  std::shared_ptr<dist::ProcessGroupHandle> pg;
+  if (process_group >= 0) {
+    if (!dist::find_process_group) {
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_DIST", "policy trainStep: process groups are not built into this addon");
+    }
+    pg = dist::find_process_group(process_group);
+  }
+  net_->train();
+  auto params = net_->parameters();
+  for (auto& p : params) p.mutable_grad() = torch::Tensor();
+  StepStats st;
+  auto mask = completion_mask(c, device_);
+  auto lsm = torch::log_softmax(upcast(completion_logits(b, c)).to(torch::kFloat) / lo.temperature, -1);  // (N, C, V)
+  auto logp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1);                               // (N, C)
+  torch::Tensor loss;
+  {
+    torch::NoGradGuard ng;
+    auto ent = -(lsm.exp() * lsm).sum(-1);
+    st.entropy = ((ent * mask).sum() / mask.sum().clamp_min(1.0)).item<double>();
+  }
+  if (sft) {
+    loss = -(logp * mask).sum() / mask.sum().clamp_min(1.0);
+    st.pg_loss = loss.item<double>();
+    st.tokens = mask.sum().item<double>();
+  } else {
+    auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp, ref_logp.defined() ? ref_logp.to(device_) : ref_logp,
+                          advantages.to(device_), mask, lo);
+    loss = pl.loss;
+    st.pg_loss = pl.pg_loss;
+    st.kl_loss = pl.kl_loss;
+    st.mean_kl = pl.mean_kl;
+    st.clip_frac = pl.clip_frac;
+    st.ratio_mean = pl.ratio_mean;
+    st.tokens = pl.tokens;
+  }
+  st.loss = loss.item<double>();
+  bool bad = !std::isfinite(st.loss);
+  if (!bad) loss.backward();
+  std::vector<torch::Tensor> grads;
+  for (auto& p : params) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  if (pg) {
+    // Every rank takes part in the all-reduce, even when its own loss was bad, and the bad flag
+    // is reduced with the gradients so that all ranks skip together.
+    auto flag = torch::full({1}, bad ? 1.0 : 0.0, grads[0].options());
+    if (bad) for (auto& g : grads) g.zero_();
+    std::vector<torch::Tensor> all = grads;
+    all.push_back(flag);
+    pg->allreduce_mean(all);
+    if (flag.item<double>() > 0 && !bad) {
+      bad = true;
+      st.skip_reason = "a non-finite loss on another rank";
+    }
+  }
+  torch::NoGradGuard ng;
+  double sq = 0;
+  for (auto& g : grads) sq += upcast(g).to(torch::kDouble).pow(2).sum().item<double>();
+  st.grad_norm = std::sqrt(sq);
+  if (bad || !std::isfinite(st.grad_norm)) {
+    st.skipped = true;
+    if (st.skip_reason.empty()) st.skip_reason = bad ? "non-finite loss" : "non-finite gradient norm";
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    st.step = step_;
+    return st;
+  }
+  if (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) {
+    const double scale = oo.max_grad_norm / (st.grad_norm + 1e-6);
+    for (auto& g : grads) g.mul_(scale);
+  }
+  // AdamW, as torch.optim.AdamW: decoupled decay p *= 1 - lr*wd (matrices only), bias-corrected moments.
+  step_ += 1;
+  const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step_));
+  for (size_t i = 0; i < params.size(); i++) {
+    auto& p = params[i];
+    auto g = grads[i].to(torch::kFloat);
+    auto pf = p.to(torch::kFloat);
+    if (oo.weight_decay > 0 && p.dim() >= 2) pf.mul_(1.0 - oo.lr * oo.weight_decay);
+    exp_avg_[i].mul_(oo.beta1).add_(g, 1.0 - oo.beta1);
+    exp_avg_sq_[i].mul_(oo.beta2).addcmul_(g, g, 1.0 - oo.beta2);
+    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(oo.eps);
+    pf.addcdiv_(exp_avg_[i], denom, -oo.lr / bc1);
+    if (!pf.is_same(p)) p.copy_(pf);
+  }
+  for (auto& p : params) p.mutable_grad() = torch::Tensor();
+  st.step = step_;
+  return st;
+}
+
+std::vector<NamedTensor> Policy::get_parameters() const {
+  std::vector<NamedTensor> out;
+  for (auto& kv : net_->named_parameters()) out.push_back({kv.key(), kv.value().detach().to(torch::kCPU, torch::kFloat).contiguous().clone()});
+  return out;
+}
+
+std::vector<NamedTensor> Policy::get_optimizer_state() const {
+  std::vector<NamedTensor> out;
+  if (frozen_) return out;
+  size_t i = 0;
+  for (auto& kv : net_->named_parameters()) {
+    out.push_back({kv.key() + ".exp_avg", exp_avg_[i].to(torch::kCPU).contiguous().clone()});
+    out.push_back({kv.key() + ".exp_avg_sq", exp_avg_sq_[i].to(torch::kCPU).contiguous().clone()});
+    i++;
+  }
+  return out;
+}
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); i++) o << (i ? "," : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+// Copies `values` into `targets` by name after checking that names and shapes match exactly.
+void load_named(const std::vector<std::pair<std::string, torch::Tensor>>& targets, const std::vector<NamedTensor>& values,
+                const std::string& what) {
+  std::unordered_map<std::string, const torch::Tensor*> given;
+  for (auto& v : values) {
+    if (!given.emplace(v.name, &v.value).second) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": tensor '" + v.name + "' given twice");
+  }
+  for (auto& t : targets) {
+    auto it = given.find(t.first);
+    if (it == given.end()) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": missing tensor '" + t.first + "'");
+    if (!it->second->sizes().equals(t.second.sizes())) {
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT",
+                    what + ": tensor '" + t.first + "' has shape " + shape_str(it->second->sizes()) + ", expected " + shape_str(t.second.sizes()));
+    }
+  }
+  if (given.size() != targets.size()) {
+    std::unordered_map<std::string, int> known;
+    for (auto& t : targets) known[t.first] = 1;
+    for (auto& v : values) {
+      if (!known.count(v.name)) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": unexpected tensor '" + v.name + "'");
+    }
+  }
+  torch::NoGradGuard ng;
+  for (auto& t : targets) {
+    auto dst = t.second;
+    dst.copy_(*given[t.first]);
+  }
+}
+
+}  // namespace
+
+void Policy::set_parameters(const std::vector<NamedTensor>& values) {
+  std::vector<std::pair<std::string, torch::Tensor>> targets;
+  for (auto& kv : net_->named_parameters()) targets.emplace_back(kv.key(), kv.value());
+  load_named(targets, values, "policy weights");
+}
+
+void Policy::set_optimizer_state(const std::vector<NamedTensor>& values, int64_t step) {
+  if (frozen_) throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN", "policy setOptimizerState: a frozen reference copy has no optimizer");
+  if (step < 0) throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE", "policy optimizer step must be >= 0, got " + std::to_string(step));
+  std::vector<std::pair<std::string, torch::Tensor>> targets;
+  size_t i = 0;
+  for (auto& kv : net_->named_parameters()) {
+    targets.emplace_back(kv.key() + ".exp_avg", exp_avg_[i]);
+    targets.emplace_back(kv.key() + ".exp_avg_sq", exp_avg_sq_[i]);
+    i++;
+  }
+  load_named(targets, values, "optimizer state");
+  step_ = step;
+}
+
+torch::Tensor Policy::rng_state() const {
+  at::Generator g = gen_;
+  std::lock_guard<std::mutex> lock(g.mutex());
+  return g.get_state();
+}
+
+void Policy::set_rng_state(const torch::Tensor& s) {
+  at::Generator g = gen_;
+  std::lock_guard<std::mutex> lock(g.mutex());
+  try {
+    g.set_state(s);
+  } catch (const c10::Error& e) {
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", std::string("policy RNG state rejected: ") + e.what_without_backtrace());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient checks
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Central differences on up to `per_leaf` random entries of every leaf against autograd.
+GradCheckResult fd_check(const std::function<torch::Tensor()>& f, const std::vector<torch::Tensor>& leaves, at::Generator& gen,
+                         int64_t per_leaf = 12, double h = 1e-6) {
+  for (auto l : leaves) l.mutable_grad() = torch::Tensor();
+  f().backward();
+  GradCheckResult r;
+  torch::NoGradGuard ng;
+  for (auto l : leaves) {
+    TORCH_CHECK(l.scalar_type() == torch::kDouble, "grad check needs double leaves");
+    auto g = l.grad().defined() ? l.grad().clone() : torch::zeros_like(l);
+    auto flat = l.view(-1);
+    auto gflat = g.view(-1);
+    const int64_t n = flat.numel();
+    for (int64_t k = 0; k < std::min(per_leaf, n); k++) {
+      const int64_t i = n <= per_leaf ? k : torch::randint(n, {1}, gen, torch::kLong).item<int64_t>();
+      const double x0 = flat[i].item<double>();
+      flat[i].fill_(x0 + h);
+      const double fp = f().item<double>();
+      flat[i].fill_(x0 - h);
+      const double fm = f().item<double>();
+      flat[i].fill_(x0);
+      const double num = (fp - fm) / (2 * h);
+      const double ana = gflat[i].item<double>();
+      r.max_error = std::max(r.max_error, std::abs(ana - num) / std::max(1.0, std::abs(num)));
+      r.max_abs_grad = std::max(r.max_abs_grad, std::abs(num));
+      r.checked++;
+    }
+  }
+  return r;
+}
+
+void randomize(torch::nn::Module& m, at::Generator& gen) {
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters()) {
+    if (p.dim() == 1) p.normal_(1.0, 0.3, gen);
+    else p.normal_(0.0, 0.4, gen);
+  }
+}
+
+std::vector<torch::Tensor> leaves_of(torch::nn::Module& m, std::vector<torch::Tensor> extra) {
+  for (auto& p : m.parameters()) extra.push_back(p);
+  return extra;
+}
+
+torch::Tensor randn(at::IntArrayRef s, at::Generator& gen, bool grad = true) {
+  auto t = at::randn(s, gen, torch::kDouble);
+  if (grad) t.set_requires_grad(true);
+  return t;
+}
+
+// A causal mask with one padded key column (never a fully-masked row).
+torch::Tensor test_allowed(int64_t N, int64_t L) {
+  auto causal = torch::arange(L).unsqueeze(0) <= torch::arange(L).unsqueeze(1);
+  auto valid = torch::ones({N, L}, torch::kBool);
+  if (L > 2) valid[N - 1][1] = false;
+  return causal.unsqueeze(0).unsqueeze(0).logical_and(valid.view({N, 1, 1, L}));
+}
+
+}  // namespace
+
+GradCheckResult grad_check(const std::string& name, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto dbl = torch::kDouble;
+  if (name == "rmsnorm") {
+    RMSNorm m(6, 1e-6);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 3, 6}, gen), w = randn({2, 3, 6}, gen, false);
+    return fd_check([&] { return (m->forward(x) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  if (name == "rotary") {
+    auto x = randn({2, 2, 3, 4}, gen), w = randn({2, 2, 3, 4}, gen, false);
+    auto pos = torch::tensor({0, 1, 5, 2, 3, 4}, torch::kLong).view({2, 3});
+    auto [c, s] = rotary_tables(pos, 4, 10000.0, dbl);
+    return fd_check([&] { return (apply_rotary(x, c, s) * w).sum(); }, {x}, gen);
+  }
+  if (name == "attention") {
+    Attention m(8, 4, 2);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 5, 8}, gen), w = randn({2, 5, 8}, gen, false);
+    auto pos = torch::arange(5).repeat({2, 1});
+    auto [c, s] = rotary_tables(pos, 2, 10000.0, dbl);
+    auto allowed = test_allowed(2, 5);
+    return fd_check([&] { return (m->forward(x, c, s, allowed, nullptr, 0) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  if (name == "swiglu") {
+    SwiGLU m(6, 10);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 3, 6}, gen), w = randn({2, 3, 6}, gen, false);
+    return fd_check([&] { return (m->forward(x) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  if (name == "decoder_layer") {
+    DecoderLayer m(8, 4, 2, 12, 1e-6);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 4, 8}, gen), w = randn({2, 4, 8}, gen, false);
+    auto pos = torch::arange(4).repeat({2, 1});
+    auto [c, s] = rotary_tables(pos, 2, 10000.0, dbl);
+    auto allowed = test_allowed(2, 4);
+    return fd_check([&] { return (m->forward(x, c, s, allowed, nullptr, 0) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  PolicyConfig c;
+  c.vocab_size = 11;
+  c.frames = 4;
+  c.image_size = 8;
+  c.patch_size = 2;
+  c.temporal_patch = 2;
+  c.merge_size = 2;
+  c.vision_dim = 8;
+  c.vision_layers = 1;
+  c.vision_heads = 2;
+  c.vision_mlp = 12;
+  c.lm_dim = 8;
+  c.lm_layers = 2;
+  c.lm_heads = 4;
+  c.lm_kv_heads = 2;
+  c.lm_mlp = 12;
+  c.max_seq_len = 64;
+  if (name == "language_model") {
+    LanguageModel m(c);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 5, 8}, gen), w = randn({2, 5, 11}, gen, false);
+    auto pos = torch::tensor({0, 1, 2, 3, 4, 0, 0, 1, 2, 3}, torch::kLong).view({2, 5});
+    auto valid = torch::ones({2, 5}, torch::kBool);
+    valid[1][1] = false;
+    return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  if (name == "vision_encoder") {
+    VisionEncoder m(c);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 4, 8, 8, 3}, gen), w = randn({2, 2, 16, 8}, gen, false);
+    return fd_check([&] { return (m->forward(x) * w).sum(); }, leaves_of(*m, {x}), gen, 8);
+  }
+  if (name == "projector") {
+    Projector m(8, 6, 4, 2);
+    m->to(dbl);
+    randomize(*m, gen);
+    auto x = randn({2, 2, 16, 8}, gen), w = randn({2, 8, 6}, gen, false);
+    return fd_check([&] { return (m->forward(x) * w).sum(); }, leaves_of(*m, {x}), gen);
+  }
+  if (name == "policy_loss") {
+    auto logp = (randn({3, 4}, gen, false) * 0.3 - 1.0).set_requires_grad(true);
+    auto old = randn({3, 4}, gen, false) * 0.3 - 1.0;
+    auto ref = randn({3, 4}, gen, false) * 0.3 - 1.0;
+    auto adv = randn({3}, gen, false);
+    auto mask = torch::tensor({1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1}, dbl).view({3, 4});
+    double worst = 0;
+    GradCheckResult total;
+    for (int a = 0; a < 3; a++) {
+      LossOptions o;
+      o.agg = static_cast<Aggregation>(a);
+      o.beta = 0.1;
+      o.max_new_tokens = 6;
+      auto r = fd_check([&] { return policy_loss(logp, old, ref, adv, mask, o).loss; }, {logp}, gen);
+      worst = std::max(worst, r.max_error);
+      total.checked += r.checked;
+      total.max_abs_grad = std::max(total.max_abs_grad, r.max_abs_grad);
+    }
+    total.max_error = worst;
+    return total;
+  }
+  if (name == "policy") {
+    // The whole network end to end (pixels -> vision -> projector -> LM -> token log-probs), in float64.
+    c.dtype = "float64";
+    c.seed = seed;
+    Policy p(c);
+    PromptBatch b;
+    b.frames = torch::randint(0, 256, {2, 4, 8, 8, 3}, gen, torch::kByte);
+    b.video = {0, 1, 0};
+    b.op = {FrameOp::None, FrameOp::HFlip, FrameOp::Reverse};
+    b.ids = {{2, 5, 6}, {2, 7}, {2, 8, 9, 10}};
+    b.group = 2;
+    Completions comp;
+    comp.ids = torch::randint(4, 11, {6, 3}, gen, torch::kLong);
+    comp.lengths = torch::tensor({3, 2, 1, 3, 2, 3}, torch::kLong);
+    auto mask = completion_mask(comp, torch::Device(torch::kCPU)).to(dbl);
+    auto w = randn({6, 3}, gen, false);
+    auto f = [&] {
+      auto lsm = torch::log_softmax(p.completion_logits(b, comp), -1);
+      return (lsm.gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1) * mask * w).sum();
+    };
+    // Checks a sample of entries of every parameter tensor.
+    return fd_check(f, p.net_params(), gen, 3);
+  }
+  throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                "policy gradCheck: unknown module '" + name +
+                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, projector, policy_loss, policy)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handles
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+std::mutex g_mu;
+std::unordered_map<int64_t, std::shared_ptr<Policy>> g_policies;
+int64_t g_next = 1;
+}  // namespace
+
+int64_t register_policy(std::shared_ptr<Policy> p) {
+  std::lock_guard<std::mutex> l(g_mu);
+  const int64_t id = g_next++;
+  g_policies[id] = std::move(p);
+  return id;
+}
+
+std::shared_ptr<Policy> find_policy(int64_t id, const std::string& op) {
+  std::lock_guard<std::mutex> l(g_mu);
+  auto it = g_policies.find(id);
+  if (it == g_policies.end()) {
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", op + ": policy " + std::to_string(id) + " does not exist (disposed?)");
+  }
+  return it->second;
+}
+
+bool dispose_policy(int64_t id) {
+  std::lock_guard<std::mutex> l(g_mu);
+  return g_policies.erase(id) > 0;
+}
+
+int64_t live_policies() {
+  std::lock_guard<std::mutex> l(g_mu);
+  return static_cast<int64_t>(g_policies.size());
+}
+
+}  // namespace policy
+}  // namespace crpo
