@@ -203,7 +203,7 @@ export interface DistNativeApi {
   distExitNow(code: number): never;
 }
 
-export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi {
+export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
   kind: 'torch';
   info(): TorchInfo;
   setNumThreads(threads: number): void;
@@ -302,6 +302,76 @@ export interface QwenNativeApi {
   qwenParamNames(model: number, lora?: boolean): string[];
   qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
   qwenSetParam(model: number, name: string, value: Float32Array): void;
+}
+
+/** The native video-language policy (native/torch/model; typed wrappers in lib/model/policy.ts). */
+export interface NativePolicyBatch {
+  frames: Uint8Array; // (V, T, H, W, 3)
+  numVideos: number;
+  promptVideo: Int32Array; // (P)
+  promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse'
+  promptIds: Int32Array; // concatenated prompt token ids
+  promptLengths: Int32Array; // (P)
+  groupSize: number; // G: rows are prompt-major, row = p * G + g
+}
+
+export interface NativePolicyCompletions {
+  ids: Int32Array; // (N, C)
+  lengths: Int32Array; // (N)
+  width: number; // C
+  advantages?: Float32Array; // (N)
+  oldLogprobs?: Float32Array; // (N, C)
+  refLogprobs?: Float32Array; // (N, C)
+}
+
+export interface NativePolicyStepStats {
+  loss: number;
+  pgLoss: number;
+  klLoss: number;
+  meanKl: number;
+  clipFrac: number;
+  ratioMean: number;
+  entropy: number;
+  tokens: number;
+  gradNorm: number;
+  skipped: boolean;
+  skipReason: string;
+  step: number;
+}
+
+export interface NativePolicyTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface PolicyNativeApi {
+  policyCreate(config: Record<string, unknown>): Promise<number>;
+  policyClone(policy: number, options?: { frozen?: boolean }): Promise<number>;
+  policyDispose(policy: number): boolean;
+  policyLiveModels(): number;
+  policyInfo(policy: number): { parameters: number; step: number; frozen: boolean; visualTokens: number; names: string[]; shapes: number[][] };
+  policyGenerate(
+    policy: number,
+    batch: NativePolicyBatch,
+    options: { maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; greedy?: boolean; useCache?: boolean; stop?: Int32Array },
+  ): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array; width: number }>;
+  policyLogprobs(
+    policy: number,
+    batch: NativePolicyBatch,
+    completions: NativePolicyCompletions,
+    options?: { temperature?: number; entropy?: boolean },
+  ): Promise<{ logprobs: Float32Array; entropy?: Float32Array }>;
+  policyTrainStep(policy: number, batch: NativePolicyBatch, completions: NativePolicyCompletions, options: Record<string, unknown>): Promise<NativePolicyStepStats>;
+  policyGetState(policy: number, which: 'weights' | 'optimizer'): Promise<{ tensors: NativePolicyTensor[]; step: number }>;
+  policySetState(policy: number, which: 'weights' | 'optimizer', tensors: NativePolicyTensor[], step?: number): Promise<void>;
+  policyGetRngState(policy: number): Uint8Array;
+  policySetRngState(policy: number, state: Uint8Array): void;
+  policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
+  policyLoss(
+    inputs: { logprobs: Float32Array; oldLogprobs?: Float32Array; refLogprobs?: Float32Array; advantages: Float32Array; mask: Float32Array; rows: number; width: number },
+    options: Record<string, unknown>,
+  ): { loss: number; pgLoss: number; klLoss: number; meanKl: number; clipFrac: number; ratioMean: number; tokens: number; grad: Float32Array };
 }
 
 export type AddonName = 'core' | 'torch';

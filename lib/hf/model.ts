@@ -11,13 +11,15 @@ import * as path from 'path';
 import { CrpoError, invalidArg } from '../errors';
 import {
   NativeHandle, callAsync, callSync, rewrap, torchAddon, torchQueue,
-  type NativeQwenForwardResult, type NativeQwenInputs, type NativeTensor,
+  type NativeQwenForwardResult, type NativeQwenInputs, type NativeQwenSampleOptions, type NativeQwenTrainBatch,
+  type NativeQwenTrainStats, type NativeTensor,
 } from '../native';
 import { canonicalKey, expectedWeights, nativeConfig, readQwenConfig, type QwenVLConfig } from './config';
 import { readSafetensorsHeader, writeSafetensors, type SafeTensorInfo, type TensorSpec } from './safetensors';
 import { ropeIndex, type Grid } from './rope-index';
 
-export type QwenDtype = 'float32' | 'bfloat16' | 'float16';
+/** float64 is for numerical checks (finite differences). */
+export type QwenDtype = 'float32' | 'bfloat16' | 'float16' | 'float64';
 
 export interface QwenLoadOptions {
   /** Compute/storage dtype of the weights (default float32). */
@@ -110,6 +112,11 @@ export interface QwenInputs {
   secondPerGridTs?: number[];
   /** Overrides the rope-index computation (3, B, L) axis-major. */
   positionIds?: Int32Array;
+  /**
+   * The images/videos belong to every row (B samples of one prompt, a GRPO group): encoded once
+   * and scattered into each row. Without it, rows consume the vision inputs in order (transformers).
+   */
+  shareVision?: boolean;
 }
 
 export interface QwenForwardOptions {
@@ -175,7 +182,7 @@ export class QwenVLModel extends NativeHandle {
   static async load(folder: string, options: QwenLoadOptions = {}): Promise<QwenVLModel> {
     if (typeof folder !== 'string' || !folder) throw invalidArg('folder', 'a model folder path', folder);
     const dtype = options.dtype ?? 'float32';
-    if (!['float32', 'bfloat16', 'float16'].includes(dtype)) throw invalidArg('dtype', "'float32', 'bfloat16' or 'float16'", dtype);
+    if (!['float32', 'bfloat16', 'float16', 'float64'].includes(dtype)) throw invalidArg('dtype', "'float32', 'bfloat16', 'float16' or 'float64'", dtype);
     const cfgFile = path.join(folder, 'config.json');
     if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no config.json`, { userError: true });
     const cfg = readQwenConfig(cfgFile);
@@ -191,17 +198,19 @@ export class QwenVLModel extends NativeHandle {
     const B = inputs.inputIds.length;
     if (B < 1) throw invalidArg('inputs.inputIds', 'at least one row', inputs.inputIds);
     const L = inputs.inputIds[0].length;
+    const rep = <T>(xs: T[] | undefined): T[] | undefined => (xs && inputs.shareVision ? Array.from({ length: B }, () => xs).flat() : xs);
     const positionIds =
       inputs.positionIds ??
       ropeIndex(this.config, {
         inputIds: inputs.inputIds,
         attentionMask: inputs.attentionMask,
-        imageGridThw: inputs.imageGridThw,
-        videoGridThw: inputs.videoGridThw,
-        secondPerGridTs: inputs.secondPerGridTs,
+        imageGridThw: rep(inputs.imageGridThw),
+        videoGridThw: rep(inputs.videoGridThw),
+        secondPerGridTs: rep(inputs.secondPerGridTs),
       }).positionIds;
     const n: NativeQwenInputs = { batch: B, seqLen: L, inputIds: flatInt32(inputs.inputIds, 'inputs.inputIds'), positionIds };
     if (inputs.attentionMask) n.attentionMask = flatInt32(inputs.attentionMask, 'inputs.attentionMask');
+    if (inputs.shareVision) n.shareVision = true;
     if (inputs.pixelValues && inputs.imageGridThw) {
       n.pixelValues = inputs.pixelValues;
       n.imageGridThw = Int32Array.from(inputs.imageGridThw.flat());
@@ -230,16 +239,45 @@ export class QwenVLModel extends NativeHandle {
     };
   }
 
-  /** Greedy decoding of up to maxNewTokens per row (stops at eosTokenId). */
-  async generate(inputs: QwenInputs, options: { maxNewTokens: number; eosTokenId?: number; useCache?: boolean }): Promise<{ tokens: number[][]; stepLogits: NativeTensor[] }> {
+  /**
+   * Decodes up to maxNewTokens per row (stops at eosTokenId): greedy when temperature is 0
+   * (default), else sampled with top-k / top-p from a seeded generator. Returns the new tokens
+   * and their log-probs under the model (temperature 1), KV-cached unless useCache is false.
+   */
+  async generate(inputs: QwenInputs, options: NativeQwenSampleOptions): Promise<{ tokens: number[][]; logprobs: number[][]; stepLogits: NativeTensor[] }> {
     this.assertLive('QwenVLModel.generate');
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) throw invalidArg('maxNewTokens', 'a positive integer', options.maxNewTokens);
     const n = this.prepare(inputs);
     const a = torchAddon();
     const r = await torchQueue.run(() =>
-      callAsync(() => a.qwenGenerate(this.id, n, { maxNewTokens: options.maxNewTokens, eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1, useCache: options.useCache ?? true })),
+      callAsync(() => a.qwenGenerate(this.id, n, { ...options, eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1, useCache: options.useCache ?? true })),
     );
-    return { tokens: r.tokens.map((row) => [...row]), stepLogits: r.stepLogits.map(tensorOut) };
+    return { tokens: r.tokens.map((row) => [...row]), logprobs: r.logprobs.map((row) => [...row]), stepLogits: r.stepLogits.map(tensorOut) };
+  }
+
+  /**
+   * One optimizer step (AdamW) on the trainable weights: objective 'grpo' is the clipped
+   * surrogate with per-sequence advantages and an optional k3 KL to reference log-probs
+   * (token-mean over completion tokens); 'sft' is the mean next-token NLL on the masked tokens.
+   */
+  async trainStep(inputs: QwenInputs, batch: NativeQwenTrainBatch): Promise<NativeQwenTrainStats> {
+    this.assertLive('QwenVLModel.trainStep');
+    const n = this.prepare(inputs);
+    const a = torchAddon();
+    return torchQueue.run(() => callAsync(() => a.qwenTrainStep(this.id, n, batch)));
+  }
+
+  /** 'lora' (adapters only; default once attached), 'lm' (all LM weights), 'all' (LM + vision). */
+  setTrainable(mode: 'lora' | 'lm' | 'all'): string[] {
+    this.assertLive('QwenVLModel.setTrainable');
+    if (!['lora', 'lm', 'all'].includes(mode)) throw invalidArg('mode', "'lora', 'lm' or 'all'", mode);
+    return callSync(() => torchAddon().qwenSetTrainable(this.id, mode));
+  }
+
+  /** Recompute decoder layers in backward instead of keeping their activations. */
+  setGradientCheckpointing(enabled: boolean): void {
+    this.assertLive('QwenVLModel.setGradientCheckpointing');
+    callSync(() => torchAddon().qwenSetCheckpointing(this.id, enabled));
   }
 
   /** Attaches LoRA adapters; returns their names (`<linear>.lora_A` / `.lora_B`). */

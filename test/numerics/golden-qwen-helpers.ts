@@ -169,8 +169,8 @@ export function goldenSuite(model: 'qwen2_5_vl' | 'qwen3_vl'): void {
       });
 
       test('KV-cached greedy generation equals uncached', async () => {
-        const cached = await m.generate(inputs, { maxNewTokens: 6, eosTokenId: -1, useCache: true });
-        const plain = await m.generate(inputs, { maxNewTokens: 6, eosTokenId: -1, useCache: false });
+        const cached = await m.generate(inputs, { maxNewTokens: 6, eosTokenId: -1, useCache: true, keepLogits: true });
+        const plain = await m.generate(inputs, { maxNewTokens: 6, eosTokenId: -1, useCache: false, keepLogits: true });
         expect(cached.tokens).toEqual(plain.tokens);
         expect(cached.tokens[0]).toHaveLength(6);
         const reports = cached.stepLogits.map((s, i) =>

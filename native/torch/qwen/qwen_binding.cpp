@@ -246,6 +246,7 @@ qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const s
   };
   vis("pixelValues", "imageGridThw", &in.pixel_values, &in.image_grid);
   vis("pixelValuesVideos", "videoGridThw", &in.pixel_values_videos, &in.video_grid);
+  in.share_vision = get_bool(o, "shareVision", false);
   return in;
 }
 
@@ -379,7 +380,8 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
     bool capture = get_bool(opts, "capture", false);
     std::vector<std::string> grad_names = get_strs(opts, "grads", op);
-    bool use_lora = get_bool(opts, "lora", true);
+    // -1: keep the model's setting (setLoraEnabled); 0/1: this call only
+    int use_lora = opts.Get("lora").IsBoolean() ? (opts.Get("lora").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     for (const auto& n : grad_names)
       if (!model->has_param(n) && !model->lora_params().count(n))
         throw_range_error(op, "options.grads", "names of model weights", "'" + n + "'");
@@ -389,13 +391,23 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
         [model, in, capture, grad_names, use_lora, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
           bool prev = model->lora_enabled();
-          model->set_lora_enabled(use_lora);
+          if (use_lora >= 0) model->set_lora_enabled(use_lora == 1);
           std::vector<at::Tensor> leaves;
+          std::vector<std::string> switched;  // weights made to require grad for this call only
           for (const auto& n : grad_names) {
             at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
-            if (!p.requires_grad()) p.set_requires_grad(true);
+            if (!p.requires_grad()) {
+              p.set_requires_grad(true);
+              switched.push_back(n);
+            }
             leaves.push_back(p);
           }
+          auto restore = [&]() {
+            for (const auto& n : switched) {
+              at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
+              p.set_requires_grad(false);
+            }
+          };
           c10::optional<at::NoGradGuard> ng;
           if (grad_names.empty()) ng.emplace();
           qwen::Capture cap;
@@ -405,10 +417,11 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
             r = model->forward(in, &cap);
           } catch (...) {
             model->set_lora_enabled(prev);
+            restore();
             throw;
           }
           model->set_lora_enabled(prev);
-          at::Tensor logits = r.logits.to(at::kFloat);
+          at::Tensor logits = r.logits.scalar_type() == at::kDouble ? r.logits : r.logits.to(at::kFloat);
           const int64_t L = logits.size(1);
           at::Tensor ids = in.input_ids.to(logits.device());
           at::Tensor lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1)
@@ -422,10 +435,8 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
             auto g = torch::autograd::grad({objective}, leaves, {}, false, false, true);
             for (size_t i = 0; i < g.size(); ++i)
               out->grads.emplace_back(grad_names[i], g[i].defined() ? g[i] : at::zeros_like(leaves[i]));
-            for (const auto& n : grad_names) {
-              if (model->has_param(n)) model->params().at(n).set_requires_grad(false);
-            }
           }
+          restore();
           out->logits = logits.detach();
           out->loss = loss.item<double>();
           out->objective = objective.item<double>();
@@ -452,32 +463,48 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
   });
 }
 
-// qwenGenerate(model, inputs, { maxNewTokens, eosTokenId?, useCache? }) -> { tokens: number[][], stepLogits: {data, shape}[] }
+// qwenGenerate(model, inputs, { maxNewTokens, eosTokenId?, useCache?, temperature?, topK?, topP?, seed?, keepLogits? })
+//   -> { tokens: number[][], logprobs: number[][], stepLogits: {data, shape}[] }
 Napi::Value Generate(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenGenerate", [&]() -> Napi::Value {
     const std::string op = "qwenGenerate";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
     Napi::Object opts = read_object(info[2], op, "options");
-    int64_t max_new = read_int(opts.Get("maxNewTokens"), op, "options.maxNewTokens", 1, 1 << 20);
-    int64_t eos = get_int(opts, "eosTokenId", op, -1, false);
-    bool use_cache = get_bool(opts, "useCache", true);
+    qwen::SampleOptions so;
+    so.max_new_tokens = read_int(opts.Get("maxNewTokens"), op, "options.maxNewTokens", 1, 1 << 20);
+    so.eos = get_int(opts, "eosTokenId", op, -1, false);
+    so.use_cache = get_bool(opts, "useCache", true);
+    so.temperature = get_num(opts, "temperature", op, 0);
+    so.top_k = get_int(opts, "topK", op, 0, false);
+    so.top_p = get_num(opts, "topP", op, 1.0);
+    so.seed = static_cast<uint64_t>(get_int(opts, "seed", op, 0, false));
+    so.keep_logits = get_bool(opts, "keepLogits", false);
+    if (so.temperature < 0) throw_range_error(op, "options.temperature", "a number >= 0", std::to_string(so.temperature));
+    if (!(so.top_p > 0 && so.top_p <= 1)) throw_range_error(op, "options.topP", "a number in (0, 1]", std::to_string(so.top_p));
     auto out = std::make_shared<qwen::GenerateResult>();
     auto* w = new QwenWorker(
         info.Env(), op,
-        [model, in, max_new, eos, use_cache, out]() {
+        [model, in, so, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
-          *out = model->generate(in, max_new, eos, use_cache);
+          *out = model->generate(in, so);
         },
         [out](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
           Napi::Array rows = Napi::Array::New(env, out->tokens.size());
+          Napi::Array lps = Napi::Array::New(env, out->tokens.size());
           for (size_t b = 0; b < out->tokens.size(); ++b) {
             Napi::Array r = Napi::Array::New(env, out->tokens[b].size());
-            for (size_t i = 0; i < out->tokens[b].size(); ++i) r.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(out->tokens[b][i])));
+            Napi::Array l = Napi::Array::New(env, out->tokens[b].size());
+            for (size_t i = 0; i < out->tokens[b].size(); ++i) {
+              r.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(out->tokens[b][i])));
+              l.Set(static_cast<uint32_t>(i), Napi::Number::New(env, out->logprobs[b][i]));
+            }
             rows.Set(static_cast<uint32_t>(b), r);
+            lps.Set(static_cast<uint32_t>(b), l);
           }
           o.Set("tokens", rows);
+          o.Set("logprobs", lps);
           Napi::Array sl = Napi::Array::New(env, out->step_logits.size());
           for (size_t i = 0; i < out->step_logits.size(); ++i) sl.Set(static_cast<uint32_t>(i), tensor_to_js(env, out->step_logits[i]));
           o.Set("stepLogits", sl);
@@ -486,6 +513,80 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
+  });
+}
+
+// qwenTrainStep(model, inputs, { completionMask: Int32Array (B*L), advantages?: Float32Array (B),
+//   oldLogprobs?, refLogprobs?: Float32Array (B*(L-1)), objective?, lr?, weightDecay?, maxGradNorm?,
+//   clipLow?, clipHigh?, klBeta? }) -> { loss, pgLoss, kl, clipFraction, gradNorm, tokens }
+Napi::Value TrainStep(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenTrainStep", [&]() -> Napi::Value {
+    const std::string op = "qwenTrainStep";
+    auto model = find_model(info[0], op);
+    qwen::Inputs in = parse_inputs(info[1], model->config(), op);
+    const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
+    if (L < 2) throw_range_error(op, "inputs.seqLen", "at least 2", std::to_string(L));
+    Napi::Object o = read_object(info[2], op, "batch");
+    qwen::TrainBatch b;
+    b.completion_mask = copy_array(o.Get("completionMask"), op, "batch.completionMask", {B, L}, napi_int32_array);
+    if (present(o, "advantages")) b.advantages = copy_array(o.Get("advantages"), op, "batch.advantages", {B}, napi_float32_array);
+    if (present(o, "oldLogprobs")) b.old_logprobs = copy_array(o.Get("oldLogprobs"), op, "batch.oldLogprobs", {B, L - 1}, napi_float32_array);
+    if (present(o, "refLogprobs")) b.ref_logprobs = copy_array(o.Get("refLogprobs"), op, "batch.refLogprobs", {B, L - 1}, napi_float32_array);
+    qwen::TrainOptions to;
+    to.objective = get_str(o, "objective", op, "grpo");
+    to.lr = get_num(o, "lr", op, 1e-4);
+    to.weight_decay = get_num(o, "weightDecay", op, 0.0);
+    to.max_grad_norm = get_num(o, "maxGradNorm", op, 1.0);
+    to.clip_low = get_num(o, "clipLow", op, 0.2);
+    to.clip_high = get_num(o, "clipHigh", op, 0.2);
+    to.kl_beta = get_num(o, "klBeta", op, 0.0);
+    if (to.objective != "grpo" && to.objective != "sft") throw_range_error(op, "batch.objective", "'grpo' or 'sft'", "'" + to.objective + "'");
+    if (to.objective == "grpo" && !b.advantages.defined()) throw_type_error(op, "batch.advantages", "a Float32Array of one advantage per row", o.Get("advantages"));
+    auto out = std::make_shared<qwen::TrainStats>();
+    auto* w = new QwenWorker(
+        info.Env(), op,
+        [model, in, b, to, out]() {
+          std::lock_guard<std::mutex> lock(model->mu);
+          *out = model->train_step(in, b, to);
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object r = Napi::Object::New(env);
+          r.Set("loss", out->loss);
+          r.Set("pgLoss", out->pg_loss);
+          r.Set("kl", out->kl);
+          r.Set("clipFraction", out->clip_frac);
+          r.Set("gradNorm", out->grad_norm);
+          r.Set("tokens", Napi::Number::New(env, static_cast<double>(out->tokens)));
+          return r;
+        });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value SetTrainable(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenSetTrainable", [&]() -> Napi::Value {
+    const std::string op = "qwenSetTrainable";
+    auto model = find_model(info[0], op);
+    if (!info[1].IsString()) throw_type_error(op, "mode", "'lora', 'lm' or 'all'", info[1]);
+    std::string mode = info[1].As<Napi::String>().Utf8Value();
+    std::lock_guard<std::mutex> lock(model->mu);
+    torch_guard(op, [&]() { model->set_trainable(mode); });
+    Napi::Array names = Napi::Array::New(info.Env());
+    uint32_t i = 0;
+    for (auto& n : model->trainable_names()) names.Set(i++, Napi::String::New(info.Env(), n));
+    return names;
+  });
+}
+
+Napi::Value SetCheckpointing(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenSetCheckpointing", [&]() -> Napi::Value {
+    auto model = find_model(info[0], "qwenSetCheckpointing");
+    if (!info[1].IsBoolean()) throw_type_error("qwenSetCheckpointing", "enabled", "a boolean", info[1]);
+    std::lock_guard<std::mutex> lock(model->mu);
+    model->set_checkpointing(info[1].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
   });
 }
 
@@ -584,6 +685,9 @@ ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenLiveModels", Napi::Function::New(env, LiveModels, "qwenLiveModels"));
   exports.Set("qwenForward", Napi::Function::New(env, Forward, "qwenForward"));
   exports.Set("qwenGenerate", Napi::Function::New(env, Generate, "qwenGenerate"));
+  exports.Set("qwenTrainStep", Napi::Function::New(env, TrainStep, "qwenTrainStep"));
+  exports.Set("qwenSetTrainable", Napi::Function::New(env, SetTrainable, "qwenSetTrainable"));
+  exports.Set("qwenSetCheckpointing", Napi::Function::New(env, SetCheckpointing, "qwenSetCheckpointing"));
   exports.Set("qwenAddLora", Napi::Function::New(env, AddLora, "qwenAddLora"));
   exports.Set("qwenSetLoraEnabled", Napi::Function::New(env, SetLoraEnabled, "qwenSetLoraEnabled"));
   exports.Set("qwenParamNames", Napi::Function::New(env, ParamNames, "qwenParamNames"));

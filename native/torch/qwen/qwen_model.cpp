@@ -27,6 +27,9 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, d, d), x.narrow(-1, 0, d)}, -1);
 }
 
+// Accumulation type: fp32 as transformers does, fp64 when the model runs in fp64 (numerical checks).
+at::ScalarType acc(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -76,7 +79,7 @@ at::Tensor Model::linear(const at::Tensor& x, const std::string& prefix, bool bi
 
 // Qwen2RMSNorm / Qwen3VLTextRMSNorm: weight * (x * rsqrt(mean(x^2) + eps)) computed in fp32.
 at::Tensor Model::rms_norm(const at::Tensor& x, const std::string& weight, double eps) const {
-  at::Tensor h = x.to(at::kFloat);
+  at::Tensor h = x.to(acc(x));
   at::Tensor var = h.pow(2).mean(-1, true);
   h = h * at::rsqrt(var + eps);
   return param(weight) * h.to(x.scalar_type());
@@ -111,8 +114,8 @@ at::Tensor Model::vision_block(const at::Tensor& x, int64_t i, const at::Tensor&
   at::Tensor qkv = linear(h, P + "attn.qkv", true).reshape({N, 3, v.heads, hd}).permute({1, 0, 2, 3});
   at::Tensor q = qkv[0], k = qkv[1], val = qkv[2];  // (N, nh, hd)
   // apply_rotary_pos_emb_vision: in fp32
-  at::Tensor c = cos.unsqueeze(-2).to(at::kFloat), s = sin.unsqueeze(-2).to(at::kFloat);
-  at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat);
+  at::Tensor c = cos.unsqueeze(-2).to(acc(x)), s = sin.unsqueeze(-2).to(acc(x));
+  at::Tensor qf = q.to(acc(x)), kf = k.to(acc(x));
   q = (qf * c + rotate_half(qf) * s).to(x.scalar_type()).transpose(0, 1);  // (nh, N, hd)
   k = (kf * c + rotate_half(kf) * s).to(x.scalar_type()).transpose(0, 1);
   val = val.transpose(0, 1);
@@ -123,7 +126,7 @@ at::Tensor Model::vision_block(const at::Tensor& x, int64_t i, const at::Tensor&
     if (b <= a) continue;
     at::Tensor qs = q.narrow(1, a, b - a), ks = k.narrow(1, a, b - a), vs = val.narrow(1, a, b - a);
     at::Tensor w = at::matmul(qs, ks.transpose(1, 2)) * scale;
-    w = at::softmax(w, -1, at::kFloat).to(qs.scalar_type());
+    w = at::softmax(w, -1, acc(w)).to(qs.scalar_type());
     outs.push_back(at::matmul(w, vs).transpose(0, 1));  // (n, nh, hd)
   }
   at::Tensor o = at::cat(outs, 0).reshape({N, -1});
@@ -296,6 +299,12 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
     VisionResult r = vision(pixels, grid, cap, "call" + std::to_string(call++));
     at::Tensor mask = ids.eq(token);
     int64_t n = mask.sum().item<int64_t>();
+    if (in.share_vision && ids.size(0) > 1) {
+      // one encoding, scattered into every row of the group
+      const int64_t B = ids.size(0);
+      r.embeds = r.embeds.repeat({B, 1});
+      for (auto& d : r.deepstack) d = d.repeat({B, 1});
+    }
     TORCH_CHECK(n == r.embeds.size(0), "qwen: ", what, " features and ", what, " tokens do not match: tokens: ", n,
                 ", features ", r.embeds.size(0));
     x = x.masked_scatter(mask.unsqueeze(-1).expand_as(x), r.embeds.to(x.scalar_type()));
@@ -391,8 +400,8 @@ at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor
     v = v.unsqueeze(2).expand({B, t.kv_heads, rep, T, hd}).reshape({B, t.heads, T, hd});
   }
   at::Tensor w = at::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(hd)));
-  w = w.to(at::kFloat) + bias;
-  w = at::softmax(w, -1, at::kFloat).to(q.scalar_type());
+  w = w.to(acc(w)) + bias;
+  w = at::softmax(w, -1, acc(w)).to(q.scalar_type());
   at::Tensor o = at::matmul(w, v).transpose(1, 2).reshape({B, L, -1});
   at::Tensor y = x + linear(o, P + "self_attn.o_proj", false);
   at::Tensor h2 = rms_norm(y, P + "post_attention_layernorm.weight", t.eps);
@@ -400,6 +409,53 @@ at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor
                         P + "mlp.down_proj", false);
   return y + m;
 }
+
+namespace {
+
+// Gradient checkpointing of one decoder layer (torch.utils.checkpoint, reentrant variant): the
+// forward keeps only the layer input; backward recomputes the layer with grad enabled (same RNG
+// state for LoRA dropout) and back-propagates into the input and the trainable weights given.
+struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
+                                                at::Tensor sin, at::Tensor bias, at::TensorList params,
+                                                const Model* m, int64_t layer) {
+    std::vector<at::Tensor> save = {x, cos, sin, bias};
+    for (const auto& p : params) save.push_back(p);
+    ctx->save_for_backward(save);
+    ctx->saved_data["model"] = reinterpret_cast<int64_t>(m);
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    return {m->decoder_layer(x, layer, cos, sin, bias, nullptr)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    const Model* m = reinterpret_cast<const Model*>(ctx->saved_data["model"].toInt());
+    int64_t layer = ctx->saved_data["layer"].toInt();
+    auto gen = at::detail::getDefaultCPUGenerator();
+    at::Tensor now = gen.get_state();
+    gen.set_state(ctx->saved_data["rng"].toTensor());
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::AutoGradMode g(true);
+      y = m->decoder_layer(x, layer, saved[1], saved[2], saved[3], nullptr);
+    }
+    gen.set_state(now);
+    std::vector<at::Tensor> inputs = {x};
+    for (size_t i = 4; i < saved.size(); ++i) inputs.push_back(saved[i]);
+    auto g = torch::autograd::grad({y}, inputs, {grad_out[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                   /*allow_unused=*/true);
+    torch::autograd::variable_list out = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
+    for (size_t i = 1; i < g.size(); ++i) out.push_back(g[i]);
+    out.push_back(at::Tensor());
+    out.push_back(at::Tensor());
+    return out;
+  }
+};
+
+}  // namespace
 
 ForwardResult Model::decode(const at::Tensor& embeds, const at::Tensor& position_ids, const at::Tensor& mask,
                             const std::vector<at::Tensor>& deepstack_full, KVCache* cache, Capture* cap) {
@@ -420,7 +476,22 @@ ForwardResult Model::decode(const at::Tensor& embeds, const at::Tensor& position
   auto cs = rope_cos_sin(position_ids);
   at::Tensor x = embeds;
   for (int64_t i = 0; i < t.layers; ++i) {
-    x = decoder_layer(x, i, cs.first, cs.second, bias, cache);
+    if (checkpointing_ && !cache && at::GradMode::is_enabled()) {
+      // trainable weights of this layer, so their gradients flow through the checkpoint
+      const std::string P = tpre() + "layers." + std::to_string(i) + ".";
+      std::vector<at::Tensor> ps;
+      for (const auto& kv : params_)
+        if (kv.second.requires_grad() && kv.first.rfind(P, 0) == 0) ps.push_back(kv.second);
+      for (const auto& kv : lora_params_)
+        if (kv.second.requires_grad() && kv.first.rfind(P, 0) == 0) ps.push_back(kv.second);
+      if (x.requires_grad() || !ps.empty()) {
+        x = LayerCheckpoint::apply(x, cs.first, cs.second, bias, at::TensorList(ps), static_cast<const Model*>(this), i)[0];
+      } else {
+        x = decoder_layer(x, i, cs.first, cs.second, bias, cache);
+      }
+    } else {
+      x = decoder_layer(x, i, cs.first, cs.second, bias, cache);
+    }
     if (cap) cap->add("dec_layer" + std::to_string(i) + "_out", x);
     if (i < static_cast<int64_t>(deepstack_full.size()) && deepstack_full[i].defined()) x = x + deepstack_full[i];
   }
@@ -452,7 +523,7 @@ at::Tensor text_positions(int64_t start, int64_t len, int64_t batch) {
   return at::arange(start, start + len, at::kLong).view({1, 1, len}).expand({3, batch, len}).contiguous();
 }
 
-GenerateResult Model::generate(const Inputs& in, int64_t max_new_tokens, int64_t eos, bool use_cache) {
+GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   at::NoGradGuard ng;
   const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
   std::vector<at::Tensor> ds;
@@ -463,31 +534,53 @@ GenerateResult Model::generate(const Inputs& in, int64_t max_new_tokens, int64_t
   // rope deltas (get_rope_index): max position + 1 - L per row; new tokens continue from there.
   at::Tensor delta = std::get<0>(pos.amax(0).max(-1)) + 1 - L;  // (B,)
   const at::Tensor& table = param(tpre() + "embed_tokens.weight");
+  auto gen = at::detail::createCPUGenerator(o.seed);
   GenerateResult out;
   out.tokens.assign(B, {});
+  out.logprobs.assign(B, {});
   std::vector<bool> done(B, false);
   KVCache cache;
-  ForwardResult r = decode(embeds, pos, mask, ds, use_cache ? &cache : nullptr, nullptr);
+  ForwardResult r = decode(embeds, pos, mask, ds, o.use_cache ? &cache : nullptr, nullptr);
   at::Tensor all_embeds = embeds, all_pos = pos, all_mask = mask;
   int64_t cur = L;
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    at::Tensor last = r.logits.select(1, r.logits.size(1) - 1).to(at::kFloat);  // (B, V)
-    out.step_logits.push_back(last.to(at::kCPU).contiguous());
-    at::Tensor next = last.argmax(-1).to(at::kCPU);
+  for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    at::Tensor last = r.logits.select(1, r.logits.size(1) - 1).to(at::kFloat).to(at::kCPU);  // (B, V)
+    if (o.keep_logits) out.step_logits.push_back(last.contiguous());
+    at::Tensor logp = at::log_softmax(last, -1);
+    at::Tensor next;
+    if (o.temperature <= 0) {
+      next = last.argmax(-1);
+    } else {
+      at::Tensor z = last / o.temperature;
+      if (o.top_k > 0 && o.top_k < z.size(-1)) {
+        at::Tensor kth = std::get<0>(z.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
+        z = z.masked_fill(z < kth, -std::numeric_limits<float>::infinity());
+      }
+      if (o.top_p < 1.0) {
+        auto sorted = z.sort(-1, /*descending=*/true);
+        at::Tensor probs = at::softmax(std::get<0>(sorted), -1);
+        at::Tensor cum = probs.cumsum(-1);
+        at::Tensor drop = (cum - probs) > o.top_p;  // keep the smallest prefix reaching top_p
+        at::Tensor dropped = at::zeros_like(drop).scatter(-1, std::get<1>(sorted), drop);
+        z = z.masked_fill(dropped, -std::numeric_limits<float>::infinity());
+      }
+      next = at::multinomial(at::softmax(z, -1), 1, false, gen).squeeze(-1);
+    }
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       int64_t tok = next[b].item<int64_t>();
       if (!done[b]) {
         out.tokens[b].push_back(tok);
-        if (tok == eos) done[b] = true;
+        out.logprobs[b].push_back(logp[b][tok].item<float>());
+        if (tok == o.eos) done[b] = true;
       }
       all_done = all_done && done[b];
     }
-    if (all_done || step + 1 == max_new_tokens) break;
+    if (all_done || step + 1 == o.max_new_tokens) break;
     at::Tensor ne = at::embedding(table, next.to(device_).view({B, 1}));
     at::Tensor np = (delta + cur).view({1, B, 1}).expand({3, B, 1});
     at::Tensor nm = at::ones({B, 1}, at::TensorOptions().dtype(at::kLong).device(device_));
-    if (use_cache) {
+    if (o.use_cache) {
       r = decode(ne, np, nm, {}, &cache, nullptr);
     } else {
       all_embeds = at::cat({all_embeds, ne}, 1);
@@ -501,6 +594,108 @@ GenerateResult Model::generate(const Inputs& in, int64_t max_new_tokens, int64_t
     ++cur;
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+// ---------------------------------------------------------------------------------------------
+
+void Model::set_trainable(const std::string& mode) {
+  TORCH_CHECK(mode == "lora" || mode == "lm" || mode == "all", "qwen: trainable must be 'lora', 'lm' or 'all' but is '", mode, "'");
+  TORCH_CHECK(mode != "lora" || !lora_params_.empty(), "qwen: trainable 'lora' needs LoRA adapters (addLora first)");
+  for (auto& kv : params_) {
+    bool vis = kv.first.rfind(vpre(), 0) == 0;
+    bool on = mode == "all" || (mode == "lm" && !vis);
+    kv.second.set_requires_grad(on);
+  }
+  for (auto& kv : lora_params_) kv.second.set_requires_grad(mode == "lora");
+  trainable_mode_ = mode;
+  opt_.reset();
+  opt_params_.clear();
+}
+
+std::vector<std::string> Model::trainable_names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : params_)
+    if (kv.second.requires_grad()) out.push_back(kv.first);
+  for (const auto& kv : lora_params_)
+    if (kv.second.requires_grad()) out.push_back(kv.first);
+  return out;
+}
+
+TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o) {
+  if (trainable_mode_.empty()) set_trainable(lora_params_.empty() ? "lm" : "lora");
+  if (!opt_) {
+    for (auto& kv : params_)
+      if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
+    for (auto& kv : lora_params_)
+      if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
+    TORCH_CHECK(!opt_params_.empty(), "qwen: nothing to train");
+    opt_.reset(new torch::optim::AdamW(
+        opt_params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
+  }
+  for (auto& g : opt_->param_groups()) {
+    auto& op = static_cast<torch::optim::AdamWOptions&>(g.options());
+    op.lr(o.lr);
+    op.weight_decay(o.weight_decay);
+  }
+  const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
+  TORCH_CHECK(b.completion_mask.defined() && b.completion_mask.size(0) == B && b.completion_mask.size(1) == L,
+              "qwen: completion mask must be (B, L) = (", B, ", ", L, ")");
+  bool was = training_;
+  training_ = true;
+  opt_->zero_grad();
+  ForwardResult r;
+  try {
+    r = forward(in, nullptr);
+  } catch (...) {
+    training_ = was;
+    throw;
+  }
+  training_ = was;
+  at::Tensor logits = r.logits.to(acc(r.logits));
+  at::Tensor ids = in.input_ids.to(logits.device());
+  at::Tensor lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1).gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
+  at::Tensor mask = b.completion_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat);  // targets t+1
+  at::Tensor ntok = mask.sum().clamp_min(1);
+  TrainStats st;
+  st.tokens = static_cast<int64_t>(mask.sum().item<double>());
+  at::Tensor loss;
+  if (o.objective == "sft") {
+    loss = -(lp * mask).sum() / ntok;
+    st.pg_loss = loss.item<double>();
+  } else {
+    TORCH_CHECK(o.objective == "grpo", "qwen: objective must be 'grpo' or 'sft' but is '", o.objective, "'");
+    TORCH_CHECK(b.advantages.defined() && b.advantages.numel() == B, "qwen: grpo needs one advantage per row (", B, ")");
+    at::Tensor adv = b.advantages.to(lp.device()).to(at::kFloat).view({B, 1});
+    at::Tensor old = b.old_logprobs.defined() ? b.old_logprobs.to(lp.device()).to(at::kFloat) : lp.detach();
+    at::Tensor ratio = at::exp(lp - old);
+    at::Tensor s1 = ratio * adv, s2 = ratio.clamp(1 - o.clip_low, 1 + o.clip_high) * adv;
+    at::Tensor pg = -at::min(s1, s2);
+    at::Tensor tok = pg;
+    st.clip_frac = ((s2 < s1).to(at::kFloat) * mask).sum().item<double>() / std::max<int64_t>(st.tokens, 1);
+    st.pg_loss = ((pg * mask).sum() / ntok).item<double>();
+    if (o.kl_beta > 0 && b.ref_logprobs.defined()) {
+      at::Tensor d = b.ref_logprobs.to(lp.device()).to(at::kFloat) - lp;
+      at::Tensor kl = at::exp(d) - d - 1;  // k3 estimator, >= 0
+      tok = tok + o.kl_beta * kl;
+      st.kl = ((kl * mask).sum() / ntok).item<double>();
+    }
+    loss = (tok * mask).sum() / ntok;  // token-mean aggregation
+  }
+  loss.backward();
+  st.loss = loss.item<double>();
+  if (o.max_grad_norm > 0)
+    st.grad_norm = torch::nn::utils::clip_grad_norm_(opt_params_, o.max_grad_norm);
+  else {
+    double sq = 0;
+    for (auto& p : opt_params_)
+      if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    st.grad_norm = std::sqrt(sq);
+  }
+  opt_->step();
+  opt_->zero_grad();
+  return st;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ struct Inputs {
   at::Tensor image_grid;      // (n_img, 3)
   at::Tensor pixel_values_videos;
   at::Tensor video_grid;  // (n_vid, 3)
+  bool share_vision = false;  // the vision inputs belong to every row (a GRPO group): encoded once
 };
 
 // Named intermediate outputs, recorded when enabled (for golden comparisons).
@@ -95,8 +96,40 @@ struct ForwardResult {
 };
 
 struct GenerateResult {
-  std::vector<std::vector<int64_t>> tokens;  // per row, new tokens only
-  std::vector<at::Tensor> step_logits;       // per step (B, V), fp32 CPU
+  std::vector<std::vector<int64_t>> tokens;    // per row, new tokens only
+  std::vector<std::vector<float>> logprobs;    // per row, log p(token) under the model (temperature 1)
+  std::vector<at::Tensor> step_logits;         // per step (B, V), fp32 CPU (when kept)
+};
+
+struct SampleOptions {
+  int64_t max_new_tokens = 16;
+  int64_t eos = -1;
+  bool use_cache = true;
+  double temperature = 0;  // 0 = greedy
+  int64_t top_k = 0;       // 0 = off
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  bool keep_logits = false;
+};
+
+// One policy-gradient / SFT step (GRPO-family clipped surrogate, as TRL/verl define it).
+struct TrainBatch {
+  at::Tensor completion_mask;  // (B, L) 1 on tokens whose log-prob is trained (completion targets)
+  at::Tensor advantages;       // (B,) per sequence (grpo)
+  at::Tensor old_logprobs;     // (B, L-1) optional; default = current (detached)
+  at::Tensor ref_logprobs;     // (B, L-1) optional; KL(k3) to the reference when kl_beta > 0
+};
+
+struct TrainOptions {
+  std::string objective = "grpo";  // "grpo" | "sft"
+  double lr = 1e-4, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  double max_grad_norm = 1.0;  // <= 0: no clipping
+  double clip_low = 0.2, clip_high = 0.2, kl_beta = 0.0;
+};
+
+struct TrainStats {
+  double loss = 0, pg_loss = 0, kl = 0, clip_frac = 0, grad_norm = 0;
+  int64_t tokens = 0;
 };
 
 class Model {
@@ -141,8 +174,18 @@ class Model {
 
   ForwardResult forward(const Inputs& in, Capture* cap, KVCache* cache = nullptr);
 
-  // Greedy decoding; with use_cache=false every step recomputes the whole sequence.
-  GenerateResult generate(const Inputs& in, int64_t max_new_tokens, int64_t eos, bool use_cache);
+  // Greedy or sampled decoding; with use_cache=false every step recomputes the whole sequence.
+  GenerateResult generate(const Inputs& in, const SampleOptions& o);
+
+  // Which weights train: "lora" (the adapters; default once attached), "lm" (every LM weight),
+  // "all" (LM and vision tower). Resets the optimizer.
+  void set_trainable(const std::string& mode);
+  std::vector<std::string> trainable_names() const;
+  TrainStats train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o);
+
+  // Decoder layer (public for the checkpointing autograd function).
+  at::Tensor decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& bias, KVCache* cache) const;
 
   std::mutex mu;  // one call at a time per model
 
@@ -153,8 +196,6 @@ class Model {
   at::Tensor act(const at::Tensor& x, const std::string& name) const;
   at::Tensor vision_block(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
                           const std::vector<int64_t>& cu) const;
-  at::Tensor decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
-                           const at::Tensor& bias, KVCache* cache) const;
   std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& position_ids) const;
   std::string vpre() const { return "model.visual."; }
   std::string tpre() const { return "model.language_model."; }
@@ -168,6 +209,9 @@ class Model {
   bool lora_enabled_ = true;
   bool training_ = false;
   bool checkpointing_ = false;
+  std::string trainable_mode_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  std::vector<at::Tensor> opt_params_;
 };
 
 // Greedy-decoding helper for tests: rope positions of text tokens appended after a prompt.
