@@ -27,6 +27,8 @@ export interface LaunchOptions {
   graceSeconds?: number;
   /** After SIGTERM, how long before SIGKILL (default 10 s). */
   killAfterSeconds?: number;
+  /** Workers' stdout/stderr: 'inherit' (default) or 'ignore'. */
+  stdio?: 'inherit' | 'ignore';
   /** Where the launcher's own lines go (default stderr). */
   log?: (line: string) => void;
 }
@@ -141,7 +143,7 @@ export async function launchLocal(options: LaunchOptions): Promise<LaunchResult>
     await new Promise<void>((resolve, reject) => {
       let left = nproc;
       for (let rank = 0; rank < nproc; rank++) {
-        const child = spawn(command, args, { stdio: 'inherit', env: workerEnv(rank, nproc, masterAddr, masterPort, { ...process.env, ...options.env }) });
+        const child = spawn(command, args, { stdio: options.stdio ?? 'inherit', env: workerEnv(rank, nproc, masterAddr, masterPort, { ...process.env, ...options.env }) });
         children.push(child);
         child.once('error', (err) => reject(err));
         child.once('exit', (code, signal) => {

@@ -109,7 +109,8 @@ export class ProcessGroup extends NativeHandle {
       this.watchdog = setInterval(() => {
         if (this.disposed || this.reported) return;
         const f = this.failure();
-        if (!f) return;
+        // A failure this rank announced itself is being handled by the code that announced it.
+        if (!f || f.rank === this.rank) return;
         this.reported = true;
         if (typeof policy === 'function') policy(f);
         else exitAfterPeerFailure(`crpo: rank ${this.rank} of ${this.worldSize}: stopping because ${describeFailure(f)}`);

@@ -88,10 +88,9 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     if (o.backend != "gloo" && !nccl) {
       throw OpError(ErrorKind::Range, "ERR_CRPO_DIST_BACKEND", "unknown backend '" + o.backend + "' (known: gloo, nccl)");
     }
-    store_host_ = o.agent_store ? "the torchrun agent's rendezvous store at " + o.master_addr + ":" +
-                                      std::to_string(o.master_port)
-                                : "rank 0 (it hosts the rendezvous store at " + o.master_addr + ":" +
-                                      std::to_string(o.master_port) + ")";
+    const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
+    store_lost_ = o.agent_store ? "the torchrun agent's rendezvous store at " + where + " is unreachable"
+                                : "the rendezvous store it hosts at " + where + " is unreachable";
     try {
       c10d::TCPStoreOptions so;
       so.port = static_cast<uint16_t>(o.master_port);
@@ -433,7 +432,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
                          : c10::intrusive_ptr<c10d::Store>(tcp);
       store = c10::make_intrusive<c10d::PrefixStore>("crpo", root);
     } catch (const std::exception& e) {
-      set_failure(o_.agent_store ? -1 : 0, store_host_ + " is unreachable: " + c10_message(e));
+      set_failure(o_.agent_store ? -1 : 0, store_lost_ + " (" + c10_message(e) + ")");
       return;
     }
     const auto interval = to_ms(o_.heartbeat_interval_seconds);
@@ -472,7 +471,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
         }
       } catch (const std::exception& e) {
         if (stop_.load()) break;
-        set_failure(o_.agent_store ? -1 : 0, store_host_ + " is unreachable: " + c10_message(e));
+        set_failure(o_.agent_store ? -1 : 0, store_lost_ + " (" + c10_message(e) + ")");
       }
       std::unique_lock<std::mutex> lock(stop_mu_);
       stop_cv_.wait_for(lock, interval, [this]() { return stop_.load(); });
@@ -490,7 +489,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
 
   ProcessGroupOptions o_;
   at::Device device_;
-  std::string store_host_;
+  std::string store_lost_;  // the failure message when the store goes away
   c10::intrusive_ptr<c10d::TCPStore> tcp_;
   c10::intrusive_ptr<c10d::Store> root_;
   c10::intrusive_ptr<c10d::Store> crpo_;

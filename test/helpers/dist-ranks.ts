@@ -1,0 +1,46 @@
+/** Runs the ranks of test/fixtures/dist-worker.ts as child processes, as torchrun would. */
+import { spawn } from 'child_process';
+import * as path from 'path';
+import { freePort } from '../../lib/dist/launch';
+
+const root = path.resolve(__dirname, '../..');
+const worker = path.join(root, 'test/fixtures/dist-worker.ts');
+const register = path.join(root, 'scripts/ts-register.js');
+
+export interface RankRun {
+  rank: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Starts `world` ranks of the worker fixture with torchrun's environment; resolves when all exit. */
+export async function runRanks(scenario: string, world: number, extraEnv: Record<string, string> = {}, onStdout?: (rank: number, text: string, kill: (r: number, s: NodeJS.Signals) => void) => void): Promise<RankRun[]> {
+  const port = await freePort();
+  const t0 = Date.now();
+  const procs = Array.from({ length: world }, (_, rank) =>
+    spawn(process.execPath, ['-r', register, worker, scenario], {
+      cwd: root,
+      env: { ...process.env, ...extraEnv, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), CRPO_NUM_THREADS: '1' },
+    }),
+  );
+  const kill = (r: number, s: NodeJS.Signals) => procs[r].kill(s);
+  return Promise.all(
+    procs.map(
+      (p, rank) =>
+        new Promise<RankRun>((resolve) => {
+          let stdout = '';
+          let stderr = '';
+          p.stdout.on('data', (b) => {
+            stdout += b;
+            onStdout?.(rank, String(b), kill);
+          });
+          p.stderr.on('data', (b) => (stderr += b));
+          p.on('close', (code, signal) => resolve({ rank, code, signal, stdout, stderr, ms: Date.now() - t0 }));
+        }),
+    ),
+  );
+}
+

@@ -1,0 +1,88 @@
+/**
+ * c10d process groups on CPU with Gloo over loopback: two real child processes (one per rank) run
+ * test/fixtures/dist-worker.ts; all-reduce (per-tensor, small buckets, one bucket), mean/max/min,
+ * broadcast and the trainer helpers are checked against values computed here in plain TS.
+ */
+import { hasAddon } from '../../lib/native';
+import { runRanks, type RankRun } from '../helpers/dist-ranks';
+
+const torch = hasAddon('torch');
+const d = torch ? describe : describe.skip; // skipped: the torch addon is not built
+
+function seeded(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}
+
+d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
+  let runs: RankRun[];
+  let results: Record<string, any>[];
+
+  beforeAll(async () => {
+    runs = await runRanks('collectives', 2);
+    results = runs.map((r) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+      return JSON.parse(line).result;
+    });
+  }, 90000);
+
+  it('every rank exits 0', () => {
+    expect(runs.map((r) => [r.code, r.stderr.trim()])).toEqual([
+      [0, ''],
+      [0, ''],
+    ]);
+  });
+
+  it('all-reduce sum equals the fp32 sum computed in TS, for every bucketing', () => {
+    const sizes = [1, 7, 1000, 65536, 3];
+    const want = sizes.map((n, i) => {
+      const a = seeded(n, i);
+      const b = seeded(n, 1000 + i);
+      const s = a.map((v, k) => Math.fround(v + b[k]));
+      return Array.from(s.subarray(0, 5)).concat([s.reduce((acc, v) => acc + v, 0)]);
+    });
+    for (const r of results) {
+      for (const label of ['perTensor', 'tiny', 'default']) {
+        const got = r[`sum_${label}`] as number[][];
+        got.forEach((row, i) => {
+          // the first elements are exact (one fp32 add); the row total is accumulated in fp32 by JS
+          expect(row.slice(0, -1)).toEqual(want[i].slice(0, -1));
+          expect(Math.abs(row[row.length - 1] - want[i][want[i].length - 1])).toBeLessThan(1e-3);
+        });
+      }
+    }
+  });
+
+  it('mean, max, min and broadcast', () => {
+    const a = seeded(100, 7);
+    const b = seeded(100, 8);
+    for (const r of results) {
+      expect(r.mean[0]).toEqual(Array.from(a.subarray(0, 4)).map((v, k) => Math.fround(Math.fround(v + b[k]) / 2)));
+      expect(r.mean[1][0]).toBeCloseTo(1.0, 12);
+      expect(r.mean[1][1]).toBeCloseTo(1.5e-12, 20);
+      expect(r.max).toEqual([1, 0, 3]);
+      expect(r.min).toEqual([0, -1, 3]);
+      expect(r.broadcast).toEqual([[1, 1, 1, 1, 1], [-1, -1, -1]]);
+    }
+  });
+
+  it('trainer helpers: weighted metric means, sums, max; rank 0 weights everywhere; shards', () => {
+    for (const r of results) {
+      // acc: (0.5*1 + 1*2) / 3; tokens: 10 + 20; peak: max(0, 3)
+      expect(r.metrics.acc).toBeCloseTo(2.5 / 3, 12);
+      expect(r.metrics.tokens).toBe(30);
+      expect(r.metrics.peak).toBe(3);
+      expect(r.params.a).toEqual(Array.from(seeded(3, 60)));
+      expect(r.params.b).toEqual(Array.from(seeded(10, 50).subarray(0, 3)));
+      expect(r.spread).toBe(0);
+    }
+    expect(results[0].shard).toEqual(['p0', 'p1', 'p2']);
+    expect(results[1].shard).toEqual(['p3', 'p4', 'p5']);
+  });
+});

@@ -1,0 +1,53 @@
+/**
+ * Failure handling of c10d process groups (Gloo, 2 ranks on 127.0.0.1): when one rank dies, is
+ * killed, or throws, the other exits non-zero within 60 s with a message naming the failed rank;
+ * SIGINT (Ctrl-C) stops every rank with exit code 130. Heartbeat timeout 4 s in these runs.
+ */
+import { hasAddon } from '../../lib/native';
+import { runRanks } from '../helpers/dist-ranks';
+
+const d = hasAddon('torch') ? describe : describe.skip; // skipped: the torch addon is not built
+
+d('a failed rank stops every rank with a message naming it', () => {
+  it('rank 1 killed (SIGKILL): rank 0 exits 1 naming rank 1 within 60 s', async () => {
+    const [r0, r1] = await runRanks('kill-1', 2);
+    expect(r1.signal).toBe('SIGKILL');
+    expect(r0.code).toBe(1);
+    expect(r0.stderr).toMatch(/rank 0 of 2: .*rank 1 failed: no heartbeat for \d+\.\d s \(the process was killed, crashed or is unreachable\)/);
+    expect(r0.ms).toBeLessThan(60000);
+  }, 90000);
+
+  it('rank 0 (the store host) killed: rank 1 exits 1 naming rank 0 within 60 s', async () => {
+    const [r0, r1] = await runRanks('kill-0', 2);
+    expect(r0.signal).toBe('SIGKILL');
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/rank 1 of 2: .*rank 0 failed: the rendezvous store it hosts at 127\.0\.0\.1:\d+ is unreachable/);
+    expect(r1.ms).toBeLessThan(60000);
+  }, 90000);
+
+  it('rank 1 throws: it exits 1 with its error, rank 0 exits 1 quoting it', async () => {
+    const [r0, r1] = await runRanks('throw-1', 2);
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/worker error: {2}reward model exploded/);
+    expect(r0.code).toBe(1);
+    expect(r0.stderr).toMatch(/rank 1 failed: reward model exploded/);
+  }, 90000);
+
+  it('SIGINT to every rank (Ctrl-C) stops all of them cleanly with exit 130', async () => {
+    let ready = 0;
+    const runs = await runRanks('loop', 2, {}, (_rank, text, kill) => {
+      ready += (text.match(/ready \d/g) ?? []).length;
+      if (ready === 2) {
+        ready = -1;
+        setTimeout(() => {
+          kill(0, 'SIGINT');
+          kill(1, 'SIGINT');
+        }, 500);
+      }
+    });
+    for (const r of runs) {
+      expect(r.code).toBe(130);
+      expect(r.stderr).toMatch(new RegExp(`rank ${r.rank} of 2: stopped by SIGINT`));
+    }
+  }, 90000);
+});
