@@ -1,0 +1,94 @@
+/**
+ * The policy interface the trainer drives (crpo-method.md sections 4-6): sample G completions
+ * per prompt, score completions' per-token log-probs under the policy or its frozen reference,
+ * take one optimiser step on the section-6 loss given per-sequence advantages and old / reference
+ * log-probs, take one supervised step, and save / load its full state (weights, optimiser,
+ * reference) for bitwise resume. Policy kinds are registered by name.
+ */
+import { Registry } from '../registry';
+import type { LossSettings } from '../algo/loss';
+
+/** One prompt: frames plus the question with the options actually shown (null option included when on). */
+export interface PolicyPrompt {
+  /** uint8 RGB [T, H, W, 3]. */
+  frames: Uint8Array;
+  frameShape: [number, number, number, 3];
+  question: string;
+  /** Options shown, in letter order (the null option last when appended). */
+  options: string[];
+  /** The full formatted prompt text (lib/prompt formatPrompt). */
+  prompt: string;
+}
+
+/** A sampled completion: its tokens, their log-probs at sampling time, and the decoded text. */
+export interface Completion {
+  tokens: number[];
+  logprobs: number[];
+  text: string;
+}
+
+export interface GenerateOptions {
+  /** Completions per prompt. */
+  samples: number;
+  temperature: number;
+  maxNewTokens: number;
+  /** Sampling seed: the same seed, prompts and weights give the same completions. */
+  seed: number;
+  /** Argmax decoding (evaluation). */
+  greedy?: boolean;
+}
+
+/** One sequence of the update batch. */
+export interface TrainSequence {
+  /** Index into the prompts array of the batch. */
+  prompt: number;
+  tokens: number[];
+  advantage: number;
+  /** (T,) log-probs at rollout time (the behaviour policy). */
+  oldLogprobs: number[];
+  /** (T,) log-probs under the frozen reference (needed when beta > 0). */
+  refLogprobs?: number[];
+}
+
+export interface TrainStepOptions extends LossSettings {
+  lr: number;
+  maxGradNorm: number;
+  weightDecay: number;
+  temperature: number;
+}
+
+export interface TrainStepStats {
+  loss: number;
+  pg: number;
+  kl: number;
+  clipFraction: number;
+  /** Gradient norm before clipping (non-finite when the step was skipped). */
+  gradNorm: number;
+  /** Mean per-token entropy of the policy on the trained sequences. */
+  entropy: number;
+  tokens: number;
+  /** The update was not applied because the loss or the gradient was not finite. */
+  skipped: boolean;
+}
+
+export interface Policy {
+  readonly kind: string;
+  generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]>;
+  /** Per-token log-probs of given completions (`reference`: under the frozen reference weights). */
+  logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]>;
+  trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats>;
+  /** One supervised step towards the canonical answer `<answer>X</answer>` of each prompt. */
+  sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }>;
+  /** Copies the current weights into the frozen reference. */
+  freezeReference(): void;
+  /** Writes the full state (weights, optimiser, reference) into `dir` (files are written atomically). */
+  save(dir: string): Promise<void>;
+  /** A digest of the weights (hex), for bitwise comparisons. */
+  weightsDigest(): string;
+  dispose(): void;
+}
+
+export type PolicyFactory = (o: { init?: string; seed: number; [key: string]: unknown }) => Promise<Policy>;
+
+/** Policy kinds by name: 'linear' (lib/rollout/linear-policy.ts), 'native' when the torch policy is built. */
+export const POLICY_KINDS = new Registry<PolicyFactory>('policy kind');

@@ -1,0 +1,145 @@
+/**
+ * Training and validation data for the trainer: DyBench records with decoded frames and the
+ * counterfactual route of each question (crpo-method.md section 2: transform + relation), the
+ * seeded epoch order, and the shard of a batch one process works on (single process by default;
+ * lib/dist supplies rank / world size). Routes come from the record's `route` object (written by
+ * the Task Router), else from the synthetic generator's `meta.counterfactual`; a record with
+ * neither is rejected with the fix.
+ */
+import { CrpoError } from '../errors';
+import { loadRecords, formatIssue } from '../data/loader';
+import type { DyBenchRecord } from '../data/schema';
+import { defaultFrameLoader } from '../eval/frames';
+import { synthesize } from '../synth';
+import { Rng } from '../synth/rng';
+import { transformFramesSync } from '../counterfactual';
+import type { TrainConfig } from './config';
+
+export type CfTransform = 'hflip' | 'reverse' | 'hflip+reverse' | 'swap';
+
+export interface ItemRoute {
+  transform: CfTransform;
+  relation: 'change' | 'same';
+  /** 'swap' only: first frame of the second segment. */
+  swapAt?: number;
+}
+
+export interface TrainItem {
+  record: DyBenchRecord;
+  /** uint8 [T, H, W, 3] */
+  frames: Uint8Array;
+  shape: [number, number, number, 3];
+  route: ItemRoute;
+  /** Counterfactual frames, made once on first use. */
+  cfFrames?: Uint8Array;
+}
+
+export interface ValItem {
+  record: DyBenchRecord;
+  frames: Uint8Array;
+  shape: [number, number, number, 3];
+}
+
+const TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'];
+
+/** The counterfactual route of a record, or a clear error naming the record. */
+export function routeOf(r: DyBenchRecord, where: string): ItemRoute {
+  const route = r.route as { transform?: string; relation?: string } | undefined;
+  if (route && typeof route === 'object' && TRANSFORMS.includes(String(route.transform)) && (route.relation === 'change' || route.relation === 'same')) {
+    return { transform: route.transform as CfTransform, relation: route.relation };
+  }
+  const cf = r.meta?.counterfactual as { transform?: string; relation?: string; swap_at?: number } | undefined;
+  if (cf && TRANSFORMS.includes(String(cf.transform)) && (cf.relation === 'change' || cf.relation === 'same')) {
+    return { transform: cf.transform as CfTransform, relation: cf.relation, swapAt: cf.swap_at };
+  }
+  throw new CrpoError('ERR_CRPO_NO_ROUTE', `${where}: record '${r.id}' has no counterfactual route (a 'route' object with transform and relation); route the data first with the Task Router`);
+}
+
+/** The counterfactual frames of an item (cached on the item). */
+export function counterfactualFrames(item: TrainItem): Uint8Array {
+  if (!item.cfFrames) {
+    item.cfFrames = transformFramesSync(item.frames, { shape: [1, ...item.shape], transform: item.route.transform, swapAt: item.route.swapAt }) as Uint8Array;
+  }
+  return item.cfFrames;
+}
+
+/** Frames played backwards (ArrowRL's second branch). */
+export function reversedFrames(item: TrainItem): Uint8Array {
+  return transformFramesSync(item.frames, { shape: [1, ...item.shape], transform: 'reverse' }) as Uint8Array;
+}
+
+/** Frames in a seeded random order (T-GRPO's second branch). */
+export function shuffledFrames(item: TrainItem, rng: Rng): Uint8Array {
+  const [T, H, W, C] = item.shape;
+  const frame = H * W * C;
+  const order = rng.shuffle(Array.from({ length: T }, (_, t) => t));
+  const out = new Uint8Array(item.frames.length);
+  order.forEach((src, dst) => out.set(item.frames.subarray(src * frame, (src + 1) * frame), dst * frame));
+  return out;
+}
+
+async function loadJsonl(file: string, frames: number): Promise<ValItem[]> {
+  const res = await loadRecords(file);
+  if (res.issues.length > 0) throw new CrpoError('ERR_CRPO_DATA', `${res.issues.length} invalid record(s); first: ${formatIssue(res.issues[0])}`);
+  const load = defaultFrameLoader({ frames });
+  const out: ValItem[] = [];
+  for (const record of res.records) {
+    const v = await load(record);
+    out.push({ record, frames: v.frames, shape: v.shape });
+  }
+  return out;
+}
+
+/** Training items (original members only) and validation items (every member). */
+export async function loadTrainData(c: TrainConfig): Promise<{ train: TrainItem[]; val: ValItem[] }> {
+  const d = c.data;
+  const shape: [number, number, number, 3] = [d.frames, d.size, d.size, 3];
+  let trainRaw: ValItem[];
+  if (d.train === 'synthetic') {
+    trainRaw = synthesize({ split: 'train', pairs: d.pairs, seed: d.seed, frames: d.frames, size: d.size, shortcutP: d.shortcutP }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  } else {
+    trainRaw = await loadJsonl(d.train, d.frames);
+  }
+  const train = trainRaw
+    .filter((x) => x.record.transform === 'none')
+    .map((x) => ({ ...x, route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train) }));
+  if (train.length === 0) throw new CrpoError('ERR_CRPO_DATA', `${d.train}: no original (transform 'none') records to train on`);
+  let val: ValItem[] = [];
+  if (d.val === 'synthetic') {
+    if (d.valPairs > 0) val = synthesize({ split: 'test', pairs: d.valPairs, seed: d.seed + 1000, frames: d.frames, size: d.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  } else if (d.val !== '') {
+    val = await loadJsonl(d.val, d.frames);
+  }
+  return { train, val };
+}
+
+/** Indices of the prompts of step `step`: consecutive positions of a seeded per-epoch permutation. */
+export function batchIndices(n: number, batchSize: number, seed: number, step: number): number[] {
+  const out: number[] = [];
+  let pos = step * batchSize;
+  let epoch = -1, order: number[] = [];
+  for (let i = 0; i < batchSize; i++, pos++) {
+    const e = Math.floor(pos / n);
+    if (e !== epoch) {
+      epoch = e;
+      order = new Rng(`crpo-train|${seed}|epoch|${e}`).shuffle(Array.from({ length: n }, (_, k) => k));
+    }
+    out.push(order[pos % n]);
+  }
+  return out;
+}
+
+/** Multi-process hook: which process this is, how to split a batch, how to combine metrics. */
+export interface DistContext {
+  rank: number;
+  worldSize: number;
+  /** Sum of per-rank values (all-reduce); identity in a single process. */
+  allReduceSum(values: number[]): Promise<number[]>;
+}
+
+export const SINGLE_PROCESS: DistContext = { rank: 0, worldSize: 1, allReduceSum: async (v) => v };
+
+/** This rank's share of a batch: whole prompt groups (both branches stay together), round-robin. */
+export function shardBatch<T>(batch: readonly T[], dist: DistContext): T[] {
+  return batch.filter((_, i) => i % dist.worldSize === dist.rank);
+}

@@ -1,0 +1,229 @@
+/**
+ * The CRPO training loop (crpo-method.md sections 2-7), one readable function:
+ *   data -> route -> counterfactual frames -> rollouts on both branches -> rewards and advantages
+ *   (fused native kernels, lib/algo) -> update (mu epochs on the section-6 loss, old log-probs from
+ *   the rollout, a frozen reference) -> log.
+ * Validation on held-out pairs before training and every N steps, checkpoints every N steps and
+ * at the end, bitwise resume (data order, sampling seeds and optimiser state are all functions of
+ * the checkpoint), non-finite steps skipped and logged.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo';
+import { computeMetrics, type ScoredSample } from '../eval/metrics';
+import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
+import { Rng, hash32 } from '../synth/rng';
+import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
+import '../rollout/linear-policy';
+import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
+import { resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
+import { batchIndices, counterfactualFrames, loadTrainData, reversedFrames, shardBatch, shuffledFrames, SINGLE_PROCESS, type DistContext, type TrainItem, type ValItem } from './data';
+import { Progress, RunLog, writePlots, type MetricLine } from './logging';
+
+export interface TrainHooks {
+  /** Called after each step's metrics line (after the checkpoint of that step, if any). */
+  onStep?(line: MetricLine): void | Promise<void>;
+  /** Called with each validation result. */
+  onValidation?(line: MetricLine): void;
+  /** Test hook: may change the sequences of an update before it runs. */
+  beforeUpdate?(seqs: TrainSequence[], step: number): void;
+  /** Multi-process context (lib/dist); single process when absent. */
+  dist?: DistContext;
+  /** Progress / message sink (default stderr). */
+  log?(message: string): void;
+}
+
+export interface ValidationResult {
+  step: number;
+  acc: number;
+  p_acc: number;
+  sensitivity: number | null;
+  invariance: number | null;
+  'dynamic/acc': number;
+  'dynamic/p_acc': number;
+}
+
+export interface TrainResult {
+  runDir: string;
+  steps: number;
+  resumedFrom?: string;
+  validation: ValidationResult[];
+  digest: string;
+  plots: string[];
+  skippedSteps: number;
+}
+
+function algoSettings(c: TrainConfig): AlgoSettings {
+  return { groupSize: c.groupSize, cfGroupSize: c.cfGroupSize, nullOption: c.nullOption, norm: c.norm, eps: c.advEps, weights: c.weights, tgrpo: c.tgrpo, arrow: c.arrow };
+}
+
+function promptFor(record: { question: string; options: string[] }, frames: Uint8Array, shape: [number, number, number, 3], nullOption: boolean): PolicyPrompt {
+  return { frames, frameShape: shape, question: record.question, options: displayedOptions(record.options, nullOption), prompt: formatPrompt(record.question, record.options, { nullOption }) };
+}
+
+/** Greedy answers on every held-out record; paired metrics (crpo-method.md section 8). */
+export async function validate(policy: Policy, val: readonly ValItem[], nullOption: boolean, step: number, maxNewTokens: number): Promise<ValidationResult> {
+  const prompts = val.map((v) => promptFor(v.record, v.frames, v.shape, nullOption));
+  const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
+  const samples: ScoredSample[] = val.map((v, i) => ({ id: v.record.id, pair_id: v.record.pair_id, category: v.record.category, answer: v.record.answer, prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index }));
+  const g = computeMetrics(samples).groups;
+  return {
+    step, acc: g.all?.acc ?? 0, p_acc: g.all?.p_acc ?? 0, sensitivity: g.all?.sensitivity ?? null, invariance: g.all?.invariance ?? null,
+    'dynamic/acc': g.dynamic?.acc ?? 0, 'dynamic/p_acc': g.dynamic?.p_acc ?? 0,
+  };
+}
+
+/** Creates the configured policy: fresh / from `policy.init`, or from a checkpoint to resume. */
+export async function createPolicy(c: TrainConfig, resumeFrom?: string): Promise<Policy> {
+  return POLICY_KINDS.get(c.policy.kind)({ init: c.policy.init || undefined, seed: c.seed, resumeFrom });
+}
+
+const mean = (xs: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i];
+  return xs.length ? s / xs.length : 0;
+};
+
+/** Runs (or resumes) one training run as configured. */
+export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const dist = hooks.dist ?? SINGLE_PROCESS;
+  const main = dist.rank === 0;
+  const say = hooks.log ?? ((m: string) => process.stderr.write(m + '\n'));
+  const algo = getAlgorithm(c.algo);
+  const settings = algoSettings(c);
+  const plan = algo.plan(settings);
+
+  // ---- data + run folder + resume point --------------------------------------------------
+  const { train: items, val } = await loadTrainData(c);
+  const resumeDir = resumeTarget(c.out, c.resume);
+  const state: TrainState | undefined = resumeDir ? readState(resumeDir) : undefined;
+  if (state && state.algo !== c.algo) say(`warning: resuming a '${state.algo}' checkpoint with algo '${c.algo}'`);
+  if (main) saveResolvedConfig(c, c.out);
+  const policy = await createPolicy(c, resumeDir);
+  if (!state) policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
+  const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
+  const startStep = state ? state.step : 0;
+  if (state) say(`resuming from ${resumeDir} (step ${state.step})`);
+
+  const validation: ValidationResult[] = [];
+  const runValidation = async (step: number): Promise<void> => {
+    if (val.length === 0) return;
+    const v = await validate(policy, val, plan.nullOption, step, c.maxNewTokens);
+    validation.push(v);
+    await log.validation({ ...v });
+    hooks.onValidation?.({ ...v });
+  };
+  if (!state) await runValidation(0);
+
+  const progress = new Progress(c.steps, startStep, c.progress && main);
+  let skippedSteps = 0;
+  try {
+    for (let step = startStep; step < c.steps; step++) {
+      const tStep = Date.now();
+      // ---- 1. data: this step's prompts (seeded epoch order), this rank's share -----------
+      const batch: TrainItem[] = shardBatch(batchIndices(items.length, c.batchSize, c.seed, step).map((i) => items[i]), dist);
+      const rng = new Rng(`crpo-train|${c.seed}|step|${step}`);
+
+      // ---- 2. route + second-branch frames ----------------------------------------------
+      const origPrompts = batch.map((it) => promptFor(it.record, it.frames, it.shape, plan.nullOption));
+      const secondPrompts = plan.second === 'none' ? [] : batch.map((it) => {
+        const frames = plan.second === 'counterfactual' ? counterfactualFrames(it) : plan.second === 'reversed' ? reversedFrames(it) : shuffledFrames(it, rng);
+        return promptFor(it.record, frames, it.shape, plan.nullOption);
+      });
+
+      // ---- 3. rollouts on both branches (seeds are functions of (seed, step, branch)) -----
+      const tRollout = Date.now();
+      const gen = { temperature: c.temperature, maxNewTokens: c.maxNewTokens };
+      const orig: Completion[][] = await policy.generate(origPrompts, { ...gen, samples: plan.origSamples, seed: hash32(`${c.seed}|${step}|orig|${dist.rank}`) });
+      const second: Completion[][] = plan.secondSamples > 0 ? await policy.generate(secondPrompts, { ...gen, samples: plan.secondSamples, seed: hash32(`${c.seed}|${step}|second|${dist.rank}`) }) : [];
+      const rolloutSeconds = (Date.now() - tRollout) / 1000;
+
+      // ---- 4. rewards and advantages (fused kernels) -------------------------------------
+      const tReward = Date.now();
+      const parse = (cs: Completion[], k: number) => cs.map((x) => parseAnswer(x.text, k));
+      const groups: ScoredGroupInput[] = batch.map((it, b) => {
+        const k = origPrompts[b].options.length;
+        const po = parse(orig[b], k), ps = second.length ? parse(second[b], k) : [];
+        return {
+          truth: it.record.answer, numOptions: k, relation: it.route.relation,
+          origAnswers: po.map((p) => p.index), origFormat: po.map((p) => (p.formatOk ? 1 : 0)),
+          secondAnswers: ps.map((p) => p.index), secondFormat: ps.map((p) => (p.formatOk ? 1 : 0)),
+        };
+      });
+      const scores = algo.score(groups, settings);
+      const G = plan.origSamples, H = plan.secondSamples;
+      const seqs: TrainSequence[] = [];
+      const allPrompts: PolicyPrompt[] = [...origPrompts, ...secondPrompts];
+      batch.forEach((_, b) => {
+        if (c.filterZeroVariance && scores.flat[b]) return;
+        orig[b].forEach((x, i) => seqs.push({ prompt: b, tokens: x.tokens, advantage: scores.origAdvantage[b * G + i], oldLogprobs: x.logprobs }));
+        if (plan.trainSecond) second[b].forEach((x, j) => seqs.push({ prompt: batch.length + b, tokens: x.tokens, advantage: scores.secondAdvantage[b * H + j], oldLogprobs: x.logprobs }));
+      });
+      const rewardSeconds = (Date.now() - tReward) / 1000;
+
+      // ---- 5. update: frozen-reference log-probs, then mu passes over the batch ----------
+      const tUpdate = Date.now();
+      if (c.beta > 0 && seqs.length) {
+        const ref = await policy.logprobs(allPrompts, seqs, { temperature: c.temperature, reference: true });
+        seqs.forEach((s, i) => { s.refLogprobs = ref[i]; });
+      }
+      hooks.beforeUpdate?.(seqs, step);
+      const lr = learningRate(c, step);
+      let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
+      for (let e = 0; e < c.updateEpochs && seqs.length; e++) {
+        const s = await policy.trainStep(allPrompts, seqs, { lr, maxGradNorm: c.maxGradNorm, weightDecay: c.weightDecay, temperature: c.temperature, clipLow: c.clipLow, clipHigh: c.clipHigh, beta: c.beta, aggregation: c.aggregation, maxNewTokens: c.maxNewTokens });
+        if (e === 0) upd = { ...s };
+        else upd = { ...s, tokens: upd.tokens + s.tokens, skipped: upd.skipped || s.skipped };
+        if (s.skipped) break; // nothing was applied: the weights stay those of the last good step
+      }
+      if (upd.skipped) {
+        skippedSteps++;
+        say(`step ${step + 1}: non-finite loss or gradient (loss ${upd.loss}, grad norm ${upd.gradNorm}); update skipped`);
+      }
+      const updateSeconds = (Date.now() - tUpdate) / 1000;
+
+      // ---- 6. log ---------------------------------------------------------------------
+      const stepSeconds = (Date.now() - tStep) / 1000;
+      const samples = batch.length * (G + H);
+      const genTokens = [...orig, ...second].reduce((a, cs) => a + cs.reduce((b, x) => b + x.tokens.length, 0), 0);
+      const line: MetricLine = {
+        step: step + 1, lr, ...scores.components,
+        accuracy: scores.components['orig/correct'] ?? 0,
+        zero_variance_share: mean(scores.flat),
+        loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss), pg_loss: upd.pg, kl: upd.kl, entropy: upd.entropy, clip_fraction: upd.clipFraction,
+        grad_norm: Number.isFinite(upd.gradNorm) ? upd.gradNorm : String(upd.gradNorm), skipped: upd.skipped,
+        sequences: seqs.length, tokens: upd.tokens, tokens_per_s: genTokens / Math.max(1e-9, stepSeconds), samples_per_s: samples / Math.max(1e-9, stepSeconds),
+        rollout_seconds: rolloutSeconds, reward_seconds: rewardSeconds, update_seconds: updateSeconds, step_seconds: stepSeconds,
+      };
+      await log.step(line);
+      if (c.dumpEvery > 0 && (step + 1) % c.dumpEvery === 0) {
+        await log.dump(batch.map((it, b) => ({
+          step: step + 1, id: it.record.id, transform: it.route.transform, relation: it.route.relation, truth: it.record.answer,
+          orig: orig[b].map((x, i) => ({ text: x.text, reward: scores.origReward[b * G + i], advantage: scores.origAdvantage[b * G + i] })),
+          second: (second[b] ?? []).map((x, j) => ({ branch: plan.second, text: x.text, reward: scores.secondReward[b * H + j], advantage: scores.secondAdvantage[b * H + j] })),
+        })));
+      }
+      const done = step + 1;
+      if (c.valEvery > 0 && done % c.valEvery === 0 && done !== c.steps) await runValidation(done);
+      if (main && (done % c.saveEvery === 0 || done === c.steps)) {
+        await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest() }, c.keepLast);
+      }
+      progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
+      await hooks.onStep?.(line);
+    }
+    await runValidation(c.steps);
+    const plots = main && c.plots ? await writePlots(c.out, `crpo train --algo ${c.algo}`) : [];
+    return { runDir: path.resolve(c.out), steps: c.steps, resumedFrom: resumeDir, validation, digest: policy.weightsDigest(), plots, skippedSteps };
+  } finally {
+    await log.close();
+    policy.dispose();
+  }
+}
+
+/** The newest checkpoint folder of a finished run (for evaluation / serving). */
+export function finalCheckpoint(out: string): string | undefined {
+  const dir = path.join(out, 'checkpoints');
+  if (!fs.existsSync(dir)) return undefined;
+  const names = fs.readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort();
+  return names.length ? path.join(dir, names[names.length - 1]) : undefined;
+}
