@@ -1,0 +1,128 @@
+/**
+ * One dual-branch training step of the tiny native policy (forward over original + counterfactual
+ * prompts, section-6 clipped-surrogate + k3-KL loss of crpo-method.md, backward, grad-norm
+ * clipping, AdamW) vs the identical model in PyTorch-Python (bench/pytorch/policy_twin.py) with
+ * the same weights. First the loss and every parameter's gradient are checked equal (the native
+ * gradient is read back from AdamW's first moment after one unclipped step: m1 = (1 - beta1) g),
+ * then both are timed: median of >= 5 runs after warm-up, same thread count, same machine.
+ * Skipped with a message when python3-torch or the native policy is absent.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
+import {
+  TINY, THREADS, handOver, hasPolicy, lcg, makeBatch, native, policyRaw, pythonTorch, readF32, runTwin, type CompletionsJs,
+} from './policy-fixture';
+
+process.env.OPENBLAS_NUM_THREADS ??= String(THREADS);
+process.env.OMP_NUM_THREADS ??= String(THREADS);
+
+const QUESTIONS = 4, G = 8, WIDTH = 16;
+const WARMUP = 2, RUNS = 7;
+/** Tolerances: float32 sums over up to ~10^4 terms in a different order (BLAS blocking, fused ops). */
+const LOSS_RTOL = 1e-4, GRAD_RTOL = 2e-3, GRAD_ATOL = 1e-6;
+const STEP = { temperature: 1, epsLow: 0.2, epsHigh: 0.2, beta: 0.04, lr: 1e-4, beta1: 0.9, beta2: 0.999, adamEps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
+const TITLE = '### One dual-branch training step vs PyTorch-Python (`bench/pytorch/train-step.bench.ts`)';
+
+async function main(): Promise<void> {
+  const why = pythonTorch() ?? (hasPolicy() ? null : 'the torch addon has no native policy (npm run build:torch)');
+  if (why) {
+    writeResults('pytorch-train-step', { skipped: true, reason: why }, `${TITLE}\n\nSkipped: ${why}.`);
+    return;
+  }
+  const raw = policyRaw();
+  const cfg = TINY;
+  const id = await native(() => raw.policyCreate(cfg));
+  const b = makeBatch(cfg, QUESTIONS, G, true);
+  const P = b.promptLengths.length, N = P * G;
+  const rand = lcg(5);
+  const ids = Int32Array.from({ length: N * WIDTH }, () => 1 + Math.floor(rand() * (cfg.vocabSize - 1)));
+  const lengths = Int32Array.from({ length: N }, () => 4 + Math.floor(rand() * (WIDTH - 3)));
+  const comp: CompletionsJs = { ids, lengths, width: WIDTH };
+  // Old / reference log-probs near the current ones (ratios around 1, some clipped), random advantages.
+  const cur = (await native(() => raw.policyLogprobs(id, b, comp))).logprobs;
+  comp.oldLogprobs = Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3);
+  comp.refLogprobs = Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3);
+  comp.advantages = Float32Array.from({ length: N }, () => (rand() - 0.5) * 2);
+
+  const dir = await handOver(raw, id, cfg, b, { threads: THREADS, warmup: WARMUP, runs: RUNS, step: STEP }, comp);
+  const py = runTwin(dir, 'train') as { torch: string; threads: number; parameters: number; medianMs: number; minMs: number; check: { loss: number; gradNorm: number }; gradNames: string[]; gradShapes: number[][] };
+
+  // Native check on a copy: one unclipped step without decay; the gradient is m1 / (1 - beta1).
+  const probe = await native(() => raw.policyClone(id, { frozen: false }));
+  const st = await native(() => raw.policyTrainStep(probe, b, comp, { ...STEP, weightDecay: 0, maxGradNorm: 0 }));
+  const opt = await native(() => raw.policyGetState(probe, 'optimizer'));
+  raw.policyDispose(probe);
+  const m1 = new Map(opt.tensors.filter((t) => t.name.endsWith('.exp_avg')).map((t) => [t.name.slice(0, -'.exp_avg'.length), t.data]));
+  const pyGrads = readF32(path.join(dir, 'py_grads.bin'));
+  let at = 0, worstRel = 0, worstName = '', maxAbs = 0, checked = 0;
+  const failures: string[] = [];
+  py.gradNames.forEach((name, k) => {
+    const n = py.gradShapes[k].reduce((a, s) => a * s, 1);
+    const ref = pyGrads.subarray(at, at + n);
+    at += n;
+    const m = m1.get(name);
+    if (!m || m.length !== n) {
+      failures.push(`${name}: native has ${m ? m.length : 'no'} entries, twin ${n}`);
+      return;
+    }
+    let diff2 = 0, ref2 = 0;
+    for (let i = 0; i < n; i++) {
+      const g = m[i] / (1 - STEP.beta1);
+      const d = Math.abs(g - ref[i]);
+      maxAbs = Math.max(maxAbs, d);
+      diff2 += d * d;
+      ref2 += ref[i] * ref[i];
+      checked++;
+    }
+    const rel = Math.sqrt(diff2) / Math.max(Math.sqrt(ref2), GRAD_ATOL);
+    if (rel > worstRel) [worstRel, worstName] = [rel, name];
+    if (rel > GRAD_RTOL && Math.sqrt(diff2) > GRAD_ATOL) failures.push(`${name}: relative L2 difference ${rel.toExponential(2)}`);
+  });
+  const lossRel = Math.abs(st.loss - py.check.loss) / Math.max(Math.abs(py.check.loss), 1e-8);
+  const normRel = Math.abs(st.gradNorm - py.check.gradNorm) / Math.max(py.check.gradNorm, 1e-12);
+  if (lossRel > LOSS_RTOL) failures.unshift(`loss: native ${st.loss}, PyTorch ${py.check.loss} (rel ${lossRel.toExponential(2)})`);
+  if (normRel > GRAD_RTOL) failures.unshift(`grad norm: native ${st.gradNorm}, PyTorch ${py.check.gradNorm}`);
+  if (failures.length) {
+    throw new Error(`native policy and the PyTorch twin disagree (first ${Math.min(8, failures.length)} of ${failures.length}):\n  ${failures.slice(0, 8).join('\n  ')}`);
+  }
+
+  const t = await timeAsync(async () => {
+    await native(() => raw.policyTrainStep(id, b, comp, STEP));
+  }, { warmup: WARMUP, runs: RUNS });
+  raw.policyDispose(id);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const speedup = py.medianMs / t.medianMs;
+  const tokens = Array.from(lengths).reduce((a, x) => a + x, 0);
+  const json = {
+    machine: machine(), threads: THREADS, config: cfg, prompts: P, groupSize: G, sequences: N, completionWidth: WIDTH, completionTokens: tokens,
+    parameters: py.parameters, step: STEP,
+    check: { lossNative: st.loss, lossPyTorch: py.check.loss, lossRel, gradNormNative: st.gradNorm, gradNormPyTorch: py.check.gradNorm, worstGradRel: worstRel, worstGradParam: worstName, maxAbsGradDiff: maxAbs, gradEntries: checked, tolerances: { LOSS_RTOL, GRAD_RTOL, GRAD_ATOL } },
+    pytorch: { version: py.torch, threads: py.threads, medianMs: py.medianMs, minMs: py.minMs, runs: RUNS },
+    native: { medianMs: t.medianMs, minMs: t.minMs, runs: t.runs },
+    speedup, target: 1.25, met: speedup >= 1.25,
+  };
+  const md = [
+    TITLE,
+    '',
+    `Machine: ${describeMachine(json.machine)}; ${THREADS} intra-op threads on both sides. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters; 8 frames of 32x32, 16 visual tokens, LM 2 x 96), ` +
+      `${QUESTIONS} questions x 2 branches (original + hflip/reverse) x G = ${G} = ${N} sequences, prompts of 20-36 text tokens, completions of <= ${WIDTH} tokens (${tokens} in all). ` +
+      `One step = vision encoder + LM forward, section-6 loss (beta = 0.04), backward, grad-norm clip, AdamW. Median of ${RUNS} runs after ${WARMUP} warm-up.`,
+    '',
+    `Checked first (same weights, same batch): loss ${fmt(st.loss, 6)} vs ${fmt(py.check.loss, 6)} (rel diff ${lossRel.toExponential(1)}, tolerance ${LOSS_RTOL}); ` +
+      `gradients of all ${checked.toLocaleString('en-US')} entries: worst per-tensor relative L2 difference ${worstRel.toExponential(1)} (${worstName}; tolerance ${GRAD_RTOL}), max abs difference ${maxAbs.toExponential(1)}.`,
+    '',
+    table(['implementation', 'median ms / step', 'speed-up'], [
+      [`PyTorch ${py.torch} eager (Python, twin)`, fmt(py.medianMs, 1), '1.00'],
+      ['crpo native policy (from Node)', fmt(t.medianMs, 1), fmt(speedup, 2)],
+    ]),
+    '',
+    `Target >= 1.25x: ${json.met ? 'met' : 'not met'}.`,
+  ].join('\n');
+  writeResults('pytorch-train-step', json, md);
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});

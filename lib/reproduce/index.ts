@@ -1,0 +1,367 @@
+/**
+ * `crpo reproduce`: a small-scale reproduction of the paper's main comparison (crpo-method.md
+ * sections 7-10) on the synthetic DyBench with the static shortcut on (object colour names the
+ * dynamic answer in the train split, independent of it in the held-out split). From one base
+ * model (a short supervised warm-up on the shortcut train split, so that it starts out leaning on
+ * colour, as pretrained video LLMs lean on static cues), every method (GRPO, GRPO with 2G
+ * rollouts, T-GRPO, ArrowRL, CRPO, CRPO without the dual-branch gradient) is trained for the same
+ * number of steps with the project's trainer (lib/train `train`), over >= 3 seeds; each final
+ * checkpoint is evaluated with greedy answers on held-out counterfactual pairs (Acc, P-Acc per
+ * category, sensitivity, invariance), and held-out CRR (mean over pairs of p_o * p_c under
+ * sampling, section 5) is measured at every saved checkpoint for the curves. Every run's result
+ * is written atomically and skipped on a rerun with the same settings, and the trainer resumes an
+ * interrupted run from its newest checkpoint, so an interrupted reproduction continues.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeFileAtomicSync } from '../data/jsonl';
+import { computeMetrics, type ScoredSample } from '../eval/metrics';
+import { svgToPng } from '../eval/report';
+import { CrpoError, invalidArg, outOfRange } from '../errors';
+import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
+import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
+import { synthesize } from '../synth';
+import { TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
+import { listCheckpoints } from '../train/checkpoint';
+import { train, finalCheckpoint } from '../train/trainer';
+import { ALGORITHMS } from '../algo';
+import { curvesSvg, mainTable, summarize, type CurvePoint, type MethodSummary, type RunResult } from './summary';
+
+export * from './summary';
+
+export const REPRODUCE_METHODS = ['grpo', 'grpo-2g', 't-grpo', 'arrowrl', 'crpo', 'crpo-no-dual'] as const;
+
+export interface ReproduceConfig {
+  /** Output folder (runs, base model, summary.json, report.md, curves.png). */
+  out: string;
+  /** Methods to train, in table order (registered algorithm names). */
+  methods: string[];
+  /** Seeds (>= 3 for a spread). */
+  seeds: number[];
+  /** RL steps per run, equal for every method. */
+  steps: number;
+  /** Prompts per step. */
+  batchSize: number;
+  /** G. */
+  groupSize: number;
+  /** Learning rate of the RL runs. */
+  lr: number;
+  /** Policy kind (lib/rollout POLICY_KINDS): 'linear' or a registered native kind. */
+  policy: string;
+  /** Synthetic train split: pairs per category. */
+  trainPairs: number;
+  /** Held-out evaluation split: pairs per category. */
+  evalPairs: number;
+  /** Train split: probability that object colour names the dynamic answer (the shortcut knob). */
+  shortcutP: number;
+  /** Data seed (train split; the held-out split uses dataSeed + 2000). */
+  dataSeed: number;
+  /** Supervised warm-up steps of the base model (on the shortcut train split). */
+  baseSteps: number;
+  /** Learning rate of the warm-up. */
+  baseLr: number;
+  /** A checkpoint is saved (and held-out CRR measured) every N steps. */
+  curveEvery: number;
+  /** Samples per member for held-out CRR. */
+  crrSamples: number;
+  /** Rerun runs whose results exist. */
+  force: boolean;
+}
+
+export const REPRODUCE_DEFAULTS: ReproduceConfig = {
+  out: 'runs/reproduce',
+  methods: [...REPRODUCE_METHODS],
+  seeds: [1, 2, 3],
+  steps: 150,
+  batchSize: 8,
+  groupSize: 8,
+  lr: 0.02,
+  policy: 'linear',
+  trainPairs: 60,
+  evalPairs: 60,
+  shortcutP: 0.95,
+  dataSeed: 1,
+  baseSteps: 30,
+  baseLr: 0.05,
+  curveEvery: 10,
+  crrSamples: 8,
+  force: false,
+};
+
+/** `--quick`: the same comparison, fewer steps and smaller splits (<= 5 min on 2 cores). */
+export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { steps: 40, trainPairs: 30, evalPairs: 30, curveEvery: 10 };
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/** Checks every field; throws one standard message naming the field. */
+export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
+  const op = 'crpo reproduce';
+  if (typeof c.out !== 'string' || c.out === '') throw invalidArg('out', 'a non-empty folder path', c.out, op);
+  if (!Array.isArray(c.methods) || c.methods.length === 0) throw invalidArg('methods', 'a non-empty list of algorithm names', c.methods, op);
+  for (const m of c.methods) {
+    if (!ALGORITHMS.has(m)) throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')}`, m, op);
+  }
+  if (new Set(c.methods).size !== c.methods.length) throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
+  if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0)) throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
+  if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
+  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0]];
+  for (const [k, min] of ints) {
+    const v = c[k];
+    if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
+    if ((v as number) < min) throw outOfRange(k, `an integer >= ${min}`, v, op);
+  }
+  for (const k of ['lr', 'baseLr'] as const) {
+    if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
+    if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);
+  }
+  if (typeof c.shortcutP !== 'number' || !(c.shortcutP >= 0 && c.shortcutP <= 1)) throw outOfRange('shortcutP', 'a number in [0, 1]', c.shortcutP, op);
+  if (!POLICY_KINDS.has(c.policy)) throw outOfRange('policy', `one of ${POLICY_KINDS.names().join(', ')}`, c.policy, op);
+  return c;
+}
+
+export interface ReproduceHooks {
+  log?(message: string): void;
+}
+
+export interface ReproduceResult {
+  summaries: MethodSummary[];
+  runs: RunResult[];
+  table: string;
+  reportPath: string;
+  plotPath: string;
+  svgPath: string;
+  summaryPath: string;
+  wallMs: number;
+}
+
+interface EvalItem {
+  record: ReturnType<typeof synthesize>[number]['record'];
+  frames: Uint8Array;
+  shape: [number, number, number, 3];
+}
+
+/** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */
+function trainConfig(c: ReproduceConfig, method: string, seed: number, init: string, out: string): TrainConfig {
+  return resolveConfig({
+    overrides: {
+      algo: method, seed, steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
+      data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP },
+      policy: { kind: c.policy, init },
+      out, resume: 'auto', progress: false, plots: false, valEvery: 0, dumpEvery: 0,
+      saveEvery: c.curveEvery, keepLast: Math.ceil(c.steps / c.curveEvery) + 1,
+    },
+  });
+}
+
+function promptOf(it: EvalItem, nullOption: boolean): PolicyPrompt {
+  return { frames: it.frames, frameShape: it.shape, question: it.record.question, options: displayedOptions(it.record.options, nullOption), prompt: formatPrompt(it.record.question, it.record.options, { nullOption }) };
+}
+
+/** Greedy answers on every held-out record -> paired metrics (the trainer's own validation, with all groups kept). */
+async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: boolean, maxNewTokens: number) {
+  const prompts = items.map((it) => promptOf(it, nullOption));
+  const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
+  const samples: ScoredSample[] = items.map((it, i) => ({
+    id: it.record.id, pair_id: it.record.pair_id, category: it.record.category, answer: it.record.answer,
+    prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
+  }));
+  return computeMetrics(samples);
+}
+
+/**
+ * Held-out CRR: for each pair, p_o = accuracy of `samples` sampled answers on the original member,
+ * p_c = the share of sampled answers on the counterfactual member that behave as expected (its
+ * own gold answer: changed for dynamic pairs, kept for static ones); CRR = mean over pairs of p_o * p_c.
+ */
+async function heldOutCrr(policy: Policy, items: readonly EvalItem[], nullOption: boolean, maxNewTokens: number, samples: number, seed: number): Promise<{ crr: number }> {
+  const prompts = items.map((it) => promptOf(it, nullOption));
+  const out = await policy.generate(prompts, { samples, temperature: 1, maxNewTokens, seed });
+  const byPair = new Map<string, { orig?: number; cf?: number }>();
+  items.forEach((it, i) => {
+    const acc = out[i].filter((x) => parseAnswer(x.text, prompts[i].options.length).index === it.record.answer).length / samples;
+    const e = byPair.get(it.record.pair_id) ?? {};
+    if (it.record.transform === 'none') e.orig = acc;
+    else e.cf = acc;
+    byPair.set(it.record.pair_id, e);
+  });
+  let crr = 0, n = 0;
+  for (const e of byPair.values()) {
+    if (e.orig === undefined || e.cf === undefined) continue;
+    crr += e.orig * e.cf;
+    n++;
+  }
+  return { crr: n ? crr / n : 0 };
+}
+
+function fingerprint(c: ReproduceConfig): string {
+  const { out: _out, methods: _m, seeds: _s, force: _f, ...rest } = c;
+  return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
+}
+
+function readJson<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The base model: a supervised warm-up on the shortcut train split (original members), saved once. */
+async function baseModel(c: ReproduceConfig, fp: string, say: (m: string) => void): Promise<string> {
+  const dir = path.join(c.out, 'base');
+  const marker = path.join(dir, 'base.json');
+  const done = readJson<{ fingerprint: string }>(marker);
+  if (done && done.fingerprint === fp && !c.force) return dir;
+  const policy = await POLICY_KINDS.get(c.policy)({ seed: c.dataSeed });
+  try {
+    const items = synthesize({ split: 'train', pairs: c.trainPairs, seed: c.dataSeed, shortcutP: c.shortcutP }).filter((x) => x.record.transform === 'none');
+    const shape: [number, number, number, 3] = [8, 32, 32, 3];
+    let loss = 0;
+    for (let s = 0; s < c.baseSteps; s++) {
+      // Deterministic order: a fixed stride through the split.
+      const batch = Array.from({ length: c.batchSize }, (_, i) => items[(s * c.batchSize + i) % items.length]);
+      const r = await policy.sftStep(batch.map((x) => ({ ...promptOf({ record: x.record, frames: x.frames, shape }, false) })), batch.map((x) => x.record.answer), { lr: c.baseLr, maxGradNorm: 1 });
+      loss = r.loss;
+    }
+    fs.mkdirSync(dir, { recursive: true });
+    await policy.save(dir);
+    writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp, steps: c.baseSteps, lastLoss: loss, digest: policy.weightsDigest() }, null, 2) + '\n');
+    say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split (last loss ${loss.toFixed(3)}) -> ${dir}`);
+  } finally {
+    policy.dispose();
+  }
+  return dir;
+}
+
+/** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
+export async function reproduce(config: Partial<ReproduceConfig>, hooks: ReproduceHooks = {}): Promise<ReproduceResult> {
+  const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...config });
+  const say = hooks.log ?? ((m: string) => process.stderr.write(m + '\n'));
+  const t0 = Date.now();
+  fs.mkdirSync(c.out, { recursive: true });
+  const fp = fingerprint(c);
+  writeFileAtomicSync(path.join(c.out, 'reproduce-config.json'), JSON.stringify({ ...c, fingerprint: fp }, null, 2) + '\n');
+  const shape: [number, number, number, 3] = [8, 32, 32, 3];
+  const evalItems: EvalItem[] = synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000 }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  const init = await baseModel(c, fp, say);
+  const maxNewTokens = TRAIN_DEFAULTS.maxNewTokens;
+
+  const runs: RunResult[] = [];
+  // The base model, evaluated once per null-option setting that the methods use.
+  const baseResultFile = path.join(c.out, 'base', 'result.json');
+  let base = readJson<RunResult & { fingerprint: string }>(baseResultFile);
+  if (!base || base.fingerprint !== fp || c.force) {
+    const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
+    try {
+      const metrics = await evaluate(policy, evalItems, false, maxNewTokens);
+      const probe = await heldOutCrr(policy, evalItems, false, maxNewTokens, c.crrSamples, 0);
+      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, wallMs: 0, fingerprint: fp };
+      writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
+    } finally {
+      policy.dispose();
+    }
+  }
+
+  for (const method of c.methods) {
+    for (const seed of c.seeds) {
+      const dir = path.join(c.out, 'runs', method, `seed-${seed}`);
+      const resultFile = path.join(dir, 'result.json');
+      const prior = readJson<RunResult & { fingerprint: string }>(resultFile);
+      if (prior && prior.fingerprint === fp && !c.force) {
+        say(`${method} seed ${seed}: done earlier (${resultFile})`);
+        runs.push(prior);
+        continue;
+      }
+      if (c.force && fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
+      const tRun = Date.now();
+      const tc = trainConfig(c, method, seed, init, dir);
+      const nullOption = ALGORITHMS.get(method).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
+      await train(tc, { log: (m) => say(`${method} seed ${seed}: ${m}`) });
+      // Held-out CRR at every kept checkpoint, from the base model's value at step 0.
+      const curve: CurvePoint[] = [];
+      const trainCurve = readMetrics(path.join(dir, 'metrics.jsonl'));
+      const probes = new Map<number, number>([[0, base.curve[0].crr ?? 0]]);
+      for (const ck of listCheckpoints(dir)) {
+        const policy = await POLICY_KINDS.get(c.policy)({ init: ck.dir, seed });
+        try {
+          probes.set(ck.step, (await heldOutCrr(policy, evalItems, nullOption, tc.maxNewTokens, c.crrSamples, seed)).crr);
+        } finally {
+          policy.dispose();
+        }
+      }
+      for (const p of trainCurve) curve.push({ step: p.step, correct: p.correct, crr: probes.get(p.step) ?? null });
+      curve.unshift({ step: 0, correct: null, crr: probes.get(0)! });
+      const last = finalCheckpoint(dir);
+      if (!last) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
+      const policy = await POLICY_KINDS.get(c.policy)({ init: last, seed });
+      let metrics;
+      try {
+        metrics = await evaluate(policy, evalItems, nullOption, tc.maxNewTokens);
+      } finally {
+        policy.dispose();
+      }
+      const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
+        method, seed, steps: c.steps, curve, metrics, wallMs: Date.now() - tRun, fingerprint: fp,
+        trainCrr: trainCurve.map((p) => p.crr),
+      };
+      writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+      const dyn = metrics.groups.dynamic;
+      say(`${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`);
+      runs.push(result);
+    }
+  }
+
+  const summaries = [summarize('base', [base]), ...c.methods.map((m) => summarize(m, runs.filter((r) => r.method === m)))];
+  const table = mainTable(summaries);
+  const svg = curvesSvg(summaries.filter((s) => s.method !== 'base'), `crpo reproduce: synthetic DyBench, shortcut p = ${c.shortcutP}, ${c.seeds.length} seeds, ${c.steps} steps`);
+  const svgPath = path.join(c.out, 'curves.svg'), plotPath = path.join(c.out, 'curves.png');
+  writeFileAtomicSync(svgPath, svg);
+  writeFileAtomicSync(plotPath, await svgToPng(svg));
+  const wallMs = Date.now() - t0;
+  const summaryPath = path.join(c.out, 'summary.json');
+  writeFileAtomicSync(summaryPath, JSON.stringify({ config: c, fingerprint: fp, wallMs, summaries }, null, 2) + '\n');
+  const reportPath = path.join(c.out, 'report.md');
+  writeFileAtomicSync(reportPath, report(c, summaries, table, wallMs));
+  return { summaries, runs, table, reportPath, plotPath, svgPath, summaryPath, wallMs };
+}
+
+const pctStr = (x: number | null | undefined): string => (x === null || x === undefined ? 'n/a' : (100 * x).toFixed(1));
+
+/** Training correctness (orig/correct) and training-time CRR per step from the trainer's metrics.jsonl. */
+function readMetrics(file: string): { step: number; correct: number; crr: number | null }[] {
+  if (!fs.existsSync(file)) return [];
+  const out = new Map<number, { step: number; correct: number; crr: number | null }>();
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue; // a torn last line of an interrupted run
+    }
+    if (typeof v.step !== 'number' || typeof v['orig/correct'] !== 'number') continue;
+    out.set(v.step, { step: v.step, correct: v['orig/correct'] as number, crr: typeof v.crr === 'number' ? v.crr : null });
+  }
+  return [...out.values()].sort((a, b) => a.step - b.step);
+}
+
+/** The Markdown report: settings, the main table, the plot. */
+export function report(c: ReproduceConfig, summaries: readonly MethodSummary[], table: string, wallMs: number): string {
+  return [
+    '## `crpo reproduce` results',
+    '',
+    `Synthetic DyBench, shortcut knob on (train split: object colour names the dynamic answer with p = ${c.shortcutP}; held-out split: colour independent of the answer). ` +
+      `Policy '${c.policy}'; base model = ${c.baseSteps} supervised warm-up steps on the shortcut train split; then ${c.steps} RL steps per method ` +
+      `(batch ${c.batchSize} prompts, G = ${c.groupSize}, lr ${c.lr}), seeds ${c.seeds.join(', ')}; ${c.trainPairs} train pairs and ${c.evalPairs} held-out pairs per category. ` +
+      `Wall time ${(wallMs / 60000).toFixed(1)} min.`,
+    '',
+    'Held-out paired metrics (percent, mean ± sample sd over seeds): Acc and P-Acc over the three dynamic categories (DyBench), P-Acc per category ' +
+      '(RD reversible dynamics, MD moving direction, ES event sequence), sensitivity (dynamic pairs answered differently), invariance (static pairs answered the same), Static Acc.',
+    '',
+    table,
+    '',
+    '![training curves](curves.png)',
+    '',
+  ].join('\n');
+}
