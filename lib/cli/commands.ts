@@ -13,10 +13,11 @@ export interface CommandEntry {
 
 export const COMMANDS: CommandEntry[] = [
   { command: 'doctor', describe: 'Show Node, addons, libtorch, CUDA, BLAS and thread settings', module: './commands/doctor' },
-  { command: 'demo', describe: 'Run the main job on its embedded default', module: './commands/demo' },
+  { command: 'demo', describe: 'Synthetic DyBench -> base model -> CRPO (and GRPO) post-training -> Acc / P-Acc / sensitivity, on CPU', module: './commands/demo' },
   { command: 'eval [data]', describe: 'Evaluate a served model or checkpoint on a DyBench JSONL: Acc / P-Acc per category', module: './commands/eval' },
   { command: 'synth', describe: 'Write a synthetic DyBench split (paired counterfactual clips) as JSONL + PNG frames', module: './commands/synth' },
   { command: 'dybench', describe: 'Build paired DyBench data from your clips, import released configs / TimeBlind, validate JSONL', module: './commands/dybench' },
   { command: 'dist <action>', describe: 'Distributed runs: `crpo dist check` checks the c10d process group (torchrun, srun or --nproc N)', module: './commands/dist' },
   { command: 'route <input> [more..]', describe: 'Task Router: add `route` (type, transform) to DyBench records; `crpo route eval <labelled.jsonl>` for accuracy', module: './commands/route' },
+  { command: 'train', describe: 'Post-train a policy with CRPO or a baseline (grpo, grpo-2g, t-grpo, arrowrl, crpo-no-dual)', module: './commands/train' },
 ];
