@@ -30,6 +30,8 @@ export interface DistContext {
   allReduce(data: CollectiveArray | CollectiveArray[], op?: ReduceOp): Promise<void>;
   broadcast(data: CollectiveArray | CollectiveArray[], root?: number): Promise<void>;
   barrier(): Promise<void>;
+  /** Sum of per-rank values, in float64 (the trainer's metric reduction, lib/train). */
+  allReduceSum(values: number[]): Promise<number[]>;
   /** Tells the other ranks this one is failing (no-op alone). */
   abort(message: string): void;
   /** Orderly end: waits for every rank, then frees the group. */
@@ -48,6 +50,9 @@ class SingleProcess implements DistContext {
   async allReduce(): Promise<void> {}
   async broadcast(): Promise<void> {}
   async barrier(): Promise<void> {}
+  async allReduceSum(values: number[]): Promise<number[]> {
+    return [...values];
+  }
   abort(): void {}
   async close(): Promise<void> {}
 }
@@ -80,6 +85,11 @@ class GroupContext implements DistContext {
   }
   barrier(): Promise<void> {
     return this.group.barrier();
+  }
+  async allReduceSum(values: number[]): Promise<number[]> {
+    const a = Float64Array.from(values);
+    if (a.length) await this.group.allReduce(a, 'sum');
+    return Array.from(a);
   }
   abort(message: string): void {
     this.group.abort(message);

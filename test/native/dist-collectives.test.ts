@@ -86,3 +86,23 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
     expect(results[1].shard).toEqual(['p3', 'p4', 'p5']);
   });
 });
+
+d('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
+  it('ends with the same weights within 1e-5 after 3 AdamW steps', async () => {
+    const runs = await runRanks('policy-dp', 2);
+    const out = runs.map((r) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+      return JSON.parse(line).result;
+    });
+    if (out[0].skipped) {
+      console.warn(`skipped: ${out[0].skipped}`);
+      return;
+    }
+    for (const o of out) {
+      expect(o.moved).toBeGreaterThan(1e-4); // the steps really changed the weights
+      expect(o.gap).toBeLessThan(1e-5);
+      expect(o.spread).toBe(0);
+    }
+  }, 120000);
+});
