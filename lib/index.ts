@@ -24,3 +24,12 @@ export { VideoReader, readVideo, probeVideo, encodeMp4, writeFrameDir, uniformIn
 export { runEval, computeMetrics, bootstrapIntervals, timeBlindMetrics, pearson, createModel, setCheckpointFactory, MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type EvalConfig, type EvalSummary } from './eval';
 export { buildDyBench, planBuild, importDyBench, importTimeBlind, type BuildOptions, type BuildResult, type ImportDyBenchOptions, type ImportTimeBlindOptions, type ImportResult } from './dybench';
 export { routeRecord, routeRecords, routeFile, resolveRouterConfig, routerBackends, POLICY_TABLE, ROUTE_TYPES, ROUTE_TRANSFORMS, type Route, type RouteType, type RouteTransform, type RouterConfig, type RouteStats } from './router';
+export {
+  Policy, Tokenizer, POLICY_PRESETS, POLICY_TRANSFORMS, resolvePolicyConfig, saveCheckpoint, loadCheckpoint, readManifest, CHECKPOINT_FORMAT,
+  referencePolicyLoss, nativePolicyLoss, policyGradCheck, livePolicies, LOSS_AGGREGATIONS, SPECIAL_TOKENS, EOS_ID, PAD_ID,
+  SafetensorsFile, readSafetensorsHeader, parseSafetensors, writeSafetensors, serializeSafetensors, toFloat32, float32ToBf16,
+  type PolicyConfig, type PolicyPresetName, type PolicyTransform, type PolicyPrompt, type PolicyInputs, type GenerateOptions, type GenerateResult,
+  type TrainOptions, type RlCompletions, type EvalResult, type CheckpointManifest, type LossAggregation, type LossParts,
+  type Completions as PolicyCompletions, type StepStats as PolicyStepStats, type LossOptions as PolicyLossOptions, type LoadOptions as CheckpointLoadOptions,
+  type SafeDtype, type SafeHeader, type SafeTensorEntry, type TensorToWrite,
+} from './model';

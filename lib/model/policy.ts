@@ -1,0 +1,424 @@
+/**
+ * The native video-language policy as a TypeScript handle (native/torch/model; docs/model.md):
+ * create -> generate (KV-cached sampling, B prompts x G samples in one batch) -> logprobs (policy
+ * or a frozen reference copy) -> trainStep (the clipped-surrogate + k3-KL loss of crpo-method.md
+ * section 6, grad-norm clipping, AdamW) / sftStep (teacher-forced cross-entropy) -> evalBatch
+ * (greedy answers parsed with lib/prompt parseAnswer). Every call validates its arguments here,
+ * then runs as one async native call on the torch queue. Counterfactual frames are made on the
+ * device: each prompt names its video and a transform, so the caller passes the frames once.
+ */
+import { CrpoError, invalidArg, outOfRange } from '../errors';
+import {
+  NativeHandle, callAsync, callSync, rewrap, torchAddon, torchQueue,
+  type NativePolicyBatch, type NativePolicyCompletions, type NativePolicyStepStats, type NativePolicyTensor, type TorchAddon,
+} from '../native';
+import { parseAnswer } from '../prompt';
+import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
+import { LOSS_AGGREGATIONS, type LossAggregation } from './loss-reference';
+import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer } from './tokenizer';
+
+export type PolicyTransform = 'none' | 'hflip' | 'reverse' | 'hflip+reverse';
+export const POLICY_TRANSFORMS: readonly PolicyTransform[] = ['none', 'hflip', 'reverse', 'hflip+reverse'];
+
+export interface PolicyPrompt {
+  /** Index of the clip in `frames`. */
+  video: number;
+  /** Prompt text (lib/prompt formatPrompt); tokenized with a leading <bos>. */
+  text?: string;
+  /** Or token ids directly. */
+  ids?: ArrayLike<number>;
+  /** Counterfactual transform applied on the device before encoding (default 'none'). */
+  transform?: PolicyTransform;
+}
+
+export interface PolicyInputs {
+  /** uint8 [V, T, H, W, 3], T/H/W as in the config. */
+  frames: Uint8Array;
+  numVideos: number;
+  prompts: readonly PolicyPrompt[];
+  /** Samples per prompt (G); rows are prompt-major: row = p * G + g. Default 1. */
+  groupSize?: number;
+}
+
+/** N = P*G completions, right-padded to `width`. `generate` returns this shape. */
+export interface Completions {
+  ids: Int32Array; // (N, C)
+  lengths: Int32Array; // (N)
+  width: number; // C
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** Sampling temperature; the returned log-probs are log_softmax(logits / temperature). */
+  temperature?: number;
+  topP?: number;
+  /** 0 = off. */
+  topK?: number;
+  greedy?: boolean;
+  /** Stop tokens (ids or pieces); default [<eos>]. A stop token is part of the completion. */
+  stop?: ReadonlyArray<number | string>;
+  /** false: recompute the whole sequence each step (the slow twin of the KV cache). */
+  useCache?: boolean;
+}
+
+export interface GenerateResult extends Completions {
+  /** (N, C) log-probs of the sampled tokens, 0 after the end. */
+  logprobs: Float32Array;
+  /** Decoded completions. */
+  texts: string[];
+}
+
+export interface TrainOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  adamEps?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this (0 = off). Default 1. */
+  maxGradNorm?: number;
+  epsLow?: number;
+  epsHigh?: number;
+  /** KL coefficient (k3 against refLogprobs). Default 0.04. */
+  beta?: number;
+  aggregation?: LossAggregation;
+  /** Divisor of seq-mean-token-sum-norm (default: completion width). */
+  maxNewTokens?: number;
+  temperature?: number;
+  /** A process group's native id (lib/dist): gradients are averaged across ranks before clipping. */
+  processGroup?: number;
+}
+
+export interface RlCompletions extends Completions {
+  advantages: Float32Array; // (N)
+  /** (N, C) behaviour-policy log-probs; default: the current ones (ratio 1). */
+  oldLogprobs?: Float32Array;
+  /** (N, C) reference log-probs for the KL term; default: no KL term. */
+  refLogprobs?: Float32Array;
+}
+
+export type StepStats = NativePolicyStepStats;
+
+export interface EvalResult {
+  /** Parsed option index per prompt (-1 invalid). */
+  answers: number[];
+  formatOk: boolean[];
+  texts: string[];
+}
+
+export interface PolicyInfo {
+  parameters: number;
+  step: number;
+  frozen: boolean;
+  visualTokens: number;
+  names: string[];
+  shapes: number[][];
+}
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+function checkProbability(name: string, v: unknown, op: string, lo: number, loOpen: boolean): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw invalidArg(name, 'a finite number', v, op);
+  if (loOpen ? !(v > lo) : !(v >= lo)) throw outOfRange(name, `a number ${loOpen ? '>' : '>='} ${lo}`, v, op);
+}
+
+export class Policy extends NativeHandle {
+  private constructor(
+    private readonly native: TorchAddon,
+    readonly id: number,
+    readonly config: PolicyConfig,
+    readonly tokenizer: Tokenizer,
+    readonly frozen: boolean,
+  ) {
+    super();
+  }
+
+  /** A freshly initialised policy (weights from config.seed). */
+  static async create(tokenizer: Tokenizer, config: Partial<PolicyConfig> & { preset?: PolicyPresetName } = {}): Promise<Policy> {
+    if (!(tokenizer instanceof Tokenizer)) throw invalidArg('tokenizer', 'a Tokenizer', tokenizer, 'Policy.create');
+    const c = resolvePolicyConfig({ ...config, vocabSize: tokenizer.size }, 'Policy.create');
+    const native = torchAddon();
+    const id = await torchQueue.run(() => callAsync(() => native.policyCreate({ ...c, padId: 0 })));
+    return new Policy(native, id, c, tokenizer, false);
+  }
+
+  /** A frozen deep copy (the reference model of the KL term): no optimizer, trainStep refuses. */
+  async cloneFrozen(): Promise<Policy> {
+    this.assertLive('Policy');
+    const id = await torchQueue.run(() => callAsync(() => this.native.policyClone(this.id, { frozen: true })));
+    return new Policy(this.native, id, this.config, this.tokenizer, true);
+  }
+
+  protected release(): void {
+    callSync(() => this.native.policyDispose(this.id));
+  }
+
+  info(): PolicyInfo {
+    this.assertLive('Policy');
+    return callSync(() => this.native.policyInfo(this.id));
+  }
+
+  /** Number of visual tokens each clip becomes. */
+  get visualTokens(): number {
+    return visualTokens(this.config);
+  }
+
+  /** Frame bytes of one clip: T * H * W * 3. */
+  get clipBytes(): number {
+    return this.config.frames * this.config.imageSize * this.config.imageSize * 3;
+  }
+
+  /** Validates inputs and builds the native batch. */
+  batch(inputs: PolicyInputs, op: string): NativePolicyBatch {
+    this.assertLive('Policy');
+    if (!inputs || typeof inputs !== 'object') throw invalidArg('inputs', 'an object { frames, numVideos, prompts, groupSize? }', inputs, op);
+    const { frames, numVideos, prompts } = inputs;
+    const groupSize = inputs.groupSize ?? 1;
+    if (!isInt(numVideos) || numVideos < 1) throw invalidArg('inputs.numVideos', 'an integer >= 1', numVideos, op);
+    const want = numVideos * this.clipBytes;
+    if (Object.prototype.toString.call(frames) !== '[object Uint8Array]') {
+      throw invalidArg('inputs.frames', `a Uint8Array [${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3]`, frames, op);
+    }
+    if (frames.length !== want) {
+      throw outOfRange('inputs.frames', `a Uint8Array of length ${want} ([${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3])`, frames, op);
+    }
+    if (!Array.isArray(prompts) || prompts.length === 0) throw invalidArg('inputs.prompts', 'a non-empty array of prompts', prompts, op);
+    if (!isInt(groupSize) || groupSize < 1) throw invalidArg('inputs.groupSize', 'an integer >= 1', groupSize, op);
+    const ids: number[] = [];
+    const lengths = new Int32Array(prompts.length);
+    const video = new Int32Array(prompts.length);
+    const transform: string[] = [];
+    prompts.forEach((p, i) => {
+      const where = `inputs.prompts[${i}]`;
+      if (!p || typeof p !== 'object') throw invalidArg(where, 'an object { video, text | ids, transform? }', p, op);
+      if (!isInt(p.video) || p.video < 0 || p.video >= numVideos) throw outOfRange(`${where}.video`, `an integer in [0, ${numVideos - 1}]`, p.video, op);
+      const t = p.transform ?? 'none';
+      if (!POLICY_TRANSFORMS.includes(t)) throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
+      let pid: ArrayLike<number>;
+      if (p.ids !== undefined) pid = p.ids;
+      else if (typeof p.text === 'string') pid = this.tokenizer.encode(p.text, { bos: true });
+      else throw invalidArg(`${where}.text`, 'a string (or ids)', p.text, op);
+      if (pid.length < 1) throw outOfRange(`${where}.ids`, 'at least one token', pid.length, op);
+      for (let k = 0; k < pid.length; k++) {
+        const v = pid[k];
+        if (!isInt(v) || v < 0 || v >= this.tokenizer.size) throw outOfRange(`${where}.ids[${k}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, v, op);
+        ids.push(v);
+      }
+      lengths[i] = pid.length;
+      video[i] = p.video;
+      transform.push(t);
+    });
+    return { frames, numVideos, promptVideo: video, promptTransform: transform, promptIds: Int32Array.from(ids), promptLengths: lengths, groupSize };
+  }
+
+  private completions(c: Completions, rows: number, op: string): NativePolicyCompletions {
+    if (!c || typeof c !== 'object') throw invalidArg('completions', 'an object { ids, lengths, width }', c, op);
+    if (!isInt(c.width) || c.width < 1) throw invalidArg('completions.width', 'an integer >= 1', c.width, op);
+    const ids = rewrap(c.ids);
+    const lengths = rewrap(c.lengths);
+    if (!(ids instanceof Int32Array) || ids.length !== rows * c.width) throw invalidArg('completions.ids', `an Int32Array of length ${rows * c.width} (rows ${rows} x width ${c.width})`, c.ids, op);
+    if (!(lengths instanceof Int32Array) || lengths.length !== rows) throw invalidArg('completions.lengths', `an Int32Array of length ${rows}`, c.lengths, op);
+    for (let i = 0; i < rows; i++) if (lengths[i] < 0 || lengths[i] > c.width) throw outOfRange(`completions.lengths[${i}]`, `an integer in [0, ${c.width}]`, lengths[i], op);
+    return { ids, lengths, width: c.width };
+  }
+
+  private stopIds(stop: GenerateOptions['stop'], op: string): Int32Array {
+    if (stop === undefined) return Int32Array.of(EOS_ID);
+    if (!Array.isArray(stop)) throw invalidArg('options.stop', 'an array of token ids or pieces', stop, op);
+    return Int32Array.from(stop.map((s, i) => {
+      if (typeof s === 'string') {
+        const id = this.tokenizer.vocab.indexOf(s);
+        if (id < 0) throw invalidArg(`options.stop[${i}]`, 'a piece of the vocabulary', s, op);
+        return id;
+      }
+      if (!isInt(s) || s < 0 || s >= this.tokenizer.size) throw outOfRange(`options.stop[${i}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, s, op);
+      return s;
+    }));
+  }
+
+  /** Decoded text of row `r` of `c` (up to its length). */
+  decodeRow(c: Completions, r: number): string {
+    return this.tokenizer.decode(c.ids.subarray(r * c.width, r * c.width + c.lengths[r]));
+  }
+
+  /** Samples G completions per prompt in one KV-cached batch. */
+  async generate(inputs: PolicyInputs, options: GenerateOptions = {}): Promise<GenerateResult> {
+    const op = 'Policy.generate';
+    const b = this.batch(inputs, op);
+    const o = options ?? {};
+    const maxNewTokens = o.maxNewTokens ?? 8;
+    if (!isInt(maxNewTokens) || maxNewTokens < 1) throw invalidArg('options.maxNewTokens', 'an integer >= 1', maxNewTokens, op);
+    checkProbability('options.temperature', o.temperature, op, 0, true);
+    checkProbability('options.topP', o.topP, op, 0, true);
+    if (o.topP !== undefined && o.topP > 1) throw outOfRange('options.topP', 'a number in (0, 1]', o.topP, op);
+    if (o.topK !== undefined && (!isInt(o.topK) || o.topK < 0)) throw invalidArg('options.topK', 'an integer >= 0', o.topK, op);
+    const stop = this.stopIds(o.stop, op);
+    const r = await torchQueue.run(() =>
+      callAsync(() =>
+        this.native.policyGenerate(this.id, b, {
+          maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, greedy: o.greedy ?? false, useCache: o.useCache ?? true, stop,
+        }),
+      ),
+    );
+    const out = { ids: rewrap(r.tokens), lengths: rewrap(r.lengths), width: r.width, logprobs: rewrap(r.logprobs), texts: [] as string[] };
+    for (let i = 0; i < out.lengths.length; i++) out.texts.push(this.decodeRow(out, i));
+    return out;
+  }
+
+  /** Per-token log-probs (N, C) of given completions (0 beyond each length); entropy when asked. */
+  async logprobs(inputs: PolicyInputs, completions: Completions, options: { temperature?: number; entropy?: boolean } = {}): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
+    const op = 'Policy.logprobs';
+    const b = this.batch(inputs, op);
+    const c = this.completions(completions, b.promptLengths.length * b.groupSize, op);
+    checkProbability('options.temperature', options.temperature, op, 0, true);
+    const r = await torchQueue.run(() => callAsync(() => this.native.policyLogprobs(this.id, b, c, { temperature: options.temperature, entropy: options.entropy ?? false })));
+    return r.entropy ? { logprobs: rewrap(r.logprobs), entropy: rewrap(r.entropy) } : { logprobs: rewrap(r.logprobs) };
+  }
+
+  private trainOptions(o: TrainOptions, op: string): Record<string, unknown> {
+    if (o === null || typeof o !== 'object') throw invalidArg('options', 'an object', o, op);
+    for (const k of ['lr', 'weightDecay', 'maxGradNorm', 'epsLow', 'epsHigh', 'beta', 'adamEps'] as const) checkProbability(`options.${k}`, o[k], op, 0, false);
+    for (const k of ['beta1', 'beta2'] as const) {
+      checkProbability(`options.${k}`, o[k], op, 0, false);
+      if (o[k] !== undefined && o[k]! >= 1) throw outOfRange(`options.${k}`, 'a number in [0, 1)', o[k], op);
+    }
+    checkProbability('options.temperature', o.temperature, op, 0, true);
+    if (o.aggregation !== undefined && !LOSS_AGGREGATIONS.includes(o.aggregation)) throw invalidArg('options.aggregation', `one of ${LOSS_AGGREGATIONS.join(', ')}`, o.aggregation, op);
+    if (o.maxNewTokens !== undefined && (!isInt(o.maxNewTokens) || o.maxNewTokens < 1)) throw invalidArg('options.maxNewTokens', 'an integer >= 1', o.maxNewTokens, op);
+    if (o.processGroup !== undefined && (!isInt(o.processGroup) || o.processGroup < 0)) throw invalidArg('options.processGroup', 'a process group id (integer >= 0)', o.processGroup, op);
+    return { ...o };
+  }
+
+  /**
+   * One RL update (crpo-method.md section 6): forward, loss, backward, (all-reduce), clip, AdamW.
+   * A non-finite loss or gradient norm skips the update (`skipped`, `skipReason`).
+   */
+  async trainStep(inputs: PolicyInputs, completions: RlCompletions, options: TrainOptions = {}): Promise<StepStats> {
+    const op = 'Policy.trainStep';
+    if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
+    const b = this.batch(inputs, op);
+    const rows = b.promptLengths.length * b.groupSize;
+    const c = this.completions(completions, rows, op);
+    const adv = rewrap(completions.advantages);
+    if (!(adv instanceof Float32Array) || adv.length !== rows) throw invalidArg('completions.advantages', `a Float32Array of length ${rows}`, completions.advantages, op);
+    c.advantages = adv;
+    for (const k of ['oldLogprobs', 'refLogprobs'] as const) {
+      const v = completions[k];
+      if (v === undefined) continue;
+      const w = rewrap(v);
+      if (!(w instanceof Float32Array) || w.length !== rows * c.width) throw invalidArg(`completions.${k}`, `a Float32Array of length ${rows * c.width}`, v, op);
+      c[k] = w;
+    }
+    const o = this.trainOptions(options, op);
+    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' })));
+  }
+
+  /** One supervised step: teacher-forced cross-entropy (token mean) on target completions. */
+  async sftStep(inputs: PolicyInputs, targets: Completions | readonly string[], options: Omit<TrainOptions, 'epsLow' | 'epsHigh' | 'beta' | 'aggregation'> = {}): Promise<StepStats> {
+    const op = 'Policy.sftStep';
+    if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
+    const b = this.batch(inputs, op);
+    const rows = b.promptLengths.length * b.groupSize;
+    const c = Array.isArray(targets) ? this.encodeTargets(targets as readonly string[], rows, op) : this.completions(targets as Completions, rows, op);
+    const o = this.trainOptions(options, op);
+    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' })));
+  }
+
+  /** Tokenizes target texts (each followed by <eos>) into right-padded completions. */
+  encodeTargets(targets: readonly string[], rows: number = targets.length, op = 'Policy.encodeTargets'): Completions {
+    if (!Array.isArray(targets) || targets.length !== rows) throw invalidArg('targets', `an array of ${rows} strings`, targets, op);
+    const enc = targets.map((t, i) => {
+      if (typeof t !== 'string') throw invalidArg(`targets[${i}]`, 'a string', t, op);
+      return this.tokenizer.encode(t, { eos: true });
+    });
+    const width = Math.max(1, ...enc.map((e) => e.length));
+    const ids = new Int32Array(rows * width);
+    const lengths = new Int32Array(rows);
+    enc.forEach((e, i) => {
+      ids.set(e, i * width);
+      lengths[i] = e.length;
+    });
+    return { ids, lengths, width };
+  }
+
+  /**
+   * Greedy answers, one per prompt (groupSize is ignored), parsed strictly with parseAnswer
+   * against numOptions[p] shown options.
+   */
+  async evalBatch(inputs: PolicyInputs, numOptions: readonly number[], options: { maxNewTokens?: number } = {}): Promise<EvalResult> {
+    const op = 'Policy.evalBatch';
+    if (!Array.isArray(numOptions) || numOptions.length !== inputs?.prompts?.length) throw invalidArg('numOptions', `an array of ${inputs?.prompts?.length} integers`, numOptions, op);
+    const g = await this.generate({ ...inputs, groupSize: 1 }, { greedy: true, maxNewTokens: options.maxNewTokens ?? 6, stop: [EOS_ID, ANSWER_CLOSE_ID] });
+    const answers: number[] = [];
+    const formatOk: boolean[] = [];
+    g.texts.forEach((t, i) => {
+      const a = parseAnswer(t, numOptions[i]);
+      answers.push(a.index);
+      formatOk.push(a.formatOk);
+    });
+    return { answers, formatOk, texts: g.texts };
+  }
+
+  /** Weights as fp32 tensors in parameter order. */
+  async getWeights(): Promise<NativePolicyTensor[]> {
+    this.assertLive('Policy');
+    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'weights')));
+    return r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) }));
+  }
+
+  /** Replaces every weight; names and shapes must match exactly. */
+  async setWeights(tensors: NativePolicyTensor[]): Promise<void> {
+    this.assertLive('Policy');
+    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'weights', tensors)));
+  }
+
+  /** AdamW moments ("<param>.exp_avg", "<param>.exp_avg_sq") and the step count. */
+  async getOptimizerState(): Promise<{ tensors: NativePolicyTensor[]; step: number }> {
+    this.assertLive('Policy');
+    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'optimizer')));
+    return { tensors: r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) })), step: r.step };
+  }
+
+  async setOptimizerState(tensors: NativePolicyTensor[], step: number): Promise<void> {
+    this.assertLive('Policy');
+    if (!isInt(step) || step < 0) throw invalidArg('step', 'an integer >= 0', step, 'Policy.setOptimizerState');
+    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'optimizer', tensors, step)));
+  }
+
+  /** The sampling generator's state (bytes); restoring it replays the same samples. */
+  getRngState(): Uint8Array {
+    this.assertLive('Policy');
+    return rewrap(callSync(() => this.native.policyGetRngState(this.id)));
+  }
+
+  setRngState(state: Uint8Array): void {
+    this.assertLive('Policy');
+    callSync(() => this.native.policySetRngState(this.id, state));
+  }
+
+  /** Optimizer steps taken. */
+  get step(): number {
+    return this.info().step;
+  }
+}
+
+/** Finite-difference gradient check of one native module in float64 (tests). */
+export function policyGradCheck(module: string, seed = 0): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
+  const native = torchAddon();
+  return torchQueue.run(() => callAsync(() => native.policyGradCheck(module, seed)));
+}
+
+/** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
+export function nativePolicyLoss(
+  inputs: { logprobs: Float32Array; oldLogprobs?: Float32Array; refLogprobs?: Float32Array; advantages: Float32Array; mask: Float32Array; rows: number; width: number },
+  options: { epsLow?: number; epsHigh?: number; beta?: number; aggregation?: LossAggregation; maxNewTokens?: number } = {},
+): { loss: number; pgLoss: number; klLoss: number; meanKl: number; clipFrac: number; ratioMean: number; tokens: number; grad: Float32Array } {
+  const native = torchAddon();
+  const r = callSync(() => native.policyLoss(inputs, { ...options }));
+  return { ...r, grad: rewrap(r.grad) };
+}
+
+/** Live native policies (models and reference copies) in the addon. */
+export function livePolicies(): number {
+  return callSync(() => torchAddon().policyLiveModels());
+}
