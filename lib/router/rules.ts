@@ -15,34 +15,35 @@
  */
 import type { Classification, MotionAxis, RouteType } from './types';
 
-export const RULES_VERSION = 'rules-1';
+export const RULES_VERSION = 'rules-2';
 
 /** Lower-case, punctuation to spaces, padded with spaces so every cue can be matched as words. */
 export function normalise(text: string): string {
-  return ' ' + text.toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim() + ' ';
+  // "point of view" is not pointing; "which of the following" is not an order.
+  return (' ' + text.toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim() + ' ').replace(/ point of view /g, ' pov ').replace(/ the following /g, ' these ');
 }
 
 const W = (words: string): RegExp => new RegExp(`\\b(?:${words})\\b`);
 
 // --- direction and motion vocabulary ---
 const LR = W('left|right|leftward|rightward|leftwards|rightwards|leftmost|rightmost');
-const VERTICAL = W('up|down|upward|upwards|downward|downwards|rise|rises|rising|rose|ascend\\w*|descend\\w*|fall|falls|falling|fell|sink|sinks|sinking|top to bottom|bottom to top|tilt\\w*|climb\\w*|lower\\w*|raise\\w*|vertical\\w*');
+const VERTICAL = W('up|down|upward|upwards|downward|downwards|rise|rises|rising|rose|ascend\\w*|descend\\w*|fall|falls|falling|fell|sink|sinks|sinking|top to bottom|bottom to top|tilt\\w*|vertical\\w*|top|bottom');
 const DEPTH = W('toward|towards|away|approach\\w*|closer|farther|further|zoom\\w*|forward|forwards|backward|backwards|nearer|recede\\w*');
 const ROTATION_SENSE = W('clockwise|counterclockwise|anticlockwise|counter clockwise|anti clockwise');
 const ROTATION = W('rotat\\w*|spin\\w*|revolv\\w*|twist\\w*');
 const TURN = W('turn|turns|turning|turned|steer\\w*');
 const MOTION = W(
-  'mov\\w*|walk\\w*|run|runs|running|ran|roll\\w*|push\\w*|pull\\w*|slid\\w*|slide|fly|flies|flying|flew|swim\\w*|travel\\w*|head|heading|headed|heads|go|goes|going|went|drift\\w*|driv\\w*|sail\\w*|pan|pans|panning|panned|direction|directions|way|spin\\w*|rotat\\w*|turn\\w*|cross\\w*|flow|flows|flowing|flowed|climb\\w*|rise|rises|rising|sink\\w*|fall\\w*|ascend\\w*|descend\\w*|approach\\w*|zoom\\w*|tilt\\w*|thrown|throw\\w*|toss\\w*|motion|shift\\w*|swip\\w*|swing\\w*|crawl\\w*|jog\\w*|ride|rides|riding|scroll\\w*|bounc\\w*|float\\w*|glid\\w*|dragg\\w*|drag',
+  'mov\\w*|walk\\w*|run|runs|running|ran|roll\\w*|push\\w*|pull\\w*|slid\\w*|slide|fly|flies|flying|flew|swim\\w*|travel\\w*|head|heading|headed|heads|go|goes|going|went|drift\\w*|driv\\w*|sail\\w*|pan|pans|panning|panned|direction|directions|way|spin\\w*|rotat\\w*|turn\\w*|cross\\w*|flow|flows|flowing|flowed|climb\\w*|rise|rises|rising|sink\\w*|fall\\w*|ascend\\w*|descend\\w*|approach\\w*|zoom\\w*|tilt\\w*|thrown|throw\\w*|toss\\w*|motion|trajector\\w*|path|shift\\w*|swip\\w*|swing\\w*|crawl\\w*|jog\\w*|ride|rides|riding|scroll\\w*|bounc\\w*|float\\w*|glid\\w*|dragg\\w*|drag',
 );
 // Position words that make left/right a layout question even next to a motion word.
 const LAYOUT = W(
-  'facing|faces|face|point|points|pointing|positioned|located|placed|parked|standing|sitting|sits|stands|lies|lying|hanging|worn|wears|wearing|relative to|on the left|on the right|to the left of|to the right of|left of|right of|leftmost|rightmost|left side|right side|side of|lane',
+  'facing|faces|face|points|pointing|positioned|located|placed|parked|standing|sitting|sits|stands|lies|lying|hanging|worn|wears|wearing|relative to|on the left|on the right|to the left of|to the right of|left of|right of|leftmost|rightmost|left side|right side|side of|lane',
 );
 const BODY_SIDE = W('which (?:hand|foot|leg|arm|ear|eye|wrist|shoulder|side|lane|knee|elbow|cheek|glove|shoe)|in which hand|with which hand|(?:left|right) (?:hand|foot|leg|arm|ear|eye|wrist|shoulder|knee|elbow)');
 
 // --- temporal vocabulary ---
 const ORDER = W(
-  'before|after|afterwards|first|firstly|last|lastly|earlier|later|next|then|order|ordering|sequence|follow\\w*|precede\\w*|prior|once|finally|at the (?:start|beginning|end)|in the (?:beginning|end|middle)|beginning of|end of|start of|middle of|until|subsequently|eventually',
+  'before|after|afterwards|first|firstly|second|secondly|third|last|lastly|earlier|later|next|then|order|ordering|sequence|sequential\\w*|arrangement|followed|follows|precede\\w*|prior|once|finally|initially|at the (?:start|beginning|end)|in the (?:beginning|end|middle)|beginning of|end of|start of|middle of|until|subsequently|eventually',
 );
 const PLAYBACK = W('reverse|reversed|reversing|rewound|rewind\\w*|played|playing backwards|played backwards|playback|time reversed');
 const FORWARD_BACKWARD = W('forward|forwards|backward|backwards');
@@ -50,36 +51,88 @@ const SPEED_CHANGE = W('speed\\w* up|slow\\w* down|accelerat\\w*|decelerat\\w*|f
 const STATE_CHANGE = W('how does (?:\\w+ ){0,6}change|how do (?:\\w+ ){0,6}change|state change|change\\w* over time|over time|change from|changes from|become|becomes|turns into|transition|transform\\w*');
 const FROM_TO = /\bfrom (\w+(?: \w+){0,3}) to (\w+(?: \w+){0,3})\b/;
 /**
- * Reversible actions: each entry is one action whose time reversal is another action (so reverse
- * changes "which of them happens"). Matched in the question and in the options.
+ * Reversible action pairs: each side is an action whose time reversal is the other side (so
+ * reverse changes which of them happens). Both sides present (in the question or the options)
+ * is strong evidence; one side alone is weak (it may just name an activity: "folding dough").
  */
-const REVERSIBLE = W(
-  [
-    'open\\w*', 'close', 'closes', 'closing', 'closed', 'shut\\w*', 'put\\w* (?:\\w+ ){0,3}on', 'tak\\w* (?:\\w+ ){0,3}off', 'took (?:\\w+ ){0,3}off', 'put\\w* (?:\\w+ )?(?:into|in)', 'tak\\w* (?:\\w+ ){0,3}out', 'took (?:\\w+ ){0,3}out',
-    'fold\\w*', 'unfold\\w*', 'tie', 'ties', 'tying', 'tied', 'untie\\w*', 'untying', 'zip\\w*', 'unzip\\w*', 'plug\\w*', 'unplug\\w*', 'wrap\\w*', 'unwrap\\w*',
-    'button\\w*', 'unbutton\\w*', 'load\\w*', 'unload\\w*', 'stack\\w*', 'unstack\\w*', 'cover\\w*', 'uncover\\w*', 'attach\\w*', 'detach\\w*',
-    'cap', 'capped', 'capping', 'uncap\\w*', 'cork\\w*', 'uncork\\w*', 'fill\\w*', 'empty\\w*', 'emptied', 'emptie\\w*', 'drain\\w*', 'inflat\\w*', 'deflat\\w*',
-    'assembl\\w*', 'disassembl\\w*', 'taken apart', 'take apart', 'taking apart', 'build\\w*', 'built', 'demolish\\w*', 'pick\\w* (?:\\w+ ){0,3}up', 'picked up',
-    'put\\w* (?:\\w+ ){0,3}down', 'plac\\w* (?:\\w+ ){0,3}down', 'set\\w* (?:\\w+ ){0,3}down', 'lift\\w*', 'melt\\w*', 'freez\\w*', 'frozen', 'refroze\\w*', 'bloom\\w*', 'wilt\\w*', 'lit', 'light\\w* up', 'blown out', 'blow\\w* out',
-    'extinguish\\w*', 'crumpl\\w*', 'smooth\\w* out', 'stick\\w*', 'stuck', 'peel\\w* off', 'enter\\w*', 'leav\\w*', 'exit\\w*', 'appear\\w*', 'disappear\\w*',
-    'insert\\w*', 'remov\\w*', 'drop\\w* (?:\\w+ ){0,3}(?:in|into)', 'dress\\w*', 'undress\\w*', 'lock\\w*', 'unlock\\w*', 'pack\\w*', 'unpack\\w*', 'mount\\w*', 'dismount\\w*',
-    'land', 'lands', 'landing', 'landed', 'grow\\w*', 'shrink\\w*', 'bigger', 'smaller', 'turn\\w* on', 'turn\\w* off', 'switch\\w* on', 'switch\\w* off', 'sit\\w* down', 'stand\\w* up',
-    'sat down', 'stood up', 'get\\w* up', 'lie\\w* down', 'connect\\w*', 'disconnect\\w*', 'hang\\w* up', 'screw\\w* in', 'unscrew\\w*', 'seal\\w*', 'unseal\\w*', 'pour\\w* (?:\\w+ ){0,3}into', 'pour\\w* (?:\\w+ ){0,3}out',
-    'squeez\\w*', 'stretch\\w*', 'tear\\w*', 'torn', 'break\\w*', 'broken', 'fix\\w*', 'wake\\w* up', 'fall\\w* asleep', 'arriv\\w*', 'depart\\w*', 'join\\w*', 'separat\\w*',
-  ].join('|'),
+const REVERSIBLE_PAIRS: readonly (readonly [string, string])[] = [
+  ['open\\w*', 'close|closes|closing|closed|shut\\w*'],
+  ['put\\w* (?:\\w+ ){0,3}on|wear\\w*', 'tak\\w* (?:\\w+ ){0,3}off|took (?:\\w+ ){0,3}off|remov\\w*'],
+  ['put\\w* (?:\\w+ ){0,3}(?:into|in)|insert\\w*|stor\\w*|drop\\w* (?:\\w+ ){0,3}(?:in|into)|pour\\w* (?:\\w+ ){0,3}into|load\\w*|pack\\w*', 'tak\\w* (?:\\w+ ){0,3}out|took (?:\\w+ ){0,3}out|remov\\w*|pour\\w* (?:\\w+ ){0,3}out|unload\\w*|unpack\\w*|emptie\\w*|empty\\w*'],
+  ['fold\\w*', 'unfold\\w*'],
+  ['tie|ties|tying|tied', 'untie\\w*|untying'],
+  ['zip\\w*', 'unzip\\w*'],
+  ['plug\\w*|connect\\w*|attach\\w*', 'unplug\\w*|disconnect\\w*|detach\\w*|pull\\w* (?:\\w+ ){0,3}out'],
+  ['wrap\\w*', 'unwrap\\w*|open\\w*'],
+  ['button\\w*', 'unbutton\\w*'],
+  ['stack\\w*', 'unstack\\w*'],
+  ['cover\\w*', 'uncover\\w*'],
+  ['cap|capped|capping', 'uncap\\w*'],
+  ['cork\\w*', 'uncork\\w*'],
+  ['lock|locks|locking|locked', 'unlock\\w*'],
+  ['screw\\w*', 'unscrew\\w*'],
+  ['seal\\w*', 'unseal\\w*'],
+  ['dress\\w*', 'undress\\w*'],
+  ['mount\\w*', 'dismount\\w*'],
+  ['fill\\w*', 'empt\\w*|drain\\w*'],
+  ['inflat\\w*', 'deflat\\w*'],
+  ['assembl\\w*', 'disassembl\\w*|tak\\w* apart|taken apart|fall\\w* apart'],
+  ['build\\w*|built|construct\\w*|erect\\w*|eracted|in construction', 'demolish\\w*|collaps\\w*|destroy\\w*|tear\\w* down'],
+  ['pick\\w* (?:\\w+ ){0,3}up|picked up|lift\\w*|rais\\w*', 'put\\w* (?:\\w+ ){0,3}down|plac\\w* (?:\\w+ ){0,3}down|set\\w* (?:\\w+ ){0,3}down|lower\\w*|drop\\w*'],
+  ['melt\\w*', 'freez\\w*|frozen|refroze\\w*|solidif\\w*'],
+  ['bloom\\w*|blossom\\w*', 'wilt\\w*|clos\\w*'],
+  ['lit|light\\w* up|ignit\\w*|turn\\w* on|switch\\w* on|start\\w*', 'blown out|blow\\w* out|extinguish\\w*|turn\\w* off|switch\\w* off|stop\\w*'],
+  ['crumpl\\w*|wrinkl\\w*', 'smooth\\w*|flatten\\w*'],
+  ['stick\\w*|stuck', 'peel\\w*'],
+  ['enter\\w*|arriv\\w*|com\\w* in', 'leav\\w*|exit\\w*|depart\\w*|go\\w* out'],
+  ['appear|appears|appearing|appeared', 'disappear\\w*|vanish\\w*'],
+  ['grow\\w*|expand\\w*|bigger|larger|increas\\w*|swell\\w*', 'shrink\\w*|contract\\w*|smaller|decreas\\w*'],
+  ['sit\\w* down|sat down|lie\\w* down|kneel\\w*', 'stand\\w* up|stood up|get\\w* up|got up|rise|rises|rising'],
+  ['tak\\w* off|takeoff', 'land|lands|landing|landed'],
+  ['bright\\w*|lighter', 'dark\\w*|dim|dims|dimm\\w*'],
+  ['draw\\w*|writ\\w*', 'eras\\w*'],
+  ['wak\\w* up|woke up', 'fall\\w* asleep|fell asleep'],
+  ['join\\w*|merg\\w*|gather\\w*', 'separat\\w*|split\\w*|scatter\\w*|spread\\w*'],
+  ['dry|dries|drying|dried', 'wet|wetting|soak\\w*'],
+  ['ag\\w*|older', 'younger'],
+  ['accelerat\\w*|speed\\w* up', 'decelerat\\w*|slow\\w* down'],
+].map(([a, b]) => [a, b] as const);
+const REVERSIBLE_SIDES = REVERSIBLE_PAIRS.map(([a, b]) => [W(a), W(b)] as const);
+/** Any single side, for the weak cue. */
+const REVERSIBLE = W(REVERSIBLE_PAIRS.flatMap(([a, b]) => [a, b]).join('|'));
+
+/** Order words inside options ("X and then Y", "both at the same time"). */
+const ORDER_IN_OPTIONS = W('then|followed by|before|after|afterwards|first|second|simultaneous\\w*|at the same time|together|no specific order');
+/** Options that describe a change over time ("getting darker", "turning brighter", "melting"). */
+const CHANGE_IN_OPTIONS = W(
+  '(?:getting|turning|becoming|growing|going|changing) \\w+|\\w+ening|dimming|intensifying|expanding|contracting|shrinking|increasing|decreasing|melting|freezing|solidifying|morphing|aging|evaporating|dissolving|rusting|fading|from \\w+(?: \\w+){0,4} (?:to|into) \\w+',
 );
+const CHANGE_IN_QUESTION = W('chang\\w*|alteration|alter\\w*|transform\\w*|turning into|turn into|turns into|becom\\w*|evolv\\w*|happening to|happens to|happened to|initial|final|eventually|end up|ends up|at last|in the end|over time');
 
 // --- static vocabulary ---
 const COUNT = W('how many|number of|count|how often');
 const ATTRIBUTE = W(
-  'colou?r|colou?rs|shape|material|made of|brand|kind|type of|sort of|species|breed|pattern|texture|animal|sport|fruit|instrument|vehicle|room|weather|clothing|wearing|wear|dressed|emotion|mood|age|gender|profession|job|relationship|name|style|genre|food|dish|drink|event|occasion|place|location|take place|where is this|where are they|where does this|setting|season|time of day',
+  'colou?r|colou?rs|shape|material|made of|brand|kind|type of|sort of|species|breed|texture|animal|sport|fruit|instrument|vehicle|room|weather|clothing|wearing|wear|dressed|emotion|mood|gender|profession|job|relationship|name|style|genre|food|dish|drink|occasion|place|location|take place|where is this|where are they|where does this|setting|season|time of day',
 );
-const TEXT = W('written|writing|text|texts|subtitle\\w*|caption\\w*|logo|logos|sign|signs|signboard|label\\w*|title|titles|read|reading|say|says|said|licen[cs]e plate|plate number|scoreboard|displayed|display|letter|letters|digit|digits|word|words|brand|jersey number|printed|print|headline|menu|banner|poster');
+const TEXT = W('written|writing|text|texts|subtitle\\w*|caption\\w*|logo|logos|sign|signs|signboard|label\\w*|title|titles|read|reading|say|says|said|licen[cs]e plate|plate number|scoreboard|displayed|display|letter|letters|digit|digits|brand|jersey number|printed|print|headline|menu|banner|poster');
 const EXISTENCE = /^ (?:is|are|was|were) there\b|\b(?:does|do|did) (?:\w+ ){0,3}appear in the video\b|\bwhich of (?:these|the following) (?:objects|items|things) (?:is|are) (?:not )?(?:present|shown|visible|seen)\b/;
 const ABS_SPEED = W('fast|faster|fastest|slow|slower|slowest|quick|quickly|quicker|slowly|speed|pace|rapidly|how fast');
 const CONCURRENT = W('while|during which|when the|at the same time|as the|doing when');
 const WHY = /^ (?:why|how come|what is the reason|what caused|for what reason)\b/;
 const EVENT_QUESTION = /^ (?:what|which|how) (?:\w+ ){0,2}(?:do|does|did|will|would|happens|happened|happen|is|was)\b/;
+
+const DIRECTION_TERMS = ['left', 'right', 'up', 'down', 'upward', 'downward', 'toward', 'towards', 'away', 'closer', 'farther', 'clockwise', 'counterclockwise', 'anticlockwise', 'rising', 'falling', 'ascending', 'descending', 'forward', 'backward', 'in', 'out', 'top', 'bottom'];
+
+/** Distinct non-empty sets of direction words among the options (>= 2: the options differ by direction). */
+function directionSignatures(opts: string[]): number {
+  const sigs = new Set<string>();
+  for (const o of opts) {
+    const words = o.trim().split(' ');
+    const sig = DIRECTION_TERMS.filter((t) => words.includes(t) && (t !== 'in' && t !== 'out' ? true : /\bzoom\w* (?:in|out)\b/.test(o))).join(',');
+    if (sig) sigs.add(sig);
+  }
+  return sigs.size;
+}
 
 function count(re: RegExp, texts: string[]): number {
   let n = 0;
@@ -139,8 +192,8 @@ export function classifyByRules(question: string, options: readonly string[]): C
 
   // Static heads: what is asked is a property that survives both transforms.
   if (COUNT.test(q)) add(e, 'static', 5, 'count');
-  if (ATTRIBUTE.test(q) && !STATE_CHANGE.test(q)) add(e, 'static', 4, 'attribute');
-  if (text && /^ (?:what|which)\b/.test(q) && !ORDER.test(q)) add(e, 'static', 4, 'text');
+  if (ATTRIBUTE.test(q) && !STATE_CHANGE.test(q) && !CHANGE_IN_QUESTION.test(q)) add(e, 'static', 4, 'attribute');
+  if (text && /^ what\b/.test(q) && !ORDER.test(q)) add(e, 'static', 4, 'text');
   if (EXISTENCE.test(q)) add(e, 'static', 4, 'existence');
   if (ABS_SPEED.test(q) && !SPEED_CHANGE.test(q) && !all.some((t) => SPEED_CHANGE.test(t))) add(e, 'static', 4, 'absolute-speed');
   if (CONCURRENT.test(q) && /\b(?:doing|do|does|did)\b/.test(q) && !ORDER.test(q)) add(e, 'static', 3, 'concurrent-activity');
@@ -151,12 +204,12 @@ export function classifyByRules(question: string, options: readonly string[]): C
     add(e, 'temporal', 3, 'order');
     if (EVENT_QUESTION.test(q)) add(e, 'temporal', 2, 'event-order');
   }
+  // Reversible actions: both sides of a pair named (strong), or one side in the question (weak).
+  const joined = all.join(' ');
+  const pairHit = REVERSIBLE_SIDES.some(([a, b]) => a.test(joined) && b.test(joined));
   const revQ = REVERSIBLE.test(q);
-  const revOpts = count(REVERSIBLE, opts);
-  if (revQ || revOpts > 0) {
-    const pair = (revQ && / or /.test(q)) || revOpts >= 2;
-    add(e, 'temporal', pair ? 4 : 2, pair ? 'reversible-pair' : 'reversible-action');
-  }
+  if (pairHit) add(e, 'temporal', 4, 'reversible-pair');
+  else if (revQ) add(e, 'temporal', 2, 'reversible-action');
   if (playback) add(e, 'temporal', 5, 'playback');
   if (SPEED_CHANGE.test(q) || optShare(SPEED_CHANGE) >= 0.5) add(e, 'temporal', 5, 'speed-change');
   const fromTo = opts.filter((o) => {
@@ -164,23 +217,23 @@ export function classifyByRules(question: string, options: readonly string[]): C
     return m !== null && !LR.test(o) && !VERTICAL.test(o) && !DEPTH.test(o);
   }).length;
   if (STATE_CHANGE.test(q) || fromTo >= 2) add(e, 'temporal', 5, 'state-change');
+  else if (CHANGE_IN_QUESTION.test(q)) add(e, 'temporal', 4, 'change-question');
+  if (count(ORDER_IN_OPTIONS, opts) >= 2) add(e, 'temporal', 4, 'order-in-options');
+  if (count(CHANGE_IN_OPTIONS, opts) >= 2 && !motionQ) add(e, 'temporal', 3, 'change-in-options');
 
   // Spatiotemporal: a motion word with a direction.
   const dirAny = lrAny || vertAny || depthAny || rotSense;
   if (dirAny && motionQ) add(e, 'spatiotemporal', 4, 'motion-direction');
-  else if (dirAny && motionAny) {
-    const share = optShare(MOTION);
-    add(e, 'spatiotemporal', share >= 0.5 ? 4 : 2, 'motion-direction-in-options');
-  }
+  else if (dirAny && motionAny && directionSignatures(opts) >= 2) add(e, 'spatiotemporal', optShare(MOTION) >= 0.5 ? 4 : 2, 'motion-direction-in-options');
   if (rotSense) add(e, 'spatiotemporal', 2, 'rotation-sense');
   if (/\bcamera\b/.test(q) && all.some((t) => /\b(?:pan\w*|tilt\w*|zoom\w*|dolly|truck\w*)\b/.test(t))) add(e, 'spatiotemporal', 3, 'camera-motion');
   if (lrAny && optShare(MOTION) >= 0.5 && optShare(LR) >= 0.5) add(e, 'spatiotemporal', 2, 'options-move-sideways');
 
   // Spatial: left/right with no motion, or a layout cue.
   if (lrAny && !motionAny) add(e, 'spatial', 4, 'left-right-layout');
-  if (lrAny && layout) add(e, 'spatial', 3, 'position');
-  if (BODY_SIDE.test(q)) add(e, 'spatial', 2, 'body-side');
-  if (/\b(?:facing|faces|point|points|pointing)\b/.test(q)) add(e, 'spatial', 3, 'facing');
+  if (lrAny && layout && !motionQ) add(e, 'spatial', 3, 'position');
+  if (BODY_SIDE.test(q) && !motionQ) add(e, 'spatial', 2, 'body-side');
+  if (/\b(?:facing|faces|pointing)\b|\bpoints? $|\bpoints? (?:to|at|toward|towards)\b/.test(q)) add(e, 'spatial', 5, 'facing');
 
   const ranked = (Object.keys(e.scores) as RouteType[]).sort((a, b) => e.scores[b] - e.scores[a] || order(a) - order(b));
   const type = ranked[0];
@@ -199,7 +252,7 @@ export function classifyByRules(question: string, options: readonly string[]): C
     // Keep the question's own words true: "the car on the left" breaks under hflip, "the ball
     // that moves up" or "what happens first" under reverse.
     const mentionsLR = LR.test(q);
-    const mentionsTime = ORDER.test(q) || (motionQ && (vertAny || depthAny || lrAny)) || revQ;
+    const mentionsTime = ORDER.test(q) || (motionQ && (vertAny || depthAny || lrAny)) || revQ || CHANGE_IN_QUESTION.test(q);
     if (text) out.prefer = 'reverse';
     else if (mentionsLR && !mentionsTime) out.prefer = 'reverse';
     else if (mentionsTime && !mentionsLR) out.prefer = 'hflip';

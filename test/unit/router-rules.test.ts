@@ -4,7 +4,7 @@
  * choice, and the synchronous routeRecord API.
  */
 import * as path from 'path';
-import { applyPolicy, classifyByRules, loadLabelled, POLICY_TABLE, routeRecord, routerBackends, scoreRoutes, staticTransform, Route, ROUTE_TRANSFORMS, type RouteTransform } from '../../lib/router';
+import { applyPolicy, classifyByRules, RULES_VERSION, loadLabelled, POLICY_TABLE, routeRecord, routerBackends, scoreRoutes, staticTransform, Route, ROUTE_TRANSFORMS, type RouteTransform } from '../../lib/router';
 
 const DATA = path.join(__dirname, '..', '..', 'data', 'router');
 
@@ -110,7 +110,7 @@ describe('policy table', () => {
 describe('routeRecord', () => {
   test('returns the route synchronously for the rules backend', () => {
     const r = routeRecord({ question: 'Is the drawer being opened or closed?', options: ['opened', 'closed'] }, { backend: 'rules', seed: 3 });
-    expect(r).toMatchObject({ type: 'temporal', transform: 'reverse', relation: 'change', backend: 'rules', model: 'rules-1', promptVersion: 'rules-1' });
+    expect(r).toMatchObject({ type: 'temporal', transform: 'reverse', relation: 'change', backend: 'rules', model: RULES_VERSION, promptVersion: RULES_VERSION });
   });
 
   test('rejects bad input with the standard message, and async-only backends with a code', () => {
