@@ -8,6 +8,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError } from '../errors';
+import { readMp4Header } from './mp4-header';
 
 export interface FfmpegPaths {
   ffmpeg: string;
@@ -91,9 +92,17 @@ export interface VideoProbe {
   codec: string;
 }
 
-/** Reads size, frame count and rate of the first video stream. */
-export async function probeVideo(file: string, paths: FfmpegPaths = defaultFfmpegPaths()): Promise<VideoProbe> {
+/**
+ * Reads size, frame count and rate of the first video stream. `method` 'auto' (default) reads an
+ * MP4/MOV header in-process when it can and runs ffprobe otherwise; 'ffprobe' always runs it.
+ */
+export async function probeVideo(file: string, paths: FfmpegPaths = defaultFfmpegPaths(), method: 'auto' | 'ffprobe' = 'auto'): Promise<VideoProbe> {
   checkReadable(file);
+  if (method === 'auto') {
+    const h = readMp4Header(file);
+    if (h?.truncated) throw new CrpoError('ERR_CRPO_VIDEO_TRUNCATED', `video ${file} is truncated: its data ends before the ${h.frames} frames its header lists`);
+    if (h) return { width: h.width, height: h.height, frames: h.frames, fps: h.fps, codec: h.codec };
+  }
   const chunks: Buffer[] = [];
   const args = ['-v', 'error', '-count_packets', '-select_streams', 'v:0', '-show_entries', 'stream=width,height,nb_frames,nb_read_packets,avg_frame_rate,r_frame_rate,codec_name', '-of', 'json', file];
   const r = await run(paths.ffprobe, args, (c) => chunks.push(c));

@@ -46,6 +46,8 @@ export interface ReaderOptions {
   /** Images decoded at once within one frames directory (default 4). */
   imageConcurrency?: number;
   ffmpeg?: FfmpegPaths;
+  /** 'auto' (default): MP4/MOV headers are read in-process, other files by ffprobe; 'ffprobe': always ffprobe. */
+  probe?: 'auto' | 'ffprobe';
 }
 
 function checkRead(o: ReadOptions, op: string): void {
@@ -73,6 +75,7 @@ export class VideoReader {
   private readonly inflight = new Map<string, Promise<DecodedVideo>>();
   private readonly imageConcurrency: number;
   private readonly ffmpeg: FfmpegPaths;
+  private readonly probe: 'auto' | 'ffprobe';
 
   constructor(o: ReaderOptions = {}) {
     const c = o.concurrency ?? Math.max(1, os.cpus().length);
@@ -84,6 +87,8 @@ export class VideoReader {
     this.cache = new LruCache(bytes, (v) => v.data.byteLength + 256);
     this.imageConcurrency = o.imageConcurrency ?? 4;
     this.ffmpeg = o.ffmpeg ?? defaultFfmpegPaths();
+    this.probe = o.probe ?? 'auto';
+    if (this.probe !== 'auto' && this.probe !== 'ffprobe') throw invalidArg('probe', "'auto' or 'ffprobe'", this.probe, 'VideoReader');
   }
 
   /** Peak number of decodes seen running at once. */
@@ -141,7 +146,7 @@ export class VideoReader {
   }
 
   private async decodeFile(file: string, o: ReadOptions): Promise<DecodedVideo> {
-    const p = await probeVideo(file, this.ffmpeg);
+    const p = await probeVideo(file, this.ffmpeg, this.probe);
     const indices = uniformIndices(p.frames, o.frames ?? p.frames);
     const { width, height } = targetSize(p.width, p.height, o);
     const data = await decodeVideoFile(file, { indices, width, height, method: o.method, paths: this.ffmpeg });
