@@ -183,13 +183,17 @@ export class QwenVLModel extends NativeHandle {
     if (typeof folder !== 'string' || !folder) throw invalidArg('folder', 'a model folder path', folder);
     const dtype = options.dtype ?? 'float32';
     if (!['float32', 'bfloat16', 'float16', 'float64'].includes(dtype)) throw invalidArg('dtype', "'float32', 'bfloat16', 'float16' or 'float64'", dtype);
+    const device = options.device ?? 'cpu';
+    if (dtype === 'float16' && !device.startsWith('cuda')) {
+      throw new CrpoError('ERR_CRPO_DTYPE', `float16 needs a CUDA device (libtorch has no fp16 matmul on CPU); use dtype 'bfloat16' or 'float32' on '${device}'`, { userError: true });
+    }
     const cfgFile = path.join(folder, 'config.json');
     if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no config.json`, { userError: true });
     const cfg = readQwenConfig(cfgFile);
     const weights = resolveWeights(folder, cfg);
     const a = torchAddon();
     const tensors = [...weights.entries()].map(([name, w]) => ({ name, file: w.file, offset: w.offset, nbytes: w.nbytes, dtype: w.dtype, shape: w.shape }));
-    const id = await torchQueue.run(() => callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device: options.device ?? 'cpu', tensors })));
+    const id = await torchQueue.run(() => callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device, tensors })));
     return new QwenVLModel(id, cfg, folder, weights, dtype);
   }
 

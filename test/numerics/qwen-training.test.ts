@@ -147,6 +147,17 @@ function randomize(m: QwenVLModel, names: string[], scale: number, seed: number)
     m.dispose();
   });
 
+  test('bf16 weights run on CPU near the fp32 golden logits; fp16 on CPU is refused', async () => {
+    const c = readCase(MODEL, 'image_video');
+    const golden = c.get('out.logits')!.data as Float32Array;
+    const m = await QwenVLModel.load(DIR, { dtype: 'bfloat16' });
+    const r = await m.forward(caseInputs(c));
+    // bf16 keeps 8 mantissa bits: logits of magnitude ~3 move by a few 1e-2 (measured 0.09)
+    expect(maxDiff(r.logits.data, golden)).toBeLessThan(0.25);
+    m.dispose();
+    await expect(QwenVLModel.load(DIR, { dtype: 'float16' })).rejects.toMatchObject({ code: 'ERR_CRPO_DTYPE', message: expect.stringMatching(/float16 needs a CUDA device/) });
+  });
+
   test('shareVision: one encoding for a group of rows equals each row alone', async () => {
     const m = await QwenVLModel.load(DIR);
     const one = await m.forward(inputs);
