@@ -1,7 +1,7 @@
 /**
- * External check of the rules router on real benchmark questions: TempCompass's multi-choice
- * questions (github.com/llyx97/TempCompass, questions/multi-choice.json, CC BY-NC 4.0, not
- * shipped here: pass its path). Expected types come from TempCompass's own dimension labels, not
+ * External check of the rules router on real benchmark questions: TempCompass's questions
+ * (github.com/llyx97/TempCompass, questions/{multi-choice,yes_no,caption_matching}.json, CC BY-NC
+ * 4.0, not shipped here: pass the path of one of them). Expected types come from TempCompass's own dimension labels, not
  * from this project: action -> static, order -> temporal, attribute_change -> temporal,
  * direction -> spatiotemporal; speed is reported as a distribution (it mixes video playback speed,
  * comparisons and changes). Transform validity is measured where TempCompass itself says the
@@ -28,10 +28,21 @@ type Item = { question: string; answer: string };
 const data = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, Item[]>>;
 const EXPECTED: Record<string, RouteType> = { action: 'static', order: 'temporal', attribute_change: 'temporal', direction: 'spatiotemporal' };
 
-function split(q: string): { question: string; options: string[] } {
-  const lines = q.split('\n');
-  const options = lines.filter((l) => /^[A-Z]\. /.test(l)).map((l) => l.slice(3));
-  return { question: lines.filter((l) => !/^[A-Z]\. /.test(l)).join(' ').trim(), options };
+// Option lines of the three TempCompass formats: "A. x" (multi-choice), "Option 1: x" /
+// "Sentence A: x" / "Caption A: x" (caption matching); yes/no questions get options yes, no.
+const OPTION_LINE = /^(?:[A-Z]\.|Option \d+:|Sentence [A-Z]:|Caption [A-Z]:)\s*/;
+
+function split(q: string, answer = ''): { question: string; options: string[] } {
+  const lines = q.split('\n').filter((l) => !/^Please answer/i.test(l));
+  const options = lines.filter((l) => OPTION_LINE.test(l)).map((l) => l.replace(OPTION_LINE, ''));
+  const question = lines.filter((l) => !OPTION_LINE.test(l)).join(' ').trim();
+  if (options.length === 0 && /^(yes|no)\b/i.test(answer)) return { question, options: ['yes', 'no'] };
+  return { question, options };
+}
+
+/** The answer text without its option prefix. */
+function answerText(a: string): string {
+  return a.replace(OPTION_LINE, '').trim().toLowerCase();
 }
 
 const perDim: Record<string, { n: number; ok: number; got: Record<string, number> }> = {};
@@ -42,7 +53,7 @@ for (const [vid, dims] of Object.entries(data)) {
   for (const [dim, items] of Object.entries(dims)) {
     const reversed = data[`${vid}_reverse`]?.[dim] ?? [];
     for (const it of items) {
-      const { question, options } = split(it.question);
+      const { question, options } = split(it.question, it.answer);
       if (options.length < 2) continue;
       const r = routeRecord({ question, options });
       const s = (perDim[dim] ??= { n: 0, ok: 0, got: {} });
@@ -51,8 +62,8 @@ for (const [vid, dims] of Object.entries(data)) {
       if (EXPECTED[dim] && r.type === EXPECTED[dim]) s.ok++;
       else if (EXPECTED[dim] && showErrors) errors.push(`${dim}: expected ${EXPECTED[dim]}, got ${r.type} (${r.rationale}): ${question} | ${options.join(' | ')}`);
       // TempCompass's reversed clip: same question (options may be reordered), different answer text.
-      const twin = reversed.find((x) => split(x.question).question === question);
-      if (twin && twin.answer.slice(3) !== it.answer.slice(3)) {
+      const twin = reversed.find((x) => split(x.question, x.answer).question === question);
+      if (twin && answerText(twin.answer) !== answerText(it.answer)) {
         validity.n++;
         if (r.type === 'static') validity.static++;
         else if (r.transform === 'reverse') validity.reverse++;

@@ -15,7 +15,7 @@
  */
 import type { Classification, MotionAxis, RouteType } from './types';
 
-export const RULES_VERSION = 'rules-2';
+export const RULES_VERSION = 'rules-3';
 
 /** Lower-case, punctuation to spaces, padded with spaces so every cue can be matched as words. */
 export function normalise(text: string): string {
@@ -33,7 +33,7 @@ const ROTATION_SENSE = W('clockwise|counterclockwise|anticlockwise|counter clock
 const ROTATION = W('rotat\\w*|spin\\w*|revolv\\w*|twist\\w*');
 const TURN = W('turn|turns|turning|turned|steer\\w*');
 const MOTION = W(
-  'mov\\w*|walk\\w*|run|runs|running|ran|roll\\w*|push\\w*|pull\\w*|slid\\w*|slide|fly|flies|flying|flew|swim\\w*|travel\\w*|head|heading|headed|heads|go|goes|going|went|drift\\w*|driv\\w*|sail\\w*|pan|pans|panning|panned|direction|directions|way|spin\\w*|rotat\\w*|turn\\w*|cross\\w*|flow|flows|flowing|flowed|climb\\w*|rise|rises|rising|sink\\w*|fall\\w*|ascend\\w*|descend\\w*|approach\\w*|zoom\\w*|tilt\\w*|thrown|throw\\w*|toss\\w*|motion|trajector\\w*|path|shift\\w*|swip\\w*|swing\\w*|crawl\\w*|jog\\w*|ride|rides|riding|scroll\\w*|bounc\\w*|float\\w*|glid\\w*|dragg\\w*|drag',
+  'mov\\w*|walk\\w*|run|runs|running|ran|roll\\w*|push\\w*|pull\\w*|slid\\w*|slide|fly|flies|flying|flew|swim\\w*|travel\\w*|head|heading|headed|heads|go|goes|going|went|drift\\w*|driv\\w*|sail\\w*|pan|pans|panning|panned|direction|directions|way|spin\\w*|rotat\\w*|turn\\w*|cross\\w*|flow|flows|flowing|flowed|climb\\w*|rise|rises|rising|sink\\w*|fall\\w*|ascend\\w*|descend\\w*|approach\\w*|zoom\\w*|tilt\\w*|thrown|throw\\w*|toss\\w*|motion|trajector\\w*|path|shift\\w*|swip\\w*|swing\\w*|crawl\\w*|jog\\w*|leap\\w*|jump\\w*|hop|hops|hopping|step\\w*|skat\\w*|ski|skiing|surf\\w*|ride|rides|riding|scroll\\w*|bounc\\w*|float\\w*|glid\\w*|dragg\\w*|drag',
 );
 // Position words that make left/right a layout question even next to a motion word.
 const LAYOUT = W(
@@ -105,7 +105,13 @@ const REVERSIBLE = W(REVERSIBLE_PAIRS.flatMap(([a, b]) => [a, b]).join('|'));
 const ORDER_IN_OPTIONS = W('then|followed by|before|after|afterwards|first|second|simultaneous\\w*|at the same time|together|no specific order');
 /** Options that describe a change over time ("getting darker", "turning brighter", "melting"). */
 const CHANGE_IN_OPTIONS = W(
-  '(?:getting|turning|becoming|growing|going|changing) \\w+|\\w+ening|dimming|intensifying|expanding|contracting|shrinking|increasing|decreasing|melting|freezing|solidifying|morphing|aging|evaporating|dissolving|rusting|fading|from \\w+(?: \\w+){0,4} (?:to|into) \\w+',
+  [
+    '(?:getting|turning|becoming|growing|going|changing) \\w+', '\\w+ening', 'dimming', 'intensifying', 'expanding', 'contracting', 'shrinking', 'increasing', 'decreasing',
+    'melting', 'freezing', 'solidifying', 'morphing', 'aging', 'evaporating', 'dissolving', 'rusting', 'fading', 'forming', 'shattering', 'reducing', 'growing', 'collapsing',
+    'breaking', 'withering', 'wilting', 'blooming', 'splitting', 'disappearing', 'appearing', 'vanishing', 'taller', 'shorter', 'larger', 'smaller', 'bigger', 'brighter',
+    'darker', 'lighting up', 'burning', 'exploding', 'changes from', 'changed from', 'drying up', 'cracking', 'crumbling', 'tearing apart', 'falling apart', 'building up', 'filling up', 'emptying', 'rotting', 'ripening',
+    'from \\w+(?: \\w+){0,4} (?:to|into) \\w+',
+  ].join('|'),
 );
 const CHANGE_IN_QUESTION = W('chang\\w*|alteration|alter\\w*|transform\\w*|turning into|turn into|turns into|becom\\w*|evolv\\w*|happening to|happens to|happened to|initial|final|eventually|end up|ends up|at last|in the end|over time');
 
@@ -121,14 +127,15 @@ const CONCURRENT = W('while|during which|when the|at the same time|as the|doing 
 const WHY = /^ (?:why|how come|what is the reason|what caused|for what reason)\b/;
 const EVENT_QUESTION = /^ (?:what|which|how) (?:\w+ ){0,2}(?:do|does|did|will|would|happens|happened|happen|is|was)\b/;
 
-const DIRECTION_TERMS = ['left', 'right', 'up', 'down', 'upward', 'downward', 'toward', 'towards', 'away', 'closer', 'farther', 'clockwise', 'counterclockwise', 'anticlockwise', 'rising', 'falling', 'ascending', 'descending', 'forward', 'backward', 'in', 'out', 'top', 'bottom'];
+const DIRECTION_WORDS = new RegExp(`${LR.source}|${VERTICAL.source}|${DEPTH.source}|${ROTATION_SENSE.source}`, 'g');
 
 /** Distinct non-empty sets of direction words among the options (>= 2: the options differ by direction). */
+const DIRECTION_WORDS_ONE = new RegExp(DIRECTION_WORDS.source);
+
 function directionSignatures(opts: string[]): number {
   const sigs = new Set<string>();
   for (const o of opts) {
-    const words = o.trim().split(' ');
-    const sig = DIRECTION_TERMS.filter((t) => words.includes(t) && (t !== 'in' && t !== 'out' ? true : /\bzoom\w* (?:in|out)\b/.test(o))).join(',');
+    const sig = [...new Set(o.match(DIRECTION_WORDS) ?? [])].sort().join(',');
     if (sig) sigs.add(sig);
   }
   return sigs.size;
@@ -179,20 +186,26 @@ export function classifyByRules(question: string, options: readonly string[]): C
   const optShare = (re: RegExp): number => (opts.length ? count(re, opts) / opts.length : 0);
   const e: Evidence = { scores: { spatial: 0, temporal: 0, spatiotemporal: 0, static: 1 }, cues: [] };
 
+  const yesNo = opts.length === 2 && opts.every((o) => o === ' yes ' || o === ' no ');
+  // Caption matching ("Which caption matches the video better?"): the question says nothing, each
+  // option is a statement about the video, and one option alone may carry the dynamic cue.
+  const captionMatch = /^ (?:which|what) (?:caption|sentence|description|statement)\b|\bmatch(?:es)? the video\b|\bdescribes? the video\b|\bessence of the video\b/.test(q);
   const motionQ = MOTION.test(q);
   const motionAny = motionQ || count(MOTION, opts) > 0;
   const lrAny = all.some((t) => LR.test(t));
   const vertAny = all.some((t) => VERTICAL.test(t));
   const depthAny = all.some((t) => DEPTH.test(t));
   const rotSense = all.some((t) => ROTATION_SENSE.test(t));
+  const dirAny = lrAny || vertAny || depthAny || rotSense;
   const layout = LAYOUT.test(q) || BODY_SIDE.test(q);
-  const text = TEXT.test(q);
+  const text = TEXT.test(q) && !captionMatch;
   // "forward or backward" is playback direction unless something moves (the camera, a car).
   const playback = PLAYBACK.test(q) || (all.some((t) => FORWARD_BACKWARD.test(t)) && !motionAny && !/\bcamera\b/.test(q));
 
   // Static heads: what is asked is a property that survives both transforms.
   if (COUNT.test(q)) add(e, 'static', 5, 'count');
-  if (ATTRIBUTE.test(q) && !STATE_CHANGE.test(q) && !CHANGE_IN_QUESTION.test(q)) add(e, 'static', 4, 'attribute');
+  const yesNoChange = yesNo && CHANGE_IN_OPTIONS.test(q) && !(FROM_TO.test(q) && DIRECTION_WORDS_ONE.test(q));
+  if (ATTRIBUTE.test(q) && !STATE_CHANGE.test(q) && !CHANGE_IN_QUESTION.test(q) && !yesNoChange) add(e, 'static', 4, 'attribute');
   if (text && /^ what\b/.test(q) && !ORDER.test(q)) add(e, 'static', 4, 'text');
   if (EXISTENCE.test(q)) add(e, 'static', 4, 'existence');
   if (ABS_SPEED.test(q) && !SPEED_CHANGE.test(q) && !all.some((t) => SPEED_CHANGE.test(t))) add(e, 'static', 4, 'absolute-speed');
@@ -202,6 +215,7 @@ export function classifyByRules(question: string, options: readonly string[]): C
   // Temporal: order, reversible actions, playback, speed change, state change.
   if (ORDER.test(q)) {
     add(e, 'temporal', 3, 'order');
+    if ((q.match(new RegExp(ORDER.source, 'g')) ?? []).length >= 2 || /\b(?:sequence|order|and then|followed by|before|after)\b/.test(q)) add(e, 'temporal', 2, 'order-emphasis');
     if (EVENT_QUESTION.test(q)) add(e, 'temporal', 2, 'event-order');
   }
   // Reversible actions: both sides of a pair named (strong), or one side in the question (weak).
@@ -218,12 +232,16 @@ export function classifyByRules(question: string, options: readonly string[]): C
   }).length;
   if (STATE_CHANGE.test(q) || fromTo >= 2) add(e, 'temporal', 5, 'state-change');
   else if (CHANGE_IN_QUESTION.test(q)) add(e, 'temporal', 4, 'change-question');
-  if (count(ORDER_IN_OPTIONS, opts) >= 2) add(e, 'temporal', 4, 'order-in-options');
-  if (count(CHANGE_IN_OPTIONS, opts) >= 2 && !motionQ) add(e, 'temporal', 3, 'change-in-options');
+  if (count(ORDER_IN_OPTIONS, opts) >= (captionMatch ? 1 : 2)) add(e, 'temporal', 4, 'order-in-options');
+  // A change over time described by the options (or, for yes/no, by the question's statement);
+  // "from left to right" is a direction, not a change of state.
+  const statements = yesNo ? [q] : opts;
+  const changing = statements.filter((o) => CHANGE_IN_OPTIONS.test(o) && !(FROM_TO.test(o) && DIRECTION_WORDS_ONE.test(o))).length;
+  if (changing >= (yesNo || captionMatch ? 1 : 2) && !(motionQ && dirAny)) add(e, 'temporal', yesNo ? 2 : 3, 'change-in-options');
 
   // Spatiotemporal: a motion word with a direction.
-  const dirAny = lrAny || vertAny || depthAny || rotSense;
   if (dirAny && motionQ) add(e, 'spatiotemporal', 4, 'motion-direction');
+  else if (captionMatch && opts.some((o) => MOTION.test(o) && DIRECTION_WORDS_ONE.test(o))) add(e, 'spatiotemporal', 4, 'motion-direction-in-a-caption');
   else if (dirAny && motionAny && directionSignatures(opts) >= 2) add(e, 'spatiotemporal', optShare(MOTION) >= 0.5 ? 4 : 2, 'motion-direction-in-options');
   if (rotSense) add(e, 'spatiotemporal', 2, 'rotation-sense');
   if (/\bcamera\b/.test(q) && all.some((t) => /\b(?:pan\w*|tilt\w*|zoom\w*|dolly|truck\w*)\b/.test(t))) add(e, 'spatiotemporal', 3, 'camera-motion');
@@ -233,7 +251,7 @@ export function classifyByRules(question: string, options: readonly string[]): C
   if (lrAny && !motionAny) add(e, 'spatial', 4, 'left-right-layout');
   if (lrAny && layout && !motionQ) add(e, 'spatial', 3, 'position');
   if (BODY_SIDE.test(q) && !motionQ) add(e, 'spatial', 2, 'body-side');
-  if (/\b(?:facing|faces|pointing)\b|\bpoints? $|\bpoints? (?:to|at|toward|towards)\b/.test(q)) add(e, 'spatial', 5, 'facing');
+  if (/\b(?:facing|faces|pointing)\b|^ (?:which|what) (?:direction|way)\b.*\bpoints? $|\bpoints? (?:at|toward|towards)\b/.test(q)) add(e, 'spatial', 5, 'facing');
 
   const ranked = (Object.keys(e.scores) as RouteType[]).sort((a, b) => e.scores[b] - e.scores[a] || order(a) - order(b));
   const type = ranked[0];
