@@ -30,12 +30,20 @@ const JUNK_TEXT = 'I cannot tell from the video.';
 
 const words = (s: string): string[] => s.toLowerCase().split(/[^a-z0-9]+/).filter((w) => w && w !== 'the' && w !== 'it');
 
+/** Clip descriptors, cached per frames buffer (the trainer reuses the buffers of its items). */
+const descriptorCache = new WeakMap<Uint8Array, string[]>();
+
 /** Feature indices of each shown option of a prompt (cached per prompt object). */
 function optionFeatures(p: PolicyPrompt, cache: WeakMap<PolicyPrompt, number[][]>): number[][] {
   const hit = cache.get(p);
   if (hit) return hit;
   const q = hash32(p.question.trim().toLowerCase());
-  const desc = ['bias', ...clipDescriptors(p.frames, p.frameShape)];
+  let clip = descriptorCache.get(p.frames);
+  if (!clip) {
+    clip = clipDescriptors(p.frames, p.frameShape);
+    descriptorCache.set(p.frames, clip);
+  }
+  const desc = ['bias', ...clip];
   const feats = p.options.map((opt) => {
     const idx: number[] = [];
     for (const w of words(opt)) for (const d of desc) idx.push(hash32(`${q}|${d}|${w}`) % DIM);

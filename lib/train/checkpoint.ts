@@ -35,17 +35,13 @@ export function checkpointDir(out: string): string {
   return path.join(out, 'checkpoints');
 }
 
-/** Complete checkpoints of a run, oldest first. Leftover temporary folders are removed. */
+/** Complete checkpoints of a run, oldest first (temporary folders of a checkpoint being written are ignored). */
 export function listCheckpoints(out: string): { step: number; dir: string }[] {
   const root = checkpointDir(out);
   if (!fs.existsSync(root)) return [];
   const list: { step: number; dir: string }[] = [];
   for (const name of fs.readdirSync(root)) {
     const full = path.join(root, name);
-    if (name.includes('.tmp-')) {
-      fs.rmSync(full, { recursive: true, force: true });
-      continue;
-    }
     const m = NAME.exec(name);
     if (m && fs.existsSync(path.join(full, 'state.json'))) list.push({ step: Number(m[1]), dir: full });
   }
@@ -83,6 +79,9 @@ export async function saveCheckpoint(out: string, policy: Policy, state: TrainSt
 export function resumeTarget(out: string, resume: string): string | undefined {
   if (resume === 'never') return undefined;
   if (resume === 'auto') {
+    // Temporary folders left by a process killed while writing a checkpoint.
+    const root = checkpointDir(out);
+    if (fs.existsSync(root)) for (const name of fs.readdirSync(root)) if (name.includes('.tmp-')) fs.rmSync(path.join(root, name), { recursive: true, force: true });
     const all = listCheckpoints(out);
     return all.length ? all[all.length - 1].dir : undefined;
   }

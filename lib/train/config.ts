@@ -239,14 +239,21 @@ export function setDotted(target: Plain, key: string, raw: string): void {
   cur[parts[parts.length - 1]] = value;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, source: string): string {
-  const where = issue.path.join('.');
-  if (issue.code === 'unrecognized_keys') {
-    const keys = (issue as unknown as { keys: string[] }).keys;
-    return `${source}: unknown config key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${where ? where + '.' : ''}${k}'`).join(', ')}`;
+/** What a failed field was expected to be, in words. */
+function expectation(issue: z.core.$ZodIssue): string {
+  const i = issue as unknown as { code: string; expected?: string; values?: unknown[]; minimum?: number | bigint; maximum?: number | bigint; inclusive?: boolean; message: string };
+  switch (i.code) {
+    case 'invalid_type':
+      return `a ${i.expected}`;
+    case 'invalid_value':
+      return `one of ${(i.values ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'too_small':
+      return /^Too small/.test(i.message) ? `a number ${i.inclusive ? '>=' : '>'} ${i.minimum}` : i.message;
+    case 'too_big':
+      return /^Too big/.test(i.message) ? `a number ${i.inclusive ? '<=' : '<'} ${i.maximum}` : i.message;
+    default:
+      return i.message;
   }
-  let got: unknown = undefined;
-  return `${source}: ${where || 'config'}: ${issue.message}${got !== undefined ? ` (got ${JSON.stringify(got)})` : ''}`;
 }
 
 /**
@@ -263,8 +270,11 @@ export function resolveConfig(o: { file?: string; overrides?: Plain; checkData?:
     const issue = r.error.issues[0];
     const where = issue.path.join('.');
     const value = issue.path.reduce<unknown>((v, k) => (isObj(v) ? v[k as string] : undefined), merged);
-    const msg = issue.code === 'unrecognized_keys' ? describeIssue(issue, source) : `${source}: ${where}: expected ${issue.message.replace(/^Invalid input: expected /, '').replace(/^Too small: expected number to be >=/, 'a number >=')} but received ${JSON.stringify(value)}`;
-    throw new ConfigError(msg);
+    if (issue.code === 'unrecognized_keys') {
+      const keys = (issue as unknown as { keys: string[] }).keys.map((k) => `'${where ? where + '.' : ''}${k}'`);
+      throw new ConfigError(`${source}: unknown config key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}; see docs/training.md for the fields`);
+    }
+    throw new ConfigError(`${source}: ${where}: expected ${expectation(issue)} but received ${JSON.stringify(value)}`);
   }
   const c = r.data as TrainConfig;
   if (!ALGORITHMS.has(c.algo)) throw new ConfigError(`${source}: algo: unknown algorithm '${c.algo}'; known: ${ALGORITHMS.names().join(', ')}`);

@@ -32,6 +32,8 @@ export interface TrainItem {
   route: ItemRoute;
   /** Counterfactual frames, made once on first use. */
   cfFrames?: Uint8Array;
+  /** Reversed frames (ArrowRL), made once on first use. */
+  reversed?: Uint8Array;
 }
 
 export interface ValItem {
@@ -65,7 +67,8 @@ export function counterfactualFrames(item: TrainItem): Uint8Array {
 
 /** Frames played backwards (ArrowRL's second branch). */
 export function reversedFrames(item: TrainItem): Uint8Array {
-  return transformFramesSync(item.frames, { shape: [1, ...item.shape], transform: 'reverse' }) as Uint8Array;
+  item.reversed ??= transformFramesSync(item.frames, { shape: [1, ...item.shape], transform: 'reverse' }) as Uint8Array;
+  return item.reversed;
 }
 
 /** Frames in a seeded random order (T-GRPO's second branch). */

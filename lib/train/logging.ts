@@ -1,12 +1,14 @@
 /**
  * What a training run shows and writes: a progress bar on stderr (ETA, step time, main rewards),
  * per-step metrics and validation lines as JSONL (`{"step": n, ...}`, fsynced), rollout dumps,
- * and PNG plots of the curves at the end (SVG rasterised with sharp). On resume, lines past the
- * checkpoint's step are cut so the logs match an uninterrupted run. Only rank 0 writes.
+ * and PNG plots of the curves at the end (SVG rasterised with sharp). Lines are appended without
+ * a per-line fsync; `sync()` runs before every checkpoint, so everything up to a checkpoint is
+ * durable, and on resume the lines past the checkpoint's step are cut so the logs match an
+ * uninterrupted run. Only rank 0 writes.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { JsonlAppender, writeFileAtomicSync } from '../data/jsonl';
+import { writeFileAtomicSync } from '../data/jsonl';
 import { svgToPng } from '../eval/report';
 
 export type MetricLine = Record<string, number | string | boolean | null>;
@@ -27,12 +29,30 @@ export function truncateJsonl(file: string, step: number): void {
   writeFileAtomicSync(file, keep.length ? keep.join('\n') + '\n' : '');
 }
 
+/** Appends whole JSON lines to an open file; fsync on demand. */
+class LineFile {
+  private readonly fd: number;
+  constructor(readonly file: string) {
+    this.fd = fs.openSync(file, 'a');
+  }
+  append(values: unknown[]): void {
+    if (values.length) fs.writeSync(this.fd, values.map((v) => JSON.stringify(v)).join('\n') + '\n');
+  }
+  sync(): void {
+    fs.fsyncSync(this.fd);
+  }
+  close(): void {
+    fs.fsyncSync(this.fd);
+    fs.closeSync(this.fd);
+  }
+}
+
 export class RunLog {
   private constructor(
     readonly dir: string,
-    private readonly metrics: JsonlAppender | undefined,
-    private readonly val: JsonlAppender | undefined,
-    private readonly rollouts: JsonlAppender | undefined,
+    private readonly metrics: LineFile | undefined,
+    private readonly val: LineFile | undefined,
+    private readonly rollouts: LineFile | undefined,
   ) {}
 
   /** Opens the run's logs; `resumeStep` cuts lines written after that checkpoint; `write` false = a non-zero rank. */
@@ -45,24 +65,33 @@ export class RunLog {
       if (resumeStep >= 0) truncateJsonl(f, finished && f.endsWith('val.jsonl') ? resumeStep - 1 : resumeStep);
       else fs.rmSync(f, { force: true });
     }
-    const [m, v, r] = await Promise.all(files.map((f) => JsonlAppender.open(f)));
+    const [m, v, r] = files.map((f) => new LineFile(f));
     return new RunLog(dir, m, v, r);
   }
 
-  step(line: MetricLine): Promise<void> {
-    return this.metrics ? this.metrics.append(line) : Promise.resolve();
+  async step(line: MetricLine): Promise<void> {
+    this.metrics?.append([line]);
   }
 
-  validation(line: MetricLine): Promise<void> {
-    return this.val ? this.val.append(line) : Promise.resolve();
+  async validation(line: MetricLine): Promise<void> {
+    this.val?.append([line]);
   }
 
-  dump(lines: unknown[]): Promise<void> {
-    return this.rollouts ? this.rollouts.append(lines) : Promise.resolve();
+  async dump(lines: unknown[]): Promise<void> {
+    this.rollouts?.append(lines);
+  }
+
+  /** Makes every line written so far durable (called before each checkpoint). */
+  sync(): void {
+    this.metrics?.sync();
+    this.val?.sync();
+    this.rollouts?.sync();
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.metrics?.close(), this.val?.close(), this.rollouts?.close()]);
+    this.metrics?.close();
+    this.val?.close();
+    this.rollouts?.close();
   }
 }
 

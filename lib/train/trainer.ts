@@ -206,6 +206,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       const done = step + 1;
       if (c.valEvery > 0 && done % c.valEvery === 0 && done !== c.steps) await runValidation(done);
       if (main && (done % c.saveEvery === 0 || done === c.steps)) {
+        log.sync();
         await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest() }, c.keepLast);
       }
       progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
