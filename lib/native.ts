@@ -196,7 +196,7 @@ export interface DistNativeApi {
   distBarrier(group: number): Promise<void>;
   distAbort(group: number, message: string): void;
   distFailure(group: number): NativePeerFailure | null;
-  distInfo(group: number): { rank: number; worldSize: number; localRank: number; backend: string; device: string };
+  distInfo(group: number): { rank: number; worldSize: number; localRank: number; backend: string; device: string; commSeconds: number; commBytes: number; commCalls: number };
   distShutdown(group: number): Promise<void>;
   distLiveGroups(): number;
   distBackends(): string[];
