@@ -191,6 +191,16 @@ export class ProcessGroup extends NativeHandle {
     return f ? { rank: f.rank, message: f.message } : null;
   }
 
+  /**
+   * Totals since the group formed: seconds inside all-reduce/broadcast calls (copies, transfer and
+   * waiting for the slowest rank), bytes reduced, and calls (also those made by the native train step).
+   */
+  commStats(): { seconds: number; bytes: number; calls: number } {
+    this.assertLive('ProcessGroup.commStats');
+    const i = callSync(() => torchAddon().distInfo(this.nativeId));
+    return { seconds: i.commSeconds, bytes: i.commBytes, calls: i.commCalls };
+  }
+
   /** Orderly end (waits for every rank to finish, up to the timeout), then disposes. */
   async close(): Promise<void> {
     this.dispose();

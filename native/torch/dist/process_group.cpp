@@ -237,6 +237,18 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   void run_bucketed(const char* what, std::vector<at::Tensor>& tensors, double bucket_mb, int root, Collective collective,
                     After after) {
     if (tensors.empty()) return;
+    const auto t_start = Clock::now();
+    struct Account {
+      Group* g;
+      Clock::time_point t0;
+      int64_t bytes = 0;
+      ~Account() {
+        g->comm_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+        g->comm_bytes_ += bytes;
+        g->comm_calls_ += 1;
+      }
+    } account{this, t_start};
+    for (const auto& t : tensors) account.bytes += static_cast<int64_t>(t.nbytes());
     const int64_t cap = bucket_mb <= 0 ? 0 : static_cast<int64_t>(bucket_mb * 1024.0 * 1024.0);
     std::vector<Bucket> buckets;
     // Group by dtype (a flat buffer has one dtype), keep the callers' order inside a dtype.
@@ -495,6 +507,14 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   c10::intrusive_ptr<c10d::Store> crpo_;
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;
   std::atomic<uint64_t> seq_{0};  // collectives started by this rank
+
+ public:
+  // Time spent inside collective calls (copies, communication, waiting for peers), for metrics.
+  std::atomic<int64_t> comm_ns_{0};
+  std::atomic<int64_t> comm_bytes_{0};
+  std::atomic<int64_t> comm_calls_{0};
+
+ private:
   std::atomic<bool> shut_{false};
   std::thread monitor_;
   std::atomic<bool> stop_{false};
@@ -734,6 +754,9 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
     o.Set("localRank", Napi::Number::New(env, g->local_rank()));
     o.Set("backend", Napi::String::New(env, g->backend()));
     o.Set("device", Napi::String::New(env, g->device().str()));
+    o.Set("commSeconds", Napi::Number::New(env, static_cast<double>(g->comm_ns_.load()) / 1e9));
+    o.Set("commBytes", Napi::Number::New(env, static_cast<double>(g->comm_bytes_.load())));
+    o.Set("commCalls", Napi::Number::New(env, static_cast<double>(g->comm_calls_.load())));
     return o;
   });
 }
