@@ -10,7 +10,8 @@
  * the failed rank and exits 1, so no rank waits forever.
  */
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { callAsync, callSync, NativeHandle, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
+import * as os from 'os';
+import { callAsync, callSync, NativeHandle, setTorchThreads, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
 import { parseDistEnv, type DistEnv } from './env';
 
 export type DistBackend = 'gloo' | 'nccl';
@@ -134,6 +135,10 @@ export class ProcessGroup extends NativeHandle {
     const requested = options.backend ?? PROCESS_GROUP_DEFAULTS.backend;
     if (!['auto', 'gloo', 'nccl'].includes(requested)) throw outOfRange('backend', "'auto', 'gloo' or 'nccl'", requested, 'ProcessGroup');
     const addon = torchAddon();
+    // Ranks on one machine share its cores (torchrun only sets OMP_NUM_THREADS, which libtorch's
+    // per-thread setting here overrides): without this, spinning intra-op threads of several ranks
+    // starve each other and Gloo's network threads. CRPO_NUM_THREADS wins when set.
+    if (!process.env.CRPO_NUM_THREADS && env.localWorldSize > 1) setTorchThreads(Math.max(1, Math.floor(os.cpus().length / env.localWorldSize)));
     let backend: DistBackend = requested === 'auto' ? 'gloo' : requested;
     if (requested === 'auto' && addon.distBackends().includes('nccl') && addon.info().cudaAvailable) backend = 'nccl';
     const native: NativeDistInitOptions = {
