@@ -302,6 +302,8 @@ export interface QwenNativeApi {
   qwenParamNames(model: number, lora?: boolean): string[];
   qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
   qwenSetParam(model: number, name: string, value: Float32Array): void;
+  qwenSaveOptimizer(model: number, path: string): Promise<void>;
+  qwenLoadOptimizer(model: number, path: string): Promise<void>;
 }
 
 /** The native video-language policy (native/torch/model; typed wrappers in lib/model/policy.ts). */

@@ -15,7 +15,7 @@ import {
   type NativeQwenTrainStats, type NativeTensor,
 } from '../native';
 import { canonicalKey, expectedWeights, nativeConfig, readQwenConfig, type QwenVLConfig } from './config';
-import { readSafetensorsHeader, writeSafetensors, type SafeTensorInfo, type TensorSpec } from './safetensors';
+import { readSafetensors, readSafetensorsHeader, writeSafetensors, type SafeTensorInfo, type TensorSpec } from './safetensors';
 import { ropeIndex, type Grid } from './rope-index';
 
 /** float64 is for numerical checks (finite differences). */
@@ -290,7 +290,93 @@ export class QwenVLModel extends NativeHandle {
     if (!Number.isInteger(options.rank) || options.rank < 1) throw invalidArg('rank', 'a positive integer', options.rank);
     if (!Array.isArray(options.targetModules) || options.targetModules.length === 0) throw invalidArg('targetModules', 'a non-empty array of module names', options.targetModules);
     if (options.dropout !== undefined && !(options.dropout >= 0 && options.dropout < 1)) throw invalidArg('dropout', 'a number in [0, 1)', options.dropout);
-    return callSync(() => torchAddon().qwenAddLora(this.id, options));
+    const names = callSync(() => torchAddon().qwenAddLora(this.id, options));
+    this.lora = { alpha: 16, dropout: 0, vision: false, seed: 0, ...options };
+    return names;
+  }
+
+  /** The LoRA settings attached, if any. */
+  lora?: LoraOptions;
+
+  /** PEFT key of a LoRA tensor: base_model.model.<checkpoint module name>.lora_A.weight */
+  private peftKey(loraName: string): string {
+    const dot = loraName.lastIndexOf('.');
+    const module = loraName.slice(0, dot);
+    const part = loraName.slice(dot + 1); // lora_A | lora_B
+    const fileKey = this.weights.get(`${module}.weight`)?.fileKey ?? `${module}.weight`;
+    return `base_model.model.${fileKey.slice(0, -'.weight'.length)}.${part}.weight`;
+  }
+
+  /**
+   * Writes the adapters as a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors,
+   * atomically). target_modules is a regex that excludes the vision tower unless it was adapted.
+   */
+  saveAdapter(dir: string): void {
+    this.assertLive('QwenVLModel.saveAdapter');
+    if (!this.lora) throw new CrpoError('ERR_CRPO_NO_LORA', 'saveAdapter: no LoRA adapters are attached (addLora first)');
+    fs.mkdirSync(dir, { recursive: true });
+    const names = this.paramNames(true);
+    const specs: TensorSpec[] = names.map((n) => ({ name: this.peftKey(n), shape: this.getParam(n).shape, dtype: 'F32' }));
+    const byKey = new Map(names.map((n) => [this.peftKey(n), n]));
+    writeSafetensors(path.join(dir, 'adapter_model.safetensors'), specs, (k) => this.getParam(byKey.get(k)!).data);
+    const l = this.lora;
+    const mods = l.targetModules.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+    const config = {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      base_model_name_or_path: path.resolve(this.folder),
+      r: l.rank,
+      lora_alpha: l.alpha,
+      lora_dropout: l.dropout,
+      bias: 'none',
+      target_modules: l.vision ? `.*\\.(${mods})` : `^(?!.*visual).*\\.(${mods})`,
+      crpo: { targetModules: l.targetModules, vision: l.vision ?? false, seed: l.seed ?? 0 },
+    };
+    const file = path.join(dir, 'adapter_config.json');
+    const tmp = `${file}.${process.pid}.tmp`;
+    const fd = fs.openSync(tmp, 'w');
+    fs.writeSync(fd, JSON.stringify(config, null, 2) + '\n');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, file);
+  }
+
+  /** Loads a folder written by saveAdapter (attaching adapters with its settings when none are). */
+  loadAdapter(dir: string): void {
+    this.assertLive('QwenVLModel.loadAdapter');
+    const cfgFile = path.join(dir, 'adapter_config.json');
+    if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no adapter_config.json`, { userError: true });
+    const c = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as { r: number; lora_alpha: number; lora_dropout: number; crpo?: { targetModules: string[]; vision: boolean; seed: number } };
+    if (!c.crpo) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${cfgFile}: not written by crpo (no "crpo" section with the target modules)`, { userError: true });
+    if (!this.lora) this.addLora({ rank: c.r, alpha: c.lora_alpha, dropout: c.lora_dropout, targetModules: c.crpo.targetModules, vision: c.crpo.vision, seed: c.crpo.seed });
+    const tensors = readSafetensors(path.join(dir, 'adapter_model.safetensors'));
+    const names = this.paramNames(true);
+    const missing = names.filter((n) => !tensors.has(this.peftKey(n)));
+    if (missing.length || tensors.size !== names.length) {
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: adapter tensors do not match the attached LoRA (${tensors.size} stored, ${names.length} expected; missing: ${missing.slice(0, 5).join(', ')})`, { userError: true });
+    }
+    for (const n of names) this.setParam(n, tensors.get(this.peftKey(n))!.data as Float32Array);
+  }
+
+  /** Adapters plus AdamW state (optimizer.pt), for resuming training. */
+  async saveTrainingState(dir: string): Promise<void> {
+    this.saveAdapter(dir);
+    const file = path.join(dir, 'optimizer.pt');
+    const tmp = `${file}.${process.pid}.tmp`;
+    const a = torchAddon();
+    await torchQueue.run(() => callAsync(() => a.qwenSaveOptimizer(this.id, tmp)));
+    const fd = fs.openSync(tmp, 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, file);
+  }
+
+  async loadTrainingState(dir: string): Promise<void> {
+    this.loadAdapter(dir);
+    const file = path.join(dir, 'optimizer.pt');
+    if (!fs.existsSync(file)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no optimizer.pt`, { userError: true });
+    const a = torchAddon();
+    await torchQueue.run(() => callAsync(() => a.qwenLoadOptimizer(this.id, file)));
   }
 
   /** false: the frozen reference policy (LoRA bypassed, no second copy of the weights). */

@@ -58,3 +58,74 @@ export function qwen3Tokenizer(): HfTokenizer {
   }
   return qwen3;
 }
+
+/**
+ * A byte-level tokenizer for tiny test configs that ship no tokenizer.json (such as the golden
+ * ones, vocabulary 320): UTF-8 bytes are ids 0-255; the vision tokens take the config's ids and
+ * <|im_start|>, <|im_end|>, <|endoftext|> the first free ids from 256 on. Decoding inverts it.
+ */
+export function byteTokenizer(cfg: { imageTokenId: number; videoTokenId: number; visionStartTokenId: number; visionEndTokenId: number; text: { vocabSize: number } }): HfTokenizer {
+  const special = new Map<string, number>([
+    ['<|image_pad|>', cfg.imageTokenId],
+    ['<|video_pad|>', cfg.videoTokenId],
+    ['<|vision_start|>', cfg.visionStartTokenId],
+    ['<|vision_end|>', cfg.visionEndTokenId],
+  ]);
+  const used = new Set(special.values());
+  let next = 256;
+  for (const tok of ['<|im_start|>', '<|im_end|>', '<|endoftext|>']) {
+    while (used.has(next)) next++;
+    if (next >= cfg.text.vocabSize) throw new CrpoError('ERR_CRPO_TOKENIZER', `byteTokenizer: vocabulary ${cfg.text.vocabSize} has no room for ${tok}`);
+    special.set(tok, next);
+    used.add(next++);
+  }
+  const byId = new Map([...special].map(([k, v]) => [v, k]));
+  const names = [...special.keys()];
+  return {
+    source: 'byte-level',
+    encode(text: string): number[] {
+      const out: number[] = [];
+      let i = 0;
+      let plain = '';
+      const flush = () => {
+        for (const b of Buffer.from(plain, 'utf8')) out.push(b);
+        plain = '';
+      };
+      while (i < text.length) {
+        const hit = text.startsWith('<|', i) ? names.find((n) => text.startsWith(n, i)) : undefined;
+        if (hit) {
+          flush();
+          out.push(special.get(hit)!);
+          i += hit.length;
+        } else plain += text[i++];
+      }
+      flush();
+      return out;
+    },
+    decode(ids: number[], skip = false): string {
+      let s = '';
+      let bytes: number[] = [];
+      const flush = () => {
+        s += Buffer.from(bytes).toString('utf8');
+        bytes = [];
+      };
+      for (const id of ids) {
+        if (id < 256) bytes.push(id);
+        else {
+          flush();
+          if (!skip) s += byId.get(id) ?? `<|id_${id}|>`;
+        }
+      }
+      flush();
+      return s;
+    },
+    tokenId: (tok) => special.get(tok) ?? (Buffer.byteLength(tok) === 1 ? Buffer.from(tok)[0] : undefined),
+  };
+}
+
+/** The folder's tokenizer.json, or the byte-level tokenizer for tiny configs without one. */
+export function tokenizerFor(folder: string, cfg: Parameters<typeof byteTokenizer>[0]): HfTokenizer {
+  if (fs.existsSync(path.join(folder, 'tokenizer.json'))) return loadTokenizer(folder);
+  if (cfg.text.vocabSize <= 4096) return byteTokenizer(cfg);
+  throw new CrpoError('ERR_CRPO_TOKENIZER', `${folder}: no tokenizer.json (needed for a vocabulary of ${cfg.text.vocabSize})`, { userError: true });
+}

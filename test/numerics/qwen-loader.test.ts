@@ -91,6 +91,23 @@ function copyWith(dir: string, edit: (t: Map<string, { shape: number[]; data: Fl
     });
   });
 
+  test('bad inputs are refused with the place and the values, never a crash', async () => {
+    const m = await QwenVLModel.load(SRC);
+    const inputs = caseInputs(readCase(MODEL, 'video'));
+    await expect(m.forward({ ...inputs, inputIds: [inputs.inputIds[0].map((x, i) => (i === 3 ? 999 : x))] })).rejects.toMatchObject({
+      code: 'ERR_CRPO_TORCH',
+      message: expect.stringMatching(/token ids must be in \[0, 320\) but range over \[\d+, 999\]/),
+    });
+    await expect(m.forward({ ...inputs, pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176) })).rejects.toMatchObject({
+      message: expect.stringMatching(/pixel rows of call0 must be \(32, 1176\) for the grids given but are \[16, 1176\]/),
+    });
+    await expect(m.forward({ ...inputs, videoGridThw: [[2, 4, 2]], pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176) })).rejects.toMatchObject({
+      message: expect.stringMatching(/Video features and Video tokens do not match: tokens: 8, features 4/),
+    });
+    m.dispose();
+    await expect(m.forward(inputs)).rejects.toMatchObject({ code: 'ERR_CRPO_DISPOSED' });
+  });
+
   test('a folder without weights says what it looked for', async () => {
     const dir = path.join(tmp, 'empty');
     fs.mkdirSync(dir);

@@ -408,8 +408,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
               p.set_requires_grad(false);
             }
           };
-          c10::optional<at::NoGradGuard> ng;
-          if (grad_names.empty()) ng.emplace();
+          at::AutoGradMode grad_mode(!grad_names.empty());
           qwen::Capture cap;
           cap.on = capture;
           qwen::ForwardResult r;
@@ -679,6 +678,46 @@ Napi::Value SetParam(const Napi::CallbackInfo& info) {
   });
 }
 
+// qwenSaveOptimizer(model, path) / qwenLoadOptimizer(model, path): AdamW state via torch::save
+// (the caller writes to a temp path and renames).
+Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenSaveOptimizer", [&]() -> Napi::Value {
+    const std::string op = "qwenSaveOptimizer";
+    auto model = find_model(info[0], op);
+    if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
+    std::string path = info[1].As<Napi::String>().Utf8Value();
+    auto* w = new QwenWorker(
+        info.Env(), op,
+        [model, path]() {
+          std::lock_guard<std::mutex> lock(model->mu);
+          model->save_optimizer(path);
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenLoadOptimizer", [&]() -> Napi::Value {
+    const std::string op = "qwenLoadOptimizer";
+    auto model = find_model(info[0], op);
+    if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
+    std::string path = info[1].As<Napi::String>().Utf8Value();
+    auto* w = new QwenWorker(
+        info.Env(), op,
+        [model, path]() {
+          std::lock_guard<std::mutex> lock(model->mu);
+          model->load_optimizer(path, qwen::TrainOptions());
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
 ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenLoad", Napi::Function::New(env, Load, "qwenLoad"));
   exports.Set("qwenDispose", Napi::Function::New(env, Dispose, "qwenDispose"));
@@ -693,6 +732,8 @@ ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenParamNames", Napi::Function::New(env, ParamNames, "qwenParamNames"));
   exports.Set("qwenGetParam", Napi::Function::New(env, GetParam, "qwenGetParam"));
   exports.Set("qwenSetParam", Napi::Function::New(env, SetParam, "qwenSetParam"));
+  exports.Set("qwenSaveOptimizer", Napi::Function::New(env, SaveOptimizer, "qwenSaveOptimizer"));
+  exports.Set("qwenLoadOptimizer", Napi::Function::New(env, LoadOptimizer, "qwenLoadOptimizer"));
 });
 
 }  // namespace

@@ -623,17 +623,31 @@ std::vector<std::string> Model::trainable_names() const {
   return out;
 }
 
-TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o) {
+void Model::ensure_optimizer(const TrainOptions& o) {
   if (trainable_mode_.empty()) set_trainable(lora_params_.empty() ? "lm" : "lora");
-  if (!opt_) {
-    for (auto& kv : params_)
-      if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
-    for (auto& kv : lora_params_)
-      if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
-    TORCH_CHECK(!opt_params_.empty(), "qwen: nothing to train");
-    opt_.reset(new torch::optim::AdamW(
-        opt_params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
-  }
+  if (opt_) return;
+  // parameter order = map order (names sorted), so saved optimizer state lines up on reload
+  for (auto& kv : params_)
+    if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
+  for (auto& kv : lora_params_)
+    if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
+  TORCH_CHECK(!opt_params_.empty(), "qwen: nothing to train");
+  opt_.reset(new torch::optim::AdamW(
+      opt_params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
+}
+
+void Model::save_optimizer(const std::string& path) {
+  TORCH_CHECK(opt_, "qwen: no optimizer state yet (no train step was run)");
+  torch::save(*opt_, path);
+}
+
+void Model::load_optimizer(const std::string& path, const TrainOptions& o) {
+  ensure_optimizer(o);
+  torch::load(*opt_, path);
+}
+
+TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o) {
+  ensure_optimizer(o);
   for (auto& g : opt_->param_groups()) {
     auto& op = static_cast<torch::optim::AdamWOptions&>(g.options());
     op.lr(o.lr);

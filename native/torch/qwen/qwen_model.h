@@ -182,6 +182,9 @@ class Model {
   void set_trainable(const std::string& mode);
   std::vector<std::string> trainable_names() const;
   TrainStats train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o);
+  // AdamW state (moments, step counts) for resuming; load creates the optimizer if needed.
+  void save_optimizer(const std::string& path);
+  void load_optimizer(const std::string& path, const TrainOptions& o);
 
   // Decoder layer (public for the checkpointing autograd function).
   at::Tensor decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
@@ -212,6 +215,7 @@ class Model {
   std::string trainable_mode_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::vector<at::Tensor> opt_params_;
+  void ensure_optimizer(const TrainOptions& o);
 };
 
 // Greedy-decoding helper for tests: rope positions of text tokens appended after a prompt.
