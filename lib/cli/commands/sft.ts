@@ -1,0 +1,81 @@
+/**
+ * `crpo sft`: supervised warm start of the native tiny policy on the synthetic DyBench train split
+ * (lib/model/sft.ts), then Acc / P-Acc on the test split (crpo-method.md section 8).
+ */
+import type { Argv } from 'yargs';
+import { SFT_DEFAULTS, runSft, type SftProgress } from '../../model/sft';
+import type { PolicyPresetName } from '../../model/config';
+
+export function builder(y: Argv): Argv {
+  return y
+    .option('out', { type: 'string', demandOption: true, describe: 'Output folder (checkpoint/, sft-report.json)' })
+    .option('preset', { choices: ['tiny', 'small'], default: SFT_DEFAULTS.preset, describe: 'Model preset' })
+    .option('pairs', { type: 'number', default: SFT_DEFAULTS.pairs, describe: 'Train pairs per category' })
+    .option('test-pairs', { type: 'number', default: SFT_DEFAULTS.testPairs, describe: 'Test pairs per category' })
+    .option('epochs', { type: 'number', default: SFT_DEFAULTS.epochs })
+    .option('batch-size', { type: 'number', default: SFT_DEFAULTS.batchSize })
+    .option('lr', { type: 'number', default: SFT_DEFAULTS.lr, describe: 'Peak learning rate (warm-up, cosine decay)' })
+    .option('weight-decay', { type: 'number', default: SFT_DEFAULTS.weightDecay })
+    .option('seed', { type: 'number', default: SFT_DEFAULTS.seed })
+    .option('shortcut-p', { type: 'number', default: SFT_DEFAULTS.shortcutP, describe: 'Train split: probability that object colour names the answer' })
+    .option('null-option', { type: 'boolean', default: SFT_DEFAULTS.nullOption, describe: 'Show "None of the above" as the last option' })
+    .option('max-seconds', { type: 'number', default: SFT_DEFAULTS.maxSeconds, describe: 'Training time budget in seconds (0 = none); evaluation runs after it' })
+    .option('save-every', { type: 'number', default: SFT_DEFAULTS.saveEvery, describe: 'Checkpoint every N steps' })
+    .option('resume', { type: 'boolean', default: false, describe: 'Continue from <out>/checkpoint' })
+    .option('quiet', { type: 'boolean', default: false, describe: 'No progress bar' })
+    .example('crpo sft --out runs/sft', 'a tiny base model in under 3 minutes on 2 cores');
+}
+
+interface Args {
+  out: string;
+  preset: PolicyPresetName;
+  pairs: number;
+  'test-pairs': number;
+  epochs: number;
+  'batch-size': number;
+  lr: number;
+  'weight-decay': number;
+  seed: number;
+  'shortcut-p': number;
+  'null-option': boolean;
+  'max-seconds': number;
+  'save-every': number;
+  resume: boolean;
+  quiet: boolean;
+}
+
+function bar(p: SftProgress): string {
+  const w = 30;
+  const f = Math.round((w * p.step) / p.steps);
+  const mmss = (s: number): string => `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`;
+  return `\r[${'#'.repeat(f)}${'.'.repeat(w - f)}] step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} ${mmss(p.elapsed)} ETA ${mmss(p.eta)} `;
+}
+
+const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+
+export async function handler(a: Args): Promise<void> {
+  const tty = process.stderr.isTTY && !a.quiet;
+  let lastLog = 0;
+  const report = await runSft({
+    out: a.out, preset: a.preset, pairs: a.pairs, testPairs: a['test-pairs'], epochs: a.epochs, batchSize: a['batch-size'], lr: a.lr,
+    weightDecay: a['weight-decay'], seed: a.seed, shortcutP: a['shortcut-p'], nullOption: a['null-option'], maxSeconds: a['max-seconds'],
+    saveEvery: a['save-every'], resume: a.resume,
+    onProgress: (p) => {
+      if (a.quiet) return;
+      if (tty) process.stderr.write(bar(p));
+      else if (p.elapsed - lastLog >= 10 || p.step === p.steps) {
+        lastLog = p.elapsed;
+        process.stderr.write(bar(p).slice(1) + '\n');
+      }
+    },
+  });
+  if (tty) process.stderr.write('\n');
+  const g = report.metrics.groups;
+  const lines = [
+    `trained ${report.steps} steps in ${report.trainSeconds.toFixed(1)} s (final loss ${report.finalLoss.toFixed(4)}) on ${report.trainItems} clips`,
+    `test (${report.testItems} clips): Acc ${pct(g.all?.acc)}  P-Acc ${pct(g.all?.p_acc)}  (chance Acc ${pct(report.chanceAcc)}, invalid ${pct(g.all?.invalid_rate)})`,
+    ...Object.entries(g).filter(([k]) => k !== 'all').map(([k, m]) => `  ${k.padEnd(20)} Acc ${pct(m?.acc)}  P-Acc ${pct(m?.p_acc)}  n=${m?.n_samples}`),
+    `checkpoint: ${report.checkpoint}`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
