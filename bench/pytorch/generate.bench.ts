@@ -8,14 +8,12 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
-import { TINY, THREADS, handOver, hasPolicy, makeBatch, native, policyRaw, pythonTorch, readF32, readI32, runTwin } from './policy-fixture';
+import { describeMachine, fmt, machine, table, writeResults } from '../harness';
+import { TINY, THREADS, THREAD_SETTINGS, TwinServer, handOver, hasPolicy, loadAverage, makeBatch, native, pairedTiming, policyRaw, pythonTorch, readF32, readI32 } from './policy-fixture';
 
-process.env.OPENBLAS_NUM_THREADS ??= String(THREADS);
-process.env.OMP_NUM_THREADS ??= String(THREADS);
 
 const PROMPTS = 8, G = 8, MAX_NEW = 32;
-const WARMUP = 2, RUNS = 7;
+const WARMUP = 2, RUNS = 9;
 const LOGP_ATOL = 1e-4;
 const TITLE = '### Rollout generation vs PyTorch-Python (`bench/pytorch/generate.bench.ts`)';
 
@@ -31,7 +29,8 @@ async function main(): Promise<void> {
   const b = makeBatch(cfg, PROMPTS, G, false, 23);
   const N = PROMPTS * G;
   const dir = await handOver(raw, id, cfg, b, { threads: THREADS, warmup: WARMUP, runs: RUNS, maxNewTokens: MAX_NEW, temperature: 1.0 });
-  const py = runTwin(dir, 'generate') as { torch: string; threads: number; parameters: number; medianMs: number; minMs: number };
+  const twin = new TwinServer(dir, 'generate');
+  const py = (await twin.ready()) as { torch: string; threads: number; parameters: number };
 
   // Greedy decoding: same tokens; log-probs equal up to float32 reordering.
   const greedy = await native(() => raw.policyGenerate(id, b, { maxNewTokens: MAX_NEW, greedy: true }));
@@ -50,40 +49,41 @@ async function main(): Promise<void> {
   }
   const total = N * MAX_NEW;
   if (sameTokens !== total || maxLp > LOGP_ATOL) {
+    twin.close();
     throw new Error(`native and PyTorch greedy decoding disagree: ${sameTokens}/${total} tokens equal` +
       (firstDiverge >= 0 ? ` (first difference at sequence ${Math.floor(firstDiverge / MAX_NEW)}, step ${firstDiverge % MAX_NEW})` : '') +
       `, max log-prob difference ${maxLp.toExponential(2)} (tolerance ${LOGP_ATOL})`);
   }
 
-  const t = await timeAsync(async () => {
-    await native(() => raw.policyGenerate(id, b, { maxNewTokens: MAX_NEW, temperature: 1.0 }));
-  }, { warmup: WARMUP, runs: RUNS });
+  const load = loadAverage();
+  const timings = [];
+  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => native(() => raw.policyGenerate(id, b, { maxNewTokens: MAX_NEW, temperature: 1.0 })), threads, WARMUP, RUNS));
+  twin.close();
   raw.policyDispose(id);
   fs.rmSync(dir, { recursive: true, force: true });
-  const nativeTps = (N * MAX_NEW) / (t.medianMs / 1000), pyTps = (N * MAX_NEW) / (py.medianMs / 1000);
-  const speedup = nativeTps / pyTps;
+  const tps = (ms: number): number => (N * MAX_NEW) / (ms / 1000);
+  const main = timings[timings.length - 1];
+  const speedup = main.speedup;
   const json = {
     machine: machine(), threads: THREADS, config: cfg, prompts: PROMPTS, groupSize: G, sequences: N, maxNewTokens: MAX_NEW, parameters: py.parameters,
     check: { greedyTokensEqual: sameTokens, greedyTokens: total, maxLogprobDiff: maxLp, tolerance: LOGP_ATOL },
-    pytorch: { version: py.torch, threads: py.threads, medianMs: py.medianMs, minMs: py.minMs, tokensPerSecond: pyTps, runs: RUNS },
-    native: { medianMs: t.medianMs, minMs: t.minMs, tokensPerSecond: nativeTps, runs: t.runs },
+    pytorch: { version: py.torch }, loadAverage1m: load,
+    timings: timings.map((t) => ({ ...t, pytorchTokensPerSecond: tps(t.pytorchMs), nativeTokensPerSecond: tps(t.nativeMs) })),
     speedup, target: 1.5, met: speedup >= 1.5,
   };
   const md = [
     TITLE,
     '',
-    `Machine: ${describeMachine(json.machine)}; ${THREADS} intra-op threads on both sides. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters), ` +
+    `Machine: ${describeMachine(json.machine)}; load average ${load.toFixed(1)} when timing started (other work on the machine); both processes run with OMP_NUM_THREADS = threads, OPENBLAS_NUM_THREADS = 1, OMP_WAIT_POLICY = PASSIVE. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters), ` +
       `${PROMPTS} prompts x G = ${G} = ${N} sequences, ${MAX_NEW} new tokens each (no stop token), temperature 1; one call = vision encoder + prefill once per prompt + ${MAX_NEW} cached decode steps. ` +
-      `Median of ${RUNS} runs after ${WARMUP} warm-up.`,
+      `Timed as ${RUNS} back-to-back pairs (one PyTorch call, one native call) after ${WARMUP} warm-up pairs, same intra-op thread count on both sides; speed-up = PyTorch median / native median (the median of the pairs' own ratios is shown as a check; when the two disagree, load drift dominated).`,
     '',
     `Checked first: greedy decoding gives the same ${total.toLocaleString('en-US')} tokens on both sides, log-probs within ${maxLp.toExponential(1)} (tolerance ${LOGP_ATOL}).`,
     '',
-    table(['implementation', 'median ms / call', 'tokens/s', 'speed-up'], [
-      [`PyTorch ${py.torch} eager (Python, KV-cached loop)`, fmt(py.medianMs, 1), fmt(pyTps, 0), '1.00'],
-      ['crpo native policy (from Node)', fmt(t.medianMs, 1), fmt(nativeTps, 0), fmt(speedup, 2)],
-    ]),
+    table(['threads', `PyTorch ${py.torch} (Python KV-cached loop): ms / call`, 'tokens/s', 'crpo native (from Node): ms / call', 'tokens/s', 'speed-up', 'median of paired ratios', 'spread PyTorch / native'],
+      timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(tps(t.pytorchMs), 0), fmt(t.nativeMs, 1), fmt(tps(t.nativeMs), 0), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
-    `Target >= 1.5x: ${json.met ? 'met' : 'not met'}.`,
+    `Target >= 1.5x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}.`,
   ].join('\n');
   writeResults('pytorch-generate', json, md);
 }

@@ -4,24 +4,33 @@
  * hand-over to the PyTorch-Python twin (bench/pytorch/policy_twin.py): the config as JSON, the
  * weights as safetensors by parameter name, the batch as raw little-endian binaries.
  */
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { callAsync, setTorchThreads, torchAddon, torchQueue } from '../../lib/native';
 import { writeSafetensors } from '../../lib/model/safetensors';
+import { POLICY_PRESETS } from '../../lib/model/config';
 
 export const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
 /** Same intra-op thread count for both sides (CRPO_BENCH_THREADS, else every core). */
 export const THREADS = Number(process.env.CRPO_BENCH_THREADS) || os.cpus().length;
 
-/** The tiny preset as the native header declares its defaults (frames 8 x 32 x 32, 16 visual tokens). */
-export const TINY = {
-  vocabSize: 512, frames: 8, imageSize: 32, channels: 3, patchSize: 8, temporalPatch: 2, mergeSize: 2,
-  visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128,
-  lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256, maxSeqLen: 256,
-  ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, padId: 0, seed: 7,
-};
+/**
+ * The threading environment of both processes (Node with the addon, Python with the twin), set
+ * before either loads libtorch: torch's intra-op threads only (OpenBLAS single-threaded, so two
+ * thread pools do not compete for the cores) and passive OpenMP waiting (spinning workers thrash
+ * when other work shares the machine: measured here, a PyTorch step at 2 threads went from 0.6 s
+ * to 3.8 s with spinning under a load average of 11).
+ */
+export const THREAD_ENV = { OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1', OMP_WAIT_POLICY: 'PASSIVE' };
+Object.assign(process.env, THREAD_ENV);
+
+/**
+ * The tiny preset (lib/model/config.ts POLICY_PRESETS.tiny: 8 frames of 32x32, 16 visual tokens,
+ * LM 2 x 96). The vocabulary is word-level and data-dependent; 512 covers the synthetic DyBench.
+ */
+export const TINY = { ...POLICY_PRESETS.tiny, vocabSize: 512, channels: 3, padId: 0, seed: 7 };
 export type PolicyConfigJs = typeof TINY;
 
 export interface NamedTensorJs { name: string; shape: number[]; data: Float32Array }
@@ -130,12 +139,119 @@ export async function handOver(raw: PolicyRaw, id: number, cfg: PolicyConfigJs, 
   return dir;
 }
 
-/** Runs the twin in `mode` on a hand-over folder; returns its JSON line. */
-export function runTwin(dir: string, mode: 'train' | 'generate' | 'logprobs'): Record<string, unknown> {
-  const env = { ...process.env, OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: String(THREADS) };
-  const py = spawnSync(PYTHON, [path.join(__dirname, 'policy_twin.py'), dir, mode], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
-  if (py.status !== 0) throw new Error(`PyTorch twin (${mode}) failed: ${py.stderr}`);
-  return JSON.parse(py.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+/**
+ * The twin as a child process: it first runs its checks (outputs written into the hand-over
+ * folder, one JSON line back), then serves timed iterations one at a time, so that the bench can
+ * interleave them with native ones (machine load that drifts during the run hits both sides alike).
+ */
+export class TwinServer {
+  private proc: ChildProcessWithoutNullStreams;
+  private lines: string[] = [];
+  private waiting: ((line: string) => void)[] = [];
+  private stderr = '';
+  private exited: number | null = null;
+
+  constructor(dir: string, mode: 'train' | 'generate') {
+    const env = { ...process.env, ...THREAD_ENV };
+    this.proc = spawn(PYTHON, [path.join(__dirname, 'policy_twin.py'), dir, mode], { env });
+    let buf = '';
+    this.proc.stdout.setEncoding('utf8');
+    this.proc.stdout.on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        const w = this.waiting.shift();
+        if (w) w(line);
+        else this.lines.push(line);
+      }
+    });
+    this.proc.stderr.on('data', (c: Buffer) => { this.stderr += c.toString(); });
+    this.proc.on('exit', (code) => {
+      this.exited = code ?? -1;
+      for (const w of this.waiting.splice(0)) w('');
+    });
+  }
+
+  private next(): Promise<Record<string, unknown>> {
+    const parse = (line: string): Record<string, unknown> => {
+      if (!line) throw new Error(`PyTorch twin exited (${this.exited}): ${this.stderr.slice(-4000)}`);
+      return JSON.parse(line) as Record<string, unknown>;
+    };
+    const l = this.lines.shift();
+    if (l !== undefined) return Promise.resolve(parse(l));
+    if (this.exited !== null) return Promise.resolve(parse(''));
+    return new Promise((resolve, reject) => this.waiting.push((line) => { try { resolve(parse(line)); } catch (e) { reject(e); } }));
+  }
+
+  /** The check results (first line). */
+  ready(): Promise<Record<string, unknown>> {
+    return this.next();
+  }
+
+  async run(): Promise<number> {
+    this.proc.stdin.write('run\n');
+    return (await this.next()).ms as number;
+  }
+
+  async threads(n: number): Promise<void> {
+    this.proc.stdin.write(`threads ${n}\n`);
+    await this.next();
+  }
+
+  close(): void {
+    if (this.exited === null) this.proc.stdin.end('quit\n');
+  }
+}
+
+export interface PairedTiming {
+  threads: number;
+  pytorchMs: number;
+  nativeMs: number;
+  /** PyTorch median / native median. */
+  speedup: number;
+  /** Median over runs of (PyTorch time / native time) of back-to-back pairs (a check on load drift). */
+  pairedSpeedup: number;
+  /** Spread of the native times: (max - min) / median. */
+  nativeSpread: number;
+  pytorchSpread: number;
+  runs: number;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Warm-up, then `runs` back-to-back pairs (PyTorch iteration, native iteration) at `threads`. */
+export async function pairedTiming(twin: TwinServer, nativeRun: () => Promise<unknown>, threads: number, warmup: number, runs: number): Promise<PairedTiming> {
+  setTorchThreads(threads);
+  await twin.threads(threads);
+  for (let i = 0; i < warmup; i++) {
+    await twin.run();
+    await nativeRun();
+  }
+  const py: number[] = [], nat: number[] = [], ratio: number[] = [];
+  for (let i = 0; i < Math.max(5, runs); i++) {
+    const p = await twin.run();
+    const t0 = process.hrtime.bigint();
+    await nativeRun();
+    const n = Number(process.hrtime.bigint() - t0) / 1e6;
+    py.push(p);
+    nat.push(n);
+    ratio.push(p / n);
+  }
+  const spread = (xs: number[]): number => (Math.max(...xs) - Math.min(...xs)) / median(xs);
+  return {
+    threads, pytorchMs: median(py), nativeMs: median(nat), speedup: median(py) / median(nat), pairedSpeedup: median(ratio),
+    nativeSpread: spread(nat), pytorchSpread: spread(py), runs: py.length,
+  };
+}
+
+/** Thread counts to compare at: 1 and every core (CRPO_BENCH_THREADS overrides the latter). */
+export const THREAD_SETTINGS = [...new Set([1, THREADS])];
+
+/** One-minute load average, reported with the timings (other work on the machine skews them). */
+export function loadAverage(): number {
+  return os.loadavg()[0];
 }
 
 export function readF32(file: string): Float32Array {

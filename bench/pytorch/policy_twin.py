@@ -12,7 +12,8 @@ Usage (driven by the benches): python3 policy_twin.py <dir> train|generate|logpr
   <dir>/config.json     policy config (camelCase as in the JS API) + run settings
   <dir>/weights.safetensors   F32 tensors by parameter name
   <dir>/batch.json + *.bin    frames (uint8), prompts, completions, advantages, old/ref log-probs
-Prints one JSON line with timings and checks; writes outputs as raw little-endian binaries.
+Writes check outputs as raw little-endian binaries and prints one JSON line; then (train,
+generate) serves timed iterations on stdin so that the bench interleaves them with native ones.
 """
 import json
 import math
@@ -429,16 +430,22 @@ def load_batch(d, cfg):
     return b, comp, bj
 
 
-def median_ms(fn, warmup, runs):
-    for _ in range(warmup):
-        fn()
-    xs = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        xs.append((time.perf_counter() - t0) * 1e3)
-    xs.sort()
-    return xs[len(xs) // 2], xs[0]
+def serve(step):
+    """Timed iterations on request, so that the caller can interleave them with its own:
+    reads 'run' (one iteration; prints {"ms": ...}), 'threads N' or 'quit' from stdin."""
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == 'quit':
+            break
+        if cmd[0] == 'threads':
+            torch.set_num_threads(int(cmd[1]))
+            print(json.dumps({'threads': torch.get_num_threads()}), flush=True)
+        elif cmd[0] == 'run':
+            t0 = time.perf_counter()
+            step()
+            print(json.dumps({'ms': (time.perf_counter() - t0) * 1e3}), flush=True)
+        else:
+            raise SystemExit(f'unknown command {cmd[0]!r}')
 
 
 def main():
@@ -452,6 +459,7 @@ def main():
     res = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'parameters': sum(p.numel() for p in twin.params)}
     if mode == 'logprobs':
         twin.logprobs(b, comp).numpy().astype(np.float32).tofile(os.path.join(d, 'py_logprobs.bin'))
+        print(json.dumps(res), flush=True)
     elif mode == 'train':
         o = run['step']
         # Check first: loss and raw gradients of the first step (no update), by parameter name.
@@ -462,18 +470,17 @@ def main():
                 f.write(g.numpy().astype(np.float32).tobytes())
         res['gradNames'] = twin.names
         res['gradShapes'] = [list(p.shape) for p in twin.params]
-        med, mn = median_ms(lambda: twin.train_step(b, comp, o), run['warmup'], run['runs'])
-        res.update({'medianMs': med, 'minMs': mn, 'runs': run['runs']})
+        print(json.dumps(res), flush=True)
+        serve(lambda: twin.train_step(b, comp, o))
     elif mode == 'generate':
         toks, lps, lens = twin.generate(b, run['maxNewTokens'], greedy=True)
         toks.numpy().astype(np.int32).tofile(os.path.join(d, 'py_greedy_tokens.bin'))
         lps.numpy().astype(np.float32).tofile(os.path.join(d, 'py_greedy_logprobs.bin'))
+        print(json.dumps(res), flush=True)
         gen = torch.Generator().manual_seed(1234)
-        med, mn = median_ms(lambda: twin.generate(b, run['maxNewTokens'], temperature=run['temperature'], gen=gen), run['warmup'], run['runs'])
-        res.update({'medianMs': med, 'minMs': mn, 'runs': run['runs']})
+        serve(lambda: twin.generate(b, run['maxNewTokens'], temperature=run['temperature'], gen=gen))
     else:
         raise SystemExit(f'unknown mode {mode!r} (train | generate | logprobs)')
-    print(json.dumps(res))
 
 
 if __name__ == '__main__':

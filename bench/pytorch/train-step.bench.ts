@@ -9,16 +9,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
+import { describeMachine, fmt, machine, table, writeResults } from '../harness';
 import {
-  TINY, THREADS, handOver, hasPolicy, lcg, makeBatch, native, policyRaw, pythonTorch, readF32, runTwin, type CompletionsJs,
+  TINY, THREADS, THREAD_SETTINGS, TwinServer, handOver, hasPolicy, lcg, loadAverage, makeBatch, native, pairedTiming, policyRaw, pythonTorch, readF32, type CompletionsJs,
 } from './policy-fixture';
 
-process.env.OPENBLAS_NUM_THREADS ??= String(THREADS);
-process.env.OMP_NUM_THREADS ??= String(THREADS);
 
 const QUESTIONS = 4, G = 8, WIDTH = 16;
-const WARMUP = 2, RUNS = 7;
+const WARMUP = 2, RUNS = 9;
 /** Tolerances: float32 sums over up to ~10^4 terms in a different order (BLAS blocking, fused ops). */
 const LOSS_RTOL = 1e-4, GRAD_RTOL = 2e-3, GRAD_ATOL = 1e-6;
 const STEP = { temperature: 1, epsLow: 0.2, epsHigh: 0.2, beta: 0.04, lr: 1e-4, beta1: 0.9, beta2: 0.999, adamEps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
@@ -46,7 +44,8 @@ async function main(): Promise<void> {
   comp.advantages = Float32Array.from({ length: N }, () => (rand() - 0.5) * 2);
 
   const dir = await handOver(raw, id, cfg, b, { threads: THREADS, warmup: WARMUP, runs: RUNS, step: STEP }, comp);
-  const py = runTwin(dir, 'train') as { torch: string; threads: number; parameters: number; medianMs: number; minMs: number; check: { loss: number; gradNorm: number }; gradNames: string[]; gradShapes: number[][] };
+  const twin = new TwinServer(dir, 'train');
+  const py = (await twin.ready()) as { torch: string; threads: number; parameters: number; check: { loss: number; gradNorm: number }; gradNames: string[]; gradShapes: number[][] };
 
   // Native check on a copy: one unclipped step without decay; the gradient is m1 / (1 - beta1).
   const probe = await native(() => raw.policyClone(id, { frozen: false }));
@@ -84,40 +83,41 @@ async function main(): Promise<void> {
   if (lossRel > LOSS_RTOL) failures.unshift(`loss: native ${st.loss}, PyTorch ${py.check.loss} (rel ${lossRel.toExponential(2)})`);
   if (normRel > GRAD_RTOL) failures.unshift(`grad norm: native ${st.gradNorm}, PyTorch ${py.check.gradNorm}`);
   if (failures.length) {
+    twin.close();
     throw new Error(`native policy and the PyTorch twin disagree (first ${Math.min(8, failures.length)} of ${failures.length}):\n  ${failures.slice(0, 8).join('\n  ')}`);
   }
 
-  const t = await timeAsync(async () => {
-    await native(() => raw.policyTrainStep(id, b, comp, STEP));
-  }, { warmup: WARMUP, runs: RUNS });
+  const load = loadAverage();
+  const timings = [];
+  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => native(() => raw.policyTrainStep(id, b, comp, STEP)), threads, WARMUP, RUNS));
+  twin.close();
   raw.policyDispose(id);
   fs.rmSync(dir, { recursive: true, force: true });
-  const speedup = py.medianMs / t.medianMs;
+  const main = timings[timings.length - 1];
+  const speedup = main.speedup;
   const tokens = Array.from(lengths).reduce((a, x) => a + x, 0);
   const json = {
     machine: machine(), threads: THREADS, config: cfg, prompts: P, groupSize: G, sequences: N, completionWidth: WIDTH, completionTokens: tokens,
     parameters: py.parameters, step: STEP,
     check: { lossNative: st.loss, lossPyTorch: py.check.loss, lossRel, gradNormNative: st.gradNorm, gradNormPyTorch: py.check.gradNorm, worstGradRel: worstRel, worstGradParam: worstName, maxAbsGradDiff: maxAbs, gradEntries: checked, tolerances: { LOSS_RTOL, GRAD_RTOL, GRAD_ATOL } },
-    pytorch: { version: py.torch, threads: py.threads, medianMs: py.medianMs, minMs: py.minMs, runs: RUNS },
-    native: { medianMs: t.medianMs, minMs: t.minMs, runs: t.runs },
+    pytorch: { version: py.torch }, loadAverage1m: load, timings,
     speedup, target: 1.25, met: speedup >= 1.25,
   };
   const md = [
     TITLE,
     '',
-    `Machine: ${describeMachine(json.machine)}; ${THREADS} intra-op threads on both sides. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters; 8 frames of 32x32, 16 visual tokens, LM 2 x 96), ` +
+    `Machine: ${describeMachine(json.machine)}; load average ${load.toFixed(1)} when timing started (other work on the machine); both processes run with OMP_NUM_THREADS = threads, OPENBLAS_NUM_THREADS = 1, OMP_WAIT_POLICY = PASSIVE. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters; 8 frames of 32x32, 16 visual tokens, LM 2 x 96), ` +
       `${QUESTIONS} questions x 2 branches (original + hflip/reverse) x G = ${G} = ${N} sequences, prompts of 20-36 text tokens, completions of <= ${WIDTH} tokens (${tokens} in all). ` +
-      `One step = vision encoder + LM forward, section-6 loss (beta = 0.04), backward, grad-norm clip, AdamW. Median of ${RUNS} runs after ${WARMUP} warm-up.`,
+      `One step = vision encoder + LM forward, section-6 loss (beta = 0.04), backward, grad-norm clip, AdamW. ` +
+      `Timed as ${RUNS} back-to-back pairs (one PyTorch step, one native step) after ${WARMUP} warm-up pairs, at the same intra-op thread count on both sides; speed-up = PyTorch median / native median (the median of the pairs' own ratios is shown as a check; when the two disagree, load drift dominated).`,
     '',
     `Checked first (same weights, same batch): loss ${fmt(st.loss, 6)} vs ${fmt(py.check.loss, 6)} (rel diff ${lossRel.toExponential(1)}, tolerance ${LOSS_RTOL}); ` +
       `gradients of all ${checked.toLocaleString('en-US')} entries: worst per-tensor relative L2 difference ${worstRel.toExponential(1)} (${worstName}; tolerance ${GRAD_RTOL}), max abs difference ${maxAbs.toExponential(1)}.`,
     '',
-    table(['implementation', 'median ms / step', 'speed-up'], [
-      [`PyTorch ${py.torch} eager (Python, twin)`, fmt(py.medianMs, 1), '1.00'],
-      ['crpo native policy (from Node)', fmt(t.medianMs, 1), fmt(speedup, 2)],
-    ]),
+    table(['threads', `PyTorch ${py.torch} eager (Python twin), median ms / step`, 'crpo native policy (from Node), median ms / step', 'speed-up', 'median of paired ratios', 'spread (max-min)/median PyTorch / native'],
+      timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(t.nativeMs, 1), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
-    `Target >= 1.25x: ${json.met ? 'met' : 'not met'}.`,
+    `Target >= 1.25x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}.`,
   ].join('\n');
   writeResults('pytorch-train-step', json, md);
 }

@@ -1,0 +1,78 @@
+/**
+ * `crpo reproduce` (lib/reproduce, lib/cli/commands/reproduce.ts): argument validation with the
+ * standard messages, the seed spread, and a small end-to-end run on the synthetic DyBench
+ * (two methods x three seeds, a few steps) that writes the table, summary and PNG and, when run
+ * again, reuses every finished run instead of training it again.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { REPRODUCE_DEFAULTS, reproduce, spread, validateReproduceConfig } from '../../lib/reproduce';
+import { configFromArgs, type ReproduceArgs } from '../../lib/cli/commands/reproduce';
+
+const args = (over: Partial<ReproduceArgs> = {}): ReproduceArgs => ({
+  out: 'x', quick: false, methods: 'grpo,crpo', seeds: '1,2,3', 'batch-size': 8, 'group-size': 8, lr: 0.02, policy: 'linear',
+  'shortcut-p': 0.95, 'data-seed': 1, 'base-steps': 30, force: false, ...over,
+});
+
+describe('crpo reproduce arguments', () => {
+  test('flags map onto the config; --quick lowers steps and split sizes', () => {
+    const c = configFromArgs(args({ quick: true }));
+    expect(c.methods).toEqual(['grpo', 'crpo']);
+    expect(c.seeds).toEqual([1, 2, 3]);
+    expect(c.steps).toBeLessThan(REPRODUCE_DEFAULTS.steps);
+    expect(configFromArgs(args({ steps: 7 })).steps).toBe(7);
+  });
+
+  test('bad values are refused with one message naming the field', () => {
+    expect(() => configFromArgs(args({ seeds: '1,x' }))).toThrow("Expected a comma-separated list of integers >= 0 for --seeds but received '1,x'");
+    const bad = (over: object) => () => validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...over });
+    expect(bad({ methods: ['grpo', 'ppo'] })).toThrow(/^Expected one of .*crpo.* for methods but received 'ppo'/);
+    expect(bad({ methods: ['grpo', 'grpo'] })).toThrow("Expected a list without repeats for methods but received 'grpo,grpo'");
+    expect(bad({ seeds: [1, 1, 2] })).toThrow("Expected distinct seeds for seeds but received '1,1,2'");
+    expect(bad({ steps: 0 })).toThrow('Expected an integer >= 1 for steps but received 0');
+    expect(bad({ groupSize: 2.5 })).toThrow('Expected an integer for groupSize but received 2.5');
+    expect(bad({ shortcutP: 1.5 })).toThrow('Expected a number in [0, 1] for shortcutP but received 1.5');
+    expect(bad({ policy: 'nope' })).toThrow(/^Expected one of .*linear.* for policy but received 'nope'/);
+    try {
+      bad({ steps: -1 })();
+    } catch (e) {
+      expect((e as { code: string }).code).toBe('ERR_CRPO_OUT_OF_RANGE');
+    }
+  });
+
+  test('spread: mean and sample standard deviation over seeds', () => {
+    expect(spread([0.5, 0.7, 0.9])).toEqual({ mean: expect.closeTo(0.7, 12), sd: expect.closeTo(0.2, 12), min: 0.5, max: 0.9, n: 3 });
+    expect(spread([0.4])).toEqual({ mean: 0.4, sd: 0, min: 0.4, max: 0.4, n: 1 });
+    expect(spread([NaN])).toBeNull();
+  });
+});
+
+describe('crpo reproduce end to end (small)', () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-'));
+  afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
+  const config = { out, methods: ['grpo', 'crpo'], seeds: [1, 2, 3], steps: 6, trainPairs: 6, evalPairs: 6, baseSteps: 4, curveEvery: 3 };
+
+  test('trains every method x seed from one base model, writes the table, summary and plot; a rerun reuses the runs', async () => {
+    const lines: string[] = [];
+    const r = await reproduce(config, { log: (m) => lines.push(m) });
+    expect(r.runs).toHaveLength(6);
+    expect(r.summaries.map((s) => s.method)).toEqual(['base', 'grpo', 'crpo']);
+    expect(r.table.split('\n')[0]).toBe('| method | Acc | P-Acc | P-Acc RD | P-Acc MD | P-Acc ES | Sensitivity | Invariance | Static Acc |');
+    expect(r.table).toMatch(/\| \+ CRPO \| \d+\.\d ± \d+\.\d \|/);
+    for (const s of r.summaries.slice(1)) {
+      expect(s.seeds).toEqual([1, 2, 3]);
+      expect(s.columns.p_acc!.n).toBe(3);
+      // Curves: correctness at every step, held-out CRR at step 0 and at every checkpoint.
+      expect(s.curve.filter((p) => p.correct !== null).map((p) => p.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(s.curve.filter((p) => p.crr !== null).map((p) => p.step)).toEqual([0, 3, 6]);
+    }
+    const png = fs.readFileSync(r.plotPath);
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+    expect(fs.readFileSync(r.reportPath, 'utf8')).toContain(r.table);
+    const again: string[] = [];
+    const r2 = await reproduce(config, { log: (m) => again.push(m) });
+    expect(again.filter((l) => l.includes('done earlier'))).toHaveLength(6);
+    expect(r2.table).toBe(r.table);
+  }, 60_000);
+});
