@@ -23,5 +23,4 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'train', describe: 'Post-train a policy with CRPO or a baseline (grpo, grpo-2g, t-grpo, arrowrl, crpo-no-dual)', module: './commands/train' },
   { command: 'sft', describe: 'Supervised warm start: train the native tiny policy on synthetic DyBench, report Acc / P-Acc', module: './commands/sft' },
   { command: 'reproduce', describe: 'Small-scale reproduction of the main comparison (GRPO, GRPO-2G, T-GRPO, ArrowRL, CRPO, CRPO w/o dual) on synthetic DyBench', module: './commands/reproduce' },
-  { command: 'reproduce', describe: 'Small-scale reproduction of the main comparison (GRPO, GRPO-2G, T-GRPO, ArrowRL, CRPO, CRPO w/o dual) on synthetic DyBench', module: './commands/reproduce' },
 ];
