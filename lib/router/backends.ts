@@ -7,7 +7,7 @@
 import { Registry } from '../registry';
 import { cacheKey, type RouterCache } from './cache';
 import { DEFAULT_LLM_CONFIG, LlmRouterClient, mapBounded, type LlmConfig } from './llm';
-import { classifyByRules, RULES_VERSION } from './rules';
+import { classifyByRules, RULES_VERSION, staticPreference } from './rules';
 import type { Classification, RouterQuestion } from './types';
 
 /** Settings of the router; every field has its default in DEFAULT_ROUTER_CONFIG. */
@@ -20,6 +20,8 @@ export interface RouterConfig {
   hybridThreshold: number;
   /** Answer cache (JSONL) for the LLM; null disables it. */
   cacheFile: string | null;
+  /** Ask the LLM again for cached answers that were rules fallbacks after invalid replies. */
+  reaskFallbacks: boolean;
   llm: LlmConfig;
 }
 
@@ -28,6 +30,7 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   seed: 0,
   hybridThreshold: 0.7,
   cacheFile: '.crpo-cache/router.jsonl',
+  reaskFallbacks: false,
   llm: DEFAULT_LLM_CONFIG,
 };
 
@@ -82,8 +85,10 @@ class RulesBackend implements RouterBackend {
 class LlmBackend implements RouterBackend {
   readonly name = 'llm';
   private readonly client: LlmRouterClient;
+  private readonly reaskFallbacks: boolean;
   constructor(config: RouterConfig) {
     this.client = new LlmRouterClient(config.llm);
+    this.reaskFallbacks = config.reaskFallbacks;
   }
 
   async classifyBatch(items: readonly RouterQuestion[], ctx: BatchContext): Promise<BackendAnswer[]> {
@@ -97,7 +102,7 @@ class LlmBackend implements RouterBackend {
     const toAsk: number[] = [];
     for (const [k, i] of firstOf) {
       const hit = ctx.cache?.get(k);
-      if (hit) answers.set(k, { classification: hit.classification, backend: 'llm', model, promptVersion: pv, fallback: hit.fallback, cached: true, requests: 0 });
+      if (hit && !(hit.fallback && this.reaskFallbacks)) answers.set(k, { classification: hit.classification, backend: 'llm', model, promptVersion: pv, fallback: hit.fallback, cached: true, requests: 0 });
       else toAsk.push(i);
     }
     let done = answers.size;
@@ -107,7 +112,13 @@ class LlmBackend implements RouterBackend {
       const r = await this.client.classify(it.question, it.options);
       let a: BackendAnswer;
       if (r.classification) {
-        a = { classification: r.classification, backend: 'llm', model, promptVersion: pv, cached: false, requests: r.requests };
+        let c = r.classification;
+        if (c.type === 'static') {
+          // The static hflip/reverse choice follows the same text and wording rules as the rules backend.
+          const pref = staticPreference(it.question, it.options);
+          c = { ...c, text: c.text || pref.text, prefer: c.text || pref.text ? 'reverse' : pref.prefer };
+        }
+        a = { classification: c, backend: 'llm', model, promptVersion: pv, cached: false, requests: r.requests };
       } else {
         // Every reply invalid: the rules answer, flagged, so it can be found and re-asked later.
         const rules = classifyByRules(it.question, it.options);

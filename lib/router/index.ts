@@ -18,7 +18,7 @@ import { Route, type RouterQuestion } from './types';
 
 export * from './types';
 export { POLICY_TABLE, policyRow, applyPolicy, staticTransform } from './policy';
-export { classifyByRules, RULES_VERSION } from './rules';
+export { classifyByRules, staticPreference, RULES_VERSION } from './rules';
 export { PROMPT_VERSION, SYSTEM_PROMPT, parseRouterReply, routerMessages } from './prompt';
 export { RouterCache, cacheKey, formatCacheReport, type CacheOpenReport, type CacheEntry } from './cache';
 export { LlmRouterClient, DEFAULT_LLM_CONFIG, backoffDelay, type LlmConfig } from './llm';
@@ -45,6 +45,7 @@ export function resolveRouterConfig(o: RouterOptions = {}): RouterConfig {
   if (typeof c.backend !== 'string') throw invalidArg('backend', 'a backend name', c.backend, 'route');
   routerBackends.get(c.backend); // unknown name: throws and lists the known ones
   if (!Number.isInteger(c.seed)) throw invalidArg('seed', 'an integer', c.seed, 'route');
+  if (typeof c.reaskFallbacks !== 'boolean') throw invalidArg('reaskFallbacks', 'a boolean', c.reaskFallbacks, 'route');
   if (typeof c.hybridThreshold !== 'number' || !(c.hybridThreshold >= 0 && c.hybridThreshold <= 1)) throw invalidArg('hybridThreshold', 'a number in [0, 1]', c.hybridThreshold, 'route');
   for (const k of ['concurrency', 'maxTransportRetries', 'maxInvalidRetries', 'timeoutMs', 'backoffBaseMs', 'backoffMaxMs', 'maxTokens'] as const) {
     const v = llm[k];

@@ -141,6 +141,8 @@ function directionSignatures(opts: string[]): number {
   return sigs.size;
 }
 
+const CAPTION_MATCH = /^ (?:which|what) (?:caption|sentence|description|statement)\b|\bmatch(?:es)? the video\b|\bdescribes? the video\b|\bessence of the video\b/;
+
 function count(re: RegExp, texts: string[]): number {
   let n = 0;
   for (const t of texts) if (re.test(t)) n++;
@@ -189,7 +191,7 @@ export function classifyByRules(question: string, options: readonly string[]): C
   const yesNo = opts.length === 2 && opts.every((o) => o === ' yes ' || o === ' no ');
   // Caption matching ("Which caption matches the video better?"): the question says nothing, each
   // option is a statement about the video, and one option alone may carry the dynamic cue.
-  const captionMatch = /^ (?:which|what) (?:caption|sentence|description|statement)\b|\bmatch(?:es)? the video\b|\bdescribes? the video\b|\bessence of the video\b/.test(q);
+  const captionMatch = CAPTION_MATCH.test(q);
   const motionQ = MOTION.test(q);
   const motionAny = motionQ || count(MOTION, opts) > 0;
   const lrAny = all.some((t) => LR.test(t));
@@ -266,17 +268,33 @@ export function classifyByRules(question: string, options: readonly string[]): C
     out.rationale += `; axis ${out.axis}`;
   }
   if (type === 'static') {
-    out.text = text;
-    // Keep the question's own words true: "the car on the left" breaks under hflip, "the ball
-    // that moves up" or "what happens first" under reverse.
-    const mentionsLR = LR.test(q);
-    const mentionsTime = ORDER.test(q) || (motionQ && (vertAny || depthAny || lrAny)) || revQ || CHANGE_IN_QUESTION.test(q);
-    if (text) out.prefer = 'reverse';
-    else if (mentionsLR && !mentionsTime) out.prefer = 'reverse';
-    else if (mentionsTime && !mentionsLR) out.prefer = 'hflip';
-    if (out.prefer) out.rationale += `; prefer ${out.prefer}${text ? ' (text)' : ''}`;
+    const pref = staticPreference(question, options);
+    out.text = pref.text;
+    if (pref.prefer) {
+      out.prefer = pref.prefer;
+      out.rationale += `; prefer ${pref.prefer}${pref.text ? ' (text)' : ''}`;
+    }
   }
   return out;
+}
+
+/**
+ * For a static question: does it ask about text (then reverse, since hflip mirrors text), and
+ * which transform keeps its own words true ("the car on the left" breaks under hflip, "the ball
+ * that moves up" or "what happens first" under reverse)? Used for every backend's static answers.
+ */
+export function staticPreference(question: string, options: readonly string[] = []): { text: boolean; prefer?: 'hflip' | 'reverse' } {
+  const q = normalise(question);
+  const all = [q, ...options.map(normalise)];
+  const any = (re: RegExp): boolean => all.some((t) => re.test(t));
+  const text = TEXT.test(q) && !CAPTION_MATCH.test(q);
+  if (text) return { text, prefer: 'reverse' };
+  const motionQ = MOTION.test(q);
+  const mentionsLR = LR.test(q);
+  const mentionsTime = ORDER.test(q) || (motionQ && (any(VERTICAL) || any(DEPTH) || any(LR))) || REVERSIBLE.test(q) || CHANGE_IN_QUESTION.test(q);
+  if (mentionsLR && !mentionsTime) return { text, prefer: 'reverse' };
+  if (mentionsTime && !mentionsLR) return { text, prefer: 'hflip' };
+  return { text };
 }
 
 // Tie-break: the dynamic type with the narrower transform set first, static last.

@@ -182,7 +182,46 @@ describe('LLM backend', () => {
   });
 });
 
+describe('LLM answers follow the policy', () => {
+  test('a disallowed transform is replaced and said so; a static text question gets reverse', async () => {
+    await withServer(
+      (req) => {
+        const q = askedQuestion(req);
+        if (q.startsWith('Is the crane')) return { content: '{"type": "spatiotemporal", "axis": "vertical", "transform": "hflip", "rationale": "up or down"}' };
+        return { content: '{"type": "static", "transform": "hflip", "text": false, "rationale": "reading"}' };
+      },
+      async (s) => {
+        const items = [QUESTIONS[5], { question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }];
+        const { routes } = await routeRecords(items, opts(s));
+        expect(routes[0]).toMatchObject({ type: 'spatiotemporal', axis: 'vertical', transform: 'reverse', relation: 'change' });
+        expect(routes[0].rationale).toMatch(/proposed hflip replaced by reverse/);
+        expect(routes[1]).toMatchObject({ type: 'static', transform: 'reverse', relation: 'same' });
+      },
+    );
+  });
+});
+
 describe('answer cache', () => {
+  test('cached rules fallbacks are kept, or asked again with reaskFallbacks', async () => {
+    let valid = false;
+    await withServer(
+      (req) => ({ content: valid ? answerFor(askedQuestion(req)) : 'no idea' }),
+      async (s) => {
+        const items = QUESTIONS.slice(0, 2);
+        const first = await routeRecords(items, opts(s, { llm: { maxInvalidRetries: 0 } }));
+        expect(first.stats.fallbacks).toBe(2);
+        valid = true;
+        const kept = await routeRecords(items, opts(s));
+        expect(kept.stats).toMatchObject({ requests: 0, fallbacks: 2, cached: 2 });
+        const reasked = await routeRecords(items, opts(s, { reaskFallbacks: true }));
+        expect(reasked.stats).toMatchObject({ requests: 2, fallbacks: 0 });
+        expect(reasked.routes.map((r) => r.type)).toEqual(['temporal', 'spatiotemporal']);
+        const again = await routeRecords(items, opts(s));
+        expect(again.stats).toMatchObject({ requests: 0, fallbacks: 0 });
+      },
+    );
+  });
+
   test('a second run asks nothing; duplicates are asked once; a torn last line is cut and reported', async () => {
     await withServer(
       (req) => ({ content: answerFor(askedQuestion(req)) }),

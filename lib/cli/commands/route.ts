@@ -29,6 +29,7 @@ export function builder(y: Argv): Argv {
     .option('backoff-ms', { type: 'number', describe: 'First backoff delay in ms, doubled per retry (default 1000)' })
     .option('hybrid-threshold', { type: 'number', describe: 'Hybrid: ask the LLM below this rules confidence (default 0.7)' })
     .option('cache', { type: 'string', describe: 'LLM answer cache, append-only JSONL (default .crpo-cache/router.jsonl); --no-cache disables it' })
+    .option('reask-fallbacks', { type: 'boolean', default: false, describe: 'Ask the LLM again where the cache holds a rules fallback after invalid replies' })
     .option('errors', { type: 'boolean', default: false, describe: 'route eval: list the misrouted questions' })
     .option('json', { type: 'boolean', default: false, describe: 'route eval: print the results as JSON' })
     .example('$0 route data.jsonl -o routed.jsonl', 'route with the offline rules backend')
@@ -51,6 +52,7 @@ interface RouteArgs {
   backoffMs?: number;
   hybridThreshold?: number;
   cache?: string | boolean;
+  reaskFallbacks: boolean;
   errors: boolean;
   json: boolean;
 }
@@ -64,7 +66,7 @@ function options(a: RouteArgs): RouterOptions {
   if (a.maxRetries !== undefined) llm.maxTransportRetries = a.maxRetries;
   if (a.timeout !== undefined) llm.timeoutMs = a.timeout;
   if (a.backoffMs !== undefined) llm.backoffBaseMs = a.backoffMs;
-  const o: RouterOptions = { backend: a.backend, seed: a.seed, llm };
+  const o: RouterOptions = { backend: a.backend, seed: a.seed, reaskFallbacks: a.reaskFallbacks ?? false, llm };
   if (a.hybridThreshold !== undefined) o.hybridThreshold = a.hybridThreshold;
   if (a.cache === false) o.cacheFile = null;
   else if (typeof a.cache === 'string') o.cacheFile = a.cache;
