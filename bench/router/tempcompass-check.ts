@@ -48,6 +48,9 @@ function answerText(a: string): string {
 const perDim: Record<string, { n: number; ok: number; got: Record<string, number> }> = {};
 const errors: string[] = [];
 const validity = { n: 0, reverse: 0, hflipOnly: 0, hflipReverse: 0, static: 0 };
+// Agreement by rules confidence (the hybrid backend asks the LLM below 0.7).
+const confident = { n: 0, ok: 0 };
+const unsure = { n: 0, ok: 0 };
 for (const [vid, dims] of Object.entries(data)) {
   if (vid.endsWith('_reverse') || !inPart(vid)) continue;
   for (const [dim, items] of Object.entries(dims)) {
@@ -59,6 +62,11 @@ for (const [vid, dims] of Object.entries(data)) {
       const s = (perDim[dim] ??= { n: 0, ok: 0, got: {} });
       s.n++;
       s.got[r.type] = (s.got[r.type] ?? 0) + 1;
+      if (EXPECTED[dim]) {
+        const bin = (r.confidence ?? 0) >= 0.7 ? confident : unsure;
+        bin.n++;
+        if (r.type === EXPECTED[dim]) bin.ok++;
+      }
       if (EXPECTED[dim] && r.type === EXPECTED[dim]) s.ok++;
       else if (EXPECTED[dim] && showErrors) errors.push(`${dim}: expected ${EXPECTED[dim]}, got ${r.type} (${r.rationale}): ${question} | ${options.join(' | ')}`);
       // TempCompass's reversed clip: same question (options may be reordered), different answer text.
@@ -87,4 +95,5 @@ for (const [dim, s] of Object.entries(perDim)) {
 process.stdout.write(`part: ${part}\n`);
 process.stdout.write(`type agreement over action/order/attribute_change/direction: ${pct(tok, tn)} (${tok}/${tn})\n`);
 process.stdout.write(`questions whose answer TempCompass changes by reversing the clip: ${validity.n}; routed to reverse ${pct(validity.reverse + validity.hflipReverse, validity.n)}, to hflip only ${pct(validity.hflipOnly, validity.n)} (not verifiable here), to static ${pct(validity.static, validity.n)} (wrong)\n`);
+process.stdout.write(`confidence >= 0.7: ${confident.n} questions, agreement ${pct(confident.ok, confident.n)}; below: ${unsure.n}, agreement ${pct(unsure.ok, unsure.n)}\n`);
 if (showErrors) process.stdout.write(errors.join('\n') + '\n');
