@@ -164,7 +164,7 @@ describe('LLM backend', () => {
       async (req) => {
         inFlight++;
         peak = Math.max(peak, inFlight);
-        await new Promise((r) => setTimeout(r, 30));
+        await new Promise((r) => setTimeout(r, 150));
         inFlight--;
         return { content: answerFor(askedQuestion(req)) };
       },
