@@ -200,7 +200,7 @@ export class LinearPolicy implements Policy {
     return { loss, gradNorm };
   }
 
-  freezeReference(): void {
+  async freezeReference(): Promise<void> {
     this.ref = Float64Array.from(this.w);
   }
 
@@ -255,4 +255,4 @@ export async function createLinearPolicy(o: { init?: string; resumeFrom?: string
   return p;
 }
 
-POLICY_KINDS.register('linear', (o) => createLinearPolicy({ init: o.init, resumeFrom: o.resumeFrom as string | undefined }));
+POLICY_KINDS.register('linear', (o) => createLinearPolicy({ init: o.init, resumeFrom: o.resumeFrom }));

@@ -80,15 +80,20 @@ export interface Policy {
   /** One supervised step towards the canonical answer `<answer>X</answer>` of each prompt. */
   sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }>;
   /** Copies the current weights into the frozen reference. */
-  freezeReference(): void;
+  freezeReference(): Promise<void>;
   /** Writes the full state (weights, optimiser, reference) into `dir` (files are written atomically). */
   save(dir: string): Promise<void>;
-  /** A digest of the weights (hex), for bitwise comparisons. */
+  /** A digest of the weights (hex), for bitwise comparisons (as of the last completed call). */
   weightsDigest(): string;
   dispose(): void;
 }
 
-export type PolicyFactory = (o: { init?: string; seed: number; [key: string]: unknown }) => Promise<Policy>;
+/**
+ * Creates a policy: from the full state of a training checkpoint (`resumeFrom`), from the weights
+ * of a checkpoint folder (`init`, fresh optimiser, reference = those weights), or fresh; `texts`
+ * (every prompt and answer of the data) lets a policy with a vocabulary build it.
+ */
+export type PolicyFactory = (o: { init?: string; resumeFrom?: string; seed: number; preset?: string; texts?: readonly string[]; frames?: number; size?: number }) => Promise<Policy>;
 
 /** Policy kinds by name: 'linear' (lib/rollout/linear-policy.ts), 'native' when the torch policy is built. */
 export const POLICY_KINDS = new Registry<PolicyFactory>('policy kind');

@@ -16,6 +16,7 @@ import { CrpoError } from '../errors';
 import { readSafetensorsHeader } from '../model/safetensors';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
 import '../rollout/linear-policy';
+import '../rollout/native-policy';
 
 export interface ServeOptions {
   /** Checkpoint folder (with policy.safetensors) or a run folder (its newest checkpoint is served). */
@@ -55,18 +56,19 @@ class HttpError extends Error {
 
 /** The folder holding policy.safetensors: the folder itself, or the newest checkpoint of a run folder. */
 export function resolveCheckpoint(dir: string): string {
-  if (fs.existsSync(path.join(dir, 'policy.safetensors'))) return dir;
+  if (['policy.safetensors', 'policy.json', 'policy/policy.json'].some((f) => fs.existsSync(path.join(dir, f)))) return dir;
   const ck = path.join(dir, 'checkpoints');
   if (fs.existsSync(ck)) {
     const names = fs.readdirSync(ck).filter((n) => /^step-\d+$/.test(n)).sort();
     if (names.length) return path.join(ck, names[names.length - 1]);
   }
-  throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: no policy.safetensors here and no checkpoints/step-* inside`);
+  throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: no policy here (policy.safetensors, policy.json or policy/) and no checkpoints/step-* inside`, { userError: true });
 }
 
 /** Loads the policy of a checkpoint folder (kind from the safetensors metadata). */
 export async function loadCheckpointPolicy(dir: string): Promise<Policy> {
   const folder = resolveCheckpoint(dir);
+  if (!fs.existsSync(path.join(folder, 'policy.safetensors'))) return POLICY_KINDS.get('native')({ init: folder, seed: 0 });
   const file = path.join(folder, 'policy.safetensors');
   const kind = readSafetensorsHeader(file).metadata?.kind ?? '';
   if (!POLICY_KINDS.has(kind)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: policy kind '${kind}' is not available; known: ${POLICY_KINDS.names().join(', ')}`);

@@ -40,6 +40,8 @@ export interface TrainConfig {
     kind: string;
     /** Checkpoint folder with the initial (base) weights; '' = fresh weights. */
     init: string;
+    /** Native policy size preset for fresh weights: tiny | small (lib/model). */
+    preset: string;
   };
   /** RL steps (one batch of prompts each). */
   steps: number;
@@ -112,7 +114,7 @@ export interface TrainConfig {
 export const TRAIN_DEFAULTS: TrainConfig = {
   algo: 'crpo',
   data: { train: 'synthetic', val: 'synthetic', pairs: 60, valPairs: 30, seed: 1, frames: 8, size: 32, shortcutP: 0.95 },
-  policy: { kind: 'linear', init: '' },
+  policy: { kind: 'linear', init: '', preset: 'tiny' },
   steps: 40,
   batchSize: 8,
   groupSize: 8,
@@ -156,7 +158,7 @@ const Schema = z
   .object({
     algo: z.string(),
     data: z.object({ train: z.string(), val: z.string(), pairs: int.min(1), valPairs: int.min(0), seed: int, frames: int.min(2), size: int.min(8), shortcutP: num.min(0).max(1) }).strict(),
-    policy: z.object({ kind: z.string().min(1), init: z.string() }).strict(),
+    policy: z.object({ kind: z.string().min(1), init: z.string(), preset: z.string().min(1) }).strict(),
     steps: int.min(0),
     batchSize: int.min(1),
     groupSize: int.min(2, 'an integer >= 2 (G < 2 gives every group zero advantage)'),

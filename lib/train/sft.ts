@@ -9,6 +9,8 @@ import * as fs from 'fs';
 import { displayedOptions, formatPrompt } from '../prompt';
 import { POLICY_KINDS } from '../rollout/policy';
 import '../rollout/linear-policy';
+import '../rollout/native-policy';
+import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
 
@@ -25,8 +27,8 @@ export interface SftOptions {
 
 /** Trains a fresh policy of `c.policy.kind` on `c.data.train` and saves it to `o.out`. */
 export async function sftBase(c: TrainConfig, o: SftOptions): Promise<{ dir: string; finalLoss: number }> {
-  const { train } = await loadTrainData({ ...c, data: { ...c.data, val: '' } });
-  const policy = await POLICY_KINDS.get(c.policy.kind)({ seed: c.seed });
+  const { train, val } = await loadTrainData(c);
+  const policy = await POLICY_KINDS.get(c.policy.kind)({ seed: c.seed, preset: c.policy.preset, frames: c.data.frames, size: c.data.size, texts: dataTexts([...train, ...val].map((x) => x.record)) });
   try {
     const prompts = train.map((it) => ({ frames: it.frames, frameShape: it.shape, question: it.record.question, options: displayedOptions(it.record.options, o.nullOption), prompt: formatPrompt(it.record.question, it.record.options, { nullOption: o.nullOption }) }));
     let loss = NaN;

@@ -15,6 +15,7 @@ import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../synth/rng';
 import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
 import '../rollout/linear-policy';
+import '../rollout/native-policy';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
 import { resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
 import { batchIndices, counterfactualFrames, loadTrainData, reversedFrames, shardBatch, shuffledFrames, SINGLE_PROCESS, type DistContext, type TrainItem, type ValItem } from './data';
@@ -74,8 +75,15 @@ export async function validate(policy: Policy, val: readonly ValItem[], nullOpti
 }
 
 /** Creates the configured policy: fresh / from `policy.init`, or from a checkpoint to resume. */
-export async function createPolicy(c: TrainConfig, resumeFrom?: string): Promise<Policy> {
-  return POLICY_KINDS.get(c.policy.kind)({ init: c.policy.init || undefined, seed: c.seed, resumeFrom });
+export async function createPolicy(c: TrainConfig, resumeFrom?: string, texts?: readonly string[]): Promise<Policy> {
+  return POLICY_KINDS.get(c.policy.kind)({ init: c.policy.init || undefined, seed: c.seed, resumeFrom, preset: c.policy.preset, texts, frames: c.data.frames, size: c.data.size });
+}
+
+/** Every prompt text of the data with and without the null option, plus the answers (a vocabulary for policies that need one). */
+export function dataTexts(records: readonly { question: string; options: string[] }[]): string[] {
+  const out: string[] = [];
+  for (const r of records) out.push(formatPrompt(r.question, r.options, { nullOption: true }), formatPrompt(r.question, r.options, { nullOption: false }));
+  return out;
 }
 
 const mean = (xs: ArrayLike<number>): number => {
@@ -99,8 +107,8 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   const state: TrainState | undefined = resumeDir ? readState(resumeDir) : undefined;
   if (state && state.algo !== c.algo) say(`warning: resuming a '${state.algo}' checkpoint with algo '${c.algo}'`);
   if (main) saveResolvedConfig(c, c.out);
-  const policy = await createPolicy(c, resumeDir);
-  if (!state) policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
+  const policy = await createPolicy(c, resumeDir, dataTexts([...items.map((x) => x.record), ...val.map((x) => x.record)]));
+  if (!state) await policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
   const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
   const startStep = state ? state.step : 0;
   if (state) say(`resuming from ${resumeDir} (step ${state.step})`);

@@ -1,0 +1,144 @@
+/**
+ * The `native` policy kind: the trainer's Policy interface over the libtorch video-language policy
+ * (lib/model/policy.ts, native/torch/model; docs/model.md). Every call is one batched async native
+ * step on the torch queue: generate (B prompts x G samples, KV-cached), log-probs under the policy
+ * or its frozen reference copy, the section-6 train step (crpo-method.md) and the supervised step.
+ * State (weights, AdamW, sampling RNG) lives in the policy's own checkpoint format; a training
+ * checkpoint holds `policy/` and `reference/` folders. lib/model is loaded lazily, so the
+ * trainer works without the torch addon when this kind is not used.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { CrpoError } from '../errors';
+import { answerCompletion } from '../prompt';
+import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
+import type * as ModelPolicy from '../model/policy';
+
+type ModelModule = typeof import('../model/policy') & typeof import('../model/checkpoint') & typeof import('../model/tokenizer');
+
+function model(): ModelModule {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  return { ...require('../model/policy'), ...require('../model/checkpoint'), ...require('../model/tokenizer') } as ModelModule;
+}
+
+/** A checkpoint folder of the native policy format (policy.json). */
+export const isNativeCheckpoint = (dir: string): boolean => fs.existsSync(path.join(dir, 'policy.json'));
+
+export class NativePolicy implements Policy {
+  readonly kind = 'native';
+  private digest = '';
+
+  constructor(private policy: ModelPolicy.Policy, private ref: ModelPolicy.Policy | undefined) {}
+
+  private inputs(prompts: readonly PolicyPrompt[], rows: readonly { prompt: number }[] | undefined, groupSize: number): ModelPolicy.PolicyInputs {
+    const c = this.policy.config;
+    const clip = c.frames * c.imageSize * c.imageSize * 3;
+    const frames = new Uint8Array(clip * prompts.length);
+    prompts.forEach((p, i) => {
+      const [T, H, W] = p.frameShape;
+      if (T !== c.frames || H !== c.imageSize || W !== c.imageSize) {
+        throw new CrpoError('ERR_CRPO_FRAMES', `native policy expects clips of ${c.frames} frames of ${c.imageSize}x${c.imageSize}, got [${p.frameShape.join(', ')}] (set data.frames / data.size to match the policy)`, { userError: true });
+      }
+      frames.set(p.frames, i * clip);
+    });
+    const list = rows ? rows.map((r) => ({ video: r.prompt, text: prompts[r.prompt].prompt })) : prompts.map((p, i) => ({ video: i, text: p.prompt }));
+    return { frames, numVideos: prompts.length, prompts: list, groupSize };
+  }
+
+  private static pad(seqs: readonly { tokens: number[] }[], extra: readonly (readonly number[] | undefined)[][] = []): { ids: Int32Array; lengths: Int32Array; width: number; floats: Float32Array[] } {
+    const width = Math.max(1, ...seqs.map((s) => s.tokens.length));
+    const ids = new Int32Array(seqs.length * width), lengths = new Int32Array(seqs.length);
+    const floats = extra.map(() => new Float32Array(seqs.length * width));
+    seqs.forEach((s, n) => {
+      lengths[n] = s.tokens.length;
+      s.tokens.forEach((t, j) => { ids[n * width + j] = t; });
+      extra.forEach((col, k) => col[n]?.forEach((v, j) => { floats[k][n * width + j] = v; }));
+    });
+    return { ids, lengths, width, floats };
+  }
+
+  async generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]> {
+    const r = await this.policy.generate(this.inputs(prompts, undefined, o.samples), { maxNewTokens: o.maxNewTokens, temperature: o.temperature, greedy: o.greedy ?? false });
+    return prompts.map((_, p) => Array.from({ length: o.samples }, (__, g) => {
+      const row = p * o.samples + g, len = r.lengths[row], off = row * r.width;
+      return { tokens: Array.from(r.ids.subarray(off, off + len)), logprobs: Array.from(r.logprobs.subarray(off, off + len)), text: r.texts[row] };
+    }));
+  }
+
+  async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+    const target = o.reference ? this.ref : this.policy;
+    if (!target) throw new CrpoError('ERR_CRPO_NO_REFERENCE', 'native policy: no frozen reference (call freezeReference first)');
+    const p = NativePolicy.pad(seqs);
+    const r = await target.logprobs(this.inputs(prompts, seqs, 1), { ids: p.ids, lengths: p.lengths, width: p.width }, { temperature: o.temperature });
+    return seqs.map((s, n) => Array.from(r.logprobs.subarray(n * p.width, n * p.width + s.tokens.length)));
+  }
+
+  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+    const withRef = o.beta > 0;
+    const p = NativePolicy.pad(seqs, [seqs.map((s) => s.oldLogprobs), seqs.map((s) => s.refLogprobs)]);
+    const s = await this.policy.trainStep(this.inputs(prompts, seqs, 1), {
+      ids: p.ids, lengths: p.lengths, width: p.width, advantages: Float32Array.from(seqs, (q) => q.advantage), oldLogprobs: p.floats[0], ...(withRef ? { refLogprobs: p.floats[1] } : {}),
+    }, { lr: o.lr, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, epsLow: o.clipLow, epsHigh: o.clipHigh, beta: o.beta, aggregation: o.aggregation, maxNewTokens: o.maxNewTokens, temperature: o.temperature });
+    await this.refreshDigest();
+    return { loss: s.loss, pg: s.pgLoss, kl: s.meanKl, clipFraction: s.clipFrac, gradNorm: s.gradNorm, entropy: s.entropy, tokens: s.tokens, skipped: s.skipped };
+  }
+
+  async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
+    const s = await this.policy.sftStep(this.inputs(prompts, undefined, 1), answers.map((a) => answerCompletion(a)), { lr: o.lr, maxGradNorm: o.maxGradNorm });
+    await this.refreshDigest();
+    return { loss: s.loss, gradNorm: s.gradNorm };
+  }
+
+  async freezeReference(): Promise<void> {
+    this.ref?.dispose();
+    this.ref = await this.policy.cloneFrozen();
+  }
+
+  async save(dir: string): Promise<void> {
+    const m = model();
+    fs.mkdirSync(dir, { recursive: true });
+    await m.saveCheckpoint(this.policy, path.join(dir, 'policy'));
+    if (this.ref) await m.saveCheckpoint(this.ref, path.join(dir, 'reference'));
+  }
+
+  async refreshDigest(): Promise<void> {
+    const h = crypto.createHash('sha256');
+    for (const t of await this.policy.getWeights()) h.update(t.name).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    this.digest = h.digest('hex');
+  }
+
+  weightsDigest(): string {
+    return this.digest;
+  }
+
+  dispose(): void {
+    this.policy.dispose();
+    this.ref?.dispose();
+  }
+}
+
+/** A native policy: full training state (`resumeFrom/policy`, `resumeFrom/reference`), base weights (`init`), or fresh from a preset. */
+export async function createNativePolicy(o: { init?: string; resumeFrom?: string; seed: number; preset?: string; texts?: readonly string[]; frames?: number; size?: number }): Promise<NativePolicy> {
+  const m = model();
+  let p: NativePolicy;
+  if (o.resumeFrom) {
+    const { policy } = await m.loadCheckpoint(path.join(o.resumeFrom, 'policy'));
+    const ref = fs.existsSync(path.join(o.resumeFrom, 'reference')) ? (await m.loadCheckpoint(path.join(o.resumeFrom, 'reference'), { frozen: true })).policy : undefined;
+    p = new NativePolicy(policy, ref);
+  } else if (o.init) {
+    const dir = isNativeCheckpoint(o.init) ? o.init : [path.join(o.init, 'policy'), path.join(o.init, 'checkpoint')].find(isNativeCheckpoint);
+    if (!dir) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${o.init}: not a native policy checkpoint (no policy.json here, in policy/ or in checkpoint/)`, { userError: true });
+    const { policy } = await m.loadCheckpoint(dir, { optimizer: false });
+    p = new NativePolicy(policy, undefined);
+  } else {
+    if (!o.texts || o.texts.length === 0) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'a fresh native policy needs the prompt texts of the data for its vocabulary', { userError: false });
+    const tokenizer = m.Tokenizer.build(o.texts);
+    const policy = await m.Policy.create(tokenizer, { preset: (o.preset ?? 'tiny') as 'tiny' | 'small', seed: o.seed, ...(o.frames ? { frames: o.frames } : {}), ...(o.size ? { imageSize: o.size } : {}) });
+    p = new NativePolicy(policy, undefined);
+  }
+  await p.refreshDigest();
+  return p;
+}
+
+POLICY_KINDS.register('native', (o) => createNativePolicy(o));
