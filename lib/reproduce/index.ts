@@ -21,7 +21,8 @@ import { svgToPng } from '../eval/report';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
-import { synthesize } from '../synth';
+import { OBJECT_COLOURS, synthesize } from '../synth';
+import { DYNAMIC_CATEGORIES } from '../data/categories';
 import { TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
@@ -166,7 +167,28 @@ async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: 
     id: it.record.id, pair_id: it.record.pair_id, category: it.record.category, answer: it.record.answer,
     prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
   }));
-  return computeMetrics(samples);
+  return { metrics: computeMetrics(samples), shortcutRate: shortcutRate(items, samples) };
+}
+
+/** The option the object's colour names under the train split's shortcut (-1 when none). */
+function colourAnswer(it: EvalItem): number {
+  const v = it.record.video as { scene?: { objects?: { color?: string }[] } };
+  const colour = v.scene?.objects?.[0]?.color;
+  const k = colour ? OBJECT_COLOURS.indexOf(colour as (typeof OBJECT_COLOURS)[number]) : -1;
+  return k >= 0 && k < it.record.options.length ? k : -1;
+}
+
+/** Share of held-out dynamic predictions that follow the colour where the colour names a wrong option. */
+function shortcutRate(items: readonly EvalItem[], samples: readonly ScoredSample[]): number | null {
+  let n = 0, hit = 0;
+  items.forEach((it, i) => {
+    if (!DYNAMIC_CATEGORIES.includes(it.record.category)) return;
+    const k = colourAnswer(it);
+    if (k < 0 || k === it.record.answer) return;
+    n++;
+    if (samples[i].prediction === k) hit++;
+  });
+  return n ? hit / n : null;
 }
 
 /**
@@ -194,9 +216,12 @@ async function heldOutCrr(policy: Policy, items: readonly EvalItem[], nullOption
   return { crr: n ? crr / n : 0 };
 }
 
+/** Bumped when what a run result holds changes, so that older results are not reused. */
+const RESULT_VERSION = 2;
+
 function fingerprint(c: ReproduceConfig): string {
   const { out: _out, methods: _m, seeds: _s, force: _f, ...rest } = c;
-  return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
+  return crypto.createHash('sha256').update(JSON.stringify({ v: RESULT_VERSION, ...rest })).digest('hex').slice(0, 16);
 }
 
 function readJson<T>(file: string): T | undefined {
@@ -254,9 +279,9 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   if (!base || base.fingerprint !== fp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
     try {
-      const metrics = await evaluate(policy, evalItems, false, maxNewTokens);
+      const { metrics, shortcutRate: sr } = await evaluate(policy, evalItems, false, maxNewTokens);
       const probe = await heldOutCrr(policy, evalItems, false, maxNewTokens, c.crrSamples, 0);
-      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, wallMs: 0, fingerprint: fp };
+      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, wallMs: 0, fingerprint: fp };
       writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
     } finally {
       policy.dispose();
@@ -295,14 +320,15 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
       const last = finalCheckpoint(dir);
       if (!last) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
       const policy = await POLICY_KINDS.get(c.policy)({ init: last, seed });
-      let metrics;
+      let ev;
       try {
-        metrics = await evaluate(policy, evalItems, nullOption, tc.maxNewTokens);
+        ev = await evaluate(policy, evalItems, nullOption, tc.maxNewTokens);
       } finally {
         policy.dispose();
       }
+      const metrics = ev.metrics;
       const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
-        method, seed, steps: c.steps, curve, metrics, wallMs: Date.now() - tRun, fingerprint: fp,
+        method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, wallMs: Date.now() - tRun, fingerprint: fp,
         trainCrr: trainCurve.map((p) => p.crr),
       };
       writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
@@ -357,7 +383,8 @@ export function report(c: ReproduceConfig, summaries: readonly MethodSummary[], 
       `Wall time ${(wallMs / 60000).toFixed(1)} min.`,
     '',
     'Held-out paired metrics (percent, mean ± sample sd over seeds): Acc and P-Acc over the three dynamic categories (DyBench), P-Acc per category ' +
-      '(RD reversible dynamics, MD moving direction, ES event sequence), sensitivity (dynamic pairs answered differently), invariance (static pairs answered the same), Static Acc.',
+      '(RD reversible dynamics, MD moving direction, ES event sequence), sensitivity (dynamic pairs answered differently), invariance (static pairs answered the same), Static Acc, ' +
+      'and colour-shortcut answers (held-out dynamic videos whose object colour names a wrong option: the share answered with that option).',
     '',
     table,
     '',

@@ -25,6 +25,12 @@ export interface RunResult {
   curve: CurvePoint[];
   /** Held-out paired metrics after training. */
   metrics: PairedMetrics;
+  /**
+   * Colour-shortcut answers: among held-out dynamic videos whose object colour names a wrong
+   * option (colour index != gold), the share answered with that colour's option (a pure colour
+   * reader scores 1; a motion reader about 1/(k-1) or less).
+   */
+  shortcutRate?: number | null;
   wallMs: number;
 }
 
@@ -33,7 +39,7 @@ export interface Column {
   key: string;
   label: string;
   group: 'dynamic' | 'static' | 'reversible_dynamics' | 'moving_direction' | 'event_sequence' | 'all';
-  metric: 'acc' | 'p_acc' | 'sensitivity' | 'invariance';
+  metric: 'acc' | 'p_acc' | 'sensitivity' | 'invariance' | 'shortcut';
 }
 
 export const COLUMNS: readonly Column[] = [
@@ -45,6 +51,7 @@ export const COLUMNS: readonly Column[] = [
   { key: 'sensitivity', label: 'Sensitivity', group: 'dynamic', metric: 'sensitivity' },
   { key: 'invariance', label: 'Invariance', group: 'static', metric: 'invariance' },
   { key: 'static_acc', label: 'Static Acc', group: 'static', metric: 'acc' },
+  { key: 'shortcut', label: 'Colour-shortcut answers (lower is better)', group: 'dynamic', metric: 'shortcut' },
 ];
 
 export interface Spread {
@@ -64,8 +71,9 @@ export function spread(values: readonly number[]): Spread | null {
   return { mean, sd, min: Math.min(...v), max: Math.max(...v), n: v.length };
 }
 
-export function metricOf(m: PairedMetrics, c: Column): number {
-  const g: GroupMetrics | undefined = m.groups[c.group];
+export function metricOf(r: Pick<RunResult, 'metrics' | 'shortcutRate'>, c: Column): number {
+  if (c.metric === 'shortcut') return r.shortcutRate ?? NaN;
+  const g: GroupMetrics | undefined = r.metrics.groups[c.group];
   const v = g ? g[c.metric] : null;
   return v === null || v === undefined ? NaN : v;
 }
@@ -80,7 +88,7 @@ export interface MethodSummary {
 
 export function summarize(method: string, runs: readonly RunResult[]): MethodSummary {
   const columns: Record<string, Spread | null> = {};
-  for (const c of COLUMNS) columns[c.key] = spread(runs.map((r) => metricOf(r.metrics, c)));
+  for (const c of COLUMNS) columns[c.key] = spread(runs.map((r) => metricOf(r, c)));
   const bySteps = new Map<number, { correct: number[]; crr: number[] }>();
   for (const r of runs) {
     for (const p of r.curve) {
@@ -135,14 +143,15 @@ function esc(s: string): string {
 /** Two panels side by side (correctness reward, CRR) with one line per method. */
 export function curvesSvg(summaries: readonly MethodSummary[], title: string): string {
   const methods = summaries.filter((s) => s.curve.length > 0);
-  const W = 1000, H = 460, panelW = 420, top = 60, plotH = 300, lefts = [70, 570];
+  const W = 1020, H = 460, panelW = 400, top = 60, plotH = 300, lefts = [70, 580];
+  const smooth = Math.max(1, Math.round(Math.max(1, ...methods.flatMap((s) => s.curve.map((p) => p.step))) / 30));
   const maxStep = Math.max(1, ...methods.flatMap((s) => s.curve.map((p) => p.step)));
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2}" y="26" font-size="16" text-anchor="middle" fill="#222">${esc(title)}</text>`);
   const panels: { key: 'correct' | 'crr'; label: string }[] = [
-    { key: 'correct', label: 'correctness reward (training rollouts, original branch)' },
+    { key: 'correct', label: `correctness reward (training rollouts${smooth > 1 ? `, mean of ${smooth} steps` : ''})` },
     { key: 'crr', label: 'held-out CRR = p_o x p_c (mean over pairs)' },
   ];
   panels.forEach((panel, k) => {
@@ -161,8 +170,15 @@ export function curvesSvg(summaries: readonly MethodSummary[], title: string): s
     }
     out.push(`<text x="${left + panelW / 2}" y="${y(0) + 36}" font-size="12" text-anchor="middle" fill="#444">training step</text>`);
     methods.forEach((s, i) => {
-      const pts = s.curve.filter((p) => p[panel.key] !== null && Number.isFinite(p[panel.key] as number));
+      let pts = s.curve.filter((p) => p[panel.key] !== null && Number.isFinite(p[panel.key] as number));
       if (!pts.length) return;
+      if (panel.key === 'correct' && smooth > 1) {
+        // Trailing mean over `smooth` steps: single steps see 8 prompts, too few to read a trend from.
+        pts = pts.map((p, j) => {
+          const win = pts.slice(Math.max(0, j - smooth + 1), j + 1);
+          return { ...p, correct: win.reduce((a, q) => a + (q.correct as number), 0) / win.length };
+        });
+      }
       const d = pts.map((p, j) => `${j ? 'L' : 'M'}${x(p.step).toFixed(1)},${y(Math.max(0, Math.min(1, p[panel.key] as number))).toFixed(1)}`).join(' ');
       out.push(`<path d="${d}" fill="none" stroke="${COLOURS[i % COLOURS.length]}" stroke-width="2"/>`);
     });
@@ -173,7 +189,7 @@ export function curvesSvg(summaries: readonly MethodSummary[], title: string): s
     const label = (METHOD_LABELS[s.method] ?? s.method).replace(/^\+ /, '');
     out.push(`<rect x="${lx}" y="${ly - 10}" width="14" height="4" fill="${COLOURS[i % COLOURS.length]}"/>`);
     out.push(`<text x="${lx + 20}" y="${ly - 4}" font-size="12" fill="#222">${esc(label)}</text>`);
-    lx += 30 + label.length * 7;
+    lx += 36 + label.length * 7.5;
   });
   out.push(`<text x="${W - 20}" y="${H - 8}" font-size="10" text-anchor="end" fill="#666">mean over seeds</text>`);
   out.push('</svg>');
