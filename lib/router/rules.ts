@@ -178,8 +178,8 @@ function add(e: Evidence, type: RouteType, weight: number, cue: string): void {
 }
 
 /**
- * Classifies one question (with its options). Pure and synchronous; about 20 regex tests per
- * text, so ~10 us per question.
+ * Classifies one question (with its options). Pure and synchronous; a few dozen regex tests per
+ * text, 20-50 us per question (bench/router).
  */
 export function classifyByRules(question: string, options: readonly string[]): Classification {
   const q = normalise(question);
