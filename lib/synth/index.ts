@@ -48,7 +48,7 @@ export const SYNTH_DEFAULTS = {
 export const SYNTH_QUESTIONS = {
   reversible_dynamics: { question: 'How does the size of the object change during the video?', options: ['It grows', 'It shrinks', 'It stays the same size'] },
   moving_direction: { question: 'In which direction does the object move?', options: ['left', 'right', 'up', 'down'] },
-  event_sequence: { question: 'Which shape appears first?' },
+  event_sequence: { question: 'Which happens first?' },
   colour: { question: 'What colour is the object?' },
   shape: { question: 'What shape is the object?' },
   count: { question: 'How many objects are there?', options: ['1', '2', '3', '4'] },
@@ -137,24 +137,43 @@ function planMoving(rng: Rng, split: 'train' | 'test', p: number): PairPlan {
   };
 }
 
+/** Event kinds of the event-sequence clips: one object doing one thing per segment. */
+export const SYNTH_EVENTS = ['moves sideways', 'moves up or down', 'grows', 'shrinks'] as const;
+export type SynthEvent = (typeof SYNTH_EVENTS)[number];
+
+function eventObject(rng: Rng, event: SynthEvent, shape: Shape, colour: ColourName, visible: [number, number]): SceneObject {
+  if (event === 'grows' || event === 'shrinks') {
+    const small = rng.uniform(0.14, 0.2), big = rng.uniform(0.52, 0.62);
+    const lo = big / 2 + 0.02, hi = 1 - big / 2 - 0.02;
+    const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
+    const [s0, s1] = event === 'grows' ? [small, big] : [big, small];
+    return { shape, color: colour, from: { x, y, size: s0 }, to: { x, y, size: s1 }, visible };
+  }
+  // A strong translation, either way along the axis.
+  const size = rng.uniform(0.3, 0.36);
+  const lo = size / 2 + 0.02, hi = 1 - size / 2 - 0.02;
+  const travel = rng.uniform(0.4, Math.min(0.55, hi - lo));
+  const start = rng.uniform(lo, hi - travel);
+  const [a0, a1] = rng.next() < 0.5 ? [start, start + travel] : [start + travel, start];
+  const across = rng.uniform(lo, hi);
+  return event === 'moves sideways'
+    ? { shape, color: colour, from: { x: a0, y: across, size }, to: { x: a1, y: across, size }, visible }
+    : { shape, color: colour, from: { x: across, y: a0, size }, to: { x: across, y: a1, size }, visible };
+}
+
 function planEvent(rng: Rng, split: 'train' | 'test', p: number, T: number): PairPlan {
-  const [first, second] = rng.shuffle(SHAPES).slice(0, 2) as Shape[];
+  // Two different events, one per half of the clip, done by the same object (same shape and colour).
+  const [first, second] = rng.shuffle(SYNTH_EVENTS).slice(0, 2) as SynthEvent[];
   const options = rng.shuffle([first, second]);
   const answer = options.indexOf(first);
   const { colour, matches } = dynamicColour(rng, split, answer, 2, p);
-  const obj = (shape: Shape, visible: [number, number]): SceneObject => {
-    const size = rng.uniform(0.36, 0.46);
-    const lo = size / 2 + 0.03, hi = 1 - size / 2 - 0.03;
-    const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
-    const dx = rng.uniform(-0.1, 0.1), dy = rng.uniform(-0.1, 0.1);
-    return { shape, color: colour, from: { x, y, size }, to: { x: clamp(x + dx, lo, hi), y: clamp(y + dy, lo, hi), size }, visible };
-  };
+  const shape = rng.pick(SHAPES);
   // Segment boundary: frames t < T/2 show the first event; the swap moves the second segment first.
   const swapAt = Math.ceil(T / 2);
   return {
-    scene: scene([obj(first, [0, 0.5]), obj(second, [0.5, 1])]),
+    scene: scene([eventObject(rng, first, shape, colour, [0, 0.5]), eventObject(rng, second, shape, colour, [0.5, 1])]),
     question: SYNTH_QUESTIONS.event_sequence.question,
-    options: options.map((s) => `the ${s}`), answer,
+    options: options.map((e) => `The object ${e}`), answer,
     transform: 'swap', partnerAnswer: 1 - answer, swapAt,
     meta: { shortcut_match: matches },
   };

@@ -96,6 +96,26 @@ describe('synthesize', () => {
     }
   });
 
+  test('event sequence pixels agree with the answer: the first half shows the event named first', () => {
+    const events = synthesize({ split: 'test', pairs: 16, seed: 4, categories: ['event_sequence'] });
+    const stats = (f: Uint8Array, t: number): { n: number; x: number; y: number } => {
+      let n = 0, sx = 0, sy = 0;
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) {
+        const p = ((t * 32 + y) * 32 + x) * 3;
+        if (f[p] !== 60 || f[p + 1] !== 60 || f[p + 2] !== 60) { n++; sx += x; sy += y; }
+      }
+      return { n, x: sx / n, y: sy / n };
+    };
+    for (const it of events) {
+      const first = it.record.options[it.record.answer].replace('The object ', '');
+      const a = stats(it.frames, 0), b = stats(it.frames, 3);
+      if (first === 'grows') expect(b.n).toBeGreaterThan(3 * a.n);
+      if (first === 'shrinks') expect(a.n).toBeGreaterThan(3 * b.n);
+      if (first === 'moves sideways') expect(Math.abs(b.x - a.x)).toBeGreaterThan(10);
+      if (first === 'moves up or down') expect(Math.abs(b.y - a.y)).toBeGreaterThan(10);
+    }
+  });
+
   test('shortcut knob: colour names the original answer with p on train, ~1/K on test', () => {
     const stats = (split: 'train' | 'test', p?: number): { match: number; colourReaderPAcc: number } => {
       const recs = synthesizeRecords({ split, pairs: 300, seed: 11, shortcutP: p, categories: ['reversible_dynamics', 'moving_direction', 'event_sequence'] });
