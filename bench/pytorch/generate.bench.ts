@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
-import { TINY, THREADS, THREAD_SETTINGS, TwinServer, handOver, hasPolicy, loadAverage, makeBatch, native, pairedTiming, policyRaw, pythonTorch, readF32, readI32 } from './policy-fixture';
+import { THREAD_SETTINGS, TwinServer, handOver, hasPolicy, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, readI32, tinyPolicy } from './policy-fixture';
 
 
 const PROMPTS = 8, G = 8, MAX_NEW = 32;
@@ -23,23 +23,22 @@ async function main(): Promise<void> {
     writeResults('pytorch-generate', { skipped: true, reason: why }, `${TITLE}\n\nSkipped: ${why}.`);
     return;
   }
-  const raw = policyRaw();
-  const cfg = TINY;
-  const id = await native(() => raw.policyCreate(cfg));
-  const b = makeBatch(cfg, PROMPTS, G, false, 23);
+  const policy = await tinyPolicy();
+  const cfg = policy.config;
+  const inputs = makeInputs(policy, PROMPTS, G, false, 23);
   const N = PROMPTS * G;
-  const dir = await handOver(raw, id, cfg, b, { threads: THREADS, warmup: WARMUP, runs: RUNS, maxNewTokens: MAX_NEW, temperature: 1.0 });
+  const dir = await handOver(policy, inputs, { threads: THREAD_SETTINGS[THREAD_SETTINGS.length - 1], maxNewTokens: MAX_NEW, temperature: 1.0 });
   const twin = new TwinServer(dir, 'generate');
   const py = (await twin.ready()) as { torch: string; threads: number; parameters: number };
 
   // Greedy decoding: same tokens; log-probs equal up to float32 reordering.
-  const greedy = await native(() => raw.policyGenerate(id, b, { maxNewTokens: MAX_NEW, greedy: true }));
+  const greedy = await policy.generate(inputs, { maxNewTokens: MAX_NEW, greedy: true, stop: [] });
   const pyTok = readI32(path.join(dir, 'py_greedy_tokens.bin')), pyLp = readF32(path.join(dir, 'py_greedy_logprobs.bin'));
   let firstDiverge = -1, sameTokens = 0, maxLp = 0;
   for (let r = 0; r < N; r++) {
     for (let s = 0; s < MAX_NEW; s++) {
       const i = r * MAX_NEW + s;
-      if (greedy.tokens[i] !== pyTok[i]) {
+      if (greedy.ids[i] !== pyTok[i]) {
         if (firstDiverge < 0) firstDiverge = i;
         break; // after a divergence the two sequences condition on different tokens
       }
@@ -57,15 +56,15 @@ async function main(): Promise<void> {
 
   const load = loadAverage();
   const timings = [];
-  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => native(() => raw.policyGenerate(id, b, { maxNewTokens: MAX_NEW, temperature: 1.0 })), threads, WARMUP, RUNS));
+  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => policy.generate(inputs, { maxNewTokens: MAX_NEW, temperature: 1.0, stop: [] }), threads, WARMUP, RUNS));
   twin.close();
-  raw.policyDispose(id);
+  policy.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
   const tps = (ms: number): number => (N * MAX_NEW) / (ms / 1000);
   const main = timings[timings.length - 1];
   const speedup = main.speedup;
   const json = {
-    machine: machine(), threads: THREADS, config: cfg, prompts: PROMPTS, groupSize: G, sequences: N, maxNewTokens: MAX_NEW, parameters: py.parameters,
+    machine: machine(), threadSettings: THREAD_SETTINGS, config: cfg, prompts: PROMPTS, groupSize: G, sequences: N, maxNewTokens: MAX_NEW, parameters: py.parameters,
     check: { greedyTokensEqual: sameTokens, greedyTokens: total, maxLogprobDiff: maxLp, tolerance: LOGP_ATOL },
     pytorch: { version: py.torch }, loadAverage1m: load,
     timings: timings.map((t) => ({ ...t, pytorchTokensPerSecond: tps(t.pytorchMs), nativeTokensPerSecond: tps(t.nativeMs) })),
@@ -80,7 +79,7 @@ async function main(): Promise<void> {
     '',
     `Checked first: greedy decoding gives the same ${total.toLocaleString('en-US')} tokens on both sides, log-probs within ${maxLp.toExponential(1)} (tolerance ${LOGP_ATOL}).`,
     '',
-    table(['threads', `PyTorch ${py.torch} (Python KV-cached loop): ms / call`, 'tokens/s', 'crpo native (from Node): ms / call', 'tokens/s', 'speed-up', 'median of paired ratios', 'spread PyTorch / native'],
+    table(['threads', `PyTorch ${py.torch} (Python KV-cached loop): ms / call`, 'tokens/s', 'crpo native (lib/model Policy.generate, from Node; includes decoding to text): ms / call', 'tokens/s', 'speed-up', 'median of paired ratios', 'spread PyTorch / native'],
       timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(tps(t.pytorchMs), 0), fmt(t.nativeMs, 1), fmt(tps(t.nativeMs), 0), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
     `Target >= 1.5x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}.`,

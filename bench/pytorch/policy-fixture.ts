@@ -1,6 +1,6 @@
 /**
- * Shared set-up of the policy benchmarks (train-step, generate): the native policy's raw surface
- * (native/torch/model/policy_binding.cpp), a tiny-preset policy with deterministic inputs, and the
+ * Shared set-up of the policy benchmarks (train-step, generate): a tiny-preset native policy
+ * through its public wrapper (lib/model/policy.ts) with deterministic inputs, and the
  * hand-over to the PyTorch-Python twin (bench/pytorch/policy_twin.py): the config as JSON, the
  * weights as safetensors by parameter name, the batch as raw little-endian binaries.
  */
@@ -8,9 +8,10 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'child_pro
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { callAsync, setTorchThreads, torchAddon, torchQueue } from '../../lib/native';
+import { setTorchThreads, torchAddon } from '../../lib/native';
 import { writeSafetensors } from '../../lib/model/safetensors';
-import { POLICY_PRESETS } from '../../lib/model/config';
+import { Policy, type PolicyInputs, type PolicyPrompt, type RlCompletions } from '../../lib/model/policy';
+import { Tokenizer } from '../../lib/model/tokenizer';
 
 export const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
 /** Same intra-op thread count for both sides (CRPO_BENCH_THREADS, else every core). */
@@ -26,51 +27,25 @@ export const THREADS = Number(process.env.CRPO_BENCH_THREADS) || os.cpus().lengt
 export const THREAD_ENV = { OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1', OMP_WAIT_POLICY: 'PASSIVE' };
 Object.assign(process.env, THREAD_ENV);
 
-/**
- * The tiny preset (lib/model/config.ts POLICY_PRESETS.tiny: 8 frames of 32x32, 16 visual tokens,
- * LM 2 x 96). The vocabulary is word-level and data-dependent; 512 covers the synthetic DyBench.
- */
-export const TINY = { ...POLICY_PRESETS.tiny, vocabSize: 512, channels: 3, padId: 0, seed: 7 };
-export type PolicyConfigJs = typeof TINY;
 
-export interface NamedTensorJs { name: string; shape: number[]; data: Float32Array }
-export interface BatchJs {
-  frames: Uint8Array; numVideos: number; promptVideo: Int32Array; promptTransform: string[];
-  promptIds: Int32Array; promptLengths: Int32Array; groupSize: number;
-}
-export interface CompletionsJs {
-  ids: Int32Array; lengths: Int32Array; width: number;
-  advantages?: Float32Array; oldLogprobs?: Float32Array; refLogprobs?: Float32Array;
+/** A word-level vocabulary of about 512 pieces (the tiny preset's vocabulary is data-dependent). */
+export function benchTokenizer(): Tokenizer {
+  return Tokenizer.build([Array.from({ length: 440 }, (_, i) => `w${i}`).join(' ')]);
 }
 
-/** The policy functions of the torch addon (until a typed wrapper is exported from lib/native.ts). */
-interface PolicyRaw {
-  policyCreate(c: PolicyConfigJs): Promise<number>;
-  policyClone(id: number, o: { frozen: boolean }): Promise<number>;
-  policyDispose(id: number): boolean;
-  policyInfo(id: number): { parameters: number; names: string[]; shapes: number[][] };
-  policyGenerate(id: number, b: BatchJs, o: Record<string, unknown>): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array }>;
-  policyLogprobs(id: number, b: BatchJs, c: CompletionsJs, o?: Record<string, unknown>): Promise<{ logprobs: Float32Array }>;
-  policyTrainStep(id: number, b: BatchJs, c: CompletionsJs, o: Record<string, unknown>): Promise<{ loss: number; gradNorm: number; entropy: number; skipped: boolean }>;
-  policyGetState(id: number, which: 'weights' | 'optimizer'): Promise<{ tensors: NamedTensorJs[]; step: number }>;
+/** A fresh policy of the tiny preset (lib/model/config.ts: 8 frames of 32x32, 16 visual tokens, LM 2 x 96). */
+export async function tinyPolicy(tokenizer = benchTokenizer()): Promise<Policy> {
+  setTorchThreads(THREADS);
+  return Policy.create(tokenizer, { preset: 'tiny', seed: 7 });
 }
 
+/** The torch addon is built with the native policy. */
 export function hasPolicy(): boolean {
   try {
-    return typeof (torchAddon() as unknown as Partial<PolicyRaw>).policyCreate === 'function';
+    return typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate === 'function';
   } catch {
     return false;
   }
-}
-
-export function policyRaw(): PolicyRaw {
-  setTorchThreads(THREADS);
-  return torchAddon() as unknown as PolicyRaw;
-}
-
-/** Runs one native call on the torch queue with realm-safe errors. */
-export function native<R>(fn: () => Promise<R>): Promise<R> {
-  return torchQueue.run(() => callAsync(fn));
 }
 
 export function pythonTorch(): string | null {
@@ -86,36 +61,29 @@ export function lcg(seed: number): () => number {
 
 /**
  * Q questions over Q videos; with `dual`, each question appears twice (original, then its
- * counterfactual: hflip or reverse), as one CRPO dual-branch batch. Prompts of 20-36 text tokens.
+ * counterfactual: hflip or reverse), as one CRPO dual-branch batch. Prompts of 20-36 tokens.
  */
-export function makeBatch(cfg: PolicyConfigJs, questions: number, group: number, dual: boolean, seed = 11): BatchJs {
+export function makeInputs(p: Policy, questions: number, group: number, dual: boolean, seed = 11): PolicyInputs {
   const rand = lcg(seed);
-  const frameBytes = cfg.frames * cfg.imageSize * cfg.imageSize * cfg.channels;
-  const frames = new Uint8Array(questions * frameBytes);
+  const frames = new Uint8Array(questions * p.clipBytes);
   for (let i = 0; i < frames.length; i++) frames[i] = Math.floor(rand() * 256);
-  const video: number[] = [], ops: string[] = [], lengths: number[] = [], ids: number[] = [];
+  const prompts: PolicyPrompt[] = [];
+  const V = p.tokenizer.size;
   for (let q = 0; q < questions; q++) {
     const len = 20 + Math.floor(rand() * 17);
-    const toks = Array.from({ length: len }, () => 1 + Math.floor(rand() * (cfg.vocabSize - 1)));
-    for (const op of dual ? ['none', q % 2 ? 'reverse' : 'hflip'] : ['none']) {
-      video.push(q);
-      ops.push(op);
-      lengths.push(len);
-      ids.push(...toks);
-    }
+    const ids = Array.from({ length: len }, () => 6 + Math.floor(rand() * (V - 6)));
+    for (const transform of dual ? (['none', q % 2 ? 'reverse' : 'hflip'] as const) : (['none'] as const)) prompts.push({ video: q, ids, transform });
   }
-  return {
-    frames, numVideos: questions, promptVideo: Int32Array.from(video), promptTransform: ops,
-    promptIds: Int32Array.from(ids), promptLengths: Int32Array.from(lengths), groupSize: group,
-  };
+  return { frames, numVideos: questions, prompts, groupSize: group };
 }
 
-/** Writes config, weights and batch for the twin into a fresh temporary folder. */
-export async function handOver(raw: PolicyRaw, id: number, cfg: PolicyConfigJs, b: BatchJs, run: Record<string, unknown>, comp?: CompletionsJs): Promise<string> {
+/** Writes config, weights and the batch exactly as the native call receives it, for the twin, into a fresh temporary folder. */
+export async function handOver(p: Policy, inputs: PolicyInputs, run: Record<string, unknown>, comp?: RlCompletions): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-policy-bench-'));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, run }));
-  const w = await native(() => raw.policyGetState(id, 'weights'));
-  writeSafetensors(path.join(dir, 'weights.safetensors'), w.tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...p.config, channels: 3, padId: 0, run }));
+  const w = await p.getWeights();
+  writeSafetensors(path.join(dir, 'weights.safetensors'), w.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+  const b = p.batch(inputs, 'bench');
   const ids: number[][] = [];
   let at = 0;
   for (const n of b.promptLengths) {
@@ -129,7 +97,7 @@ export async function handOver(raw: PolicyRaw, id: number, cfg: PolicyConfigJs, 
     const bin = (name: string, a: Int32Array | Float32Array) => fs.writeFileSync(path.join(dir, name), Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     bin('comp_ids.bin', comp.ids);
     bin('comp_lengths.bin', comp.lengths);
-    if (comp.advantages && comp.oldLogprobs && comp.refLogprobs) {
+    if (comp.oldLogprobs && comp.refLogprobs) {
       bin('adv.bin', comp.advantages);
       bin('old.bin', comp.oldLogprobs);
       bin('ref.bin', comp.refLogprobs);

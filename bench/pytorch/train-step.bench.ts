@@ -10,10 +10,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
+import type { RlCompletions } from '../../lib/model/policy';
 import {
-  TINY, THREADS, THREAD_SETTINGS, TwinServer, handOver, hasPolicy, lcg, loadAverage, makeBatch, native, pairedTiming, policyRaw, pythonTorch, readF32, type CompletionsJs,
+  THREAD_SETTINGS, TwinServer, handOver, hasPolicy, lcg, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, tinyPolicy,
 } from './policy-fixture';
-
 
 const QUESTIONS = 4, G = 8, WIDTH = 16;
 const WARMUP = 2, RUNS = 9;
@@ -28,30 +28,33 @@ async function main(): Promise<void> {
     writeResults('pytorch-train-step', { skipped: true, reason: why }, `${TITLE}\n\nSkipped: ${why}.`);
     return;
   }
-  const raw = policyRaw();
-  const cfg = TINY;
-  const id = await native(() => raw.policyCreate(cfg));
-  const b = makeBatch(cfg, QUESTIONS, G, true);
-  const P = b.promptLengths.length, N = P * G;
+  const policy = await tinyPolicy();
+  const cfg = policy.config;
+  const inputs = makeInputs(policy, QUESTIONS, G, true);
+  const P = inputs.prompts.length, N = P * G;
   const rand = lcg(5);
-  const ids = Int32Array.from({ length: N * WIDTH }, () => 1 + Math.floor(rand() * (cfg.vocabSize - 1)));
+  const V = policy.tokenizer.size;
+  const ids = Int32Array.from({ length: N * WIDTH }, () => 6 + Math.floor(rand() * (V - 6)));
   const lengths = Int32Array.from({ length: N }, () => 4 + Math.floor(rand() * (WIDTH - 3)));
-  const comp: CompletionsJs = { ids, lengths, width: WIDTH };
   // Old / reference log-probs near the current ones (ratios around 1, some clipped), random advantages.
-  const cur = (await native(() => raw.policyLogprobs(id, b, comp))).logprobs;
-  comp.oldLogprobs = Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3);
-  comp.refLogprobs = Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3);
-  comp.advantages = Float32Array.from({ length: N }, () => (rand() - 0.5) * 2);
+  const cur = (await policy.logprobs(inputs, { ids, lengths, width: WIDTH })).logprobs;
+  const comp: RlCompletions = {
+    ids, lengths, width: WIDTH,
+    oldLogprobs: Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3),
+    refLogprobs: Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3),
+    advantages: Float32Array.from({ length: N }, () => (rand() - 0.5) * 2),
+  };
 
-  const dir = await handOver(raw, id, cfg, b, { threads: THREADS, warmup: WARMUP, runs: RUNS, step: STEP }, comp);
+  const dir = await handOver(policy, inputs, { threads: THREAD_SETTINGS[THREAD_SETTINGS.length - 1], step: STEP }, comp);
   const twin = new TwinServer(dir, 'train');
   const py = (await twin.ready()) as { torch: string; threads: number; parameters: number; check: { loss: number; gradNorm: number }; gradNames: string[]; gradShapes: number[][] };
 
-  // Native check on a copy: one unclipped step without decay; the gradient is m1 / (1 - beta1).
-  const probe = await native(() => raw.policyClone(id, { frozen: false }));
-  const st = await native(() => raw.policyTrainStep(probe, b, comp, { ...STEP, weightDecay: 0, maxGradNorm: 0 }));
-  const opt = await native(() => raw.policyGetState(probe, 'optimizer'));
-  raw.policyDispose(probe);
+  // Native check on a copy with the same weights: one unclipped step without decay; the gradient is m1 / (1 - beta1).
+  const probe = await tinyPolicy(policy.tokenizer);
+  await probe.setWeights(await policy.getWeights());
+  const st = await probe.trainStep(inputs, comp, { ...STEP, weightDecay: 0, maxGradNorm: 0 });
+  const opt = await probe.getOptimizerState();
+  probe.dispose();
   const m1 = new Map(opt.tensors.filter((t) => t.name.endsWith('.exp_avg')).map((t) => [t.name.slice(0, -'.exp_avg'.length), t.data]));
   const pyGrads = readF32(path.join(dir, 'py_grads.bin'));
   let at = 0, worstRel = 0, worstName = '', maxAbs = 0, checked = 0;
@@ -89,15 +92,15 @@ async function main(): Promise<void> {
 
   const load = loadAverage();
   const timings = [];
-  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => native(() => raw.policyTrainStep(id, b, comp, STEP)), threads, WARMUP, RUNS));
+  for (const threads of THREAD_SETTINGS) timings.push(await pairedTiming(twin, () => policy.trainStep(inputs, comp, STEP), threads, WARMUP, RUNS));
   twin.close();
-  raw.policyDispose(id);
+  policy.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
   const main = timings[timings.length - 1];
   const speedup = main.speedup;
   const tokens = Array.from(lengths).reduce((a, x) => a + x, 0);
   const json = {
-    machine: machine(), threads: THREADS, config: cfg, prompts: P, groupSize: G, sequences: N, completionWidth: WIDTH, completionTokens: tokens,
+    machine: machine(), threadSettings: THREAD_SETTINGS, config: cfg, prompts: P, groupSize: G, sequences: N, completionWidth: WIDTH, completionTokens: tokens,
     parameters: py.parameters, step: STEP,
     check: { lossNative: st.loss, lossPyTorch: py.check.loss, lossRel, gradNormNative: st.gradNorm, gradNormPyTorch: py.check.gradNorm, worstGradRel: worstRel, worstGradParam: worstName, maxAbsGradDiff: maxAbs, gradEntries: checked, tolerances: { LOSS_RTOL, GRAD_RTOL, GRAD_ATOL } },
     pytorch: { version: py.torch }, loadAverage1m: load, timings,
@@ -114,7 +117,7 @@ async function main(): Promise<void> {
     `Checked first (same weights, same batch): loss ${fmt(st.loss, 6)} vs ${fmt(py.check.loss, 6)} (rel diff ${lossRel.toExponential(1)}, tolerance ${LOSS_RTOL}); ` +
       `gradients of all ${checked.toLocaleString('en-US')} entries: worst per-tensor relative L2 difference ${worstRel.toExponential(1)} (${worstName}; tolerance ${GRAD_RTOL}), max abs difference ${maxAbs.toExponential(1)}.`,
     '',
-    table(['threads', `PyTorch ${py.torch} eager (Python twin), median ms / step`, 'crpo native policy (from Node), median ms / step', 'speed-up', 'median of paired ratios', 'spread (max-min)/median PyTorch / native'],
+    table(['threads', `PyTorch ${py.torch} eager (Python twin), median ms / step`, 'crpo native policy (lib/model Policy.trainStep, from Node), median ms / step', 'speed-up', 'median of paired ratios', 'spread (max-min)/median PyTorch / native'],
       timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(t.nativeMs, 1), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
     `Target >= 1.25x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}.`,
