@@ -33,3 +33,24 @@ export {
   type Completions as PolicyCompletions, type StepStats as PolicyStepStats, type LossOptions as PolicyLossOptions, type LoadOptions as CheckpointLoadOptions,
   type SafeDtype, type SafeHeader, type SafeTensorEntry, type TensorToWrite,
 } from './model';
+export { ALGORITHMS, getAlgorithm, policyLoss, tokenLoss, DEFAULT_LOSS, type Algorithm, type AlgoSettings, type RolloutPlan, type Scores, type ScoredGroupInput, type SecondBranch, type LossSettings, type LossSequence, type LossResult } from './algo';
+export { tgrpoAdvantages, arrowAdvantages, referenceTgrpo, referenceArrow } from './reward/baselines';
+export {
+  train, validate, resolveConfig as resolveTrainConfig, saveResolvedConfig, learningRate, TRAIN_DEFAULTS, sftBase, runDemo, shardBatch, SINGLE_PROCESS, listCheckpoints,
+  type TrainConfig, type TrainHooks, type TrainResult, type ValidationResult, type DistContext,
+} from './train';
+export { POLICY_KINDS, LinearPolicy, NativePolicy, type Policy as TrainablePolicy, type PolicyPrompt as TrainPrompt, type Completion, type TrainSequence, type TrainStepStats, type PolicyFactory } from './rollout';
+export { startServer, loadCheckpointPolicy, SERVE_DEFAULTS, type ServeOptions, type RunningServer } from './serve';
+export {
+  QwenVLModel, resolveWeights, type QwenInputs, type QwenForwardOptions, type QwenForwardResult, type QwenLoadOptions, type LoraOptions, type QwenDtype,
+} from './hf/model';
+export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './hf/qwen-policy';
+export { parseQwenConfig, readQwenConfig, expectedWeights, canonicalKey, SUPPORTED_ARCHS, type QwenVLConfig, type QwenArch } from './hf/config';
+export { ropeIndex, type RopeIndex, type RopeIndexInputs } from './hf/rope-index';
+export {
+  processFrames, patchify, smartResize, smartResizeVideo, sampleFrameIndices, frameTimestamps, renderChat, expandPlaceholders, roundHalfEven, type ChatMessage, type ChatPart,
+} from './hf/processor';
+export { loadTokenizer, qwen3Tokenizer, byteTokenizer, tokenizerFor, type HfTokenizer } from './hf/tokenizer';
+export { estimateBudget, PUBLISHED_CONFIGS, DEFAULT_SCENARIO, type BudgetEstimate, type BudgetScenario } from './hf/budget';
+export * as dist from './dist';
+export { initDistributed, runRank, ProcessGroup, parseDistEnv, launchLocal, type DistContext as DistributedContext, type DistEnv } from './dist';

@@ -3,8 +3,8 @@
  * counterfactual route of each question (crpo-method.md section 2: transform + relation), the
  * seeded epoch order, and the shard of a batch one process works on (single process by default;
  * lib/dist supplies rank / world size). Routes come from the record's `route` object (written by
- * the Task Router), else from the synthetic generator's `meta.counterfactual`; a record with
- * neither is rejected with the fix.
+ * the Task Router), else from the synthetic generator's `meta.counterfactual`, else from the
+ * router's rules backend called synchronously.
  */
 import { CrpoError } from '../errors';
 import { loadRecords, formatIssue } from '../data/loader';
@@ -13,6 +13,7 @@ import { defaultFrameLoader } from '../eval/frames';
 import { synthesize } from '../synth';
 import { Rng } from '../synth/rng';
 import { transformFramesSync } from '../counterfactual';
+import { routeRecord } from '../router';
 import type { TrainConfig } from './config';
 
 export type CfTransform = 'hflip' | 'reverse' | 'hflip+reverse' | 'swap';
@@ -44,8 +45,8 @@ export interface ValItem {
 
 const TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'];
 
-/** The counterfactual route of a record, or a clear error naming the record. */
-export function routeOf(r: DyBenchRecord, where: string): ItemRoute {
+/** The counterfactual route of a record: its `route`, the generator's `meta.counterfactual`, else the rules router. */
+export function routeOf(r: DyBenchRecord, where: string, seed = 0): ItemRoute {
   const route = r.route as { transform?: string; relation?: string } | undefined;
   if (route && typeof route === 'object' && TRANSFORMS.includes(String(route.transform)) && (route.relation === 'change' || route.relation === 'same')) {
     return { transform: route.transform as CfTransform, relation: route.relation };
@@ -54,7 +55,13 @@ export function routeOf(r: DyBenchRecord, where: string): ItemRoute {
   if (cf && TRANSFORMS.includes(String(cf.transform)) && (cf.relation === 'change' || cf.relation === 'same')) {
     return { transform: cf.transform as CfTransform, relation: cf.relation, swapAt: cf.swap_at };
   }
-  throw new CrpoError('ERR_CRPO_NO_ROUTE', `${where}: record '${r.id}' has no counterfactual route (a 'route' object with transform and relation); route the data first with the Task Router`);
+  // Neither: the Task Router's rules backend, synchronously (crpo-method.md section 2).
+  try {
+    const routed = routeRecord({ id: r.id, question: r.question, options: r.options }, { backend: 'rules', seed });
+    return { transform: routed.transform, relation: routed.relation };
+  } catch (err) {
+    throw new CrpoError('ERR_CRPO_NO_ROUTE', `${where}: record '${r.id}' has no counterfactual route and the Task Router could not route it (${(err as Error).message}); add a 'route' object with \`crpo route\``);
+  }
 }
 
 /** The counterfactual frames of an item (cached on the item). */
@@ -105,7 +112,7 @@ export async function loadTrainData(c: TrainConfig): Promise<{ train: TrainItem[
   }
   const train = trainRaw
     .filter((x) => x.record.transform === 'none')
-    .map((x) => ({ ...x, route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train) }));
+    .map((x) => ({ ...x, route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train, c.seed) }));
   if (train.length === 0) throw new CrpoError('ERR_CRPO_DATA', `${d.train}: no original (transform 'none') records to train on`);
   let val: ValItem[] = [];
   if (d.val === 'synthetic') {

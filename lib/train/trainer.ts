@@ -9,6 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { performance } from 'perf_hooks';
 import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
@@ -127,7 +128,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   let skippedSteps = 0;
   try {
     for (let step = startStep; step < c.steps; step++) {
-      const tStep = Date.now();
+      const tStep = performance.now();
       // ---- 1. data: this step's prompts (seeded epoch order), this rank's share -----------
       const batch: TrainItem[] = shardBatch(batchIndices(items.length, c.batchSize, c.seed, step).map((i) => items[i]), dist);
       const rng = new Rng(`crpo-train|${c.seed}|step|${step}`);
@@ -140,14 +141,14 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       });
 
       // ---- 3. rollouts on both branches (seeds are functions of (seed, step, branch)) -----
-      const tRollout = Date.now();
+      const tRollout = performance.now();
       const gen = { temperature: c.temperature, maxNewTokens: c.maxNewTokens };
       const orig: Completion[][] = await policy.generate(origPrompts, { ...gen, samples: plan.origSamples, seed: hash32(`${c.seed}|${step}|orig|${dist.rank}`) });
       const second: Completion[][] = plan.secondSamples > 0 ? await policy.generate(secondPrompts, { ...gen, samples: plan.secondSamples, seed: hash32(`${c.seed}|${step}|second|${dist.rank}`) }) : [];
-      const rolloutSeconds = (Date.now() - tRollout) / 1000;
+      const rolloutSeconds = (performance.now() - tRollout) / 1000;
 
       // ---- 4. rewards and advantages (fused kernels) -------------------------------------
-      const tReward = Date.now();
+      const tReward = performance.now();
       const parse = (cs: Completion[], k: number) => cs.map((x) => parseAnswer(x.text, k));
       const groups: ScoredGroupInput[] = batch.map((it, b) => {
         const k = origPrompts[b].options.length;
@@ -167,10 +168,10 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         orig[b].forEach((x, i) => seqs.push({ prompt: b, tokens: x.tokens, advantage: scores.origAdvantage[b * G + i], oldLogprobs: x.logprobs }));
         if (plan.trainSecond) second[b].forEach((x, j) => seqs.push({ prompt: batch.length + b, tokens: x.tokens, advantage: scores.secondAdvantage[b * H + j], oldLogprobs: x.logprobs }));
       });
-      const rewardSeconds = (Date.now() - tReward) / 1000;
+      const rewardSeconds = (performance.now() - tReward) / 1000;
 
       // ---- 5. update: frozen-reference log-probs, then mu passes over the batch ----------
-      const tUpdate = Date.now();
+      const tUpdate = performance.now();
       if (c.beta > 0 && seqs.length) {
         const ref = await policy.logprobs(allPrompts, seqs, { temperature: c.temperature, reference: true });
         seqs.forEach((s, i) => { s.refLogprobs = ref[i]; });
@@ -188,10 +189,10 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         skippedSteps++;
         say(`step ${step + 1}: non-finite loss or gradient (loss ${upd.loss}, grad norm ${upd.gradNorm}); update skipped`);
       }
-      const updateSeconds = (Date.now() - tUpdate) / 1000;
+      const updateSeconds = (performance.now() - tUpdate) / 1000;
 
       // ---- 6. log ---------------------------------------------------------------------
-      const stepSeconds = (Date.now() - tStep) / 1000;
+      const stepSeconds = (performance.now() - tStep) / 1000;
       const samples = batch.length * (G + H);
       const genTokens = [...orig, ...second].reduce((a, cs) => a + cs.reduce((b, x) => b + x.tokens.length, 0), 0);
       const line: MetricLine = {
