@@ -49,10 +49,10 @@ export function referenceTgrpo(inp: NativeTgrpoInputs): NativeTgrpoOutputs {
   };
   for (let b = 0; b < B; b++) {
     const y = inp.truth[b], k = inp.numOptions[b];
-    const correct = Array.from({ length: G }, (_, i) => (isValid(inp.answers[b * G + i], k) && inp.answers[b * G + i] === y ? 1 : 0));
+    const correct: number[] = Array.from({ length: G }, (_, i) => (isValid(inp.answers[b * G + i], k) && inp.answers[b * G + i] === y ? 1 : 0));
     let q = 0;
     for (let j = 0; j < S; j++) q += isValid(inp.shuffledAnswers[b * S + j], k) && inp.shuffledAnswers[b * S + j] === y ? 1 : 0;
-    const p = correct.reduce((a, c) => a + c, 0) / G;
+    const p = correct.reduce((a: number, c: number) => a + c, 0) / G;
     q /= S;
     const on = p >= mu * q;
     const r = correct.map((c, i) => wA * c + wF * (inp.format ? inp.format[b * G + i] : 0) + (on ? bonus * c : 0));
