@@ -33,6 +33,12 @@ d('a failed rank stops every rank with a message naming it', () => {
     expect(r0.stderr).toMatch(/rank 1 failed: reward model exploded/);
   }, 90000);
 
+  it('rank 1 alive but stuck: rank 0 times out and names it as behind', async () => {
+    const [r0] = await runRanks('hang-1', 2, { TEST_TIMEOUT: '3', TEST_HB_TIMEOUT: '2' });
+    expect(r0.code).toBe(1);
+    expect(r0.stderr).toMatch(/rank 0 of 2: allreduce failed: rank 1 failed: did not join in time \(this rank is at collective #\d+; rank 1 is at collective #\d+\)/);
+  }, 90000);
+
   it('SIGINT to every rank (Ctrl-C) stops all of them cleanly with exit 130', async () => {
     let ready = 0;
     const runs = await runRanks('loop', 2, {}, (_rank, text, kill) => {

@@ -370,7 +370,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
         std::string v = from_bytes(crpo_->get(hb_key(r)));
         uint64_t count = 0, seq = 0;
         std::istringstream(v) >> count >> seq;
-        if (seq + 1 < seq_.load()) {
+        if (seq < seq_.load()) {
           if (f.rank < 0) f.rank = r;
           behind += (behind.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " is at collective #" + std::to_string(seq);
         }
