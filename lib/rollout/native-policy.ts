@@ -79,7 +79,7 @@ export class NativePolicy implements Policy {
     const p = NativePolicy.pad(seqs, [seqs.map((s) => s.oldLogprobs), seqs.map((s) => s.refLogprobs)]);
     const s = await this.policy.trainStep(this.inputs(prompts, seqs, 1), {
       ids: p.ids, lengths: p.lengths, width: p.width, advantages: Float32Array.from(seqs, (q) => q.advantage), oldLogprobs: p.floats[0], ...(withRef ? { refLogprobs: p.floats[1] } : {}),
-    }, { lr: o.lr, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, epsLow: o.clipLow, epsHigh: o.clipHigh, beta: o.beta, aggregation: o.aggregation, maxNewTokens: o.maxNewTokens, temperature: o.temperature });
+    }, { lr: o.lr, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, epsLow: o.clipLow, epsHigh: o.clipHigh, beta: o.beta, aggregation: o.aggregation, maxNewTokens: o.maxNewTokens, temperature: o.temperature, ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}) });
     await this.refreshDigest();
     return { loss: s.loss, pg: s.pgLoss, kl: s.meanKl, clipFraction: s.clipFrac, gradNorm: s.gradNorm, entropy: s.entropy, tokens: s.tokens, skipped: s.skipped };
   }

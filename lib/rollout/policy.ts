@@ -51,6 +51,8 @@ export interface TrainSequence {
 }
 
 export interface TrainStepOptions extends LossSettings {
+  /** Native process group whose ranks average gradients before clipping (multi-process runs). */
+  processGroup?: number;
   lr: number;
   maxGradNorm: number;
   weightDecay: number;

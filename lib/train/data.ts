@@ -141,15 +141,22 @@ export function batchIndices(n: number, batchSize: number, seed: number, step: n
 
 /** Multi-process hook: which process this is, how to split a batch, how to combine metrics. */
 export interface DistContext {
-  rank: number;
-  worldSize: number;
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Process-group id for native train steps (gradient all-reduce); undefined in a single process. */
+  readonly nativeGroupId?: number;
   /** Sum of per-rank values (all-reduce); identity in a single process. */
   allReduceSum(values: number[]): Promise<number[]>;
 }
 
 export const SINGLE_PROCESS: DistContext = { rank: 0, worldSize: 1, allReduceSum: async (v) => v };
 
-/** This rank's share of a batch: whole prompt groups (both branches stay together), round-robin. */
-export function shardBatch<T>(batch: readonly T[], dist: DistContext): T[] {
-  return batch.filter((_, i) => i % dist.worldSize === dist.rank);
+/**
+ * This rank's share of a batch: a contiguous block of whole prompt groups (both branches of a
+ * prompt stay on one rank), the same split as lib/dist shardPromptGroups.
+ */
+export function shardBatch<T>(batch: readonly T[], dist: Pick<DistContext, 'rank' | 'worldSize'>): T[] {
+  const n = batch.length, base = Math.floor(n / dist.worldSize), extra = n % dist.worldSize;
+  const start = dist.rank * base + Math.min(dist.rank, extra);
+  return batch.slice(start, start + base + (dist.rank < extra ? 1 : 0));
 }

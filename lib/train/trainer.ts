@@ -180,7 +180,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       const lr = learningRate(c, step);
       let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
       for (let e = 0; e < c.updateEpochs && seqs.length; e++) {
-        const s = await policy.trainStep(allPrompts, seqs, { lr, maxGradNorm: c.maxGradNorm, weightDecay: c.weightDecay, temperature: c.temperature, clipLow: c.clipLow, clipHigh: c.clipHigh, beta: c.beta, aggregation: c.aggregation, maxNewTokens: c.maxNewTokens });
+        const s = await policy.trainStep(allPrompts, seqs, { processGroup: dist.nativeGroupId, lr, maxGradNorm: c.maxGradNorm, weightDecay: c.weightDecay, temperature: c.temperature, clipLow: c.clipLow, clipHigh: c.clipHigh, beta: c.beta, aggregation: c.aggregation, maxNewTokens: c.maxNewTokens });
         if (e === 0) upd = { ...s };
         else upd = { ...s, tokens: upd.tokens + s.tokens, skipped: upd.skipped || s.skipped };
         if (s.skipped) break; // nothing was applied: the weights stay those of the last good step
@@ -204,6 +204,12 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         sequences: seqs.length, tokens: upd.tokens, tokens_per_s: genTokens / Math.max(1e-9, stepSeconds), samples_per_s: samples / Math.max(1e-9, stepSeconds),
         rollout_seconds: rolloutSeconds, reward_seconds: rewardSeconds, update_seconds: updateSeconds, step_seconds: stepSeconds,
       };
+      if (dist.worldSize > 1) {
+        // Means across ranks (each rank holds an equal share of the prompt groups).
+        const keys = Object.keys(line).filter((k) => typeof line[k] === 'number' && k !== 'step' && k !== 'lr');
+        const sums = await dist.allReduceSum(keys.map((k) => line[k] as number));
+        keys.forEach((k, i) => { line[k] = /seconds|_per_s$|^sequences$|^tokens$/.test(k) && !k.endsWith('seconds') ? sums[i] : sums[i] / dist.worldSize; });
+      }
       await log.step(line);
       if (c.dumpEvery > 0 && (step + 1) % c.dumpEvery === 0) {
         await log.dump(batch.map((it, b) => ({

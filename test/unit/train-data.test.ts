@@ -34,11 +34,11 @@ describe('batchIndices', () => {
 });
 
 describe('shardBatch', () => {
-  it('splits whole groups round-robin across ranks', () => {
+  it('splits whole groups into contiguous blocks across ranks', () => {
     const batch = ['a', 'b', 'c', 'd', 'e'];
-    const sum = async (v: number[]) => v;
-    expect(shardBatch(batch, { rank: 0, worldSize: 2, allReduceSum: sum })).toEqual(['a', 'c', 'e']);
-    expect(shardBatch(batch, { rank: 1, worldSize: 2, allReduceSum: sum })).toEqual(['b', 'd']);
+    expect(shardBatch(batch, { rank: 0, worldSize: 2 })).toEqual(['a', 'b', 'c']);
+    expect(shardBatch(batch, { rank: 1, worldSize: 2 })).toEqual(['d', 'e']);
+    expect([0, 1, 2].flatMap((rank) => shardBatch(batch, { rank, worldSize: 3 }))).toEqual(batch);
   });
 });
 
