@@ -273,6 +273,12 @@ export interface NativeQwenTrainBatch {
   clipLow?: number;
   clipHigh?: number;
   klBeta?: number;
+  /** 'token-mean' (default), 'seq-mean-token-mean' or 'seq-mean-token-sum-norm' (lib/algo/loss.ts). */
+  aggregation?: string;
+  /** Divisor of 'seq-mean-token-sum-norm'. */
+  maxNewTokens?: number;
+  /** Log-probs of logits / temperature. */
+  temperature?: number;
 }
 
 export interface NativeQwenTrainStats {
@@ -280,15 +286,20 @@ export interface NativeQwenTrainStats {
   pgLoss: number;
   kl: number;
   clipFraction: number;
+  /** Before clipping. */
   gradNorm: number;
   tokens: number;
+  entropy: number;
+  /** Non-finite loss or gradient: no update applied. */
+  skipped: boolean;
 }
 
 export interface QwenNativeApi {
   qwenLoad(spec: NativeQwenLoadSpec): Promise<number>;
   qwenDispose(model: number): void;
   qwenLiveModels(): number;
-  qwenForward(model: number, inputs: NativeQwenInputs, options?: { capture?: boolean; grads?: string[]; lora?: boolean }): Promise<NativeQwenForwardResult>;
+  qwenForward(model: number, inputs: NativeQwenInputs, options?: { capture?: boolean; grads?: string[]; lora?: boolean; temperature?: number }): Promise<NativeQwenForwardResult>;
+  qwenMergeLora(model: number): void;
   qwenGenerate(
     model: number,
     inputs: NativeQwenInputs,

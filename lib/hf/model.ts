@@ -124,8 +124,10 @@ export interface QwenForwardOptions {
   capture?: boolean;
   /** Weights (canonical or LoRA names) whose gradient of `objective` is returned. */
   grads?: string[];
-  /** Use the LoRA adapters (false = the frozen reference); default true. */
+  /** Use the LoRA adapters (false = the frozen reference); default: the model's setting. */
   lora?: boolean;
+  /** tokenLogprobs of logits / temperature (default 1). */
+  temperature?: number;
 }
 
 export interface QwenForwardResult {
@@ -379,6 +381,19 @@ export class QwenVLModel extends NativeHandle {
     await torchQueue.run(() => callAsync(() => a.qwenLoadOptimizer(this.id, file)));
   }
 
+  /**
+   * Folds the adapters into the base weights and restarts them (B = 0): outputs are unchanged and
+   * the LoRA-disabled reference becomes the current policy. Resets the optimizer.
+   */
+  mergeLora(): void {
+    this.assertLive('QwenVLModel.mergeLora');
+    callSync(() => torchAddon().qwenMergeLora(this.id));
+    this.baseModified = true;
+  }
+
+  /** True once mergeLora changed the base weights (a checkpoint must then hold them). */
+  baseModified = false;
+
   /** false: the frozen reference policy (LoRA bypassed, no second copy of the weights). */
   setLoraEnabled(enabled: boolean): void {
     this.assertLive('QwenVLModel.setLoraEnabled');
@@ -404,7 +419,7 @@ export class QwenVLModel extends NativeHandle {
    * Writes an HF-loadable folder: config.json (and the other small files of the source folder)
    * plus model.safetensors with the checkpoint's own key names, LoRA merged into the weights.
    */
-  exportTo(outDir: string, options: { dtype?: 'F32' | 'BF16' } = {}): void {
+  exportTo(outDir: string, options: { dtype?: 'F32' | 'BF16'; /** LoRA merged in (default true). */ merged?: boolean } = {}): void {
     this.assertLive('QwenVLModel.exportTo');
     fs.mkdirSync(outDir, { recursive: true });
     for (const f of fs.readdirSync(this.folder)) {
@@ -418,7 +433,7 @@ export class QwenVLModel extends NativeHandle {
       specs.push({ name: w.fileKey, shape: w.shape, dtype: options.dtype ?? (w.dtype === 'BF16' ? 'BF16' : 'F32') });
       byKey.set(w.fileKey, canon);
     }
-    writeSafetensors(path.join(outDir, 'model.safetensors'), specs, (key) => this.getParam(byKey.get(key)!, true).data);
+    writeSafetensors(path.join(outDir, 'model.safetensors'), specs, (key) => this.getParam(byKey.get(key)!, options.merged ?? true).data);
   }
 
   protected release(): void {

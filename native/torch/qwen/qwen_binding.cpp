@@ -379,6 +379,8 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
     Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
     bool capture = get_bool(opts, "capture", false);
+    double temperature = get_num(opts, "temperature", op, 1.0);
+    if (!(temperature > 0)) throw_range_error(op, "options.temperature", "a number > 0", std::to_string(temperature));
     std::vector<std::string> grad_names = get_strs(opts, "grads", op);
     // -1: keep the model's setting (setLoraEnabled); 0/1: this call only
     int use_lora = opts.Get("lora").IsBoolean() ? (opts.Get("lora").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
@@ -388,7 +390,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     auto out = std::make_shared<ForwardOut>();
     auto* w = new QwenWorker(
         info.Env(), op,
-        [model, in, capture, grad_names, use_lora, out]() {
+        [model, in, capture, grad_names, use_lora, temperature, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
           bool prev = model->lora_enabled();
           if (use_lora >= 0) model->set_lora_enabled(use_lora == 1);
@@ -426,6 +428,11 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           at::Tensor lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1)
                               .gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1))
                               .squeeze(-1);  // (B, L-1)
+          // log-probs at a sampling temperature (the objective and loss stay at temperature 1)
+          at::Tensor lp_t = temperature == 1.0 ? lp
+                                               : at::log_softmax(logits.narrow(1, 0, L - 1).detach() / temperature, -1)
+                                                     .gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1))
+                                                     .squeeze(-1);
           at::Tensor valid = in.attention_mask.defined() ? in.attention_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat)
                                                         : at::ones_like(lp);
           at::Tensor objective = (lp * valid).sum();
@@ -439,7 +446,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           out->logits = logits.detach();
           out->loss = loss.item<double>();
           out->objective = objective.item<double>();
-          out->token_logprobs = lp.detach();
+          out->token_logprobs = lp_t.detach();
           out->capture = std::move(cap.items);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -539,6 +546,13 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     to.clip_low = get_num(o, "clipLow", op, 0.2);
     to.clip_high = get_num(o, "clipHigh", op, 0.2);
     to.kl_beta = get_num(o, "klBeta", op, 0.0);
+    to.aggregation = get_str(o, "aggregation", op, "token-mean");
+    to.max_new_tokens = get_num(o, "maxNewTokens", op, 1.0);
+    to.temperature = get_num(o, "temperature", op, 1.0);
+    if (!(to.temperature > 0)) throw_range_error(op, "batch.temperature", "a number > 0", std::to_string(to.temperature));
+    if (to.aggregation != "token-mean" && to.aggregation != "seq-mean-token-mean" && to.aggregation != "seq-mean-token-sum-norm")
+      throw_range_error(op, "batch.aggregation", "'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm'", "'" + to.aggregation + "'");
+    if (to.kl_beta > 0 && !b.ref_logprobs.defined()) throw_type_error(op, "batch.refLogprobs", "a Float32Array (klBeta > 0)", o.Get("refLogprobs"));
     if (to.objective != "grpo" && to.objective != "sft") throw_range_error(op, "batch.objective", "'grpo' or 'sft'", "'" + to.objective + "'");
     if (to.objective == "grpo" && !b.advantages.defined()) throw_type_error(op, "batch.advantages", "a Float32Array of one advantage per row", o.Get("advantages"));
     auto out = std::make_shared<qwen::TrainStats>();
@@ -556,6 +570,8 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
           r.Set("clipFraction", out->clip_frac);
           r.Set("gradNorm", out->grad_norm);
           r.Set("tokens", Napi::Number::New(env, static_cast<double>(out->tokens)));
+          r.Set("entropy", out->entropy);
+          r.Set("skipped", Napi::Boolean::New(env, out->skipped));
           return r;
         });
     Napi::Promise p = w->Promise();
@@ -678,6 +694,15 @@ Napi::Value SetParam(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value MergeLora(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenMergeLora", [&]() -> Napi::Value {
+    auto model = find_model(info[0], "qwenMergeLora");
+    std::lock_guard<std::mutex> lock(model->mu);
+    torch_guard("qwenMergeLora", [&]() { model->merge_lora(); });
+    return info.Env().Undefined();
+  });
+}
+
 // qwenSaveOptimizer(model, path) / qwenLoadOptimizer(model, path): AdamW state via torch::save
 // (the caller writes to a temp path and renames).
 Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
@@ -732,6 +757,7 @@ ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenParamNames", Napi::Function::New(env, ParamNames, "qwenParamNames"));
   exports.Set("qwenGetParam", Napi::Function::New(env, GetParam, "qwenGetParam"));
   exports.Set("qwenSetParam", Napi::Function::New(env, SetParam, "qwenSetParam"));
+  exports.Set("qwenMergeLora", Napi::Function::New(env, MergeLora, "qwenMergeLora"));
   exports.Set("qwenSaveOptimizer", Napi::Function::New(env, SaveOptimizer, "qwenSaveOptimizer"));
   exports.Set("qwenLoadOptimizer", Napi::Function::New(env, LoadOptimizer, "qwenLoadOptimizer"));
 });

@@ -546,7 +546,7 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
     at::Tensor last = r.logits.select(1, r.logits.size(1) - 1).to(at::kFloat).to(at::kCPU);  // (B, V)
     if (o.keep_logits) out.step_logits.push_back(last.contiguous());
-    at::Tensor logp = at::log_softmax(last, -1);
+    at::Tensor logp = at::log_softmax(o.temperature > 0 ? last / o.temperature : last, -1);
     at::Tensor next;
     if (o.temperature <= 0) {
       next = last.argmax(-1);
@@ -668,44 +668,75 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
   }
   training_ = was;
   at::Tensor logits = r.logits.to(acc(r.logits));
+  if (o.temperature != 1.0) logits = logits / o.temperature;
   at::Tensor ids = in.input_ids.to(logits.device());
-  at::Tensor lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1).gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
-  at::Tensor mask = b.completion_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat);  // targets t+1
-  at::Tensor ntok = mask.sum().clamp_min(1);
+  at::Tensor all_lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1);  // (B, L-1, V)
+  at::Tensor lp = all_lp.gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
+  at::Tensor mask = b.completion_mask.narrow(1, 1, L - 1).to(lp.device()).to(lp.scalar_type());  // targets t+1
   TrainStats st;
   st.tokens = static_cast<int64_t>(mask.sum().item<double>());
+  {
+    at::NoGradGuard ng;
+    at::Tensor ent = -(all_lp.exp() * all_lp).sum(-1);  // (B, L-1)
+    st.entropy = ((ent * mask).sum() / mask.sum().clamp_min(1)).item<double>();
+  }
+  // per-token weights of the aggregation (lib/algo/loss.ts policyLoss)
+  at::Tensor per_seq = mask.sum(1, true).clamp_min(1);  // (B, 1)
+  at::Tensor wgt;
+  if (o.aggregation == "token-mean")
+    wgt = mask / mask.sum().clamp_min(1);
+  else if (o.aggregation == "seq-mean-token-mean")
+    wgt = mask / (per_seq * static_cast<double>(B));
+  else if (o.aggregation == "seq-mean-token-sum-norm")
+    wgt = mask / (static_cast<double>(B) * o.max_new_tokens);
+  else
+    TORCH_CHECK(false, "qwen: aggregation must be token-mean, seq-mean-token-mean or seq-mean-token-sum-norm but is '", o.aggregation, "'");
   at::Tensor loss;
   if (o.objective == "sft") {
-    loss = -(lp * mask).sum() / ntok;
+    loss = -(lp * wgt).sum();
     st.pg_loss = loss.item<double>();
   } else {
     TORCH_CHECK(o.objective == "grpo", "qwen: objective must be 'grpo' or 'sft' but is '", o.objective, "'");
     TORCH_CHECK(b.advantages.defined() && b.advantages.numel() == B, "qwen: grpo needs one advantage per row (", B, ")");
-    at::Tensor adv = b.advantages.to(lp.device()).to(at::kFloat).view({B, 1});
-    at::Tensor old = b.old_logprobs.defined() ? b.old_logprobs.to(lp.device()).to(at::kFloat) : lp.detach();
+    at::Tensor adv = b.advantages.to(lp.device()).to(lp.scalar_type()).view({B, 1});
+    at::Tensor old = b.old_logprobs.defined() ? b.old_logprobs.to(lp.device()).to(lp.scalar_type()) : lp.detach();
     at::Tensor ratio = at::exp(lp - old);
-    at::Tensor s1 = ratio * adv, s2 = ratio.clamp(1 - o.clip_low, 1 + o.clip_high) * adv;
-    at::Tensor pg = -at::min(s1, s2);
+    at::Tensor s1 = -ratio * adv, s2 = -ratio.clamp(1 - o.clip_low, 1 + o.clip_high) * adv;
+    at::Tensor pg = at::max(s1, s2);  // clipped surrogate
     at::Tensor tok = pg;
-    st.clip_frac = ((s2 < s1).to(at::kFloat) * mask).sum().item<double>() / std::max<int64_t>(st.tokens, 1);
-    st.pg_loss = ((pg * mask).sum() / ntok).item<double>();
-    if (o.kl_beta > 0 && b.ref_logprobs.defined()) {
-      at::Tensor d = b.ref_logprobs.to(lp.device()).to(at::kFloat) - lp;
+    st.clip_frac = ((s2 > s1).to(lp.scalar_type()) * mask).sum().item<double>() / std::max<int64_t>(st.tokens, 1);
+    st.pg_loss = (pg * wgt).sum().item<double>();
+    if (o.kl_beta > 0) {
+      TORCH_CHECK(b.ref_logprobs.defined(), "qwen: klBeta > 0 needs reference log-probs");
+      at::Tensor d = (b.ref_logprobs.to(lp.device()).to(lp.scalar_type()) - lp).clamp(-10, 10);
       at::Tensor kl = at::exp(d) - d - 1;  // k3 estimator, >= 0
       tok = tok + o.kl_beta * kl;
-      st.kl = ((kl * mask).sum() / ntok).item<double>();
+      st.kl = (kl * wgt).sum().item<double>();
     }
-    loss = (tok * mask).sum() / ntok;  // token-mean aggregation
+    loss = (tok * wgt).sum();
+  }
+  st.loss = loss.item<double>();
+  if (!std::isfinite(st.loss)) {
+    st.skipped = true;
+    st.grad_norm = std::nan("");
+    opt_->zero_grad();
+    return st;
   }
   loss.backward();
-  st.loss = loss.item<double>();
-  if (o.max_grad_norm > 0)
-    st.grad_norm = torch::nn::utils::clip_grad_norm_(opt_params_, o.max_grad_norm);
-  else {
-    double sq = 0;
+  double sq = 0;
+  for (auto& p : opt_params_)
+    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  st.grad_norm = std::sqrt(sq);  // before clipping
+  if (!std::isfinite(st.grad_norm)) {
+    st.skipped = true;
+    opt_->zero_grad();
+    return st;
+  }
+  if (o.max_grad_norm > 0 && st.grad_norm > o.max_grad_norm) {
+    at::NoGradGuard ng;
+    double c = o.max_grad_norm / (st.grad_norm + 1e-6);
     for (auto& p : opt_params_)
-      if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-    st.grad_norm = std::sqrt(sq);
+      if (p.grad().defined()) p.grad().mul_(c);
   }
   opt_->step();
   opt_->zero_grad();
@@ -742,6 +773,26 @@ void Model::add_lora(const LoraConfig& lc) {
     lora_params_[prefix + ".lora_B"] = Bm.set_requires_grad(true);
   }
   TORCH_CHECK(!lora_params_.empty(), "qwen: no linear layer matches the LoRA target modules");
+}
+
+void Model::merge_lora() {
+  TORCH_CHECK(lora_.rank > 0, "qwen: no LoRA adapters to merge");
+  at::NoGradGuard ng;
+  auto gen = at::detail::createCPUGenerator(lora_.seed + 1);
+  for (auto& kv : lora_params_) {
+    const std::string& n = kv.first;
+    if (!ends_with(n, ".lora_A")) continue;
+    std::string prefix = n.substr(0, n.size() - 7);
+    at::Tensor& w = params_.at(prefix + ".weight");
+    at::Tensor merged = merged_weight(prefix + ".weight");
+    w.copy_(merged);
+    at::Tensor& A = kv.second;
+    double bound = 1.0 / std::sqrt(static_cast<double>(A.size(1)));
+    A.copy_(at::empty(A.sizes(), at::kFloat).uniform_(-bound, bound, gen));
+    lora_params_.at(prefix + ".lora_B").zero_();
+  }
+  opt_.reset();
+  opt_params_.clear();
 }
 
 at::Tensor Model::merged_weight(const std::string& name) const {

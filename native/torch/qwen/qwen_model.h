@@ -122,14 +122,19 @@ struct TrainBatch {
 
 struct TrainOptions {
   std::string objective = "grpo";  // "grpo" | "sft"
+  // "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm" (crpo-method.md section 6)
+  std::string aggregation = "token-mean";
+  double max_new_tokens = 1;  // divisor of seq-mean-token-sum-norm
+  double temperature = 1.0;   // log-probs of logits / temperature
   double lr = 1e-4, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   double clip_low = 0.2, clip_high = 0.2, kl_beta = 0.0;
 };
 
 struct TrainStats {
-  double loss = 0, pg_loss = 0, kl = 0, clip_frac = 0, grad_norm = 0;
+  double loss = 0, pg_loss = 0, kl = 0, clip_frac = 0, grad_norm = 0, entropy = 0;
   int64_t tokens = 0;
+  bool skipped = false;  // non-finite loss or gradient: no update applied
 };
 
 class Model {
@@ -155,6 +160,9 @@ class Model {
   bool lora_enabled() const { return lora_enabled_; }
   // W + scale * B A for every adapted linear (weights for export).
   at::Tensor merged_weight(const std::string& name) const;
+  // Folds the adapters into the base weights and restarts them (B = 0, A re-drawn): the model is
+  // unchanged and the LoRA-disabled reference becomes the current policy. Resets the optimizer.
+  void merge_lora();
 
   void set_training(bool on) { training_ = on; }
   void set_checkpointing(bool on) { checkpointing_ = on; }

@@ -1,0 +1,278 @@
+/**
+ * The trainer's Policy interface (lib/rollout/policy.ts, crpo-method.md sections 4-6) over a
+ * Hugging Face Qwen2.5-VL / Qwen3-VL model: prompts become chat text with the video placeholder
+ * and processed frames; G samples per prompt share one vision encoding; log-probs under the
+ * policy or the frozen reference (LoRA disabled, no second weight copy); the section-6 loss with
+ * AdamW on the LoRA adapters; SFT towards "<answer>X</answer>"; checkpoints hold the adapters
+ * (PEFT format), AdamW state and the base folder's path. Registered as policy kind 'qwen'.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { CrpoError, invalidArg } from '../errors';
+import { answerCompletion } from '../prompt';
+import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from '../rollout/policy';
+import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from './model';
+import { expandPlaceholders, frameTimestamps, processFrames, renderChat } from './processor';
+import { readSafetensorsHeader, writeSafetensors } from './safetensors';
+import { tokenizerFor, type HfTokenizer } from './tokenizer';
+
+export interface QwenPolicyOptions {
+  /** A Hugging Face model folder, or a checkpoint folder written by QwenPolicy.save. */
+  model: string;
+  /** Resume a checkpoint folder exactly (adapters and AdamW state). */
+  resumeFrom?: string;
+  dtype?: QwenDtype;
+  device?: string;
+  /** LoRA settings (default r=16, alpha=32, dropout 0.05 on q/k/v/o of the LM). */
+  lora?: LoraOptions;
+  /** Per-layer gradient checkpointing (default true). */
+  gradientCheckpointing?: boolean;
+  /** Pixel budget of each video (Qwen2.5-VL: per frame; Qwen3-VL: t*h*w); defaults of the HF processors. */
+  minPixels?: number;
+  maxPixels?: number;
+  /** Frame rate of the prompt frames, for Qwen3-VL timestamps (default 2). */
+  videoFps?: number;
+}
+
+export const DEFAULT_QWEN_LORA: LoraOptions = { rank: 16, alpha: 32, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] };
+
+interface EncodedPrompt {
+  ids: number[];
+  pixels: Float32Array;
+  grid: [number, number, number];
+}
+
+const POLICY_FILE = 'policy.safetensors';
+
+export class QwenPolicy implements Policy {
+  readonly kind = 'qwen';
+  private readonly encoded = new WeakMap<PolicyPrompt, EncodedPrompt>();
+  private readonly eos: number;
+  /** Adapters changed since the last reference freeze. */
+  private trained = false;
+  private merges = 0;
+
+  private constructor(
+    readonly model: QwenVLModel,
+    readonly tokenizer: HfTokenizer,
+    private readonly o: QwenPolicyOptions,
+    /** The HF folder the base weights came from. */
+    readonly baseFolder: string,
+  ) {
+    const eos = tokenizer.tokenId('<|im_end|>');
+    if (eos === undefined) throw new CrpoError('ERR_CRPO_TOKENIZER', `${baseFolder}: the tokenizer has no <|im_end|> token`);
+    this.eos = eos;
+  }
+
+  static async create(o: QwenPolicyOptions): Promise<QwenPolicy> {
+    const ck = o.resumeFrom ?? (fs.existsSync(path.join(o.model, POLICY_FILE)) ? o.model : undefined);
+    let base = o.model;
+    if (ck) {
+      const meta = readSafetensorsHeader(path.join(ck, POLICY_FILE)).metadata;
+      if (meta.kind !== 'qwen') throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: policy kind '${meta.kind}' is not 'qwen'`);
+      base = meta.base_dir ? path.join(ck, meta.base_dir) : meta.base;
+      if (!base || !fs.existsSync(path.join(base, 'config.json'))) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: its base model folder ${base} is not available`);
+    }
+    const model = await QwenVLModel.load(base, { dtype: o.dtype, device: o.device });
+    const p = new QwenPolicy(model, tokenizerFor(base, model.config), o, base);
+    if (o.resumeFrom) {
+      const meta = readSafetensorsHeader(path.join(o.resumeFrom, POLICY_FILE)).metadata;
+      p.merges = Number(meta.merges ?? 0);
+      p.trained = meta.trained === '1';
+      if (meta.base_dir) model.baseModified = true;
+    }
+    model.setGradientCheckpointing(o.gradientCheckpointing ?? true);
+    if (o.resumeFrom) {
+      await model.loadTrainingState(o.resumeFrom).catch(async (e: CrpoError) => {
+        // a checkpoint taken before the first optimizer step holds no optimizer.pt
+        if (!/no optimizer\.pt/.test(e.message)) throw e;
+      });
+      if (!model.lora) model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
+    } else if (ck) {
+      // init from a checkpoint: its policy becomes the model and the frozen reference
+      model.loadAdapter(ck);
+      model.mergeLora();
+    } else {
+      model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
+    }
+    model.setTrainable('lora');
+    return p;
+  }
+
+  private async encode(p: PolicyPrompt): Promise<EncodedPrompt> {
+    const hit = this.encoded.get(p);
+    if (hit) return hit;
+    const [T, H, W] = p.frameShape;
+    const cfg = this.model.config;
+    const kind = T >= cfg.vision.temporalPatchSize ? 'video' : 'image';
+    const vis = await processFrames(cfg, p.frames, T, H, W, kind, { minPixels: this.o.minPixels, maxPixels: this.o.maxPixels });
+    const fps = this.o.videoFps ?? 2;
+    const chat = renderChat(cfg.arch, [{ role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] }]);
+    const text =
+      kind === 'video'
+        ? expandPlaceholders(cfg, chat, [], [{ grid: vis.grid, timestamps: frameTimestamps(Array.from({ length: T }, (_, i) => i), fps, cfg.vision.temporalPatchSize) }])
+        : expandPlaceholders(cfg, chat, [vis.grid], []);
+    const e = { ids: this.tokenizer.encode(text), pixels: vis.pixelValues, grid: vis.grid };
+    this.encoded.set(p, e);
+    return e;
+  }
+
+  /** Rows of prompt + completion, right-padded, each row with its own copy of the prompt's vision input. */
+  private async rows(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[]): Promise<{ inputs: QwenInputs; starts: number[]; L: number }> {
+    const enc = await Promise.all(seqs.map((s) => this.encode(prompts[s.prompt])));
+    const L = Math.max(...seqs.map((s, i) => enc[i].ids.length + s.tokens.length));
+    const inputIds: number[][] = [];
+    const attentionMask: number[][] = [];
+    const starts: number[] = [];
+    seqs.forEach((s, i) => {
+      const row = [...enc[i].ids, ...s.tokens];
+      attentionMask.push([...row.map(() => 1), ...Array(L - row.length).fill(0)]);
+      inputIds.push([...row, ...Array(L - row.length).fill(this.eos)]);
+      starts.push(enc[i].ids.length);
+    });
+    const kind = enc[0] && enc[0].grid[0] * this.model.config.vision.temporalPatchSize > 1 && prompts[seqs[0].prompt].frameShape[0] >= this.model.config.vision.temporalPatchSize;
+    const pix = new Float32Array(enc.reduce((a, e) => a + e.pixels.length, 0));
+    let off = 0;
+    for (const e of enc) {
+      pix.set(e.pixels, off);
+      off += e.pixels.length;
+    }
+    const grids = enc.map((e) => e.grid);
+    const inputs: QwenInputs = kind ? { inputIds, attentionMask, pixelValuesVideos: pix, videoGridThw: grids } : { inputIds, attentionMask, pixelValues: pix, imageGridThw: grids };
+    return { inputs, starts, L };
+  }
+
+  async generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]> {
+    if (!Number.isInteger(o.samples) || o.samples < 1) throw invalidArg('samples', 'a positive integer', o.samples);
+    const out: Completion[][] = [];
+    for (let i = 0; i < prompts.length; i++) {
+      const e = await this.encode(prompts[i]);
+      const isVideo = prompts[i].frameShape[0] >= this.model.config.vision.temporalPatchSize;
+      const rows = Array.from({ length: o.samples }, () => e.ids);
+      const inputs: QwenInputs = isVideo
+        ? { inputIds: rows, pixelValuesVideos: e.pixels, videoGridThw: [e.grid], shareVision: true }
+        : { inputIds: rows, pixelValues: e.pixels, imageGridThw: [e.grid], shareVision: true };
+      const r = await this.model.generate(inputs, {
+        maxNewTokens: o.maxNewTokens,
+        temperature: o.greedy ? 0 : o.temperature,
+        seed: (Math.imul(o.seed >>> 0, 1000003) + i) >>> 0,
+        eosTokenId: this.eos,
+      });
+      out.push(
+        r.tokens.map((tokens, g) => {
+          const end = tokens.indexOf(this.eos);
+          return { tokens, logprobs: r.logprobs[g], text: this.tokenizer.decode(end >= 0 ? tokens.slice(0, end) : tokens, true) };
+        }),
+      );
+    }
+    return out;
+  }
+
+  async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+    if (seqs.length === 0) return [];
+    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const r = await this.model.forward(inputs, { lora: !o.reference, temperature: o.temperature });
+    return seqs.map((s, b) => Array.from({ length: s.tokens.length }, (_, j) => r.tokenLogprobs.data[b * (L - 1) + starts[b] - 1 + j]));
+  }
+
+  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const B = seqs.length;
+    const completionMask = new Int32Array(B * L);
+    const oldLogprobs = new Float32Array(B * (L - 1));
+    const refLogprobs = o.beta > 0 ? new Float32Array(B * (L - 1)) : undefined;
+    seqs.forEach((s, b) => {
+      for (let j = 0; j < s.tokens.length; j++) {
+        completionMask[b * L + starts[b] + j] = 1;
+        oldLogprobs[b * (L - 1) + starts[b] - 1 + j] = s.oldLogprobs[j];
+        if (refLogprobs) {
+          if (!s.refLogprobs) throw invalidArg('refLogprobs', 'reference log-probs for every sequence when beta > 0', undefined);
+          refLogprobs[b * (L - 1) + starts[b] - 1 + j] = s.refLogprobs[j];
+        }
+      }
+    });
+    const st = await this.model.trainStep(inputs, {
+      completionMask,
+      advantages: Float32Array.from(seqs, (s) => s.advantage),
+      oldLogprobs,
+      refLogprobs,
+      objective: 'grpo',
+      lr: o.lr,
+      weightDecay: o.weightDecay,
+      maxGradNorm: o.maxGradNorm,
+      clipLow: o.clipLow,
+      clipHigh: o.clipHigh,
+      klBeta: o.beta,
+      aggregation: o.aggregation,
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+    });
+    if (!st.skipped) this.trained = true;
+    return { loss: st.loss, pg: st.pgLoss, kl: st.kl, clipFraction: st.clipFraction, gradNorm: st.gradNorm, entropy: st.entropy, tokens: st.tokens, skipped: st.skipped };
+  }
+
+  async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
+    const seqs = prompts.map((_, i) => ({ prompt: i, tokens: [...this.tokenizer.encode(answerCompletion(answers[i])), this.eos] }));
+    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const completionMask = new Int32Array(seqs.length * L);
+    seqs.forEach((s, b) => s.tokens.forEach((_, j) => (completionMask[b * L + starts[b] + j] = 1)));
+    const st = await this.model.trainStep(inputs, { completionMask, objective: 'sft', aggregation: 'seq-mean-token-mean', lr: o.lr, maxGradNorm: o.maxGradNorm });
+    if (!st.skipped) this.trained = true;
+    return { loss: st.loss, gradNorm: st.gradNorm };
+  }
+
+  async freezeReference(): Promise<void> {
+    // the reference is the model with LoRA disabled: fold the trained adapters into the base
+    if (this.trained) {
+      this.model.mergeLora();
+      this.merges++;
+      this.trained = false;
+    }
+  }
+
+  async save(dir: string): Promise<void> {
+    fs.mkdirSync(dir, { recursive: true });
+    let baseDir: string | undefined;
+    if (this.model.baseModified) {
+      baseDir = 'base';
+      this.model.exportTo(path.join(dir, baseDir), { merged: false });
+    }
+    await this.model.saveTrainingState(dir).catch((e: Error) => {
+      if (!/no optimizer state yet/.test(e.message)) throw e;
+      this.model.saveAdapter(dir);
+    });
+    const meta: Record<string, string> = {
+      kind: 'qwen',
+      base: path.resolve(this.baseFolder),
+      arch: this.model.config.arch,
+      merges: String(this.merges),
+      trained: this.trained ? '1' : '0',
+    };
+    if (baseDir) meta.base_dir = baseDir;
+    writeSafetensors(path.join(dir, POLICY_FILE), [], () => new Float32Array(0), meta);
+  }
+
+  weightsDigest(): string {
+    const h = crypto.createHash('sha256');
+    h.update(`merges:${this.merges}`);
+    for (const n of this.model.paramNames(true)) {
+      const d = this.model.getParam(n).data;
+      h.update(n);
+      h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    }
+    return h.digest('hex');
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+POLICY_KINDS.register('qwen', (o) => {
+  const model = o.resumeFrom ?? o.init;
+  if (!model) {
+    return Promise.reject(new CrpoError('ERR_CRPO_MODEL_LOAD', "policy kind 'qwen' needs a model: a Hugging Face Qwen2.5-VL / Qwen3-VL folder or a qwen checkpoint as init (--model <folder>)", { userError: true }));
+  }
+  return QwenPolicy.create({ model, resumeFrom: o.resumeFrom });
+});

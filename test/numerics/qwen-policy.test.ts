@@ -1,0 +1,76 @@
+/**
+ * The trainer's Policy interface over the golden Qwen3-VL model (lib/hf/qwen-policy.ts):
+ * seeded sampling, scoring log-probs equal to the sampler's, reference = policy before training,
+ * a section-6 train step, freezing the reference by folding LoRA into the base, SFT, and a
+ * checkpoint that resumes to identical log-probs and digest; the 'qwen' policy kind is registered.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { QwenPolicy } from '../../lib/hf/qwen-policy';
+import { POLICY_KINDS, type PolicyPrompt } from '../../lib/rollout/policy';
+import { GOLDEN_ROOT, goldenSkipReason } from './golden-qwen-helpers';
+
+const MODEL = 'qwen3_vl';
+const reason = goldenSkipReason(MODEL);
+const DIR = path.join(GOLDEN_ROOT, MODEL);
+
+function prompt(seed: number): PolicyPrompt {
+  const [T, H, W] = [4, 64, 64];
+  const frames = Uint8Array.from({ length: T * H * W * 3 }, (_, i) => (i * (seed + 3) + seed * 17) % 251);
+  return { frames, frameShape: [T, H, W, 3], question: 'Is it moving?', options: ['yes', 'no'], prompt: 'Is it moving?\nA. yes\nB. no\nAnswer with the option letter inside <answer></answer>.' };
+}
+
+const maxDiff = (a: number[][], b: number[][]) => Math.max(...a.map((r, i) => Math.max(...r.map((x, j) => Math.abs(x - b[i][j])))));
+
+(reason ? describe.skip : describe)(`Qwen policy (trainer interface)${reason ? ` (skipped: ${reason})` : ''}`, () => {
+  test("kind 'qwen' is registered and needs a model folder", async () => {
+    expect(POLICY_KINDS.has('qwen')).toBe(true);
+    await expect(POLICY_KINDS.get('qwen')({ seed: 0 })).rejects.toMatchObject({ code: 'ERR_CRPO_MODEL_LOAD', message: expect.stringMatching(/needs a model/) });
+  });
+
+  test('sample, score, train, freeze, SFT, checkpoint and resume', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-qwen-policy-'));
+    const opts = { model: DIR, minPixels: 4096, maxPixels: 4 * 64 * 64, lora: { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj'], seed: 1 } };
+    const p = await QwenPolicy.create(opts);
+    try {
+      const prompts = [prompt(1), prompt(2)];
+      const gen = { samples: 3, temperature: 1, maxNewTokens: 5, seed: 7 };
+      const a = await p.generate(prompts, gen);
+      const b = await p.generate(prompts, gen);
+      expect(a.map((g) => g.map((c) => c.tokens))).toEqual(b.map((g) => g.map((c) => c.tokens)));
+      expect(a).toHaveLength(2);
+      expect(a[0]).toHaveLength(3);
+      const seqs = a.flatMap((g, i) => g.map((c) => ({ prompt: i, tokens: c.tokens })));
+      const lp = await p.logprobs(prompts, seqs, { temperature: 1 });
+      expect(maxDiff(lp, a.flat().map((c) => c.logprobs))).toBeLessThan(1e-4);
+      const ref0 = await p.logprobs(prompts, seqs, { temperature: 1, reference: true });
+      expect(maxDiff(ref0, lp)).toBe(0);
+      const d0 = p.weightsDigest();
+      const train = seqs.map((s, k) => ({ ...s, advantage: k % 2 ? 1 : -1, oldLogprobs: lp[k], refLogprobs: ref0[k] }));
+      const st = await p.trainStep(prompts, train, { lr: 1e-2, maxGradNorm: 1, weightDecay: 0, temperature: 1, clipLow: 0.2, clipHigh: 0.28, beta: 0.04, aggregation: 'seq-mean-token-mean', maxNewTokens: 5 });
+      expect(st.skipped).toBe(false);
+      expect(st.tokens).toBe(seqs.reduce((n, s) => n + s.tokens.length, 0));
+      expect(st.entropy).toBeGreaterThan(0);
+      expect(p.weightsDigest()).not.toBe(d0);
+      const lp1 = await p.logprobs(prompts, seqs, { temperature: 1 });
+      expect(maxDiff(lp1, lp)).toBeGreaterThan(1e-5);
+      await p.freezeReference();
+      const ref1 = await p.logprobs(prompts, seqs, { temperature: 1, reference: true });
+      expect(maxDiff(ref1, lp1)).toBeLessThan(1e-4);
+      const sft = await p.sftStep(prompts, [0, 1], { lr: 1e-2, maxGradNorm: 1 });
+      expect(Number.isFinite(sft.loss) && sft.loss > 0).toBe(true);
+
+      const ck = path.join(tmp, 'step-1');
+      await p.save(ck);
+      const r = await QwenPolicy.create({ ...opts, resumeFrom: ck });
+      expect(r.weightsDigest()).toBe(p.weightsDigest());
+      expect(await r.logprobs(prompts, seqs, { temperature: 1 })).toEqual(await p.logprobs(prompts, seqs, { temperature: 1 }));
+      expect(await r.logprobs(prompts, seqs, { temperature: 1, reference: true })).toEqual(await p.logprobs(prompts, seqs, { temperature: 1, reference: true }));
+      r.dispose();
+    } finally {
+      p.dispose();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
