@@ -54,3 +54,4 @@ export { loadTokenizer, qwen3Tokenizer, byteTokenizer, tokenizerFor, type HfToke
 export { estimateBudget, PUBLISHED_CONFIGS, DEFAULT_SCENARIO, type BudgetEstimate, type BudgetScenario } from './hf/budget';
 export * as dist from './dist';
 export { initDistributed, runRank, ProcessGroup, parseDistEnv, launchLocal, type DistContext as DistributedContext, type DistEnv } from './dist';
+export { createCheckpointModel } from './serve/checkpoint-model';
