@@ -88,8 +88,11 @@ function dynamicColour(rng: Rng, split: 'train' | 'test', answer: number, k: num
   return { colour: shortcutColour(index), matches: index === answer };
 }
 
+/** Keyframes rounded to 4 decimals: short JSONL lines, and the pixels come from the rounded values. */
 function scene(objects: SceneObject[]): Scene {
-  return { version: SCENE_VERSION, background: 'gray', objects };
+  const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
+  const key = (k: SceneObject['from']): SceneObject['from'] => ({ x: r4(k.x), y: r4(k.y), size: r4(k.size) });
+  return { version: SCENE_VERSION, background: 'gray', objects: objects.map((o) => ({ ...o, from: key(o.from), to: key(o.to) })) };
 }
 
 function planReversible(rng: Rng, split: 'train' | 'test', p: number): PairPlan {

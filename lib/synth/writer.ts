@@ -36,6 +36,8 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
   let framesWritten = 0, framesSkipped = 0;
   const cats = o.categories?.length ?? 4;
   const total = o.pairs * cats * 2;
+  // Frame folders are written 8 at a time (sharp encodes off the main thread).
+  let batch: Promise<void>[] = [];
   for (const item of synthesizeStream(o)) {
     const r = item.record;
     if (writeFrames) {
@@ -46,8 +48,11 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
       const done = fs.existsSync(dir) && fs.readdirSync(dir).filter((n) => n.endsWith(`.${format}`)).length === spec.frames;
       if (done) framesSkipped++;
       else {
-        await writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format);
-        framesWritten++;
+        batch.push(writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format).then(() => void framesWritten++));
+        if (batch.length >= 8) {
+          await Promise.all(batch);
+          batch = [];
+        }
       }
       records.push({ ...r, meta: { ...(r.meta ?? {}), frames_dir: rel.split(path.sep).join('/') } });
     } else {
@@ -55,6 +60,7 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
     }
     if (records.length % 2 === 0) o.onProgress?.(records.length, total);
   }
+  await Promise.all(batch);
   const jsonl = path.join(o.out, `${o.split}.jsonl`);
   await writeJsonlAtomic(jsonl, records);
   const { out: _out, onProgress: _p, ...config } = o;
