@@ -202,7 +202,8 @@ export function splitLines(text: string): JsonlLine[] {
 /** Reads a text file with a one-line error when it is missing or unreadable. */
 export function readTextFile(file: string, what = 'file'): string {
   try {
-    return fs.readFileSync(file, 'utf8');
+    const text = fs.readFileSync(file, 'utf8');
+    return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CrpoError('ERR_CRPO_NOT_FOUND', `${what} not found: ${file}`);

@@ -222,6 +222,7 @@ export async function loadRecords(file: string, options: LoadOptions = {}): Prom
   let text: string;
   try {
     text = await fs.promises.readFile(file, 'utf8');
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a UTF-8 byte-order mark is not data
   } catch {
     text = readTextFile(file, 'DyBench JSONL file'); // produces the one-line error
   }

@@ -32,6 +32,13 @@ describe('loadRecords', () => {
     expect(r.skipped).toBe(0);
   });
 
+  test('CRLF line ends and a UTF-8 byte-order mark are accepted', async () => {
+    const f = path.join(dir, 'crlf.jsonl');
+    fs.writeFileSync(f, '\ufeff' + [rec('a', 'p1'), rec('b', 'p1', { transform: 'hflip', answer: 1 })].map((r) => JSON.stringify(r)).join('\r\n') + '\r\n');
+    expect((await loadRecords(f)).records.map((r) => r.id)).toEqual(['a', 'b']);
+    expect(loadRecordsSync(f).records).toHaveLength(2);
+  });
+
   test('a missing file is one clear error', async () => {
     await expect(loadRecords(path.join(dir, 'nope.jsonl'))).rejects.toThrow(`DyBench JSONL file not found: ${path.join(dir, 'nope.jsonl')}`);
     expect(() => loadRecordsSync(dir)).toThrow(/is a directory, expected a file/);
