@@ -2,8 +2,8 @@
  * `crpo reproduce`: a small-scale reproduction of the paper's main comparison (crpo-method.md
  * sections 7-10) on the synthetic DyBench with the static shortcut on (object colour names the
  * dynamic answer in the train split, independent of it in the held-out split). From one base
- * model (a short supervised warm-up on the shortcut train split, so that it starts out leaning on
- * colour, as pretrained video LLMs lean on static cues), every method (GRPO, GRPO with 2G
+ * model (the trainer's supervised warm start, lib/train sftBase, on the shortcut train split, so
+ * that it starts out leaning on colour, as pretrained video LLMs lean on static cues), every method (GRPO, GRPO with 2G
  * rollouts, T-GRPO, ArrowRL, CRPO, CRPO without the dual-branch gradient) is trained for the same
  * number of steps with the project's trainer (lib/train `train`), over >= 3 seeds; each final
  * checkpoint is evaluated with greedy answers on held-out counterfactual pairs (Acc, P-Acc per
@@ -26,6 +26,7 @@ import { DYNAMIC_CATEGORIES } from '../data/categories';
 import { TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
+import { sftBase } from '../train/sft';
 import { ALGORITHMS } from '../algo';
 import { curvesSvg, mainTable, summarize, type CurvePoint, type MethodSummary, type RunResult } from './summary';
 
@@ -50,6 +51,8 @@ export interface ReproduceConfig {
   lr: number;
   /** Policy kind (lib/rollout POLICY_KINDS): 'linear' or a registered native kind. */
   policy: string;
+  /** Largest completion length; 0 = by policy kind (2 for 'linear': style + option token; 6 otherwise: `<answer> X </answer>` + end). */
+  maxNewTokens: number;
   /** Synthetic train split: pairs per category. */
   trainPairs: number;
   /** Held-out evaluation split: pairs per category. */
@@ -79,6 +82,7 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   groupSize: 8,
   lr: 0.02,
   policy: 'linear',
+  maxNewTokens: 0,
   trainPairs: 100,
   evalPairs: 100,
   shortcutP: 0.95,
@@ -106,7 +110,7 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
   if (new Set(c.methods).size !== c.methods.length) throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
   if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0)) throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
   if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
-  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0]];
+  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0]];
   for (const [k, min] of ints) {
     const v = c[k];
     if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
@@ -142,13 +146,18 @@ interface EvalItem {
   shape: [number, number, number, 3];
 }
 
+/** Completion length: as configured, else by policy kind. */
+export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): number {
+  return c.maxNewTokens > 0 ? c.maxNewTokens : c.policy === 'linear' ? TRAIN_DEFAULTS.maxNewTokens : 6;
+}
+
 /** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */
 function trainConfig(c: ReproduceConfig, method: string, seed: number, init: string, out: string): TrainConfig {
   return resolveConfig({
     overrides: {
       algo: method, seed, steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
       data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP },
-      policy: { kind: c.policy, init },
+      policy: { kind: c.policy, init }, maxNewTokens: newTokens(c),
       out, resume: 'auto', progress: false, plots: false, valEvery: 0, dumpEvery: 0,
       saveEvery: c.curveEvery, keepLast: Math.ceil(c.steps / c.curveEvery) + 1,
     },
@@ -232,31 +241,17 @@ function readJson<T>(file: string): T | undefined {
   }
 }
 
-/** The base model: a supervised warm-up on the shortcut train split (original members), saved once. */
+/** The base model: the trainer's supervised warm start (lib/train sftBase) on the shortcut train split, made once. */
 async function baseModel(c: ReproduceConfig, fp: string, say: (m: string) => void): Promise<string> {
   const dir = path.join(c.out, 'base');
   const marker = path.join(dir, 'base.json');
   const done = readJson<{ fingerprint: string }>(marker);
-  if (done && done.fingerprint === fp && !c.force) return dir;
-  const policy = await POLICY_KINDS.get(c.policy)({ seed: c.dataSeed });
-  try {
-    const items = synthesize({ split: 'train', pairs: c.trainPairs, seed: c.dataSeed, shortcutP: c.shortcutP }).filter((x) => x.record.transform === 'none');
-    const shape: [number, number, number, 3] = [8, 32, 32, 3];
-    let loss = 0;
-    for (let s = 0; s < c.baseSteps; s++) {
-      // Deterministic order: a fixed stride through the split.
-      const batch = Array.from({ length: c.batchSize }, (_, i) => items[(s * c.batchSize + i) % items.length]);
-      const r = await policy.sftStep(batch.map((x) => ({ ...promptOf({ record: x.record, frames: x.frames, shape }, false) })), batch.map((x) => x.record.answer), { lr: c.baseLr, maxGradNorm: 1 });
-      loss = r.loss;
-    }
-    fs.mkdirSync(dir, { recursive: true });
-    await policy.save(dir);
-    writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp, steps: c.baseSteps, lastLoss: loss, digest: policy.weightsDigest() }, null, 2) + '\n');
-    say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split (last loss ${loss.toFixed(3)}) -> ${dir}`);
-  } finally {
-    policy.dispose();
-  }
-  return dir;
+  if (done && done.fingerprint === fp && !c.force) return path.join(dir, 'checkpoint');
+  const tc = trainConfig(c, c.methods[0], c.dataSeed, '', path.join(c.out, 'base-sft-run'));
+  const r = await sftBase(tc, { steps: c.baseSteps, batchSize: c.batchSize, lr: c.baseLr, nullOption: false, out: path.join(dir, 'checkpoint') });
+  writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp, steps: c.baseSteps, lastLoss: r.finalLoss }, null, 2) + '\n');
+  say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split (last loss ${r.finalLoss.toFixed(3)}) -> ${r.dir}`);
+  return r.dir;
 }
 
 /** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
@@ -270,11 +265,12 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   const shape: [number, number, number, 3] = [8, 32, 32, 3];
   const evalItems: EvalItem[] = synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000 }).map((x) => ({ record: x.record, frames: x.frames, shape }));
   const init = await baseModel(c, fp, say);
-  const maxNewTokens = TRAIN_DEFAULTS.maxNewTokens;
+  const baseDir = init;
+  const maxNewTokens = newTokens(c);
 
   const runs: RunResult[] = [];
   // The base model, evaluated once per null-option setting that the methods use.
-  const baseResultFile = path.join(c.out, 'base', 'result.json');
+  const baseResultFile = path.join(path.dirname(baseDir), 'result.json');
   let base = readJson<RunResult & { fingerprint: string }>(baseResultFile);
   if (!base || base.fingerprint !== fp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });

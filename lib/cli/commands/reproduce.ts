@@ -20,11 +20,13 @@ export function builder(y: Argv): Argv {
     .option('group-size', { type: 'number', default: d.groupSize, describe: 'G: rollouts per prompt' })
     .option('lr', { type: 'number', default: d.lr, describe: 'Learning rate of the RL runs' })
     .option('policy', { type: 'string', default: d.policy, describe: "Policy kind ('linear', or a registered native kind)" })
+    .option('max-new-tokens', { type: 'number', default: d.maxNewTokens, describe: 'Largest completion length (0: 2 for the linear policy, 6 otherwise)' })
     .option('train-pairs', { type: 'number', describe: `Synthetic train pairs per category (default ${d.trainPairs})` })
     .option('eval-pairs', { type: 'number', describe: `Held-out pairs per category (default ${d.evalPairs})` })
     .option('shortcut-p', { type: 'number', default: d.shortcutP, describe: 'Train split: probability that object colour names the dynamic answer' })
     .option('data-seed', { type: 'number', default: d.dataSeed, describe: 'Seed of the synthetic splits' })
     .option('base-steps', { type: 'number', default: d.baseSteps, describe: 'Supervised warm-up steps of the base model' })
+    .option('base-lr', { type: 'number', default: d.baseLr, describe: 'Learning rate of the warm-up' })
     .option('curve-every', { type: 'number', describe: `Checkpoint and held-out CRR every N steps (default ${d.curveEvery})` })
     .option('force', { type: 'boolean', default: false, describe: 'Rerun runs whose results exist' })
     .example('crpo reproduce --quick --out runs/repro-quick', 'the six methods x 3 seeds in a few minutes')
@@ -41,11 +43,13 @@ export interface ReproduceArgs {
   'group-size': number;
   lr: number;
   policy: string;
+  'max-new-tokens'?: number;
   'train-pairs'?: number;
   'eval-pairs'?: number;
   'shortcut-p': number;
   'data-seed': number;
   'base-steps': number;
+  'base-lr'?: number;
   'curve-every'?: number;
   force: boolean;
 }
@@ -68,11 +72,13 @@ export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
     groupSize: a['group-size'],
     lr: a.lr,
     policy: a.policy,
+    maxNewTokens: a['max-new-tokens'] ?? base.maxNewTokens,
     trainPairs: a['train-pairs'] ?? base.trainPairs,
     evalPairs: a['eval-pairs'] ?? base.evalPairs,
     shortcutP: a['shortcut-p'],
     dataSeed: a['data-seed'],
     baseSteps: a['base-steps'],
+    baseLr: a['base-lr'] ?? base.baseLr,
     curveEvery: a['curve-every'] ?? base.curveEvery,
     force: a.force,
   };
