@@ -18,7 +18,15 @@ export function builder(y: Argv): Argv {
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
     algo: 'string', 'lr-schedule': 'string', aggregation: 'string', norm: 'string', out: 'string', resume: 'string', 'filter-zero-variance': 'boolean',
   };
-  for (const flag of Object.keys(FLAG_FIELDS)) b = b.option(flag, { type: types[flag] ?? 'number', describe: `config field ${FLAG_FIELDS[flag]}` });
+  const docs: Record<string, string> = {
+    algo: 'crpo | crpo-no-dual | grpo | grpo-2g | t-grpo | arrowrl', steps: 'RL steps', 'batch-size': 'prompts per step', 'group-size': 'G: rollouts per prompt on the original video',
+    'cf-group-size': "G': rollouts on the counterfactual / reversed video (0 = G)", 'update-epochs': 'mu: optimiser passes per rollout batch', lr: 'peak learning rate',
+    'lr-schedule': 'constant | cosine', 'warmup-steps': 'linear warm-up steps', beta: 'k3 KL coefficient (0 = no reference)', aggregation: 'seq-mean-token-mean | token-mean | seq-mean-token-sum-norm',
+    temperature: 'sampling temperature', norm: 'advantage normalisation: per-branch | joint | none', seed: 'seed of data order and sampling', out: 'run folder',
+    resume: "'auto' (newest checkpoint in --out), 'never', or a checkpoint folder", 'val-every': 'validate every N steps', 'save-every': 'checkpoint every N steps',
+    'keep-last': 'checkpoints kept', 'dump-every': 'dump every N-th step\'s rollouts (0 = never)', 'filter-zero-variance': 'drop groups whose rewards are all equal',
+  };
+  for (const flag of Object.keys(FLAG_FIELDS)) b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${FLAG_FIELDS[flag]})` });
   return b
     .example('crpo train --algo crpo --steps 200 --out runs/crpo', 'CRPO on the synthetic DyBench with the built-in policy')
     .example('crpo train --config configs/crpo-synthetic.yaml --resume auto', 'continue a killed run from its newest checkpoint');
