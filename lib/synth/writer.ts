@@ -10,13 +10,16 @@ import * as path from 'path';
 import { writeFileAtomic, writeJsonlAtomic } from '../data/jsonl';
 import type { DyBenchRecord, SyntheticVideoSpec } from '../data/schema';
 import { writeFrameDir } from '../video/frames-dir';
-import { synthesizeStream, type SynthOptions } from './index';
+import { synthesizeStream, type SynthItem, type SynthOptions } from './index';
+import { writeContactSheet } from './sheet';
 
 export interface WriteSynthOptions extends SynthOptions {
   out: string;
   /** Write PNG/JPEG frame folders (default true). */
   writeFrames?: boolean;
   format?: 'png' | 'jpg';
+  /** With frames: write <out>/<split>-sheet.png (first 3 pairs of each category) and its row legend (default true). */
+  sheet?: boolean;
   /** Progress callback, called after each pair. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -27,6 +30,8 @@ export interface WriteSynthResult {
   pairs: number;
   framesWritten: number;
   framesSkipped: number;
+  /** Contact sheet and its legend, when written. */
+  sheet?: string;
 }
 
 export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthResult> {
@@ -38,8 +43,10 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
   const total = o.pairs * cats * 2;
   // Frame folders are written 8 at a time (sharp encodes off the main thread).
   let batch: Promise<void>[] = [];
+  const forSheet: SynthItem[] = [];
   for (const item of synthesizeStream(o)) {
     const r = item.record;
+    if (Number(r.pair_id.slice(-5)) < 3) forSheet.push(item);
     if (writeFrames) {
       const spec = r.video as SyntheticVideoSpec;
       const rel = path.join('frames', o.split, r.id);
@@ -63,7 +70,13 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
   await Promise.all(batch);
   const jsonl = path.join(o.out, `${o.split}.jsonl`);
   await writeJsonlAtomic(jsonl, records);
-  const { out: _out, onProgress: _p, ...config } = o;
+  const { out: _out, onProgress: _p, sheet: _s, ...config } = o;
   await writeFileAtomic(path.join(o.out, `${o.split}.config.json`), JSON.stringify({ ...config, writeFrames, format, records: records.length }, null, 2) + '\n');
-  return { jsonl, records: records.length, pairs: records.length / 2, framesWritten, framesSkipped };
+  let sheet: string | undefined;
+  if ((o.sheet ?? true) && writeFrames) {
+    sheet = path.join(o.out, `${o.split}-sheet.png`);
+    const { rows } = await writeContactSheet(sheet, forSheet);
+    await writeFileAtomic(path.join(o.out, `${o.split}-sheet.txt`), `Rows of ${path.basename(sheet)}: original frames | partner frames\n${rows.map((r, i) => `${i + 1}. ${r}`).join('\n')}\n`);
+  }
+  return { jsonl, records: records.length, pairs: records.length / 2, framesWritten, framesSkipped, sheet };
 }

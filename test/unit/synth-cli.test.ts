@@ -44,6 +44,12 @@ describe('crpo synth', () => {
       expect(Buffer.compare(Buffer.from(v.data), Buffer.from(renderSynthetic(spec)))).toBe(0);
     }
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'train.config.json'), 'utf8'))).toMatchObject({ split: 'train', pairs: 2, seed: 1, writeFrames: true });
+    // Contact sheet: 2 pairs x 4 categories as rows, 8 + 8 frames at 3x with 2 px padding and a 12 px gap.
+    const sharp = (await import('sharp')).default;
+    expect(await sharp(path.join(dir, 'train-sheet.png')).metadata()).toMatchObject({ width: 2 + 16 * (96 + 2) + 12, height: 2 + 8 * (96 + 2) });
+    const legend = fs.readFileSync(path.join(dir, 'train-sheet.txt'), 'utf8').trim().split('\n');
+    expect(legend).toHaveLength(9);
+    expect(legend[1]).toMatch(/^1\. synth-train-reversible_dynamics-00000: .* \| reverse: /);
   });
 
   test('a rerun skips finished frame folders and writes the same JSONL', async () => {

@@ -20,6 +20,7 @@ export function builder(y: Argv): Argv {
     .option('categories', { type: 'string', default: SYNTH_DEFAULTS.categories.join(','), describe: 'Comma-separated categories' })
     .option('frames', { type: 'boolean', default: true, describe: 'Write PNG frame folders (--no-frames: JSONL with inline specs only)' })
     .option('format', { choices: ['png', 'jpg'], default: 'png', describe: 'Frame image format' })
+    .option('sheet', { type: 'boolean', default: true, describe: 'Write <split>-sheet.png: the first pairs of each category, original | partner' })
     .example('crpo synth --out synth --split both --pairs 50 --seed 1', 'train.jsonl + test.jsonl and PNG frames in synth/');
 }
 
@@ -34,6 +35,7 @@ interface Args {
   categories: string;
   frames: boolean;
   format: 'png' | 'jpg';
+  sheet: boolean;
 }
 
 export async function handler(argv: Args): Promise<void> {
@@ -43,9 +45,9 @@ export async function handler(argv: Args): Promise<void> {
   for (const split of splits) {
     const r = await writeSynthetic({
       out: argv.out, split, pairs: argv.pairs, seed: argv.seed, frames: argv['num-frames'], size: argv.size,
-      shortcutP: argv['shortcut-p'], categories, writeFrames: argv.frames, format: argv.format,
+      shortcutP: argv['shortcut-p'], categories, writeFrames: argv.frames, format: argv.format, sheet: argv.sheet,
     });
     const frames = argv.frames ? `, frame folders: ${r.framesWritten} written, ${r.framesSkipped} already present` : ', inline specs (no frames)';
-    process.stdout.write(`${split}: ${r.pairs} pairs, ${r.records} records -> ${r.jsonl}${frames}\n`);
+    process.stdout.write(`${split}: ${r.pairs} pairs, ${r.records} records -> ${r.jsonl}${frames}${r.sheet ? `; contact sheet ${r.sheet}` : ''}\n`);
   }
 }
