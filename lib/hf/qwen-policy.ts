@@ -41,6 +41,9 @@ interface EncodedPrompt {
   ids: number[];
   pixels: Float32Array;
   grid: [number, number, number];
+  kind: 'image' | 'video';
+  /** Qwen2.5-VL: seconds per temporal patch (temporal_patch_size / fps). */
+  secondPerGrid: number;
 }
 
 const POLICY_FILE = 'policy.safetensors';
@@ -113,7 +116,7 @@ export class QwenPolicy implements Policy {
       kind === 'video'
         ? expandPlaceholders(cfg, chat, [], [{ grid: vis.grid, timestamps: frameTimestamps(Array.from({ length: T }, (_, i) => i), fps, cfg.vision.temporalPatchSize) }])
         : expandPlaceholders(cfg, chat, [vis.grid], []);
-    const e = { ids: this.tokenizer.encode(text), pixels: vis.pixelValues, grid: vis.grid };
+    const e: EncodedPrompt = { ids: this.tokenizer.encode(text), pixels: vis.pixelValues, grid: vis.grid, kind, secondPerGrid: cfg.vision.temporalPatchSize / fps };
     this.encoded.set(p, e);
     return e;
   }
@@ -131,15 +134,21 @@ export class QwenPolicy implements Policy {
       inputIds.push([...row, ...Array(L - row.length).fill(this.eos)]);
       starts.push(enc[i].ids.length);
     });
-    const kind = enc[0] && enc[0].grid[0] * this.model.config.vision.temporalPatchSize > 1 && prompts[seqs[0].prompt].frameShape[0] >= this.model.config.vision.temporalPatchSize;
-    const pix = new Float32Array(enc.reduce((a, e) => a + e.pixels.length, 0));
-    let off = 0;
-    for (const e of enc) {
-      pix.set(e.pixels, off);
-      off += e.pixels.length;
-    }
-    const grids = enc.map((e) => e.grid);
-    const inputs: QwenInputs = kind ? { inputIds, attentionMask, pixelValuesVideos: pix, videoGridThw: grids } : { inputIds, attentionMask, pixelValues: pix, imageGridThw: grids };
+    // vision inputs in row order, images and videos separately (each row its own copy)
+    const cat = (xs: Float32Array[]) => {
+      const out = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
+      let off = 0;
+      for (const x of xs) {
+        out.set(x, off);
+        off += x.length;
+      }
+      return out;
+    };
+    const img = enc.filter((e) => e.kind === 'image');
+    const vid = enc.filter((e) => e.kind === 'video');
+    const inputs: QwenInputs = { inputIds, attentionMask };
+    if (img.length) Object.assign(inputs, { pixelValues: cat(img.map((e) => e.pixels)), imageGridThw: img.map((e) => e.grid) });
+    if (vid.length) Object.assign(inputs, { pixelValuesVideos: cat(vid.map((e) => e.pixels)), videoGridThw: vid.map((e) => e.grid), secondPerGridTs: vid.map((e) => e.secondPerGrid) });
     return { inputs, starts, L };
   }
 
@@ -148,11 +157,11 @@ export class QwenPolicy implements Policy {
     const out: Completion[][] = [];
     for (let i = 0; i < prompts.length; i++) {
       const e = await this.encode(prompts[i]);
-      const isVideo = prompts[i].frameShape[0] >= this.model.config.vision.temporalPatchSize;
       const rows = Array.from({ length: o.samples }, () => e.ids);
-      const inputs: QwenInputs = isVideo
-        ? { inputIds: rows, pixelValuesVideos: e.pixels, videoGridThw: [e.grid], shareVision: true }
-        : { inputIds: rows, pixelValues: e.pixels, imageGridThw: [e.grid], shareVision: true };
+      const inputs: QwenInputs =
+        e.kind === 'video'
+          ? { inputIds: rows, pixelValuesVideos: e.pixels, videoGridThw: [e.grid], secondPerGridTs: [e.secondPerGrid], shareVision: true }
+          : { inputIds: rows, pixelValues: e.pixels, imageGridThw: [e.grid], shareVision: true };
       const r = await this.model.generate(inputs, {
         maxNewTokens: o.maxNewTokens,
         temperature: o.greedy ? 0 : o.temperature,

@@ -15,13 +15,30 @@ const MODEL = 'qwen3_vl';
 const reason = goldenSkipReason(MODEL);
 const DIR = path.join(GOLDEN_ROOT, MODEL);
 
-function prompt(seed: number): PolicyPrompt {
-  const [T, H, W] = [4, 64, 64];
+function prompt(seed: number, T = 4, H = 64, W = 64): PolicyPrompt {
   const frames = Uint8Array.from({ length: T * H * W * 3 }, (_, i) => (i * (seed + 3) + seed * 17) % 251);
   return { frames, frameShape: [T, H, W, 3], question: 'Is it moving?', options: ['yes', 'no'], prompt: 'Is it moving?\nA. yes\nB. no\nAnswer with the option letter inside <answer></answer>.' };
 }
 
 const maxDiff = (a: number[][], b: number[][]) => Math.max(...a.map((r, i) => Math.max(...r.map((x, j) => Math.abs(x - b[i][j])))));
+
+const reason25 = goldenSkipReason('qwen2_5_vl');
+(reason25 ? describe.skip : describe)(`Qwen2.5-VL policy: images and videos in one batch${reason25 ? ` (skipped: ${reason25})` : ''}`, () => {
+  test('a batch mixing an image prompt and a video prompt scores each row as alone', async () => {
+    const p = await QwenPolicy.create({ model: path.join(GOLDEN_ROOT, 'qwen2_5_vl'), minPixels: 56 * 56, maxPixels: 56 * 56, lora: { rank: 2, targetModules: ['q_proj'] } });
+    try {
+      const prompts = [prompt(1, 1, 56, 56), prompt(2, 4, 56, 56)];
+      const gen = await p.generate(prompts, { samples: 2, temperature: 1, maxNewTokens: 3, seed: 5 });
+      const seqs = gen.flatMap((g, i) => g.map((c) => ({ prompt: i, tokens: c.tokens })));
+      const both = await p.logprobs(prompts, seqs, { temperature: 1 });
+      const alone = [...(await p.logprobs([prompts[0]], seqs.slice(0, 2), { temperature: 1 })), ...(await p.logprobs([prompts[1]], seqs.slice(2).map((q) => ({ ...q, prompt: 0 })), { temperature: 1 }))];
+      expect(maxDiff(both, alone)).toBeLessThan(1e-5);
+      expect(maxDiff(both, gen.flat().map((c) => c.logprobs))).toBeLessThan(1e-4);
+    } finally {
+      p.dispose();
+    }
+  });
+});
 
 (reason ? describe.skip : describe)(`Qwen policy (trainer interface)${reason ? ` (skipped: ${reason})` : ''}`, () => {
   test("kind 'qwen' is registered and needs a model folder", async () => {
