@@ -201,21 +201,28 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
 
   void shutdown() override {
     if (shut_.exchange(true)) return;
-    stop_monitor();
-    PeerFailure f = failure();
     try {
-      if (f.rank < 0 && f.message.empty()) {
-        crpo_->set(done_key(o_.rank), to_bytes("1"));
-        // Rank 0 may host the store: it leaves last, so no rank loses the store while finishing.
+      if (failure().message.empty()) {
         if (o_.rank == 0 && !o_.agent_store) {
-          std::vector<std::string> keys;
-          for (int r = 0; r < o_.world_size; ++r) keys.push_back(done_key(r));
-          crpo_->wait(keys, to_ms(o_.timeout_seconds));
+          // Rank 0 hosts the store: it stays until every rank has said it is done, so no rank loses
+          // the store while finishing. Its heartbeat monitor keeps running meanwhile, so a rank that
+          // dies instead of finishing ends the wait (as a failure) rather than blocking it.
+          crpo_->set(done_key(0), to_bytes("1"));
+          for (;;) {
+            bool all = true;
+            for (int r = 1; r < o_.world_size && all; ++r) all = crpo_->check({done_key(r)});
+            if (all || !failure().message.empty()) break;
+            std::this_thread::sleep_for(milliseconds(50));
+          }
+        } else {
+          stop_monitor();  // first, so that losing the store after "done" is not taken for a failure
+          crpo_->set(done_key(o_.rank), to_bytes("1"));
         }
       }
     } catch (const std::exception&) {
       // A peer that is gone cannot say goodbye; the group is being torn down either way.
     }
+    stop_monitor();
     pg_.reset();
     crpo_.reset();
     root_.reset();
