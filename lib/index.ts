@@ -56,3 +56,4 @@ export * as dist from './dist';
 export { initDistributed, runRank, ProcessGroup, parseDistEnv, launchLocal, type DistContext as DistributedContext, type DistEnv } from './dist';
 export { createCheckpointModel } from './serve/checkpoint-model';
 export { reproduce, validateReproduceConfig, REPRODUCE_DEFAULTS, REPRODUCE_QUICK, REPRODUCE_METHODS, mainTable as reproduceTable, curvesSvg as reproduceCurvesSvg, type ReproduceConfig, type ReproduceResult, type RunResult as ReproduceRunResult, type MethodSummary } from './reproduce';
+export { TimeBlindInstance } from './data';

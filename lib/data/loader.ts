@@ -12,7 +12,7 @@ import { CrpoError, describe, invalidArg } from '../errors';
 import { Scene } from '../synth/render';
 import { CATEGORY_OPTION_COUNTS } from './categories';
 import { parseJsonl, readTextFile } from './jsonl';
-import { DyBenchRecord, SyntheticVideoSpec, type Category } from './schema';
+import { DyBenchRecord, SyntheticVideoSpec, TimeBlindInstance, type Category } from './schema';
 
 export type LoadMode = 'strict' | 'lenient';
 
@@ -116,6 +116,11 @@ export function checkRecord(value: unknown, optionCounts: Partial<Record<Categor
   if (Array.isArray(v.options) && Number.isInteger(v.answer) && (v.answer as number) >= v.options.length) {
     problems.push({ field: 'answer', message: `expected an index of one of the ${v.options.length} options (0-${v.options.length - 1}), received ${String(v.answer)}` });
   }
+  const inst = (v.meta as { instance?: unknown } | undefined)?.instance;
+  if (inst !== undefined) {
+    const t = TimeBlindInstance.safeParse(inst);
+    if (!t.success) problems.push({ field: 'meta.instance', message: `expected {"video": 0|1, "question": 0|1} (a TimeBlind instance cell), received ${JSON.stringify(inst).slice(0, 60)}` });
+  }
   if (Array.isArray(v.options)) {
     const seen = new Map<string, number>();
     v.options.forEach((o, k) => {
@@ -195,6 +200,8 @@ export function parseRecords(text: string, file: string, options: LoadOptions = 
       } else if (timeblind ? members.length !== 4 : members.length !== 2) {
         const want = timeblind ? 4 : 2;
         for (const m of members) add(m.line, 'pair_id', `expected ${want} records with pair_id '${pid}'${timeblind ? ' (TimeBlind instance)' : ''}, found ${members.length} (lines ${members.map((x) => x.line).join(', ')})`);
+      } else if (timeblind && new Set(members.map((m) => { const i = (m.record.meta as { instance: TimeBlindInstance }).instance; return `${i.video},${i.question}`; })).size !== 4) {
+        for (const m of members) add(m.line, 'meta.instance', `expected the four records of instance '${pid}' to cover video 0/1 x question 0/1 once each (lines ${members.map((x) => x.line).join(', ')})`);
       } else if (!timeblind && members[0].record.transform === members[1].record.transform && JSON.stringify(members[0].record.video) === JSON.stringify(members[1].record.video)) {
         for (const m of members) add(m.line, 'video', `expected the two members of pair '${pid}' to have different videos, both are ${JSON.stringify(m.record.video).slice(0, 80)}`);
       }

@@ -50,3 +50,10 @@ export const DyBenchRecord = z
   .strict()
   .refine((r) => r.answer < r.options.length, { message: 'answer must index one of the options', path: ['answer'] });
 export type DyBenchRecord = z.infer<typeof DyBenchRecord>;
+
+/**
+ * `meta.instance` of a TimeBlind-style record: which of the instance's two videos and two
+ * questions it is. The four records of an instance share `pair_id` (docs/data-format.md).
+ */
+export const TimeBlindInstance = z.object({ video: z.union([z.literal(0), z.literal(1)]), question: z.union([z.literal(0), z.literal(1)]) }).strict();
+export type TimeBlindInstance = z.infer<typeof TimeBlindInstance>;

@@ -104,6 +104,8 @@ describe('loadRecords', () => {
     expect(parseRecords(jsonl([tb('a', 0, 0), tb('b', 0, 1), tb('c', 1, 0), tb('d', 1, 1)]), 'tb.jsonl').records).toHaveLength(4);
     expect(() => parseRecords(jsonl([tb('a', 0, 0), tb('b', 0, 1), tb('c', 1, 0)]), 'tb.jsonl')).toThrow("tb.jsonl:1:pair_id: expected 4 records with pair_id 'inst1' (TimeBlind instance), found 3 (lines 1, 2, 3)");
     expect(() => parseRecords(jsonl([rec('a', 'p'), rec('b', 'p', { transform: 'hflip' }), rec('c', 'p', { transform: 'reverse' })]), 'x.jsonl')).toThrow("x.jsonl:1:pair_id: expected 2 records with pair_id 'p', found 3");
+    expect(() => parseRecords(jsonl([tb('a', 0, 0), tb('b', 0, 1), tb('c', 1, 0), tb('d', 0, 1)]), 'tb.jsonl')).toThrow("tb.jsonl:1:meta.instance: expected the four records of instance 'inst1' to cover video 0/1 x question 0/1 once each (lines 1, 2, 3, 4)");
+    expect(() => parseRecords(jsonl([tb('a', 0, 0), tb('b', 0, 1), tb('c', 1, 0), tb('d', 2, 1)]), 'tb.jsonl')).toThrow('tb.jsonl:4:meta.instance: expected {"video": 0|1, "question": 0|1} (a TimeBlind instance cell), received {"video":2,"question":1}');
   });
 
   test('checkFiles reports missing videos; other checks: non-object lines, duplicate options, option-count override', () => {
