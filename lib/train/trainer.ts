@@ -114,7 +114,11 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   const startStep = state ? state.step : 0;
   if (state) say(`resuming from ${resumeDir} (step ${state.step})`);
 
-  const validation: ValidationResult[] = [];
+  // A resumed run starts with the validation results it already logged.
+  const valFile = path.join(c.out, 'val.jsonl');
+  const validation: ValidationResult[] = state && fs.existsSync(valFile)
+    ? fs.readFileSync(valFile, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as ValidationResult)
+    : [];
   const runValidation = async (step: number): Promise<void> => {
     if (val.length === 0) return;
     const v = await validate(policy, val, plan.nullOption, step, c.maxNewTokens);
