@@ -9,6 +9,7 @@ import { formatPrompt } from '../../lib/prompt';
 import { Policy, Tokenizer, type PolicyInputs } from '../../lib/model';
 import { synthesize } from '../../lib/synth';
 import { torchInfo } from '../../lib/native';
+import * as os from 'os';
 
 async function main(): Promise<void> {
   const items = synthesize({ split: 'train', pairs: 16, seed: 3, frames: 8, size: 32 });
@@ -50,18 +51,19 @@ async function main(): Promise<void> {
   rows.push(['generate, uncached (slow twin), 64 seqs x 16 tokens', fmt(uncached.medianMs, 1), `${fmt((genTokens * 1000) / uncached.medianMs, 0)} tokens/s`, '1.0']);
   rows.push(['generate, KV cache, 64 seqs x 16 tokens', fmt(cached.medianMs, 1), `${fmt((genTokens * 1000) / cached.medianMs, 0)} tokens/s`, fmt(uncached.medianMs / cached.medianMs, 2)]);
   const rssMiB = process.resourceUsage().maxRSS / 1024;
+  const load = os.loadavg()[0];
   policy.dispose();
 
   Object.assign(json, {
     sftStepMs: sft.medianMs, sftSamplesPerS: (32 * 1000) / sft.medianMs,
     logprobsMs: lpT.medianMs, rlStepMs: rl.medianMs, rlSamplesPerS: (64 * 1000) / rl.medianMs,
     generateCachedMs: cached.medianMs, generateUncachedMs: uncached.medianMs,
-    generateTokensPerS: (genTokens * 1000) / cached.medianMs, cacheSpeedup: uncached.medianMs / cached.medianMs, peakRssMiB: rssMiB,
+    generateTokensPerS: (genTokens * 1000) / cached.medianMs, cacheSpeedup: uncached.medianMs / cached.medianMs, peakRssMiB: rssMiB, loadAverage1m: load,
   });
   const md = [
     '### Native policy, tiny preset (`bench/policy`)',
     '',
-    `Machine: ${describeMachine(json.machine as Record<string, unknown>)}. libtorch ${json.torch}, ${json.threads} intra-op threads, fp32 CPU; ${json.parameters} parameters; clips of 8 frames x 32x32. Median of >= 5 timed runs after warm-up.`,
+    `Machine: ${describeMachine(json.machine as Record<string, unknown>)}. libtorch ${json.torch}, ${json.threads} intra-op threads, fp32 CPU; ${json.parameters} parameters; clips of 8 frames x 32x32. Median of >= 5 timed runs after warm-up. 1-minute load average at the end: ${fmt(load, 1)} (the machine was shared with other jobs when this ran; an idle machine is faster).`,
     '',
     table(['call', 'median ms', 'throughput', 'x uncached'], rows),
     '',

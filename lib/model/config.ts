@@ -54,7 +54,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128,
     lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
-    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02,
+    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08,
   },
   small: {
     frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
