@@ -182,7 +182,7 @@ function planEvent(rng: Rng, split: 'train' | 'test', p: number, T: number): Pai
   };
 }
 
-function drifting(rng: Rng, shape: Shape, colour: ColourName, x: number, y: number, size: number, dx: number, dy: number): SceneObject {
+function drifting(shape: Shape, colour: ColourName, x: number, y: number, size: number, dx: number, dy: number): SceneObject {
   return { shape, color: colour, from: { x, y, size }, to: { x: x + dx, y: y + dy, size } };
 }
 
@@ -197,7 +197,7 @@ function planStatic(rng: Rng, index: number): PairPlan {
     const objects = cells.map(([cx, cy]) => {
       const size = rng.uniform(0.2, 0.26);
       const ddx = clamp(dx, -0.06, 0.06), ddy = clamp(dy, -0.06, 0.06);
-      return drifting(rng, rng.pick(SHAPES), rng.pick(OBJECT_COLOURS), cx - ddx / 2, cy - ddy / 2, size, ddx, ddy);
+      return drifting(rng.pick(SHAPES), rng.pick(OBJECT_COLOURS), cx - ddx / 2, cy - ddy / 2, size, ddx, ddy);
     });
     const { question, options } = SYNTH_QUESTIONS.count;
     return { scene: scene(objects), question, options: [...options], answer: n - 1, transform, partnerAnswer: n - 1, meta: { attribute } };
@@ -207,7 +207,7 @@ function planStatic(rng: Rng, index: number): PairPlan {
   const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
   const colour = rng.pick(OBJECT_COLOURS);
   const shape = rng.pick(SHAPES);
-  const objects = [drifting(rng, shape, colour, x, y, size, dx, dy)];
+  const objects = [drifting(shape, colour, x, y, size, dx, dy)];
   if (attribute === 'colour') {
     const others = rng.shuffle(OBJECT_COLOURS.filter((c) => c !== colour)).slice(0, 3);
     const options = rng.shuffle([colour, ...others]);
