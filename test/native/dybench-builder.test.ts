@@ -127,6 +127,15 @@ describe('dybench build', () => {
     expect(msg.split('\n')[0]).toBe(`${f}: 7 bad lines:`);
   });
 
+  test('annotations as a JSON array plan the same pairs as JSONL', () => {
+    const lines = fs.readFileSync(path.join(dir, 'ann.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    fs.writeFileSync(path.join(dir, 'ann.json'), JSON.stringify(lines, null, 2));
+    const a = planBuild({ annotations: path.join(dir, 'ann.jsonl'), out: 'x' }).map((p) => [p.id, p.transform, p.answer, p.partnerAnswer]);
+    const b = planBuild({ annotations: path.join(dir, 'ann.json'), out: 'x' }).map((p) => [p.id, p.transform, p.answer, p.partnerAnswer]);
+    expect(b).toEqual(a);
+    expect(a).toEqual([['right', 'hflip', 1, 0], ['up', 'reverse', 2, 3], ['grow', 'reverse', 0, 1], ['ev1', 'swap', 1, 0], ['still', 'hflip', 0, 0]]);
+  });
+
   test('a missing clip names the annotation line', async () => {
     const f = path.join(dir, 'missing.jsonl');
     fs.writeFileSync(f, JSON.stringify({ clip: 'clips/nope.mp4', question: 'q', options: ['left', 'right', 'up', 'down'], answer: 'left', category: 'moving_direction' }) + '\n');
