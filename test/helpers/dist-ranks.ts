@@ -44,3 +44,14 @@ export async function runRanks(scenario: string, world: number, extraEnv: Record
   );
 }
 
+
+/** Why the dist tests cannot run here, or null when they can (the torch addon with native/torch/dist). */
+export function distUnavailable(): string | null {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const native = require('../../lib/native') as typeof import('../../lib/native');
+  if (!native.hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
+  if (typeof (native.torchAddon() as unknown as { distInit?: unknown }).distInit !== 'function') {
+    return 'the torch addon was built before native/torch/dist existed (npm run build:torch)';
+  }
+  return null;
+}

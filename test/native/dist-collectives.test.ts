@@ -3,11 +3,11 @@
  * test/fixtures/dist-worker.ts; all-reduce (per-tensor, small buckets, one bucket), mean/max/min,
  * broadcast and the trainer helpers are checked against values computed here in plain TS.
  */
-import { hasAddon } from '../../lib/native';
-import { runRanks, type RankRun } from '../helpers/dist-ranks';
+import { distUnavailable, runRanks, type RankRun } from '../helpers/dist-ranks';
 
-const torch = hasAddon('torch');
-const d = torch ? describe : describe.skip; // skipped: the torch addon is not built
+// Skipped, with the reason in the test name, when the torch addon lacks process groups.
+const skipReason = distUnavailable();
+const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
 
 function seeded(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);

@@ -3,10 +3,11 @@
  * killed, or throws, the other exits non-zero within 60 s with a message naming the failed rank;
  * SIGINT (Ctrl-C) stops every rank with exit code 130. Heartbeat timeout 4 s in these runs.
  */
-import { hasAddon } from '../../lib/native';
-import { runRanks } from '../helpers/dist-ranks';
+import { distUnavailable, runRanks } from '../helpers/dist-ranks';
 
-const d = hasAddon('torch') ? describe : describe.skip; // skipped: the torch addon is not built
+// Skipped, with the reason in the test name, when the torch addon lacks process groups.
+const skipReason = distUnavailable();
+const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
 
 d('a failed rank stops every rank with a message naming it', () => {
   it('rank 1 killed (SIGKILL): rank 0 exits 1 naming rank 1 within 60 s', async () => {

@@ -1,0 +1,33 @@
+/**
+ * `crpo dist check --nproc 2` as a user runs it: the local launcher starts two workers with the
+ * torchrun environment contract, they join a Gloo group on 127.0.0.1 and check all-reduce,
+ * broadcast and barrier against values each can compute alone.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { distUnavailable } from '../helpers/dist-ranks';
+
+const root = path.resolve(__dirname, '../..');
+
+// Skipped, with the reason in the test name, when the torch addon lacks process groups.
+const skipReason = distUnavailable();
+const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
+
+d('crpo dist check', () => {
+  it('--nproc 2: both ranks check out, exit 0', () => {
+    const env = { ...process.env };
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
+    const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'check', '--nproc', '2', '--size', '10000', '--iters', '2'], { cwd: root, env, encoding: 'utf8', timeout: 100000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n').sort();
+    expect(lines).toHaveLength(2);
+    lines.forEach((l, rank) => expect(l).toMatch(new RegExp(`^rank ${rank}/2 \\(local ${rank}, gloo on cpu, crpo, master 127\\.0\\.0\\.1:\\d+, joined in \\d+ ms\\): all-reduce sum/mean/max, broadcast, barrier: ok; all-reduce of 0\\.0 MiB: median`)));
+  }, 110000);
+
+  it('an unknown action is a one-line usage error', () => {
+    const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'frob'], { cwd: root, encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/crpo: Invalid values:\n\s+Argument: action, Given: "frob", Choices: "check"/);
+  });
+});
