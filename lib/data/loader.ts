@@ -23,8 +23,10 @@ export interface LoadOptions {
   optionCounts?: Partial<Record<Category, number | undefined>>;
   /** Check that every referenced video file or frames directory exists (default false). */
   checkFiles?: boolean;
-  /** Rewrite relative video paths to absolute paths against the JSONL's folder (default true). */
+  /** Rewrite relative video paths to absolute paths against `videoRoot` (default true). */
   resolvePaths?: boolean;
+  /** Folder that relative video paths start from (default: the JSONL file's folder). */
+  videoRoot?: string;
   /** Check pairing (default true). Turn off to load a hand-picked subset of a benchmark. */
   requirePairs?: boolean;
 }
@@ -148,7 +150,7 @@ export function parseRecords(text: string, file: string, options: LoadOptions = 
   const mode = options.mode ?? 'strict';
   if (mode !== 'strict' && mode !== 'lenient') throw invalidArg('mode', "'strict' or 'lenient'", mode, 'loadRecords');
   const counts = { ...CATEGORY_OPTION_COUNTS, ...(options.optionCounts ?? {}) };
-  const baseDir = path.dirname(path.resolve(file));
+  const baseDir = options.videoRoot !== undefined ? path.resolve(options.videoRoot) : path.dirname(path.resolve(file));
   const issues: RecordIssue[] = [];
   const bad = new Set<number>();
   const add = (line: number, field: string, message: string): void => {

@@ -29,6 +29,7 @@ describe('loadRecords', () => {
     expect(r.lines).toEqual([1, 2, 4, 5]);
     expect(r.records[0].video).toBe(path.join(dir, 'videos/a.mp4'));
     expect(r.records[2].video).toBe('/abs/c.mp4');
+    expect((await loadRecords(f, { videoRoot: '/data/v' })).records[0].video).toBe('/data/v/videos/a.mp4');
     expect(r.skipped).toBe(0);
   });
 

@@ -36,7 +36,7 @@ interface ImportArgs {
 }
 
 interface ValidateArgs {
-  file: string; lenient: boolean; 'check-files': boolean;
+  file: string; lenient: boolean; 'check-files': boolean; 'video-root'?: string;
 }
 
 export function builder(y: Argv): Argv {
@@ -105,9 +105,10 @@ export function builder(y: Argv): Argv {
       (b) => b
         .positional('file', { type: 'string', describe: 'DyBench JSONL' })
         .option('lenient', { type: 'boolean', default: false, describe: 'Report and count bad records instead of failing' })
-        .option('check-files', { type: 'boolean', default: false, describe: 'Also check that video files and folders exist' }) as unknown as Argv<ValidateArgs>,
+        .option('check-files', { type: 'boolean', default: false, describe: 'Also check that video files and folders exist' })
+        .option('video-root', { type: 'string', describe: 'Folder that relative video paths start from (default: the file folder)' }) as unknown as Argv<ValidateArgs>,
       guarded<ValidateArgs>(async (a) => {
-        const r = await loadRecords(a.file, { mode: a.lenient ? 'lenient' : 'strict', checkFiles: a['check-files'] });
+        const r = await loadRecords(a.file, { mode: a.lenient ? 'lenient' : 'strict', checkFiles: a['check-files'], videoRoot: a['video-root'] });
         const pairs = new Set(r.records.map((x) => x.pair_id)).size;
         const byCat = new Map<string, number>();
         for (const x of r.records) byCat.set(x.category, (byCat.get(x.category) ?? 0) + 1);
