@@ -120,7 +120,9 @@ async function main(): Promise<void> {
     table(['threads', `PyTorch ${py.torch} eager (Python twin), median ms / step`, 'crpo native policy (lib/model Policy.trainStep, from Node), median ms / step', 'speed-up', 'median of paired ratios', 'spread (max-min)/median PyTorch / native'],
       timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(t.nativeMs, 1), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
-    `Target >= 1.25x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}.`,
+    `Target >= 1.25x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}. ` +
+      'Why the gap is small: the native step calls the same ATen kernels of the same libtorch as the eager twin (no fused kernels in the model path), ' +
+      'so what it saves is the Python interpreter and dispatch overhead per op, which is small next to kernel time for a 64-sequence batch on CPU.',
   ].join('\n');
   writeResults('pytorch-train-step', json, md);
 }

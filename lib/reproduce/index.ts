@@ -76,8 +76,8 @@ export interface ReproduceConfig {
 export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   out: 'runs/reproduce',
   methods: [...REPRODUCE_METHODS],
-  seeds: [1, 2, 3],
-  steps: 300,
+  seeds: [1, 2, 3, 4, 5],
+  steps: 500,
   batchSize: 8,
   groupSize: 8,
   lr: 0.02,
@@ -89,13 +89,13 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   dataSeed: 1,
   baseSteps: 30,
   baseLr: 0.05,
-  curveEvery: 20,
+  curveEvery: 25,
   crrSamples: 8,
   force: false,
 };
 
 /** `--quick`: the same comparison, fewer steps and smaller splits (<= 5 min on 2 cores). */
-export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { steps: 40, trainPairs: 30, evalPairs: 30, curveEvery: 10 };
+export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { seeds: [1, 2, 3], steps: 150, trainPairs: 60, evalPairs: 50, curveEvery: 15 };
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 

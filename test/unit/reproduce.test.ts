@@ -22,6 +22,8 @@ describe('crpo reproduce arguments', () => {
     expect(c.seeds).toEqual([1, 2, 3]);
     expect(c.steps).toBeLessThan(REPRODUCE_DEFAULTS.steps);
     expect(configFromArgs(args({ steps: 7 })).steps).toBe(7);
+    expect(configFromArgs(args({ seeds: undefined })).seeds).toEqual(REPRODUCE_DEFAULTS.seeds);
+    expect(REPRODUCE_DEFAULTS.seeds.length).toBeGreaterThanOrEqual(3);
   });
 
   test('bad values are refused with one message naming the field', () => {

@@ -14,7 +14,7 @@ export function builder(y: Argv): Argv {
     .option('out', { type: 'string', default: d.out, describe: 'Output folder (runs, base model, report.md, summary.json, curves.png)' })
     .option('quick', { type: 'boolean', default: false, describe: `Fewer steps and smaller splits (${REPRODUCE_QUICK.steps} steps; <= 5 min on 2 cores)` })
     .option('methods', { type: 'string', default: d.methods.join(','), describe: 'Comma-separated algorithms, in table order' })
-    .option('seeds', { type: 'string', default: d.seeds.join(','), describe: 'Comma-separated seeds (>= 3 for a spread)' })
+    .option('seeds', { type: 'string', describe: `Comma-separated seeds, >= 3 for a spread (default ${d.seeds.join(',')}; --quick ${REPRODUCE_QUICK.seeds!.join(',')})` })
     .option('steps', { type: 'number', describe: `RL steps per run, equal for every method (default ${d.steps}; --quick ${REPRODUCE_QUICK.steps})` })
     .option('batch-size', { type: 'number', default: d.batchSize, describe: 'Prompts per step' })
     .option('group-size', { type: 'number', default: d.groupSize, describe: 'G: rollouts per prompt' })
@@ -37,7 +37,7 @@ export interface ReproduceArgs {
   out: string;
   quick: boolean;
   methods: string;
-  seeds: string;
+  seeds?: string;
   steps?: number;
   'batch-size': number;
   'group-size': number;
@@ -57,11 +57,11 @@ export interface ReproduceArgs {
 /** Maps CLI flags onto a ReproduceConfig (validation of values happens in the library). */
 export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
   const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
-  const seeds = list(a.seeds).map((s) => {
+  const base = a.quick ? { ...REPRODUCE_DEFAULTS, ...REPRODUCE_QUICK } : REPRODUCE_DEFAULTS;
+  const seeds = a.seeds === undefined ? base.seeds : list(a.seeds).map((s) => {
     if (!/^\d+$/.test(s)) throw invalidArg('--seeds', 'a comma-separated list of integers >= 0', a.seeds, 'crpo reproduce');
     return Number(s);
   });
-  const base = a.quick ? { ...REPRODUCE_DEFAULTS, ...REPRODUCE_QUICK } : REPRODUCE_DEFAULTS;
   return {
     ...base,
     out: a.out,
