@@ -184,7 +184,11 @@ export async function decodeVideoFile(file: string, o: DecodeFileOptions): Promi
   const r = await run(paths.ffmpeg, args, onChunk);
   if (r.code !== 0) throw new CrpoError('ERR_CRPO_VIDEO_CORRUPT', `cannot decode video ${file} (corrupt or truncated): ${tail(r.stderr)}`);
   if (keptFrames < unique.length) {
-    throw new CrpoError('ERR_CRPO_VIDEO_TRUNCATED', `video ${file} is truncated or corrupt: frame ${unique[keptFrames]} was asked for, the decoder produced ${keptFrames} of ${unique.length} wanted frames${r.stderr.trim() ? ` (${tail(r.stderr)})` : ''}`);
+    const err = new CrpoError('ERR_CRPO_VIDEO_TRUNCATED', `video ${file} is truncated or corrupt: frame ${unique[keptFrames]} was asked for, the decoder produced ${keptFrames} of ${unique.length} wanted frames${r.stderr.trim() ? ` (${tail(r.stderr)})` : ''}`);
+    // A clean decode that yields fewer frames than the container lists is not damage: an edit list
+    // (e.g. a stream-copied cut) hides leading samples. Callers may then count the real frames.
+    (err as CrpoError & { cleanDecode?: boolean }).cleanDecode = r.stderr.trim() === '';
+    throw err;
   }
   // Expand repeats (n > total) into the requested order.
   const out = new Uint8Array(o.indices.length * frameBytes);
@@ -193,6 +197,23 @@ export async function decodeVideoFile(file: string, o: DecodeFileOptions): Promi
     out.set(kept.subarray(slot * frameBytes, (slot + 1) * frameBytes), t * frameBytes);
   });
   return out;
+}
+
+/**
+ * Decodes every frame at width x height: uint8 [count,H,W,3]. Used when the container's frame
+ * count is not what the decoder delivers (edit lists), to sample from the frames that exist.
+ */
+export async function decodeAllFrames(file: string, width: number, height: number, paths: FfmpegPaths = defaultFfmpegPaths()): Promise<{ data: Uint8Array; count: number }> {
+  checkReadable(file);
+  const chunks: Buffer[] = [];
+  const args = ['-nostdin', '-v', 'error', '-noautorotate', '-i', file, '-an', '-sn', '-vf', `scale=${width}:${height}:flags=bilinear`, '-fps_mode', 'passthrough', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
+  const r = await run(paths.ffmpeg, args, (c) => chunks.push(c));
+  if (r.code !== 0) throw new CrpoError('ERR_CRPO_VIDEO_CORRUPT', `cannot decode video ${file} (corrupt or truncated): ${tail(r.stderr)}`);
+  const all = Buffer.concat(chunks);
+  const frameBytes = width * height * 3;
+  const count = Math.floor(all.length / frameBytes);
+  if (count < 1) throw new CrpoError('ERR_CRPO_VIDEO_CORRUPT', `video ${file} has no decodable frames`);
+  return { data: new Uint8Array(all.buffer, all.byteOffset, count * frameBytes), count };
 }
 
 export interface EncodeOptions {

@@ -11,7 +11,7 @@ import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import type { SyntheticVideoSpec, VideoRef } from '../data/schema';
 import { renderSynthetic } from '../synth';
-import { decodeVideoFile, defaultFfmpegPaths, probeVideo, type FfmpegPaths } from './ffmpeg';
+import { decodeAllFrames, decodeVideoFile, defaultFfmpegPaths, probeVideo, type FfmpegPaths } from './ffmpeg';
 import { decodeImages, imageSize, listFrameFiles } from './frames-dir';
 import { LruCache, Semaphore } from './lru';
 import { checkSizeOptions, targetSize, uniformIndices, type SizeOptions } from './sampling';
@@ -147,10 +147,22 @@ export class VideoReader {
 
   private async decodeFile(file: string, o: ReadOptions): Promise<DecodedVideo> {
     const p = await probeVideo(file, this.ffmpeg, this.probe);
-    const indices = uniformIndices(p.frames, o.frames ?? p.frames);
     const { width, height } = targetSize(p.width, p.height, o);
-    const data = await decodeVideoFile(file, { indices, width, height, method: o.method, paths: this.ffmpeg });
-    return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: p.frames, sourceWidth: p.width, sourceHeight: p.height, fps: p.fps, kind: 'file' };
+    let indices = uniformIndices(p.frames, o.frames ?? p.frames);
+    try {
+      const data = await decodeVideoFile(file, { indices, width, height, method: o.method, paths: this.ffmpeg });
+      return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: p.frames, sourceWidth: p.width, sourceHeight: p.height, fps: p.fps, kind: 'file' };
+    } catch (err) {
+      if (!(err as { cleanDecode?: boolean }).cleanDecode) throw err;
+    }
+    // The container lists more frames than the decoder delivers (an edit list hides some):
+    // decode them all once and sample from the frames that exist.
+    const all = await decodeAllFrames(file, width, height, this.ffmpeg);
+    indices = uniformIndices(all.count, o.frames ?? all.count);
+    const F = width * height * 3;
+    const data = new Uint8Array(indices.length * F);
+    indices.forEach((src, t) => data.set(all.data.subarray(src * F, (src + 1) * F), t * F));
+    return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: all.count, sourceWidth: p.width, sourceHeight: p.height, fps: p.fps, kind: 'file' };
   }
 
   private async decodeDir(dir: string, o: ReadOptions): Promise<DecodedVideo> {

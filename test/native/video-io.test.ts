@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { synthesizeRecords, renderSynthetic } from '../../lib/synth';
 import type { SyntheticVideoSpec } from '../../lib/data/schema';
-import { VideoReader, decodeVideoFile, encodeMp4, probeVideo, writeFrameDir } from '../../lib/video';
+import { VideoReader, decodeAllFrames, decodeVideoFile, encodeMp4, probeVideo, writeFrameDir } from '../../lib/video';
 
 /** Frame t: flat grey level 16 + 12 t with a white square whose x position encodes t too. */
 function markedClip(T: number, H: number, W: number): Uint8Array {
@@ -134,6 +134,20 @@ describe('video files through ffmpeg', () => {
     const lb = fs.readFileSync(late);
     fs.writeFileSync(late, lb.subarray(0, Math.floor(lb.length * 0.8)));
     await expect(r.read(late)).rejects.toMatchObject({ code: 'ERR_CRPO_VIDEO_CORRUPT', message: expect.stringContaining('corrupt, truncated or not a video') });
+  });
+
+  test('a stream-copied cut (edit list hides leading samples) samples from the frames that really decode', async () => {
+    const g = path.join(dir, 'gop.mp4');
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=96x64:rate=10:duration=4', '-c:v', 'libx264', '-g', '20', '-pix_fmt', 'yuv420p', g]);
+    const cut = path.join(dir, 'gop-cut.mp4');
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-ss', '0.55', '-i', g, '-c', 'copy', cut]);
+    const p = await probeVideo(cut);
+    const all = await decodeAllFrames(cut, 96, 64);
+    expect(all.count).toBeLessThan(p.frames); // the container lists more samples than decode
+    const v = await new VideoReader({ cacheBytes: 0 }).read(cut, { frames: 8 });
+    expect(v.sourceFrames).toBe(all.count);
+    const F = 96 * 64 * 3;
+    v.indices.forEach((src, t) => expect(Buffer.compare(Buffer.from(v.data.subarray(t * F, (t + 1) * F)), Buffer.from(all.data.subarray(src * F, (src + 1) * F)))).toBe(0));
   });
 
   test('asking the decoder for a frame beyond the end is reported as truncated', async () => {
