@@ -27,7 +27,7 @@ export interface ServeOptions {
   port?: number;
   /** When set, requests need `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
-  /** Model id reported and accepted (default: the checkpoint folder's name). */
+  /** Model id reported and accepted (default: the name of the folder given, run or checkpoint). */
   modelName?: string;
   /** Largest request body, bytes (default 32 MiB). */
   maxBodyBytes?: number;
@@ -135,7 +135,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     if (!Number.isInteger(opt[k]) || opt[k] < 1) throw new CrpoError('ERR_CRPO_INVALID_ARG', `serve: ${k} must be an integer >= 1, got ${opt[k]}`, { userError: true });
   }
   const policy = await loadCheckpointPolicy(o.checkpoint);
-  const modelName = o.modelName ?? path.basename(path.resolve(resolveCheckpoint(o.checkpoint)));
+  const modelName = o.modelName ?? path.basename(path.resolve(o.checkpoint));
   let active = 0;
   // The policy runs one request at a time (torch work is serialised anyway); this chains them.
   let chain: Promise<unknown> = Promise.resolve();

@@ -15,7 +15,7 @@ export function builder(y: Argv): Argv {
     .option('max-body-mb', { type: 'number', default: SERVE_DEFAULTS.maxBodyBytes / (1024 * 1024), describe: 'Largest request body, MiB' })
     .option('max-concurrent', { type: 'number', default: SERVE_DEFAULTS.maxConcurrent, describe: 'Requests answered at once (others get 429)' })
     .option('max-frames', { type: 'number', default: SERVE_DEFAULTS.maxFrames, describe: 'Largest number of image parts per request' })
-    .example('crpo serve crpo-demo/crpo --port 8000', 'then: crpo eval data.jsonl --base-url http://127.0.0.1:8000/v1 --model step-000400');
+    .example('crpo serve crpo-demo/crpo --port 8000', 'then: crpo eval data.jsonl --base-url http://127.0.0.1:8000/v1 --model crpo');
 }
 
 export async function handler(a: { checkpoint: string; host: string; port: number; 'api-key'?: string; 'model-name'?: string; 'max-body-mb': number; 'max-concurrent': number; 'max-frames': number }): Promise<void> {
