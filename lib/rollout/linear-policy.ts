@@ -172,13 +172,24 @@ export class LinearPolicy implements Policy {
     return norm;
   }
 
-  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
-    this.check();
+  /** The section-6 loss of `seqs` at the current weights and its exact gradient (P,) with respect to them. */
+  lossAndGradient(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): { r: ReturnType<typeof policyLoss>; grad: Float64Array; entropy: number } {
     const current = seqs.map((s) => this.seqLogprobs(prompts[s.prompt], s.tokens, this.w, o.temperature));
     const r = policyLoss(seqs.map((s, i) => ({ advantage: s.advantage, logp: current[i], oldLogp: s.oldLogprobs, refLogp: s.refLogprobs })), o);
     const grad = new Float64Array(P);
     let entropy = 0;
     seqs.forEach((s, i) => { entropy += this.backprop(prompts[s.prompt], s.tokens, r.grads[i], o.temperature, grad); });
+    return { r, grad, entropy };
+  }
+
+  /** The weight vector (a view: tests perturb it for finite differences). */
+  get weights(): Float64Array {
+    return this.w;
+  }
+
+  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+    this.check();
+    const { r, grad, entropy } = this.lossAndGradient(prompts, seqs, o);
     const stats = { loss: r.loss, pg: r.pg, kl: r.kl, clipFraction: r.clipFraction, entropy: r.tokens ? entropy / r.tokens : 0, tokens: r.tokens };
     if (!Number.isFinite(r.loss)) return { ...stats, gradNorm: NaN, skipped: true };
     const norm = this.apply(grad, o.lr, o.maxGradNorm, o.weightDecay);
