@@ -149,7 +149,14 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     const perEpoch = Math.ceil(train.length / o.batchSize);
     const steps = perEpoch * o.epochs;
     const warmup = Math.max(1, Math.round(steps * 0.05));
-    const lrAt = (s: number): number => (s < warmup ? (o.lr * (s + 1)) / warmup : o.lr * (0.1 + 0.45 * (1 + Math.cos((Math.PI * (s - warmup)) / Math.max(1, steps - warmup)))));
+    // Warm-up, then cosine decay to 10% over the run; with a time budget the decay follows
+    // whichever ends first (steps or seconds), so a run cut by the budget still ends at a low rate.
+    const lrAt = (s: number, elapsed: number): number => {
+      if (s < warmup) return (o.lr * (s + 1)) / warmup;
+      const byStep = (s - warmup) / Math.max(1, steps - warmup);
+      const frac = Math.min(1, o.maxSeconds > 0 ? Math.max(byStep, elapsed / o.maxSeconds) : byStep);
+      return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * frac)));
+    };
     const t0 = Date.now();
     let loss = NaN;
     let step = startStep;
@@ -160,7 +167,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
       const order = shuffled(train.length, o.seed * 1000 + epoch);
       const idx = order.slice((step % perEpoch) * o.batchSize, (step % perEpoch + 1) * o.batchSize);
       const items = idx.map((i) => train[i]);
-      const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => answerCompletion(it.record.answer)), { lr: lrAt(step), weightDecay: o.weightDecay, maxGradNorm: 1 });
+      const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => answerCompletion(it.record.answer)), { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1 });
       loss = st.loss;
       const done = step + 1 - startStep;
       const el = (Date.now() - t0) / 1000;
