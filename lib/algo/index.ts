@@ -83,6 +83,14 @@ const mean = (a: ArrayLike<number>): number => {
   return s / a.length;
 };
 
+const std = (a: ArrayLike<number>): number => {
+  if (a.length < 2) return 0;
+  const m = mean(a);
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] - m) * (a[i] - m);
+  return Math.sqrt(s / (a.length - 1));
+};
+
 function pack(groups: readonly ScoredGroupInput[], key: 'origAnswers' | 'secondAnswers' | 'origFormat' | 'secondFormat', per: number, f32 = false): Int32Array | Float32Array {
   const out = f32 ? new Float32Array(groups.length * per) : new Int32Array(groups.length * per);
   groups.forEach((g, b) => {
@@ -103,7 +111,7 @@ function grpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, G: numb
   });
   return {
     origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(0), secondAdvantage: new Float32Array(0), flat: out.flat,
-    components: { 'orig/reward': mean(out.reward), 'orig/correct': mean(out.correct), 'orig/format': groups.length ? mean(pack(groups, 'origFormat', G, true)) : 0 },
+    components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': groups.length ? mean(pack(groups, 'origFormat', G, true)) : 0 },
   };
 }
 
@@ -136,7 +144,7 @@ ALGORITHMS.register('t-grpo', {
     });
     return {
       origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(groups.length * S), secondAdvantage: new Float32Array(groups.length * S), flat: out.flat,
-      components: { 'orig/reward': mean(out.reward), 'orig/correct': mean(out.correct), 'shuffled/correct': mean(out.pShuffled), 'tgrpo/bonus_on': mean(out.bonusOn) },
+      components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': mean(pack(groups, 'origFormat', G, true)), 'shuffled/correct': mean(out.pShuffled), 'shuffled/format': mean(pack(groups, 'secondFormat', S, true)), 'tgrpo/bonus_on': mean(out.bonusOn) },
     };
   },
 });
@@ -156,7 +164,7 @@ ALGORITHMS.register('arrowrl', {
     });
     return {
       origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(groups.length * H), secondAdvantage: new Float32Array(groups.length * H), flat: out.flat,
-      components: { 'orig/reward': mean(out.reward), 'orig/correct': mean(out.correct), 'arrow/differ': mean(out.differ) },
+      components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': mean(pack(groups, 'origFormat', G, true)), 'reversed/format': mean(pack(groups, 'secondFormat', H, true)), 'arrow/differ': mean(out.differ) },
     };
   },
 });
@@ -183,8 +191,8 @@ function crpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, trainSe
   return {
     origReward: out.origReward, origAdvantage: out.origAdvantage, secondReward: out.cfReward, secondAdvantage: out.cfAdvantage, flat,
     components: {
-      'orig/reward': mean(out.origReward), 'orig/correct': mean(out.correct), 'orig/format': mean(origFormat), 'orig/crr': B ? crrO / (B * G) : 0,
-      'cf/reward': mean(out.cfReward), 'cf/behave': mean(out.expected), 'cf/format': mean(cfFormat), 'cf/crr': B ? crrC / (B * H) : 0,
+      'orig/reward': mean(out.origReward), 'orig/reward_std': std(out.origReward), 'orig/correct': mean(out.correct), 'orig/format': mean(origFormat), 'orig/crr': B ? crrO / (B * G) : 0,
+      'cf/reward': mean(out.cfReward), 'cf/reward_std': std(out.cfReward), 'cf/behave': mean(out.expected), 'cf/format': mean(cfFormat), 'cf/crr': B ? crrC / (B * H) : 0,
       crr: B ? mean(Float32Array.from(out.pOrig, (p, b) => p * out.pCf[b])) : 0,
     },
   };

@@ -205,7 +205,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         zero_variance_share: mean(scores.flat),
         loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss), pg_loss: upd.pg, kl: upd.kl, entropy: upd.entropy, clip_fraction: upd.clipFraction,
         grad_norm: Number.isFinite(upd.gradNorm) ? upd.gradNorm : String(upd.gradNorm), skipped: upd.skipped,
-        sequences: seqs.length, tokens: upd.tokens, tokens_per_s: genTokens / Math.max(1e-9, stepSeconds), samples_per_s: samples / Math.max(1e-9, stepSeconds),
+        sequences: seqs.length, tokens: upd.tokens, completion_length: genTokens / Math.max(1, samples), tokens_per_s: genTokens / Math.max(1e-9, stepSeconds), samples_per_s: samples / Math.max(1e-9, stepSeconds),
         rollout_seconds: rolloutSeconds, reward_seconds: rewardSeconds, update_seconds: updateSeconds, step_seconds: stepSeconds,
       };
       if (dist.worldSize > 1) {
