@@ -279,6 +279,11 @@ export interface NativeQwenTrainBatch {
   maxNewTokens?: number;
   /** Log-probs of logits / temperature. */
   temperature?: number;
+  /** Micro-batching: the whole batch's completion tokens / sequences (aggregation normalisers). */
+  normTokens?: number;
+  normSequences?: number;
+  /** false: only add this micro-batch's gradients; true (default): then clip and step. */
+  apply?: boolean;
 }
 
 export interface NativeQwenTrainStats {

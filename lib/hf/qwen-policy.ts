@@ -33,6 +33,11 @@ export interface QwenPolicyOptions {
   maxPixels?: number;
   /** Frame rate of the prompt frames, for Qwen3-VL timestamps (default 2). */
   videoFps?: number;
+  /**
+   * Sequences per forward/backward in trainStep / sftStep (gradients accumulate over the
+   * micro-batches, one AdamW step per call); 0 = the whole batch at once.
+   */
+  microBatch?: number;
 }
 
 export const DEFAULT_QWEN_LORA: LoraOptions = { rank: 16, alpha: 32, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] };
@@ -186,6 +191,26 @@ export class QwenPolicy implements Policy {
   }
 
   async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+    const mb = this.o.microBatch && this.o.microBatch > 0 ? this.o.microBatch : seqs.length;
+    const normTokens = seqs.reduce((a, q) => a + q.tokens.length, 0);
+    const total: TrainStepStats = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: NaN, entropy: 0, tokens: 0, skipped: false };
+    for (let k = 0; k < seqs.length; k += mb) {
+      const chunk = seqs.slice(k, k + mb);
+      const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply: k + mb >= seqs.length });
+      total.loss += st.loss;
+      total.pg += st.pg;
+      total.kl += st.kl;
+      total.clipFraction += st.clipFraction * st.tokens;
+      total.entropy += st.entropy * st.tokens;
+      total.tokens += st.tokens;
+      total.gradNorm = st.gradNorm;
+      if (st.skipped) return { ...total, clipFraction: total.tokens ? total.clipFraction / total.tokens : 0, entropy: total.tokens ? total.entropy / total.tokens : 0, skipped: true, gradNorm: NaN };
+    }
+    this.trained = true;
+    return { ...total, clipFraction: total.tokens ? total.clipFraction / total.tokens : 0, entropy: total.tokens ? total.entropy / total.tokens : 0 };
+  }
+
+  private async trainChunk(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions, acc: { normTokens: number; normSequences: number; apply: boolean }): Promise<TrainStepStats> {
     const { inputs, starts, L } = await this.rows(prompts, seqs);
     const B = seqs.length;
     const completionMask = new Int32Array(B * L);
@@ -216,8 +241,8 @@ export class QwenPolicy implements Policy {
       aggregation: o.aggregation,
       maxNewTokens: o.maxNewTokens,
       temperature: o.temperature,
+      ...acc,
     });
-    if (!st.skipped) this.trained = true;
     return { loss: st.loss, pg: st.pgLoss, kl: st.kl, clipFraction: st.clipFraction, gradNorm: st.gradNorm, entropy: st.entropy, tokens: st.tokens, skipped: st.skipped };
   }
 

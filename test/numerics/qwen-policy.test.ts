@@ -78,6 +78,18 @@ const reason25 = goldenSkipReason('qwen2_5_vl');
       const sft = await p.sftStep(prompts, [0, 1], { lr: 1e-2, maxGradNorm: 1 });
       expect(Number.isFinite(sft.loss) && sft.loss > 0).toBe(true);
 
+      // micro-batches of 2 sequences accumulate to the same step as the whole batch at once
+      const m2 = await QwenPolicy.create({ ...opts, microBatch: 2 });
+      const m6 = await QwenPolicy.create({ ...opts, microBatch: 0 });
+      const stepOpts = { lr: 1e-2, maxGradNorm: 1, weightDecay: 0, temperature: 1, clipLow: 0.2, clipHigh: 0.28, beta: 0.04, aggregation: 'token-mean' as const, maxNewTokens: 5 };
+      const s2 = await m2.trainStep(prompts, train, stepOpts);
+      const s6 = await m6.trainStep(prompts, train, stepOpts);
+      expect(Math.abs(s2.loss - s6.loss)).toBeLessThan(1e-6);
+      expect(Math.abs(s2.gradNorm - s6.gradNorm)).toBeLessThan(1e-5 * s6.gradNorm);
+      expect(maxDiff(await m2.logprobs(prompts, seqs, { temperature: 1 }), await m6.logprobs(prompts, seqs, { temperature: 1 }))).toBeLessThan(1e-5);
+      m2.dispose();
+      m6.dispose();
+
       const ck = path.join(tmp, 'step-1');
       await p.save(ck);
       const r = await QwenPolicy.create({ ...opts, resumeFrom: ck });

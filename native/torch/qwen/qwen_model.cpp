@@ -612,6 +612,7 @@ void Model::set_trainable(const std::string& mode) {
   trainable_mode_ = mode;
   opt_.reset();
   opt_params_.clear();
+  accumulating_ = false;
 }
 
 std::vector<std::string> Model::trainable_names() const {
@@ -658,7 +659,7 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
               "qwen: completion mask must be (B, L) = (", B, ", ", L, ")");
   bool was = training_;
   training_ = true;
-  opt_->zero_grad();
+  if (!accumulating_) opt_->zero_grad();
   ForwardResult r;
   try {
     r = forward(in, nullptr);
@@ -682,13 +683,14 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
   }
   // per-token weights of the aggregation (lib/algo/loss.ts policyLoss)
   at::Tensor per_seq = mask.sum(1, true).clamp_min(1);  // (B, 1)
+  const double nseq = static_cast<double>(o.norm_seqs > 0 ? o.norm_seqs : B);
   at::Tensor wgt;
   if (o.aggregation == "token-mean")
-    wgt = mask / mask.sum().clamp_min(1);
+    wgt = o.norm_tokens > 0 ? mask / static_cast<double>(o.norm_tokens) : mask / mask.sum().clamp_min(1);
   else if (o.aggregation == "seq-mean-token-mean")
-    wgt = mask / (per_seq * static_cast<double>(B));
+    wgt = mask / (per_seq * nseq);
   else if (o.aggregation == "seq-mean-token-sum-norm")
-    wgt = mask / (static_cast<double>(B) * o.max_new_tokens);
+    wgt = mask / (nseq * o.max_new_tokens);
   else
     TORCH_CHECK(false, "qwen: aggregation must be token-mean, seq-mean-token-mean or seq-mean-token-sum-norm but is '", o.aggregation, "'");
   at::Tensor loss;
@@ -720,9 +722,16 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
     st.skipped = true;
     st.grad_norm = std::nan("");
     opt_->zero_grad();
+    accumulating_ = false;
     return st;
   }
   loss.backward();
+  if (!o.apply) {
+    accumulating_ = true;  // the next call adds to these gradients
+    st.grad_norm = std::nan("");
+    return st;
+  }
+  accumulating_ = false;
   double sq = 0;
   for (auto& p : opt_params_)
     if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
@@ -793,6 +802,7 @@ void Model::merge_lora() {
   }
   opt_.reset();
   opt_params_.clear();
+  accumulating_ = false;
 }
 
 at::Tensor Model::merged_weight(const std::string& name) const {

@@ -129,6 +129,10 @@ struct TrainOptions {
   double lr = 1e-4, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   double clip_low = 0.2, clip_high = 0.2, kl_beta = 0.0;
+  // Gradient accumulation over micro-batches: the aggregation's normalisers for the whole batch
+  // (0 = this call's own counts), and whether this call ends the batch (clip + AdamW step).
+  int64_t norm_tokens = 0, norm_seqs = 0;
+  bool apply = true;
 };
 
 struct TrainStats {
@@ -221,6 +225,7 @@ class Model {
   bool training_ = false;
   bool checkpointing_ = false;
   std::string trainable_mode_;
+  bool accumulating_ = false;  // gradients of earlier micro-batches are held
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::vector<at::Tensor> opt_params_;
   void ensure_optimizer(const TrainOptions& o);
