@@ -9,9 +9,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
-import { THREAD_SETTINGS, TwinServer, handOver, hasPolicy, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, readI32, tinyPolicy } from './policy-fixture';
+import { THREAD_SETTINGS, TwinServer, applyThreadEnv, handOver, hasPolicy, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, readI32, tinyPolicy } from './policy-fixture';
 
 
+
+applyThreadEnv();
 const PROMPTS = 8, G = 8, MAX_NEW = 32;
 const WARMUP = 2, RUNS = 9;
 const LOGP_ATOL = 1e-4;

@@ -25,7 +25,11 @@ export const THREADS = Number(process.env.CRPO_BENCH_THREADS) || os.cpus().lengt
  * to 3.8 s with spinning under a load average of 11).
  */
 export const THREAD_ENV = { OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1', OMP_WAIT_POLICY: 'PASSIVE' };
-Object.assign(process.env, THREAD_ENV);
+
+/** Gives this process the same threading environment; call before anything loads libtorch. */
+export function applyThreadEnv(): void {
+  Object.assign(process.env, THREAD_ENV);
+}
 
 
 /** A word-level vocabulary of about 512 pieces (the tiny preset's vocabulary is data-dependent). */

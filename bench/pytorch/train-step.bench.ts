@@ -12,9 +12,11 @@ import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
 import type { RlCompletions } from '../../lib/model/policy';
 import {
-  THREAD_SETTINGS, TwinServer, handOver, hasPolicy, lcg, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, tinyPolicy,
+  THREAD_SETTINGS, TwinServer, applyThreadEnv, handOver, hasPolicy, lcg, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, tinyPolicy,
 } from './policy-fixture';
 
+
+applyThreadEnv();
 const QUESTIONS = 4, G = 8, WIDTH = 16;
 const WARMUP = 2, RUNS = 9;
 /** Tolerances: float32 sums over up to ~10^4 terms in a different order (BLAS blocking, fused ops). */
