@@ -104,6 +104,8 @@ export async function handler(a: Args): Promise<void> {
     if (!baseURL) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
     if (!model) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
   }
+  // The checkpoint kind registers itself when its module loads (it pulls in the server and the model).
+  if (a.kind === 'checkpoint') await import('../../serve/checkpoint-model');
   const name = (model ?? (a.checkpoint ? path.basename(a.checkpoint) : a.kind)).replace(/[^A-Za-z0-9._-]+/g, '_');
   const out = a.out ?? path.join('runs', 'eval', `${name}-${path.basename(a.data).replace(/\.jsonl$/i, '')}`);
   const { summary, files } = await runEval(
