@@ -201,6 +201,8 @@ export interface DistNativeApi {
   distLiveGroups(): number;
   distBackends(): string[];
   distExitNow(code: number): never;
+  /** Test twin: GradReducer (overlapped with backward) vs allreduce_mean after backward on a small MLP. */
+  distReducerCheck(group: number, bucketMb: number): Promise<{ maxDiff: number; startedDuringBackward: number; buckets: number }>;
 }
 
 export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
