@@ -72,6 +72,15 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
     }
   });
 
+  it('gradient buckets all-reduced during backward equal one all-reduce after it, exactly', () => {
+    for (const r of results) {
+      // 1 KiB buckets: 5 buckets, 4 start while backward runs (the 5th holds a parameter without gradient)
+      expect(r.reducer[0]).toEqual({ maxDiff: 0, startedDuringBackward: 4, buckets: 5 });
+      // one 25 MiB bucket: nothing can start before the last gradient
+      expect(r.reducer[1]).toEqual({ maxDiff: 0, startedDuringBackward: 0, buckets: 1 });
+    }
+  });
+
   it('trainer helpers: weighted metric means, sums, max; rank 0 weights everywhere; shards', () => {
     for (const r of results) {
       // acc: (0.5*1 + 1*2) / 3; tokens: 10 + 20; peak: max(0, 3)

@@ -26,6 +26,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -227,6 +228,25 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     crpo_.reset();
     root_.reset();
     tcp_.reset();
+  }
+
+ private:
+  // For GradReducer: one all-reduce (sum) of a flat buffer started now, and its failure-aware wait.
+ public:
+  c10::intrusive_ptr<c10d::Work> start_allreduce_sum(at::Tensor& flat) {
+    check_live("allreduce");
+    seq_++;
+    comm_calls_ += 1;
+    comm_bytes_ += static_cast<int64_t>(flat.nbytes());
+    std::vector<at::Tensor> arg{flat};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    return start("allreduce", [&]() { return pg_->allreduce(arg, opts); });
+  }
+  void wait_allreduce(const c10::intrusive_ptr<c10d::Work>& work) {
+    const auto t0 = Clock::now();
+    wait_work("allreduce", work);
+    comm_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
   }
 
  private:
@@ -560,6 +580,141 @@ std::shared_ptr<ProcessGroupHandle> create_process_group(const ProcessGroupOptio
 
 std::shared_ptr<ProcessGroupHandle> find_process_group(int64_t id) { return find_group(id, "find_process_group"); }
 
+// -- GradReducer ------------------------------------------------------------------------------------
+
+struct GradReducer::Impl {
+  std::shared_ptr<Group> group;
+  std::vector<at::Tensor> params;
+  struct Slot {
+    size_t bucket = 0;
+    int64_t offset = 0;
+    bool filled = false;
+  };
+  struct Bucket {
+    std::vector<size_t> members;
+    at::Tensor flat;
+    size_t pending = 0;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  std::vector<Slot> slots;
+  std::vector<Bucket> buckets;
+  std::vector<unsigned> hooks;
+  size_t next = 0;  // the next bucket to start (buckets start in index order on every rank)
+  bool in_backward = false;
+  int started_early = 0;
+  std::mutex mu;  // hooks may run on autograd worker threads (one per device)
+
+  void start_ready() {
+    while (next < buckets.size() && buckets[next].pending == 0) {
+      buckets[next].work = group->start_allreduce_sum(buckets[next].flat);
+      if (in_backward) started_early++;
+      next++;
+    }
+  }
+};
+
+GradReducer::GradReducer(std::shared_ptr<ProcessGroupHandle> group, std::vector<at::Tensor> params, double bucket_mb)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->group = std::dynamic_pointer_cast<Group>(group);
+  if (!impl_->group) throw OpError(ErrorKind::Generic, "ERR_CRPO_INVALID_ARG", "GradReducer: not a crpo process group");
+  impl_->params = std::move(params);
+  const int64_t cap = bucket_mb <= 0 ? 0 : static_cast<int64_t>(bucket_mb * 1024.0 * 1024.0);
+  impl_->slots.resize(impl_->params.size());
+  // Reverse order, one dtype and device per bucket.
+  int64_t bytes = 0;
+  for (size_t k = impl_->params.size(); k-- > 0;) {
+    const at::Tensor& p = impl_->params[k];
+    auto& bs = impl_->buckets;
+    const bool fresh = bs.empty() || cap == 0 || bytes + static_cast<int64_t>(p.nbytes()) > cap ||
+                       impl_->params[bs.back().members[0]].scalar_type() != p.scalar_type() ||
+                       impl_->params[bs.back().members[0]].device() != p.device();
+    if (fresh) {
+      bs.emplace_back();
+      bytes = 0;
+    }
+    impl_->slots[k].bucket = bs.size() - 1;
+    bs.back().members.push_back(k);
+    bytes += static_cast<int64_t>(p.nbytes());
+  }
+  for (auto& b : impl_->buckets) {
+    int64_t n = 0;
+    for (size_t k : b.members) {
+      impl_->slots[k].offset = n;
+      n += impl_->params[k].numel();
+    }
+    const at::Tensor& p0 = impl_->params[b.members[0]];
+    b.flat = at::zeros({n}, p0.options().device(impl_->group->device()).requires_grad(false));
+  }
+  Impl* im = impl_.get();
+  for (size_t k = 0; k < impl_->params.size(); ++k) {
+    impl_->hooks.push_back(impl_->params[k].register_hook([im, k](at::Tensor grad) {
+      std::lock_guard<std::mutex> lock(im->mu);
+      Impl::Slot& s = im->slots[k];
+      Impl::Bucket& b = im->buckets[s.bucket];
+      at::NoGradGuard ng;
+      b.flat.narrow(0, s.offset, grad.numel()).copy_(grad.reshape({-1}));
+      if (!s.filled) {
+        s.filled = true;
+        b.pending--;
+      }
+      im->start_ready();
+    }));
+  }
+}
+
+GradReducer::~GradReducer() {
+  for (size_t k = 0; k < impl_->hooks.size(); ++k) {
+    try {
+      impl_->params[k].remove_hook(impl_->hooks[k]);
+    } catch (...) {
+    }
+  }
+}
+
+int GradReducer::buckets() const { return static_cast<int>(impl_->buckets.size()); }
+
+void GradReducer::prepare() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (auto& s : impl_->slots) s.filled = false;
+  for (auto& b : impl_->buckets) {
+    b.pending = b.members.size();
+    b.work.reset();
+  }
+  impl_->next = 0;
+  impl_->started_early = 0;
+  impl_->in_backward = true;
+}
+
+void GradReducer::finish() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->in_backward = false;
+    started_early_ = impl_->started_early;
+    // Parameters that got no gradient (unused this step) contribute zeros, on every rank alike.
+    for (size_t k = 0; k < impl_->slots.size(); ++k) {
+      auto& s = impl_->slots[k];
+      if (s.filled) continue;
+      auto& b = impl_->buckets[s.bucket];
+      b.flat.narrow(0, s.offset, impl_->params[k].numel()).zero_();
+      s.filled = true;
+      b.pending--;
+    }
+    impl_->start_ready();
+  }
+  at::NoGradGuard ng;
+  const double world = impl_->group->world_size();
+  for (auto& b : impl_->buckets) {
+    impl_->group->wait_allreduce(b.work);
+    b.flat.div_(world);
+    for (size_t k : b.members) {
+      at::Tensor& p = impl_->params[k];
+      at::Tensor v = b.flat.narrow(0, impl_->slots[k].offset, p.numel()).view(p.sizes());
+      if (p.grad().defined()) p.mutable_grad().copy_(v);
+      else p.mutable_grad() = v.to(p.device()).clone();
+    }
+  }
+}
+
 namespace {
 
 // -- N-API ------------------------------------------------------------------------------------------
@@ -801,6 +956,55 @@ Napi::Value DistBackends(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// Test twin: a small MLP on rank-dependent inputs; gradients averaged (a) by GradReducer during
+// backward and (b) by allreduce_mean after backward. Returns the largest difference and the overlap.
+Napi::Value DistReducerCheck(const Napi::CallbackInfo& info) {
+  return guarded(info, "distReducerCheck", [&]() -> Napi::Value {
+    const std::string op = "distReducerCheck";
+    auto g = find_group(read_id(info, op), op);
+    const double bucket = info.Length() > 1 ? read_number(info[1], op, "bucketMb") : 0.01;
+    auto out = std::make_shared<std::array<double, 3>>();
+    return queue(
+        info, op,
+        [g, bucket, out]() {
+          torch::manual_seed(3);
+          // params[0] is unused (no gradient: zeros, in the last bucket); the rest form y = W2 relu(W1 x + b1) + b2.
+          std::vector<at::Tensor> params = {torch::randn({5}), torch::randn({64, 32}), torch::randn({64}), torch::randn({10, 64}),
+                                            torch::randn({10})};
+          for (auto& p : params) p.set_requires_grad(true);
+          torch::manual_seed(100 + g->rank());
+          at::Tensor x = torch::randn({8, 32});
+          auto loss_of = [&]() {
+            auto h = torch::relu(torch::matmul(x, params[1].t()) + params[2]);
+            return (torch::matmul(h, params[3].t()) + params[4]).pow(2).mean();
+          };
+          GradReducer reducer(g, params, bucket);
+          reducer.prepare();
+          loss_of().backward();
+          reducer.finish();
+          std::vector<at::Tensor> overlapped;
+          for (auto& p : params) overlapped.push_back(p.grad().clone());
+          for (auto& p : params) p.mutable_grad() = at::Tensor();
+          loss_of().backward();
+          std::vector<at::Tensor> grads;
+          for (auto& p : params) grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+          g->allreduce_mean(grads);
+          double gap = 0;
+          for (size_t i = 0; i < grads.size(); ++i) gap = std::max(gap, (overlapped[i] - grads[i]).abs().max().item<double>());
+          (*out)[0] = gap;
+          (*out)[1] = reducer.started_during_backward();
+          (*out)[2] = reducer.buckets();
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("maxDiff", Napi::Number::New(env, (*out)[0]));
+          o.Set("startedDuringBackward", Napi::Number::New(env, (*out)[1]));
+          o.Set("buckets", Napi::Number::New(env, (*out)[2]));
+          return o;
+        });
+  });
+}
+
 // Ends the process at once, without running static destructors while collective or heartbeat
 // threads are still inside libtorch (used after a peer failure has been reported).
 Napi::Value DistExitNow(const Napi::CallbackInfo& info) {
@@ -822,6 +1026,7 @@ ExportRegistrar reg("dist", [](Napi::Env env, Napi::Object exports) {
   exports.Set("distLiveGroups", Napi::Function::New(env, DistLiveGroups, "distLiveGroups"));
   exports.Set("distBackends", Napi::Function::New(env, DistBackends, "distBackends"));
   exports.Set("distExitNow", Napi::Function::New(env, DistExitNow, "distExitNow"));
+  exports.Set("distReducerCheck", Napi::Function::New(env, DistReducerCheck, "distReducerCheck"));
 });
 
 }  // namespace

@@ -69,6 +69,31 @@ class ProcessGroupHandle {
 
 std::shared_ptr<ProcessGroupHandle> create_process_group(const ProcessGroupOptions& options);
 
+// DDP-style gradient averaging overlapped with backward: parameters are assigned to buckets of
+// about bucket_mb MiB in reverse order (backward produces late layers' gradients first); a hook on
+// each parameter copies its gradient into its bucket, and a full bucket's all-reduce starts while
+// backward goes on (buckets start in index order on every rank, as c10d requires). finish() starts
+// what is left (missing gradients count as zeros), waits, and sets every parameter's .grad() to the
+// mean over ranks. Gradients must be empty or zero before backward (no accumulation across calls).
+//   GradReducer r(pg, params, 25);  r.prepare();  loss.backward();  r.finish();
+class GradReducer {
+ public:
+  GradReducer(std::shared_ptr<ProcessGroupHandle> group, std::vector<at::Tensor> params, double bucket_mb);
+  ~GradReducer();
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+  void prepare();
+  void finish();
+  // Buckets whose all-reduce started during backward in the last round (the overlap achieved).
+  int started_during_backward() const { return started_early_; }
+  int buckets() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int started_early_ = 0;
+};
+
 // The live group with the id that JS holds (lib/dist/process-group.ts `nativeId`), for native
 // functions such as the train step that receive the id as an argument. Throws when unknown.
 std::shared_ptr<ProcessGroupHandle> find_process_group(int64_t id);
