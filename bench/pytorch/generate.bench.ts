@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     '',
     `Target >= 1.5x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}. ` +
       'Both sides run the same ATen kernels; the native loop saves the per-op Python overhead of each decode step (many small ops per token), ' +
-      'and the native time includes decoding the 64 completions to text in JS.',
+      'and the native time includes decoding the 64 completions to text in JS. With other jobs on the machine, ratios move between runs; compare both thread settings.',
   ].join('\n');
   writeResults('pytorch-generate', json, md);
 }
