@@ -115,3 +115,26 @@ d('data-parallel training with the native policy (2 ranks x b prompts vs 1 proce
     }
   }, 120000);
 });
+
+d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
+  it('keeps both replicas identical, trains, and writes only on rank 0', async () => {
+    const fs = await import('fs');
+    const os = await import('os');
+    const path = await import('path');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-'));
+    const runs = await runRanks('trainer', 2, { OUT_0: path.join(tmp, 'rank0'), OUT_1: path.join(tmp, 'rank1') });
+    const out = runs.map((r) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+      return JSON.parse(line).result;
+    });
+    expect(runs.map((r) => r.code)).toEqual([0, 0]);
+    expect(out[0].digest).toBe(out[1].digest);
+    const metrics = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics).toHaveLength(2);
+    for (const m of metrics) expect(m.grad_norm).toBeGreaterThan(0);
+    expect(fs.existsSync(path.join(tmp, 'rank0', 'checkpoints'))).toBe(true);
+    expect(fs.existsSync(path.join(tmp, 'rank1', 'metrics.jsonl'))).toBe(false);
+    expect(fs.existsSync(path.join(tmp, 'rank1', 'checkpoints'))).toBe(false);
+  }, 120000);
+});
