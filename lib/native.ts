@@ -230,6 +230,9 @@ export interface NativeQwenInputs {
   videoGridThw?: Int32Array;
   /** The vision inputs belong to every row (one group): encoded once, scattered into each row. */
   shareVision?: boolean;
+  /** Image / video i fills repeats[i] consecutive placeholder runs (encoded once). */
+  imageRepeats?: number[];
+  videoRepeats?: number[];
 }
 
 export interface NativeQwenLoadSpec {

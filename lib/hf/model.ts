@@ -117,6 +117,12 @@ export interface QwenInputs {
    * and scattered into each row. Without it, rows consume the vision inputs in order (transformers).
    */
   shareVision?: boolean;
+  /**
+   * Image / video i fills imageRepeats[i] / videoRepeats[i] consecutive placeholder runs (rows of
+   * one prompt in a training batch): encoded once, its features repeated.
+   */
+  imageRepeats?: number[];
+  videoRepeats?: number[];
 }
 
 export interface QwenForwardOptions {
@@ -205,18 +211,25 @@ export class QwenVLModel extends NativeHandle {
     if (B < 1) throw invalidArg('inputs.inputIds', 'at least one row', inputs.inputIds);
     const L = inputs.inputIds[0].length;
     const rep = <T>(xs: T[] | undefined): T[] | undefined => (xs && inputs.shareVision ? Array.from({ length: B }, () => xs).flat() : xs);
+    const each = <T>(xs: T[] | undefined, reps: number[] | undefined): T[] | undefined => {
+      if (!xs || !reps) return xs;
+      if (reps.length !== xs.length || !reps.every((r) => Number.isInteger(r) && r >= 1)) throw invalidArg('repeats', `${xs.length} positive integers (one per grid)`, reps);
+      return xs.flatMap((x, i) => Array.from({ length: reps[i] }, () => x));
+    };
     const positionIds =
       inputs.positionIds ??
       ropeIndex(this.config, {
         inputIds: inputs.inputIds,
         attentionMask: inputs.attentionMask,
-        imageGridThw: rep(inputs.imageGridThw),
-        videoGridThw: rep(inputs.videoGridThw),
-        secondPerGridTs: rep(inputs.secondPerGridTs),
+        imageGridThw: rep(each(inputs.imageGridThw, inputs.imageRepeats)),
+        videoGridThw: rep(each(inputs.videoGridThw, inputs.videoRepeats)),
+        secondPerGridTs: rep(each(inputs.secondPerGridTs, inputs.videoRepeats)),
       }).positionIds;
     const n: NativeQwenInputs = { batch: B, seqLen: L, inputIds: flatInt32(inputs.inputIds, 'inputs.inputIds'), positionIds };
     if (inputs.attentionMask) n.attentionMask = flatInt32(inputs.attentionMask, 'inputs.attentionMask');
     if (inputs.shareVision) n.shareVision = true;
+    if (inputs.imageRepeats) n.imageRepeats = inputs.imageRepeats;
+    if (inputs.videoRepeats) n.videoRepeats = inputs.videoRepeats;
     if (inputs.pixelValues && inputs.imageGridThw) {
       n.pixelValues = inputs.pixelValues;
       n.imageGridThw = Int32Array.from(inputs.imageGridThw.flat());

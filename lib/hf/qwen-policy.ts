@@ -126,20 +126,35 @@ export class QwenPolicy implements Policy {
     return e;
   }
 
-  /** Rows of prompt + completion, right-padded, each row with its own copy of the prompt's vision input. */
-  private async rows(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[]): Promise<{ inputs: QwenInputs; starts: number[]; L: number }> {
-    const enc = await Promise.all(seqs.map((s) => this.encode(prompts[s.prompt])));
-    const L = Math.max(...seqs.map((s, i) => enc[i].ids.length + s.tokens.length));
+  /**
+   * Rows of prompt + completion, right-padded, grouped by prompt (`order[b]` = index into seqs of
+   * row b): each prompt's frames are encoded once and fill all its rows.
+   */
+  private async rows(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[]): Promise<{ inputs: QwenInputs; starts: number[]; L: number; order: number[] }> {
+    const order = seqs.map((_, k) => k).sort((a, b) => seqs[a].prompt - seqs[b].prompt || a - b);
+    const groups: number[] = []; // distinct prompts in row order
+    const counts: number[] = [];
+    for (const k of order) {
+      if (groups[groups.length - 1] !== seqs[k].prompt) {
+        groups.push(seqs[k].prompt);
+        counts.push(0);
+      }
+      counts[counts.length - 1]++;
+    }
+    const enc = new Map<number, EncodedPrompt>();
+    for (const g of groups) enc.set(g, await this.encode(prompts[g]));
+    const L = Math.max(...seqs.map((s) => enc.get(s.prompt)!.ids.length + s.tokens.length));
     const inputIds: number[][] = [];
     const attentionMask: number[][] = [];
     const starts: number[] = [];
-    seqs.forEach((s, i) => {
-      const row = [...enc[i].ids, ...s.tokens];
+    for (const k of order) {
+      const s = seqs[k];
+      const e = enc.get(s.prompt)!;
+      const row = [...e.ids, ...s.tokens];
       attentionMask.push([...row.map(() => 1), ...Array(L - row.length).fill(0)]);
       inputIds.push([...row, ...Array(L - row.length).fill(this.eos)]);
-      starts.push(enc[i].ids.length);
-    });
-    // vision inputs in row order, images and videos separately (each row its own copy)
+      starts.push(e.ids.length);
+    }
     const cat = (xs: Float32Array[]) => {
       const out = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
       let off = 0;
@@ -149,12 +164,19 @@ export class QwenPolicy implements Policy {
       }
       return out;
     };
-    const img = enc.filter((e) => e.kind === 'image');
-    const vid = enc.filter((e) => e.kind === 'video');
+    const img = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'image');
+    const vid = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'video');
     const inputs: QwenInputs = { inputIds, attentionMask };
-    if (img.length) Object.assign(inputs, { pixelValues: cat(img.map((e) => e.pixels)), imageGridThw: img.map((e) => e.grid) });
-    if (vid.length) Object.assign(inputs, { pixelValuesVideos: cat(vid.map((e) => e.pixels)), videoGridThw: vid.map((e) => e.grid), secondPerGridTs: vid.map((e) => e.secondPerGrid) });
-    return { inputs, starts, L };
+    if (img.length) Object.assign(inputs, { pixelValues: cat(img.map((x) => x.e.pixels)), imageGridThw: img.map((x) => x.e.grid), imageRepeats: img.map((x) => x.n) });
+    if (vid.length) {
+      Object.assign(inputs, {
+        pixelValuesVideos: cat(vid.map((x) => x.e.pixels)),
+        videoGridThw: vid.map((x) => x.e.grid),
+        videoRepeats: vid.map((x) => x.n),
+        secondPerGridTs: vid.map((x) => x.e.secondPerGrid),
+      });
+    }
+    return { inputs, starts, L, order };
   }
 
   async generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]> {
@@ -185,9 +207,13 @@ export class QwenPolicy implements Policy {
 
   async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
     if (seqs.length === 0) return [];
-    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const r = await this.model.forward(inputs, { lora: !o.reference, temperature: o.temperature });
-    return seqs.map((s, b) => Array.from({ length: s.tokens.length }, (_, j) => r.tokenLogprobs.data[b * (L - 1) + starts[b] - 1 + j]));
+    const out: number[][] = new Array(seqs.length);
+    order.forEach((k, b) => {
+      out[k] = Array.from({ length: seqs[k].tokens.length }, (_, j) => r.tokenLogprobs.data[b * (L - 1) + starts[b] - 1 + j]);
+    });
+    return out;
   }
 
   async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
@@ -211,12 +237,13 @@ export class QwenPolicy implements Policy {
   }
 
   private async trainChunk(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions, acc: { normTokens: number; normSequences: number; apply: boolean }): Promise<TrainStepStats> {
-    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const B = seqs.length;
     const completionMask = new Int32Array(B * L);
     const oldLogprobs = new Float32Array(B * (L - 1));
     const refLogprobs = o.beta > 0 ? new Float32Array(B * (L - 1)) : undefined;
-    seqs.forEach((s, b) => {
+    const rowSeqs = order.map((k) => seqs[k]);
+    rowSeqs.forEach((s, b) => {
       for (let j = 0; j < s.tokens.length; j++) {
         completionMask[b * L + starts[b] + j] = 1;
         oldLogprobs[b * (L - 1) + starts[b] - 1 + j] = s.oldLogprobs[j];
@@ -228,7 +255,7 @@ export class QwenPolicy implements Policy {
     });
     const st = await this.model.trainStep(inputs, {
       completionMask,
-      advantages: Float32Array.from(seqs, (s) => s.advantage),
+      advantages: Float32Array.from(rowSeqs, (s) => s.advantage),
       oldLogprobs,
       refLogprobs,
       objective: 'grpo',
@@ -248,9 +275,9 @@ export class QwenPolicy implements Policy {
 
   async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
     const seqs = prompts.map((_, i) => ({ prompt: i, tokens: [...this.tokenizer.encode(answerCompletion(answers[i])), this.eos] }));
-    const { inputs, starts, L } = await this.rows(prompts, seqs);
+    const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const completionMask = new Int32Array(seqs.length * L);
-    seqs.forEach((s, b) => s.tokens.forEach((_, j) => (completionMask[b * L + starts[b] + j] = 1)));
+    order.forEach((k, b) => seqs[k].tokens.forEach((_, j) => (completionMask[b * L + starts[b] + j] = 1)));
     const st = await this.model.trainStep(inputs, { completionMask, objective: 'sft', aggregation: 'seq-mean-token-mean', lr: o.lr, maxGradNorm: o.maxGradNorm });
     if (!st.skipped) this.trained = true;
     return { loss: st.loss, gradNorm: st.gradNorm };

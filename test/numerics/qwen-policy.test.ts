@@ -61,6 +61,10 @@ const reason25 = goldenSkipReason('qwen2_5_vl');
       const seqs = a.flatMap((g, i) => g.map((c) => ({ prompt: i, tokens: c.tokens })));
       const lp = await p.logprobs(prompts, seqs, { temperature: 1 });
       expect(maxDiff(lp, a.flat().map((c) => c.logprobs))).toBeLessThan(1e-4);
+      // rows are grouped by prompt inside (one vision encoding per prompt): results keep the caller's order
+      const perm = [4, 0, 3, 1, 5, 2];
+      const shuffled = await p.logprobs(prompts, perm.map((k) => seqs[k]), { temperature: 1 });
+      expect(maxDiff(shuffled, perm.map((k) => lp[k]))).toBeLessThan(1e-5);
       const ref0 = await p.logprobs(prompts, seqs, { temperature: 1, reference: true });
       expect(maxDiff(ref0, lp)).toBe(0);
       const d0 = p.weightsDigest();

@@ -247,6 +247,8 @@ qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const s
   vis("pixelValues", "imageGridThw", &in.pixel_values, &in.image_grid);
   vis("pixelValuesVideos", "videoGridThw", &in.pixel_values_videos, &in.video_grid);
   in.share_vision = get_bool(o, "shareVision", false);
+  in.image_repeats = get_ints(o, "imageRepeats", op);
+  in.video_repeats = get_ints(o, "videoRepeats", op);
   return in;
 }
 

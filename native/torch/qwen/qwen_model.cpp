@@ -295,11 +295,29 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
   at::Tensor img_mask, vid_mask;
   std::vector<at::Tensor> img_ds, vid_ds;
   auto scatter = [&](const at::Tensor& pixels, const at::Tensor& grid, int64_t token, const char* what,
-                     at::Tensor* mask_out, std::vector<at::Tensor>* ds_out) {
+                     at::Tensor* mask_out, std::vector<at::Tensor>* ds_out, const std::vector<int64_t>& reps) {
     VisionResult r = vision(pixels, grid, cap, "call" + std::to_string(call++));
     at::Tensor mask = ids.eq(token);
     int64_t n = mask.sum().item<int64_t>();
-    if (in.share_vision && ids.size(0) > 1) {
+    if (!reps.empty()) {
+      auto rows = grid_rows(grid);
+      TORCH_CHECK(reps.size() == rows.size(), "qwen: ", reps.size(), " ", what, " repeat counts for ", rows.size(), " grids");
+      const int64_t mu = cfg_.vision.merge * cfg_.vision.merge;
+      auto expand = [&](const at::Tensor& feats) {
+        std::vector<at::Tensor> parts;
+        int64_t off = 0;
+        for (size_t i = 0; i < rows.size(); ++i) {
+          int64_t len = rows[i][0] * rows[i][1] * rows[i][2] / mu;
+          TORCH_CHECK(reps[i] >= 1, "qwen: repeat counts must be positive");
+          at::Tensor part = feats.narrow(0, off, len);
+          parts.push_back(reps[i] > 1 ? part.repeat({reps[i], 1}) : part);
+          off += len;
+        }
+        return at::cat(parts, 0);
+      };
+      r.embeds = expand(r.embeds);
+      for (auto& d : r.deepstack) d = expand(d);
+    } else if (in.share_vision && ids.size(0) > 1) {
       // one encoding, scattered into every row of the group
       const int64_t B = ids.size(0);
       r.embeds = r.embeds.repeat({B, 1});
@@ -312,9 +330,9 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
     *ds_out = r.deepstack;
   };
   if (in.pixel_values.defined() && in.pixel_values.numel() > 0)
-    scatter(in.pixel_values, in.image_grid, cfg_.image_token, "Image", &img_mask, &img_ds);
+    scatter(in.pixel_values, in.image_grid, cfg_.image_token, "Image", &img_mask, &img_ds, in.image_repeats);
   if (in.pixel_values_videos.defined() && in.pixel_values_videos.numel() > 0)
-    scatter(in.pixel_values_videos, in.video_grid, cfg_.video_token, "Video", &vid_mask, &vid_ds);
+    scatter(in.pixel_values_videos, in.video_grid, cfg_.video_token, "Video", &vid_mask, &vid_ds, in.video_repeats);
   if (deepstack_full) {
     deepstack_full->clear();
     size_t n = std::max(img_ds.size(), vid_ds.size());

@@ -67,6 +67,9 @@ struct Inputs {
   at::Tensor pixel_values_videos;
   at::Tensor video_grid;  // (n_vid, 3)
   bool share_vision = false;  // the vision inputs belong to every row (a GRPO group): encoded once
+  // Each image / video i is used by image_repeats[i] consecutive placeholder runs (rows of one
+  // prompt): encoded once, its features repeated. Empty = each item used once (transformers).
+  std::vector<int64_t> image_repeats, video_repeats;
 };
 
 // Named intermediate outputs, recorded when enabled (for golden comparisons).
