@@ -35,6 +35,7 @@ const PROMPTS = 8; // global prompts per step (2b)
 const GROUP = 4; // completions per prompt
 const WIDTH = 32; // completion tokens
 const SIZES = [1 << 18, 1 << 20, 1 << 22, 1 << 24]; // floats: 1, 4, 16, 64 MiB
+const TRAIN_STEPS = 5; // trainer steps per run (the first is a warm-up)
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
@@ -139,7 +140,36 @@ async function worker(): Promise<void> {
   await ctx.close();
 }
 
-async function launch(world: number, threadsPerRank?: number): Promise<Record<string, any>> {
+/** A few steps of lib/train's train() with the native policy; rank 0 reports step seconds and time in collectives. */
+async function trainerWorker(): Promise<void> {
+  const { resolveConfig } = await import('../../lib/train/config');
+  const { train } = await import('../../lib/train/trainer');
+  await import('../../lib/rollout/native-policy');
+  const fs = await import('fs');
+  const ctx: DistContext = await initDistributed({ heartbeatTimeoutSeconds: 60 });
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-dist-'));
+  const c = resolveConfig({ overrides: { policy: { kind: 'native', init: '', preset: 'tiny' }, data: { train: 'synthetic', val: '', pairs: 16, valPairs: 4 }, steps: TRAIN_STEPS, batchSize: 8, groupSize: 4, valEvery: 0, saveEvery: 1000, out, progress: false, plots: false } as never });
+  const steps: { seconds: number; comm: number; update: number; rollout: number }[] = [];
+  let comm0 = ctx.group ? ctx.group.commStats().seconds : 0;
+  await train(c, {
+    dist: ctx,
+    log: () => undefined,
+    onStep: (line) => {
+      const comm = ctx.group ? ctx.group.commStats().seconds : 0;
+      steps.push({ seconds: Number(line.step_seconds), comm: comm - comm0, update: Number(line.update_seconds), rollout: Number(line.rollout_seconds) });
+      comm0 = comm;
+    },
+  });
+  const kept = steps.slice(1); // the first step warms up
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  if (ctx.isMain) {
+    process.stdout.write(JSON.stringify({ worldSize: ctx.worldSize, threads: Number(process.env.CRPO_NUM_THREADS), stepMs: 1e3 * med(kept.map((x) => x.seconds)), commMs: 1e3 * med(kept.map((x) => x.comm)), updateMs: 1e3 * med(kept.map((x) => x.update)), rolloutMs: 1e3 * med(kept.map((x) => x.rollout)) }) + '\n');
+  }
+  fs.rmSync(out, { recursive: true, force: true });
+  await ctx.close();
+}
+
+async function launch(world: number, threadsPerRank?: number, mode = '--worker'): Promise<Record<string, any>> {
   const port = await freePort();
   const cores = os.cpus().length;
   const threads = String(threadsPerRank ?? Math.max(1, Math.floor(cores / world)));
@@ -149,7 +179,7 @@ async function launch(world: number, threadsPerRank?: number): Promise<Record<st
       if (world > 1) Object.assign(env, { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank) });
       else for (const k of ['RANK', 'WORLD_SIZE', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
       return new Promise<string>((resolve, reject) => {
-        const child = spawn(process.execPath, ['-r', path.resolve(__dirname, '../../scripts/ts-register.js'), __filename, '--worker'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+        const child = spawn(process.execPath, ['-r', path.resolve(__dirname, '../../scripts/ts-register.js'), __filename, mode], { env, stdio: ['ignore', 'pipe', 'inherit'] });
         let text = '';
         child.stdout.on('data', (b) => (text += b));
         child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`rank ${rank} of ${world} exited ${code}`))));
@@ -172,6 +202,13 @@ async function main(): Promise<void> {
     oneT1 = faster(oneT1, await launch(1, 1));
   }
   if (!one || !two || !oneT1) throw new Error('no runs');
+  let tr1: Record<string, any> | undefined, tr2: Record<string, any> | undefined;
+  if (one.stepMs !== undefined) {
+    for (let r = 0; r < ROUNDS; r++) {
+      tr1 = faster(tr1, await launch(1, undefined, '--trainer'));
+      tr2 = faster(tr2, await launch(2, undefined, '--trainer'));
+    }
+  }
   const mib = (n: number) => (n * 4) / 2 ** 20;
   const bus = (n: number, ms: number) => (n * 4 * 2 * (2 - 1)) / 2 / (ms / 1e3) / 1e9;
   const arRows = Object.entries(two.allReduceMs as Record<string, number>).map(([n, ms]) => [
@@ -199,7 +236,18 @@ async function main(): Promise<void> {
       ],
     );
     md += `\n\nTime in all-reduce is measured inside the step on rank 0 (copies into buckets, transfer, and waiting for the slower rank); "transfer" is the same time on whichever rank arrived last (min over ranks), i.e. without the wait. Cross-checks from the same run: the same 2-rank step without the all-reduce takes ${fmt(two.localStepMs, 1)} ms (difference ${fmt(100 * twinShare, 1)}% of the step); a stand-alone all-reduce of the gradient's size takes ${fmt(two.allReduceMs[one.params], 2)} ms (${fmt(100 * arShare, 1)}%). All rows share the same ${os.cpus().length} cores (1 rank x ${one.threads} threads, 1 rank x 1 thread, 2 ranks x ${two.threads} thread${two.threads > 1 ? 's' : ''}); each row is the fastest of ${ROUNDS} alternating runs. When the load average above exceeds the core count, ratios between rows are dominated by other work on the machine; the share of a 2-rank step spent in the all-reduce is measured inside one run and is the robust number.`;
-    md += '\n\nA full trainer step (rollouts + rewards + update, lib/train) is not in this table: the multi-process wiring of the trainer was not finished when this benchmark was written (docs/distributed.md).\n';
+    if (tr1 && tr2) {
+      md += `\n\nFull trainer steps (lib/train \`train()\`, native policy, tiny preset, CRPO: 8 prompts x (4 original + 4 counterfactual) rollouts per global step, synthetic DyBench; median of ${TRAIN_STEPS - 1} steps after a warm-up step, fastest of ${ROUNDS} runs):\n\n`;
+      md += table(
+        ['ranks x prompts', 'threads per rank', 's per step', 'rollout s', 'update s', 'time in all-reduce (share of step)'],
+        [
+          [`1 x 8`, tr1.threads, fmt(tr1.stepMs / 1e3, 3), fmt(tr1.rolloutMs / 1e3, 3), fmt(tr1.updateMs / 1e3, 3), '-'],
+          [`2 x 4`, tr2.threads, fmt(tr2.stepMs / 1e3, 3), fmt(tr2.rolloutMs / 1e3, 3), fmt(tr2.updateMs / 1e3, 3), `${fmt(tr2.commMs, 1)} ms (${fmt((100 * tr2.commMs) / tr2.stepMs, 1)}%)`],
+        ],
+      );
+      md += '\n\nStep, rollout and update seconds of the 2-rank row are means over the ranks (the trainer reduces its metrics); time in all-reduce is rank 0\'s, inside the gradient all-reduce of the update and the metric reductions, including waits for the slower rank.\n';
+      Object.assign(json, { trainer: { one: tr1, two: tr2 } });
+    }
     Object.assign(json, { commShare, twinShare, arShare });
   } else {
     md += 'The native policy is not built into this addon: no train-step rows.\n';
@@ -207,7 +255,12 @@ async function main(): Promise<void> {
   writeResults('dist', json, md);
 }
 
-if (process.argv.includes('--worker')) {
+if (process.argv.includes('--trainer')) {
+  trainerWorker().catch((e) => {
+    process.stderr.write(`bench trainer worker: ${(e as Error).stack}\n`);
+    process.exit(1);
+  });
+} else if (process.argv.includes('--worker')) {
   worker().catch((e) => {
     process.stderr.write(`bench worker: ${(e as Error).message}\n`);
     process.exit(1);
