@@ -176,7 +176,8 @@ async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: 
     id: it.record.id, pair_id: it.record.pair_id, category: it.record.category, answer: it.record.answer,
     prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
   }));
-  return { metrics: computeMetrics(samples), shortcutRate: shortcutRate(items, samples) };
+  const nulls = nullOption ? samples.filter((x, i) => x.prediction === items[i].record.options.length).length : 0;
+  return { metrics: computeMetrics(samples), shortcutRate: shortcutRate(items, samples), nullRate: nullOption && samples.length ? nulls / samples.length : null };
 }
 
 /** The option the object's colour names under the train split's shortcut (-1 when none). */
@@ -226,7 +227,7 @@ async function heldOutCrr(policy: Policy, items: readonly EvalItem[], nullOption
 }
 
 /** Bumped when what a run result holds changes, so that older results are not reused. */
-const RESULT_VERSION = 2;
+const RESULT_VERSION = 3;
 
 function fingerprint(c: ReproduceConfig): string {
   const { out: _out, methods: _m, seeds: _s, force: _f, ...rest } = c;
@@ -275,9 +276,9 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   if (!base || base.fingerprint !== fp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
     try {
-      const { metrics, shortcutRate: sr } = await evaluate(policy, evalItems, false, maxNewTokens);
+      const { metrics, shortcutRate: sr, nullRate } = await evaluate(policy, evalItems, false, maxNewTokens);
       const probe = await heldOutCrr(policy, evalItems, false, maxNewTokens, c.crrSamples, 0);
-      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, wallMs: 0, fingerprint: fp };
+      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, nullRate, wallMs: 0, fingerprint: fp };
       writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
     } finally {
       policy.dispose();
@@ -324,7 +325,7 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
       }
       const metrics = ev.metrics;
       const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
-        method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, wallMs: Date.now() - tRun, fingerprint: fp,
+        method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, nullRate: ev.nullRate, wallMs: Date.now() - tRun, fingerprint: fp,
         trainCrr: trainCurve.map((p) => p.crr),
       };
       writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
@@ -380,7 +381,8 @@ export function report(c: ReproduceConfig, summaries: readonly MethodSummary[], 
     '',
     'Held-out paired metrics (percent, mean ± sample sd over seeds): Acc and P-Acc over the three dynamic categories (DyBench), P-Acc per category ' +
       '(RD reversible dynamics, MD moving direction, ES event sequence), sensitivity (dynamic pairs answered differently), invariance (static pairs answered the same), Static Acc, ' +
-      'and colour-shortcut answers (held-out dynamic videos whose object colour names a wrong option: the share answered with that option).',
+      'colour-shortcut answers (held-out dynamic videos whose object colour names a wrong option: the share answered with that option), ' +
+      'and null-option answers (share of all held-out answers that are "None of the above", which only the CRPO rows are shown; wrong for Acc, a change for sensitivity).',
     '',
     table,
     '',

@@ -31,6 +31,8 @@ export interface RunResult {
    * reader scores 1; a motion reader about 1/(k-1) or less).
    */
   shortcutRate?: number | null;
+  /** Share of held-out predictions that are the null option ("None of the above"; shown to the CRPO rows only). */
+  nullRate?: number | null;
   wallMs: number;
 }
 
@@ -39,7 +41,7 @@ export interface Column {
   key: string;
   label: string;
   group: 'dynamic' | 'static' | 'reversible_dynamics' | 'moving_direction' | 'event_sequence' | 'all';
-  metric: 'acc' | 'p_acc' | 'sensitivity' | 'invariance' | 'shortcut';
+  metric: 'acc' | 'p_acc' | 'sensitivity' | 'invariance' | 'shortcut' | 'null';
 }
 
 export const COLUMNS: readonly Column[] = [
@@ -52,6 +54,7 @@ export const COLUMNS: readonly Column[] = [
   { key: 'invariance', label: 'Invariance', group: 'static', metric: 'invariance' },
   { key: 'static_acc', label: 'Static Acc', group: 'static', metric: 'acc' },
   { key: 'shortcut', label: 'Colour-shortcut answers (lower is better)', group: 'dynamic', metric: 'shortcut' },
+  { key: 'null', label: 'Null-option answers', group: 'all', metric: 'null' },
 ];
 
 export interface Spread {
@@ -71,8 +74,9 @@ export function spread(values: readonly number[]): Spread | null {
   return { mean, sd, min: Math.min(...v), max: Math.max(...v), n: v.length };
 }
 
-export function metricOf(r: Pick<RunResult, 'metrics' | 'shortcutRate'>, c: Column): number {
+export function metricOf(r: Pick<RunResult, 'metrics' | 'shortcutRate' | 'nullRate'>, c: Column): number {
   if (c.metric === 'shortcut') return r.shortcutRate ?? NaN;
+  if (c.metric === 'null') return r.nullRate ?? NaN;
   const g: GroupMetrics | undefined = r.metrics.groups[c.group];
   const v = g ? g[c.metric] : null;
   return v === null || v === undefined ? NaN : v;

@@ -60,7 +60,7 @@ describe('crpo reproduce end to end (small)', () => {
     const r = await reproduce(config, { log: (m) => lines.push(m) });
     expect(r.runs).toHaveLength(6);
     expect(r.summaries.map((s) => s.method)).toEqual(['base', 'grpo', 'crpo']);
-    expect(r.table.split('\n')[0]).toBe('| method | Acc | P-Acc | P-Acc RD | P-Acc MD | P-Acc ES | Sensitivity | Invariance | Static Acc | Colour-shortcut answers (lower is better) |');
+    expect(r.table.split('\n')[0]).toBe('| method | Acc | P-Acc | P-Acc RD | P-Acc MD | P-Acc ES | Sensitivity | Invariance | Static Acc | Colour-shortcut answers (lower is better) | Null-option answers |');
     expect(r.table).toMatch(/\| \+ CRPO \| \d+\.\d ± \d+\.\d \|/);
     for (const s of r.summaries.slice(1)) {
       expect(s.seeds).toEqual([1, 2, 3]);
