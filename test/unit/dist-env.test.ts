@@ -132,6 +132,30 @@ describe('local launcher', () => {
     expect(Date.now() - t0).toBeLessThan(10000);
   });
 
+  it('passes SIGINT on to every worker and reports their exit', async () => {
+    const { spawn } = await import('child_process');
+    const path = await import('path');
+    const root = path.resolve(__dirname, '../..');
+    const worker = `process.on('SIGINT', () => process.exit(130)); console.log('up'); setInterval(() => {}, 1000);`;
+    const launcher = `require(${JSON.stringify(path.join(root, 'lib/dist/launch.ts'))}).launchLocal({ nproc: 2, command: process.execPath, args: ['-e', ${JSON.stringify(worker)}], killAfterSeconds: 5, log: () => {} })
+      .then((r) => { console.log(JSON.stringify(r)); process.exitCode = r.exitCode; });`;
+    const child = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), '-e', launcher], { cwd: root });
+    let out = '';
+    let up = 0;
+    child.stdout.on('data', (b) => {
+      out += b;
+      up += (String(b).match(/up/g) ?? []).length;
+      if (up === 2) {
+        up = -1;
+        child.kill('SIGINT'); // to the launcher only, as `kill -INT <launcher>` would
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    const result = JSON.parse(out.trim().split('\n').pop()!);
+    expect(result.ranks.map((e: { code: number }) => e.code)).toEqual([130, 130]);
+    expect(code).toBe(130);
+  }, 30000);
+
   it('rejects a bad --nproc', async () => {
     await expect(launchLocal({ nproc: 0 })).rejects.toThrow('Expected an integer in [1, 1024] for nproc but received 0 of type number');
   });
