@@ -442,7 +442,8 @@ struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
     ctx->save_for_backward(save);
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(m);
     ctx->saved_data["layer"] = layer;
-    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    // RNG of the device the dropout masks come from (CPU or CUDA), replayed in backward
+    ctx->saved_data["rng"] = at::globalContext().defaultGenerator(m->device()).get_state();
     return {m->decoder_layer(x, layer, cos, sin, bias, nullptr)};
   }
 
@@ -451,7 +452,7 @@ struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
     auto saved = ctx->get_saved_variables();
     const Model* m = reinterpret_cast<const Model*>(ctx->saved_data["model"].toInt());
     int64_t layer = ctx->saved_data["layer"].toInt();
-    auto gen = at::detail::getDefaultCPUGenerator();
+    auto gen = at::globalContext().defaultGenerator(m->device());
     at::Tensor now = gen.get_state();
     gen.set_state(ctx->saved_data["rng"].toTensor());
     at::Tensor x = saved[0].detach().requires_grad_(true);
