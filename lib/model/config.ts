@@ -24,6 +24,8 @@ export interface PolicyConfig {
   visionLayers: number;
   visionHeads: number;
   visionMlp: number;
+  /** Vision attention over all tubelets of a clip (true) or within each tubelet (false); one batched pass either way. */
+  visionClipAttention: boolean;
   /** Decoder width, depth, query heads, key/value heads (grouped), SwiGLU hidden size. */
   lmDim: number;
   lmLayers: number;
@@ -52,13 +54,13 @@ type Shape = Omit<PolicyConfig, 'vocabSize' | 'seed' | 'dtype' | 'device'>;
 export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
   tiny: {
     frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
-    visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128,
+    visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128, visionClipAttention: true,
     lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
     maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08,
   },
   small: {
     frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
-    visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512,
+    visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512, visionClipAttention: true,
     lmDim: 256, lmLayers: 4, lmHeads: 8, lmKvHeads: 2, lmMlp: 704,
     maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02,
   },
@@ -95,6 +97,7 @@ export function resolvePolicyConfig(overrides: Partial<PolicyConfig> & { preset?
   }
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
+  if (typeof c.visionClipAttention !== 'boolean') throw invalidArg('config.visionClipAttention', 'a boolean', c.visionClipAttention, op);
   for (const f of ['ropeTheta', 'normEps', 'initStd'] as const) {
     if (typeof c[f] !== 'number' || !(c[f] > 0) || !Number.isFinite(c[f])) throw invalidArg(`config.${f}`, 'a finite number > 0', c[f], op);
   }

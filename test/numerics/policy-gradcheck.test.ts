@@ -15,7 +15,7 @@ const skip = policyBuilt();
 const maybe = skip ? it.skip : it;
 if (skip) it.skip(`policy numerics skipped: ${skip}`, () => undefined);
 
-const MODULES = ['rmsnorm', 'rotary', 'attention', 'swiglu', 'decoder_layer', 'language_model', 'vision_encoder', 'projector', 'policy_loss', 'policy'];
+const MODULES = ['rmsnorm', 'rotary', 'attention', 'swiglu', 'decoder_layer', 'language_model', 'vision_encoder', 'vision_encoder_clip', 'projector', 'policy_loss', 'policy'];
 
 describe('policy gradient checks (float64, central differences)', () => {
   for (const m of MODULES) {

@@ -142,6 +142,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.vision_layers = opt_int(o, "visionLayers", op, c.vision_layers, 1, 256);
   c.vision_heads = opt_int(o, "visionHeads", op, c.vision_heads, 1, 256);
   c.vision_mlp = opt_int(o, "visionMlp", op, c.vision_mlp, 1, 1 << 18);
+  c.vision_clip_attention = opt_bool(o, "visionClipAttention", op, c.vision_clip_attention);
   c.lm_dim = opt_int(o, "lmDim", op, c.lm_dim, 1, 1 << 16);
   c.lm_layers = opt_int(o, "lmLayers", op, c.lm_layers, 1, 256);
   c.lm_heads = opt_int(o, "lmHeads", op, c.lm_heads, 1, 256);

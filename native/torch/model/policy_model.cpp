@@ -227,7 +227,8 @@ torch::Tensor VisionBlockImpl::forward(const torch::Tensor& x) {
 }
 
 VisionEncoderImpl::VisionEncoderImpl(const PolicyConfig& c)
-    : frames(c.frames), image(c.image_size), channels(c.channels), patch(c.patch_size), tpatch(c.temporal_patch), dim(c.vision_dim) {
+    : frames(c.frames), image(c.image_size), channels(c.channels), patch(c.patch_size), tpatch(c.temporal_patch), dim(c.vision_dim),
+      clip_attention(c.vision_clip_attention) {
   patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * channels, dim, true));
   spatial_pos = register_parameter("spatial_pos", torch::zeros({c.patches_per_group(), dim}));
   temporal_pos = register_parameter("temporal_pos", torch::zeros({c.tubelets(), dim}));
@@ -246,7 +247,7 @@ torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
                .permute({0, 1, 3, 5, 2, 4, 6, 7})
                .reshape({M * Tg, P, tpatch * patch * patch * channels});
   x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) + temporal_pos.view({1, Tg, 1, dim});
-  x = x.reshape({M * Tg, P, dim});
+  x = clip_attention ? x.reshape({M, Tg * P, dim}) : x.reshape({M * Tg, P, dim});
   for (size_t i = 0; i < blocks->size(); i++) x = blocks[i]->as<VisionBlock>()->forward(x);
   return norm->forward(x).view({M, Tg, P, dim});
 }
@@ -925,7 +926,8 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     valid[1][1] = false;
     return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}), gen);
   }
-  if (name == "vision_encoder") {
+  if (name == "vision_encoder" || name == "vision_encoder_clip") {
+    c.vision_clip_attention = name == "vision_encoder_clip";
     VisionEncoder m(c);
     m->to(dbl);
     randomize(*m, gen);
@@ -964,6 +966,7 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     // The whole network end to end (pixels -> vision -> projector -> LM -> token log-probs), in float64.
     c.dtype = "float64";
     c.seed = seed;
+    c.vision_clip_attention = true;
     Policy p(c);
     PromptBatch b;
     b.frames = torch::randint(0, 256, {2, 4, 8, 8, 3}, gen, torch::kByte);
@@ -985,7 +988,7 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
   }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                 "policy gradCheck: unknown module '" + name +
-                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, projector, policy_loss, policy)");
+                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, vision_encoder_clip, projector, policy_loss, policy)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ struct PolicyConfig {
   int64_t vision_layers = 2;
   int64_t vision_heads = 4;
   int64_t vision_mlp = 128;
+  // Vision attention over all tubelets of a clip (true) or within each tubelet (false). Either
+  // way one batched pass; clip attention lets the encoder compare frames directly.
+  bool vision_clip_attention = false;
   int64_t lm_dim = 96;
   int64_t lm_layers = 2;
   int64_t lm_heads = 4;
@@ -141,9 +144,11 @@ TORCH_MODULE(VisionBlock);
 
 struct VisionEncoderImpl : torch::nn::Module {
   VisionEncoderImpl(const PolicyConfig& c);
-  // pixels (M, T, H, W, C) float in [-1, 1] -> (M, T', P, D). All M*T' tubelets in one batch.
+  // pixels (M, T, H, W, C) float in [-1, 1] -> (M, T', P, D). All M*T' tubelets in one batch
+  // (attention per clip over T'*P tokens, or per tubelet over P tokens).
   torch::Tensor forward(const torch::Tensor& pixels);
   int64_t frames, image, channels, patch, tpatch, dim;
+  bool clip_attention;
   torch::nn::Linear patch_embed{nullptr};
   torch::Tensor spatial_pos, temporal_pos;  // (P, D), (T', D)
   torch::nn::ModuleList blocks{nullptr};
