@@ -92,6 +92,25 @@ describe('native policy (tiny preset)', () => {
     }
   });
 
+  maybe('a batch (padded prompts, shared clips, mixed transforms) scores like each prompt alone', async () => {
+    const p = await Policy.create(tokenizer, { seed: 4 });
+    try {
+      const all = inputs(2);
+      const g = await p.generate(all, { temperature: 1.2, maxNewTokens: 5 });
+      const batched = (await p.logprobs(all, g)).logprobs;
+      for (let k = 0; k < all.prompts.length; k++) {
+        // Prompt k alone, its own clip only, its 2 rows of completions.
+        const clip = all.prompts[k].video;
+        const one: PolicyInputs = { frames: all.frames.subarray(clip * p.clipBytes, (clip + 1) * p.clipBytes), numVideos: 1, prompts: [{ ...all.prompts[k], video: 0 }], groupSize: 2 };
+        const rows = { ids: g.ids.slice(k * 2 * g.width, (k + 1) * 2 * g.width), lengths: g.lengths.slice(k * 2, k * 2 + 2), width: g.width };
+        const alone = (await p.logprobs(one, rows)).logprobs;
+        for (let i = 0; i < alone.length; i++) expect(Math.abs(alone[i] - batched[k * 2 * g.width + i])).toBeLessThan(1e-4);
+      }
+    } finally {
+      p.dispose();
+    }
+  });
+
   maybe('a seed fixes init and sampling; the transform changes what the model sees', async () => {
     const a = await Policy.create(tokenizer, { seed: 11 });
     const b = await Policy.create(tokenizer, { seed: 11 });
