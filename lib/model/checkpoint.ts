@@ -100,8 +100,28 @@ export async function saveCheckpoint(policy: Policy, dir: string, meta: Record<s
   }
 }
 
+/**
+ * A save interrupted between its two renames leaves `<dir>.old-*` (complete) and no `<dir>`:
+ * puts the newest complete one back. Returns true when it restored one.
+ */
+export function recoverInterruptedSave(dir: string): boolean {
+  const abs = path.resolve(dir);
+  if (fs.existsSync(abs)) return false;
+  const parent = path.dirname(abs);
+  if (!fs.existsSync(parent)) return false;
+  const prefix = `${path.basename(abs)}.old-`;
+  const candidates = fs.readdirSync(parent)
+    .filter((f) => f.startsWith(prefix) && fs.existsSync(path.join(parent, f, MANIFEST_FILE)))
+    .sort((a, b) => fs.statSync(path.join(parent, b)).mtimeMs - fs.statSync(path.join(parent, a)).mtimeMs);
+  if (candidates.length === 0) return false;
+  fs.renameSync(path.join(parent, candidates[0]), abs);
+  fsyncDir(parent);
+  return true;
+}
+
 /** Reads and checks `policy.json` of a checkpoint folder. */
 export function readManifest(dir: string): CheckpointManifest {
+  recoverInterruptedSave(dir);
   const file = path.join(dir, MANIFEST_FILE);
   if (!fs.existsSync(file)) throw ckptError(dir, `no ${MANIFEST_FILE} (not a policy checkpoint)`);
   let m: CheckpointManifest;

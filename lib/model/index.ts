@@ -10,7 +10,7 @@ export {
   type PolicyTransform, type PolicyPrompt, type PolicyInputs, type Completions, type GenerateOptions, type GenerateResult,
   type TrainOptions, type RlCompletions, type StepStats, type EvalResult, type PolicyInfo,
 } from './policy';
-export { saveCheckpoint, loadCheckpoint, readManifest, CHECKPOINT_FORMAT, type CheckpointManifest, type LoadOptions } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, readManifest, recoverInterruptedSave, CHECKPOINT_FORMAT, type CheckpointManifest, type LoadOptions } from './checkpoint';
 export { referencePolicyLoss, LOSS_AGGREGATIONS, type LossAggregation, type LossOptions, type LossInputs, type LossParts } from './loss-reference';
 export {
   SafetensorsFile, readSafetensorsHeader, parseSafetensorsHeader, parseSafetensors, serializeSafetensors, writeSafetensors, withSafetensors,

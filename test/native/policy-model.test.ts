@@ -210,6 +210,12 @@ describe('native policy (tiny preset)', () => {
       } finally {
         q.dispose();
       }
+      // A save interrupted between its renames (old folder moved aside, new one not yet in place).
+      const aside = `${dir}.old-123-456`;
+      fs.renameSync(dir, aside);
+      const { policy: back } = await loadCheckpoint(dir);
+      expect(fs.existsSync(aside)).toBe(false);
+      back.dispose();
       // A frozen load has no optimizer.
       const { policy: r } = await loadCheckpoint(dir, { frozen: true });
       expect(r.frozen).toBe(true);
