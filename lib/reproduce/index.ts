@@ -329,6 +329,8 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
         trainCrr: trainCurve.map((p) => p.crr),
       };
       writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+      // The intermediate checkpoints served the CRR curve; keep only the final one (~1 MB each for the linear policy).
+      for (const ck of listCheckpoints(dir)) if (path.resolve(ck.dir) !== path.resolve(last)) fs.rmSync(ck.dir, { recursive: true, force: true });
       const dyn = metrics.groups.dynamic;
       say(`${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`);
       runs.push(result);
