@@ -117,7 +117,7 @@ d('data-parallel training with the native policy (2 ranks x b prompts vs 1 proce
 });
 
 d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
-  it('keeps both replicas identical, trains, and writes only on rank 0', async () => {
+  it('keeps both replicas identical, trains, writes only on rank 0; one process resumes the run', async () => {
     const fs = await import('fs');
     const os = await import('os');
     const path = await import('path');
@@ -136,5 +136,15 @@ d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
     expect(fs.existsSync(path.join(tmp, 'rank0', 'checkpoints'))).toBe(true);
     expect(fs.existsSync(path.join(tmp, 'rank1', 'metrics.jsonl'))).toBe(false);
     expect(fs.existsSync(path.join(tmp, 'rank1', 'checkpoints'))).toBe(false);
-  }, 120000);
+
+    // The same run resumed by one process (another world size, same global batch): it continues
+    // from the 2-rank checkpoint at step 2 and trains step 3.
+    const [single] = await runRanks('trainer', 1, { OUT_0: path.join(tmp, 'rank0'), TEST_STEPS: '3', TEST_RESUME: 'auto' });
+    expect(single.code).toBe(0);
+    const resumed = JSON.parse(single.stdout.split('\n').find((l) => l.startsWith('{'))!).result;
+    expect(resumed.resumedFrom).toMatch(/step-0*2$/);
+    expect(resumed.digest).not.toBe(out[0].digest);
+    const after = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(after.map((m) => m.step)).toEqual([1, 2, 3]);
+  }, 150000);
 });
