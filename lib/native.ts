@@ -289,6 +289,8 @@ export interface NativeQwenTrainBatch {
   normSequences?: number;
   /** false: only add this micro-batch's gradients; true (default): then clip and step. */
   apply?: boolean;
+  /** Seeds the global generators first (reproducible LoRA dropout masks). */
+  seed?: number;
 }
 
 export interface NativeQwenTrainStats {

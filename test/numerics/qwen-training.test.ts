@@ -106,6 +106,23 @@ function randomize(m: QwenVLModel, names: string[], scale: number, seed: number)
     m.dispose();
   });
 
+  test('gradient checkpointing replays LoRA dropout masks: the same step as without it', async () => {
+    const completion = Int32Array.from({ length: L }, (_, i) => (i >= L - 6 ? 1 : 0));
+    const params: Float32Array[][] = [];
+    for (const ckpt of [false, true]) {
+      const m = await QwenVLModel.load(DIR);
+      const names = m.addLora({ ...LORA, dropout: 0.3 });
+      randomize(m, names, 0.05, 5);
+      m.setGradientCheckpointing(ckpt);
+      const st = await m.trainStep(inputs, { completionMask: completion, objective: 'sft', lr: 1e-2, seed: 9 });
+      expect(st.skipped).toBe(false);
+      params.push(names.map((n) => m.getParam(n).data));
+      m.dispose();
+    }
+    const d = Math.max(...params[0].map((p, i) => maxDiff(p, params[1][i])));
+    expect(d).toBeLessThan(1e-6);
+  });
+
   test('AdamW steps: SFT loss falls; a positive GRPO advantage raises the sequence log-prob; reference unchanged', async () => {
     const m = await QwenVLModel.load(DIR);
     m.addLora(LORA);

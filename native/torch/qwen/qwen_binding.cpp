@@ -554,6 +554,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     to.norm_tokens = get_int(o, "normTokens", op, 0, false);
     to.norm_seqs = get_int(o, "normSequences", op, 0, false);
     to.apply = get_bool(o, "apply", true);
+    to.seed = get_int(o, "seed", op, -1, false);
     if (!(to.temperature > 0)) throw_range_error(op, "batch.temperature", "a number > 0", std::to_string(to.temperature));
     if (to.aggregation != "token-mean" && to.aggregation != "seq-mean-token-mean" && to.aggregation != "seq-mean-token-sum-norm")
       throw_range_error(op, "batch.aggregation", "'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm'", "'" + to.aggregation + "'");

@@ -676,17 +676,16 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
   const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
   TORCH_CHECK(b.completion_mask.defined() && b.completion_mask.size(0) == B && b.completion_mask.size(1) == L,
               "qwen: completion mask must be (B, L) = (", B, ", ", L, ")");
-  bool was = training_;
-  training_ = true;
+  // training mode (LoRA dropout) until the end of backward: checkpointed layers recompute there
+  struct TrainingMode {
+    bool& flag;
+    bool was;
+    explicit TrainingMode(bool& f) : flag(f), was(f) { flag = true; }
+    ~TrainingMode() { flag = was; }
+  } training_mode(training_);
   if (!accumulating_) opt_->zero_grad();
-  ForwardResult r;
-  try {
-    r = forward(in, nullptr);
-  } catch (...) {
-    training_ = was;
-    throw;
-  }
-  training_ = was;
+  if (o.seed >= 0) torch::manual_seed(static_cast<uint64_t>(o.seed));
+  ForwardResult r = forward(in, nullptr);
   at::Tensor logits = r.logits.to(acc(r.logits));
   if (o.temperature != 1.0) logits = logits / o.temperature;
   at::Tensor ids = in.input_ids.to(logits.device());

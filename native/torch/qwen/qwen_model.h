@@ -136,6 +136,7 @@ struct TrainOptions {
   // (0 = this call's own counts), and whether this call ends the batch (clip + AdamW step).
   int64_t norm_tokens = 0, norm_seqs = 0;
   bool apply = true;
+  int64_t seed = -1;  // >= 0: seed the global generators first (reproducible LoRA dropout)
 };
 
 struct TrainStats {
