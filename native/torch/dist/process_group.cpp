@@ -148,7 +148,9 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   // flattened into one contiguous buffer on the comm device; every bucket's collective is started
   // before the first is awaited, so copying later buckets overlaps communicating earlier ones.
   // bucket_mb < 0: the group's default. op: "sum", "mean", "max" or "min".
-  void allreduce(std::vector<at::Tensor>& tensors, const std::string& op, double bucket_mb) {
+  // alias_ok: a lone contiguous tensor may be reduced in place. JS memory passes false: a collective
+  // abandoned after a peer failure may still write into its buffer after the promise rejected.
+  void allreduce(std::vector<at::Tensor>& tensors, const std::string& op, double bucket_mb, bool alias_ok = true) {
     const bool mean = op == "mean";
     check_live("allreduce");
     if (bucket_mb < 0) bucket_mb = o_.bucket_mb;
@@ -161,16 +163,17 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     }
     c10d::AllreduceOptions opts;
     opts.reduceOp = op == "max" ? c10d::ReduceOp::MAX : op == "min" ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM;
-    run_bucketed("allreduce", tensors, bucket_mb, -1, [&](std::vector<at::Tensor>& flat) { return pg_->allreduce(flat, opts); },
+    run_bucketed("allreduce", tensors, bucket_mb, -1, alias_ok, [&](std::vector<at::Tensor>& flat) { return pg_->allreduce(flat, opts); },
                  [&](at::Tensor& flat) {
                    if (mean) flat.div_(o_.world_size);
                  });
   }
 
-  void broadcast(std::vector<at::Tensor>& tensors, int root) override { broadcast(tensors, root, o_.bucket_mb); }
+  void broadcast(std::vector<at::Tensor>& tensors, int root) override { broadcast(tensors, root, -1); }
 
-  void broadcast(std::vector<at::Tensor>& tensors, int root, double bucket_mb) {
+  void broadcast(std::vector<at::Tensor>& tensors, int root, double bucket_mb, bool alias_ok = true) {
     check_live("broadcast");
+    if (bucket_mb < 0) bucket_mb = o_.bucket_mb;
     if (root < 0 || root >= o_.world_size) {
       throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                     "broadcast: expected a root rank in [0, " + std::to_string(o_.world_size - 1) + "] but received " + std::to_string(root));
@@ -181,7 +184,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.rootTensor = 0;
-    run_bucketed("broadcast", tensors, bucket_mb, root, [&](std::vector<at::Tensor>& flat) { return pg_->broadcast(flat, opts); },
+    run_bucketed("broadcast", tensors, bucket_mb, root, alias_ok, [&](std::vector<at::Tensor>& flat) { return pg_->broadcast(flat, opts); },
                  [](at::Tensor&) {});
   }
 
@@ -261,7 +264,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   };
 
   template <typename Collective, typename After>
-  void run_bucketed(const char* what, std::vector<at::Tensor>& tensors, double bucket_mb, int root, Collective collective,
+  void run_bucketed(const char* what, std::vector<at::Tensor>& tensors, double bucket_mb, int root, bool alias_ok, Collective collective,
                     After after) {
     if (tensors.empty()) return;
     const auto t_start = Clock::now();
@@ -301,7 +304,7 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     for (Bucket& bk : buckets) {
       seq_++;
       at::Tensor& first = tensors[bk.members[0]];
-      if (bk.members.size() == 1 && first.is_contiguous() && first.device() == device_) {
+      if (alias_ok && bk.members.size() == 1 && first.is_contiguous() && first.device() == device_) {
         bk.flat = first;  // one tensor already in place: no copy
         bk.in_place = true;
       } else {
@@ -862,7 +865,7 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
     double bucket = -1;
     if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) bucket = read_number(info[3], op, "bucketMb");
     return queue(
-        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red, bucket); },
+        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red, bucket, false); },
         undefined_result, keep);
   });
 }
@@ -874,7 +877,7 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
     std::vector<Napi::Value> keep;
     auto tensors = std::make_shared<std::vector<at::Tensor>>(read_arrays(info, 1, op, keep));
     int root = static_cast<int>(read_int(info.Length() > 2 ? info[2] : info.Env().Undefined(), op, "root", 0, g->world_size() - 1));
-    return queue(info, op, [g, tensors, root]() { g->broadcast(*tensors, root); }, undefined_result, keep);
+    return queue(info, op, [g, tensors, root]() { g->broadcast(*tensors, root, -1, false); }, undefined_result, keep);
   });
 }
 
