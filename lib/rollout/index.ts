@@ -6,3 +6,5 @@ export { POLICY_KINDS, type Policy, type PolicyPrompt, type Completion, type Gen
 export { LinearPolicy, createLinearPolicy } from './linear-policy';
 export { NativePolicy, createNativePolicy, isNativeCheckpoint } from './native-policy';
 export { clipDescriptors } from './video-features';
+// Registers the `qwen` policy kind (Qwen2.5-VL / Qwen3-VL folders, lib/hf) with POLICY_KINDS.
+import '../hf/qwen-policy';

@@ -2,7 +2,7 @@
  * The golden Qwen3-VL config through the project's commands, CPU: `crpo train` with policy kind
  * 'qwen' (a few LoRA CRPO steps, checkpoints; resume is tested in qwen-policy.test.ts), `crpo serve` of the checkpoint answered
  * through the official `openai` client, and `crpo eval` against the served endpoint. The 'qwen'
- * kind is registered by preloading lib/hf/qwen-policy.ts (until lib/rollout imports it).
+ * kind is registered by lib/rollout, as for any user of the CLI.
  */
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -16,7 +16,7 @@ import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 const ROOT = path.resolve(__dirname, '..', '..');
 const MODEL = path.join(GOLDEN_ROOT, 'qwen3_vl');
 const reason = goldenSkipReason('qwen3_vl');
-const CLI = ['-r', './scripts/ts-register.js', '-r', './lib/hf/qwen-policy.ts', '-e', "require('./lib/cli/main.ts').main(process.argv.slice(1))"];
+const CLI = ['-r', './scripts/ts-register.js', '-e', "require('./lib/cli/main.ts').main(process.argv.slice(1))"];
 
 function crpo(args: string[]): { status: number | null; out: string } {
   const r = spawnSync(process.execPath, [...CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 240000 });

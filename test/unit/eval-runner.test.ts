@@ -184,7 +184,7 @@ test('TimeBlind instances (meta.instance = {video, question}) get Acc / Q-Acc / 
         tb.push({
           id: `tb${inst}-v${v}-q${q}`, pair_id: `tb${inst}`, video: vids[inst * 2 + v], question: q ? 'Does it move left?' : 'Does it move right?',
           options: ['yes', 'no'], answer: (v + q) % 2, category: 'other', transform: v ? 'reverse' : 'none', source: 'timeblind-test',
-          meta: { instance: { video: `v${v}`, question: `q${q}` } },
+          meta: { instance: { video: v, question: q } },
         });
       }
     }
