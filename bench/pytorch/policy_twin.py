@@ -195,6 +195,8 @@ class VisionEncoder(nn.Module):
         self.temporal_pos = nn.Parameter(torch.zeros(self.frames // self.tpatch, self.dim))
         self.blocks = nn.ModuleList([VisionBlock(self.dim, c['visionHeads'], c['visionMlp']) for _ in range(c['visionLayers'])])
         self.norm = nn.LayerNorm(self.dim, eps=1e-6)
+        # Attention over all tubelets of a clip (default) or within each frame group.
+        self.clip_attention = bool(c.get('visionClipAttention', False))
 
     def forward(self, pixels):
         """pixels (M, T, H, W, C) in [-1, 1] -> (M, T', P, D)."""
@@ -203,7 +205,7 @@ class VisionEncoder(nn.Module):
         P, p, tp, C, D = g * g, self.patch, self.tpatch, self.channels, self.dim
         x = pixels.reshape(M, Tg, tp, g, p, g, p, C).permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(M * Tg, P, tp * p * p * C)
         x = self.patch_embed(x).view(M, Tg, P, D) + self.spatial_pos.view(1, 1, P, D) + self.temporal_pos.view(1, Tg, 1, D)
-        x = x.reshape(M * Tg, P, D)
+        x = x.reshape(M, Tg * P, D) if self.clip_attention else x.reshape(M * Tg, P, D)
         for b in self.blocks:
             x = b(x)
         return self.norm(x).view(M, Tg, P, D)

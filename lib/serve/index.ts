@@ -17,6 +17,7 @@ import { readSafetensorsHeader } from '../model/safetensors';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
 import '../rollout/linear-policy';
 import '../rollout/native-policy';
+import '../hf/qwen-policy';
 
 export interface ServeOptions {
   /** Checkpoint folder (with policy.safetensors) or a run folder (its newest checkpoint is served). */

@@ -10,6 +10,7 @@ import { displayedOptions, formatPrompt } from '../prompt';
 import { POLICY_KINDS } from '../rollout/policy';
 import '../rollout/linear-policy';
 import '../rollout/native-policy';
+import '../hf/qwen-policy';
 import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';

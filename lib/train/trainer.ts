@@ -17,6 +17,7 @@ import { Rng, hash32 } from '../synth/rng';
 import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
 import '../rollout/linear-policy';
 import '../rollout/native-policy';
+import '../hf/qwen-policy';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
 import { resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
 import { batchIndices, counterfactualFrames, loadTrainData, reversedFrames, shardBatch, shuffledFrames, SINGLE_PROCESS, type DistContext, type TrainItem, type ValItem } from './data';
