@@ -6,6 +6,9 @@
 import type { Argv } from 'yargs';
 import { FLAG_FIELDS, resolveConfig, setDotted, ConfigError } from '../../train/config';
 import { train } from '../../train/trainer';
+import { CrpoError } from '../../errors';
+import { initDistributed, parseDistEnv, runRank } from '../../dist';
+import { launchIfRequested } from '../../dist/launch';
 
 export function builder(y: Argv): Argv {
   let b = y
@@ -14,6 +17,7 @@ export function builder(y: Argv): Argv {
     .option('data', { type: 'string', describe: "Training DyBench JSONL, or 'synthetic' (data.train)" })
     .option('val-data', { type: 'string', describe: "Validation DyBench JSONL, 'synthetic', or '' (data.val)" })
     .option('init', { type: 'string', describe: 'Checkpoint folder with the base weights (policy.init)' })
+    .option('nproc', { type: 'number', describe: 'Start N local worker processes (torchrun environment contract; docs/distributed.md)' })
     .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear' or a native kind" });
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
     algo: 'string', 'lr-schedule': 'string', aggregation: 'string', norm: 'string', out: 'string', resume: 'string', 'filter-zero-variance': 'boolean',
@@ -54,9 +58,16 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
 }
 
 export async function handler(argv: Record<string, unknown>): Promise<void> {
+  if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
   const config = resolveConfig({ file: argv.config as string | undefined, overrides: overridesFromArgv(argv) });
   process.stderr.write(`crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`);
-  const r = await train(config);
+  // Multi-process (torchrun, srun, --nproc): c10d group; the native policy all-reduces gradients.
+  const world = parseDistEnv().worldSize;
+  if (world > 1 && config.policy.kind === 'linear') {
+    throw new CrpoError('ERR_CRPO_DIST_POLICY', `policy kind 'linear' does not average gradients across ranks; use --policy native for ${world} processes`);
+  }
+  const dist = await initDistributed();
+  const r = await runRank(dist, () => train(config, { dist }));
   const first = r.validation[0], last = r.validation[r.validation.length - 1];
   if (first && last) {
     const f = (v: number | null) => (v === null ? '-' : v.toFixed(3));
