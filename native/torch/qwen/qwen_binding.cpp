@@ -17,6 +17,7 @@
 #include <mutex>
 
 #include "common/napi_util.h"
+#include "torch/torch_worker.h"
 #include "torch/exports.h"
 #include "torch/ops.h"
 #include "torch/qwen/qwen_model.h"
@@ -40,48 +41,7 @@ std::shared_ptr<Model> find_model(const Napi::Value& v, const std::string& op) {
 }
 
 // A promise worker whose result is built on the JS thread from C++ data after the work ran.
-class QwenWorker : public Napi::AsyncWorker {
- public:
-  QwenWorker(Napi::Env env, std::string op, std::function<void()> work, std::function<Napi::Value(Napi::Env)> finish)
-      : Napi::AsyncWorker(env, op.c_str()), op_(std::move(op)), work_(std::move(work)), finish_(std::move(finish)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      prepare_thread();
-      torch_guard(op_, [&]() { work_(); });
-    } catch (...) {
-      error_.capture(op_, std::current_exception());
-      SetError(error_.message);
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(finish_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    } catch (const std::exception& e) {
-      deferred_.Reject(make_js_error(env, ErrorKind::Generic, "ERR_CRPO_NATIVE", op_, op_ + ": " + e.what()).Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    Napi::Env env = Env();
-    if (error_.set)
-      deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-    else
-      deferred_.Reject(e.Value());
-  }
-
- private:
-  std::string op_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> finish_;
-  Napi::Promise::Deferred deferred_;
-  CapturedError error_;
-};
+using QwenWorker = TorchWorker;  // native/torch/torch_worker.h
 
 // ---- argument readers ------------------------------------------------------------------------
 
