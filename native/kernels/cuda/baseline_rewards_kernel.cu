@@ -6,34 +6,13 @@
 #include <string>
 
 #include "../cpu/baseline_rewards_kernel.h"
+#include "group_normalise.cuh"
 
 namespace crpo {
 namespace cuda {
 namespace {
 
 constexpr int kMaxGroup = 256;  // G per group handled by one thread
-
-__device__ bool normalise(const double* r, int64_t n, int norm, double eps, double* adv) {
-  bool flat = true;
-  for (int64_t i = 1; i < n; ++i)
-    if (r[i] != r[0]) { flat = false; break; }
-  if (flat) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = 0.0;
-    return true;
-  }
-  double mean = 0.0;
-  for (int64_t i = 0; i < n; ++i) mean += r[i];
-  mean /= static_cast<double>(n);
-  if (norm == 2) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = r[i] - mean;
-    return false;
-  }
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
-  double inv = 1.0 / (sqrt(ss / static_cast<double>(n - 1)) + eps);
-  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
-  return false;
-}
 
 __device__ bool valid_answer(int32_t a, int32_t k) { return a >= 0 && a < k; }
 
@@ -62,7 +41,7 @@ __global__ void tgrpo_kernel(TgrpoInputs in, TgrpoOutputs out) {
     r[i] = in.w_accuracy * c + in.w_format * f + (on ? in.bonus * c : 0.0);
     if (out.correct) out.correct[b * G + i] = static_cast<float>(c);
   }
-  bool flat = normalise(r, G, static_cast<int>(in.norm), in.eps, adv);
+  bool flat = normalise_group(r, G, static_cast<int>(in.norm), in.eps, adv);
   for (int64_t i = 0; i < G; ++i) {
     out.reward[b * G + i] = static_cast<float>(r[i]);
     out.advantage[b * G + i] = static_cast<float>(adv[i]);
@@ -96,7 +75,7 @@ __global__ void arrow_kernel(ArrowInputs in, ArrowOutputs out) {
     if (out.correct) out.correct[b * G + i] = static_cast<float>(c);
     if (out.differ) out.differ[b * G + i] = static_cast<float>(differ);
   }
-  bool flat = normalise(r, G, static_cast<int>(in.norm), in.eps, adv);
+  bool flat = normalise_group(r, G, static_cast<int>(in.norm), in.eps, adv);
   for (int64_t i = 0; i < G; ++i) {
     out.reward[b * G + i] = static_cast<float>(r[i]);
     out.advantage[b * G + i] = static_cast<float>(adv[i]);

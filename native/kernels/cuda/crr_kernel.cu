@@ -7,35 +7,13 @@
 #include <string>
 
 #include "cuda_kernels.h"
+#include "group_normalise.cuh"
 
 namespace crpo {
 namespace cuda {
 namespace {
 
 constexpr int kMaxGroup = 256;  // G + G' per group handled by one thread
-
-__device__ bool normalise(const double* r, int64_t n, int norm, double eps, double* adv) {
-  bool flat = true;
-  for (int64_t i = 1; i < n; ++i)
-    if (r[i] != r[0]) { flat = false; break; }
-  if (flat) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = 0.0;
-    return true;
-  }
-  double mean = 0.0;
-  for (int64_t i = 0; i < n; ++i) mean += r[i];
-  mean /= static_cast<double>(n);
-  if (norm == 2) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = r[i] - mean;
-    return false;
-  }
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
-  double sd = sqrt(ss / static_cast<double>(n - 1));
-  double inv = 1.0 / (sd + eps);
-  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
-  return false;
-}
 
 __global__ void crr_kernel(CrrInputs in, CrrOutputs out) {
   int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -78,10 +56,10 @@ __global__ void crr_kernel(CrrInputs in, CrrOutputs out) {
   int norm = static_cast<int>(in.norm);
   bool flat_o, flat_c;
   if (norm == 1) {
-    flat_o = flat_c = normalise(r, G + H, norm, in.eps, adv);
+    flat_o = flat_c = normalise_group(r, G + H, norm, in.eps, adv);
   } else {
-    flat_o = normalise(r, G, norm, in.eps, adv);
-    flat_c = normalise(r + G, H, norm, in.eps, adv + G);
+    flat_o = normalise_group(r, G, norm, in.eps, adv);
+    flat_c = normalise_group(r + G, H, norm, in.eps, adv + G);
   }
   for (int64_t i = 0; i < G; ++i) {
     out.orig_reward[b * G + i] = static_cast<float>(r[i]);
@@ -110,7 +88,7 @@ __global__ void grpo_kernel(GrpoInputs in, GrpoOutputs out) {
     r[i] = in.w_accuracy * correct + in.w_format * f;
     if (out.correct) out.correct[b * G + i] = static_cast<float>(correct);
   }
-  bool flat = normalise(r, G, static_cast<int>(in.norm), in.eps, adv);
+  bool flat = normalise_group(r, G, static_cast<int>(in.norm), in.eps, adv);
   for (int64_t i = 0; i < G; ++i) {
     out.reward[b * G + i] = static_cast<float>(r[i]);
     out.advantage[b * G + i] = static_cast<float>(adv[i]);
