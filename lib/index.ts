@@ -6,11 +6,11 @@ export { Registry } from './registry';
 export {
   addonStatus, hasAddon, ops, torchInfo, setTorchThreads, liveHandleCount, NativeHandle, torchQueue,
   type AddonName, type AddonStatus, type FrameArray, type FrameLayout, type VideoTransformName, type AdvantageNorm,
-  type NativeCrrInputs, type NativeCrrOutputs, type NativeGrpoInputs, type NativeGrpoOutputs, type TorchInfo,
+  type NativeCrrInputs, type NativeCrrOutputs, type CrrOutputBuffers, type NativeGrpoInputs, type NativeGrpoOutputs, type TorchInfo,
 } from './native';
 export { transformFrames, transformFramesSync, referenceTransform, VIDEO_TRANSFORMS, FRAME_LAYOUTS, type TransformOptions } from './counterfactual';
 export {
-  crrAdvantages, crrAdvantagesAsync, grpoAdvantages, packCrrGroups, referenceCrr, referenceGrpo, normaliseGroup, ADVANTAGE_NORMS,
+  crrAdvantages, crrAdvantagesAsync, crrAdvantagesInto, allocCrrOutputs, grpoAdvantages, packCrrGroups, referenceCrr, referenceGrpo, normaliseGroup, ADVANTAGE_NORMS,
   type CrrGroup, type BranchRollout, type CrrSettings,
 } from './reward';
 export { doctorReport, formatDoctor, type DoctorReport } from './doctor';

@@ -52,7 +52,16 @@ export interface NativeCrrInputs {
   norm?: AdvantageNorm;
   eps?: number;
   device?: string;
+  /**
+   * Caller-provided outputs, reused across calls (no allocation): the four reward/advantage
+   * arrays are required, the rest optional (not computed into when absent). Returned as given.
+   */
+  out?: CrrOutputBuffers;
 }
+
+/** Output arrays a caller owns (see NativeCrrInputs.out); lengths (B, G), (B, G') and (B,). */
+export type CrrOutputBuffers = Pick<NativeCrrOutputs, 'origReward' | 'cfReward' | 'origAdvantage' | 'cfAdvantage'> &
+  Partial<NativeCrrOutputs>;
 
 export interface NativeCrrOutputs {
   origReward: Float32Array;
@@ -586,8 +595,11 @@ function makeOps(name: AddonName): Ops {
       const out = callSync(() => a.videoTransformSync(input, options));
       return options.output ? options.output : rewrap(out);
     },
-    crrAdvantages: (inputs) => queue(() => callAsync(() => a.crrAdvantages(inputs))).then(rewrapObject),
-    crrAdvantagesSync: (inputs) => rewrapObject(callSync(() => a.crrAdvantagesSync(inputs))),
+    crrAdvantages: (inputs) => queue(() => callAsync(() => a.crrAdvantages(inputs))).then((r) => (inputs.out ? (inputs.out as NativeCrrOutputs) : rewrapObject(r))),
+    crrAdvantagesSync: (inputs) => {
+      const r = callSync(() => a.crrAdvantagesSync(inputs));
+      return inputs.out ? (inputs.out as NativeCrrOutputs) : rewrapObject(r);
+    },
     grpoAdvantagesSync: (inputs) => rewrapObject(callSync(() => a.grpoAdvantagesSync(inputs))),
   };
 }

@@ -3,7 +3,7 @@
  * with a friendly per-group input format for the trainer and a TS reference twin.
  */
 import { invalidArg, outOfRange } from '../errors';
-import { ops, type AddonName, type AdvantageNorm, type NativeCrrInputs, type NativeCrrOutputs, type NativeGrpoInputs, type NativeGrpoOutputs } from '../native';
+import { ops, type AddonName, type AdvantageNorm, type CrrOutputBuffers, type NativeCrrInputs, type NativeCrrOutputs, type NativeGrpoInputs, type NativeGrpoOutputs } from '../native';
 
 export { referenceCrr, referenceGrpo, normaliseGroup } from './reference';
 
@@ -77,6 +77,30 @@ function checkInputs(inp: NativeCrrInputs, op: string): void {
 export function crrAdvantages(inp: NativeCrrInputs, backend: AddonName = 'core'): NativeCrrOutputs {
   checkInputs(inp, 'crrAdvantages');
   return ops(backend).crrAdvantagesSync(inp);
+}
+
+/**
+ * Same into caller-owned arrays (from allocCrrOutputs, reused across steps): no allocation per
+ * call. Optional arrays left out of `out` are not computed into.
+ */
+export function crrAdvantagesInto<T extends CrrOutputBuffers>(inp: NativeCrrInputs, out: T, backend: AddonName = 'core'): T {
+  checkInputs(inp, 'crrAdvantagesInto');
+  if (typeof out !== 'object' || out === null) throw invalidArg('out', 'an object of Float32Arrays', out, 'crrAdvantagesInto');
+  ops(backend).crrAdvantagesSync({ ...inp, out });
+  return out;
+}
+
+/** Every output array of crrAdvantages for B groups of G and G' rollouts, views of one buffer. */
+export function allocCrrOutputs(groups: number, origSize: number, cfSize: number): NativeCrrOutputs {
+  const BG = groups * origSize, BH = groups * cfSize;
+  const buf = new ArrayBuffer((3 * BG + 3 * BH + 2 * groups) * 4 + 2 * groups);
+  let at = 0;
+  const f32 = (n: number) => { const a = new Float32Array(buf, at, n); at += 4 * n; return a; };
+  const u8 = (n: number) => { const a = new Uint8Array(buf, at, n); at += n; return a; };
+  return {
+    origReward: f32(BG), cfReward: f32(BH), origAdvantage: f32(BG), cfAdvantage: f32(BH), correct: f32(BG), expected: f32(BH),
+    pOrig: f32(groups), pCf: f32(groups), origFlat: u8(groups), cfFlat: u8(groups),
+  };
 }
 
 /** Same, off the JS thread (for very large batches or CUDA). */

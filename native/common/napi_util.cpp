@@ -93,7 +93,8 @@ double read_number(const Napi::Value& v, const std::string& op, const std::strin
 }
 
 ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type, size_t length,
-                       const std::string& op, bool optional) {
+                       const std::string& op, bool optional, const std::string& param) {
+  const std::string name = param.empty() ? std::string(key) : param;
   Napi::Value v = obj.Get(key);
   if (optional && (v.IsUndefined() || v.IsNull())) return ByteView{};
   static const char* names[] = {"Int8Array",  "Uint8Array",   "Uint8ClampedArray", "Int16Array",
@@ -101,14 +102,14 @@ ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray
                                 "Float64Array", "BigInt64Array", "BigUint64Array"};
   std::string expected = names[static_cast<int>(type)];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
-    throw_type_error(op, key, "an " + expected, v);
+    throw_type_error(op, name, "an " + expected, v);
   }
-  ByteView view = read_typed_array(v, op, key);
+  ByteView view = read_typed_array(v, op, name);
   if (view.length != length) {
     std::ostringstream e, g;
     e << "an " << expected << " of length " << length;
     g << "length " << view.length;
-    throw_range_error(op, key, e.str(), g.str());
+    throw_range_error(op, name, e.str(), g.str());
   }
   return view;
 }

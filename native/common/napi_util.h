@@ -40,8 +40,9 @@ int64_t read_int(const Napi::Value& v, const std::string& op, const std::string&
                  int64_t min, int64_t max);
 double read_number(const Napi::Value& v, const std::string& op, const std::string& param);
 // Reads a typed array of exactly `length` elements of type `type` (`optional`: undefined/null -> empty view).
+// obj[key] as a typed array of `type` and `length`; errors name it `param` (default: key).
 ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type,
-                       size_t length, const std::string& op, bool optional);
+                       size_t length, const std::string& op, bool optional, const std::string& param = "");
 
 // Runs `body`, translating every exception into a thrown JS error tagged with `op`.
 template <typename F>

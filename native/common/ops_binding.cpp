@@ -173,19 +173,84 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   in.eps = read_optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
 
-  Napi::Object r = Napi::Object::New(env);
   CrrOutputs& out = call.out;
-  r.Set("origReward", new_f32(env, BG, &out.orig_reward));
-  r.Set("cfReward", new_f32(env, BH, &out.cf_reward));
-  r.Set("origAdvantage", new_f32(env, BG, &out.orig_advantage));
-  r.Set("cfAdvantage", new_f32(env, BH, &out.cf_advantage));
-  r.Set("correct", new_f32(env, BG, &out.correct));
-  r.Set("expected", new_f32(env, BH, &out.expected));
-  r.Set("pOrig", new_f32(env, B, &out.p_orig));
-  r.Set("pCf", new_f32(env, B, &out.p_cf));
-  r.Set("origFlat", new_u8(env, B, &out.orig_flat));
-  r.Set("cfFlat", new_u8(env, B, &out.cf_flat));
-  call.result = r;
+  Napi::Value out_v = o.Get("out");
+  if (out_v.IsUndefined() || out_v.IsNull()) {
+    // One ArrayBuffer for all ten outputs (float arrays first, 4-byte aligned), then views.
+    size_t offset = 0;
+    const size_t total = (2 * BG + 2 * BH + BG + BH + 2 * B) * sizeof(float) + 2 * B;
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, total);
+    auto f32 = [&](size_t n, float** ptr) {
+      auto a = Napi::Float32Array::New(env, n, ab, offset);
+      *ptr = a.Data();
+      offset += n * sizeof(float);
+      return a;
+    };
+    auto u8 = [&](size_t n, uint8_t** ptr) {
+      auto a = Napi::Uint8Array::New(env, n, ab, offset);
+      *ptr = a.Data();
+      offset += n;
+      return a;
+    };
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("origReward", f32(BG, &out.orig_reward));
+    r.Set("cfReward", f32(BH, &out.cf_reward));
+    r.Set("origAdvantage", f32(BG, &out.orig_advantage));
+    r.Set("cfAdvantage", f32(BH, &out.cf_advantage));
+    r.Set("correct", f32(BG, &out.correct));
+    r.Set("expected", f32(BH, &out.expected));
+    r.Set("pOrig", f32(B, &out.p_orig));
+    r.Set("pCf", f32(B, &out.p_cf));
+    r.Set("origFlat", u8(B, &out.orig_flat));
+    r.Set("cfFlat", u8(B, &out.cf_flat));
+    call.result = r;
+    return call;
+  }
+  // Caller-provided outputs (reused across calls): the four reward/advantage arrays are
+  // required, the others optional (skipped when absent). None may overlap an input.
+  if (!out_v.IsObject() || out_v.IsArray()) throw_type_error(op, "out", "an object of Float32Arrays", out_v);
+  Napi::Object w = out_v.As<Napi::Object>();
+  std::vector<ByteView> views;
+  auto f32 = [&](const char* key, size_t n, bool optional) {
+    ByteView v = read_array_of(w, key, napi_float32_array, n, op, optional, std::string("out.") + key);
+    if (v.data) views.push_back(v);
+    return reinterpret_cast<float*>(v.data);
+  };
+  out.orig_reward = f32("origReward", BG, false);
+  out.cf_reward = f32("cfReward", BH, false);
+  out.orig_advantage = f32("origAdvantage", BG, false);
+  out.cf_advantage = f32("cfAdvantage", BH, false);
+  out.correct = f32("correct", BG, true);
+  out.expected = f32("expected", BH, true);
+  out.p_orig = f32("pOrig", B, true);
+  out.p_cf = f32("pCf", B, true);
+  for (const char* key : {"origFlat", "cfFlat"}) {
+    ByteView v = read_array_of(w, key, napi_uint8_array, B, op, true, std::string("out.") + key);
+    if (v.data) views.push_back(v);
+    (key[0] == 'o' ? out.orig_flat : out.cf_flat) = v.data;
+  }
+  const std::vector<ByteView> inputs = {
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.orig_answers)), BG * 4},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.cf_answers)), BH * 4},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.truth)), B * 4},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.relation)), B * 4},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.cf_label)), in.cf_label ? B * 4 : 0},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.num_options)), B * 4},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.orig_format)), in.orig_format ? BG * 4 : 0},
+      ByteView{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(in.cf_format)), in.cf_format ? BH * 4 : 0},
+  };
+  auto overlap = [](const ByteView& a, const ByteView& b) {
+    return a.byte_length > 0 && b.byte_length > 0 && a.data < b.data + b.byte_length && b.data < a.data + a.byte_length;
+  };
+  for (size_t i = 0; i < views.size(); ++i) {
+    for (const ByteView& x : inputs) {
+      if (overlap(views[i], x)) throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP", op + ": expected out arrays not to overlap the inputs but they share memory");
+    }
+    for (size_t j = i + 1; j < views.size(); ++j) {
+      if (overlap(views[i], views[j])) throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP", op + ": expected out arrays not to share memory with each other");
+    }
+  }
+  call.result = out_v;
   return call;
 }
 

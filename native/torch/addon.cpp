@@ -93,6 +93,7 @@ void run_crr(const CrrCall& c, const at::Device& device) {
     t.cf_format = dev(c.in.cf_format, {B, H}, f32);
     CrrResultTensors r = crr_advantages(t, c.in.weights, c.in.norm, c.in.eps);
     auto back = [](void* p, const at::Tensor& x) {
+      if (!p) return;  // an optional output the caller did not ask for
       at::Tensor cpu = x.cpu();
       std::memcpy(p, cpu.data_ptr(), cpu.nbytes());
     };

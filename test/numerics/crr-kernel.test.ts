@@ -4,7 +4,7 @@
  * cover every branch of the formula.
  */
 import { hasAddon, type NativeCrrInputs, type NativeCrrOutputs } from '../../lib/native';
-import { crrAdvantages, crrAdvantagesAsync, grpoAdvantages, packCrrGroups, referenceCrr, referenceGrpo, type CrrGroup } from '../../lib/reward';
+import { allocCrrOutputs, crrAdvantages, crrAdvantagesAsync, crrAdvantagesInto, grpoAdvantages, packCrrGroups, referenceCrr, referenceGrpo, type CrrGroup } from '../../lib/reward';
 import { rng, randInt } from '../helpers/random';
 
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; at: number } {
@@ -54,6 +54,31 @@ describe('CRR kernel vs the TS reference', () => {
     if (hasAddon('torch')) {
       expectClose(crrAdvantages(inp, 'torch'), want, 'torch');
       expectClose(await crrAdvantagesAsync(inp, 'torch'), want, 'torch async');
+    }
+  });
+
+  // G = G' = 8 takes the vectorised path (crr_groups_8x8); its twins are the scalar loop (every
+  // other size, above) and the TS reference. Every norm, fractional formats, and many flat groups.
+  it.each([0, 1, 2])('the G = G\' = 8 fast path agrees (norm mode %i)', (mode) => {
+    for (const seed of [11, 12, 13]) {
+      const inp = randomInputs(seed, 300, 8, 8);
+      inp.norm = (['per-branch', 'joint', 'none'] as const)[mode];
+      const r = rng(seed + 100);
+      if (seed === 12) inp.origFormat = Float32Array.from(inp.origFormat!, () => r());  // fractional format scores
+      if (seed === 13) { inp.eps = 0; inp.cfFormat = undefined; }  // eps 0 and an absent optional input
+      for (let b = 0; b < 300; b += 5) {  // every 5th group all-equal in both branches: flat in every mode
+        inp.origAnswers.fill(-1, b * 8, b * 8 + 8);
+        inp.cfAnswers.fill(-1, b * 8, b * 8 + 8);
+        inp.origFormat!.fill(inp.cfFormat ? 1 : 0, b * 8, b * 8 + 8);  // an absent cfFormat counts as 0
+        inp.cfFormat?.fill(1, b * 8, b * 8 + 8);
+      }
+      const want = referenceCrr(inp);
+      const got = crrAdvantages(inp, 'core');
+      expectClose(got, want, `core 8x8 seed ${seed}`);
+      if (hasAddon('torch')) expectClose(crrAdvantages(inp, 'torch'), want, `torch 8x8 seed ${seed}`);
+      expect(got.origFlat[0]).toBe(1);
+      expect(got.cfFlat[5]).toBe(1);
+      expect(Array.from(got.origAdvantage.subarray(0, 8))).toEqual(new Array(8).fill(0));
     }
   });
 
@@ -151,3 +176,41 @@ describe('CRR argument checks', () => {
     );
   });
 });
+
+describe('CRR into caller-owned outputs', () => {
+  const backends = (['core', 'torch'] as const).filter(hasAddon);
+
+  it.each(backends)('%s: equals the allocating call, reuses the arrays, and skips absent optional ones', async (backend) => {
+    const inp = randomInputs(7, 64, 8, 8);
+    const want = crrAdvantages(inp, backend);
+    const out = allocCrrOutputs(64, 8, 8);
+    out.origAdvantage.fill(99);
+    expect(crrAdvantagesInto(inp, out, backend)).toBe(out);
+    expectClose(out, want, `${backend} into`);
+    // Reused on the next call with other inputs: every value is rewritten.
+    const inp2 = randomInputs(8, 64, 8, 8);
+    crrAdvantagesInto(inp2, out, backend);
+    expectClose(out, crrAdvantages(inp2, backend), `${backend} into, reused`);
+    // Only the four required arrays: the rest stay untouched.
+    const minimal = { origReward: new Float32Array(512), cfReward: new Float32Array(512), origAdvantage: new Float32Array(512), cfAdvantage: new Float32Array(512) };
+    crrAdvantagesInto(inp, minimal, backend);
+    for (const k of Object.keys(minimal) as (keyof typeof minimal)[]) expect(Array.from(minimal[k])).toEqual(Array.from(want[k]));
+    // The async path with out resolves to the same object.
+    const out2 = allocCrrOutputs(64, 8, 8);
+    expect(await crrAdvantagesAsync({ ...inp, out: out2 }, backend)).toBe(out2);
+    expectClose(out2, want, `${backend} async into`);
+  });
+
+  it('names the wrong out array, and refuses outputs that overlap the inputs or each other', () => {
+    const inp = randomInputs(9, 4, 8, 8);
+    const out = allocCrrOutputs(4, 8, 8);
+    expect(() => crrAdvantagesInto(inp, { ...out, cfAdvantage: new Float32Array(31) })).toThrow(/expected an Float32Array of length 32 for out\.cfAdvantage but received length 31/);
+    expect(() => crrAdvantagesInto(inp, { ...out, pOrig: new Int32Array(4) as never })).toThrow(/Float32Array for out\.pOrig but received Int32Array\(4\)/);
+    expect(() => crrAdvantagesInto(inp, { ...out, origReward: undefined as never })).toThrow(/for out\.origReward but received undefined/);
+    expect(() => crrAdvantagesInto(inp, null as never)).toThrow(/an object of Float32Arrays for out/);
+    const aliased = new Float32Array(inp.origFormat!.buffer, inp.origFormat!.byteOffset, 32);
+    expect(() => crrAdvantagesInto(inp, { ...out, origReward: aliased })).toThrow(/not to overlap the inputs/);
+    expect(() => crrAdvantagesInto(inp, { ...out, cfReward: out.origReward })).toThrow(/not to share memory with each other/);
+  });
+});
+

@@ -55,7 +55,10 @@ struct CrrOutputs {
   uint8_t* cf_flat = nullptr;       // (B,)     same for branch c (joint: both flags equal)
 };
 
+// Dispatches to a vectorised path for G = G' = 8 and to the scalar loop otherwise.
 void crr_group_advantages(const CrrInputs& in, const CrrOutputs& out);
+// The plain per-rollout loop for any G, G' (the fast path's twin).
+void crr_group_advantages_scalar(const CrrInputs& in, const CrrOutputs& out);
 
 struct GrpoInputs {
   int64_t groups = 0;                 // B
