@@ -394,7 +394,7 @@ export interface PolicyNativeApi {
     policy: number,
     batch: NativePolicyBatch,
     completions: NativePolicyCompletions,
-    options?: { temperature?: number; entropy?: boolean },
+    options?: { temperature?: number; entropy?: boolean; fullSequence?: boolean },
   ): Promise<{ logprobs: Float32Array; entropy?: Float32Array }>;
   policyTrainStep(policy: number, batch: NativePolicyBatch, completions: NativePolicyCompletions, options: Record<string, unknown>): Promise<NativePolicyStepStats>;
   policyGetState(policy: number, which: 'weights' | 'optimizer'): Promise<{ tensors: NativePolicyTensor[]; step: number }>;

@@ -86,6 +86,11 @@ export interface TrainOptions {
   temperature?: number;
   /** A process group's native id (lib/dist): gradients are averaged across ranks before clipping. */
   processGroup?: number;
+  /**
+   * Run every (prompt + completion) row whole instead of sharing each prompt's prefix keys/values
+   * across its G completions: the slow twin, same result up to float rounding.
+   */
+  fullSequence?: boolean;
 }
 
 export interface RlCompletions extends Completions {
@@ -266,12 +271,12 @@ export class Policy extends NativeHandle {
   }
 
   /** Per-token log-probs (N, C) of given completions (0 beyond each length); entropy when asked. */
-  async logprobs(inputs: PolicyInputs, completions: Completions, options: { temperature?: number; entropy?: boolean } = {}): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
+  async logprobs(inputs: PolicyInputs, completions: Completions, options: { temperature?: number; entropy?: boolean; fullSequence?: boolean } = {}): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
     const op = 'Policy.logprobs';
     const b = this.batch(inputs, op);
     const c = this.completions(completions, b.promptLengths.length * b.groupSize, op);
     checkProbability('options.temperature', options.temperature, op, 0, true);
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyLogprobs(this.id, b, c, { temperature: options.temperature, entropy: options.entropy ?? false })));
+    const r = await torchQueue.run(() => callAsync(() => this.native.policyLogprobs(this.id, b, c, { temperature: options.temperature, entropy: options.entropy ?? false, fullSequence: options.fullSequence ?? false })));
     return r.entropy ? { logprobs: rewrap(r.logprobs), entropy: rewrap(r.entropy) } : { logprobs: rewrap(r.logprobs) };
   }
 

@@ -92,6 +92,40 @@ describe('native policy (tiny preset)', () => {
     }
   });
 
+  maybe('the shared-prefix forward equals its twin that runs every row whole (log-probs, loss, gradient, update)', async () => {
+    const a = await Policy.create(tokenizer, { seed: 6 });
+    const b = await Policy.create(tokenizer, { seed: 6 });
+    try {
+      const all = inputs(4);
+      const g = await a.generate(all, { temperature: 1.3, maxNewTokens: 6 });
+      const shared = await a.logprobs(all, g, { entropy: true });
+      const whole = await a.logprobs(all, g, { entropy: true, fullSequence: true });
+      for (let i = 0; i < shared.logprobs.length; i++) {
+        expect(Math.abs(shared.logprobs[i] - whole.logprobs[i])).toBeLessThan(1e-5);
+        expect(Math.abs(shared.entropy![i] - whole.entropy![i])).toBeLessThan(1e-5);
+      }
+      const n = g.lengths.length;
+      const comp = { ...g, oldLogprobs: shared.logprobs.map((x) => x + 0.05), refLogprobs: shared.logprobs.map((x) => x - 0.05), advantages: Float32Array.from({ length: n }, (_, i) => (i % 3) - 1) };
+      const opts = { lr: 1e-2, maxGradNorm: 0 };
+      const sa = await a.trainStep(all, comp, opts);
+      const sb = await b.trainStep(all, comp, { ...opts, fullSequence: true });
+      expect(Math.abs(sa.loss - sb.loss)).toBeLessThan(1e-6 * Math.max(1, Math.abs(sb.loss)));
+      expect(Math.abs(sa.gradNorm - sb.gradNorm)).toBeLessThan(1e-5 * sb.gradNorm);
+      expect(sa.gradNorm).toBeGreaterThan(0);
+      // Same gradient, so the same first moments and the same updated weights, tensor by tensor.
+      const [ma, mb] = [(await a.getOptimizerState()).tensors, (await b.getOptimizerState()).tensors];
+      expect(ma.map((t) => t.name)).toEqual(mb.map((t) => t.name));
+      ma.forEach((t, k) => {
+        let d2 = 0, r2 = 0;
+        for (let i = 0; i < t.data.length; i++) { d2 += (t.data[i] - mb[k].data[i]) ** 2; r2 += mb[k].data[i] ** 2; }
+        if (Math.sqrt(d2) > 1e-4 * Math.sqrt(r2) + 1e-12) throw new Error(`${t.name}: relative L2 difference ${Math.sqrt(d2 / r2)}`);
+      });
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  });
+
   maybe('a batch (padded prompts, shared clips, mixed transforms) scores like each prompt alone', async () => {
     const p = await Policy.create(tokenizer, { seed: 4 });
     try {

@@ -254,6 +254,7 @@ LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   if (!(l.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(l.temperature));
   if (l.eps_low < 0 || l.eps_high < 0) throw_range_error(op, "epsLow/epsHigh", "numbers >= 0", std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
   l.max_new_tokens = opt_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
+  l.full_sequence = opt_bool(o, "fullSequence", op, false);
   const std::string agg = opt_string(o, "aggregation", op, "seq-mean-token-mean");
   if (agg == "seq-mean-token-mean") l.agg = Aggregation::SeqMeanTokenMean;
   else if (agg == "token-mean") l.agg = Aggregation::TokenMean;
@@ -366,8 +367,9 @@ Napi::Value Logprobs(const Napi::CallbackInfo& info) {
     const double temperature = opt_number(o, "temperature", op, 1.0);
     if (!(temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(temperature));
     const bool entropy = opt_bool(o, "entropy", op, false);
+    const bool full_sequence = opt_bool(o, "fullSequence", op, false);
     auto out = std::make_shared<std::pair<torch::Tensor, torch::Tensor>>();
-    return run(info.Env(), op, [p, b, c, temperature, entropy, out]() { *out = p->logprobs(*b, *c, temperature, entropy); },
+    return run(info.Env(), op, [p, b, c, temperature, entropy, full_sequence, out]() { *out = p->logprobs(*b, *c, temperature, entropy, full_sequence); },
                [out](Napi::Env env) {
                  auto r = Napi::Object::New(env);
                  r.Set("logprobs", to_js(env, out->first));

@@ -428,24 +428,39 @@ Policy::Prefix Policy::build_prefix(const PromptBatch& b) {
   return pre;
 }
 
-torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions& c) {
+torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions& c, bool full_sequence) {
   const int64_t G = b.group, C = c.ids.size(1);
   auto pre = build_prefix(b);
-  const int64_t Lpre = pre.embeds.size(1);
+  const int64_t P = pre.embeds.size(0), Lpre = pre.embeds.size(1);
   if (Lpre + C > cfg_.max_seq_len) {
     throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                   "policy: prompt (" + std::to_string(Lpre) + " tokens with the visual ones) + completion width (" +
                       std::to_string(C) + ") exceeds maxSeqLen " + std::to_string(cfg_.max_seq_len));
   }
   auto ids = c.ids.to(device_);
-  auto emb = torch::cat({pre.embeds.repeat_interleave(G, 0), net_->lm->embed->forward(ids)}, 1);  // (N, Lpre+C, D)
-  const int64_t N = emb.size(0);
-  auto valid = torch::cat({pre.valid.repeat_interleave(G, 0), torch::ones({N, C}, pre.valid.options())}, 1);
+  const int64_t N = P * G;
   auto cpos = pre.next_pos.repeat_interleave(G, 0).unsqueeze(1) + torch::arange(C, pre.next_pos.options()).unsqueeze(0);
-  auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
-  auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
-  // Column Lpre-1+t predicts completion token t.
-  return net_->lm->logits(hidden.narrow(1, Lpre - 1, C));  // (N, C, V)
+  auto valid = torch::cat({pre.valid.repeat_interleave(G, 0), torch::ones({N, C}, pre.valid.options())}, 1);
+  if (full_sequence) {
+    auto emb = torch::cat({pre.embeds.repeat_interleave(G, 0), net_->lm->embed->forward(ids)}, 1);  // (N, Lpre+C, D)
+    auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
+    auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
+    // Column Lpre-1+t predicts completion token t.
+    return net_->lm->logits(hidden.narrow(1, Lpre - 1, C));  // (N, C, V)
+  }
+  // 1. The prefix once per prompt, keeping every layer's keys and values (P rows).
+  KVCache cache = net_->lm->make_cache(P, Lpre, pre.embeds.options());
+  auto hp = net_->lm->forward(pre.embeds, pre.positions, pre.valid, &cache, 0);  // (P, Lpre, D)
+  // 2. Those keys and values shared by the prompt's G completions, with room for the completions'.
+  for (auto& l : cache.layers) {
+    auto room = torch::zeros({N, l.k.size(1), C, l.k.size(3)}, l.k.options());
+    l.k = torch::cat({l.k.repeat_interleave(G, 0), room}, 2);
+    l.v = torch::cat({l.v.repeat_interleave(G, 0), room}, 2);
+  }
+  auto hc = net_->lm->forward(net_->lm->embed->forward(ids), cpos, valid, &cache, Lpre);  // (N, C, D)
+  // The last prefix column predicts completion token 0, completion column t token t+1.
+  auto hidden = torch::cat({hp.narrow(1, Lpre - 1, 1).repeat_interleave(G, 0), hc.narrow(1, 0, C - 1)}, 1);
+  return net_->lm->logits(hidden);  // (N, C, V)
 }
 
 namespace {
@@ -459,10 +474,10 @@ torch::Tensor completion_mask(const Completions& c, const torch::Device& d) {
 }  // namespace
 
 std::pair<torch::Tensor, torch::Tensor> Policy::logprobs(const PromptBatch& b, const Completions& c, double temperature,
-                                                         bool want_entropy) {
+                                                         bool want_entropy, bool full_sequence) {
   torch::NoGradGuard ng;
   net_->eval();
-  auto lsm = torch::log_softmax(upcast(completion_logits(b, c)).to(torch::kFloat) / temperature, -1);  // (N, C, V)
+  auto lsm = torch::log_softmax(upcast(completion_logits(b, c, full_sequence)).to(torch::kFloat) / temperature, -1);  // (N, C, V)
   auto mask = completion_mask(c, device_);
   auto lp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1) * mask;
   torch::Tensor ent;
@@ -616,7 +631,7 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   StepStats st;
   auto mask = completion_mask(c, device_);
-  auto lsm = torch::log_softmax(upcast(completion_logits(b, c)).to(torch::kFloat) / lo.temperature, -1);  // (N, C, V)
+  auto lsm = torch::log_softmax(upcast(completion_logits(b, c, lo.full_sequence)).to(torch::kFloat) / lo.temperature, -1);  // (N, C, V)
   auto logp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1);                               // (N, C)
   torch::Tensor loss;
   {

@@ -219,6 +219,7 @@ struct LossOptions {
   Aggregation agg = Aggregation::SeqMeanTokenMean;
   int64_t max_new_tokens = 0;  // for SeqMeanTokenSumNorm (0: completion width)
   double temperature = 1.0;
+  bool full_sequence = false;  // the slow twin of completion_logits (see there)
 };
 
 // logp, old, ref (N, C) float (old/ref may be undefined: on-policy ratio 1 / no KL term);
@@ -270,7 +271,7 @@ class Policy {
   Generation generate(const PromptBatch& b, const SamplingOptions& o);
   // Per-token log-probs (N, C) of given completions; entropy (N, C) when wanted.
   std::pair<torch::Tensor, torch::Tensor> logprobs(const PromptBatch& b, const Completions& c, double temperature,
-                                                   bool want_entropy);
+                                                   bool want_entropy, bool full_sequence = false);
   // RL step (loss of section 6) or, when `sft`, teacher-forced cross-entropy (token mean).
   StepStats train_step(const PromptBatch& b, const Completions& c, const torch::Tensor& advantages,
                        const torch::Tensor& old_logp, const torch::Tensor& ref_logp, const LossOptions& lo,
@@ -283,8 +284,11 @@ class Policy {
   torch::Tensor rng_state() const;
   void set_rng_state(const torch::Tensor& s);
 
-  // Full-sequence forward: (N, C) log-probs of `targets` given prefix; hidden logits (N, C, V).
-  torch::Tensor completion_logits(const PromptBatch& b, const Completions& c);
+  // Logits (N, C, V) of the completions' positions. The prefix (visual + prompt tokens) is the
+  // same for the G completions of a prompt, so by default it runs once per prompt and its keys and
+  // values are shared by the G completions (exact: a prefix token never attends to a completion).
+  // full_sequence runs every (prefix + completion) row whole: the slow, obviously correct twin.
+  torch::Tensor completion_logits(const PromptBatch& b, const Completions& c, bool full_sequence = false);
 
  private:
   struct Prefix {
