@@ -126,6 +126,40 @@ describe('native policy (tiny preset)', () => {
     }
   });
 
+  maybe('sampled first tokens follow the exact next-token distribution (chi-square over the vocabulary)', async () => {
+    const p = await Policy.create(tokenizer, { seed: 9 });
+    try {
+      const n = 4000, V = tokenizer.size;
+      const one: PolicyInputs = { frames: frames(1, 7), numVideos: 1, prompts: [{ video: 0, text: QUESTIONS[0] }], groupSize: n };
+      const s = await p.generate(one, { temperature: 3, maxNewTokens: 1 });
+      const counts = new Array(V).fill(0);
+      for (let i = 0; i < n; i++) counts[s.ids[i * s.width]]++;
+      // Exact probabilities: the log-prob of every vocabulary entry as a one-token completion.
+      const all: PolicyInputs = { ...one, groupSize: V };
+      const lp = await p.logprobs(all, { ids: Int32Array.from({ length: V }, (_, v) => v), lengths: new Int32Array(V).fill(1), width: 1 }, { temperature: 3 });
+      const prob = Array.from(lp.logprobs, Math.exp);
+      expect(Math.abs(prob.reduce((a, x) => a + x, 0) - 1)).toBeLessThan(1e-4);
+      // Pool entries with expected count < 5 into one bin, then Pearson's chi-square.
+      let chi2 = 0, bins = 0, restE = 0, restO = 0;
+      prob.forEach((q, v) => {
+        const e = q * n;
+        if (e < 5) { restE += e; restO += counts[v]; return; }
+        chi2 += (counts[v] - e) ** 2 / e;
+        bins++;
+      });
+      if (restE > 0) { chi2 += (restO - restE) ** 2 / Math.max(restE, 1e-9); bins++; }
+      // df = bins - 1; mean df, sd sqrt(2 df): 6 sd above the mean fails (p far below 1e-6).
+      const df = bins - 1;
+      expect(bins).toBeGreaterThan(5);
+      expect(chi2).toBeLessThan(df + 6 * Math.sqrt(2 * df));
+      // A sampler that ignored the distribution (uniform over the vocabulary) fails the same bound.
+      const uniform = prob.reduce((a, q) => a + (n / V - q * n) ** 2 / Math.max(q * n, 1e-9), 0);
+      expect(uniform).toBeGreaterThan(df + 6 * Math.sqrt(2 * df));
+    } finally {
+      p.dispose();
+    }
+  });
+
   maybe('a batch (padded prompts, shared clips, mixed transforms) scores like each prompt alone', async () => {
     const p = await Policy.create(tokenizer, { seed: 4 });
     try {

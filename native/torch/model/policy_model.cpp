@@ -138,14 +138,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = cache->k.narrow(2, 0, start + L);
     v = cache->v.narrow(2, 0, start + L);
   }
-  if (heads != kv_heads) {  // grouped KV: query head h reads kv head h / (H / Hkv)
-    k = k.repeat_interleave(heads / kv_heads, 1);
-    v = v.repeat_interleave(heads / kv_heads, 1);
-  }
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, H, L, Lk)
-  scores = upcast(scores).masked_fill(allowed.logical_not(), -1e9);
-  auto attn = torch::softmax(scores, -1).to(x.scalar_type());
-  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({N, L, heads * head_dim});
+  // Grouped KV: query head h reads kv head h / g (g = H / Hkv). The g query heads of a kv head are
+  // adjacent, so they are viewed as g*L rows of that kv head: no copy of the keys and values.
+  const int64_t g = heads / kv_heads, Lk = k.size(2);
+  auto qg = q.reshape({N, kv_heads, g * L, head_dim});
+  auto scores = torch::matmul(qg, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, Hkv, g*L, Lk)
+  scores = upcast(scores).view({N, kv_heads, g, L, Lk}).masked_fill(allowed.logical_not().unsqueeze(2), -1e9);
+  auto attn = torch::softmax(scores, -1).to(x.scalar_type()).view({N, kv_heads, g * L, Lk});
+  auto out = torch::matmul(attn, v).view({N, heads, L, head_dim}).transpose(1, 2).reshape({N, L, heads * head_dim});
   return wo->forward(out);
 }
 
@@ -485,6 +485,19 @@ std::pair<torch::Tensor, torch::Tensor> Policy::logprobs(const PromptBatch& b, c
   return {lp, ent};
 }
 
+namespace {
+
+// One token per row of probs (N, V) on the CPU, by inverting the row's CDF at one uniform draw.
+torch::Tensor sample_inverse_cdf(const torch::Tensor& probs, at::Generator& gen) {
+  auto cdf = probs.to(torch::kDouble).cumsum(-1);                            // (N, V)
+  auto total = cdf.narrow(-1, cdf.size(-1) - 1, 1);                          // (N, 1)
+  auto u = at::rand({probs.size(0), 1}, gen, cdf.options()) * total;        // in [0, total)
+  // The first entry whose CDF exceeds u: never a zero-probability entry (its CDF equals the previous one).
+  return at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(probs.size(-1) - 1);
+}
+
+}  // namespace
+
 torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out) {
   auto lf = upcast(logits).to(torch::kFloat) / o.temperature;  // (N, V)
   auto lsm = torch::log_softmax(lf, -1);
@@ -506,9 +519,12 @@ torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOpt
       sorted = sorted.masked_fill(remove, -std::numeric_limits<float>::infinity());
       f = torch::full_like(f, -std::numeric_limits<float>::infinity()).scatter(-1, idx, sorted);
     }
-    // Sampled on the CPU with the policy's generator: same seed, same tokens on any device.
+    // Sampled on the CPU with the policy's generator (same seed, same tokens on any device), by
+    // inverting each row's CDF at one uniform draw: one random number per row, where
+    // at::multinomial draws an exponential per vocabulary entry. Tests check the sampled
+    // frequencies against the exact probabilities from logprobs().
     auto probs = torch::softmax(f, -1).to(torch::kCPU);
-    tok = at::multinomial(probs, 1, false, gen_).squeeze(1).to(lf.device());
+    tok = sample_inverse_cdf(probs, gen_).to(lf.device());
   }
   *logp_out = lsm.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
   return tok;
