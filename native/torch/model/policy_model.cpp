@@ -6,7 +6,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <unordered_map>
@@ -116,6 +119,128 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
+namespace {
+thread_local bool t_reference_paths = false;
+}  // namespace
+
+bool reference_paths() { return t_reference_paths; }
+ReferencePaths::ReferencePaths() : previous_(t_reference_paths) { t_reference_paths = true; }
+ReferencePaths::~ReferencePaths() { t_reference_paths = previous_; }
+
+namespace {
+
+// One (row n, kv head g) item of decode_attention: the rep = H / Hkv query heads that read kv head
+// g, each of L rows, against Lk keys; scores go into `s` (rep * L * Lk). Eight partial sums per dot
+// product so that the compiler vectorises over the head dimension.
+template <typename T>
+__attribute__((always_inline)) inline void decode_attention_item(const T* q, const T* k, const T* v, const bool* allowed, T* out,
+                                                                 int64_t n, int64_t g, int64_t H, int64_t Hkv, int64_t L, int64_t Lk,
+                                                                 int64_t hd, int64_t k_row, int64_t k_head, T scale, T* s) {
+  const int64_t rep = H / Hkv;
+  const T* kb = k + n * k_row + g * k_head;
+  const T* vb = v + n * k_row + g * k_head;
+  for (int64_t r = 0; r < rep; r++) {
+    const int64_t h = g * rep + r;
+    for (int64_t l = 0; l < L; l++) {
+      const T* qr = q + ((n * H + h) * L + l) * hd;
+      const bool* al = allowed + (n * L + l) * Lk;
+      T* sr = s + (r * L + l) * Lk;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < Lk; j++) {
+        const T* kj = kb + j * hd;
+        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t d = 0;
+        for (; d + 8 <= hd; d += 8) {
+          for (int u = 0; u < 8; u++) acc[u] += qr[d + u] * kj[d + u];
+        }
+        T dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; d < hd; d++) dot += qr[d] * kj[d];
+        const T x = al[j] ? dot * scale : static_cast<T>(-1e9);
+        sr[j] = x;
+        mx = std::max(mx, x);
+      }
+      T* o = out + ((n * L + l) * H + h) * hd;
+      for (int64_t d = 0; d < hd; d++) o[d] = 0;
+      T sum = 0;
+      for (int64_t j = 0; j < Lk; j++) {
+        const T e = std::exp(sr[j] - mx);
+        sum += e;
+        if (e == 0) continue;  // masked keys: exp(-1e9 - max) underflows to 0
+        const T* vj = vb + j * hd;
+        for (int64_t d = 0; d < hd; d++) o[d] += e * vj[d];
+      }
+      const T inv = static_cast<T>(1) / sum;
+      for (int64_t d = 0; d < hd; d++) o[d] *= inv;
+    }
+  }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void decode_attention_range(const T* q, const T* k, const T* v, const bool* allowed, T* out,
+                                                                  int64_t begin, int64_t end, int64_t H, int64_t Hkv, int64_t L,
+                                                                  int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head, T scale) {
+  std::vector<T> s(static_cast<size_t>((H / Hkv) * L * Lk));
+  for (int64_t i = begin; i < end; i++) decode_attention_item(q, k, v, allowed, out, i / Hkv, i % Hkv, H, Hkv, L, Lk, hd, k_row, k_head, scale, s.data());
+}
+
+__attribute__((target_clones("avx2", "default"))) void decode_attention_f32(const float* q, const float* k, const float* v, const bool* allowed,
+                                                                              float* out, int64_t begin, int64_t end, int64_t H, int64_t Hkv,
+                                                                              int64_t L, int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head,
+                                                                              float scale) {
+  decode_attention_range<float>(q, k, v, allowed, out, begin, end, H, Hkv, L, Lk, hd, k_row, k_head, scale);
+}
+
+void decode_attention_f64(const double* q, const double* k, const double* v, const bool* allowed, double* out, int64_t begin, int64_t end,
+                          int64_t H, int64_t Hkv, int64_t L, int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head, double scale) {
+  decode_attention_range<double>(q, k, v, allowed, out, begin, end, H, Hkv, L, Lk, hd, k_row, k_head, scale);
+}
+
+// The kernel serves CPU float32/float64 without autograd and few query rows (beyond that, the
+// batched matmuls amortise their per-call cost).
+bool decode_kernel_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t L) {
+  return !reference_paths() && !torch::GradMode::is_enabled() && q.device().is_cpu() &&
+         (q.scalar_type() == torch::kFloat || q.scalar_type() == torch::kDouble) && L <= 16 && k.stride(3) == 1 &&
+         k.stride(2) == k.size(3) && v.strides().equals(k.strides());
+}
+
+}  // namespace
+
+torch::Tensor decode_attention(const torch::Tensor& q_, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& allowed_,
+                               double scale) {
+  TORCH_CHECK(q_.dim() == 4 && k.dim() == 4 && allowed_.dim() == 4, "decode_attention: q ", q_.sizes(), ", k ", k.sizes(), ", allowed ",
+              allowed_.sizes(), " must be 4-d");
+  const int64_t N = q_.size(0), H = q_.size(1), L = q_.size(2), hd = q_.size(3), Hkv = k.size(1), Lk = allowed_.size(3);
+  TORCH_CHECK(v.sizes().equals(k.sizes()) && k.size(0) == N && k.size(3) == hd && H % Hkv == 0 && k.size(2) >= Lk &&
+                  allowed_.size(0) == N && allowed_.size(1) == 1 && allowed_.size(2) == L,
+              "decode_attention: q ", q_.sizes(), ", k ", k.sizes(), ", v ", v.sizes(), ", allowed ", allowed_.sizes(), " do not fit");
+  TORCH_CHECK(k.stride(3) == 1 && k.stride(2) == hd && v.strides().equals(k.strides()), "decode_attention: k/v need contiguous rows, got strides ",
+              k.strides(), " / ", v.strides());
+  TORCH_CHECK(q_.scalar_type() == k.scalar_type() && k.scalar_type() == v.scalar_type() && q_.device().is_cpu(),
+              "decode_attention: CPU q/k/v of one dtype expected");
+  auto q = q_.contiguous();
+  auto allowed = allowed_.to(torch::kBool).contiguous();
+  auto out = torch::empty({N, L, H * hd}, q.options());
+  const int64_t items = N * Hkv, work = 2 * (H / Hkv) * L * Lk * hd;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(work, 1));
+  if (q.scalar_type() == torch::kFloat) {
+    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    const bool* ap = allowed.data_ptr<bool>();
+    at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) {
+      decode_attention_f32(qp, kp, vp, ap, op, b, e, H, Hkv, L, Lk, hd, k.stride(0), k.stride(1), static_cast<float>(scale));
+    });
+  } else {
+    TORCH_CHECK(q.scalar_type() == torch::kDouble, "decode_attention: float32 or float64 expected, got ", q.scalar_type());
+    const double *qp = q.data_ptr<double>(), *kp = k.data_ptr<double>(), *vp = v.data_ptr<double>();
+    double* op = out.data_ptr<double>();
+    const bool* ap = allowed.data_ptr<bool>();
+    at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) {
+      decode_attention_f64(qp, kp, vp, ap, op, b, e, H, Hkv, L, Lk, hd, k.stride(0), k.stride(1), scale);
+    });
+  }
+  return out;
+}
+
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, int64_t kv_heads_)
     : heads(heads_), kv_heads(kv_heads_), head_dim(dim / heads_) {
   wq = register_module("wq", linear(dim, heads * head_dim, false));
@@ -137,6 +262,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     cache->v.narrow(2, start, L).copy_(v);
     k = cache->k.narrow(2, 0, start + L);
     v = cache->v.narrow(2, 0, start + L);
+  }
+  if (decode_kernel_applies(q, k, v, L)) {  // generation's decode steps (slow twin: the matmuls below)
+    return wo->forward(decode_attention(q, k, v, allowed, 1.0 / std::sqrt(static_cast<double>(head_dim))));  // (N, L, H*hd)
   }
   // Grouped KV: query head h reads kv head h / g (g = H / Hkv). The g query heads of a kv head are
   // adjacent, so they are viewed as g*L rows of that kv head: no copy of the keys and values.
@@ -888,6 +1016,7 @@ torch::Tensor test_allowed(int64_t N, int64_t L) {
 }  // namespace
 
 GradCheckResult grad_check(const std::string& name, uint64_t seed) {
+  if (name.rfind("fast:", 0) == 0) return fast_path_check(name.substr(5), seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto dbl = torch::kDouble;
   if (name == "rmsnorm") {
@@ -1019,7 +1148,123 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
   }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                 "policy gradCheck: unknown module '" + name +
-                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, vision_encoder_clip, projector, policy_loss, policy)");
+                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, vision_encoder_clip, projector, policy_loss, policy; fast:<name> compares a fast path with its slow twin)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast paths vs their slow twins
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+void compare_into(GradCheckResult& r, const torch::Tensor& fast, const torch::Tensor& slow) {
+  TORCH_CHECK(fast.sizes().equals(slow.sizes()), "fast path check: shapes differ, ", fast.sizes(), " vs ", slow.sizes());
+  auto f = fast.detach().to(torch::kDouble), s = slow.detach().to(torch::kDouble);
+  r.max_error = std::max(r.max_error, ((f - s).abs() / s.abs().clamp_min(1.0)).max().item<double>());
+  r.max_abs_grad = std::max(r.max_abs_grad, s.abs().max().item<double>());
+  r.checked += s.numel();
+}
+
+PolicyConfig small_config(uint64_t seed) {
+  PolicyConfig c;
+  c.vocab_size = 23;
+  c.frames = 4;
+  c.image_size = 8;
+  c.patch_size = 2;
+  c.temporal_patch = 2;
+  c.merge_size = 2;
+  c.vision_dim = 16;
+  c.vision_layers = 1;
+  c.vision_heads = 2;
+  c.vision_mlp = 24;
+  c.lm_dim = 48;
+  c.lm_layers = 2;
+  c.lm_heads = 4;
+  c.lm_kv_heads = 2;
+  c.lm_mlp = 40;
+  c.max_seq_len = 96;
+  c.seed = seed;
+  c.vision_clip_attention = true;
+  return c;
+}
+
+PromptBatch small_batch(at::Generator& gen, int64_t group) {
+  PromptBatch b;
+  b.frames = torch::randint(0, 256, {2, 4, 8, 8, 3}, gen, torch::kByte);
+  b.video = {0, 1, 0, 1};
+  b.op = {FrameOp::None, FrameOp::HFlip, FrameOp::Reverse, FrameOp::None};
+  b.ids = {{2, 5, 6, 7, 8}, {2, 7}, {2, 8, 9, 10, 11, 12, 13}, {3}};
+  b.group = group;
+  return b;
+}
+
+}  // namespace
+
+GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  GradCheckResult r;
+  if (name == "attention_decode" || name == "attention_decode_f32") {
+    // Decode steps (L = 1) and short chunks (L = 3, 16) against a cache with earlier columns, some
+    // keys masked and one row with every key masked; head sizes with and without a tail of 8.
+    torch::NoGradGuard ng;
+    const auto dtype = name == "attention_decode" ? torch::kDouble : torch::kFloat;
+    {
+      for (int64_t hd : {24, 12, 6}) {  // 8-wide blocks only, blocks + a tail, a tail only (rotary needs an even size)
+        for (int64_t L : {1, 3, 16}) {
+          const int64_t N = 3, H = 4, Hkv = 2, D = H * hd, start = 7, cap = start + L + 4;
+          Attention m(D, H, Hkv);
+          m->to(dtype);
+          randomize(*m, gen);
+          auto x = at::randn({N, L, D}, gen, dtype);
+          LayerCache c{at::randn({N, Hkv, cap, hd}, gen, dtype), at::randn({N, Hkv, cap, hd}, gen, dtype)};
+          LayerCache c2{c.k.clone(), c.v.clone()};
+          auto pos = torch::arange(start, start + L).repeat({N, 1});
+          auto [cs, sn] = rotary_tables(pos, hd, 10000.0, dtype);
+          auto valid = torch::ones({N, start + L}, torch::kBool);
+          valid[0][2] = false;
+          valid[1].narrow(0, 0, start).fill_(false);
+          valid[1][start] = false;  // row 1, query 0: no key at all (uniform softmax on both paths)
+          auto causal = torch::arange(start + L).unsqueeze(0) <= torch::arange(start, start + L).unsqueeze(1);
+          auto allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(valid.view({N, 1, 1, start + L}));
+          auto fast = m->forward(x, cs, sn, allowed, &c, start);
+          torch::Tensor slow;
+          {
+            ReferencePaths ref;
+            slow = m->forward(x, cs, sn, allowed, &c2, start);
+          }
+          compare_into(r, fast, slow);
+        }
+      }
+    }
+    return r;
+  }
+  if (name == "generate") {
+    // Greedy and sampled decoding of a small policy with every fast path vs every slow twin: the
+    // same tokens (sampling from the same generator state), log-probs equal up to rounding.
+    Policy p(small_config(seed));
+    auto b = small_batch(gen, 3);
+    for (bool greedy : {true, false}) {
+      SamplingOptions o;
+      o.max_new_tokens = 12;
+      o.greedy = greedy;
+      o.temperature = 0.9;
+      o.stop = {4};
+      auto state = p.rng_state();
+      auto fast = p.generate(b, o);
+      p.set_rng_state(state);
+      Generation slow;
+      {
+        ReferencePaths ref;
+        slow = p.generate(b, o);
+      }
+      const int64_t differ = fast.tokens.ne(slow.tokens).sum().item<int64_t>() + fast.lengths.ne(slow.lengths).sum().item<int64_t>();
+      compare_into(r, fast.logprobs, slow.logprobs);
+      if (differ) r.max_error = std::max(r.max_error, 1e9 + static_cast<double>(differ));  // any token difference fails
+    }
+    return r;
+  }
+  throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate)");
 }
 
 // ---------------------------------------------------------------------------------------------

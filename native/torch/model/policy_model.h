@@ -73,6 +73,29 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
 // x (N, H, L, hd)
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
+// Fast paths (the decode-attention kernel, grouped-KV attention without copying keys/values per
+// query head, the fused AdamW + grad-norm pass) are on by default. While a ReferencePaths guard
+// lives on the current thread, every one of them falls back to its slow, obviously correct twin
+// (plain ATen ops, as written before the fast path existed); fast_path_check compares the two.
+bool reference_paths();
+struct ReferencePaths {
+  ReferencePaths();
+  ~ReferencePaths();
+  ReferencePaths(const ReferencePaths&) = delete;
+  ReferencePaths& operator=(const ReferencePaths&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Causal grouped-KV attention of a few query rows against keys/values already in place, without
+// autograd (generation's decode steps, no-grad scoring), CPU float32/float64:
+// q (N, H, L, hd) contiguous, k/v (N, Hkv, >= Lk, hd) with the last two dims contiguous (a KV
+// cache's first Lk columns), allowed (N, 1, L, Lk) bool -> (N, L, H*hd). Query head h reads kv head
+// h / (H / Hkv); masked scores are -1e9 before the softmax, as in the matmul path.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& allowed, double scale);
+
 // One layer's KV cache: k, v (N, kv_heads, capacity, hd), filled up to the cache's length.
 struct LayerCache {
   torch::Tensor k, v;
@@ -319,6 +342,10 @@ struct GradCheckResult {
   int64_t checked = 0;
 };
 GradCheckResult grad_check(const std::string& name, uint64_t seed);
+// Fast path vs its slow twin (ReferencePaths) on random inputs; max_error = max |fast - slow| /
+// max(1, |slow|), max_abs_grad = max |slow| (scale of what was compared), checked = entries.
+// name: attention_decode (float64) | attention_decode_f32 | generate (more as fast paths are added). grad_check("fast:<name>") runs it.
+GradCheckResult fast_path_check(const std::string& name, uint64_t seed);
 
 // Live handles: id -> model.
 int64_t register_policy(std::shared_ptr<Policy> p);
