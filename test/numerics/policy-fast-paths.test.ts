@@ -36,6 +36,20 @@ describe('policy fast paths vs slow twins', () => {
     expect(r.maxAbsGrad).toBeGreaterThan(0.5);
     expect(r.maxError).toBeLessThan(1e-4);
   });
+  maybe('three RL train steps (clipping, weight decay): weights, AdamW moments, loss and grad norm as the slow twin', async () => {
+    const r = await policyGradCheck('fast:train_step', 9);
+    expect(r.checked).toBeGreaterThan(10000);
+    expect(r.maxAbsGrad).toBeGreaterThan(0.1);
+    // One step agrees to 1 float32 ulp (6e-8); later steps start from weights 1 ulp apart and
+    // Adam's m / sqrt(v) amplifies that on near-zero gradients (measured 1.4e-5 after three).
+    expect(r.maxError).toBeLessThan(1e-4);
+  });
+  maybe('fused grad-norm clip + AdamW vs torch::optim::AdamW after clip_grad_norm_ (four steps, decay on matrices only)', async () => {
+    const r = await policyGradCheck('fast:adamw', 11);
+    expect(r.checked).toBeGreaterThan(500);
+    expect(r.maxAbsGrad).toBeGreaterThan(1);
+    expect(r.maxError).toBeLessThan(1e-6);
+  });
   maybe('an unknown fast path is refused with the list of known ones', async () => {
     await expect(policyGradCheck('fast:nope', 0)).rejects.toThrow(/unknown name 'nope' \(known: attention_decode/);
   });

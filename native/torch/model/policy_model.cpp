@@ -759,6 +759,105 @@ PolicyLoss policy_loss(const torch::Tensor& logp, const torch::Tensor& old_logp,
   return r;
 }
 
+namespace {
+
+// Grad-norm clipping and AdamW. The reference does it as torch.optim.AdamW with
+// clip_grad_norm_ before it: a few ATen ops per parameter tensor (~60 tensors, so ~600 small
+// ops and 60 host syncs per step). The fused version makes one pass over each tensor's memory for
+// the norm and one for the update, in plain loops (same float32 operations in the same order per
+// element; the norm's float64 sum in another order).
+
+double reference_grad_norm(const std::vector<torch::Tensor>& grads) {
+  double sq = 0;
+  for (auto& g : grads) sq += upcast(g).to(torch::kDouble).pow(2).sum().item<double>();
+  return std::sqrt(sq);
+}
+
+// AdamW, as torch.optim.AdamW: gradients scaled by `clip`, decoupled decay p *= 1 - lr*wd
+// (matrices only), bias-corrected moments; `step` counts this update.
+void reference_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
+                          std::vector<torch::Tensor>& exp_avg_sq, int64_t step, double clip, const OptimOptions& oo) {
+  if (clip != 1.0) {
+    for (auto& g : grads) g.mul_(clip);
+  }
+  const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step));
+  for (size_t i = 0; i < params.size(); i++) {
+    auto& p = params[i];
+    auto g = grads[i].to(torch::kFloat);
+    auto pf = p.to(torch::kFloat);
+    if (oo.weight_decay > 0 && p.dim() >= 2) pf.mul_(1.0 - oo.lr * oo.weight_decay);
+    exp_avg[i].mul_(oo.beta1).add_(g, 1.0 - oo.beta1);
+    exp_avg_sq[i].mul_(oo.beta2).addcmul_(g, g, 1.0 - oo.beta2);
+    auto denom = (exp_avg_sq[i].sqrt() / std::sqrt(bc2)).add_(oo.eps);
+    pf.addcdiv_(exp_avg[i], denom, -oo.lr / bc1);
+    if (!pf.is_same(p)) p.copy_(pf);
+  }
+}
+
+bool fused_adamw_applies(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                         const std::vector<torch::Tensor>& exp_avg, const std::vector<torch::Tensor>& exp_avg_sq) {
+  if (reference_paths() || params.size() != exp_avg.size() || params.size() != exp_avg_sq.size()) return false;
+  auto ok = [](const torch::Tensor& t, int64_t n) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == n;
+  };
+  for (size_t i = 0; i < params.size(); i++) {
+    const int64_t n = params[i].numel();
+    if (!ok(params[i], n) || !ok(grads[i], n) || !ok(exp_avg[i], n) || !ok(exp_avg_sq[i], n)) return false;
+  }
+  return true;
+}
+
+__attribute__((target_clones("avx2", "default"))) double sum_squares_f32(const float* x, int64_t n) {
+  double a[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int u = 0; u < 4; u++) a[u] += static_cast<double>(x[i + u]) * static_cast<double>(x[i + u]);
+  }
+  for (; i < n; i++) a[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+double fused_grad_norm(const std::vector<torch::Tensor>& grads) {
+  double sq = 0;
+  for (auto& g : grads) sq += sum_squares_f32(g.data_ptr<float>(), g.numel());
+  return std::sqrt(sq);
+}
+
+// Per element, the reference's float32 operations in its order: g *= clip; p *= 1 - lr*wd;
+// m = m*b1 + (1-b1)*g; v = v*b2 + (1-b2)*g*g; p += step_size * m / (sqrt(v) / sqrt(bc2) + eps).
+__attribute__((target_clones("avx2", "default"))) void adamw_f32(float* __restrict p, const float* __restrict g, float* __restrict m,
+                                                                   float* __restrict v, int64_t n, float clip, bool scale_grad, float decay,
+                                                                   bool apply_decay, float b1, float omb1, float b2, float omb2,
+                                                                   float sqrt_bc2, float eps, float step_size) {
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    if (scale_grad) gi = gi * clip;
+    float pi = p[i];
+    if (apply_decay) pi = pi * decay;
+    const float mi = m[i] * b1 + omb1 * gi;
+    const float vi = v[i] * b2 + omb2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi + step_size * (mi / (std::sqrt(vi) / sqrt_bc2 + eps));
+  }
+}
+
+void fused_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
+                      std::vector<torch::Tensor>& exp_avg_sq, int64_t step, double clip, const OptimOptions& oo) {
+  const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step));
+  for (size_t i = 0; i < params.size(); i++) {
+    auto& p = params[i];
+    adamw_f32(p.data_ptr<float>(), grads[i].data_ptr<float>(), exp_avg[i].data_ptr<float>(), exp_avg_sq[i].data_ptr<float>(), p.numel(),
+              static_cast<float>(clip), clip != 1.0, static_cast<float>(1.0 - oo.lr * oo.weight_decay), oo.weight_decay > 0 && p.dim() >= 2,
+              static_cast<float>(oo.beta1), static_cast<float>(1.0 - oo.beta1), static_cast<float>(oo.beta2), static_cast<float>(1.0 - oo.beta2),
+              static_cast<float>(std::sqrt(bc2)), static_cast<float>(oo.eps), static_cast<float>(-oo.lr / bc1));
+  }
+}
+
+}  // namespace
+
 StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const torch::Tensor& advantages,
                              const torch::Tensor& old_logp, const torch::Tensor& ref_logp, const LossOptions& lo,
                              const OptimOptions& oo, bool sft, int64_t process_group) {
@@ -820,9 +919,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     }
   }
   torch::NoGradGuard ng;
-  double sq = 0;
-  for (auto& g : grads) sq += upcast(g).to(torch::kDouble).pow(2).sum().item<double>();
-  st.grad_norm = std::sqrt(sq);
+  const bool fused = fused_adamw_applies(params, grads, exp_avg_, exp_avg_sq_);
+  st.grad_norm = fused ? fused_grad_norm(grads) : reference_grad_norm(grads);
   if (bad || !std::isfinite(st.grad_norm)) {
     st.skipped = true;
     if (st.skip_reason.empty()) st.skip_reason = bad ? "non-finite loss" : "non-finite gradient norm";
@@ -830,25 +928,10 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     st.step = step_;
     return st;
   }
-  if (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) {
-    const double scale = oo.max_grad_norm / (st.grad_norm + 1e-6);
-    for (auto& g : grads) g.mul_(scale);
-  }
-  // AdamW, as torch.optim.AdamW: decoupled decay p *= 1 - lr*wd (matrices only), bias-corrected moments.
+  const double clip = (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) ? oo.max_grad_norm / (st.grad_norm + 1e-6) : 1.0;
   step_ += 1;
-  const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step_));
-  for (size_t i = 0; i < params.size(); i++) {
-    auto& p = params[i];
-    auto g = grads[i].to(torch::kFloat);
-    auto pf = p.to(torch::kFloat);
-    if (oo.weight_decay > 0 && p.dim() >= 2) pf.mul_(1.0 - oo.lr * oo.weight_decay);
-    exp_avg_[i].mul_(oo.beta1).add_(g, 1.0 - oo.beta1);
-    exp_avg_sq_[i].mul_(oo.beta2).addcmul_(g, g, 1.0 - oo.beta2);
-    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(oo.eps);
-    pf.addcdiv_(exp_avg_[i], denom, -oo.lr / bc1);
-    if (!pf.is_same(p)) p.copy_(pf);
-  }
+  if (fused) fused_adamw_step(params, grads, exp_avg_, exp_avg_sq_, step_, clip, oo);
+  else reference_adamw_step(params, grads, exp_avg_, exp_avg_sq_, step_, clip, oo);
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   st.step = step_;
   return st;
@@ -1263,8 +1346,84 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     }
     return r;
   }
+  if (name == "train_step") {
+    // Three RL steps (clipping active on the first, weight decay on) of two copies of a small
+    // policy: fast paths vs slow twins; the weights and both AdamW moments after them, and the stats.
+    Policy fast(small_config(seed));
+    Policy slow(fast, false);
+    auto b = small_batch(gen, 2);
+    const int64_t N = b.prompts() * b.group, C = 5;
+    Completions comp;
+    comp.ids = torch::randint(4, 23, {N, C}, gen, torch::kLong);
+    comp.lengths = torch::randint(1, C + 1, {N}, gen, torch::kLong);
+    auto adv = at::randn({N}, gen, torch::kFloat);
+    LossOptions lo;
+    OptimOptions oo;
+    oo.lr = 1e-3;
+    oo.weight_decay = 0.1;
+    for (int s = 0; s < 3; s++) {
+      oo.max_grad_norm = s == 0 ? 1e-3 : 0.0;
+      auto old = fast.logprobs(b, comp, 1.0, false).first + 0.05 * at::randn({N, C}, gen, torch::kFloat);
+      auto ref = old + 0.05 * at::randn({N, C}, gen, torch::kFloat);
+      auto a = fast.train_step(b, comp, adv, old, ref, lo, oo, false, -1);
+      StepStats z;
+      {
+        ReferencePaths rp;
+        z = slow.train_step(b, comp, adv, old, ref, lo, oo, false, -1);
+      }
+      compare_into(r, torch::tensor({a.loss, a.grad_norm}, torch::kDouble), torch::tensor({z.loss, z.grad_norm}, torch::kDouble));
+    }
+    auto fw = fast.get_parameters(), sw = slow.get_parameters();
+    for (size_t i = 0; i < fw.size(); i++) compare_into(r, fw[i].value, sw[i].value);
+    auto fo = fast.get_optimizer_state(), so = slow.get_optimizer_state();
+    for (size_t i = 0; i < fo.size(); i++) {  // each moment relative to its tensor's largest entry
+      const double scale = std::max(so[i].value.abs().max().item<double>(), 1e-30);
+      compare_into(r, fo[i].value / scale, so[i].value / scale);
+    }
+    return r;
+  }
+  if (name == "adamw") {
+    // The fused clip + AdamW pass vs torch::optim::AdamW (two groups: decay on matrices only) after
+    // torch::nn::utils::clip_grad_norm_, over four steps with fresh random gradients.
+    std::vector<torch::Tensor> a, b2;
+    for (auto shape : std::vector<std::vector<int64_t>>{{7, 5}, {13}, {3, 4, 6}, {1}, {33, 9}}) {
+      auto t = at::randn(shape, gen, torch::kFloat);
+      a.push_back(t.clone());
+      b2.push_back(t.clone().set_requires_grad(true));
+    }
+    std::vector<torch::Tensor> m, v;
+    for (auto& t : a) {
+      m.push_back(torch::zeros_like(t));
+      v.push_back(torch::zeros_like(t));
+    }
+    OptimOptions oo;
+    oo.lr = 3e-2;
+    oo.weight_decay = 0.05;
+    oo.max_grad_norm = 2.0;
+    std::vector<torch::Tensor> decay, no_decay;
+    for (auto& t : b2) (t.dim() >= 2 ? decay : no_decay).push_back(t);
+    auto opts = torch::optim::AdamWOptions(oo.lr).betas({oo.beta1, oo.beta2}).eps(oo.eps);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(oo.weight_decay)));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
+    torch::optim::AdamW ref(std::move(groups), opts);
+    for (int64_t step = 1; step <= 4; step++) {
+      std::vector<torch::Tensor> g;
+      for (auto& t : a) g.push_back(at::randn(t.sizes(), gen, torch::kFloat) * (step == 1 ? 3.0 : 0.2));  // clipped, then not
+      for (size_t i = 0; i < b2.size(); i++) b2[i].mutable_grad() = g[i].clone();
+      TORCH_CHECK(fused_adamw_applies(a, g, m, v), "fast path check: the fused AdamW does not apply to its own test tensors");
+      const double norm = fused_grad_norm(g);
+      const double torch_norm = torch::nn::utils::clip_grad_norm_(b2, oo.max_grad_norm);
+      compare_into(r, torch::tensor({norm}, torch::kDouble), torch::tensor({torch_norm}, torch::kDouble));
+      const double clip = norm > oo.max_grad_norm ? oo.max_grad_norm / (norm + 1e-6) : 1.0;
+      fused_adamw_step(a, g, m, v, step, clip, oo);
+      ref.step();
+      for (size_t i = 0; i < a.size(); i++) compare_into(r, a[i], b2[i]);
+    }
+    return r;
+  }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate)");
+                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate, train_step, adamw)");
 }
 
 // ---------------------------------------------------------------------------------------------
