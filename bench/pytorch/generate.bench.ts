@@ -15,7 +15,7 @@ import { THREAD_SETTINGS, TwinServer, applyThreadEnv, handOver, hasPolicy, loadA
 
 applyThreadEnv();
 const PROMPTS = 8, G = 8, MAX_NEW = 32;
-const WARMUP = 2, RUNS = 9;
+const WARMUP = 3, RUNS = 15;
 const LOGP_ATOL = 1e-4;
 const TITLE = '### Rollout generation vs PyTorch-Python (`bench/pytorch/generate.bench.ts`)';
 
@@ -63,14 +63,16 @@ async function main(): Promise<void> {
   policy.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
   const tps = (ms: number): number => (N * MAX_NEW) / (ms / 1000);
-  const main = timings[timings.length - 1];
-  const speedup = main.speedup;
+  const speedTarget = timings[timings.length - 1];
+  const speedup = speedTarget.speedup;
+  // The target must hold at every thread setting, by both estimates (ratio of medians, median of paired ratios).
+  const worst = Math.min(...timings.map((t) => Math.min(t.speedup, t.pairedSpeedup)));
   const json = {
     machine: machine(), threadSettings: THREAD_SETTINGS, config: cfg, prompts: PROMPTS, groupSize: G, sequences: N, maxNewTokens: MAX_NEW, parameters: py.parameters,
     check: { greedyTokensEqual: sameTokens, greedyTokens: total, maxLogprobDiff: maxLp, tolerance: LOGP_ATOL },
     pytorch: { version: py.torch }, loadAverage1m: load,
     timings: timings.map((t) => ({ ...t, pytorchTokensPerSecond: tps(t.pytorchMs), nativeTokensPerSecond: tps(t.nativeMs) })),
-    speedup, target: 1.5, met: speedup >= 1.5,
+    speedup, worstSpeedup: worst, target: 1.5, met: worst >= 1.5,
   };
   const md = [
     TITLE,
@@ -84,9 +86,12 @@ async function main(): Promise<void> {
     table(['threads', `PyTorch ${py.torch} (Python KV-cached loop): ms / call`, 'tokens/s', 'crpo native (lib/model Policy.generate, from Node; includes decoding to text): ms / call', 'tokens/s', 'speed-up', 'median of paired ratios', 'spread PyTorch / native'],
       timings.map((t) => [t.threads, fmt(t.pytorchMs, 1), fmt(tps(t.pytorchMs), 0), fmt(t.nativeMs, 1), fmt(tps(t.nativeMs), 0), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`])),
     '',
-    `Target >= 1.5x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}. ` +
-      'Both sides run the same ATen kernels; the native loop saves the per-op Python overhead of each decode step (many small ops per token), ' +
-      'and the native time includes decoding the 64 completions to text in JS. With other jobs on the machine, ratios move between runs; compare both thread settings.',
+    `Target >= 1.5x (at ${speedTarget.threads} threads; lowest ratio over both thread settings: ${fmt(worst, 2)}): ${json.met ? 'met' : 'not met'}. ` +
+      'Where the difference comes from: both loops do the same work (prefill once per prompt, the cache copied to the G rows, one token per row and step, written into a preallocated cache). ' +
+      'In a decode step the twin\'s attention is two batched matmuls of one query row against the cache, which ATen on CPU runs as one small GEMM call per (row, head): 4 x 256 calls per step, most of the step. ' +
+      'The native step computes that attention in one pass over the cache (a C++ loop per (row, kv head), both query heads of the group at once, vectorised; tested against the matmul formulation in test/numerics/policy-fast-paths.test.ts), reads grouped keys/values in place instead of repeating them per query head, ' +
+      'and samples each row by inverting its CDF at one uniform draw (torch.multinomial draws one exponential per vocabulary entry). Everything else calls the same ATen kernels of the same libtorch, without the per-op Python overhead. ' +
+      'The native time includes decoding the 64 completions to text in JS. With other jobs on the machine, ratios move between runs; compare both thread settings.',
   ].join('\n');
   writeResults('pytorch-generate', json, md);
 }

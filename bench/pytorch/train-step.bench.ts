@@ -18,7 +18,7 @@ import {
 
 applyThreadEnv();
 const QUESTIONS = 4, G = 8, WIDTH = 16;
-const WARMUP = 2, RUNS = 9;
+const WARMUP = 3, RUNS = 15;
 /** Tolerances: float32 sums over up to ~10^4 terms in a different order (BLAS blocking, fused ops). */
 const LOSS_RTOL = 1e-4, GRAD_RTOL = 2e-3, GRAD_ATOL = 1e-6;
 const STEP = { temperature: 1, epsLow: 0.2, epsHigh: 0.2, beta: 0.04, lr: 1e-4, beta1: 0.9, beta2: 0.999, adamEps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
@@ -103,15 +103,17 @@ async function main(): Promise<void> {
   twin.close();
   policy.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
-  const main = timings[timings.length - 1];
-  const speedup = main.speedup;
+  const speedTarget = timings[timings.length - 1];
+  const speedup = speedTarget.speedup;
+  // The target must hold at every thread setting, by both estimates (ratio of medians, median of paired ratios).
+  const worst = Math.min(...timings.map((t) => Math.min(t.speedup, t.pairedSpeedup)));
   const tokens = Array.from(lengths).reduce((a, x) => a + x, 0);
   const json = {
     machine: machine(), threadSettings: THREAD_SETTINGS, config: cfg, prompts: P, groupSize: G, sequences: N, completionWidth: WIDTH, completionTokens: tokens,
     parameters: py.parameters, step: STEP,
     check: { lossNative: st.loss, lossPyTorch: py.check.loss, lossRel, gradNormNative: st.gradNorm, gradNormPyTorch: py.check.gradNorm, worstGradRel: worstRel, worstGradParam: worstName, maxAbsGradDiff: maxAbs, gradEntries: checked, tolerances: { LOSS_RTOL, GRAD_RTOL, GRAD_ATOL } },
     pytorch: { version: py.torch }, loadAverage1m: load, timings, wholeRows,
-    speedup, target: 1.25, met: speedup >= 1.25,
+    speedup, worstSpeedup: worst, target: 1.25, met: worst >= 1.25,
   };
   const md = [
     TITLE,
@@ -127,10 +129,11 @@ async function main(): Promise<void> {
     table(['threads', `PyTorch ${py.torch} eager (Python twin), median ms / step`, 'crpo native policy (lib/model Policy.trainStep, from Node), median ms / step', 'speed-up', 'median of paired ratios', 'spread (max-min)/median PyTorch / native', 'native, whole rows (fullSequence), ms / step', 'speed-up, whole rows'],
       timings.map((t, i) => [t.threads, fmt(t.pytorchMs, 1), fmt(t.nativeMs, 1), fmt(t.speedup, 2), fmt(t.pairedSpeedup, 2), `${fmt(t.pytorchSpread, 2)} / ${fmt(t.nativeSpread, 2)}`, fmt(wholeRows[i].nativeMs, 1), fmt(wholeRows[i].speedup, 2)])),
     '',
-    `Target >= 1.25x (at ${main.threads} threads): ${json.met ? 'met' : 'not met'}. ` +
+    `Target >= 1.25x (at ${speedTarget.threads} threads; lowest ratio over both thread settings: ${fmt(worst, 2)}): ${json.met ? 'met' : 'not met'}. ` +
       'Where the difference comes from: the G = 8 completions of a prompt share its prefix (16 visual + 20-36 prompt tokens, longer than the completions). ' +
       'The native step runs each prefix once per prompt and lets the G completions attend to its keys and values (exact: a prefix token never attends to a completion; gradients flow back through the shared keys and values), ' +
-      'while the twin, like the usual PyTorch RL loop, runs all 64 (prefix + completion) rows whole. The last two columns are the like-for-like comparison: the native step with `fullSequence: true` does the twin\'s exact work and calls the same ATen kernels of the same libtorch, so there it only saves the Python interpreter and dispatch overhead per op. ' +
+      'while the twin, like the usual PyTorch RL loop, runs all 64 (prefix + completion) rows whole. The last two columns are the like-for-like comparison: the native step with `fullSequence: true` does the twin\'s exact work; ' +
+      'there it saves the per-op Python overhead, the copies of grouped keys/values per query head (it reads them in place), and the ~600 small ops and 60 host syncs of the per-tensor grad-norm clip + AdamW (one fused pass per tensor instead; tested against the per-tensor twin and torch::optim::AdamW in test/numerics/policy-fast-paths.test.ts). ' +
       'With other jobs on the machine the 2-thread ratio is the less stable one; compare rows of the same run.',
   ].join('\n');
   writeResults('pytorch-train-step', json, md);
