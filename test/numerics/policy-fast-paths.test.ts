@@ -36,6 +36,12 @@ describe('policy fast paths vs slow twins', () => {
     expect(r.maxAbsGrad).toBeGreaterThan(0.5);
     expect(r.maxError).toBeLessThan(1e-4);
   });
+  maybe('log-probs and entropy of given completions (lengths 0..width, shared prefix and whole rows): packed head + decode kernel as the slow twin', async () => {
+    const r = await policyGradCheck('fast:logprobs', 13);
+    expect(r.checked).toBe(2 * 2 * 12 * 7); // (log-probs, entropy) x (shared prefix, whole rows) x N x C
+    expect(r.maxAbsGrad).toBeGreaterThan(1);
+    expect(r.maxError).toBeLessThan(1e-5);
+  });
   maybe('three RL train steps (clipping, weight decay): weights, AdamW moments, loss and grad norm as the slow twin', async () => {
     const r = await policyGradCheck('fast:train_step', 9);
     expect(r.checked).toBeGreaterThan(10000);

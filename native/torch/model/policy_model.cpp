@@ -557,6 +557,10 @@ Policy::Prefix Policy::build_prefix(const PromptBatch& b) {
 }
 
 torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions& c, bool full_sequence) {
+  return net_->lm->logits(completion_hidden(b, c, full_sequence));  // (N, C, V)
+}
+
+torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence) {
   const int64_t G = b.group, C = c.ids.size(1);
   auto pre = build_prefix(b);
   const int64_t P = pre.embeds.size(0), Lpre = pre.embeds.size(1);
@@ -574,7 +578,7 @@ torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions&
     auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
     auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
     // Column Lpre-1+t predicts completion token t.
-    return net_->lm->logits(hidden.narrow(1, Lpre - 1, C));  // (N, C, V)
+    return hidden.narrow(1, Lpre - 1, C);  // (N, C, D)
   }
   // 1. The prefix once per prompt, keeping every layer's keys and values (P rows).
   KVCache cache = net_->lm->make_cache(P, Lpre, pre.embeds.options());
@@ -587,8 +591,36 @@ torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions&
   }
   auto hc = net_->lm->forward(net_->lm->embed->forward(ids), cpos, valid, &cache, Lpre);  // (N, C, D)
   // The last prefix column predicts completion token 0, completion column t token t+1.
-  auto hidden = torch::cat({hp.narrow(1, Lpre - 1, 1).repeat_interleave(G, 0), hc.narrow(1, 0, C - 1)}, 1);
-  return net_->lm->logits(hidden);  // (N, C, V)
+  return torch::cat({hp.narrow(1, Lpre - 1, 1).repeat_interleave(G, 0), hc.narrow(1, 0, C - 1)}, 1);  // (N, C, D)
+}
+
+Policy::TokenScores Policy::score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature,
+                                         bool want_entropy) {
+  const int64_t N = hidden.size(0), C = hidden.size(1), D = hidden.size(2);
+  auto ids = c.ids.to(device_);
+  TokenScores out;
+  if (reference_paths()) {
+    // Slow twin: the head and log-softmax at every position (N, C, V).
+    auto lsm = torch::log_softmax(upcast(net_->lm->logits(hidden)).to(torch::kFloat) / temperature, -1);
+    out.logp = lsm.gather(-1, ids.unsqueeze(-1)).squeeze(-1);
+    if (want_entropy) {
+      torch::NoGradGuard ng;
+      out.entropy = -(lsm.exp() * lsm).sum(-1);
+    }
+    return out;
+  }
+  // Only positions inside each completion reach the loss: the head (a D x V matmul per position)
+  // and the log-softmax run on those T positions, packed, and the results are scattered back (0
+  // elsewhere, where every consumer masks).
+  auto idx = mask.reshape({N * C}).gt(0.5).nonzero().squeeze(1);  // (T)
+  auto lsm = torch::log_softmax(upcast(net_->lm->logits(hidden.reshape({N * C, D}).index_select(0, idx))).to(torch::kFloat) / temperature, -1);  // (T, V)
+  auto lp = lsm.gather(-1, ids.reshape({N * C}).index_select(0, idx).unsqueeze(-1)).squeeze(-1);  // (T)
+  out.logp = torch::zeros({N * C}, lp.options()).index_copy(0, idx, lp).view({N, C});
+  if (want_entropy) {
+    torch::NoGradGuard ng;
+    out.entropy = torch::zeros({N * C}, lp.options()).index_copy(0, idx, -(lsm.exp() * lsm).sum(-1)).view({N, C});
+  }
+  return out;
 }
 
 namespace {
@@ -605,11 +637,11 @@ std::pair<torch::Tensor, torch::Tensor> Policy::logprobs(const PromptBatch& b, c
                                                          bool want_entropy, bool full_sequence) {
   torch::NoGradGuard ng;
   net_->eval();
-  auto lsm = torch::log_softmax(upcast(completion_logits(b, c, full_sequence)).to(torch::kFloat) / temperature, -1);  // (N, C, V)
   auto mask = completion_mask(c, device_);
-  auto lp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1) * mask;
+  auto sc = score_tokens(completion_hidden(b, c, full_sequence), c, mask, temperature, want_entropy);
+  auto lp = sc.logp * mask;
   torch::Tensor ent;
-  if (want_entropy) ent = -(lsm.exp() * lsm).sum(-1) * mask;
+  if (want_entropy) ent = sc.entropy * mask;
   return {lp, ent};
 }
 
@@ -874,13 +906,12 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   StepStats st;
   auto mask = completion_mask(c, device_);
-  auto lsm = torch::log_softmax(upcast(completion_logits(b, c, lo.full_sequence)).to(torch::kFloat) / lo.temperature, -1);  // (N, C, V)
-  auto logp = lsm.gather(-1, c.ids.to(device_).unsqueeze(-1)).squeeze(-1);                               // (N, C)
+  auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence), c, mask, lo.temperature, true);
+  auto logp = sc.logp;  // (N, C)
   torch::Tensor loss;
   {
     torch::NoGradGuard ng;
-    auto ent = -(lsm.exp() * lsm).sum(-1);
-    st.entropy = ((ent * mask).sum() / mask.sum().clamp_min(1.0)).item<double>();
+    st.entropy = ((sc.entropy * mask).sum() / mask.sum().clamp_min(1.0)).item<double>();
   }
   if (sft) {
     loss = -(logp * mask).sum() / mask.sum().clamp_min(1.0);
@@ -1346,6 +1377,29 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     }
     return r;
   }
+  if (name == "logprobs") {
+    // Scoring given completions (some of length 0 and of full width), with entropy, both prefix
+    // modes: the decode kernel and the packed head vs the matmuls and the head at every position.
+    Policy p(small_config(seed));
+    auto b = small_batch(gen, 3);
+    const int64_t N = b.prompts() * b.group, C = 7;
+    Completions comp;
+    comp.ids = torch::randint(4, 23, {N, C}, gen, torch::kLong);
+    comp.lengths = torch::randint(0, C + 1, {N}, gen, torch::kLong);
+    comp.lengths[0] = 0;
+    comp.lengths[1] = C;
+    for (bool full : {false, true}) {
+      auto fast = p.logprobs(b, comp, 0.8, true, full);
+      std::pair<torch::Tensor, torch::Tensor> slow;
+      {
+        ReferencePaths rp;
+        slow = p.logprobs(b, comp, 0.8, true, full);
+      }
+      compare_into(r, fast.first, slow.first);
+      compare_into(r, fast.second, slow.second);
+    }
+    return r;
+  }
   if (name == "train_step") {
     // Three RL steps (clipping active on the first, weight decay on) of two copies of a small
     // policy: fast paths vs slow twins; the weights and both AdamW moments after them, and the stats.
@@ -1423,7 +1477,7 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     return r;
   }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate, train_step, adamw)");
+                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate, logprobs, train_step, adamw)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -312,6 +312,8 @@ class Policy {
   // values are shared by the G completions (exact: a prefix token never attends to a completion).
   // full_sequence runs every (prefix + completion) row whole: the slow, obviously correct twin.
   torch::Tensor completion_logits(const PromptBatch& b, const Completions& c, bool full_sequence = false);
+  // The final hidden states (N, C, D) those logits come from.
+  torch::Tensor completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence = false);
 
  private:
   struct Prefix {
@@ -321,6 +323,13 @@ class Policy {
     torch::Tensor next_pos;   // (P) int64: position of the first completion token
   };
   Prefix build_prefix(const PromptBatch& b);
+  // Log-probs (N, C) of the completion tokens under hidden (N, C, D) and, when wanted, the entropy
+  // (N, C, no grad) of each position's distribution; both 0 where mask (N, C) is 0 on the fast
+  // path (head + log-softmax only inside the completions), any value there on the slow twin.
+  struct TokenScores {
+    torch::Tensor logp, entropy;
+  };
+  TokenScores score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature, bool want_entropy);
   torch::Tensor sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out);
 
   PolicyConfig cfg_;
@@ -344,7 +353,7 @@ struct GradCheckResult {
 GradCheckResult grad_check(const std::string& name, uint64_t seed);
 // Fast path vs its slow twin (ReferencePaths) on random inputs; max_error = max |fast - slow| /
 // max(1, |slow|), max_abs_grad = max |slow| (scale of what was compared), checked = entries.
-// name: attention_decode (float64) | attention_decode_f32 | generate | train_step | adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
+// name: attention_decode (float64) | attention_decode_f32 | generate | logprobs | train_step | adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
 GradCheckResult fast_path_check(const std::string& name, uint64_t seed);
 
 // Live handles: id -> model.
