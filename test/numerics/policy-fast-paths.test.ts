@@ -17,18 +17,24 @@ const maybe = skip ? it.skip : it;
 if (skip) it.skip(`policy fast paths skipped: ${skip}`, () => undefined);
 
 describe('policy fast paths vs slow twins', () => {
-  maybe('decode-attention kernel vs grouped matmuls in float64 (L = 1/3/16, masked keys, a row with no key)', async () => {
+  maybe('decode-attention kernel vs the matmul formulation in float64 (L = 1/3/16, masked keys, a row with no key)', async () => {
     const r = await policyGradCheck('fast:attention_decode', 3);
     expect(r.checked).toBeGreaterThan(1000);
     expect(r.maxAbsGrad).toBeGreaterThan(1e-2);
     expect(r.maxError).toBeLessThan(1e-12);
   });
-  maybe('decode-attention kernel vs grouped matmuls in float32 (the vectorised build)', async () => {
+  maybe('decode-attention kernel vs the matmul formulation in float32 (the vectorised build)', async () => {
     const r = await policyGradCheck('fast:attention_decode_f32', 3);
     expect(r.checked).toBeGreaterThan(1000);
     expect(r.maxAbsGrad).toBeGreaterThan(1e-2);
     // float32 sums in another order, on outputs of size ~10 (random weights of std 0.4)
     expect(r.maxError).toBeLessThan(1e-4);
+  });
+  maybe('grouped-KV attention (keys/values read in place) vs repeated per query head: outputs and every gradient, float64', async () => {
+    const r = await policyGradCheck('fast:attention_grouped', 4);
+    expect(r.checked).toBeGreaterThan(1000);
+    expect(r.maxAbsGrad).toBeGreaterThan(0.1);
+    expect(r.maxError).toBeLessThan(1e-12);
   });
   maybe('generation (greedy and sampled from the same RNG state): same tokens and lengths, log-probs to rounding', async () => {
     const r = await policyGradCheck('fast:generate', 5);

@@ -266,6 +266,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (decode_kernel_applies(q, k, v, L)) {  // generation's decode steps (slow twin: the matmuls below)
     return wo->forward(decode_attention(q, k, v, allowed, 1.0 / std::sqrt(static_cast<double>(head_dim))));  // (N, L, H*hd)
   }
+  if (reference_paths()) {
+    // Slow twin of the grouped form below: keys/values repeated for every query head.
+    auto kr = k.repeat_interleave(heads / kv_heads, 1), vr = v.repeat_interleave(heads / kv_heads, 1);  // (N, H, Lk, hd)
+    auto scores = torch::matmul(q, kr.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, H, L, Lk)
+    scores = upcast(scores).masked_fill(allowed.logical_not(), -1e9);
+    auto attn = torch::softmax(scores, -1).to(x.scalar_type());
+    return wo->forward(torch::matmul(attn, vr).transpose(1, 2).reshape({N, L, heads * head_dim}));
+  }
   // Grouped KV: query head h reads kv head h / g (g = H / Hkv). The g query heads of a kv head are
   // adjacent, so they are viewed as g*L rows of that kv head: no copy of the keys and values.
   const int64_t g = heads / kv_heads, Lk = k.size(2);
@@ -1352,6 +1360,35 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     }
     return r;
   }
+  if (name == "attention_grouped") {
+    // With autograd (training): grouped-KV attention reading keys/values in place vs repeating them
+    // per query head; outputs and the gradients of the input and every weight, float64.
+    for (int64_t L : {1, 6}) {
+      const int64_t N = 3, H = 6, Hkv = 2, hd = 4, D = H * hd;
+      Attention m(D, H, Hkv);
+      m->to(torch::kDouble);
+      randomize(*m, gen);
+      auto x = randn({N, L, D}, gen), w = randn({N, L, D}, gen, false);
+      auto pos = torch::arange(L).repeat({N, 1});
+      auto [cs, sn] = rotary_tables(pos, hd, 10000.0, torch::kDouble);
+      auto allowed = test_allowed(N, L);
+      auto leaves = leaves_of(*m, {x});
+      std::vector<torch::Tensor> outs, grads;
+      for (int pass = 0; pass < 2; pass++) {
+        for (auto& l : leaves) l.mutable_grad() = torch::Tensor();
+        std::unique_ptr<ReferencePaths> rp;
+        if (pass == 1) rp = std::make_unique<ReferencePaths>();
+        auto y = m->forward(x, cs, sn, allowed, nullptr, 0);
+        (y * w).sum().backward();
+        outs.push_back(y.detach());
+        for (auto& l : leaves) grads.push_back(l.grad().clone());
+      }
+      compare_into(r, outs[0], outs[1]);
+      const size_t n = leaves.size();
+      for (size_t i = 0; i < n; i++) compare_into(r, grads[i], grads[n + i]);
+    }
+    return r;
+  }
   if (name == "generate") {
     // Greedy and sampled decoding of a small policy with every fast path vs every slow twin: the
     // same tokens (sampling from the same generator state), log-probs equal up to rounding.
@@ -1477,7 +1514,7 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     return r;
   }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, generate, logprobs, train_step, adamw)");
+                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, attention_grouped, generate, logprobs, train_step, adamw)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -353,7 +353,7 @@ struct GradCheckResult {
 GradCheckResult grad_check(const std::string& name, uint64_t seed);
 // Fast path vs its slow twin (ReferencePaths) on random inputs; max_error = max |fast - slow| /
 // max(1, |slow|), max_abs_grad = max |slow| (scale of what was compared), checked = entries.
-// name: attention_decode (float64) | attention_decode_f32 | generate | logprobs | train_step | adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
+// name: attention_decode (float64) | attention_decode_f32 | attention_grouped | generate | logprobs | train_step | adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
 GradCheckResult fast_path_check(const std::string& name, uint64_t seed);
 
 // Live handles: id -> model.
