@@ -119,6 +119,14 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
+// An AVX2 clone of the hot loops is chosen at load time where the CPU has it (8-wide float ops);
+// the default clone is plain SSE2. Only GCC on x86-64 has target_clones.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CRPO_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define CRPO_AVX2_CLONE
+#endif
+
 namespace {
 thread_local bool t_reference_paths = false;
 }  // namespace
@@ -183,7 +191,7 @@ __attribute__((always_inline)) inline void decode_attention_range(const T* q, co
   for (int64_t i = begin; i < end; i++) decode_attention_item(q, k, v, allowed, out, i / Hkv, i % Hkv, H, Hkv, L, Lk, hd, k_row, k_head, scale, s.data());
 }
 
-__attribute__((target_clones("avx2", "default"))) void decode_attention_f32(const float* q, const float* k, const float* v, const bool* allowed,
+CRPO_AVX2_CLONE void decode_attention_f32(const float* q, const float* k, const float* v, const bool* allowed,
                                                                               float* out, int64_t begin, int64_t end, int64_t H, int64_t Hkv,
                                                                               int64_t L, int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head,
                                                                               float scale) {
@@ -848,7 +856,7 @@ bool fused_adamw_applies(const std::vector<torch::Tensor>& params, const std::ve
   return true;
 }
 
-__attribute__((target_clones("avx2", "default"))) double sum_squares_f32(const float* x, int64_t n) {
+CRPO_AVX2_CLONE double sum_squares_f32(const float* x, int64_t n) {
   double a[4] = {0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -866,7 +874,7 @@ double fused_grad_norm(const std::vector<torch::Tensor>& grads) {
 
 // Per element, the reference's float32 operations in its order: g *= clip; p *= 1 - lr*wd;
 // m = m*b1 + (1-b1)*g; v = v*b2 + (1-b2)*g*g; p += step_size * m / (sqrt(v) / sqrt(bc2) + eps).
-__attribute__((target_clones("avx2", "default"))) void adamw_f32(float* __restrict p, const float* __restrict g, float* __restrict m,
+CRPO_AVX2_CLONE void adamw_f32(float* __restrict p, const float* __restrict g, float* __restrict m,
                                                                    float* __restrict v, int64_t n, float clip, bool scale_grad, float decay,
                                                                    bool apply_decay, float b1, float omb1, float b2, float omb2,
                                                                    float sqrt_bc2, float eps, float step_size) {
