@@ -81,6 +81,9 @@ export function exitAfterPeerFailure(line: string, code = 1): never {
   process.exit(code);
 }
 
+/** Live groups by native id, so code that is handed only the id (a policy's train step) can reach the group. */
+const LIVE_GROUPS = new Map<number, ProcessGroup>();
+
 export class ProcessGroup extends NativeHandle {
   /** The id native functions (the train step) take to find this group. */
   readonly nativeId: number;
@@ -99,6 +102,7 @@ export class ProcessGroup extends NativeHandle {
     super();
     this.nativeId = id;
     this.env = env;
+    LIVE_GROUPS.set(id, this);
     const info = callSync(() => torchAddon().distInfo(id));
     this.rank = info.rank;
     this.worldSize = info.worldSize;
@@ -215,8 +219,19 @@ export class ProcessGroup extends NativeHandle {
   protected release(): void {
     if (this.watchdog) clearInterval(this.watchdog);
     const id = this.nativeId;
+    LIVE_GROUPS.delete(id);
     this.closing = torchQueue.run(() => callAsync(() => torchAddon().distShutdown(id))).catch(() => undefined);
   }
+}
+
+/**
+ * The live group with native id `id` (the `processGroup` a policy's train step receives, see
+ * lib/rollout/policy.ts); an error naming the id when there is none in this process.
+ */
+export function processGroupById(id: number): ProcessGroup {
+  const g = LIVE_GROUPS.get(id);
+  if (!g) throw new CrpoError('ERR_CRPO_DIST_ENV', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
+  return g;
 }
 
 export function describeFailure(f: PeerFailure): string {

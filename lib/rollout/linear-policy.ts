@@ -8,7 +8,8 @@
  * dynamic question and the colour shortcut the synthetic train split plants. Its RL step is the
  * section-6 loss of crpo-method.md through the TS reference (lib/algo/loss.ts) with exact
  * gradients, then gradient-norm clipping and AdamW: every result is deterministic and bitwise
- * reproducible on any machine.
+ * reproducible on any machine. In a multi-process run (lib/dist) the step averages its float64
+ * gradient over the ranks of the c10d group before clipping, as DDP and the native policy do.
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
@@ -18,6 +19,7 @@ import { LETTERS } from '../prompt';
 import { Rng, hash32 } from '../synth/rng';
 import { parseSafetensors, writeSafetensors } from '../model/safetensors';
 import { policyLoss } from '../algo/loss';
+import { processGroupById } from '../dist/process-group';
 import { clipDescriptors } from './video-features';
 import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
 
@@ -72,6 +74,23 @@ function sample(logp: number[], r: number): number {
 }
 
 const argmax = (x: number[]): number => x.reduce((best, v, i) => (v > x[best] ? i : best), 0);
+
+/**
+ * Data parallel (lib/dist): replaces this rank's gradient `grad` (P,) by the gradient of the loss
+ * over the whole global batch. Each rank's loss is a mean over its own `weight` units (sequences,
+ * or tokens for 'token-mean'), so the global gradient is sum_r weight_r * grad_r / sum_r weight_r:
+ * exact also when ranks hold different numbers of sequences (zero-variance groups dropped). One
+ * all-reduce of (P+1,) float64. Every rank must reach it, also one whose loss is not finite: the
+ * NaN then spreads to every rank and all of them skip the update together.
+ */
+async function averageAcrossRanks(processGroup: number, grad: Float64Array, weight: number): Promise<void> {
+  const buf = new Float64Array(P + 1);
+  for (let i = 0; i < P; i++) buf[i] = grad[i] * weight;
+  buf[P] = weight;
+  await processGroupById(processGroup).allReduce(buf, 'sum');
+  const total = buf[P];
+  for (let i = 0; i < P; i++) grad[i] = total > 0 ? buf[i] / total : 0;
+}
 
 export class LinearPolicy implements Policy {
   readonly kind = 'linear';
@@ -191,6 +210,7 @@ export class LinearPolicy implements Policy {
     this.check();
     const { r, grad, entropy } = this.lossAndGradient(prompts, seqs, o);
     const stats = { loss: r.loss, pg: r.pg, kl: r.kl, clipFraction: r.clipFraction, entropy: r.tokens ? entropy / r.tokens : 0, tokens: r.tokens };
+    if (o.processGroup !== undefined) await averageAcrossRanks(o.processGroup, grad, o.aggregation === 'token-mean' ? r.tokens : seqs.length);
     if (!Number.isFinite(r.loss)) return { ...stats, gradNorm: NaN, skipped: true };
     const norm = this.apply(grad, o.lr, o.maxGradNorm, o.weightDecay);
     return { ...stats, gradNorm: norm, skipped: !Number.isFinite(norm) };

@@ -184,7 +184,8 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       hooks.beforeUpdate?.(seqs, step);
       const lr = learningRate(c, step);
       let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
-      for (let e = 0; e < c.updateEpochs && seqs.length; e++) {
+      // With several ranks every rank steps, also one left with no sequences: the step's gradient all-reduce needs all of them.
+      for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
         const s = await policy.trainStep(allPrompts, seqs, { processGroup: dist.nativeGroupId, lr, maxGradNorm: c.maxGradNorm, weightDecay: c.weightDecay, temperature: c.temperature, clipLow: c.clipLow, clipHigh: c.clipHigh, beta: c.beta, aggregation: c.aggregation, maxNewTokens: c.maxNewTokens });
         if (e === 0) upd = { ...s };
         else upd = { ...s, tokens: upd.tokens + s.tokens, skipped: upd.skipped || s.skipped };

@@ -6,8 +6,7 @@
 import type { Argv } from 'yargs';
 import { FLAG_FIELDS, resolveConfig, setDotted, ConfigError } from '../../train/config';
 import { train } from '../../train/trainer';
-import { CrpoError } from '../../errors';
-import { initDistributed, parseDistEnv, runRank } from '../../dist';
+import { initDistributed, runRank } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
 
 export function builder(y: Argv): Argv {
@@ -61,11 +60,7 @@ export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
   const config = resolveConfig({ file: argv.config as string | undefined, overrides: overridesFromArgv(argv) });
   process.stderr.write(`crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`);
-  // Multi-process (torchrun, srun, --nproc): c10d group; the native policy all-reduces gradients.
-  const world = parseDistEnv().worldSize;
-  if (world > 1 && config.policy.kind === 'linear') {
-    throw new CrpoError('ERR_CRPO_DIST_POLICY', `policy kind 'linear' does not average gradients across ranks; use --policy native for ${world} processes`);
-  }
+  // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
   const dist = await initDistributed();
   const r = await runRank(dist, () => train(config, { dist }));
   const first = r.validation[0], last = r.validation[r.validation.length - 1];
