@@ -4,12 +4,14 @@
  * Acc / P-Acc per category (lib/eval/runner.ts; docs/evaluation.md). Rerunning the same command
  * resumes. `crpo eval --correlate <run dirs..>` prints Pearson r between two metrics across runs.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv } from 'yargs';
 import { readTextFile } from '../../data/jsonl';
 import { CATEGORIES, type Category } from '../../data/schema';
 import { CrpoError } from '../../errors';
 import { correlateRuns, type PairedMetrics } from '../../eval/metrics';
+import { servableCheckpoint } from '../../hf/model-folder';
 import { runEval, type EvalSummary } from '../../eval/runner';
 
 export function builder(y: Argv): Argv {
@@ -22,7 +24,7 @@ export function builder(y: Argv): Argv {
     .positional('data', { type: 'string', describe: 'DyBench JSONL file' })
     .option('out', { type: 'string', describe: 'Output folder (default runs/eval/<model>-<data name>)' })
     .option('kind', { type: 'string', default: 'openai', describe: "Model kind: 'openai' (served endpoint) or 'checkpoint' (local policy)" })
-    .option('model', { type: 'string', describe: 'Served model name (env CRPO_EVAL_MODEL)' })
+    .option('model', { type: 'string', describe: 'Served model name (env CRPO_EVAL_MODEL); with --kind checkpoint, a model folder (checkpoint or run folder) instead of --checkpoint' })
     .option('base-url', { type: 'string', describe: 'OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (env CRPO_EVAL_BASE_URL, OPENAI_BASE_URL)' })
     .option('api-key', { type: 'string', describe: 'API key (env CRPO_EVAL_API_KEY, OPENAI_API_KEY; default EMPTY)' })
     .option('checkpoint', { type: 'string', describe: "Checkpoint path for --kind checkpoint" })
@@ -97,6 +99,13 @@ function correlate(a: Args): void {
 export async function handler(a: Args): Promise<void> {
   if (a.correlate && a.correlate.length) return correlate(a);
   if (!a.data) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
+  if (a.kind === 'checkpoint' && !a.checkpoint && a.model !== undefined && fs.existsSync(a.model)) {
+    // --kind checkpoint --model <folder>: the folder is the checkpoint (detected: linear / native /
+    // qwen checkpoint or a run folder); the reported model name is the folder's.
+    servableCheckpoint(a.model);
+    a.checkpoint = a.model;
+    a.model = undefined;
+  } else if (a.kind === 'checkpoint' && a.checkpoint) servableCheckpoint(a.checkpoint, '--checkpoint');
   const model = a.model ?? env('CRPO_EVAL_MODEL');
   const baseURL = a.baseUrl ?? env('CRPO_EVAL_BASE_URL', 'OPENAI_BASE_URL');
   const apiKey = a.apiKey ?? env('CRPO_EVAL_API_KEY', 'OPENAI_API_KEY');

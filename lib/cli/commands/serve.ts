@@ -4,6 +4,7 @@
  */
 import type { Argv } from 'yargs';
 import { SERVE_DEFAULTS, startServer } from '../../serve';
+import { servableCheckpoint } from '../../hf/model-folder';
 
 export function builder(y: Argv): Argv {
   return y
@@ -19,6 +20,8 @@ export function builder(y: Argv): Argv {
 }
 
 export async function handler(a: { checkpoint: string; host: string; port: number; 'api-key'?: string; 'model-name'?: string; 'max-body-mb': number; 'max-concurrent': number; 'max-frames': number }): Promise<void> {
+  // What the folder holds (linear / native / qwen checkpoint, run folder), or one clear error.
+  servableCheckpoint(a.checkpoint, 'crpo serve');
   const s = await startServer({
     checkpoint: a.checkpoint, host: a.host, port: a.port, apiKey: a['api-key'] ?? process.env.CRPO_API_KEY, modelName: a['model-name'],
     maxBodyBytes: Math.round(a['max-body-mb'] * 1024 * 1024), maxConcurrent: a['max-concurrent'], maxFrames: a['max-frames'],

@@ -8,6 +8,7 @@ import { FLAG_FIELDS, resolveConfig, setDotted, ConfigError } from '../../train/
 import { train } from '../../train/trainer';
 import { initDistributed, runRank } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
+import { detectModelFolder } from '../../hf/model-folder';
 
 export function builder(y: Argv): Argv {
   let b = y
@@ -16,6 +17,7 @@ export function builder(y: Argv): Argv {
     .option('data', { type: 'string', describe: "Training DyBench JSONL, or 'synthetic' (data.train)" })
     .option('val-data', { type: 'string', describe: "Validation DyBench JSONL, 'synthetic', or '' (data.val)" })
     .option('init', { type: 'string', describe: 'Checkpoint folder with the base weights (policy.init)' })
+    .option('model', { type: 'string', describe: 'Model folder: a crpo checkpoint (linear/native/qwen), a run folder, or a Hugging Face Qwen2.5-VL/Qwen3-VL folder; sets policy.kind and policy.init' })
     .option('nproc', { type: 'number', describe: 'Start N local worker processes (torchrun environment contract; docs/distributed.md)' })
     .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear' or a native kind" });
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
@@ -32,6 +34,7 @@ export function builder(y: Argv): Argv {
   for (const flag of Object.keys(FLAG_FIELDS)) b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${FLAG_FIELDS[flag]})` });
   return b
     .example('crpo train --algo crpo --steps 200 --out runs/crpo', 'CRPO on the synthetic DyBench with the built-in policy')
+    .example('crpo train --model /models/Qwen3-VL-2B-Instruct --data train.jsonl', 'the policy kind (here qwen) and init from what the folder holds')
     .example('crpo train --config configs/crpo-synthetic.yaml --resume auto', 'continue a killed run from its newest checkpoint');
 }
 
@@ -46,6 +49,13 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
   const policy: Record<string, unknown> = {};
   if (argv.init !== undefined) policy.init = argv.init;
   if (argv.policy !== undefined) policy.kind = argv.policy;
+  if (argv.model !== undefined) {
+    // --model <folder> = --policy <kind found there> --init <folder>
+    if (argv.init !== undefined || argv.policy !== undefined) throw new ConfigError('--model names the policy kind and init itself; drop --policy/--init');
+    const m = detectModelFolder(String(argv.model));
+    policy.kind = m.kind;
+    policy.init = m.init;
+  }
   if (Object.keys(policy).length) o.policy = policy;
   for (const pair of (argv.set as string[] | undefined) ?? []) {
     const eq = pair.indexOf('=');
