@@ -150,5 +150,5 @@ test('user errors print one line and exit 1', async () => {
   const r = runCli(path.join(dir, 'bad'), ['--kind', 'checkpoint', '--checkpoint', 'runs/x']);
   const res = await r.done;
   expect(res.code).toBe(1);
-  expect(res.stderr.trim()).toBe('crpo: runs/x: no policy here (policy.safetensors, policy.json or policy/) and no checkpoints/step-* inside');
+  expect(res.stderr.trim()).toBe('crpo: --checkpoint runs/x: no such folder');
 });
