@@ -13,6 +13,7 @@
 import { DYNAMIC_CATEGORIES } from '../data/categories';
 import { CATEGORIES, type Category } from '../data/schema';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
+import { Rng } from '../synth/rng';
 
 /** One answered video-question, the unit every metric here reads. */
 export interface ScoredSample {
@@ -216,16 +217,10 @@ export function computeMetrics(samples: readonly ScoredSample[]): PairedMetrics 
 // ---------------------------------------------------------------------------------------------
 // Bootstrap
 
-/** mulberry32: a small seeded generator; uniform floats in [0, 1). */
+/** mulberry32 (the one seeded generator, lib/synth/rng.ts) as a function; uniform floats in [0, 1). */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed >>> 0);
+  return () => r.next();
 }
 
 /** A per-group seed, so a group's interval does not depend on which other groups exist. */

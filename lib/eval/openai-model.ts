@@ -11,6 +11,7 @@ import OpenAI from 'openai';
 import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type ModelSpec } from './model';
+import { seededRandom } from './metrics';
 
 export interface OpenAIModelOptions {
   /** Served model id (the `model` field of the request). */
@@ -237,15 +238,9 @@ export class OpenAIAnswerModel implements AnswerModel {
   }
 }
 
+/** Retry jitter: mulberry32 on a stream of its own (the salt keeps it apart from bootstrap draws). */
 function seededJitter(seed: number): () => number {
-  let a = (seed >>> 0) ^ 0x5bd1e995;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seededRandom(((seed >>> 0) ^ 0x5bd1e995) >>> 0);
 }
 
 MODEL_KINDS.register('openai', (spec: ModelSpec) => new OpenAIAnswerModel(spec as unknown as OpenAIModelOptions));

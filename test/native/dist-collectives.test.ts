@@ -4,20 +4,13 @@
  * broadcast and the trainer helpers are checked against values computed here in plain TS.
  */
 import { distUnavailable, runRanks, type RankRun } from '../helpers/dist-ranks';
+import { seededFloats } from '../helpers/random';
 
 // Skipped, with the reason in the test name, when the torch addon lacks process groups.
 const skipReason = distUnavailable();
 const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
 
-function seeded(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
+const seeded = seededFloats;
 
 d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
   let runs: RankRun[];
