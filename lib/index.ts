@@ -57,4 +57,4 @@ export { initDistributed, runRank, ProcessGroup, parseDistEnv, launchLocal, type
 export { createCheckpointModel } from './serve/checkpoint-model';
 export { reproduce, validateReproduceConfig, REPRODUCE_DEFAULTS, REPRODUCE_QUICK, REPRODUCE_METHODS, mainTable as reproduceTable, curvesSvg as reproduceCurvesSvg, type ReproduceConfig, type ReproduceResult, type RunResult as ReproduceRunResult, type MethodSummary } from './reproduce';
 export { TimeBlindInstance } from './data';
-export { detectModelFolder, servableCheckpoint, type ModelFolder } from './hf/model-folder';
+export { detectModelFolder, type ModelFolder } from './hf/model-folder';

@@ -79,16 +79,3 @@ export function detectModelFolder(dir: string, where = '--model'): ModelFolder {
   }
   throw folderError(dir, `holds no model; looked for ${LOOKED_FOR}`, where);
 }
-
-/**
- * The folder `crpo serve` / `crpo eval --kind checkpoint` hand to lib/serve: a crpo checkpoint or
- * run folder. lib/serve loads policies from checkpoints only, so a Hugging Face base folder is
- * refused here with the way around it instead of failing later with "no policy here".
- */
-export function servableCheckpoint(dir: string, where = '--model'): ModelFolder {
-  const m = detectModelFolder(dir, where);
-  if (m.arch) {
-    throw folderError(dir, `is a ${m.what}; serving a base Hugging Face folder directly is not supported yet: serve a qwen checkpoint made from it (crpo train --model ${dir} ... writes checkpoints/step-*)`, where);
-  }
-  return m;
-}

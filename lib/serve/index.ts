@@ -13,7 +13,7 @@ import type { AddressInfo } from 'net';
 import * as path from 'path';
 import sharp from 'sharp';
 import { CrpoError } from '../errors';
-import { readSafetensorsHeader } from '../model/safetensors';
+import { detectModelFolder } from '../hf/model-folder';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
 import '../rollout/linear-policy';
 import '../rollout/native-policy';
@@ -55,25 +55,15 @@ class HttpError extends Error {
   }
 }
 
-/** The folder holding policy.safetensors: the folder itself, or the newest checkpoint of a run folder. */
-export function resolveCheckpoint(dir: string): string {
-  if (['policy.safetensors', 'policy.json', 'policy/policy.json'].some((f) => fs.existsSync(path.join(dir, f)))) return dir;
-  const ck = path.join(dir, 'checkpoints');
-  if (fs.existsSync(ck)) {
-    const names = fs.readdirSync(ck).filter((n) => /^step-\d+$/.test(n)).sort();
-    if (names.length) return path.join(ck, names[names.length - 1]);
-  }
-  throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: no policy here (policy.safetensors, policy.json or policy/) and no checkpoints/step-* inside`, { userError: true });
-}
-
-/** Loads the policy of a checkpoint folder (kind from the safetensors metadata). */
-export async function loadCheckpointPolicy(dir: string): Promise<Policy> {
-  const folder = resolveCheckpoint(dir);
-  if (!fs.existsSync(path.join(folder, 'policy.safetensors'))) return POLICY_KINDS.get('native')({ init: folder, seed: 0 });
-  const file = path.join(folder, 'policy.safetensors');
-  const kind = readSafetensorsHeader(file).metadata?.kind ?? '';
-  if (!POLICY_KINDS.has(kind)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: policy kind '${kind}' is not available; known: ${POLICY_KINDS.names().join(', ')}`);
-  return POLICY_KINDS.get(kind)({ init: folder, seed: 0 });
+/**
+ * Loads the policy a folder holds (lib/hf/model-folder detects which): a linear, native or qwen
+ * checkpoint, the newest checkpoint of a run folder, or a base Hugging Face Qwen2.5-VL / Qwen3-VL
+ * folder (served as the qwen policy without adapters). `where` names the argument in errors.
+ */
+export async function loadCheckpointPolicy(dir: string, where = 'crpo serve'): Promise<Policy> {
+  const m = detectModelFolder(dir, where);
+  if (!POLICY_KINDS.has(m.kind)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${where} ${dir}: policy kind '${m.kind}' (${m.what}) is not available; known: ${POLICY_KINDS.names().join(', ')}`, { userError: true });
+  return POLICY_KINDS.get(m.kind)({ init: m.init, seed: 0 });
 }
 
 const DATA_URL = /^data:image\/(png|jpeg|jpg|webp);base64,([A-Za-z0-9+/=\s]+)$/;

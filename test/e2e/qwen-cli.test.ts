@@ -33,6 +33,27 @@ function freePort(): Promise<number> {
   });
 }
 
+/** One chat completion with 4 image parts, retried while the server is still starting. */
+async function askUntilUp(port: number, model: string): Promise<OpenAI.Chat.Completions.ChatCompletion | undefined> {
+  const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
+  const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 30, b: 30 } } }).png().toBuffer();
+  const url = `data:image/png;base64,${png.toString('base64')}`;
+  let answer: OpenAI.Chat.Completions.ChatCompletion | undefined;
+  for (let i = 0; i < 60 && !answer; i++) {
+    try {
+      answer = await client.chat.completions.create({
+        model,
+        max_tokens: 4,
+        messages: [{ role: 'user', content: [...Array.from({ length: 4 }, () => ({ type: 'image_url' as const, image_url: { url } })), { type: 'text', text: 'Is the ball moving?\nA. yes\nB. no\nAnswer with the option letter inside <answer></answer>.' }] }],
+      });
+    } catch (e) {
+      if (!/ECONNREFUSED|Connection error/i.test(String((e as Error).message))) throw e;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+  return answer;
+}
+
 (reason ? describe.skip : describe)(`crpo train / serve / eval with a Qwen3-VL folder${reason ? ` (skipped: ${reason})` : ''}`, () => {
   test('train a few LoRA steps, serve through the openai client, evaluate', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-qwen-cli-'));
@@ -51,22 +72,7 @@ function freePort(): Promise<number> {
 
       const port = await freePort();
       server = spawn(process.execPath, [...CLI, 'serve', run, '--host', '127.0.0.1', '--port', String(port), '--model-name', 'qwen-tiny'], { cwd: ROOT, stdio: 'pipe' });
-      const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
-      const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 30, b: 30 } } }).png().toBuffer();
-      const url = `data:image/png;base64,${png.toString('base64')}`;
-      let answer: OpenAI.Chat.Completions.ChatCompletion | undefined;
-      for (let i = 0; i < 60 && !answer; i++) {
-        try {
-          answer = await client.chat.completions.create({
-            model: 'qwen-tiny',
-            max_tokens: 4,
-            messages: [{ role: 'user', content: [...Array.from({ length: 4 }, () => ({ type: 'image_url' as const, image_url: { url } })), { type: 'text', text: 'Is the ball moving?\nA. yes\nB. no\nAnswer with the option letter inside <answer></answer>.' }] }],
-          });
-        } catch (e) {
-          if (!/ECONNREFUSED|Connection error/i.test(String((e as Error).message))) throw e;
-          await new Promise((res) => setTimeout(res, 1000));
-        }
-      }
+      const answer = await askUntilUp(port, 'qwen-tiny');
       expect(answer?.choices[0].message.role).toBe('assistant');
       expect(typeof answer?.choices[0].message.content).toBe('string');
 
@@ -81,4 +87,20 @@ function freePort(): Promise<number> {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   }, 300000);
+
+  test('crpo serve of the base Hugging Face folder answers (no checkpoint needed)', async () => {
+    const port = await freePort();
+    const server = spawn(process.execPath, [...CLI, 'serve', MODEL, '--host', '127.0.0.1', '--port', String(port)], { cwd: ROOT, stdio: 'pipe' });
+    let out = '';
+    server.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    try {
+      const answer = await askUntilUp(port, 'qwen3_vl');
+      expect(answer?.model).toBe('qwen3_vl');
+      expect(answer?.choices[0].message.role).toBe('assistant');
+      expect(typeof answer?.choices[0].message.content).toBe('string');
+      expect(out).toContain('loading Hugging Face qwen3_vl folder');
+    } finally {
+      server.kill();
+    }
+  }, 180000);
 });

@@ -8,7 +8,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { detectModelFolder, servableCheckpoint } from '../../lib/hf/model-folder';
+import { detectModelFolder } from '../../lib/hf/model-folder';
 import { writeSafetensors } from '../../lib/model/safetensors';
 import { LinearPolicy } from '../../lib/rollout/linear-policy';
 import { overridesFromArgv } from '../../lib/cli/commands/train';
@@ -87,12 +87,6 @@ describe('detectModelFolder', () => {
     } catch (err) {
       expect((err as { code?: string }).code).toBe('ERR_CRPO_MODEL_FOLDER');
     }
-  });
-
-  it('servableCheckpoint: checkpoints pass, a base Hugging Face folder is refused with the way around it', () => {
-    expect(servableCheckpoint(path.join(tmp, 'linear')).kind).toBe('linear');
-    const q25 = path.join(tmp, 'q25');
-    expect(() => servableCheckpoint(q25, '--checkpoint')).toThrow(`--checkpoint ${q25}: is a Hugging Face qwen2_5_vl folder; serving a base Hugging Face folder directly is not supported yet`);
   });
 });
 

@@ -11,7 +11,7 @@ import { readTextFile } from '../../data/jsonl';
 import { CATEGORIES, type Category } from '../../data/schema';
 import { CrpoError } from '../../errors';
 import { correlateRuns, type PairedMetrics } from '../../eval/metrics';
-import { servableCheckpoint } from '../../hf/model-folder';
+import { detectModelFolder } from '../../hf/model-folder';
 import { runEval, type EvalSummary } from '../../eval/runner';
 
 export function builder(y: Argv): Argv {
@@ -101,11 +101,11 @@ export async function handler(a: Args): Promise<void> {
   if (!a.data) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
   if (a.kind === 'checkpoint' && !a.checkpoint && a.model !== undefined && fs.existsSync(a.model)) {
     // --kind checkpoint --model <folder>: the folder is the checkpoint (detected: linear / native /
-    // qwen checkpoint or a run folder); the reported model name is the folder's.
-    servableCheckpoint(a.model);
+    // qwen checkpoint, a run folder or a Hugging Face Qwen folder); the reported model name is the folder's.
+    detectModelFolder(a.model);
     a.checkpoint = a.model;
     a.model = undefined;
-  } else if (a.kind === 'checkpoint' && a.checkpoint) servableCheckpoint(a.checkpoint, '--checkpoint');
+  } else if (a.kind === 'checkpoint' && a.checkpoint) detectModelFolder(a.checkpoint, '--checkpoint');
   const model = a.model ?? env('CRPO_EVAL_MODEL');
   const baseURL = a.baseUrl ?? env('CRPO_EVAL_BASE_URL', 'OPENAI_BASE_URL');
   const apiKey = a.apiKey ?? env('CRPO_EVAL_API_KEY', 'OPENAI_API_KEY');
