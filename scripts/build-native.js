@@ -5,6 +5,9 @@
 //         or the system libtorch-dev); otherwise skipped with the exact fix printed.
 // Both build offline: node-gyp gets --nodedir from this node's own headers, cmake-js uses the
 // node-api-headers package (package.json "binary.napi_versions").
+// An addon newer than every source it is built from, built for the same libtorch, is kept as it
+// is ("up to date"), so running the install script again (npm exec of the package's own bin runs
+// it too) costs nothing; --force rebuilds anyway.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -13,6 +16,7 @@ const path = require('path');
 const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+const force = args.includes('--force') || process.env.CRPO_BUILD_FORCE === '1';
 const jobs = String(process.env.CRPO_BUILD_JOBS || 2);
 
 function log(msg) { process.stderr.write(`[crpo build] ${msg}\n`); }
@@ -50,7 +54,44 @@ function hasTorch() {
     fs.existsSync(path.join(p, 'lib', 'cmake', 'Torch', 'TorchConfig.cmake')));
 }
 
+// Newest modification time among the files an addon is built from.
+function newestSource(extra) {
+  let newest = 0;
+  const visit = (p) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) for (const name of fs.readdirSync(p)) visit(path.join(p, name));
+    else newest = Math.max(newest, st.mtimeMs);
+  };
+  for (const p of ['native', 'binding.gyp', 'CMakeLists.txt', 'package.json', 'scripts/build-native.js', ...extra]) {
+    const full = path.join(root, p);
+    if (fs.existsSync(full)) visit(full);
+  }
+  return newest;
+}
+
+// True when `addon` exists, is newer than its sources and was built with the same settings.
+function upToDate(addon, stampFile, settings) {
+  if (force) return false;
+  const file = path.join(root, addon);
+  const stamp = path.join(root, stampFile);
+  if (!fs.existsSync(file) || !fs.existsSync(stamp)) return false;
+  if (fs.readFileSync(stamp, 'utf8') !== JSON.stringify(settings)) return false;
+  return fs.statSync(file).mtimeMs > newestSource([]);
+}
+
+function writeStamp(stampFile, settings) {
+  const stamp = path.join(root, stampFile);
+  fs.mkdirSync(path.dirname(stamp), { recursive: true });
+  fs.writeFileSync(`${stamp}.tmp`, JSON.stringify(settings));
+  fs.renameSync(`${stamp}.tmp`, stamp);
+}
+
 function buildCore() {
+  const settings = { node: process.versions.modules, compiler: process.env.CXX || 'c++' };
+  if (upToDate('build/Release/crpo_core.node', 'build/crpo-build.json', settings)) {
+    log('core addon up to date (build/Release/crpo_core.node; --force rebuilds)');
+    return true;
+  }
   const nodedir = nodeHeadersDir();
   const gypArgs = ['rebuild', `-j`, jobs];
   if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
@@ -58,6 +99,7 @@ function buildCore() {
     log('core addon failed to build: a C++17 compiler, make and python3 are needed (apt-get install g++ make python3).');
     return false;
   }
+  writeStamp('build/crpo-build.json', settings);
   return true;
 }
 
@@ -66,10 +108,16 @@ function buildTorch() {
     log('libtorch not found: torch addon skipped (training needs it). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch and run npm run build:torch');
     return true;
   }
+  const settings = { node: process.versions.modules, libtorch: process.env.LIBTORCH || '', prefix: process.env.CMAKE_PREFIX_PATH || '', compiler: process.env.CXX || 'c++' };
+  if (upToDate('build-torch/Release/crpo_torch.node', 'build-torch/crpo-build.json', settings)) {
+    log('torch addon up to date (build-torch/Release/crpo_torch.node; --force rebuilds)');
+    return true;
+  }
   const ok = run(bin('cmake-js'), ['rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'], {
     CMAKE_BUILD_PARALLEL_LEVEL: jobs,
   });
   if (!ok) log('torch addon failed to build; see the cmake output above. LIBTORCH=' + (process.env.LIBTORCH || '(unset)'));
+  else writeStamp('build-torch/crpo-build.json', settings);
   return ok;
 }
 
