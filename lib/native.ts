@@ -388,7 +388,7 @@ export interface PolicyNativeApi {
   policyGenerate(
     policy: number,
     batch: NativePolicyBatch,
-    options: { maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; greedy?: boolean; useCache?: boolean; stop?: Int32Array },
+    options: { maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; greedy?: boolean; useCache?: boolean; stop?: Int32Array; seeds?: Uint32Array },
   ): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array; width: number }>;
   policyLogprobs(
     policy: number,

@@ -59,6 +59,12 @@ export interface GenerateOptions {
   stop?: ReadonlyArray<number | string>;
   /** false: recompute the whole sequence each step (the slow twin of the KV cache). */
   useCache?: boolean;
+  /**
+   * One sampling seed per prompt (integers in [0, 2^32)): the samples of prompt p are then a
+   * function of (seeds[p], weights, prompt) only, whatever else is in the batch. Default: draw
+   * from the policy's own generator (saved with its checkpoint).
+   */
+  seeds?: ArrayLike<number>;
 }
 
 export interface GenerateResult extends Completions {
@@ -84,7 +90,11 @@ export interface TrainOptions {
   /** Divisor of seq-mean-token-sum-norm (default: completion width). */
   maxNewTokens?: number;
   temperature?: number;
-  /** A process group's native id (lib/dist): gradients are averaged across ranks before clipping. */
+  /**
+   * A process group's native id (lib/dist): gradients are averaged across ranks before clipping,
+   * each rank weighted by its loss's denominator (sequences; tokens for token-mean). With
+   * seq-mean-token-sum-norm pass maxNewTokens, so that every rank divides by the same number.
+   */
   processGroup?: number;
   /**
    * Run every (prompt + completion) row whole instead of sharing each prompt's prefix keys/values
@@ -173,13 +183,14 @@ export class Policy extends NativeHandle {
     return this.config.frames * this.config.imageSize * this.config.imageSize * 3;
   }
 
-  /** Validates inputs and builds the native batch. */
-  batch(inputs: PolicyInputs, op: string): NativePolicyBatch {
+  /** Validates inputs and builds the native batch (`allowEmpty`: no videos and no prompts is valid, for trainStep). */
+  batch(inputs: PolicyInputs, op: string, allowEmpty = false): NativePolicyBatch {
     this.assertLive('Policy');
     if (!inputs || typeof inputs !== 'object') throw invalidArg('inputs', 'an object { frames, numVideos, prompts, groupSize? }', inputs, op);
     const { frames, numVideos, prompts } = inputs;
     const groupSize = inputs.groupSize ?? 1;
-    if (!isInt(numVideos) || numVideos < 1) throw invalidArg('inputs.numVideos', 'an integer >= 1', numVideos, op);
+    const minVideos = allowEmpty ? 0 : 1;
+    if (!isInt(numVideos) || numVideos < minVideos) throw invalidArg('inputs.numVideos', `an integer >= ${minVideos}`, numVideos, op);
     const want = numVideos * this.clipBytes;
     if (Object.prototype.toString.call(frames) !== '[object Uint8Array]') {
       throw invalidArg('inputs.frames', `a Uint8Array [${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3]`, frames, op);
@@ -187,7 +198,7 @@ export class Policy extends NativeHandle {
     if (frames.length !== want) {
       throw outOfRange('inputs.frames', `a Uint8Array of length ${want} ([${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3])`, frames, op);
     }
-    if (!Array.isArray(prompts) || prompts.length === 0) throw invalidArg('inputs.prompts', 'a non-empty array of prompts', prompts, op);
+    if (!Array.isArray(prompts) || (prompts.length === 0 && !allowEmpty)) throw invalidArg('inputs.prompts', allowEmpty ? 'an array of prompts' : 'a non-empty array of prompts', prompts, op);
     if (!isInt(groupSize) || groupSize < 1) throw invalidArg('inputs.groupSize', 'an integer >= 1', groupSize, op);
     const ids: number[] = [];
     const lengths = new Int32Array(prompts.length);
@@ -258,10 +269,22 @@ export class Policy extends NativeHandle {
     if (o.topP !== undefined && o.topP > 1) throw outOfRange('options.topP', 'a number in (0, 1]', o.topP, op);
     if (o.topK !== undefined && (!isInt(o.topK) || o.topK < 0)) throw invalidArg('options.topK', 'an integer >= 0', o.topK, op);
     const stop = this.stopIds(o.stop, op);
+    let seeds: Uint32Array | undefined;
+    if (o.seeds !== undefined) {
+      const P = b.promptLengths.length;
+      if (o.seeds === null || typeof o.seeds !== 'object' || o.seeds.length !== P) throw invalidArg('options.seeds', `an array of ${P} seeds (one per prompt)`, o.seeds, op);
+      seeds = new Uint32Array(P);
+      for (let i = 0; i < P; i++) {
+        const v = o.seeds[i];
+        if (!isInt(v) || v < 0 || v > 0xffffffff) throw outOfRange(`options.seeds[${i}]`, 'an integer in [0, 2^32)', v, op);
+        seeds[i] = v;
+      }
+    }
     const r = await torchQueue.run(() =>
       callAsync(() =>
         this.native.policyGenerate(this.id, b, {
           maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, greedy: o.greedy ?? false, useCache: o.useCache ?? true, stop,
+          ...(seeds ? { seeds } : {}),
         }),
       ),
     );
@@ -296,12 +319,15 @@ export class Policy extends NativeHandle {
 
   /**
    * One RL update (crpo-method.md section 6): forward, loss, backward, (all-reduce), clip, AdamW.
-   * A non-finite loss or gradient norm skips the update (`skipped`, `skipReason`).
+   * A non-finite loss or gradient norm skips the update (`skipped`, `skipReason`). With
+   * `processGroup`, the ranks' gradients are averaged weighted by each rank's sequences (tokens for
+   * token-mean), so the update is that of the whole global batch; an empty batch (no prompts, no
+   * rows) is allowed there and weighs 0. Alone, an empty batch changes nothing.
    */
   async trainStep(inputs: PolicyInputs, completions: RlCompletions, options: TrainOptions = {}): Promise<StepStats> {
     const op = 'Policy.trainStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
-    const b = this.batch(inputs, op);
+    const b = this.batch(inputs, op, true);
     const rows = b.promptLengths.length * b.groupSize;
     const c = this.completions(completions, rows, op);
     const adv = rewrap(completions.advantages);

@@ -21,7 +21,7 @@ import { parseSafetensors, writeSafetensors } from '../model/safetensors';
 import { policyLoss } from '../algo/loss';
 import { processGroupById } from '../dist/process-group';
 import { clipDescriptors } from './video-features';
-import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
+import { POLICY_KINDS, checkPromptSeeds, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
 
 /** Hashed feature table size. */
 const DIM = 1 << 15;
@@ -81,15 +81,16 @@ const argmax = (x: number[]): number => x.reduce((best, v, i) => (v > x[best] ? 
  * or tokens for 'token-mean'), so the global gradient is sum_r weight_r * grad_r / sum_r weight_r:
  * exact also when ranks hold different numbers of sequences (zero-variance groups dropped). One
  * all-reduce of (P+1,) float64. Every rank must reach it, also one whose loss is not finite: the
- * NaN then spreads to every rank and all of them skip the update together.
+ * NaN then spreads to every rank and all of them skip the update together. Returns the total weight.
  */
-async function averageAcrossRanks(processGroup: number, grad: Float64Array, weight: number): Promise<void> {
+async function averageAcrossRanks(processGroup: number, grad: Float64Array, weight: number): Promise<number> {
   const buf = new Float64Array(P + 1);
   for (let i = 0; i < P; i++) buf[i] = grad[i] * weight;
   buf[P] = weight;
   await processGroupById(processGroup).allReduce(buf, 'sum');
   const total = buf[P];
   for (let i = 0; i < P; i++) grad[i] = total > 0 ? buf[i] / total : 0;
+  return total;
 }
 
 export class LinearPolicy implements Policy {
@@ -120,8 +121,11 @@ export class LinearPolicy implements Policy {
 
   async generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]> {
     this.check();
-    const rng = new Rng(o.seed >>> 0);
-    return prompts.map((p) => {
+    // One stream for the whole call, or one per prompt (its samples then depend on its seed only).
+    const seeds = checkPromptSeeds(prompts.length, o, 'LinearPolicy.generate');
+    const shared = seeds ? undefined : new Rng(o.seed >>> 0);
+    return prompts.map((p, i) => {
+      const rng = shared ?? new Rng(seeds![i]);
       const { style, option } = this.logits(p, this.w, o.temperature);
       const out: Completion[] = [];
       for (let s = 0; s < o.samples; s++) {
@@ -210,8 +214,11 @@ export class LinearPolicy implements Policy {
     this.check();
     const { r, grad, entropy } = this.lossAndGradient(prompts, seqs, o);
     const stats = { loss: r.loss, pg: r.pg, kl: r.kl, clipFraction: r.clipFraction, entropy: r.tokens ? entropy / r.tokens : 0, tokens: r.tokens };
-    if (o.processGroup !== undefined) await averageAcrossRanks(o.processGroup, grad, o.aggregation === 'token-mean' ? r.tokens : seqs.length);
+    const weight = o.aggregation === 'token-mean' ? r.tokens : seqs.length;
+    const total = o.processGroup !== undefined ? await averageAcrossRanks(o.processGroup, grad, weight) : weight;
     if (!Number.isFinite(r.loss)) return { ...stats, gradNorm: NaN, skipped: true };
+    // No sequence (or token) on any rank: nothing to learn from, no optimiser step (as the native policy).
+    if (total === 0) return { ...stats, gradNorm: 0, skipped: false };
     const norm = this.apply(grad, o.lr, o.maxGradNorm, o.weightDecay);
     return { ...stats, gradNorm: norm, skipped: !Number.isFinite(norm) };
   }

@@ -3,6 +3,10 @@
  * (lib/model/policy.ts, native/torch/model; docs/model.md). Every call is one batched async native
  * step on the torch queue: generate (B prompts x G samples, KV-cached), log-probs under the policy
  * or its frozen reference copy, the section-6 train step (crpo-method.md) and the supervised step.
+ * Sampling is a function of the per-prompt seeds (GenerateOptions.promptSeeds, or seeds derived
+ * from `seed`), so a prompt samples the same completions alone or in any batch, on any rank. In
+ * a multi-process run the train step's gradient is averaged over the ranks weighted by each rank's
+ * sequences (tokens for token-mean); a rank left with no sequences still takes part, with weight 0.
  * State (weights, AdamW, sampling RNG) lives in the policy's own checkpoint format; a training
  * checkpoint holds `policy/` and `reference/` folders. lib/model is loaded lazily, so the
  * trainer works without the torch addon when this kind is not used.
@@ -12,7 +16,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError } from '../errors';
 import { answerCompletion } from '../prompt';
-import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
+import { hash32 } from '../synth/rng';
+import { POLICY_KINDS, checkPromptSeeds, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
 import type * as ModelPolicy from '../model/policy';
 
 type ModelModule = typeof import('../model/policy') & typeof import('../model/checkpoint') & typeof import('../model/tokenizer');
@@ -31,7 +36,18 @@ export class NativePolicy implements Policy {
 
   constructor(private policy: ModelPolicy.Policy, private ref: ModelPolicy.Policy | undefined) {}
 
+  /** The lib/model policy handle underneath (weights, info). */
+  get model(): ModelPolicy.Policy {
+    return this.policy;
+  }
+
+  /**
+   * The native batch: the clips of `prompts` and one prompt row per entry of `rows` (default: one
+   * per prompt); an empty `rows` gives the empty batch (no clips, no rows) of a rank with nothing
+   * to train on in a multi-process step.
+   */
   private inputs(prompts: readonly PolicyPrompt[], rows: readonly { prompt: number }[] | undefined, groupSize: number): ModelPolicy.PolicyInputs {
+    if (rows && rows.length === 0) return { frames: new Uint8Array(0), numVideos: 0, prompts: [], groupSize };
     const c = this.policy.config;
     const clip = c.frames * c.imageSize * c.imageSize * 3;
     const frames = new Uint8Array(clip * prompts.length);
@@ -59,7 +75,12 @@ export class NativePolicy implements Policy {
   }
 
   async generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]> {
-    const r = await this.policy.generate(this.inputs(prompts, undefined, o.samples), { maxNewTokens: o.maxNewTokens, temperature: o.temperature, greedy: o.greedy ?? false });
+    if (prompts.length === 0) return [];
+    // Each row draws its uniforms from a counter-based stream of (its prompt's seed, sample, token)
+    // (native/torch/model sample_uniform): without promptSeeds, prompt i's seed is derived from
+    // (seed, i), so sampling is a function of the seed and not of the policy's generator state.
+    const seeds = checkPromptSeeds(prompts.length, o, 'NativePolicy.generate') ?? prompts.map((_, i) => hash32(`${o.seed >>> 0}|prompt|${i}`));
+    const r = await this.policy.generate(this.inputs(prompts, undefined, o.samples), { maxNewTokens: o.maxNewTokens, temperature: o.temperature, greedy: o.greedy ?? false, seeds });
     return prompts.map((_, p) => Array.from({ length: o.samples }, (__, g) => {
       const row = p * o.samples + g, len = r.lengths[row], off = row * r.width;
       return { tokens: Array.from(r.ids.subarray(off, off + len)), logprobs: Array.from(r.logprobs.subarray(off, off + len)), text: r.texts[row] };
@@ -67,6 +88,7 @@ export class NativePolicy implements Policy {
   }
 
   async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+    if (seqs.length === 0) return [];
     const target = o.reference ? this.ref : this.policy;
     if (!target) throw new CrpoError('ERR_CRPO_NO_REFERENCE', 'native policy: no frozen reference (call freezeReference first)');
     const p = NativePolicy.pad(seqs);

@@ -5,6 +5,7 @@
  * log-probs, take one supervised step, and save / load its full state (weights, optimiser,
  * reference) for bitwise resume. Policy kinds are registered by name.
  */
+import { invalidArg, outOfRange } from '../errors';
 import { Registry } from '../registry';
 import type { LossSettings } from '../algo/loss';
 
@@ -34,8 +35,27 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** Sampling seed: the same seed, prompts and weights give the same completions. */
   seed: number;
+  /**
+   * One seed per prompt (integers in [0, 2^32)); when given, `seed` is not used and the samples
+   * of prompts[i] are a function of (promptSeeds[i], the prompt, the weights) only: the same
+   * whether the prompt is generated alone or inside any batch. The trainer derives them from
+   * (run seed, step, branch, the prompt's global position in the step's batch), so N processes
+   * sample what one process samples.
+   */
+  promptSeeds?: readonly number[];
   /** Argmax decoding (evaluation). */
   greedy?: boolean;
+}
+
+/** `o.promptSeeds` checked against the prompts (one integer in [0, 2^32) each), or undefined when not given. */
+export function checkPromptSeeds(prompts: number, o: Pick<GenerateOptions, 'promptSeeds'>, where: string): readonly number[] | undefined {
+  const s = o.promptSeeds;
+  if (s === undefined) return undefined;
+  if (!Array.isArray(s) || s.length !== prompts) throw invalidArg('promptSeeds', `an array of ${prompts} seeds (one per prompt)`, s, where);
+  s.forEach((v, i) => {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw outOfRange(`promptSeeds[${i}]`, 'an integer in [0, 2^32)', v, where);
+  });
+  return s;
 }
 
 /** One sequence of the update batch. */

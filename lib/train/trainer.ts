@@ -135,21 +135,28 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
     for (let step = startStep; step < c.steps; step++) {
       const tStep = performance.now();
       // ---- 1. data: this step's prompts (seeded epoch order), this rank's share -----------
-      const batch: TrainItem[] = shardBatch(batchIndices(items.length, c.batchSize, c.seed, step).map((i) => items[i]), dist);
-      const rng = new Rng(`crpo-train|${c.seed}|step|${step}`);
+      const order = batchIndices(items.length, c.batchSize, c.seed, step);
+      const batch: TrainItem[] = shardBatch(order.map((i) => items[i]), dist);
+      // Position of each of this rank's prompts in the step's global batch: what its randomness is keyed by.
+      const globalIndex: number[] = shardBatch(order.map((_, j) => j), dist);
 
       // ---- 2. route + second-branch frames ----------------------------------------------
       const origPrompts = batch.map((it) => promptFor(it.record, it.frames, it.shape, plan.nullOption));
-      const secondPrompts = plan.second === 'none' ? [] : batch.map((it) => {
-        const frames = plan.second === 'counterfactual' ? counterfactualFrames(it) : plan.second === 'reversed' ? reversedFrames(it) : shuffledFrames(it, rng);
+      const secondPrompts = plan.second === 'none' ? [] : batch.map((it, b) => {
+        const frames = plan.second === 'counterfactual' ? counterfactualFrames(it)
+          : plan.second === 'reversed' ? reversedFrames(it)
+          : shuffledFrames(it, new Rng(`crpo-train|${c.seed}|step|${step}|shuffle|${globalIndex[b]}`));
         return promptFor(it.record, frames, it.shape, plan.nullOption);
       });
 
-      // ---- 3. rollouts on both branches (seeds are functions of (seed, step, branch)) -----
+      // ---- 3. rollouts on both branches -------------------------------------------------
+      // Each prompt's seed is a function of (run seed, step, branch, its global position), not of
+      // the rank: N processes sample exactly the rollouts of one process on the same global batch.
       const tRollout = performance.now();
       const gen = { temperature: c.temperature, maxNewTokens: c.maxNewTokens };
-      const orig: Completion[][] = await policy.generate(origPrompts, { ...gen, samples: plan.origSamples, seed: hash32(`${c.seed}|${step}|orig|${dist.rank}`) });
-      const second: Completion[][] = plan.secondSamples > 0 ? await policy.generate(secondPrompts, { ...gen, samples: plan.secondSamples, seed: hash32(`${c.seed}|${step}|second|${dist.rank}`) }) : [];
+      const seedsOf = (branch: string): number[] => globalIndex.map((j) => hash32(`${c.seed}|${step}|${branch}|${j}`));
+      const orig: Completion[][] = await policy.generate(origPrompts, { ...gen, samples: plan.origSamples, seed: hash32(`${c.seed}|${step}|orig`), promptSeeds: seedsOf('orig') });
+      const second: Completion[][] = plan.secondSamples > 0 ? await policy.generate(secondPrompts, { ...gen, samples: plan.secondSamples, seed: hash32(`${c.seed}|${step}|second`), promptSeeds: seedsOf('second') }) : [];
       const rolloutSeconds = (performance.now() - tRollout) / 1000;
 
       // ---- 4. rewards and advantages (fused kernels) -------------------------------------
@@ -211,10 +218,14 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         rollout_seconds: rolloutSeconds, reward_seconds: rewardSeconds, update_seconds: updateSeconds, step_seconds: stepSeconds,
       };
       if (dist.worldSize > 1) {
-        // Means across ranks (each rank holds an equal share of the prompt groups).
+        // Counts and rates are summed over the ranks, times averaged, and per-prompt means are
+        // weighted by each rank's number of prompts (shards differ by one when the batch does not split evenly).
         const keys = Object.keys(line).filter((k) => typeof line[k] === 'number' && k !== 'step' && k !== 'lr');
-        const sums = await dist.allReduceSum(keys.map((k) => line[k] as number));
-        keys.forEach((k, i) => { line[k] = /seconds|_per_s$|^sequences$|^tokens$/.test(k) && !k.endsWith('seconds') ? sums[i] : sums[i] / dist.worldSize; });
+        const summed = (k: string) => /_per_s$|^sequences$|^tokens$/.test(k);
+        const w = batch.length;
+        const sums = await dist.allReduceSum([...keys.map((k) => (summed(k) || k.endsWith('seconds') ? (line[k] as number) : (line[k] as number) * w)), w]);
+        const prompts = sums[keys.length];
+        keys.forEach((k, i) => { line[k] = summed(k) ? sums[i] : k.endsWith('seconds') ? sums[i] / dist.worldSize : prompts > 0 ? sums[i] / prompts : 0; });
       }
       await log.step(line);
       if (c.dumpEvery > 0 && (step + 1) % c.dumpEvery === 0) {

@@ -182,3 +182,97 @@ d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
     expect(after.map((m) => m.step)).toEqual([1, 2, 3]);
   }, 150000);
 });
+
+d('the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)', () => {
+  it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
+    const runs = await runRanks('native-uneven', 2);
+    const out = runs.map((r) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+      return JSON.parse(line).result;
+    });
+    if (out[0].skipped) {
+      console.warn(`skipped: ${out[0].skipped}`);
+      return;
+    }
+    expect(runs.map((r) => r.code)).toEqual([0, 0]);
+    for (const agg of ['seq-mean-token-mean', 'token-mean']) {
+      // rank 0 holds 3 then 5 prompts, rank 1 holds 2 then none: 3 samples each
+      expect(out.map((o) => o[agg].rows)).toEqual([24, 6]);
+      for (const o of out) {
+        const r = o[agg];
+        expect(r.sameTokens).toBe(true);
+        // Same tokens; log-probs from differently padded batches and, at step 2, from weights that
+        // differ by the rounding of step 1 (~4e-5 measured).
+        expect(r.lpGap).toBeLessThan(2e-4);
+        expect(r.moved).toBeGreaterThan(1e-3); // the two AdamW steps (lr 1e-3) really moved the weights
+        // The averaged gradient: its norm equals the 1-process one to float32 rounding (~2e-7 and
+        // ~2e-6 relative measured); a 1:1 average of the 3- and 2-prompt ranks would be far off.
+        expect(r.normGap).toBeLessThan(1e-5);
+        // Weights: AdamW's first steps move each weight by ~lr * sign(gradient), so an entry whose
+        // gradient is near zero takes the sign of its rounding noise: up to ~6e-5 = 0.06 lr (measured),
+        // 2-3e-4 of the update's L2 norm.
+        expect(r.gap).toBeLessThan(2e-4);
+        expect(r.updateGap).toBeLessThan(2e-3);
+        expect(r.spread).toBe(0);
+      }
+    }
+  }, 150000);
+});
+
+d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts) vs 1 process', () => {
+  it('trains on the same rollouts and ends at the same weights (up to rounding amplified by AdamW)', async () => {
+    const fs = await import('fs');
+    const os = await import('os');
+    const path = await import('path');
+    const { parseSafetensors } = await import('../../lib/model/safetensors');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-uneven-'));
+    const env = { TEST_BATCH: '3', TEST_ADV: 'tokens' };
+    const result = (r: RankRun) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+      return JSON.parse(line).result;
+    };
+    const two = (await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })).map(result);
+    const [one] = (await runRanks('trainer', 1, { ...env, OUT_0: path.join(tmp, 'one') })).map(result);
+    expect(two[0].digest).toBe(two[1].digest);
+    // The sequences trained on at each step: rank 0's then rank 1's are the single process's, token for token.
+    expect(one.trained).toHaveLength(2);
+    one.trained.forEach((seqs: number[][], step: number) => {
+      expect(two[0].trained[step].length).toBeGreaterThan(two[1].trained[step].length); // 2 prompts vs 1
+      expect([...two[0].trained[step], ...two[1].trained[step]]).toEqual(seqs);
+    });
+    const weightsOf = (dir: string, which: 'policy' | 'reference') => {
+      const file = path.join(dir, 'checkpoints', 'step-000002', which, 'model.safetensors');
+      return parseSafetensors(fs.readFileSync(file), file).tensors;
+    };
+    const a = weightsOf(path.join(tmp, 'two'), 'policy'), b = weightsOf(path.join(tmp, 'one'), 'policy');
+    const init = weightsOf(path.join(tmp, 'one'), 'reference'); // the reference is the initial policy
+    expect([...a.keys()]).toEqual([...b.keys()]);
+    let gap = 0, moved = 0, diff2 = 0, upd2 = 0;
+    for (const [name, t] of a) {
+      const u = b.get(name)!.data as Float32Array, w0 = init.get(name)!.data as Float32Array;
+      (t.data as Float32Array).forEach((v, k) => {
+        gap = Math.max(gap, Math.abs(v - u[k]));
+        moved = Math.max(moved, Math.abs(u[k] - w0[k]));
+        diff2 += (v - u[k]) ** 2;
+        upd2 += (u[k] - w0[k]) ** 2;
+      });
+    }
+    const metrics = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const [m2, m1] = [metrics(path.join(tmp, 'two')), metrics(path.join(tmp, 'one'))];
+    expect(moved).toBeGreaterThan(1e-2);
+    // As above, entries with a near-zero gradient take the sign of their rounding noise in AdamW:
+    // max gap 2.7e-3 against a largest move of 4e-2, 2.7e-4 of the update's L2 norm (measured).
+    expect(gap).toBeLessThan(0.15 * moved);
+    expect(Math.sqrt(diff2 / upd2)).toBeLessThan(2e-3);
+    expect(m2).toHaveLength(2);
+    m1.forEach((m, i) => {
+      // step 1: the same weights, the gradient averaged over 2 + 1 prompts (2.7e-7 relative
+      // measured); step 2: after one step of rounding differences (7e-6).
+      expect(Math.abs(m2[i].grad_norm - m.grad_norm) / m.grad_norm).toBeLessThan(i === 0 ? 1e-5 : 1e-4);
+      expect(Math.abs(m2[i].loss - m.loss)).toBeLessThan(1e-5); // the ranks' losses, weighted by prompts
+    });
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }, 150000);
+});

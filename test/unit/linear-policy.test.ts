@@ -59,6 +59,33 @@ describe('linear policy', () => {
     expect(await p.generate(prompts, { samples: 4, temperature: 1, maxNewTokens: 2, seed: 1 })).toEqual(out);
   });
 
+  it('with promptSeeds, a prompt samples the same completions alone as in a batch; seed alone keeps one stream', async () => {
+    const p = await trainedPolicy();
+    const gen = { samples: 5, temperature: 3, maxNewTokens: 2 };
+    const seeds = prompts.map((_, i) => 1000 + 7 * i);
+    const batch = await p.generate(prompts, { ...gen, seed: 1, promptSeeds: seeds });
+    expect(new Set(batch.flat().map((c) => c.text)).size).toBeGreaterThan(2); // hot sampling: not all alike
+    for (let k = 0; k < prompts.length; k++) {
+      expect(await p.generate([prompts[k]], { ...gen, seed: 2, promptSeeds: [seeds[k]] })).toEqual([batch[k]]);
+    }
+    const reversed = await p.generate([...prompts].reverse(), { ...gen, seed: 3, promptSeeds: [...seeds].reverse() });
+    expect(reversed.reverse()).toEqual(batch);
+    // Without promptSeeds one stream runs through the prompts: prompt k's samples depend on those before it.
+    const shared = await p.generate(prompts, { ...gen, seed: 5 });
+    expect(shared).toEqual(await p.generate(prompts, { ...gen, seed: 5 }));
+    expect((await p.generate(prompts.slice(1), { ...gen, seed: 5 }))[0]).not.toEqual(shared[1]);
+    await expect(p.generate(prompts, { ...gen, seed: 0, promptSeeds: [1] })).rejects.toMatchObject({ code: 'ERR_CRPO_INVALID_ARG', message: `Expected an array of ${prompts.length} seeds (one per prompt) for promptSeeds but received an array of length 1` });
+    await expect(p.generate(prompts.slice(0, 1), { ...gen, seed: 0, promptSeeds: [2 ** 32] })).rejects.toMatchObject({ code: 'ERR_CRPO_OUT_OF_RANGE', message: 'Expected an integer in [0, 2^32) for promptSeeds[0] but received 4294967296 of type number' });
+  });
+
+  it('a train step on no sequences changes nothing', async () => {
+    const p = await trainedPolicy();
+    const digest = p.weightsDigest();
+    const st = await p.trainStep(prompts, [], opts);
+    expect(st).toMatchObject({ skipped: false, tokens: 0, gradNorm: 0, loss: 0 });
+    expect(p.weightsDigest()).toBe(digest);
+  });
+
   it('saves and loads its full state bit-exactly', async () => {
     const p = await trainedPolicy();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-linear-'));

@@ -133,17 +133,20 @@ void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& o
 
 // batch = { frames: Uint8Array (V*T*H*W*C), numVideos, promptVideo: Int32Array(P), promptTransform?: string[P],
 //           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize }
-PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op, std::vector<Napi::Value>& keep) {
+// allow_empty: V = P = 0 is a valid batch (the train step of a rank with no sequences).
+PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op, std::vector<Napi::Value>& keep,
+                        bool allow_empty = false) {
   PromptBatch b;
-  const int64_t V = read_int(o.Get("numVideos"), op, "numVideos", 1, 1 << 20);
+  const int64_t V = read_int(o.Get("numVideos"), op, "numVideos", allow_empty ? 0 : 1, 1 << 20);
   const size_t frame_len = static_cast<size_t>(V * c.frames * c.image_size * c.image_size * c.channels);
   Napi::Value fv = o.Get("frames");
   ByteView fr = read_array_of(o, "frames", napi_uint8_array, frame_len, op, false);
   keep.push_back(fv);
-  b.frames = torch::from_blob(fr.data, {V, c.frames, c.image_size, c.image_size, c.channels}, torch::kByte);
+  b.frames = V > 0 ? torch::from_blob(fr.data, {V, c.frames, c.image_size, c.image_size, c.channels}, torch::kByte)
+                   : torch::empty({0, c.frames, c.image_size, c.image_size, c.channels}, torch::kByte);
   ByteView lens_view = int32_any(o, "promptLengths", op);
   const size_t P = lens_view.length;
-  if (P == 0) throw_range_error(op, "promptLengths", "at least one prompt", "0 prompts");
+  if (P == 0 && !allow_empty) throw_range_error(op, "promptLengths", "at least one prompt", "0 prompts");
   const int32_t* lens = reinterpret_cast<const int32_t*>(lens_view.data);
   const int32_t* vid = int32_array(o, "promptVideo", P, op);
   size_t total = 0;
@@ -200,6 +203,7 @@ torch::Tensor float_tensor(const Napi::Object& o, const char* key, std::vector<i
   for (auto s : shape) n *= static_cast<size_t>(s);
   ByteView v = read_array_of(o, key, napi_float32_array, n, op, optional);
   if (!v.data && optional) return torch::Tensor();
+  if (n == 0) return torch::empty(shape, torch::kFloat);
   return torch::from_blob(v.data, shape, torch::kFloat).clone();
 }
 
@@ -334,6 +338,12 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     s.top_k = opt_int(o, "topK", op, 0, 0, 1 << 24);
     s.greedy = opt_bool(o, "greedy", op, false);
     s.use_cache = opt_bool(o, "useCache", op, true);
+    Napi::Value seeds = o.Get("seeds");
+    if (!seeds.IsUndefined() && !seeds.IsNull()) {
+      ByteView sv = read_array_of(o, "seeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
+      const uint32_t* sd = reinterpret_cast<const uint32_t*>(sv.data);
+      s.seeds.assign(sd, sd + sv.length);
+    }
     Napi::Value stop = o.Get("stop");
     if (!stop.IsUndefined() && !stop.IsNull()) {
       ByteView sv = read_typed_array(stop, op, "stop");
@@ -385,7 +395,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
-    auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep));
+    auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep, /*allow_empty=*/true));
     const int64_t N = b->prompts() * b->group;
     Napi::Object co = object_arg(info, 2, op, "completions");
     auto c = std::make_shared<Completions>(parse_completions(co, p->config(), N, op));

@@ -663,18 +663,32 @@ std::pair<torch::Tensor, torch::Tensor> Policy::logprobs(const PromptBatch& b, c
 
 namespace {
 
-// One token per row of probs (N, V) on the CPU, by inverting the row's CDF at one uniform draw.
-torch::Tensor sample_inverse_cdf(const torch::Tensor& probs, at::Generator& gen) {
+// One token per row of probs (N, V) on the CPU, by inverting the row's CDF at its uniform u (N, 1)
+// in [0, 1) (float64).
+torch::Tensor sample_inverse_cdf(const torch::Tensor& probs, const torch::Tensor& u01) {
   auto cdf = probs.to(torch::kDouble).cumsum(-1);                            // (N, V)
   auto total = cdf.narrow(-1, cdf.size(-1) - 1, 1);                          // (N, 1)
-  auto u = at::rand({probs.size(0), 1}, gen, cdf.options()) * total;        // in [0, total)
+  auto u = u01 * total;                                                      // in [0, total)
   // The first entry whose CDF exceeds u: never a zero-probability entry (its CDF equals the previous one).
   return at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(probs.size(-1) - 1);
 }
 
+// splitmix64's output function (Steele, Lea, Flood 2014): a bijective mix of x + golden gamma.
+inline uint64_t splitmix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
 }  // namespace
 
-torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out) {
+double sample_uniform(uint64_t seed, uint64_t sample, uint64_t token) {
+  const uint64_t h = splitmix64(splitmix64(splitmix64(seed) ^ sample) ^ token);
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out, int64_t group, int64_t token) {
   auto lf = upcast(logits).to(torch::kFloat) / o.temperature;  // (N, V)
   auto lsm = torch::log_softmax(lf, -1);
   torch::Tensor tok;
@@ -695,12 +709,24 @@ torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOpt
       sorted = sorted.masked_fill(remove, -std::numeric_limits<float>::infinity());
       f = torch::full_like(f, -std::numeric_limits<float>::infinity()).scatter(-1, idx, sorted);
     }
-    // Sampled on the CPU with the policy's generator (same seed, same tokens on any device), by
-    // inverting each row's CDF at one uniform draw: one random number per row, where
-    // at::multinomial draws an exponential per vocabulary entry. Tests check the sampled
-    // frequencies against the exact probabilities from logprobs().
+    // Sampled on the CPU (same seed, same tokens on any device) by inverting each row's CDF at
+    // one uniform draw: one random number per row, where at::multinomial draws an exponential per
+    // vocabulary entry. The uniforms come from the per-prompt seeds' counter-based streams when
+    // given, else from the policy's generator. Tests check the sampled frequencies against the
+    // exact probabilities from logprobs().
     auto probs = torch::softmax(f, -1).to(torch::kCPU);
-    tok = sample_inverse_cdf(probs, gen_).to(lf.device());
+    const int64_t N = probs.size(0);
+    torch::Tensor u;
+    if (!o.seeds.empty()) {
+      u = torch::empty({N, 1}, torch::kDouble);
+      auto ua = u.data_ptr<double>();
+      for (int64_t r = 0; r < N; r++) {
+        ua[r] = sample_uniform(o.seeds[static_cast<size_t>(r / group)], static_cast<uint64_t>(r % group), static_cast<uint64_t>(token));
+      }
+    } else {
+      u = at::rand({N, 1}, gen_, torch::TensorOptions().dtype(torch::kDouble));
+    }
+    tok = sample_inverse_cdf(probs, u).to(lf.device());
   }
   *logp_out = lsm.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
   return tok;
@@ -712,6 +738,10 @@ Generation Policy::generate(const PromptBatch& b, const SamplingOptions& o) {
   const int64_t P = b.prompts(), G = b.group, N = P * G, T = o.max_new_tokens;
   auto pre = build_prefix(b);
   const int64_t Lpre = pre.embeds.size(1);
+  if (!o.seeds.empty() && static_cast<int64_t>(o.seeds.size()) != P) {
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                  "policy generate: seeds has " + std::to_string(o.seeds.size()) + " entries, expected one per prompt (" + std::to_string(P) + ")");
+  }
   if (Lpre + T > cfg_.max_seq_len) {
     throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                   "policy generate: prompt (" + std::to_string(Lpre) + " tokens with the visual ones) + maxNewTokens (" +
@@ -751,7 +781,7 @@ Generation Policy::generate(const PromptBatch& b, const SamplingOptions& o) {
       logits = net_->lm->logits(h.select(1, Lpre + s - 1));
     }
     torch::Tensor lp;
-    auto tok = sample_next(logits, o, &lp);
+    auto tok = sample_next(logits, o, &lp, G, s);
     tok = tok.masked_fill(finished, cfg_.pad_id);
     lp = lp.masked_fill(finished, 0.0);
     out.tokens.select(1, s).copy_(tok);
@@ -921,51 +951,74 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   auto params = net_->parameters();
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   StepStats st;
-  auto mask = completion_mask(c, device_);
-  auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence), c, mask, lo.temperature, true);
-  auto logp = sc.logp;  // (N, C)
+  // An empty batch (a rank left with no sequences in a multi-process step): no forward, zero
+  // gradients and zero weight in the all-reduce below; alone, nothing to update.
+  const int64_t N = c.ids.defined() ? c.ids.size(0) : 0;
   torch::Tensor loss;
-  {
-    torch::NoGradGuard ng;
-    st.entropy = ((sc.entropy * mask).sum() / mask.sum().clamp_min(1.0)).item<double>();
+  if (N > 0) {
+    auto mask = completion_mask(c, device_);
+    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence), c, mask, lo.temperature, true);
+    auto logp = sc.logp;  // (N, C)
+    {
+      torch::NoGradGuard ng;
+      st.entropy = ((sc.entropy * mask).sum() / mask.sum().clamp_min(1.0)).item<double>();
+    }
+    if (sft) {
+      loss = -(logp * mask).sum() / mask.sum().clamp_min(1.0);
+      st.pg_loss = loss.item<double>();
+      st.tokens = mask.sum().item<double>();
+    } else {
+      auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp, ref_logp.defined() ? ref_logp.to(device_) : ref_logp,
+                            advantages.to(device_), mask, lo);
+      loss = pl.loss;
+      st.pg_loss = pl.pg_loss;
+      st.kl_loss = pl.kl_loss;
+      st.mean_kl = pl.mean_kl;
+      st.clip_frac = pl.clip_frac;
+      st.ratio_mean = pl.ratio_mean;
+      st.tokens = pl.tokens;
+    }
+    st.loss = loss.item<double>();
   }
-  if (sft) {
-    loss = -(logp * mask).sum() / mask.sum().clamp_min(1.0);
-    st.pg_loss = loss.item<double>();
-    st.tokens = mask.sum().item<double>();
-  } else {
-    auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp, ref_logp.defined() ? ref_logp.to(device_) : ref_logp,
-                          advantages.to(device_), mask, lo);
-    loss = pl.loss;
-    st.pg_loss = pl.pg_loss;
-    st.kl_loss = pl.kl_loss;
-    st.mean_kl = pl.mean_kl;
-    st.clip_frac = pl.clip_frac;
-    st.ratio_mean = pl.ratio_mean;
-    st.tokens = pl.tokens;
-  }
-  st.loss = loss.item<double>();
   bool bad = !std::isfinite(st.loss);
-  if (!bad) loss.backward();
+  if (loss.defined() && !bad) loss.backward();
   std::vector<torch::Tensor> grads;
   for (auto& p : params) {
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
     grads.push_back(p.grad());
   }
+  // This rank's loss is a mean over `weight` units (the aggregation's denominator: sequences, or
+  // tokens for token-mean and the supervised step); the loss of the whole global batch is the
+  // weight-weighted mean of the ranks' losses, and so is its gradient.
+  const double weight = (sft || lo.agg == Aggregation::TokenMean) ? st.tokens : static_cast<double>(N);
+  double total_weight = weight;
   if (pg) {
-    // Every rank takes part in the all-reduce, even when its own loss was bad, and the bad flag
-    // is reduced with the gradients so that all ranks skip together.
-    auto flag = torch::full({1}, bad ? 1.0 : 0.0, grads[0].options());
-    if (bad) for (auto& g : grads) g.zero_();
-    std::vector<torch::Tensor> all = grads;
-    all.push_back(flag);
-    pg->allreduce_mean(all);
-    if (flag.item<double>() > 0 && !bad) {
+    // Every rank takes part, even when its own loss was bad or its batch empty. First the weights
+    // and the bad flags (float64), so that all ranks skip together; then sum_r (w_r / W) grad_r.
+    auto meta = torch::tensor({weight, bad ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kDouble)).to(grads[0].device());
+    std::vector<torch::Tensor> m{meta};
+    pg->allreduce_sum(m);
+    auto mc = meta.to(torch::kCPU);
+    total_weight = mc[0].item<double>();
+    if (mc[1].item<double>() > 0 && !bad) {
       bad = true;
       st.skip_reason = "a non-finite loss on another rank";
     }
+    if (!bad) {
+      torch::NoGradGuard ng;
+      const double share = total_weight > 0 ? weight / total_weight : 0.0;
+      if (share != 1.0) for (auto& g : grads) g.mul_(share);
+      pg->allreduce_sum(grads);
+    }
   }
   torch::NoGradGuard ng;
+  if (!bad && !(total_weight > 0)) {
+    // No sequence (or no token) on any rank: nothing to learn from, no optimiser step.
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    st.grad_norm = 0;
+    st.step = step_;
+    return st;
+  }
   const bool fused = fused_adamw_applies(params, grads, exp_avg_, exp_avg_sq_);
   st.grad_norm = fused ? fused_grad_norm(grads) : reference_grad_norm(grads);
   if (bad || !std::isfinite(st.grad_norm)) {

@@ -227,7 +227,15 @@ struct SamplingOptions {
   bool greedy = false;
   bool use_cache = true;
   std::vector<int64_t> stop;  // stop tokens (included in the completion)
+  // Per-prompt sampling seeds (P), or empty: draw from the policy's own generator. With seeds, the
+  // uniform of row p*G+g at token s is sample_uniform(seeds[p], g, s): a prompt's samples depend on
+  // its seed only, not on the other rows of the batch nor on the policy's generator state.
+  std::vector<uint64_t> seeds;
 };
+
+// The counter-based uniform in [0, 1) of (seed, sample, token): splitmix64's output function
+// chained over the three counters, top 53 bits. Stateless, so each row has its own stream.
+double sample_uniform(uint64_t seed, uint64_t sample, uint64_t token);
 
 struct Generation {
   torch::Tensor tokens;    // (N, max_new) int64, pad after the end
@@ -330,7 +338,9 @@ class Policy {
     torch::Tensor logp, entropy;
   };
   TokenScores score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature, bool want_entropy);
-  torch::Tensor sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out);
+  // Rows are prompt-major with `group` samples per prompt; `token` is the index of the token drawn
+  // (the counter of the per-row streams when o.seeds is set).
+  torch::Tensor sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out, int64_t group, int64_t token);
 
   PolicyConfig cfg_;
   PolicyNet net_{nullptr};
