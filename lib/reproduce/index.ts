@@ -61,10 +61,16 @@ export interface ReproduceConfig {
   shortcutP: number;
   /** Data seed (train split; the held-out split uses dataSeed + 2000). */
   dataSeed: number;
+  /** Frames per synthetic clip (train and held-out splits; the native policy is built for this many). */
+  frames: number;
+  /** Synthetic frame size in pixels (height = width). */
+  size: number;
   /** Supervised warm-up steps of the base model (on the shortcut train split). */
   baseSteps: number;
   /** Learning rate of the warm-up. */
   baseLr: number;
+  /** Prompts per warm-up step (0 = batchSize). */
+  baseBatchSize: number;
   /** A checkpoint is saved (and held-out CRR measured) every N steps. */
   curveEvery: number;
   /** Samples per member for held-out CRR. */
@@ -87,8 +93,11 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   evalPairs: 100,
   shortcutP: 0.95,
   dataSeed: 1,
+  frames: 8,
+  size: 32,
   baseSteps: 30,
   baseLr: 0.05,
+  baseBatchSize: 0,
   curveEvery: 25,
   crrSamples: 8,
   force: false,
@@ -96,6 +105,35 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
 
 /** `--quick`: the same comparison, fewer steps and smaller splits (<= 5 min on 2 cores). */
 export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { seeds: [1, 2, 3], steps: 150, trainPairs: 60, evalPairs: 50, curveEvery: 15 };
+
+/**
+ * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
+ * policy. The warm start is 600 steps of 16 clips at lr 5e-4 on 100 shortcut train pairs per
+ * category (~40-65 s on 2 cores): it follows the colour on ~85-90% of held-out dynamic videos
+ * and changes its answer on a few flipped/reversed clips (lr 3e-3 gives one answer per question
+ * whatever the clip). RL lr 3e-4 moves the greedy answers within 10-30 steps (1e-3 collapses
+ * GRPO's training correctness). Measured budget: docs/reproduction.md.
+ */
+export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
+  policy: 'native', seeds: [1, 2, 3], steps: 120, batchSize: 8, groupSize: 8, lr: 3e-4, maxNewTokens: 6,
+  trainPairs: 100, evalPairs: 50, frames: 8, size: 32, baseSteps: 600, baseLr: 5e-4, baseBatchSize: 16, curveEvery: 20,
+};
+
+/** `--preset native --quick`: the native preset with 30 RL steps and 25 held-out pairs per category (same base model settings). */
+export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = { ...REPRODUCE_NATIVE, steps: 30, evalPairs: 25, curveEvery: 10 };
+
+/** Named presets: settings over REPRODUCE_DEFAULTS, without and with `--quick`. */
+export const REPRODUCE_PRESETS: Record<string, { full: Partial<ReproduceConfig>; quick: Partial<ReproduceConfig> }> = {
+  linear: { full: {}, quick: REPRODUCE_QUICK },
+  native: { full: REPRODUCE_NATIVE, quick: REPRODUCE_NATIVE_QUICK },
+};
+
+/** The defaults of a preset (an unknown name throws and lists the known ones). */
+export function presetConfig(name: string, quick: boolean): ReproduceConfig {
+  const p = REPRODUCE_PRESETS[name];
+  if (!p) throw outOfRange('preset', `one of ${Object.keys(REPRODUCE_PRESETS).join(', ')}`, name, 'crpo reproduce');
+  return { ...REPRODUCE_DEFAULTS, ...(quick ? p.quick : p.full) };
+}
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
@@ -110,7 +148,7 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
   if (new Set(c.methods).size !== c.methods.length) throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
   if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0)) throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
   if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
-  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0]];
+  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0], ['frames', 2], ['size', 8], ['baseBatchSize', 0]];
   for (const [k, min] of ints) {
     const v = c[k];
     if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
@@ -156,7 +194,7 @@ function trainConfig(c: ReproduceConfig, method: string, seed: number, init: str
   return resolveConfig({
     overrides: {
       algo: method, seed, steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
-      data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP },
+      data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP, frames: c.frames, size: c.size },
       policy: { kind: c.policy, init }, maxNewTokens: newTokens(c),
       out, resume: 'auto', progress: false, plots: false, valEvery: 0, dumpEvery: 0,
       saveEvery: c.curveEvery, keepLast: Math.ceil(c.steps / c.curveEvery) + 1,
@@ -242,17 +280,36 @@ function readJson<T>(file: string): T | undefined {
   }
 }
 
-/** The base model: the trainer's supervised warm start (lib/train sftBase) on the shortcut train split, made once. */
-async function baseModel(c: ReproduceConfig, fp: string, say: (m: string) => void): Promise<string> {
+/** The settings the base model depends on (RL settings excluded, so that every RL variant reuses one base model). */
+export function baseFingerprint(c: ReproduceConfig): string {
+  const base = { policy: c.policy, trainPairs: c.trainPairs, shortcutP: c.shortcutP, dataSeed: c.dataSeed, frames: c.frames, size: c.size, baseSteps: c.baseSteps, baseLr: c.baseLr, baseBatchSize: baseBatch(c) };
+  return crypto.createHash('sha256').update(JSON.stringify({ v: RESULT_VERSION, base })).digest('hex').slice(0, 16);
+}
+
+const baseBatch = (c: ReproduceConfig): number => (c.baseBatchSize > 0 ? c.baseBatchSize : c.batchSize);
+
+/**
+ * The base model: the trainer's supervised warm start (lib/train sftBase) on the shortcut train
+ * split, made once per base fingerprint and reused by every method, seed and later run in `c.out`
+ * whose base settings match (changing only RL settings does not train it again).
+ */
+async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<{ dir: string; wallMs: number }> {
   const dir = path.join(c.out, 'base');
   const marker = path.join(dir, 'base.json');
-  const done = readJson<{ fingerprint: string }>(marker);
-  if (done && done.fingerprint === fp && !c.force) return path.join(dir, 'checkpoint');
+  const bfp = baseFingerprint(c);
+  const done = readJson<{ fingerprint: string; wallMs?: number }>(marker);
+  if (done && done.fingerprint === bfp && !c.force) {
+    say(`base model: reused (${dir})`);
+    return { dir: path.join(dir, 'checkpoint'), wallMs: done.wallMs ?? 0 };
+  }
+  const t0 = Date.now();
+  fs.rmSync(path.join(dir, 'checkpoint'), { recursive: true, force: true });
   const tc = trainConfig(c, c.methods[0], c.dataSeed, '', path.join(c.out, 'base-sft-run'));
-  const r = await sftBase(tc, { steps: c.baseSteps, batchSize: c.batchSize, lr: c.baseLr, nullOption: false, out: path.join(dir, 'checkpoint') });
-  writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp, steps: c.baseSteps, lastLoss: r.finalLoss }, null, 2) + '\n');
-  say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split (last loss ${r.finalLoss.toFixed(3)}) -> ${r.dir}`);
-  return r.dir;
+  const r = await sftBase(tc, { steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, nullOption: false, out: path.join(dir, 'checkpoint') });
+  const wallMs = Date.now() - t0;
+  writeFileAtomicSync(marker, JSON.stringify({ fingerprint: bfp, steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, lastLoss: r.finalLoss, wallMs }, null, 2) + '\n');
+  say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split in ${(wallMs / 1000).toFixed(1)} s (last loss ${r.finalLoss.toFixed(3)}) -> ${r.dir}`);
+  return { dir: r.dir, wallMs };
 }
 
 /** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
@@ -263,22 +320,25 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   fs.mkdirSync(c.out, { recursive: true });
   const fp = fingerprint(c);
   writeFileAtomicSync(path.join(c.out, 'reproduce-config.json'), JSON.stringify({ ...c, fingerprint: fp }, null, 2) + '\n');
-  const shape: [number, number, number, 3] = [8, 32, 32, 3];
-  const evalItems: EvalItem[] = synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000 }).map((x) => ({ record: x.record, frames: x.frames, shape }));
-  const init = await baseModel(c, fp, say);
+  const shape: [number, number, number, 3] = [c.frames, c.size, c.size, 3];
+  const evalItems: EvalItem[] = synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000, frames: c.frames, size: c.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  const baseRun = await baseModel(c, say);
+  const init = baseRun.dir;
   const baseDir = init;
   const maxNewTokens = newTokens(c);
 
   const runs: RunResult[] = [];
   // The base model, evaluated once per null-option setting that the methods use.
   const baseResultFile = path.join(path.dirname(baseDir), 'result.json');
+  // Keyed by the base model and the evaluation settings only.
+  const baseEvalFp = crypto.createHash('sha256').update(JSON.stringify({ base: baseFingerprint(c), evalPairs: c.evalPairs, crrSamples: c.crrSamples, maxNewTokens })).digest('hex').slice(0, 16);
   let base = readJson<RunResult & { fingerprint: string }>(baseResultFile);
-  if (!base || base.fingerprint !== fp || c.force) {
+  if (!base || base.fingerprint !== baseEvalFp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
     try {
       const { metrics, shortcutRate: sr, nullRate } = await evaluate(policy, evalItems, false, maxNewTokens);
       const probe = await heldOutCrr(policy, evalItems, false, maxNewTokens, c.crrSamples, 0);
-      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, nullRate, wallMs: 0, fingerprint: fp };
+      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, nullRate, wallMs: baseRun.wallMs, fingerprint: baseEvalFp };
       writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
     } finally {
       policy.dispose();
@@ -339,7 +399,7 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
 
   const summaries = [summarize('base', [base]), ...c.methods.map((m) => summarize(m, runs.filter((r) => r.method === m)))];
   const table = mainTable(summaries);
-  const svg = curvesSvg(summaries.filter((s) => s.method !== 'base'), `crpo reproduce: synthetic DyBench, shortcut p = ${c.shortcutP}, ${c.seeds.length} seeds, ${c.steps} steps`);
+  const svg = curvesSvg(summaries.filter((s) => s.method !== 'base'), `crpo reproduce: synthetic DyBench, shortcut p = ${c.shortcutP}, policy ${c.policy}, ${c.seeds.length} seeds, ${c.steps} steps`);
   const svgPath = path.join(c.out, 'curves.svg'), plotPath = path.join(c.out, 'curves.png');
   writeFileAtomicSync(svgPath, svg);
   writeFileAtomicSync(plotPath, await svgToPng(svg));
@@ -377,7 +437,7 @@ export function report(c: ReproduceConfig, summaries: readonly MethodSummary[], 
     '## `crpo reproduce` results',
     '',
     `Synthetic DyBench, shortcut knob on (train split: object colour names the dynamic answer with p = ${c.shortcutP}; held-out split: colour independent of the answer). ` +
-      `Policy '${c.policy}'; base model = ${c.baseSteps} supervised warm-up steps on the shortcut train split; then ${c.steps} RL steps per method ` +
+      `Policy '${c.policy}' on clips of ${c.frames} frames of ${c.size}x${c.size}; one base model = ${c.baseSteps} supervised warm-up steps (batch ${baseBatch(c)}, lr ${c.baseLr}) on the shortcut train split, shared by every run; then ${c.steps} RL steps per method ` +
       `(batch ${c.batchSize} prompts, G = ${c.groupSize}, lr ${c.lr}), seeds ${c.seeds.join(', ')}; ${c.trainPairs} train pairs and ${c.evalPairs} held-out pairs per category. ` +
       `Wall time ${(wallMs / 60000).toFixed(1)} min.`,
     '',

@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { REPRODUCE_DEFAULTS, reproduce, spread, validateReproduceConfig } from '../../lib/reproduce';
+import { REPRODUCE_DEFAULTS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, baseFingerprint, presetConfig, reproduce, spread, validateReproduceConfig } from '../../lib/reproduce';
 import { configFromArgs, type ReproduceArgs } from '../../lib/cli/commands/reproduce';
 
 const args = (over: Partial<ReproduceArgs> = {}): ReproduceArgs => ({
@@ -26,6 +26,26 @@ describe('crpo reproduce arguments', () => {
     expect(REPRODUCE_DEFAULTS.seeds.length).toBeGreaterThanOrEqual(3);
   });
 
+  test('presets: --preset native and --policy native take the native settings; explicit flags win; --quick shortens them', () => {
+    const n = configFromArgs(args({ policy: 'native', 'batch-size': undefined, 'group-size': undefined, lr: undefined, 'base-steps': undefined }));
+    expect(n).toMatchObject({ policy: 'native', steps: REPRODUCE_NATIVE.steps, lr: REPRODUCE_NATIVE.lr, baseSteps: REPRODUCE_NATIVE.baseSteps, baseLr: REPRODUCE_NATIVE.baseLr, baseBatchSize: 16, trainPairs: 100, seeds: [1, 2, 3] });
+    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: undefined, quick: true }))).toMatchObject({ policy: 'native', steps: REPRODUCE_NATIVE_QUICK.steps, evalPairs: REPRODUCE_NATIVE_QUICK.evalPairs });
+    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: 0.001, steps: 5 }))).toMatchObject({ policy: 'native', lr: 0.001, steps: 5 });
+    // The linear defaults are unchanged when no preset is named.
+    expect(configFromArgs(args({ policy: undefined, lr: undefined, 'batch-size': undefined, 'base-steps': undefined }))).toMatchObject({ policy: 'linear', lr: REPRODUCE_DEFAULTS.lr, batchSize: REPRODUCE_DEFAULTS.batchSize, baseSteps: REPRODUCE_DEFAULTS.baseSteps, frames: 8, size: 32 });
+    expect(() => configFromArgs(args({ preset: 'huge' }))).toThrow("Expected one of linear, native for preset but received 'huge'");
+    expect(presetConfig('native', true).policy).toBe('native');
+  });
+
+  test('the base model fingerprint covers the warm start and data, not the RL settings', () => {
+    const c = presetConfig('native', false);
+    expect(baseFingerprint({ ...c, lr: 0.01, steps: 3, groupSize: 4, curveEvery: 1 })).toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, baseLr: 0.001 })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, size: 16 })).not.toBe(baseFingerprint(c));
+    // baseBatchSize 0 means batchSize: the same warm start either way.
+    expect(baseFingerprint({ ...c, baseBatchSize: 0, batchSize: 16 })).toBe(baseFingerprint({ ...c, baseBatchSize: 16, batchSize: 16 }));
+  });
+
   test('bad values are refused with one message naming the field', () => {
     expect(() => configFromArgs(args({ seeds: '1,x' }))).toThrow("Expected a comma-separated list of integers >= 0 for --seeds but received '1,x'");
     const bad = (over: object) => () => validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...over });
@@ -35,6 +55,7 @@ describe('crpo reproduce arguments', () => {
     expect(bad({ steps: 0 })).toThrow('Expected an integer >= 1 for steps but received 0');
     expect(bad({ groupSize: 2.5 })).toThrow('Expected an integer for groupSize but received 2.5');
     expect(bad({ shortcutP: 1.5 })).toThrow('Expected a number in [0, 1] for shortcutP but received 1.5');
+    expect(bad({ frames: 1 })).toThrow('Expected an integer >= 2 for frames but received 1');
     expect(bad({ policy: 'nope' })).toThrow(/^Expected one of .*linear.* for policy but received 'nope'/);
     try {
       bad({ steps: -1 })();
@@ -76,5 +97,11 @@ describe('crpo reproduce end to end (small)', () => {
     const r2 = await reproduce(config, { log: (m) => again.push(m) });
     expect(again.filter((l) => l.includes('done earlier'))).toHaveLength(6);
     expect(r2.table).toBe(r.table);
-  }, 60_000);
+    // Other RL settings, same warm start: the base model is reused, not trained again.
+    const third: string[] = [];
+    const r3 = await reproduce({ ...config, methods: ['grpo'], seeds: [1], lr: 0.01 }, { log: (m) => third.push(m) });
+    expect(third.filter((l) => l.startsWith('base model: reused'))).toHaveLength(1);
+    expect(third.filter((l) => l.includes('done earlier'))).toHaveLength(0);
+    expect(r3.table.split('\n')[2]).toBe(r.table.split('\n')[2]); // the base model's row
+  }, 90_000);
 });
