@@ -192,7 +192,7 @@ export class QwenPolicy implements Policy {
       const r = await this.model.generate(inputs, {
         maxNewTokens: o.maxNewTokens,
         temperature: o.greedy ? 0 : o.temperature,
-        seed: (Math.imul(o.seed >>> 0, 1000003) + i) >>> 0,
+        seed: o.promptSeeds?.[i] ?? (Math.imul(o.seed >>> 0, 1000003) + i) >>> 0,
         eosTokenId: this.eos,
       });
       out.push(

@@ -56,6 +56,11 @@ const reason25 = goldenSkipReason('qwen2_5_vl');
       const a = await p.generate(prompts, gen);
       const b = await p.generate(prompts, gen);
       expect(a.map((g) => g.map((c) => c.tokens))).toEqual(b.map((g) => g.map((c) => c.tokens)));
+      // per-prompt seeds (the trainer keys them by global batch position): a prompt samples the
+      // same tokens alone as in a batch, whatever its position
+      const seeded = await p.generate([prompts[0], prompts[1]], { ...gen, promptSeeds: [11, 22] });
+      const alone = await p.generate([prompts[1]], { ...gen, promptSeeds: [22] });
+      expect(alone[0].map((c) => c.tokens)).toEqual(seeded[1].map((c) => c.tokens));
       expect(a).toHaveLength(2);
       expect(a[0]).toHaveLength(3);
       const seqs = a.flatMap((g, i) => g.map((c) => ({ prompt: i, tokens: c.tokens })));
