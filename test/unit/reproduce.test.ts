@@ -102,6 +102,9 @@ describe('crpo reproduce end to end (small)', () => {
     const r3 = await reproduce({ ...config, methods: ['grpo'], seeds: [1], lr: 0.01 }, { log: (m) => third.push(m) });
     expect(third.filter((l) => l.startsWith('base model: reused'))).toHaveLength(1);
     expect(third.filter((l) => l.includes('done earlier'))).toHaveLength(0);
+    // ...and the run of other settings trains from the base model, not from the earlier run's checkpoint.
+    expect(third.filter((l) => l.includes('resuming'))).toEqual([]);
+    expect(r3.runs[0].curve.filter((p) => p.correct !== null)).toHaveLength(6);
     expect(r3.table.split('\n')[2]).toBe(r.table.split('\n')[2]); // the base model's row
   }, 90_000);
 });
