@@ -5,8 +5,8 @@
 //         or the system libtorch-dev); otherwise skipped with the exact fix printed.
 // Both build offline: node-gyp gets --nodedir from this node's own headers, cmake-js uses the
 // node-api-headers package (package.json "binary.napi_versions").
-// An addon newer than every source it is built from, built for the same libtorch, is kept as it
-// is ("up to date"), so running the install script again (npm exec of the package's own bin runs
+// An addon built from the same sources (none modified since that build started) for the same
+// libtorch is kept as it is ("up to date"), so running the install script again (npm exec of the package's own bin runs
 // it too) costs nothing; --force rebuilds anyway.
 'use strict';
 const { spawnSync } = require('child_process');
@@ -69,14 +69,14 @@ function newestSource(extra) {
   return newest;
 }
 
-// True when `addon` exists, is newer than its sources and was built with the same settings.
+// True when `addon` exists and its stamp records the same settings and the same newest source
+// (read before that build started, so a file edited during a build makes the next one run).
 function upToDate(addon, stampFile, settings) {
   if (force) return false;
   const file = path.join(root, addon);
   const stamp = path.join(root, stampFile);
   if (!fs.existsSync(file) || !fs.existsSync(stamp)) return false;
-  if (fs.readFileSync(stamp, 'utf8') !== JSON.stringify(settings)) return false;
-  return fs.statSync(file).mtimeMs > newestSource([]);
+  return fs.readFileSync(stamp, 'utf8') === JSON.stringify({ ...settings, newestSource: newestSource([]) });
 }
 
 function writeStamp(stampFile, settings) {
@@ -88,6 +88,7 @@ function writeStamp(stampFile, settings) {
 
 function buildCore() {
   const settings = { node: process.versions.modules, compiler: process.env.CXX || 'c++' };
+  const sourcesAtStart = newestSource([]);
   if (upToDate('build/Release/crpo_core.node', 'build/crpo-build.json', settings)) {
     log('core addon up to date (build/Release/crpo_core.node; --force rebuilds)');
     return true;
@@ -99,7 +100,7 @@ function buildCore() {
     log('core addon failed to build: a C++17 compiler, make and python3 are needed (apt-get install g++ make python3).');
     return false;
   }
-  writeStamp('build/crpo-build.json', settings);
+  writeStamp('build/crpo-build.json', { ...settings, newestSource: sourcesAtStart });
   return true;
 }
 
@@ -109,15 +110,23 @@ function buildTorch() {
     return true;
   }
   const settings = { node: process.versions.modules, libtorch: process.env.LIBTORCH || '', prefix: process.env.CMAKE_PREFIX_PATH || '', compiler: process.env.CXX || 'c++' };
+  const sourcesAtStart = newestSource([]);
   if (upToDate('build-torch/Release/crpo_torch.node', 'build-torch/crpo-build.json', settings)) {
     log('torch addon up to date (build-torch/Release/crpo_torch.node; --force rebuilds)');
     return true;
   }
-  const ok = run(bin('cmake-js'), ['rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'], {
+  // Same settings as the last build: cmake-js build recompiles only what changed; otherwise configure anew.
+  const stamp = path.join(root, 'build-torch', 'crpo-build.json');
+  let sameSettings = false;
+  try {
+    const { newestSource: _, ...last } = JSON.parse(fs.readFileSync(stamp, 'utf8'));
+    sameSettings = !force && JSON.stringify(last) === JSON.stringify(settings);
+  } catch { /* no stamp: first build */ }
+  const ok = run(bin('cmake-js'), [sameSettings ? 'build' : 'rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'], {
     CMAKE_BUILD_PARALLEL_LEVEL: jobs,
   });
   if (!ok) log('torch addon failed to build; see the cmake output above. LIBTORCH=' + (process.env.LIBTORCH || '(unset)'));
-  else writeStamp('build-torch/crpo-build.json', settings);
+  else writeStamp('build-torch/crpo-build.json', { ...settings, newestSource: sourcesAtStart });
   return ok;
 }
 
