@@ -55,6 +55,6 @@ export { estimateBudget, PUBLISHED_CONFIGS, DEFAULT_SCENARIO, type BudgetEstimat
 export * as dist from './dist';
 export { initDistributed, runRank, ProcessGroup, parseDistEnv, launchLocal, type DistContext as DistributedContext, type DistEnv } from './dist';
 export { createCheckpointModel } from './serve/checkpoint-model';
-export { reproduce, validateReproduceConfig, REPRODUCE_DEFAULTS, REPRODUCE_QUICK, REPRODUCE_METHODS, mainTable as reproduceTable, curvesSvg as reproduceCurvesSvg, type ReproduceConfig, type ReproduceResult, type RunResult as ReproduceRunResult, type MethodSummary } from './reproduce';
+export { reproduce, validateReproduceConfig, REPRODUCE_DEFAULTS, REPRODUCE_QUICK, REPRODUCE_METHODS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, REPRODUCE_PRESETS, presetConfig as reproducePresetConfig, mainTable as reproduceTable, curvesSvg as reproduceCurvesSvg, type ReproduceConfig, type ReproduceResult, type RunResult as ReproduceRunResult, type MethodSummary } from './reproduce';
 export { TimeBlindInstance } from './data';
 export { detectModelFolder, type ModelFolder } from './hf/model-folder';
