@@ -8,38 +8,19 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { hasAddon, liveHandleCount, torchAddon } from '../../lib/native';
-import { formatPrompt } from '../../lib/prompt';
+import { liveHandleCount, torchAddon } from '../../lib/native';
 import { Policy, Tokenizer, livePolicies, loadCheckpoint, saveCheckpoint, writeSafetensors, readSafetensorsHeader, type PolicyInputs } from '../../lib/model';
+import { itWithNativePolicy, TINY_QUESTIONS, tinyClips } from '../helpers/native-policy';
 
-function policyBuilt(): string | undefined {
-  if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
-  return undefined;
-}
-const skip = policyBuilt();
-const maybe = skip ? it.skip : it;
-if (skip) it.skip(`policy tests skipped: ${skip}`, () => undefined);
+const maybe = itWithNativePolicy('policy tests');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-policy-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const QUESTIONS = [
-  formatPrompt('In which direction does the object move?', ['left', 'right', 'up', 'down'], { nullOption: true }),
-  formatPrompt('Which shape appears first?', ['circle', 'square']),
-  formatPrompt('What colour is the object?', ['red', 'green', 'blue']),
-];
+const QUESTIONS = TINY_QUESTIONS;
 const tokenizer = Tokenizer.build(QUESTIONS);
 
-function frames(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n * 8 * 32 * 32 * 3);
-  let s = seed;
-  for (let i = 0; i < out.length; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
+const frames = tinyClips;
 
 const inputs = (groupSize = 1): PolicyInputs => ({
   frames: frames(2, 5),

@@ -6,38 +6,19 @@
  * policy's `seed` alone fixes its samples, bad seeds are refused, and an empty train step (a
  * rank with no sequences) runs alone without changing anything.
  */
-import { hasAddon, torchAddon } from '../../lib/native';
 import { displayedOptions, formatPrompt } from '../../lib/prompt';
 import { Policy, Tokenizer, type PolicyInputs } from '../../lib/model';
 import { createNativePolicy } from '../../lib/rollout/native-policy';
 import type { PolicyPrompt } from '../../lib/rollout/policy';
 import { synthesize } from '../../lib/synth';
+import { itWithNativePolicy, TINY_QUESTIONS, tinyClips } from '../helpers/native-policy';
 
-function policyBuilt(): string | undefined {
-  if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
-  return undefined;
-}
-const skip = policyBuilt();
-const maybe = skip ? it.skip : it;
-if (skip) it.skip(`policy seed tests skipped: ${skip}`, () => undefined);
+const maybe = itWithNativePolicy('policy seed tests');
 
-const QUESTIONS = [
-  formatPrompt('In which direction does the object move?', ['left', 'right', 'up', 'down'], { nullOption: true }),
-  formatPrompt('Which shape appears first?', ['circle', 'square']),
-  formatPrompt('What colour is the object?', ['red', 'green', 'blue']),
-];
+const QUESTIONS = TINY_QUESTIONS;
 const tokenizer = Tokenizer.build(QUESTIONS);
 
-function frames(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n * 8 * 32 * 32 * 3);
-  let s = seed;
-  for (let i = 0; i < out.length; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
+const frames = tinyClips;
 
 // Three prompts over two clips (one padded shorter than the others, one with a transform).
 const PROMPTS = [

@@ -7,18 +7,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { hasAddon, torchAddon } from '../../lib/native';
 import { loadCheckpoint, livePolicies } from '../../lib/model';
 import { runSft } from '../../lib/model/sft';
+import { itWithNativePolicy } from '../helpers/native-policy';
 
-function policyBuilt(): string | undefined {
-  if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
-  return undefined;
-}
-const skip = policyBuilt();
-const maybe = skip ? it.skip : it;
-if (skip) it.skip(`policy sft tests skipped: ${skip}`, () => undefined);
+const maybe = itWithNativePolicy('policy sft tests');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-sft-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -4,17 +4,10 @@
  * the fast paths and once under a ReferencePaths guard that forces the plain ATen formulation, on
  * random inputs; maxError = max |fast - slow| / max(1, |slow|), and any token difference fails.
  */
-import { hasAddon, torchAddon } from '../../lib/native';
 import { policyGradCheck } from '../../lib/model';
+import { itWithNativePolicy } from '../helpers/native-policy';
 
-function policyBuilt(): string | undefined {
-  if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
-  return undefined;
-}
-const skip = policyBuilt();
-const maybe = skip ? it.skip : it;
-if (skip) it.skip(`policy fast paths skipped: ${skip}`, () => undefined);
+const maybe = itWithNativePolicy('policy fast paths');
 
 describe('policy fast paths vs slow twins', () => {
   maybe('decode-attention kernel vs the matmul formulation in float64 (L = 1/3/16, masked keys, a row with no key)', async () => {

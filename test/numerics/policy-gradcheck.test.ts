@@ -3,17 +3,10 @@
  * (native/torch/model grad_check), and the native section-6 loss against the plain-loop TS
  * reference (lib/model/loss-reference.ts) on hand values and random ones, every aggregation.
  */
-import { hasAddon, torchAddon } from '../../lib/native';
 import { nativePolicyLoss, policyGradCheck, referencePolicyLoss, LOSS_AGGREGATIONS } from '../../lib/model';
+import { itWithNativePolicy } from '../helpers/native-policy';
 
-function policyBuilt(): string | undefined {
-  if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
-  return undefined;
-}
-const skip = policyBuilt();
-const maybe = skip ? it.skip : it;
-if (skip) it.skip(`policy numerics skipped: ${skip}`, () => undefined);
+const maybe = itWithNativePolicy('policy numerics');
 
 const MODULES = ['rmsnorm', 'rotary', 'attention', 'swiglu', 'decoder_layer', 'language_model', 'vision_encoder', 'vision_encoder_clip', 'projector', 'policy_loss', 'policy'];
 
