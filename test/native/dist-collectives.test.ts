@@ -3,7 +3,7 @@
  * test/fixtures/dist-worker.ts; all-reduce (per-tensor, small buckets, one bucket), mean/max/min,
  * broadcast and the trainer helpers are checked against values computed here in plain TS.
  */
-import { distUnavailable, runRanks, type RankRun } from '../helpers/dist-ranks';
+import { distUnavailable, rankResult, runRanks, type RankRun } from '../helpers/dist-ranks';
 import { seededFloats } from '../helpers/random';
 
 // Skipped, with the reason in the test name, when the torch addon lacks process groups.
@@ -18,11 +18,7 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
 
   beforeAll(async () => {
     runs = await runRanks('collectives', 2);
-    results = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    results = runs.map(rankResult);
   }, 90000);
 
   it('every rank exits 0', () => {
@@ -92,11 +88,7 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
 d('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
   it('ends with the same weights within 1e-5 after 3 AdamW steps', async () => {
     const runs = await runRanks('policy-dp', 2);
-    const out = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    const out = runs.map(rankResult);
     if (out[0].skipped) {
       console.warn(`skipped: ${out[0].skipped}`);
       return;
@@ -112,11 +104,7 @@ d('data-parallel training with the native policy (2 ranks x b prompts vs 1 proce
 d('data parallel on the linear policy (lib/rollout/linear-policy.ts)', () => {
   it('2 ranks x 3 prompts with the float64 gradient all-reduce end where 1 process x 6 prompts ends', async () => {
     const runs = await runRanks('linear-dp', 2);
-    const out = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    const out = runs.map(rankResult);
     for (const o of out) {
       expect(o.moved).toBeGreaterThan(1e-3); // 4 AdamW steps really moved the weights
       // float64: only the summation order of the gradient differs (mean of rank means vs one
@@ -135,11 +123,7 @@ d('the trainer on 2 ranks with the linear policy', () => {
     const path = await import('path');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-linear-'));
     const runs = await runRanks('trainer', 2, { OUT_0: path.join(tmp, 'rank0'), OUT_1: path.join(tmp, 'rank1'), TEST_POLICY: 'linear', TEST_STEPS: '3' });
-    const out = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    const out = runs.map(rankResult);
     expect(runs.map((r) => r.code)).toEqual([0, 0]);
     expect(out[0].digest).toBe(out[1].digest);
     const metrics = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -157,11 +141,7 @@ d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
     const path = await import('path');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-'));
     const runs = await runRanks('trainer', 2, { OUT_0: path.join(tmp, 'rank0'), OUT_1: path.join(tmp, 'rank1') });
-    const out = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    const out = runs.map(rankResult);
     expect(runs.map((r) => r.code)).toEqual([0, 0]);
     expect(out[0].digest).toBe(out[1].digest);
     const metrics = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -186,11 +166,7 @@ d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
 d('the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)', () => {
   it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
     const runs = await runRanks('native-uneven', 2);
-    const out = runs.map((r) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    });
+    const out = runs.map(rankResult);
     if (out[0].skipped) {
       console.warn(`skipped: ${out[0].skipped}`);
       return;
@@ -228,13 +204,8 @@ d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts
     const { parseSafetensors } = await import('../../lib/model/safetensors');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-uneven-'));
     const env = { TEST_BATCH: '3', TEST_ADV: 'tokens' };
-    const result = (r: RankRun) => {
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
-      return JSON.parse(line).result;
-    };
-    const two = (await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })).map(result);
-    const [one] = (await runRanks('trainer', 1, { ...env, OUT_0: path.join(tmp, 'one') })).map(result);
+    const two = (await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })).map(rankResult);
+    const [one] = (await runRanks('trainer', 1, { ...env, OUT_0: path.join(tmp, 'one') })).map(rankResult);
     expect(two[0].digest).toBe(two[1].digest);
     // The sequences trained on at each step: rank 0's then rank 1's are the single process's, token for token.
     expect(one.trained).toHaveLength(2);
