@@ -11,6 +11,7 @@ import * as path from 'path';
 import { liveHandleCount, torchAddon } from '../../lib/native';
 import { Policy, Tokenizer, livePolicies, loadCheckpoint, saveCheckpoint, writeSafetensors, readSafetensorsHeader, type PolicyInputs } from '../../lib/model';
 import { itWithNativePolicy, TINY_QUESTIONS, tinyClips } from '../helpers/native-policy';
+import { chiSquare } from '../helpers/random';
 
 const maybe = itWithNativePolicy('policy tests');
 
@@ -120,22 +121,12 @@ describe('native policy (tiny preset)', () => {
       const lp = await p.logprobs(all, { ids: Int32Array.from({ length: V }, (_, v) => v), lengths: new Int32Array(V).fill(1), width: 1 }, { temperature: 3 });
       const prob = Array.from(lp.logprobs, Math.exp);
       expect(Math.abs(prob.reduce((a, x) => a + x, 0) - 1)).toBeLessThan(1e-4);
-      // Pool entries with expected count < 5 into one bin, then Pearson's chi-square.
-      let chi2 = 0, bins = 0, restE = 0, restO = 0;
-      prob.forEach((q, v) => {
-        const e = q * n;
-        if (e < 5) { restE += e; restO += counts[v]; return; }
-        chi2 += (counts[v] - e) ** 2 / e;
-        bins++;
-      });
-      if (restE > 0) { chi2 += (restO - restE) ** 2 / Math.max(restE, 1e-9); bins++; }
-      // df = bins - 1; mean df, sd sqrt(2 df): 6 sd above the mean fails (p far below 1e-6).
-      const df = bins - 1;
+      // Pearson's chi-square (df = bins - 1, mean df, sd sqrt(2 df)): 6 sd above the mean fails (p far below 1e-6).
+      const { chi2, df, bins, uniformChi2 } = chiSquare(counts, prob, n);
       expect(bins).toBeGreaterThan(5);
       expect(chi2).toBeLessThan(df + 6 * Math.sqrt(2 * df));
       // A sampler that ignored the distribution (uniform over the vocabulary) fails the same bound.
-      const uniform = prob.reduce((a, q) => a + (n / V - q * n) ** 2 / Math.max(q * n, 1e-9), 0);
-      expect(uniform).toBeGreaterThan(df + 6 * Math.sqrt(2 * df));
+      expect(uniformChi2).toBeGreaterThan(df + 6 * Math.sqrt(2 * df));
     } finally {
       p.dispose();
     }

@@ -12,6 +12,7 @@ import { createNativePolicy } from '../../lib/rollout/native-policy';
 import type { PolicyPrompt } from '../../lib/rollout/policy';
 import { synthesize } from '../../lib/synth';
 import { itWithNativePolicy, TINY_QUESTIONS, tinyClips } from '../helpers/native-policy';
+import { chiSquare } from '../helpers/random';
 
 const maybe = itWithNativePolicy('policy seed tests');
 
@@ -50,19 +51,10 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
       for (let i = 0; i < n; i++) counts[s.ids[i * s.width]]++;
       const lp = await p.logprobs({ ...one, groupSize: V }, { ids: Int32Array.from({ length: V }, (_, v) => v), lengths: new Int32Array(V).fill(1), width: 1 }, { temperature: 3 });
       const prob = Array.from(lp.logprobs, Math.exp);
-      let chi2 = 0, bins = 0, restE = 0, restO = 0;
-      prob.forEach((q, v) => {
-        const e = q * n;
-        if (e < 5) { restE += e; restO += counts[v]; return; }
-        chi2 += (counts[v] - e) ** 2 / e;
-        bins++;
-      });
-      if (restE > 0) { chi2 += (restO - restE) ** 2 / Math.max(restE, 1e-9); bins++; }
-      const df = bins - 1;
+      const { chi2, df, bins, uniformChi2 } = chiSquare(counts, prob, n);
       expect(bins).toBeGreaterThan(5);
       expect(chi2).toBeLessThan(df + 6 * Math.sqrt(2 * df));
-      const uniform = prob.reduce((a, q) => a + (n / V - q * n) ** 2 / Math.max(q * n, 1e-9), 0);
-      expect(uniform).toBeGreaterThan(df + 6 * Math.sqrt(2 * df));
+      expect(uniformChi2).toBeGreaterThan(df + 6 * Math.sqrt(2 * df));
     } finally {
       p.dispose();
     }
