@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import { addonStatus, hasAddon, torchInfo, type AddonStatus, type TorchInfo } from './native';
+import { TRAINING_COMMANDS, TRAINING_MALLOC_ENV } from './cli/relaunch';
 
 export interface DoctorReport {
   node: string;
@@ -66,6 +67,9 @@ export function formatDoctor(r: DoctorReport): string {
     const blas = r.blas.length ? r.blas.join(', ') : 'none mapped';
     const slow = r.blas.some((b) => /\/blas\/libblas/.test(b)) && !r.blas.some((b) => /openblas/.test(b));
     lines.push(`blas        ${blas}${slow ? '  (reference BLAS: ~34x slower matmul; apt-get install libopenblas0-pthread)' : ''}`);
+    const started = Object.entries(TRAINING_MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
+    const relaunch = process.env.CRPO_MALLOC === 'default' ? 'off (CRPO_MALLOC=default)' : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
+    lines.push(`malloc      ${r.torch.malloc ?? 'unknown (rebuild the torch addon)'}; training commands: ${relaunch}`);
     lines.push(`threads     torch intra-op ${r.threads.intraOp}, inter-op ${r.threads.interOp}; OMP_NUM_THREADS=${r.threads.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${r.threads.OPENBLAS_NUM_THREADS ?? 'unset'}`);
   } else {
     lines.push('libtorch    not loaded (training unavailable; the core addon still serves data, routing, rewards and evaluation)');

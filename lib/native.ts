@@ -175,6 +175,8 @@ export interface TorchInfo {
   interOpThreads: number;
   parallelInfo: string;
   buildConfig: string;
+  /** The malloc settings the addon applied when it loaded (native/torch/malloc_tuning.cpp). */
+  malloc?: string;
 }
 
 /** c10d process groups (native/torch/dist; typed wrapper in lib/dist/process-group.ts). */

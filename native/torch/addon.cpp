@@ -9,6 +9,7 @@
 
 #include <atomic>
 
+#include "malloc_tuning.h"
 #include "common/napi_util.h"
 #include "common/ops_binding.h"
 #include "exports.h"
@@ -195,12 +196,14 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     o.Set("intraOpThreads", Napi::Number::New(env, at::get_num_threads()));
     o.Set("interOpThreads", Napi::Number::New(env, at::get_num_interop_threads()));
     o.Set("parallelInfo", Napi::String::New(env, at::get_parallel_info()));
+    o.Set("malloc", Napi::String::New(env, tune_malloc_once()));
     o.Set("buildConfig", Napi::String::New(env, torch_guard("info", []() { return at::show_config(); })));
     return o;
   });
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  tune_malloc_once();
   exports.Set("kind", Napi::String::New(env, "torch"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
