@@ -86,11 +86,18 @@ export function workerEnv(rank: number, nproc: number, masterAddr: string, maste
     ROLE_RANK: String(rank),
     CRPO_LAUNCHER: '1',
   });
-  // Share the cores between workers, as torchrun does with OMP_NUM_THREADS (unless set already).
-  const threads = String(Math.max(1, Math.floor(os.cpus().length / nproc)));
-  if (!base.CRPO_NUM_THREADS) env.CRPO_NUM_THREADS = threads;
-  if (!base.OMP_NUM_THREADS) env.OMP_NUM_THREADS = threads;
-  if (!base.OPENBLAS_NUM_THREADS) env.OPENBLAS_NUM_THREADS = threads;
+  Object.assign(env, coreShareEnv(nproc, base));
+  return env;
+}
+
+/**
+ * The thread variables of one of `processes` processes sharing this machine's cores, as torchrun
+ * sets OMP_NUM_THREADS; a variable already set in `base` is left to it.
+ */
+export function coreShareEnv(processes: number, base: Record<string, string | undefined> = process.env): Record<string, string> {
+  const threads = String(Math.max(1, Math.floor(os.cpus().length / processes)));
+  const env: Record<string, string> = {};
+  for (const k of ['CRPO_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS']) if (!base[k]) env[k] = threads;
   return env;
 }
 

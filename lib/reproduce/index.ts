@@ -12,8 +12,10 @@
  * is written atomically and skipped on a rerun with the same settings, and the trainer resumes an
  * interrupted run from its newest checkpoint, so an interrupted reproduction continues.
  */
+import { spawn, type ChildProcess } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
@@ -28,6 +30,7 @@ import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
 import { sftBase } from '../train/sft';
 import { ALGORITHMS } from '../algo';
+import { coreShareEnv } from '../dist/launch';
 import { curvesSvg, mainTable, summarize, type CurvePoint, type MethodSummary, type RunResult } from './summary';
 
 export * from './summary';
@@ -166,6 +169,13 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
 
 export interface ReproduceHooks {
   log?(message: string): void;
+  /**
+   * Runs trained at once, each in its own process with its share of the cores (default
+   * defaultJobs: 1 for the linear policy, whose runs take about a second, so a process start
+   * would cost more than it saves; else the cores, at most 8). 1 trains them one after another
+   * in this process.
+   */
+  jobs?: number;
 }
 
 export interface ReproduceResult {
@@ -313,6 +323,153 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
   return { dir: r.dir, wallMs };
 }
 
+/** The held-out split: `evalPairs` pairs per category, seeded apart from the train split. */
+function heldOutItems(c: ReproduceConfig): EvalItem[] {
+  const shape: [number, number, number, 3] = [c.frames, c.size, c.size, 3];
+  return synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000, frames: c.frames, size: c.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+}
+
+interface RunContext {
+  c: ReproduceConfig;
+  /** Fingerprint of the settings every run's result must carry. */
+  fp: string;
+  /** The base model's checkpoint. */
+  init: string;
+  /** The base model's held-out result (its CRR starts every curve). */
+  base: RunResult;
+  evalItems: EvalItem[];
+  say: (m: string) => void;
+}
+
+const runDir = (c: ReproduceConfig, method: string, seed: number): string => path.join(c.out, 'runs', method, `seed-${seed}`);
+
+/** The result of a finished run of these settings, if there is one. */
+function finishedRun(ctx: RunContext, method: string, seed: number): (RunResult & { fingerprint: string }) | undefined {
+  const prior = readJson<RunResult & { fingerprint: string }>(path.join(runDir(ctx.c, method, seed), 'result.json'));
+  return prior && prior.fingerprint === ctx.fp ? prior : undefined;
+}
+
+/** Trains one method x seed from the base model, measures its CRR curve, evaluates it and writes result.json. */
+async function runOne(ctx: RunContext, method: string, seed: number, fresh: boolean): Promise<RunResult> {
+  const { c, fp, init, base, evalItems, say } = ctx;
+  const dir = runDir(c, method, seed);
+  const resultFile = path.join(dir, 'result.json');
+  // The trainer resumes from the newest checkpoint in `dir`; that is right only for an
+  // interrupted run of the same settings (run.json holds their fingerprint), so a folder
+  // left by other settings (or --force) is cleared first.
+  const marker = path.join(dir, 'run.json');
+  if (fs.existsSync(dir) && (fresh || readJson<{ fingerprint: string }>(marker)?.fingerprint !== fp)) fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp }) + '\n');
+  const tRun = Date.now();
+  const tc = trainConfig(c, method, seed, init, dir);
+  const nullOption = ALGORITHMS.get(method).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
+  await train(tc, { log: (m) => say(`${method} seed ${seed}: ${m}`) });
+  // Held-out CRR at every kept checkpoint, from the base model's value at step 0.
+  const curve: CurvePoint[] = [];
+  const trainCurve = readMetrics(path.join(dir, 'metrics.jsonl'));
+  const probes = new Map<number, number>([[0, base.curve[0].crr ?? 0]]);
+  for (const ck of listCheckpoints(dir)) {
+    const policy = await POLICY_KINDS.get(c.policy)({ init: ck.dir, seed });
+    try {
+      probes.set(ck.step, (await heldOutCrr(policy, evalItems, nullOption, tc.maxNewTokens, c.crrSamples, seed)).crr);
+    } finally {
+      policy.dispose();
+    }
+  }
+  for (const p of trainCurve) curve.push({ step: p.step, correct: p.correct, crr: probes.get(p.step) ?? null });
+  curve.unshift({ step: 0, correct: null, crr: probes.get(0)! });
+  const last = finalCheckpoint(dir);
+  if (!last) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
+  const policy = await POLICY_KINDS.get(c.policy)({ init: last, seed });
+  let ev;
+  try {
+    ev = await evaluate(policy, evalItems, nullOption, tc.maxNewTokens);
+  } finally {
+    policy.dispose();
+  }
+  const metrics = ev.metrics;
+  const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
+    method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, nullRate: ev.nullRate, wallMs: Date.now() - tRun, fingerprint: fp,
+    trainCrr: trainCurve.map((p) => p.crr),
+  };
+  writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+  // The intermediate checkpoints served the CRR curve; keep only the final one (~1 MB each for the linear policy).
+  for (const ck of listCheckpoints(dir)) if (path.resolve(ck.dir) !== path.resolve(last)) fs.rmSync(ck.dir, { recursive: true, force: true });
+  const dyn = metrics.groups.dynamic;
+  say(`${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`);
+  return result;
+}
+
+/**
+ * Trains `pending` runs in up to `jobs` child processes at once (lib/reproduce/worker), each with
+ * its share of the cores; their output lines are passed to `say`. Every run is started even when
+ * one fails (finished runs are kept); then the failures are reported together.
+ */
+async function runInProcesses(c: ReproduceConfig, pending: readonly { method: string; seed: number }[], jobs: number, say: (m: string) => void): Promise<void> {
+  const ts = __filename.endsWith('.ts');
+  const worker = path.join(__dirname, ts ? 'worker.ts' : 'worker.js');
+  const execArgv = ts ? ['-r', path.resolve(__dirname, '../../scripts/ts-register.js')] : [];
+  const env = { ...process.env, ...coreShareEnv(Math.min(jobs, pending.length)) };
+  say(`training ${pending.length} runs in ${Math.min(jobs, pending.length)} processes (${env.CRPO_NUM_THREADS} thread(s) each)`);
+  const failures: string[] = [];
+  const children = new Set<ChildProcess>();
+  const stop = () => children.forEach((ch) => ch.kill('SIGTERM'));
+  process.once('exit', stop);
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < pending.length) {
+      const { method, seed } = pending[next++];
+      const args = [...execArgv, worker, c.out, method, String(seed), ...(c.force ? ['--fresh'] : [])];
+      const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.add(child);
+      let tail = '';
+      const lines = (chunk: Buffer) => {
+        tail += chunk.toString();
+        const parts = tail.split('\n');
+        tail = parts.pop()!;
+        for (const l of parts) if (l.trim()) say(l);
+      };
+      child.stdout!.on('data', lines);
+      child.stderr!.on('data', lines);
+      const code = await new Promise<number | null>((resolve) => {
+        child.on('error', (err) => { failures.push(`${method} seed ${seed}: ${err.message}`); resolve(-1); });
+        child.on('close', (code, signal) => resolve(signal ? -1 : code));
+      });
+      children.delete(child);
+      if (tail.trim()) say(tail);
+      if (code !== 0) failures.push(`${method} seed ${seed}: its process exited with ${code === -1 ? 'a signal or spawn error' : `code ${code}`} (output above)`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, pending.length) }, lane));
+  process.removeListener('exit', stop);
+  if (failures.length) throw new CrpoError('ERR_CRPO_REPRODUCE', `${failures.length} of ${pending.length} runs failed:\n  ${failures.join('\n  ')}`);
+}
+
+/**
+ * One run in a worker process (reproduce's `jobs` option): the settings come from
+ * `<out>/reproduce-config.json` and the base model from `<out>/base`, both written by the parent.
+ */
+export async function runReproduceJob(out: string, method: string, seed: number, fresh: boolean): Promise<void> {
+  const file = path.join(out, 'reproduce-config.json');
+  const saved = readJson<ReproduceConfig & { fingerprint: string }>(file);
+  if (!saved) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: missing or not JSON (the parent process writes it before starting runs)`);
+  const { fingerprint: savedFp, ...rest } = saved;
+  const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...rest, force: false });
+  const fp = fingerprint(c);
+  if (fp !== savedFp) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: settings fingerprint ${fp} differs from the recorded ${savedFp}`);
+  const base = readJson<RunResult>(path.join(out, 'base', 'result.json'));
+  const baseMarker = readJson<{ fingerprint: string }>(path.join(out, 'base', 'base.json'));
+  if (!base || baseMarker?.fingerprint !== baseFingerprint(c)) throw new CrpoError('ERR_CRPO_REPRODUCE', `${path.join(out, 'base')}: no base model of these settings (the parent process makes it first)`);
+  const say = (m: string) => process.stderr.write(m + '\n');
+  await runOne({ c, fp, init: path.join(out, 'base', 'checkpoint'), base, evalItems: heldOutItems(c), say }, method, seed, fresh);
+}
+
+/** Runs at once when not told: 1 for the linear policy, else one per core (at most 8; each process loads libtorch). */
+export function defaultJobs(c: Pick<ReproduceConfig, 'policy'>): number {
+  return c.policy === 'linear' ? 1 : Math.max(1, Math.min(8, os.cpus().length));
+}
+
 /** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
 export async function reproduce(config: Partial<ReproduceConfig>, hooks: ReproduceHooks = {}): Promise<ReproduceResult> {
   const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...config });
@@ -321,8 +478,7 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   fs.mkdirSync(c.out, { recursive: true });
   const fp = fingerprint(c);
   writeFileAtomicSync(path.join(c.out, 'reproduce-config.json'), JSON.stringify({ ...c, fingerprint: fp }, null, 2) + '\n');
-  const shape: [number, number, number, 3] = [c.frames, c.size, c.size, 3];
-  const evalItems: EvalItem[] = synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000, frames: c.frames, size: c.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  const evalItems = heldOutItems(c);
   const baseRun = await baseModel(c, say);
   const init = baseRun.dir;
   const baseDir = init;
@@ -346,61 +502,24 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
     }
   }
 
+  const ctx: RunContext = { c, fp, init, base, evalItems, say };
+  const pending = c.methods.flatMap((method) => c.seeds.map((seed) => ({ method, seed }))).filter(({ method, seed }) => c.force || !finishedRun(ctx, method, seed));
+  const jobs = hooks.jobs ?? defaultJobs(c);
+  if (!Number.isInteger(jobs) || jobs < 1) throw outOfRange('jobs', 'an integer >= 1', jobs, 'crpo reproduce');
+  // With jobs > 1 the pending runs train in child processes first; the loop below then collects them.
+  const parallel = jobs > 1 && pending.length > 1;
+  if (parallel) await runInProcesses(c, pending, jobs, say);
   for (const method of c.methods) {
     for (const seed of c.seeds) {
-      const dir = path.join(c.out, 'runs', method, `seed-${seed}`);
-      const resultFile = path.join(dir, 'result.json');
-      const prior = readJson<RunResult & { fingerprint: string }>(resultFile);
-      if (prior && prior.fingerprint === fp && !c.force) {
-        say(`${method} seed ${seed}: done earlier (${resultFile})`);
+      const prior = finishedRun(ctx, method, seed);
+      const isPending = pending.some((r) => r.method === method && r.seed === seed);
+      if (prior && (parallel || !isPending)) {
+        if (!isPending) say(`${method} seed ${seed}: done earlier (${path.join(runDir(c, method, seed), 'result.json')})`);
         runs.push(prior);
         continue;
       }
-      // The trainer resumes from the newest checkpoint in `dir`; that is right only for an
-      // interrupted run of the same settings (run.json holds their fingerprint), so a folder
-      // left by other settings (or --force) is cleared first.
-      const marker = path.join(dir, 'run.json');
-      if (fs.existsSync(dir) && (c.force || readJson<{ fingerprint: string }>(marker)?.fingerprint !== fp)) fs.rmSync(dir, { recursive: true, force: true });
-      fs.mkdirSync(dir, { recursive: true });
-      writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp }) + '\n');
-      const tRun = Date.now();
-      const tc = trainConfig(c, method, seed, init, dir);
-      const nullOption = ALGORITHMS.get(method).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
-      await train(tc, { log: (m) => say(`${method} seed ${seed}: ${m}`) });
-      // Held-out CRR at every kept checkpoint, from the base model's value at step 0.
-      const curve: CurvePoint[] = [];
-      const trainCurve = readMetrics(path.join(dir, 'metrics.jsonl'));
-      const probes = new Map<number, number>([[0, base.curve[0].crr ?? 0]]);
-      for (const ck of listCheckpoints(dir)) {
-        const policy = await POLICY_KINDS.get(c.policy)({ init: ck.dir, seed });
-        try {
-          probes.set(ck.step, (await heldOutCrr(policy, evalItems, nullOption, tc.maxNewTokens, c.crrSamples, seed)).crr);
-        } finally {
-          policy.dispose();
-        }
-      }
-      for (const p of trainCurve) curve.push({ step: p.step, correct: p.correct, crr: probes.get(p.step) ?? null });
-      curve.unshift({ step: 0, correct: null, crr: probes.get(0)! });
-      const last = finalCheckpoint(dir);
-      if (!last) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
-      const policy = await POLICY_KINDS.get(c.policy)({ init: last, seed });
-      let ev;
-      try {
-        ev = await evaluate(policy, evalItems, nullOption, tc.maxNewTokens);
-      } finally {
-        policy.dispose();
-      }
-      const metrics = ev.metrics;
-      const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
-        method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, nullRate: ev.nullRate, wallMs: Date.now() - tRun, fingerprint: fp,
-        trainCrr: trainCurve.map((p) => p.crr),
-      };
-      writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
-      // The intermediate checkpoints served the CRR curve; keep only the final one (~1 MB each for the linear policy).
-      for (const ck of listCheckpoints(dir)) if (path.resolve(ck.dir) !== path.resolve(last)) fs.rmSync(ck.dir, { recursive: true, force: true });
-      const dyn = metrics.groups.dynamic;
-      say(`${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`);
-      runs.push(result);
+      if (parallel) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: its process left no result in ${runDir(c, method, seed)}`);
+      runs.push(await runOne(ctx, method, seed, c.force));
     }
   }
 

@@ -108,3 +108,25 @@ describe('crpo reproduce end to end (small)', () => {
     expect(r3.table.split('\n')[2]).toBe(r.table.split('\n')[2]); // the base model's row
   }, 90_000);
 });
+
+describe('crpo reproduce with runs in child processes (jobs)', () => {
+  const out1 = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-j1-'));
+  const out2 = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-j2-'));
+  afterAll(() => [out1, out2].forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+  const config = { methods: ['grpo', 'crpo'], seeds: [1, 2], steps: 4, trainPairs: 6, evalPairs: 6, baseSteps: 4, curveEvery: 2 };
+
+  test('2 processes give the table of 1 process; a rerun reuses their results', async () => {
+    const one = await reproduce({ ...config, out: out1 }, { log: () => undefined, jobs: 1 });
+    const lines: string[] = [];
+    const two = await reproduce({ ...config, out: out2 }, { log: (m) => lines.push(m), jobs: 2 });
+    expect(lines.filter((l) => /^training 4 runs in 2 processes \(\d+ thread\(s\) each\)$/.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => /^(grpo|crpo) seed [12]: [\d.]+ s; held-out/.test(l))).toHaveLength(4); // the children's lines, passed on
+    expect(two.table).toBe(one.table);
+    expect(two.runs.map((r) => [r.method, r.seed, r.curve])).toEqual(one.runs.map((r) => [r.method, r.seed, r.curve]));
+    const again: string[] = [];
+    await reproduce({ ...config, out: out2 }, { log: (m) => again.push(m), jobs: 2 });
+    expect(again.filter((l) => l.includes('done earlier'))).toHaveLength(4);
+    expect(again.some((l) => l.startsWith('training '))).toBe(false);
+    await expect(reproduce({ ...config, out: out2 }, { jobs: 0 })).rejects.toThrow(/jobs/);
+  }, 180_000);
+});

@@ -35,6 +35,7 @@ export function builder(y: Argv): Argv {
     .option('base-batch-size', { type: 'number', describe: `Prompts per warm-up step (0 = --batch-size; native preset ${n.baseBatchSize})` })
     .option('curve-every', { type: 'number', describe: `Checkpoint and held-out CRR every N steps (${both('curveEvery')})` })
     .option('force', { type: 'boolean', default: false, describe: 'Rerun runs whose results exist' })
+    .option('jobs', { type: 'number', describe: 'Runs trained at once, each in its own process with its share of the cores (default: 1 for the linear policy, else the cores, at most 8)' })
     .example('crpo reproduce --quick --out runs/repro-quick', 'the six methods x 3 seeds in a few minutes')
     .example('crpo reproduce --preset native --quick --out runs/repro-native-quick', 'the native tiny video-language policy, six methods x 3 seeds')
     .example('crpo reproduce --methods grpo,crpo --seeds 1,2,3,4,5', 'GRPO vs CRPO over five seeds');
@@ -63,6 +64,7 @@ export interface ReproduceArgs {
   'base-batch-size'?: number;
   'curve-every'?: number;
   force: boolean;
+  jobs?: number;
 }
 
 /** Maps CLI flags onto a ReproduceConfig over the preset's defaults (validation of values happens in the library). */
@@ -100,6 +102,6 @@ export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
 }
 
 export async function handler(argv: ReproduceArgs): Promise<void> {
-  const r = await reproduce(configFromArgs(argv), { log: (m) => process.stderr.write(m + '\n') });
+  const r = await reproduce(configFromArgs(argv), { log: (m) => process.stderr.write(m + '\n'), jobs: argv.jobs });
   process.stdout.write(`${r.table}\n\nreport: ${r.reportPath}\nplot: ${r.plotPath}\nsummary: ${r.summaryPath}\n(${(r.wallMs / 60000).toFixed(1)} min)\n`);
 }
