@@ -37,12 +37,19 @@ function updateDoc(name, markdown) {
   fs.renameSync(tmp, doc);
 }
 
+// Each bench runs as the CLI runs training: started with the glibc malloc settings of
+// lib/cli/relaunch.ts (unless CRPO_MALLOC=default or they are set already); the processes a
+// bench starts (the PyTorch twins) inherit them.
+require('./ts-register.js');
+const { needsMallocRelaunch, relaunchEnv } = require('../lib/cli/relaunch.ts');
+const benchEnv = needsMallocRelaunch(['train']) ? relaunchEnv() : process.env;
+
 let failed = 0;
 for (const file of findBenches()) {
   const rel = path.relative(root, file);
   process.stderr.write(`[bench] ${rel}\n`);
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, ['-r', path.join(__dirname, 'ts-register.js'), file], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['-r', path.join(__dirname, 'ts-register.js'), file], { cwd: root, stdio: 'inherit', env: benchEnv });
   if (r.status !== 0) {
     failed++;
     process.stderr.write(`[bench] ${rel} failed (exit ${r.status})\n`);

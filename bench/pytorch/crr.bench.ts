@@ -25,9 +25,16 @@ function inputs() {
   return packCrrGroups(groups);
 }
 
+/**
+ * Calls before timing: enough for the allocating path to pass a garbage collection, so that its
+ * outputs come from memory the process has reused since (steady state of a long run) rather than
+ * from a heap still growing towards its size between collections.
+ */
+const WARMUP_CALLS = 1000;
+
 /** time() plus the minor page faults per timed call (first touches of memory the process got from the OS). */
 function timeWithFaults(fn: () => void): ReturnType<typeof time> & { faultsPerCall: number } {
-  for (let i = 0; i < 100; i++) fn();
+  for (let i = 0; i < WARMUP_CALLS; i++) fn();
   const before = process.resourceUsage().minorPageFault;
   const t = time(fn, { warmup: 0, runs: RUNS });
   return { ...t, faultsPerCall: (process.resourceUsage().minorPageFault - before) / RUNS };
@@ -82,7 +89,7 @@ function main(): void {
     '',
     `Machine: ${describeMachine(json.machine)}. 1,024 groups, G = G' = 8, rewards + advantages of both branches; median of ${RUNS} runs after warm-up on each side; outputs checked equal (max abs diff shown) before timing. The PyTorch time covers the ops of one call (eager ops allocate their outputs); the kernel is timed from Node, once allocating its ten output arrays per call (as the trainer calls it) and once writing into outputs reused across calls (\`crrAdvantagesInto\`). The kernel runs a vectorised path for G = G' = 8 (AVX2 where the CPU has it).`,
     '',
-    "The allocating rows add the cost of fresh output memory: the ten outputs of one call are one 206 KB buffer (allocated without zero-filling), which glibc serves from memory the process already has or, once the garbage collector has freed earlier buffers and glibc has handed that memory back to the OS, from new pages, each touched for the first time (52 page faults per call; on this VM a fault costs ~10 us, so such a call takes ~0.5 ms). Which of the two a run of calls sees alternates every few hundred calls, so that row's median moves between runs (0.04-0.6 ms); the page-fault column shows which one was measured. A trainer calls the kernel once per step; a caller that calls it in a tight loop passes reused outputs (`crrAdvantagesInto`), the last row of each addon.",
+    `The allocating rows add the cost of fresh output memory: the ten outputs of one call are one 206 KB buffer (allocated without zero-filling), freed by the garbage collector. This process runs with the glibc malloc settings the CLI gives training processes (${process.env.MALLOC_ARENA_MAX ? 'set here' : 'NOT set here: CRPO_MALLOC=default or the bench was started without scripts/run-bench.js'}; lib/cli/relaunch.ts), and is timed after ${WARMUP_CALLS} warm-up calls, by when collected buffers are reused. Under glibc's defaults, freed memory goes back to the OS and every call of some stretches of a few hundred calls touches new pages (52 page faults per call; ~10 us each on this VM, ~0.5 ms per call); the page-fault column shows which case was measured. Callers in a tight loop can pass reused outputs (\`crrAdvantagesInto\`).`,
     '',
     table(['implementation', 'median ms', 'speed-up', 'max abs diff vs PyTorch', 'page faults per call'], rows),
     '',

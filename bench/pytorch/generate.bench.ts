@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
-import { THREAD_SETTINGS, TwinServer, applyThreadEnv, handOver, hasPolicy, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, readI32, tinyPolicy } from './policy-fixture';
+import { THREAD_SETTINGS, TwinServer, applyThreadEnv, handOver, hasPolicy, loadAverage, makeInputs, pairedTiming, pythonTorch, readF32, readI32, tinyPolicy, allocatorNote } from './policy-fixture';
 
 
 
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   const md = [
     TITLE,
     '',
-    `Machine: ${describeMachine(json.machine)}; load average ${load.toFixed(1)} when timing started (other work on the machine); both processes run with OMP_NUM_THREADS = threads, OPENBLAS_NUM_THREADS = 1, OMP_WAIT_POLICY = PASSIVE. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters), ` +
+    `Machine: ${describeMachine(json.machine)}; load average ${load.toFixed(1)} when timing started (other work on the machine); both processes run with OMP_NUM_THREADS = threads, OPENBLAS_NUM_THREADS = 1, OMP_WAIT_POLICY = PASSIVE, ${allocatorNote()}. Tiny policy (${py.parameters.toLocaleString('en-US')} parameters), ` +
       `${PROMPTS} prompts x G = ${G} = ${N} sequences, ${MAX_NEW} new tokens each (no stop token), temperature 1; one call = vision encoder + prefill once per prompt + ${MAX_NEW} cached decode steps. ` +
       `Timed as ${RUNS} back-to-back pairs (one PyTorch call, one native call) after ${WARMUP} warm-up pairs, same intra-op thread count on both sides; speed-up = PyTorch median / native median (the median of the pairs' own ratios is shown as a check; when the two disagree, load drift dominated).`,
     '',

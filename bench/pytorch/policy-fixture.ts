@@ -26,6 +26,16 @@ export const THREADS = Number(process.env.CRPO_BENCH_THREADS) || os.cpus().lengt
  */
 export const THREAD_ENV = { OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1', OMP_WAIT_POLICY: 'PASSIVE' };
 
+/**
+ * The allocator settings both processes ran with (the PyTorch twin inherits this process's
+ * environment; scripts/run-bench.js starts every bench with the training settings of lib/cli/relaunch.ts).
+ */
+export function allocatorNote(): string {
+  const vars = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_'].filter((k) => process.env[k] !== undefined);
+  if (!vars.length) return "both on glibc's default malloc settings, under which both sides map and first-touch their activations again at every call (page faults; measured here, the twin's times moved 2-3x between sessions with unchanged code)";
+  return `both with the glibc malloc settings crpo gives training processes (${vars.map((k) => `${k}=${process.env[k]}`).join(', ')}; lib/cli/relaunch.ts), which keep freed memory in the process`;
+}
+
 /** Gives this process the same threading environment; call before anything loads libtorch. */
 export function applyThreadEnv(): void {
   Object.assign(process.env, THREAD_ENV);

@@ -1,14 +1,16 @@
 // glibc malloc settings for a training process.
 //
-// With glibc's defaults, a tensor above 128 KiB is an mmap of its own (the threshold only grows
-// after such a block is freed), freed memory at the top of the heap above 128 KiB is handed back
-// to the OS, and every thread that allocates may get an arena of its own. A training step
-// allocates and frees the same large activations again and again, so each step maps fresh pages
-// and touches them for the first time: measured on the native tiny policy, `crpo reproduce
-// --preset native --quick --methods crpo --seeds N` took 20-26 s with 1.1-1.3 M minor page faults,
-// and 12-14 s with 0.14 M under the settings below (docs/performance.md). They keep freed memory in
-// the process instead (its resident size stays at its peak), as PyTorch deployments get from
-// jemalloc or tcmalloc. CRPO_MALLOC=default keeps glibc's defaults.
+// With glibc's defaults, a block above 128 KiB is an mmap of its own (the threshold only grows
+// after such a block is freed), freed memory at the top of the heap is handed back to the OS, and
+// every thread that allocates may get an arena of its own. A training step allocates and frees the
+// same large activations again and again, so each step maps fresh pages and touches them for the
+// first time. The settings below keep freed memory in the process instead (its resident size
+// stays at its peak), as PyTorch deployments get from jemalloc or tcmalloc. glibc applies them
+// fully only when they are set at process start (MALLOC_* variables; the CLI starts training
+// commands that way, lib/cli/relaunch.ts); set here, when the addon loads, Node's threads already
+// have their arenas. Measured on one native CRPO run (docs/training.md, "Memory allocator"):
+// defaults 20-28 s with 1.1-1.3 M minor page faults; set here 18-20 s with 0.5 M; set at start
+// 12-17 s with 0.14 M. CRPO_MALLOC=default keeps glibc's defaults.
 #include "malloc_tuning.h"
 
 #include <cstdlib>
