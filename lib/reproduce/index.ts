@@ -473,6 +473,8 @@ export function defaultJobs(c: Pick<ReproduceConfig, 'policy'>): number {
 /** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
 export async function reproduce(config: Partial<ReproduceConfig>, hooks: ReproduceHooks = {}): Promise<ReproduceResult> {
   const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...config });
+  const jobs = hooks.jobs ?? defaultJobs(c);
+  if (!Number.isInteger(jobs) || jobs < 1) throw outOfRange('jobs', 'an integer >= 1', jobs, 'crpo reproduce');
   const say = hooks.log ?? ((m: string) => process.stderr.write(m + '\n'));
   const t0 = Date.now();
   fs.mkdirSync(c.out, { recursive: true });
@@ -504,8 +506,6 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
 
   const ctx: RunContext = { c, fp, init, base, evalItems, say };
   const pending = c.methods.flatMap((method) => c.seeds.map((seed) => ({ method, seed }))).filter(({ method, seed }) => c.force || !finishedRun(ctx, method, seed));
-  const jobs = hooks.jobs ?? defaultJobs(c);
-  if (!Number.isInteger(jobs) || jobs < 1) throw outOfRange('jobs', 'an integer >= 1', jobs, 'crpo reproduce');
   // With jobs > 1 the pending runs train in child processes first; the loop below then collects them.
   const parallel = jobs > 1 && pending.length > 1;
   if (parallel) await runInProcesses(c, pending, jobs, say);
