@@ -28,11 +28,19 @@ function fsyncDir(dir: string): void {
 
 /** Writes `data` to `file` atomically (sync). Creates the parent directory. */
 export function writeFileAtomicSync(file: string, data: string | Uint8Array): void {
+  writeFileAtomicSyncWith(file, (fd) => fs.writeFileSync(fd, data));
+}
+
+/**
+ * Same, with the content written by `write` into the open temporary file (for content made piece
+ * by piece, e.g. one tensor at a time); an error leaves `file` as it was and no temporary file.
+ */
+export function writeFileAtomicSyncWith(file: string, write: (fd: number) => void): void {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const tmp = tempName(path.resolve(file));
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeFileSync(fd, data);
+    write(fd);
     fs.fsyncSync(fd);
   } catch (err) {
     fs.closeSync(fd);

@@ -1,14 +1,12 @@
 /**
  * The Hugging Face side of safetensors: whole-file reads of small files (golden cases, LoRA
- * adapters) with F16/BF16 widened to Float32Array, and a streaming writer that fetches one tensor
- * at a time (a large model is never held in JS as a whole). Parsing and validation are those of
- * the one reader, lib/model/safetensors.ts (headers read alone, so the native loader memory-maps
- * large shards from the offsets it returns); this module only adapts its results.
+ * adapters) with F16/BF16 widened to Float32Array, and a writer of Float32 data as F32 or BF16.
+ * Parsing, validation and writing are those of lib/model/safetensors.ts (headers read alone, so
+ * the native loader memory-maps large shards from the offsets it returns); this module only
+ * adapts them.
  */
 import * as fs from 'fs';
-import * as path from 'path';
-import { CrpoError } from '../errors';
-import { float32ToBf16, parseSafetensors, toFloat32, type SafeDtype, type SafeTensorEntry } from '../model/safetensors';
+import { float32ToBf16, parseSafetensors, toFloat32, writeSafetensorsStreaming, type SafeDtype, type SafeTensorEntry } from '../model/safetensors';
 
 export { readSafetensorsHeader, type SafeDtype, type SafeHeader } from '../model/safetensors';
 /** One tensor of a header: dtype, shape, absolute byte offset and size in the file. */
@@ -51,39 +49,11 @@ export interface TensorSpec {
 }
 
 /**
- * Writes a safetensors file atomically (temp file + fsync + rename). The header comes from the
- * specs; tensor data is fetched one tensor at a time by `data`, so a large model is never held
- * in JS memory as a whole.
+ * Writes a safetensors file atomically; tensor data is fetched one tensor at a time by `data`
+ * (Float32 values, stored as F32 or rounded to BF16), so a large model is never held in JS memory
+ * as a whole.
  */
 export function writeSafetensors(file: string, specs: TensorSpec[], data: (name: string) => Float32Array, metadata: Record<string, string> = { format: 'pt' }): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const s of specs) {
-    const count = s.shape.reduce((a, b) => a * b, 1);
-    const nbytes = count * (s.dtype === 'F32' ? 4 : 2);
-    header[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + nbytes] };
-    offset += nbytes;
-  }
-  let hjson = Buffer.from(JSON.stringify(header), 'utf8');
-  const pad = (8 - (hjson.length % 8)) % 8;
-  if (pad) hjson = Buffer.concat([hjson, Buffer.alloc(pad, 0x20)]);
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(hjson.length));
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, hjson);
-    for (const s of specs) {
-      const d = data(s.name);
-      const count = s.shape.reduce((a, b) => a * b, 1);
-      if (d.length !== count) throw new CrpoError('ERR_CRPO_EXPORT', `${file}: tensor '${s.name}' has ${d.length} values for shape [${s.shape}]`);
-      const bytes = s.dtype === 'F32' ? d : float32ToBf16(d);
-      fs.writeSync(fd, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-    }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  const bf16 = new Set(specs.filter((s) => s.dtype === 'BF16').map((s) => s.name));
+  writeSafetensorsStreaming(file, specs, (name) => (bf16.has(name) ? float32ToBf16(data(name)) : data(name)), metadata);
 }

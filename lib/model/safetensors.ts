@@ -9,7 +9,7 @@
  */
 import * as fs from 'fs';
 import { CrpoError } from '../errors';
-import { writeFileAtomicSync } from '../data/jsonl';
+import { writeFileAtomicSync, writeFileAtomicSyncWith } from '../data/jsonl';
 
 export type SafeDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -322,37 +322,70 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
-/** Serialises tensors (in the given order) into one safetensors buffer; header padded to 8 bytes. */
-export function serializeSafetensors(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Buffer {
+/** What the header records of one tensor. */
+export type TensorLayout = Pick<TensorToWrite, 'name' | 'dtype' | 'shape'>;
+
+/**
+ * The 8-byte length and the header JSON (padded with spaces to a multiple of 8) for tensors laid
+ * out in the given order; checks names and dtypes. Returns each tensor's byte size too.
+ */
+export function safetensorsHeader(tensors: readonly TensorLayout[], metadata?: Record<string, string>): { prefix: Buffer; sizes: number[] } {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let off = 0;
   const seen = new Set<string>();
+  const sizes: number[] = [];
   for (const t of tensors) {
     if (!t.name || t.name === '__metadata__') throw new CrpoError('ERR_CRPO_SAFETENSORS', `invalid tensor name '${t.name}'`);
     if (seen.has(t.name)) throw new CrpoError('ERR_CRPO_SAFETENSORS', `duplicate tensor name '${t.name}'`);
     seen.add(t.name);
     if (!(t.dtype in SAFE_DTYPE_BYTES)) throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': unsupported dtype ${t.dtype}`);
-    const count = t.shape.reduce((a, s) => a * s, 1);
-    const want = count * SAFE_DTYPE_BYTES[t.dtype];
-    if (t.data.byteLength !== want) throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': ${t.data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (need ${want})`);
-    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [off, off + want] };
-    off += want;
+    const size = t.shape.reduce((a, s) => a * s, 1) * SAFE_DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [off, off + size] };
+    sizes.push(size);
+    off += size;
   }
   let json = JSON.stringify(header);
-  const pad = (8 - ((Buffer.byteLength(json) + 8) % 8)) % 8;
-  json += ' '.repeat(pad);
+  json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
   const hb = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + hb.length + off);
-  out.writeBigUInt64LE(BigInt(hb.length), 0);
-  hb.copy(out, 8);
-  let p = 8 + hb.length;
+  const prefix = Buffer.alloc(8 + hb.length);
+  prefix.writeBigUInt64LE(BigInt(hb.length), 0);
+  hb.copy(prefix, 8);
+  return { prefix, sizes };
+}
+
+function checkSize(t: TensorLayout, data: ArrayBufferView, want: number): void {
+  if (data.byteLength !== want) throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': ${data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (need ${want})`);
+}
+
+/** Serialises tensors (in the given order) into one safetensors buffer; header padded to 8 bytes. */
+export function serializeSafetensors(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Buffer {
+  const { prefix, sizes } = safetensorsHeader(tensors, metadata);
+  tensors.forEach((t, i) => checkSize(t, t.data, sizes[i]));
+  const out = Buffer.alloc(prefix.length + sizes.reduce((a, s) => a + s, 0));
+  prefix.copy(out, 0);
+  let p = prefix.length;
   for (const t of tensors) {
-    const src = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    out.set(src, p);
-    p += src.byteLength;
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), p);
+    p += t.data.byteLength;
   }
   return out;
+}
+
+/**
+ * Writes a safetensors file atomically, fetching each tensor's data only when its turn comes
+ * (`data(name)`), so that a large model is never held in memory as a whole.
+ */
+export function writeSafetensorsStreaming(file: string, tensors: readonly TensorLayout[], data: (name: string) => ArrayBufferView, metadata?: Record<string, string>): void {
+  const { prefix, sizes } = safetensorsHeader(tensors, metadata);
+  writeFileAtomicSyncWith(file, (fd) => {
+    fs.writeFileSync(fd, prefix);
+    tensors.forEach((t, i) => {
+      const d = data(t.name);
+      checkSize(t, d, sizes[i]);
+      fs.writeFileSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    });
+  });
 }
 
 /** Writes a safetensors file atomically (temp file, fsync, rename, fsync of the folder). */
