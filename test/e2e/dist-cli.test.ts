@@ -4,6 +4,8 @@
  * broadcast and barrier against values each can compute alone.
  */
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { distUnavailable } from '../helpers/dist-ranks';
 
@@ -23,6 +25,21 @@ d('crpo dist check', () => {
     const lines = r.stdout.trim().split('\n').sort();
     expect(lines).toHaveLength(2);
     lines.forEach((l, rank) => expect(l).toMatch(new RegExp(`^rank ${rank}/2 \\(local ${rank}, gloo on cpu, crpo, master 127\\.0\\.0\\.1:\\d+, joined in \\d+ ms\\): all-reduce sum/mean/max, broadcast, barrier: ok; all-reduce of 0\\.0 MiB: median`)));
+  }, 110000);
+
+  it('crpo train --nproc 2: rank 0 alone reports the run (one header, one summary)', () => {
+    const env = { ...process.env };
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-cli-'));
+    try {
+      const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'train', '--nproc', '2', '--steps', '2', '--set', 'data.pairs=4', '--set', 'data.valPairs=4', '--out', out], { cwd: root, env, encoding: 'utf8', timeout: 100000 });
+      expect(r.status).toBe(0);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo train: '))).toEqual([expect.stringMatching(/, 2 ranks, policy linear -> /)]);
+      expect(r.stdout.split('\n').filter((l) => l.startsWith('run folder: '))).toHaveLength(1);
+      expect(r.stdout.split('\n').filter((l) => l.startsWith('validation '))).toHaveLength(1);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
   }, 110000);
 
   it('an unknown action is a one-line usage error', () => {

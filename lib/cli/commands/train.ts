@@ -69,10 +69,14 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
 export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
   const config = resolveConfig({ file: argv.config as string | undefined, overrides: overridesFromArgv(argv) });
-  process.stderr.write(`crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`);
   // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
   const dist = await initDistributed();
+  if (dist.isMain) {
+    const ranks = dist.worldSize > 1 ? `, ${dist.worldSize} ranks` : '';
+    process.stderr.write(`crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}${ranks}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`);
+  }
   const r = await runRank(dist, () => train(config, { dist }));
+  if (!dist.isMain) return; // rank 0 writes the run folder and reports it
   const first = r.validation[0], last = r.validation[r.validation.length - 1];
   if (first && last) {
     const f = (v: number | null) => (v === null ? '-' : v.toFixed(3));
