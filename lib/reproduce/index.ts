@@ -455,7 +455,7 @@ export async function runReproduceJob(out: string, method: string, seed: number,
   const saved = readJson<ReproduceConfig & { fingerprint: string }>(file);
   if (!saved) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: missing or not JSON (the parent process writes it before starting runs)`);
   const { fingerprint: savedFp, ...rest } = saved;
-  const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...rest, force: false });
+  const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...rest, out, force: false });
   const fp = fingerprint(c);
   if (fp !== savedFp) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: settings fingerprint ${fp} differs from the recorded ${savedFp}`);
   const base = readJson<RunResult>(path.join(out, 'base', 'result.json'));

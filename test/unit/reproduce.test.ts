@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { REPRODUCE_DEFAULTS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, baseFingerprint, presetConfig, reproduce, spread, validateReproduceConfig } from '../../lib/reproduce';
+import { REPRODUCE_DEFAULTS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, baseFingerprint, presetConfig, reproduce, runReproduceJob, spread, validateReproduceConfig } from '../../lib/reproduce';
 import { configFromArgs, type ReproduceArgs } from '../../lib/cli/commands/reproduce';
 
 const args = (over: Partial<ReproduceArgs> = {}): ReproduceArgs => ({
@@ -129,4 +129,15 @@ describe('crpo reproduce with runs in child processes (jobs)', () => {
     expect(again.some((l) => l.startsWith('training '))).toBe(false);
     await expect(reproduce({ ...config, out: out2 }, { jobs: 0 })).rejects.toThrow(/jobs/);
   }, 180_000);
+
+  test('a worker without the settings or the base model of its parent says which is missing', async () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-worker-'));
+    try {
+      await expect(runReproduceJob(empty, 'grpo', 1, false)).rejects.toThrow(/reproduce-config\.json: missing or not JSON/);
+      fs.copyFileSync(path.join(out1, 'reproduce-config.json'), path.join(empty, 'reproduce-config.json'));
+      await expect(runReproduceJob(empty, 'grpo', 1, false)).rejects.toThrow(/no base model of these settings/);
+    } finally {
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
+  });
 });
