@@ -355,6 +355,35 @@ ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   return call;
 }
 
+Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
+                           std::vector<Napi::Value> keep) {
+  auto* w = new KernelWorker(env, op, std::move(work), result, std::move(keep));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+namespace {
+
+template <size_t N>
+std::vector<Napi::Value> present_arrays(const Napi::Object& o, const char* const (&keys)[N]) {
+  std::vector<Napi::Value> v;
+  for (const char* k : keys) {
+    Napi::Value x = o.Get(k);
+    if (!x.IsUndefined() && !x.IsNull()) v.push_back(x);
+  }
+  return v;
+}
+
+const char* const kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
+                                  "numOptions",  "origFormat", "cfFormat"};
+const char* const kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
+
+}  // namespace
+
+std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kCrrArrays); }
+std::vector<Napi::Value> grpo_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kGrpoArrays); }
+
 KernelWorker::KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
                            std::vector<Napi::Value> keep)
     : Napi::AsyncWorker(env, op.c_str()),

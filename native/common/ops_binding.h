@@ -86,4 +86,12 @@ class KernelWorker : public Napi::AsyncWorker {
   CapturedError error_;
 };
 
+// Starts `work` on a KernelWorker and returns its promise, which resolves to `result`.
+Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
+                           std::vector<Napi::Value> keep);
+
+// The typed arrays of a CRR / GRPO inputs object that an async call reads (for `keep`).
+std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs);
+std::vector<Napi::Value> grpo_input_arrays(const Napi::Object& inputs);
+
 }  // namespace crpo

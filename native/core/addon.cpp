@@ -8,20 +8,6 @@
 namespace crpo {
 namespace {
 
-const char* kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
-                            "numOptions",  "origFormat", "cfFormat"};
-const char* kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
-
-template <size_t N>
-std::vector<Napi::Value> arrays_of(const Napi::Object& o, const char* const (&keys)[N]) {
-  std::vector<Napi::Value> v;
-  for (const char* k : keys) {
-    Napi::Value x = o.Get(k);
-    if (!x.IsUndefined() && !x.IsNull()) v.push_back(x);
-  }
-  return v;
-}
-
 Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
@@ -33,13 +19,10 @@ Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    auto* w = new KernelWorker(
+    return queue_kernel(
         info.Env(), "videoTransform",
         [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
         c.output_value, {info[0], c.output_value});
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -54,11 +37,8 @@ Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
-    auto* w = new KernelWorker(info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
-                               arrays_of(info[0].As<Napi::Object>(), kCrrArrays));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    return queue_kernel(info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
+                        crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 
@@ -73,11 +53,8 @@ Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "grpoAdvantages", [&]() -> Napi::Value {
     GrpoCall c = parse_grpo(info, "grpoAdvantages");
-    auto* w = new KernelWorker(info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); },
-                               c.result, arrays_of(info[0].As<Napi::Object>(), kGrpoArrays));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    return queue_kernel(info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
+                        grpo_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 

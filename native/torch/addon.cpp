@@ -125,25 +125,10 @@ Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
     at::Device d = parse_device(options_arg(info, 1), "videoTransform");
-    auto* w = new KernelWorker(
+    return queue_kernel(
         info.Env(), "videoTransform", [c, d]() { prepare_thread(); run_video_transform(c, d); }, c.output_value,
         {info[0], c.output_value});
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
-}
-
-const char* kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
-                            "numOptions",  "origFormat", "cfFormat"};
-
-std::vector<Napi::Value> crr_arrays(const Napi::Object& o) {
-  std::vector<Napi::Value> v;
-  for (const char* k : kCrrArrays) {
-    Napi::Value x = o.Get(k);
-    if (!x.IsUndefined() && !x.IsNull()) v.push_back(x);
-  }
-  return v;
 }
 
 Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
@@ -159,11 +144,8 @@ Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
     at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
-    auto* w = new KernelWorker(info.Env(), "crrAdvantages", [c, d]() { prepare_thread(); run_crr(c, d); }, c.result,
-                               crr_arrays(info[0].As<Napi::Object>()));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    return queue_kernel(info.Env(), "crrAdvantages", [c, d]() { prepare_thread(); run_crr(c, d); }, c.result,
+                        crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 
