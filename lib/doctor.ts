@@ -68,7 +68,9 @@ export function formatDoctor(r: DoctorReport): string {
     const slow = r.blas.some((b) => /\/blas\/libblas/.test(b)) && !r.blas.some((b) => /openblas/.test(b));
     lines.push(`blas        ${blas}${slow ? '  (reference BLAS: ~34x slower matmul; apt-get install libopenblas0-pthread)' : ''}`);
     const started = Object.entries(TRAINING_MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
-    const relaunch = process.env.CRPO_MALLOC === 'default' ? 'off (CRPO_MALLOC=default)' : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
+    const own = Object.keys(TRAINING_MALLOC_ENV).filter((k) => process.env[k] !== undefined);
+    const relaunch = process.env.CRPO_MALLOC === 'default' ? 'no relaunch (CRPO_MALLOC=default)'
+      : own.length ? `no relaunch, the ${own.join(', ')} set here are used` : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
     lines.push(`malloc      ${r.torch.malloc ?? 'unknown (rebuild the torch addon)'}; training commands: ${relaunch}`);
     lines.push(`threads     torch intra-op ${r.threads.intraOp}, inter-op ${r.threads.interOp}; OMP_NUM_THREADS=${r.threads.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${r.threads.OPENBLAS_NUM_THREADS ?? 'unset'}`);
   } else {

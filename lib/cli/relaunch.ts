@@ -48,7 +48,8 @@ export function relaunchWithTrainingMalloc(script: string, args: readonly string
   if (!needsMallocRelaunch(args)) return false;
   const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: 'inherit', env: relaunchEnv() });
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  // A terminal's Ctrl-C reaches both processes; the child handles it, this one waits for its exit.
+  // A signal sent to this process alone is passed on; a terminal's Ctrl-C reaches the child
+  // directly too, so it may arrive twice (the trainer's and the ranks' handlers act once).
   const pass = (sig: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
