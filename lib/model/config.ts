@@ -39,6 +39,11 @@ export interface PolicyConfig {
   normEps: number;
   /** Std of the N(0, std) weight init. */
   initStd: number;
+  /**
+   * Std of the vision position tables' init. Patch embeddings have std ~0.8 on the synthetic
+   * clips: at 0.02 a position is ~2.5% of a token and moving direction stays at chance (docs/model.md).
+   */
+  posInitStd: number;
   /** Seed of the weight init and of sampling (the policy's own generator). */
   seed: number;
   /** 'float32' (CPU/CUDA) or 'bfloat16' (CUDA only). 'float64' exists for gradient checks. */
@@ -56,13 +61,13 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128, visionClipAttention: true,
     lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
-    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08,
+    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5,
   },
   small: {
     frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512, visionClipAttention: true,
     lmDim: 256, lmLayers: 4, lmHeads: 8, lmKvHeads: 2, lmMlp: 704,
-    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02,
+    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5,
   },
 };
 
@@ -98,7 +103,7 @@ export function resolvePolicyConfig(overrides: Partial<PolicyConfig> & { preset?
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
   if (typeof c.visionClipAttention !== 'boolean') throw invalidArg('config.visionClipAttention', 'a boolean', c.visionClipAttention, op);
-  for (const f of ['ropeTheta', 'normEps', 'initStd'] as const) {
+  for (const f of ['ropeTheta', 'normEps', 'initStd', 'posInitStd'] as const) {
     if (typeof c[f] !== 'number' || !(c[f] > 0) || !Number.isFinite(c[f])) throw invalidArg(`config.${f}`, 'a finite number > 0', c[f], op);
   }
   if (!['float32', 'bfloat16', 'float64'].includes(c.dtype)) throw invalidArg('config.dtype', "'float32' or 'bfloat16'", c.dtype, op);

@@ -11,7 +11,8 @@ import * as path from 'path';
 import { invalidArg } from '../errors';
 import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } from '../eval/metrics';
 import { answerCompletion, formatPrompt } from '../prompt';
-import { synthesize, type SynthItem } from '../synth';
+import type { Category } from '../data/schema';
+import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { POLICY_PRESETS, type PolicyConfig, type PolicyPresetName } from './config';
@@ -22,17 +23,34 @@ export interface SftOptions {
   /** Output folder: checkpoint/ and sft-report.json. */
   out: string;
   preset?: PolicyPresetName;
-  /** Train pairs per category (default 200). */
+  /**
+   * 'stream' (default): every step draws fresh synthetic pairs (the generator has no end), so
+   * the model never sees a clip twice; 'fixed': `pairs` pairs per category, `epochs` passes.
+   */
+  data?: 'stream' | 'fixed';
+  /** Stream: optimizer steps (0 = by maxSeconds only, then 1,000,000). */
+  steps?: number;
+  /** Train on both members of each pair ('both', default) or on the originals only ('original'). */
+  members?: 'both' | 'original';
+  /**
+   * Object colour of the training clips' dynamic questions: 'independent' of the answer (default)
+   * or 'shortcut' (names the original's answer with probability shortcutP, the RL train split's rule).
+   */
+  colour?: 'independent' | 'shortcut';
+  /** Categories of the training clips (default: all four). */
+  categories?: Category[];
+  /** Fixed: train pairs per category (default 200). */
   pairs?: number;
   /** Test pairs per category (default 50). */
   testPairs?: number;
+  /** Fixed: passes over the train pairs. */
   epochs?: number;
   batchSize?: number;
   /** Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%). */
   lr?: number;
   weightDecay?: number;
   seed?: number;
-  /** Train split: probability that object colour names the dynamic answer (lib/synth). */
+  /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
   /** Show "None of the above" as the last option (on for CRPO, so on here by default). */
   nullOption?: boolean;
@@ -42,6 +60,8 @@ export interface SftOptions {
   saveEvery?: number;
   /** Continue from out/checkpoint when it exists. */
   resume?: boolean;
+  /** Start from this checkpoint folder's weights (a second phase); '' = fresh weights. */
+  init?: string;
   /** Model overrides on top of the preset (e.g. { initStd: 0.05 }). */
   model?: Partial<Omit<PolicyConfig, 'vocabSize'>>;
   onProgress?: (p: SftProgress) => void;
@@ -56,26 +76,40 @@ export interface SftProgress {
   eta: number;
 }
 
+/** Held-out accuracy of the static questions by attribute (colour, shape, count). */
+export type StaticAttributeAcc = Partial<Record<'colour' | 'shape' | 'count', number>>;
+
 export interface SftReport {
   steps: number;
   trainSeconds: number;
   finalLoss: number;
+  /** Clips seen in training (stream: batches x batchSize). */
   trainItems: number;
   testItems: number;
   /** Chance level of Acc on the test split (mean of 1 / shown options). */
   chanceAcc: number;
   metrics: PairedMetrics;
+  staticAttributes: StaticAttributeAcc;
+  /**
+   * Share of held-out dynamic videos whose object colour names a wrong option that are answered
+   * with the option the colour names (the colour shortcut; 1/K for a policy that ignores colour).
+   */
+  colourShortcut: number | null;
   checkpoint: string;
   options: Omit<SftOptions, 'onProgress'>;
 }
 
 export const SFT_DEFAULTS = {
   preset: 'tiny' as PolicyPresetName,
+  data: 'stream' as 'stream' | 'fixed',
+  steps: 0,
+  members: 'both' as 'both' | 'original',
+  colour: 'independent' as 'independent' | 'shortcut',
   pairs: 200,
   testPairs: 50,
   epochs: 10,
-  batchSize: 16,
-  lr: 3e-3,
+  batchSize: 32,
+  lr: 1e-3,
   weightDecay: 0.01,
   seed: 1,
   shortcutP: 0.9,
@@ -83,6 +117,8 @@ export const SFT_DEFAULTS = {
   maxSeconds: 150,
   saveEvery: 100,
   resume: false,
+  init: '',
+  categories: SYNTH_DEFAULTS.categories,
 };
 
 function promptOf(it: SynthItem, nullOption: boolean): string {
@@ -120,17 +156,63 @@ function shuffled(n: number, seed: number): number[] {
   return a;
 }
 
+/** Held-out accuracy of the static questions per attribute (record meta.attribute). */
+export function staticAttributeAcc(records: readonly SynthItem['record'][], predictions: readonly number[]): StaticAttributeAcc {
+  const tally = new Map<string, [number, number]>();
+  records.forEach((r, i) => {
+    const a = (r.meta as { attribute?: string } | undefined)?.attribute;
+    if (r.category !== 'static' || !a) return;
+    const t = tally.get(a) ?? [0, 0];
+    t[0] += predictions[i] === r.answer ? 1 : 0;
+    t[1] += 1;
+    tally.set(a, t);
+  });
+  return Object.fromEntries([...tally].map(([a, [hit, n]]) => [a, hit / n])) as StaticAttributeAcc;
+}
+
+/**
+ * Training clips of one step. Stream: fresh pairs numbered from the step, cycling through the
+ * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order.
+ */
+function trainBatch(o: typeof SFT_DEFAULTS & SftOptions, step: number, fixed: readonly SynthItem[] | null, synth: { frames: number; size: number }): SynthItem[] {
+  if (fixed) {
+    const perEpoch = Math.ceil(fixed.length / o.batchSize);
+    const order = shuffled(fixed.length, o.seed * 1000 + Math.floor(step / perEpoch));
+    return order.slice((step % perEpoch) * o.batchSize, (step % perEpoch + 1) * o.batchSize).map((i) => fixed[i]);
+  }
+  const perPair = o.members === 'both' ? 2 : 1;
+  const pairs = Math.ceil(o.batchSize / perPair);
+  const cats = o.categories;
+  const out: SynthItem[] = [];
+  for (let j = 0; j < pairs; j++) {
+    const k = step * pairs + j;
+    const [a, b] = synthesizePair({ split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth }, cats[k % cats.length], Math.floor(k / cats.length));
+    out.push(a);
+    if (perPair === 2) out.push(b);
+  }
+  return out.slice(0, o.batchSize);
+}
+
 /** Trains a base policy and evaluates it; returns the report (also written to out/sft-report.json). */
 export async function runSft(options: SftOptions): Promise<SftReport> {
   const o = { ...SFT_DEFAULTS, ...options };
-  if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, 'runSft');
-  for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const) if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], 'runSft');
-  if (!(o.lr > 0)) throw invalidArg('lr', 'a number > 0', o.lr, 'runSft');
-  if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, 'runSft');
-  if (!(o.preset in POLICY_PRESETS)) throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, 'runSft');
+  const op = 'runSft';
+  if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, op);
+  for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const) if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], op);
+  if (!Number.isInteger(o.steps) || o.steps < 0) throw invalidArg('steps', 'an integer >= 0', o.steps, op);
+  if (o.data !== 'stream' && o.data !== 'fixed') throw invalidArg('data', "'stream' or 'fixed'", o.data, op);
+  if (o.members !== 'both' && o.members !== 'original') throw invalidArg('members', "'both' or 'original'", o.members, op);
+  if (o.colour !== 'independent' && o.colour !== 'shortcut') throw invalidArg('colour', "'independent' or 'shortcut'", o.colour, op);
+  if (!(o.lr > 0)) throw invalidArg('lr', 'a number > 0', o.lr, op);
+  if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
+  if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
+  if (!(o.preset in POLICY_PRESETS)) throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
+  if (o.data === 'stream' && o.steps === 0 && o.maxSeconds === 0) throw invalidArg('steps', 'an integer >= 1 when streaming without a time budget (maxSeconds 0)', o.steps, op);
   const shape = POLICY_PRESETS[o.preset];
   const synth = { frames: shape.frames, size: shape.imageSize };
-  const train = synthesize({ split: 'train', pairs: o.pairs, seed: o.seed, shortcutP: o.shortcutP, ...synth });
+  const trainOpts = { split: 'train' as const, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, categories: o.categories, ...synth };
+  const fixedAll = o.data === 'fixed' ? synthesize({ ...trainOpts, pairs: o.pairs }) : null;
+  const fixed = fixedAll && o.members === 'original' ? fixedAll.filter((it) => it.record.transform === 'none') : fixedAll;
   const test = synthesize({ split: 'test', pairs: o.testPairs, seed: o.seed + 1000, ...synth });
   const ckptDir = path.join(o.out, 'checkpoint');
   fs.mkdirSync(o.out, { recursive: true });
@@ -141,19 +223,26 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     const r = await loadCheckpoint(ckptDir);
     policy = r.policy;
     startStep = Number((r.manifest.meta as { sftStep?: number }).sftStep ?? r.manifest.step);
+  } else if (o.init) {
+    const dir = fs.existsSync(path.join(o.init, 'policy.json')) ? o.init : path.join(o.init, 'checkpoint');
+    if (!fs.existsSync(path.join(dir, 'policy.json'))) throw invalidArg('init', 'a native checkpoint folder (policy.json, or checkpoint/policy.json)', o.init, op);
+    policy = (await loadCheckpoint(dir, { optimizer: false })).policy;
   } else {
-    const tokenizer = Tokenizer.build([...train, ...test].map((it) => promptOf(it, o.nullOption)).concat([promptOf(train[0], !o.nullOption)]));
+    // The vocabulary: every question and option the generator can produce appears in a few
+    // pairs per category (options are drawn from short fixed lists).
+    const vocab = [...synthesize({ ...trainOpts, pairs: 24 }), ...test];
+    const tokenizer = Tokenizer.build(vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)]));
     policy = await Policy.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
   }
   try {
-    const perEpoch = Math.ceil(train.length / o.batchSize);
-    const steps = perEpoch * o.epochs;
-    const warmup = Math.max(1, Math.round(steps * 0.05));
+    const steps = fixed ? Math.ceil(fixed.length / o.batchSize) * o.epochs : o.steps > 0 ? o.steps : 1_000_000;
+    // With a time budget and no step count, the schedule follows the clock alone.
+    const warmup = Math.max(1, Math.round((o.steps > 0 || fixed ? steps : 40) * 0.05));
     // Warm-up, then cosine decay to 10% over the run; with a time budget the decay follows
     // whichever ends first (steps or seconds), so a run cut by the budget still ends at a low rate.
     const lrAt = (s: number, elapsed: number): number => {
       if (s < warmup) return (o.lr * (s + 1)) / warmup;
-      const byStep = (s - warmup) / Math.max(1, steps - warmup);
+      const byStep = o.steps > 0 || fixed ? (s - warmup) / Math.max(1, steps - warmup) : 0;
       const frac = Math.min(1, o.maxSeconds > 0 ? Math.max(byStep, elapsed / o.maxSeconds) : byStep);
       return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * frac)));
     };
@@ -163,28 +252,31 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     for (; step < steps; step++) {
       const elapsed = (Date.now() - t0) / 1000;
       if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
-      const epoch = Math.floor(step / perEpoch);
-      const order = shuffled(train.length, o.seed * 1000 + epoch);
-      const idx = order.slice((step % perEpoch) * o.batchSize, (step % perEpoch + 1) * o.batchSize);
-      const items = idx.map((i) => train[i]);
+      const items = trainBatch(o, step, fixed, synth);
       const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => answerCompletion(it.record.answer)), { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1 });
       loss = st.loss;
       const done = step + 1 - startStep;
       const el = (Date.now() - t0) / 1000;
       const rate = el / done;
       const left = Math.min((steps - step - 1) * rate, o.maxSeconds > 0 ? Math.max(0, o.maxSeconds - el) : Infinity);
-      o.onProgress?.({ step: step + 1, steps, loss, elapsed: el, eta: left });
+      o.onProgress?.({ step: step + 1, steps: o.maxSeconds > 0 && !fixed && o.steps === 0 ? step + 1 + Math.round(left / rate) : steps, loss, elapsed: el, eta: left });
       if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps) await saveCheckpoint(policy, ckptDir, { sftStep: step + 1 });
     }
     const trainSeconds = (Date.now() - t0) / 1000;
     await saveCheckpoint(policy, ckptDir, { sftStep: step, finished: true });
     const { metrics, samples } = await evaluateItems(policy, test, o.nullOption);
-    const chanceAcc = test.reduce((s, it) => s + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
+    const predictions = samples.map((x) => x.prediction);
+    const records = test.map((it) => it.record);
+    const chanceAcc = test.reduce((acc, it) => acc + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
     const { onProgress: _cb, ...rest } = options;
     void _cb;
-    const report: SftReport = { steps: step, trainSeconds, finalLoss: loss, trainItems: train.length, testItems: test.length, chanceAcc, metrics, checkpoint: ckptDir, options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'> };
+    const report: SftReport = {
+      steps: step, trainSeconds, finalLoss: loss, trainItems: fixed ? fixed.length : (step - startStep) * o.batchSize, testItems: test.length, chanceAcc, metrics,
+      staticAttributes: staticAttributeAcc(records, predictions), colourShortcut: colourShortcutRate(records, predictions),
+      checkpoint: ckptDir, options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
+    };
     writeFileAtomicSync(path.join(o.out, 'sft-report.json'), JSON.stringify(report, null, 1) + '\n');
-    writeFileAtomicSync(path.join(o.out, 'sft-test-predictions.jsonl'), samples.map((s) => JSON.stringify(s)).join('\n') + '\n');
+    writeFileAtomicSync(path.join(o.out, 'sft-test-predictions.jsonl'), samples.map((x) => JSON.stringify(x)).join('\n') + '\n');
     return report;
   } finally {
     policy.dispose();

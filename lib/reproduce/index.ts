@@ -23,9 +23,9 @@ import { svgToPng } from '../eval/report';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
-import { OBJECT_COLOURS, synthesize } from '../synth';
+import { colourShortcutRate, synthesize } from '../synth';
 import { DYNAMIC_CATEGORIES } from '../data/categories';
-import { TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
+import { COMPLETION_TOKENS_BY_KIND, TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
 import { sftBase } from '../train/sft';
@@ -197,7 +197,7 @@ interface EvalItem {
 
 /** Completion length: as configured, else by policy kind. */
 export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): number {
-  return c.maxNewTokens > 0 ? c.maxNewTokens : c.policy === 'linear' ? TRAIN_DEFAULTS.maxNewTokens : 6;
+  return c.maxNewTokens > 0 ? c.maxNewTokens : COMPLETION_TOKENS_BY_KIND[c.policy] ?? 32;
 }
 
 /** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */
@@ -229,25 +229,9 @@ async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: 
   return { metrics: computeMetrics(samples), shortcutRate: shortcutRate(items, samples), nullRate: nullOption && samples.length ? nulls / samples.length : null };
 }
 
-/** The option the object's colour names under the train split's shortcut (-1 when none). */
-function colourAnswer(it: EvalItem): number {
-  const v = it.record.video as { scene?: { objects?: { color?: string }[] } };
-  const colour = v.scene?.objects?.[0]?.color;
-  const k = colour ? OBJECT_COLOURS.indexOf(colour as (typeof OBJECT_COLOURS)[number]) : -1;
-  return k >= 0 && k < it.record.options.length ? k : -1;
-}
-
 /** Share of held-out dynamic predictions that follow the colour where the colour names a wrong option. */
 function shortcutRate(items: readonly EvalItem[], samples: readonly ScoredSample[]): number | null {
-  let n = 0, hit = 0;
-  items.forEach((it, i) => {
-    if (!DYNAMIC_CATEGORIES.includes(it.record.category)) return;
-    const k = colourAnswer(it);
-    if (k < 0 || k === it.record.answer) return;
-    n++;
-    if (samples[i].prediction === k) hit++;
-  });
-  return n ? hit / n : null;
+  return colourShortcutRate(items.map((it) => it.record), samples.map((x) => x.prediction));
 }
 
 /**

@@ -10,7 +10,7 @@
 import { invalidArg, outOfRange } from '../errors';
 import { transformFramesSync } from '../counterfactual';
 import { CATEGORIES, DyBenchRecord, SyntheticVideoSpec, type Category, type RecordTransform } from '../data/schema';
-import { mapDirection } from '../data/categories';
+import { DYNAMIC_CATEGORIES, mapDirection } from '../data/categories';
 import { Rng } from './rng';
 import { OBJECT_COLOURS, SHAPES, SCENE_VERSION, parseScene, renderScene, type ColourName, type Scene, type SceneObject, type Shape } from './render';
 
@@ -28,6 +28,12 @@ export interface SynthOptions {
   size?: number;
   /** Train split: probability that the object colour names the dynamic answer (default 0.9). */
   shortcutP?: number;
+  /**
+   * How object colour relates to the dynamic answer: 'shortcut' (colour names the original's
+   * answer with probability shortcutP; the train split's default) or 'independent' (drawn
+   * independently of the answer; the test split's rule, also usable for training data).
+   */
+  colour?: 'shortcut' | 'independent';
   /** Default: reversible_dynamics, moving_direction, event_sequence, static. */
   categories?: Category[];
 }
@@ -54,10 +60,36 @@ export const SYNTH_QUESTIONS = {
   count: { question: 'How many objects are there?', options: ['1', '2', '3', '4'] },
 } as const;
 
+/** The option the object's colour names under the train split's shortcut (-1 when none). */
+export function colourAnswer(record: DyBenchRecord): number {
+  const v = record.video as { scene?: { objects?: { color?: string }[] } };
+  const colour = v.scene?.objects?.[0]?.color;
+  const k = colour ? OBJECT_COLOURS.indexOf(colour as (typeof OBJECT_COLOURS)[number]) : -1;
+  return k >= 0 && k < record.options.length ? k : -1;
+}
+
+/**
+ * Share of dynamic predictions that follow the colour where the colour names a wrong option
+ * (null when no such item). A policy that reads the video scores ~0; one that reads colour ~1.
+ */
+export function colourShortcutRate(records: readonly DyBenchRecord[], predictions: readonly number[]): number | null {
+  let n = 0, hit = 0;
+  records.forEach((r, i) => {
+    if (!DYNAMIC_CATEGORIES.includes(r.category)) return;
+    const k = colourAnswer(r);
+    if (k < 0 || k === r.answer) return;
+    n++;
+    if (predictions[i] === k) hit++;
+  });
+  return n ? hit / n : null;
+}
+
 /** The colour that names answer index k under the shortcut (dynamic categories). */
 export function shortcutColour(answerIndex: number): ColourName {
   return OBJECT_COLOURS[answerIndex];
 }
+
+type ColourRule = 'shortcut' | 'independent';
 
 interface PairPlan {
   scene: Scene;
@@ -74,9 +106,9 @@ interface PairPlan {
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
 
 /** Colour for a dynamic item whose original answer is `answer` among `k` options. */
-function dynamicColour(rng: Rng, split: 'train' | 'test', answer: number, k: number, p: number): { colour: ColourName; matches: boolean } {
+function dynamicColour(rng: Rng, rule: ColourRule, answer: number, k: number, p: number): { colour: ColourName; matches: boolean } {
   let index: number;
-  if (split === 'train') {
+  if (rule === 'shortcut') {
     if (rng.next() < p) index = answer;
     else {
       index = rng.int(k - 1);
@@ -95,27 +127,27 @@ function scene(objects: SceneObject[]): Scene {
   return { version: SCENE_VERSION, background: 'gray', objects: objects.map((o) => ({ ...o, from: key(o.from), to: key(o.to) })) };
 }
 
-function planReversible(rng: Rng, split: 'train' | 'test', p: number): PairPlan {
+function planReversible(rng: Rng, split: ColourRule, p: number): PairPlan {
   const { question, options } = SYNTH_QUESTIONS.reversible_dynamics;
-  const answer = rng.int(3); // 0 grows, 1 shrinks, 2 unchanged
-  const { colour, matches } = dynamicColour(rng, split, answer, 3, p);
+  // 0 grows, 1 shrinks. "It stays the same size" is shown but never the gold answer: a clip whose
+  // size does not change is the same clip reversed, and a dynamic pair's answer must change.
+  const answer = rng.int(2);
+  const { colour, matches } = dynamicColour(rng, split, answer, 2, p);
   const small = rng.uniform(0.12, 0.2), big = rng.uniform(0.5, 0.62);
-  const still = rng.uniform(0.22, 0.55);
-  const maxSize = answer === 2 ? still : big;
-  const x = rng.uniform(maxSize / 2 + 0.02, 1 - maxSize / 2 - 0.02);
-  const y = rng.uniform(maxSize / 2 + 0.02, 1 - maxSize / 2 - 0.02);
-  const [s0, s1] = answer === 0 ? [small, big] : answer === 1 ? [big, small] : [still, still];
+  const x = rng.uniform(big / 2 + 0.02, 1 - big / 2 - 0.02);
+  const y = rng.uniform(big / 2 + 0.02, 1 - big / 2 - 0.02);
+  const [s0, s1] = answer === 0 ? [small, big] : [big, small];
   const shape = rng.pick(SHAPES);
   return {
     scene: scene([{ shape, color: colour, from: { x, y, size: s0 }, to: { x, y, size: s1 } }]),
     question, options: [...options], answer,
     transform: 'reverse',
-    partnerAnswer: answer === 2 ? 2 : 1 - answer, // grows <-> shrinks; unchanged stays
+    partnerAnswer: 1 - answer, // grows <-> shrinks
     meta: { shortcut_match: matches },
   };
 }
 
-function planMoving(rng: Rng, split: 'train' | 'test', p: number): PairPlan {
+function planMoving(rng: Rng, split: ColourRule, p: number): PairPlan {
   const { question, options } = SYNTH_QUESTIONS.moving_direction;
   const answer = rng.int(4);
   const dir = options[answer];
@@ -164,7 +196,7 @@ function eventObject(rng: Rng, event: SynthEvent, shape: Shape, colour: ColourNa
     : { shape, color: colour, from: { x: across, y: a0, size }, to: { x: across, y: a1, size }, visible };
 }
 
-function planEvent(rng: Rng, split: 'train' | 'test', p: number, T: number): PairPlan {
+function planEvent(rng: Rng, split: ColourRule, p: number, T: number): PairPlan {
   // Two different events, one per half of the clip, done by the same object (same shape and colour).
   const [first, second] = rng.shuffle(SYNTH_EVENTS).slice(0, 2) as SynthEvent[];
   const options = rng.shuffle([first, second]);
@@ -218,6 +250,9 @@ function planStatic(rng: Rng, index: number): PairPlan {
 }
 
 function checkOptions(o: SynthOptions, op: string): Required<SynthOptions> {
+  if (o !== null && typeof o === 'object' && o.colour !== undefined && o.colour !== 'shortcut' && o.colour !== 'independent') {
+    throw invalidArg('colour', "'shortcut' or 'independent'", o.colour, op);
+  }
   if (typeof o !== 'object' || o === null) throw invalidArg('options', 'an object', o, op);
   if (o.split !== 'train' && o.split !== 'test') throw invalidArg('split', "'train' or 'test'", o.split, op);
   if (!Number.isInteger(o.pairs) || o.pairs < 0) throw outOfRange('pairs', 'an integer >= 0', o.pairs, op);
@@ -233,7 +268,8 @@ function checkOptions(o: SynthOptions, op: string): Required<SynthOptions> {
   for (const c of categories) {
     if (!CATEGORIES.includes(c) || c === 'other') throw invalidArg('categories[]', `one of ${CATEGORIES.filter((x) => x !== 'other').join(', ')}`, c, op);
   }
-  return { split: o.split, pairs: o.pairs, seed: o.seed, frames, size, shortcutP, categories: [...new Set(categories)] };
+  const colour = o.colour ?? (o.split === 'train' ? 'shortcut' : 'independent');
+  return { split: o.split, pairs: o.pairs, seed: o.seed, frames, size, shortcutP, colour, categories: [...new Set(categories)] };
 }
 
 /** The two records of pair `index` of `category` (no pixels). */
@@ -241,9 +277,9 @@ export function synthesizePairRecords(o: SynthOptions, category: Category, index
   const c = checkOptions({ ...o, categories: [category] }, 'synthesizePairRecords');
   const rng = new Rng(`crpo-synth|${c.seed}|${c.split}|${category}|${index}`);
   const plan =
-    category === 'reversible_dynamics' ? planReversible(rng, c.split, c.shortcutP)
-    : category === 'moving_direction' ? planMoving(rng, c.split, c.shortcutP)
-    : category === 'event_sequence' ? planEvent(rng, c.split, c.shortcutP, c.frames)
+    category === 'reversible_dynamics' ? planReversible(rng, c.colour, c.shortcutP)
+    : category === 'moving_direction' ? planMoving(rng, c.colour, c.shortcutP)
+    : category === 'event_sequence' ? planEvent(rng, c.colour, c.shortcutP, c.frames)
     : planStatic(rng, index);
   const pairId = `synth-${c.split}-${category}-${String(index).padStart(5, '0')}`;
   const base: SyntheticVideoSpec = { kind: 'synthetic', scene: plan.scene as unknown as Record<string, unknown>, frames: c.frames, height: c.size, width: c.size, transform: 'none' };
@@ -282,18 +318,25 @@ export function renderSynthetic(spec: SyntheticVideoSpec): Uint8Array {
   return transformFramesSync(frames, { shape: [1, v.frames, v.height, v.width, 3], transform: v.transform, swapAt: v.swap_at }) as Uint8Array;
 }
 
-/** Records plus pixels; the partner's pixels are the original's passed through the transform. */
+/**
+ * Pair `index` of `category` with pixels: the original, then its partner (the original's pixels
+ * passed through the transform). Any index works, so a trainer can draw fresh pairs without end.
+ */
+export function synthesizePair(o: SynthOptions, category: Category, index: number): [SynthItem, SynthItem] {
+  const [a, b] = synthesizePairRecords(o, category, index);
+  const va = a.video as SyntheticVideoSpec, vb = b.video as SyntheticVideoSpec;
+  const original = renderScene(va.scene as unknown as Scene, va.frames, va.height, va.width);
+  const shape = [1, va.frames, va.height, va.width, 3];
+  const transform = vb.transform as Exclude<RecordTransform, 'none'>;
+  const partner = transformFramesSync(original, { shape, transform, swapAt: vb.swap_at }) as Uint8Array;
+  return [{ record: a, frames: original }, { record: b, frames: partner }];
+}
+
+/** Records plus pixels, per category, per pair: original then partner. */
 export function* synthesizeStream(options: SynthOptions): Generator<SynthItem> {
   const c = checkOptions(options, 'synthesize');
   for (const category of c.categories) {
-    for (let i = 0; i < c.pairs; i++) {
-      const [a, b] = synthesizePairRecords(c, category, i);
-      const va = a.video as SyntheticVideoSpec, vb = b.video as SyntheticVideoSpec;
-      const original = renderScene(va.scene as unknown as Scene, va.frames, va.height, va.width);
-      const partner = transformFramesSync(original, { shape: [1, va.frames, va.height, va.width, 3], transform: vb.transform as Exclude<RecordTransform, 'none'>, swapAt: vb.swap_at }) as Uint8Array;
-      yield { record: a, frames: original };
-      yield { record: b, frames: partner };
-    }
+    for (let i = 0; i < c.pairs; i++) yield* synthesizePair(c, category, i);
   }
 }
 

@@ -73,7 +73,10 @@ export interface TrainConfig {
   beta: number;
   /** Loss aggregation: seq-mean-token-mean | token-mean | seq-mean-token-sum-norm. */
   aggregation: (typeof LOSS_AGGREGATIONS)[number];
-  /** Largest completion length (and the divisor of seq-mean-token-sum-norm). */
+    /**
+   * Largest completion length (and the divisor of seq-mean-token-sum-norm); 0 = by policy kind
+   * (COMPLETION_TOKENS_BY_KIND: long enough for the kind's `<answer>X</answer>` and its end token).
+   */
   maxNewTokens: number;
   /** Sampling temperature of the rollouts (log-probs use the same temperature). */
   temperature: number;
@@ -111,6 +114,13 @@ export interface TrainConfig {
   progress: boolean;
 }
 
+/**
+ * Completion length by policy kind when maxNewTokens is 0: linear 2 (style + option token);
+ * native 6 (`<answer>`, letter, `</answer>`, end, and room for one stray token); qwen 32 (a
+ * subword tokenizer spells the tags in several pieces). A kind not listed gets 32.
+ */
+export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { linear: 2, native: 6, qwen: 32 };
+
 export const TRAIN_DEFAULTS: TrainConfig = {
   algo: 'crpo',
   data: { train: 'synthetic', val: 'synthetic', pairs: 60, valPairs: 30, seed: 1, frames: 8, size: 32, shortcutP: 0.95 },
@@ -130,7 +140,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   clipHigh: 0.2,
   beta: 0.04,
   aggregation: 'seq-mean-token-mean',
-  maxNewTokens: 2,
+  maxNewTokens: 0,
   temperature: 1,
   norm: 'per-branch',
   advEps: 1e-6,
@@ -174,7 +184,7 @@ const Schema = z
     clipHigh: nonneg,
     beta: nonneg,
     aggregation: z.enum(LOSS_AGGREGATIONS),
-    maxNewTokens: int.min(1),
+    maxNewTokens: int.min(0),
     temperature: num.gt(0),
     norm: z.enum(['per-branch', 'joint', 'none']),
     advEps: nonneg,
@@ -279,6 +289,7 @@ export function resolveConfig(o: { file?: string; overrides?: Plain; checkData?:
     throw new ConfigError(`${source}: ${where}: expected ${expectation(issue)} but received ${JSON.stringify(value)}`);
   }
   const c = r.data as TrainConfig;
+  if (c.maxNewTokens === 0) c.maxNewTokens = COMPLETION_TOKENS_BY_KIND[c.policy.kind] ?? 32;
   if (!ALGORITHMS.has(c.algo)) throw new ConfigError(`${source}: algo: unknown algorithm '${c.algo}'; known: ${ALGORITHMS.names().join(', ')}`);
   if (o.checkData !== false) {
     for (const [k, v] of [['data.train', c.data.train], ['data.val', c.data.val]] as const) {

@@ -1,64 +1,180 @@
 /**
- * The main job of `crpo demo` (crpo-method.md sections 1-8 end to end, on one CPU): generate the
- * synthetic DyBench with the colour shortcut on, make a base model by a short supervised warm
- * start (it leans on the shortcut), post-train it with CRPO and, for comparison, with GRPO under
- * the same budget, and report Acc / P-Acc / sensitivity / invariance of the base and trained
- * policies on held-out pairs whose colour says nothing about the answer.
+ * The main job of `crpo demo` (crpo-method.md sections 1-8 end to end, on one CPU): make a base
+ * model that reads the video but answers dynamic questions by a static cue, post-train it with
+ * CRPO and, for comparison, with GRPO under the same budget over several seeds, and report Acc /
+ * P-Acc / sensitivity / colour-shortcut answers of the base and trained policies on held-out
+ * pairs whose colour says nothing about the answer.
+ *
+ * Policies: 'native' (default), the libtorch tiny video-language model (docs/model.md), whose base
+ * is made in two supervised phases (lib/model runSft): fresh clips of every category with colour
+ * independent of the answer (it learns to see and to read the options), then originals whose
+ * object colour names the dynamic answer (it learns to lean on colour, as pretrained video LLMs
+ * lean on static cues). 'linear', the TypeScript toy policy (seconds; for tests).
  */
 import * as path from 'path';
 import { resolveConfig, type TrainConfig } from './config';
 import { sftBase } from './sft';
 import { train, type ValidationResult } from './trainer';
 
+export type DemoPolicy = 'native' | 'linear';
+
 export interface DemoOptions {
   out: string;
-  /** RL steps per algorithm. */
-  steps: number;
+  /** Policy kind (default 'native'). */
+  policy?: DemoPolicy;
+  /** RL steps per run (0 or absent: the policy's preset). */
+  steps?: number;
   /** Algorithms to post-train the base model with. */
   algos: string[];
-  seed: number;
+  /** One RL run per algorithm and seed (default: the preset's seeds). */
+  seeds?: number[];
   log(message: string): void;
 }
 
+/** Settings of one policy kind's demo. */
+export interface DemoPreset {
+  seeds: number[];
+  /** RL: steps, prompts per step, G, learning rate, sampling temperature. */
+  steps: number;
+  batchSize: number;
+  groupSize: number;
+  lr: number;
+  temperature: number;
+  /** RL train split: pairs per category and the shortcut probability; held-out pairs per category. */
+  trainPairs: number;
+  shortcutP: number;
+  valPairs: number;
+  /** Base model (native): capability phase, then shortcut phase, in optimizer steps of `baseBatch` clips. */
+  capabilitySteps: number;
+  shortcutSteps: number;
+  baseBatch: number;
+  baseLr: number;
+  /** Base model (linear): supervised steps. */
+  linearBaseSteps: number;
+}
+
+export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
+  native: {
+    seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 3e-4, temperature: 1,
+    trainPairs: 100, shortcutP: 0.95, valPairs: 30,
+    capabilitySteps: 600, shortcutSteps: 150, baseBatch: 32, baseLr: 1e-3, linearBaseSteps: 0,
+  },
+  linear: {
+    seeds: [0], steps: 400, batchSize: 8, groupSize: 8, lr: 0.02, temperature: 2,
+    trainPairs: 60, shortcutP: 0.95, valPairs: 30,
+    capabilitySteps: 0, shortcutSteps: 0, baseBatch: 16, baseLr: 0.05, linearBaseSteps: 30,
+  },
+};
+
 export interface DemoRow {
   model: string;
-  val: ValidationResult;
+  /** Final held-out validation of each seed's run (the base: one entry). */
+  runs: ValidationResult[];
   seconds: number;
 }
 
-/** The demo's training config: the synthetic DyBench, the built-in linear policy, sampling at temperature 2. */
-export function demoConfig(o: { out: string; steps: number; seed: number; algo: string; init: string }): TrainConfig {
+/** The demo's training config for one RL run. */
+export function demoConfig(o: { out: string; policy: DemoPolicy; steps: number; seed: number; algo: string; init: string }): TrainConfig {
+  const p = DEMO_PRESETS[o.policy];
   return resolveConfig({
     overrides: {
-      algo: o.algo, out: o.out, resume: 'never', steps: o.steps, seed: o.seed, lr: 0.02, temperature: 2, batchSize: 8, groupSize: 8,
-      valEvery: Math.max(1, Math.floor(o.steps / 4)), saveEvery: Math.max(1, Math.floor(o.steps / 4)), dumpEvery: Math.max(1, Math.floor(o.steps / 8)),
-      data: { train: 'synthetic', val: 'synthetic', pairs: 60, valPairs: 30, seed: 1, shortcutP: 0.95 },
-      policy: { kind: 'linear', init: o.init },
+      algo: o.algo, out: o.out, resume: 'never', steps: o.steps, seed: o.seed, lr: p.lr, temperature: p.temperature,
+      batchSize: p.batchSize, groupSize: p.groupSize,
+      // The same prompt for every algorithm (null option shown), so that only the algorithm differs.
+      nullOption: o.policy === 'native' ? true : 'auto',
+      valEvery: Math.max(1, Math.floor(o.steps / 4)), saveEvery: o.steps, keepLast: 1, dumpEvery: Math.max(1, Math.floor(o.steps / 8)),
+      progress: false,
+      data: { train: 'synthetic', val: 'synthetic', pairs: p.trainPairs, valPairs: p.valPairs, seed: 1, shortcutP: p.shortcutP },
+      policy: { kind: o.policy, init: o.init },
     },
   });
 }
 
+/** The native base model: two supervised phases on fresh synthetic clips (see the file comment). */
+async function nativeBase(dir: string, p: DemoPreset, log: (m: string) => void): Promise<string> {
+  const { runSft } = await import('../model/sft');
+  const common = { batchSize: p.baseBatch, lr: p.baseLr, maxSeconds: 0, saveEvery: 0, nullOption: true, seed: 1, testPairs: 10 };
+  let last = 0;
+  const progress = (phase: string) => (q: { step: number; steps: number; loss: number; elapsed: number; eta: number }): void => {
+    if (q.elapsed - last < 15 && q.step !== q.steps) return;
+    last = q.elapsed;
+    log(`    ${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`);
+  };
+  const cap = path.join(dir, 'capability');
+  await runSft({ ...common, out: cap, steps: p.capabilitySteps, members: 'both', colour: 'independent', onProgress: progress('fresh clips, colour independent of the answer') });
+  last = 0;
+  await runSft({ ...common, out: dir, init: cap, steps: p.shortcutSteps, lr: p.baseLr / 2, members: 'original', colour: 'shortcut', shortcutP: 1, onProgress: progress('originals, colour names the dynamic answer') });
+  return dir;
+}
+
 export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
+  const policy: DemoPolicy = o.policy ?? 'native';
+  const p = DEMO_PRESETS[policy];
+  const steps = o.steps && o.steps > 0 ? o.steps : p.steps;
+  const seeds = o.seeds && o.seeds.length ? o.seeds : p.seeds;
   const baseDir = path.join(o.out, 'base');
   const t0 = Date.now();
-  o.log(`1/3 synthetic DyBench (4 categories x 60 train pairs, colour names the answer with p = 0.95; 4 x 30 held-out pairs without the shortcut)`);
-  o.log(`2/3 base model: supervised warm start of the built-in linear policy -> ${baseDir}`);
-  const cfg = demoConfig({ out: path.join(o.out, 'unused'), steps: o.steps, seed: o.seed, algo: 'crpo', init: '' });
-  await sftBase(cfg, { steps: 30, batchSize: 16, lr: 0.05, nullOption: true, out: baseDir, log: (m) => o.log(`    ${m}`) });
+  o.log(`1/3 synthetic DyBench: RL train split 4 categories x ${p.trainPairs} pairs, colour names the dynamic answer with p = ${p.shortcutP}; held-out 4 x ${p.valPairs} pairs, colour independent of the answer`);
+  if (policy === 'native') {
+    o.log(`2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`);
+    await nativeBase(baseDir, p, o.log);
+  } else {
+    o.log(`2/3 base model: supervised warm start of the built-in linear policy -> ${baseDir}`);
+    const cfg = demoConfig({ out: path.join(o.out, 'unused'), policy, steps, seed: seeds[0], algo: 'crpo', init: '' });
+    await sftBase(cfg, { steps: p.linearBaseSteps, batchSize: p.baseBatch, lr: p.baseLr, nullOption: true, out: baseDir, log: (m) => o.log(`    ${m}`) });
+  }
+  const baseSeconds = (Date.now() - t0) / 1000;
   const rows: DemoRow[] = [];
-  for (const [i, algo] of o.algos.entries()) {
-    o.log(`3/3 post-training with ${algo} (${i + 1}/${o.algos.length}), ${o.steps} steps -> ${path.join(o.out, algo)}`);
+  const total = o.algos.length * seeds.length;
+  let k = 0;
+  for (const algo of o.algos) {
     const t = Date.now();
-    const r = await train(demoConfig({ out: path.join(o.out, algo), steps: o.steps, seed: o.seed, algo, init: baseDir }), { log: (m) => o.log(`    ${m}`) });
-    if (rows.length === 0) rows.push({ model: 'base (SFT)', val: r.validation[0], seconds: (t - t0) / 1000 });
-    rows.push({ model: `+ ${algo}`, val: r.validation[r.validation.length - 1], seconds: (Date.now() - t) / 1000 });
+    const runs: ValidationResult[] = [];
+    for (const seed of seeds) {
+      k++;
+      const runDir = path.join(o.out, seeds.length > 1 ? `${algo}-seed${seed}` : algo);
+      o.log(`3/3 post-training ${k}/${total}: ${algo}, seed ${seed}, ${steps} steps -> ${runDir}`);
+      const r = await train(demoConfig({ out: runDir, policy, steps, seed, algo, init: baseDir }), { log: (m) => o.log(`    ${m}`) });
+      const first = r.validation[0], final = r.validation[r.validation.length - 1];
+      if (rows.length === 0) rows.push({ model: 'base (SFT)', runs: [first], seconds: baseSeconds });
+      o.log(`    held-out: Acc ${pct(final.acc)}  P-Acc ${pct(final.p_acc)}  dynamic P-Acc ${pct(final['dynamic/p_acc'])} (base ${pct(first['dynamic/p_acc'])})`);
+      runs.push(final);
+    }
+    rows.push({ model: `+ ${algo}`, runs, seconds: (Date.now() - t) / 1000 });
   }
   return rows;
 }
 
+const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+
+/** Mean and sample standard deviation of the non-null values (null when none). */
+export function meanSd(values: readonly (number | null)[]): { mean: number; sd: number; n: number } | null {
+  const xs = values.filter((v): v is number => v !== null && Number.isFinite(v));
+  if (xs.length === 0) return null;
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return { mean, sd, n: xs.length };
+}
+
+const COLUMNS: [string, (v: ValidationResult) => number | null][] = [
+  ['Acc', (v) => v.acc],
+  ['P-Acc', (v) => v.p_acc],
+  ['dyn P-Acc', (v) => v['dynamic/p_acc']],
+  ['sensitivity', (v) => v.sensitivity],
+  ['invariance', (v) => v.invariance],
+  ['colour shortcut', (v) => v['dynamic/colour_shortcut'] ?? null],
+];
+
+/** The held-out table, % (mean ± sd over the seeds when there are several). */
 export function formatDemoTable(rows: readonly DemoRow[]): string {
-  const f = (v: number | null) => (v === null ? '   -  ' : (100 * v).toFixed(1).padStart(6));
-  const lines = ['model          |    Acc |  P-Acc | dyn P-Acc | sensitivity | invariance', '---------------|--------|--------|-----------|-------------|-----------'];
-  for (const r of rows) lines.push(`${r.model.padEnd(14)} | ${f(r.val.acc)} | ${f(r.val.p_acc)} |    ${f(r.val['dynamic/p_acc'])} |      ${f(r.val.sensitivity)} |     ${f(r.val.invariance)}`);
-  return lines.join('\n');
+  const cell = (xs: (number | null)[]): string => {
+    const m = meanSd(xs);
+    if (!m) return '-';
+    return m.n > 1 ? `${(100 * m.mean).toFixed(1)} ± ${(100 * m.sd).toFixed(1)}` : (100 * m.mean).toFixed(1);
+  };
+  const header = ['model', 'runs', ...COLUMNS.map(([n]) => n)];
+  const body = rows.map((r) => [r.model, String(r.runs.length), ...COLUMNS.map(([, f]) => cell(r.runs.map(f)))]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...body.map(line)].join('\n');
 }

@@ -14,6 +14,7 @@ import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo'
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../synth/rng';
+import { colourShortcutRate } from '../synth';
 import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
 import '../rollout/linear-policy';
 import '../rollout/native-policy';
@@ -44,6 +45,10 @@ export interface ValidationResult {
   invariance: number | null;
   'dynamic/acc': number;
   'dynamic/p_acc': number;
+  /** Share of held-out answers that did not parse. */
+  invalid: number;
+  /** Held-out dynamic videos whose colour names a wrong option: share answered with that option (synthetic data). */
+  'dynamic/colour_shortcut': number | null;
 }
 
 export interface TrainResult {
@@ -54,6 +59,8 @@ export interface TrainResult {
   digest: string;
   plots: string[];
   skippedSteps: number;
+  /** Steps on which no sampled answer of the original branch parsed (format reward 0 for all). */
+  invalidSteps: number;
 }
 
 function algoSettings(c: TrainConfig): AlgoSettings {
@@ -72,7 +79,8 @@ export async function validate(policy: Policy, val: readonly ValItem[], nullOpti
   const g = computeMetrics(samples).groups;
   return {
     step, acc: g.all?.acc ?? 0, p_acc: g.all?.p_acc ?? 0, sensitivity: g.all?.sensitivity ?? null, invariance: g.all?.invariance ?? null,
-    'dynamic/acc': g.dynamic?.acc ?? 0, 'dynamic/p_acc': g.dynamic?.p_acc ?? 0,
+    'dynamic/acc': g.dynamic?.acc ?? 0, 'dynamic/p_acc': g.dynamic?.p_acc ?? 0, invalid: g.all?.invalid_rate ?? 0,
+    'dynamic/colour_shortcut': colourShortcutRate(val.map((v) => v.record), samples.map((x) => x.prediction)),
   };
 }
 
@@ -123,6 +131,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   const runValidation = async (step: number): Promise<void> => {
     if (val.length === 0) return;
     const v = await validate(policy, val, plan.nullOption, step, c.maxNewTokens);
+    if (v.invalid === 1) say(`warning: validation at step ${step}: no held-out answer parsed (maxNewTokens ${c.maxNewTokens})`);
     validation.push(v);
     await log.validation({ ...v });
     hooks.onValidation?.({ ...v });
@@ -131,6 +140,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
 
   const progress = new Progress(c.steps, startStep, c.progress && main);
   let skippedSteps = 0;
+  let invalidSteps = 0;
   try {
     for (let step = startStep; step < c.steps; step++) {
       const tStep = performance.now();
@@ -181,6 +191,15 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         if (plan.trainSecond) second[b].forEach((x, j) => seqs.push({ prompt: batch.length + b, tokens: x.tokens, advantage: scores.secondAdvantage[b * H + j], oldLogprobs: x.logprobs }));
       });
       const rewardSeconds = (performance.now() - tReward) / 1000;
+      // No parsable answer at all: every reward is the same, nothing is learned. Say so, loudly.
+      const validShare = Number(scores.components['orig/format'] ?? 1);
+      if (validShare === 0) {
+        invalidSteps++;
+        if (invalidSteps === 1 || invalidSteps % 10 === 0) {
+          say(`warning: step ${step + 1}: no sampled answer parsed as <answer>X</answer> (${invalidSteps} such step(s) so far); ` +
+            `maxNewTokens is ${c.maxNewTokens}: is it long enough for this policy's answers?`);
+        }
+      }
 
       // ---- 5. update: frozen-reference log-probs, then mu passes over the batch ----------
       const tUpdate = performance.now();
@@ -241,12 +260,15 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         log.sync();
         await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest() }, c.keepLast);
       }
-      progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
+      progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), valid: validShare, ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
       await hooks.onStep?.(line);
     }
     await runValidation(c.steps);
+    if (invalidSteps > 0) {
+      say(`warning: on ${invalidSteps} of ${c.steps - startStep} steps no sampled answer parsed (format reward 0 for every rollout)`);
+    }
     const plots = main && c.plots ? await writePlots(c.out, `crpo train --algo ${c.algo}`) : [];
-    return { runDir: path.resolve(c.out), steps: c.steps, resumedFrom: resumeDir, validation, digest: policy.weightsDigest(), plots, skippedSteps };
+    return { runDir: path.resolve(c.out), steps: c.steps, resumedFrom: resumeDir, validation, digest: policy.weightsDigest(), plots, skippedSteps, invalidSteps };
   } finally {
     await log.close();
     policy.dispose();

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import YAML from 'yaml';
-import { learningRate, resolveConfig, saveResolvedConfig, TRAIN_DEFAULTS } from '../../lib/train/config';
+import { COMPLETION_TOKENS_BY_KIND, learningRate, resolveConfig, saveResolvedConfig, TRAIN_DEFAULTS } from '../../lib/train/config';
 import { overridesFromArgv } from '../../lib/cli/commands/train';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-train-config-'));
@@ -23,8 +23,18 @@ function rejects(overrides: Record<string, unknown>): string {
 }
 
 describe('resolveConfig', () => {
-  it('returns the defaults when nothing is given', () => {
-    expect(resolveConfig()).toEqual(TRAIN_DEFAULTS);
+  it('returns the defaults when nothing is given (completion length resolved by policy kind)', () => {
+    expect(TRAIN_DEFAULTS.maxNewTokens).toBe(0);
+    expect(resolveConfig()).toEqual({ ...TRAIN_DEFAULTS, maxNewTokens: COMPLETION_TOKENS_BY_KIND.linear });
+  });
+
+  it('sizes completions by policy kind unless maxNewTokens is given', () => {
+    // The native policy answers `<answer> X </answer> <eos>`: 4 tokens, which a length of 2 cuts off.
+    expect(resolveConfig({ overrides: { policy: { kind: 'native' } } }).maxNewTokens).toBe(6);
+    expect(resolveConfig({ overrides: { policy: { kind: 'qwen' } } }).maxNewTokens).toBe(32);
+    expect(resolveConfig({ overrides: { policy: { kind: 'linear' } } }).maxNewTokens).toBe(2);
+    expect(resolveConfig({ overrides: { policy: { kind: 'native' }, maxNewTokens: 9 } }).maxNewTokens).toBe(9);
+    expect(rejects({ maxNewTokens: -1 })).toMatch(/maxNewTokens/);
   });
 
   it('applies a YAML file, then flags, then dotted --set pairs', () => {

@@ -107,6 +107,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.rope_theta = opt_number(o, "ropeTheta", op, c.rope_theta);
   c.norm_eps = opt_number(o, "normEps", op, c.norm_eps);
   c.init_std = opt_number(o, "initStd", op, c.init_std);
+  c.pos_init_std = opt_number(o, "posInitStd", op, c.pos_init_std);
   c.pad_id = opt_int(o, "padId", op, c.pad_id, 0, 1 << 24);
   c.seed = static_cast<uint64_t>(opt_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));
   c.dtype = opt_string(o, "dtype", op, c.dtype);

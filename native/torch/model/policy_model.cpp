@@ -79,6 +79,7 @@ void PolicyConfig::validate() const {
   if (!(rope_theta > 0)) config_error("ropeTheta", "must be > 0");
   if (!(norm_eps > 0)) config_error("normEps", "must be > 0");
   if (!(init_std > 0)) config_error("initStd", "must be > 0");
+  if (!(pos_init_std > 0)) config_error("posInitStd", "must be > 0");
   if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64") config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
   torch::Device d(torch::kCPU);
   try {
@@ -429,7 +430,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 // GPT-2 style init from the policy's own generator: N(0, std) matrices, output projections
-// scaled by 1/sqrt(2 * layers), norms at 1, biases at 0, positions N(0, 0.02).
+// scaled by 1/sqrt(2 * layers), norms at 1, biases at 0, positions N(0, pos_init_std). The
+// patch embedding outputs have std ~0.8 on these clips: positions at 0.02 are ~2.5% of a token,
+// too little for identical background patches to be told apart (docs/model.md, "Levers").
 void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generator& gen) {
   torch::NoGradGuard ng;
   const double out_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(std::max(c.lm_layers, c.vision_layers)));
@@ -437,7 +440,7 @@ void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generato
     const std::string& n = kv.key();
     auto& p = kv.value();
     if (ends_with(n, "_pos")) {
-      p.normal_(0.0, 0.02, gen);
+      p.normal_(0.0, c.pos_init_std, gen);
     } else if (p.dim() == 1) {
       if (ends_with(n, ".bias")) p.zero_();
       else p.fill_(1.0);
@@ -447,6 +450,17 @@ void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generato
       p.normal_(0.0, s, gen);
     }
   }
+}
+
+// Weight decay applies to the weight matrices only: not to norms and biases (1-D), nor to the
+// position tables and the token embedding, which decay would pull towards zero between uses.
+std::vector<bool> decay_mask(torch::nn::Module& net) {
+  std::vector<bool> mask;
+  for (auto& kv : net.named_parameters()) {
+    const std::string& n = kv.key();
+    mask.push_back(kv.value().dim() >= 2 && !ends_with(n, "_pos") && !ends_with(n, "embed.weight"));
+  }
+  return mask;
 }
 
 torch::ScalarType dtype_of(const std::string& s) {
@@ -472,6 +486,7 @@ Policy::Policy(const PolicyConfig& c) : cfg_(c), device_(torch::kCPU) {
   gen_ = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
   net_ = PolicyNet(cfg_);
   init_parameters(*net_, cfg_, gen_);
+  decay_ = decay_mask(*net_);
   net_->to(device_, dtype_);
   for (auto& p : net_->parameters()) {
     exp_avg_.push_back(torch::zeros(p.sizes(), p.options().dtype(torch::kFloat)));
@@ -482,6 +497,7 @@ Policy::Policy(const PolicyConfig& c) : cfg_(c), device_(torch::kCPU) {
 Policy::Policy(const Policy& other, bool frozen) : cfg_(other.cfg_), device_(other.device_), dtype_(other.dtype_), frozen_(frozen) {
   gen_ = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
   net_ = PolicyNet(cfg_);
+  decay_ = decay_mask(*net_);
   net_->to(device_, dtype_);
   torch::NoGradGuard ng;
   auto src = other.net_->parameters();
@@ -852,9 +868,10 @@ double reference_grad_norm(const std::vector<torch::Tensor>& grads) {
 }
 
 // AdamW, as torch.optim.AdamW: gradients scaled by `clip`, decoupled decay p *= 1 - lr*wd
-// (matrices only), bias-corrected moments; `step` counts this update.
+// (where decay[i]), bias-corrected moments; `step` counts this update.
 void reference_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
-                          std::vector<torch::Tensor>& exp_avg_sq, int64_t step, double clip, const OptimOptions& oo) {
+                          std::vector<torch::Tensor>& exp_avg_sq, const std::vector<bool>& decay, int64_t step, double clip,
+                          const OptimOptions& oo) {
   if (clip != 1.0) {
     for (auto& g : grads) g.mul_(clip);
   }
@@ -864,7 +881,7 @@ void reference_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch:
     auto& p = params[i];
     auto g = grads[i].to(torch::kFloat);
     auto pf = p.to(torch::kFloat);
-    if (oo.weight_decay > 0 && p.dim() >= 2) pf.mul_(1.0 - oo.lr * oo.weight_decay);
+    if (oo.weight_decay > 0 && decay[i]) pf.mul_(1.0 - oo.lr * oo.weight_decay);
     exp_avg[i].mul_(oo.beta1).add_(g, 1.0 - oo.beta1);
     exp_avg_sq[i].mul_(oo.beta2).addcmul_(g, g, 1.0 - oo.beta2);
     auto denom = (exp_avg_sq[i].sqrt() / std::sqrt(bc2)).add_(oo.eps);
@@ -922,13 +939,14 @@ CRPO_AVX2_CLONE void adamw_f32(float* __restrict p, const float* __restrict g, f
 }
 
 void fused_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
-                      std::vector<torch::Tensor>& exp_avg_sq, int64_t step, double clip, const OptimOptions& oo) {
+                      std::vector<torch::Tensor>& exp_avg_sq, const std::vector<bool>& decay, int64_t step, double clip,
+                      const OptimOptions& oo) {
   const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step));
   for (size_t i = 0; i < params.size(); i++) {
     auto& p = params[i];
     adamw_f32(p.data_ptr<float>(), grads[i].data_ptr<float>(), exp_avg[i].data_ptr<float>(), exp_avg_sq[i].data_ptr<float>(), p.numel(),
-              static_cast<float>(clip), clip != 1.0, static_cast<float>(1.0 - oo.lr * oo.weight_decay), oo.weight_decay > 0 && p.dim() >= 2,
+              static_cast<float>(clip), clip != 1.0, static_cast<float>(1.0 - oo.lr * oo.weight_decay), oo.weight_decay > 0 && decay[i],
               static_cast<float>(oo.beta1), static_cast<float>(1.0 - oo.beta1), static_cast<float>(oo.beta2), static_cast<float>(1.0 - oo.beta2),
               static_cast<float>(std::sqrt(bc2)), static_cast<float>(oo.eps), static_cast<float>(-oo.lr / bc1));
   }
@@ -1030,8 +1048,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   }
   const double clip = (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) ? oo.max_grad_norm / (st.grad_norm + 1e-6) : 1.0;
   step_ += 1;
-  if (fused) fused_adamw_step(params, grads, exp_avg_, exp_avg_sq_, step_, clip, oo);
-  else reference_adamw_step(params, grads, exp_avg_, exp_avg_sq_, step_, clip, oo);
+  if (fused) fused_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
+  else reference_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   st.step = step_;
   return st;
@@ -1553,7 +1571,11 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     oo.weight_decay = 0.05;
     oo.max_grad_norm = 2.0;
     std::vector<torch::Tensor> decay, no_decay;
-    for (auto& t : b2) (t.dim() >= 2 ? decay : no_decay).push_back(t);
+    std::vector<bool> mask;
+    for (auto& t : b2) {
+      (t.dim() >= 2 ? decay : no_decay).push_back(t);
+      mask.push_back(t.dim() >= 2);
+    }
     auto opts = torch::optim::AdamWOptions(oo.lr).betas({oo.beta1, oo.beta2}).eps(oo.eps);
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(oo.weight_decay)));
@@ -1568,7 +1590,7 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
       const double torch_norm = torch::nn::utils::clip_grad_norm_(b2, oo.max_grad_norm);
       compare_into(r, torch::tensor({norm}, torch::kDouble), torch::tensor({torch_norm}, torch::kDouble));
       const double clip = norm > oo.max_grad_norm ? oo.max_grad_norm / (norm + 1e-6) : 1.0;
-      fused_adamw_step(a, g, m, v, step, clip, oo);
+      fused_adamw_step(a, g, m, v, mask, step, clip, oo);
       ref.step();
       for (size_t i = 0; i < a.size(); i++) compare_into(r, a[i], b2[i]);
     }

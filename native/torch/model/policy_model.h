@@ -46,6 +46,7 @@ struct PolicyConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   double init_std = 0.02;
+  double pos_init_std = 0.02;  // std of the vision position tables' init
   int64_t pad_id = 0;
   uint64_t seed = 0;
   std::string dtype = "float32";  // "float32" | "bfloat16" (CUDA only)
@@ -350,6 +351,7 @@ class Policy {
   bool frozen_ = false;
   int64_t step_ = 0;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<bool> decay_;  // per parameter (named_parameters order): weight decay applies
 };
 
 // Finite-difference gradient check of one module in double precision on tiny shapes.
