@@ -348,6 +348,8 @@ export interface NativePolicyBatch {
   promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse'
   promptIds: Int32Array; // concatenated prompt token ids
   promptLengths: Int32Array; // (P)
+  /** Option slot of each prompt token (0 = none), aligned with promptIds; only with config.optionSlots > 0. */
+  promptSlots?: Int32Array;
   groupSize: number; // G: rows are prompt-major, row = p * G + g
 }
 

@@ -176,7 +176,10 @@ export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Pr
   const tokenizer = Tokenizer.fromJSON(m.tokenizer);
   let config: PolicyConfig;
   try {
-    config = resolvePolicyConfig({ ...m.config, ...(options.device ? { device: options.device } : {}) }, `${dir}/${MANIFEST_FILE} config`);
+    // A checkpoint written before option-slot embeddings existed has none (the presets' default
+    // would add a table that its weights lack); the init-only fields do not matter once trained.
+    const legacy = m.config && (m.config as Partial<PolicyConfig>).optionSlots === undefined ? { optionSlots: 0 } : {};
+    config = resolvePolicyConfig({ ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) }, `${dir}/${MANIFEST_FILE} config`);
   } catch (e) {
     throw ckptError(dir, (e as Error).message);
   }

@@ -44,6 +44,13 @@ export interface PolicyConfig {
    * clips: at 0.02 a position is ~2.5% of a token and moving direction stays at chance (docs/model.md).
    */
   posInitStd: number;
+  /**
+   * Option-slot embeddings (0 = off, else the most option lines, <= 26): every token of option
+   * line k of a prompt ("B. blue" is line 2) gets a learned vector of its slot added, as segment
+   * embeddings mark parts of an input. The decoder still has to match the options against the
+   * video; it no longer has to learn first which letter each word belongs to (docs/model.md).
+   */
+  optionSlots: number;
   /** Seed of the weight init and of sampling (the policy's own generator). */
   seed: number;
   /** 'float32' (CPU/CUDA) or 'bfloat16' (CUDA only). 'float64' exists for gradient checks. */
@@ -61,13 +68,13 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128, visionClipAttention: true,
     lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
-    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5,
+    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5, optionSlots: 8,
   },
   small: {
     frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512, visionClipAttention: true,
     lmDim: 256, lmLayers: 4, lmHeads: 8, lmKvHeads: 2, lmMlp: 704,
-    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5,
+    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5, optionSlots: 8,
   },
 };
 
@@ -100,6 +107,7 @@ export function resolvePolicyConfig(overrides: Partial<PolicyConfig> & { preset?
     if (typeof v !== 'number' || !Number.isInteger(v)) throw invalidArg(`config.${f}`, 'an integer', v, op);
     if (v < 1) throw outOfRange(`config.${f}`, 'an integer >= 1', v, op);
   }
+  if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26) throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
   if (typeof c.visionClipAttention !== 'boolean') throw invalidArg('config.visionClipAttention', 'a boolean', c.visionClipAttention, op);

@@ -15,7 +15,7 @@ import {
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
 import { LOSS_AGGREGATIONS, type LossAggregation } from './loss-reference';
-import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer } from './tokenizer';
+import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
 export type PolicyTransform = 'none' | 'hflip' | 'reverse' | 'hflip+reverse';
 export const POLICY_TRANSFORMS: readonly PolicyTransform[] = ['none', 'hflip', 'reverse', 'hflip+reverse'];
@@ -103,6 +103,15 @@ export interface TrainOptions {
   fullSequence?: boolean;
 }
 
+export interface SftStepOptions extends Omit<TrainOptions, 'epsLow' | 'epsHigh' | 'beta' | 'aggregation'> {
+  /**
+   * Weight of a language-model loss on the prompt text (next-token cross-entropy of the prompt's
+   * words after <bos>). A model trained from scratch learns the prompt's structure from it, as a
+   * pretrained LLM knows it: which letter labels which option (docs/model.md, "Levers"). 0 = off.
+   */
+  promptLmWeight?: number;
+}
+
 export interface RlCompletions extends Completions {
   advantages: Float32Array; // (N)
   /** (N, C) behaviour-policy log-probs; default: the current ones (ratio 1). */
@@ -135,6 +144,21 @@ function checkProbability(name: string, v: unknown, op: string, lo: number, loOp
   if (v === undefined) return;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw invalidArg(name, 'a finite number', v, op);
   if (loOpen ? !(v > lo) : !(v >= lo)) throw outOfRange(name, `a number ${loOpen ? '>' : '>='} ${lo}`, v, op);
+}
+
+/**
+ * The option slot of every token of `text` as Tokenizer.encode(text, { bos: true }) splits it:
+ * tokens of a line that starts with "<letter>. " (lib/prompt formatPrompt's option lines) get
+ * that letter's slot (A = 1, ...; 0 past `maxSlots`), every other token (and <bos>) 0.
+ */
+export function optionSlots(text: string, maxSlots: number): number[] {
+  const out = [0]; // <bos>
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z])\.\s/.exec(line);
+    const slot = m ? m[1].charCodeAt(0) - 64 : 0;
+    for (let k = pieces(line).length; k > 0; k--) out.push(slot <= maxSlots ? slot : 0);
+  }
+  return out;
 }
 
 export class Policy extends NativeHandle {
@@ -201,6 +225,8 @@ export class Policy extends NativeHandle {
     if (!Array.isArray(prompts) || (prompts.length === 0 && !allowEmpty)) throw invalidArg('inputs.prompts', allowEmpty ? 'an array of prompts' : 'a non-empty array of prompts', prompts, op);
     if (!isInt(groupSize) || groupSize < 1) throw invalidArg('inputs.groupSize', 'an integer >= 1', groupSize, op);
     const ids: number[] = [];
+    const slots: number[] = [];
+    const useSlots = this.config.optionSlots > 0;
     const lengths = new Int32Array(prompts.length);
     const video = new Int32Array(prompts.length);
     const transform: string[] = [];
@@ -211,20 +237,28 @@ export class Policy extends NativeHandle {
       const t = p.transform ?? 'none';
       if (!POLICY_TRANSFORMS.includes(t)) throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
       let pid: ArrayLike<number>;
+      let pslots: number[] | undefined;
       if (p.ids !== undefined) pid = p.ids;
-      else if (typeof p.text === 'string') pid = this.tokenizer.encode(p.text, { bos: true });
-      else throw invalidArg(`${where}.text`, 'a string (or ids)', p.text, op);
+      else if (typeof p.text === 'string') {
+        pid = this.tokenizer.encode(p.text, { bos: true });
+        if (useSlots) pslots = optionSlots(p.text, this.config.optionSlots);
+      } else throw invalidArg(`${where}.text`, 'a string (or ids)', p.text, op);
       if (pid.length < 1) throw outOfRange(`${where}.ids`, 'at least one token', pid.length, op);
       for (let k = 0; k < pid.length; k++) {
         const v = pid[k];
         if (!isInt(v) || v < 0 || v >= this.tokenizer.size) throw outOfRange(`${where}.ids[${k}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, v, op);
         ids.push(v);
       }
+      // Prompts given as ids carry no line structure: slot 0 (none) for every token.
+      if (useSlots) slots.push(...(pslots && pslots.length === pid.length ? pslots : new Array<number>(pid.length).fill(0)));
       lengths[i] = pid.length;
       video[i] = p.video;
       transform.push(t);
     });
-    return { frames, numVideos, promptVideo: video, promptTransform: transform, promptIds: Int32Array.from(ids), promptLengths: lengths, groupSize };
+    return {
+      frames, numVideos, promptVideo: video, promptTransform: transform, promptIds: Int32Array.from(ids), promptLengths: lengths, groupSize,
+      ...(useSlots ? { promptSlots: Int32Array.from(slots) } : {}),
+    };
   }
 
   private completions(c: Completions, rows: number, op: string): NativePolicyCompletions {
@@ -344,14 +378,19 @@ export class Policy extends NativeHandle {
     return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' })));
   }
 
-  /** One supervised step: teacher-forced cross-entropy (token mean) on target completions. */
-  async sftStep(inputs: PolicyInputs, targets: Completions | readonly string[], options: Omit<TrainOptions, 'epsLow' | 'epsHigh' | 'beta' | 'aggregation'> = {}): Promise<StepStats> {
+  /**
+   * One supervised step: teacher-forced cross-entropy (token mean) on target completions, plus
+   * `promptLmWeight` x the next-token cross-entropy of the prompt text (reported as `klLoss`).
+   */
+  async sftStep(inputs: PolicyInputs, targets: Completions | readonly string[], options: SftStepOptions = {}): Promise<StepStats> {
     const op = 'Policy.sftStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
     const b = this.batch(inputs, op);
     const rows = b.promptLengths.length * b.groupSize;
     const c = Array.isArray(targets) ? this.encodeTargets(targets as readonly string[], rows, op) : this.completions(targets as Completions, rows, op);
-    const o = this.trainOptions(options, op);
+    const { promptLmWeight, ...rest } = options;
+    checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
+    const o = { ...this.trainOptions(rest, op), ...(promptLmWeight !== undefined ? { promptLmWeight } : {}) };
     return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' })));
   }
 
@@ -379,7 +418,7 @@ export class Policy extends NativeHandle {
   async evalBatch(inputs: PolicyInputs, numOptions: readonly number[], options: { maxNewTokens?: number } = {}): Promise<EvalResult> {
     const op = 'Policy.evalBatch';
     if (!Array.isArray(numOptions) || numOptions.length !== inputs?.prompts?.length) throw invalidArg('numOptions', `an array of ${inputs?.prompts?.length} integers`, numOptions, op);
-    const g = await this.generate({ ...inputs, groupSize: 1 }, { greedy: true, maxNewTokens: options.maxNewTokens ?? 6, stop: [EOS_ID, ANSWER_CLOSE_ID] });
+    const g = await this.generate({ ...inputs, groupSize: 1 }, { greedy: true, maxNewTokens: options.maxNewTokens ?? 12, stop: [EOS_ID, ANSWER_CLOSE_ID] });
     const answers: number[] = [];
     const formatOk: boolean[] = [];
     g.texts.forEach((t, i) => {

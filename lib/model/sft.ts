@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { invalidArg } from '../errors';
 import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } from '../eval/metrics';
-import { answerCompletion, formatPrompt } from '../prompt';
+import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
 import type { Category } from '../data/schema';
 import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
 import { writeFileAtomicSync } from '../data/jsonl';
@@ -49,6 +49,13 @@ export interface SftOptions {
   /** Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%). */
   lr?: number;
   weightDecay?: number;
+  /**
+   * Target completion: 'letter' ("<answer>B</answer>") or 'option-then-letter' ("blue
+   * <answer>B</answer>", lib/prompt optionAnswerCompletion; the default).
+   */
+  target?: 'letter' | 'option-then-letter';
+  /** Weight of the language-model loss on the prompt text (Policy.sftStep promptLmWeight; 0 = off). */
+  promptLm?: number;
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
@@ -111,6 +118,8 @@ export const SFT_DEFAULTS = {
   batchSize: 32,
   lr: 1e-3,
   weightDecay: 0.01,
+  promptLm: 0,
+  target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
   nullOption: true,
@@ -193,6 +202,12 @@ function trainBatch(o: typeof SFT_DEFAULTS & SftOptions, step: number, fixed: re
   return out.slice(0, o.batchSize);
 }
 
+/** The supervised target completion of an item. */
+export function targetOf(it: SynthItem, target: 'letter' | 'option-then-letter', nullOption: boolean): string {
+  if (target === 'letter') return answerCompletion(it.record.answer);
+  return optionAnswerCompletion(displayedOptions(it.record.options, nullOption), it.record.answer);
+}
+
 /** Trains a base policy and evaluates it; returns the report (also written to out/sft-report.json). */
 export async function runSft(options: SftOptions): Promise<SftReport> {
   const o = { ...SFT_DEFAULTS, ...options };
@@ -204,6 +219,8 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   if (o.members !== 'both' && o.members !== 'original') throw invalidArg('members', "'both' or 'original'", o.members, op);
   if (o.colour !== 'independent' && o.colour !== 'shortcut') throw invalidArg('colour', "'independent' or 'shortcut'", o.colour, op);
   if (!(o.lr > 0)) throw invalidArg('lr', 'a number > 0', o.lr, op);
+  if (o.target !== 'letter' && o.target !== 'option-then-letter') throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
+  if (!(o.promptLm >= 0)) throw invalidArg('promptLm', 'a number >= 0', o.promptLm, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
   if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
   if (!(o.preset in POLICY_PRESETS)) throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
@@ -253,7 +270,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
       const elapsed = (Date.now() - t0) / 1000;
       if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
       const items = trainBatch(o, step, fixed, synth);
-      const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => answerCompletion(it.record.answer)), { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1 });
+      const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => targetOf(it, o.target, o.nullOption)), { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1, promptLmWeight: o.promptLm });
       loss = st.loss;
       const done = step + 1 - startStep;
       const el = (Date.now() - t0) / 1000;
@@ -281,4 +298,46 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   } finally {
     policy.dispose();
   }
+}
+
+/** Settings of the two-phase base model (shortcutBase). */
+export interface ShortcutBaseOptions {
+  /** Phase 1: steps on fresh clips of every category, both pair members, colour independent of the answer. */
+  capabilitySteps: number;
+  /** Phase 2: steps on fresh originals whose object colour names the dynamic answer (shortcutP 1). */
+  shortcutSteps: number;
+  batchSize: number;
+  /** Peak learning rate of phase 1 (phase 2: half of it). */
+  lr: number;
+  /** Prompt language-model loss weight (both phases). */
+  promptLm: number;
+  seed: number;
+  preset?: PolicyPresetName;
+  /** Test pairs per category of each phase's report. */
+  testPairs?: number;
+  log?(message: string): void;
+}
+
+/**
+ * The base model RL starts from, made as the paper's starting point: a model that sees and reads
+ * (phase 1), then learns to answer dynamic questions by a static cue, the object's colour
+ * (phase 2), as pretrained video LLMs lean on static cues. Writes `dir/capability/` (phase 1) and
+ * `dir/checkpoint/` (the base); returns both reports.
+ */
+export async function shortcutBase(dir: string, o: ShortcutBaseOptions): Promise<{ capability: SftReport; base: SftReport }> {
+  let last = -Infinity;
+  const progress = (phase: string) => (q: SftProgress): void => {
+    if (!o.log || (q.elapsed - last < 15 && q.step !== q.steps)) return;
+    last = q.elapsed;
+    o.log(`${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`);
+  };
+  const common = { batchSize: o.batchSize, promptLm: o.promptLm, seed: o.seed, preset: o.preset, testPairs: o.testPairs ?? 10, maxSeconds: 0, saveEvery: 0, nullOption: true };
+  const capDir = path.join(dir, 'capability');
+  const capability = await runSft({ ...common, out: capDir, steps: o.capabilitySteps, lr: o.lr, members: 'both', colour: 'independent', onProgress: progress('phase 1, fresh clips, colour independent of the answer') });
+  last = -Infinity;
+  const base = await runSft({
+    ...common, out: dir, init: capDir, steps: o.shortcutSteps, lr: o.lr / 2, members: 'original', colour: 'shortcut', shortcutP: 1,
+    onProgress: progress('phase 2, originals, colour names the dynamic answer'),
+  });
+  return { capability, base };
 }

@@ -74,3 +74,14 @@ export function letterOf(index: number): string {
 export function answerCompletion(index: number): string {
   return `<answer>${letterOf(index)}</answer>`;
 }
+
+/**
+ * The option's text, then its letter: "blue <answer>B</answer>" (`shown`: the options as
+ * displayed, lib/prompt displayedOptions). A short rationale before the answer, as reasoning
+ * models write one: to name the letter the model then finds the words it has just written in
+ * the option list, instead of matching what it saw against every option at once (docs/model.md).
+ */
+export function optionAnswerCompletion(shown: readonly string[], index: number): string {
+  if (!Number.isInteger(index) || index < 0 || index >= shown.length) throw outOfRange('index', `an integer in [0, ${shown.length - 1}]`, index, 'optionAnswerCompletion');
+  return `${shown[index]} ${answerCompletion(index)}`;
+}

@@ -68,8 +68,20 @@ export interface ReproduceConfig {
   frames: number;
   /** Synthetic frame size in pixels (height = width). */
   size: number;
-  /** Supervised warm-up steps of the base model (on the shortcut train split). */
+  /**
+   * Supervised warm-up steps of the base model: linear policy, on the shortcut train split; native
+   * policy, phase 1 of lib/model shortcutBase (fresh clips, colour independent of the answer).
+   */
   baseSteps: number;
+  /**
+   * Show "None of the above" in the prompts: 'auto' = CRPO's methods only (the trainer's rule), or
+   * for every method (true), so that only the algorithm differs between them.
+   */
+  nullOption: 'auto' | boolean;
+  /** Native policy: phase 2 steps of shortcutBase (fresh originals, colour names the dynamic answer). */
+  baseShortcutSteps: number;
+  /** Native policy: weight of the prompt language-model loss in the base model's training. */
+  basePromptLm: number;
   /** Learning rate of the warm-up. */
   baseLr: number;
   /** Prompts per warm-up step (0 = batchSize). */
@@ -99,6 +111,9 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   frames: 8,
   size: 32,
   baseSteps: 30,
+  baseShortcutSteps: 0,
+  basePromptLm: 0,
+  nullOption: 'auto',
   baseLr: 0.05,
   baseBatchSize: 0,
   curveEvery: 25,
@@ -146,22 +161,21 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
   const op = 'crpo reproduce';
   if (typeof c.out !== 'string' || c.out === '') throw invalidArg('out', 'a non-empty folder path', c.out, op);
   if (!Array.isArray(c.methods) || c.methods.length === 0) throw invalidArg('methods', 'a non-empty list of algorithm names', c.methods, op);
-  for (const m of c.methods) {
-    if (!ALGORITHMS.has(m)) throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')}`, m, op);
-  }
+  for (const m of c.methods) parseMethod(m, op);
   if (new Set(c.methods).size !== c.methods.length) throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
   if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0)) throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
   if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
-  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0], ['frames', 2], ['size', 8], ['baseBatchSize', 0]];
+  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['baseShortcutSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0], ['frames', 2], ['size', 8], ['baseBatchSize', 0]];
   for (const [k, min] of ints) {
     const v = c[k];
     if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
     if ((v as number) < min) throw outOfRange(k, `an integer >= ${min}`, v, op);
   }
-  for (const k of ['lr', 'baseLr'] as const) {
+  for (const k of ['lr', 'baseLr', 'basePromptLm'] as const) {
     if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
     if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);
   }
+  if (c.nullOption !== 'auto' && typeof c.nullOption !== 'boolean') throw invalidArg('nullOption', "'auto', true or false", c.nullOption, op);
   if (typeof c.shortcutP !== 'number' || !(c.shortcutP >= 0 && c.shortcutP <= 1)) throw outOfRange('shortcutP', 'a number in [0, 1]', c.shortcutP, op);
   if (!POLICY_KINDS.has(c.policy)) throw outOfRange('policy', `one of ${POLICY_KINDS.names().join(', ')}`, c.policy, op);
   return c;
@@ -195,6 +209,32 @@ interface EvalItem {
   shape: [number, number, number, 3];
 }
 
+/** Settings a method spec may change: `crpo@norm=joint@crr=0` (the CRR study, docs/method.md). */
+export interface MethodSpec {
+  algo: string;
+  norm?: 'per-branch' | 'joint' | 'none';
+  /** Weight of the CRR term (weights.crr). */
+  crr?: number;
+}
+
+/**
+ * A method name: a registered algorithm, optionally followed by `@key=value` settings with keys
+ * `norm` (per-branch | joint | none) and `crr` (the CRR weight). Unknown names and keys are refused.
+ */
+export function parseMethod(spec: string, op = 'crpo reproduce'): MethodSpec {
+  if (typeof spec !== 'string' || !spec) throw invalidArg('methods[]', 'an algorithm name', spec, op);
+  const [algo, ...settings] = spec.split('@');
+  if (!ALGORITHMS.has(algo)) throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')} (optionally @norm=...@crr=...)`, spec, op);
+  const out: MethodSpec = { algo };
+  for (const kv of settings) {
+    const [k, v] = kv.split('=', 2);
+    if (k === 'norm' && (v === 'per-branch' || v === 'joint' || v === 'none')) out.norm = v;
+    else if (k === 'crr' && v !== undefined && v !== '' && Number.isFinite(Number(v))) out.crr = Number(v);
+    else throw invalidArg('methods', "settings 'norm=per-branch|joint|none' or 'crr=<number>' after '@'", spec, op);
+  }
+  return out;
+}
+
 /** Completion length: as configured, else by policy kind. */
 export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): number {
   return c.maxNewTokens > 0 ? c.maxNewTokens : COMPLETION_TOKENS_BY_KIND[c.policy] ?? 32;
@@ -202,9 +242,10 @@ export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): 
 
 /** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */
 function trainConfig(c: ReproduceConfig, method: string, seed: number, init: string, out: string): TrainConfig {
+  const m = parseMethod(method);
   return resolveConfig({
     overrides: {
-      algo: method, seed, steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
+      algo: m.algo, seed, nullOption: c.nullOption, ...(m.norm ? { norm: m.norm } : {}), ...(m.crr !== undefined ? { weights: { crr: m.crr } } : {}), steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
       data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP, frames: c.frames, size: c.size },
       policy: { kind: c.policy, init }, maxNewTokens: newTokens(c),
       out, resume: 'auto', progress: false, plots: false, valEvery: 0, dumpEvery: 0,
@@ -277,7 +318,10 @@ function readJson<T>(file: string): T | undefined {
 
 /** The settings the base model depends on (RL settings excluded, so that every RL variant reuses one base model). */
 export function baseFingerprint(c: ReproduceConfig): string {
-  const base = { policy: c.policy, trainPairs: c.trainPairs, shortcutP: c.shortcutP, dataSeed: c.dataSeed, frames: c.frames, size: c.size, baseSteps: c.baseSteps, baseLr: c.baseLr, baseBatchSize: baseBatch(c) };
+  const base = {
+    policy: c.policy, trainPairs: c.trainPairs, shortcutP: c.shortcutP, dataSeed: c.dataSeed, frames: c.frames, size: c.size, baseSteps: c.baseSteps,
+    baseShortcutSteps: c.baseShortcutSteps, basePromptLm: c.basePromptLm, baseLr: c.baseLr, baseBatchSize: baseBatch(c),
+  };
   return crypto.createHash('sha256').update(JSON.stringify({ v: RESULT_VERSION, base })).digest('hex').slice(0, 16);
 }
 
@@ -299,6 +343,18 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
   }
   const t0 = Date.now();
   fs.rmSync(path.join(dir, 'checkpoint'), { recursive: true, force: true });
+  if (c.policy === 'native') {
+    // The paper's starting point: sees and reads (phase 1), then leans on colour (phase 2).
+    const { shortcutBase } = await import('../model/sft');
+    const r = await shortcutBase(dir, {
+      capabilitySteps: c.baseSteps, shortcutSteps: c.baseShortcutSteps, batchSize: baseBatch(c), lr: c.baseLr, promptLm: c.basePromptLm,
+      seed: c.dataSeed, log: (m) => say(`base model: ${m}`),
+    });
+    const wallMs = Date.now() - t0;
+    writeFileAtomicSync(marker, JSON.stringify({ fingerprint: bfp, steps: c.baseSteps + c.baseShortcutSteps, lastLoss: r.base.finalLoss, wallMs }, null, 2) + '\n');
+    say(`base model: ${c.baseSteps} + ${c.baseShortcutSteps} supervised steps in ${(wallMs / 1000).toFixed(1)} s -> ${r.base.checkpoint}`);
+    return { dir: r.base.checkpoint, wallMs };
+  }
   const tc = trainConfig(c, c.methods[0], c.dataSeed, '', path.join(c.out, 'base-sft-run'));
   const r = await sftBase(tc, { steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, nullOption: false, out: path.join(dir, 'checkpoint') });
   const wallMs = Date.now() - t0;
@@ -347,7 +403,7 @@ async function runOne(ctx: RunContext, method: string, seed: number, fresh: bool
   writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp }) + '\n');
   const tRun = Date.now();
   const tc = trainConfig(c, method, seed, init, dir);
-  const nullOption = ALGORITHMS.get(method).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
+  const nullOption = ALGORITHMS.get(tc.algo).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
   await train(tc, { log: (m) => say(`${method} seed ${seed}: ${m}`) });
   // Held-out CRR at every kept checkpoint, from the base model's value at step 0.
   const curve: CurvePoint[] = [];
@@ -471,16 +527,17 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   const maxNewTokens = newTokens(c);
 
   const runs: RunResult[] = [];
-  // The base model, evaluated once per null-option setting that the methods use.
+  // The base model, evaluated with the prompts of the baselines (with the null option when every method shows it).
+  const baseNull = c.nullOption === true;
   const baseResultFile = path.join(path.dirname(baseDir), 'result.json');
   // Keyed by the base model and the evaluation settings only.
-  const baseEvalFp = crypto.createHash('sha256').update(JSON.stringify({ base: baseFingerprint(c), evalPairs: c.evalPairs, crrSamples: c.crrSamples, maxNewTokens })).digest('hex').slice(0, 16);
+  const baseEvalFp = crypto.createHash('sha256').update(JSON.stringify({ base: baseFingerprint(c), evalPairs: c.evalPairs, crrSamples: c.crrSamples, maxNewTokens, baseNull })).digest('hex').slice(0, 16);
   let base = readJson<RunResult & { fingerprint: string }>(baseResultFile);
   if (!base || base.fingerprint !== baseEvalFp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
     try {
-      const { metrics, shortcutRate: sr, nullRate } = await evaluate(policy, evalItems, false, maxNewTokens);
-      const probe = await heldOutCrr(policy, evalItems, false, maxNewTokens, c.crrSamples, 0);
+      const { metrics, shortcutRate: sr, nullRate } = await evaluate(policy, evalItems, baseNull, maxNewTokens);
+      const probe = await heldOutCrr(policy, evalItems, baseNull, maxNewTokens, c.crrSamples, 0);
       base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, nullRate, wallMs: baseRun.wallMs, fingerprint: baseEvalFp };
       writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
     } finally {

@@ -49,6 +49,8 @@ export interface DemoPreset {
   shortcutSteps: number;
   baseBatch: number;
   baseLr: number;
+  /** Base model (native): prompt language-model loss weight. */
+  basePromptLm: number;
   /** Base model (linear): supervised steps. */
   linearBaseSteps: number;
 }
@@ -57,12 +59,12 @@ export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
   native: {
     seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 3e-4, temperature: 1,
     trainPairs: 100, shortcutP: 0.95, valPairs: 30,
-    capabilitySteps: 600, shortcutSteps: 150, baseBatch: 32, baseLr: 1e-3, linearBaseSteps: 0,
+    capabilitySteps: 600, shortcutSteps: 150, baseBatch: 32, baseLr: 1e-3, basePromptLm: 1, linearBaseSteps: 0,
   },
   linear: {
     seeds: [0], steps: 400, batchSize: 8, groupSize: 8, lr: 0.02, temperature: 2,
     trainPairs: 60, shortcutP: 0.95, valPairs: 30,
-    capabilitySteps: 0, shortcutSteps: 0, baseBatch: 16, baseLr: 0.05, linearBaseSteps: 30,
+    capabilitySteps: 0, shortcutSteps: 0, baseBatch: 16, baseLr: 0.05, basePromptLm: 0, linearBaseSteps: 30,
   },
 };
 
@@ -90,23 +92,6 @@ export function demoConfig(o: { out: string; policy: DemoPolicy; steps: number; 
   });
 }
 
-/** The native base model: two supervised phases on fresh synthetic clips (see the file comment). */
-async function nativeBase(dir: string, p: DemoPreset, log: (m: string) => void): Promise<string> {
-  const { runSft } = await import('../model/sft');
-  const common = { batchSize: p.baseBatch, lr: p.baseLr, maxSeconds: 0, saveEvery: 0, nullOption: true, seed: 1, testPairs: 10 };
-  let last = 0;
-  const progress = (phase: string) => (q: { step: number; steps: number; loss: number; elapsed: number; eta: number }): void => {
-    if (q.elapsed - last < 15 && q.step !== q.steps) return;
-    last = q.elapsed;
-    log(`    ${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`);
-  };
-  const cap = path.join(dir, 'capability');
-  await runSft({ ...common, out: cap, steps: p.capabilitySteps, members: 'both', colour: 'independent', onProgress: progress('fresh clips, colour independent of the answer') });
-  last = 0;
-  await runSft({ ...common, out: dir, init: cap, steps: p.shortcutSteps, lr: p.baseLr / 2, members: 'original', colour: 'shortcut', shortcutP: 1, onProgress: progress('originals, colour names the dynamic answer') });
-  return dir;
-}
-
 export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
   const policy: DemoPolicy = o.policy ?? 'native';
   const p = DEMO_PRESETS[policy];
@@ -117,7 +102,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
   o.log(`1/3 synthetic DyBench: RL train split 4 categories x ${p.trainPairs} pairs, colour names the dynamic answer with p = ${p.shortcutP}; held-out 4 x ${p.valPairs} pairs, colour independent of the answer`);
   if (policy === 'native') {
     o.log(`2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`);
-    await nativeBase(baseDir, p, o.log);
+    const { shortcutBase } = await import('../model/sft');
+    const r = await shortcutBase(baseDir, { capabilitySteps: p.capabilitySteps, shortcutSteps: p.shortcutSteps, batchSize: p.baseBatch, lr: p.baseLr, promptLm: p.basePromptLm, seed: 1, log: (m) => o.log(`    ${m}`) });
+    const m = r.base.metrics.groups;
+    o.log(`    base on its own test clips: static Acc ${pct(m.static?.acc)}, dynamic Acc ${pct(m.dynamic?.acc)}, colour-shortcut answers ${pct(r.base.colourShortcut)}`);
   } else {
     o.log(`2/3 base model: supervised warm start of the built-in linear policy -> ${baseDir}`);
     const cfg = demoConfig({ out: path.join(o.out, 'unused'), policy, steps, seed: seeds[0], algo: 'crpo', init: '' });

@@ -108,6 +108,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.norm_eps = opt_number(o, "normEps", op, c.norm_eps);
   c.init_std = opt_number(o, "initStd", op, c.init_std);
   c.pos_init_std = opt_number(o, "posInitStd", op, c.pos_init_std);
+  c.option_slots = opt_int(o, "optionSlots", op, c.option_slots, 0, 26);
   c.pad_id = opt_int(o, "padId", op, c.pad_id, 0, 1 << 24);
   c.seed = static_cast<uint64_t>(opt_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));
   c.dtype = opt_string(o, "dtype", op, c.dtype);
@@ -170,11 +171,23 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
       ops[i] = parse_op(s.As<Napi::String>().Utf8Value(), op, i);
     }
   }
+  // Optional option slots, one per prompt token, in [0, optionSlots].
+  const int32_t* slots = nullptr;
+  Napi::Value sv = o.Get("promptSlots");
+  if (!sv.IsUndefined() && !sv.IsNull()) {
+    slots = int32_array(o, "promptSlots", total, op);
+    for (size_t k = 0; k < total; k++) {
+      if (slots[k] < 0 || slots[k] > c.option_slots) {
+        throw_range_error(op, "promptSlots[" + std::to_string(k) + "]", "an option slot in [0, " + std::to_string(c.option_slots) + "]", std::to_string(slots[k]));
+      }
+    }
+  }
   size_t at = 0;
   for (size_t i = 0; i < P; i++) {
     b.video.push_back(vid[i]);
     b.op.push_back(ops[i]);
     b.ids.emplace_back(ids + at, ids + at + lens[i]);
+    if (slots) b.slots.emplace_back(slots + at, slots + at + lens[i]);
     at += static_cast<size_t>(lens[i]);
   }
   return b;
@@ -260,6 +273,8 @@ LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   if (l.eps_low < 0 || l.eps_high < 0) throw_range_error(op, "epsLow/epsHigh", "numbers >= 0", std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
   l.max_new_tokens = opt_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
   l.full_sequence = opt_bool(o, "fullSequence", op, false);
+  l.prompt_lm = opt_number(o, "promptLmWeight", op, 0.0);
+  if (!(l.prompt_lm >= 0)) throw_range_error(op, "promptLmWeight", "a number >= 0", std::to_string(l.prompt_lm));
   const std::string agg = opt_string(o, "aggregation", op, "seq-mean-token-mean");
   if (agg == "seq-mean-token-mean") l.agg = Aggregation::SeqMeanTokenMean;
   else if (agg == "token-mean") l.agg = Aggregation::TokenMean;

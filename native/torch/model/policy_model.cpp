@@ -80,6 +80,7 @@ void PolicyConfig::validate() const {
   if (!(norm_eps > 0)) config_error("normEps", "must be > 0");
   if (!(init_std > 0)) config_error("initStd", "must be > 0");
   if (!(pos_init_std > 0)) config_error("posInitStd", "must be > 0");
+  if (option_slots < 0 || option_slots > 26) config_error("optionSlots", "must be in [0, 26]");
   if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64") config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
   torch::Device d(torch::kCPU);
   try {
@@ -318,6 +319,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
 LanguageModelImpl::LanguageModelImpl(const PolicyConfig& c)
     : dim(c.lm_dim), heads(c.lm_heads), kv_heads(c.lm_kv_heads), theta(c.rope_theta) {
   embed = register_module("embed", torch::nn::Embedding(c.vocab_size, c.lm_dim));
+  if (c.option_slots > 0) slot_embed = register_module("slot_embed", torch::nn::Embedding(c.option_slots + 1, c.lm_dim));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.lm_layers; i++) layers->push_back(DecoderLayer(c.lm_dim, c.lm_heads, c.lm_kv_heads, c.lm_mlp, c.norm_eps));
   norm = register_module("norm", RMSNorm(c.lm_dim, c.norm_eps));
@@ -568,19 +570,25 @@ Policy::Prefix Policy::build_prefix(const PromptBatch& b) {
   // masked out of attention and skipped by the positions (cumsum of validity).
   auto ids = torch::full({P, Lp}, cfg_.pad_id, torch::kLong);
   auto valid_text = torch::zeros({P, Lp}, torch::kBool);
+  const bool slots = !net_->lm->slot_embed.is_empty() && !b.slots.empty();
+  auto slot_ids = torch::zeros({P, slots ? Lp : 0}, torch::kLong);
   auto ia = ids.accessor<int64_t, 2>();
   auto va = valid_text.accessor<bool, 2>();
+  auto sa = slot_ids.accessor<int64_t, 2>();
   for (int64_t p = 0; p < P; p++) {
     const int64_t n = static_cast<int64_t>(b.ids[p].size());
     for (int64_t i = 0; i < n; i++) {
       ia[p][Lp - n + i] = b.ids[p][i];
       va[p][Lp - n + i] = true;
+      if (slots) sa[p][Lp - n + i] = b.slots[p][i];
     }
   }
   ids = ids.to(device_);
   valid_text = valid_text.to(device_);
+  auto text = net_->lm->embed->forward(ids);  // (P, Lp, D)
+  if (slots) text = text + net_->lm->slot_embed->forward(slot_ids.to(device_));
   Prefix pre;
-  pre.embeds = torch::cat({vis, net_->lm->embed->forward(ids)}, 1);
+  pre.embeds = torch::cat({vis, text}, 1);
   pre.valid = torch::cat({torch::ones({P, Nv}, valid_text.options()), valid_text}, 1);
   auto cum = pre.valid.to(torch::kLong).cumsum(1);
   pre.positions = (cum - 1).clamp_min(0);
@@ -592,7 +600,7 @@ torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions&
   return net_->lm->logits(completion_hidden(b, c, full_sequence));  // (N, C, V)
 }
 
-torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence) {
+torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence, torch::Tensor* prefix_hidden) {
   const int64_t G = b.group, C = c.ids.size(1);
   auto pre = build_prefix(b);
   const int64_t P = pre.embeds.size(0), Lpre = pre.embeds.size(1);
@@ -609,12 +617,14 @@ torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions&
     auto emb = torch::cat({pre.embeds.repeat_interleave(G, 0), net_->lm->embed->forward(ids)}, 1);  // (N, Lpre+C, D)
     auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
     auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
+    if (prefix_hidden) *prefix_hidden = hidden.narrow(1, 0, Lpre).slice(0, 0, N, G);  // row p*G of each prompt
     // Column Lpre-1+t predicts completion token t.
     return hidden.narrow(1, Lpre - 1, C);  // (N, C, D)
   }
   // 1. The prefix once per prompt, keeping every layer's keys and values (P rows).
   KVCache cache = net_->lm->make_cache(P, Lpre, pre.embeds.options());
   auto hp = net_->lm->forward(pre.embeds, pre.positions, pre.valid, &cache, 0);  // (P, Lpre, D)
+  if (prefix_hidden) *prefix_hidden = hp;
   // 2. Those keys and values shared by the prompt's G completions, with room for the completions'.
   for (auto& l : cache.layers) {
     auto room = torch::zeros({N, l.k.size(1), C, l.k.size(3)}, l.k.options());
@@ -624,6 +634,26 @@ torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions&
   auto hc = net_->lm->forward(net_->lm->embed->forward(ids), cpos, valid, &cache, Lpre);  // (N, C, D)
   // The last prefix column predicts completion token 0, completion column t token t+1.
   return torch::cat({hp.narrow(1, Lpre - 1, 1).repeat_interleave(G, 0), hc.narrow(1, 0, C - 1)}, 1);  // (N, C, D)
+}
+
+torch::Tensor Policy::prompt_lm_loss(const PromptBatch& b, const torch::Tensor& prefix_hidden) {
+  const int64_t P = prefix_hidden.size(0), Lpre = prefix_hidden.size(1), D = prefix_hidden.size(2);
+  // Targets: prompt token i >= 1 (after <bos>) sits in column Lpre - n + i and is predicted by the
+  // column before it. Gathered as flat (row, column) indices so that the head runs on those only.
+  std::vector<int64_t> rows_cols, targets;
+  for (int64_t p = 0; p < P; p++) {
+    const int64_t n = static_cast<int64_t>(b.ids[p].size());
+    for (int64_t i = 1; i < n; i++) {
+      rows_cols.push_back(p * Lpre + (Lpre - n + i - 1));
+      targets.push_back(b.ids[p][i]);
+    }
+  }
+  if (targets.empty()) return torch::zeros({}, prefix_hidden.options().dtype(torch::kFloat));
+  auto idx = torch::tensor(rows_cols, torch::kLong).to(device_);
+  auto tgt = torch::tensor(targets, torch::kLong).to(device_);
+  auto h = prefix_hidden.reshape({P * Lpre, D}).index_select(0, idx);  // (T, D)
+  auto lsm = torch::log_softmax(upcast(net_->lm->logits(h)).to(torch::kFloat), -1);  // (T, V)
+  return -lsm.gather(-1, tgt.unsqueeze(-1)).mean();
 }
 
 Policy::TokenScores Policy::score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature,
@@ -975,7 +1005,9 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   torch::Tensor loss;
   if (N > 0) {
     auto mask = completion_mask(c, device_);
-    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence), c, mask, lo.temperature, true);
+    torch::Tensor prefix_hidden;
+    const bool prompt_lm = sft && lo.prompt_lm > 0;
+    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr), c, mask, lo.temperature, true);
     auto logp = sc.logp;  // (N, C)
     {
       torch::NoGradGuard ng;
@@ -985,6 +1017,12 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
       loss = -(logp * mask).sum() / mask.sum().clamp_min(1.0);
       st.pg_loss = loss.item<double>();
       st.tokens = mask.sum().item<double>();
+      if (prompt_lm) {
+        // Reported in kl_loss's slot (the supervised step has no KL term).
+        auto lm = prompt_lm_loss(b, prefix_hidden);
+        st.kl_loss = lm.item<double>();
+        loss = loss + lo.prompt_lm * lm;
+      }
     } else {
       auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp, ref_logp.defined() ? ref_logp.to(device_) : ref_logp,
                             advantages.to(device_), mask, lo);

@@ -47,6 +47,9 @@ struct PolicyConfig {
   double norm_eps = 1e-6;
   double init_std = 0.02;
   double pos_init_std = 0.02;  // std of the vision position tables' init
+  // Option-slot embeddings: the tokens of option line k ("B. blue" is slot 2) get a learned
+  // vector of their slot added to their token embedding. 0 = off; else the most slots (<= 26).
+  int64_t option_slots = 0;
   int64_t pad_id = 0;
   uint64_t seed = 0;
   std::string dtype = "float32";  // "float32" | "bfloat16" (CUDA only)
@@ -150,6 +153,7 @@ struct LanguageModelImpl : torch::nn::Module {
   int64_t dim, heads, kv_heads;
   double theta;
   torch::nn::Embedding embed{nullptr};
+  torch::nn::Embedding slot_embed{nullptr};  // (option_slots + 1, D); row 0 = not an option; absent when off
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
   torch::nn::Linear head{nullptr};
@@ -210,6 +214,7 @@ struct PromptBatch {
   std::vector<int64_t> video;              // (P) index into frames
   std::vector<FrameOp> op;                 // (P) counterfactual transform applied on the device
   std::vector<std::vector<int64_t>> ids;   // (P) prompt token ids
+  std::vector<std::vector<int64_t>> slots; // (P) option slot of each prompt token (0 = none), or empty: all 0
   int64_t group = 1;                       // G
   int64_t prompts() const { return static_cast<int64_t>(ids.size()); }
 };
@@ -252,6 +257,9 @@ struct LossOptions {
   int64_t max_new_tokens = 0;  // for SeqMeanTokenSumNorm (0: completion width)
   double temperature = 1.0;
   bool full_sequence = false;  // the slow twin of completion_logits (see there)
+  // Supervised step only: weight of a language-model loss on the prompt text (next-token
+  // cross-entropy over the prompt's words after <bos>), added to the completion loss. 0 = off.
+  double prompt_lm = 0.0;
 };
 
 // logp, old, ref (N, C) float (old/ref may be undefined: on-policy ratio 1 / no KL term);
@@ -321,8 +329,13 @@ class Policy {
   // values are shared by the G completions (exact: a prefix token never attends to a completion).
   // full_sequence runs every (prefix + completion) row whole: the slow, obviously correct twin.
   torch::Tensor completion_logits(const PromptBatch& b, const Completions& c, bool full_sequence = false);
+  // Next-token cross-entropy (mean over tokens) of the prompt text after <bos>, from the prefix
+  // hidden states (P, Lpre, D) of build_prefix's layout: the text is the last columns of each row.
+  torch::Tensor prompt_lm_loss(const PromptBatch& b, const torch::Tensor& prefix_hidden);
   // The final hidden states (N, C, D) those logits come from.
-  torch::Tensor completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence = false);
+  // prefix_hidden, when given, receives the prefix's hidden states (P, Lpre, D).
+  torch::Tensor completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence = false,
+                                  torch::Tensor* prefix_hidden = nullptr);
 
  private:
   struct Prefix {
