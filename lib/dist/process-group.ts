@@ -10,6 +10,7 @@
  * the failed rank and exits 1, so no rank waits forever.
  */
 import { CrpoError, invalidArg, outOfRange } from '../errors';
+import * as fs from 'fs';
 import * as os from 'os';
 import { callAsync, callSync, NativeHandle, setTorchThreads, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
 import { parseDistEnv, type DistEnv } from './env';
@@ -73,7 +74,7 @@ function asArrays(data: CollectiveArray | CollectiveArray[], name: string): Coll
 /** Writes one line to stderr synchronously and ends the process without running native destructors. */
 export function exitAfterPeerFailure(line: string, code = 1): never {
   try {
-    require('fs').writeSync(2, line.endsWith('\n') ? line : line + '\n');
+    fs.writeSync(2, line.endsWith('\n') ? line : line + '\n');
   } catch {
     /* nothing more to say */
   }
