@@ -231,7 +231,7 @@ export class ProcessGroup extends NativeHandle {
  */
 export function processGroupById(id: number): ProcessGroup {
   const g = LIVE_GROUPS.get(id);
-  if (!g) throw new CrpoError('ERR_CRPO_DIST_ENV', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
+  if (!g) throw new CrpoError('ERR_CRPO_DISPOSED', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
   return g;
 }
 
