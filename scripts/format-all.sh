@@ -17,6 +17,9 @@ fi
 sed -i '/^# >>> not yet formatted/,/^# <<< not yet formatted/d' .prettierignore
 rm -f .clang-format-ignore
 
+# Twice: prettier 3 does not always reach its fixed point in one pass (measured: 2 of 195 files
+# here changed again on the second pass, long call chains inside a spread).
+npx --no-install prettier --write --log-level warn .
 npx --no-install prettier --write --log-level warn .
 bash scripts/format-cpp.sh
 echo "format-all: formatted; $(git diff --name-only | wc -l) files changed. Checking:"
