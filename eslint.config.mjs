@@ -36,6 +36,20 @@ export default tseslint.config(
     // there; in lib/ it stops at lib/native.ts (docs/architecture.md).
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     languageOptions: { globals: { ...globals.jest } },
-    rules: { '@typescript-eslint/no-explicit-any': 'off' },
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'off',
+      // One skip idiom, with its reason in the test's name: skipIf(reason) of test/helpers/skip.ts.
+      'no-restricted-properties': [
+        'error',
+        ...['describe', 'it', 'test'].flatMap((object) => [
+          { object, property: 'skip', message: 'use skipIf(reason) from test/helpers/skip.ts' },
+          { object, property: 'only', message: 'a focused test would silently skip the rest' },
+        ]),
+      ],
+    },
+  },
+  {
+    files: ['test/helpers/skip.ts'],
+    rules: { 'no-restricted-properties': 'off' },
   },
 );
