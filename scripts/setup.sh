@@ -11,8 +11,9 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 # libtorch-dev: the CPU libtorch the torch addon links; libopenblas0-pthread: without it libtorch
 # falls back to the reference BLAS (~34x slower matmul); libgloo-dev: c10d's Gloo headers for
 # multi-process training; ffmpeg: video decoding; python3-torch: PyTorch reference for
-# numerics/benchmarks and torchrun; cmake, g++, make, python3: the addon builds.
-PACKAGES=(g++ make python3 cmake pkg-config libtorch-dev libopenblas0-pthread libgloo-dev ffmpeg python3-torch)
+# numerics/benchmarks and torchrun; cmake, g++, make, python3: the addon builds; clang-format: the
+# C++ format check of `npm run lint`.
+PACKAGES=(g++ make python3 cmake pkg-config libtorch-dev libopenblas0-pthread libgloo-dev ffmpeg python3-torch clang-format)
 
 if ! command -v apt-get >/dev/null 2>&1; then
   die "apt-get not found: this script supports Debian/Ubuntu. Elsewhere install a C++17 compiler, cmake, libtorch (set LIBTORCH=/path/to/libtorch), OpenBLAS, ffmpeg, then run 'npm ci'."

@@ -56,7 +56,7 @@ export async function main(args: string[]): Promise<void> {
     );
   }
   y = y
-    .fail((msg, err, inst) => {
+    .fail((msg, err) => {
       if (err) {
         process.exitCode = reportError(err);
         return;

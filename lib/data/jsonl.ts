@@ -170,7 +170,7 @@ export class JsonlAppender {
 
   /** Appends one value or an array of values (one line each) and fsyncs. */
   append(values: unknown | unknown[]): Promise<void> {
-    if (this.closed) return Promise.reject(new CrpoError('ERR_CRPO_CLOSED', `JsonlAppender for ${this.file} is closed`, { userError: false }));
+    if (this.closed) return Promise.reject(new CrpoError('ERR_CRPO_DISPOSED', `JsonlAppender for ${this.file} is closed`, { userError: false }));
     const list = Array.isArray(values) ? values : [values];
     const text = toJsonl(list);
     const next = this.chain.then(async () => {

@@ -10,6 +10,7 @@
  * the failed rank and exits 1, so no rank waits forever.
  */
 import { CrpoError, invalidArg, outOfRange } from '../errors';
+import * as fs from 'fs';
 import * as os from 'os';
 import { callAsync, callSync, NativeHandle, setTorchThreads, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
 import { parseDistEnv, type DistEnv } from './env';
@@ -73,7 +74,7 @@ function asArrays(data: CollectiveArray | CollectiveArray[], name: string): Coll
 /** Writes one line to stderr synchronously and ends the process without running native destructors. */
 export function exitAfterPeerFailure(line: string, code = 1): never {
   try {
-    require('fs').writeSync(2, line.endsWith('\n') ? line : line + '\n');
+    fs.writeSync(2, line.endsWith('\n') ? line : line + '\n');
   } catch {
     /* nothing more to say */
   }
@@ -230,7 +231,7 @@ export class ProcessGroup extends NativeHandle {
  */
 export function processGroupById(id: number): ProcessGroup {
   const g = LIVE_GROUPS.get(id);
-  if (!g) throw new CrpoError('ERR_CRPO_DIST_ENV', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
+  if (!g) throw new CrpoError('ERR_CRPO_DISPOSED', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
   return g;
 }
 

@@ -111,7 +111,6 @@ export function ropeIndex(cfg: QwenVLConfig, inp: RopeIndexInputs): RopeIndex {
       const textLen = ed - st;
       const stIdx = blockMax + 1;
       for (let i = 0; i < textLen; i++) for (let a = 0; a < 3; a++) cols[a].push(stIdx + i);
-      if (textLen > 0) blockMax = stIdx + textLen - 1;
       const base = textLen + stIdx;
       let mx = -Infinity;
       const step = cfg.arch === 'qwen2_5_vl' ? Math.trunc(sec) * (cfg.vision.tokensPerSecond ?? 2) : 0;

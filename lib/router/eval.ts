@@ -6,8 +6,8 @@
  * id, split, style, question, options, type and changedBy (transforms that change the answer
  * whatever the video shows; empty for static questions).
  */
-import * as fs from 'fs';
 import { z } from 'zod';
+import { readTextFile } from '../data/jsonl';
 import { CrpoError } from '../errors';
 import { ROUTE_TRANSFORMS, ROUTE_TYPES, type Route, type RouteType } from './types';
 
@@ -27,12 +27,7 @@ export type LabelledQuestion = z.infer<typeof LabelledQuestion>;
 
 /** Reads a labelled JSONL file; every bad line is reported as file:line:field: message. */
 export function loadLabelled(file: string): LabelledQuestion[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new CrpoError('ERR_CRPO_NO_FILE', `Cannot read labelled file ${file}: ${(err as Error).message}`);
-  }
+  const text = readTextFile(file, 'labelled file');
   const out: LabelledQuestion[] = [];
   const problems: string[] = [];
   const lines = text.split('\n');
@@ -68,7 +63,7 @@ export interface RouterAccuracy {
 
 /** Scores routes against labels (same order). */
 export function scoreRoutes(labels: readonly LabelledQuestion[], routes: readonly Pick<Route, 'type' | 'transform'>[]): RouterAccuracy {
-  if (labels.length !== routes.length) throw new CrpoError('ERR_CRPO_SIZE', `scoreRoutes: ${labels.length} labels but ${routes.length} routes`, { userError: false });
+  if (labels.length !== routes.length) throw new CrpoError('ERR_CRPO_OUT_OF_RANGE', `scoreRoutes: ${labels.length} labels but ${routes.length} routes`, { userError: false });
   const zero = (): Record<RouteType, number> => ({ spatial: 0, temporal: 0, spatiotemporal: 0, static: 0 });
   const confusion = { spatial: zero(), temporal: zero(), spatiotemporal: zero(), static: zero() };
   const perType = Object.fromEntries(ROUTE_TYPES.map((t) => [t, { n: 0, correct: 0, accuracy: 0 }])) as RouterAccuracy['perType'];

@@ -7,7 +7,6 @@
  * frames per request and concurrent requests; errors in OpenAI's `{"error": {...}}` shape.
  */
 import * as crypto from 'crypto';
-import * as fs from 'fs';
 import * as http from 'http';
 import type { AddressInfo } from 'net';
 import * as path from 'path';

@@ -90,7 +90,7 @@ export function shuffledFrames(item: TrainItem, rng: Rng): Uint8Array {
 
 async function loadJsonl(file: string, frames: number): Promise<ValItem[]> {
   const res = await loadRecords(file);
-  if (res.issues.length > 0) throw new CrpoError('ERR_CRPO_DATA', `${res.issues.length} invalid record(s); first: ${formatIssue(res.issues[0])}`);
+  if (res.issues.length > 0) throw new CrpoError('ERR_CRPO_BAD_DATA', `${res.issues.length} invalid record(s); first: ${formatIssue(res.issues[0])}`);
   const load = defaultFrameLoader({ frames });
   const out: ValItem[] = [];
   for (const record of res.records) {
@@ -113,7 +113,7 @@ export async function loadTrainData(c: TrainConfig): Promise<{ train: TrainItem[
   const train = trainRaw
     .filter((x) => x.record.transform === 'none')
     .map((x) => ({ ...x, route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train, c.seed) }));
-  if (train.length === 0) throw new CrpoError('ERR_CRPO_DATA', `${d.train}: no original (transform 'none') records to train on`);
+  if (train.length === 0) throw new CrpoError('ERR_CRPO_BAD_DATA', `${d.train}: no original (transform 'none') records to train on`);
   let val: ValItem[] = [];
   if (d.val === 'synthetic') {
     if (d.valPairs > 0) val = synthesize({ split: 'test', pairs: d.valPairs, seed: d.seed + 1000, frames: d.frames, size: d.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));

@@ -8,12 +8,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { distUnavailable } from '../helpers/dist-ranks';
+import { skipIf } from '../helpers/skip';
 
 const root = path.resolve(__dirname, '../..');
 
 // Skipped, with the reason in the test name, when the torch addon lacks process groups.
 const skipReason = distUnavailable();
-const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
+const d = skipIf(skipReason).describe;
 
 d('crpo dist check', () => {
   it('--nproc 2: both ranks check out, exit 0', () => {

@@ -12,6 +12,7 @@ import * as path from 'path';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MODEL = path.join(GOLDEN_ROOT, 'qwen3_vl');
@@ -54,7 +55,7 @@ async function askUntilUp(port: number, model: string): Promise<OpenAI.Chat.Comp
   return answer;
 }
 
-(reason ? describe.skip : describe)(`crpo train / serve / eval with a Qwen3-VL folder${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe('crpo train / serve / eval with a Qwen3-VL folder', () => {
   test('train a few LoRA steps, serve through the openai client, evaluate', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-qwen-cli-'));
     const run = path.join(tmp, 'run');

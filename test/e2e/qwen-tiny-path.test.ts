@@ -11,12 +11,13 @@ import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
 import { expandPlaceholders, frameTimestamps, processFrames, renderChat, sampleFrameIndices } from '../../lib/hf/processor';
 import { tokenizerFor } from '../../lib/hf/tokenizer';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const MODEL = 'qwen3_vl';
 const reason = goldenSkipReason(MODEL);
 const DIR = path.join(GOLDEN_ROOT, MODEL);
 
-(reason ? describe.skip : describe)(`Qwen3-VL tiny: rollouts, LoRA GRPO, checkpoint, export${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe('Qwen3-VL tiny: rollouts, LoRA GRPO, checkpoint, export', () => {
   test('end to end', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-qwen-e2e-'));
     const m = await QwenVLModel.load(DIR);

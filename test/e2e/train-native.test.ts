@@ -12,16 +12,13 @@ import { hasAddon, torchAddon } from '../../lib/native';
 import { resolveConfig } from '../../lib/train/config';
 import { train } from '../../lib/train/trainer';
 import { listCheckpoints } from '../../lib/train/checkpoint';
+import { skipIf } from '../helpers/skip';
 
 const available = hasAddon('torch') && typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate === 'function';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-train-native-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-describe('trainer with the native policy', () => {
-  if (!available) {
-    it.skip('skipped: the torch addon with the native policy is not built', () => undefined);
-    return;
-  }
+skipIf(!available && 'the torch addon with the native policy is not built').describe('trainer with the native policy', () => {
   const config = (out: string, steps: number, resume: string) => resolveConfig({ overrides: {
     algo: 'crpo', out, steps, resume, batchSize: 2, groupSize: 2, maxNewTokens: 6, lr: 1e-3, saveEvery: 2, keepLast: 5, valEvery: 0, dumpEvery: 0, plots: false, progress: false, seed: 3,
     data: { pairs: 3, valPairs: 1 }, policy: { kind: 'native', init: '', preset: 'tiny' },

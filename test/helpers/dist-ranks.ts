@@ -57,7 +57,6 @@ export function distUnavailable(): string | null {
 }
 
 /** The `result` of the first JSON line a rank printed; throws with the rank's exit code and stderr when it printed none. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function rankResult(r: RankRun): any {
   const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);

@@ -4,6 +4,7 @@
  */
 import { hasAddon, torchAddon } from '../../lib/native';
 import { formatPrompt } from '../../lib/prompt';
+import { skipIf, type SkipAware } from './skip';
 
 /** Why the native policy cannot run here, or undefined when it can. */
 export function nativePolicyMissing(): string | undefined {
@@ -12,12 +13,9 @@ export function nativePolicyMissing(): string | undefined {
   return undefined;
 }
 
-/** `it` when the native policy can run, else `it.skip` plus one skipped test that names `suite` and the reason. */
-export function itWithNativePolicy(suite: string): typeof it {
-  const missing = nativePolicyMissing();
-  if (!missing) return it;
-  it.skip(`${suite} skipped: ${missing}`, () => undefined);
-  return it.skip;
+/** `it` when the native policy can run, else `it` that skips with the reason in the test's name (helpers/skip.ts). */
+export function itWithNativePolicy(_suite?: string): SkipAware['it'] {
+  return skipIf(nativePolicyMissing()).it;
 }
 
 /** One question per option count the tests use (4 with the null option, 2, 3). */

@@ -4,11 +4,15 @@
  * broadcast and the trainer helpers are checked against values computed here in plain TS.
  */
 import { distUnavailable, rankResult, runRanks, type RankRun } from '../helpers/dist-ranks';
+import { skipIf } from '../helpers/skip';
+import { nativePolicyMissing } from '../helpers/native-policy';
 import { seededFloats } from '../helpers/random';
 
 // Skipped, with the reason in the test name, when the torch addon lacks process groups.
 const skipReason = distUnavailable();
-const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
+const d = skipIf(skipReason).describe;
+// The native-policy scenarios also need the policy in the addon.
+const withPolicy = skipIf(skipReason || nativePolicyMissing()).describe;
 
 const seeded = seededFloats;
 
@@ -85,14 +89,11 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
   });
 });
 
-d('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
+withPolicy('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
   it('ends with the same weights within 1e-5 after 3 AdamW steps', async () => {
     const runs = await runRanks('policy-dp', 2);
     const out = runs.map(rankResult);
-    if (out[0].skipped) {
-      console.warn(`skipped: ${out[0].skipped}`);
-      return;
-    }
+    expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
     for (const o of out) {
       expect(o.moved).toBeGreaterThan(1e-4); // the steps really changed the weights
       expect(o.gap).toBeLessThan(1e-5);
@@ -134,7 +135,7 @@ d('the trainer on 2 ranks with the linear policy', () => {
   }, 120000);
 });
 
-d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
+withPolicy('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
   it('keeps both replicas identical, trains, writes only on rank 0; one process resumes the run', async () => {
     const fs = await import('fs');
     const os = await import('os');
@@ -163,14 +164,11 @@ d('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
   }, 150000);
 });
 
-d('the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)', () => {
+withPolicy('the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)', () => {
   it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
     const runs = await runRanks('native-uneven', 2);
     const out = runs.map(rankResult);
-    if (out[0].skipped) {
-      console.warn(`skipped: ${out[0].skipped}`);
-      return;
-    }
+    expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
     expect(runs.map((r) => r.code)).toEqual([0, 0]);
     for (const agg of ['seq-mean-token-mean', 'token-mean']) {
       // rank 0 holds 3 then 5 prompts, rank 1 holds 2 then none: 3 samples each

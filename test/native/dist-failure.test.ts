@@ -4,10 +4,11 @@
  * SIGINT (Ctrl-C) stops every rank with exit code 130. Heartbeat timeout 4 s in these runs.
  */
 import { distUnavailable, runRanks } from '../helpers/dist-ranks';
+import { skipIf } from '../helpers/skip';
 
 // Skipped, with the reason in the test name, when the torch addon lacks process groups.
 const skipReason = distUnavailable();
-const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
+const d = skipIf(skipReason).describe;
 
 d('a failed rank stops every rank with a message naming it', () => {
   it('rank 1 killed (SIGKILL): rank 0 exits 1 naming rank 1 within 60 s', async () => {

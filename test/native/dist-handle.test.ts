@@ -8,9 +8,10 @@ import { ProcessGroup, availableBackends, liveProcessGroups, PROCESS_GROUP_DEFAU
 import { parseDistEnv } from '../../lib/dist/env';
 import { freePort } from '../../lib/dist/launch';
 import { distUnavailable } from '../helpers/dist-ranks';
+import { skipIf } from '../helpers/skip';
 
 const skipReason = distUnavailable();
-const d = skipReason ? (name: string, fn: () => void) => describe.skip(`${name} (skipped: ${skipReason})`, fn) : describe;
+const d = skipIf(skipReason).describe;
 
 d('ProcessGroup handle (1 rank)', () => {
   let pg: ProcessGroup;
@@ -58,7 +59,7 @@ d('ProcessGroup handle (1 rank)', () => {
   });
 
   // A CUDA build has NCCL: the message below is only for CPU-only builds.
-  (skipReason || availableBackends().includes('nccl') ? it.skip : it)('nccl without a CUDA build is a clear error', async () => {
+  skipIf(skipReason || (availableBackends().includes('nccl') && 'this libtorch has NCCL')).it('nccl without a CUDA build is a clear error', async () => {
     const port = await freePort();
     const env = parseDistEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
     const err = await ProcessGroup.init({ env, backend: 'nccl' }).catch((e) => e);

@@ -15,10 +15,11 @@ import { buildDyBench, planBuild } from '../../lib/dybench/builder';
 import { renderScene, type Scene } from '../../lib/synth';
 import { VideoReader, encodeMp4, writeFrameDir } from '../../lib/video';
 import { spawnSync } from 'child_process';
+import { skipIf } from '../helpers/skip';
 
 // These tests need the system ffmpeg (scripts/setup.sh installs it); without it they are skipped, and say why.
 const HAVE_FFMPEG = spawnSync('ffmpeg', ['-version']).status === 0 && spawnSync('ffprobe', ['-version']).status === 0;
-(HAVE_FFMPEG ? describe : describe.skip)(HAVE_FFMPEG ? 'dybench builder' : 'dybench builder (skipped: ffmpeg/ffprobe not found on PATH; apt-get install ffmpeg)', () => {
+skipIf(!HAVE_FFMPEG && 'ffmpeg/ffprobe not found on PATH; apt-get install ffmpeg').describe('dybench builder', () => {
   const T = 12, H = 48, W = 64;
   const scene = (objects: Scene['objects']): Scene => ({ version: 1, background: 'gray', objects });
   const sq = (x0: number, y0: number, x1: number, y1: number, s0 = 0.3, s1 = s0, visible?: [number, number]): Scene['objects'][number] => ({ shape: 'square', color: 'red', from: { x: x0, y: y0, size: s0 }, to: { x: x1, y: y1, size: s1 }, ...(visible ? { visible } : {}) });

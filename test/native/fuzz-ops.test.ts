@@ -2,8 +2,9 @@
  * 10,000 calls of each op per addon with random valid and invalid arguments: every call either
  * returns or throws a coded error (never a crash), and resident memory grows by < 50 MB.
  */
-import { hasAddon, ops, type AddonName } from '../../lib/native';
+import { ops, type AddonName } from '../../lib/native';
 import { rng, randInt } from '../helpers/random';
+import { addonMissing, skipIf } from '../helpers/skip';
 
 const CALLS = 10_000;
 
@@ -44,7 +45,7 @@ function randomCrrArgs(r: () => number): Record<string, unknown> {
 }
 
 describe.each(['core', 'torch'] as AddonName[])('fuzzing the %s addon', (addon) => {
-  const run = hasAddon(addon) ? it : it.skip;
+  const run = skipIf(addonMissing(addon)).it;
   run(`survives ${CALLS} random calls of each op with bounded memory`, () => {
     const o = ops(addon);
     const r = rng(addon === 'core' ? 99 : 98);

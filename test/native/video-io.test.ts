@@ -12,6 +12,7 @@ import { synthesizeRecords, renderSynthetic } from '../../lib/synth';
 import type { SyntheticVideoSpec } from '../../lib/data/schema';
 import { VideoReader, decodeAllFrames, decodeVideoFile, encodeMp4, probeVideo, writeFrameDir } from '../../lib/video';
 import { spawnSync } from 'child_process';
+import { skipIf } from '../helpers/skip';
 
 /** Frame t: flat grey level 16 + 12 t with a white square whose x position encodes t too. */
 function markedClip(T: number, H: number, W: number): Uint8Array {
@@ -33,7 +34,7 @@ function level(data: Uint8Array, t: number, H: number, W: number): number {
 
 // These tests need the system ffmpeg (scripts/setup.sh installs it); without it they are skipped, and say why.
 const HAVE_FFMPEG = spawnSync('ffmpeg', ['-version']).status === 0 && spawnSync('ffprobe', ['-version']).status === 0;
-(HAVE_FFMPEG ? describe : describe.skip)(HAVE_FFMPEG ? 'video IO' : 'video IO (skipped: ffmpeg/ffprobe not found on PATH; apt-get install ffmpeg)', () => {
+skipIf(!HAVE_FFMPEG && 'ffmpeg/ffprobe not found on PATH; apt-get install ffmpeg').describe('video IO', () => {
   let dir: string;
   const T = 16, S = 224;
   let mp4: string;

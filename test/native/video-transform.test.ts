@@ -3,9 +3,10 @@
  * (odd widths, T = 1, both layouts, uint8 and float32), sync and async, new and caller-provided
  * outputs; and the argument checks at the TS boundary and in native code.
  */
-import { hasAddon, ops, type AddonName, type FrameArray, type FrameLayout } from '../../lib/native';
+import { ops, type AddonName, type FrameArray, type FrameLayout } from '../../lib/native';
 import { referenceTransform, transformFrames, transformFramesSync, VIDEO_TRANSFORMS } from '../../lib/counterfactual';
 import { rng, randInt } from '../helpers/random';
+import { addonMissing, skipIf } from '../helpers/skip';
 
 const addons: AddonName[] = ['core', 'torch'];
 
@@ -15,9 +16,7 @@ function firstMismatch(a: FrameArray, b: FrameArray): string {
 }
 
 describe.each(addons)('video transforms on the %s addon', (addon) => {
-  const available = hasAddon(addon);
-  const maybe = available ? it : it.skip;
-  if (!available) it.skip(`${addon} addon not built (run npm run build:${addon})`, () => undefined);
+  const maybe = skipIf(addonMissing(addon)).it;
 
   maybe('match the reference on 60 random shapes, both layouts and dtypes', async () => {
     const r = rng(addon === 'core' ? 1 : 2);

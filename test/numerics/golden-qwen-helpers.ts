@@ -9,6 +9,7 @@ import { hasAddon } from '../../lib/native';
 import { readSafetensors, type LoadedTensor } from '../../lib/hf/safetensors';
 import type { Grid } from '../../lib/hf/rope-index';
 import type { QwenInputs } from '../../lib/hf/model';
+import { skipIf } from '../helpers/skip';
 
 export const GOLDEN_ROOT = path.resolve(__dirname, '..', '..', '..', 'shared', 'golden');
 
@@ -115,10 +116,10 @@ export function goldenSuite(model: 'qwen2_5_vl' | 'qwen3_vl'): void {
   const { canonicalKey } = require('../../lib/hf/config') as typeof import('../../lib/hf/config');
   const reason = goldenSkipReason(model);
   if (reason) {
-    test.skip(`${model} golden comparisons skipped: ${reason}`, () => undefined);
+    skipIf(reason).it(`${model} golden comparisons`, () => undefined);
     return;
   }
-  let m: InstanceType<typeof QwenVLModel>;
+  let m: Awaited<ReturnType<typeof QwenVLModel.load>>;
   beforeAll(async () => {
     m = await QwenVLModel.load(path.join(GOLDEN_ROOT, model));
   });

@@ -9,10 +9,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { RlCompletions } from '../../lib/model/policy';
 import { TwinServer, handOver, hasPolicy, lcg, makeInputs, pythonTorch, readF32, readI32, tinyPolicy } from '../../bench/pytorch/policy-fixture';
+import { skipIf } from '../helpers/skip';
 
 const why = pythonTorch() ?? (hasPolicy() ? null : 'the torch addon has no native policy');
-const maybe = why ? test.skip : test;
-if (why) test(`PyTorch twin checks skipped: ${why}`, () => expect(why).toBeTruthy());
+const maybe = skipIf(why).it;
 
 maybe('same loss, gradients and greedy tokens as the native policy', async () => {
   const policy = await tinyPolicy();

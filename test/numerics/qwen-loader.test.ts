@@ -11,6 +11,7 @@ import { QwenVLModel } from '../../lib/hf/model';
 import { readSafetensors, writeSafetensors } from '../../lib/hf/safetensors';
 import { liveHandleCount } from '../../lib/native';
 import { GOLDEN_ROOT, caseInputs, goldenSkipReason, readCase } from './golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const MODEL = 'qwen2_5_vl';
 const reason = goldenSkipReason(MODEL);
@@ -27,7 +28,7 @@ function copyWith(dir: string, edit: (t: Map<string, { shape: number[]; data: Fl
   writeSafetensors(path.join(dir, 'model.safetensors'), [...t].map(([name, v]) => ({ name, shape: v.shape, dtype: 'F32' as const })), (n) => t.get(n)!.data);
 }
 
-(reason ? describe.skip : describe)(`Qwen model folders${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe('Qwen model folders', () => {
   let tmp: string;
   beforeAll(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-qwen-'));

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { QwenPolicy } from '../../lib/hf/qwen-policy';
 import { POLICY_KINDS, type PolicyPrompt } from '../../lib/rollout/policy';
 import { GOLDEN_ROOT, goldenSkipReason } from './golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const MODEL = 'qwen3_vl';
 const reason = goldenSkipReason(MODEL);
@@ -23,7 +24,7 @@ function prompt(seed: number, T = 4, H = 64, W = 64): PolicyPrompt {
 const maxDiff = (a: number[][], b: number[][]) => Math.max(...a.map((r, i) => Math.max(...r.map((x, j) => Math.abs(x - b[i][j])))));
 
 const reason25 = goldenSkipReason('qwen2_5_vl');
-(reason25 ? describe.skip : describe)(`Qwen2.5-VL policy: images and videos in one batch${reason25 ? ` (skipped: ${reason25})` : ''}`, () => {
+skipIf(reason25).describe('Qwen2.5-VL policy: images and videos in one batch', () => {
   test('a batch mixing an image prompt and a video prompt scores each row as alone', async () => {
     const p = await QwenPolicy.create({ model: path.join(GOLDEN_ROOT, 'qwen2_5_vl'), minPixels: 56 * 56, maxPixels: 56 * 56, lora: { rank: 2, targetModules: ['q_proj'] } });
     try {
@@ -40,7 +41,7 @@ const reason25 = goldenSkipReason('qwen2_5_vl');
   });
 });
 
-(reason ? describe.skip : describe)(`Qwen policy (trainer interface)${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe('Qwen policy (trainer interface)', () => {
   test("kind 'qwen' is registered and needs a model folder", async () => {
     expect(POLICY_KINDS.has('qwen')).toBe(true);
     await expect(POLICY_KINDS.get('qwen')({ seed: 0 })).rejects.toMatchObject({ code: 'ERR_CRPO_MODEL_LOAD', message: expect.stringMatching(/needs a model/) });

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
 import { GOLDEN_ROOT, caseInputs, compareClose, expectAllClose, goldenSkipReason, readCase } from './golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const MODEL = 'qwen3_vl';
 const reason = goldenSkipReason(MODEL);
@@ -31,7 +32,7 @@ function randomize(m: QwenVLModel, names: string[], scale: number, seed: number)
   }
 }
 
-(reason ? describe.skip : describe)(`Qwen training features${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe('Qwen training features', () => {
   const inputs: QwenInputs = caseInputs(readCase(MODEL, 'video'));
   const L = inputs.inputIds[0].length;
 

@@ -7,14 +7,11 @@
 import { hasAddon, torchAddon } from '../../lib/native';
 import { policyLoss, LOSS_AGGREGATIONS, type LossSequence } from '../../lib/algo';
 import { rng } from '../helpers/random';
+import { skipIf } from '../helpers/skip';
 
 const available = hasAddon('torch') && typeof (torchAddon() as unknown as { policyLoss?: unknown }).policyLoss === 'function';
 
-describe('native policy loss vs the TS reference', () => {
-  if (!available) {
-    it.skip('skipped: the torch addon with the native policy (policyLoss) is not built', () => undefined);
-    return;
-  }
+skipIf(!available && 'the torch addon with the native policy (policyLoss) is not built').describe('native policy loss vs the TS reference', () => {
   // Loaded lazily: lib/model needs the torch addon's policy functions.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { nativePolicyLoss } = require('../../lib/model/policy') as typeof import('../../lib/model/policy');

@@ -100,13 +100,26 @@ test('a 400 fails the sample at once; a 401 stops the run with one clear error',
 });
 
 test('answers a batch concurrently, one response per request in order', async () => {
-  const m = await modelWith((i) => ({ content: `<answer>${'ABCD'[i % 4]}</answer>`, delayMs: 100 }));
-  const reqs = [0, 1, 2, 3].map((i) => request(`r${i}`));
-  const t0 = Date.now();
-  const out = await m.answer(reqs);
-  expect(out).toHaveLength(4);
-  expect(new Set(out.map((o) => o.raw)).size).toBe(4);
-  expect(Date.now() - t0).toBeLessThan(380); // in flight together, not 4 x 100 ms
+  // The server holds every reply until all 4 requests have arrived: only a client that sends them
+  // together gets its replies before the fallback release (which keeps a sequential client from hanging).
+  let arrived = 0, inFlight = 0, maxInFlight = 0;
+  let releaseAll!: () => void;
+  const allArrived = new Promise<void>((resolve) => (releaseAll = resolve));
+  server = await startMockOpenAI(async (req) => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    if (++arrived === 4) releaseAll();
+    await Promise.race([allArrived, new Promise((r) => setTimeout(r, 1000))]);
+    inFlight--;
+    const parts = req.body.messages![0].content as { type: string; text?: string }[];
+    const k = Number(/^question (\d)$/.exec(parts[parts.length - 1].text ?? '')?.[1]);
+    return { content: `<answer>${'ABCD'[k]}</answer>` };
+  });
+  const m = new OpenAIAnswerModel({ model: 'mock-vl', baseURL: server.url, apiKey: 'sk-test', backoffBaseMs: 5, backoffMaxMs: 40, timeoutMs: 5000, maxRetries: 0 });
+  const out = await m.answer([0, 1, 2, 3].map((i) => ({ ...request(`r${i}`), prompt: `question ${i}` })));
+  expect(maxInFlight).toBe(4); // all four were in flight together
+  expect(out.map((o) => o.raw)).toEqual(['A', 'B', 'C', 'D'].map((x) => `<answer>${x}</answer>`)); // in request order
+  expect(out.map((o) => [o.error, o.attempts])).toEqual(new Array(4).fill([undefined, 1]));
 });
 
 test('strict parsing of what the endpoint said: reasoning around one tag is fine, a substring is not', () => {

@@ -76,8 +76,8 @@ async function check(ctx: DistContext, argv: Argv2): Promise<string[]> {
 }
 
 export async function handler(argv: Argv2): Promise<void> {
-  if (argv.action !== 'check') throw new CrpoError('ERR_CRPO_INVALID_ARG', `Unknown dist action '${argv.action}' (known: check)`);
-  if (!Number.isInteger(argv.size) || argv.size < 1) throw new CrpoError('ERR_CRPO_INVALID_ARG', `Expected an integer >= 1 for --size but received ${argv.size}`);
+  if (argv.action !== 'check') throw new CrpoError('ERR_CRPO_USAGE', `Unknown dist action '${argv.action}' (known: check)`);
+  if (!Number.isInteger(argv.size) || argv.size < 1) throw new CrpoError('ERR_CRPO_USAGE', `Expected an integer >= 1 for --size but received ${argv.size}`);
   if (await launchIfRequested(argv.nproc)) return;
   const t0 = Date.now();
   const ctx = await initDistributed({

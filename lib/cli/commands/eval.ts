@@ -98,7 +98,7 @@ function correlate(a: Args): void {
 
 export async function handler(a: Args): Promise<void> {
   if (a.correlate && a.correlate.length) return correlate(a);
-  if (!a.data) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
+  if (!a.data) throw new CrpoError('ERR_CRPO_USAGE', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
   if (a.kind === 'checkpoint' && !a.checkpoint && a.model !== undefined && fs.existsSync(a.model)) {
     // --kind checkpoint --model <folder>: the folder is the checkpoint (detected: linear / native /
     // qwen checkpoint, a run folder or a Hugging Face Qwen folder); the reported model name is the folder's.
@@ -110,8 +110,8 @@ export async function handler(a: Args): Promise<void> {
   const baseURL = a.baseUrl ?? env('CRPO_EVAL_BASE_URL', 'OPENAI_BASE_URL');
   const apiKey = a.apiKey ?? env('CRPO_EVAL_API_KEY', 'OPENAI_API_KEY');
   if (a.kind === 'openai') {
-    if (!baseURL) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
-    if (!model) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
+    if (!baseURL) throw new CrpoError('ERR_CRPO_USAGE', 'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
+    if (!model) throw new CrpoError('ERR_CRPO_USAGE', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
   }
   // The checkpoint kind registers itself when its module loads (it pulls in the server and the model).
   if (a.kind === 'checkpoint') await import('../../serve/checkpoint-model');
