@@ -68,13 +68,13 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128, visionClipAttention: true,
     lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
-    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5, optionSlots: 8,
+    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5, optionSlots: 0,
   },
   small: {
     frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
     visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512, visionClipAttention: true,
     lmDim: 256, lmLayers: 4, lmHeads: 8, lmKvHeads: 2, lmMlp: 704,
-    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5, optionSlots: 8,
+    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5, optionSlots: 0,
   },
 };
 

@@ -50,8 +50,8 @@ export interface SftOptions {
   lr?: number;
   weightDecay?: number;
   /**
-   * Target completion: 'letter' ("<answer>B</answer>") or 'option-then-letter' ("blue
-   * <answer>B</answer>", lib/prompt optionAnswerCompletion; the default).
+   * Target completion: 'letter' ("<answer>B</answer>", the default) or 'option-then-letter'
+   * ("blue <answer>B</answer>", lib/prompt optionAnswerCompletion; measured in docs/model.md).
    */
   target?: 'letter' | 'option-then-letter';
   /** Weight of the language-model loss on the prompt text (Policy.sftStep promptLmWeight; 0 = off). */
@@ -119,7 +119,7 @@ export const SFT_DEFAULTS = {
   lr: 1e-3,
   weightDecay: 0.01,
   promptLm: 0,
-  target: 'option-then-letter' as 'letter' | 'option-then-letter',
+  target: 'letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
   nullOption: true,
@@ -331,7 +331,7 @@ export async function shortcutBase(dir: string, o: ShortcutBaseOptions): Promise
     last = q.elapsed;
     o.log(`${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`);
   };
-  const common = { batchSize: o.batchSize, promptLm: o.promptLm, seed: o.seed, preset: o.preset, testPairs: o.testPairs ?? 10, maxSeconds: 0, saveEvery: 0, nullOption: true };
+  const common = { batchSize: o.batchSize, promptLm: o.promptLm, seed: o.seed, preset: o.preset ?? SFT_DEFAULTS.preset, testPairs: o.testPairs ?? 10, maxSeconds: 0, saveEvery: 0, nullOption: true };
   const capDir = path.join(dir, 'capability');
   const capability = await runSft({ ...common, out: capDir, steps: o.capabilitySteps, lr: o.lr, members: 'both', colour: 'independent', onProgress: progress('phase 1, fresh clips, colour independent of the answer') });
   last = -Infinity;

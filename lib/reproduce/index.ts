@@ -126,20 +126,23 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { seeds: [1, 2, 3], ste
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The warm start is 600 steps of 16 clips at lr 5e-4 on 100 shortcut train pairs per
- * category (~40-65 s on 2 cores): it follows the colour on ~85-90% of held-out dynamic videos
- * and changes its answer on a few flipped/reversed clips (lr 3e-3 gives one answer per question
- * whatever the clip). RL lr 1e-4: at 3e-4 every method's training correctness falls from ~0.95
- * to ~0.7 within 10 steps (CRPO's to ~0.3) and held-out P-Acc and sensitivity end below the
- * base model's; 1e-3 collapses GRPO within 10 steps. Measured budget: docs/reproduction.md.
+ * policy. The base model is lib/model shortcutBase, as in `crpo demo`: 600 steps of 32 fresh
+ * clips (both members, colour independent of the answer, prompt language-model loss), then 150
+ * steps on fresh originals whose colour names the dynamic answer; it answers ~2/3 of held-out
+ * dynamic videos whose colour names a wrong option with that option. RL at lr 1e-4 for 60 steps
+ * (3e-4 made CRPO's KL reach 1-2 and its held-out P-Acc swing by 20 points), every method with
+ * the null option shown, so that only the algorithm differs. Measured: docs/reproduction.md.
  */
 export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
-  policy: 'native', seeds: [1, 2, 3], steps: 120, batchSize: 8, groupSize: 8, lr: 1e-4, maxNewTokens: 6,
-  trainPairs: 100, evalPairs: 50, frames: 8, size: 32, baseSteps: 600, baseLr: 5e-4, baseBatchSize: 16, curveEvery: 20,
+  policy: 'native', seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 1e-4, maxNewTokens: 0, nullOption: true,
+  trainPairs: 100, evalPairs: 50, frames: 8, size: 32, baseSteps: 600, baseShortcutSteps: 150, baseLr: 1e-3, baseBatchSize: 32,
+  basePromptLm: 1, curveEvery: 15,
 };
 
-/** `--preset native --quick`: the native preset with 30 RL steps and 25 held-out pairs per category (same base model settings). */
-export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = { ...REPRODUCE_NATIVE, steps: 30, evalPairs: 25, curveEvery: 10 };
+/** `--preset native --quick`: a base of half the steps, 30 RL steps, 25 held-out pairs per category. */
+export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = {
+  ...REPRODUCE_NATIVE, steps: 30, evalPairs: 25, curveEvery: 10, baseSteps: 300, baseShortcutSteps: 75,
+};
 
 /** Named presets: settings over REPRODUCE_DEFAULTS, without and with `--quick`. */
 export const REPRODUCE_PRESETS: Record<string, { full: Partial<ReproduceConfig>; quick: Partial<ReproduceConfig> }> = {

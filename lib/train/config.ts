@@ -116,11 +116,10 @@ export interface TrainConfig {
 
 /**
  * Completion length by policy kind when maxNewTokens is 0: linear 2 (style + option token);
- * native 12 (the option's words, up to 6, then `<answer>`, letter, `</answer>`, end: lib/prompt
- * optionAnswerCompletion); qwen 32 (a subword tokenizer spells the tags in several pieces). A
- * kind not listed gets 32.
+ * native 6 (`<answer>`, letter, `</answer>`, end, and room for two stray tokens); qwen 32 (a
+ * subword tokenizer spells the tags in several pieces). A kind not listed gets 32.
  */
-export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { linear: 2, native: 12, qwen: 32 };
+export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { linear: 2, native: 6, qwen: 32 };
 
 export const TRAIN_DEFAULTS: TrainConfig = {
   algo: 'crpo',

@@ -57,7 +57,7 @@ export interface DemoPreset {
 
 export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
   native: {
-    seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 3e-4, temperature: 1,
+    seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 1e-4, temperature: 1,
     trainPairs: 100, shortcutP: 0.95, valPairs: 30,
     capabilitySteps: 600, shortcutSteps: 150, baseBatch: 32, baseLr: 1e-3, basePromptLm: 1, linearBaseSteps: 0,
   },

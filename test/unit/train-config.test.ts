@@ -29,8 +29,8 @@ describe('resolveConfig', () => {
   });
 
   it('sizes completions by policy kind unless maxNewTokens is given', () => {
-    // The native policy answers `<option words> <answer> X </answer> <eos>`, which a length of 2 cuts off.
-    expect(resolveConfig({ overrides: { policy: { kind: 'native' } } }).maxNewTokens).toBe(12);
+    // The native policy answers `<answer> X </answer> <eos>`: 4 tokens, which a length of 2 cuts off.
+    expect(resolveConfig({ overrides: { policy: { kind: 'native' } } }).maxNewTokens).toBe(6);
     expect(resolveConfig({ overrides: { policy: { kind: 'qwen' } } }).maxNewTokens).toBe(32);
     expect(resolveConfig({ overrides: { policy: { kind: 'linear' } } }).maxNewTokens).toBe(2);
     expect(resolveConfig({ overrides: { policy: { kind: 'native' }, maxNewTokens: 9 } }).maxNewTokens).toBe(9);

@@ -23,7 +23,7 @@ export function builder(y: Argv): Argv {
     .option('group-size', { type: 'number', describe: `G: rollouts per prompt (default ${d.groupSize})` })
     .option('lr', { type: 'number', describe: `Learning rate of the RL runs (${both('lr')})` })
     .option('policy', { type: 'string', describe: `Policy kind ('linear', or a registered native kind; default ${d.policy})` })
-    .option('max-new-tokens', { type: 'number', describe: 'Largest completion length (0: 2 for the linear policy, 6 otherwise)' })
+    .option('max-new-tokens', { type: 'number', describe: 'Largest completion length (0: by policy kind, 2 for linear, 6 for native)' })
     .option('train-pairs', { type: 'number', describe: `Synthetic train pairs per category (${both('trainPairs')})` })
     .option('eval-pairs', { type: 'number', describe: `Held-out pairs per category (${both('evalPairs')})` })
     .option('frames', { type: 'number', describe: `Frames per synthetic clip (default ${d.frames})` })
