@@ -7,7 +7,8 @@
  * measured with the native policy, `crpo reproduce --preset native --quick --methods crpo
  * --seeds 500` took 27.7 s with 1.08 M minor page faults, and 16.6 s with 0.14 M in a process
  * started with these settings, with identical results (docs/training.md, "Memory allocator").
- * CRPO_MALLOC=default, or any of the variables already set, keeps the process as it is.
+ * CRPO_MALLOC=default, or any of the variables already set, keeps the process as it is. The
+ * child ends when the parent is gone, even when the parent was killed with SIGKILL (followParent).
  */
 import { spawn } from 'child_process';
 
@@ -23,6 +24,10 @@ export const TRAINING_COMMANDS: ReadonlySet<string> = new Set(['train', 'sft', '
 
 /** Marks the child, so that it does not start another. */
 const RELAUNCHED = 'CRPO_MALLOC_RELAUNCHED';
+/** The parent's pid, which the child watches: the child ends when the parent is gone (even by kill -9). */
+const PARENT_PID = 'CRPO_RELAUNCH_PARENT_PID';
+/** How often the child looks for its parent, ms. */
+const PARENT_POLL_MS = 500;
 
 /** Whether `crpo <args>` should run in a child process with TRAINING_MALLOC_ENV. */
 export function needsMallocRelaunch(args: readonly string[], env: NodeJS.ProcessEnv = process.env, platform: string = process.platform): boolean {
@@ -35,7 +40,27 @@ export function needsMallocRelaunch(args: readonly string[], env: NodeJS.Process
 
 /** The child's environment: this one plus the malloc settings. */
 export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return { ...env, ...TRAINING_MALLOC_ENV, [RELAUNCHED]: '1' };
+  return { ...env, ...TRAINING_MALLOC_ENV, [RELAUNCHED]: '1', [PARENT_PID]: String(process.pid) };
+}
+
+/**
+ * In the relaunched child: when the parent is gone (killed with SIGKILL, which it cannot pass on),
+ * this process is reparented; it then sends itself SIGTERM, as a terminal's kill would, so the
+ * trainer stops the way it stops on Ctrl-C, and SIGKILL 10 s later if it is still running. The
+ * timers do not keep the process alive.
+ */
+export function followParent(env: NodeJS.ProcessEnv = process.env): boolean {
+  const parent = Number(env[PARENT_PID]);
+  if (!env[RELAUNCHED] || !Number.isInteger(parent) || parent <= 1) return false;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    process.stderr.write(`crpo: the launching process (pid ${parent}) is gone; stopping\n`);
+    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10_000).unref();
+    process.kill(process.pid, 'SIGTERM');
+  }, PARENT_POLL_MS);
+  timer.unref();
+  return true;
 }
 
 /**
@@ -45,6 +70,7 @@ export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proces
  * false (nothing started) otherwise.
  */
 export function relaunchWithTrainingMalloc(script: string, args: readonly string[]): boolean {
+  followParent();
   if (!needsMallocRelaunch(args)) return false;
   const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: 'inherit', env: relaunchEnv() });
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
