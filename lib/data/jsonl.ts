@@ -209,15 +209,46 @@ export function splitLines(text: string): JsonlLine[] {
 
 /** Reads a text file with a one-line error when it is missing or unreadable. */
 export function readTextFile(file: string, what = 'file'): string {
+  let buf: Buffer;
   try {
-    const text = fs.readFileSync(file, 'utf8');
-    return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
+    buf = fs.readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CrpoError('ERR_CRPO_NOT_FOUND', `${what} not found: ${file}`);
     if (code === 'EISDIR') throw new CrpoError('ERR_CRPO_BAD_PATH', `${what} is a directory, expected a file: ${file}`);
     throw new CrpoError('ERR_CRPO_IO', `cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
+  return decodeUtf8(buf, file, what);
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Decodes UTF-8 strictly: bytes that are not UTF-8 (a Latin-1 or UTF-16 file) are an error naming
+ * the file, line and byte, instead of silently becoming U+FFFD. A byte-order mark is dropped.
+ */
+export function decodeUtf8(buf: Uint8Array, file: string, what = 'file'): string {
+  let text: string;
+  try {
+    text = strictUtf8.decode(buf);
+  } catch {
+    // Find the first bad byte: the longest prefix that decodes.
+    let lo = 0, hi = buf.length;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      try {
+        new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(0, mid), { stream: true });
+        lo = mid;
+      } catch {
+        hi = mid - 1;
+      }
+    }
+    let line = 1;
+    for (let i = 0; i < lo; i++) if (buf[i] === 0x0a) line++;
+    const at = Math.min(lo, buf.length - 1);
+    throw new CrpoError('ERR_CRPO_ENCODING', `${file}:${line}: ${what} is not valid UTF-8 (byte 0x${buf[at].toString(16).padStart(2, '0')} at offset ${at}); save it as UTF-8`);
+  }
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
 }
 
 /**
