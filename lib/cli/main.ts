@@ -64,8 +64,16 @@ export function reportError(err: unknown, verbose = process.env.CRPO_VERBOSE ===
   return 2;
 }
 
-/** Number flags given something that is not a number (yargs turns it into NaN): one usage error naming them. */
+/**
+ * Number flags given something that is not a number (yargs turns it into NaN), or given twice
+ * (yargs makes an array of them; no number flag of crpo takes a list): one usage error naming them.
+ */
 function checkNumbers(argv: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(argv)) {
+    if (!k.includes('_') && !/[A-Z]/.test(k) && Array.isArray(v) && v.length > 1 && v.every((x) => typeof x === 'number')) {
+      throw new UsageError(`--${k} given ${v.length} times (${v.join(', ')}); give it once`);
+    }
+  }
   const bad = Object.entries(argv)
     .filter(([k, v]) => !k.includes('_') && !/[A-Z]/.test(k) && ((typeof v === 'number' && Number.isNaN(v)) || (Array.isArray(v) && v.some((x) => typeof x === 'number' && Number.isNaN(x)))))
     .map(([k]) => `--${k}`);
@@ -77,6 +85,9 @@ export async function run(args: string[]): Promise<number> {
   const verbose = args.includes('--verbose') || process.env.CRPO_VERBOSE === '1';
   const rest = args.filter((a) => a !== '--verbose');
   let code = 0;
+  // Nested commands (crpo dybench ...) report through process.exitCode; read it, then restore it.
+  const prior = process.exitCode;
+  process.exitCode = undefined;
   let y = yargs(rest).scriptName('crpo').strict().exitProcess(false).demandCommand(1, 'Name a command; `crpo --help` lists them.');
   for (const c of COMMANDS) {
     y = y.command(
@@ -90,7 +101,6 @@ export async function run(args: string[]): Promise<number> {
         try {
           checkNumbers(argv as Record<string, unknown>);
           await load(c.module).handler(argv as Record<string, unknown>);
-          if (typeof process.exitCode === 'number') code = process.exitCode;
         } catch (err) {
           code = reportError(err, verbose);
         }
@@ -110,6 +120,8 @@ export async function run(args: string[]): Promise<number> {
   } catch (err) {
     code = reportError(err, verbose);
   }
+  if (code === 0 && typeof process.exitCode === 'number') code = process.exitCode;
+  process.exitCode = prior;
   return code;
 }
 

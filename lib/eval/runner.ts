@@ -281,7 +281,13 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
     if (c.overwrite) {
       for (const f of Object.values(files)) fs.rmSync(f, { force: true });
     } else if (fs.existsSync(files.run)) {
-      const prev = JSON.parse(readTextFile(files.run, 'run file')) as { fingerprint?: Record<string, unknown> };
+      let prev: { fingerprint?: Record<string, unknown> };
+      try {
+        prev = JSON.parse(readTextFile(files.run, 'run file')) as typeof prev;
+      } catch (err) {
+        if ((err as { code?: string }).code?.startsWith('ERR_CRPO')) throw err;
+        throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.run}: not valid JSON (${(err as Error).message}); the folder's run record is damaged: use another --out, or --overwrite to discard it`);
+      }
       const diff = Object.keys(fp).filter((k) => JSON.stringify(prev.fingerprint?.[k]) !== JSON.stringify(fp[k]));
       if (diff.length) {
         throw new CrpoError(
@@ -323,6 +329,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
     const batches: DyBenchRecord[][] = [];
     for (let i = 0; i < todo.length; i += c.batchSize) batches.push(todo.slice(i, i + c.batchSize));
     let next = 0;
+    let unreadable = 0;
     let fatal: unknown;
     const work = async (): Promise<void> => {
       while (fatal === undefined && next < batches.length) {
@@ -337,6 +344,8 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
           const r = d.r;
           if ('err' in d) {
             lines.push(failedLine(r, `frames: ${d.err?.message ?? String(d.err)}`));
+            // The first few unreadable clips are said at once (the rest are in samples.jsonl).
+            if (unreadable++ < 3) log(`eval: ${r.id}: cannot read its video: ${d.err?.message ?? String(d.err)}`);
             continue;
           }
           requests.push({ id: r.id, frames: d.f.frames, frameShape: d.f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption, instruction: c.instruction }) });
