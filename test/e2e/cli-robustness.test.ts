@@ -139,7 +139,7 @@ interface Case {
   check?: (r: Result) => void;
 }
 
-const tr = (...a: string[]) => ['train', ...(a.includes('--steps') ? [] : ['--steps', '1']), '--batch-size', '2', '--group-size', '2', '--val-every', '0', '--set', 'plots=false', '--set', 'progress=false', ...a];
+const tr = (...a: string[]) => ['train', ...(a.includes('--steps') ? [] : ['--steps', '1']), '--batch-size', '2', '--group-size', '2', '--val-every', '0', '--set', 'plots=false', '--set', 'progress=false', '--set', 'data.pairs=2', '--set', 'data.valPairs=1', ...a];
 const ev = (data: string, ...a: string[]) => ['eval', data, '--base-url', 'http://127.0.0.1:1/v1', '--model', 'm', '--out', P('ev-out'), '--quiet', ...a];
 const syn = (...a: string[]) => ['synth', '--out', P('syn-out'), '--no-frames', '--no-sheet', ...a];
 
