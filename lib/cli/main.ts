@@ -51,7 +51,8 @@ export function reportError(err: unknown, verbose = process.env.CRPO_VERBOSE ===
     return 1;
   }
   if (e && typeof e.code === 'string' && PATH_ERRORS[e.code] && typeof e.path === 'string') {
-    process.stderr.write(`crpo: ${e.path}: ${PATH_ERRORS[e.code]} (${e.syscall ?? 'fs'} ${e.code}); check the path${verbose && e.stack ? `\n${e.stack}` : ''}\n`);
+    process.stderr.write(`crpo: ${e.path}: ${PATH_ERRORS[e.code]} (${e.syscall ?? 'fs'} ${e.code}); check the ` +
+      `path${verbose && e.stack ? `\n${e.stack}` : ''}\n`);
     return 1;
   }
   const logPath = path.join(os.tmpdir(), `crpo-error-${process.pid}-${Date.now()}.log`);
@@ -60,7 +61,8 @@ export function reportError(err: unknown, verbose = process.env.CRPO_VERBOSE ===
   } catch {
     /* the message below is still printed */
   }
-  process.stderr.write(`crpo: unexpected error${e?.code ? ` (${e.code})` : ''}: ${e?.message ?? String(err)}\n  stack written to ${logPath}\n${verbose && e?.stack ? `${e.stack}\n` : ''}`);
+  process.stderr.write(`crpo: unexpected error${e?.code ? ` (${e.code})` : ''}: ${e?.message ?? String(err)}\n  ` +
+    `stack written to ${logPath}\n${verbose && e?.stack ? `${e.stack}\n` : ''}`);
   return 2;
 }
 
@@ -88,7 +90,8 @@ export async function run(args: string[]): Promise<number> {
   // Nested commands (crpo dybench ...) report through process.exitCode; read it, then restore it.
   const prior = process.exitCode;
   process.exitCode = undefined;
-  let y = yargs(rest).scriptName('crpo').strict().exitProcess(false).demandCommand(1, 'Name a command; `crpo --help` lists them.');
+  let y = yargs(rest).scriptName('crpo').strict().exitProcess(false).demandCommand(1, 'Name a command; `crpo ' +
+    '--help` lists them.');
   for (const c of COMMANDS) {
     y = y.command(
       c.command,

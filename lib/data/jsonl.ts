@@ -251,7 +251,8 @@ export function decodeUtf8(buf: Uint8Array, file: string, what = 'file'): string
     let line = 1;
     for (let i = 0; i < lo; i++) if (buf[i] === 0x0a) line++;
     const at = Math.min(lo, buf.length - 1);
-    throw new CrpoError('ERR_CRPO_ENCODING', `${file}:${line}: ${what} is not valid UTF-8 (byte 0x${buf[at].toString(16).padStart(2, '0')} at offset ${at}); save it as UTF-8`);
+    throw new CrpoError('ERR_CRPO_ENCODING', `${file}:${line}: ${what} is not valid UTF-8 (byte ` +
+      `0x${buf[at].toString(16).padStart(2, '0')} at offset ${at}); save it as UTF-8`);
   }
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
 }

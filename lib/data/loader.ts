@@ -109,12 +109,16 @@ export function checkRecord(value: unknown, optionCounts: Partial<Record<Categor
       const sc = Scene.safeParse(s.data.scene);
       if (!sc.success) problems.push(...zodIssues(sc.error.issues as ZodIssueLike[], ['video', 'scene']));
       const bytes = s.data.frames * s.data.height * s.data.width * 3;
-      if (s.data.frames > MAX_INLINE_FRAMES) problems.push({ field: 'video.frames', message: `expected at most ${MAX_INLINE_FRAMES} frames for an inline clip, received ${s.data.frames}` });
+      if (s.data.frames > MAX_INLINE_FRAMES) problems.push({ field: 'video.frames', message: `expected at most ` +
+        `${MAX_INLINE_FRAMES} frames for an inline clip, received ${s.data.frames}` });
       for (const k of ['height', 'width'] as const) {
-        if (s.data[k] > MAX_INLINE_SIDE) problems.push({ field: `video.${k}`, message: `expected at most ${MAX_INLINE_SIDE} pixels, received ${s.data[k]}` });
+        if (s.data[k] > MAX_INLINE_SIDE) problems.push({ field: `video.${k}`, message: `expected at most ` +
+          `${MAX_INLINE_SIDE} pixels, received ${s.data[k]}` });
       }
       if (bytes > MAX_INLINE_CLIP_BYTES) {
-        problems.push({ field: 'video', message: `the inline clip would take ${s.data.frames} x ${s.data.height} x ${s.data.width} x 3 = ${(bytes / 2 ** 20).toFixed(0)} MiB to render, more than the limit of ${MAX_INLINE_CLIP_BYTES / 2 ** 20} MiB; lower frames, height or width` });
+        problems.push({ field: 'video', message: `the inline clip would take ${s.data.frames} x ${s.data.height} x ` +
+          `${s.data.width} x 3 = ${(bytes / 2 ** 20).toFixed(0)} MiB to render, more than the limit of ` +
+            `${MAX_INLINE_CLIP_BYTES / 2 ** 20} MiB; lower frames, height or width` });
       }
       if (s.data.transform === 'swap' && s.data.swap_at !== undefined && s.data.swap_at >= s.data.frames) {
         problems.push({ field: 'video.swap_at', message: `expected an integer in [1, ${s.data.frames - 1}], received ${s.data.swap_at}` });
@@ -174,7 +178,8 @@ export function parseRecords(text: string, file: string, options: LoadOptions = 
   };
   const parsed = parseJsonl(text, file);
   if (!options.allowEmpty && parsed.values.length + parsed.errors.length === 0) {
-    throw new CrpoError('ERR_CRPO_EMPTY', `${file}: no records (the file is ${text.length === 0 ? 'empty' : 'blank'}); expected one DyBench record per line (docs/data-format.md)`);
+    throw new CrpoError('ERR_CRPO_EMPTY', `${file}: no records (the file is ` +
+      `${text.length === 0 ? 'empty' : 'blank'}); expected one DyBench record per line (docs/data-format.md)`);
   }
   for (const e of parsed.errors) add(e.line, '', e.message.slice(`${file}:${e.line}: `.length));
   const good: { line: number; record: DyBenchRecord }[] = [];

@@ -243,7 +243,8 @@ export class OpenAIAnswerModel implements AnswerModel {
       const list = await this.client.models.list({ timeout: Math.min(this.o.timeoutMs, 10_000) });
       const entry = list.data.find((m) => m.id === this.o.model) as { crpo?: { null_option?: unknown } } | undefined;
       const n = entry?.crpo?.null_option;
-      return typeof n === 'boolean' ? { nullOption: n, source: `the model card of '${this.o.model}' at ${this.o.baseURL}/models` } : {};
+      return typeof n === 'boolean' ? { nullOption: n, source: `the model card of '${this.o.model}' at ` +
+        `${this.o.baseURL}/models` } : {};
     } catch {
       return {};
     }

@@ -272,7 +272,8 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       // Not set by the user: as the model was trained, when its card says (crpo serve), else off.
       const d = (await model.promptDefaults?.()) ?? {};
       c.nullOption = d.nullOption ?? false;
-      if (d.nullOption !== undefined) log(`eval: null option ${d.nullOption ? 'on' : 'off'}, as ${d.source ?? 'the model'} says it was trained (--null-option / --no-null-option overrides)`);
+      if (d.nullOption !== undefined) log(`eval: null option ${d.nullOption ? 'on' : 'off'}, as ` +
+        `${d.source ?? 'the model'} says it was trained (--null-option / --no-null-option overrides)`);
     }
     const nullOption: boolean = c.nullOption;
     // Resume or start.
@@ -286,7 +287,8 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         prev = JSON.parse(readTextFile(files.run, 'run file')) as typeof prev;
       } catch (err) {
         if ((err as { code?: string }).code?.startsWith('ERR_CRPO')) throw err;
-        throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.run}: not valid JSON (${(err as Error).message}); the folder's run record is damaged: use another --out, or --overwrite to discard it`);
+        throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.run}: not valid JSON (${(err as Error).message}); ` +
+          `the folder's run record is damaged: use another --out, or --overwrite to discard it`);
       }
       const diff = Object.keys(fp).filter((k) => JSON.stringify(prev.fingerprint?.[k]) !== JSON.stringify(fp[k]));
       if (diff.length) {

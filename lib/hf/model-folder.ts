@@ -24,7 +24,8 @@ export interface ModelFolder {
 }
 
 const LOOKED_FOR =
-  'policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json, policy/policy.json or checkpoint/policy.json (a native checkpoint), ' +
+  'policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json, policy/policy.json or ' +
+    'checkpoint/policy.json (a native checkpoint), ' +
   'checkpoints/step-* (a run folder), or config.json with *.safetensors (a Hugging Face Qwen2.5-VL / Qwen3-VL folder)';
 
 /** `where` names the argument in messages: '--model' (default), '--checkpoint', 'crpo serve'. */

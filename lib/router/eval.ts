@@ -7,6 +7,7 @@
  * whatever the video shows; empty for static questions).
  */
 import * as fs from 'fs';
+import { decodeUtf8 } from '../data/jsonl';
 import { z } from 'zod';
 import { CrpoError } from '../errors';
 import { ROUTE_TRANSFORMS, ROUTE_TYPES, type Route, type RouteType } from './types';
@@ -27,11 +28,16 @@ export type LabelledQuestion = z.infer<typeof LabelledQuestion>;
 
 /** Reads a labelled JSONL file; every bad line is reported as file:line:field: message. */
 export function loadLabelled(file: string): LabelledQuestion[] {
-  let text: string;
+  let buf: Buffer;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    buf = fs.readFileSync(file);
   } catch (err) {
     throw new CrpoError('ERR_CRPO_NO_FILE', `Cannot read labelled file ${file}: ${(err as Error).message}`);
+  }
+  const text = decodeUtf8(buf, file, 'labelled file');
+  if (text.trim() === '') {
+    throw new CrpoError('ERR_CRPO_EMPTY', `${file}: no labelled questions (the file is ` +
+      `${text.length ? 'blank' : 'empty'}); expected one JSON object per line`);
   }
   const out: LabelledQuestion[] = [];
   const problems: string[] = [];

@@ -177,12 +177,17 @@ async function decodeFrames(urls: string[], target: { frames: number; size: numb
       if (!target && decoded.size === 0) { W = w; H = h; }
       if (w !== W || h !== H) img = img.resize(W, H, { fit: 'fill', kernel: 'linear' });
       bytes += W * H * 3;
-      if (bytes > MAX_DECODED_BYTES) throw new HttpError(400, `the decoded frames exceed ${MAX_DECODED_BYTES >> 20} MiB; send fewer or smaller frames`, 'invalid_request_error', null, 'messages');
+      if (bytes > MAX_DECODED_BYTES) {
+        throw new HttpError(400, `the decoded frames exceed ${MAX_DECODED_BYTES >> 20} MiB; send fewer or smaller ` +
+          `frames`, 'invalid_request_error', null, 'messages');
+      }
       decoded.set(i, { raw: await img.raw().toBuffer(), w, h });
     } catch (err) {
       if (err instanceof HttpError) throw err;
       const msg = (err as Error).message;
-      if (/pixel limit/i.test(msg)) throw new HttpError(400, `image part ${i + 1}: larger than ${MAX_IMAGE_PIXELS} pixels; scale the frames down`, 'invalid_request_error', null, 'messages');
+      if (/pixel limit/i.test(msg)) {
+        throw new HttpError(400, `image part ${i + 1}: larger than ${MAX_IMAGE_PIXELS} pixels; scale the frames down`, 'invalid_request_error', null, 'messages');
+      }
       throw new HttpError(400, `image part ${i + 1}: not a decodable image (${msg})`, 'invalid_request_error', null, 'messages');
     }
   }
@@ -203,8 +208,14 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   for (const k of ['maxBodyBytes', 'maxConcurrent', 'maxFrames', 'maxN', 'maxTokens'] as const) {
     if (!Number.isInteger(opt[k]) || opt[k] < 1) throw new CrpoError('ERR_CRPO_INVALID_ARG', `serve: ${k} must be an integer >= 1, got ${opt[k]}`, { userError: true });
   }
-  if (!Number.isInteger(opt.port) || opt.port < 0 || opt.port > 65535) throw new CrpoError('ERR_CRPO_INVALID_ARG', `--port ${opt.port}: expected an integer in [0, 65535] (0 picks a free port)`, { userError: true });
-  if (typeof opt.host !== 'string' || opt.host.trim() === '') throw new CrpoError('ERR_CRPO_INVALID_ARG', `--host ${JSON.stringify(opt.host)}: expected an interface address such as 127.0.0.1`, { userError: true });
+  if (!Number.isInteger(opt.port) || opt.port < 0 || opt.port > 65535) {
+    throw new CrpoError('ERR_CRPO_INVALID_ARG', `--port ${opt.port}: expected an integer in [0, 65535] (0 picks a ` +
+      `free port)`, { userError: true });
+  }
+  if (typeof opt.host !== 'string' || opt.host.trim() === '') {
+    throw new CrpoError('ERR_CRPO_INVALID_ARG', `--host ${JSON.stringify(opt.host)}: expected an interface address ` +
+      `such as 127.0.0.1`, { userError: true });
+  }
   const log = o.log ?? (() => undefined);
   const policy = await loadCheckpointPolicy(o.checkpoint);
   const card = modelCard(o.checkpoint, policy);
@@ -256,7 +267,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       const text = native.tokenizer.encode(prompt, { bos: true }).length;
       room = c.maxSeqLen - visual - text;
       if (room < 1) {
-        throw new HttpError(400, `the prompt takes ${visual + text} tokens (${visual} visual + ${text} text) of the model's context of ${c.maxSeqLen} (maxSeqLen); shorten the question or options`, 'invalid_request_error', 'context_length_exceeded', 'messages');
+        throw new HttpError(400, `the prompt takes ${visual + text} tokens (${visual} visual + ${text} text) of the ` +
+          `model's context of ${c.maxSeqLen} (maxSeqLen); shorten the question or options`, 'invalid_request_error', 'context_length_exceeded', 'messages');
       }
       why = `the model's context: maxSeqLen ${c.maxSeqLen} - ${visual + text} prompt tokens`;
     }
@@ -274,7 +286,9 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     const temperature = body.temperature === undefined || body.temperature === null ? 1 : body.temperature;
     if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 10)) throw new HttpError(400, "'temperature' must be a number in [0, 10]", 'invalid_request_error', null, 'temperature');
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 16;
-    if (!Number.isInteger(maxTokens) || (maxTokens as number) < 1) throw new HttpError(400, `'max_tokens' must be a positive integer, got ${JSON.stringify(maxTokens)}`, 'invalid_request_error', null, 'max_tokens');
+    if (!Number.isInteger(maxTokens) || (maxTokens as number) < 1) {
+      throw new HttpError(400, `'max_tokens' must be a positive integer, got ${JSON.stringify(maxTokens)}`, 'invalid_request_error', null, 'max_tokens');
+    }
     const seed = body.seed === undefined ? 0 : body.seed;
     if (!Number.isInteger(seed)) throw new HttpError(400, "'seed' must be an integer", 'invalid_request_error', null, 'seed');
     const images: string[] = [];
@@ -324,9 +338,11 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     const notes: string[] = [];
     let error = '';
     res.on('close', () => {
-      const status = res.writableFinished ? String(res.statusCode) : `${res.headersSent ? res.statusCode : '-'} (client closed)`;
+      const status = res.writableFinished ? String(res.statusCode) : `${res.headersSent ? res.statusCode : '-'} ` +
+        `(client closed)`;
       const tail = error ? `: ${error}` : notes.length ? `; ${notes.join('; ')}` : '';
-      log(`${new Date(t0).toISOString()} ${req.method} ${(req.url ?? '').slice(0, 200)} ${status} ${Date.now() - t0} ms${tail}`);
+      log(`${new Date(t0).toISOString()} ${req.method} ${(req.url ?? '').slice(0, 200)} ${status} ` +
+        `${Date.now() - t0} ms${tail}`);
     });
     void (async () => {
       try {
@@ -335,7 +351,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
         if (req.method === 'GET' && url === '/v1/models') return send(res, 200, { object: 'list', data: [modelEntry] });
         if (req.method === 'GET' && url.startsWith('/v1/models/')) {
           if (decodeURIComponent(url.slice('/v1/models/'.length)) === modelName) return send(res, 200, modelEntry);
-          throw new HttpError(404, `model '${url.slice('/v1/models/'.length)}' is not served here; this server serves '${modelName}'`, 'invalid_request_error', 'model_not_found', 'model');
+          throw new HttpError(404, `model '${url.slice('/v1/models/'.length)}' is not served here; this server ` +
+            `serves '${modelName}'`, 'invalid_request_error', 'model_not_found', 'model');
         }
         if (url !== '/v1/chat/completions') throw new HttpError(404, `no route ${req.method} ${url}; this server answers POST /v1/chat/completions and GET /v1/models`, 'invalid_request_error', 'not_found');
         if (req.method !== 'POST') throw new HttpError(405, `${req.method} is not allowed on ${url}; use POST`);
@@ -357,7 +374,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
           active--;
         }
       } catch (err) {
-        const e = err instanceof HttpError ? err : new HttpError(500, `internal error: ${(err as Error)?.message ?? String(err)}`, 'server_error');
+        const e = err instanceof HttpError ? err : new HttpError(500, `internal error: ` +
+          `${(err as Error)?.message ?? String(err)}`, 'server_error');
         error = e.message;
         fail(res, e, e.status === 429 ? { 'retry-after': '1' } : {});
       }
@@ -396,14 +414,17 @@ function listenError(err: NodeJS.ErrnoException, host: string, port: number): Cr
   const at = `${host}:${port}`;
   switch (err.code) {
     case 'EADDRINUSE':
-      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--port ${port}: ${at} is already in use (another server?); stop it or pick another --port (0 picks a free one)`, { cause: err });
+      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--port ${port}: ${at} is already in use (another server?); ` +
+        `stop it or pick another --port (0 picks a free one)`, { cause: err });
     case 'EACCES':
-      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--port ${port}: not allowed to listen on ${at} (ports below 1024 need privileges); pick a port >= 1024`, { cause: err });
+      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--port ${port}: not allowed to listen on ${at} (ports below ` +
+        `1024 need privileges); pick a port >= 1024`, { cause: err });
     case 'EADDRNOTAVAIL':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
     case 'EINVAL':
-      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--host ${host}: not an address of this machine (${err.code}); use 127.0.0.1 (local only) or 0.0.0.0 (all interfaces)`, { cause: err });
+      return new CrpoError('ERR_CRPO_SERVE_LISTEN', `--host ${host}: not an address of this machine (${err.code}); ` +
+        `use 127.0.0.1 (local only) or 0.0.0.0 (all interfaces)`, { cause: err });
     default:
       return new CrpoError('ERR_CRPO_SERVE_LISTEN', `could not listen on ${at}: ${err.message}`, { cause: err });
   }

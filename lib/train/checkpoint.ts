@@ -63,11 +63,15 @@ export function readState(dir: string): TrainState {
   try {
     v = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<TrainState>;
   } catch (err) {
-    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: not valid JSON (${(err as Error).message}); the checkpoint is damaged: ${fix}`);
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: not valid JSON (${(err as Error).message}); the checkpoint ` +
+      `is damaged: ${fix}`);
   }
   const bad = (field: string, want: string): CrpoError =>
-    new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: field '${field}' must be ${want}, got ${JSON.stringify((v as Record<string, unknown>)?.[field])}; the checkpoint is damaged: ${fix}`);
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: expected a JSON object; the checkpoint is damaged: ${fix}`);
+    new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: field '${field}' must be ${want}, got ` +
+      `${JSON.stringify((v as Record<string, unknown>)?.[field])}; the checkpoint is damaged: ${fix}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: expected a JSON object; the checkpoint is damaged: ${fix}`);
+  }
   for (const k of ['step', 'cursor'] as const) if (!Number.isInteger(v[k]) || (v[k] as number) < 0) throw bad(k, 'an integer >= 0');
   if (!Number.isInteger(v.seed)) throw bad('seed', 'an integer');
   if (typeof v.algo !== 'string' || v.algo === '') throw bad('algo', 'an algorithm name');
@@ -84,8 +88,10 @@ export function checkResumeDigest(dir: string, state: TrainState, loaded: string
   if (state.digest === '' || loaded === '' || state.digest === loaded) return;
   throw new CrpoError(
     'ERR_CRPO_CHECKPOINT',
-    `${path.join(dir, 'state.json')}: the weights in ${dir} do not match the digest saved with them (saved ${state.digest.slice(0, 12)}..., loaded ${loaded.slice(0, 12)}...); ` +
-      'the checkpoint is damaged: resume from an earlier checkpoint with --resume <folder>, or start over with --resume never',
+    `${path.join(dir, 'state.json')}: the weights in ${dir} do not match the digest saved with them (saved ` +
+      `${state.digest.slice(0, 12)}..., loaded ${loaded.slice(0, 12)}...); ` +
+      'the checkpoint is damaged: resume from an earlier checkpoint with --resume <folder>, or start over with ' +
+        '--resume never',
   );
 }
 
@@ -111,7 +117,9 @@ export function assertFiniteWeights(dir: string, where: string, maxBytes = 2 * 1
         const x = f.readFloat32(name);
         for (let i = 0; i < x.length; i++) {
           if (!Number.isFinite(x[i])) {
-            throw new CrpoError('ERR_CRPO_CHECKPOINT', `${where} ${dir}: ${file}: tensor '${name}' holds a non-finite weight (${x[i]} at index ${i}); this checkpoint cannot be served or trained from: use an earlier checkpoint`);
+            throw new CrpoError('ERR_CRPO_CHECKPOINT', `${where} ${dir}: ${file}: tensor '${name}' holds a ` +
+              `non-finite weight (${x[i]} at index ${i}); this checkpoint cannot be served or trained from: use an ` +
+                `earlier checkpoint`);
           }
         }
       }
@@ -243,7 +251,8 @@ export function lockRunFolder(out: string): () => void {
     // A stale lock (its process is gone), an unreadable one (a crash mid-write) or our own: replace it.
     fs.rmSync(file, { force: true });
   }
-  throw new CrpoError('ERR_CRPO_RUN_LOCKED', `run folder ${out}: could not take the lock ${file}; another process keeps creating it`);
+  throw new CrpoError('ERR_CRPO_RUN_LOCKED', `run folder ${out}: could not take the lock ${file}; another process ` +
+    `keeps creating it`);
 }
 
 /** Saves policy + state atomically as step-NNNNNN and prunes to the newest `keepLast`. */

@@ -174,7 +174,9 @@ export class VideoReader {
     for (const i of new Set(indices)) {
       const s = await imageSize(files[i]);
       if (s.width !== first.width || s.height !== first.height) {
-        throw new CrpoError('ERR_CRPO_VIDEO', `frames folder ${dir} mixes frame sizes: ${path.basename(files[indices[0]])} is ${first.width}x${first.height}, ${path.basename(files[i])} is ${s.width}x${s.height}; give every frame of a clip the same size`);
+        throw new CrpoError('ERR_CRPO_VIDEO', `frames folder ${dir} mixes frame sizes: ` +
+          `${path.basename(files[indices[0]])} is ${first.width}x${first.height}, ${path.basename(files[i])} is ` +
+            `${s.width}x${s.height}; give every frame of a clip the same size`);
       }
     }
     const { width, height } = targetSize(first.width, first.height, o);

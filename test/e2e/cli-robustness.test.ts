@@ -178,6 +178,7 @@ const CASES: Case[] = [
   { name: 'validate an empty file', args: () => ['dybench', 'validate', P('empty.jsonl')], err: /empty\.jsonl: no records \(the file is empty\)/ },
   { name: 'validate a blank file', args: () => ['dybench', 'validate', P('blank.jsonl')], err: /blank\.jsonl: no records \(the file is blank\)/ },
   { name: 'validate non-UTF-8 bytes', args: () => ['dybench', 'validate', P('latin1.jsonl')], err: /latin1\.jsonl:2: DyBench JSONL file is not valid UTF-8 \(byte 0xe9 at offset \d+\); save it as UTF-8/ },
+  { name: 'validate a UTF-16 file', args: () => ['dybench', 'validate', write('utf16.jsonl', Buffer.from('\ufeff' + good, 'utf16le'))], err: /utf16\.jsonl:1: DyBench JSONL file is not valid UTF-8 \(byte 0xff at offset 0\)/ },
   { name: 'validate a truncated file', args: () => ['dybench', 'validate', P('truncated.jsonl')], err: /truncated\.jsonl:8: invalid JSON/ },
   { name: 'validate a line that is an array', args: () => ['dybench', 'validate', P('array-line.jsonl')], err: /array-line\.jsonl:9: expected a JSON object/ },
   { name: 'validate a null line', args: () => ['dybench', 'validate', P('nulls.jsonl')], err: /nulls\.jsonl:1: expected a JSON object/ },
@@ -253,6 +254,8 @@ const CASES: Case[] = [
   { name: 'route two inputs', args: () => ['route', P('good.jsonl'), P('good.jsonl'), '-o', P('routed.jsonl')], err: /takes one input file/ },
   { name: 'route eval without files', args: () => ['route', 'eval'], err: /needs at least one labelled JSONL/ },
   { name: 'route eval a missing file', args: () => ['route', 'eval', P('nope.jsonl')], err: /nope\.jsonl/ },
+  { name: 'route eval an empty file', args: () => ['route', 'eval', P('empty.jsonl')], err: /empty\.jsonl: no labelled questions \(the file is empty\)/ },
+  { name: 'route eval non-UTF-8', args: () => ['route', 'eval', P('latin1.jsonl')], err: /latin1\.jsonl:2: labelled file is not valid UTF-8 \(byte 0xe9/ },
   { name: 'route -o into another folder keeps video paths valid', args: () => ['route', P('mixed.jsonl'), '-o', P('elsewhere', 'deep', 'routed.jsonl')], code: 0, check: () => {
     const out = fs.readFileSync(P('elsewhere', 'deep', 'routed.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { video: string });
     expect(out.map((r) => r.video)).toEqual([path.join('..', '..', 'mixed', 'a'), path.join('..', '..', 'mixed', 'b')]);
@@ -261,6 +264,8 @@ const CASES: Case[] = [
   // ---- train
   { name: 'train --config missing', args: () => tr('--config', P('nope.yaml')), err: /config file not found: .*nope\.yaml/ },
   { name: 'train --config empty', args: () => tr('--config', P('config-empty.yaml'), '--out', P('tr-out')), err: /--config .*config-empty\.yaml: the file is empty/, absent: () => [P('tr-out')] },
+  { name: 'train --config non-UTF-8', args: () => tr('--config', write('config-latin1.yaml', Buffer.from([0x73, 0x74, 0x65, 0x70, 0x73, 0x3a, 0x20, 0x31, 0x0a, 0x23, 0xff, 0x0a]))), err: /config-latin1\.yaml:2: config file is not valid UTF-8 \(byte 0xff at offset 10\)/ },
+  { name: 'train --config a folder', args: () => tr('--config', P('emptydir')), err: /--config .*emptydir: is a folder; name the YAML or JSON config file/ },
   { name: 'train --config invalid YAML', args: () => tr('--config', P('config-bad.yaml')), err: /config-bad\.yaml: not valid YAML/ },
   { name: 'train --config a list', args: () => tr('--config', P('config-list.yaml')), err: /config-list\.yaml: expected a mapping/ },
   { name: 'train --config unknown key', args: () => tr('--config', P('config-unknown.yaml')), err: /config-unknown\.yaml: unknown config key 'stepz'/ },

@@ -45,8 +45,11 @@ export function builder(y: Argv): Argv {
     .usage(
       'crpo dist check [--nproc N] [--size FLOATS]\n\n' +
         `Under torchrun:  ${torchrunLine(version, bin)}\n` +
-        `                 (${version ? `torchrun of PyTorch ${version}` : 'no PyTorch found; the torchrun 2.x spelling'}; torchrun 1.x spells the flags --no_python --nproc_per_node,\n` +
-        '                 2.x --no-python --nproc-per-node; bin/crpo.js is named by its path: a clone does not put crpo on PATH)\n' +
+        `                 ` +
+          `(${version ? `torchrun of PyTorch ${version}` : 'no PyTorch found; the torchrun 2.x spelling'}; torchrun ` +
+            `1.x spells the flags --no_python --nproc_per_node,\n` +
+        '                 2.x --no-python --nproc-per-node; bin/crpo.js is named by its path: a clone does not put ' +
+          'crpo on PATH)\n' +
         'Under Slurm:     srun --ntasks 8 crpo dist check\n' +
         'Locally:         crpo dist check --nproc 2',
     )

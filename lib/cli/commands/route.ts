@@ -111,10 +111,18 @@ export async function handler(a: RouteArgs): Promise<void> {
   if (a.input === 'eval') return runEval(a.more ?? [], a);
   if (a.more && a.more.length) throw new CrpoError('ERR_CRPO_USAGE', `crpo route takes one input file, got ${1 + a.more.length} (${[a.input, ...a.more].join(', ')}); for accuracy use crpo route eval <files>`);
   if (!a.out) throw new CrpoError('ERR_CRPO_USAGE', 'crpo route needs -o <out.jsonl>');
-  if (fs.existsSync(a.out) && fs.statSync(a.out).isDirectory()) throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is a folder; name the output file, e.g. -o ${path.join(a.out, 'routed.jsonl')}`);
-  if (path.resolve(a.out) === path.resolve(a.input)) throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is the input file; write the routed records to another file`);
+  if (fs.existsSync(a.out) && fs.statSync(a.out).isDirectory()) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is a folder; name the output file, e.g. -o ` +
+      `${path.join(a.out, 'routed.jsonl')}`);
+  }
+  if (path.resolve(a.out) === path.resolve(a.input)) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is the input file; write the routed records to another file`);
+  }
   for (const [flag, v, lo, hi] of [['concurrency', a.concurrency, 1, 256], ['max-invalid-retries', a.maxInvalidRetries, 0, 100], ['max-retries', a.maxRetries, 0, 100], ['timeout', a.timeout, 1, 86_400_000], ['backoff-ms', a.backoffMs, 0, 3_600_000]] as const) {
-    if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) throw new CrpoError('ERR_CRPO_INVALID_ARG', `--${flag} ${v}: expected an integer in [${lo}, ${hi}]${flag === 'timeout' || flag === 'backoff-ms' ? ' (ms)' : ''}`);
+    if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) {
+      throw new CrpoError('ERR_CRPO_INVALID_ARG', `--${flag} ${v}: expected an integer in [${lo}, ` +
+        `${hi}]${flag === 'timeout' || flag === 'backoff-ms' ? ' (ms)' : ''}`);
+    }
   }
   const t0 = Date.now();
   const r = await routeFile(a.input, a.out, { ...options(a), onAnswer: progress('routing') });

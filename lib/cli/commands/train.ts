@@ -11,6 +11,7 @@ import { train } from '../../train/trainer';
 import { initDistributed, runRank } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
 import { detectModelFolder } from '../../hf/model-folder';
+import { decodeUtf8 } from '../../data/jsonl';
 
 export function builder(y: Argv): Argv {
   let b = y
@@ -36,7 +37,8 @@ export function builder(y: Argv): Argv {
   // The defaults are shown, not set: a flag given overrides the config file, one not given leaves it.
   for (const flag of Object.keys(FLAG_FIELDS)) {
     const field = FLAG_FIELDS[flag];
-    b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${field}; default ${JSON.stringify(TRAIN_DEFAULTS[field])})` });
+    b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${field}; default ` +
+      `${JSON.stringify(TRAIN_DEFAULTS[field])})` });
   }
   return b
     .example('crpo train --algo crpo --steps 200 --out runs/crpo', 'CRPO on the synthetic DyBench with the built-in policy')
@@ -86,8 +88,16 @@ const CONFIG_INPUTS: readonly (readonly [string, string])[] = [['data', 'train']
  * Returns overrides holding the resolved paths (only for fields the command line does not set).
  */
 export function configFilePaths(file: string, cli: Record<string, unknown>): Record<string, unknown> {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw new ConfigError(`--config ${file}: is a folder; name the YAML or JSON config file (e.g. configs/crpo-synthetic.yaml)`);
+  }
+  // A non-UTF-8 byte is named with its line (the YAML reader would turn it into U+FFFD).
+  if (fs.existsSync(file)) decodeUtf8(fs.readFileSync(file), file, 'config file');
   const raw = readConfigFile(file);
-  if (Object.keys(raw).length === 0) throw new ConfigError(`--config ${file}: the file is empty; give at least one field (docs/training.md), or drop --config to train with the defaults`);
+  if (Object.keys(raw).length === 0) {
+    throw new ConfigError(`--config ${file}: the file is empty; give at least one field (docs/training.md), or drop ` +
+      `--config to train with the defaults`);
+  }
   const out: Record<string, Record<string, unknown>> = {};
   const dir = path.dirname(path.resolve(file));
   for (const [group, key] of CONFIG_INPUTS) {
@@ -96,7 +106,8 @@ export function configFilePaths(file: string, cli: Record<string, unknown>): Rec
     if ((cli[group] as Record<string, unknown> | undefined)?.[key] !== undefined) continue;
     const nextToConfig = path.resolve(dir, v);
     if (fs.existsSync(nextToConfig)) (out[group] ??= {})[key] = nextToConfig;
-    else if (!fs.existsSync(v)) throw new ConfigError(`${file}: ${group}.${key}: '${v}' not found, neither next to the config (${nextToConfig}) nor under the working directory (${path.resolve(v)})`);
+    else if (!fs.existsSync(v)) throw new ConfigError(`${file}: ${group}.${key}: '${v}' not found, neither next to ` +
+      `the config (${nextToConfig}) nor under the working directory (${path.resolve(v)})`);
   }
   return out;
 }
