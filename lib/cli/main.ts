@@ -82,6 +82,18 @@ function checkNumbers(argv: Record<string, unknown>): void {
   if (bad.length) throw new UsageError(`${bad.join(', ')}: expected a number`);
 }
 
+/**
+ * A hint for a known mix-up: `crpo synth --frames N` (in synth, --frames is the switch for writing
+ * frame folders and --num-frames the count; elsewhere --frames is a count).
+ */
+function flagHint(args: readonly string[], msg: string): string {
+  const i = args.indexOf('--frames');
+  if (args[0] === 'synth' && i >= 0 && /^\d+$/.test(args[i + 1] ?? '') && msg.includes(`Unknown argument: ${args[i + 1]}`)) {
+    return `; in crpo synth, --frames is the switch for writing frame folders: the frame count is --num-frames ${args[i + 1]}`;
+  }
+  return '';
+}
+
 /** Runs `crpo <args>` and resolves with the exit code (the process is left running). */
 export async function run(args: string[]): Promise<number> {
   const verbose = args.includes('--verbose') || process.env.CRPO_VERBOSE === '1';
@@ -113,7 +125,7 @@ export async function run(args: string[]): Promise<number> {
   y = y
     .fail((msg, err) => {
       if (err) throw err;
-      throw new UsageError(msg);
+      throw new UsageError(msg + flagHint(rest, msg));
     })
     .option('verbose', { type: 'boolean', describe: 'Print the stack of any error' })
     .help()

@@ -170,6 +170,7 @@ const CASES: Case[] = [
   { name: 'synth --categories other', args: () => syn('--categories', 'other'), err: /--categories.*'other'/ },
   { name: 'synth --split bogus', args: () => syn('--split', 'bogus'), err: /Invalid values:[\s\S]*split/ },
   { name: 'synth --format gif', args: () => syn('--format', 'gif'), err: /Invalid values:[\s\S]*format/ },
+  { name: 'synth --frames 16 (a count elsewhere)', args: () => syn('--frames', '16'), err: /in crpo synth, --frames is the switch for writing frame folders: the frame count is --num-frames 16/ },
   { name: 'synth --seed 0.5', args: () => syn('--seed', '0.5'), err: /--seed 0\.5: expected an integer/ },
   { name: 'synth --pairs 1 (works)', args: () => ['synth', '--out', P('syn-ok'), '--pairs', '1', '--no-frames'], code: 0, check: (r) => { expect(r.out).toMatch(/train: 4 pairs, 8 records/); expect(fs.existsSync(P('syn-ok', 'train.jsonl'))).toBe(true); } },
   // ---- dybench validate / import / build
