@@ -21,6 +21,7 @@ import { synthesize } from '../../lib/synth';
 import { resolveConfig } from '../../lib/train/config';
 import { sftBase } from '../../lib/train/sft';
 import { formatPrompt } from '../../lib/prompt';
+import { installedTorchVersion, torchrunLine } from '../../lib/cli/commands/dist';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-robust-'));
 const P = (...p: string[]) => path.join(tmp, ...p);
@@ -329,6 +330,16 @@ const CASES: Case[] = [
   { name: 'reproduce with an unknown flag', args: () => ['reproduce', '--bogus'], err: /Unknown argument: bogus/ },
   { name: 'demo with an unknown flag', args: () => ['demo', '--bogus'], err: /Unknown argument: bogus/ },
 ];
+
+describe('crpo dist --help', () => {
+  it('spells the torchrun line for the installed torchrun and names bin/crpo.js by its path', () => {
+    expect(torchrunLine('1.13.0a0', '/x/bin/crpo.js')).toBe('torchrun --no_python --nproc_per_node 2 /x/bin/crpo.js dist check');
+    expect(torchrunLine('2.3.1', '/x/bin/crpo.js')).toBe('torchrun --no-python --nproc-per-node 2 /x/bin/crpo.js dist check');
+    const v = write('torch/version.py', "__version__ = '1.13.0a0'\n");
+    expect(installedTorchVersion([P('nope.py'), v])).toBe('1.13.0a0');
+    expect(installedTorchVersion([P('nope.py')])).toBeUndefined();
+  });
+});
 
 describe('crpo CLI on bad and unusual input', () => {
   it(`has at least 100 command-line cases (${CASES.length})`, () => {

@@ -45,11 +45,13 @@ export function builder(y: Argv): Argv {
     .usage(
       'crpo dist check [--nproc N] [--size FLOATS]\n\n' +
         `Under torchrun:  ${torchrunLine(version, bin)}\n` +
-        `                 ` +
-          `(${version ? `torchrun of PyTorch ${version}` : 'no PyTorch found; the torchrun 2.x spelling'}; torchrun ` +
-            `1.x spells the flags --no_python --nproc_per_node,\n` +
-        '                 2.x --no-python --nproc-per-node; bin/crpo.js is named by its path: a clone does not put ' +
-          'crpo on PATH)\n' +
+        `  (${version ? `the installed torchrun is PyTorch ${version}'s` : 'no PyTorch found: the torchrun 2.x spelling'}; ` +
+        'torchrun 1.x spells the flags --no_python --nproc_per_node, 2.x --no-python --nproc-per-node; ' +
+        'bin/crpo.js is named by its path since a clone does not put crpo on PATH)\n' +
+        (version && Number(version.split('.')[0]) < 2
+          ? "  (Debian's torchrun 1.13 under Python 3.11 stops before starting any worker, with \"'NoneType' object has " +
+            "no attribute 'get'\" in to_map; --nproc 2 starts the same workers without it)\n"
+          : '') +
         'Under Slurm:     srun --ntasks 8 crpo dist check\n' +
         'Locally:         crpo dist check --nproc 2',
     )
