@@ -11,6 +11,7 @@
  * child ends when the parent is gone, even when the parent was killed with SIGKILL (followParent).
  */
 import { spawn } from 'child_process';
+import { Worker } from 'worker_threads';
 
 /** The settings, as the environment variables glibc reads at start-up. */
 export const TRAINING_MALLOC_ENV: Readonly<Record<string, string>> = {
@@ -47,21 +48,30 @@ export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proces
  * In the relaunched child: when the parent is gone (killed with SIGKILL, which it cannot pass on),
  * this process is reparented; it then sends itself SIGTERM, as a terminal's kill would, so the
  * trainer stops the way it stops on Ctrl-C, and SIGKILL 10 s later if it is still running. The
- * timers do not keep the process alive.
+ * watch runs in a worker thread: a training step can keep the main thread busy for seconds, and
+ * the worker's timers run regardless. The worker does not keep the process alive.
  */
 export function followParent(env: NodeJS.ProcessEnv = process.env): boolean {
   const parent = Number(env[PARENT_PID]);
   if (!env[RELAUNCHED] || !Number.isInteger(parent) || parent <= 1) return false;
-  const timer = setInterval(() => {
-    if (process.ppid === parent) return;
-    clearInterval(timer);
-    process.stderr.write(`crpo: the launching process (pid ${parent}) is gone; stopping\n`);
-    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10_000).unref();
-    process.kill(process.pid, 'SIGTERM');
-  }, PARENT_POLL_MS);
-  timer.unref();
+  const watcher = new Worker(PARENT_WATCH, { eval: true, workerData: { parent, pollMs: PARENT_POLL_MS } });
+  watcher.unref();
+  watcher.on('error', () => undefined); // a watcher that cannot run leaves the training as it is
   return true;
 }
+
+/** The watcher thread (plain JS, run with eval): polls the parent pid, then SIGTERM and a SIGKILL deadline. */
+const PARENT_WATCH = `
+const { workerData } = require('worker_threads');
+const fs = require('fs');
+const timer = setInterval(() => {
+  if (process.ppid === workerData.parent) return;
+  clearInterval(timer);
+  try { fs.writeSync(2, 'crpo: the launching process (pid ' + workerData.parent + ') is gone; stopping\\n'); } catch (e) {}
+  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10000);
+  process.kill(process.pid, 'SIGTERM');
+}, workerData.pollMs);
+`;
 
 /**
  * Runs `script <args>` again in a child with the malloc settings when the command trains (see

@@ -51,8 +51,8 @@ describe('training-process relaunch', () => {
     expect(r.signal).toBe('SIGTERM');
   }, 90_000);
 
-  test('the child ends when its parent is killed with SIGKILL', async () => {
-    const parent = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, 'train', 'wait'], { cwd: root, env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
+  test('the child ends when its parent is killed with SIGKILL, even while its main thread is busy', async () => {
+    const parent = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, 'train', 'busy'], { cwd: root, env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     parent.stderr.on('data', (d) => { err += String(d); });
     const childPid = await new Promise<number>((resolve, reject) => {
