@@ -3,6 +3,9 @@
  * (weights, optimiser, frozen reference) and `state.json` (step, data cursor, seed). A checkpoint
  * is written into a temporary folder, every file fsynced, then renamed into place, so a kill at
  * any moment leaves either the previous set or the new one; the newest `keepLast` are kept.
+ * Also here: what a resume checks (state.json field by field, the weights digest, finite weights),
+ * the run folder's lock (one trainer per --out), and what a checkpoint says about the prompts it
+ * was trained with (the null option), which `crpo serve` puts in its model card.
  */
 import * as fs from 'fs';
 import * as os from 'os';

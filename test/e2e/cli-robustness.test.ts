@@ -22,6 +22,7 @@ import { resolveConfig } from '../../lib/train/config';
 import { sftBase } from '../../lib/train/sft';
 import { formatPrompt } from '../../lib/prompt';
 import { installedTorchVersion, torchrunLine } from '../../lib/cli/commands/dist';
+import { trainingPromptOf } from '../../lib/train/checkpoint';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-robust-'));
 const P = (...p: string[]) => path.join(tmp, ...p);
@@ -330,6 +331,21 @@ const CASES: Case[] = [
   { name: 'reproduce with an unknown flag', args: () => ['reproduce', '--bogus'], err: /Unknown argument: bogus/ },
   { name: 'demo with an unknown flag', args: () => ['demo', '--bogus'], err: /Unknown argument: bogus/ },
 ];
+
+describe('what a checkpoint says about its prompts (the model card)', () => {
+  it('state.json of a crpo train checkpoint, else the run folder config.yaml (auto: on for crpo)', () => {
+    const ck = path.join(runDir, 'checkpoints', 'step-000002');
+    expect(trainingPromptOf(ck)).toEqual({ nullOption: true, source: path.join(ck, 'state.json') });
+    const old = damagedRun('run-old-state', (c) => {
+      const st = JSON.parse(fs.readFileSync(path.join(c, 'state.json'), 'utf8'));
+      delete st.nullOption;
+      fs.writeFileSync(path.join(c, 'state.json'), JSON.stringify(st));
+    });
+    expect(trainingPromptOf(path.join(old, 'checkpoints', 'step-000002'))).toEqual({ nullOption: true, source: path.join(old, 'config.yaml') });
+    expect(trainingPromptOf(linearCkpt)).toEqual({ nullOption: true, source: path.join(linearCkpt, 'prompt.json') });
+    expect(trainingPromptOf(P('emptydir'))).toBeUndefined();
+  });
+});
 
 describe('crpo dist --help', () => {
   it('spells the torchrun line for the installed torchrun and names bin/crpo.js by its path', () => {
