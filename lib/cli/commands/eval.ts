@@ -167,6 +167,9 @@ export async function handler(a: Args): Promise<void> {
   if (a.kind === 'checkpoint') await import('../../serve/checkpoint-model');
   const name = (model ?? (a.checkpoint ? path.basename(a.checkpoint) : a.kind)).replace(/[^A-Za-z0-9._-]+/g, '_');
   const out = a.out ?? path.join('runs', 'eval', `${name}-${path.basename(a.data).replace(/\.jsonl$/i, '')}`);
+  if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `--out ${out}: is a file; --out names the folder that gets samples.jsonl, summary.json and results.md`);
+  }
   const { summary, files } = await runEval(
     {
       data: a.data,

@@ -127,6 +127,9 @@ export async function handler(argv: Record<string, unknown>): Promise<void> {
   const cli = overridesFromArgv(argv);
   const overrides = file ? mergePlain(configFilePaths(file, cli), cli) : cli;
   const config = resolveConfig({ file, overrides });
+  if (fs.existsSync(config.out) && !fs.statSync(config.out).isDirectory()) {
+    throw new ConfigError(`--out ${config.out}: is a file; --out names the run folder (config.yaml, metrics.jsonl, checkpoints/)`);
+  }
   // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
   const dist = await initDistributed();
   if (dist.isMain) {
