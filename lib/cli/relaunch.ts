@@ -7,9 +7,11 @@
  * measured with the native policy, `crpo reproduce --preset native --quick --methods crpo
  * --seeds 500` took 27.7 s with 1.08 M minor page faults, and 16.6 s with 0.14 M in a process
  * started with these settings, with identical results (docs/training.md, "Memory allocator").
- * CRPO_MALLOC=default, or any of the variables already set, keeps the process as it is.
+ * CRPO_MALLOC=default, or any of the variables already set, keeps the process as it is. The
+ * child ends when the parent is gone, even when the parent was killed with SIGKILL (followParent).
  */
 import { spawn } from 'child_process';
+import { Worker } from 'worker_threads';
 
 /** The settings, as the environment variables glibc reads at start-up. */
 export const TRAINING_MALLOC_ENV: Readonly<Record<string, string>> = {
@@ -23,6 +25,10 @@ export const TRAINING_COMMANDS: ReadonlySet<string> = new Set(['train', 'sft', '
 
 /** Marks the child, so that it does not start another. */
 const RELAUNCHED = 'CRPO_MALLOC_RELAUNCHED';
+/** The parent's pid, which the child watches: the child ends when the parent is gone (even by kill -9). */
+const PARENT_PID = 'CRPO_RELAUNCH_PARENT_PID';
+/** How often the child looks for its parent, ms. */
+const PARENT_POLL_MS = 500;
 
 /** Whether `crpo <args>` should run in a child process with TRAINING_MALLOC_ENV. */
 export function needsMallocRelaunch(args: readonly string[], env: NodeJS.ProcessEnv = process.env, platform: string = process.platform): boolean {
@@ -35,8 +41,37 @@ export function needsMallocRelaunch(args: readonly string[], env: NodeJS.Process
 
 /** The child's environment: this one plus the malloc settings. */
 export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return { ...env, ...TRAINING_MALLOC_ENV, [RELAUNCHED]: '1' };
+  return { ...env, ...TRAINING_MALLOC_ENV, [RELAUNCHED]: '1', [PARENT_PID]: String(process.pid) };
 }
+
+/**
+ * In the relaunched child: when the parent is gone (killed with SIGKILL, which it cannot pass on),
+ * this process is reparented; it then sends itself SIGTERM, as a terminal's kill would, so the
+ * trainer stops the way it stops on Ctrl-C, and SIGKILL 10 s later if it is still running. The
+ * watch runs in a worker thread: a training step can keep the main thread busy for seconds, and
+ * the worker's timers run regardless. The worker does not keep the process alive.
+ */
+export function followParent(env: NodeJS.ProcessEnv = process.env): boolean {
+  const parent = Number(env[PARENT_PID]);
+  if (!env[RELAUNCHED] || !Number.isInteger(parent) || parent <= 1) return false;
+  const watcher = new Worker(PARENT_WATCH, { eval: true, workerData: { parent, pollMs: PARENT_POLL_MS } });
+  watcher.unref();
+  watcher.on('error', () => undefined); // a watcher that cannot run leaves the training as it is
+  return true;
+}
+
+/** The watcher thread (plain JS, run with eval): polls the parent pid, then SIGTERM and a SIGKILL deadline. */
+const PARENT_WATCH = `
+const { workerData } = require('worker_threads');
+const fs = require('fs');
+const timer = setInterval(() => {
+  if (process.ppid === workerData.parent) return;
+  clearInterval(timer);
+  try { fs.writeSync(2, 'crpo: the launching process (pid ' + workerData.parent + ') is gone; stopping\\n'); } catch (e) {}
+  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10000);
+  process.kill(process.pid, 'SIGTERM');
+}, workerData.pollMs);
+`;
 
 /**
  * Runs `script <args>` again in a child with the malloc settings when the command trains (see
@@ -45,6 +80,7 @@ export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proces
  * false (nothing started) otherwise.
  */
 export function relaunchWithTrainingMalloc(script: string, args: readonly string[]): boolean {
+  followParent();
   if (!needsMallocRelaunch(args)) return false;
   const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: 'inherit', env: relaunchEnv() });
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

@@ -209,15 +209,52 @@ export function splitLines(text: string): JsonlLine[] {
 
 /** Reads a text file with a one-line error when it is missing or unreadable. */
 export function readTextFile(file: string, what = 'file'): string {
+  let buf: Buffer;
   try {
-    const text = fs.readFileSync(file, 'utf8');
-    return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
+    buf = fs.readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CrpoError('ERR_CRPO_NOT_FOUND', `${what} not found: ${file}`);
     if (code === 'EISDIR') throw new CrpoError('ERR_CRPO_BAD_PATH', `${what} is a directory, expected a file: ${file}`);
     throw new CrpoError('ERR_CRPO_IO', `cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
+  return decodeUtf8(buf, file, what);
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Offset of the first byte that starts an invalid UTF-8 sequence (buf.length when none). */
+function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i];
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n === 0 || i + n > b.length) return i;
+    for (let k = 1; k < n; k++) if ((b[i + k] & 0xc0) !== 0x80) return i;
+    // Overlong 3/4-byte forms, UTF-16 surrogates and code points beyond U+10FFFF.
+    if ((c === 0xe0 && b[i + 1] < 0xa0) || (c === 0xed && b[i + 1] >= 0xa0) || (c === 0xf0 && b[i + 1] < 0x90) || (c === 0xf4 && b[i + 1] >= 0x90)) return i;
+    i += n;
+  }
+  return b.length;
+}
+
+/**
+ * Decodes UTF-8 strictly: bytes that are not UTF-8 (a Latin-1 or UTF-16 file) are an error naming
+ * the file, line and byte, instead of silently becoming U+FFFD. A byte-order mark is dropped.
+ */
+export function decodeUtf8(buf: Uint8Array, file: string, what = 'file'): string {
+  let text: string;
+  try {
+    text = strictUtf8.decode(buf);
+  } catch {
+    const lo = firstInvalidUtf8(buf);
+    let line = 1;
+    for (let i = 0; i < lo; i++) if (buf[i] === 0x0a) line++;
+    const at = Math.min(lo, buf.length - 1);
+    throw new CrpoError('ERR_CRPO_ENCODING', `${file}:${line}: ${what} is not valid UTF-8 (byte ` +
+      `0x${buf[at].toString(16).padStart(2, '0')} at offset ${at}); save it as UTF-8`);
+  }
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a UTF-8 byte-order mark is not data
 }
 
 /**

@@ -11,10 +11,15 @@ import * as path from 'path';
 import { CrpoError, describe, invalidArg } from '../errors';
 import { Scene } from '../synth/render';
 import { CATEGORY_OPTION_COUNTS } from './categories';
-import { parseJsonl, readTextFile } from './jsonl';
+import { decodeUtf8, parseJsonl, readTextFile } from './jsonl';
 import { DyBenchRecord, SyntheticVideoSpec, TimeBlindInstance, type Category } from './schema';
 
 export type LoadMode = 'strict' | 'lenient';
+
+/** Bounds on an inline synthetic clip: it is rendered in memory, whole (frames x height x width x 3 bytes). */
+export const MAX_INLINE_FRAMES = 4096;
+export const MAX_INLINE_SIDE = 4096;
+export const MAX_INLINE_CLIP_BYTES = 256 * 2 ** 20;
 
 export interface LoadOptions {
   /** 'strict' (default) throws on any bad record; 'lenient' skips them and reports the count. */
@@ -29,6 +34,8 @@ export interface LoadOptions {
   videoRoot?: string;
   /** Check pairing (default true). Turn off to load a hand-picked subset of a benchmark. */
   requirePairs?: boolean;
+  /** Accept a file with no records (default false: an empty or blank file is an error naming it). */
+  allowEmpty?: boolean;
 }
 
 export interface RecordIssue {
@@ -101,6 +108,18 @@ export function checkRecord(value: unknown, optionCounts: Partial<Record<Categor
     else {
       const sc = Scene.safeParse(s.data.scene);
       if (!sc.success) problems.push(...zodIssues(sc.error.issues as ZodIssueLike[], ['video', 'scene']));
+      const bytes = s.data.frames * s.data.height * s.data.width * 3;
+      if (s.data.frames > MAX_INLINE_FRAMES) problems.push({ field: 'video.frames', message: `expected at most ` +
+        `${MAX_INLINE_FRAMES} frames for an inline clip, received ${s.data.frames}` });
+      for (const k of ['height', 'width'] as const) {
+        if (s.data[k] > MAX_INLINE_SIDE) problems.push({ field: `video.${k}`, message: `expected at most ` +
+          `${MAX_INLINE_SIDE} pixels, received ${s.data[k]}` });
+      }
+      if (bytes > MAX_INLINE_CLIP_BYTES) {
+        problems.push({ field: 'video', message: `the inline clip would take ${s.data.frames} x ${s.data.height} x ` +
+          `${s.data.width} x 3 = ${(bytes / 2 ** 20).toFixed(0)} MiB to render, more than the limit of ` +
+            `${MAX_INLINE_CLIP_BYTES / 2 ** 20} MiB; lower frames, height or width` });
+      }
       if (s.data.transform === 'swap' && s.data.swap_at !== undefined && s.data.swap_at >= s.data.frames) {
         problems.push({ field: 'video.swap_at', message: `expected an integer in [1, ${s.data.frames - 1}], received ${s.data.swap_at}` });
       }
@@ -158,6 +177,10 @@ export function parseRecords(text: string, file: string, options: LoadOptions = 
     bad.add(line);
   };
   const parsed = parseJsonl(text, file);
+  if (!options.allowEmpty && parsed.values.length + parsed.errors.length === 0) {
+    throw new CrpoError('ERR_CRPO_EMPTY', `${file}: no records (the file is ` +
+      `${text.length === 0 ? 'empty' : 'blank'}); expected one DyBench record per line (docs/data-format.md)`);
+  }
   for (const e of parsed.errors) add(e.line, '', e.message.slice(`${file}:${e.line}: `.length));
   const good: { line: number; record: DyBenchRecord }[] = [];
   const firstLineOfId = new Map<string, number>();
@@ -228,12 +251,12 @@ export function loadRecordsSync(file: string, options: LoadOptions = {}): LoadRe
  */
 export async function loadRecords(file: string, options: LoadOptions = {}): Promise<LoadResult> {
   if (typeof file !== 'string' || file.length === 0) throw invalidArg('path', 'a non-empty string', file, 'loadRecords');
-  let text: string;
+  let buf: Buffer;
   try {
-    text = await fs.promises.readFile(file, 'utf8');
-    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a UTF-8 byte-order mark is not data
+    buf = await fs.promises.readFile(file);
   } catch {
-    text = readTextFile(file, 'DyBench JSONL file'); // produces the one-line error
+    readTextFile(file, 'DyBench JSONL file'); // produces the one-line error
+    throw new CrpoError('ERR_CRPO_IO', `cannot read DyBench JSONL file ${file}`);
   }
-  return parseRecords(text, file, options);
+  return parseRecords(decodeUtf8(buf, file, 'DyBench JSONL file'), file, options);
 }

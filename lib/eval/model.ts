@@ -36,10 +36,20 @@ export interface AnswerResponse {
   reasoning?: string;
 }
 
+/** How the model expects its prompts, as far as it says (a crpo server's model card). */
+export interface PromptDefaults {
+  /** The checkpoint was trained with the null option shown. */
+  nullOption?: boolean;
+  /** Where that comes from, for the log line. */
+  source?: string;
+}
+
 /** A model under evaluation. `answer` returns one response per request, in order. */
 export interface AnswerModel {
   readonly name: string;
   answer(requests: AnswerRequest[]): Promise<AnswerResponse[]>;
+  /** What the model says about its prompts; the runner follows it unless the user set the option. */
+  promptDefaults?(): Promise<PromptDefaults>;
   close?(): Promise<void>;
 }
 

@@ -10,7 +10,7 @@
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type ModelSpec } from './model';
+import { MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type ModelSpec, type PromptDefaults } from './model';
 import { seededRandom } from './metrics';
 
 export interface OpenAIModelOptions {
@@ -231,6 +231,23 @@ export class OpenAIAnswerModel implements AnswerModel {
       }
     }
     return { raw: '', latencyMs: Date.now() - start, error: last, attempts };
+  }
+
+  /**
+   * The null option the served model was trained with, when its model card says (`crpo serve`
+   * puts `crpo.null_option` in GET /v1/models); other servers say nothing, and a card that cannot
+   * be read is no error (the evaluation itself reports an unreachable endpoint).
+   */
+  async promptDefaults(): Promise<PromptDefaults> {
+    try {
+      const list = await this.client.models.list({ timeout: Math.min(this.o.timeoutMs, 10_000) });
+      const entry = list.data.find((m) => m.id === this.o.model) as { crpo?: { null_option?: unknown } } | undefined;
+      const n = entry?.crpo?.null_option;
+      return typeof n === 'boolean' ? { nullOption: n, source: `the model card of '${this.o.model}' at ` +
+        `${this.o.baseURL}/models` } : {};
+    } catch {
+      return {};
+    }
   }
 
   async close(): Promise<void> {

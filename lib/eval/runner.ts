@@ -39,8 +39,11 @@ export interface EvalConfig {
   kind: string;
   /** Settings passed to the model kind (model name, base URL, key, retries, ...). */
   model: ModelSpec;
-  /** Show "None of the above" as an extra option (crpo-method.md section 3). */
-  nullOption: boolean;
+  /**
+   * Show "None of the above" as an extra option (crpo-method.md section 3). Undefined: as the
+   * model says it was trained (a crpo server's model card), else off.
+   */
+  nullOption?: boolean;
   /** Instruction line of the prompt (default lib/prompt DEFAULT_INSTRUCTION). */
   instruction?: string;
   /** Batches in flight at once. */
@@ -71,7 +74,6 @@ export interface EvalConfig {
 
 export const EVAL_DEFAULTS: Omit<EvalConfig, 'data' | 'out' | 'model'> = {
   kind: 'openai',
-  nullOption: false,
   concurrency: 4,
   batchSize: 1,
   frames: FRAME_DEFAULTS.frames,
@@ -178,7 +180,7 @@ function fingerprint(c: EvalConfig, dataSha: string, modelName: string): Record<
     model: modelName,
     base_url: c.model.baseURL ?? null,
     checkpoint: c.model.checkpoint ?? null,
-    null_option: c.nullOption,
+    null_option: c.nullOption ?? false,
     instruction: c.instruction ?? null,
     frames: c.frames,
     max_pixels: c.maxPixels,
@@ -266,13 +268,28 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
   // Model.
   const model = hooks.model ?? (await createModel(c.kind, c.model));
   try {
+    if (c.nullOption === undefined) {
+      // Not set by the user: as the model was trained, when its card says (crpo serve), else off.
+      const d = (await model.promptDefaults?.()) ?? {};
+      c.nullOption = d.nullOption ?? false;
+      if (d.nullOption !== undefined) log(`eval: null option ${d.nullOption ? 'on' : 'off'}, as ` +
+        `${d.source ?? 'the model'} says it was trained (--null-option / --no-null-option overrides)`);
+    }
+    const nullOption: boolean = c.nullOption;
     // Resume or start.
     fs.mkdirSync(c.out, { recursive: true });
     const fp = fingerprint(c, dataSha, model.name);
     if (c.overwrite) {
       for (const f of Object.values(files)) fs.rmSync(f, { force: true });
     } else if (fs.existsSync(files.run)) {
-      const prev = JSON.parse(readTextFile(files.run, 'run file')) as { fingerprint?: Record<string, unknown> };
+      let prev: { fingerprint?: Record<string, unknown> };
+      try {
+        prev = JSON.parse(readTextFile(files.run, 'run file')) as typeof prev;
+      } catch (err) {
+        if ((err as { code?: string }).code?.startsWith('ERR_CRPO')) throw err;
+        throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.run}: not valid JSON (${(err as Error).message}); ` +
+          `the folder's run record is damaged: use another --out, or --overwrite to discard it`);
+      }
       const diff = Object.keys(fp).filter((k) => JSON.stringify(prev.fingerprint?.[k]) !== JSON.stringify(fp[k]));
       if (diff.length) {
         throw new CrpoError(
@@ -314,6 +331,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
     const batches: DyBenchRecord[][] = [];
     for (let i = 0; i < todo.length; i += c.batchSize) batches.push(todo.slice(i, i + c.batchSize));
     let next = 0;
+    let unreadable = 0;
     let fatal: unknown;
     const work = async (): Promise<void> => {
       while (fatal === undefined && next < batches.length) {
@@ -328,9 +346,11 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
           const r = d.r;
           if ('err' in d) {
             lines.push(failedLine(r, `frames: ${d.err?.message ?? String(d.err)}`));
+            // The first few unreadable clips are said at once (the rest are in samples.jsonl).
+            if (unreadable++ < 3) log(`eval: ${r.id}: cannot read its video: ${d.err?.message ?? String(d.err)}`);
             continue;
           }
-          requests.push({ id: r.id, frames: d.f.frames, frameShape: d.f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption: c.nullOption, instruction: c.instruction }) });
+          requests.push({ id: r.id, frames: d.f.frames, frameShape: d.f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption, instruction: c.instruction }) });
           asked.push(r);
         }
         if (requests.length) {
@@ -351,7 +371,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
               lines.push({ ...failedLine(r, resp.error), latency_ms: resp.latencyMs, attempts: resp.attempts });
               return;
             }
-            const shown = displayedOptions(r.options, c.nullOption).length;
+            const shown = displayedOptions(r.options, nullOption).length;
             const p = parseAnswer(resp.raw, shown);
             lines.push({
               id: r.id, pair_id: r.pair_id, category: r.category, transform: r.transform, answer: r.answer,
@@ -394,7 +414,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       model: model.name,
       kind: c.kind,
       data: path.resolve(c.data),
-      null_option: c.nullOption,
+      null_option: nullOption,
       n_records: records.length,
       n_finished: final.filter((r) => r && !r.error).length,
       n_failed: final.filter((r) => !r || r.error).length,
@@ -407,7 +427,7 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       latency_ms: lat.length ? { mean: lat.reduce((a, b) => a + b, 0) / lat.length, p50: lat[Math.floor((lat.length - 1) * 0.5)], p95: lat[Math.floor((lat.length - 1) * 0.95)] } : null,
       elapsed_s: (Date.now() - t0) / 1000,
     };
-    const report = { model: model.name, data: c.data, metrics, intervals, level: c.level, n_failed: summary.n_failed, null_option: c.nullOption, timeblind: summary.timeblind };
+    const report = { model: model.name, data: c.data, metrics, intervals, level: c.level, n_failed: summary.n_failed, null_option: nullOption, timeblind: summary.timeblind };
     const svg = chartSvg(report);
     await writeFileAtomic(files.summary, JSON.stringify(summary, null, 2) + '\n');
     await writeFileAtomic(files.markdown, markdownReport(report));

@@ -24,7 +24,8 @@ export interface ModelFolder {
 }
 
 const LOOKED_FOR =
-  'policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json or policy/policy.json (a native checkpoint), ' +
+  'policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json, policy/policy.json or ' +
+    'checkpoint/policy.json (a native checkpoint), ' +
   'checkpoints/step-* (a run folder), or config.json with *.safetensors (a Hugging Face Qwen2.5-VL / Qwen3-VL folder)';
 
 /** `where` names the argument in messages: '--model' (default), '--checkpoint', 'crpo serve'. */
@@ -40,7 +41,8 @@ function checkpointKind(dir: string, where: string): string | null {
     if (!kind) throw folderError(dir, `${file} names no policy kind in its metadata (expected kind 'linear', 'native' or 'qwen')`, where);
     return kind;
   }
-  if (fs.existsSync(path.join(dir, 'policy.json')) || fs.existsSync(path.join(dir, 'policy', 'policy.json'))) return 'native';
+  // policy/ in a training checkpoint or sftBase folder, checkpoint/ in a `crpo sft` folder.
+  if (['policy.json', 'policy/policy.json', 'checkpoint/policy.json'].some((f) => fs.existsSync(path.join(dir, f)))) return 'native';
   return null;
 }
 

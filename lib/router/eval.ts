@@ -28,6 +28,10 @@ export type LabelledQuestion = z.infer<typeof LabelledQuestion>;
 /** Reads a labelled JSONL file; every bad line is reported as file:line:field: message. */
 export function loadLabelled(file: string): LabelledQuestion[] {
   const text = readTextFile(file, 'labelled file');
+  if (text.trim() === '') {
+    throw new CrpoError('ERR_CRPO_EMPTY', `${file}: no labelled questions (the file is ` +
+      `${text.length ? 'blank' : 'empty'}); expected one JSON object per line`);
+  }
   const out: LabelledQuestion[] = [];
   const problems: string[] = [];
   const lines = text.split('\n');

@@ -6,6 +6,7 @@
  * the answer cache (`routeFile`, used by `crpo route`).
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import { writeFileAtomic } from '../data/jsonl';
 import { loadRecords } from '../data/loader';
 import type { DyBenchRecord } from '../data/schema';
@@ -148,7 +149,12 @@ export async function routeFile(input: string, out: string, options: RouteBatchO
   const loaded = await loadRecords(input, { mode: 'strict', requirePairs: false, resolvePaths: false });
   const config = resolveRouterConfig(options);
   const { routes, stats } = await routeRecords(loaded.records, options);
-  const text = loaded.records.map((r: DyBenchRecord, i) => JSON.stringify({ ...r, route: routes[i] })).join('\n') + (loaded.records.length ? '\n' : '');
+  // Relative video paths start from the input's folder; rewritten to start from the output's, so
+  // that the routed file finds the same videos wherever it is written.
+  const from = path.dirname(path.resolve(input)), to = path.dirname(path.resolve(out));
+  const moved = (v: DyBenchRecord['video']): DyBenchRecord['video'] =>
+    typeof v === 'string' && !path.isAbsolute(v) && from !== to ? path.relative(to, path.resolve(from, v)) || '.' : v;
+  const text = loaded.records.map((r: DyBenchRecord, i) => JSON.stringify({ ...r, video: moved(r.video), route: routes[i] })).join('\n') + (loaded.records.length ? '\n' : '');
   await writeFileAtomic(out, text);
   const { apiKey: _omit, ...llmShown } = config.llm;
   void _omit;

@@ -3,10 +3,17 @@
  * (weights, optimiser, frozen reference) and `state.json` (step, data cursor, seed). A checkpoint
  * is written into a temporary folder, every file fsynced, then renamed into place, so a kill at
  * any moment leaves either the previous set or the new one; the newest `keepLast` are kept.
+ * Also here: what a resume checks (state.json field by field, the weights digest, finite weights),
+ * the run folder's lock (one trainer per --out), and what a checkpoint says about the prompts it
+ * was trained with (the null option), which `crpo serve` puts in its model card.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import YAML from 'yaml';
+import { writeFileAtomicSync } from '../data/jsonl';
 import { CrpoError } from '../errors';
+import { SafetensorsFile } from '../model/safetensors';
 import type { Policy } from '../rollout/policy';
 
 export interface TrainState {
@@ -18,6 +25,8 @@ export interface TrainState {
   algo: string;
   /** sha256 of the weights at save time. */
   digest: string;
+  /** Whether the prompts showed the null option ("None of the above"); absent in older checkpoints. */
+  nullOption?: boolean;
 }
 
 const NAME = /^step-(\d{6,})$/;
@@ -48,10 +57,205 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
   return list.sort((a, b) => a.step - b.step);
 }
 
+/** The state.json of a checkpoint, checked field by field; a damaged file is named with the fix. */
 export function readState(dir: string): TrainState {
   const file = path.join(dir, 'state.json');
   if (!fs.existsSync(file)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: not a training checkpoint (no state.json)`);
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as TrainState;
+  const fix = `resume from an earlier checkpoint with --resume <folder>, or start over with --resume never`;
+  let v: Partial<TrainState>;
+  try {
+    v = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<TrainState>;
+  } catch (err) {
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: not valid JSON (${(err as Error).message}); the checkpoint ` +
+      `is damaged: ${fix}`);
+  }
+  const bad = (field: string, want: string): CrpoError =>
+    new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: field '${field}' must be ${want}, got ` +
+      `${JSON.stringify((v as Record<string, unknown>)?.[field])}; the checkpoint is damaged: ${fix}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: expected a JSON object; the checkpoint is damaged: ${fix}`);
+  }
+  for (const k of ['step', 'cursor'] as const) if (!Number.isInteger(v[k]) || (v[k] as number) < 0) throw bad(k, 'an integer >= 0');
+  if (!Number.isInteger(v.seed)) throw bad('seed', 'an integer');
+  if (typeof v.algo !== 'string' || v.algo === '') throw bad('algo', 'an algorithm name');
+  if (typeof v.digest !== 'string') throw bad('digest', 'a hex digest string');
+  if (v.nullOption !== undefined && typeof v.nullOption !== 'boolean') throw bad('nullOption', 'true or false');
+  return v as TrainState;
+}
+
+/**
+ * Refuses a resumed policy whose weights are not the ones state.json recorded (a flipped bit, a
+ * file copied from another run): the digest saved with the checkpoint must match the loaded one.
+ */
+export function checkResumeDigest(dir: string, state: TrainState, loaded: string): void {
+  if (state.digest === '' || loaded === '' || state.digest === loaded) return;
+  throw new CrpoError(
+    'ERR_CRPO_CHECKPOINT',
+    `${path.join(dir, 'state.json')}: the weights in ${dir} do not match the digest saved with them (saved ` +
+      `${state.digest.slice(0, 12)}..., loaded ${loaded.slice(0, 12)}...); ` +
+      'the checkpoint is damaged: resume from an earlier checkpoint with --resume <folder>, or start over with ' +
+        '--resume never',
+  );
+}
+
+/** Weight files of a crpo checkpoint folder (not of a Hugging Face base folder, which can be large). */
+const WEIGHT_FILES = ['policy.safetensors', 'model.safetensors', path.join('policy', 'model.safetensors'), path.join('checkpoint', 'model.safetensors')];
+
+/**
+ * Throws ERR_CRPO_CHECKPOINT naming the file and tensor when a crpo checkpoint holds a NaN or
+ * infinite weight: such a policy answers nothing useful and every training step on it is skipped.
+ * Reads each tensor once (crpo checkpoints are small; files over `maxBytes` are not scanned).
+ */
+export function assertFiniteWeights(dir: string, where: string, maxBytes = 2 * 1024 ** 3): void {
+  // A Hugging Face base folder (config.json, large weights) is not a crpo checkpoint: not scanned.
+  if (fs.existsSync(path.join(dir, 'config.json')) && !fs.existsSync(path.join(dir, 'policy.safetensors'))) return;
+  for (const rel of WEIGHT_FILES) {
+    const file = path.join(dir, rel);
+    if (!fs.existsSync(file) || fs.statSync(file).size > maxBytes) continue;
+    const f = SafetensorsFile.open(file);
+    try {
+      for (const name of f.names()) {
+        const e = f.entry(name);
+        if (e.dtype !== 'F32' && e.dtype !== 'F64' && e.dtype !== 'F16' && e.dtype !== 'BF16') continue;
+        const x = f.readFloat32(name);
+        for (let i = 0; i < x.length; i++) {
+          if (!Number.isFinite(x[i])) {
+            throw new CrpoError('ERR_CRPO_CHECKPOINT', `${where} ${dir}: ${file}: tensor '${name}' holds a ` +
+              `non-finite weight (${x[i]} at index ${i}); this checkpoint cannot be served or trained from: use an ` +
+                `earlier checkpoint`);
+          }
+        }
+      }
+    } finally {
+      f.close();
+    }
+  }
+}
+
+/** How the prompts of a checkpoint's training looked, as far as the folder tells (for serving and evaluation). */
+export interface TrainingPrompt {
+  /** True when the checkpoint was trained with the null option shown. */
+  nullOption: boolean;
+  /** The file that says so. */
+  source: string;
+}
+
+export const PROMPT_FILE = 'prompt.json';
+
+/** Records next to a checkpoint how its prompts looked (read back by trainingPromptOf). */
+export function writeTrainingPrompt(dir: string, p: { nullOption: boolean }): void {
+  writeFileAtomicSync(path.join(dir, PROMPT_FILE), JSON.stringify({ null_option: p.nullOption }, null, 2) + '\n');
+}
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the checkpoint in `dir` was trained with the null option: from its prompt.json or
+ * state.json, else from what made it (a `crpo sft` folder's sft-report.json, a run folder's
+ * config.yaml: nullOption, 'auto' meaning on for the CRPO family). Undefined when nothing says.
+ */
+export function trainingPromptOf(dir: string): TrainingPrompt | undefined {
+  for (const d of [dir, path.join(dir, 'policy'), path.join(dir, 'checkpoint')]) {
+    const p = readJson(path.join(d, PROMPT_FILE)) as { null_option?: unknown } | undefined;
+    if (typeof p?.null_option === 'boolean') return { nullOption: p.null_option, source: path.join(d, PROMPT_FILE) };
+    const st = readJson(path.join(d, 'state.json')) as { nullOption?: unknown } | undefined;
+    if (typeof st?.nullOption === 'boolean') return { nullOption: st.nullOption, source: path.join(d, 'state.json') };
+  }
+  for (const d of [dir, path.dirname(dir), path.dirname(path.dirname(dir))]) {
+    const rep = readJson(path.join(d, 'sft-report.json')) as { options?: { nullOption?: unknown } } | undefined;
+    if (typeof rep?.options?.nullOption === 'boolean') return { nullOption: rep.options.nullOption, source: path.join(d, 'sft-report.json') };
+    const cfgFile = path.join(d, 'config.yaml');
+    if (fs.existsSync(path.join(d, 'checkpoints')) && fs.existsSync(cfgFile)) {
+      let cfg: { algo?: unknown; nullOption?: unknown } | undefined;
+      try {
+        cfg = YAML.parse(fs.readFileSync(cfgFile, 'utf8')) as typeof cfg;
+      } catch {
+        cfg = undefined;
+      }
+      if (typeof cfg?.nullOption === 'boolean') return { nullOption: cfg.nullOption, source: cfgFile };
+      if (cfg?.nullOption === 'auto' && typeof cfg.algo === 'string') return { nullOption: CRPO_FAMILY.has(cfg.algo), source: cfgFile };
+    }
+  }
+  return undefined;
+}
+
+/** Algorithms whose nullOption 'auto' means on (lib/algo: the CRPO family). */
+const CRPO_FAMILY: ReadonlySet<string> = new Set(['crpo', 'crpo-no-dual']);
+
+/** The lock file of a run folder: which process writes into it. */
+export const LOCK_FILE = '.lock';
+
+interface LockInfo {
+  pid: number;
+  host: string;
+  started: string;
+  command: string;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the lock of run folder `out` (creates `<out>/.lock` exclusively, holding pid, host, start
+ * time and command) so that two trainers never write into one folder. A lock whose process is
+ * gone (same host) is taken over. Returns the release function (also run at process exit), which
+ * also removes the folder when this call created it and it is still empty.
+ */
+export function lockRunFolder(out: string): () => void {
+  // A folder this run created and left empty (it failed before writing anything) is removed again.
+  const created = !fs.existsSync(out);
+  fs.mkdirSync(out, { recursive: true });
+  const file = path.join(out, LOCK_FILE);
+  const me: LockInfo = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), command: ['crpo', ...process.argv.slice(2)].join(' ') };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = fs.openSync(file, 'wx');
+      fs.writeFileSync(fd, JSON.stringify(me) + '\n');
+      fs.closeSync(fd);
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        process.removeListener('exit', release);
+        try {
+          const cur = readJson(file) as LockInfo | undefined;
+          if (!cur || cur.pid === process.pid) fs.rmSync(file, { force: true });
+          if (created && fs.readdirSync(out).length === 0) fs.rmdirSync(out);
+        } catch {
+          /* the folder may be gone */
+        }
+      };
+      process.on('exit', release);
+      return release;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const held = readJson(file) as Partial<LockInfo> | undefined;
+    const stale = held && Number.isInteger(held.pid) && held.host === me.host && !alive(held.pid as number);
+    if (held && !stale && held.pid !== process.pid) {
+      throw new CrpoError(
+        'ERR_CRPO_RUN_LOCKED',
+        `run folder ${out} is in use by pid ${held.pid} on ${held.host} (started ${held.started}: ${held.command}); ` +
+          `wait for it to finish, stop it, or use another --out (if that process is gone, delete ${file})`,
+      );
+    }
+    // A stale lock (its process is gone), an unreadable one (a crash mid-write) or our own: replace it.
+    fs.rmSync(file, { force: true });
+  }
+  throw new CrpoError('ERR_CRPO_RUN_LOCKED', `run folder ${out}: could not take the lock ${file}; another process ` +
+    `keeps creating it`);
 }
 
 /** Saves policy + state atomically as step-NNNNNN and prunes to the newest `keepLast`. */

@@ -14,6 +14,7 @@ import '../hf/qwen-policy';
 import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
+import { writeTrainingPrompt } from './checkpoint';
 
 export interface SftOptions {
   steps: number;
@@ -41,6 +42,7 @@ export async function sftBase(c: TrainConfig, o: SftOptions): Promise<{ dir: str
     }
     fs.mkdirSync(o.out, { recursive: true });
     await policy.save(o.out);
+    writeTrainingPrompt(o.out, { nullOption: o.nullOption }); // read by crpo serve's model card and crpo eval
     return { dir: o.out, finalLoss: loss };
   } finally {
     policy.dispose();

@@ -20,7 +20,7 @@ import '../rollout/linear-policy';
 import '../rollout/native-policy';
 import '../hf/qwen-policy';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
-import { resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
+import { assertFiniteWeights, checkResumeDigest, lockRunFolder, resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
 import { batchIndices, counterfactualFrames, loadTrainData, reversedFrames, shardBatch, shuffledFrames, SINGLE_PROCESS, type DistContext, type TrainItem, type ValItem } from './data';
 import { Progress, RunLog, writePlots, type MetricLine } from './logging';
 
@@ -102,8 +102,21 @@ const mean = (xs: ArrayLike<number>): number => {
   return xs.length ? s / xs.length : 0;
 };
 
-/** Runs (or resumes) one training run as configured. */
+/**
+ * Runs (or resumes) one training run as configured. The main rank holds the run folder's lock
+ * (lib/train/checkpoint.ts lockRunFolder) for the whole run: a second trainer on the same --out
+ * stops with the holder's pid and command instead of writing into the folder too.
+ */
 export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const unlock = (hooks.dist ?? SINGLE_PROCESS).rank === 0 ? lockRunFolder(c.out) : () => undefined;
+  try {
+    return await trainLocked(c, hooks);
+  } finally {
+    unlock();
+  }
+}
+
+async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResult> {
   const dist = hooks.dist ?? SINGLE_PROCESS;
   const main = dist.rank === 0;
   const say = hooks.log ?? ((m: string) => process.stderr.write(m + '\n'));
@@ -116,8 +129,19 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   const resumeDir = resumeTarget(c.out, c.resume);
   const state: TrainState | undefined = resumeDir ? readState(resumeDir) : undefined;
   if (state && state.algo !== c.algo) say(`warning: resuming a '${state.algo}' checkpoint with algo '${c.algo}'`);
+  // Non-finite weights would skip every step and still exit 0: refused before any work.
+  if (resumeDir) assertFiniteWeights(resumeDir, '--resume');
+  else if (c.policy.init) assertFiniteWeights(c.policy.init, '--init');
   if (main) saveResolvedConfig(c, c.out);
   const policy = await createPolicy(c, resumeDir, dataTexts([...items.map((x) => x.record), ...val.map((x) => x.record)]));
+  if (state && resumeDir) {
+    try {
+      checkResumeDigest(resumeDir, state, policy.weightsDigest());
+    } catch (err) {
+      policy.dispose();
+      throw err;
+    }
+  }
   if (!state) await policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
   const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
   const startStep = state ? state.step : 0;
@@ -258,7 +282,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       if (c.valEvery > 0 && done % c.valEvery === 0 && done !== c.steps) await runValidation(done);
       if (main && (done % c.saveEvery === 0 || done === c.steps)) {
         log.sync();
-        await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest() }, c.keepLast);
+        await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest(), nullOption: plan.nullOption }, c.keepLast);
       }
       progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), valid: validShare, ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
       await hooks.onStep?.(line);

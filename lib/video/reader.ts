@@ -6,6 +6,7 @@
  * LRU cache of decoded clips bounded in bytes; concurrent reads of the same clip share one decode.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import * as os from 'os';
 import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
@@ -169,6 +170,15 @@ export class VideoReader {
     const files = listFrameFiles(dir);
     const indices = uniformIndices(files.length, o.frames ?? files.length);
     const first = await imageSize(files[indices[0]]);
+    // Frames of one clip share a size; one of another size (a stray file, a crop) is named, not stretched.
+    for (const i of new Set(indices)) {
+      const s = await imageSize(files[i]);
+      if (s.width !== first.width || s.height !== first.height) {
+        throw new CrpoError('ERR_CRPO_VIDEO', `frames folder ${dir} mixes frame sizes: ` +
+          `${path.basename(files[indices[0]])} is ${first.width}x${first.height}, ${path.basename(files[i])} is ` +
+            `${s.width}x${s.height}; give every frame of a clip the same size`);
+      }
+    }
     const { width, height } = targetSize(first.width, first.height, o);
     const data = await decodeImages(indices.map((i) => files[i]), width, height, this.imageConcurrency);
     return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: files.length, sourceWidth: first.width, sourceHeight: first.height, fps: NaN, kind: 'frames' };

@@ -18,7 +18,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-model-folder-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const LOOKED_FOR =
-  'looked for policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json or policy/policy.json (a native checkpoint), ' +
+  'looked for policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json, policy/policy.json or checkpoint/policy.json (a native checkpoint), ' +
   'checkpoints/step-* (a run folder), or config.json with *.safetensors (a Hugging Face Qwen2.5-VL / Qwen3-VL folder)';
 
 function dir(name: string): string {

@@ -1,9 +1,10 @@
 /**
  * The CLI's training-process relaunch (lib/cli/relaunch.ts): which commands run in a child started
  * with the glibc malloc variables, and, through a probe script, that the child gets them and the
- * parent ends as the child did (exit code, or the same signal).
+ * parent ends as the child did (exit code, or the same signal), and the child ends when the parent
+ * is killed with SIGKILL.
  */
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as path from 'path';
 import { TRAINING_MALLOC_ENV, needsMallocRelaunch, relaunchEnv } from '../../lib/cli/relaunch';
 
@@ -49,4 +50,27 @@ describe('training-process relaunch', () => {
     expect(r.status).toBeNull();
     expect(r.signal).toBe('SIGTERM');
   }, 90_000);
+
+  test('the child ends when its parent is killed with SIGKILL, even while its main thread is busy', async () => {
+    const parent = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, 'train', 'busy'], { cwd: root, env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    parent.stderr.on('data', (d) => { err += String(d); });
+    const childPid = await new Promise<number>((resolve, reject) => {
+      parent.stdout.on('data', (d) => {
+        out += String(d);
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        if (line) resolve((JSON.parse(line) as { pid: number }).pid);
+      });
+      parent.on('exit', () => reject(new Error(`probe ended before its child reported: ${err}`)));
+    });
+    expect(childPid).not.toBe(parent.pid);
+    parent.kill('SIGKILL');
+    const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    // The child polls its parent every 500 ms; it is given up to 20 s to end.
+    for (let i = 0; i < 200 && alive(childPid); i++) await new Promise((r) => setTimeout(r, 100));
+    const stillAlive = alive(childPid);
+    if (stillAlive) process.kill(childPid, 'SIGKILL');
+    expect(stillAlive).toBe(false);
+    expect(err).toMatch(/the launching process \(pid \d+\) is gone; stopping/);
+  }, 60_000);
 });

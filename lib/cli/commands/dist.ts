@@ -4,16 +4,54 @@
  * against values every rank can compute on its own, times an all-reduce of a gradient-sized
  * buffer, and prints one line per rank. Exits non-zero on a wrong value or a failed rank.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import type { Argv } from 'yargs';
 import { CrpoError } from '../../errors';
 import { initDistributed, runRank, type DistContext } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
 
+/** Where Python packages of the installed PyTorch may be (Debian's python3-torch, pip). */
+const TORCH_VERSION_FILES = ['/usr/lib/python3/dist-packages/torch/version.py', '/usr/local/lib/python3/dist-packages/torch/version.py'];
+
+/** The installed PyTorch version (the one torchrun comes with), read from its version.py; undefined when not found. */
+export function installedTorchVersion(files: readonly string[] = TORCH_VERSION_FILES): string | undefined {
+  for (const f of files) {
+    try {
+      const m = /__version__\s*=\s*['"]([^'"]+)['"]/.exec(fs.readFileSync(f, 'utf8'));
+      if (m) return m[1];
+    } catch {
+      /* not there */
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The torchrun line for the installed torchrun: 1.x spells its flags with underscores
+ * (--nproc_per_node, --no_python), 2.x with dashes. The crpo executable is named by its path,
+ * since a clone does not put `crpo` on PATH.
+ */
+export function torchrunLine(version: string | undefined, crpoBin: string, nproc = 2): string {
+  const major = version ? Number(version.split('.')[0]) : NaN;
+  const flags = major < 2 ? `--no_python --nproc_per_node ${nproc}` : `--no-python --nproc-per-node ${nproc}`;
+  return `torchrun ${flags} ${crpoBin} dist check`;
+}
+
 export function builder(y: Argv): Argv {
+  const version = installedTorchVersion();
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'crpo.js');
   return y
     .usage(
       'crpo dist check [--nproc N] [--size FLOATS]\n\n' +
-        'Under torchrun:  torchrun --no-python --nproc-per-node 2 crpo dist check\n' +
+        `Under torchrun:  ${torchrunLine(version, bin)}\n` +
+        `  (${version ? `the installed torchrun is PyTorch ${version}'s` : 'no PyTorch found: the torchrun 2.x spelling'}; ` +
+        'torchrun 1.x spells the flags --no_python --nproc_per_node, 2.x --no-python --nproc-per-node; ' +
+        'bin/crpo.js is named by its path since a clone does not put crpo on PATH)\n' +
+        (version && Number(version.split('.')[0]) < 2
+          ? "  (Debian's torchrun 1.13 under Python 3.11 stops before starting any worker, with \"'NoneType' object has " +
+            "no attribute 'get'\" in to_map; --nproc 2 starts the same workers without it)\n"
+          : '') +
         'Under Slurm:     srun --ntasks 8 crpo dist check\n' +
         'Locally:         crpo dist check --nproc 2',
     )

@@ -5,6 +5,7 @@
  */
 import * as path from 'path';
 import type { Argv } from 'yargs';
+import { CrpoError } from '../../errors';
 import { writeJsonlAtomic } from '../../data/jsonl';
 import { formatIssue, loadRecords } from '../../data/loader';
 import { CATEGORIES, RECORD_TRANSFORMS, type Category, type RecordTransform } from '../../data/schema';
@@ -53,10 +54,24 @@ export function builder(y: Argv): Argv {
         .option('static-transform', { choices: ['reverse', 'hflip'], default: 'reverse', describe: 'Static-question partner' })
         .option('frames', { type: 'number', describe: 'Sample this many frames uniformly (default: all)' })
         .option('max-pixels', { type: 'number', describe: 'Pixel budget per frame (default: keep size)' })
-        .option('crf', { type: 'number', default: 18, describe: 'libx264 CRF (0 = lossless)' })
-        .option('fps', { type: 'number', default: 8, describe: 'Frame rate for frame-folder clips' })
+        .option('crf', { type: 'number', default: 18, describe: 'libx264 CRF, 0-51 (0 = lossless)' })
+        .option('fps', { type: 'number', default: 8, describe: 'Frame rate for frame-folder clips, frames per second' })
         .option('concurrency', { type: 'number', default: 2, describe: 'Clips processed at once' }) as unknown as Argv<BuildArgs>,
       guarded<BuildArgs>(async (a) => {
+        const int = (flag: string, v: number | undefined, lo: number, hi: number, unit: string): void => {
+          if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) {
+            throw new CrpoError('ERR_CRPO_INVALID_ARG', `--${flag} ${v}: expected an integer in [${lo}, ${hi}] ` +
+              `(${unit})`);
+          }
+        };
+        int('crf', a.crf, 0, 51, 'libx264 quality: 0 lossless, 18 visually lossless, 51 worst');
+        int('frames', a.frames, 1, 4096, 'frames per clip');
+        int('max-pixels', a['max-pixels'], 64, 8192 * 8192, 'pixels per frame');
+        int('concurrency', a.concurrency, 1, 64, 'clips at once');
+        if (!(Number.isFinite(a.fps) && a.fps > 0 && a.fps <= 240)) {
+          throw new CrpoError('ERR_CRPO_INVALID_ARG', `--fps ${a.fps}: expected a frame rate in (0, 240] (frames ` +
+            `per second)`);
+        }
         const r = await buildDyBench({
           annotations: a.annotations, out: a.out, jsonl: a.jsonl, format: a.format, movingTransform: a['moving-transform'], staticTransform: a['static-transform'],
           frames: a.frames, maxPixels: a['max-pixels'], crf: a.crf, fps: a.fps, concurrency: a.concurrency,
@@ -95,6 +110,10 @@ export function builder(y: Argv): Argv {
           if (r.issues.length > 20) process.stdout.write(`  ... and ${r.issues.length - 20} more\n`);
           all.push(...r.records);
         }
+        if (all.length === 0) {
+          throw new CrpoError('ERR_CRPO_EMPTY', `no records imported from ` +
+            `${a.input.join(', ')}${a.lenient ? ' (every entry was skipped)' : ''}; nothing written to ${a.out}`);
+        }
         await writeJsonlAtomic(a.out, all);
         process.stdout.write(`${all.length} records -> ${a.out}\n`);
       }),
@@ -114,7 +133,10 @@ export function builder(y: Argv): Argv {
         for (const x of r.records) byCat.set(x.category, (byCat.get(x.category) ?? 0) + 1);
         process.stdout.write(`${a.file}: ${r.records.length} records, ${pairs} pairs (${[...byCat].map(([c, n]) => `${c} ${n}`).join(', ')})${r.skipped ? `; ${r.skipped} skipped` : ''}\n`);
         for (const i of r.issues) process.stdout.write(`  ${formatIssue(i)}\n`);
-        if (r.skipped) process.exitCode = 1;
+        if (r.skipped) {
+          throw new CrpoError('ERR_CRPO_BAD_DATA', `${a.file}: ${r.skipped} record(s) skipped (listed above); fix ` +
+            `them, or load the file with --lenient where a command offers it`);
+        }
       }),
     )
     .demandCommand(1, 'Name a dybench command: build, import or validate.');

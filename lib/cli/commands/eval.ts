@@ -5,6 +5,7 @@
  * resumes. `crpo eval --correlate <run dirs..>` prints Pearson r between two metrics across runs.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import type { Argv } from 'yargs';
 import { readTextFile } from '../../data/jsonl';
@@ -28,20 +29,26 @@ export function builder(y: Argv): Argv {
     .option('base-url', { type: 'string', describe: 'OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (env CRPO_EVAL_BASE_URL, OPENAI_BASE_URL)' })
     .option('api-key', { type: 'string', describe: 'API key (env CRPO_EVAL_API_KEY, OPENAI_API_KEY; default EMPTY)' })
     .option('checkpoint', { type: 'string', describe: "Checkpoint path for --kind checkpoint" })
-    .option('null-option', { type: 'boolean', default: false, describe: 'Add "None of the above" as an extra option' })
+    .option('null-option', { type: 'boolean', describe: 'Add "None of the above" as an extra option (default: as ' +
+      'the model card of a crpo server says the checkpoint was trained, else off; --no-null-option: off)' })
     .option('concurrency', { type: 'number', default: 4, describe: 'Requests in flight' })
     .option('batch-size', { type: 'number', default: 1, describe: 'Requests per model call (local checkpoints)' })
     .option('limit', { type: 'number', describe: 'Evaluate only the first N pairs' })
     .option('category', { type: 'array', string: true, choices: [...CATEGORIES], describe: 'Keep only these categories' })
     .option('split', { type: 'string', describe: 'Keep only records of this split' })
-    .option('frames', { type: 'number', default: 8, describe: 'Frames sampled from video files / frame folders' })
-    .option('max-pixels', { type: 'number', default: 224 * 224, describe: 'Pixel budget per frame for video files' })
-    .option('timeout', { type: 'number', default: 120, describe: 'Seconds per request attempt' })
-    .option('retries', { type: 'number', default: 5, describe: 'Retries on 429/5xx/timeouts/unreadable replies' })
-    .option('backoff', { type: 'number', default: 1000, describe: 'First retry delay in ms (doubles each retry, jittered)' })
-    .option('max-tokens', { type: 'number', default: 1024, describe: 'max_tokens per completion' })
-    .option('temperature', { type: 'number', default: 0, describe: 'Sampling temperature' })
-    .option('jpeg-quality', { type: 'number', default: 90, describe: 'JPEG quality of the frames sent' })
+    .option('frames', { type: 'number', default: 8, describe: 'Frames sampled per clip from video files / frame ' +
+      'folders (a count)' })
+    .option('max-pixels', { type: 'number', default: 224 * 224, describe: 'Pixel budget per frame (width x height, ' +
+      'pixels)' })
+    .option('timeout', { type: 'number', default: 120, describe: 'Time limit per request attempt, seconds' })
+    .option('retries', { type: 'number', default: 5, describe: 'Retries on 429/5xx/timeouts/unreadable replies (a ' +
+      'count)' })
+    .option('backoff', { type: 'number', default: 1000, describe: 'First retry delay, ms (doubles each retry, ' +
+      'jittered)' })
+    .option('max-tokens', { type: 'number', default: 1024, describe: 'max_tokens per completion, tokens (crpo serve ' +
+      'clamps it to what fits in the model)' })
+    .option('temperature', { type: 'number', default: 0, describe: 'Sampling temperature (0: greedy)' })
+    .option('jpeg-quality', { type: 'number', default: 90, describe: 'JPEG quality of the frames sent, 1-100' })
     .option('image-detail', { type: 'string', choices: ['low', 'high', 'auto'], describe: 'image_url detail hint' })
     .option('bootstrap', { type: 'number', default: 1000, describe: 'Bootstrap resamples for the 95% intervals (0: none)' })
     .option('seed', { type: 'number', default: 0, describe: 'Bootstrap seed' })
@@ -61,7 +68,7 @@ interface Args {
   baseUrl?: string;
   apiKey?: string;
   checkpoint?: string;
-  nullOption: boolean;
+  nullOption?: boolean;
   concurrency: number;
   batchSize: number;
   limit?: number;
@@ -96,9 +103,52 @@ function correlate(a: Args): void {
   process.stdout.write(`Pearson r(${a.x}, ${a.y}) over ${dirs.length} runs = ${r.toFixed(4)}\n`);
 }
 
+/** Numeric flags checked before any work, each error naming the flag, its unit and the range. */
+function checkFlags(a: Args): void {
+  const bad = (flag: string, want: string, got: unknown): CrpoError => new CrpoError('ERR_CRPO_USAGE', `--${flag} ${String(got)}: expected ${want}`);
+  const int = (flag: string, v: number | undefined, lo: number, hi: number, unit = ''): void => {
+    if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) {
+      throw bad(flag, `an integer in [${lo}, ${hi}]${unit}`, v);
+    }
+  };
+  int('frames', a.frames, 1, 4096, ' (frames per clip)');
+  int('max-pixels', a.maxPixels, 64, 8192 * 8192, ' (pixels per frame)');
+  int('retries', a.retries, 0, 100);
+  int('max-tokens', a.maxTokens, 1, 1 << 20, ' (tokens)');
+  int('concurrency', a.concurrency, 1, 256);
+  int('batch-size', a.batchSize, 1, 4096);
+  int('jpeg-quality', a.jpegQuality, 1, 100);
+  int('bootstrap', a.bootstrap, 0, 1_000_000);
+  int('limit', a.limit, 1, Number.MAX_SAFE_INTEGER, ' (pairs)');
+  if (!(Number.isFinite(a.timeout) && a.timeout > 0 && a.timeout <= 86400)) {
+    throw bad('timeout', 'a number of seconds in (0, 86400]', a.timeout);
+  }
+  if (!(Number.isFinite(a.backoff) && a.backoff >= 0 && a.backoff <= 3_600_000)) {
+    throw bad('backoff', 'a number of ms in [0, 3600000]', a.backoff);
+  }
+  if (!(Number.isFinite(a.temperature) && a.temperature >= 0 && a.temperature <= 10)) {
+    throw bad('temperature', 'a number in [0, 10]', a.temperature);
+  }
+  if (!['openai', 'checkpoint'].includes(a.kind)) {
+    throw bad('kind', "'openai' (a served endpoint) or 'checkpoint' (a local folder)", a.kind);
+  }
+  // Frames held at once: decoded clips of the batches in flight, plus their encoded copies (x2).
+  const clip = a.frames * a.maxPixels * 3;
+  const held = clip * a.concurrency * a.batchSize * 2;
+  const budget = os.totalmem() / 2;
+  if (held > budget) {
+    const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
+    throw new CrpoError('ERR_CRPO_TOO_LARGE', `--frames ${a.frames} x --max-pixels ${a.maxPixels} x 3 bytes = ` +
+      `${gb(clip)} per clip; with --concurrency ${a.concurrency} x --batch-size ${a.batchSize} in flight that is ` +
+        `${gb(held)}, more than half of this machine's memory (${gb(os.totalmem())}); lower --frames, --max-pixels ` +
+          `or --concurrency`);
+  }
+}
+
 export async function handler(a: Args): Promise<void> {
   if (a.correlate && a.correlate.length) return correlate(a);
   if (!a.data) throw new CrpoError('ERR_CRPO_USAGE', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
+  checkFlags(a);
   if (a.kind === 'checkpoint' && !a.checkpoint && a.model !== undefined && fs.existsSync(a.model)) {
     // --kind checkpoint --model <folder>: the folder is the checkpoint (detected: linear / native /
     // qwen checkpoint, a run folder or a Hugging Face Qwen folder); the reported model name is the folder's.
@@ -117,6 +167,9 @@ export async function handler(a: Args): Promise<void> {
   if (a.kind === 'checkpoint') await import('../../serve/checkpoint-model');
   const name = (model ?? (a.checkpoint ? path.basename(a.checkpoint) : a.kind)).replace(/[^A-Za-z0-9._-]+/g, '_');
   const out = a.out ?? path.join('runs', 'eval', `${name}-${path.basename(a.data).replace(/\.jsonl$/i, '')}`);
+  if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `--out ${out}: is a file; --out names the folder that gets samples.jsonl, summary.json and results.md`);
+  }
   const { summary, files } = await runEval(
     {
       data: a.data,
@@ -145,6 +198,8 @@ export async function handler(a: Args): Promise<void> {
   process.stdout.write(readTextFile(files.markdown, 'report'));
   process.stdout.write(`\nWrote ${files.samples}, ${files.summary}, ${files.markdown}, ${files.png}\n`);
   if (summary.n_failed > 0) {
-    throw new CrpoError('ERR_CRPO_EVAL_INCOMPLETE', `${summary.n_failed} of ${summary.n_records} samples failed after all retries (counted as wrong above); rerun the same command to retry them`);
+    throw new CrpoError('ERR_CRPO_EVAL_INCOMPLETE', `${summary.n_failed} of ${summary.n_records} samples failed ` +
+      `(counted as wrong above; each line's 'error' in ${files.samples} says why: a clip that could not be read, or ` +
+        `a request that failed after --retries ${a.retries}); fix the cause and rerun the same command to retry them`);
   }
 }

@@ -6,6 +6,8 @@
  * Flags map onto RouterConfig fields (lib/router/backends.ts); the LLM key comes from the
  * environment (CRPO_ROUTER_API_KEY or OPENAI_API_KEY), never from a flag.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import type { Argv } from 'yargs';
 import { CrpoError } from '../../errors';
 import {
@@ -25,7 +27,7 @@ export function builder(y: Argv): Argv {
     .option('concurrency', { type: 'number', describe: 'LLM requests in flight (default 4)' })
     .option('max-invalid-retries', { type: 'number', describe: 'Re-asks after an invalid JSON reply before the rules answer is used (default 2)' })
     .option('max-retries', { type: 'number', describe: 'Retries after 429/5xx/timeouts per request (default 6)' })
-    .option('timeout', { type: 'number', describe: 'Per-request timeout in ms (default 120000)' })
+    .option('timeout', { type: 'number', describe: 'Time limit per LLM request, ms (default 120000)' })
     .option('backoff-ms', { type: 'number', describe: 'First backoff delay in ms, doubled per retry (default 1000)' })
     .option('hybrid-threshold', { type: 'number', describe: 'Hybrid: ask the LLM below this rules confidence (default 0.7)' })
     .option('cache', { type: 'string', describe: 'LLM answer cache, append-only JSONL (default .crpo-cache/router.jsonl); --no-cache disables it' })
@@ -109,6 +111,19 @@ export async function handler(a: RouteArgs): Promise<void> {
   if (a.input === 'eval') return runEval(a.more ?? [], a);
   if (a.more && a.more.length) throw new CrpoError('ERR_CRPO_USAGE', `crpo route takes one input file, got ${1 + a.more.length} (${[a.input, ...a.more].join(', ')}); for accuracy use crpo route eval <files>`);
   if (!a.out) throw new CrpoError('ERR_CRPO_USAGE', 'crpo route needs -o <out.jsonl>');
+  if (fs.existsSync(a.out) && fs.statSync(a.out).isDirectory()) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is a folder; name the output file, e.g. -o ` +
+      `${path.join(a.out, 'routed.jsonl')}`);
+  }
+  if (path.resolve(a.out) === path.resolve(a.input)) {
+    throw new CrpoError('ERR_CRPO_BAD_PATH', `-o ${a.out}: is the input file; write the routed records to another file`);
+  }
+  for (const [flag, v, lo, hi] of [['concurrency', a.concurrency, 1, 256], ['max-invalid-retries', a.maxInvalidRetries, 0, 100], ['max-retries', a.maxRetries, 0, 100], ['timeout', a.timeout, 1, 86_400_000], ['backoff-ms', a.backoffMs, 0, 3_600_000]] as const) {
+    if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) {
+      throw new CrpoError('ERR_CRPO_INVALID_ARG', `--${flag} ${v}: expected an integer in [${lo}, ` +
+        `${hi}]${flag === 'timeout' || flag === 'backoff-ms' ? ' (ms)' : ''}`);
+    }
+  }
   const t0 = Date.now();
   const r = await routeFile(a.input, a.out, { ...options(a), onAnswer: progress('routing') });
   const s = r.stats;

@@ -3,12 +3,15 @@
  * YAML/JSON config plus CLI overrides (lib/train/config.ts), e.g.
  * `crpo train --config configs/crpo-synthetic.yaml --algo crpo --group-size 8 --set weights.crr=2`.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import type { Argv } from 'yargs';
-import { FLAG_FIELDS, resolveConfig, setDotted, ConfigError } from '../../train/config';
+import { FLAG_FIELDS, TRAIN_DEFAULTS, readConfigFile, resolveConfig, setDotted, ConfigError } from '../../train/config';
 import { train } from '../../train/trainer';
 import { initDistributed, runRank } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
 import { detectModelFolder } from '../../hf/model-folder';
+import { decodeUtf8 } from '../../data/jsonl';
 
 export function builder(y: Argv): Argv {
   let b = y
@@ -31,7 +34,12 @@ export function builder(y: Argv): Argv {
     resume: "'auto' (newest checkpoint in --out), 'never', or a checkpoint folder", 'val-every': 'validate every N steps', 'save-every': 'checkpoint every N steps',
     'keep-last': 'checkpoints kept', 'dump-every': 'dump every N-th step\'s rollouts (0 = never)', 'filter-zero-variance': 'drop groups whose rewards are all equal',
   };
-  for (const flag of Object.keys(FLAG_FIELDS)) b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${FLAG_FIELDS[flag]})` });
+  // The defaults are shown, not set: a flag given overrides the config file, one not given leaves it.
+  for (const flag of Object.keys(FLAG_FIELDS)) {
+    const field = FLAG_FIELDS[flag];
+    b = b.option(flag, { type: types[flag] ?? 'number', describe: `${docs[flag] ?? ''} (${field}; default ` +
+      `${JSON.stringify(TRAIN_DEFAULTS[field])})` });
+  }
   return b
     .example('crpo train --algo crpo --steps 200 --out runs/crpo', 'CRPO on the synthetic DyBench with the built-in policy')
     .example('crpo train --model /models/Qwen3-VL-2B-Instruct --data train.jsonl', 'the policy kind (here qwen) and init from what the folder holds')
@@ -47,7 +55,11 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
   if (argv['val-data'] !== undefined) data.val = argv['val-data'];
   if (Object.keys(data).length) o.data = data;
   const policy: Record<string, unknown> = {};
-  if (argv.init !== undefined) policy.init = argv.init;
+  if (argv.init !== undefined) {
+    // A run folder names its newest checkpoint, as `crpo serve` and `--model` read it.
+    const init = String(argv.init);
+    policy.init = init !== '' && fs.existsSync(path.join(init, 'checkpoints')) ? detectModelFolder(init, '--init').init : init;
+  }
   if (argv.policy !== undefined) policy.kind = argv.policy;
   if (argv.model !== undefined) {
     // --model <folder> = --policy <kind found there> --init <folder>
@@ -66,9 +78,58 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
   return o;
 }
 
+/** Input paths of a config file (data.train, data.val, policy.init) that a relative path may name. */
+const CONFIG_INPUTS: readonly (readonly [string, string])[] = [['data', 'train'], ['data', 'val'], ['policy', 'init']];
+
+/**
+ * The config file's input paths, resolved: a relative path names a file next to the config when
+ * one is there, else one under the working directory (older configs were written that way); when
+ * neither exists the error names both places. An empty config file is an error, not the defaults.
+ * Returns overrides holding the resolved paths (only for fields the command line does not set).
+ */
+export function configFilePaths(file: string, cli: Record<string, unknown>): Record<string, unknown> {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw new ConfigError(`--config ${file}: is a folder; name the YAML or JSON config file (e.g. configs/crpo-synthetic.yaml)`);
+  }
+  // A non-UTF-8 byte is named with its line (the YAML reader would turn it into U+FFFD).
+  if (fs.existsSync(file)) decodeUtf8(fs.readFileSync(file), file, 'config file');
+  const raw = readConfigFile(file);
+  if (Object.keys(raw).length === 0) {
+    throw new ConfigError(`--config ${file}: the file is empty; give at least one field (docs/training.md), or drop ` +
+      `--config to train with the defaults`);
+  }
+  const out: Record<string, Record<string, unknown>> = {};
+  const dir = path.dirname(path.resolve(file));
+  for (const [group, key] of CONFIG_INPUTS) {
+    const v = (raw[group] as Record<string, unknown> | undefined)?.[key];
+    if (typeof v !== 'string' || v === '' || v === 'synthetic' || path.isAbsolute(v)) continue;
+    if ((cli[group] as Record<string, unknown> | undefined)?.[key] !== undefined) continue;
+    const nextToConfig = path.resolve(dir, v);
+    if (fs.existsSync(nextToConfig)) (out[group] ??= {})[key] = nextToConfig;
+    else if (!fs.existsSync(v)) throw new ConfigError(`${file}: ${group}.${key}: '${v}' not found, neither next to ` +
+      `the config (${nextToConfig}) nor under the working directory (${path.resolve(v)})`);
+  }
+  return out;
+}
+
+function mergePlain(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const o: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+    o[k] = isObj(v) && isObj(o[k]) ? mergePlain(o[k] as Record<string, unknown>, v) : v;
+  }
+  return o;
+}
+
 export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
-  const config = resolveConfig({ file: argv.config as string | undefined, overrides: overridesFromArgv(argv) });
+  const file = argv.config as string | undefined;
+  const cli = overridesFromArgv(argv);
+  const overrides = file ? mergePlain(configFilePaths(file, cli), cli) : cli;
+  const config = resolveConfig({ file, overrides });
+  if (fs.existsSync(config.out) && !fs.statSync(config.out).isDirectory()) {
+    throw new ConfigError(`--out ${config.out}: is a file; --out names the run folder (config.yaml, metrics.jsonl, checkpoints/)`);
+  }
   // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
   const dist = await initDistributed();
   if (dist.isMain) {
