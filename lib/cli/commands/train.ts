@@ -69,7 +69,8 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
 export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
   const config = resolveConfig({ file: argv.config as string | undefined, overrides: overridesFromArgv(argv) });
-  // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
+  // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce
+  // gradients, the trainer refuses kinds that do not (Policy.syncsGradients).
   const dist = await initDistributed();
   if (dist.isMain) {
     const ranks = dist.worldSize > 1 ? `, ${dist.worldSize} ranks` : '';
