@@ -134,9 +134,12 @@ export function initKind(name: string): 'ones' | 'zeros' | 'normal' {
   return 'normal';
 }
 
-/** Fills `out` with N(0, std) from a seeded xorshift128 stream (Box-Muller, two values per draw). */
+/**
+ * Fills `out` with N(0, std) from a seeded xorshift128 stream (Marsaglia's polar method: two
+ * values per accepted pair, no trigonometry; about twice as fast as Box-Muller here).
+ */
 export function fillNormal(out: Float32Array, seed: number, std: number): void {
-  // splitmix32 seeds the four state words; xorshift128 draws uniforms in (0, 1]
+  // splitmix32 seeds the four state words
   let z = seed >>> 0;
   const mix = () => {
     z = (z + 0x9e3779b9) >>> 0;
@@ -147,19 +150,23 @@ export function fillNormal(out: Float32Array, seed: number, std: number): void {
     return (t ^ (t >>> 15)) >>> 0;
   };
   let a = mix() || 1, b = mix(), c = mix(), d = mix();
-  const uniform = () => {
-    const t = a ^ (a << 11);
-    a = b;
-    b = c;
-    c = d;
+  const n = out.length;
+  let i = 0;
+  while (i < n) {
+    // two uniforms in [-1, 1)
+    let t = a ^ (a << 11);
+    [a, b, c] = [b, c, d];
     d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
-    return (d + 1) / 4294967296;
-  };
-  for (let i = 0; i < out.length; i += 2) {
-    const r = std * Math.sqrt(-2 * Math.log(uniform()));
-    const th = 2 * Math.PI * uniform();
-    out[i] = r * Math.cos(th);
-    if (i + 1 < out.length) out[i + 1] = r * Math.sin(th);
+    const u = d / 2147483648 - 1;
+    t = a ^ (a << 11);
+    [a, b, c] = [b, c, d];
+    d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
+    const v = d / 2147483648 - 1;
+    const s = u * u + v * v;
+    if (s >= 1 || s === 0) continue; // outside the unit disc: draw again (21% of pairs)
+    const f = std * Math.sqrt((-2 * Math.log(s)) / s);
+    out[i++] = u * f;
+    if (i < n) out[i++] = v * f;
   }
 }
 
