@@ -53,7 +53,11 @@ export function doctorReport(): DoctorReport {
     memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     addons,
     blas: [],
-    threads: { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS, CRPO_NUM_THREADS: process.env.CRPO_NUM_THREADS, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS },
+    threads: {
+      OMP_NUM_THREADS: process.env.OMP_NUM_THREADS,
+      CRPO_NUM_THREADS: process.env.CRPO_NUM_THREADS,
+      OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS,
+    },
   };
   try {
     report.threads.source = resolveTorchThreads().source;
@@ -73,10 +77,17 @@ export function doctorReport(): DoctorReport {
 /** The threads line: the intra-op count and which of OMP_NUM_THREADS, CRPO_NUM_THREADS, the cores decided it. */
 export function formatThreads(r: Pick<DoctorReport, 'threads' | 'cpus'>): string {
   const t = r.threads;
-  const v = (k: 'OMP_NUM_THREADS' | 'CRPO_NUM_THREADS' | 'OPENBLAS_NUM_THREADS') => `${k}=${t[k] === undefined || t[k] === '' ? 'unset' : t[k]}`;
-  const from = t.error ? `refused: ${t.error}` : t.source === 'cores' ? `the ${r.cpus} cores: OMP_NUM_THREADS and CRPO_NUM_THREADS unset` : `from ${v(t.source as 'OMP_NUM_THREADS')}`;
-  const order = t.source === 'OMP_NUM_THREADS' && t.CRPO_NUM_THREADS ? `; ${v('CRPO_NUM_THREADS')} not used` : '';
-  return `torch intra-op ${t.intraOp ?? '-'} (${from}${order}; order: OMP_NUM_THREADS, CRPO_NUM_THREADS, cores), inter-op ${t.interOp ?? '-'}; ${v('OPENBLAS_NUM_THREADS')}`;
+  type Var = 'OMP_NUM_THREADS' | 'CRPO_NUM_THREADS' | 'OPENBLAS_NUM_THREADS';
+  const v = (k: Var) => `${k}=${t[k] === undefined || t[k] === '' ? 'unset' : t[k]}`;
+  const from = t.error
+    ? `refused: ${t.error}`
+    : t.source === 'cores'
+      ? `the ${r.cpus} cores: OMP_NUM_THREADS and CRPO_NUM_THREADS unset`
+      : `from ${v(t.source as Var)}`;
+  const unused = t.source === 'OMP_NUM_THREADS' && t.CRPO_NUM_THREADS ? `; ${v('CRPO_NUM_THREADS')} not used` : '';
+  const order = 'order: OMP_NUM_THREADS, CRPO_NUM_THREADS, cores';
+  const interOp = `inter-op ${t.interOp ?? '-'}`;
+  return `torch intra-op ${t.intraOp ?? '-'} (${from}${unused}; ${order}), ${interOp}; ${v('OPENBLAS_NUM_THREADS')}`;
 }
 
 export function formatDoctor(r: DoctorReport): string {

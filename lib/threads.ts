@@ -24,13 +24,17 @@ function parseCount(name: ThreadSource, value: string | undefined): number | und
   if (value === undefined || value.trim() === '') return undefined;
   const first = value.split(',')[0].trim();
   if (!/^[0-9]+$/.test(first) || Number(first) < 1) {
-    throw new CrpoError('ERR_CRPO_THREADS', `${name}='${value}' is not a thread count: set it to a positive integer (e.g. ${name}=4) or unset it`);
+    const fix = `set it to a positive integer (e.g. ${name}=4) or unset it`;
+    throw new CrpoError('ERR_CRPO_THREADS', `${name}='${value}' is not a thread count: ${fix}`);
   }
   return Number(first);
 }
 
 /** The intra-op thread count for `env` on a machine with `cores` cores (see the file comment). */
-export function resolveTorchThreads(env: Record<string, string | undefined> = process.env, cores = os.cpus().length): ThreadSetting {
+export function resolveTorchThreads(
+  env: Record<string, string | undefined> = process.env,
+  cores = os.cpus().length,
+): ThreadSetting {
   const omp = parseCount('OMP_NUM_THREADS', env.OMP_NUM_THREADS);
   const crpo = parseCount('CRPO_NUM_THREADS', env.CRPO_NUM_THREADS);
   if (omp !== undefined) return { threads: omp, source: 'OMP_NUM_THREADS' };

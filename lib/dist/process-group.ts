@@ -143,7 +143,9 @@ export class ProcessGroup extends NativeHandle {
     // Ranks on one machine share its cores: without this, spinning intra-op threads of several ranks
     // starve each other and Gloo's network threads. OMP_NUM_THREADS (torchrun sets it) or
     // CRPO_NUM_THREADS win when set (lib/threads.ts).
-    if (resolveTorchThreads().source === 'cores' && env.localWorldSize > 1) setTorchThreads(Math.max(1, Math.floor(os.cpus().length / env.localWorldSize)));
+    if (resolveTorchThreads().source === 'cores' && env.localWorldSize > 1) {
+      setTorchThreads(Math.max(1, Math.floor(os.cpus().length / env.localWorldSize)));
+    }
     let backend: DistBackend = requested === 'auto' ? 'gloo' : requested;
     if (requested === 'auto' && addon.distBackends().includes('nccl') && addon.info().cudaAvailable) backend = 'nccl';
     const native: NativeDistInitOptions = {

@@ -42,7 +42,7 @@ function pickTemplate(value: unknown, file: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value;
   if (Array.isArray(value)) {
-    const named = value.find((t) => (t as { name?: unknown })?.name === 'default') as { template?: unknown } | undefined;
+    const named = (value as Array<{ name?: unknown; template?: unknown } | null>).find((t) => t?.name === 'default');
     if (named && typeof named.template === 'string') return named.template;
     throw templateError(file, "chat_template is a list of named templates without a 'default' one");
   }
@@ -101,5 +101,8 @@ export function compileChatTemplate(text: string, file: string, extra: Record<st
 export function chatTemplateFor(folder: string, arch: QwenArch): ChatTemplate {
   const found = findChatTemplate(folder);
   if (found) return compileChatTemplate(found.text, found.file, specialTokens(folder));
-  return { source: 'built-in ChatML', render: (messages, addGenerationPrompt = true) => renderChat(arch, messages, addGenerationPrompt) };
+  return {
+    source: 'built-in ChatML',
+    render: (messages, addGenerationPrompt = true) => renderChat(arch, messages, addGenerationPrompt),
+  };
 }

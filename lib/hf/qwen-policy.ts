@@ -14,7 +14,7 @@ import { answerCompletion } from '../prompt';
 import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from '../rollout/policy';
 import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from './model';
 import { chatTemplateFor, type ChatTemplate } from './chat-template';
-import { expandPlaceholders, frameTimestamps, processFrames } from './processor';
+import { expandPlaceholders, frameTimestamps, processFrames, type ChatMessage } from './processor';
 import { readSafetensorsHeader, writeSafetensors } from './safetensors';
 import { tokenizerFor, type HfTokenizer } from './tokenizer';
 
@@ -121,7 +121,9 @@ export class QwenPolicy implements Policy {
     const kind = T >= cfg.vision.temporalPatchSize ? 'video' : 'image';
     const vis = await processFrames(cfg, p.frames, T, H, W, kind, { minPixels: this.o.minPixels, maxPixels: this.o.maxPixels });
     const fps = this.o.videoFps ?? 2;
-    const chat = this.chatTemplate.render([{ role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] }]);
+    // the folder's chat template (chat-template.ts), ChatML when it has none
+    const message: ChatMessage = { role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] };
+    const chat = this.chatTemplate.render([message]);
     const text =
       kind === 'video'
         ? expandPlaceholders(cfg, chat, [], [{ grid: vis.grid, timestamps: frameTimestamps(Array.from({ length: T }, (_, i) => i), fps, cfg.vision.temporalPatchSize) }])

@@ -99,8 +99,9 @@ export function requireGradientSync(policy: Policy, worldSize: number): void {
   policy.dispose();
   throw new CrpoError(
     'ERR_CRPO_DIST_NO_GRAD_SYNC',
-    `policy kind '${policy.kind}' does not synchronise gradients across processes, so ${worldSize} processes would train ` +
-      `${worldSize} diverging replicas; run it on one process (no --nproc, torchrun or srun with more than one task)`,
+    `policy kind '${policy.kind}' does not synchronise gradients across processes, ` +
+      `so ${worldSize} processes would train ${worldSize} diverging replicas; ` +
+      'run it on one process (no --nproc, torchrun or srun with more than one task)',
   );
 }
 

@@ -19,7 +19,7 @@ export function builder(y: Argv): Argv {
     .option('init', { type: 'string', describe: 'Checkpoint folder with the base weights (policy.init)' })
     .option('model', { type: 'string', describe: 'Model folder: a crpo checkpoint (linear/native/qwen), a run folder, or a Hugging Face Qwen2.5-VL/Qwen3-VL folder; sets policy.kind and policy.init' })
     .option('nproc', { type: 'number', describe: 'Start N local worker processes (torchrun environment contract; docs/distributed.md)' })
-    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear', 'native' or 'qwen' (--model sets it from the folder)" });
+    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear', 'native' or 'qwen'" });
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
     algo: 'string', 'lr-schedule': 'string', aggregation: 'string', norm: 'string', out: 'string', resume: 'string', 'filter-zero-variance': 'boolean',
   };
