@@ -21,7 +21,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-hf-init-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function crpo(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 280000 });
+  const cli = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
+  const r = spawnSync(process.execPath, [...cli, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 280000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -29,7 +30,8 @@ const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 describe('published shapes', () => {
   const published: Record<string, number> = {
-    'qwen2_5_vl 3b': 3.75e9, 'qwen2_5_vl 7b': 8.29e9, 'qwen3_vl 2b': 2.13e9, 'qwen3_vl 4b': 4.44e9, 'qwen3_vl 8b': 8.77e9,
+    'qwen2_5_vl 3b': 3.75e9, 'qwen2_5_vl 7b': 8.29e9,
+    'qwen3_vl 2b': 2.13e9, 'qwen3_vl 4b': 4.44e9, 'qwen3_vl 8b': 8.77e9,
   };
   for (const [key, params] of Object.entries(published)) {
     test(`${key}: the written config parses back to ${(params / 1e9).toFixed(2)} B parameters`, () => {
@@ -59,19 +61,23 @@ describe('published shapes', () => {
     expect(Math.abs(std - 0.02)).toBeLessThan(2e-4);
     const b = new Float32Array(200001);
     fillNormal(b, 7, 0.02);
-    const same = (x: Float32Array, y: Float32Array) => Buffer.compare(Buffer.from(x.buffer), Buffer.from(y.buffer)) === 0;
+    const same = (x: Float32Array, y: Float32Array) => Buffer.from(x.buffer).equals(Buffer.from(y.buffer));
     expect(same(a, b)).toBe(true);
     fillNormal(b, 8, 0.02);
     expect(same(a, b)).toBe(false);
   });
 
   test('bad options are refused naming the value', () => {
-    expect(() => initQwenFolder({ arch: 'qwen3_vl', size: '3b', dtype: 'bfloat16', out: path.join(tmp, 'x') })).toThrow("unknown size '3b' for qwen3_vl; known: tiny, 2b, 4b, 8b");
-    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float16' as 'float32', out: path.join(tmp, 'x') })).toThrow("Expected 'float32' or 'bfloat16' for dtype but received 'float16' of type string");
+    const x = path.join(tmp, 'x');
+    expect(() => initQwenFolder({ arch: 'qwen3_vl', size: '3b', dtype: 'bfloat16', out: x }))
+      .toThrow("unknown size '3b' for qwen3_vl; known: tiny, 2b, 4b, 8b");
+    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float16' as 'float32', out: x }))
+      .toThrow("Expected 'float32' or 'bfloat16' for dtype but received 'float16' of type string");
     const full = path.join(tmp, 'full');
     fs.mkdirSync(full);
     fs.writeFileSync(path.join(full, 'keep.txt'), 'x');
-    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float32', out: full })).toThrow(`--out ${full}: exists and is not an empty folder; choose a new folder`);
+    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float32', out: full }))
+      .toThrow(`--out ${full}: exists and is not an empty folder; choose a new folder`);
     const r = crpo(['hf', 'init', '--arch', 'qwen9', '--size', 'tiny', '--out', path.join(tmp, 'y')]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/Invalid values:\n\s+Argument: arch, Given: "qwen9", Choices: "qwen2_5_vl", "qwen3_vl"/);
@@ -79,23 +85,28 @@ describe('published shapes', () => {
 });
 
 const torchSkip = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
-(torchSkip ? describe.skip : describe)(`tiny folders from crpo hf init${torchSkip ? ` (skipped: ${torchSkip})` : ''}`, () => {
+const title = `tiny folders from crpo hf init${torchSkip ? ` (skipped: ${torchSkip})` : ''}`;
+(torchSkip ? describe.skip : describe)(title, () => {
   for (const [arch, dtype] of [['qwen2_5_vl', 'float32'], ['qwen3_vl', 'bfloat16']] as const) {
     test(`${arch} ${dtype}: files, weights, tokenizer, loader`, async () => {
       const out = path.join(tmp, `${arch}-${dtype}`);
       const r = crpo(['hf', 'init', '--arch', arch, '--size', 'tiny', '--dtype', dtype, '--seed', '3', '--out', out]);
       expect(r.stderr).toContain(`${arch} tiny: 0.010 B parameters`);
       expect(r.status).toBe(0);
-      expect(fs.readdirSync(out).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+      const files = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json'];
+      files.push('tokenizer_config.json');
+      expect(fs.readdirSync(out).sort()).toEqual(files);
       const cfg = readQwenConfig(path.join(out, 'config.json'));
       const file = readSafetensors(path.join(out, 'model.safetensors'));
       const want = expectedWeights(cfg);
       expect([...file.keys()].sort()).toEqual([...want.keys()].sort());
       for (const [name, t] of file) {
-        expect({ name, dtype: t.dtype, shape: t.shape }).toEqual({ name, dtype: dtype === 'float32' ? 'F32' : 'BF16', shape: want.get(name) });
+        const stored = dtype === 'float32' ? 'F32' : 'BF16';
+        expect({ name, dtype: t.dtype, shape: t.shape }).toEqual({ name, dtype: stored, shape: want.get(name) });
         const d = t.data as Float32Array;
         const kind = initKind(name);
-        if (kind !== 'normal') expect({ name, all: d.every((v) => v === (kind === 'ones' ? 1 : 0)) }).toEqual({ name, all: true });
+        const constant = kind === 'ones' ? 1 : 0;
+        if (kind !== 'normal') expect({ name, all: d.every((v) => v === constant) }).toEqual({ name, all: true });
       }
       const emb = file.get('model.language_model.embed_tokens.weight')!.data as Float32Array;
       const std = Math.sqrt(emb.reduce((s, v) => s + v * v, 0) / emb.length);
@@ -113,7 +124,8 @@ const torchSkip = hasAddon('torch') ? undefined : 'the torch addon is not built 
         const w = m.getParam('model.language_model.norm.weight').data;
         expect(Array.from(w).every((v) => v === 1)).toBe(true);
         const ids = tok.encode('<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n');
-        const g = await m.generate({ inputIds: [ids] }, { maxNewTokens: 3, temperature: 0, seed: 0, eosTokenId: 151645 });
+        const greedy3 = { maxNewTokens: 3, temperature: 0, seed: 0, eosTokenId: 151645 };
+        const g = await m.generate({ inputIds: [ids] }, greedy3);
         expect(g.tokens[0].length).toBeGreaterThan(0);
         expect(g.tokens[0].every((t) => t >= 0 && t < cfg.text.vocabSize)).toBe(true);
       } finally {
@@ -126,11 +138,13 @@ const torchSkip = hasAddon('torch') ? undefined : 'the torch addon is not built 
     const model = path.join(tmp, 'qwen2_5_vl-float32');
     if (!fs.existsSync(model)) throw new Error(`${model} was not written by the test above`);
     const out = path.join(tmp, 'run');
-    const r = crpo(['train', '--model', model, '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.size=56', '--set', 'data.pairs=4',
+    const r = crpo(['train', '--model', model, '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4',
+      '--set', 'data.size=56', '--set', 'data.pairs=4',
       '--set', 'batchSize=1', '--set', 'groupSize=2', '--set', 'maxNewTokens=2', '--steps', '1', '--out', out]);
     expect(r.stderr).toContain(`policy qwen from ${model}`);
     expect(r.status).toBe(0);
-    const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; tokens: number; entropy: number });
+    const text = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim();
+    const lines = text.split('\n').map((l) => JSON.parse(l) as { step: number; tokens: number; entropy: number });
     expect(lines.map((l) => l.step)).toEqual([1]);
     expect(lines[0].tokens).toBeGreaterThan(0);
     // a random model over the real vocabulary: entropy near log(151936) = 11.93

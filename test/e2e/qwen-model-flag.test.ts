@@ -23,7 +23,9 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 function withTemplate(name: string, templateJson: string): string {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir);
-  for (const f of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(GOLDEN_ROOT, 'qwen2_5_vl', f), path.join(dir, f));
+  for (const f of ['config.json', 'model.safetensors']) {
+    fs.symlinkSync(path.join(GOLDEN_ROOT, 'qwen2_5_vl', f), path.join(dir, f));
+  }
   fs.writeFileSync(path.join(dir, 'chat_template.json'), templateJson);
   return dir;
 }
@@ -32,22 +34,29 @@ function prompt(): PolicyPrompt {
   const [T, H, W] = [4, 56, 56];
   const frames = new Uint8Array(T * H * W * 3);
   for (let i = 0; i < frames.length; i++) frames[i] = (i * 37 + (i >> 7)) & 255;
-  const text = 'Which way does the ball roll?\nA. left\nB. right';
-  return { frames, frameShape: [T, H, W, 3], question: 'Which way does the ball roll?', options: ['left', 'right'], prompt: text };
+  const question = 'Which way does the ball roll?';
+  const prompt = `${question}\nA. left\nB. right`;
+  return { frames, frameShape: [T, H, W, 3], question, options: ['left', 'right'], prompt };
 }
 
 function crpo(args: string[]): { status: number | null; out: string } {
-  const r = spawnSync(process.execPath, ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 240000 });
+  const cli = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
+  const r = spawnSync(process.execPath, [...cli, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 240000 });
   return { status: r.status, out: `${r.stdout}\n${r.stderr}` };
 }
 
-const common = ['--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.pairs=4', '--set', 'batchSize=2', '--set', 'groupSize=2', '--set', 'maxNewTokens=4', '--steps', '1'];
+const common = [
+  '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.pairs=4', '--set', 'batchSize=2',
+  '--set', 'groupSize=2', '--set', 'maxNewTokens=4', '--steps', '1',
+];
 
-(reason ? describe.skip : describe)(`--model with Qwen folders and their chat templates${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  test("the folder's template is used: same samples as the ChatML fallback, a raising template stops generation", async () => {
+const title = `--model with Qwen folders and their chat templates${reason ? ` (skipped: ${reason})` : ''}`;
+(reason ? describe.skip : describe)(title, () => {
+  test("the folder's template is used: the fallback's samples; a raising template stops generation", async () => {
     const templated = await QwenPolicy.create({ model: withTemplate('qwen25', fs.readFileSync(FIXTURE, 'utf8')) });
     const bare = await QwenPolicy.create({ model: path.join(GOLDEN_ROOT, 'qwen2_5_vl') });
-    const raising = await QwenPolicy.create({ model: withTemplate('raises', JSON.stringify({ chat_template: "{{ raise_exception('no videos here') }}" })) });
+    const raisingTemplate = JSON.stringify({ chat_template: "{{ raise_exception('no videos here') }}" });
+    const raising = await QwenPolicy.create({ model: withTemplate('raises', raisingTemplate) });
     try {
       expect(templated.chatTemplate.source).toBe(path.join(tmp, 'qwen25', 'chat_template.json'));
       expect(bare.chatTemplate.source).toBe('built-in ChatML');
@@ -58,7 +67,8 @@ const common = ['--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4
       expect(a[0].map((c) => c.logprobs)).toEqual(b[0].map((c) => c.logprobs));
       await expect(raising.generate([prompt()], o)).rejects.toMatchObject({
         code: 'ERR_CRPO_CHAT_TEMPLATE',
-        message: `${path.join(tmp, 'raises', 'chat_template.json')}: rendering the chat template failed: no videos here`,
+        message:
+          `${path.join(tmp, 'raises', 'chat_template.json')}: rendering the chat template failed: no videos here`,
       });
     } finally {
       templated.dispose();
@@ -68,12 +78,15 @@ const common = ['--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4
   }, 120000);
 
   test('crpo train --model <golden Qwen3-VL folder> and --model <Qwen2.5-VL folder with its template> train', () => {
-    for (const [model, size] of [[path.join(GOLDEN_ROOT, 'qwen3_vl'), '64'], [withTemplate('cli', fs.readFileSync(FIXTURE, 'utf8')), '56']]) {
+    const templated = withTemplate('cli', fs.readFileSync(FIXTURE, 'utf8'));
+    const folders = [[path.join(GOLDEN_ROOT, 'qwen3_vl'), '64'], [templated, '56']];
+    for (const [model, size] of folders) {
       const out = path.join(tmp, `run-${path.basename(model)}`);
       const r = crpo(['train', '--model', model, ...common, '--set', `data.size=${size}`, '--out', out]);
       expect(r.out).toContain(`policy qwen from ${model}`);
       expect(r.status).toBe(0);
-      const metrics = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; tokens: number });
+      const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+      const metrics = lines.map((l) => JSON.parse(l) as { step: number; tokens: number });
       expect(metrics.map((m) => m.step)).toEqual([1]);
       expect(metrics[0].tokens).toBeGreaterThan(0);
     }

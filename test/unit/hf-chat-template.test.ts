@@ -24,12 +24,18 @@ function folder(files: Record<string, string>): string {
   return dir;
 }
 
+const QUESTION = 'Which way does it roll?\nA. left\nB. right';
 const CASES: Record<string, ChatMessage[]> = {
   'text only (string content)': [{ role: 'user', content: 'Is the ball moving left?\nA. yes\nB. no' }],
   'text only (parts)': [{ role: 'user', content: [{ type: 'text', text: 'Hello' }] }],
   image: [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'What colour is the ball?' }] }],
-  video: [{ role: 'user', content: [{ type: 'video' }, { type: 'text', text: 'Which way does it roll?\nA. left\nB. right' }] }],
-  'image and video, text between': [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'then' }, { type: 'video' }, { type: 'text', text: ' compare.' }] }],
+  video: [{ role: 'user', content: [{ type: 'video' }, { type: 'text', text: QUESTION }] }],
+  'image and video, text between': [
+    {
+      role: 'user',
+      content: [{ type: 'image' }, { type: 'text', text: 'then' }, { type: 'video' }, { type: 'text', text: ' vs.' }],
+    },
+  ],
   'system, user, assistant, user': [
     { role: 'system', content: 'You answer with one letter.' },
     { role: 'user', content: [{ type: 'video' }, { type: 'text', text: 'Moving?' }] },
@@ -52,18 +58,20 @@ describe("Qwen2.5-VL's own chat template through @huggingface/jinja", () => {
   test('the video message renders to the exact text the model was trained on', () => {
     expect(qwen.render(CASES.video)).toBe(
       '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
-        '<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Which way does it roll?\nA. left\nB. right<|im_end|>\n' +
+        `<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>${QUESTION}<|im_end|>\n` +
         '<|im_start|>assistant\n',
     );
   });
 });
 
 describe('where a folder keeps its template', () => {
-  const custom = (tag: string) => `{% for m in messages %}[${tag}:{{ m.role }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}`;
+  const custom = (tag: string) =>
+    `{% for m in messages %}[${tag}:{{ m.role }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}`;
   const msgs: ChatMessage[] = [{ role: 'user', content: 'hi' }];
 
   test('tokenizer_config.json, then chat_template.json, then chat_template.jinja win in turn', () => {
-    const files: Record<string, string> = { 'tokenizer_config.json': JSON.stringify({ chat_template: custom('tok'), eos_token: '<|im_end|>' }) };
+    const tokenizerConfig = JSON.stringify({ chat_template: custom('tok'), eos_token: '<|im_end|>' });
+    const files: Record<string, string> = { 'tokenizer_config.json': tokenizerConfig };
     let dir = folder(files);
     expect(chatTemplateFor(dir, 'qwen2_5_vl').render(msgs)).toBe('[tok:user]>');
     expect(findChatTemplate(dir)?.file).toBe(path.join(dir, 'tokenizer_config.json'));
@@ -81,7 +89,10 @@ describe('where a folder keeps its template', () => {
     const dir = folder({
       'tokenizer_config.json': JSON.stringify({
         eos_token: { content: '<|im_end|>', lstrip: false },
-        chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: '{{ messages[0].content }}{{ eos_token }}' }],
+        chat_template: [
+          { name: 'tool_use', template: 'tools' },
+          { name: 'default', template: '{{ messages[0].content }}{{ eos_token }}' },
+        ],
       }),
     });
     expect(chatTemplateFor(dir, 'qwen3_vl').render(msgs)).toBe('hi<|im_end|>');
@@ -99,16 +110,25 @@ describe('where a folder keeps its template', () => {
 
   test('broken templates and files are refused naming the file (ERR_CRPO_CHAT_TEMPLATE)', () => {
     const syntax = folder({ 'chat_template.jinja': '{% for m in messages %}{{ m.role }' });
-    expect(() => chatTemplateFor(syntax, 'qwen2_5_vl')).toThrow(
-      expect.objectContaining({ code: 'ERR_CRPO_CHAT_TEMPLATE', message: expect.stringMatching(new RegExp(`^${path.join(syntax, 'chat_template.jinja')}: the chat template does not parse \\(`)) }) as unknown as Error,
-    );
-    const raises = folder({ 'chat_template.json': JSON.stringify({ chat_template: "{{ raise_exception('only user messages') }}" }) });
-    expect(() => chatTemplateFor(raises, 'qwen2_5_vl').render(msgs)).toThrow(`${path.join(raises, 'chat_template.json')}: rendering the chat template failed: only user messages`);
+    const parseError = new RegExp(`^${path.join(syntax, 'chat_template.jinja')}: the chat template does not parse \\(`);
+    const want = expect.objectContaining({
+      code: 'ERR_CRPO_CHAT_TEMPLATE',
+      message: expect.stringMatching(parseError),
+    });
+    expect(() => chatTemplateFor(syntax, 'qwen2_5_vl')).toThrow(want as unknown as Error);
+    const raising = JSON.stringify({ chat_template: "{{ raise_exception('only users') }}" });
+    const raises = folder({ 'chat_template.json': raising });
+    const failed = `${path.join(raises, 'chat_template.json')}: rendering the chat template failed: only users`;
+    expect(() => chatTemplateFor(raises, 'qwen2_5_vl').render(msgs)).toThrow(failed);
     const notJson = folder({ 'chat_template.json': '{ nope' });
-    expect(() => chatTemplateFor(notJson, 'qwen2_5_vl')).toThrow(new RegExp(`^${path.join(notJson, 'chat_template.json')}: cannot read it \\(`));
+    const unreadable = new RegExp(`^${path.join(notJson, 'chat_template.json')}: cannot read it \\(`);
+    expect(() => chatTemplateFor(notJson, 'qwen2_5_vl')).toThrow(unreadable);
     const wrongType = folder({ 'tokenizer_config.json': JSON.stringify({ chat_template: 42 }) });
-    expect(() => chatTemplateFor(wrongType, 'qwen2_5_vl')).toThrow(`${path.join(wrongType, 'tokenizer_config.json')}: chat_template must be a string but is 42`);
-    const noDefault = folder({ 'tokenizer_config.json': JSON.stringify({ chat_template: [{ name: 'rag', template: 'x' }] }) });
-    expect(() => chatTemplateFor(noDefault, 'qwen2_5_vl')).toThrow("chat_template is a list of named templates without a 'default' one");
+    const notString = `${path.join(wrongType, 'tokenizer_config.json')}: chat_template must be a string but is 42`;
+    expect(() => chatTemplateFor(wrongType, 'qwen2_5_vl')).toThrow(notString);
+    const list = JSON.stringify({ chat_template: [{ name: 'rag', template: 'x' }] });
+    const noDefault = folder({ 'tokenizer_config.json': list });
+    const missing = "chat_template is a list of named templates without a 'default' one";
+    expect(() => chatTemplateFor(noDefault, 'qwen2_5_vl')).toThrow(missing);
   });
 });

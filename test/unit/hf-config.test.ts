@@ -88,23 +88,27 @@ const TRANSFORMERS_DEFAULTS: Record<'qwen2_5_vl' | 'qwen3_vl', Record<string, un
 /** Complete configs, every value different from its default (so that omitting it shows). */
 const TOKENS = { image_token_id: 300, video_token_id: 301, vision_start_token_id: 302, vision_end_token_id: 303 };
 const Q25: Json = {
-  model_type: 'qwen2_5_vl', ...TOKENS, vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, hidden_act: 'gelu', rms_norm_eps: 1e-6, rope_theta: 10000, rope_scaling: { type: 'mrope', mrope_section: [2, 3, 3] },
+  model_type: 'qwen2_5_vl', ...TOKENS, vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+  num_attention_heads: 4, num_key_value_heads: 2, hidden_act: 'gelu', rms_norm_eps: 1e-6, rope_theta: 10000,
+  rope_scaling: { type: 'mrope', mrope_section: [2, 3, 3] },
   tie_word_embeddings: true,
   vision_config: {
-    depth: 2, hidden_size: 32, hidden_act: 'gelu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 16, spatial_merge_size: 4,
+    depth: 2, hidden_size: 32, hidden_act: 'gelu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 16,
+    spatial_merge_size: 4,
     temporal_patch_size: 3, tokens_per_second: 2, window_size: 56, out_hidden_size: 64, fullatt_block_indexes: [1],
   },
 };
 const Q3: Json = {
   model_type: 'qwen3_vl', ...TOKENS, tie_word_embeddings: true,
   text_config: {
-    vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
-    hidden_act: 'gelu', rms_norm_eps: 1e-5, rope_theta: 10000, rope_scaling: { rope_type: 'default', mrope_section: [4, 2, 2], mrope_interleaved: true },
+    vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, head_dim: 16, hidden_act: 'gelu', rms_norm_eps: 1e-5, rope_theta: 10000,
+    rope_scaling: { rope_type: 'default', mrope_section: [4, 2, 2], mrope_interleaved: true },
     attention_bias: true,
   },
   vision_config: {
-    depth: 2, hidden_size: 32, hidden_act: 'silu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 14, spatial_merge_size: 4,
+    depth: 2, hidden_size: 32, hidden_act: 'silu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 14,
+    spatial_merge_size: 4,
     temporal_patch_size: 3, out_hidden_size: 64, num_position_embeddings: 36, deepstack_visual_indexes: [0],
   },
 };
@@ -165,20 +169,23 @@ const NORMALISED: Record<string, (c: QwenVLConfig) => unknown> = {
  * Omissions whose default contradicts the rest of the small base config: parseQwenConfig names the
  * contradiction (transformers would fail at load time on mismatched weight shapes instead).
  */
+const MROPE = 'rope_scaling.mrope_section';
+const OMITTED_OUT =
+  'vision_config.out_hidden_size 3584 (its class default, the file omits it) differs from the LM hidden_size 64';
 const CONFLICTS: Record<string, Record<string, string>> = {
   qwen2_5_vl: {
     'text_config.hidden_size': 'rope_scaling.mrope_section [2,3,3] must have 3 entries summing to head_dim / 2 = 1024',
     // 64 heads of a 64-wide LM give head_dim 1: the mrope sections (sum 8) no longer fit
-    'text_config.num_attention_heads': 'rope_scaling.mrope_section [2,3,3] must have 3 entries summing to head_dim / 2 = 0.5',
+    'text_config.num_attention_heads': `${MROPE} [2,3,3] must have 3 entries summing to head_dim / 2 = 0.5`,
     'text_config.num_key_value_heads': 'num_attention_heads 4 is not a multiple of num_key_value_heads 8',
-    'vision_config.out_hidden_size': 'vision_config.out_hidden_size 3584 (its class default, the file omits it) differs from the LM hidden_size 64',
+    'vision_config.out_hidden_size': OMITTED_OUT,
   },
   qwen3_vl: {
     'text_config.hidden_size': 'vision_config.out_hidden_size 64 differs from the LM hidden_size 4096',
     'text_config.num_key_value_heads': 'num_attention_heads 4 is not a multiple of num_key_value_heads 32',
     'text_config.head_dim': 'rope_scaling.mrope_section [4,2,2] must have 3 entries summing to head_dim / 2 = 64',
-    'text_config.rope_scaling.mrope_section': 'rope_scaling.mrope_section [24,20,20] must have 3 entries summing to head_dim / 2 = 8',
-    'vision_config.out_hidden_size': 'vision_config.out_hidden_size 3584 (its class default, the file omits it) differs from the LM hidden_size 64',
+    'text_config.rope_scaling.mrope_section': `${MROPE} [24,20,20] must have 3 entries summing to head_dim / 2 = 8`,
+    'vision_config.out_hidden_size': OMITTED_OUT,
   },
 };
 
@@ -197,7 +204,8 @@ for (const arch of ['qwen2_5_vl', 'qwen3_vl'] as const) {
         if (dflt === null) {
           const name = location(arch, key).join('.');
           expect(() => resolveQwenFields(cfg)).toThrow(`config.json: ${name} is missing and has no default`);
-          expect(() => parseQwenConfig(cfg)).toThrow(expect.objectContaining({ code: 'ERR_CRPO_MODEL_CONFIG' }) as unknown as Error);
+          const coded = expect.objectContaining({ code: 'ERR_CRPO_MODEL_CONFIG' }) as unknown as Error;
+          expect(() => parseQwenConfig(cfg)).toThrow(coded);
           return;
         }
         expect(resolveQwenFields(cfg)[key]).toEqual(dflt);
@@ -211,7 +219,9 @@ for (const arch of ['qwen2_5_vl', 'qwen3_vl'] as const) {
       const c = JSON.parse(JSON.stringify(BASE[arch])) as Json;
       delete c.vision_config;
       const f = resolveQwenFields(c);
-      for (const [k, d] of Object.entries(table)) if (k.startsWith('vision_config.')) expect({ k, v: f[k] }).toEqual({ k, v: d });
+      for (const [k, d] of Object.entries(table)) {
+        if (k.startsWith('vision_config.')) expect({ k, v: f[k] }).toEqual({ k, v: d });
+      }
     });
   });
 }
@@ -230,7 +240,9 @@ describe('config edge cases', () => {
     const c = JSON.parse(JSON.stringify(Q3)) as Json;
     delete c.text_config;
     const f = resolveQwenFields(c);
-    for (const [k, d] of Object.entries(TRANSFORMERS_DEFAULTS.qwen3_vl)) if (k.startsWith('text_config.')) expect({ k, v: f[k] }).toEqual({ k, v: d });
+    for (const [k, d] of Object.entries(TRANSFORMERS_DEFAULTS.qwen3_vl)) {
+      if (k.startsWith('text_config.')) expect({ k, v: f[k] }).toEqual({ k, v: d });
+    }
     const off = JSON.parse(JSON.stringify(Q3)) as Json;
     ((off.text_config as Json).rope_scaling as Json).mrope_interleaved = false;
     expect(parseQwenConfig(off).text.mropeInterleaved).toBe(true);
@@ -243,7 +255,8 @@ describe('config edge cases', () => {
     expect(parseQwenConfig(c).vision.inChannels).toBe(3);
     const bad = JSON.parse(JSON.stringify(Q25)) as Json;
     (bad.vision_config as Json).tokens_per_second = '2';
-    expect(() => parseQwenConfig(bad, 'x/config.json')).toThrow('x/config.json: vision_config.tokens_per_second must be a number but is "2"');
+    const notNumber = 'x/config.json: vision_config.tokens_per_second must be a number but is "2"';
+    expect(() => parseQwenConfig(bad, 'x/config.json')).toThrow(notNumber);
     const act = JSON.parse(JSON.stringify(Q3)) as Json;
     (act.text_config as Json).hidden_act = 7;
     expect(() => parseQwenConfig(act)).toThrow('config.json: text_config.hidden_act must be a string but is 7');
@@ -253,7 +266,9 @@ describe('config edge cases', () => {
 // ---- rope positions of the golden video with tokens_per_second omitted -------------------------
 
 const GOLDEN = path.resolve(__dirname, '..', '..', '..', 'shared', 'golden', 'qwen2_5_vl');
-const goldenMissing = fs.existsSync(path.join(GOLDEN, 'case_video.safetensors')) ? undefined : `golden folder ${GOLDEN} is absent`;
+const goldenMissing = fs.existsSync(path.join(GOLDEN, 'case_video.safetensors'))
+  ? undefined
+  : `golden folder ${GOLDEN} is absent`;
 
 /**
  * The golden data's rule for one unpadded row (transformers' Qwen2.5-VL get_rope_index, written
@@ -292,9 +307,11 @@ function ruleRow(ids: number[], c: QwenVLConfig, grids: Array<{ thw: number[]; s
   return out;
 }
 
-(goldenMissing ? describe.skip : describe)(`tokens_per_second omitted: rope positions of the golden video${goldenMissing ? ` (skipped: ${goldenMissing})` : ''}`, () => {
+const skipNote = goldenMissing ? ` (skipped: ${goldenMissing})` : '';
+const ropeTitle = `tokens_per_second omitted: rope positions of the golden video${skipNote}`;
+(goldenMissing ? describe.skip : describe)(ropeTitle, () => {
   for (const name of ['video', 'image_video']) {
-    test(`case ${name}: the rule reproduces the golden ids at tokens_per_second 2, and crpo follows it at the default 4`, () => {
+    test(`case ${name}: the rule gives the golden ids at tokens_per_second 2; crpo follows it at the default 4`, () => {
       const raw = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'config.json'), 'utf8')) as Json;
       const given = parseQwenConfig(raw);
       expect(given.vision.tokensPerSecond).toBe(2);
@@ -317,10 +334,14 @@ function ruleRow(ids: number[], c: QwenVLConfig, grids: Array<{ thw: number[]; s
       const golden = Array.from(c.get('rope.position_ids')!.data as BigInt64Array, Number);
       const L = ids.length;
       // vision runs in token order: in these cases images come before videos
-      const runs = (tps: number) => [...images.map((thw) => ({ thw, step: 1 })), ...videos.map((thw, i) => ({ thw, step: Math.trunc(seconds[i]) * tps }))];
+      const runs = (tps: number) => [
+        ...images.map((thw) => ({ thw, step: 1 })),
+        ...videos.map((thw, i) => ({ thw, step: Math.trunc(seconds[i]) * tps })),
+      ];
       expect(ruleRow(ids, given, runs(2)).flat()).toEqual(golden);
 
-      const inputs = { inputIds: [ids], imageGridThw: images.length ? images : undefined, videoGridThw: videos, secondPerGridTs: seconds };
+      const imageGridThw = images.length ? images : undefined;
+      const inputs = { inputIds: [ids], imageGridThw, videoGridThw: videos, secondPerGridTs: seconds };
       expect(Array.from(ropeIndex(given, inputs).positionIds)).toEqual(golden);
       const expected = ruleRow(ids, omitted, runs(4));
       const got = ropeIndex(omitted, inputs);

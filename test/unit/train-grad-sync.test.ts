@@ -35,18 +35,23 @@ POLICY_KINDS.register('test-unsynced', async (o) => {
   });
 });
 
-const config = (out: string) =>
-  resolveConfig({ overrides: { policy: { kind: 'test-unsynced' }, data: { pairs: 4, valPairs: 0, val: '' }, steps: 1, batchSize: 2, groupSize: 2, progress: false, plots: false, resume: 'never', out } });
+const config = (out: string) => resolveConfig({
+  overrides: {
+    policy: { kind: 'test-unsynced' }, data: { pairs: 4, valPairs: 0, val: '' }, steps: 1, batchSize: 2, groupSize: 2,
+    progress: false, plots: false, resume: 'never', out,
+  },
+});
 const twoRanks = { rank: 0, worldSize: 2, allReduceSum: async (v: number[]) => v.map((x) => 2 * x) };
-const MESSAGE =
-  "policy kind 'test-unsynced' does not synchronise gradients across processes, so 2 processes would train 2 diverging replicas; " +
-  'run it on one process (no --nproc, torchrun or srun with more than one task)';
+const REFUSAL = 'does not synchronise gradients across processes, so 2 processes would train 2 diverging replicas';
+const FIX = 'run it on one process (no --nproc, torchrun or srun with more than one task)';
+const MESSAGE = `policy kind 'test-unsynced' ${REFUSAL}; ${FIX}`;
 
 describe('policies without gradient synchronisation on several processes', () => {
-  test('train() on 2 ranks refuses the kind before any step, naming it and the world size, and disposes it', async () => {
+  test('train() on 2 ranks refuses the kind before any step, naming it and the world size', async () => {
     const out = path.join(tmp, 'two');
     disposed = 0;
-    await expect(train(config(out), { dist: twoRanks, log: () => undefined })).rejects.toMatchObject({ code: 'ERR_CRPO_DIST_NO_GRAD_SYNC', message: MESSAGE });
+    const run = train(config(out), { dist: twoRanks, log: () => undefined });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_CRPO_DIST_NO_GRAD_SYNC', message: MESSAGE });
     expect(disposed).toBe(1);
     expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
   });
@@ -64,7 +69,8 @@ describe('policies without gradient synchronisation on several processes', () =>
       process.stdout.write('native policy part skipped: the torch addon is not built (npm run build:torch)\n');
       return;
     }
-    const native = await POLICY_KINDS.get('native')({ seed: 0, preset: 'tiny', texts: ['Is the ball moving? A. yes B. no'] });
+    const texts = ['Is the ball moving? A. yes B. no'];
+    const native = await POLICY_KINDS.get('native')({ seed: 0, preset: 'tiny', texts });
     try {
       expect(native.syncsGradients).toBe(true);
       expect(() => requireGradientSync(native, 2)).not.toThrow();
@@ -83,16 +89,22 @@ describe('policies without gradient synchronisation on several processes', () =>
   });
 
   const reason = goldenSkipReason('qwen3_vl');
-  (reason ? test.skip : test)(`crpo train --policy qwen --nproc 2 fails with the one-line error${reason ? ` (skipped: ${reason})` : ''}`, () => {
+  const title = `crpo train --policy qwen --nproc 2 fails with one line${reason ? ` (skipped: ${reason})` : ''}`;
+  (reason ? test.skip : test)(title, () => {
     const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
+    const launcherVars = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID'];
+    launcherVars.push('SLURM_NTASKS');
+    for (const k of launcherVars) delete env[k];
     const out = path.join(tmp, 'qwen');
-    const r = spawnSync(process.execPath, ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'),
-      'train', '--policy', 'qwen', '--init', path.join(GOLDEN_ROOT, 'qwen3_vl'), '--nproc', '2', '--steps', '1', '--data', 'synthetic', '--val-data', '',
-      '--set', 'data.frames=4', '--set', 'data.size=64', '--set', 'data.pairs=4', '--set', 'batchSize=2', '--set', 'groupSize=2', '--out', out],
-    { cwd: ROOT, env, encoding: 'utf8', timeout: 100000 });
+    const cli = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
+    const args = [
+      'train', '--policy', 'qwen', '--init', path.join(GOLDEN_ROOT, 'qwen3_vl'), '--nproc', '2', '--steps', '1',
+      '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.size=64',
+      '--set', 'data.pairs=4', '--set', 'batchSize=2', '--set', 'groupSize=2', '--out', out,
+    ];
+    const r = spawnSync(process.execPath, [...cli, ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 100000 });
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain("crpo: policy kind 'qwen' does not synchronise gradients across processes, so 2 processes would train 2 diverging replicas");
+    expect(r.stderr).toContain(`crpo: policy kind 'qwen' ${REFUSAL}`);
     expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
   }, 110000);
 });
