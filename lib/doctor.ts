@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { addonStatus, hasAddon, torchInfo, type AddonStatus, type TorchInfo } from './native';
 import { TRAINING_COMMANDS, TRAINING_MALLOC_ENV } from './cli/relaunch';
+import { resolveTorchThreads, type ThreadSource } from './threads';
 
 export interface DoctorReport {
   node: string;
@@ -15,7 +16,16 @@ export interface DoctorReport {
   addons: AddonStatus[];
   torch?: TorchInfo & { libraryPath?: string };
   blas: string[];
-  threads: { intraOp?: number; interOp?: number; OMP_NUM_THREADS?: string; OPENBLAS_NUM_THREADS?: string };
+  threads: {
+    intraOp?: number;
+    interOp?: number;
+    /** Where the intra-op count comes from (lib/threads.ts), or why the variable is refused. */
+    source?: ThreadSource;
+    error?: string;
+    OMP_NUM_THREADS?: string;
+    CRPO_NUM_THREADS?: string;
+    OPENBLAS_NUM_THREADS?: string;
+  };
   ffmpeg?: string;
 }
 
@@ -43,8 +53,17 @@ export function doctorReport(): DoctorReport {
     memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     addons,
     blas: [],
-    threads: { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS },
+    threads: {
+      OMP_NUM_THREADS: process.env.OMP_NUM_THREADS,
+      CRPO_NUM_THREADS: process.env.CRPO_NUM_THREADS,
+      OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS,
+    },
   };
+  try {
+    report.threads.source = resolveTorchThreads().source;
+  } catch (err) {
+    report.threads.error = (err as Error).message;
+  }
   if (hasAddon('torch')) {
     const info = torchInfo();
     report.torch = { ...info, libraryPath: mappedLibraries(/^libtorch_cpu\.so/)[0] ?? mappedLibraries(/^libtorch\.so/)[0] };
@@ -53,6 +72,22 @@ export function doctorReport(): DoctorReport {
     report.blas = mappedLibraries(/blas|mkl_rt/i);
   }
   return report;
+}
+
+/** The threads line: the intra-op count and which of OMP_NUM_THREADS, CRPO_NUM_THREADS, the cores decided it. */
+export function formatThreads(r: Pick<DoctorReport, 'threads' | 'cpus'>): string {
+  const t = r.threads;
+  type Var = 'OMP_NUM_THREADS' | 'CRPO_NUM_THREADS' | 'OPENBLAS_NUM_THREADS';
+  const v = (k: Var) => `${k}=${t[k] === undefined || t[k] === '' ? 'unset' : t[k]}`;
+  const from = t.error
+    ? `refused: ${t.error}`
+    : t.source === 'cores'
+      ? `the ${r.cpus} cores: OMP_NUM_THREADS and CRPO_NUM_THREADS unset`
+      : `from ${v(t.source as Var)}`;
+  const unused = t.source === 'OMP_NUM_THREADS' && t.CRPO_NUM_THREADS ? `; ${v('CRPO_NUM_THREADS')} not used` : '';
+  const order = 'order: OMP_NUM_THREADS, CRPO_NUM_THREADS, cores';
+  const interOp = `inter-op ${t.interOp ?? '-'}`;
+  return `torch intra-op ${t.intraOp ?? '-'} (${from}${unused}; ${order}), ${interOp}; ${v('OPENBLAS_NUM_THREADS')}`;
 }
 
 export function formatDoctor(r: DoctorReport): string {
@@ -72,8 +107,9 @@ export function formatDoctor(r: DoctorReport): string {
     const relaunch = process.env.CRPO_MALLOC === 'default' ? 'no relaunch (CRPO_MALLOC=default)'
       : own.length ? `no relaunch, the ${own.join(', ')} set here are used` : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
     lines.push(`malloc      ${r.torch.malloc ?? 'unknown (rebuild the torch addon)'}; training commands: ${relaunch}`);
-    lines.push(`threads     torch intra-op ${r.threads.intraOp}, inter-op ${r.threads.interOp}; OMP_NUM_THREADS=${r.threads.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${r.threads.OPENBLAS_NUM_THREADS ?? 'unset'}`);
+    lines.push(`threads     ${formatThreads(r)}`);
   } else {
+    if (r.threads.error) lines.push(`threads     ${r.threads.error}`);
     lines.push('libtorch    not loaded (training unavailable; the core addon still serves data, routing, rewards and evaluation)');
   }
   return lines.join('\n');

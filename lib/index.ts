@@ -45,7 +45,12 @@ export {
   QwenVLModel, resolveWeights, type QwenInputs, type QwenForwardOptions, type QwenForwardResult, type QwenLoadOptions, type LoraOptions, type QwenDtype,
 } from './hf/model';
 export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './hf/qwen-policy';
-export { parseQwenConfig, readQwenConfig, expectedWeights, canonicalKey, SUPPORTED_ARCHS, type QwenVLConfig, type QwenArch } from './hf/config';
+export {
+  parseQwenConfig, readQwenConfig, resolveQwenFields, QWEN_CONFIG_DEFAULTS, expectedWeights, canonicalKey,
+  SUPPORTED_ARCHS, type QwenVLConfig, type QwenArch,
+} from './hf/config';
+export { chatTemplateFor, compileChatTemplate, findChatTemplate, type ChatTemplate } from './hf/chat-template';
+export { resolveTorchThreads, type ThreadSetting, type ThreadSource } from './threads';
 export { ropeIndex, type RopeIndex, type RopeIndexInputs } from './hf/rope-index';
 export {
   processFrames, patchify, smartResize, smartResizeVideo, sampleFrameIndices, frameTimestamps, renderChat, expandPlaceholders, roundHalfEven, type ChatMessage, type ChatPart,

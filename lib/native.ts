@@ -9,9 +9,9 @@
  *   torch - libtorch, built by cmake-js when libtorch is found (training, CUDA)
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { CrpoError, fromNative } from './errors';
+import { resolveTorchThreads } from './threads';
 
 // ---------------------------------------------------------------------------------------------
 // Native interface
@@ -435,6 +435,8 @@ export interface AddonStatus {
 
 const loaded = new Map<AddonName, { addon: unknown; path: string }>();
 const failures = new Map<AddonName, string>();
+/** Errors of the environment that keep an addon from loading (a malformed OMP_NUM_THREADS), rethrown as they are. */
+const setupErrors = new Map<AddonName, CrpoError>();
 
 function candidatePaths(name: AddonName): string[] {
   const spec = ADDON_FILES[name];
@@ -465,14 +467,22 @@ function tryLoad(name: AddonName): { addon: unknown; path: string } | undefined 
       tried.push(p);
       continue;
     }
+    // OMP_NUM_THREADS, then CRPO_NUM_THREADS, then all the cores (libtorch's own default is half
+    // of them, per OS thread). A malformed variable keeps the addon unloaded with its own error.
+    let threads: number | undefined;
+    if (name === 'torch') {
+      try {
+        threads = resolveTorchThreads().threads;
+      } catch (err) {
+        setupErrors.set(name, err as CrpoError);
+        failures.set(name, (err as Error).message);
+        return undefined;
+      }
+    }
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const addon = require(p) as unknown;
-      if (name === 'torch') {
-        // libtorch's own default is half the cores, per OS thread; use them all unless told otherwise.
-        const threads = Number(process.env.CRPO_NUM_THREADS) || os.cpus().length;
-        (addon as TorchAddon).setNumThreads(threads);
-      }
+      if (threads !== undefined) (addon as TorchAddon).setNumThreads(threads);
       const entry = { addon, path: p };
       loaded.set(name, entry);
       return entry;
@@ -499,6 +509,8 @@ export function hasAddon(name: AddonName): boolean {
 
 function raw<T>(name: AddonName): T {
   const hit = tryLoad(name);
+  const setup = setupErrors.get(name);
+  if (!hit && setup) throw new CrpoError(setup.code, setup.message);
   if (!hit) throw new CrpoError('ERR_CRPO_ADDON_MISSING', failures.get(name) ?? `crpo ${name} addon not available`);
   return hit.addon as T;
 }

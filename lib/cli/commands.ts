@@ -20,6 +20,11 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'dist <action>', describe: 'Distributed runs: `crpo dist check` checks the c10d process group (torchrun, srun or --nproc N)', module: './commands/dist' },
   { command: 'route <input> [more..]', describe: 'Task Router: add `route` (type, transform) to DyBench records; `crpo route eval <labelled.jsonl>` for accuracy', module: './commands/route' },
   { command: 'serve <checkpoint>', describe: 'Serve a trained checkpoint or a Hugging Face Qwen folder as an OpenAI-compatible /v1/chat/completions endpoint (127.0.0.1)', module: './commands/serve' },
+  {
+    command: 'hf <action>',
+    describe: '`crpo hf init`: write a random-initialised Qwen2.5-VL / Qwen3-VL folder with published shapes',
+    module: './commands/hf',
+  },
   { command: 'train', describe: 'Post-train a policy with CRPO or a baseline (grpo, grpo-2g, t-grpo, arrowrl, crpo-no-dual)', module: './commands/train' },
   { command: 'sft', describe: 'Supervised warm start: train the native tiny policy on synthetic DyBench, report Acc / P-Acc', module: './commands/sft' },
   { command: 'reproduce', describe: 'Small-scale reproduction of the main comparison (GRPO, GRPO-2G, T-GRPO, ArrowRL, CRPO, CRPO w/o dual) on synthetic DyBench', module: './commands/reproduce' },

@@ -13,6 +13,7 @@ import { CrpoError, invalidArg, outOfRange } from '../errors';
 import * as fs from 'fs';
 import * as os from 'os';
 import { callAsync, callSync, NativeHandle, setTorchThreads, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
+import { resolveTorchThreads } from '../threads';
 import { parseDistEnv, type DistEnv } from './env';
 
 export type DistBackend = 'gloo' | 'nccl';
@@ -140,10 +141,12 @@ export class ProcessGroup extends NativeHandle {
     const requested = options.backend ?? PROCESS_GROUP_DEFAULTS.backend;
     if (!['auto', 'gloo', 'nccl'].includes(requested)) throw outOfRange('backend', "'auto', 'gloo' or 'nccl'", requested, 'ProcessGroup');
     const addon = torchAddon();
-    // Ranks on one machine share its cores (torchrun only sets OMP_NUM_THREADS, which libtorch's
-    // per-thread setting here overrides): without this, spinning intra-op threads of several ranks
-    // starve each other and Gloo's network threads. CRPO_NUM_THREADS wins when set.
-    if (!process.env.CRPO_NUM_THREADS && env.localWorldSize > 1) setTorchThreads(Math.max(1, Math.floor(os.cpus().length / env.localWorldSize)));
+    // Ranks on one machine share its cores: without this, spinning intra-op threads of several ranks
+    // starve each other and Gloo's network threads. OMP_NUM_THREADS (torchrun sets it) or
+    // CRPO_NUM_THREADS win when set (lib/threads.ts).
+    if (resolveTorchThreads().source === 'cores' && env.localWorldSize > 1) {
+      setTorchThreads(Math.max(1, Math.floor(os.cpus().length / env.localWorldSize)));
+    }
     let backend: DistBackend = requested === 'auto' ? 'gloo' : requested;
     if (requested === 'auto' && addon.distBackends().includes('nccl') && addon.info().cudaAvailable) backend = 'nccl';
     const native: NativeDistInitOptions = {

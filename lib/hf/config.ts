@@ -65,28 +65,83 @@ export interface QwenVLConfig {
 
 type Json = Record<string, unknown>;
 
+/**
+ * transformers' class default of every config field crpo reads, by its place in config.json
+ * (`text_config.*`: for Qwen2.5-VL the text fields sit at the top level, or in `text_config` when
+ * the file has one). `save_pretrained` leaves out every field equal to its class default, so a
+ * folder a user saved relies on these. `null` = no class default: the field is required.
+ * Qwen2.5-VL: transformers 4.49 (Qwen2_5_VLConfig / Qwen2_5_VLVisionConfig), the version behind
+ * the golden files; Qwen3-VL: transformers 4.57 (Qwen3VLConfig / Qwen3VLTextConfig /
+ * Qwen3VLVisionConfig). Two entries are the modeling code's, not a config class's: Qwen3-VL's
+ * rotary embedding takes `mrope_section` [24, 20, 20] when rope_scaling lacks it, and always
+ * interleaves the t/h/w frequencies (it never reads `mrope_interleaved`).
+ */
+export const QWEN_CONFIG_DEFAULTS: Record<QwenArch, Readonly<Record<string, unknown>>> = {
+  qwen2_5_vl: {
+    'text_config.hidden_size': 8192,
+    'text_config.intermediate_size': 29568,
+    'text_config.num_hidden_layers': 80,
+    'text_config.num_attention_heads': 64,
+    'text_config.num_key_value_heads': 8,
+    'text_config.vocab_size': 152064,
+    'text_config.rms_norm_eps': 1e-5,
+    'text_config.rope_theta': 1000000.0,
+    'text_config.rope_scaling.mrope_section': null,
+    'text_config.hidden_act': 'silu',
+    tie_word_embeddings: false,
+    image_token_id: null,
+    video_token_id: null,
+    vision_start_token_id: null,
+    vision_end_token_id: null,
+    'vision_config.depth': 32,
+    'vision_config.hidden_size': 3584,
+    'vision_config.hidden_act': 'silu',
+    'vision_config.intermediate_size': 3420,
+    'vision_config.num_heads': 16,
+    'vision_config.in_channels': 3,
+    'vision_config.patch_size': 14,
+    'vision_config.spatial_merge_size': 2,
+    'vision_config.temporal_patch_size': 2,
+    'vision_config.tokens_per_second': 4,
+    'vision_config.window_size': 112,
+    'vision_config.out_hidden_size': 3584,
+    'vision_config.fullatt_block_indexes': [7, 15, 23, 31],
+  },
+  qwen3_vl: {
+    'text_config.hidden_size': 4096,
+    'text_config.intermediate_size': 22016,
+    'text_config.num_hidden_layers': 32,
+    'text_config.num_attention_heads': 32,
+    'text_config.num_key_value_heads': 32,
+    'text_config.head_dim': 128,
+    'text_config.vocab_size': 151936,
+    'text_config.rms_norm_eps': 1e-6,
+    'text_config.rope_theta': 5000000.0,
+    'text_config.rope_scaling.mrope_section': [24, 20, 20],
+    'text_config.hidden_act': 'silu',
+    'text_config.attention_bias': false,
+    tie_word_embeddings: false,
+    image_token_id: 151655,
+    video_token_id: 151656,
+    vision_start_token_id: 151652,
+    vision_end_token_id: 151653,
+    'vision_config.depth': 27,
+    'vision_config.hidden_size': 1152,
+    'vision_config.hidden_act': 'gelu_pytorch_tanh',
+    'vision_config.intermediate_size': 4304,
+    'vision_config.num_heads': 16,
+    'vision_config.in_channels': 3,
+    'vision_config.patch_size': 16,
+    'vision_config.spatial_merge_size': 2,
+    'vision_config.temporal_patch_size': 2,
+    'vision_config.out_hidden_size': 3584,
+    'vision_config.num_position_embeddings': 2304,
+    'vision_config.deepstack_visual_indexes': [8, 16, 24],
+  },
+};
+
 function cfgError(file: string, msg: string): CrpoError {
   return new CrpoError('ERR_CRPO_MODEL_CONFIG', `${file}: ${msg}`, { userError: true });
-}
-
-function num(o: Json, key: string, file: string, where: string, dflt?: number): number {
-  const v = o[key];
-  if (v === undefined || v === null) {
-    if (dflt !== undefined) return dflt;
-    throw cfgError(file, `${where}${key} is missing (expected a number)`);
-  }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw cfgError(file, `${where}${key} must be a number but is ${JSON.stringify(v)}`);
-  return v;
-}
-
-function ints(o: Json, key: string, file: string, where: string, dflt?: number[]): number[] {
-  const v = o[key];
-  if (v === undefined || v === null) {
-    if (dflt) return dflt;
-    throw cfgError(file, `${where}${key} is missing (expected an array of integers)`);
-  }
-  if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw cfgError(file, `${where}${key} must be an array of integers but is ${JSON.stringify(v)}`);
-  return v as number[];
 }
 
 /** Which of the supported architectures a raw config describes, or a clear refusal. */
@@ -102,73 +157,144 @@ export function detectArch(raw: Json, file = 'config.json'): QwenArch {
   );
 }
 
-/** Normalises a parsed config.json. */
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function describeKind(key: string, defaults: Readonly<Record<string, unknown>>): string {
+  if (/mrope_section|_indexes$/.test(key)) return 'an array of integers';
+  const d = defaults[key];
+  if (typeof d === 'boolean') return 'a boolean';
+  if (typeof d === 'string') return 'a string';
+  return 'a number';
+}
+
+/**
+ * Every field of QWEN_CONFIG_DEFAULTS as the config gives it or, when it is absent, as its class
+ * default; keyed like QWEN_CONFIG_DEFAULTS, values type-checked, no cross-field checks (those are
+ * parseQwenConfig's). A missing field without a default, or a value of the wrong type, throws
+ * ERR_CRPO_MODEL_CONFIG naming the field as it is spelled in the file.
+ */
+export function resolveQwenFields(raw: Json, file = 'config.json'): Record<string, unknown> {
+  const arch = detectArch(raw, file);
+  const defaults = QWEN_CONFIG_DEFAULTS[arch];
+  const text = isObject(raw.text_config) ? raw.text_config : arch === 'qwen2_5_vl' ? raw : {};
+  const textWhere = isObject(raw.text_config) ? 'text_config.' : '';
+  // A missing (or null) sub-config is the whole default sub-config, as in transformers.
+  const vision = isObject(raw.vision_config) ? raw.vision_config : {};
+  const vw = 'vision_config.';
+  // Newer files (transformers 5) keep rope_theta and mrope_section in rope_parameters.
+  const rope = [text.rope_scaling, text.rope_parameters, raw.rope_scaling].find(isObject) ?? {};
+  const ropeName = isObject(text.rope_parameters) && !isObject(text.rope_scaling) ? 'rope_parameters' : 'rope_scaling';
+  const out: Record<string, unknown> = {};
+  for (const [key, dflt] of Object.entries(defaults)) {
+    let holder: Json;
+    let name: string;
+    let where: string;
+    const after = (prefix: string) => key.slice(prefix.length);
+    if (key.startsWith('text_config.rope_scaling.')) {
+      [holder, name, where] = [rope, after('text_config.rope_scaling.'), `${textWhere}${ropeName}.`];
+    } else if (key.startsWith('text_config.')) [holder, name, where] = [text, after('text_config.'), textWhere];
+    else if (key.startsWith('vision_config.')) [holder, name, where] = [vision, after('vision_config.'), vw];
+    else [holder, name, where] = [raw, key, ''];
+    let v = holder[name];
+    if (name === 'rope_theta' && v === undefined) v = rope.rope_theta;
+    // Qwen3-VL keeps tie_word_embeddings at the top level and in text_config.
+    if (key === 'tie_word_embeddings' && v === undefined) v = text.tie_word_embeddings;
+    // transformers: num_key_value_heads None means num_attention_heads.
+    if (name === 'num_key_value_heads' && v === null) v = out['text_config.num_attention_heads'];
+    const kind = describeKind(key, defaults);
+    if (v === undefined || v === null) {
+      if (dflt === null) throw cfgError(file, `${where}${name} is missing and has no default (expected ${kind})`);
+      out[key] = Array.isArray(dflt) ? [...dflt] : dflt;
+      continue;
+    }
+    const ok =
+      kind === 'a number' ? typeof v === 'number' && Number.isFinite(v)
+        : kind === 'an array of integers' ? Array.isArray(v) && v.every((x) => Number.isInteger(x))
+          : kind === 'a boolean' ? typeof v === 'boolean'
+            : typeof v === 'string';
+    if (!ok) throw cfgError(file, `${where}${name} must be ${kind} but is ${JSON.stringify(v)}`);
+    out[key] = v;
+  }
+  return out;
+}
+
+/** Normalises a parsed config.json (missing fields take transformers' class defaults, QWEN_CONFIG_DEFAULTS). */
 export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
   const arch = detectArch(raw, file);
-  const t = (raw.text_config && typeof raw.text_config === 'object' ? raw.text_config : raw) as Json;
-  // Qwen2.5-VL configs keep text fields at the top level (newer ones also in text_config).
-  const tw = raw.text_config ? 'text_config.' : '';
-  const v = (raw.vision_config ?? {}) as Json;
+  const f = resolveQwenFields(raw, file);
+  const tw = isObject(raw.text_config) ? 'text_config.' : '';
   const vw = 'vision_config.';
-  const hidden = num(t, 'hidden_size', file, tw);
-  const heads = num(t, 'num_attention_heads', file, tw);
-  const rope = ((t.rope_scaling ?? t.rope_parameters ?? raw.rope_scaling ?? {}) as Json) || {};
-  const headDim = arch === 'qwen3_vl' ? num(t, 'head_dim', file, tw, hidden / heads) : hidden / heads;
-  const section = ints(rope, 'mrope_section', file, `${tw}rope_scaling.`, arch === 'qwen3_vl' ? [24, 20, 20] : undefined);
+  const n = (k: string) => f[k] as number;
+  const hidden = n('text_config.hidden_size');
+  const heads = n('text_config.num_attention_heads');
+  // Qwen2.5-VL's attention has no head_dim field: hidden_size // num_attention_heads.
+  if (arch === 'qwen2_5_vl' && hidden % heads !== 0) {
+    throw cfgError(file, `${tw}hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
+  }
+  const headDim = arch === 'qwen3_vl' ? n('text_config.head_dim') : hidden / heads;
+  const section = f['text_config.rope_scaling.mrope_section'] as number[];
   if (section.length !== 3 || section.reduce((a, b) => a + b, 0) !== headDim / 2) {
     throw cfgError(file, `${tw}rope_scaling.mrope_section ${JSON.stringify(section)} must have 3 entries summing to head_dim / 2 = ${headDim / 2}`);
   }
-  const ropeTheta = num(t, 'rope_theta', file, tw, (rope.rope_theta as number | undefined) ?? 10000);
   const text: QwenTextConfig = {
     hiddenSize: hidden,
-    intermediateSize: num(t, 'intermediate_size', file, tw),
-    numLayers: num(t, 'num_hidden_layers', file, tw),
+    intermediateSize: n('text_config.intermediate_size'),
+    numLayers: n('text_config.num_hidden_layers'),
     numHeads: heads,
-    numKvHeads: num(t, 'num_key_value_heads', file, tw, heads),
+    numKvHeads: n('text_config.num_key_value_heads'),
     headDim,
-    vocabSize: num(t, 'vocab_size', file, tw),
-    rmsNormEps: num(t, 'rms_norm_eps', file, tw, 1e-6),
-    ropeTheta,
+    vocabSize: n('text_config.vocab_size'),
+    rmsNormEps: n('text_config.rms_norm_eps'),
+    ropeTheta: n('text_config.rope_theta'),
     mropeSection: section,
-    mropeInterleaved: arch === 'qwen3_vl' ? rope.mrope_interleaved !== false : false,
-    attentionBias: arch === 'qwen2_5_vl' ? true : t.attention_bias === true,
+    // Qwen3-VL's rotary embedding always interleaves (transformers 4.57 never reads mrope_interleaved).
+    mropeInterleaved: arch === 'qwen3_vl',
+    // Qwen2.5-VL's q/k/v projections always have a bias.
+    attentionBias: arch === 'qwen2_5_vl' ? true : (f['text_config.attention_bias'] as boolean),
     qkNorm: arch === 'qwen3_vl',
-    tieWordEmbeddings: (raw.tie_word_embeddings ?? t.tie_word_embeddings) === true,
-    hiddenAct: typeof t.hidden_act === 'string' ? t.hidden_act : 'silu',
+    tieWordEmbeddings: f.tie_word_embeddings as boolean,
+    hiddenAct: f['text_config.hidden_act'] as string,
   };
   if (text.numHeads % text.numKvHeads !== 0) throw cfgError(file, `${tw}num_attention_heads ${text.numHeads} is not a multiple of num_key_value_heads ${text.numKvHeads}`);
+  // in_channels only: transformers ignores the `in_chans` of older files (always 3 in them).
   const vision: QwenVisionConfig = {
-    depth: num(v, 'depth', file, vw),
-    hiddenSize: num(v, 'hidden_size', file, vw),
-    intermediateSize: num(v, 'intermediate_size', file, vw),
-    numHeads: num(v, 'num_heads', file, vw),
-    patchSize: num(v, 'patch_size', file, vw, 14),
-    temporalPatchSize: num(v, 'temporal_patch_size', file, vw, 2),
-    spatialMergeSize: num(v, 'spatial_merge_size', file, vw, 2),
-    inChannels: num(v, 'in_channels', file, vw, (v.in_chans as number | undefined) ?? 3),
-    outHiddenSize: num(v, 'out_hidden_size', file, vw, hidden),
-    hiddenAct: typeof v.hidden_act === 'string' ? v.hidden_act : arch === 'qwen3_vl' ? 'gelu_pytorch_tanh' : 'silu',
+    depth: n('vision_config.depth'),
+    hiddenSize: n('vision_config.hidden_size'),
+    intermediateSize: n('vision_config.intermediate_size'),
+    numHeads: n('vision_config.num_heads'),
+    patchSize: n('vision_config.patch_size'),
+    temporalPatchSize: n('vision_config.temporal_patch_size'),
+    spatialMergeSize: n('vision_config.spatial_merge_size'),
+    inChannels: n('vision_config.in_channels'),
+    outHiddenSize: n('vision_config.out_hidden_size'),
+    hiddenAct: f['vision_config.hidden_act'] as string,
   };
   if (arch === 'qwen2_5_vl') {
-    vision.windowSize = num(v, 'window_size', file, vw, 112);
-    vision.fullattBlockIndexes = ints(v, 'fullatt_block_indexes', file, vw, [7, 15, 23, 31]);
-    vision.tokensPerSecond = num(v, 'tokens_per_second', file, vw, 2);
+    vision.windowSize = n('vision_config.window_size');
+    vision.fullattBlockIndexes = f['vision_config.fullatt_block_indexes'] as number[];
+    vision.tokensPerSecond = n('vision_config.tokens_per_second');
   } else {
-    vision.numPositionEmbeddings = num(v, 'num_position_embeddings', file, vw);
+    vision.numPositionEmbeddings = n('vision_config.num_position_embeddings');
     const side = Math.round(Math.sqrt(vision.numPositionEmbeddings));
     if (side * side !== vision.numPositionEmbeddings) throw cfgError(file, `${vw}num_position_embeddings ${vision.numPositionEmbeddings} is not a square`);
-    vision.deepstackVisualIndexes = ints(v, 'deepstack_visual_indexes', file, vw, []);
+    vision.deepstackVisualIndexes = f['vision_config.deepstack_visual_indexes'] as number[];
   }
-  if (vision.outHiddenSize !== hidden) throw cfgError(file, `${vw}out_hidden_size ${vision.outHiddenSize} differs from the LM hidden_size ${hidden}`);
+  if (vision.outHiddenSize !== hidden) {
+    const given = (isObject(raw.vision_config) ? raw.vision_config : {}).out_hidden_size !== undefined;
+    const note = given ? '' : ' (its class default, the file omits it)';
+    const what = `${vw}out_hidden_size ${vision.outHiddenSize}${note}`;
+    throw cfgError(file, `${what} differs from the LM hidden_size ${hidden}`);
+  }
+  const t = (isObject(raw.text_config) ? raw.text_config : raw) as Json;
   const eos = raw.eos_token_id ?? t.eos_token_id;
   return {
     arch,
     text,
     vision,
-    imageTokenId: num(raw, 'image_token_id', file, ''),
-    videoTokenId: num(raw, 'video_token_id', file, ''),
-    visionStartTokenId: num(raw, 'vision_start_token_id', file, ''),
-    visionEndTokenId: num(raw, 'vision_end_token_id', file, ''),
+    imageTokenId: n('image_token_id'),
+    videoTokenId: n('video_token_id'),
+    visionStartTokenId: n('vision_start_token_id'),
+    visionEndTokenId: n('vision_end_token_id'),
     eosTokenId: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? (eos[0] as number) : undefined,
   };
 }

