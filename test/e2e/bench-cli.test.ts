@@ -1,0 +1,108 @@
+/**
+ * `crpo bench rollout | ops` as a user runs them: the phase table's shape (Markdown and --json),
+ * the Qwen path on a golden folder, and the refusals, each one line with exit code 1. Timings
+ * are not asserted (the machine is shared); only that every phase was measured and adds up.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { hasAddon } from '../../lib/native';
+import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+
+const root = path.resolve(__dirname, '../..');
+const register = path.join(root, 'scripts/ts-register.js');
+
+function crpo(args: string[]) {
+  const code = `require(${JSON.stringify(path.join(root, 'lib/cli/main.ts'))}).main(${JSON.stringify(args)})`;
+  return spawnSync(process.execPath, ['-r', register, '-e', code], { cwd: root, env: { ...process.env, OMP_NUM_THREADS: '1' }, encoding: 'utf8' });
+}
+
+const SMALL = ['--batch', '2', '--group-size', '2', '--max-new-tokens', '4', '--steps', '2', '--warmup', '0'];
+const STEP_PHASES = ['decode', 'counterfactual', 'rolloutOrig', 'rolloutCf', 'rewards', 'reference', 'train'];
+const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
+
+(torchReason ? describe.skip : describe)(`crpo bench rollout${torchReason ? ` (skipped: ${torchReason})` : ''}`, () => {
+  it('--json: every phase of the step measured, step phases sum to the step, tokens and peak RSS', () => {
+    const r = crpo(['bench', 'rollout', ...SMALL, '--json']);
+    expect(r.stderr).toMatch(/\[bench\] step 2\/2: \d+ ms/);
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.config).toMatchObject({ policy: 'native', batch: 2, groupSize: 2, cfGroupSize: 0, maxNewTokens: 4, steps: 2 });
+    const names = j.phases.map((p: { name: string }) => p.name);
+    expect(names).toEqual(['decode', 'counterfactual', 'rolloutOrig', 'rolloutCf', 'prefill', 'decodeTokens', 'rewards', 'reference', 'train', 'forward', 'backward']);
+    for (const p of j.phases) {
+      expect(p.runs).toBe(2);
+      expect(p.minMs).toBeLessThanOrEqual(p.medianMs);
+      expect(p.medianMs).toBeLessThanOrEqual(p.maxMs);
+    }
+    const share = j.phases.filter((p: { name: string }) => STEP_PHASES.includes(p.name)).reduce((a: number, p: { share: number }) => a + p.share, 0);
+    expect(share).toBeGreaterThan(0.8); // medians of per-step sums vs sums of medians: close, not equal
+    expect(share).toBeLessThan(1.25);
+    expect(j.sequences).toBe(8); // 2 prompts x (G 2 + G' 2)
+    expect(j.generatedTokens).toBeGreaterThanOrEqual(8);
+    expect(j.generatedTokens).toBeLessThanOrEqual(32);
+    expect(j.peakRssMiB).toBeGreaterThan(j.baseRssMiB);
+    expect(j.bottleneck).toMatch(/^Bottleneck: .+, \d+% of the step/);
+  });
+
+  it('Markdown table on stdout, progress on stderr', () => {
+    const r = crpo(['bench', 'rollout', ...SMALL, '--steps', '1']);
+    expect(r.status).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect(lines[0]).toMatch(/^crpo bench rollout: native tiny preset/);
+    expect(lines).toContain('| phase | median ms | min-max ms | share of step | tokens/s |');
+    expect(lines.filter((l) => l.startsWith('| ')).length).toBe(2 + 11 + 1); // header, rule, 11 phases, step
+    expect(r.stdout).toMatch(/^Bottleneck: /m);
+    expect(r.stdout).toMatch(/^Peak RSS: \d+ MiB/m);
+    expect(r.stdout).not.toMatch(/\[bench\]/);
+    expect(r.stderr).toMatch(/\[bench\] creating the native policy on cpu/);
+  });
+
+  it('refusals: one line, exit code 1', () => {
+    const cases: [string[], RegExp][] = [
+      [['--device', 'cuda:0'], /^crpo: --device cuda:0: this libtorch \(.+\) has no CUDA device available .*use --device cpu/],
+      [['--gpus', '8'], /^crpo: --gpus is a flag of `crpo bench plan`, not of `crpo bench rollout`/],
+      [['--policy', 'qwen'], /^crpo: --policy qwen needs --model <folder>/],
+      [['--batch', 'x'], /^crpo: --batch: expected a number but received NaN/],
+    ];
+    for (const [args, message] of cases) {
+      const r = crpo(['bench', 'rollout', ...args]);
+      expect({ args, status: r.status }).toEqual({ args, status: 1 });
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(message);
+    }
+    const u = crpo(['bench', 'frobnicate']);
+    expect(u.status).toBe(1);
+    expect(u.stderr).toMatch(/Invalid values:[\s\S]*frobnicate/);
+  });
+});
+
+const goldenReason = goldenSkipReason('qwen2_5_vl');
+(goldenReason ? describe.skip : describe)(`crpo bench rollout --policy qwen${goldenReason ? ` (skipped: ${goldenReason})` : ''}`, () => {
+  it('times a LoRA CRPO step of the golden Qwen2.5-VL folder', () => {
+    const r = crpo(['bench', 'rollout', '--policy', 'qwen', '--model', path.join(GOLDEN_ROOT, 'qwen2_5_vl'), ...SMALL, '--steps', '1', '--lora', '4', '--json']);
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.policy.kind).toBe('qwen');
+    expect(j.policy.description).toMatch(/^qwen2_5_vl from .*LoRA r = 4/);
+    expect(j.policy.trainableParameters).toBeGreaterThan(0);
+    expect(j.policy.trainableParameters).toBeLessThan(j.policy.parameters);
+    expect(j.phases.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(STEP_PHASES));
+  });
+});
+
+(torchReason ? describe.skip : describe)(`crpo bench ops${torchReason ? ` (skipped: ${torchReason})` : ''}`, () => {
+  it('--json: every transform of both addons against memcpy, the CRR kernels checked equal to the reference', () => {
+    const r = crpo(['bench', 'ops', '--runs', '5', '--json']);
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.device).toBe('cpu');
+    expect(j.ops.map((o: { op: string; addon: string }) => `${o.op}/${o.addon}`)).toEqual(
+      ['hflip', 'reverse', 'hflip+reverse', 'swap'].flatMap((t) => [`${t}/core`]).concat(['hflip', 'reverse', 'hflip+reverse', 'swap'].map((t) => `${t}/torch`)),
+    );
+    expect(j.crr.results.map((c: { impl: string }) => c.impl)).toEqual(['TS reference (lib/reward/reference.ts)', 'fused kernel (core addon)', 'fused kernel (torch addon)']);
+    for (const c of j.crr.results) expect(c.maxAbsDiff).toBeLessThanOrEqual(1e-5);
+    const cuda = crpo(['bench', 'ops', '--device', 'cuda']);
+    expect(cuda.status).toBe(1);
+    expect(cuda.stderr).toMatch(/^crpo: --device cuda: this build has no CUDA/);
+  });
+});
