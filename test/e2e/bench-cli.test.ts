@@ -7,13 +7,14 @@ import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { hasAddon } from '../../lib/native';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+import { pythonTorch } from '../../lib/bench/pytorch-twin';
 
 const root = path.resolve(__dirname, '../..');
 const register = path.join(root, 'scripts/ts-register.js');
 
-function crpo(args: string[]) {
+function crpo(args: string[], env: Record<string, string> = {}) {
   const code = `require(${JSON.stringify(path.join(root, 'lib/cli/main.ts'))}).main(${JSON.stringify(args)})`;
-  return spawnSync(process.execPath, ['-r', register, '-e', code], { cwd: root, env: { ...process.env, OMP_NUM_THREADS: '1' }, encoding: 'utf8' });
+  return spawnSync(process.execPath, ['-r', register, '-e', code], { cwd: root, env: { ...process.env, OMP_NUM_THREADS: '1', ...env }, encoding: 'utf8' });
 }
 
 const SMALL = ['--batch', '2', '--group-size', '2', '--max-new-tokens', '4', '--steps', '2', '--warmup', '0'];
@@ -104,5 +105,36 @@ const goldenReason = goldenSkipReason('qwen2_5_vl');
     const cuda = crpo(['bench', 'ops', '--device', 'cuda']);
     expect(cuda.status).toBe(1);
     expect(cuda.stderr).toMatch(/^crpo: --device cuda: this build has no CUDA/);
+  });
+});
+
+(torchReason ? describe.skip : describe)(`crpo bench rollout --vs-pytorch${torchReason ? ` (skipped: ${torchReason})` : ''}`, () => {
+  it('without a Python that imports torch it says so, and the phase table still comes out', () => {
+    const r = crpo(['bench', 'rollout', ...SMALL, '--steps', '1', '--vs-pytorch'], { CRPO_PYTHON: '/nonexistent/python3' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\| phase \|/m);
+    expect(r.stdout).toMatch(/^--vs-pytorch: not run: \/nonexistent\/python3 cannot import torch and numpy .*`\/nonexistent\/python3 -c "import torch"` must work$/m);
+  });
+
+  const why = pythonTorch();
+  (why ? it.skip : it)(`paired with the PyTorch twin after the equality checks${why ? ` (skipped: ${why})` : ''}`, () => {
+    const r = crpo(['bench', 'rollout', ...SMALL, '--steps', '1', '--vs-pytorch', '--json']);
+    expect(r.status).toBe(0);
+    const v = JSON.parse(r.stdout).vsPytorch;
+    expect(v.available).toBe(true);
+    // 2 prompts x 2 branches x G 2 = 8 rows of 4 greedy tokens, all equal
+    expect(v.check.greedyTokens).toBe(32);
+    expect(v.check.greedyTokensEqual).toBe(32);
+    expect(v.check.lossRel).toBeLessThanOrEqual(1e-4);
+    for (const t of [v.generate, v.trainStep]) {
+      expect(t.runs).toBe(5);
+      expect(t.nativeMs).toBeGreaterThan(0);
+      expect(t.pytorchMs).toBeGreaterThan(0);
+    }
+  });
+
+  it('refused for the qwen policy with the reason', () => {
+    const { twinUnavailable } = require('../../lib/bench/vs-pytorch') as typeof import('../../lib/bench/vs-pytorch');
+    expect(twinUnavailable({ policy: 'qwen', device: 'cpu' })).toBe('the PyTorch twin is of the native tiny policy; --vs-pytorch compares only with --policy native');
   });
 });

@@ -91,18 +91,17 @@ async function rollout(argv: Record<string, unknown>): Promise<void> {
   const { initDistributed, runRank } = await import('../../dist');
   const dist = await initDistributed();
   const r = await runRank(dist, (ctx) => benchRollout(config, { log: ctx.isMain ? progress : undefined, dist: ctx }));
-  let twin: unknown;
-  if (argv['vs-pytorch']) {
-    const { benchVsPytorch, formatVsPytorch } = await import('../../bench/vs-pytorch');
-    const v = await benchVsPytorch(config, { log: progress });
-    twin = v;
-    if (!argv.json && dist.isMain) r.notes.push(formatVsPytorch(v));
-  }
   if (!dist.isMain) {
     process.stderr.write(`rank ${r.rank}/${r.world}: step median ${r.step.medianMs.toFixed(1)} ms, peak RSS ${r.peakRssMiB.toFixed(0)} MiB\n`);
     return;
   }
-  process.stdout.write(argv.json ? JSON.stringify(twin ? { ...r, vsPytorch: twin } : r, null, 2) + '\n' : formatRolloutBench(r) + '\n');
+  if (!argv['vs-pytorch']) {
+    process.stdout.write(argv.json ? JSON.stringify(r, null, 2) + '\n' : formatRolloutBench(r) + '\n');
+    return;
+  }
+  const { benchVsPytorch, formatVsPytorch } = await import('../../bench/vs-pytorch');
+  const v = await benchVsPytorch(config, { log: progress });
+  process.stdout.write(argv.json ? JSON.stringify({ ...r, vsPytorch: v }, null, 2) + '\n' : `${formatRolloutBench(r)}\n\n${formatVsPytorch(v)}\n`);
 }
 
 export async function handler(argv: Record<string, unknown>): Promise<void> {
