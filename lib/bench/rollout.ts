@@ -84,7 +84,7 @@ export interface RolloutBenchResult {
   config: RolloutBenchConfig;
   machine: MachineInfo;
   torch: { version: string; threads: number; cuda: boolean };
-  policy: { kind: BenchPolicyKind; parameters: number; trainableParameters: number; description: string };
+  policy: { kind: BenchPolicyKind; parameters: number; trainableParameters: number; description: string; config?: import('../model').PolicyConfig; promptTokens?: number };
   world: number;
   rank: number;
   /** Prompts this rank ran per step. */
@@ -160,27 +160,32 @@ function checkDevice(device: string): { version: string; threads: number; cuda: 
 
 interface CreatedPolicy {
   policy: Policy;
+  /** The native policy's resolved config (native only). */
+  config?: import('../model').PolicyConfig;
+  /** Longest prompt in tokens (native only; the qwen prompts also hold the vision placeholders). */
+  promptTokens?: number;
   parameters: number;
   trainableParameters: number;
   description: string;
 }
 
-async function createBenchPolicy(c: RolloutBenchConfig, texts: readonly string[]): Promise<CreatedPolicy> {
+async function createBenchPolicy(c: RolloutBenchConfig, texts: readonly string[], shapeOverride?: Partial<import('../model').PolicyConfig>): Promise<CreatedPolicy> {
   /* eslint-disable @typescript-eslint/no-require-imports */
   if (c.policy === 'native') {
     const m = require('../model') as typeof import('../model');
     const { NativePolicy } = require('../rollout/native-policy') as typeof import('../rollout/native-policy');
     const tok = m.Tokenizer.build(texts);
     const promptTokens = Math.max(...texts.map((t) => tok.encode(t, { bos: true }).length));
+    const nativeShape = shapeOverride ?? {};
     const shape = { frames: c.frames, imageSize: c.height };
-    const visual = m.visualTokens({ ...m.POLICY_PRESETS.tiny, ...shape });
+    const visual = m.visualTokens({ ...m.POLICY_PRESETS.tiny, ...shape, ...nativeShape });
     // Room for the visual tokens, the longest prompt and the completion (the preset's 160 is for 8 x 32x32 clips).
     const maxSeqLen = Math.max(m.POLICY_PRESETS.tiny.maxSeqLen, visual + promptTokens + c.maxNewTokens + 8);
-    const p = await m.Policy.create(tok, { preset: 'tiny', seed: c.seed, ...shape, maxSeqLen, device: c.device, dtype: c.dtype as 'float32' | 'bfloat16' });
+    const p = await m.Policy.create(tok, { preset: 'tiny', seed: c.seed, ...shape, maxSeqLen, ...nativeShape, device: c.device, dtype: c.dtype as 'float32' | 'bfloat16' });
     const n = p.info().parameters;
     const policy = new NativePolicy(p, undefined);
     await policy.refreshDigest();
-    return { policy, parameters: n, trainableParameters: n, description: `native tiny preset, ${c.frames} frames of ${c.height}x${c.width} (${visual} visual tokens), ${(n / 1e6).toFixed(2)} M parameters, all trained` };
+    return { policy, parameters: n, trainableParameters: n, config: p.config, promptTokens, description: `native tiny preset, ${c.frames} frames of ${c.height}x${c.width} (${visual} visual tokens), ${(n / 1e6).toFixed(2)} M parameters, all trained` };
   }
   const { QwenPolicy, DEFAULT_QWEN_LORA } = require('../hf/qwen-policy') as typeof import('../hf/qwen-policy');
   const { expectedWeights } = require('../hf/config') as typeof import('../hf/config');
@@ -218,6 +223,8 @@ export interface RolloutBenchHooks {
   log?(message: string): void;
   /** Several ranks (lib/dist); one process when absent. */
   dist?: DistContext;
+  /** Native policy: fields of its config other than the tiny preset's (tests of the memory plan). */
+  nativeShape?: Partial<import('../model').PolicyConfig>;
 }
 
 /** Runs warm-up + timed CRPO steps and returns every phase's statistics. */
@@ -248,7 +255,7 @@ export async function benchRollout(options: Partial<RolloutBenchConfig> = {}, ho
   const texts = dataTexts(originals);
   const baseRss = peakRssMiB();
   say(`[bench] creating the ${c.policy} policy${c.model ? ` from ${c.model}` : ''} on ${c.device}`);
-  const created = await createBenchPolicy(c, texts);
+  const created = await createBenchPolicy(c, texts, hooks.nativeShape);
   const policy = created.policy;
   const notes: string[] = [];
   const samples: Record<string, number[]> = Object.fromEntries(PHASES.map((p) => [p.name, []]));
@@ -386,7 +393,7 @@ export async function benchRollout(options: Partial<RolloutBenchConfig> = {}, ho
       (sub ? `; within it, ${sub.label.replace(/^\s*of which /, '').replace(/ \(.*$/, '')} takes ${fixed(sub.medianMs, 1)} ms` : '') + '.'
     : 'Bottleneck: no timed step';
   return {
-    config: c, machine: machineInfo(), torch, policy: { kind: c.policy, parameters: created.parameters, trainableParameters: created.trainableParameters, description: created.description },
+    config: c, machine: machineInfo(), torch, policy: { kind: c.policy, parameters: created.parameters, trainableParameters: created.trainableParameters, description: created.description, config: created.config, promptTokens: created.promptTokens },
     world, rank, prompts: items.length, sequences, generatedTokens: genTokens, phases, step, peakRssMiB: peakRssMiB(), baseRssMiB: baseRss, bottleneck, notes,
   };
 }
