@@ -9,7 +9,11 @@ import { writeResults } from '../harness';
 
 async function main(): Promise<void> {
   const r = await benchOps({ device: 'cpu', runs: 9 }, { log: (m) => process.stderr.write(m + '\n') });
-  writeResults('ops', r, formatOpsBench(r, '### Counterfactual ops and the CRR kernel (`bench/ops`, `crpo bench ops`)'));
+  writeResults(
+    'ops',
+    r,
+    formatOpsBench(r, '### Counterfactual ops and the CRR kernel (`bench/ops`, `crpo bench ops`)'),
+  );
 }
 
 main().catch((e) => {

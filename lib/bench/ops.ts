@@ -65,12 +65,15 @@ export function timeSync(fn: () => void, warmup: number, runs: number): SampleSt
 /** The straightforward JS loop a user would write: per pixel, per channel. */
 export function naiveTransform(input: Uint8Array, out: Uint8Array, shape: readonly number[], transform: string): void {
   const [B, T, H, W, C] = shape;
-  const row = W * C, frame = H * row;
-  const half = Math.floor(T / 2), tail = T - half;
+  const row = W * C,
+    frame = H * row;
+  const half = Math.floor(T / 2),
+    tail = T - half;
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const st = transform === 'reverse' ? T - 1 - t : transform === 'swap' ? (t < tail ? t + half : t - tail) : t;
-      const src = (b * T + st) * frame, dst = (b * T + t) * frame;
+      const src = (b * T + st) * frame,
+        dst = (b * T + t) * frame;
       for (let h = 0; h < H; h++) {
         for (let w = 0; w < W; w++) {
           const sw = transform === 'hflip' ? W - 1 - w : w;
@@ -84,12 +87,22 @@ export function naiveTransform(input: Uint8Array, out: Uint8Array, shape: readon
 /** 1,024 seeded CRR groups of G = G' = 8 (5 options, 5% invalid answers, 10% bad format). */
 export function crrBenchInputs(groups = 1024): ReturnType<typeof packCrrGroups> {
   let s = 12345;
-  const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rand = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
   const out: CrrGroup[] = [];
   for (let b = 0; b < groups; b++) {
     const k = 5;
-    const roll = () => Array.from({ length: 8 }, () => ({ answer: rand() < 0.05 ? -1 : Math.floor(rand() * k), format: rand() < 0.9 ? 1 : 0 }));
-    out.push({ truth: Math.floor(rand() * 4), relation: rand() < 0.6 ? 'change' : 'same', numOptions: k, orig: roll(), cf: roll() });
+    const roll = () =>
+      Array.from({ length: 8 }, () => ({
+        answer: rand() < 0.05 ? -1 : Math.floor(rand() * k),
+        format: rand() < 0.9 ? 1 : 0,
+      }));
+    out.push({
+      truth: Math.floor(rand() * 4),
+      relation: rand() < 0.6 ? 'change' : 'same',
+      numOptions: k,
+      orig: roll(),
+      cf: roll(),
+    });
   }
   return packCrrGroups(out);
 }
@@ -100,18 +113,30 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-export async function benchOps(o: OpsBenchOptions = {}, hooks: { log?(m: string): void } = {}): Promise<OpsBenchResult> {
+export async function benchOps(
+  o: OpsBenchOptions = {},
+  hooks: { log?(m: string): void } = {},
+): Promise<OpsBenchResult> {
   const device = o.device ?? 'cpu';
   const runs = o.runs ?? 9;
   const say = hooks.log ?? (() => undefined);
-  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) throw new CrpoError('ERR_CRPO_INVALID_ARG', `Expected 'cpu' or 'cuda[:N]' for --device but received ${String(device)}`);
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device))
+    throw new CrpoError(
+      'ERR_CRPO_INVALID_ARG',
+      `Expected 'cpu' or 'cuda[:N]' for --device but received ${String(device)}`,
+    );
   if (!Number.isInteger(runs) || runs < 5) throw outOfRange('--runs', 'an integer >= 5', runs, 'bench ops');
   const cuda = device.startsWith('cuda');
   if (cuda) {
-    if (!hasAddon('torch')) throw new CrpoError('ERR_CRPO_DEVICE', `--device ${device}: the torch addon is not built (npm run build:torch)`);
+    if (!hasAddon('torch'))
+      throw new CrpoError('ERR_CRPO_DEVICE', `--device ${device}: the torch addon is not built (npm run build:torch)`);
     const info = torchInfo();
     if (!info.cudaAvailable || !info.cudaKernelsBuilt) {
-      throw new CrpoError('ERR_CRPO_DEVICE', `--device ${device}: this build has no CUDA (libtorch ${info.torchVersion}, CUDA available: ${info.cudaAvailable}, CUDA kernels built: ${info.cudaKernelsBuilt}); use --device cpu`);
+      throw new CrpoError(
+        'ERR_CRPO_DEVICE',
+        `--device ${device}: this build has no CUDA (libtorch ${info.torchVersion}, CUDA available: ` +
+          `${info.cudaAvailable}, CUDA kernels built: ${info.cudaKernelsBuilt}); use --device cpu`,
+      );
     }
   }
   const shape = [...OPS_SHAPE];
@@ -124,7 +149,8 @@ export async function benchOps(o: OpsBenchOptions = {}, hooks: { log?(m: string)
   say('[bench] memcpy and the naive TS loops');
   const memcpy = timeSync(() => output.set(input), 2, runs);
   const naive: Record<string, SampleStats> = {};
-  for (const t of ['hflip', 'reverse', 'swap']) naive[t] = timeSync(() => naiveTransform(input, output, shape, t), 1, 5);
+  for (const t of ['hflip', 'reverse', 'swap'])
+    naive[t] = timeSync(() => naiveTransform(input, output, shape, t), 1, 5);
 
   const addons: AddonName[] = cuda ? ['torch'] : (['core', 'torch'] as AddonName[]).filter(hasAddon);
   const rows: OpRow[] = [];
@@ -132,10 +158,25 @@ export async function benchOps(o: OpsBenchOptions = {}, hooks: { log?(m: string)
     say(`[bench] counterfactual ops, ${addon} addon on ${device}`);
     const f = ops(addon);
     for (const transform of TRANSFORMS) {
-      const opts = { shape, layout: 'BTHWC' as const, transform, swapAt: transform === 'swap' ? shape[1] / 2 : undefined, output, ...(cuda ? { device } : {}) };
+      const opts = {
+        shape,
+        layout: 'BTHWC' as const,
+        transform,
+        swapAt: transform === 'swap' ? shape[1] / 2 : undefined,
+        output,
+        ...(cuda ? { device } : {}),
+      };
       const t = timeSync(() => f.videoTransformSync(input, opts), 2, runs);
       const ref = naive[transform === 'hflip+reverse' ? 'hflip' : transform];
-      rows.push({ ...t, op: transform, addon, device, GBs: gb(t.medianMs), vsMemcpy: memcpy.medianMs / t.medianMs, vsNaive: ref.medianMs / t.medianMs });
+      rows.push({
+        ...t,
+        op: transform,
+        addon,
+        device,
+        GBs: gb(t.medianMs),
+        vsMemcpy: memcpy.medianMs / t.medianMs,
+        vsNaive: ref.medianMs / t.medianMs,
+      });
     }
   }
 
@@ -148,33 +189,71 @@ export async function benchOps(o: OpsBenchOptions = {}, hooks: { log?(m: string)
   for (const addon of addons) {
     const got = ops(addon).crrAdvantagesSync(crr);
     const diff = Math.max(maxAbs(got.origAdvantage, want.origAdvantage), maxAbs(got.cfAdvantage, want.cfAdvantage));
-    if (!(diff <= 1e-5)) throw new CrpoError('ERR_CRPO_MISMATCH', `CRR kernel (${addon} addon) differs from the TS reference by ${diff} (tolerance 1e-5)`, { userError: false });
+    if (!(diff <= 1e-5))
+      throw new CrpoError(
+        'ERR_CRPO_MISMATCH',
+        `CRR kernel (${addon} addon) differs from the TS reference by ${diff} (tolerance 1e-5)`,
+        { userError: false },
+      );
     const t = timeSync(() => ops(addon).crrAdvantagesSync(crr), 50, Math.max(runs, 15));
     results.push({ ...t, impl: `fused kernel (${addon} addon)`, speedup: ref.medianMs / t.medianMs, maxAbsDiff: diff });
   }
   return {
-    machine: machineInfo(), device, shape, bytes, memcpy: { ...memcpy, GBs: gb(memcpy.medianMs) }, naive, ops: rows,
+    machine: machineInfo(),
+    device,
+    shape,
+    bytes,
+    memcpy: { ...memcpy, GBs: gb(memcpy.medianMs) },
+    naive,
+    ops: rows,
     crr: { groups: 1024, perBranch: 8, results },
   };
 }
 
-export function formatOpsBench(r: OpsBenchResult, title = '### Counterfactual ops and the CRR kernel (`crpo bench ops`)'): string {
+export function formatOpsBench(
+  r: OpsBenchResult,
+  title = '### Counterfactual ops and the CRR kernel (`crpo bench ops`)',
+): string {
   const gb = (ms: number) => r.bytes / 1e9 / (ms / 1e3);
-  const rows: (string | number)[][] = [['memcpy (TypedArray.set)', '-', fixed(r.memcpy.medianMs), fixed(r.memcpy.GBs), '1.00', '-']];
-  for (const o of r.ops) rows.push([`${o.op} (${o.addon})`, o.addon, fixed(o.medianMs), fixed(o.GBs), fixed(o.vsMemcpy), fixed(o.vsNaive, 1)]);
-  for (const [t, s] of Object.entries(r.naive)) rows.push([`naive TS loop: ${t}`, '-', fixed(s.medianMs), fixed(gb(s.medianMs)), fixed(r.memcpy.medianMs / s.medianMs), '1.0']);
+  const rows: (string | number)[][] = [
+    ['memcpy (TypedArray.set)', '-', fixed(r.memcpy.medianMs), fixed(r.memcpy.GBs), '1.00', '-'],
+  ];
+  for (const o of r.ops)
+    rows.push([
+      `${o.op} (${o.addon})`,
+      o.addon,
+      fixed(o.medianMs),
+      fixed(o.GBs),
+      fixed(o.vsMemcpy),
+      fixed(o.vsNaive, 1),
+    ]);
+  for (const [t, s] of Object.entries(r.naive))
+    rows.push([
+      `naive TS loop: ${t}`,
+      '-',
+      fixed(s.medianMs),
+      fixed(gb(s.medianMs)),
+      fixed(r.memcpy.medianMs / s.medianMs),
+      '1.0',
+    ]);
   const m = r.machine;
   return [
     title,
     '',
-    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ${fixed(m.loadAverage1m, 1)}; ${m.date}. Device ${r.device}; single thread; outputs preallocated.`,
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ` +
+      `${fixed(m.loadAverage1m, 1)}; ${m.date}. Device ${r.device}; single thread; outputs preallocated.`,
     '',
-    `Frames [${r.shape.join(',')}] uint8 (${(r.bytes / 2 ** 20).toFixed(1)} MiB). Ratios are against memcpy of the same bytes and the naive TS loop, measured in the same run.`,
+    `Frames [${r.shape.join(',')}] uint8 (${(r.bytes / 2 ** 20).toFixed(1)} MiB). Ratios are against memcpy of the ` +
+      `same bytes and the naive TS loop, measured in the same run.`,
     '',
     markdownTable(['op', 'addon', 'median ms', 'GB/s', 'x memcpy', 'x naive TS'], rows),
     '',
-    `CRR rewards + advantages for ${r.crr.groups.toLocaleString('en-US')} groups, G = G' = ${r.crr.perBranch} (kernels checked equal to the reference first):`,
+    `CRR rewards + advantages for ${r.crr.groups.toLocaleString('en-US')} groups, G = G' = ${r.crr.perBranch} ` +
+      `(kernels checked equal to the reference first):`,
     '',
-    markdownTable(['implementation', 'median ms', 'speed-up', 'max abs diff'], r.crr.results.map((c) => [c.impl, fixed(c.medianMs, 3), fixed(c.speedup, 1), c.maxAbsDiff.toExponential(1)])),
+    markdownTable(
+      ['implementation', 'median ms', 'speed-up', 'max abs diff'],
+      r.crr.results.map((c) => [c.impl, fixed(c.medianMs, 3), fixed(c.speedup, 1), c.maxAbsDiff.toExponential(1)]),
+    ),
   ].join('\n');
 }

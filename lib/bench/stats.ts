@@ -21,7 +21,13 @@ export function summarize(samples: readonly number[]): SampleStats {
   const s = [...samples].sort((a, b) => a - b);
   const n = s.length;
   const median = n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  return { medianMs: median, minMs: s[0], maxMs: s[n - 1], spread: median > 0 ? (s[n - 1] - s[0]) / median : 0, runs: n };
+  return {
+    medianMs: median,
+    minMs: s[0],
+    maxMs: s[n - 1],
+    spread: median > 0 ? (s[n - 1] - s[0]) / median : 0,
+    runs: n,
+  };
 }
 
 /** Milliseconds since `t0` (process.hrtime.bigint()). */
@@ -54,7 +60,10 @@ export function machineInfo(): MachineInfo {
 }
 
 export function describeMachineInfo(m: MachineInfo): string {
-  return `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ${m.loadAverage1m.toFixed(1)}; ${m.date}`;
+  return (
+    `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ` +
+    `${m.loadAverage1m.toFixed(1)}; ${m.date}`
+  );
 }
 
 /** Peak resident set size of this process so far, MiB (getrusage maxrss). */

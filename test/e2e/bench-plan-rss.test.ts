@@ -16,7 +16,11 @@ const register = path.join(root, 'scripts/ts-register.js');
 // Two train steps: the peak includes two weight read-backs of the step digest (see lib/bench/plan.ts).
 const RUN = { batch: 2, groupSize: 2, maxNewTokens: 8, steps: 1, warmup: 1 };
 
-interface Measured { params: number; measuredMiB: number; predictedMiB: number }
+interface Measured {
+  params: number;
+  measuredMiB: number;
+  predictedMiB: number;
+}
 
 /** One fresh process: bench rollout steps on a native shape, then the plan of that shape. */
 function measure(shape: Record<string, number>): Measured {
@@ -27,10 +31,18 @@ function measure(shape: Record<string, number>): Measured {
       const run = ${JSON.stringify(RUN)};
       const r = await benchRollout(run, { nativeShape: ${JSON.stringify(shape)} });
       const { seed, dtype, device, ...native } = r.policy.config;
-      const plan = planMemory({ model: { native }, batch: run.batch, groupSize: run.groupSize, promptTokens: r.policy.promptTokens, maxNewTokens: run.maxNewTokens, dtype: 'float32', checkpointing: false });
-      process.stdout.write(JSON.stringify({ params: r.policy.parameters, measuredMiB: r.peakRssMiB - r.baseRssMiB, predictedMiB: plan.peakBytes / 2 ** 20 }));
+      const plan = planMemory({
+        model: { native }, batch: run.batch, groupSize: run.groupSize, promptTokens: r.policy.promptTokens,
+        maxNewTokens: run.maxNewTokens, dtype: 'float32', checkpointing: false,
+      });
+      const measuredMiB = r.peakRssMiB - r.baseRssMiB, predictedMiB = plan.peakBytes / 2 ** 20;
+      process.stdout.write(JSON.stringify({ params: r.policy.parameters, measuredMiB, predictedMiB }));
     })().catch((e) => { console.error(e); process.exit(1); });`;
-  const r = spawnSync(process.execPath, ['-r', register, '-e', code], { cwd: root, env: { ...process.env, ...TRAINING_MALLOC_ENV }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['-r', register, '-e', code], {
+    cwd: root,
+    env: { ...process.env, ...TRAINING_MALLOC_ENV },
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`measurement failed (${r.status}): ${r.stderr.slice(-2000)}`);
   return JSON.parse(r.stdout) as Measured;
 }
@@ -46,8 +58,14 @@ const reason = hasAddon('torch') ? undefined : 'the torch addon is not built (np
     ];
     const rows = shapes.map((s) => {
       const m = measure(s);
-      const measured = m.measuredMiB - runtime.measuredMiB, predicted = m.predictedMiB - runtime.predictedMiB;
-      return { params: m.params, measured: Math.round(measured), predicted: Math.round(predicted), ratio: predicted / measured };
+      const measured = m.measuredMiB - runtime.measuredMiB,
+        predicted = m.predictedMiB - runtime.predictedMiB;
+      return {
+        params: m.params,
+        measured: Math.round(measured),
+        predicted: Math.round(predicted),
+        ratio: predicted / measured,
+      };
     });
     process.stderr.write(`plan vs measured (MiB above the tiny preset's run): ${JSON.stringify(rows)}\n`);
     expect(rows[0].params).toBeGreaterThan(1e7);
