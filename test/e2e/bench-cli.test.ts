@@ -23,7 +23,8 @@ function crpo(args: string[], env: Record<string, string> = {}) {
 }
 
 /** A small run; `steps` differs between tests (a flag given twice is not what yargs makes of it). */
-const small = (steps = 2) => ['--batch', '2', '--group-size', '2', '--max-new-tokens', '4', '--steps', String(steps), '--warmup', '0'];
+const small = (steps = 2) =>
+  ['--batch', '2', '--group-size', '2', '--max-new-tokens', '4', '--steps', String(steps), '--warmup', '0'];
 const SMALL = small();
 const STEP_PHASES = ['decode', 'counterfactual', 'rolloutOrig', 'rolloutCf', 'rewards', 'reference', 'train'];
 const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
@@ -34,7 +35,8 @@ const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not buil
     expect(r.stderr).toMatch(/\[bench\] step 2\/2: \d+ ms/);
     expect(r.status).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j.config).toMatchObject({ policy: 'native', batch: 2, groupSize: 2, cfGroupSize: 0, maxNewTokens: 4, steps: 2 });
+    const cfg = { policy: 'native', batch: 2, groupSize: 2, cfGroupSize: 0, maxNewTokens: 4, steps: 2 };
+    expect(j.config).toMatchObject(cfg);
     const names = j.phases.map((p: { name: string }) => p.name);
     expect(names).toEqual([
       'decode',
