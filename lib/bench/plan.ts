@@ -7,8 +7,9 @@
  * phase and the update phase, and it fits when that is below the device memory.
  * Two model families: Hugging Face Qwen2.5-VL / Qwen3-VL (a folder's config.json or a published
  * name; activation, logits, vision and KV terms from lib/hf/budget.ts) and the native policy
- * (lib/model presets; every term below). The native formulas are checked in
- * test/unit/bench-plan.test.ts against the peak RSS `crpo bench rollout` measures on the CPU.
+ * (lib/model presets; every term below). The native parameter count is tested exact; the resident
+ * terms are checked against the peak RSS `crpo bench rollout` measures on the CPU
+ * (test/e2e/bench-plan-rss.test.ts); the activation term is not validated (docs/real-models.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -144,9 +145,10 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
   // Per token per LM layer, tensors autograd keeps for the backward (as lib/hf/budget.ts counts them):
   // norm inputs/outputs 4*Dl, q/k/v before and after rotary 2*(Dl + 2*kd), attention output Dl, SwiGLU 4*mlp.
   const perTokLayer = (4 * Dl + 2 * (Dl + 2 * kd) + Dl + 4 * s.lmMlp) * b;
-  // The train step runs each prompt's prefix once and its G completions against the prefix's keys and values.
-  const tokens = prompts * Lp + N * Lc;
-  const scores = s.lmHeads * (prompts * Lp * Lp + N * Lc * L) * 2 * 4; // fp32 scores + probabilities
+  // The trainer's NativePolicy gives every sequence its own prompt row (the native step's prefix sharing
+  // needs G rows per prompt), so the update runs N whole rows of L tokens.
+  const tokens = N * L;
+  const scores = s.lmHeads * N * L * L * 2 * 4; // fp32 scores + probabilities
   const lmAct = s.lmLayers * (tokens * perTokLayer + scores);
   const lmActCkpt = s.lmLayers * tokens * Dl * b + tokens * perTokLayer + scores / s.lmLayers;
   const visAct =
@@ -178,13 +180,20 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
       formula: `P x 8 B${shard > 1 ? ' / devices' : ''}`,
     },
     // NativePolicy.refreshDigest reads every weight back into JS after each step; the previous
-    // step's copy stays until V8 collects it, so two copies are alive at the peak (measured).
+    // step's copy stays until V8 collects it, so one more copy may be alive at the peak (GC timing).
     {
       name: 'digest',
-      label: 'weights read back for the step digest (this and the previous step)',
-      bytes: 2 * P * 4,
+      label: 'weights read back for the step digest',
+      bytes: P * 4,
       phase: 'update',
-      formula: '2 x P x 4 B (NativePolicy.refreshDigest)',
+      formula: 'P x 4 B (NativePolicy.refreshDigest)',
+    },
+    {
+      name: 'digestPrevious',
+      label: "the previous step's read-back, until V8 collects it",
+      bytes: P * 4,
+      phase: 'info',
+      formula: 'up to P x 4 B more',
     },
     {
       name: 'activations',
