@@ -431,6 +431,8 @@ export async function benchRollout(
       // 3. rollouts on both branches, per-prompt seeds as the trainer derives them
       const gen = { temperature: TRAIN_DEFAULTS.temperature, maxNewTokens: c.maxNewTokens };
       const seedsOf = (branch: string) => items.map((_, j) => hash32(`${c.seed}|${step}|${branch}|${rank}|${j}`));
+      // The 1-token probe gets copies of the prompts: the qwen policy caches each prompt's processed
+      // frames by object, so probe and rollouts both pay the vision preprocessing, as a trainer step does.
       t0 = process.hrtime.bigint();
       await policy.generate(
         orig.map((p) => ({ ...p })),
