@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { markdownTable } from '../lib/bench/stats';
 
 export interface Timing {
   medianMs: number;
@@ -66,9 +67,7 @@ export function writeResults(name: string, json: unknown, markdown: string): voi
   process.stdout.write(markdown.trim() + '\n');
 }
 
-export function table(header: string[], rows: (string | number)[][]): string {
-  const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
-}
+/** Markdown table (the one `crpo bench` prints: lib/bench/stats.ts). */
+export const table = markdownTable;
 
 export const fmt = (x: number, digits = 2): string => (Number.isFinite(x) ? x.toFixed(digits) : String(x));

@@ -27,5 +27,6 @@ export const COMMANDS: CommandEntry[] = [
   },
   { command: 'train', describe: 'Post-train a policy with CRPO or a baseline (grpo, grpo-2g, t-grpo, arrowrl, crpo-no-dual)', module: './commands/train' },
   { command: 'sft', describe: 'Supervised warm start: train the native tiny policy on synthetic DyBench, report Acc / P-Acc', module: './commands/sft' },
+  { command: 'bench <action>', describe: 'Where a CRPO step\'s time and memory go: `bench rollout` (phase timings), `bench ops` (kernels), `bench plan` (memory per device)', module: './commands/bench' },
   { command: 'reproduce', describe: 'Small-scale reproduction of the main comparison (GRPO, GRPO-2G, T-GRPO, ArrowRL, CRPO, CRPO w/o dual) on synthetic DyBench', module: './commands/reproduce' },
 ];

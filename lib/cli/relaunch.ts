@@ -21,7 +21,7 @@ export const TRAINING_MALLOC_ENV: Readonly<Record<string, string>> = {
 };
 
 /** Commands that train (or start processes that do). */
-export const TRAINING_COMMANDS: ReadonlySet<string> = new Set(['train', 'sft', 'reproduce', 'demo']);
+export const TRAINING_COMMANDS: ReadonlySet<string> = new Set(['train', 'sft', 'reproduce', 'demo', 'bench']);
 
 /** Marks the child, so that it does not start another. */
 const RELAUNCHED = 'CRPO_MALLOC_RELAUNCHED';

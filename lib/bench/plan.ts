@@ -1,0 +1,519 @@
+/**
+ * `crpo bench plan`: memory per device of a CRPO run, from formulas (docs/real-models.md, "Memory
+ * plan of a CRPO run"), before launching it: weights, the frozen reference, gradients + optimizer
+ * state (LoRA or full; sharded over the devices with --sharded-optim), the update's activations
+ * with and without gradient checkpointing plus logits, the vision tower, and the KV cache of the
+ * rollouts of both branches; the peak is weights + reference + state + the larger of the rollout
+ * phase and the update phase, and it fits when that is below the device memory.
+ * Two model families: Hugging Face Qwen2.5-VL / Qwen3-VL (a folder's config.json or a published
+ * name; activation, logits, vision and KV terms from lib/hf/budget.ts) and the native policy
+ * (lib/model presets; every term below). The native parameter count is tested exact; the resident
+ * terms are checked against the peak RSS `crpo bench rollout` measures on the CPU
+ * (test/e2e/bench-plan-rss.test.ts); the activation term is not validated (docs/real-models.md).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { CrpoError, invalidArg, outOfRange } from '../errors';
+import { estimateBudget, PUBLISHED_CONFIGS } from '../hf/budget';
+import { expectedWeights, readQwenConfig, type QwenVLConfig } from '../hf/config';
+import { POLICY_PRESETS, visualTokens, type PolicyConfig } from '../model/config';
+
+const GiB = 2 ** 30;
+const OP = 'bench plan';
+
+export type PlanDtype = 'bfloat16' | 'float16' | 'float32';
+const DTYPE_BYTES: Record<PlanDtype, number> = { bfloat16: 2, float16: 2, float32: 4 };
+
+/** A native policy shape: everything of PolicyConfig but seed/dtype/device. */
+export type NativeShape = Omit<PolicyConfig, 'seed' | 'dtype' | 'device'>;
+
+export interface PlanOptions {
+  /**
+   * A Hugging Face folder, a published name (Qwen2.5-VL-7B, Qwen3-VL-4B, Qwen3-VL-8B),
+   * 'native-tiny' / 'native-small', or a native shape.
+   */
+  model: string | { native: NativeShape };
+  gpus: number;
+  /** Memory per device in GB (10^9 bytes); 0 = do not judge the fit. */
+  gpuMemGB: number;
+  /** LoRA rank on q/k/v/o (qwen; 0 = full fine-tuning). The native policy always trains every weight. */
+  lora: number;
+  /** ZeRO-2: gradients and optimizer state split over the devices. */
+  shardedOptim: boolean;
+  /** Prompts per device per step (B). */
+  batch: number;
+  groupSize: number;
+  /** 0 = G. */
+  cfGroupSize: number;
+  frames: number;
+  /** Pixels per frame after resizing (qwen); the native policy uses its own imageSize. */
+  pixels: number;
+  promptTokens: number;
+  maxNewTokens: number;
+  /** Sequences per forward/backward (qwen microBatch); the native train step runs all of a rank's sequences at once. */
+  microBatch: number;
+  dtype: PlanDtype;
+  checkpointing: boolean;
+}
+
+export const PLAN_DEFAULTS: Omit<PlanOptions, 'model' | 'gpus' | 'gpuMemGB'> = {
+  lora: 16,
+  shardedOptim: false,
+  batch: 2,
+  groupSize: 8,
+  cfGroupSize: 0,
+  frames: 16,
+  pixels: 128 * 28 * 28,
+  promptTokens: 120,
+  maxNewTokens: 256,
+  microBatch: 1,
+  dtype: 'bfloat16',
+  checkpointing: true,
+};
+
+/** One line of the plan, bytes per device. */
+export interface PlanTerm {
+  name: string;
+  label: string;
+  bytes: number;
+  /** 'resident' for the whole run; 'rollout' / 'update' only during that phase. */
+  phase: 'resident' | 'rollout' | 'update' | 'info';
+  formula: string;
+}
+
+export interface PlanResult {
+  model: string;
+  family: 'qwen' | 'native';
+  params: number;
+  trainableParams: number;
+  seqLen: number;
+  options: Omit<PlanOptions, 'model'>;
+  terms: PlanTerm[];
+  residentBytes: number;
+  rolloutBytes: number;
+  updateBytes: number;
+  peakBytes: number;
+  /** Undefined when no --gpu-mem was given. */
+  fits?: boolean;
+  /** Largest term, for the one-line advice. */
+  advice: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native policy: parameter count and per-phase bytes (fp32 on CPU; bf16 weights on CUDA)
+// ---------------------------------------------------------------------------------------------
+
+/** Parameters of the native policy (native/torch/model): vision ViT, projector, decoder LM. */
+export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'normEps' | 'initStd'>): number {
+  const Dv = c.visionDim,
+    Dl = c.lmDim,
+    g = c.imageSize / c.patchSize,
+    m2 = c.mergeSize * c.mergeSize;
+  const hd = Dl / c.lmHeads;
+  const vision =
+    g * g * Dv +
+    (c.frames / c.temporalPatch) * Dv + // spatial + temporal positions
+    Dv * (3 * c.patchSize * c.patchSize * c.temporalPatch) +
+    Dv + // tubelet patch embedding
+    // qkv, proj, fc1, fc2 + biases + 2 LayerNorms per block
+    c.visionLayers * (4 * Dv * Dv + 2 * Dv * c.visionMlp + 9 * Dv + c.visionMlp) +
+    2 * Dv; // final LayerNorm
+  const projector = 2 * Dv + m2 * Dv * m2 * Dv + m2 * Dv + Dl * m2 * Dv + Dl;
+  const lm =
+    2 * c.vocabSize * Dl + // embedding + head
+    c.lmLayers * (2 * Dl + 2 * Dl * Dl + 2 * c.lmKvHeads * hd * Dl + 3 * c.lmMlp * Dl) + // norms, wq/wo, wk/wv, SwiGLU
+    Dl;
+  return vision + projector + lm;
+}
+
+function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
+  const b = DTYPE_BYTES[o.dtype];
+  const P = nativeParams(s);
+  const G = o.groupSize,
+    H = o.cfGroupSize || o.groupSize;
+  const vis = visualTokens(s);
+  const Lp = vis + o.promptTokens,
+    Lc = o.maxNewTokens,
+    L = Lp + Lc;
+  const Dl = s.lmDim,
+    hd = Dl / s.lmHeads,
+    kd = s.lmKvHeads * hd;
+  const N = o.batch * (G + H); // sequences of one update (both branches)
+  const prompts = 2 * o.batch; // original + counterfactual prompt of each question
+  const tubelets = (s.frames / s.temporalPatch) * (s.imageSize / s.patchSize) ** 2;
+  const shard = o.shardedOptim ? o.gpus : 1;
+  // Per token per LM layer, tensors autograd keeps for the backward (as lib/hf/budget.ts counts them):
+  // norm inputs/outputs 4*Dl, q/k/v before and after rotary 2*(Dl + 2*kd), attention output Dl, SwiGLU 4*mlp.
+  const perTokLayer = (4 * Dl + 2 * (Dl + 2 * kd) + Dl + 4 * s.lmMlp) * b;
+  // The trainer's NativePolicy gives every sequence its own prompt row (the native step's prefix sharing
+  // needs G rows per prompt), so the update runs N whole rows of L tokens.
+  const tokens = N * L;
+  const scores = s.lmHeads * N * L * L * 2 * 4; // fp32 scores + probabilities
+  const lmAct = s.lmLayers * (tokens * perTokLayer + scores);
+  const lmActCkpt = s.lmLayers * tokens * Dl * b + tokens * perTokLayer + scores / s.lmLayers;
+  const visAct =
+    prompts * s.visionLayers * tubelets * (8 * s.visionDim + 2 * s.visionMlp) * b +
+    prompts * s.visionHeads * tubelets * tubelets * 2 * 4;
+  const logits = N * Lc * s.vocabSize * 4 * 3; // logits, log-softmax and its gradient, fp32
+  const kv = o.batch * Math.max(G, H) * L * s.lmLayers * 2 * kd * b; // one branch's generate call at a time
+  const terms: PlanTerm[] = [
+    { name: 'weights', label: 'weights', bytes: P * b, phase: 'resident', formula: 'P x dtype bytes' },
+    {
+      name: 'reference',
+      label: 'frozen reference copy',
+      bytes: P * b,
+      phase: 'resident',
+      formula: 'P x dtype bytes (a second copy: freezeReference)',
+    },
+    {
+      name: 'gradients',
+      label: 'gradients',
+      bytes: (P * 4) / shard,
+      phase: 'resident',
+      formula: `P x 4 B${shard > 1 ? ' / devices' : ''}`,
+    },
+    {
+      name: 'optimizer',
+      label: 'AdamW moments',
+      bytes: (P * 8) / shard,
+      phase: 'resident',
+      formula: `P x 8 B${shard > 1 ? ' / devices' : ''}`,
+    },
+    // NativePolicy.refreshDigest reads every weight back into JS after each step; the previous
+    // step's copy stays until V8 collects it, so one more copy may be alive at the peak (GC timing).
+    {
+      name: 'digest',
+      label: 'weights read back for the step digest',
+      bytes: P * 4,
+      phase: 'update',
+      formula: 'P x 4 B (NativePolicy.refreshDigest)',
+    },
+    {
+      name: 'digestPrevious',
+      label: "the previous step's read-back, until V8 collects it",
+      bytes: P * 4,
+      phase: 'info',
+      formula: 'up to P x 4 B more',
+    },
+    {
+      name: 'activations',
+      label: o.checkpointing ? 'activations (checkpointed)' : 'activations (all kept)',
+      bytes: (o.checkpointing ? lmActCkpt : lmAct) + visAct,
+      phase: 'update',
+      formula: 'layers x (prefix + completion tokens) x per-token tensors + attention scores; vision tubelets',
+    },
+    {
+      name: 'activationsKept',
+      label: 'activations without checkpointing (for comparison)',
+      bytes: lmAct + visAct,
+      phase: 'info',
+      formula: 'all layers kept',
+    },
+    {
+      name: 'logits',
+      label: 'logits + log-softmax + gradient',
+      bytes: logits,
+      phase: 'update',
+      formula: 'N x completion x vocab x 4 B x 3',
+    },
+    {
+      name: 'kvCache',
+      label: `KV cache of the rollouts (B x max(G, G') = ${o.batch * Math.max(G, H)} rows per branch call)`,
+      bytes: kv,
+      phase: 'rollout',
+      formula: 'rows x L x layers x 2 x kv_dim x bytes',
+    },
+  ];
+  return finish(name, 'native', P, P, L, o, terms);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Qwen-VL (GPU): weights, LoRA or full state, checkpointed activations per micro-batch, KV
+// ---------------------------------------------------------------------------------------------
+
+/** LoRA parameters on q/k/v/o of every LM layer (QwenPolicy's default targets): r x (in + out) each. */
+export function qwenLoraParams(cfg: QwenVLConfig, rank: number): number {
+  const t = cfg.text,
+    H = t.hiddenSize,
+    qd = t.numHeads * t.headDim,
+    kd = t.numKvHeads * t.headDim;
+  return t.numLayers * rank * (H + qd + 2 * (H + kd) + (qd + H));
+}
+
+function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
+  const b = DTYPE_BYTES[o.dtype];
+  const G = o.groupSize,
+    H = o.cfGroupSize || o.groupSize;
+  const e = estimateBudget(cfg, {
+    frames: o.frames,
+    framePixels: o.pixels,
+    promptTokens: o.promptTokens,
+    completionTokens: o.maxNewTokens,
+    sequences: Math.max(G, H),
+    loraRank: o.lora || 16,
+    bytes: b,
+  });
+  let P = 0;
+  for (const shape of expectedWeights(cfg).values()) P += shape.reduce((a, x) => a * x, 1);
+  const lora = o.lora > 0;
+  const T = lora ? qwenLoraParams(cfg, o.lora) : P;
+  const shard = o.shardedOptim ? o.gpus : 1;
+  const act = (o.checkpointing ? e.activationsPerSeqCheckpointedGiB : e.activationsPerSeqGiB) * GiB * o.microBatch;
+  const kvAll = (e.kvCacheGroupGiB * GiB * o.batch * (G + H)) / Math.max(G, H);
+  const terms: PlanTerm[] = [
+    { name: 'weights', label: 'weights', bytes: P * b, phase: 'resident', formula: 'P x dtype bytes' },
+    {
+      name: 'reference',
+      label: lora ? 'frozen reference (the base with LoRA off: no copy)' : 'frozen reference copy',
+      bytes: lora ? 0 : P * b,
+      phase: 'resident',
+      formula: lora ? '0' : 'P x dtype bytes',
+    },
+    {
+      name: 'gradients',
+      label: lora ? 'LoRA gradients (fp32)' : 'gradients (fp32)',
+      bytes: (T * 4) / shard,
+      phase: 'resident',
+      formula: `trainable x 4 B${shard > 1 ? ' / devices' : ''}`,
+    },
+    {
+      name: 'optimizer',
+      label: lora ? 'LoRA weights + AdamW moments (fp32)' : 'fp32 master weights + AdamW moments',
+      bytes: (T * 12) / shard,
+      phase: 'resident',
+      formula: `trainable x 12 B${shard > 1 ? ' / devices' : ''}`,
+    },
+    {
+      name: 'activations',
+      label:
+        `activations, ${o.microBatch} sequence(s) per micro-batch ` +
+        `(${o.checkpointing ? 'checkpointed' : 'all kept'})`,
+      bytes: act,
+      phase: 'update',
+      formula: 'lib/hf/budget.ts activationsPerSeq(Checkpointed) x micro-batch',
+    },
+    {
+      name: 'activationsKept',
+      label: 'activations without checkpointing (for comparison)',
+      bytes: e.activationsPerSeqGiB * GiB * o.microBatch,
+      phase: 'info',
+      formula: 'all layers kept',
+    },
+    {
+      name: 'logits',
+      label: 'logits + log-softmax + gradient (fp32)',
+      bytes: e.logitsPerSeqGiB * GiB * o.microBatch,
+      phase: 'update',
+      formula: 'L x vocab x 4 B x 3 x micro-batch',
+    },
+    {
+      name: 'vision',
+      label: 'vision tower forward (no grad, once per prompt)',
+      bytes: e.visionPeakGiB * GiB,
+      phase: 'update',
+      formula: 'largest block activations + one frame of attention',
+    },
+    {
+      name: 'kvCache',
+      label: `KV cache of the rollouts (one prompt group of max(G, G') = ${Math.max(G, H)} sequences at a time)`,
+      bytes: e.kvCacheGroupGiB * GiB,
+      phase: 'rollout',
+      formula: "max(G, G') x L x layers x 2 x kv_dim x bytes",
+    },
+    {
+      name: 'visionRollout',
+      label: 'vision tower forward during rollouts',
+      bytes: e.visionPeakGiB * GiB,
+      phase: 'rollout',
+      formula: 'as above',
+    },
+    {
+      name: 'kvCacheAll',
+      label: `KV cache if all B x (G + G') = ${o.batch * (G + H)} rollouts decode at once (batched engines)`,
+      bytes: kvAll,
+      phase: 'info',
+      formula: "B x (G + G') x L x layers x 2 x kv_dim x bytes",
+    },
+  ];
+  return finish(name, 'qwen', P, T, e.seqLen, o, terms);
+}
+
+function finish(
+  model: string,
+  family: 'qwen' | 'native',
+  params: number,
+  trainable: number,
+  seqLen: number,
+  o: PlanOptions,
+  terms: PlanTerm[],
+): PlanResult {
+  const sum = (ph: PlanTerm['phase']) => terms.filter((t) => t.phase === ph).reduce((a, t) => a + t.bytes, 0);
+  const resident = sum('resident'),
+    rollout = sum('rollout'),
+    update = sum('update');
+  const peak = resident + Math.max(rollout, update);
+  const { model: _m, ...options } = o;
+  void _m;
+  const fits = o.gpuMemGB > 0 ? peak <= o.gpuMemGB * 1e9 : undefined;
+  const top = terms.filter((t) => t.phase !== 'info').sort((a, b) => b.bytes - a.bytes)[0];
+  let advice = `Largest term: ${top.label} (${(top.bytes / GiB).toFixed(2)} GiB).`;
+  if (fits === false) {
+    const fixes: string[] = [];
+    if (!o.checkpointing) fixes.push('turn gradient checkpointing on');
+    if (o.lora === 0 && family === 'qwen') fixes.push('train LoRA adapters (--lora 16)');
+    if (!o.shardedOptim && o.gpus > 1) fixes.push('shard gradients and optimizer state (--sharded-optim)');
+    if (o.microBatch > 1) fixes.push('lower --micro-batch');
+    fixes.push('lower --pixels / --frames or --max-new-tokens');
+    advice += ` Does not fit: ${fixes.join('; ')}.`;
+  }
+  return {
+    model,
+    family,
+    params,
+    trainableParams: trainable,
+    seqLen,
+    options,
+    terms,
+    residentBytes: resident,
+    rolloutBytes: rollout,
+    updateBytes: update,
+    peakBytes: peak,
+    fits,
+    advice,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+function resolveModel(m: PlanOptions['model']): { qwen?: QwenVLConfig; native?: NativeShape; name: string } {
+  if (typeof m === 'object' && m && 'native' in m) return { native: m.native, name: 'native (custom shape)' };
+  if (typeof m !== 'string' || !m)
+    throw invalidArg('--model', 'a Hugging Face Qwen-VL folder, a published name or native-tiny / native-small', m, OP);
+  const pub = Object.keys(PUBLISHED_CONFIGS).find((k) => k.toLowerCase() === m.toLowerCase().replace(/-instruct$/, ''));
+  if (pub) return { qwen: PUBLISHED_CONFIGS[pub], name: pub };
+  const preset = /^native-(tiny|small)$/i.exec(m);
+  if (preset) {
+    const p = preset[1].toLowerCase() as 'tiny' | 'small';
+    return { native: { ...POLICY_PRESETS[p], vocabSize: 512 }, name: `native-${p}` };
+  }
+  const file = path.join(m, 'config.json');
+  if (fs.existsSync(file)) return { qwen: readQwenConfig(file), name: m };
+  throw new CrpoError(
+    'ERR_CRPO_MODEL_LOAD',
+    `--model ${m}: neither a folder with config.json nor a known name ` +
+      `(${[...Object.keys(PUBLISHED_CONFIGS), 'native-tiny', 'native-small'].join(', ')})`,
+  );
+}
+
+/** The plan with defaults filled in; every option checked with a message naming its flag. */
+export function planMemory(
+  options: Partial<PlanOptions> & { model: PlanOptions['model']; gpus?: number; gpuMemGB?: number },
+): PlanResult {
+  const o: PlanOptions = {
+    ...PLAN_DEFAULTS,
+    gpus: 1,
+    gpuMemGB: 0,
+    ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+  } as PlanOptions;
+  const ints: [keyof PlanOptions, string, number][] = [
+    ['gpus', '--gpus', 1],
+    ['lora', '--lora', 0],
+    ['batch', '--batch', 1],
+    ['groupSize', '--group-size', 1],
+    ['cfGroupSize', '--cf-group-size', 0],
+    ['frames', '--frames', 1],
+    ['pixels', '--pixels', 1],
+    ['promptTokens', '--prompt-tokens', 1],
+    ['maxNewTokens', '--max-new-tokens', 1],
+    ['microBatch', '--micro-batch', 1],
+  ];
+  for (const [k, flag, min] of ints) {
+    if (!isInt(o[k])) throw invalidArg(flag, 'an integer', o[k], OP);
+    if ((o[k] as number) < min) throw outOfRange(flag, `an integer >= ${min}`, o[k], OP);
+  }
+  if (typeof o.gpuMemGB !== 'number' || !(o.gpuMemGB >= 0) || !Number.isFinite(o.gpuMemGB))
+    throw invalidArg('--gpu-mem', 'a number of GB >= 0', o.gpuMemGB, OP);
+  if (!(o.dtype in DTYPE_BYTES))
+    throw invalidArg('--dtype', `one of ${Object.keys(DTYPE_BYTES).join(', ')}`, o.dtype, OP);
+  const m = resolveModel(o.model);
+  return m.qwen ? qwenPlan(m.qwen, o, m.name) : nativePlan(m.native!, { ...o, lora: 0 }, m.name);
+}
+
+/** `crpo bench plan` flags -> options (`--size HxW` gives the pixels per frame). */
+export function planOptionsFromFlags(argv: Record<string, unknown>): Parameters<typeof planMemory>[0] {
+  if (argv.model === undefined)
+    throw new CrpoError(
+      'ERR_CRPO_INVALID_ARG',
+      '`crpo bench plan` needs --model <folder | Qwen2.5-VL-7B | Qwen3-VL-4B | Qwen3-VL-8B | native-tiny | ' +
+        'native-small>',
+    );
+  let pixels = argv.pixels as number | undefined;
+  if (argv.size !== undefined) {
+    const mm = /^(\d+)x(\d+)$/i.exec(String(argv.size));
+    if (!mm) throw invalidArg('--size', "HxW in pixels (e.g. '448x448')", argv.size, OP);
+    if (pixels !== undefined)
+      throw new CrpoError('ERR_CRPO_INVALID_ARG', '--size and --pixels both give the pixels per frame; give one');
+    pixels = Number(mm[1]) * Number(mm[2]);
+  }
+  return {
+    model: String(argv.model),
+    gpus: argv.gpus as number | undefined,
+    gpuMemGB: argv['gpu-mem'] as number | undefined,
+    lora: argv.lora as number | undefined,
+    shardedOptim: argv['sharded-optim'] as boolean | undefined,
+    batch: argv.batch as number | undefined,
+    groupSize: argv['group-size'] as number | undefined,
+    cfGroupSize: argv['cf-group-size'] as number | undefined,
+    frames: argv.frames as number | undefined,
+    pixels,
+    promptTokens: argv['prompt-tokens'] as number | undefined,
+    maxNewTokens: argv['max-new-tokens'] as number | undefined,
+    microBatch: argv['micro-batch'] as number | undefined,
+    dtype: argv.dtype as PlanDtype | undefined,
+    checkpointing: argv.checkpointing as boolean | undefined,
+  };
+}
+
+const gib = (b: number): string => (b / GiB).toFixed(2);
+
+export function formatPlan(r: PlanResult): string {
+  const o = r.options;
+  const G = o.groupSize,
+    H = o.cfGroupSize || o.groupSize;
+  const rows = r.terms.map((t) => [
+    t.label,
+    t.phase === 'info' ? '(not in the peak)' : t.phase,
+    gib(t.bytes),
+    t.formula,
+  ]);
+  const verdict =
+    r.fits === undefined
+      ? 'no --gpu-mem given: fit not judged'
+      : `${r.fits ? 'fits' : 'does NOT fit'} in ${o.gpuMemGB} GB (${gib(o.gpuMemGB * 1e9)} GiB) per device ` +
+        `(${((r.peakBytes / (o.gpuMemGB * 1e9)) * 100).toFixed(0)}% of it)`;
+  return [
+    `crpo bench plan: ${r.model} (${r.family}), ${(r.params / 1e9).toFixed(r.params < 1e8 ? 4 : 2)} B parameters, ` +
+      `${(r.trainableParams / 1e6).toFixed(r.trainableParams < 1e6 ? 3 : 1)} M trained` +
+      `${r.family === 'qwen' ? (o.lora ? ` (LoRA r = ${o.lora} on q/k/v/o)` : ' (full fine-tuning)') : ''}; ` +
+      `${o.gpus} device(s)${o.shardedOptim ? ', optimizer state sharded' : ''}; ${o.dtype}.`,
+    `Per device: B = ${o.batch} prompts, G = ${G}, G' = ${H}, ` +
+      `${r.family === 'qwen' ? `${o.frames} frames of ${o.pixels} pixels, ` : ''}${o.promptTokens} prompt + ` +
+      `${o.maxNewTokens} completion tokens (L = ${r.seqLen})` +
+      `${r.family === 'qwen' ? `, micro-batch ${o.microBatch}` : ''}, gradient checkpointing ` +
+      `${o.checkpointing ? 'on' : 'off'}.`,
+    '',
+    '| term | when | GiB | formula |',
+    '| --- | --- | --- | --- |',
+    ...rows.map((x) => `| ${x.join(' | ')} |`),
+    `| **peak = resident + max(rollout, update)** | | **${gib(r.peakBytes)}** | ${gib(r.residentBytes)} + ` +
+      `max(${gib(r.rolloutBytes)}, ${gib(r.updateBytes)}) |`,
+    '',
+    `Verdict: ${verdict}. ${r.advice}`,
+    'Not counted: the CUDA context and allocator fragmentation (keep ~10% free), and the runtime itself on the CPU ' +
+      '(Node + libtorch, ~230 MiB).',
+  ].join('\n');
+}
