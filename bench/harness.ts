@@ -15,7 +15,8 @@ export interface Timing {
 }
 
 export function time(fn: () => void, opts: { warmup?: number; runs?: number; minTimeMs?: number } = {}): Timing {
-  const warmup = opts.warmup ?? 2, runs = Math.max(5, opts.runs ?? 7);
+  const warmup = opts.warmup ?? 2,
+    runs = Math.max(5, opts.runs ?? 7);
   for (let i = 0; i < warmup; i++) fn();
   const samples: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -27,8 +28,12 @@ export function time(fn: () => void, opts: { warmup?: number; runs?: number; min
   return { medianMs: samples[Math.floor(samples.length / 2)], minMs: samples[0], runs };
 }
 
-export async function timeAsync(fn: () => Promise<void>, opts: { warmup?: number; runs?: number } = {}): Promise<Timing> {
-  const warmup = opts.warmup ?? 2, runs = Math.max(5, opts.runs ?? 7);
+export async function timeAsync(
+  fn: () => Promise<void>,
+  opts: { warmup?: number; runs?: number } = {},
+): Promise<Timing> {
+  const warmup = opts.warmup ?? 2,
+    runs = Math.max(5, opts.runs ?? 7);
   for (let i = 0; i < warmup; i++) await fn();
   const samples: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -59,7 +64,10 @@ export function describeMachine(m: Record<string, unknown>): string {
 export function writeResults(name: string, json: unknown, markdown: string): void {
   const dir = path.resolve(__dirname, 'results');
   fs.mkdirSync(dir, { recursive: true });
-  for (const [file, text] of [[`${name}.json`, JSON.stringify(json, null, 2) + '\n'], [`${name}.md`, markdown.trim() + '\n']]) {
+  for (const [file, text] of [
+    [`${name}.json`, JSON.stringify(json, null, 2) + '\n'],
+    [`${name}.md`, markdown.trim() + '\n'],
+  ]) {
     const tmp = path.join(dir, `${file}.${process.pid}.tmp`);
     fs.writeFileSync(tmp, text);
     fs.renameSync(tmp, path.join(dir, file));

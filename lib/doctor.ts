@@ -66,7 +66,10 @@ export function doctorReport(): DoctorReport {
   }
   if (hasAddon('torch')) {
     const info = torchInfo();
-    report.torch = { ...info, libraryPath: mappedLibraries(/^libtorch_cpu\.so/)[0] ?? mappedLibraries(/^libtorch\.so/)[0] };
+    report.torch = {
+      ...info,
+      libraryPath: mappedLibraries(/^libtorch_cpu\.so/)[0] ?? mappedLibraries(/^libtorch\.so/)[0],
+    };
     report.threads.intraOp = info.intraOpThreads;
     report.threads.interOp = info.interOpThreads;
     report.blas = mappedLibraries(/blas|mkl_rt/i);
@@ -94,23 +97,37 @@ export function formatDoctor(r: DoctorReport): string {
   const lines: string[] = [];
   lines.push(`node        ${r.node} on ${r.platform}, ${r.cpus} CPUs, ${r.memoryGiB} GiB`);
   for (const a of r.addons) {
-    lines.push(a.loaded ? `addon ${a.name.padEnd(6)}loaded from ${a.path}` : `addon ${a.name.padEnd(6)}MISSING: ${a.error}`);
+    lines.push(
+      a.loaded ? `addon ${a.name.padEnd(6)}loaded from ${a.path}` : `addon ${a.name.padEnd(6)}MISSING: ${a.error}`,
+    );
   }
   if (r.torch) {
     lines.push(`libtorch    ${r.torch.torchVersion} at ${r.torch.libraryPath ?? '(path unknown)'}`);
-    lines.push(`cuda        ${r.torch.cudaAvailable ? `available, ${r.torch.cudaDeviceCount} device(s)` : 'not available'}; crpo CUDA kernels ${r.torch.cudaKernelsBuilt ? 'built' : 'not built'}`);
+    lines.push(
+      `cuda        ${r.torch.cudaAvailable ? `available, ${r.torch.cudaDeviceCount} device(s)` : 'not available'}; crpo CUDA kernels ${r.torch.cudaKernelsBuilt ? 'built' : 'not built'}`,
+    );
     const blas = r.blas.length ? r.blas.join(', ') : 'none mapped';
     const slow = r.blas.some((b) => /\/blas\/libblas/.test(b)) && !r.blas.some((b) => /openblas/.test(b));
-    lines.push(`blas        ${blas}${slow ? '  (reference BLAS: ~34x slower matmul; apt-get install libopenblas0-pthread)' : ''}`);
-    const started = Object.entries(TRAINING_MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
+    lines.push(
+      `blas        ${blas}${slow ? '  (reference BLAS: ~34x slower matmul; apt-get install libopenblas0-pthread)' : ''}`,
+    );
+    const started = Object.entries(TRAINING_MALLOC_ENV)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
     const own = Object.keys(TRAINING_MALLOC_ENV).filter((k) => process.env[k] !== undefined);
-    const relaunch = process.env.CRPO_MALLOC === 'default' ? 'no relaunch (CRPO_MALLOC=default)'
-      : own.length ? `no relaunch, the ${own.join(', ')} set here are used` : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
+    const relaunch =
+      process.env.CRPO_MALLOC === 'default'
+        ? 'no relaunch (CRPO_MALLOC=default)'
+        : own.length
+          ? `no relaunch, the ${own.join(', ')} set here are used`
+          : `${[...TRAINING_COMMANDS].join(', ')} run in a child started with ${started}`;
     lines.push(`malloc      ${r.torch.malloc ?? 'unknown (rebuild the torch addon)'}; training commands: ${relaunch}`);
     lines.push(`threads     ${formatThreads(r)}`);
   } else {
     if (r.threads.error) lines.push(`threads     ${r.threads.error}`);
-    lines.push('libtorch    not loaded (training unavailable; the core addon still serves data, routing, rewards and evaluation)');
+    lines.push(
+      'libtorch    not loaded (training unavailable; the core addon still serves data, routing, rewards and evaluation)',
+    );
   }
   return lines.join('\n');
 }

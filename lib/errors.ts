@@ -56,7 +56,8 @@ export function describe(value: unknown): string {
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
     return `${String(value)} of type ${typeof value}`;
   }
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;
+  if (ArrayBuffer.isView(value))
+    return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (typeof value === 'function') return 'a function';
   return 'an object';
@@ -64,12 +65,20 @@ export function describe(value: unknown): string {
 
 /** TypeError with the standard message: "Expected X for name but received v of type t". */
 export function invalidArg(name: string, expected: string, received: unknown, op?: string): CrpoTypeError {
-  return new CrpoTypeError('ERR_CRPO_INVALID_ARG', `Expected ${expected} for ${name} but received ${describe(received)}`, op);
+  return new CrpoTypeError(
+    'ERR_CRPO_INVALID_ARG',
+    `Expected ${expected} for ${name} but received ${describe(received)}`,
+    op,
+  );
 }
 
 /** RangeError with the standard message. */
 export function outOfRange(name: string, expected: string, received: unknown, op?: string): CrpoRangeError {
-  return new CrpoRangeError('ERR_CRPO_OUT_OF_RANGE', `Expected ${expected} for ${name} but received ${describe(received)}`, op);
+  return new CrpoRangeError(
+    'ERR_CRPO_OUT_OF_RANGE',
+    `Expected ${expected} for ${name} but received ${describe(received)}`,
+    op,
+  );
 }
 
 interface NativeErrorLike {

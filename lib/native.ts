@@ -202,18 +202,35 @@ export interface NativePeerFailure {
 
 export interface DistNativeApi {
   distInit(options: NativeDistInitOptions): Promise<number>;
-  distAllReduce(group: number, arrays: Array<Float32Array | Float64Array>, op: 'sum' | 'mean' | 'max' | 'min', bucketMb?: number): Promise<void>;
+  distAllReduce(
+    group: number,
+    arrays: Array<Float32Array | Float64Array>,
+    op: 'sum' | 'mean' | 'max' | 'min',
+    bucketMb?: number,
+  ): Promise<void>;
   distBroadcast(group: number, arrays: Array<Float32Array | Float64Array>, root: number): Promise<void>;
   distBarrier(group: number): Promise<void>;
   distAbort(group: number, message: string): void;
   distFailure(group: number): NativePeerFailure | null;
-  distInfo(group: number): { rank: number; worldSize: number; localRank: number; backend: string; device: string; commSeconds: number; commBytes: number; commCalls: number };
+  distInfo(group: number): {
+    rank: number;
+    worldSize: number;
+    localRank: number;
+    backend: string;
+    device: string;
+    commSeconds: number;
+    commBytes: number;
+    commCalls: number;
+  };
   distShutdown(group: number): Promise<void>;
   distLiveGroups(): number;
   distBackends(): string[];
   distExitNow(code: number): never;
   /** Test twin: GradReducer (overlapped with backward) vs allreduce_mean after backward on a small MLP. */
-  distReducerCheck(group: number, bucketMb: number): Promise<{ maxDiff: number; startedDuringBackward: number; buckets: number }>;
+  distReducerCheck(
+    group: number,
+    bucketMb: number,
+  ): Promise<{ maxDiff: number; startedDuringBackward: number; buckets: number }>;
 }
 
 export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
@@ -321,7 +338,11 @@ export interface QwenNativeApi {
   qwenLoad(spec: NativeQwenLoadSpec): Promise<number>;
   qwenDispose(model: number): void;
   qwenLiveModels(): number;
-  qwenForward(model: number, inputs: NativeQwenInputs, options?: { capture?: boolean; grads?: string[]; lora?: boolean; temperature?: number }): Promise<NativeQwenForwardResult>;
+  qwenForward(
+    model: number,
+    inputs: NativeQwenInputs,
+    options?: { capture?: boolean; grads?: string[]; lora?: boolean; temperature?: number },
+  ): Promise<NativeQwenForwardResult>;
   qwenMergeLora(model: number): void;
   qwenGenerate(
     model: number,
@@ -331,7 +352,10 @@ export interface QwenNativeApi {
   qwenTrainStep(model: number, inputs: NativeQwenInputs, batch: NativeQwenTrainBatch): Promise<NativeQwenTrainStats>;
   qwenSetTrainable(model: number, mode: 'lora' | 'lm' | 'all'): string[];
   qwenSetCheckpointing(model: number, enabled: boolean): void;
-  qwenAddLora(model: number, lora: { rank: number; alpha?: number; dropout?: number; targetModules: string[]; vision?: boolean; seed?: number }): string[];
+  qwenAddLora(
+    model: number,
+    lora: { rank: number; alpha?: number; dropout?: number; targetModules: string[]; vision?: boolean; seed?: number },
+  ): string[];
   qwenSetLoraEnabled(model: number, enabled: boolean): void;
   qwenParamNames(model: number, lora?: boolean): string[];
   qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
@@ -388,11 +412,27 @@ export interface PolicyNativeApi {
   policyClone(policy: number, options?: { frozen?: boolean }): Promise<number>;
   policyDispose(policy: number): boolean;
   policyLiveModels(): number;
-  policyInfo(policy: number): { parameters: number; step: number; frozen: boolean; visualTokens: number; names: string[]; shapes: number[][] };
+  policyInfo(policy: number): {
+    parameters: number;
+    step: number;
+    frozen: boolean;
+    visualTokens: number;
+    names: string[];
+    shapes: number[][];
+  };
   policyGenerate(
     policy: number,
     batch: NativePolicyBatch,
-    options: { maxNewTokens?: number; temperature?: number; topP?: number; topK?: number; greedy?: boolean; useCache?: boolean; stop?: Int32Array; seeds?: Uint32Array },
+    options: {
+      maxNewTokens?: number;
+      temperature?: number;
+      topP?: number;
+      topK?: number;
+      greedy?: boolean;
+      useCache?: boolean;
+      stop?: Int32Array;
+      seeds?: Uint32Array;
+    },
   ): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array; width: number }>;
   policyLogprobs(
     policy: number,
@@ -400,16 +440,46 @@ export interface PolicyNativeApi {
     completions: NativePolicyCompletions,
     options?: { temperature?: number; entropy?: boolean; fullSequence?: boolean },
   ): Promise<{ logprobs: Float32Array; entropy?: Float32Array }>;
-  policyTrainStep(policy: number, batch: NativePolicyBatch, completions: NativePolicyCompletions, options: Record<string, unknown>): Promise<NativePolicyStepStats>;
-  policyGetState(policy: number, which: 'weights' | 'optimizer'): Promise<{ tensors: NativePolicyTensor[]; step: number }>;
-  policySetState(policy: number, which: 'weights' | 'optimizer', tensors: NativePolicyTensor[], step?: number): Promise<void>;
+  policyTrainStep(
+    policy: number,
+    batch: NativePolicyBatch,
+    completions: NativePolicyCompletions,
+    options: Record<string, unknown>,
+  ): Promise<NativePolicyStepStats>;
+  policyGetState(
+    policy: number,
+    which: 'weights' | 'optimizer',
+  ): Promise<{ tensors: NativePolicyTensor[]; step: number }>;
+  policySetState(
+    policy: number,
+    which: 'weights' | 'optimizer',
+    tensors: NativePolicyTensor[],
+    step?: number,
+  ): Promise<void>;
   policyGetRngState(policy: number): Uint8Array;
   policySetRngState(policy: number, state: Uint8Array): void;
   policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
   policyLoss(
-    inputs: { logprobs: Float32Array; oldLogprobs?: Float32Array; refLogprobs?: Float32Array; advantages: Float32Array; mask: Float32Array; rows: number; width: number },
+    inputs: {
+      logprobs: Float32Array;
+      oldLogprobs?: Float32Array;
+      refLogprobs?: Float32Array;
+      advantages: Float32Array;
+      mask: Float32Array;
+      rows: number;
+      width: number;
+    },
     options: Record<string, unknown>,
-  ): { loss: number; pgLoss: number; klLoss: number; meanKl: number; clipFrac: number; ratioMean: number; tokens: number; grad: Float32Array };
+  ): {
+    loss: number;
+    pgLoss: number;
+    klLoss: number;
+    meanKl: number;
+    clipFrac: number;
+    ratioMean: number;
+    tokens: number;
+    grad: Float32Array;
+  };
 }
 
 export type AddonName = 'core' | 'torch';
@@ -422,7 +492,11 @@ const ROOT = path.resolve(__dirname, '..');
 
 const ADDON_FILES: Record<AddonName, { file: string; dirs: string[]; env: string }> = {
   core: { file: 'crpo_core.node', dirs: ['build/Release', 'build/Debug'], env: 'CRPO_CORE_ADDON' },
-  torch: { file: 'crpo_torch.node', dirs: ['build-torch/Release', 'build-torch/Debug', 'build-torch'], env: 'CRPO_TORCH_ADDON' },
+  torch: {
+    file: 'crpo_torch.node',
+    dirs: ['build-torch/Release', 'build-torch/Debug', 'build-torch'],
+    env: 'CRPO_TORCH_ADDON',
+  },
 };
 
 export interface AddonStatus {
@@ -602,16 +676,22 @@ export interface Ops {
 
 function makeOps(name: AddonName): Ops {
   const a = raw<OpsAddon>(name);
-  const queue = name === 'torch' ? <R>(job: () => Promise<R>) => torchQueue.run(job) : <R>(job: () => Promise<R>) => job();
+  const queue =
+    name === 'torch' ? <R>(job: () => Promise<R>) => torchQueue.run(job) : <R>(job: () => Promise<R>) => job();
   return {
     kind: name,
     videoTransform: (input, options) =>
-      queue(() => callAsync(() => a.videoTransform(input, options))).then((out) => (options.output ? options.output : rewrap(out))),
+      queue(() => callAsync(() => a.videoTransform(input, options))).then((out) =>
+        options.output ? options.output : rewrap(out),
+      ),
     videoTransformSync: (input, options) => {
       const out = callSync(() => a.videoTransformSync(input, options));
       return options.output ? options.output : rewrap(out);
     },
-    crrAdvantages: (inputs) => queue(() => callAsync(() => a.crrAdvantages(inputs))).then((r) => (inputs.out ? (inputs.out as NativeCrrOutputs) : rewrapObject(r))),
+    crrAdvantages: (inputs) =>
+      queue(() => callAsync(() => a.crrAdvantages(inputs))).then((r) =>
+        inputs.out ? (inputs.out as NativeCrrOutputs) : rewrapObject(r),
+      ),
     crrAdvantagesSync: (inputs) => {
       const r = callSync(() => a.crrAdvantagesSync(inputs));
       return inputs.out ? (inputs.out as NativeCrrOutputs) : rewrapObject(r);

@@ -10,7 +10,8 @@ export class Registry<T> {
   constructor(readonly kind: string) {}
 
   register(name: string, value: T): this {
-    if (this.entries.has(name)) throw new CrpoError('ERR_CRPO_DUPLICATE', `${this.kind} '${name}' is already registered`);
+    if (this.entries.has(name))
+      throw new CrpoError('ERR_CRPO_DUPLICATE', `${this.kind} '${name}' is already registered`);
     this.entries.set(name, value);
     return this;
   }

@@ -19,7 +19,9 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
 const force = args.includes('--force') || process.env.CRPO_BUILD_FORCE === '1';
 const jobs = String(process.env.CRPO_BUILD_JOBS || 2);
 
-function log(msg) { process.stderr.write(`[crpo build] ${msg}\n`); }
+function log(msg) {
+  process.stderr.write(`[crpo build] ${msg}\n`);
+}
 
 function run(cmd, cmdArgs, env) {
   log(`${cmd} ${cmdArgs.join(' ')}`);
@@ -43,15 +45,21 @@ function torchCandidates() {
   const found = [];
   if (process.env.LIBTORCH) found.push(process.env.LIBTORCH);
   for (const p of (process.env.CMAKE_PREFIX_PATH || '').split(':').filter(Boolean)) found.push(p);
-  found.push('/usr/lib/x86_64-linux-gnu/cmake/Torch', '/usr/lib/aarch64-linux-gnu/cmake/Torch', '/usr/share/cmake/Torch');
+  found.push(
+    '/usr/lib/x86_64-linux-gnu/cmake/Torch',
+    '/usr/lib/aarch64-linux-gnu/cmake/Torch',
+    '/usr/share/cmake/Torch',
+  );
   return found;
 }
 
 function hasTorch() {
-  return torchCandidates().some((p) =>
-    fs.existsSync(path.join(p, 'TorchConfig.cmake')) ||
-    fs.existsSync(path.join(p, 'share', 'cmake', 'Torch', 'TorchConfig.cmake')) ||
-    fs.existsSync(path.join(p, 'lib', 'cmake', 'Torch', 'TorchConfig.cmake')));
+  return torchCandidates().some(
+    (p) =>
+      fs.existsSync(path.join(p, 'TorchConfig.cmake')) ||
+      fs.existsSync(path.join(p, 'share', 'cmake', 'Torch', 'TorchConfig.cmake')) ||
+      fs.existsSync(path.join(p, 'lib', 'cmake', 'Torch', 'TorchConfig.cmake')),
+  );
 }
 
 // Newest modification time among the files an addon is built from.
@@ -97,7 +105,9 @@ function buildCore() {
   const gypArgs = ['rebuild', `-j`, jobs];
   if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
   if (!run(bin('node-gyp'), gypArgs)) {
-    log('core addon failed to build: a C++17 compiler, make and python3 are needed (apt-get install g++ make python3).');
+    log(
+      'core addon failed to build: a C++17 compiler, make and python3 are needed (apt-get install g++ make python3).',
+    );
     return false;
   }
   writeStamp('build/crpo-build.json', { ...settings, newestSource: sourcesAtStart });
@@ -106,10 +116,17 @@ function buildCore() {
 
 function buildTorch() {
   if (!hasTorch()) {
-    log('libtorch not found: torch addon skipped (training needs it). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch and run npm run build:torch');
+    log(
+      'libtorch not found: torch addon skipped (training needs it). Fix: apt-get install libtorch-dev, or set LIBTORCH=/path/to/libtorch and run npm run build:torch',
+    );
     return true;
   }
-  const settings = { node: process.versions.modules, libtorch: process.env.LIBTORCH || '', prefix: process.env.CMAKE_PREFIX_PATH || '', compiler: process.env.CXX || 'c++' };
+  const settings = {
+    node: process.versions.modules,
+    libtorch: process.env.LIBTORCH || '',
+    prefix: process.env.CMAKE_PREFIX_PATH || '',
+    compiler: process.env.CXX || 'c++',
+  };
   const sourcesAtStart = newestSource([]);
   if (upToDate('build-torch/Release/crpo_torch.node', 'build-torch/crpo-build.json', settings)) {
     log('torch addon up to date (build-torch/Release/crpo_torch.node; --force rebuilds)');
@@ -121,11 +138,18 @@ function buildTorch() {
   try {
     const { newestSource: _, ...last } = JSON.parse(fs.readFileSync(stamp, 'utf8'));
     sameSettings = !force && JSON.stringify(last) === JSON.stringify(settings);
-  } catch { /* no stamp: first build */ }
-  const ok = run(bin('cmake-js'), [sameSettings ? 'build' : 'rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'], {
-    CMAKE_BUILD_PARALLEL_LEVEL: jobs,
-  });
-  if (!ok) log('torch addon failed to build; see the cmake output above. LIBTORCH=' + (process.env.LIBTORCH || '(unset)'));
+  } catch {
+    /* no stamp: first build */
+  }
+  const ok = run(
+    bin('cmake-js'),
+    [sameSettings ? 'build' : 'rebuild', '--out', 'build-torch', '--parallel', jobs, '--log-level', 'warn'],
+    {
+      CMAKE_BUILD_PARALLEL_LEVEL: jobs,
+    },
+  );
+  if (!ok)
+    log('torch addon failed to build; see the cmake output above. LIBTORCH=' + (process.env.LIBTORCH || '(unset)'));
   else writeStamp('build-torch/crpo-build.json', { ...settings, newestSource: sourcesAtStart });
   return ok;
 }

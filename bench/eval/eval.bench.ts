@@ -26,8 +26,17 @@ function dybenchScale(): ScoredSample[] {
     const k = category === 'event_sequence' ? 2 : category === 'moving_direction' ? 4 : 3;
     const a = Math.floor(rand() * k);
     const b = (a + 1 + Math.floor(rand() * (k - 1))) % k;
-    for (const [m, ans] of [['a', a], ['b', b]] as const) {
-      out.push({ id: `${p}${m}`, pair_id: `p${p}`, category, answer: ans, prediction: rand() < 0.7 ? ans : rand() < 0.1 ? -1 : Math.floor(rand() * k) });
+    for (const [m, ans] of [
+      ['a', a],
+      ['b', b],
+    ] as const) {
+      out.push({
+        id: `${p}${m}`,
+        pair_id: `p${p}`,
+        category,
+        answer: ans,
+        prediction: rand() < 0.7 ? ans : rand() < 0.1 ? -1 : Math.floor(rand() * k),
+      });
     }
   }
   return out;
@@ -76,23 +85,51 @@ async function main(): Promise<void> {
   const [T, H, W] = [8, 224, 224];
   const frames = new Uint8Array(T * H * W * 3);
   for (let i = 0; i < frames.length; i++) frames[i] = (i * 2654435761) >>> 24; // textured: JPEG has work to do
-  const frameLoader = async (): Promise<{ frames: Uint8Array; shape: [number, number, number, 3] }> => ({ frames, shape: [T, H, W, 3] });
+  const frameLoader = async (): Promise<{ frames: Uint8Array; shape: [number, number, number, 3] }> => ({
+    frames,
+    shape: [T, H, W, 3],
+  });
   const quiet = { log: (): void => undefined, frameLoader };
   let n = 0;
   const rows: (string | number)[][] = [];
   for (const concurrency of [1, 4]) {
     const t0 = process.hrtime.bigint();
-    await runEval({ data, out: path.join(dir, `instant-${n++}`), model: {}, bootstrap: 0, concurrency }, { ...quiet, model: new InstantModel() });
+    await runEval(
+      { data, out: path.join(dir, `instant-${n++}`), model: {}, bootstrap: 0, concurrency },
+      { ...quiet, model: new InstantModel() },
+    );
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
-    rows.push(['runner only (instant in-process model)', concurrency, records.length, fmt(records.length / s, 1), fmt((1000 * s) / records.length, 2)]);
+    rows.push([
+      'runner only (instant in-process model)',
+      concurrency,
+      records.length,
+      fmt(records.length / s, 1),
+      fmt((1000 * s) / records.length, 2),
+    ]);
   }
   const server = await startMockOpenAI(() => ({ content: 'ok <answer>A</answer>' }));
   try {
     for (const concurrency of [1, 4, 8]) {
       const t0 = process.hrtime.bigint();
-      await runEval({ data, out: path.join(dir, `mock-${n++}`), kind: 'openai', model: { model: 'mock', baseURL: server.url }, bootstrap: 0, concurrency }, quiet);
+      await runEval(
+        {
+          data,
+          out: path.join(dir, `mock-${n++}`),
+          kind: 'openai',
+          model: { model: 'mock', baseURL: server.url },
+          bootstrap: 0,
+          concurrency,
+        },
+        quiet,
+      );
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
-      rows.push(['OpenAI client + JPEG + local mock server', concurrency, records.length, fmt(records.length / s, 1), fmt((1000 * s) / records.length, 2)]);
+      rows.push([
+        'OpenAI client + JPEG + local mock server',
+        concurrency,
+        records.length,
+        fmt(records.length / s, 1),
+        fmt((1000 * s) / records.length, 2),
+      ]);
     }
   } finally {
     await server.close();
@@ -106,11 +143,32 @@ async function main(): Promise<void> {
     '',
     `Pair bootstrap at DyBench scale (1,507 pairs, 3,014 samples, 5 rows: all, dynamic, 3 categories), median of 5 runs:`,
     '',
-    table(['implementation', 'resamples', 'median ms', 'ms per resample', 'speed-up'], [
-      ['rebuild each resample + computeMetrics (slow twin)', iters, fmt(slow.medianMs, 1), fmt(slow.medianMs / iters, 3), '1.0'],
-      ['aggregated pair counts (bootstrapIntervals)', iters, fmt(fast.medianMs, 1), fmt(fast.medianMs / iters, 3), fmt(slow.medianMs / fast.medianMs, 1)],
-      ['aggregated pair counts (bootstrapIntervals), default', 1000, fmt(full.medianMs, 1), fmt(full.medianMs / 1000, 3), '-'],
-    ]),
+    table(
+      ['implementation', 'resamples', 'median ms', 'ms per resample', 'speed-up'],
+      [
+        [
+          'rebuild each resample + computeMetrics (slow twin)',
+          iters,
+          fmt(slow.medianMs, 1),
+          fmt(slow.medianMs / iters, 3),
+          '1.0',
+        ],
+        [
+          'aggregated pair counts (bootstrapIntervals)',
+          iters,
+          fmt(fast.medianMs, 1),
+          fmt(fast.medianMs / iters, 3),
+          fmt(slow.medianMs / fast.medianMs, 1),
+        ],
+        [
+          'aggregated pair counts (bootstrapIntervals), default',
+          1000,
+          fmt(full.medianMs, 1),
+          fmt(full.medianMs / 1000, 3),
+          '-',
+        ],
+      ],
+    ),
     '',
     `Runner throughput on ${records.length} samples, 8 frames of 224x224 each (one run each; includes loading the data, fsynced appends and writing the outputs):`,
     '',
@@ -118,7 +176,11 @@ async function main(): Promise<void> {
     '',
     'A served model adds its own latency; with `--concurrency c` the run takes about samples x latency / c.',
   ].join('\n');
-  writeResults('eval', { machine: m, bootstrap: { iterations: iters, slow, fast, full1000: full }, throughput: rows }, md);
+  writeResults(
+    'eval',
+    { machine: m, bootstrap: { iterations: iters, slow, fast, full1000: full }, throughput: rows },
+    md,
+  );
 }
 
 main().catch((err) => {

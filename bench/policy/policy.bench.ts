@@ -21,18 +21,37 @@ async function main(): Promise<void> {
     const frames = new Uint8Array(n * clip);
     for (let i = 0; i < n; i++) frames.set(items[i].frames, i * clip);
     return {
-      frames, numVideos: n, groupSize: group,
-      prompts: Array.from({ length: n }, (_, i) => ({ video: i, text: prompts[i], transform: transform && i % 2 ? ('hflip' as const) : ('none' as const) })),
+      frames,
+      numVideos: n,
+      groupSize: group,
+      prompts: Array.from({ length: n }, (_, i) => ({
+        video: i,
+        text: prompts[i],
+        transform: transform && i % 2 ? ('hflip' as const) : ('none' as const),
+      })),
     };
   };
   const rows: (string | number)[][] = [];
-  const json: Record<string, unknown> = { machine: machine(), torch: torchInfo().torchVersion, threads: torchInfo().intraOpThreads, parameters: policy.info().parameters };
+  const json: Record<string, unknown> = {
+    machine: machine(),
+    torch: torchInfo().torchVersion,
+    threads: torchInfo().intraOpThreads,
+    parameters: policy.info().parameters,
+  };
 
   // SFT step: batch 32 clips, teacher-forced <answer>X</answer><eos>.
   const sftIn = inputsFor(32, 1);
   const targets = items.slice(0, 32).map((it) => `<answer>${'ABCDE'[it.record.answer]}</answer>`);
-  const sft = await timeAsync(async () => void (await policy.sftStep(sftIn, targets, { lr: 1e-4 })), { warmup: 2, runs: 7 });
-  rows.push(['SFT step (fwd+bwd+AdamW), 32 clips', fmt(sft.medianMs, 1), `${fmt((32 * 1000) / sft.medianMs, 1)} samples/s`, '-']);
+  const sft = await timeAsync(async () => void (await policy.sftStep(sftIn, targets, { lr: 1e-4 })), {
+    warmup: 2,
+    runs: 7,
+  });
+  rows.push([
+    'SFT step (fwd+bwd+AdamW), 32 clips',
+    fmt(sft.medianMs, 1),
+    `${fmt((32 * 1000) / sft.medianMs, 1)} samples/s`,
+    '-',
+  ]);
 
   // RL: 8 prompts (half hflip on the device) x G = 8 = 64 sequences of 16 new tokens.
   const rlIn = inputsFor(8, 8, true);
@@ -41,24 +60,61 @@ async function main(): Promise<void> {
   const lpT = await timeAsync(async () => void (await policy.logprobs(rlIn, g)), { warmup: 2, runs: 7 });
   const adv = Float32Array.from({ length: 64 }, (_, i) => (i % 3) - 1);
   const old = (await policy.logprobs(rlIn, g)).logprobs;
-  const rl = await timeAsync(async () => void (await policy.trainStep(rlIn, { ...g, advantages: adv, oldLogprobs: old, refLogprobs: old }, { lr: 1e-6 })), { warmup: 2, runs: 7 });
-  rows.push(['log-probs (forward), 64 seqs x 16 tokens', fmt(lpT.medianMs, 1), `${fmt((64 * 1000) / lpT.medianMs, 1)} samples/s`, '-']);
-  rows.push(['RL train step (fwd+bwd+AdamW), 64 seqs x 16 tokens', fmt(rl.medianMs, 1), `${fmt((64 * 1000) / rl.medianMs, 1)} samples/s`, '-']);
+  const rl = await timeAsync(
+    async () =>
+      void (await policy.trainStep(rlIn, { ...g, advantages: adv, oldLogprobs: old, refLogprobs: old }, { lr: 1e-6 })),
+    { warmup: 2, runs: 7 },
+  );
+  rows.push([
+    'log-probs (forward), 64 seqs x 16 tokens',
+    fmt(lpT.medianMs, 1),
+    `${fmt((64 * 1000) / lpT.medianMs, 1)} samples/s`,
+    '-',
+  ]);
+  rows.push([
+    'RL train step (fwd+bwd+AdamW), 64 seqs x 16 tokens',
+    fmt(rl.medianMs, 1),
+    `${fmt((64 * 1000) / rl.medianMs, 1)} samples/s`,
+    '-',
+  ]);
 
   const genTokens = 64 * maxNew;
-  const uncached = await timeAsync(async () => void (await policy.generate(rlIn, { maxNewTokens: maxNew, stop: [], useCache: false })), { warmup: 1, runs: 5 });
-  const cached = await timeAsync(async () => void (await policy.generate(rlIn, { maxNewTokens: maxNew, stop: [] })), { warmup: 2, runs: 7 });
-  rows.push(['generate, uncached (slow twin), 64 seqs x 16 tokens', fmt(uncached.medianMs, 1), `${fmt((genTokens * 1000) / uncached.medianMs, 0)} tokens/s`, '1.0']);
-  rows.push(['generate, KV cache, 64 seqs x 16 tokens', fmt(cached.medianMs, 1), `${fmt((genTokens * 1000) / cached.medianMs, 0)} tokens/s`, fmt(uncached.medianMs / cached.medianMs, 2)]);
+  const uncached = await timeAsync(
+    async () => void (await policy.generate(rlIn, { maxNewTokens: maxNew, stop: [], useCache: false })),
+    { warmup: 1, runs: 5 },
+  );
+  const cached = await timeAsync(async () => void (await policy.generate(rlIn, { maxNewTokens: maxNew, stop: [] })), {
+    warmup: 2,
+    runs: 7,
+  });
+  rows.push([
+    'generate, uncached (slow twin), 64 seqs x 16 tokens',
+    fmt(uncached.medianMs, 1),
+    `${fmt((genTokens * 1000) / uncached.medianMs, 0)} tokens/s`,
+    '1.0',
+  ]);
+  rows.push([
+    'generate, KV cache, 64 seqs x 16 tokens',
+    fmt(cached.medianMs, 1),
+    `${fmt((genTokens * 1000) / cached.medianMs, 0)} tokens/s`,
+    fmt(uncached.medianMs / cached.medianMs, 2),
+  ]);
   const rssMiB = process.resourceUsage().maxRSS / 1024;
   const load = os.loadavg()[0];
   policy.dispose();
 
   Object.assign(json, {
-    sftStepMs: sft.medianMs, sftSamplesPerS: (32 * 1000) / sft.medianMs,
-    logprobsMs: lpT.medianMs, rlStepMs: rl.medianMs, rlSamplesPerS: (64 * 1000) / rl.medianMs,
-    generateCachedMs: cached.medianMs, generateUncachedMs: uncached.medianMs,
-    generateTokensPerS: (genTokens * 1000) / cached.medianMs, cacheSpeedup: uncached.medianMs / cached.medianMs, peakRssMiB: rssMiB, loadAverage1m: load,
+    sftStepMs: sft.medianMs,
+    sftSamplesPerS: (32 * 1000) / sft.medianMs,
+    logprobsMs: lpT.medianMs,
+    rlStepMs: rl.medianMs,
+    rlSamplesPerS: (64 * 1000) / rl.medianMs,
+    generateCachedMs: cached.medianMs,
+    generateUncachedMs: uncached.medianMs,
+    generateTokensPerS: (genTokens * 1000) / cached.medianMs,
+    cacheSpeedup: uncached.medianMs / cached.medianMs,
+    peakRssMiB: rssMiB,
+    loadAverage1m: load,
   });
   const md = [
     '### Native policy, tiny preset (`bench/policy`)',

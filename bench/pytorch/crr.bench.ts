@@ -12,15 +12,28 @@ import { allocCrrOutputs, packCrrGroups, type CrrGroup } from '../../lib/reward'
 import { describeMachine, fmt, machine, table, time, writeResults } from '../harness';
 
 const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
-const B = 1024, G = 8, RUNS = 51;
+const B = 1024,
+  G = 8,
+  RUNS = 51;
 
 function inputs() {
   let s = 777;
-  const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rand = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
   const groups: CrrGroup[] = [];
   for (let b = 0; b < B; b++) {
-    const roll = () => Array.from({ length: G }, () => ({ answer: rand() < 0.05 ? -1 : Math.floor(rand() * 5), format: rand() < 0.9 ? 1 : 0 }));
-    groups.push({ truth: Math.floor(rand() * 4), relation: rand() < 0.6 ? 'change' : 'same', cfLabel: rand() < 0.2 ? Math.floor(rand() * 4) : -1, numOptions: 5, orig: roll(), cf: roll() });
+    const roll = () =>
+      Array.from({ length: G }, () => ({
+        answer: rand() < 0.05 ? -1 : Math.floor(rand() * 5),
+        format: rand() < 0.9 ? 1 : 0,
+      }));
+    groups.push({
+      truth: Math.floor(rand() * 4),
+      relation: rand() < 0.6 ? 'change' : 'same',
+      cfLabel: rand() < 0.2 ? Math.floor(rand() * 4) : -1,
+      numOptions: 5,
+      orig: roll(),
+      cf: roll(),
+    });
   }
   return packCrrGroups(groups);
 }
@@ -51,16 +64,28 @@ function targetLine(results: readonly { addon: string; outputs: string; speedup:
 function main(): void {
   const probe = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
   if (probe.status !== 0) {
-    writeResults('pytorch-crr', { skipped: true }, `### Fused CRR kernel vs PyTorch eager (\`bench/pytorch\`)\n\nSkipped: ${PYTHON} cannot import torch (apt-get install python3-torch).`);
+    writeResults(
+      'pytorch-crr',
+      { skipped: true },
+      `### Fused CRR kernel vs PyTorch eager (\`bench/pytorch\`)\n\nSkipped: ${PYTHON} cannot import torch (apt-get install python3-torch).`,
+    );
     return;
   }
   const inp = inputs();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-'));
-  for (const [k, v] of Object.entries(inp)) if (ArrayBuffer.isView(v)) fs.writeFileSync(path.join(dir, `${k}.bin`), Buffer.from(v.buffer, v.byteOffset, v.byteLength));
-  const py = spawnSync(PYTHON, [path.join(__dirname, 'crr_reference.py'), dir, String(B), String(G), String(G), String(RUNS)], { encoding: 'utf8' });
+  for (const [k, v] of Object.entries(inp))
+    if (ArrayBuffer.isView(v))
+      fs.writeFileSync(path.join(dir, `${k}.bin`), Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+  const py = spawnSync(
+    PYTHON,
+    [path.join(__dirname, 'crr_reference.py'), dir, String(B), String(G), String(G), String(RUNS)],
+    { encoding: 'utf8' },
+  );
   if (py.status !== 0) throw new Error(`PyTorch reference failed: ${py.stderr}`);
   const torchResult = JSON.parse(py.stdout.trim().split('\n').pop()!);
-  const rows: (string | number)[][] = [[`PyTorch ${torchResult.torch} eager (Python, 1 thread)`, fmt(torchResult.medianMs, 3), '1.0', '-', '-']];
+  const rows: (string | number)[][] = [
+    [`PyTorch ${torchResult.torch} eager (Python, 1 thread)`, fmt(torchResult.medianMs, 3), '1.0', '-', '-'],
+  ];
   const results: unknown[] = [];
   for (const addon of (['core', 'torch'] as AddonName[]).filter(hasAddon)) {
     const out = ops(addon).crrAdvantagesSync(inp);
@@ -76,10 +101,26 @@ function main(): void {
     const outBuf = allocCrrOutputs(B, G, G);
     const into = { ...inp, out: outBuf };
     const tInto = timeWithFaults(() => ops(addon).crrAdvantagesSync(into));
-    for (const [label, tt] of [['allocating outputs', t], ['into reused outputs', tInto]] as const) {
+    for (const [label, tt] of [
+      ['allocating outputs', t],
+      ['into reused outputs', tInto],
+    ] as const) {
       const speedup = torchResult.medianMs / tt.medianMs;
-      results.push({ addon, outputs: label, medianMs: tt.medianMs, speedup, maxAbsDiff: maxDiff, pageFaultsPerCall: tt.faultsPerCall });
-      rows.push([`fused kernel (${addon} addon, from Node, ${label})`, fmt(tt.medianMs, 3), fmt(speedup, 1), maxDiff.toExponential(1), fmt(tt.faultsPerCall, 1)]);
+      results.push({
+        addon,
+        outputs: label,
+        medianMs: tt.medianMs,
+        speedup,
+        maxAbsDiff: maxDiff,
+        pageFaultsPerCall: tt.faultsPerCall,
+      });
+      rows.push([
+        `fused kernel (${addon} addon, from Node, ${label})`,
+        fmt(tt.medianMs, 3),
+        fmt(speedup, 1),
+        maxDiff.toExponential(1),
+        fmt(tt.faultsPerCall, 1),
+      ]);
     }
   }
   fs.rmSync(dir, { recursive: true, force: true });

@@ -47,21 +47,41 @@ async function main(): Promise<void> {
     const L = inputs.inputIds[0].length;
     const fwd = await timeAsync(async () => void (await m.forward(inputs)));
     m.addLora({ rank: 8, alpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
-    const batch = { completionMask: Int32Array.from({ length: L }, (_, i) => (i >= L - 8 ? 1 : 0)), advantages: Float32Array.of(1), lr: 1e-4 };
+    const batch = {
+      completionMask: Int32Array.from({ length: L }, (_, i) => (i >= L - 8 ? 1 : 0)),
+      advantages: Float32Array.of(1),
+      lr: 1e-4,
+    };
     const step = await timeAsync(async () => void (await m.trainStep(inputs, batch)));
     m.setGradientCheckpointing(true);
     const stepCk = await timeAsync(async () => void (await m.trainStep(inputs, batch)));
     m.setGradientCheckpointing(false);
     const n = 16;
     const cached = await timeAsync(async () => void (await m.generate(inputs, { maxNewTokens: n, eosTokenId: -1 })));
-    const plain = await timeAsync(async () => void (await m.generate(inputs, { maxNewTokens: n, eosTokenId: -1, useCache: false })));
+    const plain = await timeAsync(
+      async () => void (await m.generate(inputs, { maxNewTokens: n, eosTokenId: -1, useCache: false })),
+    );
     m.dispose();
     const r = {
-      loadMs, forwardMs: fwd.medianMs, trainStepMs: step.medianMs, trainStepCheckpointedMs: stepCk.medianMs,
-      generateCachedTokPerS: (n / cached.medianMs) * 1000, generateUncachedTokPerS: (n / plain.medianMs) * 1000,
+      loadMs,
+      forwardMs: fwd.medianMs,
+      trainStepMs: step.medianMs,
+      trainStepCheckpointedMs: stepCk.medianMs,
+      generateCachedTokPerS: (n / cached.medianMs) * 1000,
+      generateUncachedTokPerS: (n / plain.medianMs) * 1000,
     };
     json[name] = r;
-    rows.push([name, L, loadMs, fmt(fwd.medianMs), fmt(step.medianMs), fmt(stepCk.medianMs), fmt(r.generateCachedTokPerS, 0), fmt(r.generateUncachedTokPerS, 0), fmt(r.generateCachedTokPerS / r.generateUncachedTokPerS)]);
+    rows.push([
+      name,
+      L,
+      loadMs,
+      fmt(fwd.medianMs),
+      fmt(step.medianMs),
+      fmt(stepCk.medianMs),
+      fmt(r.generateCachedTokPerS, 0),
+      fmt(r.generateUncachedTokPerS, 0),
+      fmt(r.generateCachedTokPerS / r.generateUncachedTokPerS),
+    ]);
   }
   const rssPeak = process.resourceUsage().maxRSS / 1024;
   json.rss = { atStartMiB: rssStart, peakMiB: rssPeak };
@@ -73,7 +93,20 @@ async function main(): Promise<void> {
     `Machine: ${describeMachine(json.machine as Record<string, unknown>)}. Sequence = the image+video golden case (batch 1);`,
     'train step = LoRA r=8 on q/k/v/o, GRPO loss, AdamW; generation = 16 greedy tokens. Medians of >= 5 runs after warm-up.',
     '',
-    table(['model', 'L', 'load ms', 'forward ms', 'train step ms', 'train step (checkpointed) ms', 'gen tok/s (KV cache)', 'gen tok/s (no cache)', 'cache speed-up'], rows),
+    table(
+      [
+        'model',
+        'L',
+        'load ms',
+        'forward ms',
+        'train step ms',
+        'train step (checkpointed) ms',
+        'gen tok/s (KV cache)',
+        'gen tok/s (no cache)',
+        'cache speed-up',
+      ],
+      rows,
+    ),
     '',
     `Peak RSS of the process: ${fmt(rssPeak, 0)} MiB (${fmt(rssStart, 0)} MiB with libtorch loaded, before the models; at this size the runtime dominates).`,
   ].join('\n');

@@ -15,42 +15,96 @@ import { describeMachine, fmt, machine, table, time, timeAsync, writeResults } f
 
 const N = 10_000;
 const root = path.resolve(__dirname, '..', '..');
-const labelled = [...loadLabelled(path.join(root, 'data/router/labelled-dev.jsonl')), ...loadLabelled(path.join(root, 'data/router/labelled-heldout.jsonl'))];
+const labelled = [
+  ...loadLabelled(path.join(root, 'data/router/labelled-dev.jsonl')),
+  ...loadLabelled(path.join(root, 'data/router/labelled-heldout.jsonl')),
+];
 const NOUNS = ['person', 'man', 'woman', 'child', 'robot', 'chef', 'player', 'worker', 'dog', 'cat'];
 const questions = Array.from({ length: N }, (_, i) => {
   const l = labelled[i % labelled.length];
   const v = Math.floor(i / labelled.length);
-  const q = l.question.replace(/\b(person|man|woman|boy|girl|dog|cat|car)\b/, NOUNS[v % NOUNS.length]) + (v >= NOUNS.length ? ` (clip ${v})` : '');
+  const q =
+    l.question.replace(/\b(person|man|woman|boy|girl|dog|cat|car)\b/, NOUNS[v % NOUNS.length]) +
+    (v >= NOUNS.length ? ` (clip ${v})` : '');
   return { question: q, options: l.options };
 });
 
 async function main(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-router-'));
   const input = path.join(tmp, 'in.jsonl');
-  fs.writeFileSync(input, questions.map((q, i) => JSON.stringify({ id: `b${i}`, pair_id: `p${i >> 1}`, video: `clips/${i}.mp4`, question: q.question, options: q.options, answer: 0, category: 'other', transform: 'none', source: 'bench' })).join('\n') + '\n');
+  fs.writeFileSync(
+    input,
+    questions
+      .map((q, i) =>
+        JSON.stringify({
+          id: `b${i}`,
+          pair_id: `p${i >> 1}`,
+          video: `clips/${i}.mp4`,
+          question: q.question,
+          options: q.options,
+          answer: 0,
+          category: 'other',
+          transform: 'none',
+          source: 'bench',
+        }),
+      )
+      .join('\n') + '\n',
+  );
 
   let sink = 0;
-  const sync = time(() => {
-    for (const q of questions) sink += routeRecord(q, { seed: 0 }).transform.length;
-  }, { warmup: 1, runs: 5 });
-  const batch = await timeAsync(async () => {
-    sink += (await routeRecords(questions, { backend: 'rules', seed: 0 })).routes.length;
-  }, { warmup: 1, runs: 5 });
-  const load = await timeAsync(async () => {
-    sink += (await loadRecords(input, { requirePairs: false, resolvePaths: false })).records.length;
-  }, { warmup: 1, runs: 5 });
-  const file = await timeAsync(async () => {
-    sink += (await routeFile(input, path.join(tmp, 'out.jsonl'), { backend: 'rules', seed: 0 })).stats.records;
-  }, { warmup: 1, runs: 5 });
+  const sync = time(
+    () => {
+      for (const q of questions) sink += routeRecord(q, { seed: 0 }).transform.length;
+    },
+    { warmup: 1, runs: 5 },
+  );
+  const batch = await timeAsync(
+    async () => {
+      sink += (await routeRecords(questions, { backend: 'rules', seed: 0 })).routes.length;
+    },
+    { warmup: 1, runs: 5 },
+  );
+  const load = await timeAsync(
+    async () => {
+      sink += (await loadRecords(input, { requirePairs: false, resolvePaths: false })).records.length;
+    },
+    { warmup: 1, runs: 5 },
+  );
+  const file = await timeAsync(
+    async () => {
+      sink += (await routeFile(input, path.join(tmp, 'out.jsonl'), { backend: 'rules', seed: 0 })).stats.records;
+    },
+    { warmup: 1, runs: 5 },
+  );
   fs.rmSync(tmp, { recursive: true, force: true });
   if (sink === 0) throw new Error('nothing routed');
 
   const m = machine();
   const rows = [
-    ['routeRecord (sync, rules), 10,000 questions', fmt(sync.medianMs, 1), fmt((N / sync.medianMs) * 1000, 0), fmt(sync.medianMs / load.medianMs, 2)],
-    ['routeRecords (async batch, rules)', fmt(batch.medianMs, 1), fmt((N / batch.medianMs) * 1000, 0), fmt(batch.medianMs / load.medianMs, 2)],
-    ['reference: strict DyBench load of the 10,000-record file', fmt(load.medianMs, 1), fmt((N / load.medianMs) * 1000, 0), '1.00'],
-    ['`crpo route` file path: load + route + atomic write', fmt(file.medianMs, 1), fmt((N / file.medianMs) * 1000, 0), fmt(file.medianMs / load.medianMs, 2)],
+    [
+      'routeRecord (sync, rules), 10,000 questions',
+      fmt(sync.medianMs, 1),
+      fmt((N / sync.medianMs) * 1000, 0),
+      fmt(sync.medianMs / load.medianMs, 2),
+    ],
+    [
+      'routeRecords (async batch, rules)',
+      fmt(batch.medianMs, 1),
+      fmt((N / batch.medianMs) * 1000, 0),
+      fmt(batch.medianMs / load.medianMs, 2),
+    ],
+    [
+      'reference: strict DyBench load of the 10,000-record file',
+      fmt(load.medianMs, 1),
+      fmt((N / load.medianMs) * 1000, 0),
+      '1.00',
+    ],
+    [
+      '`crpo route` file path: load + route + atomic write',
+      fmt(file.medianMs, 1),
+      fmt((N / file.medianMs) * 1000, 0),
+      fmt(file.medianMs / load.medianMs, 2),
+    ],
   ];
   const md = [
     '### Task Router (`bench/router`)',

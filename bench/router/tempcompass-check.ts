@@ -23,10 +23,16 @@ const showErrors = process.argv.includes('--errors');
 const partArg = process.argv.indexOf('--part');
 const part = partArg > 0 ? process.argv[partArg + 1] : 'all';
 if (!['dev', 'heldout', 'all'].includes(part)) throw new Error(`--part must be dev, heldout or all, got ${part}`);
-const inPart = (vid: string): boolean => part === 'all' || (fnv1a(vid.replace(/_reverse$/, '')) % 2 === 0) === (part === 'dev');
+const inPart = (vid: string): boolean =>
+  part === 'all' || (fnv1a(vid.replace(/_reverse$/, '')) % 2 === 0) === (part === 'dev');
 type Item = { question: string; answer: string };
 const data = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, Item[]>>;
-const EXPECTED: Record<string, RouteType> = { action: 'static', order: 'temporal', attribute_change: 'temporal', direction: 'spatiotemporal' };
+const EXPECTED: Record<string, RouteType> = {
+  action: 'static',
+  order: 'temporal',
+  attribute_change: 'temporal',
+  direction: 'spatiotemporal',
+};
 
 // Option lines of the three TempCompass formats: "A. x" (multi-choice), "Option 1: x" /
 // "Sentence A: x" / "Caption A: x" (caption matching); yes/no questions get options yes, no.
@@ -35,7 +41,10 @@ const OPTION_LINE = /^(?:[A-Z]\.|Option \d+:|Sentence [A-Z]:|Caption [A-Z]:)\s*/
 function split(q: string, answer = ''): { question: string; options: string[] } {
   const lines = q.split('\n').filter((l) => !/^Please answer/i.test(l));
   const options = lines.filter((l) => OPTION_LINE.test(l)).map((l) => l.replace(OPTION_LINE, ''));
-  const question = lines.filter((l) => !OPTION_LINE.test(l)).join(' ').trim();
+  const question = lines
+    .filter((l) => !OPTION_LINE.test(l))
+    .join(' ')
+    .trim();
   if (options.length === 0 && /^(yes|no)\b/i.test(answer)) return { question, options: ['yes', 'no'] };
   return { question, options };
 }
@@ -68,7 +77,10 @@ for (const [vid, dims] of Object.entries(data)) {
         if (r.type === EXPECTED[dim]) bin.ok++;
       }
       if (EXPECTED[dim] && r.type === EXPECTED[dim]) s.ok++;
-      else if (EXPECTED[dim] && showErrors) errors.push(`${dim}: expected ${EXPECTED[dim]}, got ${r.type} (${r.rationale}): ${question} | ${options.join(' | ')}`);
+      else if (EXPECTED[dim] && showErrors)
+        errors.push(
+          `${dim}: expected ${EXPECTED[dim]}, got ${r.type} (${r.rationale}): ${question} | ${options.join(' | ')}`,
+        );
       // TempCompass's reversed clip: same question (options may be reordered), different answer text.
       const twin = reversed.find((x) => split(x.question, x.answer).question === question);
       if (twin && answerText(twin.answer) !== answerText(it.answer)) {
@@ -85,15 +97,23 @@ const pct = (a: number, b: number): string => (b ? `${((100 * a) / b).toFixed(1)
 let tn = 0;
 let tok = 0;
 for (const [dim, s] of Object.entries(perDim)) {
-  const dist = Object.entries(s.got).map(([k, v]) => `${k} ${v}`).join(', ');
+  const dist = Object.entries(s.got)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   if (EXPECTED[dim]) {
     tn += s.n;
     tok += s.ok;
-    process.stdout.write(`${dim.padEnd(17)} expected ${EXPECTED[dim].padEnd(15)} ${pct(s.ok, s.n).padStart(6)} (${s.ok}/${s.n})   routed: ${dist}\n`);
+    process.stdout.write(
+      `${dim.padEnd(17)} expected ${EXPECTED[dim].padEnd(15)} ${pct(s.ok, s.n).padStart(6)} (${s.ok}/${s.n})   routed: ${dist}\n`,
+    );
   } else process.stdout.write(`${dim.padEnd(17)} (no single type)                   routed: ${dist}\n`);
 }
 process.stdout.write(`part: ${part}\n`);
 process.stdout.write(`type agreement over action/order/attribute_change/direction: ${pct(tok, tn)} (${tok}/${tn})\n`);
-process.stdout.write(`questions whose answer TempCompass changes by reversing the clip: ${validity.n}; routed to reverse ${pct(validity.reverse + validity.hflipReverse, validity.n)}, to hflip only ${pct(validity.hflipOnly, validity.n)} (not verifiable here), to static ${pct(validity.static, validity.n)} (wrong)\n`);
-process.stdout.write(`confidence >= 0.7: ${confident.n} questions, agreement ${pct(confident.ok, confident.n)}; below: ${unsure.n}, agreement ${pct(unsure.ok, unsure.n)}\n`);
+process.stdout.write(
+  `questions whose answer TempCompass changes by reversing the clip: ${validity.n}; routed to reverse ${pct(validity.reverse + validity.hflipReverse, validity.n)}, to hflip only ${pct(validity.hflipOnly, validity.n)} (not verifiable here), to static ${pct(validity.static, validity.n)} (wrong)\n`,
+);
+process.stdout.write(
+  `confidence >= 0.7: ${confident.n} questions, agreement ${pct(confident.ok, confident.n)}; below: ${unsure.n}, agreement ${pct(unsure.ok, unsure.n)}\n`,
+);
 if (showErrors) process.stdout.write(errors.join('\n') + '\n');

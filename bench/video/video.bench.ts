@@ -11,13 +11,34 @@ import * as path from 'path';
 import { VideoReader, decodeVideoFile, probeVideo, uniformIndices, writeFrameDir } from '../../lib/video';
 import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
 
-const S = 224, T = 64, N = 8, CLIPS = 8;
+const S = 224,
+  T = 64,
+  N = 8,
+  CLIPS = 8;
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-video-'));
   try {
     const mp4 = path.join(dir, 'clip.mp4');
-    execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `testsrc2=size=${S}x${S}:rate=16:duration=${T / 16}`, '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p', '-movflags', '+faststart', mp4]);
+    execFileSync('ffmpeg', [
+      '-v',
+      'error',
+      '-f',
+      'lavfi',
+      '-i',
+      `testsrc2=size=${S}x${S}:rate=16:duration=${T / 16}`,
+      '-c:v',
+      'libx264',
+      '-preset',
+      'veryfast',
+      '-crf',
+      '20',
+      '-pix_fmt',
+      'yuv420p',
+      '-movflags',
+      '+faststart',
+      mp4,
+    ]);
     const mp4s = Array.from({ length: CLIPS }, (_, i) => {
       const f = path.join(dir, `clip${i}.mp4`);
       fs.copyFileSync(mp4, f);
@@ -46,21 +67,40 @@ async function main(): Promise<void> {
     const probe = await probeVideo(mp4);
     const idx = uniformIndices(probe.frames, N);
 
-    let t = await timeAsync(() => new Promise<void>((resolve, reject) => execFile('ffmpeg', ['-version'], (err) => (err ? reject(err) : resolve()))));
+    let t = await timeAsync(
+      () =>
+        new Promise<void>((resolve, reject) =>
+          execFile('ffmpeg', ['-version'], (err) => (err ? reject(err) : resolve())),
+        ),
+    );
     const spawnMs = t.medianMs;
     add('process start: `ffmpeg -version`', t.medianMs, 0, 'the floor of any ffmpeg call');
     t = await timeAsync(async () => void (await probeVideo(mp4, undefined, 'ffprobe')));
     const ffprobeMs = t.medianMs;
     add('mp4 probe: ffprobe (packet count)', t.medianMs, 0, 'the twin; used for non-MP4 files');
     t = await timeAsync(async () => void (await probeVideo(mp4)), { runs: 20 });
-    add('mp4 probe: MP4 header read in-process', t.medianMs, 0, `${fmt(ffprobeMs / t.medianMs, 0)}x faster than ffprobe`);
-    t = await timeAsync(async () => void (await decodeVideoFile(mp4, { indices: idx, width: S, height: S, method: 'all' })));
+    add(
+      'mp4 probe: MP4 header read in-process',
+      t.medianMs,
+      0,
+      `${fmt(ffprobeMs / t.medianMs, 0)}x faster than ffprobe`,
+    );
+    t = await timeAsync(
+      async () => void (await decodeVideoFile(mp4, { indices: idx, width: S, height: S, method: 'all' })),
+    );
     const allMs = t.medianMs;
     add("mp4: decode twin 'all' (64 frames piped, 8 kept)", t.medianMs, N, 'reference, no probe');
-    t = await timeAsync(async () => void (await decodeVideoFile(mp4, { indices: idx, width: S, height: S, method: 'select' })));
+    t = await timeAsync(
+      async () => void (await decodeVideoFile(mp4, { indices: idx, width: S, height: S, method: 'select' })),
+    );
     add("mp4: decode 'select' (8 frames piped)", t.medianMs, N, `${fmt(allMs / t.medianMs)}x the twin, no probe`);
     t = await timeAsync(async () => void (await cold.read(mp4, { frames: N })));
-    add('mp4: VideoReader.read, 1 clip at a time', t.medianMs, N, `probe + select decode; ${fmt(t.medianMs / spawnMs, 1)}x a bare process start`);
+    add(
+      'mp4: VideoReader.read, 1 clip at a time',
+      t.medianMs,
+      N,
+      `probe + select decode; ${fmt(t.medianMs / spawnMs, 1)}x a bare process start`,
+    );
     const par = new VideoReader({ cacheBytes: 0, concurrency: 2 });
     t = await timeAsync(async () => void (await Promise.all(mp4s.map((f) => par.read(f, { frames: N })))), { runs: 5 });
     add(`mp4: VideoReader.read, ${CLIPS} clips, concurrency 2`, t.medianMs / CLIPS, N, 'per clip');
@@ -69,7 +109,9 @@ async function main(): Promise<void> {
 
     t = await timeAsync(async () => void (await cold.read(pngDir, { frames: N })));
     add('PNG folder: VideoReader.read, 1 clip at a time', t.medianMs, N, 'sharp, 4 images in flight');
-    t = await timeAsync(async () => void (await Promise.all(pngDirs.map((d) => par.read(d, { frames: N })))), { runs: 5 });
+    t = await timeAsync(async () => void (await Promise.all(pngDirs.map((d) => par.read(d, { frames: N })))), {
+      runs: 5,
+    });
     add(`PNG folder: ${CLIPS} clips, concurrency 2`, t.medianMs / CLIPS, N, 'per clip');
     t = await timeAsync(async () => void (await cold.read(jpgDir, { frames: N })));
     add('JPEG folder: VideoReader.read, 1 clip at a time', t.medianMs, N, 'quality 92');
@@ -89,7 +131,7 @@ async function main(): Promise<void> {
       '',
       table(['case', 'median ms', 'frames/s', 'note'], rows),
       '',
-      'An mp4 read is one ffmpeg process (the MP4 header is read in-process; other containers add an ffprobe process); its start-up is a large part of the time for a short clip, so reading several clips at once (the reader\'s concurrency) helps. Frame folders need no process. The machine was shared with other jobs while this ran (see the load average): compare rows of the same run, not absolute times across runs. Reproduce: `npm run bench -- video`.',
+      "An mp4 read is one ffmpeg process (the MP4 header is read in-process; other containers add an ffprobe process); its start-up is a large part of the time for a short clip, so reading several clips at once (the reader's concurrency) helps. Frame folders need no process. The machine was shared with other jobs while this ran (see the load average): compare rows of the same run, not absolute times across runs. Reproduce: `npm run bench -- video`.",
     ].join('\n');
     writeResults('video', { machine: m, clip: { size: S, frames: T, sampled: N }, results }, md);
   } finally {

@@ -11,7 +11,16 @@ import type { AdvantageNorm } from '../native';
 import { crrAdvantages, grpoAdvantages } from '../reward';
 import { arrowAdvantages, tgrpoAdvantages } from '../reward/baselines';
 
-export { policyLoss, tokenLoss, DEFAULT_LOSS, LOSS_AGGREGATIONS, type LossAggregation, type LossSettings, type LossSequence, type LossResult } from './loss';
+export {
+  policyLoss,
+  tokenLoss,
+  DEFAULT_LOSS,
+  LOSS_AGGREGATIONS,
+  type LossAggregation,
+  type LossSettings,
+  type LossSequence,
+  type LossResult,
+} from './loss';
 
 /** Which frames the second branch sees. */
 export type SecondBranch = 'none' | 'counterfactual' | 'shuffled' | 'reversed';
@@ -91,60 +100,126 @@ const std = (a: ArrayLike<number>): number => {
   return Math.sqrt(s / (a.length - 1));
 };
 
-function pack(groups: readonly ScoredGroupInput[], key: 'origAnswers' | 'secondAnswers' | 'origFormat' | 'secondFormat', per: number, f32 = false): Int32Array | Float32Array {
+function pack(
+  groups: readonly ScoredGroupInput[],
+  key: 'origAnswers' | 'secondAnswers' | 'origFormat' | 'secondFormat',
+  per: number,
+  f32 = false,
+): Int32Array | Float32Array {
   const out = f32 ? new Float32Array(groups.length * per) : new Int32Array(groups.length * per);
   groups.forEach((g, b) => {
-    if (g[key].length !== per) throw new RangeError(`${key} of group ${b} has ${g[key].length} entries, expected ${per}`);
-    g[key].forEach((v, i) => { out[b * per + i] = v; });
+    if (g[key].length !== per)
+      throw new RangeError(`${key} of group ${b} has ${g[key].length} entries, expected ${per}`);
+    g[key].forEach((v, i) => {
+      out[b * per + i] = v;
+    });
   });
   return out;
 }
 
 const resolveCf = (s: AlgoSettings): number => (s.cfGroupSize > 0 ? s.cfGroupSize : s.groupSize);
-const nullFor = (s: AlgoSettings, crpoFamily: boolean): boolean => (s.nullOption === 'auto' ? crpoFamily : s.nullOption);
+const nullFor = (s: AlgoSettings, crpoFamily: boolean): boolean =>
+  s.nullOption === 'auto' ? crpoFamily : s.nullOption;
 
 function grpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, G: number): Scores {
   const out = grpoAdvantages({
-    groups: groups.length, groupSize: G, answers: pack(groups, 'origAnswers', G) as Int32Array,
-    truth: Int32Array.from(groups, (g) => g.truth), numOptions: Int32Array.from(groups, (g) => g.numOptions),
-    format: pack(groups, 'origFormat', G, true) as Float32Array, wAccuracy: s.weights.accuracy, wFormat: s.weights.format, norm: s.norm, eps: s.eps,
+    groups: groups.length,
+    groupSize: G,
+    answers: pack(groups, 'origAnswers', G) as Int32Array,
+    truth: Int32Array.from(groups, (g) => g.truth),
+    numOptions: Int32Array.from(groups, (g) => g.numOptions),
+    format: pack(groups, 'origFormat', G, true) as Float32Array,
+    wAccuracy: s.weights.accuracy,
+    wFormat: s.weights.format,
+    norm: s.norm,
+    eps: s.eps,
   });
   return {
-    origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(0), secondAdvantage: new Float32Array(0), flat: out.flat,
-    components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': groups.length ? mean(pack(groups, 'origFormat', G, true)) : 0 },
+    origReward: out.reward,
+    origAdvantage: out.advantage,
+    secondReward: new Float32Array(0),
+    secondAdvantage: new Float32Array(0),
+    flat: out.flat,
+    components: {
+      'orig/reward': mean(out.reward),
+      'orig/reward_std': std(out.reward),
+      'orig/correct': mean(out.correct),
+      'orig/format': groups.length ? mean(pack(groups, 'origFormat', G, true)) : 0,
+    },
   };
 }
 
 ALGORITHMS.register('grpo', {
   name: 'grpo',
   describe: 'GRPO: correctness + format on the original video only',
-  plan: (s) => ({ origSamples: s.groupSize, secondSamples: 0, second: 'none', trainSecond: false, nullOption: nullFor(s, false) }),
+  plan: (s) => ({
+    origSamples: s.groupSize,
+    secondSamples: 0,
+    second: 'none',
+    trainSecond: false,
+    nullOption: nullFor(s, false),
+  }),
   score: (groups, s) => grpoScore(groups, s, s.groupSize),
 });
 
 ALGORITHMS.register('grpo-2g', {
   name: 'grpo-2g',
   describe: 'GRPO with 2G rollouts on the original video (compute-matched control)',
-  plan: (s) => ({ origSamples: 2 * s.groupSize, secondSamples: 0, second: 'none', trainSecond: false, nullOption: nullFor(s, false) }),
+  plan: (s) => ({
+    origSamples: 2 * s.groupSize,
+    secondSamples: 0,
+    second: 'none',
+    trainSecond: false,
+    nullOption: nullFor(s, false),
+  }),
   score: (groups, s) => grpoScore(groups, s, 2 * s.groupSize),
 });
 
 ALGORITHMS.register('t-grpo', {
   name: 't-grpo',
-  describe: 'T-GRPO (Video-R1): G/2 extra rollouts on shuffled frames, scored only; +bonus to correct ordered rollouts when p >= mu*q',
-  plan: (s) => ({ origSamples: s.groupSize, secondSamples: Math.max(1, Math.floor(s.groupSize / 2)), second: 'shuffled', trainSecond: false, nullOption: nullFor(s, false) }),
+  describe:
+    'T-GRPO (Video-R1): G/2 extra rollouts on shuffled frames, scored only; +bonus to correct ordered rollouts when p >= mu*q',
+  plan: (s) => ({
+    origSamples: s.groupSize,
+    secondSamples: Math.max(1, Math.floor(s.groupSize / 2)),
+    second: 'shuffled',
+    trainSecond: false,
+    nullOption: nullFor(s, false),
+  }),
   score: (groups, s) => {
-    const G = s.groupSize, S = Math.max(1, Math.floor(G / 2));
+    const G = s.groupSize,
+      S = Math.max(1, Math.floor(G / 2));
     const out = tgrpoAdvantages({
-      groups: groups.length, groupSize: G, shuffledSize: S,
-      answers: pack(groups, 'origAnswers', G) as Int32Array, shuffledAnswers: pack(groups, 'secondAnswers', S) as Int32Array,
-      truth: Int32Array.from(groups, (g) => g.truth), numOptions: Int32Array.from(groups, (g) => g.numOptions),
+      groups: groups.length,
+      groupSize: G,
+      shuffledSize: S,
+      answers: pack(groups, 'origAnswers', G) as Int32Array,
+      shuffledAnswers: pack(groups, 'secondAnswers', S) as Int32Array,
+      truth: Int32Array.from(groups, (g) => g.truth),
+      numOptions: Int32Array.from(groups, (g) => g.numOptions),
       format: pack(groups, 'origFormat', G, true) as Float32Array,
-      wAccuracy: s.weights.accuracy, wFormat: s.weights.format, bonus: s.tgrpo.bonus, mu: s.tgrpo.mu, norm: s.norm, eps: s.eps,
+      wAccuracy: s.weights.accuracy,
+      wFormat: s.weights.format,
+      bonus: s.tgrpo.bonus,
+      mu: s.tgrpo.mu,
+      norm: s.norm,
+      eps: s.eps,
     });
     return {
-      origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(groups.length * S), secondAdvantage: new Float32Array(groups.length * S), flat: out.flat,
-      components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': mean(pack(groups, 'origFormat', G, true)), 'shuffled/correct': mean(out.pShuffled), 'shuffled/format': mean(pack(groups, 'secondFormat', S, true)), 'tgrpo/bonus_on': mean(out.bonusOn) },
+      origReward: out.reward,
+      origAdvantage: out.advantage,
+      secondReward: new Float32Array(groups.length * S),
+      secondAdvantage: new Float32Array(groups.length * S),
+      flat: out.flat,
+      components: {
+        'orig/reward': mean(out.reward),
+        'orig/reward_std': std(out.reward),
+        'orig/correct': mean(out.correct),
+        'orig/format': mean(pack(groups, 'origFormat', G, true)),
+        'shuffled/correct': mean(out.pShuffled),
+        'shuffled/format': mean(pack(groups, 'secondFormat', S, true)),
+        'tgrpo/bonus_on': mean(out.bonusOn),
+      },
     };
   },
 });
@@ -152,47 +227,97 @@ ALGORITHMS.register('t-grpo', {
 ALGORITHMS.register('arrowrl', {
   name: 'arrowrl',
   describe: "ArrowRL: G' rollouts on the reversed video, scored only; reward answers that differ from them",
-  plan: (s) => ({ origSamples: s.groupSize, secondSamples: resolveCf(s), second: 'reversed', trainSecond: false, nullOption: nullFor(s, false) }),
+  plan: (s) => ({
+    origSamples: s.groupSize,
+    secondSamples: resolveCf(s),
+    second: 'reversed',
+    trainSecond: false,
+    nullOption: nullFor(s, false),
+  }),
   score: (groups, s) => {
-    const G = s.groupSize, H = resolveCf(s);
+    const G = s.groupSize,
+      H = resolveCf(s);
     const out = arrowAdvantages({
-      groups: groups.length, groupSize: G, reverseSize: H,
-      answers: pack(groups, 'origAnswers', G) as Int32Array, reverseAnswers: pack(groups, 'secondAnswers', H) as Int32Array,
-      truth: Int32Array.from(groups, (g) => g.truth), numOptions: Int32Array.from(groups, (g) => g.numOptions),
+      groups: groups.length,
+      groupSize: G,
+      reverseSize: H,
+      answers: pack(groups, 'origAnswers', G) as Int32Array,
+      reverseAnswers: pack(groups, 'secondAnswers', H) as Int32Array,
+      truth: Int32Array.from(groups, (g) => g.truth),
+      numOptions: Int32Array.from(groups, (g) => g.numOptions),
       format: pack(groups, 'origFormat', G, true) as Float32Array,
-      wAccuracy: s.weights.accuracy, wFormat: s.weights.format, wReverse: s.arrow.wReverse, norm: s.norm, eps: s.eps,
+      wAccuracy: s.weights.accuracy,
+      wFormat: s.weights.format,
+      wReverse: s.arrow.wReverse,
+      norm: s.norm,
+      eps: s.eps,
     });
     return {
-      origReward: out.reward, origAdvantage: out.advantage, secondReward: new Float32Array(groups.length * H), secondAdvantage: new Float32Array(groups.length * H), flat: out.flat,
-      components: { 'orig/reward': mean(out.reward), 'orig/reward_std': std(out.reward), 'orig/correct': mean(out.correct), 'orig/format': mean(pack(groups, 'origFormat', G, true)), 'reversed/format': mean(pack(groups, 'secondFormat', H, true)), 'arrow/differ': mean(out.differ) },
+      origReward: out.reward,
+      origAdvantage: out.advantage,
+      secondReward: new Float32Array(groups.length * H),
+      secondAdvantage: new Float32Array(groups.length * H),
+      flat: out.flat,
+      components: {
+        'orig/reward': mean(out.reward),
+        'orig/reward_std': std(out.reward),
+        'orig/correct': mean(out.correct),
+        'orig/format': mean(pack(groups, 'origFormat', G, true)),
+        'reversed/format': mean(pack(groups, 'secondFormat', H, true)),
+        'arrow/differ': mean(out.differ),
+      },
     };
   },
 });
 
 function crpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, trainSecond: boolean): Scores {
-  const G = s.groupSize, H = resolveCf(s);
-  const origFormat = pack(groups, 'origFormat', G, true) as Float32Array, cfFormat = pack(groups, 'secondFormat', H, true) as Float32Array;
+  const G = s.groupSize,
+    H = resolveCf(s);
+  const origFormat = pack(groups, 'origFormat', G, true) as Float32Array,
+    cfFormat = pack(groups, 'secondFormat', H, true) as Float32Array;
   const out = crrAdvantages({
-    groups: groups.length, origSize: G, cfSize: H,
-    origAnswers: pack(groups, 'origAnswers', G) as Int32Array, cfAnswers: pack(groups, 'secondAnswers', H) as Int32Array,
-    truth: Int32Array.from(groups, (g) => g.truth), relation: Int32Array.from(groups, (g) => (g.relation === 'change' ? 1 : 0)),
-    cfLabel: Int32Array.from(groups, (g) => g.cfLabel ?? -1), numOptions: Int32Array.from(groups, (g) => g.numOptions),
-    origFormat, cfFormat, weights: s.weights, norm: s.norm, eps: s.eps,
+    groups: groups.length,
+    origSize: G,
+    cfSize: H,
+    origAnswers: pack(groups, 'origAnswers', G) as Int32Array,
+    cfAnswers: pack(groups, 'secondAnswers', H) as Int32Array,
+    truth: Int32Array.from(groups, (g) => g.truth),
+    relation: Int32Array.from(groups, (g) => (g.relation === 'change' ? 1 : 0)),
+    cfLabel: Int32Array.from(groups, (g) => g.cfLabel ?? -1),
+    numOptions: Int32Array.from(groups, (g) => g.numOptions),
+    origFormat,
+    cfFormat,
+    weights: s.weights,
+    norm: s.norm,
+    eps: s.eps,
   });
   // A group carries no signal when every trained reward is equal: both branches flat (dual) or the original one.
   const flat = Uint8Array.from(out.origFlat, (f, b) => (trainSecond ? (f && out.cfFlat[b] ? 1 : 0) : f));
   // CRR terms per branch: correct_i * p_c (orig) and expected_j * p_o (cf).
-  let crrO = 0, crrC = 0;
+  let crrO = 0,
+    crrC = 0;
   const B = groups.length;
   for (let b = 0; b < B; b++) {
     for (let i = 0; i < G; i++) crrO += out.correct[b * G + i] * out.pCf[b];
     for (let j = 0; j < H; j++) crrC += out.expected[b * H + j] * out.pOrig[b];
   }
   return {
-    origReward: out.origReward, origAdvantage: out.origAdvantage, secondReward: out.cfReward, secondAdvantage: out.cfAdvantage, flat,
+    origReward: out.origReward,
+    origAdvantage: out.origAdvantage,
+    secondReward: out.cfReward,
+    secondAdvantage: out.cfAdvantage,
+    flat,
     components: {
-      'orig/reward': mean(out.origReward), 'orig/reward_std': std(out.origReward), 'orig/correct': mean(out.correct), 'orig/format': mean(origFormat), 'orig/crr': B ? crrO / (B * G) : 0,
-      'cf/reward': mean(out.cfReward), 'cf/reward_std': std(out.cfReward), 'cf/behave': mean(out.expected), 'cf/format': mean(cfFormat), 'cf/crr': B ? crrC / (B * H) : 0,
+      'orig/reward': mean(out.origReward),
+      'orig/reward_std': std(out.origReward),
+      'orig/correct': mean(out.correct),
+      'orig/format': mean(origFormat),
+      'orig/crr': B ? crrO / (B * G) : 0,
+      'cf/reward': mean(out.cfReward),
+      'cf/reward_std': std(out.cfReward),
+      'cf/behave': mean(out.expected),
+      'cf/format': mean(cfFormat),
+      'cf/crr': B ? crrC / (B * H) : 0,
       crr: B ? mean(Float32Array.from(out.pOrig, (p, b) => p * out.pCf[b])) : 0,
     },
   };
@@ -201,14 +326,26 @@ function crpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, trainSe
 ALGORITHMS.register('crpo', {
   name: 'crpo',
   describe: 'CRPO: dual-branch rollouts (original + counterfactual), CRR rewards, both branches trained',
-  plan: (s) => ({ origSamples: s.groupSize, secondSamples: resolveCf(s), second: 'counterfactual', trainSecond: true, nullOption: nullFor(s, true) }),
+  plan: (s) => ({
+    origSamples: s.groupSize,
+    secondSamples: resolveCf(s),
+    second: 'counterfactual',
+    trainSecond: true,
+    nullOption: nullFor(s, true),
+  }),
   score: (groups, s) => crpoScore(groups, s, true),
 });
 
 ALGORITHMS.register('crpo-no-dual', {
   name: 'crpo-no-dual',
   describe: 'CRPO without the dual-branch gradient: the counterfactual branch is scored, not trained',
-  plan: (s) => ({ origSamples: s.groupSize, secondSamples: resolveCf(s), second: 'counterfactual', trainSecond: false, nullOption: nullFor(s, true) }),
+  plan: (s) => ({
+    origSamples: s.groupSize,
+    secondSamples: resolveCf(s),
+    second: 'counterfactual',
+    trainSecond: false,
+    nullOption: nullFor(s, true),
+  }),
   score: (groups, s) => crpoScore(groups, s, false),
 });
 

@@ -24,7 +24,13 @@ export interface LossSettings {
   maxNewTokens: number;
 }
 
-export const DEFAULT_LOSS: LossSettings = { clipLow: 0.2, clipHigh: 0.2, beta: 0.04, aggregation: 'seq-mean-token-mean', maxNewTokens: 1 };
+export const DEFAULT_LOSS: LossSettings = {
+  clipLow: 0.2,
+  clipHigh: 0.2,
+  beta: 0.04,
+  aggregation: 'seq-mean-token-mean',
+  maxNewTokens: 1,
+};
 
 /** One trained sequence: its completion tokens' log-probs now, at rollout time and under the reference. */
 export interface LossSequence {
@@ -45,10 +51,17 @@ export interface TokenLoss {
 }
 
 /** The loss of one token and its derivative with respect to logp. */
-export function tokenLoss(logp: number, oldLogp: number, refLogp: number | undefined, advantage: number, s: LossSettings): TokenLoss {
+export function tokenLoss(
+  logp: number,
+  oldLogp: number,
+  refLogp: number | undefined,
+  advantage: number,
+  s: LossSettings,
+): TokenLoss {
   const ratio = Math.exp(logp - oldLogp);
   const clamped = Math.min(Math.max(ratio, 1 - s.clipLow), 1 + s.clipHigh);
-  const unclippedLoss = -ratio * advantage, clippedLoss = -clamped * advantage;
+  const unclippedLoss = -ratio * advantage,
+    clippedLoss = -clamped * advantage;
   // max(-r*A, -clamp(r)*A): the clamped branch wins only when it is strictly larger; inside the
   // clip range both are equal and the gradient flows through ratio.
   const clipped = clippedLoss > unclippedLoss;
@@ -82,16 +95,21 @@ export interface LossResult {
 /** Aggregated loss and per-token gradients of a batch of sequences. */
 export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): LossResult {
   const totalTokens = seqs.reduce((a, q) => a + q.logp.length, 0);
-  let loss = 0, pg = 0, kl = 0, clippedCount = 0;
+  let loss = 0,
+    pg = 0,
+    kl = 0,
+    clippedCount = 0;
   const grads: number[][] = [];
   const nSeq = seqs.length;
   for (const q of seqs) {
     const T = q.logp.length;
     // Weight of each token of this sequence in the aggregate.
     const w =
-      s.aggregation === 'token-mean' ? 1 / Math.max(1, totalTokens)
-      : s.aggregation === 'seq-mean-token-mean' ? 1 / (Math.max(1, nSeq) * Math.max(1, T))
-      : 1 / (Math.max(1, nSeq) * s.maxNewTokens);
+      s.aggregation === 'token-mean'
+        ? 1 / Math.max(1, totalTokens)
+        : s.aggregation === 'seq-mean-token-mean'
+          ? 1 / (Math.max(1, nSeq) * Math.max(1, T))
+          : 1 / (Math.max(1, nSeq) * s.maxNewTokens);
     const g: number[] = [];
     for (let t = 0; t < T; t++) {
       const tl = tokenLoss(q.logp[t], q.oldLogp[t], q.refLogp?.[t], q.advantage, s);

@@ -34,8 +34,11 @@ export const THREAD_ENV = { OMP_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREA
  * environment; scripts/run-bench.js starts every bench with the training settings of lib/cli/relaunch.ts).
  */
 export function allocatorNote(): string {
-  const vars = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_'].filter((k) => process.env[k] !== undefined);
-  if (!vars.length) return "both on glibc's default malloc settings, under which both sides map and first-touch their activations again at every call (page faults; measured here, the twin's times moved 2-3x between sessions with unchanged code)";
+  const vars = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_'].filter(
+    (k) => process.env[k] !== undefined,
+  );
+  if (!vars.length)
+    return "both on glibc's default malloc settings, under which both sides map and first-touch their activations again at every call (page faults; measured here, the twin's times moved 2-3x between sessions with unchanged code)";
   return `both with the glibc malloc settings crpo gives training processes (${vars.map((k) => `${k}=${process.env[k]}`).join(', ')}; lib/cli/relaunch.ts), which keep freed memory in the process`;
 }
 
@@ -43,7 +46,6 @@ export function allocatorNote(): string {
 export function applyThreadEnv(): void {
   Object.assign(process.env, THREAD_ENV);
 }
-
 
 /** A word-level vocabulary of about 512 pieces (the tiny preset's vocabulary is data-dependent). */
 export function benchTokenizer(): Tokenizer {
@@ -67,13 +69,15 @@ export function hasPolicy(): boolean {
 
 export function pythonTorch(): string | null {
   const probe = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
-  return probe.status === 0 ? null : `${PYTHON} cannot import torch and numpy (apt-get install python3-torch, or set CRPO_PYTHON)`;
+  return probe.status === 0
+    ? null
+    : `${PYTHON} cannot import torch and numpy (apt-get install python3-torch, or set CRPO_PYTHON)`;
 }
 
 /** A small deterministic generator (LCG) for inputs. */
 export function lcg(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32;
 }
 
 /**
@@ -89,17 +93,26 @@ export function makeInputs(p: Policy, questions: number, group: number, dual: bo
   for (let q = 0; q < questions; q++) {
     const len = 20 + Math.floor(rand() * 17);
     const ids = Array.from({ length: len }, () => 6 + Math.floor(rand() * (V - 6)));
-    for (const transform of dual ? (['none', q % 2 ? 'reverse' : 'hflip'] as const) : (['none'] as const)) prompts.push({ video: q, ids, transform });
+    for (const transform of dual ? (['none', q % 2 ? 'reverse' : 'hflip'] as const) : (['none'] as const))
+      prompts.push({ video: q, ids, transform });
   }
   return { frames, numVideos: questions, prompts, groupSize: group };
 }
 
 /** Writes config, weights and the batch exactly as the native call receives it, for the twin, into a fresh temporary folder. */
-export async function handOver(p: Policy, inputs: PolicyInputs, run: Record<string, unknown>, comp?: RlCompletions): Promise<string> {
+export async function handOver(
+  p: Policy,
+  inputs: PolicyInputs,
+  run: Record<string, unknown>,
+  comp?: RlCompletions,
+): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-policy-bench-'));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...p.config, channels: 3, padId: 0, run }));
   const w = await p.getWeights();
-  writeSafetensors(path.join(dir, 'weights.safetensors'), w.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+  writeSafetensors(
+    path.join(dir, 'weights.safetensors'),
+    w.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: t.data })),
+  );
   const b = p.batch(inputs, 'bench');
   const ids: number[][] = [];
   let at = 0;
@@ -107,11 +120,18 @@ export async function handOver(p: Policy, inputs: PolicyInputs, run: Record<stri
     ids.push(Array.from(b.promptIds.subarray(at, at + n)));
     at += n;
   }
-  const bj: Record<string, unknown> = { numVideos: b.numVideos, video: Array.from(b.promptVideo), ops: b.promptTransform, ids, group: b.groupSize };
+  const bj: Record<string, unknown> = {
+    numVideos: b.numVideos,
+    video: Array.from(b.promptVideo),
+    ops: b.promptTransform,
+    ids,
+    group: b.groupSize,
+  };
   fs.writeFileSync(path.join(dir, 'frames.bin'), b.frames);
   if (comp) {
     bj.width = comp.width;
-    const bin = (name: string, a: Int32Array | Float32Array) => fs.writeFileSync(path.join(dir, name), Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    const bin = (name: string, a: Int32Array | Float32Array) =>
+      fs.writeFileSync(path.join(dir, name), Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     bin('comp_ids.bin', comp.ids);
     bin('comp_lengths.bin', comp.lengths);
     if (comp.oldLogprobs && comp.refLogprobs) {
@@ -152,7 +172,9 @@ export class TwinServer {
         else this.lines.push(line);
       }
     });
-    this.proc.stderr.on('data', (c: Buffer) => { this.stderr += c.toString(); });
+    this.proc.stderr.on('data', (c: Buffer) => {
+      this.stderr += c.toString();
+    });
     this.proc.on('exit', (code) => {
       this.exited = code ?? -1;
       for (const w of this.waiting.splice(0)) w('');
@@ -167,7 +189,15 @@ export class TwinServer {
     const l = this.lines.shift();
     if (l !== undefined) return Promise.resolve(parse(l));
     if (this.exited !== null) return Promise.resolve(parse(''));
-    return new Promise((resolve, reject) => this.waiting.push((line) => { try { resolve(parse(line)); } catch (e) { reject(e); } }));
+    return new Promise((resolve, reject) =>
+      this.waiting.push((line) => {
+        try {
+          resolve(parse(line));
+        } catch (e) {
+          reject(e);
+        }
+      }),
+    );
   }
 
   /** The check results (first line). */
@@ -207,14 +237,22 @@ export interface PairedTiming {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Warm-up, then `runs` back-to-back pairs (PyTorch iteration, native iteration) at `threads`. */
-export async function pairedTiming(twin: TwinServer, nativeRun: () => Promise<unknown>, threads: number, warmup: number, runs: number): Promise<PairedTiming> {
+export async function pairedTiming(
+  twin: TwinServer,
+  nativeRun: () => Promise<unknown>,
+  threads: number,
+  warmup: number,
+  runs: number,
+): Promise<PairedTiming> {
   setTorchThreads(threads);
   await twin.threads(threads);
   for (let i = 0; i < warmup; i++) {
     await twin.run();
     await nativeRun();
   }
-  const py: number[] = [], nat: number[] = [], ratio: number[] = [];
+  const py: number[] = [],
+    nat: number[] = [],
+    ratio: number[] = [];
   for (let i = 0; i < Math.max(5, runs); i++) {
     const p = await twin.run();
     const t0 = process.hrtime.bigint();
@@ -226,8 +264,14 @@ export async function pairedTiming(twin: TwinServer, nativeRun: () => Promise<un
   }
   const spread = (xs: number[]): number => (Math.max(...xs) - Math.min(...xs)) / median(xs);
   return {
-    threads, pytorchMs: median(py), nativeMs: median(nat), speedup: median(py) / median(nat), pairedSpeedup: median(ratio),
-    nativeSpread: spread(nat), pytorchSpread: spread(py), runs: py.length,
+    threads,
+    pytorchMs: median(py),
+    nativeMs: median(nat),
+    speedup: median(py) / median(nat),
+    pairedSpeedup: median(ratio),
+    nativeSpread: spread(nat),
+    pytorchSpread: spread(py),
+    runs: py.length,
   };
 }
 

@@ -51,18 +51,25 @@ export function reportError(err: unknown, verbose = process.env.CRPO_VERBOSE ===
     return 1;
   }
   if (e && typeof e.code === 'string' && PATH_ERRORS[e.code] && typeof e.path === 'string') {
-    process.stderr.write(`crpo: ${e.path}: ${PATH_ERRORS[e.code]} (${e.syscall ?? 'fs'} ${e.code}); check the ` +
-      `path${verbose && e.stack ? `\n${e.stack}` : ''}\n`);
+    process.stderr.write(
+      `crpo: ${e.path}: ${PATH_ERRORS[e.code]} (${e.syscall ?? 'fs'} ${e.code}); check the ` +
+        `path${verbose && e.stack ? `\n${e.stack}` : ''}\n`,
+    );
     return 1;
   }
   const logPath = path.join(os.tmpdir(), `crpo-error-${process.pid}-${Date.now()}.log`);
   try {
-    fs.writeFileSync(logPath, `${new Date().toISOString()} crpo ${process.argv.slice(2).join(' ')}\n${e?.stack ?? String(err)}\n`);
+    fs.writeFileSync(
+      logPath,
+      `${new Date().toISOString()} crpo ${process.argv.slice(2).join(' ')}\n${e?.stack ?? String(err)}\n`,
+    );
   } catch {
     /* the message below is still printed */
   }
-  process.stderr.write(`crpo: unexpected error${e?.code ? ` (${e.code})` : ''}: ${e?.message ?? String(err)}\n  ` +
-    `stack written to ${logPath}\n${verbose && e?.stack ? `${e.stack}\n` : ''}`);
+  process.stderr.write(
+    `crpo: unexpected error${e?.code ? ` (${e.code})` : ''}: ${e?.message ?? String(err)}\n  ` +
+      `stack written to ${logPath}\n${verbose && e?.stack ? `${e.stack}\n` : ''}`,
+  );
   return 2;
 }
 
@@ -72,12 +79,24 @@ export function reportError(err: unknown, verbose = process.env.CRPO_VERBOSE ===
  */
 function checkNumbers(argv: Record<string, unknown>): void {
   for (const [k, v] of Object.entries(argv)) {
-    if (!k.includes('_') && !/[A-Z]/.test(k) && Array.isArray(v) && v.length > 1 && v.every((x) => typeof x === 'number')) {
+    if (
+      !k.includes('_') &&
+      !/[A-Z]/.test(k) &&
+      Array.isArray(v) &&
+      v.length > 1 &&
+      v.every((x) => typeof x === 'number')
+    ) {
       throw new UsageError(`--${k} given ${v.length} times (${v.join(', ')}); give it once`);
     }
   }
   const bad = Object.entries(argv)
-    .filter(([k, v]) => !k.includes('_') && !/[A-Z]/.test(k) && ((typeof v === 'number' && Number.isNaN(v)) || (Array.isArray(v) && v.some((x) => typeof x === 'number' && Number.isNaN(x)))))
+    .filter(
+      ([k, v]) =>
+        !k.includes('_') &&
+        !/[A-Z]/.test(k) &&
+        ((typeof v === 'number' && Number.isNaN(v)) ||
+          (Array.isArray(v) && v.some((x) => typeof x === 'number' && Number.isNaN(x)))),
+    )
     .map(([k]) => `--${k}`);
   if (bad.length) throw new UsageError(`${bad.join(', ')}: expected a number`);
 }
@@ -88,7 +107,12 @@ function checkNumbers(argv: Record<string, unknown>): void {
  */
 function flagHint(args: readonly string[], msg: string): string {
   const i = args.indexOf('--frames');
-  if (args[0] === 'synth' && i >= 0 && /^\d+$/.test(args[i + 1] ?? '') && msg.includes(`Unknown argument: ${args[i + 1]}`)) {
+  if (
+    args[0] === 'synth' &&
+    i >= 0 &&
+    /^\d+$/.test(args[i + 1] ?? '') &&
+    msg.includes(`Unknown argument: ${args[i + 1]}`)
+  ) {
     return `; in crpo synth, --frames is the switch for writing frame folders: the frame count is --num-frames ${args[i + 1]}`;
   }
   return '';
@@ -102,8 +126,11 @@ export async function run(args: string[]): Promise<number> {
   // Nested commands (crpo dybench ...) report through process.exitCode; read it, then restore it.
   const prior = process.exitCode;
   process.exitCode = undefined;
-  let y = yargs(rest).scriptName('crpo').strict().exitProcess(false).demandCommand(1, 'Name a command; `crpo ' +
-    '--help` lists them.');
+  let y = yargs(rest)
+    .scriptName('crpo')
+    .strict()
+    .exitProcess(false)
+    .demandCommand(1, 'Name a command; `crpo ' + '--help` lists them.');
   for (const c of COMMANDS) {
     y = y.command(
       c.command,

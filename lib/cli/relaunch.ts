@@ -31,7 +31,11 @@ const PARENT_PID = 'CRPO_RELAUNCH_PARENT_PID';
 const PARENT_POLL_MS = 500;
 
 /** Whether `crpo <args>` should run in a child process with TRAINING_MALLOC_ENV. */
-export function needsMallocRelaunch(args: readonly string[], env: NodeJS.ProcessEnv = process.env, platform: string = process.platform): boolean {
+export function needsMallocRelaunch(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  platform: string = process.platform,
+): boolean {
   if (platform !== 'linux' || env.CRPO_MALLOC === 'default' || env[RELAUNCHED]) return false;
   if (Object.keys(TRAINING_MALLOC_ENV).some((k) => env[k] !== undefined)) return false;
   const command = args.find((a) => !a.startsWith('-'));
@@ -82,7 +86,10 @@ const timer = setInterval(() => {
 export function relaunchWithTrainingMalloc(script: string, args: readonly string[]): boolean {
   followParent();
   if (!needsMallocRelaunch(args)) return false;
-  const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: 'inherit', env: relaunchEnv() });
+  const child = spawn(process.execPath, [...process.execArgv, script, ...args], {
+    stdio: 'inherit',
+    env: relaunchEnv(),
+  });
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   // A signal sent to this process alone is passed on; a terminal's Ctrl-C reaches the child
   // directly too, so it may arrive twice (the trainer's and the ranks' handlers act once).
@@ -91,7 +98,9 @@ export function relaunchWithTrainingMalloc(script: string, args: readonly string
   };
   for (const sig of signals) process.on(sig, pass);
   child.on('error', (err) => {
-    process.stderr.write(`crpo: could not start the training process (${err.message}); CRPO_MALLOC=default runs it in this process\n`);
+    process.stderr.write(
+      `crpo: could not start the training process (${err.message}); CRPO_MALLOC=default runs it in this process\n`,
+    );
     process.exit(2);
   });
   child.on('exit', (code, signal) => {

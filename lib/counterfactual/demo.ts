@@ -22,7 +22,8 @@ export function renderDemoClip(T = 8, H = 64, W = 64): Uint8Array {
     };
     const size = Math.max(4, Math.round(H / 6));
     const x0 = Math.round(((W - size) * t) / Math.max(1, T - 1));
-    for (let y = Math.round(H / 3); y < Math.round(H / 3) + size; y++) for (let x = x0; x < x0 + size; x++) set(y, x, [220, 40, 40]);
+    for (let y = Math.round(H / 3); y < Math.round(H / 3) + size; y++)
+      for (let x = x0; x < x0 + size; x++) set(y, x, [220, 40, 40]);
     const bar = Math.round(((W - 8) * (t + 1)) / T);
     for (let y = H - 10; y < H - 4; y++) for (let x = 4; x < 4 + bar; x++) set(y, x, [40, 70, 220]);
     for (let y = 2; y < 8; y++) for (let x = 2; x < 8; x++) set(y, x, [40, 170, 60]);
@@ -36,13 +37,19 @@ export interface DemoResult {
   checks: { addon: AddonName; transform: string; matchesReference: boolean }[];
 }
 
-export async function runCounterfactualDemo(outDir: string, log: (s: string) => void = () => undefined): Promise<DemoResult> {
-  const T = 8, H = 64, W = 64;
+export async function runCounterfactualDemo(
+  outDir: string,
+  log: (s: string) => void = () => undefined,
+): Promise<DemoResult> {
+  const T = 8,
+    H = 64,
+    W = 64;
   const clip = renderDemoClip(T, H, W);
   const shape = [1, T, H, W, 3];
   fs.mkdirSync(outDir, { recursive: true });
   const addons: AddonName[] = (['core', 'torch'] as AddonName[]).filter(hasAddon);
-  if (addons.length === 0) throw new CrpoError('ERR_CRPO_ADDON_MISSING', 'no native addon could be loaded; run `crpo doctor` for the fix');
+  if (addons.length === 0)
+    throw new CrpoError('ERR_CRPO_ADDON_MISSING', 'no native addon could be loaded; run `crpo doctor` for the fix');
   const rows: { name: string; frames: Uint8Array }[] = [{ name: 'original', frames: clip }];
   const checks: DemoResult['checks'] = [];
   for (const transform of VIDEO_TRANSFORMS) {
@@ -51,9 +58,12 @@ export async function runCounterfactualDemo(outDir: string, log: (s: string) => 
     let first: Uint8Array | undefined;
     for (const addon of addons) {
       const out = (await transformFrames(clip, { shape, transform, swapAt, backend: addon })) as Uint8Array;
-      const ok = Buffer.compare(Buffer.from(out.buffer, out.byteOffset, out.byteLength), Buffer.from(expected.buffer)) === 0;
+      const ok =
+        Buffer.compare(Buffer.from(out.buffer, out.byteOffset, out.byteLength), Buffer.from(expected.buffer)) === 0;
       checks.push({ addon, transform, matchesReference: ok });
-      log(`  ${transform.padEnd(14)} ${addon.padEnd(6)} ${ok ? 'matches the reference' : 'DIFFERS from the reference'}`);
+      log(
+        `  ${transform.padEnd(14)} ${addon.padEnd(6)} ${ok ? 'matches the reference' : 'DIFFERS from the reference'}`,
+      );
       first ??= out;
     }
     rows.push({ name: transform, frames: first! });
@@ -66,13 +76,22 @@ export async function runCounterfactualDemo(outDir: string, log: (s: string) => 
     fs.mkdirSync(dir, { recursive: true });
     for (let t = 0; t < T; t++) {
       const raw = Buffer.from(rows[r].frames.buffer, rows[r].frames.byteOffset + t * frameBytes, frameBytes);
-      const png = await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
+      const png = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+        .png()
+        .toBuffer();
       fs.writeFileSync(path.join(dir, `frame_${String(t).padStart(3, '0')}.png`), png);
       composites.push({ input: png, left: pad + t * (W + pad), top: pad + r * (H + pad) });
     }
   }
   const sheet = path.join(outDir, 'contact-sheet.png');
-  await sharp({ create: { width: pad + T * (W + pad), height: pad + rows.length * (H + pad), channels: 3, background: { r: 30, g: 30, b: 30 } } })
+  await sharp({
+    create: {
+      width: pad + T * (W + pad),
+      height: pad + rows.length * (H + pad),
+      channels: 3,
+      background: { r: 30, g: 30, b: 30 },
+    },
+  })
     .composite(composites)
     .png()
     .toFile(sheet);

@@ -41,8 +41,11 @@ interface Checked {
 }
 
 function check(input: unknown, o: TransformOptions, op: string): Checked {
-  if (!(ArrayBuffer.isView(input) && (Object.prototype.toString.call(input) === '[object Uint8Array]' ||
-    Object.prototype.toString.call(input) === '[object Float32Array]'))) {
+  if (!(
+    ArrayBuffer.isView(input) &&
+    (Object.prototype.toString.call(input) === '[object Uint8Array]' ||
+      Object.prototype.toString.call(input) === '[object Float32Array]')
+  )) {
     throw invalidArg('input', 'a Uint8Array or Float32Array', input, op);
   }
   if (typeof o !== 'object' || o === null) throw invalidArg('options', 'an object', o, op);
@@ -58,7 +61,8 @@ function check(input: unknown, o: TransformOptions, op: string): Checked {
   });
   const n = o.shape.reduce((a, b) => a * b, 1);
   const length = (input as FrameArray).length;
-  if (n !== length) throw outOfRange('shape', `dimensions whose product equals input length ${length}`, `[${o.shape.join(',')}]`, op);
+  if (n !== length)
+    throw outOfRange('shape', `dimensions whose product equals input length ${length}`, `[${o.shape.join(',')}]`, op);
   let swapAt = o.swapAt;
   if (o.transform === 'swap') {
     const T = o.shape[1];
@@ -74,7 +78,8 @@ function check(input: unknown, o: TransformOptions, op: string): Checked {
   }
   const backend = o.backend ?? 'core';
   if (backend !== 'core' && backend !== 'torch') throw invalidArg('backend', "'core' or 'torch'", backend, op);
-  if (o.device !== undefined && backend !== 'torch') throw invalidArg('device', "no device unless backend is 'torch'", o.device, op);
+  if (o.device !== undefined && backend !== 'torch')
+    throw invalidArg('device', "no device unless backend is 'torch'", o.device, op);
   return { shape: [...o.shape], layout, transform: o.transform, swapAt, output: o.output, device: o.device, backend };
 }
 

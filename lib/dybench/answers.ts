@@ -9,11 +9,17 @@ import type { Category, RecordTransform } from '../data/schema';
 import { LETTERS } from '../prompt';
 
 /** Resolves an answer (0-based index, a letter 'A'.., or the option text) to an index, or a message. */
-export function resolveAnswer(answer: unknown, options: readonly string[], indexBase = 0): { index: number } | { error: string } {
+export function resolveAnswer(
+  answer: unknown,
+  options: readonly string[],
+  indexBase = 0,
+): { index: number } | { error: string } {
   if (typeof answer === 'number') {
     const i = answer - indexBase;
     if (Number.isInteger(answer) && i >= 0 && i < options.length) return { index: i };
-    return { error: `expected an option index in [${indexBase}, ${options.length - 1 + indexBase}], received ${answer}` };
+    return {
+      error: `expected an option index in [${indexBase}, ${options.length - 1 + indexBase}], received ${answer}`,
+    };
   }
   if (typeof answer === 'string') {
     const t = answer.trim();
@@ -28,18 +34,49 @@ export function resolveAnswer(answer: unknown, options: readonly string[], index
     if (/^\d+$/.test(t)) return resolveAnswer(Number(t), options, indexBase);
     return { error: `expected an option text, a letter or an index, '${t}' is none of the ${options.length} options` };
   }
-  return { error: `expected an option index, a letter or the option text, received ${answer === null ? 'null' : typeof answer}` };
+  return {
+    error: `expected an option index, a letter or the option text, received ${answer === null ? 'null' : typeof answer}`,
+  };
 }
 
 /** Word pairs that a temporal reversal exchanges (reversible dynamics). */
 const REVERSIBLE: [string, string][] = [
-  ['opening', 'closing'], ['open', 'close'], ['opens', 'closes'], ['growing', 'shrinking'], ['grows', 'shrinks'], ['grow', 'shrink'],
-  ['increasing', 'decreasing'], ['increases', 'decreases'], ['filling', 'emptying'], ['fills', 'empties'], ['inflating', 'deflating'],
-  ['rising', 'falling'], ['rises', 'falls'], ['appearing', 'disappearing'], ['appears', 'disappears'], ['entering', 'leaving'],
-  ['enters', 'leaves'], ['folding', 'unfolding'], ['folds', 'unfolds'], ['assembling', 'disassembling'], ['putting', 'taking'],
-  ['forward', 'backward'], ['forwards', 'backwards'], ['picking up', 'putting down'], ['covering', 'uncovering'], ['plugging', 'unplugging'],
-  ['tightening', 'loosening'], ['stacking', 'unstacking'], ['pushing', 'pulling'], ['lifting', 'lowering'], ['zooming in', 'zooming out'],
-  ['expanding', 'contracting'], ['melting', 'freezing'], ['attaching', 'detaching'], ['inserting', 'removing'], ['turning on', 'turning off'],
+  ['opening', 'closing'],
+  ['open', 'close'],
+  ['opens', 'closes'],
+  ['growing', 'shrinking'],
+  ['grows', 'shrinks'],
+  ['grow', 'shrink'],
+  ['increasing', 'decreasing'],
+  ['increases', 'decreases'],
+  ['filling', 'emptying'],
+  ['fills', 'empties'],
+  ['inflating', 'deflating'],
+  ['rising', 'falling'],
+  ['rises', 'falls'],
+  ['appearing', 'disappearing'],
+  ['appears', 'disappears'],
+  ['entering', 'leaving'],
+  ['enters', 'leaves'],
+  ['folding', 'unfolding'],
+  ['folds', 'unfolds'],
+  ['assembling', 'disassembling'],
+  ['putting', 'taking'],
+  ['forward', 'backward'],
+  ['forwards', 'backwards'],
+  ['picking up', 'putting down'],
+  ['covering', 'uncovering'],
+  ['plugging', 'unplugging'],
+  ['tightening', 'loosening'],
+  ['stacking', 'unstacking'],
+  ['pushing', 'pulling'],
+  ['lifting', 'lowering'],
+  ['zooming in', 'zooming out'],
+  ['expanding', 'contracting'],
+  ['melting', 'freezing'],
+  ['attaching', 'detaching'],
+  ['inserting', 'removing'],
+  ['turning on', 'turning off'],
 ];
 
 function swapWords(text: string, pairs: [string, string][]): string {
@@ -56,7 +93,12 @@ function swapWords(text: string, pairs: [string, string][]): string {
   });
 }
 
-const norm = (s: string): string => s.toLowerCase().replace(/[^a-z0-9\s-]/g, '').replace(/\s+/g, ' ').trim();
+const norm = (s: string): string =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9\s-]/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
 
 /**
  * The answer index after `transform`, derived from the option texts when the rule is clear:
@@ -64,7 +106,12 @@ const norm = (s: string): string => s.toLowerCase().replace(/[^a-z0-9\s-]/g, '')
  * event sequence with two options (the other one), static (unchanged). Undefined when it cannot
  * be derived; the user then gives it in the annotation.
  */
-export function deriveAnswer(category: Category, options: readonly string[], answer: number, transform: RecordTransform): number | undefined {
+export function deriveAnswer(
+  category: Category,
+  options: readonly string[],
+  answer: number,
+  transform: RecordTransform,
+): number | undefined {
   if (transform === 'none' || category === 'static') return answer;
   if (category === 'event_sequence') return transform === 'swap' && options.length === 2 ? 1 - answer : undefined;
   const text = options[answer];

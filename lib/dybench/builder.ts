@@ -111,7 +111,11 @@ function readAnnotations(file: string): { loc: string; line: number; value: unkn
     return (arr as unknown[]).map((value, i) => ({ loc: `[${i}]`, line: i + 1, value }));
   }
   const { values, errors } = parseJsonl(text, file);
-  if (errors.length) throw new DataError(errors.map((e) => ({ file, line: e.line, field: '', message: e.message.slice(`${file}:${e.line}: `.length) })), file);
+  if (errors.length)
+    throw new DataError(
+      errors.map((e) => ({ file, line: e.line, field: '', message: e.message.slice(`${file}:${e.line}: `.length) })),
+      file,
+    );
   return values.map((v) => ({ loc: String(v.line), line: v.line, value: v.value }));
 }
 
@@ -145,7 +149,10 @@ export function planBuild(o: BuildOptions): Plan[] {
     if (!r.success) {
       for (const i of r.error.issues) {
         const keys = (i as { keys?: string[] }).keys;
-        add([...i.path.map(String), ...(keys ? [keys.join(',')] : [])].join('.'), keys ? `unknown field (${keys.join(', ')})` : i.message);
+        add(
+          [...i.path.map(String), ...(keys ? [keys.join(',')] : [])].join('.'),
+          keys ? `unknown field (${keys.join(', ')})` : i.message,
+        );
       }
       continue;
     }
@@ -155,7 +162,8 @@ export function planBuild(o: BuildOptions): Plan[] {
     if (seen.has(id)) add('id', `expected a unique id, '${id}' is already used on line ${seen.get(id)}`);
     else seen.set(id, line);
     const want = CATEGORY_OPTION_COUNTS[a.category];
-    if (want !== undefined && a.options.length !== want) add('options', `expected ${want} options for category ${a.category}, received ${a.options.length}`);
+    if (want !== undefined && a.options.length !== want)
+      add('options', `expected ${want} options for category ${a.category}, received ${a.options.length}`);
     const ans = resolveAnswer(a.answer, a.options);
     if ('error' in ans) {
       add('answer', ans.error);
@@ -163,10 +171,14 @@ export function planBuild(o: BuildOptions): Plan[] {
     }
     const transform = a.transform ?? defaultTransform(a.category, a.options[ans.index], o);
     if (!CATEGORY_TRANSFORMS[a.category].includes(transform)) {
-      add('transform', `expected one of ${CATEGORY_TRANSFORMS[a.category].join(', ')} for category ${a.category}, received '${transform}'`);
+      add(
+        'transform',
+        `expected one of ${CATEGORY_TRANSFORMS[a.category].join(', ')} for category ${a.category}, received '${transform}'`,
+      );
       continue;
     }
-    if (transform === 'swap' && a.swap_at === undefined && a.swap_at_seconds === undefined) add('swap_at', 'expected the segment boundary (swap_at frame index or swap_at_seconds) for a segment swap');
+    if (transform === 'swap' && a.swap_at === undefined && a.swap_at_seconds === undefined)
+      add('swap_at', 'expected the segment boundary (swap_at frame index or swap_at_seconds) for a segment swap');
     let partner: number | undefined;
     const given = a.answers?.[transform];
     if (given !== undefined) {
@@ -180,31 +192,49 @@ export function planBuild(o: BuildOptions): Plan[] {
       partner = deriveAnswer(a.category, a.options, ans.index, transform);
     }
     if (partner === undefined) {
-      add(`answers.${transform}`, `cannot derive the answer under ${transform} from the options; give it, e.g. "answers": {"${transform}": "<option>"}`);
+      add(
+        `answers.${transform}`,
+        `cannot derive the answer under ${transform} from the options; give it, e.g. "answers": {"${transform}": "<option>"}`,
+      );
       continue;
     }
     if (DYNAMIC_CATEGORIES.includes(a.category) && partner === ans.index) {
-      add('transform', `${transform} would not change the answer ('${a.options[ans.index]}' stays '${a.options[partner]}'); a ${a.category} pair needs a transform that changes it${a.category === 'moving_direction' ? ' (up/down and toward/away change only under reverse)' : ''}`);
+      add(
+        'transform',
+        `${transform} would not change the answer ('${a.options[ans.index]}' stays '${a.options[partner]}'); a ${a.category} pair needs a transform that changes it${a.category === 'moving_direction' ? ' (up/down and toward/away change only under reverse)' : ''}`,
+      );
       continue;
     }
     if (a.category === 'static' && partner !== ans.index) {
-      add(`answers.${transform}`, `a static question keeps its answer under ${transform}, but the answer changes to '${a.options[partner]}'; use category other or a dynamic category`);
+      add(
+        `answers.${transform}`,
+        `a static question keeps its answer under ${transform}, but the answer changes to '${a.options[partner]}'; use category other or a dynamic category`,
+      );
       continue;
     }
     plans.push({ line, id, clip, annotation: a, answer: ans.index, transform, partnerAnswer: partner });
   }
-  if (issues.length) throw new DataError(issues.sort((x, y) => x.line - y.line), file);
+  if (issues.length)
+    throw new DataError(
+      issues.sort((x, y) => x.line - y.line),
+      file,
+    );
   return plans;
 }
 
 function outputsOf(p: Plan, o: BuildOptions): { original: string; partner: string } {
-  if ((o.format ?? 'mp4') === 'frames') return { original: path.join('frames', p.id), partner: path.join('frames', `${p.id}.${slug(p.transform)}`) };
-  return { original: path.join('videos', `${p.id}.mp4`), partner: path.join('videos', `${p.id}.${slug(p.transform)}.mp4`) };
+  if ((o.format ?? 'mp4') === 'frames')
+    return { original: path.join('frames', p.id), partner: path.join('frames', `${p.id}.${slug(p.transform)}`) };
+  return {
+    original: path.join('videos', `${p.id}.mp4`),
+    partner: path.join('videos', `${p.id}.${slug(p.transform)}.mp4`),
+  };
 }
 
 async function buildOne(p: Plan, o: BuildOptions, reader: VideoReader): Promise<{ swapAt?: number; built: boolean }> {
   const outs = outputsOf(p, o);
-  const origAbs = path.join(o.out, outs.original), partAbs = path.join(o.out, outs.partner);
+  const origAbs = path.join(o.out, outs.original),
+    partAbs = path.join(o.out, outs.partner);
   const metaFile = `${partAbs}.json`;
   // Both outputs are renamed into place complete; the small sidecar is written last.
   if (fs.existsSync(origAbs) && fs.existsSync(partAbs) && fs.existsSync(metaFile)) {
@@ -216,12 +246,15 @@ async function buildOne(p: Plan, o: BuildOptions, reader: VideoReader): Promise<
   let swapAt: number | undefined;
   if (p.transform === 'swap') {
     const a = p.annotation;
-    const srcFps = Number.isFinite(v.fps) ? v.fps : o.fps ?? 8;
+    const srcFps = Number.isFinite(v.fps) ? v.fps : (o.fps ?? 8);
     const boundary = a.swap_at ?? Math.round((a.swap_at_seconds as number) * srcFps);
     // The boundary in the sampled frames: how many sampled frames lie before it.
     swapAt = v.indices.filter((i) => i < boundary).length;
     if (swapAt < 1 || swapAt > T - 1) {
-      throw new CrpoError('ERR_CRPO_BAD_DATA', `${o.annotations}:${p.line}:swap_at: expected a boundary inside the clip (source frame in [1, ${v.sourceFrames - 1}] leaving frames on both sides), received source frame ${boundary} (${T} frames sampled)`);
+      throw new CrpoError(
+        'ERR_CRPO_BAD_DATA',
+        `${o.annotations}:${p.line}:swap_at: expected a boundary inside the clip (source frame in [1, ${v.sourceFrames - 1}] leaving frames on both sides), received source frame ${boundary} (${T} frames sampled)`,
+      );
     }
   }
   const partner = transformFramesSync(v.data, { shape: [1, T, H, W, 3], transform: p.transform, swapAt }) as Uint8Array;
@@ -230,7 +263,7 @@ async function buildOne(p: Plan, o: BuildOptions, reader: VideoReader): Promise<
     await writeFrameDir(partAbs, partner, [T, H, W, 3], 'png');
   } else {
     // Keep the clip's duration when frames are subsampled.
-    const fps = Number.isFinite(v.fps) ? (v.fps * T) / v.sourceFrames : o.fps ?? 8;
+    const fps = Number.isFinite(v.fps) ? (v.fps * T) / v.sourceFrames : (o.fps ?? 8);
     await encodeMp4(origAbs, v.data, [T, H, W, 3], { fps, crf: o.crf });
     await encodeMp4(partAbs, partner, [T, H, W, 3], { fps, crf: o.crf });
   }
@@ -242,13 +275,15 @@ async function buildOne(p: Plan, o: BuildOptions, reader: VideoReader): Promise<
 export async function buildDyBench(o: BuildOptions): Promise<BuildResult> {
   if (typeof o?.annotations !== 'string') throw invalidArg('annotations', 'a path', o?.annotations, 'buildDyBench');
   if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, 'buildDyBench');
-  if (o.format !== undefined && o.format !== 'mp4' && o.format !== 'frames') throw invalidArg('format', "'mp4' or 'frames'", o.format, 'buildDyBench');
+  if (o.format !== undefined && o.format !== 'mp4' && o.format !== 'frames')
+    throw invalidArg('format', "'mp4' or 'frames'", o.format, 'buildDyBench');
   const conc = o.concurrency ?? 2;
   if (!Number.isInteger(conc) || conc < 1) throw outOfRange('concurrency', 'an integer >= 1', conc, 'buildDyBench');
   const plans = planBuild(o);
   const reader = o.reader ?? new VideoReader({ concurrency: conc, cacheBytes: 0 });
   const gate = new Semaphore(conc);
-  let done = 0, built = 0;
+  let done = 0,
+    built = 0;
   const results = await Promise.all(
     plans.map((p) =>
       gate.run(async () => {
@@ -258,7 +293,9 @@ export async function buildDyBench(o: BuildOptions): Promise<BuildResult> {
         } catch (err) {
           const e = err as Error & { code?: string };
           if (e.message?.startsWith(`${o.annotations}:`)) throw err;
-          throw new CrpoError(e.code ?? 'ERR_CRPO_BUILD', `${o.annotations}:${p.line}:clip: ${e.message}`, { cause: err });
+          throw new CrpoError(e.code ?? 'ERR_CRPO_BUILD', `${o.annotations}:${p.line}:clip: ${e.message}`, {
+            cause: err,
+          });
         }
         if (r.built) built++;
         o.onProgress?.(++done, plans.length, p.id);
@@ -270,14 +307,40 @@ export async function buildDyBench(o: BuildOptions): Promise<BuildResult> {
   plans.forEach((p, k) => {
     const outs = outputsOf(p, o);
     const a = p.annotation;
-    const common = { pair_id: p.id, question: a.question, options: a.options, category: a.category, source: a.source ?? 'user' };
+    const common = {
+      pair_id: p.id,
+      question: a.question,
+      options: a.options,
+      category: a.category,
+      source: a.source ?? 'user',
+    };
     const swap = results[k].swapAt !== undefined ? { swap_at: results[k].swapAt } : {};
-    records.push({ id: p.id, ...common, video: outs.original.split(path.sep).join('/'), answer: p.answer, transform: 'none', meta: { ...(a.meta ?? {}), clip: a.clip } });
-    records.push({ id: `${p.id}-${slug(p.transform)}`, ...common, video: outs.partner.split(path.sep).join('/'), answer: p.partnerAnswer, transform: p.transform as RecordTransform, meta: { ...(a.meta ?? {}), clip: a.clip, ...swap } });
+    records.push({
+      id: p.id,
+      ...common,
+      video: outs.original.split(path.sep).join('/'),
+      answer: p.answer,
+      transform: 'none',
+      meta: { ...(a.meta ?? {}), clip: a.clip },
+    });
+    records.push({
+      id: `${p.id}-${slug(p.transform)}`,
+      ...common,
+      video: outs.partner.split(path.sep).join('/'),
+      answer: p.partnerAnswer,
+      transform: p.transform as RecordTransform,
+      meta: { ...(a.meta ?? {}), clip: a.clip, ...swap },
+    });
   });
   const jsonl = o.jsonl ?? path.join(o.out, 'dybench.jsonl');
   // The output must load strictly (paths relative to the JSONL's folder).
-  const rel = records.map((r) => ({ ...r, video: path.relative(path.dirname(path.resolve(jsonl)), path.resolve(o.out, r.video as string)).split(path.sep).join('/') }));
+  const rel = records.map((r) => ({
+    ...r,
+    video: path
+      .relative(path.dirname(path.resolve(jsonl)), path.resolve(o.out, r.video as string))
+      .split(path.sep)
+      .join('/'),
+  }));
   parseRecords(rel.map((r) => JSON.stringify(r)).join('\n'), jsonl, { mode: 'strict' });
   await writeJsonlAtomic(jsonl, rel);
   return { jsonl, pairs: plans.length, built, skipped: plans.length - built };

@@ -17,19 +17,72 @@ import { CATEGORIES, RECORD_TRANSFORMS, type Category, type DyBenchRecord, type 
 import { invalidArg } from '../errors';
 import { deriveAnswer, resolveAnswer } from './answers';
 
-export const DYBENCH_FIELDS = ['id', 'pair_id', 'video', 'partner_video', 'question', 'options', 'answer', 'partner_answer', 'category', 'transform', 'partner_transform', 'swap_at', 'source'] as const;
+export const DYBENCH_FIELDS = [
+  'id',
+  'pair_id',
+  'video',
+  'partner_video',
+  'question',
+  'options',
+  'answer',
+  'partner_answer',
+  'category',
+  'transform',
+  'partner_transform',
+  'swap_at',
+  'source',
+] as const;
 export type DyBenchField = (typeof DYBENCH_FIELDS)[number];
 
 /** Names tried, in order, for each field when no --field mapping is given. */
 export const DYBENCH_FIELD_CANDIDATES: Record<DyBenchField, string[]> = {
   id: ['id', 'qid', 'question_id', 'uid', 'sample_id', 'idx', 'index'],
   pair_id: ['pair_id', 'pair', 'pairid', 'group_id', 'group', 'pair_idx'],
-  video: ['video', 'video_path', 'video_file', 'video_name', 'videopath', 'path', 'clip', 'file', 'video_id', 'original_video', 'video_orig'],
-  partner_video: ['partner_video', 'counterfactual_video', 'cf_video', 'video_cf', 'reversed_video', 'video_reversed', 'video_reverse', 'flipped_video', 'video_flip', 'swapped_video', 'video_swap', 'video_aug', 'aug_video'],
+  video: [
+    'video',
+    'video_path',
+    'video_file',
+    'video_name',
+    'videopath',
+    'path',
+    'clip',
+    'file',
+    'video_id',
+    'original_video',
+    'video_orig',
+  ],
+  partner_video: [
+    'partner_video',
+    'counterfactual_video',
+    'cf_video',
+    'video_cf',
+    'reversed_video',
+    'video_reversed',
+    'video_reverse',
+    'flipped_video',
+    'video_flip',
+    'swapped_video',
+    'video_swap',
+    'video_aug',
+    'aug_video',
+  ],
   question: ['question', 'query', 'q', 'prompt', 'text'],
   options: ['options', 'choices', 'candidates', 'candidate', 'answers', 'option_list'],
   answer: ['answer', 'ans', 'gt', 'ground_truth', 'label', 'correct_answer', 'solution', 'answer_idx', 'gt_answer'],
-  partner_answer: ['partner_answer', 'counterfactual_answer', 'cf_answer', 'answer_cf', 'reversed_answer', 'answer_reversed', 'answer_reverse', 'flipped_answer', 'answer_flip', 'swapped_answer', 'answer_swap', 'answer_aug'],
+  partner_answer: [
+    'partner_answer',
+    'counterfactual_answer',
+    'cf_answer',
+    'answer_cf',
+    'reversed_answer',
+    'answer_reversed',
+    'answer_reverse',
+    'flipped_answer',
+    'answer_flip',
+    'swapped_answer',
+    'answer_swap',
+    'answer_aug',
+  ],
   category: ['category', 'task', 'task_type', 'type', 'config'],
   transform: ['transform', 'augmentation', 'aug', 'counterfactual', 'cf_type'],
   partner_transform: ['partner_transform', 'cf_transform'],
@@ -48,7 +101,10 @@ export function getPath(obj: unknown, p: string): unknown {
 }
 
 /** Parses --field name=path flags into a map; unknown names list the known ones. */
-export function parseFieldFlags(flags: readonly string[] | undefined, known: readonly string[]): Record<string, string> {
+export function parseFieldFlags(
+  flags: readonly string[] | undefined,
+  known: readonly string[],
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of flags ?? []) {
     const m = /^([a-z_]+)=(.+)$/.exec(f.trim());
@@ -66,40 +122,61 @@ export function readEntries(file: string, listKey?: string): { line: number; loc
   try {
     data = JSON.parse(text);
   } catch (err) {
-    if (text.trimStart().startsWith('[') || listKey) throw new DataError([{ file, line: 1, field: '', message: `invalid JSON (${(err as Error).message})` }], file);
+    if (text.trimStart().startsWith('[') || listKey)
+      throw new DataError([{ file, line: 1, field: '', message: `invalid JSON (${(err as Error).message})` }], file);
     return fromJsonl(text, file); // not one JSON document: JSON Lines
   }
   let list: unknown = data;
   if (!Array.isArray(data)) {
-    if (typeof data !== 'object' || data === null) throw new DataError([{ file, line: 1, field: '', message: 'expected an array of entries, an object holding one, or JSON Lines' }], file);
+    if (typeof data !== 'object' || data === null)
+      throw new DataError(
+        [{ file, line: 1, field: '', message: 'expected an array of entries, an object holding one, or JSON Lines' }],
+        file,
+      );
     const obj = data as Record<string, unknown>;
-    const arrays = Object.entries(obj).filter(([, v]) => Array.isArray(v) && (v as unknown[]).every((e) => typeof e === 'object' && e !== null));
+    const arrays = Object.entries(obj).filter(
+      ([, v]) => Array.isArray(v) && (v as unknown[]).every((e) => typeof e === 'object' && e !== null),
+    );
     if (listKey) list = getPath(data, listKey);
     else if (arrays.length === 1 && Object.keys(obj).length <= 3) list = arrays[0][1];
     else if (Object.values(obj).every((v) => typeof v === 'object' && v !== null && !Array.isArray(v))) {
       // An object keyed by id: {"id1": {...}, "id2": {...}}.
       list = Object.entries(obj).map(([k, v]) => ({ id: k, ...(v as object) }));
     } else list = [data]; // a one-line JSONL file
-    if (!Array.isArray(list)) throw new DataError([{ file, line: 1, field: listKey ?? '', message: `expected an array of entries at '${listKey}'` }], file);
+    if (!Array.isArray(list))
+      throw new DataError(
+        [{ file, line: 1, field: listKey ?? '', message: `expected an array of entries at '${listKey}'` }],
+        file,
+      );
   }
   return (list as unknown[]).map((value, i) => ({ line: i + 1, loc: `[${i}]`, value }));
 }
 
 function fromJsonl(text: string, file: string): { line: number; loc: string; value: unknown }[] {
   const { values, errors } = parseJsonl(text, file);
-  if (errors.length) throw new DataError(errors.map((e) => ({ file, line: e.line, field: '', message: e.message.slice(`${file}:${e.line}: `.length) })), file);
+  if (errors.length)
+    throw new DataError(
+      errors.map((e) => ({ file, line: e.line, field: '', message: e.message.slice(`${file}:${e.line}: `.length) })),
+      file,
+    );
   return values.map((v) => ({ line: v.line, loc: String(v.line), value: v.value }));
 }
 
 /** Options given as an array, an object keyed by letter/number, or text lines "A. x" / "(A) x". */
 export function normaliseOptions(v: unknown): string[] | undefined {
-  if (Array.isArray(v)) return v.map((o) => (typeof o === 'string' ? o.replace(/^\s*\(?[A-Z]\)?[.:)]\s+/, '').trim() : String(o)));
+  if (Array.isArray(v))
+    return v.map((o) => (typeof o === 'string' ? o.replace(/^\s*\(?[A-Z]\)?[.:)]\s+/, '').trim() : String(o)));
   if (v && typeof v === 'object') {
-    const entries = Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
+    const entries = Object.entries(v as Record<string, unknown>).sort(([a], [b]) =>
+      a.localeCompare(b, 'en', { numeric: true }),
+    );
     return entries.map(([, o]) => String(o).trim());
   }
   if (typeof v === 'string') {
-    const lines = v.split(/\n|(?=\s\(?[A-Z][.)]\s)/).map((l) => l.trim()).filter(Boolean);
+    const lines = v
+      .split(/\n|(?=\s\(?[A-Z][.)]\s)/)
+      .map((l) => l.trim())
+      .filter(Boolean);
     const opts = lines.map((l) => /^\(?[A-Z]\)?[.:)]\s*(.+)$/.exec(l)?.[1]).filter((x): x is string => !!x);
     return opts.length >= 2 ? opts : undefined;
   }
@@ -115,7 +192,11 @@ function splitInlineOptions(q: string): { question: string; options?: string[] }
   return options ? { question: lines.slice(0, first).join('\n').trim(), options } : { question: q };
 }
 
-const DEFAULT_PARTNER: Partial<Record<Category, RecordTransform>> = { reversible_dynamics: 'reverse', event_sequence: 'swap', static: 'reverse' };
+const DEFAULT_PARTNER: Partial<Record<Category, RecordTransform>> = {
+  reversible_dynamics: 'reverse',
+  event_sequence: 'swap',
+  static: 'reverse',
+};
 
 export interface ImportDyBenchOptions {
   input: string;
@@ -146,7 +227,11 @@ export interface ImportResult {
   skipped: number;
 }
 
-function resolveMapping(sample: unknown[], fields: Partial<Record<string, string>>, candidates: Record<string, string[]>): Record<string, string | undefined> {
+function resolveMapping(
+  sample: unknown[],
+  fields: Partial<Record<string, string>>,
+  candidates: Record<string, string[]>,
+): Record<string, string | undefined> {
   const mapping: Record<string, string | undefined> = {};
   const used = new Set<string>();
   for (const f of Object.keys(candidates)) {
@@ -165,16 +250,31 @@ function resolveMapping(sample: unknown[], fields: Partial<Record<string, string
 
 function categoryFromName(file: string): Category | undefined {
   const base = path.basename(file).toLowerCase();
-  return (['event_sequence', 'moving_direction', 'reversible_dynamics'] as Category[]).find((c) => base.includes(c) || base.includes(c.replace('_', '-')));
+  return (['event_sequence', 'moving_direction', 'reversible_dynamics'] as Category[]).find(
+    (c) => base.includes(c) || base.includes(c.replace('_', '-')),
+  );
 }
 
-function finish(records: { rec: DyBenchRecord; line: number }[], issues: RecordIssue[], file: string, total: number, mapping: Record<string, string | undefined>, mode: LoadMode, groupSize: (pid: string) => number): ImportResult {
+function finish(
+  records: { rec: DyBenchRecord; line: number }[],
+  issues: RecordIssue[],
+  file: string,
+  total: number,
+  mapping: Record<string, string | undefined>,
+  mode: LoadMode,
+  groupSize: (pid: string) => number,
+): ImportResult {
   const bad = new Set(issues.map((i) => i.line));
   const ids = new Map<string, number>();
   for (const r of records) {
     const first = ids.get(r.rec.id);
     if (first !== undefined && first !== r.line) {
-      issues.push({ file, line: r.line, field: 'id', message: `expected a unique id, '${r.rec.id}' is already used by entry ${first}` });
+      issues.push({
+        file,
+        line: r.line,
+        field: 'id',
+        message: `expected a unique id, '${r.rec.id}' is already used by entry ${first}`,
+      });
       bad.add(r.line);
     } else ids.set(r.rec.id, r.line);
   }
@@ -183,7 +283,13 @@ function finish(records: { rec: DyBenchRecord; line: number }[], issues: RecordI
   for (const [pid, members] of groups) {
     const want = groupSize(pid);
     if (members.length !== want) {
-      for (const m of members) issues.push({ file, line: m.line, field: 'pair_id', message: `expected ${want} records in pair '${pid}', found ${members.length}` });
+      for (const m of members)
+        issues.push({
+          file,
+          line: m.line,
+          field: 'pair_id',
+          message: `expected ${want} records in pair '${pid}', found ${members.length}`,
+        });
       members.forEach((m) => bad.add(m.line));
     }
   }
@@ -199,7 +305,11 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
   if (typeof o?.input !== 'string') throw invalidArg('input', 'a file path', o?.input, 'importDyBench');
   const file = o.input;
   const entries = readEntries(file, o.listKey);
-  const mapping = resolveMapping(entries.slice(0, 50).map((e) => e.value), o.fields ?? {}, DYBENCH_FIELD_CANDIDATES);
+  const mapping = resolveMapping(
+    entries.slice(0, 50).map((e) => e.value),
+    o.fields ?? {},
+    DYBENCH_FIELD_CANDIDATES,
+  );
   const pairBy = o.pairBy ?? 'auto';
   const mode = o.mode ?? 'strict';
   const root = o.videoRoot ?? path.dirname(path.resolve(file));
@@ -208,31 +318,78 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
   const usePartner = pairBy === 'partner' || (pairBy === 'auto' && !!mapping.partner_video);
   const useField = pairBy === 'field' || (pairBy === 'auto' && !usePartner && !!mapping.pair_id);
   if (!usePartner && !useField && pairBy !== 'consecutive') {
-    throw new DataError([{ file, line: 1, field: 'pair_id', message: `cannot tell the pairs: no pair id or partner video field found (tried ${DYBENCH_FIELD_CANDIDATES.pair_id.join(', ')} and ${DYBENCH_FIELD_CANDIDATES.partner_video.join(', ')}); map one with --field pair_id=<path> or --field partner_video=<path>, or pass --pair-by consecutive` }], file);
+    throw new DataError(
+      [
+        {
+          file,
+          line: 1,
+          field: 'pair_id',
+          message: `cannot tell the pairs: no pair id or partner video field found (tried ${DYBENCH_FIELD_CANDIDATES.pair_id.join(', ')} and ${DYBENCH_FIELD_CANDIDATES.partner_video.join(', ')}); map one with --field pair_id=<path> or --field partner_video=<path>, or pass --pair-by consecutive`,
+        },
+      ],
+      file,
+    );
   }
-  if (usePartner && !mapping.partner_video) throw new DataError([{ file, line: 1, field: 'partner_video', message: 'expected a partner video field; map it with --field partner_video=<path>' }], file);
-  if (useField && !mapping.pair_id) throw new DataError([{ file, line: 1, field: 'pair_id', message: 'expected a pair id field; map it with --field pair_id=<path>' }], file);
+  if (usePartner && !mapping.partner_video)
+    throw new DataError(
+      [
+        {
+          file,
+          line: 1,
+          field: 'partner_video',
+          message: 'expected a partner video field; map it with --field partner_video=<path>',
+        },
+      ],
+      file,
+    );
+  if (useField && !mapping.pair_id)
+    throw new DataError(
+      [{ file, line: 1, field: 'pair_id', message: 'expected a pair id field; map it with --field pair_id=<path>' }],
+      file,
+    );
   const seenInPair = new Map<string, number>();
   entries.forEach(({ line, value }, k) => {
     const add = (field: string, message: string): void => void issues.push({ file, line, field, message });
     const get = (f: DyBenchField): unknown => (mapping[f] ? getPath(value, mapping[f]!) : undefined);
     if (typeof value !== 'object' || value === null) return add('', 'expected a JSON object');
     const rawQuestion = get('question');
-    if (typeof rawQuestion !== 'string' || !rawQuestion.trim()) return add(mapping.question ?? 'question', `expected the question text${mapping.question ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.question.join(', ')}; map it with --field question=<path>)`}`);
+    if (typeof rawQuestion !== 'string' || !rawQuestion.trim())
+      return add(
+        mapping.question ?? 'question',
+        `expected the question text${mapping.question ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.question.join(', ')}; map it with --field question=<path>)`}`,
+      );
     let { question, options } = splitInlineOptions(rawQuestion);
     const mapped = normaliseOptions(get('options'));
     if (mapped) options = mapped;
-    if (!options) return add(mapping.options ?? 'options', `expected options as an array, an object keyed by letter, or "A. ..." lines${mapping.options ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.options.join(', ')})`}`);
+    if (!options)
+      return add(
+        mapping.options ?? 'options',
+        `expected options as an array, an object keyed by letter, or "A. ..." lines${mapping.options ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.options.join(', ')})`}`,
+      );
     const catRaw = o.category ?? (get('category') as string | undefined) ?? categoryFromName(file);
-    const category = typeof catRaw === 'string' ? (CATEGORIES.find((c) => c === catRaw.toLowerCase().replace(/[ -]/g, '_')) as Category | undefined) : undefined;
-    if (!category) return add(mapping.category ?? 'category', `expected a category (${CATEGORIES.join(', ')}), received ${catRaw === undefined ? 'none (pass --category or name the file after the config)' : `'${String(catRaw)}'`}`);
+    const category =
+      typeof catRaw === 'string'
+        ? (CATEGORIES.find((c) => c === catRaw.toLowerCase().replace(/[ -]/g, '_')) as Category | undefined)
+        : undefined;
+    if (!category)
+      return add(
+        mapping.category ?? 'category',
+        `expected a category (${CATEGORIES.join(', ')}), received ${catRaw === undefined ? 'none (pass --category or name the file after the config)' : `'${String(catRaw)}'`}`,
+      );
     const ans = resolveAnswer(get('answer'), options, o.answerBase ?? 0);
     if ('error' in ans) return add(mapping.answer ?? 'answer', ans.error);
     const videoRaw = get('video');
-    if (typeof videoRaw !== 'string' || !videoRaw) return add(mapping.video ?? 'video', `expected a video path${mapping.video ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.video.join(', ')})`}`);
+    if (typeof videoRaw !== 'string' || !videoRaw)
+      return add(
+        mapping.video ?? 'video',
+        `expected a video path${mapping.video ? '' : ` (no field found; tried ${DYBENCH_FIELD_CANDIDATES.video.join(', ')})`}`,
+      );
     const video = (p: string): string => (path.isAbsolute(p) ? p : path.join(root, p));
     const idRaw = get('id');
-    const id = idRaw !== undefined && idRaw !== null && String(idRaw) ? String(idRaw) : `${category}-${String(k).padStart(5, '0')}`;
+    const id =
+      idRaw !== undefined && idRaw !== null && String(idRaw)
+        ? String(idRaw)
+        : `${category}-${String(k).padStart(5, '0')}`;
     const source = o.source ?? (typeof get('source') === 'string' ? (get('source') as string) : 'dybench');
     const meta = { import: { file: path.basename(file), entry: line } };
     const defaultPartner = (): RecordTransform | undefined => {
@@ -243,7 +400,12 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
     };
     const asTransform = (v: unknown, field: string): RecordTransform | undefined | null => {
       if (v === undefined || v === null || v === '') return undefined;
-      const t = String(v).toLowerCase().replace(/^(original|orig|forward|source)$/, 'none').replace(/^(reversed|backward|rev)$/, 'reverse').replace(/^(flip|flipped|horizontal_flip|mirror)$/, 'hflip').replace(/^(swapped)$/, 'swap');
+      const t = String(v)
+        .toLowerCase()
+        .replace(/^(original|orig|forward|source)$/, 'none')
+        .replace(/^(reversed|backward|rev)$/, 'reverse')
+        .replace(/^(flip|flipped|horizontal_flip|mirror)$/, 'hflip')
+        .replace(/^(swapped)$/, 'swap');
       if ((RECORD_TRANSFORMS as readonly string[]).includes(t)) return t as RecordTransform;
       add(field, `expected a transform (${RECORD_TRANSFORMS.join(', ')}), received '${String(v)}'`);
       return null;
@@ -257,9 +419,11 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
     if (usePartner) {
       const pv = get('partner_video');
       if (typeof pv !== 'string' || !pv) return add(mapping.partner_video!, 'expected the partner video path');
-      const t = asTransform(get('partner_transform'), mapping.partner_transform ?? 'partner_transform') ?? defaultPartner();
+      const t =
+        asTransform(get('partner_transform'), mapping.partner_transform ?? 'partner_transform') ?? defaultPartner();
       if (t === null) return;
-      if (!t || t === 'none') return add('partner_transform', 'expected the partner transform; pass --partner-transform');
+      if (!t || t === 'none')
+        return add('partner_transform', 'expected the partner transform; pass --partner-transform');
       let pa: number | undefined;
       const paRaw = get('partner_answer');
       if (paRaw !== undefined) {
@@ -267,24 +431,62 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
         if ('error' in r) return add(mapping.partner_answer!, r.error);
         pa = r.index;
       } else pa = deriveAnswer(category, options, ans.index, t);
-      if (pa === undefined) return add('partner_answer', `cannot derive the partner's answer under ${t}; map it with --field partner_answer=<path>`);
-      if (DYNAMIC_CATEGORIES.includes(category) && pa === ans.index) return add('partner_answer', `the partner keeps the answer '${options[pa]}' under ${t}; a ${category} pair needs a changed answer`);
+      if (pa === undefined)
+        return add(
+          'partner_answer',
+          `cannot derive the partner's answer under ${t}; map it with --field partner_answer=<path>`,
+        );
+      if (DYNAMIC_CATEGORIES.includes(category) && pa === ans.index)
+        return add(
+          'partner_answer',
+          `the partner keeps the answer '${options[pa]}' under ${t}; a ${category} pair needs a changed answer`,
+        );
       const swapAt = get('swap_at');
-      const a: DyBenchRecord = { id, pair_id: id, video: video(videoRaw), answer: ans.index, transform: 'none', ...base, meta };
-      const b: DyBenchRecord = { id: `${id}-${t.replace('+', '_')}`, pair_id: id, video: video(pv), answer: pa, transform: t, ...base, meta: { ...meta, ...(typeof swapAt === 'number' ? { swap_at: swapAt } : {}) } };
+      const a: DyBenchRecord = {
+        id,
+        pair_id: id,
+        video: video(videoRaw),
+        answer: ans.index,
+        transform: 'none',
+        ...base,
+        meta,
+      };
+      const b: DyBenchRecord = {
+        id: `${id}-${t.replace('+', '_')}`,
+        pair_id: id,
+        video: video(pv),
+        answer: pa,
+        transform: t,
+        ...base,
+        meta: { ...meta, ...(typeof swapAt === 'number' ? { swap_at: swapAt } : {}) },
+      };
       if (check(a) && check(b)) out.push({ rec: a, line }, { rec: b, line });
       return;
     }
-    const pairId = useField ? String(get('pair_id') ?? '') : `${category}-pair-${String(Math.floor(k / 2)).padStart(5, '0')}`;
+    const pairId = useField
+      ? String(get('pair_id') ?? '')
+      : `${category}-pair-${String(Math.floor(k / 2)).padStart(5, '0')}`;
     if (!pairId) return add(mapping.pair_id!, 'expected a pair id');
     const nth = seenInPair.get(pairId) ?? 0;
     seenInPair.set(pairId, nth + 1);
     const tGiven = asTransform(get('transform'), mapping.transform ?? 'transform');
     if (tGiven === null) return;
     // Without a transform field, the first member of a pair is taken as the original.
-    const transform = tGiven ?? (nth === 0 ? 'none' : defaultPartner() ?? 'none');
-    if (transform !== 'none' && !CATEGORY_TRANSFORMS[category].includes(transform)) return add('transform', `expected one of ${CATEGORY_TRANSFORMS[category].join(', ')} for ${category}, received '${transform}'`);
-    const rec: DyBenchRecord = { id: idRaw !== undefined ? id : `${pairId}-${nth}`, pair_id: pairId, video: video(videoRaw), answer: ans.index, transform, ...base, meta };
+    const transform = tGiven ?? (nth === 0 ? 'none' : (defaultPartner() ?? 'none'));
+    if (transform !== 'none' && !CATEGORY_TRANSFORMS[category].includes(transform))
+      return add(
+        'transform',
+        `expected one of ${CATEGORY_TRANSFORMS[category].join(', ')} for ${category}, received '${transform}'`,
+      );
+    const rec: DyBenchRecord = {
+      id: idRaw !== undefined ? id : `${pairId}-${nth}`,
+      pair_id: pairId,
+      video: video(videoRaw),
+      answer: ans.index,
+      transform,
+      ...base,
+      meta,
+    };
     if (check(rec)) out.push({ rec, line });
   });
   return finish(out, issues, file, entries.length, mapping, mode, () => 2);
@@ -326,7 +528,11 @@ export function importTimeBlind(o: ImportTimeBlindOptions): ImportResult {
   if (typeof o?.input !== 'string') throw invalidArg('input', 'a file path', o?.input, 'importTimeBlind');
   const file = o.input;
   const entries = readEntries(file, o.listKey);
-  const mapping = resolveMapping(entries.slice(0, 50).map((e) => e.value), o.fields ?? {}, TIMEBLIND_FIELD_CANDIDATES);
+  const mapping = resolveMapping(
+    entries.slice(0, 50).map((e) => e.value),
+    o.fields ?? {},
+    TIMEBLIND_FIELD_CANDIDATES,
+  );
   const root = o.videoRoot ?? path.dirname(path.resolve(file));
   const issues: RecordIssue[] = [];
   const out: { rec: DyBenchRecord; line: number }[] = [];
@@ -341,9 +547,17 @@ export function importTimeBlind(o: ImportTimeBlindOptions): ImportResult {
     const add = (field: string, message: string): void => void issues.push({ file, line, field, message });
     if (typeof value !== 'object' || value === null) return add('', 'expected a JSON object');
     const videos = many(value, 'videos');
-    if (!videos || videos.length !== 2 || videos.some((v) => typeof v !== 'string' || !v)) return add(mapping.videos ?? 'videos', `expected two video paths (an array, or --field videos=<path1>,<path2>), received ${videos ? `${videos.length} value(s)` : 'none'}`);
+    if (!videos || videos.length !== 2 || videos.some((v) => typeof v !== 'string' || !v))
+      return add(
+        mapping.videos ?? 'videos',
+        `expected two video paths (an array, or --field videos=<path1>,<path2>), received ${videos ? `${videos.length} value(s)` : 'none'}`,
+      );
     const qs = many(value, 'questions');
-    if (!qs || qs.length !== 2) return add(mapping.questions ?? 'questions', `expected two questions (an array, or --field questions=<path1>,<path2>), received ${qs ? qs.length : 'none'}`);
+    if (!qs || qs.length !== 2)
+      return add(
+        mapping.questions ?? 'questions',
+        `expected two questions (an array, or --field questions=<path1>,<path2>), received ${qs ? qs.length : 'none'}`,
+      );
     const optsRaw = mapping.options ? getPath(value, mapping.options) : undefined;
     const questions: { text: string; options: string[] }[] = [];
     for (let j = 0; j < 2; j++) {
@@ -351,17 +565,34 @@ export function importTimeBlind(o: ImportTimeBlindOptions): ImportResult {
       const text = typeof q === 'string' ? q : (getPath(q, 'question') ?? getPath(q, 'text'));
       if (typeof text !== 'string' || !text.trim()) return add(`questions.${j}`, 'expected the question text');
       const split = splitInlineOptions(text);
-      const own = typeof q === 'object' && q !== null ? normaliseOptions(getPath(q, 'options') ?? getPath(q, 'choices')) : undefined;
-      const shared = Array.isArray(optsRaw) && optsRaw.length === 2 && optsRaw.every(Array.isArray) ? normaliseOptions(optsRaw[j]) : normaliseOptions(optsRaw);
+      const own =
+        typeof q === 'object' && q !== null
+          ? normaliseOptions(getPath(q, 'options') ?? getPath(q, 'choices'))
+          : undefined;
+      const shared =
+        Array.isArray(optsRaw) && optsRaw.length === 2 && optsRaw.every(Array.isArray)
+          ? normaliseOptions(optsRaw[j])
+          : normaliseOptions(optsRaw);
       questions.push({ text: split.question, options: own ?? shared ?? split.options ?? ['yes', 'no'] });
     }
     let answers = many(value, 'answers');
     if (answers && answers.length === 2 && answers.every(Array.isArray)) answers = (answers as unknown[][]).flat();
-    if (!answers || answers.length !== 4) return add(mapping.answers ?? 'answers', `expected four answers ([[v0q0, v0q1], [v1q0, v1q1]], a flat array of four, or four comma-separated fields), received ${answers ? answers.length : 'none'}`);
+    if (!answers || answers.length !== 4)
+      return add(
+        mapping.answers ?? 'answers',
+        `expected four answers ([[v0q0, v0q1], [v1q0, v1q1]], a flat array of four, or four comma-separated fields), received ${answers ? answers.length : 'none'}`,
+      );
     const idRaw = mapping.id ? getPath(value, mapping.id) : undefined;
-    const inst = idRaw !== undefined && idRaw !== null && String(idRaw) ? String(idRaw) : `timeblind-${String(k).padStart(5, '0')}`;
+    const inst =
+      idRaw !== undefined && idRaw !== null && String(idRaw)
+        ? String(idRaw)
+        : `timeblind-${String(k).padStart(5, '0')}`;
     const category = o.category ?? 'other';
-    const source = o.source ?? (mapping.source && typeof getPath(value, mapping.source) === 'string' ? (getPath(value, mapping.source) as string) : 'timeblind');
+    const source =
+      o.source ??
+      (mapping.source && typeof getPath(value, mapping.source) === 'string'
+        ? (getPath(value, mapping.source) as string)
+        : 'timeblind');
     for (let v = 0; v < 2; v++) {
       for (let j = 0; j < 2; j++) {
         const r = resolveAnswer(answers[v * 2 + j], questions[j].options, o.answerBase ?? 0);
@@ -371,8 +602,16 @@ export function importTimeBlind(o: ImportTimeBlindOptions): ImportResult {
         }
         const p = videos[v] as string;
         const rec: DyBenchRecord = {
-          id: `${inst}-v${v}-q${j}`, pair_id: inst, video: path.isAbsolute(p) ? p : path.join(root, p), question: questions[j].text, options: questions[j].options,
-          answer: r.index, category, transform: 'none', source, meta: { instance: { video: v, question: j }, import: { file: path.basename(file), entry: line } },
+          id: `${inst}-v${v}-q${j}`,
+          pair_id: inst,
+          video: path.isAbsolute(p) ? p : path.join(root, p),
+          question: questions[j].text,
+          options: questions[j].options,
+          answer: r.index,
+          category,
+          transform: 'none',
+          source,
+          meta: { instance: { video: v, question: j }, import: { file: path.basename(file), entry: line } },
         };
         const { problems } = checkRecord(rec);
         for (const pr of problems) add(pr.field, pr.message);

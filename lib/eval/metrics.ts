@@ -76,10 +76,14 @@ interface PairStats {
 function validateSample(s: ScoredSample, where: string): void {
   if (typeof s !== 'object' || s === null) throw invalidArg(where, 'a scored sample object', s, 'metrics');
   if (typeof s.id !== 'string' || s.id === '') throw invalidArg(`${where}.id`, 'a non-empty string', s.id, 'metrics');
-  if (typeof s.pair_id !== 'string' || s.pair_id === '') throw invalidArg(`${where}.pair_id`, 'a non-empty string', s.pair_id, 'metrics');
-  if (!(CATEGORIES as readonly string[]).includes(s.category)) throw invalidArg(`${where}.category`, `one of ${CATEGORIES.join(', ')}`, s.category, 'metrics');
-  if (!Number.isInteger(s.answer) || s.answer < 0) throw invalidArg(`${where}.answer`, 'a non-negative integer', s.answer, 'metrics');
-  if (!Number.isInteger(s.prediction) || s.prediction < -1) throw invalidArg(`${where}.prediction`, 'an integer >= -1', s.prediction, 'metrics');
+  if (typeof s.pair_id !== 'string' || s.pair_id === '')
+    throw invalidArg(`${where}.pair_id`, 'a non-empty string', s.pair_id, 'metrics');
+  if (!(CATEGORIES as readonly string[]).includes(s.category))
+    throw invalidArg(`${where}.category`, `one of ${CATEGORIES.join(', ')}`, s.category, 'metrics');
+  if (!Number.isInteger(s.answer) || s.answer < 0)
+    throw invalidArg(`${where}.answer`, 'a non-negative integer', s.answer, 'metrics');
+  if (!Number.isInteger(s.prediction) || s.prediction < -1)
+    throw invalidArg(`${where}.prediction`, 'an integer >= -1', s.prediction, 'metrics');
 }
 
 /**
@@ -88,13 +92,16 @@ function validateSample(s: ScoredSample, where: string): void {
  * answers differ and *static* (its answer must stay: invariance) when they agree; for DyBench this
  * is exactly "dynamic category" vs `static`. A `static` pair whose gold answers differ is a data error.
  */
-export function pairSamples(samples: readonly ScoredSample[]): { pair_id: string; category: Category; kind: PairKind; members: ScoredSample[] }[] {
+export function pairSamples(
+  samples: readonly ScoredSample[],
+): { pair_id: string; category: Category; kind: PairKind; members: ScoredSample[] }[] {
   if (!Array.isArray(samples)) throw invalidArg('samples', 'an array of scored samples', samples, 'pairSamples');
   const byPair = new Map<string, ScoredSample[]>();
   const ids = new Set<string>();
   samples.forEach((s, i) => {
     validateSample(s, `samples[${i}]`);
-    if (ids.has(s.id)) throw new CrpoError('ERR_CRPO_DUPLICATE', `samples[${i}].id: duplicate id '${s.id}'`, { op: 'pairSamples' });
+    if (ids.has(s.id))
+      throw new CrpoError('ERR_CRPO_DUPLICATE', `samples[${i}].id: duplicate id '${s.id}'`, { op: 'pairSamples' });
     ids.add(s.id);
     const list = byPair.get(s.pair_id);
     if (list) list.push(s);
@@ -103,14 +110,27 @@ export function pairSamples(samples: readonly ScoredSample[]): { pair_id: string
   const out: { pair_id: string; category: Category; kind: PairKind; members: ScoredSample[] }[] = [];
   for (const [pair_id, members] of byPair) {
     if (members.length < 2) {
-      throw new CrpoError('ERR_CRPO_BAD_PAIR', `pair '${pair_id}' has ${members.length} member (id '${members[0].id}'); a pair needs at least 2`, { op: 'pairSamples' });
+      throw new CrpoError(
+        'ERR_CRPO_BAD_PAIR',
+        `pair '${pair_id}' has ${members.length} member (id '${members[0].id}'); a pair needs at least 2`,
+        { op: 'pairSamples' },
+      );
     }
     const category = members[0].category;
     const other = members.find((m) => m.category !== category);
-    if (other) throw new CrpoError('ERR_CRPO_BAD_PAIR', `pair '${pair_id}' mixes categories '${category}' and '${other.category}' (id '${other.id}')`, { op: 'pairSamples' });
+    if (other)
+      throw new CrpoError(
+        'ERR_CRPO_BAD_PAIR',
+        `pair '${pair_id}' mixes categories '${category}' and '${other.category}' (id '${other.id}')`,
+        { op: 'pairSamples' },
+      );
     const goldSame = new Set(members.map((m) => m.answer)).size === 1;
     if (category === 'static' && !goldSame) {
-      throw new CrpoError('ERR_CRPO_BAD_PAIR', `static pair '${pair_id}' has differing gold answers [${members.map((m) => m.answer).join(', ')}]; they must agree`, { op: 'pairSamples' });
+      throw new CrpoError(
+        'ERR_CRPO_BAD_PAIR',
+        `static pair '${pair_id}' has differing gold answers [${members.map((m) => m.answer).join(', ')}]; they must agree`,
+        { op: 'pairSamples' },
+      );
     }
     const kind: PairKind = goldSame ? 'static' : 'dynamic';
     out.push({ pair_id, category, kind, members });
@@ -157,7 +177,14 @@ function groupsOf(p: PairStats): GroupName[] {
 
 /** Sums over a list of pair indices (repeats allowed: the bootstrap passes resampled indices). */
 function aggregate(stats: readonly PairStats[], idx: ArrayLike<number>): GroupMetrics {
-  let samples = 0, correct = 0, allCorrect = 0, invalid = 0, dyn = 0, stat = 0, changed = 0, agreed = 0;
+  let samples = 0,
+    correct = 0,
+    allCorrect = 0,
+    invalid = 0,
+    dyn = 0,
+    stat = 0,
+    changed = 0,
+    agreed = 0;
   for (let k = 0; k < idx.length; k++) {
     const p = stats[idx[k]];
     samples += p.members;
@@ -248,7 +275,8 @@ export type GroupIntervals = Record<IntervalMetric, Interval>;
 
 function resolveBootstrap(o: BootstrapOptions): Required<BootstrapOptions> {
   const r = { ...BOOTSTRAP_DEFAULTS, ...o };
-  if (!Number.isInteger(r.iterations) || r.iterations < 1) throw outOfRange('iterations', 'a positive integer', r.iterations, 'bootstrap');
+  if (!Number.isInteger(r.iterations) || r.iterations < 1)
+    throw outOfRange('iterations', 'a positive integer', r.iterations, 'bootstrap');
   if (!Number.isInteger(r.seed)) throw invalidArg('seed', 'an integer', r.seed, 'bootstrap');
   if (!(r.level > 0 && r.level < 1)) throw outOfRange('level', 'a number in (0, 1)', r.level, 'bootstrap');
   return r;
@@ -259,7 +287,10 @@ function resolveBootstrap(o: BootstrapOptions): Required<BootstrapOptions> {
  * group's pairs with replacement (same pair count). Resampled metrics that are undefined (a
  * resample without static pairs has no invariance) are left out of that metric's distribution.
  */
-export function bootstrapDistributions(samples: readonly ScoredSample[], o: BootstrapOptions = {}): Partial<Record<GroupName, Record<IntervalMetric, number[]>>> {
+export function bootstrapDistributions(
+  samples: readonly ScoredSample[],
+  o: BootstrapOptions = {},
+): Partial<Record<GroupName, Record<IntervalMetric, number[]>>> {
   const { iterations, seed } = resolveBootstrap(o);
   const { stats, groups } = prepare(samples);
   const out: Partial<Record<GroupName, Record<IntervalMetric, number[]>>> = {};
@@ -292,14 +323,18 @@ export function quantile(values: readonly number[], q: number): number {
 }
 
 /** Percentile bootstrap intervals (default 95%, 1000 resamples, seed 0) for every group and interval metric. */
-export function bootstrapIntervals(samples: readonly ScoredSample[], o: BootstrapOptions = {}): Partial<Record<GroupName, GroupIntervals>> {
+export function bootstrapIntervals(
+  samples: readonly ScoredSample[],
+  o: BootstrapOptions = {},
+): Partial<Record<GroupName, GroupIntervals>> {
   const r = resolveBootstrap(o);
   const dists = bootstrapDistributions(samples, r);
   const a = (1 - r.level) / 2;
   const out: Partial<Record<GroupName, GroupIntervals>> = {};
   for (const [g, dist] of Object.entries(dists) as [GroupName, Record<IntervalMetric, number[]>][]) {
     const iv = {} as GroupIntervals;
-    for (const key of INTERVAL_METRICS) iv[key] = dist[key].length ? [quantile(dist[key], a), quantile(dist[key], 1 - a)] : null;
+    for (const key of INTERVAL_METRICS)
+      iv[key] = dist[key].length ? [quantile(dist[key], a), quantile(dist[key], 1 - a)] : null;
     out[g] = iv;
   }
   return out;
@@ -332,29 +367,44 @@ export interface TimeBlindMetrics {
 
 /** TimeBlind metrics; every instance must hold exactly 2 videos x 2 questions, one answer each. */
 export function timeBlindMetrics(answers: readonly TimeBlindAnswer[]): TimeBlindMetrics {
-  if (!Array.isArray(answers)) throw invalidArg('answers', 'an array of TimeBlind answers', answers, 'timeBlindMetrics');
+  if (!Array.isArray(answers))
+    throw invalidArg('answers', 'an array of TimeBlind answers', answers, 'timeBlindMetrics');
   const inst = new Map<string, Map<string, boolean>>(); // instance -> "video\0question" -> correct
   const videos = new Map<string, Set<string>>();
   const questions = new Map<string, Set<string>>();
   answers.forEach((a, i) => {
     for (const f of ['instance', 'video', 'question'] as const) {
-      if (typeof a?.[f] !== 'string' || a[f] === '') throw invalidArg(`answers[${i}].${f}`, 'a non-empty string', a?.[f], 'timeBlindMetrics');
+      if (typeof a?.[f] !== 'string' || a[f] === '')
+        throw invalidArg(`answers[${i}].${f}`, 'a non-empty string', a?.[f], 'timeBlindMetrics');
     }
-    if (typeof a.correct !== 'boolean') throw invalidArg(`answers[${i}].correct`, 'a boolean', a.correct, 'timeBlindMetrics');
+    if (typeof a.correct !== 'boolean')
+      throw invalidArg(`answers[${i}].correct`, 'a boolean', a.correct, 'timeBlindMetrics');
     const cells = inst.get(a.instance) ?? new Map<string, boolean>();
     inst.set(a.instance, cells);
     const key = `${a.video}\0${a.question}`;
-    if (cells.has(key)) throw new CrpoError('ERR_CRPO_DUPLICATE', `TimeBlind instance '${a.instance}' answers video '${a.video}' x question '${a.question}' twice (answers[${i}])`, { op: 'timeBlindMetrics' });
+    if (cells.has(key))
+      throw new CrpoError(
+        'ERR_CRPO_DUPLICATE',
+        `TimeBlind instance '${a.instance}' answers video '${a.video}' x question '${a.question}' twice (answers[${i}])`,
+        { op: 'timeBlindMetrics' },
+      );
     cells.set(key, a.correct);
     (videos.get(a.instance) ?? videos.set(a.instance, new Set()).get(a.instance)!).add(a.video);
     (questions.get(a.instance) ?? questions.set(a.instance, new Set()).get(a.instance)!).add(a.question);
   });
-  let all = 0, q = 0, v = 0, full = 0;
+  let all = 0,
+    q = 0,
+    v = 0,
+    full = 0;
   for (const [id, cells] of inst) {
     const vs = [...videos.get(id)!];
     const qs = [...questions.get(id)!];
     if (vs.length !== 2 || qs.length !== 2 || cells.size !== 4) {
-      throw new CrpoError('ERR_CRPO_BAD_PAIR', `TimeBlind instance '${id}' has ${vs.length} video(s) x ${qs.length} question(s) with ${cells.size} answer(s); expected 2 x 2 = 4`, { op: 'timeBlindMetrics' });
+      throw new CrpoError(
+        'ERR_CRPO_BAD_PAIR',
+        `TimeBlind instance '${id}' has ${vs.length} video(s) x ${qs.length} question(s) with ${cells.size} answer(s); expected 2 x 2 = 4`,
+        { op: 'timeBlindMetrics' },
+      );
     }
     const c = (vid: string, qu: string): boolean => cells.get(`${vid}\0${qu}`)!;
     for (const x of cells.values()) all += x ? 1 : 0;
@@ -363,7 +413,13 @@ export function timeBlindMetrics(answers: readonly TimeBlindAnswer[]): TimeBlind
     full += [...cells.values()].every(Boolean) ? 1 : 0;
   }
   const n = inst.size;
-  return { n_instances: n, acc: n ? all / (4 * n) : 0, q_acc: n ? q / (2 * n) : 0, v_acc: n ? v / (2 * n) : 0, i_acc: n ? full / n : 0 };
+  return {
+    n_instances: n,
+    acc: n ? all / (4 * n) : 0,
+    q_acc: n ? q / (2 * n) : 0,
+    v_acc: n ? v / (2 * n) : 0,
+    i_acc: n ? full / n : 0,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,7 +427,8 @@ export function timeBlindMetrics(answers: readonly TimeBlindAnswer[]): TimeBlind
 
 /** Pearson's r of two equally long series (at least 3 points, neither constant). */
 export function pearson(xs: readonly number[], ys: readonly number[]): number {
-  if (!Array.isArray(xs) || !Array.isArray(ys)) throw invalidArg('xs, ys', 'two arrays of numbers', Array.isArray(xs) ? ys : xs, 'pearson');
+  if (!Array.isArray(xs) || !Array.isArray(ys))
+    throw invalidArg('xs, ys', 'two arrays of numbers', Array.isArray(xs) ? ys : xs, 'pearson');
   if (xs.length !== ys.length) throw outOfRange('ys.length', `the length of xs (${xs.length})`, ys.length, 'pearson');
   if (xs.length < 3) throw outOfRange('xs.length', 'at least 3 runs', xs.length, 'pearson');
   [...xs, ...ys].forEach((v) => {
@@ -380,13 +437,20 @@ export function pearson(xs: readonly number[], ys: readonly number[]): number {
   const n = xs.length;
   const mx = xs.reduce((a, b) => a + b, 0) / n;
   const my = ys.reduce((a, b) => a + b, 0) / n;
-  let sxy = 0, sxx = 0, syy = 0;
+  let sxy = 0,
+    sxx = 0,
+    syy = 0;
   for (let i = 0; i < n; i++) {
     sxy += (xs[i] - mx) * (ys[i] - my);
     sxx += (xs[i] - mx) ** 2;
     syy += (ys[i] - my) ** 2;
   }
-  if (sxx === 0 || syy === 0) throw new CrpoError('ERR_CRPO_DEGENERATE', `Pearson r is undefined: ${sxx === 0 ? 'the first' : 'the second'} metric is the same in every run`, { op: 'pearson' });
+  if (sxx === 0 || syy === 0)
+    throw new CrpoError(
+      'ERR_CRPO_DEGENERATE',
+      `Pearson r is undefined: ${sxx === 0 ? 'the first' : 'the second'} metric is the same in every run`,
+      { op: 'pearson' },
+    );
   return sxy / Math.sqrt(sxx * syy);
 }
 
@@ -395,15 +459,30 @@ export function metricAt(metrics: PairedMetrics, path: string): number {
   const [group, key, ...rest] = path.split('.');
   const g = metrics.groups[group as GroupName];
   const known = ['acc', 'p_acc', 'invalid_rate', 'sensitivity', 'invariance'];
-  if (rest.length || !key || !known.includes(key)) throw invalidArg('metric', `'<group>.<${known.join('|')}>'`, path, 'metricAt');
-  if (!g) throw new CrpoError('ERR_CRPO_UNKNOWN_NAME', `metric '${path}': group '${group}' is not in this run; present: ${Object.keys(metrics.groups).join(', ')}`, { op: 'metricAt' });
+  if (rest.length || !key || !known.includes(key))
+    throw invalidArg('metric', `'<group>.<${known.join('|')}>'`, path, 'metricAt');
+  if (!g)
+    throw new CrpoError(
+      'ERR_CRPO_UNKNOWN_NAME',
+      `metric '${path}': group '${group}' is not in this run; present: ${Object.keys(metrics.groups).join(', ')}`,
+      { op: 'metricAt' },
+    );
   const v = g[key as keyof GroupMetrics];
-  if (typeof v !== 'number') throw new CrpoError('ERR_CRPO_DEGENERATE', `metric '${path}' is undefined for this run (no ${key === 'invariance' ? 'static' : 'dynamic'} pairs)`, { op: 'metricAt' });
+  if (typeof v !== 'number')
+    throw new CrpoError(
+      'ERR_CRPO_DEGENERATE',
+      `metric '${path}' is undefined for this run (no ${key === 'invariance' ? 'static' : 'dynamic'} pairs)`,
+      { op: 'metricAt' },
+    );
   return v;
 }
 
 /** Pearson r between two metrics (paths as in metricAt) across runs. */
-export function correlateRuns(runs: readonly PairedMetrics[], x: string, y: string): { r: number; xs: number[]; ys: number[] } {
+export function correlateRuns(
+  runs: readonly PairedMetrics[],
+  x: string,
+  y: string,
+): { r: number; xs: number[]; ys: number[] } {
   const xs = runs.map((m) => metricAt(m, x));
   const ys = runs.map((m) => metricAt(m, y));
   return { r: pearson(xs, ys), xs, ys };

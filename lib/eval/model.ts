@@ -79,7 +79,8 @@ let checkpointFactory: ModelFactory | undefined;
 
 /** The trainer calls this once to plug a local checkpoint into `crpo eval --kind checkpoint`. */
 export function setCheckpointFactory(factory: ModelFactory): void {
-  if (typeof factory !== 'function') throw new CrpoError('ERR_CRPO_INVALID_ARG', 'setCheckpointFactory expects a function (spec) => AnswerModel');
+  if (typeof factory !== 'function')
+    throw new CrpoError('ERR_CRPO_INVALID_ARG', 'setCheckpointFactory expects a function (spec) => AnswerModel');
   checkpointFactory = factory;
 }
 

@@ -10,7 +10,14 @@
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { MODEL_KINDS, type AnswerModel, type AnswerRequest, type AnswerResponse, type ModelSpec, type PromptDefaults } from './model';
+import {
+  MODEL_KINDS,
+  type AnswerModel,
+  type AnswerRequest,
+  type AnswerResponse,
+  type ModelSpec,
+  type PromptDefaults,
+} from './model';
 import { seededRandom } from './metrics';
 
 export interface OpenAIModelOptions {
@@ -58,36 +65,53 @@ const RETRY_AFTER_CAP_MS = 60_000;
 
 /** Encodes [T,H,W,3] uint8 frames as base64 JPEGs (one per frame, in order). */
 export async function encodeFramesJpeg(frames: Uint8Array, shape: readonly number[], quality = 90): Promise<string[]> {
-  if (!(frames instanceof Uint8Array) && !(ArrayBuffer.isView(frames) && (frames as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT === 1)) {
+  if (
+    !(frames instanceof Uint8Array) &&
+    !(ArrayBuffer.isView(frames) && (frames as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT === 1)
+  ) {
     throw invalidArg('frames', 'a Uint8Array', frames, 'encodeFramesJpeg');
   }
-  if (!Array.isArray(shape) || shape.length !== 4 || shape[3] !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0)) {
+  if (
+    !Array.isArray(shape) ||
+    shape.length !== 4 ||
+    shape[3] !== 3 ||
+    !shape.every((d) => Number.isInteger(d) && d > 0)
+  ) {
     throw invalidArg('frameShape', 'a shape [T, H, W, 3] of positive integers', shape, 'encodeFramesJpeg');
   }
   const [T, H, W] = shape;
-  if (frames.length !== T * H * W * 3) throw outOfRange('frames.length', `T*H*W*3 = ${T * H * W * 3} for shape [${shape.join(', ')}]`, frames.length, 'encodeFramesJpeg');
+  if (frames.length !== T * H * W * 3)
+    throw outOfRange(
+      'frames.length',
+      `T*H*W*3 = ${T * H * W * 3} for shape [${shape.join(', ')}]`,
+      frames.length,
+      'encodeFramesJpeg',
+    );
   const per = H * W * 3;
   const out: string[] = [];
   for (let t = 0; t < T; t++) {
     const view = Buffer.from(frames.buffer, frames.byteOffset + t * per, per);
-    const jpg = await sharp(view, { raw: { width: W, height: H, channels: 3 } }).jpeg({ quality }).toBuffer();
+    const jpg = await sharp(view, { raw: { width: W, height: H, channels: 3 } })
+      .jpeg({ quality })
+      .toBuffer();
     out.push(jpg.toString('base64'));
   }
   return out;
 }
 
 /** The chat messages for one request: frames as image parts, then the prompt. */
-export async function buildMessages(req: AnswerRequest, o: Pick<OpenAIModelOptions, 'jpegQuality' | 'imageDetail' | 'systemPrompt'> = {}): Promise<OpenAI.Chat.Completions.ChatCompletionMessageParam[]> {
+export async function buildMessages(
+  req: AnswerRequest,
+  o: Pick<OpenAIModelOptions, 'jpegQuality' | 'imageDetail' | 'systemPrompt'> = {},
+): Promise<OpenAI.Chat.Completions.ChatCompletionMessageParam[]> {
   const images = await encodeFramesJpeg(req.frames, req.frameShape, o.jpegQuality ?? OPENAI_MODEL_DEFAULTS.jpegQuality);
   const T = req.frameShape[0];
   const content: OpenAI.Chat.Completions.ChatCompletionContentPart[] = [
     { type: 'text', text: `The video, as ${T} frames in temporal order:` },
-    ...images.map(
-      (b64): OpenAI.Chat.Completions.ChatCompletionContentPartImage => ({
-        type: 'image_url',
-        image_url: { url: `data:image/jpeg;base64,${b64}`, ...(o.imageDetail ? { detail: o.imageDetail } : {}) },
-      }),
-    ),
+    ...images.map((b64): OpenAI.Chat.Completions.ChatCompletionContentPartImage => ({
+      type: 'image_url',
+      image_url: { url: `data:image/jpeg;base64,${b64}`, ...(o.imageDetail ? { detail: o.imageDetail } : {}) },
+    })),
     { type: 'text', text: req.prompt },
   ];
   const messages: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [];
@@ -123,15 +147,24 @@ export function classifyError(err: unknown): ClassifiedError {
     const s = header(e.headers, 'retry-after');
     if (ms && Number.isFinite(Number(ms))) retryAfterMs = Number(ms);
     else if (s && Number.isFinite(Number(s))) retryAfterMs = Number(s) * 1000;
-    if (status === 408 || status === 409 || status === 429 || status >= 500) return { kind: 'retry', message: `HTTP ${status}: ${msg}`, retryAfterMs };
+    if (status === 408 || status === 409 || status === 429 || status >= 500)
+      return { kind: 'retry', message: `HTTP ${status}: ${msg}`, retryAfterMs };
     if (status === 401 || status === 403 || status === 404) return { kind: 'fatal', message: `HTTP ${status}: ${msg}` };
     return { kind: 'fail-sample', message: `HTTP ${status}: ${msg}` };
   }
   // No status: connection errors, timeouts, and bodies the client could not read as JSON.
-  if (err instanceof OpenAI.APIConnectionError || e?.name === 'APIConnectionError' || e?.name === 'APIConnectionTimeoutError') {
-    return { kind: 'retry', message: `${e.name === 'APIConnectionTimeoutError' || /timed? ?out/i.test(msg) ? 'timeout' : 'connection error'}: ${msg}` };
+  if (
+    err instanceof OpenAI.APIConnectionError ||
+    e?.name === 'APIConnectionError' ||
+    e?.name === 'APIConnectionTimeoutError'
+  ) {
+    return {
+      kind: 'retry',
+      message: `${e.name === 'APIConnectionTimeoutError' || /timed? ?out/i.test(msg) ? 'timeout' : 'connection error'}: ${msg}`,
+    };
   }
-  if (err instanceof SyntaxError || e?.name === 'SyntaxError') return { kind: 'retry', message: `malformed response body: ${msg}` };
+  if (err instanceof SyntaxError || e?.name === 'SyntaxError')
+    return { kind: 'retry', message: `malformed response body: ${msg}` };
   if (err instanceof OpenAI.APIUserAbortError) return { kind: 'fatal', message: msg };
   return { kind: 'fail-sample', message: msg };
 }
@@ -153,19 +186,33 @@ export function completionText(body: unknown): string {
   const content = b.choices[0]?.message?.content;
   if (typeof content === 'string') return content;
   if (content === null || content === undefined) return ''; // an empty answer: parsed as invalid, not retried
-  if (Array.isArray(content)) return content.map((p) => (typeof p === 'object' && p && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('');
+  if (Array.isArray(content))
+    return content
+      .map((p) =>
+        typeof p === 'object' && p && typeof (p as { text?: unknown }).text === 'string'
+          ? (p as { text: string }).text
+          : '',
+      )
+      .join('');
   throw new MalformedResponseError(`malformed response body: message.content is ${typeof content}`);
 }
 
 /** Separate reasoning text some servers return (`reasoning_content`: vLLM, DeepSeek; `reasoning`: others). */
 export function reasoningText(body: unknown): string | undefined {
-  const m = (body as { choices?: { message?: { reasoning_content?: unknown; reasoning?: unknown } }[] } | null)?.choices?.[0]?.message;
+  const m = (body as { choices?: { message?: { reasoning_content?: unknown; reasoning?: unknown } }[] } | null)
+    ?.choices?.[0]?.message;
   const r = m?.reasoning_content ?? m?.reasoning;
   return typeof r === 'string' ? r : undefined;
 }
 
 /** Backoff before retry `n` (1-based): base * 2^(n-1), capped, with jitter in [0.5, 1]. */
-export function backoffDelay(n: number, baseMs: number, maxMs: number, rand: () => number, retryAfterMs?: number): number {
+export function backoffDelay(
+  n: number,
+  baseMs: number,
+  maxMs: number,
+  rand: () => number,
+  retryAfterMs?: number,
+): number {
   const exp = Math.min(maxMs, baseMs * 2 ** (n - 1));
   const jittered = exp * (0.5 + 0.5 * rand());
   return retryAfterMs !== undefined ? Math.max(jittered, Math.min(retryAfterMs, RETRY_AFTER_CAP_MS)) : jittered;
@@ -176,22 +223,39 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class OpenAIAnswerModel implements AnswerModel {
   readonly name: string;
   private readonly client: OpenAI;
-  private readonly o: Required<Omit<OpenAIModelOptions, 'imageDetail' | 'systemPrompt'>> & Pick<OpenAIModelOptions, 'imageDetail' | 'systemPrompt'>;
+  private readonly o: Required<Omit<OpenAIModelOptions, 'imageDetail' | 'systemPrompt'>> &
+    Pick<OpenAIModelOptions, 'imageDetail' | 'systemPrompt'>;
   private readonly rand: () => number;
   /** Set by a fatal error: every later request fails fast with it. */
   private fatal?: CrpoError;
 
   constructor(options: OpenAIModelOptions) {
-    if (typeof options?.model !== 'string' || options.model === '') throw invalidArg('model', 'a served model name (--model or CRPO_EVAL_MODEL)', options?.model, 'OpenAIAnswerModel');
+    if (typeof options?.model !== 'string' || options.model === '')
+      throw invalidArg(
+        'model',
+        'a served model name (--model or CRPO_EVAL_MODEL)',
+        options?.model,
+        'OpenAIAnswerModel',
+      );
     if (typeof options.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) {
-      throw invalidArg('baseURL', 'an http(s) URL such as http://localhost:8000/v1 (--base-url, CRPO_EVAL_BASE_URL or OPENAI_BASE_URL)', options.baseURL, 'OpenAIAnswerModel');
+      throw invalidArg(
+        'baseURL',
+        'an http(s) URL such as http://localhost:8000/v1 (--base-url, CRPO_EVAL_BASE_URL or OPENAI_BASE_URL)',
+        options.baseURL,
+        'OpenAIAnswerModel',
+      );
     }
-    const o = { ...OPENAI_MODEL_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as OpenAIAnswerModel['o'];
+    const o = {
+      ...OPENAI_MODEL_DEFAULTS,
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    } as OpenAIAnswerModel['o'];
     for (const k of ['timeoutMs', 'backoffBaseMs', 'backoffMaxMs', 'maxTokens'] as const) {
       if (!(Number.isFinite(o[k]) && o[k] > 0)) throw outOfRange(k, 'a positive number', o[k], 'OpenAIAnswerModel');
     }
-    if (!Number.isInteger(o.maxRetries) || o.maxRetries < 0) throw outOfRange('maxRetries', 'a non-negative integer', o.maxRetries, 'OpenAIAnswerModel');
-    if (!(o.jpegQuality >= 1 && o.jpegQuality <= 100)) throw outOfRange('jpegQuality', 'an integer in [1, 100]', o.jpegQuality, 'OpenAIAnswerModel');
+    if (!Number.isInteger(o.maxRetries) || o.maxRetries < 0)
+      throw outOfRange('maxRetries', 'a non-negative integer', o.maxRetries, 'OpenAIAnswerModel');
+    if (!(o.jpegQuality >= 1 && o.jpegQuality <= 100))
+      throw outOfRange('jpegQuality', 'an integer in [1, 100]', o.jpegQuality, 'OpenAIAnswerModel');
     this.o = o;
     this.name = o.model;
     this.rand = seededJitter(o.seed);
@@ -218,12 +282,21 @@ export class OpenAIAnswerModel implements AnswerModel {
           temperature: this.o.temperature,
         });
         const reasoning = reasoningText(body);
-        return { raw: completionText(body), latencyMs: Date.now() - start, attempts: attempt, ...(reasoning !== undefined ? { reasoning } : {}) };
+        return {
+          raw: completionText(body),
+          latencyMs: Date.now() - start,
+          attempts: attempt,
+          ...(reasoning !== undefined ? { reasoning } : {}),
+        };
       } catch (err) {
         const c = classifyError(err);
         last = c.message;
         if (c.kind === 'fatal') {
-          this.fatal ??= new CrpoError('ERR_CRPO_EVAL_ENDPOINT', `the endpoint ${this.o.baseURL} refused the request for model '${this.o.model}': ${c.message}`, { op: 'eval', cause: err });
+          this.fatal ??= new CrpoError(
+            'ERR_CRPO_EVAL_ENDPOINT',
+            `the endpoint ${this.o.baseURL} refused the request for model '${this.o.model}': ${c.message}`,
+            { op: 'eval', cause: err },
+          );
           throw this.fatal;
         }
         if (c.kind === 'fail-sample' || attempt > this.o.maxRetries) break;
@@ -243,8 +316,9 @@ export class OpenAIAnswerModel implements AnswerModel {
       const list = await this.client.models.list({ timeout: Math.min(this.o.timeoutMs, 10_000) });
       const entry = list.data.find((m) => m.id === this.o.model) as { crpo?: { null_option?: unknown } } | undefined;
       const n = entry?.crpo?.null_option;
-      return typeof n === 'boolean' ? { nullOption: n, source: `the model card of '${this.o.model}' at ` +
-        `${this.o.baseURL}/models` } : {};
+      return typeof n === 'boolean'
+        ? { nullOption: n, source: `the model card of '${this.o.model}' at ` + `${this.o.baseURL}/models` }
+        : {};
     } catch {
       return {};
     }

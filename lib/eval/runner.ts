@@ -23,8 +23,16 @@ import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, letterOf, parseAnswer } from '../prompt';
 import { defaultFrameLoader, FRAME_DEFAULTS, type FrameLoader } from './frames';
 import {
-  BOOTSTRAP_DEFAULTS, bootstrapIntervals, computeMetrics, timeBlindMetrics,
-  type GroupIntervals, type GroupName, type PairedMetrics, type ScoredSample, type TimeBlindAnswer, type TimeBlindMetrics,
+  BOOTSTRAP_DEFAULTS,
+  bootstrapIntervals,
+  computeMetrics,
+  timeBlindMetrics,
+  type GroupIntervals,
+  type GroupName,
+  type PairedMetrics,
+  type ScoredSample,
+  type TimeBlindAnswer,
+  type TimeBlindMetrics,
 } from './metrics';
 import { createModel, type AnswerModel, type AnswerRequest, type ModelSpec } from './model';
 import { chartSvg, markdownReport, svgToPng } from './report';
@@ -147,20 +155,34 @@ export interface EvalResult {
 }
 
 function resolveConfig(c: Partial<EvalConfig> & Pick<EvalConfig, 'data' | 'out' | 'model'>): EvalConfig {
-  const r = { ...EVAL_DEFAULTS, ...Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)) } as EvalConfig;
+  const r = {
+    ...EVAL_DEFAULTS,
+    ...Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)),
+  } as EvalConfig;
   if (typeof r.data !== 'string' || r.data === '') throw invalidArg('data', 'a DyBench JSONL path', r.data, 'eval');
   if (typeof r.out !== 'string' || r.out === '') throw invalidArg('out', 'an output folder', r.out, 'eval');
-  if (!Number.isInteger(r.concurrency) || r.concurrency < 1 || r.concurrency > 256) throw outOfRange('concurrency', 'an integer in [1, 256]', r.concurrency, 'eval');
-  if (!Number.isInteger(r.batchSize) || r.batchSize < 1) throw outOfRange('batchSize', 'a positive integer', r.batchSize, 'eval');
-  if (r.limitPairs !== undefined && (!Number.isInteger(r.limitPairs) || r.limitPairs < 1)) throw outOfRange('limitPairs', 'a positive integer', r.limitPairs, 'eval');
-  if (!Number.isInteger(r.bootstrap) || r.bootstrap < 0) throw outOfRange('bootstrap', 'a non-negative integer', r.bootstrap, 'eval');
-  for (const c2 of r.categories ?? []) if (!(CATEGORIES as readonly string[]).includes(c2)) throw invalidArg('categories[]', `one of ${CATEGORIES.join(', ')}`, c2, 'eval');
+  if (!Number.isInteger(r.concurrency) || r.concurrency < 1 || r.concurrency > 256)
+    throw outOfRange('concurrency', 'an integer in [1, 256]', r.concurrency, 'eval');
+  if (!Number.isInteger(r.batchSize) || r.batchSize < 1)
+    throw outOfRange('batchSize', 'a positive integer', r.batchSize, 'eval');
+  if (r.limitPairs !== undefined && (!Number.isInteger(r.limitPairs) || r.limitPairs < 1))
+    throw outOfRange('limitPairs', 'a positive integer', r.limitPairs, 'eval');
+  if (!Number.isInteger(r.bootstrap) || r.bootstrap < 0)
+    throw outOfRange('bootstrap', 'a non-negative integer', r.bootstrap, 'eval');
+  for (const c2 of r.categories ?? [])
+    if (!(CATEGORIES as readonly string[]).includes(c2))
+      throw invalidArg('categories[]', `one of ${CATEGORIES.join(', ')}`, c2, 'eval');
   return r;
 }
 
 /** Records to evaluate: split / category filters, then the first N whole pairs. */
-export function selectRecords(records: readonly DyBenchRecord[], c: Pick<EvalConfig, 'split' | 'categories' | 'limitPairs'>): DyBenchRecord[] {
-  let out = records.filter((r) => (c.split === undefined || r.split === c.split) && (!c.categories || c.categories.includes(r.category)));
+export function selectRecords(
+  records: readonly DyBenchRecord[],
+  c: Pick<EvalConfig, 'split' | 'categories' | 'limitPairs'>,
+): DyBenchRecord[] {
+  let out = records.filter(
+    (r) => (c.split === undefined || r.split === c.split) && (!c.categories || c.categories.includes(r.category)),
+  );
   if (c.limitPairs !== undefined) {
     const keep = new Set<string>();
     for (const r of out) {
@@ -208,9 +230,16 @@ export function readSamples(file: string): ExistingResults {
     try {
       v = JSON.parse(t) as SampleResult;
     } catch (err) {
-      throw new CrpoError('ERR_CRPO_BAD_DATA', `${file}:${line}: invalid JSON (${(err as Error).message}); the results file is damaged beyond a torn last line, rerun with --overwrite`);
+      throw new CrpoError(
+        'ERR_CRPO_BAD_DATA',
+        `${file}:${line}: invalid JSON (${(err as Error).message}); the results file is damaged beyond a torn last line, rerun with --overwrite`,
+      );
     }
-    if (typeof v?.id !== 'string' || typeof v.prediction !== 'number') throw new CrpoError('ERR_CRPO_BAD_DATA', `${file}:${line}: expected a sample result with id and prediction; rerun with --overwrite`);
+    if (typeof v?.id !== 'string' || typeof v.prediction !== 'number')
+      throw new CrpoError(
+        'ERR_CRPO_BAD_DATA',
+        `${file}:${line}: expected a sample result with id and prediction; rerun with --overwrite`,
+      );
     byId.set(v.id, v);
   }
   return { byId, tornBytes };
@@ -225,26 +254,43 @@ function fmtDuration(s: number): string {
 
 /** The scored view of a sample; failed samples count as invalid (wrong). */
 function scored(r: DyBenchRecord, res: SampleResult | undefined): ScoredSample {
-  return { id: r.id, pair_id: r.pair_id, category: r.category, answer: r.answer, prediction: res && !res.error ? res.prediction : -1 };
+  return {
+    id: r.id,
+    pair_id: r.pair_id,
+    category: r.category,
+    answer: r.answer,
+    prediction: res && !res.error ? res.prediction : -1,
+  };
 }
 
 /**
  * TimeBlind instances: records whose meta.instance names the instance's video and question
  * (pair_id = instance id). Null when the data has none.
  */
-export function timeBlindAnswers(records: readonly DyBenchRecord[], results: Map<string, SampleResult>): TimeBlindAnswer[] | null {
+export function timeBlindAnswers(
+  records: readonly DyBenchRecord[],
+  results: Map<string, SampleResult>,
+): TimeBlindAnswer[] | null {
   const out: TimeBlindAnswer[] = [];
   for (const r of records) {
     const inst = (r.meta as { instance?: { video?: unknown; question?: unknown } } | undefined)?.instance;
     if (!inst || typeof inst !== 'object') continue;
     const res = results.get(r.id);
-    out.push({ instance: r.pair_id, video: String(inst.video), question: String(inst.question), correct: !!res && !res.error && res.correct });
+    out.push({
+      instance: r.pair_id,
+      video: String(inst.video),
+      question: String(inst.question),
+      correct: !!res && !res.error && res.correct,
+    });
   }
   return out.length ? out : null;
 }
 
 /** Runs (or resumes) an evaluation and writes the output folder. */
-export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'data' | 'out' | 'model'>, hooks: EvalHooks = {}): Promise<EvalResult> {
+export async function runEval(
+  config: Partial<EvalConfig> & Pick<EvalConfig, 'data' | 'out' | 'model'>,
+  hooks: EvalHooks = {},
+): Promise<EvalResult> {
   const c = resolveConfig(config);
   const log = hooks.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const t0 = Date.now();
@@ -261,9 +307,16 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
   const dataText = readTextFile(c.data, 'DyBench JSONL file');
   const dataSha = crypto.createHash('sha256').update(dataText).digest('hex');
   const loaded = await loadRecords(c.data, { mode: c.lenient ? 'lenient' : 'strict' });
-  if (loaded.skipped > 0) log(`eval: skipped ${loaded.skipped} bad record(s) of ${c.data} (lenient); first: ${loaded.issues[0] ? `${loaded.issues[0].file}:${loaded.issues[0].line}: ${loaded.issues[0].message}` : '-'}`);
+  if (loaded.skipped > 0)
+    log(
+      `eval: skipped ${loaded.skipped} bad record(s) of ${c.data} (lenient); first: ${loaded.issues[0] ? `${loaded.issues[0].file}:${loaded.issues[0].line}: ${loaded.issues[0].message}` : '-'}`,
+    );
   const records = selectRecords(loaded.records, c);
-  if (records.length === 0) throw new CrpoError('ERR_CRPO_EMPTY', `no records to evaluate in ${c.data}${c.split || c.categories ? ' after the split/category filters' : ''}`);
+  if (records.length === 0)
+    throw new CrpoError(
+      'ERR_CRPO_EMPTY',
+      `no records to evaluate in ${c.data}${c.split || c.categories ? ' after the split/category filters' : ''}`,
+    );
 
   // Model.
   const model = hooks.model ?? (await createModel(c.kind, c.model));
@@ -272,8 +325,11 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       // Not set by the user: as the model was trained, when its card says (crpo serve), else off.
       const d = (await model.promptDefaults?.()) ?? {};
       c.nullOption = d.nullOption ?? false;
-      if (d.nullOption !== undefined) log(`eval: null option ${d.nullOption ? 'on' : 'off'}, as ` +
-        `${d.source ?? 'the model'} says it was trained (--null-option / --no-null-option overrides)`);
+      if (d.nullOption !== undefined)
+        log(
+          `eval: null option ${d.nullOption ? 'on' : 'off'}, as ` +
+            `${d.source ?? 'the model'} says it was trained (--null-option / --no-null-option overrides)`,
+        );
     }
     const nullOption: boolean = c.nullOption;
     // Resume or start.
@@ -287,8 +343,11 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         prev = JSON.parse(readTextFile(files.run, 'run file')) as typeof prev;
       } catch (err) {
         if ((err as { code?: string }).code?.startsWith('ERR_CRPO')) throw err;
-        throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.run}: not valid JSON (${(err as Error).message}); ` +
-          `the folder's run record is damaged: use another --out, or --overwrite to discard it`);
+        throw new CrpoError(
+          'ERR_CRPO_RESUME_MISMATCH',
+          `${files.run}: not valid JSON (${(err as Error).message}); ` +
+            `the folder's run record is damaged: use another --out, or --overwrite to discard it`,
+        );
       }
       const diff = Object.keys(fp).filter((k) => JSON.stringify(prev.fingerprint?.[k]) !== JSON.stringify(fp[k]));
       if (diff.length) {
@@ -298,25 +357,42 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         );
       }
     } else if (fs.existsSync(files.samples)) {
-      throw new CrpoError('ERR_CRPO_RESUME_MISMATCH', `${files.samples} exists without run.json; use another --out, or --overwrite to discard it`);
+      throw new CrpoError(
+        'ERR_CRPO_RESUME_MISMATCH',
+        `${files.samples} exists without run.json; use another --out, or --overwrite to discard it`,
+      );
     }
     const { apiKey: _key, ...modelPublic } = c.model;
-    await writeFileAtomic(files.run, JSON.stringify({ config: { ...c, data: path.resolve(c.data), model: modelPublic }, fingerprint: fp }, null, 2) + '\n');
+    await writeFileAtomic(
+      files.run,
+      JSON.stringify({ config: { ...c, data: path.resolve(c.data), model: modelPublic }, fingerprint: fp }, null, 2) +
+        '\n',
+    );
 
     const existing = readSamples(files.samples);
-    if (existing.tornBytes > 0) log(`eval: ${files.samples}: cut a torn last line (${existing.tornBytes} bytes) left by an interrupted run; that sample is asked again`);
+    if (existing.tornBytes > 0)
+      log(
+        `eval: ${files.samples}: cut a torn last line (${existing.tornBytes} bytes) left by an interrupted run; that sample is asked again`,
+      );
     const wanted = new Set(records.map((r) => r.id));
     const finished = new Set([...existing.byId.values()].filter((r) => !r.error && wanted.has(r.id)).map((r) => r.id));
     const retrying = [...existing.byId.values()].filter((r) => r.error && wanted.has(r.id)).length;
     const todo = records.filter((r) => !finished.has(r.id));
-    if (finished.size > 0) log(`eval: resuming ${c.out}: ${finished.size} of ${records.length} samples already done${retrying ? `, retrying ${retrying} failed` : ''}`);
-    log(`eval: ${model.name} on ${todo.length} sample(s) of ${c.data} (concurrency ${c.concurrency}, batch ${c.batchSize})`);
+    if (finished.size > 0)
+      log(
+        `eval: resuming ${c.out}: ${finished.size} of ${records.length} samples already done${retrying ? `, retrying ${retrying} failed` : ''}`,
+      );
+    log(
+      `eval: ${model.name} on ${todo.length} sample(s) of ${c.data} (concurrency ${c.concurrency}, batch ${c.batchSize})`,
+    );
 
     // Work.
     const appender = await JsonlAppender.open(files.samples);
     const loadFrames = hooks.frameLoader ?? defaultFrameLoader({ frames: c.frames, maxPixels: c.maxPixels });
     const results = existing.byId;
-    let done = 0, correct = 0, failed = 0;
+    let done = 0,
+      correct = 0,
+      failed = 0;
     let lastLog = 0;
     const started = Date.now();
     const every = hooks.progressEveryMs ?? 2000;
@@ -325,7 +401,9 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       if (!force && now - lastLog < every) return;
       lastLog = now;
       const rate = done / Math.max(1e-3, (now - started) / 1000);
-      log(`eval: ${done}/${todo.length} done, acc ${done - failed ? ((100 * correct) / (done - failed)).toFixed(1) : '-'}%, ${failed} failed, ${rate.toFixed(1)}/s, eta ${fmtDuration((todo.length - done) / rate)}`);
+      log(
+        `eval: ${done}/${todo.length} done, acc ${done - failed ? ((100 * correct) / (done - failed)).toFixed(1) : '-'}%, ${failed} failed, ${rate.toFixed(1)}/s, eta ${fmtDuration((todo.length - done) / rate)}`,
+      );
     };
 
     const batches: DyBenchRecord[][] = [];
@@ -341,7 +419,14 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
         const asked: DyBenchRecord[] = [];
         // Decodes of one batch run together (the reader bounds the total); a clip that cannot be
         // decoded fails its sample, not the run.
-        const decoded = await Promise.all(batch.map((r) => loadFrames(r).then((f) => ({ r, f }), (err: Error) => ({ r, err }))));
+        const decoded = await Promise.all(
+          batch.map((r) =>
+            loadFrames(r).then(
+              (f) => ({ r, f }),
+              (err: Error) => ({ r, err }),
+            ),
+          ),
+        );
         for (const d of decoded) {
           const r = d.r;
           if ('err' in d) {
@@ -350,7 +435,14 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
             if (unreadable++ < 3) log(`eval: ${r.id}: cannot read its video: ${d.err?.message ?? String(d.err)}`);
             continue;
           }
-          requests.push({ id: r.id, frames: d.f.frames, frameShape: d.f.shape, question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options, { nullOption, instruction: c.instruction }) });
+          requests.push({
+            id: r.id,
+            frames: d.f.frames,
+            frameShape: d.f.shape,
+            question: r.question,
+            options: r.options,
+            prompt: formatPrompt(r.question, r.options, { nullOption, instruction: c.instruction }),
+          });
           asked.push(r);
         }
         if (requests.length) {
@@ -362,7 +454,11 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
             return;
           }
           if (!Array.isArray(responses) || responses.length !== requests.length) {
-            fatal ??= new CrpoError('ERR_CRPO_EVAL_MODEL', `model ${model.name} returned ${Array.isArray(responses) ? responses.length : typeof responses} responses for ${requests.length} requests`, { userError: false });
+            fatal ??= new CrpoError(
+              'ERR_CRPO_EVAL_MODEL',
+              `model ${model.name} returned ${Array.isArray(responses) ? responses.length : typeof responses} responses for ${requests.length} requests`,
+              { userError: false },
+            );
             return;
           }
           asked.forEach((r, k) => {
@@ -374,10 +470,18 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
             const shown = displayedOptions(r.options, nullOption).length;
             const p = parseAnswer(resp.raw, shown);
             lines.push({
-              id: r.id, pair_id: r.pair_id, category: r.category, transform: r.transform, answer: r.answer,
-              prediction: p.index, prediction_letter: p.index >= 0 ? letterOf(p.index) : null,
-              correct: p.index >= 0 && p.index === r.answer, format_ok: p.formatOk,
-              raw: resp.raw, latency_ms: resp.latencyMs, ...(resp.attempts !== undefined ? { attempts: resp.attempts } : {}),
+              id: r.id,
+              pair_id: r.pair_id,
+              category: r.category,
+              transform: r.transform,
+              answer: r.answer,
+              prediction: p.index,
+              prediction_letter: p.index >= 0 ? letterOf(p.index) : null,
+              correct: p.index >= 0 && p.index === r.answer,
+              format_ok: p.formatOk,
+              raw: resp.raw,
+              latency_ms: resp.latencyMs,
+              ...(resp.attempts !== undefined ? { attempts: resp.attempts } : {}),
               ...(resp.reasoning !== undefined ? { reasoning: resp.reasoning } : {}),
             });
           });
@@ -406,10 +510,14 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
     // Metrics over the whole selection (this run's and resumed results).
     const samples = records.map((r) => scored(r, results.get(r.id)));
     const metrics = computeMetrics(samples);
-    const intervals = c.bootstrap > 0 ? bootstrapIntervals(samples, { iterations: c.bootstrap, seed: c.seed, level: c.level }) : {};
+    const intervals =
+      c.bootstrap > 0 ? bootstrapIntervals(samples, { iterations: c.bootstrap, seed: c.seed, level: c.level }) : {};
     const tb = timeBlindAnswers(records, results);
     const final = records.map((r) => results.get(r.id));
-    const lat = final.filter((r): r is SampleResult => !!r && !r.error).map((r) => r.latency_ms).sort((a, b) => a - b);
+    const lat = final
+      .filter((r): r is SampleResult => !!r && !r.error)
+      .map((r) => r.latency_ms)
+      .sort((a, b) => a - b);
     const summary: EvalSummary = {
       model: model.name,
       kind: c.kind,
@@ -424,10 +532,25 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
       intervals,
       bootstrap: { iterations: c.bootstrap, seed: c.seed, level: c.level },
       timeblind: tb ? timeBlindMetrics(tb) : null,
-      latency_ms: lat.length ? { mean: lat.reduce((a, b) => a + b, 0) / lat.length, p50: lat[Math.floor((lat.length - 1) * 0.5)], p95: lat[Math.floor((lat.length - 1) * 0.95)] } : null,
+      latency_ms: lat.length
+        ? {
+            mean: lat.reduce((a, b) => a + b, 0) / lat.length,
+            p50: lat[Math.floor((lat.length - 1) * 0.5)],
+            p95: lat[Math.floor((lat.length - 1) * 0.95)],
+          }
+        : null,
       elapsed_s: (Date.now() - t0) / 1000,
     };
-    const report = { model: model.name, data: c.data, metrics, intervals, level: c.level, n_failed: summary.n_failed, null_option: nullOption, timeblind: summary.timeblind };
+    const report = {
+      model: model.name,
+      data: c.data,
+      metrics,
+      intervals,
+      level: c.level,
+      n_failed: summary.n_failed,
+      null_option: nullOption,
+      timeblind: summary.timeblind,
+    };
     const svg = chartSvg(report);
     await writeFileAtomic(files.summary, JSON.stringify(summary, null, 2) + '\n');
     await writeFileAtomic(files.markdown, markdownReport(report));
@@ -441,7 +564,17 @@ export async function runEval(config: Partial<EvalConfig> & Pick<EvalConfig, 'da
 
 function failedLine(r: DyBenchRecord, error: string): SampleResult {
   return {
-    id: r.id, pair_id: r.pair_id, category: r.category, transform: r.transform, answer: r.answer,
-    prediction: -1, prediction_letter: null, correct: false, format_ok: false, raw: '', latency_ms: 0, error,
+    id: r.id,
+    pair_id: r.pair_id,
+    category: r.category,
+    transform: r.transform,
+    answer: r.answer,
+    prediction: -1,
+    prediction_letter: null,
+    correct: false,
+    format_ok: false,
+    raw: '',
+    latency_ms: 0,
+    error,
   };
 }

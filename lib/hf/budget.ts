@@ -80,7 +80,7 @@ export function estimateBudget(cfg: QwenVLConfig, s: BudgetScenario = DEFAULT_SC
   const qd = t.numHeads * t.headDim;
   const kd = t.numKvHeads * t.headDim;
   // LoRA on q,k,v,o,gate,up,down of every LM layer: r * (in + out) each
-  const loraParams = t.numLayers * s.loraRank * ((H + qd) + 2 * (H + kd) + (qd + H) + 2 * (H + I) + (I + H));
+  const loraParams = t.numLayers * s.loraRank * (H + qd + 2 * (H + kd) + (qd + H) + 2 * (H + I) + (I + H));
   // Per token per layer, tensors autograd keeps (bf16): norms/inputs ~4H, q/k/v/rotated ~2(qd+2kd),
   // attention output qd, MLP gate/up/act/product 4I; plus eager scores+probs heads*L (fp32 scores, dtype probs).
   const perTokLayer = (4 * H + 2 * (qd + 2 * kd) + qd + 4 * I) * s.bytes;
@@ -92,7 +92,8 @@ export function estimateBudget(cfg: QwenVLConfig, s: BudgetScenario = DEFAULT_SC
   // vision: one block's activations over all patches (no grad) + full-attention scores of one frame
   const hv = v.hiddenSize;
   const patchesPerFrame = tokensPerFrame * v.spatialMergeSize ** 2;
-  const visionPeak = visionPatches * (6 * hv + 3 * v.intermediateSize) * s.bytes + v.numHeads * patchesPerFrame ** 2 * (4 + s.bytes);
+  const visionPeak =
+    visionPatches * (6 * hv + 3 * v.intermediateSize) * s.bytes + v.numHeads * patchesPerFrame ** 2 * (4 + s.bytes);
   const kv = s.sequences * L * t.numLayers * 2 * kd * s.bytes;
   return {
     params,
@@ -115,19 +116,95 @@ export function estimateBudget(cfg: QwenVLConfig, s: BudgetScenario = DEFAULT_SC
 /** Published configs (config.json of the Hugging Face repositories), for the budget table. */
 export const PUBLISHED_CONFIGS: Record<string, QwenVLConfig> = {
   'Qwen2.5-VL-7B': parseQwenConfig({
-    model_type: 'qwen2_5_vl', hidden_size: 3584, intermediate_size: 18944, num_attention_heads: 28, num_hidden_layers: 28, num_key_value_heads: 4,
-    vocab_size: 152064, rope_theta: 1000000, rope_scaling: { type: 'mrope', mrope_section: [16, 24, 24] }, tie_word_embeddings: false,
-    image_token_id: 151655, video_token_id: 151656, vision_start_token_id: 151652, vision_end_token_id: 151653,
-    vision_config: { depth: 32, hidden_size: 1280, intermediate_size: 3420, num_heads: 16, out_hidden_size: 3584, patch_size: 14, window_size: 112, fullatt_block_indexes: [7, 15, 23, 31], spatial_merge_size: 2, temporal_patch_size: 2, tokens_per_second: 2, hidden_act: 'silu' },
+    model_type: 'qwen2_5_vl',
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_attention_heads: 28,
+    num_hidden_layers: 28,
+    num_key_value_heads: 4,
+    vocab_size: 152064,
+    rope_theta: 1000000,
+    rope_scaling: { type: 'mrope', mrope_section: [16, 24, 24] },
+    tie_word_embeddings: false,
+    image_token_id: 151655,
+    video_token_id: 151656,
+    vision_start_token_id: 151652,
+    vision_end_token_id: 151653,
+    vision_config: {
+      depth: 32,
+      hidden_size: 1280,
+      intermediate_size: 3420,
+      num_heads: 16,
+      out_hidden_size: 3584,
+      patch_size: 14,
+      window_size: 112,
+      fullatt_block_indexes: [7, 15, 23, 31],
+      spatial_merge_size: 2,
+      temporal_patch_size: 2,
+      tokens_per_second: 2,
+      hidden_act: 'silu',
+    },
   }),
   'Qwen3-VL-4B': parseQwenConfig({
-    model_type: 'qwen3_vl', image_token_id: 151655, video_token_id: 151656, vision_start_token_id: 151652, vision_end_token_id: 151653, tie_word_embeddings: true,
-    text_config: { hidden_size: 2560, intermediate_size: 9728, num_attention_heads: 32, num_hidden_layers: 36, num_key_value_heads: 8, head_dim: 128, vocab_size: 151936, rope_theta: 5000000, rope_scaling: { mrope_interleaved: true, mrope_section: [24, 20, 20] } },
-    vision_config: { depth: 24, hidden_size: 1024, intermediate_size: 4096, num_heads: 16, out_hidden_size: 2560, patch_size: 16, num_position_embeddings: 2304, deepstack_visual_indexes: [5, 11, 17], spatial_merge_size: 2, temporal_patch_size: 2 },
+    model_type: 'qwen3_vl',
+    image_token_id: 151655,
+    video_token_id: 151656,
+    vision_start_token_id: 151652,
+    vision_end_token_id: 151653,
+    tie_word_embeddings: true,
+    text_config: {
+      hidden_size: 2560,
+      intermediate_size: 9728,
+      num_attention_heads: 32,
+      num_hidden_layers: 36,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      vocab_size: 151936,
+      rope_theta: 5000000,
+      rope_scaling: { mrope_interleaved: true, mrope_section: [24, 20, 20] },
+    },
+    vision_config: {
+      depth: 24,
+      hidden_size: 1024,
+      intermediate_size: 4096,
+      num_heads: 16,
+      out_hidden_size: 2560,
+      patch_size: 16,
+      num_position_embeddings: 2304,
+      deepstack_visual_indexes: [5, 11, 17],
+      spatial_merge_size: 2,
+      temporal_patch_size: 2,
+    },
   }),
   'Qwen3-VL-8B': parseQwenConfig({
-    model_type: 'qwen3_vl', image_token_id: 151655, video_token_id: 151656, vision_start_token_id: 151652, vision_end_token_id: 151653, tie_word_embeddings: false,
-    text_config: { hidden_size: 4096, intermediate_size: 12288, num_attention_heads: 32, num_hidden_layers: 36, num_key_value_heads: 8, head_dim: 128, vocab_size: 151936, rope_theta: 5000000, rope_scaling: { mrope_interleaved: true, mrope_section: [24, 20, 20] } },
-    vision_config: { depth: 27, hidden_size: 1152, intermediate_size: 4304, num_heads: 16, out_hidden_size: 4096, patch_size: 16, num_position_embeddings: 2304, deepstack_visual_indexes: [8, 16, 24], spatial_merge_size: 2, temporal_patch_size: 2 },
+    model_type: 'qwen3_vl',
+    image_token_id: 151655,
+    video_token_id: 151656,
+    vision_start_token_id: 151652,
+    vision_end_token_id: 151653,
+    tie_word_embeddings: false,
+    text_config: {
+      hidden_size: 4096,
+      intermediate_size: 12288,
+      num_attention_heads: 32,
+      num_hidden_layers: 36,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      vocab_size: 151936,
+      rope_theta: 5000000,
+      rope_scaling: { mrope_interleaved: true, mrope_section: [24, 20, 20] },
+    },
+    vision_config: {
+      depth: 27,
+      hidden_size: 1152,
+      intermediate_size: 4304,
+      num_heads: 16,
+      out_hidden_size: 4096,
+      patch_size: 16,
+      num_position_embeddings: 2304,
+      deepstack_visual_indexes: [8, 16, 24],
+      spatial_merge_size: 2,
+      temporal_patch_size: 2,
+    },
   }),
 };

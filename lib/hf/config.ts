@@ -208,9 +208,12 @@ export function resolveQwenFields(raw: Json, file = 'config.json'): Record<strin
       continue;
     }
     const ok =
-      kind === 'a number' ? typeof v === 'number' && Number.isFinite(v)
-        : kind === 'an array of integers' ? Array.isArray(v) && v.every((x) => Number.isInteger(x))
-          : kind === 'a boolean' ? typeof v === 'boolean'
+      kind === 'a number'
+        ? typeof v === 'number' && Number.isFinite(v)
+        : kind === 'an array of integers'
+          ? Array.isArray(v) && v.every((x) => Number.isInteger(x))
+          : kind === 'a boolean'
+            ? typeof v === 'boolean'
             : typeof v === 'string';
     if (!ok) throw cfgError(file, `${where}${name} must be ${kind} but is ${JSON.stringify(v)}`);
     out[key] = v;
@@ -234,7 +237,10 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
   const headDim = arch === 'qwen3_vl' ? n('text_config.head_dim') : hidden / heads;
   const section = f['text_config.rope_scaling.mrope_section'] as number[];
   if (section.length !== 3 || section.reduce((a, b) => a + b, 0) !== headDim / 2) {
-    throw cfgError(file, `${tw}rope_scaling.mrope_section ${JSON.stringify(section)} must have 3 entries summing to head_dim / 2 = ${headDim / 2}`);
+    throw cfgError(
+      file,
+      `${tw}rope_scaling.mrope_section ${JSON.stringify(section)} must have 3 entries summing to head_dim / 2 = ${headDim / 2}`,
+    );
   }
   const text: QwenTextConfig = {
     hiddenSize: hidden,
@@ -255,7 +261,11 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
     tieWordEmbeddings: f.tie_word_embeddings as boolean,
     hiddenAct: f['text_config.hidden_act'] as string,
   };
-  if (text.numHeads % text.numKvHeads !== 0) throw cfgError(file, `${tw}num_attention_heads ${text.numHeads} is not a multiple of num_key_value_heads ${text.numKvHeads}`);
+  if (text.numHeads % text.numKvHeads !== 0)
+    throw cfgError(
+      file,
+      `${tw}num_attention_heads ${text.numHeads} is not a multiple of num_key_value_heads ${text.numKvHeads}`,
+    );
   // in_channels only: transformers ignores the `in_chans` of older files (always 3 in them).
   const vision: QwenVisionConfig = {
     depth: n('vision_config.depth'),
@@ -276,7 +286,8 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
   } else {
     vision.numPositionEmbeddings = n('vision_config.num_position_embeddings');
     const side = Math.round(Math.sqrt(vision.numPositionEmbeddings));
-    if (side * side !== vision.numPositionEmbeddings) throw cfgError(file, `${vw}num_position_embeddings ${vision.numPositionEmbeddings} is not a square`);
+    if (side * side !== vision.numPositionEmbeddings)
+      throw cfgError(file, `${vw}num_position_embeddings ${vision.numPositionEmbeddings} is not a square`);
     vision.deepstackVisualIndexes = f['vision_config.deepstack_visual_indexes'] as number[];
   }
   if (vision.outHiddenSize !== hidden) {
@@ -295,7 +306,8 @@ export function parseQwenConfig(raw: Json, file = 'config.json'): QwenVLConfig {
     videoTokenId: n('video_token_id'),
     visionStartTokenId: n('vision_start_token_id'),
     visionEndTokenId: n('vision_end_token_id'),
-    eosTokenId: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? (eos[0] as number) : undefined,
+    eosTokenId:
+      typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? (eos[0] as number) : undefined,
   };
 }
 

@@ -50,40 +50,86 @@ interface Shape {
 export const INIT_SIZES: Record<QwenArch, Record<string, Shape>> = {
   qwen2_5_vl: {
     tiny: {
-      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2,
-      vocab: 151936, tie: true, mropeSection: [2, 3, 3],
+      hidden: 64,
+      intermediate: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      vocab: 151936,
+      tie: true,
+      mropeSection: [2, 3, 3],
       vision: { depth: 2, hidden: 32, intermediate: 64, heads: 2, fullatt: [1], windowSize: 56 },
     },
     '3b': {
-      hidden: 2048, intermediate: 11008, layers: 36, heads: 16, kvHeads: 2,
-      vocab: 151936, tie: true, mropeSection: [16, 24, 24],
+      hidden: 2048,
+      intermediate: 11008,
+      layers: 36,
+      heads: 16,
+      kvHeads: 2,
+      vocab: 151936,
+      tie: true,
+      mropeSection: [16, 24, 24],
       vision: { depth: 32, hidden: 1280, intermediate: 3420, heads: 16, fullatt: [7, 15, 23, 31], windowSize: 112 },
     },
     '7b': {
-      hidden: 3584, intermediate: 18944, layers: 28, heads: 28, kvHeads: 4,
-      vocab: 152064, tie: false, mropeSection: [16, 24, 24],
+      hidden: 3584,
+      intermediate: 18944,
+      layers: 28,
+      heads: 28,
+      kvHeads: 4,
+      vocab: 152064,
+      tie: false,
+      mropeSection: [16, 24, 24],
       vision: { depth: 32, hidden: 1280, intermediate: 3420, heads: 16, fullatt: [7, 15, 23, 31], windowSize: 112 },
     },
   },
   qwen3_vl: {
     tiny: {
-      hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, headDim: 16,
-      vocab: 151936, tie: true, mropeSection: [4, 2, 2],
+      hidden: 64,
+      intermediate: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 16,
+      vocab: 151936,
+      tie: true,
+      mropeSection: [4, 2, 2],
       vision: { depth: 2, hidden: 32, intermediate: 64, heads: 2, deepstack: [0], posEmbeddings: 64 },
     },
     '2b': {
-      hidden: 2048, intermediate: 6144, layers: 28, heads: 16, kvHeads: 8, headDim: 128,
-      vocab: 151936, tie: true, mropeSection: [24, 20, 20],
+      hidden: 2048,
+      intermediate: 6144,
+      layers: 28,
+      heads: 16,
+      kvHeads: 8,
+      headDim: 128,
+      vocab: 151936,
+      tie: true,
+      mropeSection: [24, 20, 20],
       vision: { depth: 24, hidden: 1024, intermediate: 4096, heads: 16, deepstack: [5, 11, 17], posEmbeddings: 2304 },
     },
     '4b': {
-      hidden: 2560, intermediate: 9728, layers: 36, heads: 32, kvHeads: 8, headDim: 128,
-      vocab: 151936, tie: true, mropeSection: [24, 20, 20],
+      hidden: 2560,
+      intermediate: 9728,
+      layers: 36,
+      heads: 32,
+      kvHeads: 8,
+      headDim: 128,
+      vocab: 151936,
+      tie: true,
+      mropeSection: [24, 20, 20],
       vision: { depth: 24, hidden: 1024, intermediate: 4096, heads: 16, deepstack: [5, 11, 17], posEmbeddings: 2304 },
     },
     '8b': {
-      hidden: 4096, intermediate: 12288, layers: 36, heads: 32, kvHeads: 8, headDim: 128,
-      vocab: 151936, tie: false, mropeSection: [24, 20, 20],
+      hidden: 4096,
+      intermediate: 12288,
+      layers: 36,
+      heads: 32,
+      kvHeads: 8,
+      headDim: 128,
+      vocab: 151936,
+      tie: false,
+      mropeSection: [24, 20, 20],
       vision: { depth: 27, hidden: 1152, intermediate: 4304, heads: 16, deepstack: [8, 16, 24], posEmbeddings: 2304 },
     },
   },
@@ -110,48 +156,97 @@ export interface HfInitResult {
 }
 
 const IDS = {
-  bos: 151643, imStart: 151644, eos: 151645, visionStart: 151652, visionEnd: 151653, visionPad: 151654,
-  image: 151655, video: 151656,
+  bos: 151643,
+  imStart: 151644,
+  eos: 151645,
+  visionStart: 151652,
+  visionEnd: 151653,
+  visionPad: 151654,
+  image: 151655,
+  video: 151656,
 };
 
 /** config.json as transformers would write it for this shape (every field crpo reads spelled out). */
 export function initConfig(arch: QwenArch, s: Shape, dtype: InitDtype): Record<string, unknown> {
   const tokens = {
-    image_token_id: IDS.image, video_token_id: IDS.video,
-    vision_start_token_id: IDS.visionStart, vision_end_token_id: IDS.visionEnd,
+    image_token_id: IDS.image,
+    video_token_id: IDS.video,
+    vision_start_token_id: IDS.visionStart,
+    vision_end_token_id: IDS.visionEnd,
   };
   const v = s.vision;
   const lm = {
-    vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers,
-    num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, hidden_act: 'silu', rms_norm_eps: 1e-6,
+    vocab_size: s.vocab,
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-6,
   };
   const tower = {
-    depth: v.depth, hidden_size: v.hidden, intermediate_size: v.intermediate, num_heads: v.heads, in_channels: 3,
-    spatial_merge_size: 2, temporal_patch_size: 2, out_hidden_size: s.hidden,
+    depth: v.depth,
+    hidden_size: v.hidden,
+    intermediate_size: v.intermediate,
+    num_heads: v.heads,
+    in_channels: 3,
+    spatial_merge_size: 2,
+    temporal_patch_size: 2,
+    out_hidden_size: s.hidden,
   };
   if (arch === 'qwen2_5_vl') {
     return {
-      architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', torch_dtype: dtype, ...lm,
-      max_position_embeddings: 128000, rope_theta: 1000000.0,
-      rope_scaling: { type: 'mrope', mrope_section: s.mropeSection }, tie_word_embeddings: s.tie, use_cache: true,
-      bos_token_id: IDS.bos, eos_token_id: IDS.eos, vision_token_id: IDS.visionPad, ...tokens,
+      architectures: ['Qwen2_5_VLForConditionalGeneration'],
+      model_type: 'qwen2_5_vl',
+      torch_dtype: dtype,
+      ...lm,
+      max_position_embeddings: 128000,
+      rope_theta: 1000000.0,
+      rope_scaling: { type: 'mrope', mrope_section: s.mropeSection },
+      tie_word_embeddings: s.tie,
+      use_cache: true,
+      bos_token_id: IDS.bos,
+      eos_token_id: IDS.eos,
+      vision_token_id: IDS.visionPad,
+      ...tokens,
       vision_config: {
-        ...tower, hidden_act: 'silu', patch_size: 14, tokens_per_second: 2, window_size: v.windowSize,
+        ...tower,
+        hidden_act: 'silu',
+        patch_size: 14,
+        tokens_per_second: 2,
+        window_size: v.windowSize,
         fullatt_block_indexes: v.fullatt,
       },
     };
   }
   return {
-    architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', dtype,
-    tie_word_embeddings: s.tie, ...tokens,
+    architectures: ['Qwen3VLForConditionalGeneration'],
+    model_type: 'qwen3_vl',
+    dtype,
+    tie_word_embeddings: s.tie,
+    ...tokens,
     text_config: {
-      model_type: 'qwen3_vl_text', ...lm, head_dim: s.headDim, max_position_embeddings: 262144, rope_theta: 5000000.0,
+      model_type: 'qwen3_vl_text',
+      ...lm,
+      head_dim: s.headDim,
+      max_position_embeddings: 262144,
+      rope_theta: 5000000.0,
       rope_scaling: { rope_type: 'default', mrope_section: s.mropeSection, mrope_interleaved: true },
-      attention_bias: false, tie_word_embeddings: s.tie, bos_token_id: IDS.bos, eos_token_id: IDS.eos, dtype,
+      attention_bias: false,
+      tie_word_embeddings: s.tie,
+      bos_token_id: IDS.bos,
+      eos_token_id: IDS.eos,
+      dtype,
     },
     vision_config: {
-      model_type: 'qwen3_vl', ...tower, hidden_act: 'gelu_pytorch_tanh', patch_size: 16,
-      num_position_embeddings: v.posEmbeddings, deepstack_visual_indexes: v.deepstack, initializer_range: 0.02,
+      model_type: 'qwen3_vl',
+      ...tower,
+      hidden_act: 'gelu_pytorch_tanh',
+      patch_size: 16,
+      num_position_embeddings: v.posEmbeddings,
+      deepstack_visual_indexes: v.deepstack,
+      initializer_range: 0.02,
     },
   };
 }
@@ -178,7 +273,10 @@ export function fillNormal(out: Float32Array, seed: number, std: number): void {
     t = Math.imul(t, 0x735a2d97);
     return (t ^ (t >>> 15)) >>> 0;
   };
-  let a = mix() || 1, b = mix(), c = mix(), d = mix();
+  let a = mix() || 1,
+    b = mix(),
+    c = mix(),
+    d = mix();
   const n = out.length;
   let i = 0;
   while (i < n) {
@@ -216,7 +314,8 @@ function tensorData(name: string, count: number, dtype: InitDtype, seed: number)
     return out;
   }
   const out = new Uint16Array(count);
-  if (kind === 'ones') out.fill(0x3f80); // bf16 1.0
+  if (kind === 'ones')
+    out.fill(0x3f80); // bf16 1.0
   else if (kind === 'normal') {
     const buf = new Float32Array(CHUNK);
     for (let k = 0; k * CHUNK < count; k++) {
@@ -263,13 +362,19 @@ export function initQwenFolder(o: HfInitOptions, log: (line: string) => void = (
   const billions = (parameters / 1e9).toFixed(3);
   log(`${o.arch} ${o.size}: ${billions} B parameters, ${specs.length} tensors, ${o.dtype}; writing model.safetensors`);
   let done = 0;
-  writeSafetensorsStreaming(path.join(o.out, 'model.safetensors'), specs, (name) => {
-    const n = weights.get(name)!.reduce((x, y) => x * y, 1);
-    const d = tensorData(name, n, o.dtype, seed);
-    done += n;
-    if (n >= 1e8) log(`  ${name} (${(n / 1e6).toFixed(0)} M values), ${((100 * done) / parameters).toFixed(0)}% done`);
-    return d;
-  }, { format: 'pt', crpo_init: `${o.arch} ${o.size} seed ${seed}` });
+  writeSafetensorsStreaming(
+    path.join(o.out, 'model.safetensors'),
+    specs,
+    (name) => {
+      const n = weights.get(name)!.reduce((x, y) => x * y, 1);
+      const d = tensorData(name, n, o.dtype, seed);
+      done += n;
+      if (n >= 1e8)
+        log(`  ${name} (${(n / 1e6).toFixed(0)} M values), ${((100 * done) / parameters).toFixed(0)}% done`);
+      return d;
+    },
+    { format: 'pt', crpo_init: `${o.arch} ${o.size} seed ${seed}` },
+  );
   return { folder: o.out, config, parameters, bytes: fs.statSync(path.join(o.out, 'model.safetensors')).size };
 }
 

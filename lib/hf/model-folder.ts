@@ -25,7 +25,7 @@ export interface ModelFolder {
 
 const LOOKED_FOR =
   'policy.safetensors (a crpo linear, native or qwen checkpoint), policy.json, policy/policy.json or ' +
-    'checkpoint/policy.json (a native checkpoint), ' +
+  'checkpoint/policy.json (a native checkpoint), ' +
   'checkpoints/step-* (a run folder), or config.json with *.safetensors (a Hugging Face Qwen2.5-VL / Qwen3-VL folder)';
 
 /** `where` names the argument in messages: '--model' (default), '--checkpoint', 'crpo serve'. */
@@ -38,11 +38,17 @@ function checkpointKind(dir: string, where: string): string | null {
   const file = path.join(dir, 'policy.safetensors');
   if (fs.existsSync(file)) {
     const kind = readSafetensorsHeader(file).metadata?.kind;
-    if (!kind) throw folderError(dir, `${file} names no policy kind in its metadata (expected kind 'linear', 'native' or 'qwen')`, where);
+    if (!kind)
+      throw folderError(
+        dir,
+        `${file} names no policy kind in its metadata (expected kind 'linear', 'native' or 'qwen')`,
+        where,
+      );
     return kind;
   }
   // policy/ in a training checkpoint or sftBase folder, checkpoint/ in a `crpo sft` folder.
-  if (['policy.json', 'policy/policy.json', 'checkpoint/policy.json'].some((f) => fs.existsSync(path.join(dir, f)))) return 'native';
+  if (['policy.json', 'policy/policy.json', 'checkpoint/policy.json'].some((f) => fs.existsSync(path.join(dir, f))))
+    return 'native';
   return null;
 }
 
@@ -67,12 +73,16 @@ export function detectModelFolder(dir: string, where = '--model'): ModelFolder {
     }
     const arch = detectArch(raw, config);
     const weights = fs.readdirSync(dir).filter((n) => n.endsWith('.safetensors'));
-    if (!weights.length) throw folderError(dir, `${config} describes ${arch}, but the folder has no *.safetensors weights`, where);
+    if (!weights.length)
+      throw folderError(dir, `${config} describes ${arch}, but the folder has no *.safetensors weights`, where);
     return { kind: 'qwen', init: dir, what: `Hugging Face ${arch} folder`, arch };
   }
   const ck = path.join(dir, 'checkpoints');
   if (fs.existsSync(ck)) {
-    const steps = fs.readdirSync(ck).filter((n) => /^step-\d+$/.test(n)).sort();
+    const steps = fs
+      .readdirSync(ck)
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort();
     for (let i = steps.length - 1; i >= 0; i--) {
       const sub = path.join(ck, steps[i]);
       const k = checkpointKind(sub, where);

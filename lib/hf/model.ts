@@ -10,12 +10,27 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, invalidArg } from '../errors';
 import {
-  NativeHandle, callAsync, callSync, rewrap, torchAddon, torchQueue,
-  type NativeQwenForwardResult, type NativeQwenInputs, type NativeQwenSampleOptions, type NativeQwenTrainBatch,
-  type NativeQwenTrainStats, type NativeTensor,
+  NativeHandle,
+  callAsync,
+  callSync,
+  rewrap,
+  torchAddon,
+  torchQueue,
+  type NativeQwenForwardResult,
+  type NativeQwenInputs,
+  type NativeQwenSampleOptions,
+  type NativeQwenTrainBatch,
+  type NativeQwenTrainStats,
+  type NativeTensor,
 } from '../native';
 import { canonicalKey, expectedWeights, nativeConfig, readQwenConfig, type QwenVLConfig } from './config';
-import { readSafetensors, readSafetensorsHeader, writeSafetensors, type SafeTensorInfo, type TensorSpec } from './safetensors';
+import {
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type SafeTensorInfo,
+  type TensorSpec,
+} from './safetensors';
 import { ropeIndex, type Grid } from './rope-index';
 
 /** float64 is for numerical checks (finite differences). */
@@ -44,18 +59,29 @@ export function resolveWeights(folder: string, cfg: QwenVLConfig): Map<string, W
     try {
       wm = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
     } catch (e) {
-      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: cannot read the shard index (${(e as Error).message})`, { userError: true });
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: cannot read the shard index (${(e as Error).message})`, {
+        userError: true,
+      });
     }
-    if (!wm || typeof wm !== 'object') throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: no weight_map`, { userError: true });
+    if (!wm || typeof wm !== 'object')
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${index}: no weight_map`, { userError: true });
     files = [...new Set(Object.values(wm))].map((f) => path.join(folder, f));
     const missingShards = files.filter((f) => !fs.existsSync(f));
     if (missingShards.length) {
-      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: shards listed in model.safetensors.index.json are missing: ${missingShards.map((f) => path.basename(f)).join(', ')}`, { userError: true });
+      throw new CrpoError(
+        'ERR_CRPO_MODEL_LOAD',
+        `${folder}: shards listed in model.safetensors.index.json are missing: ${missingShards.map((f) => path.basename(f)).join(', ')}`,
+        { userError: true },
+      );
     }
   } else if (fs.existsSync(single)) {
     files = [single];
   } else {
-    throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)`, { userError: true });
+    throw new CrpoError(
+      'ERR_CRPO_MODEL_LOAD',
+      `${folder}: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)`,
+      { userError: true },
+    );
   }
   const expected = expectedWeights(cfg);
   const found = new Map<string, WeightRef>();
@@ -76,14 +102,16 @@ export function resolveWeights(folder: string, cfg: QwenVLConfig): Map<string, W
       if (shape.length !== t.shape.length || shape.some((s, i) => s !== t.shape[i])) {
         misShaped.push(`${t.name}: [${t.shape}] in ${path.basename(f)}, expected [${shape}]`);
       }
-      if (!['F32', 'BF16', 'F16', 'F64'].includes(t.dtype)) misShaped.push(`${t.name}: dtype ${t.dtype}, expected a float type`);
+      if (!['F32', 'BF16', 'F16', 'F64'].includes(t.dtype))
+        misShaped.push(`${t.name}: dtype ${t.dtype}, expected a float type`);
       found.set(canon, { ...t, file: f, fileKey: t.name });
     }
   }
   const missing = [...expected.keys()].filter((k) => !found.has(k));
   if (missing.length || unexpected.length || misShaped.length || duplicate.length) {
     const parts: string[] = [];
-    const list = (xs: string[]) => (xs.length > 20 ? `${xs.slice(0, 20).join(', ')} ... (${xs.length} in all)` : xs.join(', '));
+    const list = (xs: string[]) =>
+      xs.length > 20 ? `${xs.slice(0, 20).join(', ')} ... (${xs.length} in all)` : xs.join(', ');
     if (missing.length) parts.push(`missing ${missing.length}: ${list(missing)}`);
     if (unexpected.length) parts.push(`unexpected ${unexpected.length}: ${list(unexpected)}`);
     if (misShaped.length) parts.push(`mis-shaped ${misShaped.length}: ${list(misShaped)}`);
@@ -190,18 +218,33 @@ export class QwenVLModel extends NativeHandle {
   static async load(folder: string, options: QwenLoadOptions = {}): Promise<QwenVLModel> {
     if (typeof folder !== 'string' || !folder) throw invalidArg('folder', 'a model folder path', folder);
     const dtype = options.dtype ?? 'float32';
-    if (!['float32', 'bfloat16', 'float16', 'float64'].includes(dtype)) throw invalidArg('dtype', "'float32', 'bfloat16', 'float16' or 'float64'", dtype);
+    if (!['float32', 'bfloat16', 'float16', 'float64'].includes(dtype))
+      throw invalidArg('dtype', "'float32', 'bfloat16', 'float16' or 'float64'", dtype);
     const device = options.device ?? 'cpu';
     if (dtype === 'float16' && !device.startsWith('cuda')) {
-      throw new CrpoError('ERR_CRPO_DTYPE', `float16 needs a CUDA device (libtorch has no fp16 matmul on CPU); use dtype 'bfloat16' or 'float32' on '${device}'`, { userError: true });
+      throw new CrpoError(
+        'ERR_CRPO_DTYPE',
+        `float16 needs a CUDA device (libtorch has no fp16 matmul on CPU); use dtype 'bfloat16' or 'float32' on '${device}'`,
+        { userError: true },
+      );
     }
     const cfgFile = path.join(folder, 'config.json');
-    if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no config.json`, { userError: true });
+    if (!fs.existsSync(cfgFile))
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${folder}: no config.json`, { userError: true });
     const cfg = readQwenConfig(cfgFile);
     const weights = resolveWeights(folder, cfg);
     const a = torchAddon();
-    const tensors = [...weights.entries()].map(([name, w]) => ({ name, file: w.file, offset: w.offset, nbytes: w.nbytes, dtype: w.dtype, shape: w.shape }));
-    const id = await torchQueue.run(() => callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device, tensors })));
+    const tensors = [...weights.entries()].map(([name, w]) => ({
+      name,
+      file: w.file,
+      offset: w.offset,
+      nbytes: w.nbytes,
+      dtype: w.dtype,
+      shape: w.shape,
+    }));
+    const id = await torchQueue.run(() =>
+      callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device, tensors })),
+    );
     return new QwenVLModel(id, cfg, folder, weights, dtype);
   }
 
@@ -210,10 +253,12 @@ export class QwenVLModel extends NativeHandle {
     const B = inputs.inputIds.length;
     if (B < 1) throw invalidArg('inputs.inputIds', 'at least one row', inputs.inputIds);
     const L = inputs.inputIds[0].length;
-    const rep = <T>(xs: T[] | undefined): T[] | undefined => (xs && inputs.shareVision ? Array.from({ length: B }, () => xs).flat() : xs);
+    const rep = <T>(xs: T[] | undefined): T[] | undefined =>
+      xs && inputs.shareVision ? Array.from({ length: B }, () => xs).flat() : xs;
     const each = <T>(xs: T[] | undefined, reps: number[] | undefined): T[] | undefined => {
       if (!xs || !reps) return xs;
-      if (reps.length !== xs.length || !reps.every((r) => Number.isInteger(r) && r >= 1)) throw invalidArg('repeats', `${xs.length} positive integers (one per grid)`, reps);
+      if (reps.length !== xs.length || !reps.every((r) => Number.isInteger(r) && r >= 1))
+        throw invalidArg('repeats', `${xs.length} positive integers (one per grid)`, reps);
       return xs.flatMap((x, i) => Array.from({ length: reps[i] }, () => x));
     };
     const positionIds =
@@ -225,7 +270,12 @@ export class QwenVLModel extends NativeHandle {
         videoGridThw: rep(each(inputs.videoGridThw, inputs.videoRepeats)),
         secondPerGridTs: rep(each(inputs.secondPerGridTs, inputs.videoRepeats)),
       }).positionIds;
-    const n: NativeQwenInputs = { batch: B, seqLen: L, inputIds: flatInt32(inputs.inputIds, 'inputs.inputIds'), positionIds };
+    const n: NativeQwenInputs = {
+      batch: B,
+      seqLen: L,
+      inputIds: flatInt32(inputs.inputIds, 'inputs.inputIds'),
+      positionIds,
+    };
     if (inputs.attentionMask) n.attentionMask = flatInt32(inputs.attentionMask, 'inputs.attentionMask');
     if (inputs.shareVision) n.shareVision = true;
     if (inputs.imageRepeats) n.imageRepeats = inputs.imageRepeats;
@@ -246,7 +296,8 @@ export class QwenVLModel extends NativeHandle {
     const n = this.prepare(inputs);
     const a = torchAddon();
     const r: NativeQwenForwardResult = await torchQueue.run(() => callAsync(() => a.qwenForward(this.id, n, options)));
-    const map = (o: Record<string, NativeTensor>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, tensorOut(v)]));
+    const map = (o: Record<string, NativeTensor>) =>
+      Object.fromEntries(Object.entries(o).map(([k, v]) => [k, tensorOut(v)]));
     return {
       logits: tensorOut(r.logits),
       tokenLogprobs: tensorOut(r.tokenLogprobs),
@@ -263,15 +314,29 @@ export class QwenVLModel extends NativeHandle {
    * (default), else sampled with top-k / top-p from a seeded generator. Returns the new tokens
    * and their log-probs under the model (temperature 1), KV-cached unless useCache is false.
    */
-  async generate(inputs: QwenInputs, options: NativeQwenSampleOptions): Promise<{ tokens: number[][]; logprobs: number[][]; stepLogits: NativeTensor[] }> {
+  async generate(
+    inputs: QwenInputs,
+    options: NativeQwenSampleOptions,
+  ): Promise<{ tokens: number[][]; logprobs: number[][]; stepLogits: NativeTensor[] }> {
     this.assertLive('QwenVLModel.generate');
-    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) throw invalidArg('maxNewTokens', 'a positive integer', options.maxNewTokens);
+    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1)
+      throw invalidArg('maxNewTokens', 'a positive integer', options.maxNewTokens);
     const n = this.prepare(inputs);
     const a = torchAddon();
     const r = await torchQueue.run(() =>
-      callAsync(() => a.qwenGenerate(this.id, n, { ...options, eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1, useCache: options.useCache ?? true })),
+      callAsync(() =>
+        a.qwenGenerate(this.id, n, {
+          ...options,
+          eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1,
+          useCache: options.useCache ?? true,
+        }),
+      ),
     );
-    return { tokens: r.tokens.map((row) => [...row]), logprobs: r.logprobs.map((row) => [...row]), stepLogits: r.stepLogits.map(tensorOut) };
+    return {
+      tokens: r.tokens.map((row) => [...row]),
+      logprobs: r.logprobs.map((row) => [...row]),
+      stepLogits: r.stepLogits.map(tensorOut),
+    };
   }
 
   /**
@@ -302,9 +367,12 @@ export class QwenVLModel extends NativeHandle {
   /** Attaches LoRA adapters; returns their names (`<linear>.lora_A` / `.lora_B`). */
   addLora(options: LoraOptions): string[] {
     this.assertLive('QwenVLModel.addLora');
-    if (!Number.isInteger(options.rank) || options.rank < 1) throw invalidArg('rank', 'a positive integer', options.rank);
-    if (!Array.isArray(options.targetModules) || options.targetModules.length === 0) throw invalidArg('targetModules', 'a non-empty array of module names', options.targetModules);
-    if (options.dropout !== undefined && !(options.dropout >= 0 && options.dropout < 1)) throw invalidArg('dropout', 'a number in [0, 1)', options.dropout);
+    if (!Number.isInteger(options.rank) || options.rank < 1)
+      throw invalidArg('rank', 'a positive integer', options.rank);
+    if (!Array.isArray(options.targetModules) || options.targetModules.length === 0)
+      throw invalidArg('targetModules', 'a non-empty array of module names', options.targetModules);
+    if (options.dropout !== undefined && !(options.dropout >= 0 && options.dropout < 1))
+      throw invalidArg('dropout', 'a number in [0, 1)', options.dropout);
     const names = callSync(() => torchAddon().qwenAddLora(this.id, options));
     this.lora = { alpha: 16, dropout: 0, vision: false, seed: 0, ...options };
     return names;
@@ -328,10 +396,15 @@ export class QwenVLModel extends NativeHandle {
    */
   saveAdapter(dir: string): void {
     this.assertLive('QwenVLModel.saveAdapter');
-    if (!this.lora) throw new CrpoError('ERR_CRPO_NO_LORA', 'saveAdapter: no LoRA adapters are attached (addLora first)');
+    if (!this.lora)
+      throw new CrpoError('ERR_CRPO_NO_LORA', 'saveAdapter: no LoRA adapters are attached (addLora first)');
     fs.mkdirSync(dir, { recursive: true });
     const names = this.paramNames(true);
-    const specs: TensorSpec[] = names.map((n) => ({ name: this.peftKey(n), shape: this.getParam(n).shape, dtype: 'F32' }));
+    const specs: TensorSpec[] = names.map((n) => ({
+      name: this.peftKey(n),
+      shape: this.getParam(n).shape,
+      dtype: 'F32',
+    }));
     const byKey = new Map(names.map((n) => [this.peftKey(n), n]));
     writeSafetensors(path.join(dir, 'adapter_model.safetensors'), specs, (k) => this.getParam(byKey.get(k)!).data);
     const l = this.lora;
@@ -360,15 +433,38 @@ export class QwenVLModel extends NativeHandle {
   loadAdapter(dir: string): void {
     this.assertLive('QwenVLModel.loadAdapter');
     const cfgFile = path.join(dir, 'adapter_config.json');
-    if (!fs.existsSync(cfgFile)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no adapter_config.json`, { userError: true });
-    const c = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as { r: number; lora_alpha: number; lora_dropout: number; crpo?: { targetModules: string[]; vision: boolean; seed: number } };
-    if (!c.crpo) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${cfgFile}: not written by crpo (no "crpo" section with the target modules)`, { userError: true });
-    if (!this.lora) this.addLora({ rank: c.r, alpha: c.lora_alpha, dropout: c.lora_dropout, targetModules: c.crpo.targetModules, vision: c.crpo.vision, seed: c.crpo.seed });
+    if (!fs.existsSync(cfgFile))
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no adapter_config.json`, { userError: true });
+    const c = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as {
+      r: number;
+      lora_alpha: number;
+      lora_dropout: number;
+      crpo?: { targetModules: string[]; vision: boolean; seed: number };
+    };
+    if (!c.crpo)
+      throw new CrpoError(
+        'ERR_CRPO_MODEL_LOAD',
+        `${cfgFile}: not written by crpo (no "crpo" section with the target modules)`,
+        { userError: true },
+      );
+    if (!this.lora)
+      this.addLora({
+        rank: c.r,
+        alpha: c.lora_alpha,
+        dropout: c.lora_dropout,
+        targetModules: c.crpo.targetModules,
+        vision: c.crpo.vision,
+        seed: c.crpo.seed,
+      });
     const tensors = readSafetensors(path.join(dir, 'adapter_model.safetensors'));
     const names = this.paramNames(true);
     const missing = names.filter((n) => !tensors.has(this.peftKey(n)));
     if (missing.length || tensors.size !== names.length) {
-      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: adapter tensors do not match the attached LoRA (${tensors.size} stored, ${names.length} expected; missing: ${missing.slice(0, 5).join(', ')})`, { userError: true });
+      throw new CrpoError(
+        'ERR_CRPO_MODEL_LOAD',
+        `${dir}: adapter tensors do not match the attached LoRA (${tensors.size} stored, ${names.length} expected; missing: ${missing.slice(0, 5).join(', ')})`,
+        { userError: true },
+      );
     }
     for (const n of names) this.setParam(n, tensors.get(this.peftKey(n))!.data as Float32Array);
   }
@@ -389,7 +485,8 @@ export class QwenVLModel extends NativeHandle {
   async loadTrainingState(dir: string): Promise<void> {
     this.loadAdapter(dir);
     const file = path.join(dir, 'optimizer.pt');
-    if (!fs.existsSync(file)) throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no optimizer.pt`, { userError: true });
+    if (!fs.existsSync(file))
+      throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no optimizer.pt`, { userError: true });
     const a = torchAddon();
     await torchQueue.run(() => callAsync(() => a.qwenLoadOptimizer(this.id, file)));
   }
@@ -432,7 +529,10 @@ export class QwenVLModel extends NativeHandle {
    * Writes an HF-loadable folder: config.json (and the other small files of the source folder)
    * plus model.safetensors with the checkpoint's own key names, LoRA merged into the weights.
    */
-  exportTo(outDir: string, options: { dtype?: 'F32' | 'BF16'; /** LoRA merged in (default true). */ merged?: boolean } = {}): void {
+  exportTo(
+    outDir: string,
+    options: { dtype?: 'F32' | 'BF16'; /** LoRA merged in (default true). */ merged?: boolean } = {},
+  ): void {
     this.assertLive('QwenVLModel.exportTo');
     fs.mkdirSync(outDir, { recursive: true });
     for (const f of fs.readdirSync(this.folder)) {
@@ -446,7 +546,11 @@ export class QwenVLModel extends NativeHandle {
       specs.push({ name: w.fileKey, shape: w.shape, dtype: options.dtype ?? (w.dtype === 'BF16' ? 'BF16' : 'F32') });
       byKey.set(w.fileKey, canon);
     }
-    writeSafetensors(path.join(outDir, 'model.safetensors'), specs, (key) => this.getParam(byKey.get(key)!, options.merged ?? true).data);
+    writeSafetensors(
+      path.join(outDir, 'model.safetensors'),
+      specs,
+      (key) => this.getParam(byKey.get(key)!, options.merged ?? true).data,
+    );
   }
 
   protected release(): void {

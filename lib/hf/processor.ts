@@ -30,7 +30,8 @@ export interface PixelBudget {
 
 /** transformers' Qwen2-VL image `smart_resize` (per frame): (height, width) multiples of factor. */
 export function smartResize(height: number, width: number, b: PixelBudget): [number, number] {
-  if (Math.max(height, width) / Math.min(height, width) > 200) throw outOfRange('aspect ratio', 'at most 200', `${height}x${width}`);
+  if (Math.max(height, width) / Math.min(height, width) > 200)
+    throw outOfRange('aspect ratio', 'at most 200', `${height}x${width}`);
   let h = roundHalfEven(height / b.factor) * b.factor;
   let w = roundHalfEven(width / b.factor) * b.factor;
   if (h * w > b.maxPixels) {
@@ -46,10 +47,18 @@ export function smartResize(height: number, width: number, b: PixelBudget): [num
 }
 
 /** transformers' Qwen3-VL video `smart_resize`: the budget covers t * h * w. */
-export function smartResizeVideo(numFrames: number, height: number, width: number, b: PixelBudget & { temporalFactor: number }): [number, number] {
-  if (numFrames < b.temporalFactor) throw outOfRange('numFrames', `at least temporal_patch_size ${b.temporalFactor}`, numFrames);
-  if (height < b.factor || width < b.factor) throw outOfRange('frame size', `at least ${b.factor}x${b.factor}`, `${height}x${width}`);
-  if (Math.max(height, width) / Math.min(height, width) > 200) throw outOfRange('aspect ratio', 'at most 200', `${height}x${width}`);
+export function smartResizeVideo(
+  numFrames: number,
+  height: number,
+  width: number,
+  b: PixelBudget & { temporalFactor: number },
+): [number, number] {
+  if (numFrames < b.temporalFactor)
+    throw outOfRange('numFrames', `at least temporal_patch_size ${b.temporalFactor}`, numFrames);
+  if (height < b.factor || width < b.factor)
+    throw outOfRange('frame size', `at least ${b.factor}x${b.factor}`, `${height}x${width}`);
+  if (Math.max(height, width) / Math.min(height, width) > 200)
+    throw outOfRange('aspect ratio', 'at most 200', `${height}x${width}`);
   let h = roundHalfEven(height / b.factor) * b.factor;
   let w = roundHalfEven(width / b.factor) * b.factor;
   const t = roundHalfEven(numFrames / b.temporalFactor) * b.temporalFactor;
@@ -85,8 +94,14 @@ function linspaceRound(total: number, n: number): number[] {
  * (n = int(total / video_fps * fps), clamped to [min, max] and total). Qwen2.5-VL: the
  * qwen-vl-utils rule (n = total / video_fps * fps clamped, floored to a multiple of 2).
  */
-export function sampleFrameIndices(arch: QwenVLConfig['arch'], totalFrames: number, videoFps: number, s: FrameSampling = {}): number[] {
-  if (!Number.isInteger(totalFrames) || totalFrames < 1) throw invalidArg('totalFrames', 'a positive integer', totalFrames);
+export function sampleFrameIndices(
+  arch: QwenVLConfig['arch'],
+  totalFrames: number,
+  videoFps: number,
+  s: FrameSampling = {},
+): number[] {
+  if (!Number.isInteger(totalFrames) || totalFrames < 1)
+    throw invalidArg('totalFrames', 'a positive integer', totalFrames);
   if (s.fps !== undefined && s.numFrames !== undefined) throw invalidArg('sampling', 'fps or numFrames, not both', s);
   const minF = s.minFrames ?? 4;
   const maxF = s.maxFrames ?? 768;
@@ -140,7 +155,14 @@ export interface PatchLayout {
  * T is padded with copies of the last frame to a multiple of the temporal patch. Returns rows
  * (grid_t*grid_h*grid_w, C*tp*p*p) ordered (t, h/m, w/m, m, m); columns ordered (C, tp, py, px).
  */
-export function patchify(frames: Float32Array, T: number, C: number, H: number, W: number, l: PatchLayout): { rows: Float32Array; grid: [number, number, number] } {
+export function patchify(
+  frames: Float32Array,
+  T: number,
+  C: number,
+  H: number,
+  W: number,
+  l: PatchLayout,
+): { rows: Float32Array; grid: [number, number, number] } {
   const { patchSize: p, temporalPatchSize: tp, mergeSize: m } = l;
   if (frames.length !== T * C * H * W) throw invalidArg('frames', `${T * C * H * W} values (T*C*H*W)`, frames.length);
   if (H % (p * m) !== 0 || W % (p * m) !== 0) throw invalidArg('frame size', `multiples of ${p * m}`, `${H}x${W}`);
@@ -190,19 +212,36 @@ const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
 
 /** Default pixel budgets of the HF processors (images per frame; Qwen3-VL videos over t*h*w). */
 export function defaultBudget(cfg: QwenVLConfig, kind: 'image' | 'video'): { minPixels: number; maxPixels: number } {
-  if (cfg.arch === 'qwen3_vl') return kind === 'video' ? { minPixels: 128 * 32 * 32, maxPixels: 32 * 32 * 768 } : { minPixels: 65536, maxPixels: 16777216 };
-  return kind === 'video' ? { minPixels: 128 * 28 * 28, maxPixels: 768 * 28 * 28 } : { minPixels: 56 * 56, maxPixels: 28 * 28 * 1280 };
+  if (cfg.arch === 'qwen3_vl')
+    return kind === 'video'
+      ? { minPixels: 128 * 32 * 32, maxPixels: 32 * 32 * 768 }
+      : { minPixels: 65536, maxPixels: 16777216 };
+  return kind === 'video'
+    ? { minPixels: 128 * 28 * 28, maxPixels: 768 * 28 * 28 }
+    : { minPixels: 56 * 56, maxPixels: 28 * 28 * 1280 };
 }
 
 /**
  * Resizes, normalises and patchifies RGB frames (T, H, W, 3) uint8, as one image (T = 1) or one
  * video, for the model's vision tower.
  */
-export async function processFrames(cfg: QwenVLConfig, frames: Uint8Array, T: number, H: number, W: number, kind: 'image' | 'video', o: VisionProcessOptions = {}): Promise<ProcessedVision> {
+export async function processFrames(
+  cfg: QwenVLConfig,
+  frames: Uint8Array,
+  T: number,
+  H: number,
+  W: number,
+  kind: 'image' | 'video',
+  o: VisionProcessOptions = {},
+): Promise<ProcessedVision> {
   if (frames.length !== T * H * W * 3) throw invalidArg('frames', `${T * H * W * 3} bytes (T*H*W*3)`, frames.length);
   const v = cfg.vision;
   const factor = v.patchSize * v.spatialMergeSize;
-  const budget = { ...defaultBudget(cfg, kind), ...(o.minPixels !== undefined ? { minPixels: o.minPixels } : {}), ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}) };
+  const budget = {
+    ...defaultBudget(cfg, kind),
+    ...(o.minPixels !== undefined ? { minPixels: o.minPixels } : {}),
+    ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}),
+  };
   const [rh, rw] =
     cfg.arch === 'qwen3_vl' && kind === 'video'
       ? smartResizeVideo(T, H, W, { factor, temporalFactor: v.temporalPatchSize, ...budget })
@@ -212,7 +251,13 @@ export async function processFrames(cfg: QwenVLConfig, frames: Uint8Array, T: nu
   const chw = new Float32Array(T * 3 * rh * rw);
   for (let t = 0; t < T; t++) {
     const src = Buffer.from(frames.buffer, frames.byteOffset + t * H * W * 3, H * W * 3);
-    const px = rh === H && rw === W ? src : await sharp(src, { raw: { width: W, height: H, channels: 3 } }).resize(rw, rh, { kernel: 'cubic', fit: 'fill' }).raw().toBuffer();
+    const px =
+      rh === H && rw === W
+        ? src
+        : await sharp(src, { raw: { width: W, height: H, channels: 3 } })
+            .resize(rw, rh, { kernel: 'cubic', fit: 'fill' })
+            .raw()
+            .toBuffer();
     for (let c = 0; c < 3; c++) {
       const scale = 1 / 255 / std[c];
       const shift = mean[c] / std[c];
@@ -220,7 +265,11 @@ export async function processFrames(cfg: QwenVLConfig, frames: Uint8Array, T: nu
       for (let i = 0; i < rh * rw; i++) chw[off + i] = px[i * 3 + c] * scale - shift;
     }
   }
-  const { rows, grid } = patchify(chw, T, 3, rh, rw, { patchSize: v.patchSize, temporalPatchSize: v.temporalPatchSize, mergeSize: v.spatialMergeSize });
+  const { rows, grid } = patchify(chw, T, 3, rh, rw, {
+    patchSize: v.patchSize,
+    temporalPatchSize: v.temporalPatchSize,
+    mergeSize: v.spatialMergeSize,
+  });
   return { pixelValues: rows, grid, resized: [rh, rw] };
 }
 
@@ -270,7 +319,12 @@ export function renderChat(arch: QwenVLConfig['arch'], messages: ChatMessage[], 
  * processors do; Qwen3-VL videos become `<{t:.1f} seconds><|vision_start|>pads<|vision_end|>`
  * per temporal patch (timestamps from frameTimestamps).
  */
-export function expandPlaceholders(cfg: QwenVLConfig, text: string, images: Array<[number, number, number]> = [], videos: Array<{ grid: [number, number, number]; timestamps?: number[] }> = []): string {
+export function expandPlaceholders(
+  cfg: QwenVLConfig,
+  text: string,
+  images: Array<[number, number, number]> = [],
+  videos: Array<{ grid: [number, number, number]; timestamps?: number[] }> = [],
+): string {
   const S = QWEN_SPECIAL;
   const mu = cfg.vision.spatialMergeSize ** 2;
   let i = 0;

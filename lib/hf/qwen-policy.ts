@@ -11,7 +11,16 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, invalidArg } from '../errors';
 import { answerCompletion } from '../prompt';
-import { POLICY_KINDS, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from '../rollout/policy';
+import {
+  POLICY_KINDS,
+  type Completion,
+  type GenerateOptions,
+  type Policy,
+  type PolicyPrompt,
+  type TrainSequence,
+  type TrainStepOptions,
+  type TrainStepStats,
+} from '../rollout/policy';
 import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from './model';
 import { chatTemplateFor, type ChatTemplate } from './chat-template';
 import { expandPlaceholders, frameTimestamps, processFrames, type ChatMessage } from './processor';
@@ -41,7 +50,12 @@ export interface QwenPolicyOptions {
   microBatch?: number;
 }
 
-export const DEFAULT_QWEN_LORA: LoraOptions = { rank: 16, alpha: 32, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] };
+export const DEFAULT_QWEN_LORA: LoraOptions = {
+  rank: 16,
+  alpha: 32,
+  dropout: 0.05,
+  targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+};
 
 interface EncodedPrompt {
   ids: number[];
@@ -74,7 +88,8 @@ export class QwenPolicy implements Policy {
   ) {
     this.chatTemplate = chatTemplateFor(baseFolder, model.config.arch);
     const eos = tokenizer.tokenId('<|im_end|>');
-    if (eos === undefined) throw new CrpoError('ERR_CRPO_TOKENIZER', `${baseFolder}: the tokenizer has no <|im_end|> token`);
+    if (eos === undefined)
+      throw new CrpoError('ERR_CRPO_TOKENIZER', `${baseFolder}: the tokenizer has no <|im_end|> token`);
     this.eos = eos;
   }
 
@@ -83,9 +98,11 @@ export class QwenPolicy implements Policy {
     let base = o.model;
     if (ck) {
       const meta = readSafetensorsHeader(path.join(ck, POLICY_FILE)).metadata;
-      if (meta.kind !== 'qwen') throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: policy kind '${meta.kind}' is not 'qwen'`);
+      if (meta.kind !== 'qwen')
+        throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: policy kind '${meta.kind}' is not 'qwen'`);
       base = meta.base_dir ? path.join(ck, meta.base_dir) : meta.base;
-      if (!base || !fs.existsSync(path.join(base, 'config.json'))) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: its base model folder ${base} is not available`);
+      if (!base || !fs.existsSync(path.join(base, 'config.json')))
+        throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: its base model folder ${base} is not available`);
     }
     const model = await QwenVLModel.load(base, { dtype: o.dtype, device: o.device });
     const p = new QwenPolicy(model, tokenizerFor(base, model.config), o, base);
@@ -119,16 +136,39 @@ export class QwenPolicy implements Policy {
     const [T, H, W] = p.frameShape;
     const cfg = this.model.config;
     const kind = T >= cfg.vision.temporalPatchSize ? 'video' : 'image';
-    const vis = await processFrames(cfg, p.frames, T, H, W, kind, { minPixels: this.o.minPixels, maxPixels: this.o.maxPixels });
+    const vis = await processFrames(cfg, p.frames, T, H, W, kind, {
+      minPixels: this.o.minPixels,
+      maxPixels: this.o.maxPixels,
+    });
     const fps = this.o.videoFps ?? 2;
     // the folder's chat template (chat-template.ts), ChatML when it has none
     const message: ChatMessage = { role: 'user', content: [{ type: kind }, { type: 'text', text: p.prompt }] };
     const chat = this.chatTemplate.render([message]);
     const text =
       kind === 'video'
-        ? expandPlaceholders(cfg, chat, [], [{ grid: vis.grid, timestamps: frameTimestamps(Array.from({ length: T }, (_, i) => i), fps, cfg.vision.temporalPatchSize) }])
+        ? expandPlaceholders(
+            cfg,
+            chat,
+            [],
+            [
+              {
+                grid: vis.grid,
+                timestamps: frameTimestamps(
+                  Array.from({ length: T }, (_, i) => i),
+                  fps,
+                  cfg.vision.temporalPatchSize,
+                ),
+              },
+            ],
+          )
         : expandPlaceholders(cfg, chat, [vis.grid], []);
-    const e: EncodedPrompt = { ids: this.tokenizer.encode(text), pixels: vis.pixelValues, grid: vis.grid, kind, secondPerGrid: cfg.vision.temporalPatchSize / fps };
+    const e: EncodedPrompt = {
+      ids: this.tokenizer.encode(text),
+      pixels: vis.pixelValues,
+      grid: vis.grid,
+      kind,
+      secondPerGrid: cfg.vision.temporalPatchSize / fps,
+    };
     this.encoded.set(p, e);
     return e;
   }
@@ -137,7 +177,10 @@ export class QwenPolicy implements Policy {
    * Rows of prompt + completion, right-padded, grouped by prompt (`order[b]` = index into seqs of
    * row b): each prompt's frames are encoded once and fill all its rows.
    */
-  private async rows(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[]): Promise<{ inputs: QwenInputs; starts: number[]; L: number; order: number[] }> {
+  private async rows(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly { prompt: number; tokens: number[] }[],
+  ): Promise<{ inputs: QwenInputs; starts: number[]; L: number; order: number[] }> {
     const order = seqs.map((_, k) => k).sort((a, b) => seqs[a].prompt - seqs[b].prompt || a - b);
     const groups: number[] = []; // distinct prompts in row order
     const counts: number[] = [];
@@ -174,7 +217,12 @@ export class QwenPolicy implements Policy {
     const img = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'image');
     const vid = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'video');
     const inputs: QwenInputs = { inputIds, attentionMask };
-    if (img.length) Object.assign(inputs, { pixelValues: cat(img.map((x) => x.e.pixels)), imageGridThw: img.map((x) => x.e.grid), imageRepeats: img.map((x) => x.n) });
+    if (img.length)
+      Object.assign(inputs, {
+        pixelValues: cat(img.map((x) => x.e.pixels)),
+        imageGridThw: img.map((x) => x.e.grid),
+        imageRepeats: img.map((x) => x.n),
+      });
     if (vid.length) {
       Object.assign(inputs, {
         pixelValuesVideos: cat(vid.map((x) => x.e.pixels)),
@@ -194,7 +242,13 @@ export class QwenPolicy implements Policy {
       const rows = Array.from({ length: o.samples }, () => e.ids);
       const inputs: QwenInputs =
         e.kind === 'video'
-          ? { inputIds: rows, pixelValuesVideos: e.pixels, videoGridThw: [e.grid], secondPerGridTs: [e.secondPerGrid], shareVision: true }
+          ? {
+              inputIds: rows,
+              pixelValuesVideos: e.pixels,
+              videoGridThw: [e.grid],
+              secondPerGridTs: [e.secondPerGrid],
+              shareVision: true,
+            }
           : { inputIds: rows, pixelValues: e.pixels, imageGridThw: [e.grid], shareVision: true };
       const r = await this.model.generate(inputs, {
         maxNewTokens: o.maxNewTokens,
@@ -205,31 +259,59 @@ export class QwenPolicy implements Policy {
       out.push(
         r.tokens.map((tokens, g) => {
           const end = tokens.indexOf(this.eos);
-          return { tokens, logprobs: r.logprobs[g], text: this.tokenizer.decode(end >= 0 ? tokens.slice(0, end) : tokens, true) };
+          return {
+            tokens,
+            logprobs: r.logprobs[g],
+            text: this.tokenizer.decode(end >= 0 ? tokens.slice(0, end) : tokens, true),
+          };
         }),
       );
     }
     return out;
   }
 
-  async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+  async logprobs(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly { prompt: number; tokens: number[] }[],
+    o: { temperature: number; reference?: boolean },
+  ): Promise<number[][]> {
     if (seqs.length === 0) return [];
     const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const r = await this.model.forward(inputs, { lora: !o.reference, temperature: o.temperature });
     const out: number[][] = new Array(seqs.length);
     order.forEach((k, b) => {
-      out[k] = Array.from({ length: seqs[k].tokens.length }, (_, j) => r.tokenLogprobs.data[b * (L - 1) + starts[b] - 1 + j]);
+      out[k] = Array.from(
+        { length: seqs[k].tokens.length },
+        (_, j) => r.tokenLogprobs.data[b * (L - 1) + starts[b] - 1 + j],
+      );
     });
     return out;
   }
 
-  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+  async trainStep(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+  ): Promise<TrainStepStats> {
     const mb = this.o.microBatch && this.o.microBatch > 0 ? this.o.microBatch : seqs.length;
     const normTokens = seqs.reduce((a, q) => a + q.tokens.length, 0);
-    const total: TrainStepStats = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: NaN, entropy: 0, tokens: 0, skipped: false };
+    const total: TrainStepStats = {
+      loss: 0,
+      pg: 0,
+      kl: 0,
+      clipFraction: 0,
+      gradNorm: NaN,
+      entropy: 0,
+      tokens: 0,
+      skipped: false,
+    };
     for (let k = 0; k < seqs.length; k += mb) {
       const chunk = seqs.slice(k, k + mb);
-      const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply: k + mb >= seqs.length });
+      const st = await this.trainChunk(prompts, chunk, o, {
+        normTokens,
+        normSequences: seqs.length,
+        apply: k + mb >= seqs.length,
+      });
       total.loss += st.loss;
       total.pg += st.pg;
       total.kl += st.kl;
@@ -237,13 +319,29 @@ export class QwenPolicy implements Policy {
       total.entropy += st.entropy * st.tokens;
       total.tokens += st.tokens;
       total.gradNorm = st.gradNorm;
-      if (st.skipped) return { ...total, clipFraction: total.tokens ? total.clipFraction / total.tokens : 0, entropy: total.tokens ? total.entropy / total.tokens : 0, skipped: true, gradNorm: NaN };
+      if (st.skipped)
+        return {
+          ...total,
+          clipFraction: total.tokens ? total.clipFraction / total.tokens : 0,
+          entropy: total.tokens ? total.entropy / total.tokens : 0,
+          skipped: true,
+          gradNorm: NaN,
+        };
     }
     this.trained = true;
-    return { ...total, clipFraction: total.tokens ? total.clipFraction / total.tokens : 0, entropy: total.tokens ? total.entropy / total.tokens : 0 };
+    return {
+      ...total,
+      clipFraction: total.tokens ? total.clipFraction / total.tokens : 0,
+      entropy: total.tokens ? total.entropy / total.tokens : 0,
+    };
   }
 
-  private async trainChunk(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions, acc: { normTokens: number; normSequences: number; apply: boolean }): Promise<TrainStepStats> {
+  private async trainChunk(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+    acc: { normTokens: number; normSequences: number; apply: boolean },
+  ): Promise<TrainStepStats> {
     const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const B = seqs.length;
     const completionMask = new Int32Array(B * L);
@@ -255,7 +353,8 @@ export class QwenPolicy implements Policy {
         completionMask[b * L + starts[b] + j] = 1;
         oldLogprobs[b * (L - 1) + starts[b] - 1 + j] = s.oldLogprobs[j];
         if (refLogprobs) {
-          if (!s.refLogprobs) throw invalidArg('refLogprobs', 'reference log-probs for every sequence when beta > 0', undefined);
+          if (!s.refLogprobs)
+            throw invalidArg('refLogprobs', 'reference log-probs for every sequence when beta > 0', undefined);
           refLogprobs[b * (L - 1) + starts[b] - 1 + j] = s.refLogprobs[j];
         }
       }
@@ -277,15 +376,37 @@ export class QwenPolicy implements Policy {
       temperature: o.temperature,
       ...acc,
     });
-    return { loss: st.loss, pg: st.pgLoss, kl: st.kl, clipFraction: st.clipFraction, gradNorm: st.gradNorm, entropy: st.entropy, tokens: st.tokens, skipped: st.skipped };
+    return {
+      loss: st.loss,
+      pg: st.pgLoss,
+      kl: st.kl,
+      clipFraction: st.clipFraction,
+      gradNorm: st.gradNorm,
+      entropy: st.entropy,
+      tokens: st.tokens,
+      skipped: st.skipped,
+    };
   }
 
-  async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
-    const seqs = prompts.map((_, i) => ({ prompt: i, tokens: [...this.tokenizer.encode(answerCompletion(answers[i])), this.eos] }));
+  async sftStep(
+    prompts: readonly PolicyPrompt[],
+    answers: readonly number[],
+    o: { lr: number; maxGradNorm: number },
+  ): Promise<{ loss: number; gradNorm: number }> {
+    const seqs = prompts.map((_, i) => ({
+      prompt: i,
+      tokens: [...this.tokenizer.encode(answerCompletion(answers[i])), this.eos],
+    }));
     const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const completionMask = new Int32Array(seqs.length * L);
     order.forEach((k, b) => seqs[k].tokens.forEach((_, j) => (completionMask[b * L + starts[b] + j] = 1)));
-    const st = await this.model.trainStep(inputs, { completionMask, objective: 'sft', aggregation: 'seq-mean-token-mean', lr: o.lr, maxGradNorm: o.maxGradNorm });
+    const st = await this.model.trainStep(inputs, {
+      completionMask,
+      objective: 'sft',
+      aggregation: 'seq-mean-token-mean',
+      lr: o.lr,
+      maxGradNorm: o.maxGradNorm,
+    });
     if (!st.skipped) this.trained = true;
     return { loss: st.loss, gradNorm: st.gradNorm };
   }
@@ -340,7 +461,13 @@ export class QwenPolicy implements Policy {
 POLICY_KINDS.register('qwen', (o) => {
   const model = o.resumeFrom ?? o.init;
   if (!model) {
-    return Promise.reject(new CrpoError('ERR_CRPO_MODEL_LOAD', "policy kind 'qwen' needs a model: a Hugging Face Qwen2.5-VL / Qwen3-VL folder or a qwen checkpoint as init (--model <folder>)", { userError: true }));
+    return Promise.reject(
+      new CrpoError(
+        'ERR_CRPO_MODEL_LOAD',
+        "policy kind 'qwen' needs a model: a Hugging Face Qwen2.5-VL / Qwen3-VL folder or a qwen checkpoint as init (--model <folder>)",
+        { userError: true },
+      ),
+    );
   }
   return QwenPolicy.create({ model, resumeFrom: o.resumeFrom });
 });

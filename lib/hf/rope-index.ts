@@ -90,7 +90,8 @@ export function ropeIndex(cfg: QwenVLConfig, inp: RopeIndexInputs): RopeIndex {
       let t: number, h: number, w: number, sec: number, ed: number;
       if (edImage < edVideo) {
         const g = inp.imageGridThw![imageIndex];
-        if (!g) throw new Error(`rope index: more image placeholders than image grids (${inp.imageGridThw?.length ?? 0})`);
+        if (!g)
+          throw new Error(`rope index: more image placeholders than image grids (${inp.imageGridThw?.length ?? 0})`);
         [t, h, w] = g;
         sec = 0;
         imageIndex++;

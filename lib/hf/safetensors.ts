@@ -6,7 +6,14 @@
  * adapts them.
  */
 import * as fs from 'fs';
-import { float32ToBf16, parseSafetensors, toFloat32, writeSafetensorsStreaming, type SafeDtype, type SafeTensorEntry } from '../model/safetensors';
+import {
+  float32ToBf16,
+  parseSafetensors,
+  toFloat32,
+  writeSafetensorsStreaming,
+  type SafeDtype,
+  type SafeTensorEntry,
+} from '../model/safetensors';
 
 export { readSafetensorsHeader, type SafeDtype, type SafeHeader } from '../model/safetensors';
 /** One tensor of a header: dtype, shape, absolute byte offset and size in the file. */
@@ -28,13 +35,18 @@ export function readSafetensors(file: string): Map<string, LoadedTensor> {
     let data: TensorData;
     switch (t.dtype) {
       case 'F16':
-      case 'BF16': data = toFloat32(t); break;
+      case 'BF16':
+        data = toFloat32(t);
+        break;
       case 'F32':
       case 'F64':
       case 'I64':
       case 'I32':
-      case 'U8': data = t.data as TensorData; break;
-      default: data = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      case 'U8':
+        data = t.data as TensorData;
+        break;
+      default:
+        data = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     }
     out.set(name, { dtype: t.dtype, shape: t.shape, data });
   }
@@ -53,7 +65,12 @@ export interface TensorSpec {
  * (Float32 values, stored as F32 or rounded to BF16), so a large model is never held in JS memory
  * as a whole.
  */
-export function writeSafetensors(file: string, specs: TensorSpec[], data: (name: string) => Float32Array, metadata: Record<string, string> = { format: 'pt' }): void {
+export function writeSafetensors(
+  file: string,
+  specs: TensorSpec[],
+  data: (name: string) => Float32Array,
+  metadata: Record<string, string> = { format: 'pt' },
+): void {
   const bf16 = new Set(specs.filter((s) => s.dtype === 'BF16').map((s) => s.name));
   writeSafetensorsStreaming(file, specs, (name) => (bf16.has(name) ? float32ToBf16(data(name)) : data(name)), metadata);
 }

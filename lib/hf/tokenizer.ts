@@ -38,9 +38,16 @@ function wrap(t: LenmlTokenizer, source: string): HfTokenizer {
 export function loadTokenizer(folder: string): HfTokenizer {
   const tj = path.join(folder, 'tokenizer.json');
   const tc = path.join(folder, 'tokenizer_config.json');
-  if (!fs.existsSync(tj)) throw new CrpoError('ERR_CRPO_TOKENIZER', `${folder}: no tokenizer.json (a Hugging Face fast-tokenizer file is required)`, { userError: true });
+  if (!fs.existsSync(tj))
+    throw new CrpoError(
+      'ERR_CRPO_TOKENIZER',
+      `${folder}: no tokenizer.json (a Hugging Face fast-tokenizer file is required)`,
+      { userError: true },
+    );
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { TokenizerLoader } = require('@lenml/tokenizers') as { TokenizerLoader: { fromPreTrained(x: { tokenizerJSON: unknown; tokenizerConfig: unknown }): LenmlTokenizer } };
+  const { TokenizerLoader } = require('@lenml/tokenizers') as {
+    TokenizerLoader: { fromPreTrained(x: { tokenizerJSON: unknown; tokenizerConfig: unknown }): LenmlTokenizer };
+  };
   const tokenizerJSON = JSON.parse(fs.readFileSync(tj, 'utf8')) as unknown;
   const tokenizerConfig = fs.existsSync(tc) ? (JSON.parse(fs.readFileSync(tc, 'utf8')) as Record<string, unknown>) : {};
   delete (tokenizerConfig as Record<string, unknown>).chat_template; // rendered by chat-template.ts
@@ -64,7 +71,13 @@ export function qwen3Tokenizer(): HfTokenizer {
  * ones, vocabulary 320): UTF-8 bytes are ids 0-255; the vision tokens take the config's ids and
  * <|im_start|>, <|im_end|>, <|endoftext|> the first free ids from 256 on. Decoding inverts it.
  */
-export function byteTokenizer(cfg: { imageTokenId: number; videoTokenId: number; visionStartTokenId: number; visionEndTokenId: number; text: { vocabSize: number } }): HfTokenizer {
+export function byteTokenizer(cfg: {
+  imageTokenId: number;
+  videoTokenId: number;
+  visionStartTokenId: number;
+  visionEndTokenId: number;
+  text: { vocabSize: number };
+}): HfTokenizer {
   const special = new Map<string, number>([
     ['<|image_pad|>', cfg.imageTokenId],
     ['<|video_pad|>', cfg.videoTokenId],
@@ -75,7 +88,11 @@ export function byteTokenizer(cfg: { imageTokenId: number; videoTokenId: number;
   let next = 256;
   for (const tok of ['<|im_start|>', '<|im_end|>', '<|endoftext|>']) {
     while (used.has(next)) next++;
-    if (next >= cfg.text.vocabSize) throw new CrpoError('ERR_CRPO_TOKENIZER', `byteTokenizer: vocabulary ${cfg.text.vocabSize} has no room for ${tok}`);
+    if (next >= cfg.text.vocabSize)
+      throw new CrpoError(
+        'ERR_CRPO_TOKENIZER',
+        `byteTokenizer: vocabulary ${cfg.text.vocabSize} has no room for ${tok}`,
+      );
     special.set(tok, next);
     used.add(next++);
   }
@@ -127,5 +144,9 @@ export function byteTokenizer(cfg: { imageTokenId: number; videoTokenId: number;
 export function tokenizerFor(folder: string, cfg: Parameters<typeof byteTokenizer>[0]): HfTokenizer {
   if (fs.existsSync(path.join(folder, 'tokenizer.json'))) return loadTokenizer(folder);
   if (cfg.text.vocabSize <= 4096) return byteTokenizer(cfg);
-  throw new CrpoError('ERR_CRPO_TOKENIZER', `${folder}: no tokenizer.json (needed for a vocabulary of ${cfg.text.vocabSize})`, { userError: true });
+  throw new CrpoError(
+    'ERR_CRPO_TOKENIZER',
+    `${folder}: no tokenizer.json (needed for a vocabulary of ${cfg.text.vocabSize})`,
+    { userError: true },
+  );
 }

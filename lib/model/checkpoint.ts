@@ -30,7 +30,10 @@ export interface CheckpointManifest {
   step: number;
   /** Sampling generator state, base64. */
   rng: string;
-  files: { weights: { name: string; bytes: number; tensors: number }; optimizer: { name: string; bytes: number; tensors: number } | null };
+  files: {
+    weights: { name: string; bytes: number; tensors: number };
+    optimizer: { name: string; bytes: number; tensors: number } | null;
+  };
   /** Caller metadata (e.g. the trainer's data position). */
   meta: Record<string, unknown>;
 }
@@ -57,7 +60,11 @@ function toWrite(tensors: NativePolicyTensor[]) {
 }
 
 /** Saves `policy` (weights, optimizer state unless frozen, RNG, step) into folder `dir`. */
-export async function saveCheckpoint(policy: Policy, dir: string, meta: Record<string, unknown> = {}): Promise<CheckpointManifest> {
+export async function saveCheckpoint(
+  policy: Policy,
+  dir: string,
+  meta: Record<string, unknown> = {},
+): Promise<CheckpointManifest> {
   if (!(policy instanceof Policy)) throw invalidArg('policy', 'a Policy', policy, 'saveCheckpoint');
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'saveCheckpoint');
   const abs = path.resolve(dir);
@@ -71,7 +78,11 @@ export async function saveCheckpoint(policy: Policy, dir: string, meta: Record<s
   fs.mkdirSync(tmp);
   try {
     writeSafetensors(path.join(tmp, WEIGHTS_FILE), toWrite(weights), { format: 'pt', producer: CHECKPOINT_FORMAT });
-    if (opt) writeSafetensors(path.join(tmp, OPTIMIZER_FILE), toWrite(opt.tensors), { format: 'pt', producer: CHECKPOINT_FORMAT });
+    if (opt)
+      writeSafetensors(path.join(tmp, OPTIMIZER_FILE), toWrite(opt.tensors), {
+        format: 'pt',
+        producer: CHECKPOINT_FORMAT,
+      });
     const manifest: CheckpointManifest = {
       format: CHECKPOINT_FORMAT,
       config: policy.config,
@@ -80,7 +91,13 @@ export async function saveCheckpoint(policy: Policy, dir: string, meta: Record<s
       rng,
       files: {
         weights: { name: WEIGHTS_FILE, bytes: fs.statSync(path.join(tmp, WEIGHTS_FILE)).size, tensors: weights.length },
-        optimizer: opt ? { name: OPTIMIZER_FILE, bytes: fs.statSync(path.join(tmp, OPTIMIZER_FILE)).size, tensors: opt.tensors.length } : null,
+        optimizer: opt
+          ? {
+              name: OPTIMIZER_FILE,
+              bytes: fs.statSync(path.join(tmp, OPTIMIZER_FILE)).size,
+              tensors: opt.tensors.length,
+            }
+          : null,
       },
       meta,
     };
@@ -110,7 +127,8 @@ export function recoverInterruptedSave(dir: string): boolean {
   const parent = path.dirname(abs);
   if (!fs.existsSync(parent)) return false;
   const prefix = `${path.basename(abs)}.old-`;
-  const candidates = fs.readdirSync(parent)
+  const candidates = fs
+    .readdirSync(parent)
     .filter((f) => f.startsWith(prefix) && fs.existsSync(path.join(parent, f, MANIFEST_FILE)))
     .sort((a, b) => fs.statSync(path.join(parent, b)).mtimeMs - fs.statSync(path.join(parent, a)).mtimeMs);
   if (candidates.length === 0) return false;
@@ -130,18 +148,32 @@ export function readManifest(dir: string): CheckpointManifest {
   } catch (e) {
     throw ckptError(dir, `${MANIFEST_FILE} is not valid JSON (${(e as Error).message})`);
   }
-  if (!m || typeof m !== 'object' || m.format !== CHECKPOINT_FORMAT) throw ckptError(dir, `${MANIFEST_FILE}: format is ${JSON.stringify((m as { format?: unknown })?.format)}, expected '${CHECKPOINT_FORMAT}'`);
-  if (!Number.isSafeInteger(m.step) || m.step < 0) throw ckptError(dir, `${MANIFEST_FILE}: step ${JSON.stringify(m.step)} is not an integer >= 0`);
+  if (!m || typeof m !== 'object' || m.format !== CHECKPOINT_FORMAT)
+    throw ckptError(
+      dir,
+      `${MANIFEST_FILE}: format is ${JSON.stringify((m as { format?: unknown })?.format)}, expected '${CHECKPOINT_FORMAT}'`,
+    );
+  if (!Number.isSafeInteger(m.step) || m.step < 0)
+    throw ckptError(dir, `${MANIFEST_FILE}: step ${JSON.stringify(m.step)} is not an integer >= 0`);
   if (typeof m.rng !== 'string') throw ckptError(dir, `${MANIFEST_FILE}: rng is not a base64 string`);
-  if (!m.files || !m.files.weights || typeof m.files.weights.bytes !== 'number') throw ckptError(dir, `${MANIFEST_FILE}: files.weights is missing`);
+  if (!m.files || !m.files.weights || typeof m.files.weights.bytes !== 'number')
+    throw ckptError(dir, `${MANIFEST_FILE}: files.weights is missing`);
   return m;
 }
 
-function readTensors(dir: string, entry: { name: string; bytes: number; tensors: number }, expected: { names: string[]; shapes: number[][] }): NativePolicyTensor[] {
+function readTensors(
+  dir: string,
+  entry: { name: string; bytes: number; tensors: number },
+  expected: { names: string[]; shapes: number[][] },
+): NativePolicyTensor[] {
   const file = path.join(dir, entry.name);
   if (!fs.existsSync(file)) throw ckptError(dir, `missing ${entry.name}`);
   const size = fs.statSync(file).size;
-  if (size !== entry.bytes) throw ckptError(dir, `${entry.name} has ${size} bytes but the manifest says ${entry.bytes} (incomplete or replaced file)`);
+  if (size !== entry.bytes)
+    throw ckptError(
+      dir,
+      `${entry.name} has ${size} bytes but the manifest says ${entry.bytes} (incomplete or replaced file)`,
+    );
   const f = SafetensorsFile.open(file);
   try {
     const names = f.names();
@@ -152,7 +184,8 @@ function readTensors(dir: string, entry: { name: string; bytes: number; tensors:
       const e = f.entry(n);
       if (e.dtype !== 'F32') throw ckptError(dir, `${entry.name}: tensor '${n}' is ${e.dtype}, expected F32`);
       const shape = expected.shapes[i];
-      if (e.shape.length !== shape.length || e.shape.some((s, k) => s !== shape[k])) throw ckptError(dir, `${entry.name}: tensor '${n}' has shape [${e.shape}], expected [${shape}]`);
+      if (e.shape.length !== shape.length || e.shape.some((s, k) => s !== shape[k]))
+        throw ckptError(dir, `${entry.name}: tensor '${n}' has shape [${e.shape}], expected [${shape}]`);
       return { name: n, shape: e.shape, data: f.read(n).data as Float32Array };
     });
   } finally {
@@ -170,7 +203,10 @@ export interface LoadOptions {
 }
 
 /** Builds the policy a checkpoint describes and restores its weights, optimizer, step and RNG. */
-export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<{ policy: Policy; manifest: CheckpointManifest }> {
+export async function loadCheckpoint(
+  dir: string,
+  options: LoadOptions = {},
+): Promise<{ policy: Policy; manifest: CheckpointManifest }> {
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'loadCheckpoint');
   const m = readManifest(dir);
   const tokenizer = Tokenizer.fromJSON(m.tokenizer);
@@ -179,11 +215,18 @@ export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Pr
     // A checkpoint written before option-slot embeddings existed has none (the presets' default
     // would add a table that its weights lack); the init-only fields do not matter once trained.
     const legacy = m.config && (m.config as Partial<PolicyConfig>).optionSlots === undefined ? { optionSlots: 0 } : {};
-    config = resolvePolicyConfig({ ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) }, `${dir}/${MANIFEST_FILE} config`);
+    config = resolvePolicyConfig(
+      { ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) },
+      `${dir}/${MANIFEST_FILE} config`,
+    );
   } catch (e) {
     throw ckptError(dir, (e as Error).message);
   }
-  if (config.vocabSize !== tokenizer.size) throw ckptError(dir, `config.vocabSize ${config.vocabSize} does not match the tokenizer's ${tokenizer.size} entries`);
+  if (config.vocabSize !== tokenizer.size)
+    throw ckptError(
+      dir,
+      `config.vocabSize ${config.vocabSize} does not match the tokenizer's ${tokenizer.size} entries`,
+    );
   const live = await Policy.create(tokenizer, config);
   try {
     const info = live.info();

@@ -65,26 +65,76 @@ type Shape = Omit<PolicyConfig, 'vocabSize' | 'seed' | 'dtype' | 'device'>;
 
 export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
   tiny: {
-    frames: 8, imageSize: 32, patchSize: 8, temporalPatch: 2, mergeSize: 2,
-    visionDim: 64, visionLayers: 2, visionHeads: 4, visionMlp: 128, visionClipAttention: true,
-    lmDim: 96, lmLayers: 2, lmHeads: 4, lmKvHeads: 2, lmMlp: 256,
-    maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-6, initStd: 0.08, posInitStd: 0.5, optionSlots: 0,
+    frames: 8,
+    imageSize: 32,
+    patchSize: 8,
+    temporalPatch: 2,
+    mergeSize: 2,
+    visionDim: 64,
+    visionLayers: 2,
+    visionHeads: 4,
+    visionMlp: 128,
+    visionClipAttention: true,
+    lmDim: 96,
+    lmLayers: 2,
+    lmHeads: 4,
+    lmKvHeads: 2,
+    lmMlp: 256,
+    maxSeqLen: 160,
+    ropeTheta: 10000,
+    normEps: 1e-6,
+    initStd: 0.08,
+    posInitStd: 0.5,
+    optionSlots: 0,
   },
   small: {
-    frames: 16, imageSize: 64, patchSize: 8, temporalPatch: 2, mergeSize: 2,
-    visionDim: 192, visionLayers: 4, visionHeads: 6, visionMlp: 512, visionClipAttention: true,
-    lmDim: 256, lmLayers: 4, lmHeads: 8, lmKvHeads: 2, lmMlp: 704,
-    maxSeqLen: 512, ropeTheta: 10000, normEps: 1e-6, initStd: 0.02, posInitStd: 0.5, optionSlots: 0,
+    frames: 16,
+    imageSize: 64,
+    patchSize: 8,
+    temporalPatch: 2,
+    mergeSize: 2,
+    visionDim: 192,
+    visionLayers: 4,
+    visionHeads: 6,
+    visionMlp: 512,
+    visionClipAttention: true,
+    lmDim: 256,
+    lmLayers: 4,
+    lmHeads: 8,
+    lmKvHeads: 2,
+    lmMlp: 704,
+    maxSeqLen: 512,
+    ropeTheta: 10000,
+    normEps: 1e-6,
+    initStd: 0.02,
+    posInitStd: 0.5,
+    optionSlots: 0,
   },
 };
 
 const INT_FIELDS = [
-  'vocabSize', 'frames', 'imageSize', 'patchSize', 'temporalPatch', 'mergeSize', 'visionDim', 'visionLayers', 'visionHeads',
-  'visionMlp', 'lmDim', 'lmLayers', 'lmHeads', 'lmKvHeads', 'lmMlp', 'maxSeqLen',
+  'vocabSize',
+  'frames',
+  'imageSize',
+  'patchSize',
+  'temporalPatch',
+  'mergeSize',
+  'visionDim',
+  'visionLayers',
+  'visionHeads',
+  'visionMlp',
+  'lmDim',
+  'lmLayers',
+  'lmHeads',
+  'lmKvHeads',
+  'lmMlp',
+  'maxSeqLen',
 ] as const;
 
 /** Visual tokens per clip: (frames / temporalPatch) * (imageSize / patchSize)^2 / mergeSize^2. */
-export function visualTokens(c: Pick<PolicyConfig, 'frames' | 'temporalPatch' | 'imageSize' | 'patchSize' | 'mergeSize'>): number {
+export function visualTokens(
+  c: Pick<PolicyConfig, 'frames' | 'temporalPatch' | 'imageSize' | 'patchSize' | 'mergeSize'>,
+): number {
   const g = c.imageSize / c.patchSize;
   return ((c.frames / c.temporalPatch) * g * g) / (c.mergeSize * c.mergeSize);
 }
@@ -93,36 +143,59 @@ export function visualTokens(c: Pick<PolicyConfig, 'frames' | 'temporalPatch' | 
  * A complete, checked config: the preset (default tiny), then `overrides`. Throws the standard
  * "Expected X for name but received v" errors naming the field.
  */
-export function resolvePolicyConfig(overrides: Partial<PolicyConfig> & { preset?: PolicyPresetName }, op = 'policy config'): PolicyConfig {
+export function resolvePolicyConfig(
+  overrides: Partial<PolicyConfig> & { preset?: PolicyPresetName },
+  op = 'policy config',
+): PolicyConfig {
   if (overrides === null || typeof overrides !== 'object') throw invalidArg('config', 'an object', overrides, op);
   const preset = overrides.preset ?? 'tiny';
-  if (!(preset in POLICY_PRESETS)) throw invalidArg('config.preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, preset, op);
+  if (!(preset in POLICY_PRESETS))
+    throw invalidArg('config.preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, preset, op);
   const { preset: _p, ...rest } = overrides;
   void _p;
   const known = new Set<string>([...Object.keys(POLICY_PRESETS.tiny), 'vocabSize', 'seed', 'dtype', 'device']);
-  for (const k of Object.keys(rest)) if (!known.has(k)) throw invalidArg(`config.${k}`, `a known field (${[...known].join(', ')})`, k, op);
+  for (const k of Object.keys(rest))
+    if (!known.has(k)) throw invalidArg(`config.${k}`, `a known field (${[...known].join(', ')})`, k, op);
   const c = { ...POLICY_PRESETS[preset], seed: 0, dtype: 'float32', device: 'cpu', ...rest } as PolicyConfig;
   for (const f of INT_FIELDS) {
     const v = c[f];
     if (typeof v !== 'number' || !Number.isInteger(v)) throw invalidArg(`config.${f}`, 'an integer', v, op);
     if (v < 1) throw outOfRange(`config.${f}`, 'an integer >= 1', v, op);
   }
-  if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26) throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
+  if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
+    throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
-  if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
-  if (typeof c.visionClipAttention !== 'boolean') throw invalidArg('config.visionClipAttention', 'a boolean', c.visionClipAttention, op);
+  if (!Number.isSafeInteger(c.seed) || c.seed < 0)
+    throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
+  if (typeof c.visionClipAttention !== 'boolean')
+    throw invalidArg('config.visionClipAttention', 'a boolean', c.visionClipAttention, op);
   for (const f of ['ropeTheta', 'normEps', 'initStd', 'posInitStd'] as const) {
-    if (typeof c[f] !== 'number' || !(c[f] > 0) || !Number.isFinite(c[f])) throw invalidArg(`config.${f}`, 'a finite number > 0', c[f], op);
+    if (typeof c[f] !== 'number' || !(c[f] > 0) || !Number.isFinite(c[f]))
+      throw invalidArg(`config.${f}`, 'a finite number > 0', c[f], op);
   }
-  if (!['float32', 'bfloat16', 'float64'].includes(c.dtype)) throw invalidArg('config.dtype', "'float32' or 'bfloat16'", c.dtype, op);
-  if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw invalidArg('config.device', "'cpu' or 'cuda[:N]'", c.device, op);
-  if (c.dtype === 'bfloat16' && !c.device.startsWith('cuda')) throw outOfRange('config.dtype', "'float32' on CPU ('bfloat16' needs CUDA)", c.dtype, op);
-  if (c.frames % c.temporalPatch) throw outOfRange('config.frames', `a multiple of temporalPatch (${c.temporalPatch})`, c.frames, op);
-  if (c.imageSize % (c.patchSize * c.mergeSize)) throw outOfRange('config.imageSize', `a multiple of patchSize*mergeSize (${c.patchSize * c.mergeSize})`, c.imageSize, op);
-  if (c.visionDim % c.visionHeads) throw outOfRange('config.visionDim', `a multiple of visionHeads (${c.visionHeads})`, c.visionDim, op);
+  if (!['float32', 'bfloat16', 'float64'].includes(c.dtype))
+    throw invalidArg('config.dtype', "'float32' or 'bfloat16'", c.dtype, op);
+  if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device))
+    throw invalidArg('config.device', "'cpu' or 'cuda[:N]'", c.device, op);
+  if (c.dtype === 'bfloat16' && !c.device.startsWith('cuda'))
+    throw outOfRange('config.dtype', "'float32' on CPU ('bfloat16' needs CUDA)", c.dtype, op);
+  if (c.frames % c.temporalPatch)
+    throw outOfRange('config.frames', `a multiple of temporalPatch (${c.temporalPatch})`, c.frames, op);
+  if (c.imageSize % (c.patchSize * c.mergeSize))
+    throw outOfRange(
+      'config.imageSize',
+      `a multiple of patchSize*mergeSize (${c.patchSize * c.mergeSize})`,
+      c.imageSize,
+      op,
+    );
+  if (c.visionDim % c.visionHeads)
+    throw outOfRange('config.visionDim', `a multiple of visionHeads (${c.visionHeads})`, c.visionDim, op);
   if (c.lmDim % c.lmHeads) throw outOfRange('config.lmDim', `a multiple of lmHeads (${c.lmHeads})`, c.lmDim, op);
-  if ((c.lmDim / c.lmHeads) % 2) throw outOfRange('config.lmDim', 'lmDim / lmHeads even (rotary positions)', c.lmDim, op);
-  if (c.lmHeads % c.lmKvHeads) throw outOfRange('config.lmKvHeads', `a divisor of lmHeads (${c.lmHeads})`, c.lmKvHeads, op);
-  if (c.maxSeqLen <= visualTokens(c)) throw outOfRange('config.maxSeqLen', `more than the ${visualTokens(c)} visual tokens`, c.maxSeqLen, op);
+  if ((c.lmDim / c.lmHeads) % 2)
+    throw outOfRange('config.lmDim', 'lmDim / lmHeads even (rotary positions)', c.lmDim, op);
+  if (c.lmHeads % c.lmKvHeads)
+    throw outOfRange('config.lmKvHeads', `a divisor of lmHeads (${c.lmHeads})`, c.lmKvHeads, op);
+  if (c.maxSeqLen <= visualTokens(c))
+    throw outOfRange('config.maxSeqLen', `more than the ${visualTokens(c)} visual tokens`, c.maxSeqLen, op);
   return c;
 }

@@ -4,15 +4,68 @@
  * strict safetensors reader/writer and the TypeScript reference of the section-6 loss.
  */
 export { POLICY_PRESETS, resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
-export { Tokenizer, pieces, SPECIAL_TOKENS, PAD_ID, UNK_ID, BOS_ID, EOS_ID, ANSWER_OPEN_ID, ANSWER_CLOSE_ID, type TokenizerJson } from './tokenizer';
 export {
-  Policy, POLICY_TRANSFORMS, policyGradCheck, nativePolicyLoss, livePolicies,
-  type PolicyTransform, type PolicyPrompt, type PolicyInputs, type Completions, type GenerateOptions, type GenerateResult,
-  type TrainOptions, type RlCompletions, type StepStats, type EvalResult, type PolicyInfo,
+  Tokenizer,
+  pieces,
+  SPECIAL_TOKENS,
+  PAD_ID,
+  UNK_ID,
+  BOS_ID,
+  EOS_ID,
+  ANSWER_OPEN_ID,
+  ANSWER_CLOSE_ID,
+  type TokenizerJson,
+} from './tokenizer';
+export {
+  Policy,
+  POLICY_TRANSFORMS,
+  policyGradCheck,
+  nativePolicyLoss,
+  livePolicies,
+  type PolicyTransform,
+  type PolicyPrompt,
+  type PolicyInputs,
+  type Completions,
+  type GenerateOptions,
+  type GenerateResult,
+  type TrainOptions,
+  type RlCompletions,
+  type StepStats,
+  type EvalResult,
+  type PolicyInfo,
 } from './policy';
-export { saveCheckpoint, loadCheckpoint, readManifest, recoverInterruptedSave, CHECKPOINT_FORMAT, type CheckpointManifest, type LoadOptions } from './checkpoint';
-export { referencePolicyLoss, LOSS_AGGREGATIONS, type LossAggregation, type LossOptions, type LossInputs, type LossParts } from './loss-reference';
 export {
-  SafetensorsFile, readSafetensorsHeader, parseSafetensorsHeader, parseSafetensors, serializeSafetensors, writeSafetensors, withSafetensors,
-  toFloat32, float32ToBf16, safetensorsError, SAFE_DTYPE_BYTES, type SafeDtype, type SafeHeader, type SafeTensorEntry, type SafeTensor, type TensorToWrite,
+  saveCheckpoint,
+  loadCheckpoint,
+  readManifest,
+  recoverInterruptedSave,
+  CHECKPOINT_FORMAT,
+  type CheckpointManifest,
+  type LoadOptions,
+} from './checkpoint';
+export {
+  referencePolicyLoss,
+  LOSS_AGGREGATIONS,
+  type LossAggregation,
+  type LossOptions,
+  type LossInputs,
+  type LossParts,
+} from './loss-reference';
+export {
+  SafetensorsFile,
+  readSafetensorsHeader,
+  parseSafetensorsHeader,
+  parseSafetensors,
+  serializeSafetensors,
+  writeSafetensors,
+  withSafetensors,
+  toFloat32,
+  float32ToBf16,
+  safetensorsError,
+  SAFE_DTYPE_BYTES,
+  type SafeDtype,
+  type SafeHeader,
+  type SafeTensorEntry,
+  type SafeTensor,
+  type TensorToWrite,
 } from './safetensors';

@@ -6,7 +6,11 @@
  * aggregated as seq-mean-token-mean | token-mean | seq-mean-token-sum-norm (divide by max_new_tokens).
  */
 export type LossAggregation = 'seq-mean-token-mean' | 'token-mean' | 'seq-mean-token-sum-norm';
-export const LOSS_AGGREGATIONS: readonly LossAggregation[] = ['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'];
+export const LOSS_AGGREGATIONS: readonly LossAggregation[] = [
+  'seq-mean-token-mean',
+  'token-mean',
+  'seq-mean-token-sum-norm',
+];
 
 export interface LossOptions {
   epsLow?: number;
@@ -82,11 +86,22 @@ export function referencePolicyLoss(x: LossInputs, o: LossOptions = {}): LossPar
         s += v[n * C + t] * x.mask[n * C + t];
         m += x.mask[n * C + t];
       }
-      total += agg === 'seq-mean-token-sum-norm' ? s / (o.maxNewTokens && o.maxNewTokens > 0 ? o.maxNewTokens : C) : s / Math.max(m, 1);
+      total +=
+        agg === 'seq-mean-token-sum-norm'
+          ? s / (o.maxNewTokens && o.maxNewTokens > 0 ? o.maxNewTokens : C)
+          : s / Math.max(m, 1);
     }
     return total / N;
   };
   const pgLoss = aggregate(clip);
   const klLoss = aggregate(kl);
-  return { loss: pgLoss + beta * klLoss, pgLoss, klLoss, meanKl: tokenMean(kl), clipFrac: tokenMean(clipped), ratioMean: tokenMean(ratio), tokens };
+  return {
+    loss: pgLoss + beta * klLoss,
+    pgLoss,
+    klLoss,
+    meanKl: tokenMean(kl),
+    clipFrac: tokenMean(clipped),
+    ratioMean: tokenMean(ratio),
+    tokens,
+  };
 }

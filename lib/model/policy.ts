@@ -9,8 +9,17 @@
  */
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
-  NativeHandle, callAsync, callSync, rewrap, torchAddon, torchQueue,
-  type NativePolicyBatch, type NativePolicyCompletions, type NativePolicyStepStats, type NativePolicyTensor, type TorchAddon,
+  NativeHandle,
+  callAsync,
+  callSync,
+  rewrap,
+  torchAddon,
+  torchQueue,
+  type NativePolicyBatch,
+  type NativePolicyCompletions,
+  type NativePolicyStepStats,
+  type NativePolicyTensor,
+  type TorchAddon,
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
@@ -173,7 +182,10 @@ export class Policy extends NativeHandle {
   }
 
   /** A freshly initialised policy (weights from config.seed). */
-  static async create(tokenizer: Tokenizer, config: Partial<PolicyConfig> & { preset?: PolicyPresetName } = {}): Promise<Policy> {
+  static async create(
+    tokenizer: Tokenizer,
+    config: Partial<PolicyConfig> & { preset?: PolicyPresetName } = {},
+  ): Promise<Policy> {
     if (!(tokenizer instanceof Tokenizer)) throw invalidArg('tokenizer', 'a Tokenizer', tokenizer, 'Policy.create');
     const c = resolvePolicyConfig({ ...config, vocabSize: tokenizer.size }, 'Policy.create');
     const native = torchAddon();
@@ -210,19 +222,37 @@ export class Policy extends NativeHandle {
   /** Validates inputs and builds the native batch (`allowEmpty`: no videos and no prompts is valid, for trainStep). */
   batch(inputs: PolicyInputs, op: string, allowEmpty = false): NativePolicyBatch {
     this.assertLive('Policy');
-    if (!inputs || typeof inputs !== 'object') throw invalidArg('inputs', 'an object { frames, numVideos, prompts, groupSize? }', inputs, op);
+    if (!inputs || typeof inputs !== 'object')
+      throw invalidArg('inputs', 'an object { frames, numVideos, prompts, groupSize? }', inputs, op);
     const { frames, numVideos, prompts } = inputs;
     const groupSize = inputs.groupSize ?? 1;
     const minVideos = allowEmpty ? 0 : 1;
-    if (!isInt(numVideos) || numVideos < minVideos) throw invalidArg('inputs.numVideos', `an integer >= ${minVideos}`, numVideos, op);
+    if (!isInt(numVideos) || numVideos < minVideos)
+      throw invalidArg('inputs.numVideos', `an integer >= ${minVideos}`, numVideos, op);
     const want = numVideos * this.clipBytes;
     if (Object.prototype.toString.call(frames) !== '[object Uint8Array]') {
-      throw invalidArg('inputs.frames', `a Uint8Array [${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3]`, frames, op);
+      throw invalidArg(
+        'inputs.frames',
+        `a Uint8Array [${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3]`,
+        frames,
+        op,
+      );
     }
     if (frames.length !== want) {
-      throw outOfRange('inputs.frames', `a Uint8Array of length ${want} ([${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3])`, frames, op);
+      throw outOfRange(
+        'inputs.frames',
+        `a Uint8Array of length ${want} ([${numVideos}, ${this.config.frames}, ${this.config.imageSize}, ${this.config.imageSize}, 3])`,
+        frames,
+        op,
+      );
     }
-    if (!Array.isArray(prompts) || (prompts.length === 0 && !allowEmpty)) throw invalidArg('inputs.prompts', allowEmpty ? 'an array of prompts' : 'a non-empty array of prompts', prompts, op);
+    if (!Array.isArray(prompts) || (prompts.length === 0 && !allowEmpty))
+      throw invalidArg(
+        'inputs.prompts',
+        allowEmpty ? 'an array of prompts' : 'a non-empty array of prompts',
+        prompts,
+        op,
+      );
     if (!isInt(groupSize) || groupSize < 1) throw invalidArg('inputs.groupSize', 'an integer >= 1', groupSize, op);
     const ids: number[] = [];
     const slots: number[] = [];
@@ -233,9 +263,11 @@ export class Policy extends NativeHandle {
     prompts.forEach((p, i) => {
       const where = `inputs.prompts[${i}]`;
       if (!p || typeof p !== 'object') throw invalidArg(where, 'an object { video, text | ids, transform? }', p, op);
-      if (!isInt(p.video) || p.video < 0 || p.video >= numVideos) throw outOfRange(`${where}.video`, `an integer in [0, ${numVideos - 1}]`, p.video, op);
+      if (!isInt(p.video) || p.video < 0 || p.video >= numVideos)
+        throw outOfRange(`${where}.video`, `an integer in [0, ${numVideos - 1}]`, p.video, op);
       const t = p.transform ?? 'none';
-      if (!POLICY_TRANSFORMS.includes(t)) throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
+      if (!POLICY_TRANSFORMS.includes(t))
+        throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
       let pid: ArrayLike<number>;
       let pslots: number[] | undefined;
       if (p.ids !== undefined) pid = p.ids;
@@ -246,17 +278,25 @@ export class Policy extends NativeHandle {
       if (pid.length < 1) throw outOfRange(`${where}.ids`, 'at least one token', pid.length, op);
       for (let k = 0; k < pid.length; k++) {
         const v = pid[k];
-        if (!isInt(v) || v < 0 || v >= this.tokenizer.size) throw outOfRange(`${where}.ids[${k}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, v, op);
+        if (!isInt(v) || v < 0 || v >= this.tokenizer.size)
+          throw outOfRange(`${where}.ids[${k}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, v, op);
         ids.push(v);
       }
       // Prompts given as ids carry no line structure: slot 0 (none) for every token.
-      if (useSlots) slots.push(...(pslots && pslots.length === pid.length ? pslots : new Array<number>(pid.length).fill(0)));
+      if (useSlots)
+        slots.push(...(pslots && pslots.length === pid.length ? pslots : new Array<number>(pid.length).fill(0)));
       lengths[i] = pid.length;
       video[i] = p.video;
       transform.push(t);
     });
     return {
-      frames, numVideos, promptVideo: video, promptTransform: transform, promptIds: Int32Array.from(ids), promptLengths: lengths, groupSize,
+      frames,
+      numVideos,
+      promptVideo: video,
+      promptTransform: transform,
+      promptIds: Int32Array.from(ids),
+      promptLengths: lengths,
+      groupSize,
       ...(useSlots ? { promptSlots: Int32Array.from(slots) } : {}),
     };
   }
@@ -266,24 +306,36 @@ export class Policy extends NativeHandle {
     if (!isInt(c.width) || c.width < 1) throw invalidArg('completions.width', 'an integer >= 1', c.width, op);
     const ids = rewrap(c.ids);
     const lengths = rewrap(c.lengths);
-    if (!(ids instanceof Int32Array) || ids.length !== rows * c.width) throw invalidArg('completions.ids', `an Int32Array of length ${rows * c.width} (rows ${rows} x width ${c.width})`, c.ids, op);
-    if (!(lengths instanceof Int32Array) || lengths.length !== rows) throw invalidArg('completions.lengths', `an Int32Array of length ${rows}`, c.lengths, op);
-    for (let i = 0; i < rows; i++) if (lengths[i] < 0 || lengths[i] > c.width) throw outOfRange(`completions.lengths[${i}]`, `an integer in [0, ${c.width}]`, lengths[i], op);
+    if (!(ids instanceof Int32Array) || ids.length !== rows * c.width)
+      throw invalidArg(
+        'completions.ids',
+        `an Int32Array of length ${rows * c.width} (rows ${rows} x width ${c.width})`,
+        c.ids,
+        op,
+      );
+    if (!(lengths instanceof Int32Array) || lengths.length !== rows)
+      throw invalidArg('completions.lengths', `an Int32Array of length ${rows}`, c.lengths, op);
+    for (let i = 0; i < rows; i++)
+      if (lengths[i] < 0 || lengths[i] > c.width)
+        throw outOfRange(`completions.lengths[${i}]`, `an integer in [0, ${c.width}]`, lengths[i], op);
     return { ids, lengths, width: c.width };
   }
 
   private stopIds(stop: GenerateOptions['stop'], op: string): Int32Array {
     if (stop === undefined) return Int32Array.of(EOS_ID);
     if (!Array.isArray(stop)) throw invalidArg('options.stop', 'an array of token ids or pieces', stop, op);
-    return Int32Array.from(stop.map((s, i) => {
-      if (typeof s === 'string') {
-        const id = this.tokenizer.vocab.indexOf(s);
-        if (id < 0) throw invalidArg(`options.stop[${i}]`, 'a piece of the vocabulary', s, op);
-        return id;
-      }
-      if (!isInt(s) || s < 0 || s >= this.tokenizer.size) throw outOfRange(`options.stop[${i}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, s, op);
-      return s;
-    }));
+    return Int32Array.from(
+      stop.map((s, i) => {
+        if (typeof s === 'string') {
+          const id = this.tokenizer.vocab.indexOf(s);
+          if (id < 0) throw invalidArg(`options.stop[${i}]`, 'a piece of the vocabulary', s, op);
+          return id;
+        }
+        if (!isInt(s) || s < 0 || s >= this.tokenizer.size)
+          throw outOfRange(`options.stop[${i}]`, `a token id in [0, ${this.tokenizer.size - 1}]`, s, op);
+        return s;
+      }),
+    );
   }
 
   /** Decoded text of row `r` of `c` (up to its length). */
@@ -297,57 +349,89 @@ export class Policy extends NativeHandle {
     const b = this.batch(inputs, op);
     const o = options ?? {};
     const maxNewTokens = o.maxNewTokens ?? 8;
-    if (!isInt(maxNewTokens) || maxNewTokens < 1) throw invalidArg('options.maxNewTokens', 'an integer >= 1', maxNewTokens, op);
+    if (!isInt(maxNewTokens) || maxNewTokens < 1)
+      throw invalidArg('options.maxNewTokens', 'an integer >= 1', maxNewTokens, op);
     checkProbability('options.temperature', o.temperature, op, 0, true);
     checkProbability('options.topP', o.topP, op, 0, true);
     if (o.topP !== undefined && o.topP > 1) throw outOfRange('options.topP', 'a number in (0, 1]', o.topP, op);
-    if (o.topK !== undefined && (!isInt(o.topK) || o.topK < 0)) throw invalidArg('options.topK', 'an integer >= 0', o.topK, op);
+    if (o.topK !== undefined && (!isInt(o.topK) || o.topK < 0))
+      throw invalidArg('options.topK', 'an integer >= 0', o.topK, op);
     const stop = this.stopIds(o.stop, op);
     let seeds: Uint32Array | undefined;
     if (o.seeds !== undefined) {
       const P = b.promptLengths.length;
-      if (o.seeds === null || typeof o.seeds !== 'object' || o.seeds.length !== P) throw invalidArg('options.seeds', `an array of ${P} seeds (one per prompt)`, o.seeds, op);
+      if (o.seeds === null || typeof o.seeds !== 'object' || o.seeds.length !== P)
+        throw invalidArg('options.seeds', `an array of ${P} seeds (one per prompt)`, o.seeds, op);
       seeds = new Uint32Array(P);
       for (let i = 0; i < P; i++) {
         const v = o.seeds[i];
-        if (!isInt(v) || v < 0 || v > 0xffffffff) throw outOfRange(`options.seeds[${i}]`, 'an integer in [0, 2^32)', v, op);
+        if (!isInt(v) || v < 0 || v > 0xffffffff)
+          throw outOfRange(`options.seeds[${i}]`, 'an integer in [0, 2^32)', v, op);
         seeds[i] = v;
       }
     }
     const r = await torchQueue.run(() =>
       callAsync(() =>
         this.native.policyGenerate(this.id, b, {
-          maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, greedy: o.greedy ?? false, useCache: o.useCache ?? true, stop,
+          maxNewTokens,
+          temperature: o.temperature,
+          topP: o.topP,
+          topK: o.topK,
+          greedy: o.greedy ?? false,
+          useCache: o.useCache ?? true,
+          stop,
           ...(seeds ? { seeds } : {}),
         }),
       ),
     );
-    const out = { ids: rewrap(r.tokens), lengths: rewrap(r.lengths), width: r.width, logprobs: rewrap(r.logprobs), texts: [] as string[] };
+    const out = {
+      ids: rewrap(r.tokens),
+      lengths: rewrap(r.lengths),
+      width: r.width,
+      logprobs: rewrap(r.logprobs),
+      texts: [] as string[],
+    };
     for (let i = 0; i < out.lengths.length; i++) out.texts.push(this.decodeRow(out, i));
     return out;
   }
 
   /** Per-token log-probs (N, C) of given completions (0 beyond each length); entropy when asked. */
-  async logprobs(inputs: PolicyInputs, completions: Completions, options: { temperature?: number; entropy?: boolean; fullSequence?: boolean } = {}): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
+  async logprobs(
+    inputs: PolicyInputs,
+    completions: Completions,
+    options: { temperature?: number; entropy?: boolean; fullSequence?: boolean } = {},
+  ): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
     const op = 'Policy.logprobs';
     const b = this.batch(inputs, op);
     const c = this.completions(completions, b.promptLengths.length * b.groupSize, op);
     checkProbability('options.temperature', options.temperature, op, 0, true);
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyLogprobs(this.id, b, c, { temperature: options.temperature, entropy: options.entropy ?? false, fullSequence: options.fullSequence ?? false })));
+    const r = await torchQueue.run(() =>
+      callAsync(() =>
+        this.native.policyLogprobs(this.id, b, c, {
+          temperature: options.temperature,
+          entropy: options.entropy ?? false,
+          fullSequence: options.fullSequence ?? false,
+        }),
+      ),
+    );
     return r.entropy ? { logprobs: rewrap(r.logprobs), entropy: rewrap(r.entropy) } : { logprobs: rewrap(r.logprobs) };
   }
 
   private trainOptions(o: TrainOptions, op: string): Record<string, unknown> {
     if (o === null || typeof o !== 'object') throw invalidArg('options', 'an object', o, op);
-    for (const k of ['lr', 'weightDecay', 'maxGradNorm', 'epsLow', 'epsHigh', 'beta', 'adamEps'] as const) checkProbability(`options.${k}`, o[k], op, 0, false);
+    for (const k of ['lr', 'weightDecay', 'maxGradNorm', 'epsLow', 'epsHigh', 'beta', 'adamEps'] as const)
+      checkProbability(`options.${k}`, o[k], op, 0, false);
     for (const k of ['beta1', 'beta2'] as const) {
       checkProbability(`options.${k}`, o[k], op, 0, false);
       if (o[k] !== undefined && o[k]! >= 1) throw outOfRange(`options.${k}`, 'a number in [0, 1)', o[k], op);
     }
     checkProbability('options.temperature', o.temperature, op, 0, true);
-    if (o.aggregation !== undefined && !LOSS_AGGREGATIONS.includes(o.aggregation)) throw invalidArg('options.aggregation', `one of ${LOSS_AGGREGATIONS.join(', ')}`, o.aggregation, op);
-    if (o.maxNewTokens !== undefined && (!isInt(o.maxNewTokens) || o.maxNewTokens < 1)) throw invalidArg('options.maxNewTokens', 'an integer >= 1', o.maxNewTokens, op);
-    if (o.processGroup !== undefined && (!isInt(o.processGroup) || o.processGroup < 0)) throw invalidArg('options.processGroup', 'a process group id (integer >= 0)', o.processGroup, op);
+    if (o.aggregation !== undefined && !LOSS_AGGREGATIONS.includes(o.aggregation))
+      throw invalidArg('options.aggregation', `one of ${LOSS_AGGREGATIONS.join(', ')}`, o.aggregation, op);
+    if (o.maxNewTokens !== undefined && (!isInt(o.maxNewTokens) || o.maxNewTokens < 1))
+      throw invalidArg('options.maxNewTokens', 'an integer >= 1', o.maxNewTokens, op);
+    if (o.processGroup !== undefined && (!isInt(o.processGroup) || o.processGroup < 0))
+      throw invalidArg('options.processGroup', 'a process group id (integer >= 0)', o.processGroup, op);
     return { ...o };
   }
 
@@ -365,13 +449,15 @@ export class Policy extends NativeHandle {
     const rows = b.promptLengths.length * b.groupSize;
     const c = this.completions(completions, rows, op);
     const adv = rewrap(completions.advantages);
-    if (!(adv instanceof Float32Array) || adv.length !== rows) throw invalidArg('completions.advantages', `a Float32Array of length ${rows}`, completions.advantages, op);
+    if (!(adv instanceof Float32Array) || adv.length !== rows)
+      throw invalidArg('completions.advantages', `a Float32Array of length ${rows}`, completions.advantages, op);
     c.advantages = adv;
     for (const k of ['oldLogprobs', 'refLogprobs'] as const) {
       const v = completions[k];
       if (v === undefined) continue;
       const w = rewrap(v);
-      if (!(w instanceof Float32Array) || w.length !== rows * c.width) throw invalidArg(`completions.${k}`, `a Float32Array of length ${rows * c.width}`, v, op);
+      if (!(w instanceof Float32Array) || w.length !== rows * c.width)
+        throw invalidArg(`completions.${k}`, `a Float32Array of length ${rows * c.width}`, v, op);
       c[k] = w;
     }
     const o = this.trainOptions(options, op);
@@ -382,12 +468,18 @@ export class Policy extends NativeHandle {
    * One supervised step: teacher-forced cross-entropy (token mean) on target completions, plus
    * `promptLmWeight` x the next-token cross-entropy of the prompt text (reported as `klLoss`).
    */
-  async sftStep(inputs: PolicyInputs, targets: Completions | readonly string[], options: SftStepOptions = {}): Promise<StepStats> {
+  async sftStep(
+    inputs: PolicyInputs,
+    targets: Completions | readonly string[],
+    options: SftStepOptions = {},
+  ): Promise<StepStats> {
     const op = 'Policy.sftStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
     const b = this.batch(inputs, op);
     const rows = b.promptLengths.length * b.groupSize;
-    const c = Array.isArray(targets) ? this.encodeTargets(targets as readonly string[], rows, op) : this.completions(targets as Completions, rows, op);
+    const c = Array.isArray(targets)
+      ? this.encodeTargets(targets as readonly string[], rows, op)
+      : this.completions(targets as Completions, rows, op);
     const { promptLmWeight, ...rest } = options;
     checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
     const o = { ...this.trainOptions(rest, op), ...(promptLmWeight !== undefined ? { promptLmWeight } : {}) };
@@ -396,7 +488,8 @@ export class Policy extends NativeHandle {
 
   /** Tokenizes target texts (each followed by <eos>) into right-padded completions. */
   encodeTargets(targets: readonly string[], rows: number = targets.length, op = 'Policy.encodeTargets'): Completions {
-    if (!Array.isArray(targets) || targets.length !== rows) throw invalidArg('targets', `an array of ${rows} strings`, targets, op);
+    if (!Array.isArray(targets) || targets.length !== rows)
+      throw invalidArg('targets', `an array of ${rows} strings`, targets, op);
     const enc = targets.map((t, i) => {
       if (typeof t !== 'string') throw invalidArg(`targets[${i}]`, 'a string', t, op);
       return this.tokenizer.encode(t, { eos: true });
@@ -415,10 +508,18 @@ export class Policy extends NativeHandle {
    * Greedy answers, one per prompt (groupSize is ignored), parsed strictly with parseAnswer
    * against numOptions[p] shown options.
    */
-  async evalBatch(inputs: PolicyInputs, numOptions: readonly number[], options: { maxNewTokens?: number } = {}): Promise<EvalResult> {
+  async evalBatch(
+    inputs: PolicyInputs,
+    numOptions: readonly number[],
+    options: { maxNewTokens?: number } = {},
+  ): Promise<EvalResult> {
     const op = 'Policy.evalBatch';
-    if (!Array.isArray(numOptions) || numOptions.length !== inputs?.prompts?.length) throw invalidArg('numOptions', `an array of ${inputs?.prompts?.length} integers`, numOptions, op);
-    const g = await this.generate({ ...inputs, groupSize: 1 }, { greedy: true, maxNewTokens: options.maxNewTokens ?? 12, stop: [EOS_ID, ANSWER_CLOSE_ID] });
+    if (!Array.isArray(numOptions) || numOptions.length !== inputs?.prompts?.length)
+      throw invalidArg('numOptions', `an array of ${inputs?.prompts?.length} integers`, numOptions, op);
+    const g = await this.generate(
+      { ...inputs, groupSize: 1 },
+      { greedy: true, maxNewTokens: options.maxNewTokens ?? 12, stop: [EOS_ID, ANSWER_CLOSE_ID] },
+    );
     const answers: number[] = [];
     const formatOk: boolean[] = [];
     g.texts.forEach((t, i) => {
@@ -473,16 +574,42 @@ export class Policy extends NativeHandle {
 }
 
 /** Finite-difference gradient check of one native module in float64 (tests). */
-export function policyGradCheck(module: string, seed = 0): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
+export function policyGradCheck(
+  module: string,
+  seed = 0,
+): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
   const native = torchAddon();
   return torchQueue.run(() => callAsync(() => native.policyGradCheck(module, seed)));
 }
 
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
 export function nativePolicyLoss(
-  inputs: { logprobs: Float32Array; oldLogprobs?: Float32Array; refLogprobs?: Float32Array; advantages: Float32Array; mask: Float32Array; rows: number; width: number },
-  options: { epsLow?: number; epsHigh?: number; beta?: number; aggregation?: LossAggregation; maxNewTokens?: number } = {},
-): { loss: number; pgLoss: number; klLoss: number; meanKl: number; clipFrac: number; ratioMean: number; tokens: number; grad: Float32Array } {
+  inputs: {
+    logprobs: Float32Array;
+    oldLogprobs?: Float32Array;
+    refLogprobs?: Float32Array;
+    advantages: Float32Array;
+    mask: Float32Array;
+    rows: number;
+    width: number;
+  },
+  options: {
+    epsLow?: number;
+    epsHigh?: number;
+    beta?: number;
+    aggregation?: LossAggregation;
+    maxNewTokens?: number;
+  } = {},
+): {
+  loss: number;
+  pgLoss: number;
+  klLoss: number;
+  meanKl: number;
+  clipFrac: number;
+  ratioMean: number;
+  tokens: number;
+  grad: Float32Array;
+} {
   const native = torchAddon();
   const r = callSync(() => native.policyLoss(inputs, { ...options }));
   return { ...r, grad: rewrap(r.grad) };

@@ -13,7 +13,18 @@ import { writeFileAtomicSync, writeFileAtomicSyncWith } from '../data/jsonl';
 
 export type SafeDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-export const SAFE_DTYPE_BYTES: Readonly<Record<SafeDtype, number>> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export const SAFE_DTYPE_BYTES: Readonly<Record<SafeDtype, number>> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
 
 /** Headers larger than this are refused (the format's own reference limit is 100 MB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -40,7 +51,8 @@ export interface SafeHeader {
 }
 
 /** Typed view of a tensor's elements. F16/BF16 come as raw Uint16 bits (see toFloat32). */
-export type SafeData = Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+export type SafeData =
+  Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
 
 export interface SafeTensor {
   dtype: SafeDtype;
@@ -67,14 +79,16 @@ export function parseHeaderJson(source: string, json: string, dataStart: number,
   } catch (e) {
     throw safetensorsError(source, `header is not valid JSON (${(e as Error).message})`);
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw safetensorsError(source, 'header is not a JSON object');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw safetensorsError(source, 'header is not a JSON object');
   const dataBytes = totalBytes - dataStart;
   const tensors = new Map<string, SafeTensorEntry>();
   let metadata: Record<string, string> = {};
   const ranges: { name: string; b: number; e: number }[] = [];
   for (const [name, v] of Object.entries(parsed as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw safetensorsError(source, '__metadata__ is not an object of strings');
+      if (v === null || typeof v !== 'object' || Array.isArray(v))
+        throw safetensorsError(source, '__metadata__ is not an object of strings');
       for (const [k, mv] of Object.entries(v as Record<string, unknown>)) {
         if (typeof mv !== 'string') throw safetensorsError(source, `__metadata__.${k} is not a string`);
       }
@@ -82,31 +96,52 @@ export function parseHeaderJson(source: string, json: string, dataStart: number,
       continue;
     }
     if (name.length === 0) throw safetensorsError(source, 'a tensor has an empty name');
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw safetensorsError(source, `tensor '${name}': entry is not an object`);
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      throw safetensorsError(source, `tensor '${name}': entry is not an object`);
     const e = v as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw safetensorsError(source, `tensor '${name}': unknown key '${k}'`);
+      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets')
+        throw safetensorsError(source, `tensor '${name}': unknown key '${k}'`);
     }
     if (typeof e.dtype !== 'string' || !(e.dtype in SAFE_DTYPE_BYTES)) {
-      throw safetensorsError(source, `tensor '${name}': unsupported dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(SAFE_DTYPE_BYTES).join(', ')})`);
+      throw safetensorsError(
+        source,
+        `tensor '${name}': unsupported dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(SAFE_DTYPE_BYTES).join(', ')})`,
+      );
     }
     const dtype = e.dtype as SafeDtype;
-    if (!Array.isArray(e.shape) || !e.shape.every(isNonNegInt)) throw safetensorsError(source, `tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(e.shape) || !e.shape.every(isNonNegInt))
+      throw safetensorsError(
+        source,
+        `tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`,
+      );
     const shape = e.shape as number[];
     let count = 1;
     for (const s of shape) {
       count *= s;
-      if (!Number.isSafeInteger(count)) throw safetensorsError(source, `tensor '${name}': shape ${JSON.stringify(shape)} is too large`);
+      if (!Number.isSafeInteger(count))
+        throw safetensorsError(source, `tensor '${name}': shape ${JSON.stringify(shape)} is too large`);
     }
     const off = e.data_offsets;
     if (!Array.isArray(off) || off.length !== 2 || !off.every(isNonNegInt)) {
-      throw safetensorsError(source, `tensor '${name}': data_offsets ${JSON.stringify(off)} is not [begin, end] of non-negative integers`);
+      throw safetensorsError(
+        source,
+        `tensor '${name}': data_offsets ${JSON.stringify(off)} is not [begin, end] of non-negative integers`,
+      );
     }
     const [b, en] = off as number[];
     if (en < b) throw safetensorsError(source, `tensor '${name}': data_offsets [${b}, ${en}] end before they begin`);
     const want = count * SAFE_DTYPE_BYTES[dtype];
-    if (en - b !== want) throw safetensorsError(source, `tensor '${name}': ${en - b} bytes in data_offsets but shape [${shape}] of ${dtype} needs ${want}`);
-    if (en > dataBytes) throw safetensorsError(source, `tensor '${name}': data_offsets [${b}, ${en}] run past the data section of ${dataBytes} bytes (truncated file?)`);
+    if (en - b !== want)
+      throw safetensorsError(
+        source,
+        `tensor '${name}': ${en - b} bytes in data_offsets but shape [${shape}] of ${dtype} needs ${want}`,
+      );
+    if (en > dataBytes)
+      throw safetensorsError(
+        source,
+        `tensor '${name}': data_offsets [${b}, ${en}] run past the data section of ${dataBytes} bytes (truncated file?)`,
+      );
     ranges.push({ name, b, e: en });
     tensors.set(name, { name, dtype, shape: shape.slice(), offset: dataStart + b, nbytes: en - b });
   }
@@ -115,7 +150,8 @@ export function parseHeaderJson(source: string, json: string, dataStart: number,
   for (let i = 1; i < nonEmpty.length; i++) {
     const p = nonEmpty[i - 1];
     const c = nonEmpty[i];
-    if (c.b < p.e) throw safetensorsError(source, `tensors '${p.name}' [${p.b}, ${p.e}) and '${c.name}' [${c.b}, ${c.e}) overlap`);
+    if (c.b < p.e)
+      throw safetensorsError(source, `tensors '${p.name}' [${p.b}, ${p.e}) and '${c.name}' [${c.b}, ${c.e}) overlap`);
   }
   return { source, tensors, metadata, dataStart, totalBytes };
 }
@@ -123,9 +159,11 @@ export function parseHeaderJson(source: string, json: string, dataStart: number,
 function headerLength(source: string, lenBuf: Buffer, totalBytes: number): number {
   if (totalBytes < 8) throw safetensorsError(source, `not a safetensors file (${totalBytes} bytes, need at least 8)`);
   const big = lenBuf.readBigUInt64LE(0);
-  if (big < 2n || big > BigInt(MAX_HEADER_BYTES)) throw safetensorsError(source, `bad header length ${big} (must be 2..${MAX_HEADER_BYTES})`);
+  if (big < 2n || big > BigInt(MAX_HEADER_BYTES))
+    throw safetensorsError(source, `bad header length ${big} (must be 2..${MAX_HEADER_BYTES})`);
   const len = Number(big);
-  if (8 + len > totalBytes) throw safetensorsError(source, `header length ${len} runs past the end of the file (${totalBytes} bytes)`);
+  if (8 + len > totalBytes)
+    throw safetensorsError(source, `header length ${len} runs past the end of the file (${totalBytes} bytes)`);
   return len;
 }
 
@@ -164,16 +202,24 @@ function viewOf(dtype: SafeDtype, bytes: Uint8Array): SafeData {
   copy.set(bytes);
   const ab = copy.buffer;
   switch (dtype) {
-    case 'F64': return new Float64Array(ab);
-    case 'F32': return new Float32Array(ab);
+    case 'F64':
+      return new Float64Array(ab);
+    case 'F32':
+      return new Float32Array(ab);
     case 'F16':
-    case 'BF16': return new Uint16Array(ab);
-    case 'I64': return new BigInt64Array(ab);
-    case 'I32': return new Int32Array(ab);
-    case 'I16': return new Int16Array(ab);
-    case 'I8': return new Int8Array(ab);
+    case 'BF16':
+      return new Uint16Array(ab);
+    case 'I64':
+      return new BigInt64Array(ab);
+    case 'I32':
+      return new Int32Array(ab);
+    case 'I16':
+      return new Int16Array(ab);
+    case 'I8':
+      return new Int8Array(ab);
     case 'U8':
-    case 'BOOL': return copy;
+    case 'BOOL':
+      return copy;
   }
 }
 
@@ -184,7 +230,8 @@ export interface ExpectTensor {
 
 function checkExpect(source: string, e: SafeTensorEntry, expect?: ExpectTensor): void {
   if (!expect) return;
-  if (expect.dtype && expect.dtype !== e.dtype) throw safetensorsError(source, `tensor '${e.name}': dtype ${e.dtype}, expected ${expect.dtype}`);
+  if (expect.dtype && expect.dtype !== e.dtype)
+    throw safetensorsError(source, `tensor '${e.name}': dtype ${e.dtype}, expected ${expect.dtype}`);
   if (expect.shape && (expect.shape.length !== e.shape.length || expect.shape.some((s, i) => s !== e.shape[i]))) {
     throw safetensorsError(source, `tensor '${e.name}': shape [${e.shape}], expected [${expect.shape}]`);
   }
@@ -198,7 +245,11 @@ export class SafetensorsFile {
   readonly header: SafeHeader;
   private fd: number | undefined;
 
-  private constructor(readonly file: string, fd: number, header: SafeHeader) {
+  private constructor(
+    readonly file: string,
+    fd: number,
+    header: SafeHeader,
+  ) {
     this.fd = fd;
     this.header = header;
   }
@@ -259,11 +310,18 @@ export function withSafetensors<R>(file: string, fn: (f: SafetensorsFile) => R):
 }
 
 /** All tensors of an in-memory safetensors buffer. */
-export function parseSafetensors(buf: Uint8Array, source = '<buffer>'): { header: SafeHeader; tensors: Map<string, SafeTensor> } {
+export function parseSafetensors(
+  buf: Uint8Array,
+  source = '<buffer>',
+): { header: SafeHeader; tensors: Map<string, SafeTensor> } {
   const header = parseSafetensorsHeader(buf, source);
   const tensors = new Map<string, SafeTensor>();
   for (const e of header.tensors.values()) {
-    tensors.set(e.name, { dtype: e.dtype, shape: e.shape.slice(), data: viewOf(e.dtype, buf.subarray(e.offset, e.offset + e.nbytes)) });
+    tensors.set(e.name, {
+      dtype: e.dtype,
+      shape: e.shape.slice(),
+      data: viewOf(e.dtype, buf.subarray(e.offset, e.offset + e.nbytes)),
+    });
   }
   return { header, tensors };
 }
@@ -283,8 +341,10 @@ function halfToFloat(h: number): number {
 /** Converts a floating tensor to Float32Array (BF16 exactly; F16 exactly; F64 rounded). */
 export function toFloat32(t: SafeTensor): Float32Array {
   switch (t.dtype) {
-    case 'F32': return t.data as Float32Array;
-    case 'F64': return Float32Array.from(t.data as Float64Array);
+    case 'F32':
+      return t.data as Float32Array;
+    case 'F64':
+      return Float32Array.from(t.data as Float64Array);
     case 'BF16': {
       const src = t.data as Uint16Array;
       const out = new Float32Array(src.length);
@@ -329,17 +389,22 @@ export type TensorLayout = Pick<TensorToWrite, 'name' | 'dtype' | 'shape'>;
  * The 8-byte length and the header JSON (padded with spaces to a multiple of 8) for tensors laid
  * out in the given order; checks names and dtypes. Returns each tensor's byte size too.
  */
-export function safetensorsHeader(tensors: readonly TensorLayout[], metadata?: Record<string, string>): { prefix: Buffer; sizes: number[] } {
+export function safetensorsHeader(
+  tensors: readonly TensorLayout[],
+  metadata?: Record<string, string>,
+): { prefix: Buffer; sizes: number[] } {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let off = 0;
   const seen = new Set<string>();
   const sizes: number[] = [];
   for (const t of tensors) {
-    if (!t.name || t.name === '__metadata__') throw new CrpoError('ERR_CRPO_SAFETENSORS', `invalid tensor name '${t.name}'`);
+    if (!t.name || t.name === '__metadata__')
+      throw new CrpoError('ERR_CRPO_SAFETENSORS', `invalid tensor name '${t.name}'`);
     if (seen.has(t.name)) throw new CrpoError('ERR_CRPO_SAFETENSORS', `duplicate tensor name '${t.name}'`);
     seen.add(t.name);
-    if (!(t.dtype in SAFE_DTYPE_BYTES)) throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': unsupported dtype ${t.dtype}`);
+    if (!(t.dtype in SAFE_DTYPE_BYTES))
+      throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': unsupported dtype ${t.dtype}`);
     const size = t.shape.reduce((a, s) => a * s, 1) * SAFE_DTYPE_BYTES[t.dtype];
     header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [off, off + size] };
     sizes.push(size);
@@ -355,7 +420,11 @@ export function safetensorsHeader(tensors: readonly TensorLayout[], metadata?: R
 }
 
 function checkSize(t: TensorLayout, data: ArrayBufferView, want: number): void {
-  if (data.byteLength !== want) throw new CrpoError('ERR_CRPO_SAFETENSORS', `tensor '${t.name}': ${data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (need ${want})`);
+  if (data.byteLength !== want)
+    throw new CrpoError(
+      'ERR_CRPO_SAFETENSORS',
+      `tensor '${t.name}': ${data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (need ${want})`,
+    );
 }
 
 /** Serialises tensors (in the given order) into one safetensors buffer; header padded to 8 bytes. */
@@ -376,7 +445,12 @@ export function serializeSafetensors(tensors: readonly TensorToWrite[], metadata
  * Writes a safetensors file atomically, fetching each tensor's data only when its turn comes
  * (`data(name)`), so that a large model is never held in memory as a whole.
  */
-export function writeSafetensorsStreaming(file: string, tensors: readonly TensorLayout[], data: (name: string) => ArrayBufferView, metadata?: Record<string, string>): void {
+export function writeSafetensorsStreaming(
+  file: string,
+  tensors: readonly TensorLayout[],
+  data: (name: string) => ArrayBufferView,
+  metadata?: Record<string, string>,
+): void {
   const { prefix, sizes } = safetensorsHeader(tensors, metadata);
   writeFileAtomicSyncWith(file, (fd) => {
     fs.writeFileSync(fd, prefix);
@@ -389,6 +463,10 @@ export function writeSafetensorsStreaming(file: string, tensors: readonly Tensor
 }
 
 /** Writes a safetensors file atomically (temp file, fsync, rename, fsync of the folder). */
-export function writeSafetensors(file: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  file: string,
+  tensors: readonly TensorToWrite[],
+  metadata?: Record<string, string>,
+): void {
   writeFileAtomicSync(file, serializeSafetensors(tensors, metadata));
 }

@@ -138,19 +138,40 @@ function promptOf(it: SynthItem, nullOption: boolean): string {
 export function packBatch(policy: Policy, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
   const frames = new Uint8Array(items.length * policy.clipBytes);
   items.forEach((it, i) => {
-    if (it.frames.length !== policy.clipBytes) throw invalidArg(`items[${i}].frames`, `a clip of ${policy.clipBytes} bytes`, it.frames, 'packBatch');
+    if (it.frames.length !== policy.clipBytes)
+      throw invalidArg(`items[${i}].frames`, `a clip of ${policy.clipBytes} bytes`, it.frames, 'packBatch');
     frames.set(it.frames, i * policy.clipBytes);
   });
-  return { frames, numVideos: items.length, prompts: items.map((it, i) => ({ video: i, text: promptOf(it, nullOption) })) };
+  return {
+    frames,
+    numVideos: items.length,
+    prompts: items.map((it, i) => ({ video: i, text: promptOf(it, nullOption) })),
+  };
 }
 
 /** Greedy answers of `policy` on `items`, scored with the paired metrics. */
-export async function evaluateItems(policy: Policy, items: readonly SynthItem[], nullOption: boolean, batchSize = 64): Promise<{ metrics: PairedMetrics; samples: ScoredSample[] }> {
+export async function evaluateItems(
+  policy: Policy,
+  items: readonly SynthItem[],
+  nullOption: boolean,
+  batchSize = 64,
+): Promise<{ metrics: PairedMetrics; samples: ScoredSample[] }> {
   const samples: ScoredSample[] = [];
   for (let i = 0; i < items.length; i += batchSize) {
     const chunk = items.slice(i, i + batchSize);
-    const ev = await policy.evalBatch(packBatch(policy, chunk, nullOption), chunk.map((it) => it.record.options.length + (nullOption ? 1 : 0)));
-    chunk.forEach((it, k) => samples.push({ id: it.record.id, pair_id: it.record.pair_id, category: it.record.category, answer: it.record.answer, prediction: ev.answers[k] }));
+    const ev = await policy.evalBatch(
+      packBatch(policy, chunk, nullOption),
+      chunk.map((it) => it.record.options.length + (nullOption ? 1 : 0)),
+    );
+    chunk.forEach((it, k) =>
+      samples.push({
+        id: it.record.id,
+        pair_id: it.record.pair_id,
+        category: it.record.category,
+        answer: it.record.answer,
+        prediction: ev.answers[k],
+      }),
+    );
   }
   return { metrics: computeMetrics(samples), samples };
 }
@@ -166,7 +187,10 @@ function shuffled(n: number, seed: number): number[] {
 }
 
 /** Held-out accuracy of the static questions per attribute (record meta.attribute). */
-export function staticAttributeAcc(records: readonly SynthItem['record'][], predictions: readonly number[]): StaticAttributeAcc {
+export function staticAttributeAcc(
+  records: readonly SynthItem['record'][],
+  predictions: readonly number[],
+): StaticAttributeAcc {
   const tally = new Map<string, [number, number]>();
   records.forEach((r, i) => {
     const a = (r.meta as { attribute?: string } | undefined)?.attribute;
@@ -183,11 +207,16 @@ export function staticAttributeAcc(records: readonly SynthItem['record'][], pred
  * Training clips of one step. Stream: fresh pairs numbered from the step, cycling through the
  * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order.
  */
-function trainBatch(o: typeof SFT_DEFAULTS & SftOptions, step: number, fixed: readonly SynthItem[] | null, synth: { frames: number; size: number }): SynthItem[] {
+function trainBatch(
+  o: typeof SFT_DEFAULTS & SftOptions,
+  step: number,
+  fixed: readonly SynthItem[] | null,
+  synth: { frames: number; size: number },
+): SynthItem[] {
   if (fixed) {
     const perEpoch = Math.ceil(fixed.length / o.batchSize);
     const order = shuffled(fixed.length, o.seed * 1000 + Math.floor(step / perEpoch));
-    return order.slice((step % perEpoch) * o.batchSize, (step % perEpoch + 1) * o.batchSize).map((i) => fixed[i]);
+    return order.slice((step % perEpoch) * o.batchSize, ((step % perEpoch) + 1) * o.batchSize).map((i) => fixed[i]);
   }
   const perPair = o.members === 'both' ? 2 : 1;
   const pairs = Math.ceil(o.batchSize / perPair);
@@ -195,7 +224,11 @@ function trainBatch(o: typeof SFT_DEFAULTS & SftOptions, step: number, fixed: re
   const out: SynthItem[] = [];
   for (let j = 0; j < pairs; j++) {
     const k = step * pairs + j;
-    const [a, b] = synthesizePair({ split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth }, cats[k % cats.length], Math.floor(k / cats.length));
+    const [a, b] = synthesizePair(
+      { split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth },
+      cats[k % cats.length],
+      Math.floor(k / cats.length),
+    );
     out.push(a);
     if (perPair === 2) out.push(b);
   }
@@ -213,23 +246,37 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   const o = { ...SFT_DEFAULTS, ...options };
   const op = 'runSft';
   if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, op);
-  for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const) if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], op);
+  for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const)
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], op);
   if (!Number.isInteger(o.steps) || o.steps < 0) throw invalidArg('steps', 'an integer >= 0', o.steps, op);
   if (o.data !== 'stream' && o.data !== 'fixed') throw invalidArg('data', "'stream' or 'fixed'", o.data, op);
-  if (o.members !== 'both' && o.members !== 'original') throw invalidArg('members', "'both' or 'original'", o.members, op);
-  if (o.colour !== 'independent' && o.colour !== 'shortcut') throw invalidArg('colour', "'independent' or 'shortcut'", o.colour, op);
+  if (o.members !== 'both' && o.members !== 'original')
+    throw invalidArg('members', "'both' or 'original'", o.members, op);
+  if (o.colour !== 'independent' && o.colour !== 'shortcut')
+    throw invalidArg('colour', "'independent' or 'shortcut'", o.colour, op);
   if (!(o.lr > 0)) throw invalidArg('lr', 'a number > 0', o.lr, op);
-  if (o.target !== 'letter' && o.target !== 'option-then-letter') throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
+  if (o.target !== 'letter' && o.target !== 'option-then-letter')
+    throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
   if (!(o.promptLm >= 0)) throw invalidArg('promptLm', 'a number >= 0', o.promptLm, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
   if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
-  if (!(o.preset in POLICY_PRESETS)) throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
-  if (o.data === 'stream' && o.steps === 0 && o.maxSeconds === 0) throw invalidArg('steps', 'an integer >= 1 when streaming without a time budget (maxSeconds 0)', o.steps, op);
+  if (!(o.preset in POLICY_PRESETS))
+    throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
+  if (o.data === 'stream' && o.steps === 0 && o.maxSeconds === 0)
+    throw invalidArg('steps', 'an integer >= 1 when streaming without a time budget (maxSeconds 0)', o.steps, op);
   const shape = POLICY_PRESETS[o.preset];
   const synth = { frames: shape.frames, size: shape.imageSize };
-  const trainOpts = { split: 'train' as const, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, categories: o.categories, ...synth };
+  const trainOpts = {
+    split: 'train' as const,
+    seed: o.seed,
+    shortcutP: o.shortcutP,
+    colour: o.colour,
+    categories: o.categories,
+    ...synth,
+  };
   const fixedAll = o.data === 'fixed' ? synthesize({ ...trainOpts, pairs: o.pairs }) : null;
-  const fixed = fixedAll && o.members === 'original' ? fixedAll.filter((it) => it.record.transform === 'none') : fixedAll;
+  const fixed =
+    fixedAll && o.members === 'original' ? fixedAll.filter((it) => it.record.transform === 'none') : fixedAll;
   const test = synthesize({ split: 'test', pairs: o.testPairs, seed: o.seed + 1000, ...synth });
   const ckptDir = path.join(o.out, 'checkpoint');
   fs.mkdirSync(o.out, { recursive: true });
@@ -242,13 +289,16 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     startStep = Number((r.manifest.meta as { sftStep?: number }).sftStep ?? r.manifest.step);
   } else if (o.init) {
     const dir = fs.existsSync(path.join(o.init, 'policy.json')) ? o.init : path.join(o.init, 'checkpoint');
-    if (!fs.existsSync(path.join(dir, 'policy.json'))) throw invalidArg('init', 'a native checkpoint folder (policy.json, or checkpoint/policy.json)', o.init, op);
+    if (!fs.existsSync(path.join(dir, 'policy.json')))
+      throw invalidArg('init', 'a native checkpoint folder (policy.json, or checkpoint/policy.json)', o.init, op);
     policy = (await loadCheckpoint(dir, { optimizer: false })).policy;
   } else {
     // The vocabulary: every question and option the generator can produce appears in a few
     // pairs per category (options are drawn from short fixed lists).
     const vocab = [...synthesize({ ...trainOpts, pairs: 24 }), ...test];
-    const tokenizer = Tokenizer.build(vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)]));
+    const tokenizer = Tokenizer.build(
+      vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)]),
+    );
     policy = await Policy.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
   }
   try {
@@ -270,30 +320,53 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
       const elapsed = (Date.now() - t0) / 1000;
       if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
       const items = trainBatch(o, step, fixed, synth);
-      const st = await policy.sftStep(packBatch(policy, items, o.nullOption), items.map((it) => targetOf(it, o.target, o.nullOption)), { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1, promptLmWeight: o.promptLm });
+      const st = await policy.sftStep(
+        packBatch(policy, items, o.nullOption),
+        items.map((it) => targetOf(it, o.target, o.nullOption)),
+        { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1, promptLmWeight: o.promptLm },
+      );
       loss = st.loss;
       const done = step + 1 - startStep;
       const el = (Date.now() - t0) / 1000;
       const rate = el / done;
       const left = Math.min((steps - step - 1) * rate, o.maxSeconds > 0 ? Math.max(0, o.maxSeconds - el) : Infinity);
-      o.onProgress?.({ step: step + 1, steps: o.maxSeconds > 0 && !fixed && o.steps === 0 ? step + 1 + Math.round(left / rate) : steps, loss, elapsed: el, eta: left });
-      if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps) await saveCheckpoint(policy, ckptDir, { sftStep: step + 1 });
+      o.onProgress?.({
+        step: step + 1,
+        steps: o.maxSeconds > 0 && !fixed && o.steps === 0 ? step + 1 + Math.round(left / rate) : steps,
+        loss,
+        elapsed: el,
+        eta: left,
+      });
+      if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps)
+        await saveCheckpoint(policy, ckptDir, { sftStep: step + 1 });
     }
     const trainSeconds = (Date.now() - t0) / 1000;
     await saveCheckpoint(policy, ckptDir, { sftStep: step, finished: true });
     const { metrics, samples } = await evaluateItems(policy, test, o.nullOption);
     const predictions = samples.map((x) => x.prediction);
     const records = test.map((it) => it.record);
-    const chanceAcc = test.reduce((acc, it) => acc + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
+    const chanceAcc =
+      test.reduce((acc, it) => acc + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
     const { onProgress: _cb, ...rest } = options;
     void _cb;
     const report: SftReport = {
-      steps: step, trainSeconds, finalLoss: loss, trainItems: fixed ? fixed.length : (step - startStep) * o.batchSize, testItems: test.length, chanceAcc, metrics,
-      staticAttributes: staticAttributeAcc(records, predictions), colourShortcut: colourShortcutRate(records, predictions),
-      checkpoint: ckptDir, options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
+      steps: step,
+      trainSeconds,
+      finalLoss: loss,
+      trainItems: fixed ? fixed.length : (step - startStep) * o.batchSize,
+      testItems: test.length,
+      chanceAcc,
+      metrics,
+      staticAttributes: staticAttributeAcc(records, predictions),
+      colourShortcut: colourShortcutRate(records, predictions),
+      checkpoint: ckptDir,
+      options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
     };
     writeFileAtomicSync(path.join(o.out, 'sft-report.json'), JSON.stringify(report, null, 1) + '\n');
-    writeFileAtomicSync(path.join(o.out, 'sft-test-predictions.jsonl'), samples.map((x) => JSON.stringify(x)).join('\n') + '\n');
+    writeFileAtomicSync(
+      path.join(o.out, 'sft-test-predictions.jsonl'),
+      samples.map((x) => JSON.stringify(x)).join('\n') + '\n',
+    );
     return report;
   } finally {
     policy.dispose();
@@ -324,19 +397,50 @@ export interface ShortcutBaseOptions {
  * (phase 2), as pretrained video LLMs lean on static cues. Writes `dir/capability/` (phase 1) and
  * `dir/checkpoint/` (the base); returns both reports.
  */
-export async function shortcutBase(dir: string, o: ShortcutBaseOptions): Promise<{ capability: SftReport; base: SftReport }> {
+export async function shortcutBase(
+  dir: string,
+  o: ShortcutBaseOptions,
+): Promise<{ capability: SftReport; base: SftReport }> {
   let last = -Infinity;
-  const progress = (phase: string) => (q: SftProgress): void => {
-    if (!o.log || (q.elapsed - last < 15 && q.step !== q.steps)) return;
-    last = q.elapsed;
-    o.log(`${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`);
+  const progress =
+    (phase: string) =>
+    (q: SftProgress): void => {
+      if (!o.log || (q.elapsed - last < 15 && q.step !== q.steps)) return;
+      last = q.elapsed;
+      o.log(
+        `${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`,
+      );
+    };
+  const common = {
+    batchSize: o.batchSize,
+    promptLm: o.promptLm,
+    seed: o.seed,
+    preset: o.preset ?? SFT_DEFAULTS.preset,
+    testPairs: o.testPairs ?? 10,
+    maxSeconds: 0,
+    saveEvery: 0,
+    nullOption: true,
   };
-  const common = { batchSize: o.batchSize, promptLm: o.promptLm, seed: o.seed, preset: o.preset ?? SFT_DEFAULTS.preset, testPairs: o.testPairs ?? 10, maxSeconds: 0, saveEvery: 0, nullOption: true };
   const capDir = path.join(dir, 'capability');
-  const capability = await runSft({ ...common, out: capDir, steps: o.capabilitySteps, lr: o.lr, members: 'both', colour: 'independent', onProgress: progress('phase 1, fresh clips, colour independent of the answer') });
+  const capability = await runSft({
+    ...common,
+    out: capDir,
+    steps: o.capabilitySteps,
+    lr: o.lr,
+    members: 'both',
+    colour: 'independent',
+    onProgress: progress('phase 1, fresh clips, colour independent of the answer'),
+  });
   last = -Infinity;
   const base = await runSft({
-    ...common, out: dir, init: capDir, steps: o.shortcutSteps, lr: o.lr / 2, members: 'original', colour: 'shortcut', shortcutP: 1,
+    ...common,
+    out: dir,
+    init: capDir,
+    steps: o.shortcutSteps,
+    lr: o.lr / 2,
+    members: 'original',
+    colour: 'shortcut',
+    shortcutP: 1,
     onProgress: progress('phase 2, originals, colour names the dynamic answer'),
   });
   return { capability, base };

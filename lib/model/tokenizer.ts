@@ -66,13 +66,19 @@ export class Tokenizer {
   static fromJSON(json: unknown): Tokenizer {
     const j = json as Partial<TokenizerJson> | null;
     if (!j || typeof j !== 'object' || j.type !== 'word-level' || j.version !== 1 || !Array.isArray(j.vocab)) {
-      throw new CrpoError('ERR_CRPO_CHECKPOINT', `tokenizer: expected { type: 'word-level', version: 1, vocab: string[] }`);
+      throw new CrpoError(
+        'ERR_CRPO_CHECKPOINT',
+        `tokenizer: expected { type: 'word-level', version: 1, vocab: string[] }`,
+      );
     }
     const v = j.vocab;
-    if (!v.every((w) => typeof w === 'string' && w.length > 0)) throw new CrpoError('ERR_CRPO_CHECKPOINT', 'tokenizer: vocab entries must be non-empty strings');
-    if (new Set(v).size !== v.length) throw new CrpoError('ERR_CRPO_CHECKPOINT', 'tokenizer: vocab has duplicate entries');
+    if (!v.every((w) => typeof w === 'string' && w.length > 0))
+      throw new CrpoError('ERR_CRPO_CHECKPOINT', 'tokenizer: vocab entries must be non-empty strings');
+    if (new Set(v).size !== v.length)
+      throw new CrpoError('ERR_CRPO_CHECKPOINT', 'tokenizer: vocab has duplicate entries');
     SPECIAL_TOKENS.forEach((s, i) => {
-      if (v[i] !== s) throw new CrpoError('ERR_CRPO_CHECKPOINT', `tokenizer: vocab[${i}] must be '${s}' but is '${String(v[i])}'`);
+      if (v[i] !== s)
+        throw new CrpoError('ERR_CRPO_CHECKPOINT', `tokenizer: vocab[${i}] must be '${s}' but is '${String(v[i])}'`);
     });
     return new Tokenizer(v as string[]);
   }

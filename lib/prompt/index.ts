@@ -20,15 +20,26 @@ export const DEFAULT_INSTRUCTION = 'Answer with the option letter inside <answer
 
 /** The options actually shown: the given ones plus the null option when enabled. */
 export function displayedOptions(options: readonly string[], nullOption = false): string[] {
-  if (!Array.isArray(options) || options.length < 2) throw invalidArg('options', 'an array of at least 2 strings', options, 'displayedOptions');
-  if (options.length + (nullOption ? 1 : 0) > LETTERS.length) throw outOfRange('options', `at most ${LETTERS.length - (nullOption ? 1 : 0)} options`, options.length, 'displayedOptions');
+  if (!Array.isArray(options) || options.length < 2)
+    throw invalidArg('options', 'an array of at least 2 strings', options, 'displayedOptions');
+  if (options.length + (nullOption ? 1 : 0) > LETTERS.length)
+    throw outOfRange(
+      'options',
+      `at most ${LETTERS.length - (nullOption ? 1 : 0)} options`,
+      options.length,
+      'displayedOptions',
+    );
   return nullOption ? [...options, NULL_OPTION_TEXT] : [...options];
 }
 
 /** "Question\nA. x\nB. y\n...\nInstruction" */
 export function formatPrompt(question: string, options: readonly string[], o: PromptOptions = {}): string {
   const shown = displayedOptions(options, o.nullOption ?? false);
-  const lines = [question.trim(), ...shown.map((opt, i) => `${LETTERS[i]}. ${opt}`), o.instruction ?? DEFAULT_INSTRUCTION];
+  const lines = [
+    question.trim(),
+    ...shown.map((opt, i) => `${LETTERS[i]}. ${opt}`),
+    o.instruction ?? DEFAULT_INSTRUCTION,
+  ];
   return lines.join('\n');
 }
 
@@ -66,7 +77,8 @@ export function parseAnswer(response: string, numOptions: number): ParsedAnswer 
 
 /** The letter of option `index` ("A" for 0). */
 export function letterOf(index: number): string {
-  if (!Number.isInteger(index) || index < 0 || index >= LETTERS.length) throw outOfRange('index', `an integer in [0, ${LETTERS.length - 1}]`, index, 'letterOf');
+  if (!Number.isInteger(index) || index < 0 || index >= LETTERS.length)
+    throw outOfRange('index', `an integer in [0, ${LETTERS.length - 1}]`, index, 'letterOf');
   return LETTERS[index];
 }
 
@@ -82,6 +94,7 @@ export function answerCompletion(index: number): string {
  * the option list, instead of matching what it saw against every option at once (docs/model.md).
  */
 export function optionAnswerCompletion(shown: readonly string[], index: number): string {
-  if (!Number.isInteger(index) || index < 0 || index >= shown.length) throw outOfRange('index', `an integer in [0, ${shown.length - 1}]`, index, 'optionAnswerCompletion');
+  if (!Number.isInteger(index) || index < 0 || index >= shown.length)
+    throw outOfRange('index', `an integer in [0, ${shown.length - 1}]`, index, 'optionAnswerCompletion');
   return `${shown[index]} ${answerCompletion(index)}`;
 }

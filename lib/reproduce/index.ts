@@ -24,8 +24,7 @@ import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
 import { colourShortcutRate, synthesize } from '../synth';
-import { DYNAMIC_CATEGORIES } from '../data/categories';
-import { COMPLETION_TOKENS_BY_KIND, TRAIN_DEFAULTS, resolveConfig, type TrainConfig } from '../train/config';
+import { COMPLETION_TOKENS_BY_KIND, resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
 import { sftBase } from '../train/sft';
@@ -122,7 +121,13 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
 };
 
 /** `--quick`: the same comparison, fewer steps and smaller splits (<= 5 min on 2 cores). */
-export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { seeds: [1, 2, 3], steps: 150, trainPairs: 60, evalPairs: 50, curveEvery: 15 };
+export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
+  seeds: [1, 2, 3],
+  steps: 150,
+  trainPairs: 60,
+  evalPairs: 50,
+  curveEvery: 15,
+};
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
@@ -134,14 +139,34 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = { seeds: [1, 2, 3], ste
  * the null option shown, so that only the algorithm differs. Measured: docs/reproduction.md.
  */
 export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
-  policy: 'native', seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 1e-4, maxNewTokens: 0, nullOption: true,
-  trainPairs: 100, evalPairs: 50, frames: 8, size: 32, baseSteps: 600, baseShortcutSteps: 150, baseLr: 1e-3, baseBatchSize: 32,
-  basePromptLm: 1, curveEvery: 15,
+  policy: 'native',
+  seeds: [1, 2, 3],
+  steps: 60,
+  batchSize: 8,
+  groupSize: 8,
+  lr: 1e-4,
+  maxNewTokens: 0,
+  nullOption: true,
+  trainPairs: 100,
+  evalPairs: 50,
+  frames: 8,
+  size: 32,
+  baseSteps: 600,
+  baseShortcutSteps: 150,
+  baseLr: 1e-3,
+  baseBatchSize: 32,
+  basePromptLm: 1,
+  curveEvery: 15,
 };
 
 /** `--preset native --quick`: a base of half the steps, 30 RL steps, 25 held-out pairs per category. */
 export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = {
-  ...REPRODUCE_NATIVE, steps: 30, evalPairs: 25, curveEvery: 10, baseSteps: 300, baseShortcutSteps: 75,
+  ...REPRODUCE_NATIVE,
+  steps: 30,
+  evalPairs: 25,
+  curveEvery: 10,
+  baseSteps: 300,
+  baseShortcutSteps: 75,
 };
 
 /** Named presets: settings over REPRODUCE_DEFAULTS, without and with `--quick`. */
@@ -163,12 +188,30 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInt
 export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
   const op = 'crpo reproduce';
   if (typeof c.out !== 'string' || c.out === '') throw invalidArg('out', 'a non-empty folder path', c.out, op);
-  if (!Array.isArray(c.methods) || c.methods.length === 0) throw invalidArg('methods', 'a non-empty list of algorithm names', c.methods, op);
+  if (!Array.isArray(c.methods) || c.methods.length === 0)
+    throw invalidArg('methods', 'a non-empty list of algorithm names', c.methods, op);
   for (const m of c.methods) parseMethod(m, op);
-  if (new Set(c.methods).size !== c.methods.length) throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
-  if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0)) throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
+  if (new Set(c.methods).size !== c.methods.length)
+    throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
+  if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0))
+    throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
   if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
-  const ints: [keyof ReproduceConfig, number][] = [['steps', 1], ['batchSize', 1], ['groupSize', 2], ['trainPairs', 1], ['evalPairs', 1], ['baseSteps', 0], ['baseShortcutSteps', 0], ['curveEvery', 1], ['crrSamples', 1], ['dataSeed', 0], ['maxNewTokens', 0], ['frames', 2], ['size', 8], ['baseBatchSize', 0]];
+  const ints: [keyof ReproduceConfig, number][] = [
+    ['steps', 1],
+    ['batchSize', 1],
+    ['groupSize', 2],
+    ['trainPairs', 1],
+    ['evalPairs', 1],
+    ['baseSteps', 0],
+    ['baseShortcutSteps', 0],
+    ['curveEvery', 1],
+    ['crrSamples', 1],
+    ['dataSeed', 0],
+    ['maxNewTokens', 0],
+    ['frames', 2],
+    ['size', 8],
+    ['baseBatchSize', 0],
+  ];
   for (const [k, min] of ints) {
     const v = c[k];
     if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
@@ -178,9 +221,12 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
     if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
     if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);
   }
-  if (c.nullOption !== 'auto' && typeof c.nullOption !== 'boolean') throw invalidArg('nullOption', "'auto', true or false", c.nullOption, op);
-  if (typeof c.shortcutP !== 'number' || !(c.shortcutP >= 0 && c.shortcutP <= 1)) throw outOfRange('shortcutP', 'a number in [0, 1]', c.shortcutP, op);
-  if (!POLICY_KINDS.has(c.policy)) throw outOfRange('policy', `one of ${POLICY_KINDS.names().join(', ')}`, c.policy, op);
+  if (c.nullOption !== 'auto' && typeof c.nullOption !== 'boolean')
+    throw invalidArg('nullOption', "'auto', true or false", c.nullOption, op);
+  if (typeof c.shortcutP !== 'number' || !(c.shortcutP >= 0 && c.shortcutP <= 1))
+    throw outOfRange('shortcutP', 'a number in [0, 1]', c.shortcutP, op);
+  if (!POLICY_KINDS.has(c.policy))
+    throw outOfRange('policy', `one of ${POLICY_KINDS.names().join(', ')}`, c.policy, op);
   return c;
 }
 
@@ -227,7 +273,8 @@ export interface MethodSpec {
 export function parseMethod(spec: string, op = 'crpo reproduce'): MethodSpec {
   if (typeof spec !== 'string' || !spec) throw invalidArg('methods[]', 'an algorithm name', spec, op);
   const [algo, ...settings] = spec.split('@');
-  if (!ALGORITHMS.has(algo)) throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')} (optionally @norm=...@crr=...)`, spec, op);
+  if (!ALGORITHMS.has(algo))
+    throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')} (optionally @norm=...@crr=...)`, spec, op);
   const out: MethodSpec = { algo };
   for (const kv of settings) {
     const [k, v] = kv.split('=', 2);
@@ -240,7 +287,7 @@ export function parseMethod(spec: string, op = 'crpo reproduce'): MethodSpec {
 
 /** Completion length: as configured, else by policy kind. */
 export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): number {
-  return c.maxNewTokens > 0 ? c.maxNewTokens : COMPLETION_TOKENS_BY_KIND[c.policy] ?? 32;
+  return c.maxNewTokens > 0 ? c.maxNewTokens : (COMPLETION_TOKENS_BY_KIND[c.policy] ?? 32);
 }
 
 /** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */
@@ -248,17 +295,47 @@ function trainConfig(c: ReproduceConfig, method: string, seed: number, init: str
   const m = parseMethod(method);
   return resolveConfig({
     overrides: {
-      algo: m.algo, seed, nullOption: c.nullOption, ...(m.norm ? { norm: m.norm } : {}), ...(m.crr !== undefined ? { weights: { crr: m.crr } } : {}), steps: c.steps, batchSize: c.batchSize, groupSize: c.groupSize, lr: c.lr,
-      data: { train: 'synthetic', val: '', pairs: c.trainPairs, valPairs: 0, seed: c.dataSeed, shortcutP: c.shortcutP, frames: c.frames, size: c.size },
-      policy: { kind: c.policy, init }, maxNewTokens: newTokens(c),
-      out, resume: 'auto', progress: false, plots: false, valEvery: 0, dumpEvery: 0,
-      saveEvery: c.curveEvery, keepLast: Math.ceil(c.steps / c.curveEvery) + 1,
+      algo: m.algo,
+      seed,
+      nullOption: c.nullOption,
+      ...(m.norm ? { norm: m.norm } : {}),
+      ...(m.crr !== undefined ? { weights: { crr: m.crr } } : {}),
+      steps: c.steps,
+      batchSize: c.batchSize,
+      groupSize: c.groupSize,
+      lr: c.lr,
+      data: {
+        train: 'synthetic',
+        val: '',
+        pairs: c.trainPairs,
+        valPairs: 0,
+        seed: c.dataSeed,
+        shortcutP: c.shortcutP,
+        frames: c.frames,
+        size: c.size,
+      },
+      policy: { kind: c.policy, init },
+      maxNewTokens: newTokens(c),
+      out,
+      resume: 'auto',
+      progress: false,
+      plots: false,
+      valEvery: 0,
+      dumpEvery: 0,
+      saveEvery: c.curveEvery,
+      keepLast: Math.ceil(c.steps / c.curveEvery) + 1,
     },
   });
 }
 
 function promptOf(it: EvalItem, nullOption: boolean): PolicyPrompt {
-  return { frames: it.frames, frameShape: it.shape, question: it.record.question, options: displayedOptions(it.record.options, nullOption), prompt: formatPrompt(it.record.question, it.record.options, { nullOption }) };
+  return {
+    frames: it.frames,
+    frameShape: it.shape,
+    question: it.record.question,
+    options: displayedOptions(it.record.options, nullOption),
+    prompt: formatPrompt(it.record.question, it.record.options, { nullOption }),
+  };
 }
 
 /** Greedy answers on every held-out record -> paired metrics (the trainer's own validation, with all groups kept). */
@@ -266,16 +343,26 @@ async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: 
   const prompts = items.map((it) => promptOf(it, nullOption));
   const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
   const samples: ScoredSample[] = items.map((it, i) => ({
-    id: it.record.id, pair_id: it.record.pair_id, category: it.record.category, answer: it.record.answer,
+    id: it.record.id,
+    pair_id: it.record.pair_id,
+    category: it.record.category,
+    answer: it.record.answer,
     prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
   }));
   const nulls = nullOption ? samples.filter((x, i) => x.prediction === items[i].record.options.length).length : 0;
-  return { metrics: computeMetrics(samples), shortcutRate: shortcutRate(items, samples), nullRate: nullOption && samples.length ? nulls / samples.length : null };
+  return {
+    metrics: computeMetrics(samples),
+    shortcutRate: shortcutRate(items, samples),
+    nullRate: nullOption && samples.length ? nulls / samples.length : null,
+  };
 }
 
 /** Share of held-out dynamic predictions that follow the colour where the colour names a wrong option. */
 function shortcutRate(items: readonly EvalItem[], samples: readonly ScoredSample[]): number | null {
-  return colourShortcutRate(items.map((it) => it.record), samples.map((x) => x.prediction));
+  return colourShortcutRate(
+    items.map((it) => it.record),
+    samples.map((x) => x.prediction),
+  );
 }
 
 /**
@@ -283,18 +370,27 @@ function shortcutRate(items: readonly EvalItem[], samples: readonly ScoredSample
  * p_c = the share of sampled answers on the counterfactual member that behave as expected (its
  * own gold answer: changed for dynamic pairs, kept for static ones); CRR = mean over pairs of p_o * p_c.
  */
-async function heldOutCrr(policy: Policy, items: readonly EvalItem[], nullOption: boolean, maxNewTokens: number, samples: number, seed: number): Promise<{ crr: number }> {
+async function heldOutCrr(
+  policy: Policy,
+  items: readonly EvalItem[],
+  nullOption: boolean,
+  maxNewTokens: number,
+  samples: number,
+  seed: number,
+): Promise<{ crr: number }> {
   const prompts = items.map((it) => promptOf(it, nullOption));
   const out = await policy.generate(prompts, { samples, temperature: 1, maxNewTokens, seed });
   const byPair = new Map<string, { orig?: number; cf?: number }>();
   items.forEach((it, i) => {
-    const acc = out[i].filter((x) => parseAnswer(x.text, prompts[i].options.length).index === it.record.answer).length / samples;
+    const acc =
+      out[i].filter((x) => parseAnswer(x.text, prompts[i].options.length).index === it.record.answer).length / samples;
     const e = byPair.get(it.record.pair_id) ?? {};
     if (it.record.transform === 'none') e.orig = acc;
     else e.cf = acc;
     byPair.set(it.record.pair_id, e);
   });
-  let crr = 0, n = 0;
+  let crr = 0,
+    n = 0;
   for (const e of byPair.values()) {
     if (e.orig === undefined || e.cf === undefined) continue;
     crr += e.orig * e.cf;
@@ -308,7 +404,11 @@ const RESULT_VERSION = 3;
 
 function fingerprint(c: ReproduceConfig): string {
   const { out: _out, methods: _m, seeds: _s, force: _f, ...rest } = c;
-  return crypto.createHash('sha256').update(JSON.stringify({ v: RESULT_VERSION, ...rest })).digest('hex').slice(0, 16);
+  return crypto
+    .createHash('sha256')
+    .update(JSON.stringify({ v: RESULT_VERSION, ...rest }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 function readJson<T>(file: string): T | undefined {
@@ -322,10 +422,23 @@ function readJson<T>(file: string): T | undefined {
 /** The settings the base model depends on (RL settings excluded, so that every RL variant reuses one base model). */
 export function baseFingerprint(c: ReproduceConfig): string {
   const base = {
-    policy: c.policy, trainPairs: c.trainPairs, shortcutP: c.shortcutP, dataSeed: c.dataSeed, frames: c.frames, size: c.size, baseSteps: c.baseSteps,
-    baseShortcutSteps: c.baseShortcutSteps, basePromptLm: c.basePromptLm, baseLr: c.baseLr, baseBatchSize: baseBatch(c),
+    policy: c.policy,
+    trainPairs: c.trainPairs,
+    shortcutP: c.shortcutP,
+    dataSeed: c.dataSeed,
+    frames: c.frames,
+    size: c.size,
+    baseSteps: c.baseSteps,
+    baseShortcutSteps: c.baseShortcutSteps,
+    basePromptLm: c.basePromptLm,
+    baseLr: c.baseLr,
+    baseBatchSize: baseBatch(c),
   };
-  return crypto.createHash('sha256').update(JSON.stringify({ v: RESULT_VERSION, base })).digest('hex').slice(0, 16);
+  return crypto
+    .createHash('sha256')
+    .update(JSON.stringify({ v: RESULT_VERSION, base }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 const baseBatch = (c: ReproduceConfig): number => (c.baseBatchSize > 0 ? c.baseBatchSize : c.batchSize);
@@ -350,26 +463,57 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
     // The paper's starting point: sees and reads (phase 1), then leans on colour (phase 2).
     const { shortcutBase } = await import('../model/sft');
     const r = await shortcutBase(dir, {
-      capabilitySteps: c.baseSteps, shortcutSteps: c.baseShortcutSteps, batchSize: baseBatch(c), lr: c.baseLr, promptLm: c.basePromptLm,
-      seed: c.dataSeed, log: (m) => say(`base model: ${m}`),
+      capabilitySteps: c.baseSteps,
+      shortcutSteps: c.baseShortcutSteps,
+      batchSize: baseBatch(c),
+      lr: c.baseLr,
+      promptLm: c.basePromptLm,
+      seed: c.dataSeed,
+      log: (m) => say(`base model: ${m}`),
     });
     const wallMs = Date.now() - t0;
-    writeFileAtomicSync(marker, JSON.stringify({ fingerprint: bfp, steps: c.baseSteps + c.baseShortcutSteps, lastLoss: r.base.finalLoss, wallMs }, null, 2) + '\n');
-    say(`base model: ${c.baseSteps} + ${c.baseShortcutSteps} supervised steps in ${(wallMs / 1000).toFixed(1)} s -> ${r.base.checkpoint}`);
+    writeFileAtomicSync(
+      marker,
+      JSON.stringify(
+        { fingerprint: bfp, steps: c.baseSteps + c.baseShortcutSteps, lastLoss: r.base.finalLoss, wallMs },
+        null,
+        2,
+      ) + '\n',
+    );
+    say(
+      `base model: ${c.baseSteps} + ${c.baseShortcutSteps} supervised steps in ${(wallMs / 1000).toFixed(1)} s -> ${r.base.checkpoint}`,
+    );
     return { dir: r.base.checkpoint, wallMs };
   }
   const tc = trainConfig(c, c.methods[0], c.dataSeed, '', path.join(c.out, 'base-sft-run'));
-  const r = await sftBase(tc, { steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, nullOption: false, out: path.join(dir, 'checkpoint') });
+  const r = await sftBase(tc, {
+    steps: c.baseSteps,
+    batchSize: baseBatch(c),
+    lr: c.baseLr,
+    nullOption: false,
+    out: path.join(dir, 'checkpoint'),
+  });
   const wallMs = Date.now() - t0;
-  writeFileAtomicSync(marker, JSON.stringify({ fingerprint: bfp, steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, lastLoss: r.finalLoss, wallMs }, null, 2) + '\n');
-  say(`base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split in ${(wallMs / 1000).toFixed(1)} s (last loss ${r.finalLoss.toFixed(3)}) -> ${r.dir}`);
+  writeFileAtomicSync(
+    marker,
+    JSON.stringify(
+      { fingerprint: bfp, steps: c.baseSteps, batchSize: baseBatch(c), lr: c.baseLr, lastLoss: r.finalLoss, wallMs },
+      null,
+      2,
+    ) + '\n',
+  );
+  say(
+    `base model: ${c.baseSteps} supervised warm-up steps on the shortcut train split in ${(wallMs / 1000).toFixed(1)} s (last loss ${r.finalLoss.toFixed(3)}) -> ${r.dir}`,
+  );
   return { dir: r.dir, wallMs };
 }
 
 /** The held-out split: `evalPairs` pairs per category, seeded apart from the train split. */
 function heldOutItems(c: ReproduceConfig): EvalItem[] {
   const shape: [number, number, number, 3] = [c.frames, c.size, c.size, 3];
-  return synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000, frames: c.frames, size: c.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+  return synthesize({ split: 'test', pairs: c.evalPairs, seed: c.dataSeed + 2000, frames: c.frames, size: c.size }).map(
+    (x) => ({ record: x.record, frames: x.frames, shape }),
+  );
 }
 
 interface RunContext {
@@ -384,7 +528,8 @@ interface RunContext {
   say: (m: string) => void;
 }
 
-const runDir = (c: ReproduceConfig, method: string, seed: number): string => path.join(c.out, 'runs', method, `seed-${seed}`);
+const runDir = (c: ReproduceConfig, method: string, seed: number): string =>
+  path.join(c.out, 'runs', method, `seed-${seed}`);
 
 /** The result of a finished run of these settings, if there is one. */
 function finishedRun(ctx: RunContext, method: string, seed: number): (RunResult & { fingerprint: string }) | undefined {
@@ -401,12 +546,22 @@ async function runOne(ctx: RunContext, method: string, seed: number, fresh: bool
   // interrupted run of the same settings (run.json holds their fingerprint), so a folder
   // left by other settings (or --force) is cleared first.
   const marker = path.join(dir, 'run.json');
-  if (fs.existsSync(dir) && (fresh || readJson<{ fingerprint: string }>(marker)?.fingerprint !== fp)) fs.rmSync(dir, { recursive: true, force: true });
+  if (fs.existsSync(dir) && (fresh || readJson<{ fingerprint: string }>(marker)?.fingerprint !== fp))
+    fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   writeFileAtomicSync(marker, JSON.stringify({ fingerprint: fp }) + '\n');
   const tRun = Date.now();
   const tc = trainConfig(c, method, seed, init, dir);
-  const nullOption = ALGORITHMS.get(tc.algo).plan({ groupSize: tc.groupSize, cfGroupSize: tc.cfGroupSize, nullOption: tc.nullOption, norm: tc.norm, eps: tc.advEps, weights: tc.weights, tgrpo: tc.tgrpo, arrow: tc.arrow }).nullOption;
+  const nullOption = ALGORITHMS.get(tc.algo).plan({
+    groupSize: tc.groupSize,
+    cfGroupSize: tc.cfGroupSize,
+    nullOption: tc.nullOption,
+    norm: tc.norm,
+    eps: tc.advEps,
+    weights: tc.weights,
+    tgrpo: tc.tgrpo,
+    arrow: tc.arrow,
+  }).nullOption;
   await train(tc, { log: (m) => say(`${method} seed ${seed}: ${m}`) });
   // Held-out CRR at every kept checkpoint, from the base model's value at step 0.
   const curve: CurvePoint[] = [];
@@ -423,7 +578,8 @@ async function runOne(ctx: RunContext, method: string, seed: number, fresh: bool
   for (const p of trainCurve) curve.push({ step: p.step, correct: p.correct, crr: probes.get(p.step) ?? null });
   curve.unshift({ step: 0, correct: null, crr: probes.get(0)! });
   const last = finalCheckpoint(dir);
-  if (!last) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
+  if (!last)
+    throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: the trainer left no checkpoint in ${dir}`);
   const policy = await POLICY_KINDS.get(c.policy)({ init: last, seed });
   let ev;
   try {
@@ -433,14 +589,25 @@ async function runOne(ctx: RunContext, method: string, seed: number, fresh: bool
   }
   const metrics = ev.metrics;
   const result: RunResult & { fingerprint: string; trainCrr: (number | null)[] } = {
-    method, seed, steps: c.steps, curve, metrics, shortcutRate: ev.shortcutRate, nullRate: ev.nullRate, wallMs: Date.now() - tRun, fingerprint: fp,
+    method,
+    seed,
+    steps: c.steps,
+    curve,
+    metrics,
+    shortcutRate: ev.shortcutRate,
+    nullRate: ev.nullRate,
+    wallMs: Date.now() - tRun,
+    fingerprint: fp,
     trainCrr: trainCurve.map((p) => p.crr),
   };
   writeFileAtomicSync(resultFile, JSON.stringify(result, null, 2) + '\n');
   // The intermediate checkpoints served the CRR curve; keep only the final one (~1 MB each for the linear policy).
-  for (const ck of listCheckpoints(dir)) if (path.resolve(ck.dir) !== path.resolve(last)) fs.rmSync(ck.dir, { recursive: true, force: true });
+  for (const ck of listCheckpoints(dir))
+    if (path.resolve(ck.dir) !== path.resolve(last)) fs.rmSync(ck.dir, { recursive: true, force: true });
   const dyn = metrics.groups.dynamic;
-  say(`${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`);
+  say(
+    `${method} seed ${seed}: ${(result.wallMs / 1000).toFixed(1)} s; held-out dynamic Acc ${pctStr(dyn?.acc)}, P-Acc ${pctStr(dyn?.p_acc)}`,
+  );
   return result;
 }
 
@@ -449,12 +616,19 @@ async function runOne(ctx: RunContext, method: string, seed: number, fresh: bool
  * its share of the cores; their output lines are passed to `say`. Every run is started even when
  * one fails (finished runs are kept); then the failures are reported together.
  */
-async function runInProcesses(c: ReproduceConfig, pending: readonly { method: string; seed: number }[], jobs: number, say: (m: string) => void): Promise<void> {
+async function runInProcesses(
+  c: ReproduceConfig,
+  pending: readonly { method: string; seed: number }[],
+  jobs: number,
+  say: (m: string) => void,
+): Promise<void> {
   const ts = __filename.endsWith('.ts');
   const worker = path.join(__dirname, ts ? 'worker.ts' : 'worker.js');
   const execArgv = ts ? ['-r', path.resolve(__dirname, '../../scripts/ts-register.js')] : [];
   const env = { ...process.env, ...coreShareEnv(Math.min(jobs, pending.length)) };
-  say(`training ${pending.length} runs in ${Math.min(jobs, pending.length)} processes (${env.CRPO_NUM_THREADS} thread(s) each)`);
+  say(
+    `training ${pending.length} runs in ${Math.min(jobs, pending.length)} processes (${env.CRPO_NUM_THREADS} thread(s) each)`,
+  );
   const failures: string[] = [];
   const children = new Set<ChildProcess>();
   const stop = () => children.forEach((ch) => ch.kill('SIGTERM'));
@@ -476,17 +650,27 @@ async function runInProcesses(c: ReproduceConfig, pending: readonly { method: st
       child.stdout!.on('data', lines);
       child.stderr!.on('data', lines);
       const code = await new Promise<number | null>((resolve) => {
-        child.on('error', (err) => { failures.push(`${method} seed ${seed}: ${err.message}`); resolve(-1); });
+        child.on('error', (err) => {
+          failures.push(`${method} seed ${seed}: ${err.message}`);
+          resolve(-1);
+        });
         child.on('close', (code, signal) => resolve(signal ? -1 : code));
       });
       children.delete(child);
       if (tail.trim()) say(tail);
-      if (code !== 0) failures.push(`${method} seed ${seed}: its process exited with ${code === -1 ? 'a signal or spawn error' : `code ${code}`} (output above)`);
+      if (code !== 0)
+        failures.push(
+          `${method} seed ${seed}: its process exited with ${code === -1 ? 'a signal or spawn error' : `code ${code}`} (output above)`,
+        );
     }
   };
   await Promise.all(Array.from({ length: Math.min(jobs, pending.length) }, lane));
   process.removeListener('exit', stop);
-  if (failures.length) throw new CrpoError('ERR_CRPO_REPRODUCE', `${failures.length} of ${pending.length} runs failed:\n  ${failures.join('\n  ')}`);
+  if (failures.length)
+    throw new CrpoError(
+      'ERR_CRPO_REPRODUCE',
+      `${failures.length} of ${pending.length} runs failed:\n  ${failures.join('\n  ')}`,
+    );
 }
 
 /**
@@ -496,16 +680,33 @@ async function runInProcesses(c: ReproduceConfig, pending: readonly { method: st
 export async function runReproduceJob(out: string, method: string, seed: number, fresh: boolean): Promise<void> {
   const file = path.join(out, 'reproduce-config.json');
   const saved = readJson<ReproduceConfig & { fingerprint: string }>(file);
-  if (!saved) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: missing or not JSON (the parent process writes it before starting runs)`);
+  if (!saved)
+    throw new CrpoError(
+      'ERR_CRPO_REPRODUCE',
+      `${file}: missing or not JSON (the parent process writes it before starting runs)`,
+    );
   const { fingerprint: savedFp, ...rest } = saved;
   const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...rest, out, force: false });
   const fp = fingerprint(c);
-  if (fp !== savedFp) throw new CrpoError('ERR_CRPO_REPRODUCE', `${file}: settings fingerprint ${fp} differs from the recorded ${savedFp}`);
+  if (fp !== savedFp)
+    throw new CrpoError(
+      'ERR_CRPO_REPRODUCE',
+      `${file}: settings fingerprint ${fp} differs from the recorded ${savedFp}`,
+    );
   const base = readJson<RunResult>(path.join(out, 'base', 'result.json'));
   const baseMarker = readJson<{ fingerprint: string }>(path.join(out, 'base', 'base.json'));
-  if (!base || baseMarker?.fingerprint !== baseFingerprint(c)) throw new CrpoError('ERR_CRPO_REPRODUCE', `${path.join(out, 'base')}: no base model of these settings (the parent process makes it first)`);
+  if (!base || baseMarker?.fingerprint !== baseFingerprint(c))
+    throw new CrpoError(
+      'ERR_CRPO_REPRODUCE',
+      `${path.join(out, 'base')}: no base model of these settings (the parent process makes it first)`,
+    );
   const say = (m: string) => process.stderr.write(m + '\n');
-  await runOne({ c, fp, init: path.join(out, 'base', 'checkpoint'), base, evalItems: heldOutItems(c), say }, method, seed, fresh);
+  await runOne(
+    { c, fp, init: path.join(out, 'base', 'checkpoint'), base, evalItems: heldOutItems(c), say },
+    method,
+    seed,
+    fresh,
+  );
 }
 
 /** Runs at once when not told: 1 for the linear policy, else one per core (at most 8; each process loads libtorch). */
@@ -514,7 +715,10 @@ export function defaultJobs(c: Pick<ReproduceConfig, 'policy'>): number {
 }
 
 /** Runs the whole comparison; writes summary.json, report.md, curves.svg/png under c.out. */
-export async function reproduce(config: Partial<ReproduceConfig>, hooks: ReproduceHooks = {}): Promise<ReproduceResult> {
+export async function reproduce(
+  config: Partial<ReproduceConfig>,
+  hooks: ReproduceHooks = {},
+): Promise<ReproduceResult> {
   const c = validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...config });
   const jobs = hooks.jobs ?? defaultJobs(c);
   if (!Number.isInteger(jobs) || jobs < 1) throw outOfRange('jobs', 'an integer >= 1', jobs, 'crpo reproduce');
@@ -522,7 +726,10 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   const t0 = Date.now();
   fs.mkdirSync(c.out, { recursive: true });
   const fp = fingerprint(c);
-  writeFileAtomicSync(path.join(c.out, 'reproduce-config.json'), JSON.stringify({ ...c, fingerprint: fp }, null, 2) + '\n');
+  writeFileAtomicSync(
+    path.join(c.out, 'reproduce-config.json'),
+    JSON.stringify({ ...c, fingerprint: fp }, null, 2) + '\n',
+  );
   const evalItems = heldOutItems(c);
   const baseRun = await baseModel(c, say);
   const init = baseRun.dir;
@@ -534,14 +741,36 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   const baseNull = c.nullOption === true;
   const baseResultFile = path.join(path.dirname(baseDir), 'result.json');
   // Keyed by the base model and the evaluation settings only.
-  const baseEvalFp = crypto.createHash('sha256').update(JSON.stringify({ base: baseFingerprint(c), evalPairs: c.evalPairs, crrSamples: c.crrSamples, maxNewTokens, baseNull })).digest('hex').slice(0, 16);
+  const baseEvalFp = crypto
+    .createHash('sha256')
+    .update(
+      JSON.stringify({
+        base: baseFingerprint(c),
+        evalPairs: c.evalPairs,
+        crrSamples: c.crrSamples,
+        maxNewTokens,
+        baseNull,
+      }),
+    )
+    .digest('hex')
+    .slice(0, 16);
   let base = readJson<RunResult & { fingerprint: string }>(baseResultFile);
   if (!base || base.fingerprint !== baseEvalFp || c.force) {
     const policy = await POLICY_KINDS.get(c.policy)({ init, seed: 0 });
     try {
       const { metrics, shortcutRate: sr, nullRate } = await evaluate(policy, evalItems, baseNull, maxNewTokens);
       const probe = await heldOutCrr(policy, evalItems, baseNull, maxNewTokens, c.crrSamples, 0);
-      base = { method: 'base', seed: 0, steps: 0, curve: [{ step: 0, correct: null, crr: probe.crr }], metrics, shortcutRate: sr, nullRate, wallMs: baseRun.wallMs, fingerprint: baseEvalFp };
+      base = {
+        method: 'base',
+        seed: 0,
+        steps: 0,
+        curve: [{ step: 0, correct: null, crr: probe.crr }],
+        metrics,
+        shortcutRate: sr,
+        nullRate,
+        wallMs: baseRun.wallMs,
+        fingerprint: baseEvalFp,
+      };
       writeFileAtomicSync(baseResultFile, JSON.stringify(base, null, 2) + '\n');
     } finally {
       policy.dispose();
@@ -549,7 +778,9 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
   }
 
   const ctx: RunContext = { c, fp, init, base, evalItems, say };
-  const pending = c.methods.flatMap((method) => c.seeds.map((seed) => ({ method, seed }))).filter(({ method, seed }) => c.force || !finishedRun(ctx, method, seed));
+  const pending = c.methods
+    .flatMap((method) => c.seeds.map((seed) => ({ method, seed })))
+    .filter(({ method, seed }) => c.force || !finishedRun(ctx, method, seed));
   // With jobs > 1 the pending runs train in child processes first; the loop below then collects them.
   const parallel = jobs > 1 && pending.length > 1;
   if (parallel) await runInProcesses(c, pending, jobs, say);
@@ -558,19 +789,36 @@ export async function reproduce(config: Partial<ReproduceConfig>, hooks: Reprodu
       const prior = finishedRun(ctx, method, seed);
       const isPending = pending.some((r) => r.method === method && r.seed === seed);
       if (prior && (parallel || !isPending)) {
-        if (!isPending) say(`${method} seed ${seed}: done earlier (${path.join(runDir(c, method, seed), 'result.json')})`);
+        if (!isPending)
+          say(`${method} seed ${seed}: done earlier (${path.join(runDir(c, method, seed), 'result.json')})`);
         runs.push(prior);
         continue;
       }
-      if (parallel) throw new CrpoError('ERR_CRPO_REPRODUCE', `${method} seed ${seed}: its process left no result in ${runDir(c, method, seed)}`);
+      if (parallel)
+        throw new CrpoError(
+          'ERR_CRPO_REPRODUCE',
+          `${method} seed ${seed}: its process left no result in ${runDir(c, method, seed)}`,
+        );
       runs.push(await runOne(ctx, method, seed, c.force));
     }
   }
 
-  const summaries = [summarize('base', [base]), ...c.methods.map((m) => summarize(m, runs.filter((r) => r.method === m)))];
+  const summaries = [
+    summarize('base', [base]),
+    ...c.methods.map((m) =>
+      summarize(
+        m,
+        runs.filter((r) => r.method === m),
+      ),
+    ),
+  ];
   const table = mainTable(summaries);
-  const svg = curvesSvg(summaries.filter((s) => s.method !== 'base'), `crpo reproduce: synthetic DyBench, shortcut p = ${c.shortcutP}, policy ${c.policy}, ${c.seeds.length} seeds, ${c.steps} steps`);
-  const svgPath = path.join(c.out, 'curves.svg'), plotPath = path.join(c.out, 'curves.png');
+  const svg = curvesSvg(
+    summaries.filter((s) => s.method !== 'base'),
+    `crpo reproduce: synthetic DyBench, shortcut p = ${c.shortcutP}, policy ${c.policy}, ${c.seeds.length} seeds, ${c.steps} steps`,
+  );
+  const svgPath = path.join(c.out, 'curves.svg'),
+    plotPath = path.join(c.out, 'curves.png');
   writeFileAtomicSync(svgPath, svg);
   writeFileAtomicSync(plotPath, await svgToPng(svg));
   const wallMs = Date.now() - t0;
@@ -596,7 +844,11 @@ function readMetrics(file: string): { step: number; correct: number; crr: number
       continue; // a torn last line of an interrupted run
     }
     if (typeof v.step !== 'number' || typeof v['orig/correct'] !== 'number') continue;
-    out.set(v.step, { step: v.step, correct: v['orig/correct'] as number, crr: typeof v.crr === 'number' ? v.crr : null });
+    out.set(v.step, {
+      step: v.step,
+      correct: v['orig/correct'] as number,
+      crr: typeof v.crr === 'number' ? v.crr : null,
+    });
   }
   return [...out.values()].sort((a, b) => a.step - b.step);
 }

@@ -102,11 +102,13 @@ export function summarize(method: string, runs: readonly RunResult[]): MethodSum
       bySteps.set(p.step, e);
     }
   }
-  const curve = [...bySteps.entries()].sort((a, b) => a[0] - b[0]).map(([step, e]) => ({
-    step,
-    correct: e.correct.length ? e.correct.reduce((a, x) => a + x, 0) / e.correct.length : null,
-    crr: e.crr.length ? e.crr.reduce((a, x) => a + x, 0) / e.crr.length : null,
-  }));
+  const curve = [...bySteps.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([step, e]) => ({
+      step,
+      correct: e.correct.length ? e.correct.reduce((a, x) => a + x, 0) / e.correct.length : null,
+      crr: e.crr.length ? e.crr.reduce((a, x) => a + x, 0) / e.crr.length : null,
+    }));
   return { method, seeds: runs.map((r) => r.seed), columns, curve };
 }
 
@@ -133,7 +135,9 @@ export function mainTable(summaries: readonly MethodSummary[]): string {
   const header = ['method', ...COLUMNS.map((c) => c.label)];
   const lines = [`| ${header.join(' | ')} |`, `| ${header.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`];
   for (const s of summaries) {
-    lines.push(`| ${METHOD_LABELS[s.method] ?? s.method} | ${COLUMNS.map((c) => cell(s.columns[c.key])).join(' | ')} |`);
+    lines.push(
+      `| ${METHOD_LABELS[s.method] ?? s.method} | ${COLUMNS.map((c) => cell(s.columns[c.key])).join(' | ')} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -147,11 +151,18 @@ function esc(s: string): string {
 /** Two panels side by side (correctness reward, CRR) with one line per method. */
 export function curvesSvg(summaries: readonly MethodSummary[], title: string): string {
   const methods = summaries.filter((s) => s.curve.length > 0);
-  const W = 1020, H = 460, panelW = 400, top = 60, plotH = 300, lefts = [70, 580];
+  const W = 1020,
+    H = 460,
+    panelW = 400,
+    top = 60,
+    plotH = 300,
+    lefts = [70, 580];
   const smooth = Math.max(1, Math.round(Math.max(1, ...methods.flatMap((s) => s.curve.map((p) => p.step))) / 30));
   const maxStep = Math.max(1, ...methods.flatMap((s) => s.curve.map((p) => p.step)));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2}" y="26" font-size="16" text-anchor="middle" fill="#222">${esc(title)}</text>`);
   const panels: { key: 'correct' | 'crr'; label: string }[] = [
@@ -162,17 +173,25 @@ export function curvesSvg(summaries: readonly MethodSummary[], title: string): s
     const left = lefts[k];
     const x = (step: number): number => left + (panelW * step) / maxStep;
     const y = (v: number): number => top + plotH * (1 - v);
-    out.push(`<text x="${left + panelW / 2}" y="${top - 14}" font-size="13" text-anchor="middle" fill="#222">${esc(panel.label)}</text>`);
+    out.push(
+      `<text x="${left + panelW / 2}" y="${top - 14}" font-size="13" text-anchor="middle" fill="#222">${esc(panel.label)}</text>`,
+    );
     for (let t = 0; t <= 10; t += 2) {
-      out.push(`<line x1="${left}" x2="${left + panelW}" y1="${y(t / 10)}" y2="${y(t / 10)}" stroke="${t === 0 ? '#444' : '#e3e3e3'}"/>`);
-      out.push(`<text x="${left - 8}" y="${y(t / 10) + 4}" font-size="11" text-anchor="end" fill="#444">${(t / 10).toFixed(1)}</text>`);
+      out.push(
+        `<line x1="${left}" x2="${left + panelW}" y1="${y(t / 10)}" y2="${y(t / 10)}" stroke="${t === 0 ? '#444' : '#e3e3e3'}"/>`,
+      );
+      out.push(
+        `<text x="${left - 8}" y="${y(t / 10) + 4}" font-size="11" text-anchor="end" fill="#444">${(t / 10).toFixed(1)}</text>`,
+      );
     }
     out.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${y(0)}" stroke="#444"/>`);
     for (let i = 0; i <= 4; i++) {
       const s = Math.round((maxStep * i) / 4);
       out.push(`<text x="${x(s)}" y="${y(0) + 18}" font-size="11" text-anchor="middle" fill="#444">${s}</text>`);
     }
-    out.push(`<text x="${left + panelW / 2}" y="${y(0) + 36}" font-size="12" text-anchor="middle" fill="#444">training step</text>`);
+    out.push(
+      `<text x="${left + panelW / 2}" y="${y(0) + 36}" font-size="12" text-anchor="middle" fill="#444">training step</text>`,
+    );
     methods.forEach((s, i) => {
       let pts = s.curve.filter((p) => p[panel.key] !== null && Number.isFinite(p[panel.key] as number));
       if (!pts.length) return;
@@ -183,7 +202,12 @@ export function curvesSvg(summaries: readonly MethodSummary[], title: string): s
           return { ...p, correct: win.reduce((a, q) => a + (q.correct as number), 0) / win.length };
         });
       }
-      const d = pts.map((p, j) => `${j ? 'L' : 'M'}${x(p.step).toFixed(1)},${y(Math.max(0, Math.min(1, p[panel.key] as number))).toFixed(1)}`).join(' ');
+      const d = pts
+        .map(
+          (p, j) =>
+            `${j ? 'L' : 'M'}${x(p.step).toFixed(1)},${y(Math.max(0, Math.min(1, p[panel.key] as number))).toFixed(1)}`,
+        )
+        .join(' ');
       out.push(`<path d="${d}" fill="none" stroke="${COLOURS[i % COLOURS.length]}" stroke-width="2"/>`);
     });
   });

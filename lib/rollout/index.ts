@@ -2,7 +2,17 @@
  * Policies the trainer drives (lib/rollout/policy.ts): the registry of kinds, the built-in
  * `linear` policy and the `native` libtorch policy adapter.
  */
-export { POLICY_KINDS, type Policy, type PolicyPrompt, type Completion, type GenerateOptions, type TrainSequence, type TrainStepOptions, type TrainStepStats, type PolicyFactory } from './policy';
+export {
+  POLICY_KINDS,
+  type Policy,
+  type PolicyPrompt,
+  type Completion,
+  type GenerateOptions,
+  type TrainSequence,
+  type TrainStepOptions,
+  type TrainStepStats,
+  type PolicyFactory,
+} from './policy';
 export { LinearPolicy, createLinearPolicy } from './linear-policy';
 export { NativePolicy, createNativePolicy, isNativeCheckpoint } from './native-policy';
 export { clipDescriptors } from './video-features';

@@ -21,7 +21,17 @@ import { parseSafetensors, writeSafetensors } from '../model/safetensors';
 import { policyLoss } from '../algo/loss';
 import { processGroupById } from '../dist/process-group';
 import { clipDescriptors } from './video-features';
-import { POLICY_KINDS, checkPromptSeeds, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
+import {
+  POLICY_KINDS,
+  checkPromptSeeds,
+  type Completion,
+  type GenerateOptions,
+  type Policy,
+  type PolicyPrompt,
+  type TrainSequence,
+  type TrainStepOptions,
+  type TrainStepStats,
+} from './policy';
 
 /** Hashed feature table size. */
 const DIM = 1 << 15;
@@ -30,7 +40,11 @@ const STYLES = 3;
 const P = DIM + STYLES;
 const JUNK_TEXT = 'I cannot tell from the video.';
 
-const words = (s: string): string[] => s.toLowerCase().split(/[^a-z0-9]+/).filter((w) => w && w !== 'the' && w !== 'it');
+const words = (s: string): string[] =>
+  s
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter((w) => w && w !== 'the' && w !== 'it');
 
 /** Clip descriptors, cached per frames buffer (the trainer reuses the buffers of its items). */
 const descriptorCache = new WeakMap<Uint8Array, string[]>();
@@ -106,7 +120,11 @@ export class LinearPolicy implements Policy {
   private cache = new WeakMap<PolicyPrompt, number[][]>();
   private disposed = false;
 
-  private logits(p: PolicyPrompt, w: Float64Array, temperature: number): { style: number[]; option: number[]; feats: number[][] } {
+  private logits(
+    p: PolicyPrompt,
+    w: Float64Array,
+    temperature: number,
+  ): { style: number[]; option: number[]; feats: number[][] } {
     const feats = optionFeatures(p, this.cache);
     const style = [w[DIM] / temperature, w[DIM + 1] / temperature, w[DIM + 2] / temperature];
     const option = feats.map((idx) => {
@@ -137,7 +155,11 @@ export class LinearPolicy implements Policy {
           continue;
         }
         const k = o.greedy ? argmax(option) : sample(option, rng.next());
-        out.push({ tokens: [st, STYLES + k], logprobs: [style[st], option[k]], text: st === 0 ? `<answer>${LETTERS[k]}</answer>` : LETTERS[k] });
+        out.push({
+          tokens: [st, STYLES + k],
+          logprobs: [style[st], option[k]],
+          text: st === 0 ? `<answer>${LETTERS[k]}</answer>` : LETTERS[k],
+        });
       }
       return out;
     });
@@ -148,9 +170,15 @@ export class LinearPolicy implements Policy {
     return tokens.map((tok, i) => (i === 0 ? style[tok] : option[tok - STYLES]));
   }
 
-  async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+  async logprobs(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly { prompt: number; tokens: number[] }[],
+    o: { temperature: number; reference?: boolean },
+  ): Promise<number[][]> {
     this.check();
-    return seqs.map((s) => this.seqLogprobs(prompts[s.prompt], s.tokens, o.reference ? this.ref : this.w, o.temperature));
+    return seqs.map((s) =>
+      this.seqLogprobs(prompts[s.prompt], s.tokens, o.reference ? this.ref : this.w, o.temperature),
+    );
   }
 
   /** Adds d(sum_t c_t * logp_t)/dw to `grad`; returns the summed entropy of the positions visited. */
@@ -161,7 +189,7 @@ export class LinearPolicy implements Policy {
     const st = tokens[0];
     for (let j = 0; j < STYLES; j++) {
       const pj = Math.exp(style[j]);
-      grad[DIM + j] += coef[0] * ((j === st ? 1 : 0) - pj) / temperature;
+      grad[DIM + j] += (coef[0] * ((j === st ? 1 : 0) - pj)) / temperature;
       entropy -= pj > 0 ? pj * style[j] : 0;
     }
     if (tokens.length > 1) {
@@ -169,7 +197,7 @@ export class LinearPolicy implements Policy {
       // d logp(option = k) / d w_f = (count_f(k) - sum_j p_j count_f(j)) / temperature
       for (let j = 0; j < feats.length; j++) {
         const pj = Math.exp(option[j]);
-        const c = coef[1] * ((j === k ? 1 : 0) - pj) / temperature;
+        const c = (coef[1] * ((j === k ? 1 : 0) - pj)) / temperature;
         if (c !== 0) for (const f of feats[j]) grad[f] += c;
         entropy -= pj > 0 ? pj * option[j] : 0;
       }
@@ -184,9 +212,12 @@ export class LinearPolicy implements Policy {
     const norm = Math.sqrt(sq);
     if (!Number.isFinite(norm)) return norm;
     const scale = maxGradNorm > 0 && norm > maxGradNorm ? maxGradNorm / (norm + 1e-6) : 1;
-    const b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const b1 = 0.9,
+      b2 = 0.999,
+      eps = 1e-8;
     this.t++;
-    const c1 = 1 - Math.pow(b1, this.t), c2 = 1 - Math.pow(b2, this.t);
+    const c1 = 1 - Math.pow(b1, this.t),
+      c2 = 1 - Math.pow(b2, this.t);
     for (let i = 0; i < P; i++) {
       const g = grad[i] * scale;
       if (g === 0 && this.m[i] === 0 && this.v[i] === 0 && this.w[i] === 0) continue; // untouched hashed slot
@@ -198,12 +229,26 @@ export class LinearPolicy implements Policy {
   }
 
   /** The section-6 loss of `seqs` at the current weights and its exact gradient (P,) with respect to them. */
-  lossAndGradient(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): { r: ReturnType<typeof policyLoss>; grad: Float64Array; entropy: number } {
+  lossAndGradient(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+  ): { r: ReturnType<typeof policyLoss>; grad: Float64Array; entropy: number } {
     const current = seqs.map((s) => this.seqLogprobs(prompts[s.prompt], s.tokens, this.w, o.temperature));
-    const r = policyLoss(seqs.map((s, i) => ({ advantage: s.advantage, logp: current[i], oldLogp: s.oldLogprobs, refLogp: s.refLogprobs })), o);
+    const r = policyLoss(
+      seqs.map((s, i) => ({
+        advantage: s.advantage,
+        logp: current[i],
+        oldLogp: s.oldLogprobs,
+        refLogp: s.refLogprobs,
+      })),
+      o,
+    );
     const grad = new Float64Array(P);
     let entropy = 0;
-    seqs.forEach((s, i) => { entropy += this.backprop(prompts[s.prompt], s.tokens, r.grads[i], o.temperature, grad); });
+    seqs.forEach((s, i) => {
+      entropy += this.backprop(prompts[s.prompt], s.tokens, r.grads[i], o.temperature, grad);
+    });
     return { r, grad, entropy };
   }
 
@@ -212,10 +257,21 @@ export class LinearPolicy implements Policy {
     return this.w;
   }
 
-  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+  async trainStep(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+  ): Promise<TrainStepStats> {
     this.check();
     const { r, grad, entropy } = this.lossAndGradient(prompts, seqs, o);
-    const stats = { loss: r.loss, pg: r.pg, kl: r.kl, clipFraction: r.clipFraction, entropy: r.tokens ? entropy / r.tokens : 0, tokens: r.tokens };
+    const stats = {
+      loss: r.loss,
+      pg: r.pg,
+      kl: r.kl,
+      clipFraction: r.clipFraction,
+      entropy: r.tokens ? entropy / r.tokens : 0,
+      tokens: r.tokens,
+    };
     const weight = o.aggregation === 'token-mean' ? r.tokens : seqs.length;
     const total = o.processGroup !== undefined ? await averageAcrossRanks(o.processGroup, grad, weight) : weight;
     if (!Number.isFinite(r.loss)) return { ...stats, gradNorm: NaN, skipped: true };
@@ -225,7 +281,11 @@ export class LinearPolicy implements Policy {
     return { ...stats, gradNorm: norm, skipped: !Number.isFinite(norm) };
   }
 
-  async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
+  async sftStep(
+    prompts: readonly PolicyPrompt[],
+    answers: readonly number[],
+    o: { lr: number; maxGradNorm: number },
+  ): Promise<{ loss: number; gradNorm: number }> {
     this.check();
     const grad = new Float64Array(P);
     let loss = 0;
@@ -247,12 +307,15 @@ export class LinearPolicy implements Policy {
   /** Replaces the weights (and the reference) by those of `other`'s checkpoint folder; optimiser reset unless `full`. */
   load(dir: string, full: boolean): void {
     const file = path.join(dir, 'policy.safetensors');
-    if (!fs.existsSync(file)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: no policy weights in this checkpoint folder`);
+    if (!fs.existsSync(file))
+      throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: no policy weights in this checkpoint folder`);
     const { header, tensors } = parseSafetensors(fs.readFileSync(file), file);
-    if (header.metadata?.kind !== 'linear') throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: policy kind '${header.metadata?.kind}' is not 'linear'`);
+    if (header.metadata?.kind !== 'linear')
+      throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: policy kind '${header.metadata?.kind}' is not 'linear'`);
     const get = (name: string): Float64Array => {
       const t = tensors.get(name);
-      if (!t || t.dtype !== 'F64' || t.data.length !== P) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: tensor '${name}' missing or not F64 [${P}]`);
+      if (!t || t.dtype !== 'F64' || t.data.length !== P)
+        throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: tensor '${name}' missing or not F64 [${P}]`);
       return Float64Array.from(t.data as Float64Array);
     };
     this.w = get('weights');
@@ -262,7 +325,9 @@ export class LinearPolicy implements Policy {
       this.v = get('adam.v');
       this.t = Number(header.metadata?.adam_step ?? 0);
     } else {
-      this.m = new Float64Array(P); this.v = new Float64Array(P); this.t = 0;
+      this.m = new Float64Array(P);
+      this.v = new Float64Array(P);
+      this.t = 0;
       this.ref = Float64Array.from(this.w);
     }
   }
@@ -270,16 +335,23 @@ export class LinearPolicy implements Policy {
   async save(dir: string): Promise<void> {
     this.check();
     fs.mkdirSync(dir, { recursive: true });
-    writeSafetensors(path.join(dir, 'policy.safetensors'), [
-      { name: 'weights', dtype: 'F64', shape: [P], data: this.w },
-      { name: 'reference', dtype: 'F64', shape: [P], data: this.ref },
-      { name: 'adam.m', dtype: 'F64', shape: [P], data: this.m },
-      { name: 'adam.v', dtype: 'F64', shape: [P], data: this.v },
-    ], { kind: 'linear', adam_step: String(this.t), dim: String(DIM) });
+    writeSafetensors(
+      path.join(dir, 'policy.safetensors'),
+      [
+        { name: 'weights', dtype: 'F64', shape: [P], data: this.w },
+        { name: 'reference', dtype: 'F64', shape: [P], data: this.ref },
+        { name: 'adam.m', dtype: 'F64', shape: [P], data: this.m },
+        { name: 'adam.v', dtype: 'F64', shape: [P], data: this.v },
+      ],
+      { kind: 'linear', adam_step: String(this.t), dim: String(DIM) },
+    );
   }
 
   weightsDigest(): string {
-    return crypto.createHash('sha256').update(new Uint8Array(this.w.buffer, this.w.byteOffset, this.w.byteLength)).digest('hex');
+    return crypto
+      .createHash('sha256')
+      .update(new Uint8Array(this.w.buffer, this.w.byteOffset, this.w.byteLength))
+      .digest('hex');
   }
 
   dispose(): void {

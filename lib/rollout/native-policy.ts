@@ -17,14 +17,30 @@ import * as path from 'path';
 import { CrpoError } from '../errors';
 import { answerCompletion } from '../prompt';
 import { hash32 } from '../synth/rng';
-import { POLICY_KINDS, checkPromptSeeds, type Completion, type GenerateOptions, type Policy, type PolicyPrompt, type TrainSequence, type TrainStepOptions, type TrainStepStats } from './policy';
+import {
+  POLICY_KINDS,
+  checkPromptSeeds,
+  type Completion,
+  type GenerateOptions,
+  type Policy,
+  type PolicyPrompt,
+  type TrainSequence,
+  type TrainStepOptions,
+  type TrainStepStats,
+} from './policy';
 import type * as ModelPolicy from '../model/policy';
 
-type ModelModule = typeof import('../model/policy') & typeof import('../model/checkpoint') & typeof import('../model/tokenizer');
+type ModelModule = typeof import('../model/policy') &
+  typeof import('../model/checkpoint') &
+  typeof import('../model/tokenizer');
 
 function model(): ModelModule {
   /* eslint-disable @typescript-eslint/no-require-imports */
-  return { ...require('../model/policy'), ...require('../model/checkpoint'), ...require('../model/tokenizer') } as ModelModule;
+  return {
+    ...require('../model/policy'),
+    ...require('../model/checkpoint'),
+    ...require('../model/tokenizer'),
+  } as ModelModule;
 }
 
 /** A checkpoint folder of the native policy format (policy.json). */
@@ -36,7 +52,10 @@ export class NativePolicy implements Policy {
   readonly syncsGradients = true;
   private digest = '';
 
-  constructor(private policy: ModelPolicy.Policy, private ref: ModelPolicy.Policy | undefined) {}
+  constructor(
+    private policy: ModelPolicy.Policy,
+    private ref: ModelPolicy.Policy | undefined,
+  ) {}
 
   /** The lib/model policy handle underneath (weights, info). */
   get model(): ModelPolicy.Policy {
@@ -48,7 +67,11 @@ export class NativePolicy implements Policy {
    * per prompt); an empty `rows` gives the empty batch (no clips, no rows) of a rank with nothing
    * to train on in a multi-process step.
    */
-  private inputs(prompts: readonly PolicyPrompt[], rows: readonly { prompt: number }[] | undefined, groupSize: number): ModelPolicy.PolicyInputs {
+  private inputs(
+    prompts: readonly PolicyPrompt[],
+    rows: readonly { prompt: number }[] | undefined,
+    groupSize: number,
+  ): ModelPolicy.PolicyInputs {
     if (rows && rows.length === 0) return { frames: new Uint8Array(0), numVideos: 0, prompts: [], groupSize };
     const c = this.policy.config;
     const clip = c.frames * c.imageSize * c.imageSize * 3;
@@ -56,22 +79,38 @@ export class NativePolicy implements Policy {
     prompts.forEach((p, i) => {
       const [T, H, W] = p.frameShape;
       if (T !== c.frames || H !== c.imageSize || W !== c.imageSize) {
-        throw new CrpoError('ERR_CRPO_FRAMES', `native policy expects clips of ${c.frames} frames of ${c.imageSize}x${c.imageSize}, got [${p.frameShape.join(', ')}] (set data.frames / data.size to match the policy)`, { userError: true });
+        throw new CrpoError(
+          'ERR_CRPO_FRAMES',
+          `native policy expects clips of ${c.frames} frames of ${c.imageSize}x${c.imageSize}, got [${p.frameShape.join(', ')}] (set data.frames / data.size to match the policy)`,
+          { userError: true },
+        );
       }
       frames.set(p.frames, i * clip);
     });
-    const list = rows ? rows.map((r) => ({ video: r.prompt, text: prompts[r.prompt].prompt })) : prompts.map((p, i) => ({ video: i, text: p.prompt }));
+    const list = rows
+      ? rows.map((r) => ({ video: r.prompt, text: prompts[r.prompt].prompt }))
+      : prompts.map((p, i) => ({ video: i, text: p.prompt }));
     return { frames, numVideos: prompts.length, prompts: list, groupSize };
   }
 
-  private static pad(seqs: readonly { tokens: number[] }[], extra: readonly (readonly number[] | undefined)[][] = []): { ids: Int32Array; lengths: Int32Array; width: number; floats: Float32Array[] } {
+  private static pad(
+    seqs: readonly { tokens: number[] }[],
+    extra: readonly (readonly number[] | undefined)[][] = [],
+  ): { ids: Int32Array; lengths: Int32Array; width: number; floats: Float32Array[] } {
     const width = Math.max(1, ...seqs.map((s) => s.tokens.length));
-    const ids = new Int32Array(seqs.length * width), lengths = new Int32Array(seqs.length);
+    const ids = new Int32Array(seqs.length * width),
+      lengths = new Int32Array(seqs.length);
     const floats = extra.map(() => new Float32Array(seqs.length * width));
     seqs.forEach((s, n) => {
       lengths[n] = s.tokens.length;
-      s.tokens.forEach((t, j) => { ids[n * width + j] = t; });
-      extra.forEach((col, k) => col[n]?.forEach((v, j) => { floats[k][n * width + j] = v; }));
+      s.tokens.forEach((t, j) => {
+        ids[n * width + j] = t;
+      });
+      extra.forEach((col, k) =>
+        col[n]?.forEach((v, j) => {
+          floats[k][n * width + j] = v;
+        }),
+      );
     });
     return { ids, lengths, width, floats };
   }
@@ -81,35 +120,100 @@ export class NativePolicy implements Policy {
     // Each row draws its uniforms from a counter-based stream of (its prompt's seed, sample, token)
     // (native/torch/model sample_uniform): without promptSeeds, prompt i's seed is derived from
     // (seed, i), so sampling is a function of the seed and not of the policy's generator state.
-    const seeds = checkPromptSeeds(prompts.length, o, 'NativePolicy.generate') ?? prompts.map((_, i) => hash32(`${o.seed >>> 0}|prompt|${i}`));
-    const r = await this.policy.generate(this.inputs(prompts, undefined, o.samples), { maxNewTokens: o.maxNewTokens, temperature: o.temperature, greedy: o.greedy ?? false, seeds });
-    return prompts.map((_, p) => Array.from({ length: o.samples }, (__, g) => {
-      const row = p * o.samples + g, len = r.lengths[row], off = row * r.width;
-      return { tokens: Array.from(r.ids.subarray(off, off + len)), logprobs: Array.from(r.logprobs.subarray(off, off + len)), text: r.texts[row] };
-    }));
+    const seeds =
+      checkPromptSeeds(prompts.length, o, 'NativePolicy.generate') ??
+      prompts.map((_, i) => hash32(`${o.seed >>> 0}|prompt|${i}`));
+    const r = await this.policy.generate(this.inputs(prompts, undefined, o.samples), {
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+      greedy: o.greedy ?? false,
+      seeds,
+    });
+    return prompts.map((_, p) =>
+      Array.from({ length: o.samples }, (__, g) => {
+        const row = p * o.samples + g,
+          len = r.lengths[row],
+          off = row * r.width;
+        return {
+          tokens: Array.from(r.ids.subarray(off, off + len)),
+          logprobs: Array.from(r.logprobs.subarray(off, off + len)),
+          text: r.texts[row],
+        };
+      }),
+    );
   }
 
-  async logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]> {
+  async logprobs(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly { prompt: number; tokens: number[] }[],
+    o: { temperature: number; reference?: boolean },
+  ): Promise<number[][]> {
     if (seqs.length === 0) return [];
     const target = o.reference ? this.ref : this.policy;
-    if (!target) throw new CrpoError('ERR_CRPO_NO_REFERENCE', 'native policy: no frozen reference (call freezeReference first)');
+    if (!target)
+      throw new CrpoError('ERR_CRPO_NO_REFERENCE', 'native policy: no frozen reference (call freezeReference first)');
     const p = NativePolicy.pad(seqs);
-    const r = await target.logprobs(this.inputs(prompts, seqs, 1), { ids: p.ids, lengths: p.lengths, width: p.width }, { temperature: o.temperature });
+    const r = await target.logprobs(
+      this.inputs(prompts, seqs, 1),
+      { ids: p.ids, lengths: p.lengths, width: p.width },
+      { temperature: o.temperature },
+    );
     return seqs.map((s, n) => Array.from(r.logprobs.subarray(n * p.width, n * p.width + s.tokens.length)));
   }
 
-  async trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats> {
+  async trainStep(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+  ): Promise<TrainStepStats> {
     const withRef = o.beta > 0;
     const p = NativePolicy.pad(seqs, [seqs.map((s) => s.oldLogprobs), seqs.map((s) => s.refLogprobs)]);
-    const s = await this.policy.trainStep(this.inputs(prompts, seqs, 1), {
-      ids: p.ids, lengths: p.lengths, width: p.width, advantages: Float32Array.from(seqs, (q) => q.advantage), oldLogprobs: p.floats[0], ...(withRef ? { refLogprobs: p.floats[1] } : {}),
-    }, { lr: o.lr, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, epsLow: o.clipLow, epsHigh: o.clipHigh, beta: o.beta, aggregation: o.aggregation, maxNewTokens: o.maxNewTokens, temperature: o.temperature, ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}) });
+    const s = await this.policy.trainStep(
+      this.inputs(prompts, seqs, 1),
+      {
+        ids: p.ids,
+        lengths: p.lengths,
+        width: p.width,
+        advantages: Float32Array.from(seqs, (q) => q.advantage),
+        oldLogprobs: p.floats[0],
+        ...(withRef ? { refLogprobs: p.floats[1] } : {}),
+      },
+      {
+        lr: o.lr,
+        maxGradNorm: o.maxGradNorm,
+        weightDecay: o.weightDecay,
+        epsLow: o.clipLow,
+        epsHigh: o.clipHigh,
+        beta: o.beta,
+        aggregation: o.aggregation,
+        maxNewTokens: o.maxNewTokens,
+        temperature: o.temperature,
+        ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}),
+      },
+    );
     await this.refreshDigest();
-    return { loss: s.loss, pg: s.pgLoss, kl: s.meanKl, clipFraction: s.clipFrac, gradNorm: s.gradNorm, entropy: s.entropy, tokens: s.tokens, skipped: s.skipped };
+    return {
+      loss: s.loss,
+      pg: s.pgLoss,
+      kl: s.meanKl,
+      clipFraction: s.clipFrac,
+      gradNorm: s.gradNorm,
+      entropy: s.entropy,
+      tokens: s.tokens,
+      skipped: s.skipped,
+    };
   }
 
-  async sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }> {
-    const s = await this.policy.sftStep(this.inputs(prompts, undefined, 1), answers.map((a) => answerCompletion(a)), { lr: o.lr, maxGradNorm: o.maxGradNorm });
+  async sftStep(
+    prompts: readonly PolicyPrompt[],
+    answers: readonly number[],
+    o: { lr: number; maxGradNorm: number },
+  ): Promise<{ loss: number; gradNorm: number }> {
+    const s = await this.policy.sftStep(
+      this.inputs(prompts, undefined, 1),
+      answers.map((a) => answerCompletion(a)),
+      { lr: o.lr, maxGradNorm: o.maxGradNorm },
+    );
     await this.refreshDigest();
     return { loss: s.loss, gradNorm: s.gradNorm };
   }
@@ -128,7 +232,8 @@ export class NativePolicy implements Policy {
 
   async refreshDigest(): Promise<void> {
     const h = crypto.createHash('sha256');
-    for (const t of await this.policy.getWeights()) h.update(t.name).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    for (const t of await this.policy.getWeights())
+      h.update(t.name).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     this.digest = h.digest('hex');
   }
 
@@ -143,22 +248,49 @@ export class NativePolicy implements Policy {
 }
 
 /** A native policy: full training state (`resumeFrom/policy`, `resumeFrom/reference`), base weights (`init`), or fresh from a preset. */
-export async function createNativePolicy(o: { init?: string; resumeFrom?: string; seed: number; preset?: string; texts?: readonly string[]; frames?: number; size?: number }): Promise<NativePolicy> {
+export async function createNativePolicy(o: {
+  init?: string;
+  resumeFrom?: string;
+  seed: number;
+  preset?: string;
+  texts?: readonly string[];
+  frames?: number;
+  size?: number;
+}): Promise<NativePolicy> {
   const m = model();
   let p: NativePolicy;
   if (o.resumeFrom) {
     const { policy } = await m.loadCheckpoint(path.join(o.resumeFrom, 'policy'));
-    const ref = fs.existsSync(path.join(o.resumeFrom, 'reference')) ? (await m.loadCheckpoint(path.join(o.resumeFrom, 'reference'), { frozen: true })).policy : undefined;
+    const ref = fs.existsSync(path.join(o.resumeFrom, 'reference'))
+      ? (await m.loadCheckpoint(path.join(o.resumeFrom, 'reference'), { frozen: true })).policy
+      : undefined;
     p = new NativePolicy(policy, ref);
   } else if (o.init) {
-    const dir = isNativeCheckpoint(o.init) ? o.init : [path.join(o.init, 'policy'), path.join(o.init, 'checkpoint')].find(isNativeCheckpoint);
-    if (!dir) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${o.init}: not a native policy checkpoint (no policy.json here, in policy/ or in checkpoint/)`, { userError: true });
+    const dir = isNativeCheckpoint(o.init)
+      ? o.init
+      : [path.join(o.init, 'policy'), path.join(o.init, 'checkpoint')].find(isNativeCheckpoint);
+    if (!dir)
+      throw new CrpoError(
+        'ERR_CRPO_CHECKPOINT',
+        `${o.init}: not a native policy checkpoint (no policy.json here, in policy/ or in checkpoint/)`,
+        { userError: true },
+      );
     const { policy } = await m.loadCheckpoint(dir, { optimizer: false });
     p = new NativePolicy(policy, undefined);
   } else {
-    if (!o.texts || o.texts.length === 0) throw new CrpoError('ERR_CRPO_INVALID_ARG', 'a fresh native policy needs the prompt texts of the data for its vocabulary', { userError: false });
+    if (!o.texts || o.texts.length === 0)
+      throw new CrpoError(
+        'ERR_CRPO_INVALID_ARG',
+        'a fresh native policy needs the prompt texts of the data for its vocabulary',
+        { userError: false },
+      );
     const tokenizer = m.Tokenizer.build(o.texts);
-    const policy = await m.Policy.create(tokenizer, { preset: (o.preset ?? 'tiny') as 'tiny' | 'small', seed: o.seed, ...(o.frames ? { frames: o.frames } : {}), ...(o.size ? { imageSize: o.size } : {}) });
+    const policy = await m.Policy.create(tokenizer, {
+      preset: (o.preset ?? 'tiny') as 'tiny' | 'small',
+      seed: o.seed,
+      ...(o.frames ? { frames: o.frames } : {}),
+      ...(o.size ? { imageSize: o.size } : {}),
+    });
     p = new NativePolicy(policy, undefined);
   }
   await p.refreshDigest();

@@ -48,12 +48,18 @@ export interface GenerateOptions {
 }
 
 /** `o.promptSeeds` checked against the prompts (one integer in [0, 2^32) each), or undefined when not given. */
-export function checkPromptSeeds(prompts: number, o: Pick<GenerateOptions, 'promptSeeds'>, where: string): readonly number[] | undefined {
+export function checkPromptSeeds(
+  prompts: number,
+  o: Pick<GenerateOptions, 'promptSeeds'>,
+  where: string,
+): readonly number[] | undefined {
   const s = o.promptSeeds;
   if (s === undefined) return undefined;
-  if (!Array.isArray(s) || s.length !== prompts) throw invalidArg('promptSeeds', `an array of ${prompts} seeds (one per prompt)`, s, where);
+  if (!Array.isArray(s) || s.length !== prompts)
+    throw invalidArg('promptSeeds', `an array of ${prompts} seeds (one per prompt)`, s, where);
   s.forEach((v, i) => {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw outOfRange(`promptSeeds[${i}]`, 'an integer in [0, 2^32)', v, where);
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+      throw outOfRange(`promptSeeds[${i}]`, 'an integer in [0, 2^32)', v, where);
   });
   return s;
 }
@@ -103,10 +109,22 @@ export interface Policy {
   readonly syncsGradients?: boolean;
   generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]>;
   /** Per-token log-probs of given completions (`reference`: under the frozen reference weights). */
-  logprobs(prompts: readonly PolicyPrompt[], seqs: readonly { prompt: number; tokens: number[] }[], o: { temperature: number; reference?: boolean }): Promise<number[][]>;
-  trainStep(prompts: readonly PolicyPrompt[], seqs: readonly TrainSequence[], o: TrainStepOptions): Promise<TrainStepStats>;
+  logprobs(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly { prompt: number; tokens: number[] }[],
+    o: { temperature: number; reference?: boolean },
+  ): Promise<number[][]>;
+  trainStep(
+    prompts: readonly PolicyPrompt[],
+    seqs: readonly TrainSequence[],
+    o: TrainStepOptions,
+  ): Promise<TrainStepStats>;
   /** One supervised step towards the canonical answer `<answer>X</answer>` of each prompt. */
-  sftStep(prompts: readonly PolicyPrompt[], answers: readonly number[], o: { lr: number; maxGradNorm: number }): Promise<{ loss: number; gradNorm: number }>;
+  sftStep(
+    prompts: readonly PolicyPrompt[],
+    answers: readonly number[],
+    o: { lr: number; maxGradNorm: number },
+  ): Promise<{ loss: number; gradNorm: number }>;
   /** Copies the current weights into the frozen reference. */
   freezeReference(): Promise<void>;
   /** Writes the full state (weights, optimiser, reference) into `dir` (files are written atomically). */
@@ -121,7 +139,15 @@ export interface Policy {
  * of a checkpoint folder (`init`, fresh optimiser, reference = those weights), or fresh; `texts`
  * (every prompt and answer of the data) lets a policy with a vocabulary build it.
  */
-export type PolicyFactory = (o: { init?: string; resumeFrom?: string; seed: number; preset?: string; texts?: readonly string[]; frames?: number; size?: number }) => Promise<Policy>;
+export type PolicyFactory = (o: {
+  init?: string;
+  resumeFrom?: string;
+  seed: number;
+  preset?: string;
+  texts?: readonly string[];
+  frames?: number;
+  size?: number;
+}) => Promise<Policy>;
 
 /** Policy kinds by name: 'linear' (lib/rollout/linear-policy.ts), 'native' when the torch policy is built. */
 export const POLICY_KINDS = new Registry<PolicyFactory>('policy kind');

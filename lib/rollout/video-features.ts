@@ -8,7 +8,13 @@
  * exactly as the pixels do (hflip mirrors x, reverse swaps first/last and every motion).
  */
 const PALETTE: Record<string, [number, number, number]> = {
-  red: [230, 40, 40], green: [40, 200, 60], blue: [50, 90, 240], yellow: [240, 220, 40], magenta: [220, 50, 220], cyan: [40, 220, 230], white: [245, 245, 245],
+  red: [230, 40, 40],
+  green: [40, 200, 60],
+  blue: [50, 90, 240],
+  yellow: [240, 220, 40],
+  magenta: [220, 50, 220],
+  cyan: [40, 220, 230],
+  white: [245, 245, 245],
 };
 
 interface FrameStats {
@@ -23,16 +29,31 @@ interface FrameStats {
 
 function frameStats(px: Uint8Array, t: number, H: number, W: number): FrameStats | null {
   const base = t * H * W * 3;
-  const bg0 = px[base], bg1 = px[base + 1], bg2 = px[base + 2];
-  let n = 0, sx = 0, sy = 0, r = 0, g = 0, b = 0;
-  let x0 = W, x1 = -1, y0 = H, y1 = -1;
+  const bg0 = px[base],
+    bg1 = px[base + 1],
+    bg2 = px[base + 2];
+  let n = 0,
+    sx = 0,
+    sy = 0,
+    r = 0,
+    g = 0,
+    b = 0;
+  let x0 = W,
+    x1 = -1,
+    y0 = H,
+    y1 = -1;
   const quad = [0, 0, 0, 0];
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W; x++) {
       const o = base + (y * W + x) * 3;
       const d = Math.abs(px[o] - bg0) + Math.abs(px[o + 1] - bg1) + Math.abs(px[o + 2] - bg2);
       if (d <= 60) continue;
-      n++; sx += x; sy += y; r += px[o]; g += px[o + 1]; b += px[o + 2];
+      n++;
+      sx += x;
+      sy += y;
+      r += px[o];
+      g += px[o + 1];
+      b += px[o + 2];
       if (x < x0) x0 = x;
       if (x > x1) x1 = x;
       if (y < y0) y0 = y;
@@ -45,13 +66,19 @@ function frameStats(px: Uint8Array, t: number, H: number, W: number): FrameStats
     const o = base + (y * W + x) * 3;
     return Math.abs(px[o] - bg0) + Math.abs(px[o + 1] - bg1) + Math.abs(px[o + 2] - bg2) > 60 ? 1 : 0;
   };
-  let best = '', bestD = Infinity;
+  let best = '',
+    bestD = Infinity;
   for (const [name, c] of Object.entries(PALETTE)) {
     const d = Math.abs(r / n - c[0]) + Math.abs(g / n - c[1]) + Math.abs(b / n - c[2]);
-    if (d < bestD) { bestD = d; best = name; }
+    if (d < bestD) {
+      bestD = d;
+      best = name;
+    }
   }
   return {
-    area: n / (H * W), cx: sx / n / W, cy: sy / n / H,
+    area: n / (H * W),
+    cx: sx / n / W,
+    cy: sy / n / H,
     fill: n / ((x1 - x0 + 1) * (y1 - y0 + 1)),
     corners: inMask(x0, y0) + inMask(x1, y0) + inMask(x0, y1) + inMask(x1, y1),
     colour: best,
@@ -70,7 +97,8 @@ export function clipDescriptors(px: Uint8Array, shape: readonly number[]): strin
     if (s) stats.push(s);
   }
   if (stats.length === 0) return ['empty'];
-  const first = stats[0], last = stats[stats.length - 1];
+  const first = stats[0],
+    last = stats[stats.length - 1];
   const sign = (d: number, th: number): string => (d > th ? '+' : d < -th ? '-' : '0');
   const growth = last.area / Math.max(1e-9, first.area);
   // Single-frame descriptors, once per frame in which something is visible: what any one frame

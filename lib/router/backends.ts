@@ -67,7 +67,14 @@ export type RouterBackendFactory = (config: RouterConfig) => RouterBackend;
 export const routerBackends = new Registry<RouterBackendFactory>('router backend');
 
 function rulesAnswer(item: RouterQuestion): BackendAnswer {
-  return { classification: classifyByRules(item.question, item.options), backend: 'rules', model: RULES_VERSION, promptVersion: RULES_VERSION, cached: false, requests: 0 };
+  return {
+    classification: classifyByRules(item.question, item.options),
+    backend: 'rules',
+    model: RULES_VERSION,
+    promptVersion: RULES_VERSION,
+    cached: false,
+    requests: 0,
+  };
 }
 
 class RulesBackend implements RouterBackend {
@@ -102,7 +109,16 @@ class LlmBackend implements RouterBackend {
     const toAsk: number[] = [];
     for (const [k, i] of firstOf) {
       const hit = ctx.cache?.get(k);
-      if (hit && !(hit.fallback && this.reaskFallbacks)) answers.set(k, { classification: hit.classification, backend: 'llm', model, promptVersion: pv, fallback: hit.fallback, cached: true, requests: 0 });
+      if (hit && !(hit.fallback && this.reaskFallbacks))
+        answers.set(k, {
+          classification: hit.classification,
+          backend: 'llm',
+          model,
+          promptVersion: pv,
+          fallback: hit.fallback,
+          cached: true,
+          requests: 0,
+        });
       else toAsk.push(i);
     }
     let done = answers.size;
@@ -122,9 +138,26 @@ class LlmBackend implements RouterBackend {
       } else {
         // Every reply invalid: the rules answer, flagged, so it can be found and re-asked later.
         const rules = classifyByRules(it.question, it.options);
-        a = { classification: { ...rules, rationale: `rules fallback (${rules.rationale})` }, backend: 'llm', model, promptVersion: pv, fallback: `invalid LLM reply after ${r.requests} request(s): ${r.invalid[r.invalid.length - 1]}`, cached: false, requests: r.requests };
+        a = {
+          classification: { ...rules, rationale: `rules fallback (${rules.rationale})` },
+          backend: 'llm',
+          model,
+          promptVersion: pv,
+          fallback: `invalid LLM reply after ${r.requests} request(s): ${r.invalid[r.invalid.length - 1]}`,
+          cached: false,
+          requests: r.requests,
+        };
       }
-      await ctx.cache?.put({ key: keys[i], backend: 'llm', model, promptVersion: pv, classification: a.classification, fallback: a.fallback, requests: r.requests, at: new Date().toISOString() });
+      await ctx.cache?.put({
+        key: keys[i],
+        backend: 'llm',
+        model,
+        promptVersion: pv,
+        classification: a.classification,
+        fallback: a.fallback,
+        requests: r.requests,
+        at: new Date().toISOString(),
+      });
       answers.set(keys[i], a);
       ctx.onAnswer?.(++done, firstOf.size);
     });
@@ -143,11 +176,23 @@ class HybridBackend implements RouterBackend {
   }
   async classifyBatch(items: readonly RouterQuestion[], ctx: BatchContext): Promise<BackendAnswer[]> {
     const rules = items.map((it) => rulesAnswer(it));
-    const unsure = rules.map((r, i) => (r.classification.confidence < this.config.hybridThreshold ? i : -1)).filter((i) => i >= 0);
-    const llm = await this.llm.classifyBatch(unsure.map((i) => items[i]), ctx);
+    const unsure = rules
+      .map((r, i) => (r.classification.confidence < this.config.hybridThreshold ? i : -1))
+      .filter((i) => i >= 0);
+    const llm = await this.llm.classifyBatch(
+      unsure.map((i) => items[i]),
+      ctx,
+    );
     const out = rules.map((r) => ({ ...r, backend: 'hybrid:rules' }));
     unsure.forEach((i, j) => {
-      out[i] = { ...llm[j], backend: 'hybrid:llm', classification: { ...llm[j].classification, rationale: `rules confidence ${rules[i].classification.confidence} < ${this.config.hybridThreshold}; ${llm[j].classification.rationale}` } };
+      out[i] = {
+        ...llm[j],
+        backend: 'hybrid:llm',
+        classification: {
+          ...llm[j].classification,
+          rationale: `rules confidence ${rules[i].classification.confidence} < ${this.config.hybridThreshold}; ${llm[j].classification.rationale}`,
+        },
+      };
     });
     return out;
   }

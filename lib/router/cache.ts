@@ -12,8 +12,16 @@ import { CrpoError } from '../errors';
 import { MOTION_AXES, ROUTE_TRANSFORMS, ROUTE_TYPES, type Classification } from './types';
 
 /** The content address of one routing question for one backend/model/prompt. */
-export function cacheKey(question: string, options: readonly string[], backend: string, model: string, promptVersion: string): string {
-  return createHash('sha256').update(JSON.stringify([question, options, backend, model, promptVersion])).digest('hex');
+export function cacheKey(
+  question: string,
+  options: readonly string[],
+  backend: string,
+  model: string,
+  promptVersion: string,
+): string {
+  return createHash('sha256')
+    .update(JSON.stringify([question, options, backend, model, promptVersion]))
+    .digest('hex');
 }
 
 export interface CacheEntry {
@@ -43,8 +51,12 @@ function isEntry(v: unknown): v is CacheEntry {
   const e = v as Partial<CacheEntry>;
   const c = e.classification as Partial<Classification> | undefined;
   return (
-    typeof e.key === 'string' && /^[0-9a-f]{64}$/.test(e.key) && typeof c === 'object' && c !== null &&
-    (ROUTE_TYPES as readonly string[]).includes(c.type as string) && typeof c.confidence === 'number' &&
+    typeof e.key === 'string' &&
+    /^[0-9a-f]{64}$/.test(e.key) &&
+    typeof c === 'object' &&
+    c !== null &&
+    (ROUTE_TYPES as readonly string[]).includes(c.type as string) &&
+    typeof c.confidence === 'number' &&
     (c.axis === undefined || (MOTION_AXES as readonly string[]).includes(c.axis)) &&
     (c.proposedTransform === undefined || (ROUTE_TRANSFORMS as readonly string[]).includes(c.proposedTransform))
   );
@@ -66,7 +78,8 @@ export class RouterCache {
     try {
       text = await fs.promises.readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CrpoError('ERR_CRPO_CACHE', `Cannot read router cache ${file}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new CrpoError('ERR_CRPO_CACHE', `Cannot read router cache ${file}: ${(err as Error).message}`);
     }
     const lines = text.split('\n');
     // The part after the last '\n' is a torn line when non-empty; JsonlAppender.open cuts it.
@@ -88,7 +101,10 @@ export class RouterCache {
     if (appender.repairedBytes !== tornBytes) {
       // Another writer changed the file between our read and the repair: refuse rather than guess.
       await appender.close();
-      throw new CrpoError('ERR_CRPO_CACHE', `Router cache ${file} changed while it was opened (is another run using it?)`);
+      throw new CrpoError(
+        'ERR_CRPO_CACHE',
+        `Router cache ${file} changed while it was opened (is another run using it?)`,
+      );
     }
     return new RouterCache(file, map, appender, { file, entries: map.size, tornBytes, badLines });
   }
@@ -116,6 +132,9 @@ export class RouterCache {
 export function formatCacheReport(r: CacheOpenReport): string {
   const parts = [`cache ${r.file}: ${r.entries} entr${r.entries === 1 ? 'y' : 'ies'}`];
   if (r.tornBytes > 0) parts.push(`cut a torn last line (${r.tornBytes} bytes) left by an interrupted run`);
-  if (r.badLines.length > 0) parts.push(`skipped ${r.badLines.length} damaged line(s): ${r.badLines.slice(0, 10).join(', ')}${r.badLines.length > 10 ? ', ...' : ''}`);
+  if (r.badLines.length > 0)
+    parts.push(
+      `skipped ${r.badLines.length} damaged line(s): ${r.badLines.slice(0, 10).join(', ')}${r.badLines.length > 10 ? ', ...' : ''}`,
+    );
   return parts.join('; ');
 }

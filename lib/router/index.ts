@@ -11,7 +11,13 @@ import { writeFileAtomic } from '../data/jsonl';
 import { loadRecords } from '../data/loader';
 import type { DyBenchRecord } from '../data/schema';
 import { CrpoError, invalidArg } from '../errors';
-import { DEFAULT_ROUTER_CONFIG, routerBackends, type BackendAnswer, type RouterBackend, type RouterConfig } from './backends';
+import {
+  DEFAULT_ROUTER_CONFIG,
+  routerBackends,
+  type BackendAnswer,
+  type RouterBackend,
+  type RouterConfig,
+} from './backends';
 import { RouterCache, type CacheOpenReport } from './cache';
 import { DEFAULT_LLM_CONFIG, type LlmConfig } from './llm';
 import { applyPolicy } from './policy';
@@ -23,15 +29,23 @@ export { classifyByRules, staticPreference, RULES_VERSION } from './rules';
 export { PROMPT_VERSION, SYSTEM_PROMPT, parseRouterReply, routerMessages } from './prompt';
 export { RouterCache, cacheKey, formatCacheReport, type CacheOpenReport, type CacheEntry } from './cache';
 export { LlmRouterClient, DEFAULT_LLM_CONFIG, backoffDelay, type LlmConfig } from './llm';
-export { routerBackends, DEFAULT_ROUTER_CONFIG, type RouterConfig, type RouterBackend, type BackendAnswer } from './backends';
+export {
+  routerBackends,
+  DEFAULT_ROUTER_CONFIG,
+  type RouterConfig,
+  type RouterBackend,
+  type BackendAnswer,
+} from './backends';
 export { loadLabelled, scoreRoutes, formatAccuracy, LabelledQuestion, type RouterAccuracy } from './eval';
 
 export type RouterOptions = Partial<Omit<RouterConfig, 'llm'>> & { llm?: Partial<LlmConfig> };
 
 function checkQuestion(q: RouterQuestion, where: string): void {
   if (typeof q !== 'object' || q === null) throw invalidArg(where, 'a record with question and options', q, 'route');
-  if (typeof q.question !== 'string' || q.question.trim() === '') throw invalidArg(`${where}.question`, 'a non-empty string', q.question, 'route');
-  if (!Array.isArray(q.options) || q.options.length < 2 || q.options.some((o) => typeof o !== 'string')) throw invalidArg(`${where}.options`, 'an array of at least 2 strings', q.options, 'route');
+  if (typeof q.question !== 'string' || q.question.trim() === '')
+    throw invalidArg(`${where}.question`, 'a non-empty string', q.question, 'route');
+  if (!Array.isArray(q.options) || q.options.length < 2 || q.options.some((o) => typeof o !== 'string'))
+    throw invalidArg(`${where}.options`, 'an array of at least 2 strings', q.options, 'route');
 }
 
 /** The full config: defaults, then the environment (LLM endpoint and key), then `o`. */
@@ -47,8 +61,17 @@ export function resolveRouterConfig(o: RouterOptions = {}): RouterConfig {
   routerBackends.get(c.backend); // unknown name: throws and lists the known ones
   if (!Number.isInteger(c.seed)) throw invalidArg('seed', 'an integer', c.seed, 'route');
   if (typeof c.reaskFallbacks !== 'boolean') throw invalidArg('reaskFallbacks', 'a boolean', c.reaskFallbacks, 'route');
-  if (typeof c.hybridThreshold !== 'number' || !(c.hybridThreshold >= 0 && c.hybridThreshold <= 1)) throw invalidArg('hybridThreshold', 'a number in [0, 1]', c.hybridThreshold, 'route');
-  for (const k of ['concurrency', 'maxTransportRetries', 'maxInvalidRetries', 'timeoutMs', 'backoffBaseMs', 'backoffMaxMs', 'maxTokens'] as const) {
+  if (typeof c.hybridThreshold !== 'number' || !(c.hybridThreshold >= 0 && c.hybridThreshold <= 1))
+    throw invalidArg('hybridThreshold', 'a number in [0, 1]', c.hybridThreshold, 'route');
+  for (const k of [
+    'concurrency',
+    'maxTransportRetries',
+    'maxInvalidRetries',
+    'timeoutMs',
+    'backoffBaseMs',
+    'backoffMaxMs',
+    'maxTokens',
+  ] as const) {
     const v = llm[k];
     const min = k === 'concurrency' || k === 'timeoutMs' || k === 'maxTokens' ? 1 : 0;
     if (!Number.isInteger(v) || v < min) throw invalidArg(`llm.${k}`, `an integer >= ${min}`, v, 'route');
@@ -60,7 +83,16 @@ function toRoute(a: BackendAnswer, q: RouterQuestion, seed: number): Route {
   const p = applyPolicy(a.classification, q.question, q.options, seed);
   const c = a.classification;
   const rationale = p.corrected ? `${c.rationale}; ${p.corrected}` : c.rationale;
-  const r: Route = { type: c.type, transform: p.transform, relation: p.relation, backend: a.backend, model: a.model, promptVersion: a.promptVersion, rationale, confidence: c.confidence };
+  const r: Route = {
+    type: c.type,
+    transform: p.transform,
+    relation: p.relation,
+    backend: a.backend,
+    model: a.model,
+    promptVersion: a.promptVersion,
+    rationale,
+    confidence: c.confidence,
+  };
   if (c.axis) r.axis = c.axis;
   if (a.fallback) r.fallback = a.fallback;
   return r;
@@ -75,7 +107,11 @@ let rulesBackend: RouterBackend | undefined;
 export function routeRecord(record: RouterQuestion, options: { backend?: 'rules'; seed?: number } = {}): Route {
   checkQuestion(record, 'record');
   const backend = options.backend ?? 'rules';
-  if (backend !== 'rules') throw new CrpoError('ERR_CRPO_SYNC_BACKEND', `routeRecord is synchronous and only runs the 'rules' backend, not '${String(backend)}'; use routeRecords for it`);
+  if (backend !== 'rules')
+    throw new CrpoError(
+      'ERR_CRPO_SYNC_BACKEND',
+      `routeRecord is synchronous and only runs the 'rules' backend, not '${String(backend)}'; use routeRecords for it`,
+    );
   const seed = options.seed ?? 0;
   if (!Number.isInteger(seed)) throw invalidArg('seed', 'an integer', seed, 'routeRecord');
   rulesBackend ??= routerBackends.get('rules')(DEFAULT_ROUTER_CONFIG);
@@ -104,7 +140,10 @@ export interface RouteBatchOptions extends RouterOptions {
 }
 
 /** Routes many records with any backend; routes in input order, plus run statistics. */
-export async function routeRecords(records: readonly RouterQuestion[], options: RouteBatchOptions = {}): Promise<{ routes: Route[]; stats: RouteStats }> {
+export async function routeRecords(
+  records: readonly RouterQuestion[],
+  options: RouteBatchOptions = {},
+): Promise<{ routes: Route[]; stats: RouteStats }> {
   if (!Array.isArray(records)) throw invalidArg('records', 'an array of records', records, 'routeRecords');
   records.forEach((r, i) => checkQuestion(r, `records[${i}]`));
   const { cache: givenCache, onAnswer, ...rest } = options;
@@ -117,7 +156,16 @@ export async function routeRecords(records: readonly RouterQuestion[], options: 
   try {
     const answers = await backend.classifyBatch(records, { cache, onAnswer });
     const routes = answers.map((a, i) => toRoute(a, records[i], config.seed));
-    const stats: RouteStats = { records: records.length, byBackend: {}, byType: {}, byTransform: {}, cached: 0, requests: 0, fallbacks: 0, cache: cache?.report };
+    const stats: RouteStats = {
+      records: records.length,
+      byBackend: {},
+      byType: {},
+      byTransform: {},
+      cached: 0,
+      requests: 0,
+      fallbacks: 0,
+      cache: cache?.report,
+    };
     answers.forEach((a, i) => {
       stats.byBackend[a.backend] = (stats.byBackend[a.backend] ?? 0) + 1;
       stats.byType[routes[i].type] = (stats.byType[routes[i].type] ?? 0) + 1;
@@ -151,14 +199,22 @@ export async function routeFile(input: string, out: string, options: RouteBatchO
   const { routes, stats } = await routeRecords(loaded.records, options);
   // Relative video paths start from the input's folder; rewritten to start from the output's, so
   // that the routed file finds the same videos wherever it is written.
-  const from = path.dirname(path.resolve(input)), to = path.dirname(path.resolve(out));
+  const from = path.dirname(path.resolve(input)),
+    to = path.dirname(path.resolve(out));
   const moved = (v: DyBenchRecord['video']): DyBenchRecord['video'] =>
     typeof v === 'string' && !path.isAbsolute(v) && from !== to ? path.relative(to, path.resolve(from, v)) || '.' : v;
-  const text = loaded.records.map((r: DyBenchRecord, i) => JSON.stringify({ ...r, video: moved(r.video), route: routes[i] })).join('\n') + (loaded.records.length ? '\n' : '');
+  const text =
+    loaded.records
+      .map((r: DyBenchRecord, i) => JSON.stringify({ ...r, video: moved(r.video), route: routes[i] }))
+      .join('\n') + (loaded.records.length ? '\n' : '');
   await writeFileAtomic(out, text);
   const { apiKey: _omit, ...llmShown } = config.llm;
   void _omit;
-  await writeFileAtomic(`${out}.meta.json`, JSON.stringify({ input, out, config: { ...config, llm: llmShown }, stats, at: new Date().toISOString() }, null, 2) + '\n');
+  await writeFileAtomic(
+    `${out}.meta.json`,
+    JSON.stringify({ input, out, config: { ...config, llm: llmShown }, stats, at: new Date().toISOString() }, null, 2) +
+      '\n',
+  );
   return { out, stats, config };
 }
 
@@ -169,7 +225,11 @@ export function readRoutes(file: string): Route[] {
   lines.forEach((l, i) => {
     if (!l.trim()) return;
     const r = Route.safeParse((JSON.parse(l) as { route?: unknown }).route);
-    if (!r.success) throw new CrpoError('ERR_CRPO_BAD_DATA', `${file}:${i + 1}:route.${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`);
+    if (!r.success)
+      throw new CrpoError(
+        'ERR_CRPO_BAD_DATA',
+        `${file}:${i + 1}:route.${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`,
+      );
     out.push(r.data);
   });
   return out;

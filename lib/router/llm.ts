@@ -82,7 +82,10 @@ export function classifyTransportError(err: unknown): 'retry' | 'fatal' {
 function retryAfterMs(err: unknown): number | undefined {
   const h = (err as ErrorLike)?.headers;
   if (!h) return undefined;
-  const raw = typeof (h as { get?: unknown }).get === 'function' ? (h as { get: (k: string) => string | null }).get('retry-after') : (h as Record<string, string>)['retry-after'];
+  const raw =
+    typeof (h as { get?: unknown }).get === 'function'
+      ? (h as { get: (k: string) => string | null }).get('retry-after')
+      : (h as Record<string, string>)['retry-after'];
   if (!raw) return undefined;
   const s = Number(raw);
   if (Number.isFinite(s) && s >= 0) return s * 1000;
@@ -91,7 +94,11 @@ function retryAfterMs(err: unknown): number | undefined {
 }
 
 /** The delay before retry `attempt` (0-based): base * 2^attempt, capped, times a jitter in [0.5, 1]. */
-export function backoffDelay(attempt: number, cfg: Pick<LlmConfig, 'backoffBaseMs' | 'backoffMaxMs'>, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  cfg: Pick<LlmConfig, 'backoffBaseMs' | 'backoffMaxMs'>,
+  random: () => number = Math.random,
+): number {
   const d = Math.min(cfg.backoffMaxMs, cfg.backoffBaseMs * 2 ** attempt);
   return Math.round(d * (0.5 + 0.5 * random()));
 }
@@ -100,13 +107,26 @@ export class LlmRouterClient {
   readonly promptVersion = PROMPT_VERSION;
   private readonly client: OpenAI;
 
-  constructor(readonly config: LlmConfig, private readonly sleep: Sleep = realSleep) {
+  constructor(
+    readonly config: LlmConfig,
+    private readonly sleep: Sleep = realSleep,
+  ) {
     // The client's own retries are off: this class owns the policy (and counts the requests).
-    this.client = new OpenAI({ baseURL: config.baseURL, apiKey: config.apiKey || 'none', maxRetries: 0, timeout: config.timeoutMs });
+    this.client = new OpenAI({
+      baseURL: config.baseURL,
+      apiKey: config.apiKey || 'none',
+      maxRetries: 0,
+      timeout: config.timeoutMs,
+    });
   }
 
   /** One chat completion with transport retries; returns the reply text (content only). */
-  private async complete(question: string, options: readonly string[], retryNote: string | undefined, count: { n: number }): Promise<string> {
+  private async complete(
+    question: string,
+    options: readonly string[],
+    retryNote: string | undefined,
+    count: { n: number },
+  ): Promise<string> {
     let attempt = 0;
     for (;;) {
       count.n++;
@@ -125,12 +145,23 @@ export class LlmRouterClient {
         const e = err as ErrorLike;
         const what = typeof e?.status === 'number' ? `HTTP ${e.status}` : (e?.name ?? 'error');
         if (kind === 'fatal') {
-          throw new CrpoError('ERR_CRPO_LLM_REQUEST', `LLM router request to ${this.config.baseURL} (model ${this.config.model}) failed with ${what}: ${e?.message ?? String(err)}`, { cause: err });
+          throw new CrpoError(
+            'ERR_CRPO_LLM_REQUEST',
+            `LLM router request to ${this.config.baseURL} (model ${this.config.model}) failed with ${what}: ${e?.message ?? String(err)}`,
+            { cause: err },
+          );
         }
         if (attempt >= this.config.maxTransportRetries) {
-          throw new CrpoError('ERR_CRPO_LLM_UNAVAILABLE', `LLM router endpoint ${this.config.baseURL} still failing after ${attempt + 1} attempts (last: ${what}: ${e?.message ?? String(err)}); answers so far are cached, rerun to resume`, { cause: err });
+          throw new CrpoError(
+            'ERR_CRPO_LLM_UNAVAILABLE',
+            `LLM router endpoint ${this.config.baseURL} still failing after ${attempt + 1} attempts (last: ${what}: ${e?.message ?? String(err)}); answers so far are cached, rerun to resume`,
+            { cause: err },
+          );
         }
-        const wait = Math.min(this.config.backoffMaxMs, Math.max(backoffDelay(attempt, this.config), retryAfterMs(err) ?? 0));
+        const wait = Math.min(
+          this.config.backoffMaxMs,
+          Math.max(backoffDelay(attempt, this.config), retryAfterMs(err) ?? 0),
+        );
         attempt++;
         await this.sleep(wait);
       }
@@ -156,7 +187,11 @@ export class LlmRouterClient {
  * ones in flight finish (their results are kept by their own side effects, e.g. the cache), then
  * the error is thrown.
  */
-export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   let failed: { err: unknown } | undefined;

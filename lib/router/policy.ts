@@ -26,15 +26,75 @@ export interface PolicyRow {
  * left/right and rotation change (the two flips cancel) but keeps the vertical/depth/order change.
  */
 export const POLICY_TABLE: readonly PolicyRow[] = [
-  { type: 'spatial', relation: 'change', allowed: ['hflip', 'hflip+reverse'], preferred: 'hflip', why: 'left/right layout mirrors under hflip; reverse keeps a still layout' },
-  { type: 'temporal', relation: 'change', allowed: ['reverse', 'hflip+reverse'], preferred: 'reverse', why: 'order and reversible actions swap under reverse; hflip keeps them' },
-  { type: 'spatiotemporal', axis: 'horizontal', relation: 'change', allowed: ['reverse', 'hflip'], preferred: 'reverse', why: 'left/right motion flips under reverse and under hflip (not under both)' },
-  { type: 'spatiotemporal', axis: 'rotation', relation: 'change', allowed: ['reverse', 'hflip'], preferred: 'reverse', why: 'rotation sense flips under reverse and under hflip (not under both)' },
-  { type: 'spatiotemporal', axis: 'vertical', relation: 'change', allowed: ['reverse', 'hflip+reverse'], preferred: 'reverse', why: 'up/down motion flips under reverse only; never hflip' },
-  { type: 'spatiotemporal', axis: 'depth', relation: 'change', allowed: ['reverse', 'hflip+reverse'], preferred: 'reverse', why: 'toward/away motion flips under reverse only; never hflip' },
-  { type: 'spatiotemporal', axis: 'turn', relation: 'change', allowed: ['hflip'], preferred: 'hflip', why: 'a left turn mirrors into a right turn; a reversed turn is a vehicle backing up, not a clean opposite turn' },
-  { type: 'spatiotemporal', axis: 'mixed', relation: 'change', allowed: ['reverse'], preferred: 'reverse', why: 'options on several axes: only reverse changes every one of them' },
-  { type: 'static', relation: 'same', allowed: ['hflip', 'reverse'], preferred: 'hflip', why: 'colour, count, object, place and activity survive both; text is mirrored by hflip, so reverse for reading' },
+  {
+    type: 'spatial',
+    relation: 'change',
+    allowed: ['hflip', 'hflip+reverse'],
+    preferred: 'hflip',
+    why: 'left/right layout mirrors under hflip; reverse keeps a still layout',
+  },
+  {
+    type: 'temporal',
+    relation: 'change',
+    allowed: ['reverse', 'hflip+reverse'],
+    preferred: 'reverse',
+    why: 'order and reversible actions swap under reverse; hflip keeps them',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'horizontal',
+    relation: 'change',
+    allowed: ['reverse', 'hflip'],
+    preferred: 'reverse',
+    why: 'left/right motion flips under reverse and under hflip (not under both)',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'rotation',
+    relation: 'change',
+    allowed: ['reverse', 'hflip'],
+    preferred: 'reverse',
+    why: 'rotation sense flips under reverse and under hflip (not under both)',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'vertical',
+    relation: 'change',
+    allowed: ['reverse', 'hflip+reverse'],
+    preferred: 'reverse',
+    why: 'up/down motion flips under reverse only; never hflip',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'depth',
+    relation: 'change',
+    allowed: ['reverse', 'hflip+reverse'],
+    preferred: 'reverse',
+    why: 'toward/away motion flips under reverse only; never hflip',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'turn',
+    relation: 'change',
+    allowed: ['hflip'],
+    preferred: 'hflip',
+    why: 'a left turn mirrors into a right turn; a reversed turn is a vehicle backing up, not a clean opposite turn',
+  },
+  {
+    type: 'spatiotemporal',
+    axis: 'mixed',
+    relation: 'change',
+    allowed: ['reverse'],
+    preferred: 'reverse',
+    why: 'options on several axes: only reverse changes every one of them',
+  },
+  {
+    type: 'static',
+    relation: 'same',
+    allowed: ['hflip', 'reverse'],
+    preferred: 'hflip',
+    why: 'colour, count, object, place and activity survive both; text is mirrored by hflip, so reverse for reading',
+  },
 ];
 
 /** The policy row for a type (and axis, for spatiotemporal; a missing axis counts as mixed). */
@@ -42,7 +102,15 @@ export function policyRow(type: RouteType, axis?: MotionAxis): PolicyRow {
   if (type === 'spatiotemporal') {
     const a = axis ?? 'mixed';
     const row = POLICY_TABLE.find((r) => r.type === type && r.axis === a);
-    if (!row) throw invalidArg('axis', `one of ${POLICY_TABLE.filter((r) => r.axis).map((r) => r.axis).join(', ')}`, axis, 'policyRow');
+    if (!row)
+      throw invalidArg(
+        'axis',
+        `one of ${POLICY_TABLE.filter((r) => r.axis)
+          .map((r) => r.axis)
+          .join(', ')}`,
+        axis,
+        'policyRow',
+      );
     return row;
   }
   const row = POLICY_TABLE.find((r) => r.type === type);
@@ -64,7 +132,12 @@ export function fnv1a(text: string, seed = 0): number {
  * The seeded static choice: reverse for text questions, otherwise hflip or reverse from a hash
  * of (seed, question, options), so the same question always gets the same transform for a seed.
  */
-export function staticTransform(question: string, options: readonly string[], seed: number, text: boolean): RouteTransform {
+export function staticTransform(
+  question: string,
+  options: readonly string[],
+  seed: number,
+  text: boolean,
+): RouteTransform {
   if (text) return 'reverse';
   return fnv1a(question + '\u0000' + options.join('\u0001'), seed) & 1 ? 'reverse' : 'hflip';
 }
@@ -77,18 +150,29 @@ export interface PolicyDecision {
 }
 
 /** Applies the policy to a classification: keeps an allowed proposal, otherwise the default. */
-export function applyPolicy(c: Classification, question: string, options: readonly string[], seed: number): PolicyDecision {
+export function applyPolicy(
+  c: Classification,
+  question: string,
+  options: readonly string[],
+  seed: number,
+): PolicyDecision {
   const row = policyRow(c.type, c.axis);
   if (c.type === 'static') {
     if (c.text) {
-      const corrected = c.proposedTransform && c.proposedTransform !== 'reverse' ? `proposed ${c.proposedTransform} replaced by reverse (text is mirrored by hflip)` : undefined;
+      const corrected =
+        c.proposedTransform && c.proposedTransform !== 'reverse'
+          ? `proposed ${c.proposedTransform} replaced by reverse (text is mirrored by hflip)`
+          : undefined;
       return { transform: 'reverse', relation: 'same', corrected };
     }
     if (c.prefer) return { transform: c.prefer, relation: 'same' };
     // The seeded choice decides, so the static split is balanced whatever the backend proposes.
     return { transform: staticTransform(question, options, seed, false), relation: 'same' };
   }
-  if (c.proposedTransform && row.allowed.includes(c.proposedTransform)) return { transform: c.proposedTransform, relation: row.relation };
-  const corrected = c.proposedTransform ? `proposed ${c.proposedTransform} replaced by ${row.preferred} (${row.why})` : undefined;
+  if (c.proposedTransform && row.allowed.includes(c.proposedTransform))
+    return { transform: c.proposedTransform, relation: row.relation };
+  const corrected = c.proposedTransform
+    ? `proposed ${c.proposedTransform} replaced by ${row.preferred} (${row.why})`
+    : undefined;
   return { transform: row.preferred, relation: row.relation, corrected };
 }

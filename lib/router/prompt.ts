@@ -26,12 +26,72 @@ Answer with one JSON object and nothing else: {"type": "...", "axis": "..." or n
 
 /** Few-shot examples (taken from the dev part of the labelled set, never from the held-out part). */
 export const FEW_SHOT: readonly { question: string; options: string[]; answer: Record<string, unknown> }[] = [
-  { question: 'Which hand is the boy using to brush his teeth?', options: ['his left hand', 'his right hand'], answer: { type: 'spatial', axis: null, transform: 'hflip', text: false, rationale: 'Left/right hand of a still pose; mirroring swaps it.' } },
-  { question: 'Is the person opening or closing the laptop?', options: ['opening the laptop', 'closing the laptop'], answer: { type: 'temporal', axis: null, transform: 'reverse', text: false, rationale: 'Opening played backwards is closing.' } },
-  { question: 'Which way does the object move?', options: ['up', 'down', 'left', 'right'], answer: { type: 'spatiotemporal', axis: 'mixed', transform: 'reverse', text: false, rationale: 'Motion direction on two axes; only reversal changes all of them.' } },
-  { question: 'Does the car turn left or right at the corner?', options: ['turns left', 'turns right', 'goes straight'], answer: { type: 'spatiotemporal', axis: 'turn', transform: 'hflip', text: false, rationale: 'A mirrored left turn is a right turn.' } },
-  { question: 'What is the color of the car driving to the left?', options: ['silver', 'red', 'blue', 'black'], answer: { type: 'static', axis: null, transform: 'reverse', text: false, rationale: 'Asks for a colour; the motion only identifies the car.' } },
-  { question: 'What does the logo on the shirt say?', options: ['NIKE', 'ADIDAS', 'PUMA', 'FILA'], answer: { type: 'static', axis: null, transform: 'reverse', text: true, rationale: 'Reading text; hflip would mirror it.' } },
+  {
+    question: 'Which hand is the boy using to brush his teeth?',
+    options: ['his left hand', 'his right hand'],
+    answer: {
+      type: 'spatial',
+      axis: null,
+      transform: 'hflip',
+      text: false,
+      rationale: 'Left/right hand of a still pose; mirroring swaps it.',
+    },
+  },
+  {
+    question: 'Is the person opening or closing the laptop?',
+    options: ['opening the laptop', 'closing the laptop'],
+    answer: {
+      type: 'temporal',
+      axis: null,
+      transform: 'reverse',
+      text: false,
+      rationale: 'Opening played backwards is closing.',
+    },
+  },
+  {
+    question: 'Which way does the object move?',
+    options: ['up', 'down', 'left', 'right'],
+    answer: {
+      type: 'spatiotemporal',
+      axis: 'mixed',
+      transform: 'reverse',
+      text: false,
+      rationale: 'Motion direction on two axes; only reversal changes all of them.',
+    },
+  },
+  {
+    question: 'Does the car turn left or right at the corner?',
+    options: ['turns left', 'turns right', 'goes straight'],
+    answer: {
+      type: 'spatiotemporal',
+      axis: 'turn',
+      transform: 'hflip',
+      text: false,
+      rationale: 'A mirrored left turn is a right turn.',
+    },
+  },
+  {
+    question: 'What is the color of the car driving to the left?',
+    options: ['silver', 'red', 'blue', 'black'],
+    answer: {
+      type: 'static',
+      axis: null,
+      transform: 'reverse',
+      text: false,
+      rationale: 'Asks for a colour; the motion only identifies the car.',
+    },
+  },
+  {
+    question: 'What does the logo on the shirt say?',
+    options: ['NIKE', 'ADIDAS', 'PUMA', 'FILA'],
+    answer: {
+      type: 'static',
+      axis: null,
+      transform: 'reverse',
+      text: true,
+      rationale: 'Reading text; hflip would mirror it.',
+    },
+  },
 ];
 
 /** The user message for one question: the question and its lettered options. */
@@ -55,7 +115,8 @@ export function routerMessages(question: string, options: readonly string[], ret
   return msgs;
 }
 
-export const RETRY_NOTE = 'Your previous answer was not a valid JSON object of the required form. Reply with exactly one JSON object: {"type": ..., "axis": ..., "transform": ..., "text": ..., "rationale": ...}.';
+export const RETRY_NOTE =
+  'Your previous answer was not a valid JSON object of the required form. Reply with exactly one JSON object: {"type": ..., "axis": ..., "transform": ..., "text": ..., "rationale": ...}.';
 
 const LlmAnswer = z
   .object({
@@ -113,7 +174,13 @@ export function parseRouterReply(content: unknown): ParseResult {
   if (typeof content !== 'string' || content.trim() === '') return { ok: false, reason: 'empty reply' };
   const visible = stripThinking(content);
   const spans = jsonObjectSpans(visible);
-  if (spans.length === 0) return { ok: false, reason: visible.includes('{') ? 'unbalanced JSON object in the reply (truncated?)' : 'no JSON object in the reply' };
+  if (spans.length === 0)
+    return {
+      ok: false,
+      reason: visible.includes('{')
+        ? 'unbalanced JSON object in the reply (truncated?)'
+        : 'no JSON object in the reply',
+    };
   const valid: z.infer<typeof LlmAnswer>[] = [];
   let lastProblem = '';
   for (const s of spans) {
@@ -126,10 +193,12 @@ export function parseRouterReply(content: unknown): ParseResult {
     }
     const r = LlmAnswer.safeParse(v);
     if (r.success) valid.push(r.data);
-    else lastProblem = `JSON does not match the answer schema (${r.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ')})`;
+    else
+      lastProblem = `JSON does not match the answer schema (${r.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ')})`;
   }
   if (valid.length === 0) return { ok: false, reason: lastProblem };
-  if (new Set(valid.map((v) => v.type)).size > 1) return { ok: false, reason: `ambiguous reply: ${valid.length} answers with different types` };
+  if (new Set(valid.map((v) => v.type)).size > 1)
+    return { ok: false, reason: `ambiguous reply: ${valid.length} answers with different types` };
   const a = valid[valid.length - 1];
   const c: Classification = { type: a.type, confidence: 1, rationale: (a.rationale ?? '').slice(0, 300) };
   if (a.type === 'spatiotemporal') c.axis = a.axis ?? 'mixed';

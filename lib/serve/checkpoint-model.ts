@@ -11,13 +11,32 @@ import { CrpoError } from '../errors';
 import { startServer } from './index';
 
 /** Client settings a spec may carry (the rest of OpenAIModelOptions is fixed by the local server). */
-const CLIENT_KEYS = ['timeoutMs', 'maxRetries', 'backoffBaseMs', 'backoffMaxMs', 'maxTokens', 'temperature', 'jpegQuality', 'imageDetail', 'seed'] as const;
+const CLIENT_KEYS = [
+  'timeoutMs',
+  'maxRetries',
+  'backoffBaseMs',
+  'backoffMaxMs',
+  'maxTokens',
+  'temperature',
+  'jpegQuality',
+  'imageDetail',
+  'seed',
+] as const;
 
 export async function createCheckpointModel(spec: ModelSpec): Promise<AnswerModel> {
-  if (!spec.checkpoint) throw new CrpoError('ERR_CRPO_INVALID_ARG', "model kind 'checkpoint' needs --checkpoint <folder>", { userError: true });
+  if (!spec.checkpoint)
+    throw new CrpoError('ERR_CRPO_INVALID_ARG', "model kind 'checkpoint' needs --checkpoint <folder>", {
+      userError: true,
+    });
   const client: Partial<OpenAIModelOptions> = { maxRetries: 2, backoffBaseMs: 50 };
   for (const k of CLIENT_KEYS) if (spec[k] !== undefined) (client as Record<string, unknown>)[k] = spec[k];
-  const server = await startServer({ checkpoint: spec.checkpoint, port: 0, apiKey: 'local-eval', maxConcurrent: 256, log: spec.serverLog as ((l: string) => void) | undefined });
+  const server = await startServer({
+    checkpoint: spec.checkpoint,
+    port: 0,
+    apiKey: 'local-eval',
+    maxConcurrent: 256,
+    log: spec.serverLog as ((l: string) => void) | undefined,
+  });
   let model: OpenAIAnswerModel;
   try {
     model = new OpenAIAnswerModel({ ...client, model: server.modelName, baseURL: server.url, apiKey: 'local-eval' });
@@ -28,7 +47,10 @@ export async function createCheckpointModel(spec: ModelSpec): Promise<AnswerMode
   return {
     name: spec.model ?? server.modelName,
     answer: (requests) => model.answer(requests),
-    promptDefaults: async () => (server.card.null_option === null ? {} : { nullOption: server.card.null_option, source: server.card.null_option_source ?? spec.checkpoint! }),
+    promptDefaults: async () =>
+      server.card.null_option === null
+        ? {}
+        : { nullOption: server.card.null_option, source: server.card.null_option_source ?? spec.checkpoint! },
     close: async () => {
       await model.close();
       await server.close();

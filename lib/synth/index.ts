@@ -12,9 +12,28 @@ import { transformFramesSync } from '../counterfactual';
 import { CATEGORIES, DyBenchRecord, SyntheticVideoSpec, type Category, type RecordTransform } from '../data/schema';
 import { DYNAMIC_CATEGORIES, mapDirection } from '../data/categories';
 import { Rng } from './rng';
-import { OBJECT_COLOURS, SHAPES, SCENE_VERSION, parseScene, renderScene, type ColourName, type Scene, type SceneObject, type Shape } from './render';
+import {
+  OBJECT_COLOURS,
+  SHAPES,
+  SCENE_VERSION,
+  parseScene,
+  renderScene,
+  type ColourName,
+  type Scene,
+  type SceneObject,
+  type Shape,
+} from './render';
 
-export { renderScene, parseScene, PALETTE, SHAPES, OBJECT_COLOURS, SCENE_VERSION, type Scene, type SceneObject } from './render';
+export {
+  renderScene,
+  parseScene,
+  PALETTE,
+  SHAPES,
+  OBJECT_COLOURS,
+  SCENE_VERSION,
+  type Scene,
+  type SceneObject,
+} from './render';
 export { Rng, hash32 } from './rng';
 
 export interface SynthOptions {
@@ -52,7 +71,10 @@ export const SYNTH_DEFAULTS = {
 };
 
 export const SYNTH_QUESTIONS = {
-  reversible_dynamics: { question: 'How does the size of the object change during the video?', options: ['It grows', 'It shrinks', 'It stays the same size'] },
+  reversible_dynamics: {
+    question: 'How does the size of the object change during the video?',
+    options: ['It grows', 'It shrinks', 'It stays the same size'],
+  },
   moving_direction: { question: 'In which direction does the object move?', options: ['left', 'right', 'up', 'down'] },
   event_sequence: { question: 'Which happens first?' },
   colour: { question: 'What colour is the object?' },
@@ -73,7 +95,8 @@ export function colourAnswer(record: DyBenchRecord): number {
  * (null when no such item). A policy that reads the video scores ~0; one that reads colour ~1.
  */
 export function colourShortcutRate(records: readonly DyBenchRecord[], predictions: readonly number[]): number | null {
-  let n = 0, hit = 0;
+  let n = 0,
+    hit = 0;
   records.forEach((r, i) => {
     if (!DYNAMIC_CATEGORIES.includes(r.category)) return;
     const k = colourAnswer(r);
@@ -106,7 +129,13 @@ interface PairPlan {
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
 
 /** Colour for a dynamic item whose original answer is `answer` among `k` options. */
-function dynamicColour(rng: Rng, rule: ColourRule, answer: number, k: number, p: number): { colour: ColourName; matches: boolean } {
+function dynamicColour(
+  rng: Rng,
+  rule: ColourRule,
+  answer: number,
+  k: number,
+  p: number,
+): { colour: ColourName; matches: boolean } {
   let index: number;
   if (rule === 'shortcut') {
     if (rng.next() < p) index = answer;
@@ -124,7 +153,11 @@ function dynamicColour(rng: Rng, rule: ColourRule, answer: number, k: number, p:
 function scene(objects: SceneObject[]): Scene {
   const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
   const key = (k: SceneObject['from']): SceneObject['from'] => ({ x: r4(k.x), y: r4(k.y), size: r4(k.size) });
-  return { version: SCENE_VERSION, background: 'gray', objects: objects.map((o) => ({ ...o, from: key(o.from), to: key(o.to) })) };
+  return {
+    version: SCENE_VERSION,
+    background: 'gray',
+    objects: objects.map((o) => ({ ...o, from: key(o.from), to: key(o.to) })),
+  };
 }
 
 function planReversible(rng: Rng, split: ColourRule, p: number): PairPlan {
@@ -133,14 +166,17 @@ function planReversible(rng: Rng, split: ColourRule, p: number): PairPlan {
   // size does not change is the same clip reversed, and a dynamic pair's answer must change.
   const answer = rng.int(2);
   const { colour, matches } = dynamicColour(rng, split, answer, 2, p);
-  const small = rng.uniform(0.12, 0.2), big = rng.uniform(0.5, 0.62);
+  const small = rng.uniform(0.12, 0.2),
+    big = rng.uniform(0.5, 0.62);
   const x = rng.uniform(big / 2 + 0.02, 1 - big / 2 - 0.02);
   const y = rng.uniform(big / 2 + 0.02, 1 - big / 2 - 0.02);
   const [s0, s1] = answer === 0 ? [small, big] : [big, small];
   const shape = rng.pick(SHAPES);
   return {
     scene: scene([{ shape, color: colour, from: { x, y, size: s0 }, to: { x, y, size: s1 } }]),
-    question, options: [...options], answer,
+    question,
+    options: [...options],
+    answer,
     transform: 'reverse',
     partnerAnswer: 1 - answer, // grows <-> shrinks
     meta: { shortcut_match: matches },
@@ -153,21 +189,29 @@ function planMoving(rng: Rng, split: ColourRule, p: number): PairPlan {
   const dir = options[answer];
   const { colour, matches } = dynamicColour(rng, split, answer, 4, p);
   const size = rng.uniform(0.28, 0.36);
-  const lo = size / 2 + 0.02, hi = 1 - size / 2 - 0.02;
+  const lo = size / 2 + 0.02,
+    hi = 1 - size / 2 - 0.02;
   const travel = rng.uniform(0.42, Math.min(0.58, hi - lo));
   const start = rng.uniform(lo, hi - travel); // lower end of the path
   const across = rng.uniform(lo, hi);
   const sign = dir === 'right' || dir === 'down' ? 1 : -1;
-  const a0 = sign > 0 ? start : start + travel, a1 = sign > 0 ? start + travel : start;
+  const a0 = sign > 0 ? start : start + travel,
+    a1 = sign > 0 ? start + travel : start;
   const horizontal = dir === 'left' || dir === 'right';
   const from = horizontal ? { x: a0, y: across, size } : { x: across, y: a0, size };
   const to = horizontal ? { x: a1, y: across, size } : { x: across, y: a1, size };
   // hflip changes left/right only; reverse changes every direction; hflip+reverse changes up/down only.
-  const transform = horizontal ? rng.pick(['hflip', 'reverse'] as const) : rng.pick(['reverse', 'hflip+reverse'] as const);
+  const transform = horizontal
+    ? rng.pick(['hflip', 'reverse'] as const)
+    : rng.pick(['reverse', 'hflip+reverse'] as const);
   const partnerAnswer = options.indexOf(mapDirection(dir, transform) as (typeof options)[number]);
   return {
     scene: scene([{ shape: rng.pick(SHAPES), color: colour, from, to }]),
-    question, options: [...options], answer, transform, partnerAnswer,
+    question,
+    options: [...options],
+    answer,
+    transform,
+    partnerAnswer,
     meta: { shortcut_match: matches },
   };
 }
@@ -176,17 +220,27 @@ function planMoving(rng: Rng, split: ColourRule, p: number): PairPlan {
 export const SYNTH_EVENTS = ['moves sideways', 'moves up or down', 'grows', 'shrinks'] as const;
 export type SynthEvent = (typeof SYNTH_EVENTS)[number];
 
-function eventObject(rng: Rng, event: SynthEvent, shape: Shape, colour: ColourName, visible: [number, number]): SceneObject {
+function eventObject(
+  rng: Rng,
+  event: SynthEvent,
+  shape: Shape,
+  colour: ColourName,
+  visible: [number, number],
+): SceneObject {
   if (event === 'grows' || event === 'shrinks') {
-    const small = rng.uniform(0.14, 0.2), big = rng.uniform(0.52, 0.62);
-    const lo = big / 2 + 0.02, hi = 1 - big / 2 - 0.02;
-    const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
+    const small = rng.uniform(0.14, 0.2),
+      big = rng.uniform(0.52, 0.62);
+    const lo = big / 2 + 0.02,
+      hi = 1 - big / 2 - 0.02;
+    const x = rng.uniform(lo, hi),
+      y = rng.uniform(lo, hi);
     const [s0, s1] = event === 'grows' ? [small, big] : [big, small];
     return { shape, color: colour, from: { x, y, size: s0 }, to: { x, y, size: s1 }, visible };
   }
   // A strong translation, either way along the axis.
   const size = rng.uniform(0.3, 0.36);
-  const lo = size / 2 + 0.02, hi = 1 - size / 2 - 0.02;
+  const lo = size / 2 + 0.02,
+    hi = 1 - size / 2 - 0.02;
   const travel = rng.uniform(0.4, Math.min(0.55, hi - lo));
   const start = rng.uniform(lo, hi - travel);
   const [a0, a1] = rng.next() < 0.5 ? [start, start + travel] : [start + travel, start];
@@ -208,13 +262,24 @@ function planEvent(rng: Rng, split: ColourRule, p: number, T: number): PairPlan 
   return {
     scene: scene([eventObject(rng, first, shape, colour, [0, 0.5]), eventObject(rng, second, shape, colour, [0.5, 1])]),
     question: SYNTH_QUESTIONS.event_sequence.question,
-    options: options.map((e) => `The object ${e}`), answer,
-    transform: 'swap', partnerAnswer: 1 - answer, swapAt,
+    options: options.map((e) => `The object ${e}`),
+    answer,
+    transform: 'swap',
+    partnerAnswer: 1 - answer,
+    swapAt,
     meta: { shortcut_match: matches },
   };
 }
 
-function drifting(shape: Shape, colour: ColourName, x: number, y: number, size: number, dx: number, dy: number): SceneObject {
+function drifting(
+  shape: Shape,
+  colour: ColourName,
+  x: number,
+  y: number,
+  size: number,
+  dx: number,
+  dy: number,
+): SceneObject {
   return { shape, color: colour, from: { x, y, size }, to: { x: x + dx, y: y + dy, size } };
 }
 
@@ -222,35 +287,76 @@ function planStatic(rng: Rng, index: number): PairPlan {
   const attribute = (['colour', 'shape', 'count'] as const)[index % 3];
   const transform = rng.pick(['hflip', 'reverse'] as const);
   // A gentle drift so that the transform really changes the clip while the answer stays.
-  const dx = rng.uniform(-0.12, 0.12), dy = rng.uniform(-0.12, 0.12);
+  const dx = rng.uniform(-0.12, 0.12),
+    dy = rng.uniform(-0.12, 0.12);
   if (attribute === 'count') {
     const n = 1 + rng.int(4);
-    const cells = rng.shuffle([[0.27, 0.27], [0.73, 0.27], [0.27, 0.73], [0.73, 0.73]]).slice(0, n);
+    const cells = rng
+      .shuffle([
+        [0.27, 0.27],
+        [0.73, 0.27],
+        [0.27, 0.73],
+        [0.73, 0.73],
+      ])
+      .slice(0, n);
     const objects = cells.map(([cx, cy]) => {
       const size = rng.uniform(0.2, 0.26);
-      const ddx = clamp(dx, -0.06, 0.06), ddy = clamp(dy, -0.06, 0.06);
+      const ddx = clamp(dx, -0.06, 0.06),
+        ddy = clamp(dy, -0.06, 0.06);
       return drifting(rng.pick(SHAPES), rng.pick(OBJECT_COLOURS), cx - ddx / 2, cy - ddy / 2, size, ddx, ddy);
     });
     const { question, options } = SYNTH_QUESTIONS.count;
-    return { scene: scene(objects), question, options: [...options], answer: n - 1, transform, partnerAnswer: n - 1, meta: { attribute } };
+    return {
+      scene: scene(objects),
+      question,
+      options: [...options],
+      answer: n - 1,
+      transform,
+      partnerAnswer: n - 1,
+      meta: { attribute },
+    };
   }
   const size = rng.uniform(0.36, 0.5);
-  const lo = size / 2 + 0.03 + 0.12, hi = 1 - size / 2 - 0.03 - 0.12;
-  const x = rng.uniform(lo, hi), y = rng.uniform(lo, hi);
+  const lo = size / 2 + 0.03 + 0.12,
+    hi = 1 - size / 2 - 0.03 - 0.12;
+  const x = rng.uniform(lo, hi),
+    y = rng.uniform(lo, hi);
   const colour = rng.pick(OBJECT_COLOURS);
   const shape = rng.pick(SHAPES);
   const objects = [drifting(shape, colour, x, y, size, dx, dy)];
   if (attribute === 'colour') {
     const others = rng.shuffle(OBJECT_COLOURS.filter((c) => c !== colour)).slice(0, 3);
     const options = rng.shuffle([colour, ...others]);
-    return { scene: scene(objects), question: SYNTH_QUESTIONS.colour.question, options, answer: options.indexOf(colour), transform, partnerAnswer: options.indexOf(colour), meta: { attribute } };
+    return {
+      scene: scene(objects),
+      question: SYNTH_QUESTIONS.colour.question,
+      options,
+      answer: options.indexOf(colour),
+      transform,
+      partnerAnswer: options.indexOf(colour),
+      meta: { attribute },
+    };
   }
   const options = rng.shuffle(SHAPES);
-  return { scene: scene(objects), question: SYNTH_QUESTIONS.shape.question, options, answer: options.indexOf(shape), transform, partnerAnswer: options.indexOf(shape), meta: { attribute } };
+  return {
+    scene: scene(objects),
+    question: SYNTH_QUESTIONS.shape.question,
+    options,
+    answer: options.indexOf(shape),
+    transform,
+    partnerAnswer: options.indexOf(shape),
+    meta: { attribute },
+  };
 }
 
 function checkOptions(o: SynthOptions, op: string): Required<SynthOptions> {
-  if (o !== null && typeof o === 'object' && o.colour !== undefined && o.colour !== 'shortcut' && o.colour !== 'independent') {
+  if (
+    o !== null &&
+    typeof o === 'object' &&
+    o.colour !== undefined &&
+    o.colour !== 'shortcut' &&
+    o.colour !== 'independent'
+  ) {
     throw invalidArg('colour', "'shortcut' or 'independent'", o.colour, op);
   }
   if (typeof o !== 'object' || o === null) throw invalidArg('options', 'an object', o, op);
@@ -258,39 +364,96 @@ function checkOptions(o: SynthOptions, op: string): Required<SynthOptions> {
   if (!Number.isInteger(o.pairs) || o.pairs < 0) throw outOfRange('pairs', 'an integer >= 0', o.pairs, op);
   if (!Number.isInteger(o.seed)) throw invalidArg('seed', 'an integer', o.seed, op);
   const frames = o.frames ?? SYNTH_DEFAULTS.frames;
-  if (!Number.isInteger(frames) || frames < 2 || frames > 1024) throw outOfRange('frames', 'an integer in [2, 1024]', frames, op);
+  if (!Number.isInteger(frames) || frames < 2 || frames > 1024)
+    throw outOfRange('frames', 'an integer in [2, 1024]', frames, op);
   const size = o.size ?? SYNTH_DEFAULTS.size;
   if (!Number.isInteger(size) || size < 8 || size > 1024) throw outOfRange('size', 'an integer in [8, 1024]', size, op);
   const shortcutP = o.shortcutP ?? SYNTH_DEFAULTS.shortcutP;
-  if (typeof shortcutP !== 'number' || !(shortcutP >= 0 && shortcutP <= 1)) throw outOfRange('shortcutP', 'a number in [0, 1]', shortcutP, op);
+  if (typeof shortcutP !== 'number' || !(shortcutP >= 0 && shortcutP <= 1))
+    throw outOfRange('shortcutP', 'a number in [0, 1]', shortcutP, op);
   const categories = o.categories ?? SYNTH_DEFAULTS.categories;
-  if (!Array.isArray(categories) || categories.length === 0) throw invalidArg('categories', 'a non-empty array of categories', categories, op);
+  if (!Array.isArray(categories) || categories.length === 0)
+    throw invalidArg('categories', 'a non-empty array of categories', categories, op);
   for (const c of categories) {
-    if (!CATEGORIES.includes(c) || c === 'other') throw invalidArg('categories[]', `one of ${CATEGORIES.filter((x) => x !== 'other').join(', ')}`, c, op);
+    if (!CATEGORIES.includes(c) || c === 'other')
+      throw invalidArg('categories[]', `one of ${CATEGORIES.filter((x) => x !== 'other').join(', ')}`, c, op);
   }
   const colour = o.colour ?? (o.split === 'train' ? 'shortcut' : 'independent');
-  return { split: o.split, pairs: o.pairs, seed: o.seed, frames, size, shortcutP, colour, categories: [...new Set(categories)] };
+  return {
+    split: o.split,
+    pairs: o.pairs,
+    seed: o.seed,
+    frames,
+    size,
+    shortcutP,
+    colour,
+    categories: [...new Set(categories)],
+  };
 }
 
 /** The two records of pair `index` of `category` (no pixels). */
-export function synthesizePairRecords(o: SynthOptions, category: Category, index: number): [DyBenchRecord, DyBenchRecord] {
+export function synthesizePairRecords(
+  o: SynthOptions,
+  category: Category,
+  index: number,
+): [DyBenchRecord, DyBenchRecord] {
   const c = checkOptions({ ...o, categories: [category] }, 'synthesizePairRecords');
   const rng = new Rng(`crpo-synth|${c.seed}|${c.split}|${category}|${index}`);
   const plan =
-    category === 'reversible_dynamics' ? planReversible(rng, c.colour, c.shortcutP)
-    : category === 'moving_direction' ? planMoving(rng, c.colour, c.shortcutP)
-    : category === 'event_sequence' ? planEvent(rng, c.colour, c.shortcutP, c.frames)
-    : planStatic(rng, index);
+    category === 'reversible_dynamics'
+      ? planReversible(rng, c.colour, c.shortcutP)
+      : category === 'moving_direction'
+        ? planMoving(rng, c.colour, c.shortcutP)
+        : category === 'event_sequence'
+          ? planEvent(rng, c.colour, c.shortcutP, c.frames)
+          : planStatic(rng, index);
   const pairId = `synth-${c.split}-${category}-${String(index).padStart(5, '0')}`;
-  const base: SyntheticVideoSpec = { kind: 'synthetic', scene: plan.scene as unknown as Record<string, unknown>, frames: c.frames, height: c.size, width: c.size, transform: 'none' };
-  const partnerVideo: SyntheticVideoSpec = { ...base, transform: plan.transform, ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}) };
-  const common = { pair_id: pairId, question: plan.question, options: plan.options, category, source: 'crpo-synth', split: c.split };
+  const base: SyntheticVideoSpec = {
+    kind: 'synthetic',
+    scene: plan.scene as unknown as Record<string, unknown>,
+    frames: c.frames,
+    height: c.size,
+    width: c.size,
+    transform: 'none',
+  };
+  const partnerVideo: SyntheticVideoSpec = {
+    ...base,
+    transform: plan.transform,
+    ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}),
+  };
+  const common = {
+    pair_id: pairId,
+    question: plan.question,
+    options: plan.options,
+    category,
+    source: 'crpo-synth',
+    split: c.split,
+  };
   const meta = { seed: c.seed, ...plan.meta };
   const original: DyBenchRecord = {
-    id: `${pairId}-a`, ...common, video: base, answer: plan.answer, transform: 'none',
-    meta: { ...meta, counterfactual: { transform: plan.transform, answer: plan.partnerAnswer, relation: plan.partnerAnswer === plan.answer ? 'same' : 'change', ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}) } },
+    id: `${pairId}-a`,
+    ...common,
+    video: base,
+    answer: plan.answer,
+    transform: 'none',
+    meta: {
+      ...meta,
+      counterfactual: {
+        transform: plan.transform,
+        answer: plan.partnerAnswer,
+        relation: plan.partnerAnswer === plan.answer ? 'same' : 'change',
+        ...(plan.swapAt !== undefined ? { swap_at: plan.swapAt } : {}),
+      },
+    },
   };
-  const partner: DyBenchRecord = { id: `${pairId}-b`, ...common, video: partnerVideo, answer: plan.partnerAnswer, transform: plan.transform, meta };
+  const partner: DyBenchRecord = {
+    id: `${pairId}-b`,
+    ...common,
+    video: partnerVideo,
+    answer: plan.partnerAnswer,
+    transform: plan.transform,
+    meta,
+  };
   return [original, partner];
 }
 
@@ -298,7 +461,8 @@ export function synthesizePairRecords(o: SynthOptions, category: Category, index
 export function synthesizeRecords(options: SynthOptions): DyBenchRecord[] {
   const c = checkOptions(options, 'synthesizeRecords');
   const out: DyBenchRecord[] = [];
-  for (const category of c.categories) for (let i = 0; i < c.pairs; i++) out.push(...synthesizePairRecords(c, category, i));
+  for (const category of c.categories)
+    for (let i = 0; i < c.pairs; i++) out.push(...synthesizePairRecords(c, category, i));
   return out;
 }
 
@@ -310,12 +474,21 @@ export function renderSynthetic(spec: SyntheticVideoSpec): Uint8Array {
   const s = SyntheticVideoSpec.safeParse(spec);
   if (!s.success) {
     const issue = s.error.issues[0];
-    throw invalidArg(`spec.${issue.path.join('.')}`, `a valid synthetic video spec (${issue.message})`, (spec as Record<string, unknown> | null)?.[String(issue.path[0])], 'renderSynthetic');
+    throw invalidArg(
+      `spec.${issue.path.join('.')}`,
+      `a valid synthetic video spec (${issue.message})`,
+      (spec as Record<string, unknown> | null)?.[String(issue.path[0])],
+      'renderSynthetic',
+    );
   }
   const v = s.data;
   const frames = renderScene(parseScene(v.scene, 'video.scene'), v.frames, v.height, v.width);
   if (v.transform === 'none') return frames;
-  return transformFramesSync(frames, { shape: [1, v.frames, v.height, v.width, 3], transform: v.transform, swapAt: v.swap_at }) as Uint8Array;
+  return transformFramesSync(frames, {
+    shape: [1, v.frames, v.height, v.width, 3],
+    transform: v.transform,
+    swapAt: v.swap_at,
+  }) as Uint8Array;
 }
 
 /**
@@ -324,12 +497,16 @@ export function renderSynthetic(spec: SyntheticVideoSpec): Uint8Array {
  */
 export function synthesizePair(o: SynthOptions, category: Category, index: number): [SynthItem, SynthItem] {
   const [a, b] = synthesizePairRecords(o, category, index);
-  const va = a.video as SyntheticVideoSpec, vb = b.video as SyntheticVideoSpec;
+  const va = a.video as SyntheticVideoSpec,
+    vb = b.video as SyntheticVideoSpec;
   const original = renderScene(va.scene as unknown as Scene, va.frames, va.height, va.width);
   const shape = [1, va.frames, va.height, va.width, 3];
   const transform = vb.transform as Exclude<RecordTransform, 'none'>;
   const partner = transformFramesSync(original, { shape, transform, swapAt: vb.swap_at }) as Uint8Array;
-  return [{ record: a, frames: original }, { record: b, frames: partner }];
+  return [
+    { record: a, frames: original },
+    { record: b, frames: partner },
+  ];
 }
 
 /** Records plus pixels, per category, per pair: original then partner. */

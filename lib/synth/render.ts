@@ -99,8 +99,10 @@ export function renderScene(scene: Scene, T: number, H: number, W: number): Uint
       const cy = (o.from.y + a * (o.to.y - o.from.y)) * H;
       const half = ((o.from.size + a * (o.to.size - o.from.size)) * unit) / 2;
       if (half <= 0) continue;
-      const x0 = Math.max(0, Math.floor(cx - half)), x1 = Math.min(W - 1, Math.ceil(cx + half));
-      const y0 = Math.max(0, Math.floor(cy - half)), y1 = Math.min(H - 1, Math.ceil(cy + half));
+      const x0 = Math.max(0, Math.floor(cx - half)),
+        x1 = Math.min(W - 1, Math.ceil(cx + half));
+      const y0 = Math.max(0, Math.floor(cy - half)),
+        y1 = Math.min(H - 1, Math.ceil(cy + half));
       for (let y = y0; y <= y1; y++) {
         for (let x = x0; x <= x1; x++) {
           // Pixel centres are sampled, so the image is crisp and exactly reproducible.

@@ -38,7 +38,8 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
   const writeFrames = o.writeFrames ?? true;
   const format = o.format ?? 'png';
   const records: DyBenchRecord[] = [];
-  let framesWritten = 0, framesSkipped = 0;
+  let framesWritten = 0,
+    framesSkipped = 0;
   const cats = o.categories?.length ?? 4;
   const total = o.pairs * cats * 2;
   // Frame folders are written 8 at a time (sharp encodes off the main thread).
@@ -52,10 +53,15 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
       const rel = path.join('frames', o.split, r.id);
       const dir = path.join(o.out, rel);
       // Folders are renamed into place complete, so an existing one with T frames is done.
-      const done = fs.existsSync(dir) && fs.readdirSync(dir).filter((n) => n.endsWith(`.${format}`)).length === spec.frames;
+      const done =
+        fs.existsSync(dir) && fs.readdirSync(dir).filter((n) => n.endsWith(`.${format}`)).length === spec.frames;
       if (done) framesSkipped++;
       else {
-        batch.push(writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format).then(() => void framesWritten++));
+        batch.push(
+          writeFrameDir(dir, item.frames, [spec.frames, spec.height, spec.width, 3], format).then(
+            () => void framesWritten++,
+          ),
+        );
         if (batch.length >= 8) {
           await Promise.all(batch);
           batch = [];
@@ -71,12 +77,18 @@ export async function writeSynthetic(o: WriteSynthOptions): Promise<WriteSynthRe
   const jsonl = path.join(o.out, `${o.split}.jsonl`);
   await writeJsonlAtomic(jsonl, records);
   const { out: _out, onProgress: _p, sheet: _s, ...config } = o;
-  await writeFileAtomic(path.join(o.out, `${o.split}.config.json`), JSON.stringify({ ...config, writeFrames, format, records: records.length }, null, 2) + '\n');
+  await writeFileAtomic(
+    path.join(o.out, `${o.split}.config.json`),
+    JSON.stringify({ ...config, writeFrames, format, records: records.length }, null, 2) + '\n',
+  );
   let sheet: string | undefined;
   if ((o.sheet ?? true) && writeFrames) {
     sheet = path.join(o.out, `${o.split}-sheet.png`);
     const { rows } = await writeContactSheet(sheet, forSheet);
-    await writeFileAtomic(path.join(o.out, `${o.split}-sheet.txt`), `Rows of ${path.basename(sheet)}: original frames | partner frames\n${rows.map((r, i) => `${i + 1}. ${r}`).join('\n')}\n`);
+    await writeFileAtomic(
+      path.join(o.out, `${o.split}-sheet.txt`),
+      `Rows of ${path.basename(sheet)}: original frames | partner frames\n${rows.map((r, i) => `${i + 1}. ${r}`).join('\n')}\n`,
+    );
   }
   return { jsonl, records: records.length, pairs: records.length / 2, framesWritten, framesSkipped, sheet };
 }

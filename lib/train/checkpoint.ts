@@ -34,7 +34,11 @@ const NAME = /^step-(\d{6,})$/;
 function fsyncPath(p: string): void {
   try {
     const fd = fs.openSync(p, 'r');
-    try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
     /* some filesystems refuse to fsync a directory */
   }
@@ -60,22 +64,29 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
 /** The state.json of a checkpoint, checked field by field; a damaged file is named with the fix. */
 export function readState(dir: string): TrainState {
   const file = path.join(dir, 'state.json');
-  if (!fs.existsSync(file)) throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: not a training checkpoint (no state.json)`);
+  if (!fs.existsSync(file))
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${dir}: not a training checkpoint (no state.json)`);
   const fix = `resume from an earlier checkpoint with --resume <folder>, or start over with --resume never`;
   let v: Partial<TrainState>;
   try {
     v = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<TrainState>;
   } catch (err) {
-    throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: not valid JSON (${(err as Error).message}); the checkpoint ` +
-      `is damaged: ${fix}`);
+    throw new CrpoError(
+      'ERR_CRPO_CHECKPOINT',
+      `${file}: not valid JSON (${(err as Error).message}); the checkpoint ` + `is damaged: ${fix}`,
+    );
   }
   const bad = (field: string, want: string): CrpoError =>
-    new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: field '${field}' must be ${want}, got ` +
-      `${JSON.stringify((v as Record<string, unknown>)?.[field])}; the checkpoint is damaged: ${fix}`);
+    new CrpoError(
+      'ERR_CRPO_CHECKPOINT',
+      `${file}: field '${field}' must be ${want}, got ` +
+        `${JSON.stringify((v as Record<string, unknown>)?.[field])}; the checkpoint is damaged: ${fix}`,
+    );
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
     throw new CrpoError('ERR_CRPO_CHECKPOINT', `${file}: expected a JSON object; the checkpoint is damaged: ${fix}`);
   }
-  for (const k of ['step', 'cursor'] as const) if (!Number.isInteger(v[k]) || (v[k] as number) < 0) throw bad(k, 'an integer >= 0');
+  for (const k of ['step', 'cursor'] as const)
+    if (!Number.isInteger(v[k]) || (v[k] as number) < 0) throw bad(k, 'an integer >= 0');
   if (!Number.isInteger(v.seed)) throw bad('seed', 'an integer');
   if (typeof v.algo !== 'string' || v.algo === '') throw bad('algo', 'an algorithm name');
   if (typeof v.digest !== 'string') throw bad('digest', 'a hex digest string');
@@ -94,12 +105,17 @@ export function checkResumeDigest(dir: string, state: TrainState, loaded: string
     `${path.join(dir, 'state.json')}: the weights in ${dir} do not match the digest saved with them (saved ` +
       `${state.digest.slice(0, 12)}..., loaded ${loaded.slice(0, 12)}...); ` +
       'the checkpoint is damaged: resume from an earlier checkpoint with --resume <folder>, or start over with ' +
-        '--resume never',
+      '--resume never',
   );
 }
 
 /** Weight files of a crpo checkpoint folder (not of a Hugging Face base folder, which can be large). */
-const WEIGHT_FILES = ['policy.safetensors', 'model.safetensors', path.join('policy', 'model.safetensors'), path.join('checkpoint', 'model.safetensors')];
+const WEIGHT_FILES = [
+  'policy.safetensors',
+  'model.safetensors',
+  path.join('policy', 'model.safetensors'),
+  path.join('checkpoint', 'model.safetensors'),
+];
 
 /**
  * Throws ERR_CRPO_CHECKPOINT naming the file and tensor when a crpo checkpoint holds a NaN or
@@ -120,9 +136,12 @@ export function assertFiniteWeights(dir: string, where: string, maxBytes = 2 * 1
         const x = f.readFloat32(name);
         for (let i = 0; i < x.length; i++) {
           if (!Number.isFinite(x[i])) {
-            throw new CrpoError('ERR_CRPO_CHECKPOINT', `${where} ${dir}: ${file}: tensor '${name}' holds a ` +
-              `non-finite weight (${x[i]} at index ${i}); this checkpoint cannot be served or trained from: use an ` +
-                `earlier checkpoint`);
+            throw new CrpoError(
+              'ERR_CRPO_CHECKPOINT',
+              `${where} ${dir}: ${file}: tensor '${name}' holds a ` +
+                `non-finite weight (${x[i]} at index ${i}); this checkpoint cannot be served or trained from: use an ` +
+                `earlier checkpoint`,
+            );
           }
         }
       }
@@ -169,7 +188,8 @@ export function trainingPromptOf(dir: string): TrainingPrompt | undefined {
   }
   for (const d of [dir, path.dirname(dir), path.dirname(path.dirname(dir))]) {
     const rep = readJson(path.join(d, 'sft-report.json')) as { options?: { nullOption?: unknown } } | undefined;
-    if (typeof rep?.options?.nullOption === 'boolean') return { nullOption: rep.options.nullOption, source: path.join(d, 'sft-report.json') };
+    if (typeof rep?.options?.nullOption === 'boolean')
+      return { nullOption: rep.options.nullOption, source: path.join(d, 'sft-report.json') };
     const cfgFile = path.join(d, 'config.yaml');
     if (fs.existsSync(path.join(d, 'checkpoints')) && fs.existsSync(cfgFile)) {
       let cfg: { algo?: unknown; nullOption?: unknown } | undefined;
@@ -179,7 +199,8 @@ export function trainingPromptOf(dir: string): TrainingPrompt | undefined {
         cfg = undefined;
       }
       if (typeof cfg?.nullOption === 'boolean') return { nullOption: cfg.nullOption, source: cfgFile };
-      if (cfg?.nullOption === 'auto' && typeof cfg.algo === 'string') return { nullOption: CRPO_FAMILY.has(cfg.algo), source: cfgFile };
+      if (cfg?.nullOption === 'auto' && typeof cfg.algo === 'string')
+        return { nullOption: CRPO_FAMILY.has(cfg.algo), source: cfgFile };
     }
   }
   return undefined;
@@ -218,7 +239,12 @@ export function lockRunFolder(out: string): () => void {
   const created = !fs.existsSync(out);
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, LOCK_FILE);
-  const me: LockInfo = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), command: ['crpo', ...process.argv.slice(2)].join(' ') };
+  const me: LockInfo = {
+    pid: process.pid,
+    host: os.hostname(),
+    started: new Date().toISOString(),
+    command: ['crpo', ...process.argv.slice(2)].join(' '),
+  };
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = fs.openSync(file, 'wx');
@@ -254,12 +280,19 @@ export function lockRunFolder(out: string): () => void {
     // A stale lock (its process is gone), an unreadable one (a crash mid-write) or our own: replace it.
     fs.rmSync(file, { force: true });
   }
-  throw new CrpoError('ERR_CRPO_RUN_LOCKED', `run folder ${out}: could not take the lock ${file}; another process ` +
-    `keeps creating it`);
+  throw new CrpoError(
+    'ERR_CRPO_RUN_LOCKED',
+    `run folder ${out}: could not take the lock ${file}; another process ` + `keeps creating it`,
+  );
 }
 
 /** Saves policy + state atomically as step-NNNNNN and prunes to the newest `keepLast`. */
-export async function saveCheckpoint(out: string, policy: Policy, state: TrainState, keepLast: number): Promise<string> {
+export async function saveCheckpoint(
+  out: string,
+  policy: Policy,
+  state: TrainState,
+  keepLast: number,
+): Promise<string> {
   const root = checkpointDir(out);
   fs.mkdirSync(root, { recursive: true });
   const final = path.join(root, `step-${String(state.step).padStart(6, '0')}`);
@@ -285,10 +318,13 @@ export function resumeTarget(out: string, resume: string): string | undefined {
   if (resume === 'auto') {
     // Temporary folders left by a process killed while writing a checkpoint.
     const root = checkpointDir(out);
-    if (fs.existsSync(root)) for (const name of fs.readdirSync(root)) if (name.includes('.tmp-')) fs.rmSync(path.join(root, name), { recursive: true, force: true });
+    if (fs.existsSync(root))
+      for (const name of fs.readdirSync(root))
+        if (name.includes('.tmp-')) fs.rmSync(path.join(root, name), { recursive: true, force: true });
     const all = listCheckpoints(out);
     return all.length ? all[all.length - 1].dir : undefined;
   }
-  if (!fs.existsSync(path.join(resume, 'state.json'))) throw new CrpoError('ERR_CRPO_CHECKPOINT', `--resume ${resume}: not a training checkpoint folder (no state.json)`);
+  if (!fs.existsSync(path.join(resume, 'state.json')))
+    throw new CrpoError('ERR_CRPO_CHECKPOINT', `--resume ${resume}: not a training checkpoint folder (no state.json)`);
   return resume;
 }

@@ -73,7 +73,7 @@ export interface TrainConfig {
   beta: number;
   /** Loss aggregation: seq-mean-token-mean | token-mean | seq-mean-token-sum-norm. */
   aggregation: (typeof LOSS_AGGREGATIONS)[number];
-    /**
+  /**
    * Largest completion length (and the divisor of seq-mean-token-sum-norm); 0 = by policy kind
    * (COMPLETION_TOKENS_BY_KIND: long enough for the kind's `<answer>X</answer>` and its end token).
    */
@@ -123,7 +123,16 @@ export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { lin
 
 export const TRAIN_DEFAULTS: TrainConfig = {
   algo: 'crpo',
-  data: { train: 'synthetic', val: 'synthetic', pairs: 60, valPairs: 30, seed: 1, frames: 8, size: 32, shortcutP: 0.95 },
+  data: {
+    train: 'synthetic',
+    val: 'synthetic',
+    pairs: 60,
+    valPairs: 30,
+    seed: 1,
+    frames: 8,
+    size: 32,
+    shortcutP: 0.95,
+  },
   policy: { kind: 'linear', init: '', preset: 'tiny' },
   steps: 40,
   batchSize: 8,
@@ -167,7 +176,18 @@ const nonneg = num.refine((v) => v >= 0, 'a number >= 0');
 const Schema = z
   .object({
     algo: z.string(),
-    data: z.object({ train: z.string(), val: z.string(), pairs: int.min(1), valPairs: int.min(0), seed: int, frames: int.min(2), size: int.min(8), shortcutP: num.min(0).max(1) }).strict(),
+    data: z
+      .object({
+        train: z.string(),
+        val: z.string(),
+        pairs: int.min(1),
+        valPairs: int.min(0),
+        seed: int,
+        frames: int.min(2),
+        size: int.min(8),
+        shortcutP: num.min(0).max(1),
+      })
+      .strict(),
     policy: z.object({ kind: z.string().min(1), init: z.string(), preset: z.string().min(1) }).strict(),
     steps: int.min(0),
     batchSize: int.min(1),
@@ -253,7 +273,15 @@ export function setDotted(target: Plain, key: string, raw: string): void {
 
 /** What a failed field was expected to be, in words. */
 function expectation(issue: z.core.$ZodIssue): string {
-  const i = issue as unknown as { code: string; expected?: string; values?: unknown[]; minimum?: number | bigint; maximum?: number | bigint; inclusive?: boolean; message: string };
+  const i = issue as unknown as {
+    code: string;
+    expected?: string;
+    values?: unknown[];
+    minimum?: number | bigint;
+    maximum?: number | bigint;
+    inclusive?: boolean;
+    message: string;
+  };
   switch (i.code) {
     case 'invalid_type':
       return `a ${i.expected}`;
@@ -284,20 +312,28 @@ export function resolveConfig(o: { file?: string; overrides?: Plain; checkData?:
     const value = issue.path.reduce<unknown>((v, k) => (isObj(v) ? v[k as string] : undefined), merged);
     if (issue.code === 'unrecognized_keys') {
       const keys = (issue as unknown as { keys: string[] }).keys.map((k) => `'${where ? where + '.' : ''}${k}'`);
-      throw new ConfigError(`${source}: unknown config key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}; see docs/training.md for the fields`);
+      throw new ConfigError(
+        `${source}: unknown config key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}; see docs/training.md for the fields`,
+      );
     }
     throw new ConfigError(`${source}: ${where}: expected ${expectation(issue)} but received ${JSON.stringify(value)}`);
   }
   const c = r.data as TrainConfig;
   if (c.maxNewTokens === 0) c.maxNewTokens = COMPLETION_TOKENS_BY_KIND[c.policy.kind] ?? 32;
-  if (!ALGORITHMS.has(c.algo)) throw new ConfigError(`${source}: algo: unknown algorithm '${c.algo}'; known: ${ALGORITHMS.names().join(', ')}`);
+  if (!ALGORITHMS.has(c.algo))
+    throw new ConfigError(`${source}: algo: unknown algorithm '${c.algo}'; known: ${ALGORITHMS.names().join(', ')}`);
   if (o.checkData !== false) {
-    for (const [k, v] of [['data.train', c.data.train], ['data.val', c.data.val]] as const) {
+    for (const [k, v] of [
+      ['data.train', c.data.train],
+      ['data.val', c.data.val],
+    ] as const) {
       if (v === 'synthetic' || (k === 'data.val' && v === '')) continue;
-      if (v === '') throw new ConfigError(`${source}: ${k}: no training data given (a DyBench JSONL path or 'synthetic')`);
+      if (v === '')
+        throw new ConfigError(`${source}: ${k}: no training data given (a DyBench JSONL path or 'synthetic')`);
       if (!fs.existsSync(v)) throw new ConfigError(`${source}: ${k}: data file not found: ${v}`);
     }
-    if (c.policy.init && !fs.existsSync(c.policy.init)) throw new ConfigError(`${source}: policy.init: checkpoint folder not found: ${c.policy.init}`);
+    if (c.policy.init && !fs.existsSync(c.policy.init))
+      throw new ConfigError(`${source}: policy.init: checkpoint folder not found: ${c.policy.init}`);
   }
   return c;
 }
@@ -314,15 +350,34 @@ export function saveResolvedConfig(c: TrainConfig, dir: string): string {
 
 /** The CLI flags that map onto top-level config fields (kebab-case -> camelCase). */
 export const FLAG_FIELDS: Record<string, keyof TrainConfig> = {
-  algo: 'algo', steps: 'steps', 'batch-size': 'batchSize', 'group-size': 'groupSize', 'cf-group-size': 'cfGroupSize',
-  'update-epochs': 'updateEpochs', lr: 'lr', 'lr-schedule': 'lrSchedule', 'warmup-steps': 'warmupSteps', beta: 'beta',
-  aggregation: 'aggregation', temperature: 'temperature', norm: 'norm', seed: 'seed', out: 'out', resume: 'resume',
-  'val-every': 'valEvery', 'save-every': 'saveEvery', 'keep-last': 'keepLast', 'dump-every': 'dumpEvery',
+  algo: 'algo',
+  steps: 'steps',
+  'batch-size': 'batchSize',
+  'group-size': 'groupSize',
+  'cf-group-size': 'cfGroupSize',
+  'update-epochs': 'updateEpochs',
+  lr: 'lr',
+  'lr-schedule': 'lrSchedule',
+  'warmup-steps': 'warmupSteps',
+  beta: 'beta',
+  aggregation: 'aggregation',
+  temperature: 'temperature',
+  norm: 'norm',
+  seed: 'seed',
+  out: 'out',
+  resume: 'resume',
+  'val-every': 'valEvery',
+  'save-every': 'saveEvery',
+  'keep-last': 'keepLast',
+  'dump-every': 'dumpEvery',
   'filter-zero-variance': 'filterZeroVariance',
 };
 
 /** Learning rate at `step` (0-based): linear warm-up, then constant or cosine to minLrRatio*lr. */
-export function learningRate(c: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'warmupSteps' | 'minLrRatio' | 'steps'>, step: number): number {
+export function learningRate(
+  c: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'warmupSteps' | 'minLrRatio' | 'steps'>,
+  step: number,
+): number {
   if (c.warmupSteps > 0 && step < c.warmupSteps) return (c.lr * (step + 1)) / c.warmupSteps;
   if (c.lrSchedule === 'constant') return c.lr;
   const span = Math.max(1, c.steps - c.warmupSteps);

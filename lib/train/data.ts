@@ -48,7 +48,12 @@ const TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'];
 /** The counterfactual route of a record: its `route`, the generator's `meta.counterfactual`, else the rules router. */
 export function routeOf(r: DyBenchRecord, where: string, seed = 0): ItemRoute {
   const route = r.route as { transform?: string; relation?: string } | undefined;
-  if (route && typeof route === 'object' && TRANSFORMS.includes(String(route.transform)) && (route.relation === 'change' || route.relation === 'same')) {
+  if (
+    route &&
+    typeof route === 'object' &&
+    TRANSFORMS.includes(String(route.transform)) &&
+    (route.relation === 'change' || route.relation === 'same')
+  ) {
     return { transform: route.transform as CfTransform, relation: route.relation };
   }
   const cf = r.meta?.counterfactual as { transform?: string; relation?: string; swap_at?: number } | undefined;
@@ -60,14 +65,21 @@ export function routeOf(r: DyBenchRecord, where: string, seed = 0): ItemRoute {
     const routed = routeRecord({ id: r.id, question: r.question, options: r.options }, { backend: 'rules', seed });
     return { transform: routed.transform, relation: routed.relation };
   } catch (err) {
-    throw new CrpoError('ERR_CRPO_NO_ROUTE', `${where}: record '${r.id}' has no counterfactual route and the Task Router could not route it (${(err as Error).message}); add a 'route' object with \`crpo route\``);
+    throw new CrpoError(
+      'ERR_CRPO_NO_ROUTE',
+      `${where}: record '${r.id}' has no counterfactual route and the Task Router could not route it (${(err as Error).message}); add a 'route' object with \`crpo route\``,
+    );
   }
 }
 
 /** The counterfactual frames of an item (cached on the item). */
 export function counterfactualFrames(item: TrainItem): Uint8Array {
   if (!item.cfFrames) {
-    item.cfFrames = transformFramesSync(item.frames, { shape: [1, ...item.shape], transform: item.route.transform, swapAt: item.route.swapAt }) as Uint8Array;
+    item.cfFrames = transformFramesSync(item.frames, {
+      shape: [1, ...item.shape],
+      transform: item.route.transform,
+      swapAt: item.route.swapAt,
+    }) as Uint8Array;
   }
   return item.cfFrames;
 }
@@ -90,7 +102,11 @@ export function shuffledFrames(item: TrainItem, rng: Rng): Uint8Array {
 
 async function loadJsonl(file: string, frames: number): Promise<ValItem[]> {
   const res = await loadRecords(file);
-  if (res.issues.length > 0) throw new CrpoError('ERR_CRPO_BAD_DATA', `${res.issues.length} invalid record(s); first: ${formatIssue(res.issues[0])}`);
+  if (res.issues.length > 0)
+    throw new CrpoError(
+      'ERR_CRPO_BAD_DATA',
+      `${res.issues.length} invalid record(s); first: ${formatIssue(res.issues[0])}`,
+    );
   const load = defaultFrameLoader({ frames });
   const out: ValItem[] = [];
   for (const record of res.records) {
@@ -106,17 +122,31 @@ export async function loadTrainData(c: TrainConfig): Promise<{ train: TrainItem[
   const shape: [number, number, number, 3] = [d.frames, d.size, d.size, 3];
   let trainRaw: ValItem[];
   if (d.train === 'synthetic') {
-    trainRaw = synthesize({ split: 'train', pairs: d.pairs, seed: d.seed, frames: d.frames, size: d.size, shortcutP: d.shortcutP }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+    trainRaw = synthesize({
+      split: 'train',
+      pairs: d.pairs,
+      seed: d.seed,
+      frames: d.frames,
+      size: d.size,
+      shortcutP: d.shortcutP,
+    }).map((x) => ({ record: x.record, frames: x.frames, shape }));
   } else {
     trainRaw = await loadJsonl(d.train, d.frames);
   }
   const train = trainRaw
     .filter((x) => x.record.transform === 'none')
-    .map((x) => ({ ...x, route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train, c.seed) }));
-  if (train.length === 0) throw new CrpoError('ERR_CRPO_BAD_DATA', `${d.train}: no original (transform 'none') records to train on`);
+    .map((x) => ({
+      ...x,
+      route: routeOf(x.record, d.train === 'synthetic' ? 'synthetic train split' : d.train, c.seed),
+    }));
+  if (train.length === 0)
+    throw new CrpoError('ERR_CRPO_BAD_DATA', `${d.train}: no original (transform 'none') records to train on`);
   let val: ValItem[] = [];
   if (d.val === 'synthetic') {
-    if (d.valPairs > 0) val = synthesize({ split: 'test', pairs: d.valPairs, seed: d.seed + 1000, frames: d.frames, size: d.size }).map((x) => ({ record: x.record, frames: x.frames, shape }));
+    if (d.valPairs > 0)
+      val = synthesize({ split: 'test', pairs: d.valPairs, seed: d.seed + 1000, frames: d.frames, size: d.size }).map(
+        (x) => ({ record: x.record, frames: x.frames, shape }),
+      );
   } else if (d.val !== '') {
     val = await loadJsonl(d.val, d.frames);
   }
@@ -127,7 +157,8 @@ export async function loadTrainData(c: TrainConfig): Promise<{ train: TrainItem[
 export function batchIndices(n: number, batchSize: number, seed: number, step: number): number[] {
   const out: number[] = [];
   let pos = step * batchSize;
-  let epoch = -1, order: number[] = [];
+  let epoch = -1,
+    order: number[] = [];
   for (let i = 0; i < batchSize; i++, pos++) {
     const e = Math.floor(pos / n);
     if (e !== epoch) {
@@ -156,7 +187,9 @@ export const SINGLE_PROCESS: DistContext = { rank: 0, worldSize: 1, allReduceSum
  * prompt stay on one rank), the same split as lib/dist shardPromptGroups.
  */
 export function shardBatch<T>(batch: readonly T[], dist: Pick<DistContext, 'rank' | 'worldSize'>): T[] {
-  const n = batch.length, base = Math.floor(n / dist.worldSize), extra = n % dist.worldSize;
+  const n = batch.length,
+    base = Math.floor(n / dist.worldSize),
+    extra = n % dist.worldSize;
   const start = dist.rank * base + Math.min(dist.rank, extra);
   return batch.slice(start, start + base + (dist.rank < extra ? 1 : 0));
 }

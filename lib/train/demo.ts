@@ -57,14 +57,38 @@ export interface DemoPreset {
 
 export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
   native: {
-    seeds: [1, 2, 3], steps: 60, batchSize: 8, groupSize: 8, lr: 1e-4, temperature: 1,
-    trainPairs: 100, shortcutP: 0.95, valPairs: 30,
-    capabilitySteps: 600, shortcutSteps: 150, baseBatch: 32, baseLr: 1e-3, basePromptLm: 1, linearBaseSteps: 0,
+    seeds: [1, 2, 3],
+    steps: 60,
+    batchSize: 8,
+    groupSize: 8,
+    lr: 1e-4,
+    temperature: 1,
+    trainPairs: 100,
+    shortcutP: 0.95,
+    valPairs: 30,
+    capabilitySteps: 600,
+    shortcutSteps: 150,
+    baseBatch: 32,
+    baseLr: 1e-3,
+    basePromptLm: 1,
+    linearBaseSteps: 0,
   },
   linear: {
-    seeds: [0], steps: 400, batchSize: 8, groupSize: 8, lr: 0.02, temperature: 2,
-    trainPairs: 60, shortcutP: 0.95, valPairs: 30,
-    capabilitySteps: 0, shortcutSteps: 0, baseBatch: 16, baseLr: 0.05, basePromptLm: 0, linearBaseSteps: 30,
+    seeds: [0],
+    steps: 400,
+    batchSize: 8,
+    groupSize: 8,
+    lr: 0.02,
+    temperature: 2,
+    trainPairs: 60,
+    shortcutP: 0.95,
+    valPairs: 30,
+    capabilitySteps: 0,
+    shortcutSteps: 0,
+    baseBatch: 16,
+    baseLr: 0.05,
+    basePromptLm: 0,
+    linearBaseSteps: 30,
   },
 };
 
@@ -76,17 +100,41 @@ export interface DemoRow {
 }
 
 /** The demo's training config for one RL run. */
-export function demoConfig(o: { out: string; policy: DemoPolicy; steps: number; seed: number; algo: string; init: string }): TrainConfig {
+export function demoConfig(o: {
+  out: string;
+  policy: DemoPolicy;
+  steps: number;
+  seed: number;
+  algo: string;
+  init: string;
+}): TrainConfig {
   const p = DEMO_PRESETS[o.policy];
   return resolveConfig({
     overrides: {
-      algo: o.algo, out: o.out, resume: 'never', steps: o.steps, seed: o.seed, lr: p.lr, temperature: p.temperature,
-      batchSize: p.batchSize, groupSize: p.groupSize,
+      algo: o.algo,
+      out: o.out,
+      resume: 'never',
+      steps: o.steps,
+      seed: o.seed,
+      lr: p.lr,
+      temperature: p.temperature,
+      batchSize: p.batchSize,
+      groupSize: p.groupSize,
       // The same prompt for every algorithm (null option shown), so that only the algorithm differs.
       nullOption: o.policy === 'native' ? true : 'auto',
-      valEvery: Math.max(1, Math.floor(o.steps / 4)), saveEvery: o.steps, keepLast: 1, dumpEvery: Math.max(1, Math.floor(o.steps / 8)),
+      valEvery: Math.max(1, Math.floor(o.steps / 4)),
+      saveEvery: o.steps,
+      keepLast: 1,
+      dumpEvery: Math.max(1, Math.floor(o.steps / 8)),
       progress: false,
-      data: { train: 'synthetic', val: 'synthetic', pairs: p.trainPairs, valPairs: p.valPairs, seed: 1, shortcutP: p.shortcutP },
+      data: {
+        train: 'synthetic',
+        val: 'synthetic',
+        pairs: p.trainPairs,
+        valPairs: p.valPairs,
+        seed: 1,
+        shortcutP: p.shortcutP,
+      },
       policy: { kind: o.policy, init: o.init },
     },
   });
@@ -99,17 +147,38 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
   const seeds = o.seeds && o.seeds.length ? o.seeds : p.seeds;
   const baseDir = path.join(o.out, 'base');
   const t0 = Date.now();
-  o.log(`1/3 synthetic DyBench: RL train split 4 categories x ${p.trainPairs} pairs, colour names the dynamic answer with p = ${p.shortcutP}; held-out 4 x ${p.valPairs} pairs, colour independent of the answer`);
+  o.log(
+    `1/3 synthetic DyBench: RL train split 4 categories x ${p.trainPairs} pairs, colour names the dynamic answer with p = ${p.shortcutP}; held-out 4 x ${p.valPairs} pairs, colour independent of the answer`,
+  );
   if (policy === 'native') {
-    o.log(`2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`);
+    o.log(
+      `2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`,
+    );
     const { shortcutBase } = await import('../model/sft');
-    const r = await shortcutBase(baseDir, { capabilitySteps: p.capabilitySteps, shortcutSteps: p.shortcutSteps, batchSize: p.baseBatch, lr: p.baseLr, promptLm: p.basePromptLm, seed: 1, log: (m) => o.log(`    ${m}`) });
+    const r = await shortcutBase(baseDir, {
+      capabilitySteps: p.capabilitySteps,
+      shortcutSteps: p.shortcutSteps,
+      batchSize: p.baseBatch,
+      lr: p.baseLr,
+      promptLm: p.basePromptLm,
+      seed: 1,
+      log: (m) => o.log(`    ${m}`),
+    });
     const m = r.base.metrics.groups;
-    o.log(`    base on its own test clips: static Acc ${pct(m.static?.acc)}, dynamic Acc ${pct(m.dynamic?.acc)}, colour-shortcut answers ${pct(r.base.colourShortcut)}`);
+    o.log(
+      `    base on its own test clips: static Acc ${pct(m.static?.acc)}, dynamic Acc ${pct(m.dynamic?.acc)}, colour-shortcut answers ${pct(r.base.colourShortcut)}`,
+    );
   } else {
     o.log(`2/3 base model: supervised warm start of the built-in linear policy -> ${baseDir}`);
     const cfg = demoConfig({ out: path.join(o.out, 'unused'), policy, steps, seed: seeds[0], algo: 'crpo', init: '' });
-    await sftBase(cfg, { steps: p.linearBaseSteps, batchSize: p.baseBatch, lr: p.baseLr, nullOption: true, out: baseDir, log: (m) => o.log(`    ${m}`) });
+    await sftBase(cfg, {
+      steps: p.linearBaseSteps,
+      batchSize: p.baseBatch,
+      lr: p.baseLr,
+      nullOption: true,
+      out: baseDir,
+      log: (m) => o.log(`    ${m}`),
+    });
   }
   const baseSeconds = (Date.now() - t0) / 1000;
   const rows: DemoRow[] = [];
@@ -122,10 +191,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
       k++;
       const runDir = path.join(o.out, seeds.length > 1 ? `${algo}-seed${seed}` : algo);
       o.log(`3/3 post-training ${k}/${total}: ${algo}, seed ${seed}, ${steps} steps -> ${runDir}`);
-      const r = await train(demoConfig({ out: runDir, policy, steps, seed, algo, init: baseDir }), { log: (m) => o.log(`    ${m}`) });
-      const first = r.validation[0], final = r.validation[r.validation.length - 1];
+      const r = await train(demoConfig({ out: runDir, policy, steps, seed, algo, init: baseDir }), {
+        log: (m) => o.log(`    ${m}`),
+      });
+      const first = r.validation[0],
+        final = r.validation[r.validation.length - 1];
       if (rows.length === 0) rows.push({ model: 'base (SFT)', runs: [first], seconds: baseSeconds });
-      o.log(`    held-out: Acc ${pct(final.acc)}  P-Acc ${pct(final.p_acc)}  dynamic P-Acc ${pct(final['dynamic/p_acc'])} (base ${pct(first['dynamic/p_acc'])})`);
+      o.log(
+        `    held-out: Acc ${pct(final.acc)}  P-Acc ${pct(final.p_acc)}  dynamic P-Acc ${pct(final['dynamic/p_acc'])} (base ${pct(first['dynamic/p_acc'])})`,
+      );
       runs.push(final);
     }
     rows.push({ model: `+ ${algo}`, runs, seconds: (Date.now() - t) / 1000 });
@@ -163,6 +237,7 @@ export function formatDemoTable(rows: readonly DemoRow[]): string {
   const header = ['model', 'runs', ...COLUMNS.map(([n]) => n)];
   const body = rows.map((r) => [r.model, String(r.runs.length), ...COLUMNS.map(([, f]) => cell(r.runs.map(f)))]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ');
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...body.map(line)].join('\n');
 }

@@ -99,14 +99,20 @@ export class RunLog {
 export class Progress {
   private readonly t0 = Date.now();
   private lastPrinted = -1;
-  constructor(private readonly total: number, private readonly start: number, private readonly enabled: boolean, private readonly stream: NodeJS.WriteStream = process.stderr) {}
+  constructor(
+    private readonly total: number,
+    private readonly start: number,
+    private readonly enabled: boolean,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {}
 
   update(step: number, stepSeconds: number, info: Record<string, number>): void {
     if (!this.enabled) return;
     const done = step - this.start;
     const elapsed = (Date.now() - this.t0) / 1000;
     const eta = done > 0 ? (elapsed / done) * (this.total - step) : 0;
-    const width = 24, filled = Math.round((step / Math.max(1, this.total)) * width);
+    const width = 24,
+      filled = Math.round((step / Math.max(1, this.total)) * width);
     const bar = '='.repeat(filled) + ' '.repeat(width - filled);
     const parts = Object.entries(info).map(([k, v]) => `${k} ${v.toFixed(3)}`);
     const line = `step ${step}/${this.total} [${bar}] ${stepSeconds.toFixed(2)} s/step ETA ${eta.toFixed(0)} s | ${parts.join(' | ')}`;
@@ -125,32 +131,66 @@ export class Progress {
 
 function readJsonl(file: string): MetricLine[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricLine);
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as MetricLine);
 }
 
 /** An SVG small-multiples chart: one panel per series, x = step. */
 export function curvesSvg(title: string, series: { name: string; points: [number, number][] }[]): string {
-  const cols = 3, pw = 300, ph = 170, pad = 36;
+  const cols = 3,
+    pw = 300,
+    ph = 170,
+    pad = 36;
   const rows = Math.max(1, Math.ceil(series.length / cols));
-  const W = cols * pw, H = rows * ph + 30;
+  const W = cols * pw,
+    H = rows * ph + 30;
   const colours = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2', '#7f7f7f'];
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`, `<rect width="100%" height="100%" fill="white"/>`, `<text x="10" y="20" font-size="14" fill="#222">${title}</text>`];
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="10" y="20" font-size="14" fill="#222">${title}</text>`,
+  ];
   series.forEach((s, i) => {
-    const x0 = (i % cols) * pw + pad, y0 = 30 + Math.floor(i / cols) * ph + 10, w = pw - pad - 12, h = ph - 46;
+    const x0 = (i % cols) * pw + pad,
+      y0 = 30 + Math.floor(i / cols) * ph + 10,
+      w = pw - pad - 12,
+      h = ph - 46;
     const pts = s.points.filter(([, y]) => Number.isFinite(y));
     out.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="none" stroke="#bbb"/>`);
     out.push(`<text x="${x0}" y="${y0 - 3}" font-size="11" fill="#222">${s.name}</text>`);
     if (pts.length === 0) return;
-    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-    const xmin = Math.min(...xs), xmax = Math.max(...xs, xmin + 1);
-    let ymin = Math.min(...ys), ymax = Math.max(...ys);
-    if (ymax - ymin < 1e-9) { ymin -= 0.5; ymax += 0.5; }
-    const X = (x: number) => x0 + ((x - xmin) / (xmax - xmin)) * w, Y = (y: number) => y0 + h - ((y - ymin) / (ymax - ymin)) * h;
-    out.push(`<polyline fill="none" stroke="${colours[i % colours.length]}" stroke-width="1.6" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`);
-    if (pts.length <= 12) for (const [x, y] of pts) out.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="2.5" fill="${colours[i % colours.length]}"/>`);
-    out.push(`<text x="${x0 - 3}" y="${y0 + 9}" font-size="9" text-anchor="end" fill="#555">${ymax.toPrecision(3)}</text>`);
-    out.push(`<text x="${x0 - 3}" y="${y0 + h}" font-size="9" text-anchor="end" fill="#555">${ymin.toPrecision(3)}</text>`);
-    out.push(`<text x="${x0}" y="${y0 + h + 12}" font-size="9" fill="#555">${xmin}</text><text x="${x0 + w}" y="${y0 + h + 12}" font-size="9" text-anchor="end" fill="#555">step ${xmax}</text>`);
+    const xs = pts.map((p) => p[0]),
+      ys = pts.map((p) => p[1]);
+    const xmin = Math.min(...xs),
+      xmax = Math.max(...xs, xmin + 1);
+    let ymin = Math.min(...ys),
+      ymax = Math.max(...ys);
+    if (ymax - ymin < 1e-9) {
+      ymin -= 0.5;
+      ymax += 0.5;
+    }
+    const X = (x: number) => x0 + ((x - xmin) / (xmax - xmin)) * w,
+      Y = (y: number) => y0 + h - ((y - ymin) / (ymax - ymin)) * h;
+    out.push(
+      `<polyline fill="none" stroke="${colours[i % colours.length]}" stroke-width="1.6" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`,
+    );
+    if (pts.length <= 12)
+      for (const [x, y] of pts)
+        out.push(
+          `<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="2.5" fill="${colours[i % colours.length]}"/>`,
+        );
+    out.push(
+      `<text x="${x0 - 3}" y="${y0 + 9}" font-size="9" text-anchor="end" fill="#555">${ymax.toPrecision(3)}</text>`,
+    );
+    out.push(
+      `<text x="${x0 - 3}" y="${y0 + h}" font-size="9" text-anchor="end" fill="#555">${ymin.toPrecision(3)}</text>`,
+    );
+    out.push(
+      `<text x="${x0}" y="${y0 + h + 12}" font-size="9" fill="#555">${xmin}</text><text x="${x0 + w}" y="${y0 + h + 12}" font-size="9" text-anchor="end" fill="#555">step ${xmax}</text>`,
+    );
   });
   out.push('</svg>');
   return out.join('\n');
@@ -162,8 +202,28 @@ export async function writePlots(dir: string, title: string): Promise<string[]> 
   const val = readJsonl(path.join(dir, 'val.jsonl'));
   const written: string[] = [];
   const pick = (lines: MetricLine[], keys: string[]) =>
-    keys.filter((k) => lines.some((l) => typeof l[k] === 'number')).map((k) => ({ name: k, points: lines.filter((l) => typeof l[k] === 'number').map((l) => [Number(l.step), Number(l[k])] as [number, number]) }));
-  const trainKeys = ['orig/reward', 'orig/correct', 'cf/reward', 'cf/behave', 'crr', 'zero_variance_share', 'kl', 'entropy', 'clip_fraction', 'grad_norm', 'lr', 'step_seconds'];
+    keys
+      .filter((k) => lines.some((l) => typeof l[k] === 'number'))
+      .map((k) => ({
+        name: k,
+        points: lines
+          .filter((l) => typeof l[k] === 'number')
+          .map((l) => [Number(l.step), Number(l[k])] as [number, number]),
+      }));
+  const trainKeys = [
+    'orig/reward',
+    'orig/correct',
+    'cf/reward',
+    'cf/behave',
+    'crr',
+    'zero_variance_share',
+    'kl',
+    'entropy',
+    'clip_fraction',
+    'grad_norm',
+    'lr',
+    'step_seconds',
+  ];
   if (metrics.length) {
     const f = path.join(dir, 'training.png');
     writeFileAtomicSync(f, await svgToPng(curvesSvg(`${title}: training`, pick(metrics, trainKeys))));
@@ -171,7 +231,15 @@ export async function writePlots(dir: string, title: string): Promise<string[]> 
   }
   if (val.length) {
     const f = path.join(dir, 'validation.png');
-    writeFileAtomicSync(f, await svgToPng(curvesSvg(`${title}: validation (held-out pairs)`, pick(val, ['acc', 'p_acc', 'sensitivity', 'invariance', 'dynamic/acc', 'dynamic/p_acc']))));
+    writeFileAtomicSync(
+      f,
+      await svgToPng(
+        curvesSvg(
+          `${title}: validation (held-out pairs)`,
+          pick(val, ['acc', 'p_acc', 'sensitivity', 'invariance', 'dynamic/acc', 'dynamic/p_acc']),
+        ),
+      ),
+    );
     written.push(f);
   }
   return written;

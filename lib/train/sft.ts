@@ -30,15 +30,32 @@ export interface SftOptions {
 /** Trains a fresh policy of `c.policy.kind` on `c.data.train` and saves it to `o.out`. */
 export async function sftBase(c: TrainConfig, o: SftOptions): Promise<{ dir: string; finalLoss: number }> {
   const { train, val } = await loadTrainData(c);
-  const policy = await POLICY_KINDS.get(c.policy.kind)({ seed: c.seed, preset: c.policy.preset, frames: c.data.frames, size: c.data.size, texts: dataTexts([...train, ...val].map((x) => x.record)) });
+  const policy = await POLICY_KINDS.get(c.policy.kind)({
+    seed: c.seed,
+    preset: c.policy.preset,
+    frames: c.data.frames,
+    size: c.data.size,
+    texts: dataTexts([...train, ...val].map((x) => x.record)),
+  });
   try {
-    const prompts = train.map((it) => ({ frames: it.frames, frameShape: it.shape, question: it.record.question, options: displayedOptions(it.record.options, o.nullOption), prompt: formatPrompt(it.record.question, it.record.options, { nullOption: o.nullOption }) }));
+    const prompts = train.map((it) => ({
+      frames: it.frames,
+      frameShape: it.shape,
+      question: it.record.question,
+      options: displayedOptions(it.record.options, o.nullOption),
+      prompt: formatPrompt(it.record.question, it.record.options, { nullOption: o.nullOption }),
+    }));
     let loss = NaN;
     for (let s = 0; s < o.steps; s++) {
       const idx = batchIndices(prompts.length, o.batchSize, c.seed + 7919, s);
-      const r = await policy.sftStep(idx.map((i) => prompts[i]), idx.map((i) => train[i].record.answer), { lr: o.lr, maxGradNorm: 1 });
+      const r = await policy.sftStep(
+        idx.map((i) => prompts[i]),
+        idx.map((i) => train[i].record.answer),
+        { lr: o.lr, maxGradNorm: 1 },
+      );
       loss = r.loss;
-      if (o.log && ((s + 1) % Math.max(1, Math.floor(o.steps / 5)) === 0 || s + 1 === o.steps)) o.log(`sft step ${s + 1}/${o.steps}: loss ${loss.toFixed(4)}`);
+      if (o.log && ((s + 1) % Math.max(1, Math.floor(o.steps / 5)) === 0 || s + 1 === o.steps))
+        o.log(`sft step ${s + 1}/${o.steps}: loss ${loss.toFixed(4)}`);
     }
     fs.mkdirSync(o.out, { recursive: true });
     await policy.save(o.out);

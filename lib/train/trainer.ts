@@ -21,8 +21,27 @@ import '../rollout/linear-policy';
 import '../rollout/native-policy';
 import '../hf/qwen-policy';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
-import { assertFiniteWeights, checkResumeDigest, lockRunFolder, resumeTarget, saveCheckpoint, readState, type TrainState } from './checkpoint';
-import { batchIndices, counterfactualFrames, loadTrainData, reversedFrames, shardBatch, shuffledFrames, SINGLE_PROCESS, type DistContext, type TrainItem, type ValItem } from './data';
+import {
+  assertFiniteWeights,
+  checkResumeDigest,
+  lockRunFolder,
+  resumeTarget,
+  saveCheckpoint,
+  readState,
+  type TrainState,
+} from './checkpoint';
+import {
+  batchIndices,
+  counterfactualFrames,
+  loadTrainData,
+  reversedFrames,
+  shardBatch,
+  shuffledFrames,
+  SINGLE_PROCESS,
+  type DistContext,
+  type TrainItem,
+  type ValItem,
+} from './data';
 import { Progress, RunLog, writePlots, type MetricLine } from './logging';
 
 export interface TrainHooks {
@@ -65,35 +84,88 @@ export interface TrainResult {
 }
 
 function algoSettings(c: TrainConfig): AlgoSettings {
-  return { groupSize: c.groupSize, cfGroupSize: c.cfGroupSize, nullOption: c.nullOption, norm: c.norm, eps: c.advEps, weights: c.weights, tgrpo: c.tgrpo, arrow: c.arrow };
+  return {
+    groupSize: c.groupSize,
+    cfGroupSize: c.cfGroupSize,
+    nullOption: c.nullOption,
+    norm: c.norm,
+    eps: c.advEps,
+    weights: c.weights,
+    tgrpo: c.tgrpo,
+    arrow: c.arrow,
+  };
 }
 
-function promptFor(record: { question: string; options: string[] }, frames: Uint8Array, shape: [number, number, number, 3], nullOption: boolean): PolicyPrompt {
-  return { frames, frameShape: shape, question: record.question, options: displayedOptions(record.options, nullOption), prompt: formatPrompt(record.question, record.options, { nullOption }) };
+function promptFor(
+  record: { question: string; options: string[] },
+  frames: Uint8Array,
+  shape: [number, number, number, 3],
+  nullOption: boolean,
+): PolicyPrompt {
+  return {
+    frames,
+    frameShape: shape,
+    question: record.question,
+    options: displayedOptions(record.options, nullOption),
+    prompt: formatPrompt(record.question, record.options, { nullOption }),
+  };
 }
 
 /** Greedy answers on every held-out record; paired metrics (crpo-method.md section 8). */
-export async function validate(policy: Policy, val: readonly ValItem[], nullOption: boolean, step: number, maxNewTokens: number): Promise<ValidationResult> {
+export async function validate(
+  policy: Policy,
+  val: readonly ValItem[],
+  nullOption: boolean,
+  step: number,
+  maxNewTokens: number,
+): Promise<ValidationResult> {
   const prompts = val.map((v) => promptFor(v.record, v.frames, v.shape, nullOption));
   const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
-  const samples: ScoredSample[] = val.map((v, i) => ({ id: v.record.id, pair_id: v.record.pair_id, category: v.record.category, answer: v.record.answer, prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index }));
+  const samples: ScoredSample[] = val.map((v, i) => ({
+    id: v.record.id,
+    pair_id: v.record.pair_id,
+    category: v.record.category,
+    answer: v.record.answer,
+    prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
+  }));
   const g = computeMetrics(samples).groups;
   return {
-    step, acc: g.all?.acc ?? 0, p_acc: g.all?.p_acc ?? 0, sensitivity: g.all?.sensitivity ?? null, invariance: g.all?.invariance ?? null,
-    'dynamic/acc': g.dynamic?.acc ?? 0, 'dynamic/p_acc': g.dynamic?.p_acc ?? 0, invalid: g.all?.invalid_rate ?? 0,
-    'dynamic/colour_shortcut': colourShortcutRate(val.map((v) => v.record), samples.map((x) => x.prediction)),
+    step,
+    acc: g.all?.acc ?? 0,
+    p_acc: g.all?.p_acc ?? 0,
+    sensitivity: g.all?.sensitivity ?? null,
+    invariance: g.all?.invariance ?? null,
+    'dynamic/acc': g.dynamic?.acc ?? 0,
+    'dynamic/p_acc': g.dynamic?.p_acc ?? 0,
+    invalid: g.all?.invalid_rate ?? 0,
+    'dynamic/colour_shortcut': colourShortcutRate(
+      val.map((v) => v.record),
+      samples.map((x) => x.prediction),
+    ),
   };
 }
 
 /** Creates the configured policy: fresh / from `policy.init`, or from a checkpoint to resume. */
 export async function createPolicy(c: TrainConfig, resumeFrom?: string, texts?: readonly string[]): Promise<Policy> {
-  return POLICY_KINDS.get(c.policy.kind)({ init: c.policy.init || undefined, seed: c.seed, resumeFrom, preset: c.policy.preset, texts, frames: c.data.frames, size: c.data.size });
+  return POLICY_KINDS.get(c.policy.kind)({
+    init: c.policy.init || undefined,
+    seed: c.seed,
+    resumeFrom,
+    preset: c.policy.preset,
+    texts,
+    frames: c.data.frames,
+    size: c.data.size,
+  });
 }
 
 /** Every prompt text of the data with and without the null option, plus the answers (a vocabulary for policies that need one). */
 export function dataTexts(records: readonly { question: string; options: string[] }[]): string[] {
   const out: string[] = [];
-  for (const r of records) out.push(formatPrompt(r.question, r.options, { nullOption: true }), formatPrompt(r.question, r.options, { nullOption: false }));
+  for (const r of records)
+    out.push(
+      formatPrompt(r.question, r.options, { nullOption: true }),
+      formatPrompt(r.question, r.options, { nullOption: false }),
+    );
   return out;
 }
 
@@ -150,7 +222,11 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
   if (resumeDir) assertFiniteWeights(resumeDir, '--resume');
   else if (c.policy.init) assertFiniteWeights(c.policy.init, '--init');
   if (main) saveResolvedConfig(c, c.out);
-  const policy = await createPolicy(c, resumeDir, dataTexts([...items.map((x) => x.record), ...val.map((x) => x.record)]));
+  const policy = await createPolicy(
+    c,
+    resumeDir,
+    dataTexts([...items.map((x) => x.record), ...val.map((x) => x.record)]),
+  );
   if (state && resumeDir) {
     try {
       checkResumeDigest(resumeDir, state, policy.weightsDigest());
@@ -167,13 +243,19 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
 
   // A resumed run starts with the validation results it already logged.
   const valFile = path.join(c.out, 'val.jsonl');
-  const validation: ValidationResult[] = state && fs.existsSync(valFile)
-    ? fs.readFileSync(valFile, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as ValidationResult)
-    : [];
+  const validation: ValidationResult[] =
+    state && fs.existsSync(valFile)
+      ? fs
+          .readFileSync(valFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.trim())
+          .map((l) => JSON.parse(l) as ValidationResult)
+      : [];
   const runValidation = async (step: number): Promise<void> => {
     if (val.length === 0) return;
     const v = await validate(policy, val, plan.nullOption, step, c.maxNewTokens);
-    if (v.invalid === 1) say(`warning: validation at step ${step}: no held-out answer parsed (maxNewTokens ${c.maxNewTokens})`);
+    if (v.invalid === 1)
+      say(`warning: validation at step ${step}: no held-out answer parsed (maxNewTokens ${c.maxNewTokens})`);
     validation.push(v);
     await log.validation({ ...v });
     hooks.onValidation?.({ ...v });
@@ -188,18 +270,30 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const tStep = performance.now();
       // ---- 1. data: this step's prompts (seeded epoch order), this rank's share -----------
       const order = batchIndices(items.length, c.batchSize, c.seed, step);
-      const batch: TrainItem[] = shardBatch(order.map((i) => items[i]), dist);
+      const batch: TrainItem[] = shardBatch(
+        order.map((i) => items[i]),
+        dist,
+      );
       // Position of each of this rank's prompts in the step's global batch: what its randomness is keyed by.
-      const globalIndex: number[] = shardBatch(order.map((_, j) => j), dist);
+      const globalIndex: number[] = shardBatch(
+        order.map((_, j) => j),
+        dist,
+      );
 
       // ---- 2. route + second-branch frames ----------------------------------------------
       const origPrompts = batch.map((it) => promptFor(it.record, it.frames, it.shape, plan.nullOption));
-      const secondPrompts = plan.second === 'none' ? [] : batch.map((it, b) => {
-        const frames = plan.second === 'counterfactual' ? counterfactualFrames(it)
-          : plan.second === 'reversed' ? reversedFrames(it)
-          : shuffledFrames(it, new Rng(`crpo-train|${c.seed}|step|${step}|shuffle|${globalIndex[b]}`));
-        return promptFor(it.record, frames, it.shape, plan.nullOption);
-      });
+      const secondPrompts =
+        plan.second === 'none'
+          ? []
+          : batch.map((it, b) => {
+              const frames =
+                plan.second === 'counterfactual'
+                  ? counterfactualFrames(it)
+                  : plan.second === 'reversed'
+                    ? reversedFrames(it)
+                    : shuffledFrames(it, new Rng(`crpo-train|${c.seed}|step|${step}|shuffle|${globalIndex[b]}`));
+              return promptFor(it.record, frames, it.shape, plan.nullOption);
+            });
 
       // ---- 3. rollouts on both branches -------------------------------------------------
       // Each prompt's seed is a function of (run seed, step, branch, its global position), not of
@@ -207,8 +301,21 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const tRollout = performance.now();
       const gen = { temperature: c.temperature, maxNewTokens: c.maxNewTokens };
       const seedsOf = (branch: string): number[] => globalIndex.map((j) => hash32(`${c.seed}|${step}|${branch}|${j}`));
-      const orig: Completion[][] = await policy.generate(origPrompts, { ...gen, samples: plan.origSamples, seed: hash32(`${c.seed}|${step}|orig`), promptSeeds: seedsOf('orig') });
-      const second: Completion[][] = plan.secondSamples > 0 ? await policy.generate(secondPrompts, { ...gen, samples: plan.secondSamples, seed: hash32(`${c.seed}|${step}|second`), promptSeeds: seedsOf('second') }) : [];
+      const orig: Completion[][] = await policy.generate(origPrompts, {
+        ...gen,
+        samples: plan.origSamples,
+        seed: hash32(`${c.seed}|${step}|orig`),
+        promptSeeds: seedsOf('orig'),
+      });
+      const second: Completion[][] =
+        plan.secondSamples > 0
+          ? await policy.generate(secondPrompts, {
+              ...gen,
+              samples: plan.secondSamples,
+              seed: hash32(`${c.seed}|${step}|second`),
+              promptSeeds: seedsOf('second'),
+            })
+          : [];
       const rolloutSeconds = (performance.now() - tRollout) / 1000;
 
       // ---- 4. rewards and advantages (fused kernels) -------------------------------------
@@ -216,21 +323,42 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const parse = (cs: Completion[], k: number) => cs.map((x) => parseAnswer(x.text, k));
       const groups: ScoredGroupInput[] = batch.map((it, b) => {
         const k = origPrompts[b].options.length;
-        const po = parse(orig[b], k), ps = second.length ? parse(second[b], k) : [];
+        const po = parse(orig[b], k),
+          ps = second.length ? parse(second[b], k) : [];
         return {
-          truth: it.record.answer, numOptions: k, relation: it.route.relation,
-          origAnswers: po.map((p) => p.index), origFormat: po.map((p) => (p.formatOk ? 1 : 0)),
-          secondAnswers: ps.map((p) => p.index), secondFormat: ps.map((p) => (p.formatOk ? 1 : 0)),
+          truth: it.record.answer,
+          numOptions: k,
+          relation: it.route.relation,
+          origAnswers: po.map((p) => p.index),
+          origFormat: po.map((p) => (p.formatOk ? 1 : 0)),
+          secondAnswers: ps.map((p) => p.index),
+          secondFormat: ps.map((p) => (p.formatOk ? 1 : 0)),
         };
       });
       const scores = algo.score(groups, settings);
-      const G = plan.origSamples, H = plan.secondSamples;
+      const G = plan.origSamples,
+        H = plan.secondSamples;
       const seqs: TrainSequence[] = [];
       const allPrompts: PolicyPrompt[] = [...origPrompts, ...secondPrompts];
       batch.forEach((_, b) => {
         if (c.filterZeroVariance && scores.flat[b]) return;
-        orig[b].forEach((x, i) => seqs.push({ prompt: b, tokens: x.tokens, advantage: scores.origAdvantage[b * G + i], oldLogprobs: x.logprobs }));
-        if (plan.trainSecond) second[b].forEach((x, j) => seqs.push({ prompt: batch.length + b, tokens: x.tokens, advantage: scores.secondAdvantage[b * H + j], oldLogprobs: x.logprobs }));
+        orig[b].forEach((x, i) =>
+          seqs.push({
+            prompt: b,
+            tokens: x.tokens,
+            advantage: scores.origAdvantage[b * G + i],
+            oldLogprobs: x.logprobs,
+          }),
+        );
+        if (plan.trainSecond)
+          second[b].forEach((x, j) =>
+            seqs.push({
+              prompt: batch.length + b,
+              tokens: x.tokens,
+              advantage: scores.secondAdvantage[b * H + j],
+              oldLogprobs: x.logprobs,
+            }),
+          );
       });
       const rewardSeconds = (performance.now() - tReward) / 1000;
       // No parsable answer at all: every reward is the same, nothing is learned. Say so, loudly.
@@ -238,8 +366,10 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       if (validShare === 0) {
         invalidSteps++;
         if (invalidSteps === 1 || invalidSteps % 10 === 0) {
-          say(`warning: step ${step + 1}: no sampled answer parsed as <answer>X</answer> (${invalidSteps} such step(s) so far); ` +
-            `maxNewTokens is ${c.maxNewTokens}: is it long enough for this policy's answers?`);
+          say(
+            `warning: step ${step + 1}: no sampled answer parsed as <answer>X</answer> (${invalidSteps} such step(s) so far); ` +
+              `maxNewTokens is ${c.maxNewTokens}: is it long enough for this policy's answers?`,
+          );
         }
       }
 
@@ -247,21 +377,36 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const tUpdate = performance.now();
       if (c.beta > 0 && seqs.length) {
         const ref = await policy.logprobs(allPrompts, seqs, { temperature: c.temperature, reference: true });
-        seqs.forEach((s, i) => { s.refLogprobs = ref[i]; });
+        seqs.forEach((s, i) => {
+          s.refLogprobs = ref[i];
+        });
       }
       hooks.beforeUpdate?.(seqs, step);
       const lr = learningRate(c, step);
       let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
       // With several ranks every rank steps, also one left with no sequences: the step's gradient all-reduce needs all of them.
       for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
-        const s = await policy.trainStep(allPrompts, seqs, { processGroup: dist.nativeGroupId, lr, maxGradNorm: c.maxGradNorm, weightDecay: c.weightDecay, temperature: c.temperature, clipLow: c.clipLow, clipHigh: c.clipHigh, beta: c.beta, aggregation: c.aggregation, maxNewTokens: c.maxNewTokens });
+        const s = await policy.trainStep(allPrompts, seqs, {
+          processGroup: dist.nativeGroupId,
+          lr,
+          maxGradNorm: c.maxGradNorm,
+          weightDecay: c.weightDecay,
+          temperature: c.temperature,
+          clipLow: c.clipLow,
+          clipHigh: c.clipHigh,
+          beta: c.beta,
+          aggregation: c.aggregation,
+          maxNewTokens: c.maxNewTokens,
+        });
         if (e === 0) upd = { ...s };
         else upd = { ...s, tokens: upd.tokens + s.tokens, skipped: upd.skipped || s.skipped };
         if (s.skipped) break; // nothing was applied: the weights stay those of the last good step
       }
       if (upd.skipped) {
         skippedSteps++;
-        say(`step ${step + 1}: non-finite loss or gradient (loss ${upd.loss}, grad norm ${upd.gradNorm}); update skipped`);
+        say(
+          `step ${step + 1}: non-finite loss or gradient (loss ${upd.loss}, grad norm ${upd.gradNorm}); update skipped`,
+        );
       }
       const updateSeconds = (performance.now() - tUpdate) / 1000;
 
@@ -270,13 +415,27 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const samples = batch.length * (G + H);
       const genTokens = [...orig, ...second].reduce((a, cs) => a + cs.reduce((b, x) => b + x.tokens.length, 0), 0);
       const line: MetricLine = {
-        step: step + 1, lr, ...scores.components,
+        step: step + 1,
+        lr,
+        ...scores.components,
         accuracy: scores.components['orig/correct'] ?? 0,
         zero_variance_share: mean(scores.flat),
-        loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss), pg_loss: upd.pg, kl: upd.kl, entropy: upd.entropy, clip_fraction: upd.clipFraction,
-        grad_norm: Number.isFinite(upd.gradNorm) ? upd.gradNorm : String(upd.gradNorm), skipped: upd.skipped,
-        sequences: seqs.length, tokens: upd.tokens, completion_length: genTokens / Math.max(1, samples), tokens_per_s: genTokens / Math.max(1e-9, stepSeconds), samples_per_s: samples / Math.max(1e-9, stepSeconds),
-        rollout_seconds: rolloutSeconds, reward_seconds: rewardSeconds, update_seconds: updateSeconds, step_seconds: stepSeconds,
+        loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss),
+        pg_loss: upd.pg,
+        kl: upd.kl,
+        entropy: upd.entropy,
+        clip_fraction: upd.clipFraction,
+        grad_norm: Number.isFinite(upd.gradNorm) ? upd.gradNorm : String(upd.gradNorm),
+        skipped: upd.skipped,
+        sequences: seqs.length,
+        tokens: upd.tokens,
+        completion_length: genTokens / Math.max(1, samples),
+        tokens_per_s: genTokens / Math.max(1e-9, stepSeconds),
+        samples_per_s: samples / Math.max(1e-9, stepSeconds),
+        rollout_seconds: rolloutSeconds,
+        reward_seconds: rewardSeconds,
+        update_seconds: updateSeconds,
+        step_seconds: stepSeconds,
       };
       if (dist.worldSize > 1) {
         // Counts and rates are summed over the ranks, times averaged, and per-prompt means are
@@ -284,33 +443,87 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
         const keys = Object.keys(line).filter((k) => typeof line[k] === 'number' && k !== 'step' && k !== 'lr');
         const summed = (k: string) => /_per_s$|^sequences$|^tokens$/.test(k);
         const w = batch.length;
-        const sums = await dist.allReduceSum([...keys.map((k) => (summed(k) || k.endsWith('seconds') ? (line[k] as number) : (line[k] as number) * w)), w]);
+        const sums = await dist.allReduceSum([
+          ...keys.map((k) => (summed(k) || k.endsWith('seconds') ? (line[k] as number) : (line[k] as number) * w)),
+          w,
+        ]);
         const prompts = sums[keys.length];
-        keys.forEach((k, i) => { line[k] = summed(k) ? sums[i] : k.endsWith('seconds') ? sums[i] / dist.worldSize : prompts > 0 ? sums[i] / prompts : 0; });
+        keys.forEach((k, i) => {
+          line[k] = summed(k)
+            ? sums[i]
+            : k.endsWith('seconds')
+              ? sums[i] / dist.worldSize
+              : prompts > 0
+                ? sums[i] / prompts
+                : 0;
+        });
       }
       await log.step(line);
       if (c.dumpEvery > 0 && (step + 1) % c.dumpEvery === 0) {
-        await log.dump(batch.map((it, b) => ({
-          step: step + 1, id: it.record.id, transform: it.route.transform, relation: it.route.relation, truth: it.record.answer,
-          orig: orig[b].map((x, i) => ({ text: x.text, reward: scores.origReward[b * G + i], advantage: scores.origAdvantage[b * G + i] })),
-          second: (second[b] ?? []).map((x, j) => ({ branch: plan.second, text: x.text, reward: scores.secondReward[b * H + j], advantage: scores.secondAdvantage[b * H + j] })),
-        })));
+        await log.dump(
+          batch.map((it, b) => ({
+            step: step + 1,
+            id: it.record.id,
+            transform: it.route.transform,
+            relation: it.route.relation,
+            truth: it.record.answer,
+            orig: orig[b].map((x, i) => ({
+              text: x.text,
+              reward: scores.origReward[b * G + i],
+              advantage: scores.origAdvantage[b * G + i],
+            })),
+            second: (second[b] ?? []).map((x, j) => ({
+              branch: plan.second,
+              text: x.text,
+              reward: scores.secondReward[b * H + j],
+              advantage: scores.secondAdvantage[b * H + j],
+            })),
+          })),
+        );
       }
       const done = step + 1;
       if (c.valEvery > 0 && done % c.valEvery === 0 && done !== c.steps) await runValidation(done);
       if (main && (done % c.saveEvery === 0 || done === c.steps)) {
         log.sync();
-        await saveCheckpoint(c.out, policy, { step: done, cursor: done * c.batchSize, seed: c.seed, algo: c.algo, digest: policy.weightsDigest(), nullOption: plan.nullOption }, c.keepLast);
+        await saveCheckpoint(
+          c.out,
+          policy,
+          {
+            step: done,
+            cursor: done * c.batchSize,
+            seed: c.seed,
+            algo: c.algo,
+            digest: policy.weightsDigest(),
+            nullOption: plan.nullOption,
+          },
+          c.keepLast,
+        );
       }
-      progress.update(done, stepSeconds, { reward: Number(scores.components['orig/reward'] ?? 0), acc: Number(line.accuracy), valid: validShare, ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}) });
+      progress.update(done, stepSeconds, {
+        reward: Number(scores.components['orig/reward'] ?? 0),
+        acc: Number(line.accuracy),
+        valid: validShare,
+        ...(scores.components.crr !== undefined ? { crr: scores.components.crr } : {}),
+      });
       await hooks.onStep?.(line);
     }
     await runValidation(c.steps);
     if (invalidSteps > 0) {
-      say(`warning: on ${invalidSteps} of ${c.steps - startStep} steps no sampled answer parsed (format reward 0 for every rollout)`);
+      say(
+        `warning: on ${invalidSteps} of ${c.steps - startStep} steps no sampled answer parsed (format reward 0 for every rollout)`,
+      );
     }
     const plots = main && c.plots ? await writePlots(c.out, `crpo train --algo ${c.algo}`) : [];
-    return { runDir: path.resolve(c.out), steps: c.steps, resumedFrom: resumeDir, validation, digest: policy.weightsDigest(), plots, skippedSteps, invalidSteps };
+    return {
+      runDir: path.resolve(c.out),
+      steps: c.steps,
+      resumedFrom: resumeDir,
+      validation,
+      digest: policy.weightsDigest(),
+      plots,
+      skippedSteps,
+      invalidSteps,
+    };
   } finally {
     await log.close();
     policy.dispose();
@@ -321,6 +534,9 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
 export function finalCheckpoint(out: string): string | undefined {
   const dir = path.join(out, 'checkpoints');
   if (!fs.existsSync(dir)) return undefined;
-  const names = fs.readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort();
+  const names = fs
+    .readdirSync(dir)
+    .filter((n) => /^step-\d+$/.test(n))
+    .sort();
   return names.length ? path.join(dir, names[names.length - 1]) : undefined;
 }

@@ -19,11 +19,18 @@ export function listFrameFiles(dir: string): string[] {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CrpoError('ERR_CRPO_NOT_FOUND', `frames directory not found: ${dir}`);
-    if (code === 'ENOTDIR') throw new CrpoError('ERR_CRPO_BAD_PATH', `expected a frames directory, found a file: ${dir}`);
+    if (code === 'ENOTDIR')
+      throw new CrpoError('ERR_CRPO_BAD_PATH', `expected a frames directory, found a file: ${dir}`);
     throw new CrpoError('ERR_CRPO_IO', `cannot read frames directory ${dir}: ${(err as Error).message}`);
   }
-  const files = names.filter((n) => FRAME_EXTENSIONS.includes(path.extname(n).toLowerCase()) && !n.startsWith('.')).sort(collator.compare);
-  if (files.length === 0) throw new CrpoError('ERR_CRPO_VIDEO_CORRUPT', `frames directory has no ${FRAME_EXTENSIONS.join('/')} images: ${dir}`);
+  const files = names
+    .filter((n) => FRAME_EXTENSIONS.includes(path.extname(n).toLowerCase()) && !n.startsWith('.'))
+    .sort(collator.compare);
+  if (files.length === 0)
+    throw new CrpoError(
+      'ERR_CRPO_VIDEO_CORRUPT',
+      `frames directory has no ${FRAME_EXTENSIONS.join('/')} images: ${dir}`,
+    );
   return files.map((n) => path.join(dir, n));
 }
 
@@ -34,7 +41,10 @@ export async function imageSize(file: string): Promise<{ width: number; height: 
     if (!m.width || !m.height) throw new Error('no size in the header');
     return { width: m.width, height: m.height };
   } catch (err) {
-    throw new CrpoError('ERR_CRPO_IMAGE_CORRUPT', `cannot read image ${file} (corrupt or not an image): ${(err as Error).message}`);
+    throw new CrpoError(
+      'ERR_CRPO_IMAGE_CORRUPT',
+      `cannot read image ${file} (corrupt or not an image): ${(err as Error).message}`,
+    );
   }
 }
 
@@ -47,15 +57,24 @@ export async function decodeImage(file: string, width: number, height: number): 
       .resize(width, height, { fit: 'fill', kernel: 'linear' })
       .raw()
       .toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3 || data.length !== width * height * 3) throw new Error(`decoded ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`);
+    if (info.channels !== 3 || data.length !== width * height * 3)
+      throw new Error(`decoded ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`);
     return new Uint8Array(data.buffer, data.byteOffset, data.length);
   } catch (err) {
-    throw new CrpoError('ERR_CRPO_IMAGE_CORRUPT', `cannot decode frame ${file} (corrupt or truncated image): ${(err as Error).message}`);
+    throw new CrpoError(
+      'ERR_CRPO_IMAGE_CORRUPT',
+      `cannot decode frame ${file} (corrupt or truncated image): ${(err as Error).message}`,
+    );
   }
 }
 
 /** Decodes `files` into one uint8 [T,H,W,3] array, `concurrency` images at a time. */
-export async function decodeImages(files: readonly string[], width: number, height: number, concurrency = 4): Promise<Uint8Array> {
+export async function decodeImages(
+  files: readonly string[],
+  width: number,
+  height: number,
+  concurrency = 4,
+): Promise<Uint8Array> {
   const frameBytes = width * height * 3;
   const out = new Uint8Array(files.length * frameBytes);
   let next = 0;
@@ -74,13 +93,25 @@ export async function decodeImages(files: readonly string[], width: number, heig
  * folder that is renamed into place at the end, so a crash never leaves a half-written `dir`.
  * Returns the file paths.
  */
-export async function writeFrameDir(dir: string, frames: Uint8Array, shape: readonly [number, number, number, number], format: 'png' | 'jpg' = 'png'): Promise<string[]> {
+export async function writeFrameDir(
+  dir: string,
+  frames: Uint8Array,
+  shape: readonly [number, number, number, number],
+  format: 'png' | 'jpg' = 'png',
+): Promise<string[]> {
   const [T, H, W] = shape;
   const frameBytes = H * W * 3;
-  if (frames.length !== T * frameBytes) throw new CrpoError('ERR_CRPO_OUT_OF_RANGE', `Expected ${T * frameBytes} bytes for frames of shape [${shape.join(',')}] but received ${frames.length}`);
+  if (frames.length !== T * frameBytes)
+    throw new CrpoError(
+      'ERR_CRPO_OUT_OF_RANGE',
+      `Expected ${T * frameBytes} bytes for frames of shape [${shape.join(',')}] but received ${frames.length}`,
+    );
   const abs = path.resolve(dir);
   fs.mkdirSync(path.dirname(abs), { recursive: true });
-  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+  const tmp = path.join(
+    path.dirname(abs),
+    `.${path.basename(abs)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+  );
   fs.mkdirSync(tmp);
   const names: string[] = [];
   const digits = Math.max(3, String(T - 1).length);

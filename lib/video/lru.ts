@@ -9,7 +9,10 @@ export class LruCache<K, V> {
   hits = 0;
   misses = 0;
 
-  constructor(readonly maxBytes: number, private readonly sizeOf: (v: V) => number) {}
+  constructor(
+    readonly maxBytes: number,
+    private readonly sizeOf: (v: V) => number,
+  ) {}
 
   get(key: K): V | undefined {
     const e = this.map.get(key);
@@ -68,7 +71,8 @@ export class Semaphore {
   constructor(readonly limit: number) {}
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve)); // the releaser hands its slot over
+    if (this.active >= this.limit)
+      await new Promise<void>((resolve) => this.waiting.push(resolve)); // the releaser hands its slot over
     else this.active++;
     this.peak = Math.max(this.peak, this.active);
     try {

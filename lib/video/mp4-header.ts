@@ -58,7 +58,17 @@ function path(buf: Buffer, parent: Box, types: string[]): Box | undefined {
 const MAX_MOOV = 64 * 1024 * 1024;
 
 /** Sample-entry four-character codes under ffprobe's codec names. */
-const CODECS: Record<string, string> = { avc1: 'h264', avc3: 'h264', hvc1: 'hevc', hev1: 'hevc', mp4v: 'mpeg4', av01: 'av1', vp09: 'vp9', 'mjpa': 'mjpeg', jpeg: 'mjpeg' };
+const CODECS: Record<string, string> = {
+  avc1: 'h264',
+  avc3: 'h264',
+  hvc1: 'hevc',
+  hev1: 'hevc',
+  mp4v: 'mpeg4',
+  av01: 'av1',
+  vp09: 'vp9',
+  mjpa: 'mjpeg',
+  jpeg: 'mjpeg',
+};
 
 /** Reads the header of an MP4/MOV file, or returns undefined when it cannot (then use ffprobe). */
 export function readMp4Header(file: string): Mp4Header | undefined {
@@ -79,7 +89,8 @@ export function readMp4Header(file: string): Mp4Header | undefined {
       fs.readSync(fd, head, 0, 16, off);
       let boxSize = head.readUInt32BE(0);
       const type = head.toString('latin1', 4, 8);
-      if (first && type !== 'ftyp' && type !== 'moov' && type !== 'free' && type !== 'wide' && type !== 'mdat') return undefined; // not ISO-BMFF
+      if (first && type !== 'ftyp' && type !== 'moov' && type !== 'free' && type !== 'wide' && type !== 'mdat')
+        return undefined; // not ISO-BMFF
       first = false;
       if (boxSize === 1) boxSize = Number(head.readBigUInt64BE(8));
       else if (boxSize === 0) boxSize = size - off;

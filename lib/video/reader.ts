@@ -53,8 +53,10 @@ export interface ReaderOptions {
 
 function checkRead(o: ReadOptions, op: string): void {
   if (typeof o !== 'object' || o === null) throw invalidArg('options', 'an object', o, op);
-  if (o.frames !== undefined && (!Number.isInteger(o.frames) || o.frames < 1)) throw outOfRange('frames', 'an integer >= 1', o.frames, op);
-  if (o.method !== undefined && o.method !== 'select' && o.method !== 'all') throw invalidArg('method', "'select' or 'all'", o.method, op);
+  if (o.frames !== undefined && (!Number.isInteger(o.frames) || o.frames < 1))
+    throw outOfRange('frames', 'an integer >= 1', o.frames, op);
+  if (o.method !== undefined && o.method !== 'select' && o.method !== 'all')
+    throw invalidArg('method', "'select' or 'all'", o.method, op);
   checkSizeOptions(o, op);
 }
 
@@ -63,7 +65,10 @@ async function resizeRaw(data: Uint8Array, T: number, H: number, W: number, w: n
   const out = new Uint8Array(T * h * w * 3);
   for (let t = 0; t < T; t++) {
     const raw = Buffer.from(data.buffer, data.byteOffset + t * H * W * 3, H * W * 3);
-    const buf = await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).resize(w, h, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    const buf = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+      .resize(w, h, { fit: 'fill', kernel: 'linear' })
+      .raw()
+      .toBuffer();
     out.set(buf, t * h * w * 3);
   }
   return out;
@@ -89,7 +94,8 @@ export class VideoReader {
     this.imageConcurrency = o.imageConcurrency ?? 4;
     this.ffmpeg = o.ffmpeg ?? defaultFfmpegPaths();
     this.probe = o.probe ?? 'auto';
-    if (this.probe !== 'auto' && this.probe !== 'ffprobe') throw invalidArg('probe', "'auto' or 'ffprobe'", this.probe, 'VideoReader');
+    if (this.probe !== 'auto' && this.probe !== 'ffprobe')
+      throw invalidArg('probe', "'auto' or 'ffprobe'", this.probe, 'VideoReader');
   }
 
   /** Peak number of decodes seen running at once. */
@@ -115,13 +121,25 @@ export class VideoReader {
     if (!job) {
       job = this.gate.run(() => this.decode(ref, options));
       this.inflight.set(key, job);
-      job.then((v) => this.cache.set(key, v), () => undefined).finally(() => this.inflight.delete(key));
+      job
+        .then(
+          (v) => this.cache.set(key, v),
+          () => undefined,
+        )
+        .finally(() => this.inflight.delete(key));
     }
     return copy(await job);
   }
 
   private keyOf(ref: VideoRef, o: ReadOptions): string {
-    const opts = [o.frames ?? 'all', o.width ?? '', o.height ?? '', o.maxPixels ?? '', o.multiple ?? '', o.method ?? 'select'].join(',');
+    const opts = [
+      o.frames ?? 'all',
+      o.width ?? '',
+      o.height ?? '',
+      o.maxPixels ?? '',
+      o.multiple ?? '',
+      o.method ?? 'select',
+    ].join(',');
     if (typeof ref !== 'string') return `synthetic:${JSON.stringify(ref)}|${opts}`;
     // mtime and size in the key: an edited file is decoded again.
     let stamp = 'missing';
@@ -136,7 +154,8 @@ export class VideoReader {
 
   private async decode(ref: VideoRef, o: ReadOptions): Promise<DecodedVideo> {
     if (typeof ref === 'object' && ref !== null) return this.decodeSynthetic(ref, o);
-    if (typeof ref !== 'string' || ref.length === 0) throw invalidArg('video', 'a file path, a frames directory or an inline synthetic spec', ref, 'VideoReader.read');
+    if (typeof ref !== 'string' || ref.length === 0)
+      throw invalidArg('video', 'a file path, a frames directory or an inline synthetic spec', ref, 'VideoReader.read');
     let st: fs.Stats;
     try {
       st = fs.statSync(ref);
@@ -152,7 +171,16 @@ export class VideoReader {
     let indices = uniformIndices(p.frames, o.frames ?? p.frames);
     try {
       const data = await decodeVideoFile(file, { indices, width, height, method: o.method, paths: this.ffmpeg });
-      return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: p.frames, sourceWidth: p.width, sourceHeight: p.height, fps: p.fps, kind: 'file' };
+      return {
+        data,
+        shape: [indices.length, height, width, 3],
+        indices,
+        sourceFrames: p.frames,
+        sourceWidth: p.width,
+        sourceHeight: p.height,
+        fps: p.fps,
+        kind: 'file',
+      };
     } catch (err) {
       if (!(err as { cleanDecode?: boolean }).cleanDecode) throw err;
     }
@@ -163,7 +191,16 @@ export class VideoReader {
     const F = width * height * 3;
     const data = new Uint8Array(indices.length * F);
     indices.forEach((src, t) => data.set(all.data.subarray(src * F, (src + 1) * F), t * F));
-    return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: all.count, sourceWidth: p.width, sourceHeight: p.height, fps: p.fps, kind: 'file' };
+    return {
+      data,
+      shape: [indices.length, height, width, 3],
+      indices,
+      sourceFrames: all.count,
+      sourceWidth: p.width,
+      sourceHeight: p.height,
+      fps: p.fps,
+      kind: 'file',
+    };
   }
 
   private async decodeDir(dir: string, o: ReadOptions): Promise<DecodedVideo> {
@@ -174,25 +211,53 @@ export class VideoReader {
     for (const i of new Set(indices)) {
       const s = await imageSize(files[i]);
       if (s.width !== first.width || s.height !== first.height) {
-        throw new CrpoError('ERR_CRPO_VIDEO', `frames folder ${dir} mixes frame sizes: ` +
-          `${path.basename(files[indices[0]])} is ${first.width}x${first.height}, ${path.basename(files[i])} is ` +
-            `${s.width}x${s.height}; give every frame of a clip the same size`);
+        throw new CrpoError(
+          'ERR_CRPO_VIDEO',
+          `frames folder ${dir} mixes frame sizes: ` +
+            `${path.basename(files[indices[0]])} is ${first.width}x${first.height}, ${path.basename(files[i])} is ` +
+            `${s.width}x${s.height}; give every frame of a clip the same size`,
+        );
       }
     }
     const { width, height } = targetSize(first.width, first.height, o);
-    const data = await decodeImages(indices.map((i) => files[i]), width, height, this.imageConcurrency);
-    return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: files.length, sourceWidth: first.width, sourceHeight: first.height, fps: NaN, kind: 'frames' };
+    const data = await decodeImages(
+      indices.map((i) => files[i]),
+      width,
+      height,
+      this.imageConcurrency,
+    );
+    return {
+      data,
+      shape: [indices.length, height, width, 3],
+      indices,
+      sourceFrames: files.length,
+      sourceWidth: first.width,
+      sourceHeight: first.height,
+      fps: NaN,
+      kind: 'frames',
+    };
   }
 
   private async decodeSynthetic(spec: SyntheticVideoSpec, o: ReadOptions): Promise<DecodedVideo> {
     const all = renderSynthetic(spec);
-    const T = spec.frames, H = spec.height, W = spec.width;
+    const T = spec.frames,
+      H = spec.height,
+      W = spec.width;
     const indices = uniformIndices(T, o.frames ?? T);
     const picked = new Uint8Array(indices.length * H * W * 3);
     indices.forEach((src, t) => picked.set(all.subarray(src * H * W * 3, (src + 1) * H * W * 3), t * H * W * 3));
     const { width, height } = targetSize(W, H, o);
     const data = await resizeRaw(picked, indices.length, H, W, width, height);
-    return { data, shape: [indices.length, height, width, 3], indices, sourceFrames: T, sourceWidth: W, sourceHeight: H, fps: NaN, kind: 'synthetic' };
+    return {
+      data,
+      shape: [indices.length, height, width, 3],
+      indices,
+      sourceFrames: T,
+      sourceWidth: W,
+      sourceHeight: H,
+      fps: NaN,
+      kind: 'synthetic',
+    };
   }
 }
 

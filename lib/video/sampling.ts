@@ -31,7 +31,13 @@ export function checkSizeOptions(o: SizeOptions, op: string): void {
     const v = o[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw outOfRange(k, 'an integer >= 1', v, op);
   }
-  if ((o.width === undefined) !== (o.height === undefined)) throw invalidArg(o.width === undefined ? 'width' : 'height', 'both width and height, or neither', o.width ?? o.height, op);
+  if ((o.width === undefined) !== (o.height === undefined))
+    throw invalidArg(
+      o.width === undefined ? 'width' : 'height',
+      'both width and height, or neither',
+      o.width ?? o.height,
+      op,
+    );
 }
 
 /** Output size for a source of width w and height h. Never upscales under a budget. */

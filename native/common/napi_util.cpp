@@ -17,8 +17,8 @@ std::string describe_value(const Napi::Value& v) {
   }
   if (v.IsString()) return "'" + v.As<Napi::String>().Utf8Value() + "' of type string";
   if (v.IsTypedArray()) {
-    static const char* names[] = {"Int8Array",  "Uint8Array",   "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array", "Int32Array",  "Uint32Array",       "Float32Array",
+    static const char* names[] = {"Int8Array",    "Uint8Array",    "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array",  "Int32Array",    "Uint32Array",       "Float32Array",
                                   "Float64Array", "BigInt64Array", "BigUint64Array"};
     auto ta = v.As<Napi::TypedArray>();
     int t = static_cast<int>(ta.TypedArrayType());
@@ -71,8 +71,7 @@ ByteView read_typed_array(const Napi::Value& v, const std::string& op, const std
   return view;
 }
 
-int64_t read_int(const Napi::Value& v, const std::string& op, const std::string& param, int64_t min,
-                 int64_t max) {
+int64_t read_int(const Napi::Value& v, const std::string& op, const std::string& param, int64_t min, int64_t max) {
   if (!v.IsNumber()) throw_type_error(op, param, "an integer", v);
   double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || d != std::floor(d)) throw_type_error(op, param, "an integer", v);
@@ -97,8 +96,8 @@ ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray
   const std::string name = param.empty() ? std::string(key) : param;
   Napi::Value v = obj.Get(key);
   if (optional && (v.IsUndefined() || v.IsNull())) return ByteView{};
-  static const char* names[] = {"Int8Array",  "Uint8Array",   "Uint8ClampedArray", "Int16Array",
-                                "Uint16Array", "Int32Array",  "Uint32Array",       "Float32Array",
+  static const char* names[] = {"Int8Array",    "Uint8Array",    "Uint8ClampedArray", "Int16Array",
+                                "Uint16Array",  "Int32Array",    "Uint32Array",       "Float32Array",
                                 "Float64Array", "BigInt64Array", "BigUint64Array"};
   std::string expected = names[static_cast<int>(type)];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {

@@ -17,14 +17,14 @@ namespace crpo {
 
 std::string describe_value(const Napi::Value& v);
 
-[[noreturn]] void throw_type_error(const std::string& op, const std::string& param,
-                                   const std::string& expected, const Napi::Value& received);
-[[noreturn]] void throw_range_error(const std::string& op, const std::string& param,
-                                    const std::string& expected, const std::string& received);
+[[noreturn]] void throw_type_error(const std::string& op, const std::string& param, const std::string& expected,
+                                   const Napi::Value& received);
+[[noreturn]] void throw_range_error(const std::string& op, const std::string& param, const std::string& expected,
+                                    const std::string& received);
 
 // Builds the JS error object for an OpError (or a plain message) with .code and .op set.
-Napi::Error make_js_error(Napi::Env env, ErrorKind kind, const std::string& code,
-                          const std::string& op, const std::string& message);
+Napi::Error make_js_error(Napi::Env env, ErrorKind kind, const std::string& code, const std::string& op,
+                          const std::string& message);
 
 // A typed array's storage, as seen by a kernel.
 struct ByteView {
@@ -36,13 +36,12 @@ struct ByteView {
 };
 
 ByteView read_typed_array(const Napi::Value& v, const std::string& op, const std::string& param);
-int64_t read_int(const Napi::Value& v, const std::string& op, const std::string& param,
-                 int64_t min, int64_t max);
+int64_t read_int(const Napi::Value& v, const std::string& op, const std::string& param, int64_t min, int64_t max);
 double read_number(const Napi::Value& v, const std::string& op, const std::string& param);
 // Reads a typed array of exactly `length` elements of type `type` (`optional`: undefined/null -> empty view).
 // obj[key] as a typed array of `type` and `length`; errors name it `param` (default: key).
-ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type,
-                       size_t length, const std::string& op, bool optional, const std::string& param = "");
+ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type, size_t length,
+                       const std::string& op, bool optional, const std::string& param = "");
 
 // Runs `body`, translating every exception into a thrown JS error tagged with `op`.
 template <typename F>

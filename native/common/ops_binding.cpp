@@ -8,8 +8,7 @@ namespace {
 
 const int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
-std::string read_string(const Napi::Object& obj, const char* key, const std::string& op,
-                        const std::string& fallback) {
+std::string read_string(const Napi::Object& obj, const char* key, const std::string& op, const std::string& fallback) {
   Napi::Value v = obj.Get(key);
   if (v.IsUndefined()) return fallback;
   if (!v.IsString()) throw_type_error(op, key, "a string", v);
@@ -66,9 +65,12 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
   Napi::Object opts = require_object(info, 1, op, "options");
 
   std::string layout = read_string(opts, "layout", op, "BTHWC");
-  if (layout == "BTHWC") call.shape.layout = FrameLayout::BTHWC;
-  else if (layout == "BTCHW") call.shape.layout = FrameLayout::BTCHW;
-  else throw_range_error(op, "layout", "'BTHWC' or 'BTCHW'", "'" + layout + "'");
+  if (layout == "BTHWC")
+    call.shape.layout = FrameLayout::BTHWC;
+  else if (layout == "BTCHW")
+    call.shape.layout = FrameLayout::BTCHW;
+  else
+    throw_range_error(op, "layout", "'BTHWC' or 'BTCHW'", "'" + layout + "'");
 
   Napi::Value shape_v = opts.Get("shape");
   if (!shape_v.IsArray()) throw_type_error(op, "shape", "an array of 5 integers", shape_v);
@@ -81,9 +83,13 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
   call.shape.batch = dims[0];
   call.shape.frames = dims[1];
   if (call.shape.layout == FrameLayout::BTHWC) {
-    call.shape.height = dims[2]; call.shape.width = dims[3]; call.shape.channels = dims[4];
+    call.shape.height = dims[2];
+    call.shape.width = dims[3];
+    call.shape.channels = dims[4];
   } else {
-    call.shape.channels = dims[2]; call.shape.height = dims[3]; call.shape.width = dims[4];
+    call.shape.channels = dims[2];
+    call.shape.height = dims[3];
+    call.shape.width = dims[4];
   }
   call.shape.element_bytes = static_cast<int64_t>(call.input.element_bytes);
   // Element count with overflow detection.
@@ -97,11 +103,16 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
   }
 
   std::string t = read_string(opts, "transform", op, "");
-  if (t == "hflip") call.transform = VideoTransform::HFlip;
-  else if (t == "reverse") call.transform = VideoTransform::Reverse;
-  else if (t == "hflip+reverse") call.transform = VideoTransform::HFlipReverse;
-  else if (t == "swap") call.transform = VideoTransform::Swap;
-  else throw_range_error(op, "transform", "one of 'hflip', 'reverse', 'hflip+reverse', 'swap'", "'" + t + "'");
+  if (t == "hflip")
+    call.transform = VideoTransform::HFlip;
+  else if (t == "reverse")
+    call.transform = VideoTransform::Reverse;
+  else if (t == "hflip+reverse")
+    call.transform = VideoTransform::HFlipReverse;
+  else if (t == "swap")
+    call.transform = VideoTransform::Swap;
+  else
+    throw_range_error(op, "transform", "one of 'hflip', 'reverse', 'hflip+reverse', 'swap'", "'" + t + "'");
 
   if (call.transform == VideoTransform::Swap) {
     Napi::Value s = opts.Get("swapAt");
@@ -152,13 +163,16 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   in.cf_size = read_int(o.Get("cfSize"), op, "cfSize", 1, 1 << 20);
   const size_t B = static_cast<size_t>(in.groups);
   const size_t BG = B * static_cast<size_t>(in.orig_size), BH = B * static_cast<size_t>(in.cf_size);
-  in.orig_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "origAnswers", napi_int32_array, BG, op, false).data);
+  in.orig_answers =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "origAnswers", napi_int32_array, BG, op, false).data);
   in.cf_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "cfAnswers", napi_int32_array, BH, op, false).data);
   in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
   in.relation = reinterpret_cast<const int32_t*>(read_array_of(o, "relation", napi_int32_array, B, op, false).data);
   in.cf_label = reinterpret_cast<const int32_t*>(read_array_of(o, "cfLabel", napi_int32_array, B, op, true).data);
-  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
-  in.orig_format = reinterpret_cast<const float*>(read_array_of(o, "origFormat", napi_float32_array, BG, op, true).data);
+  in.num_options =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.orig_format =
+      reinterpret_cast<const float*>(read_array_of(o, "origFormat", napi_float32_array, BG, op, true).data);
   in.cf_format = reinterpret_cast<const float*>(read_array_of(o, "cfFormat", napi_float32_array, BH, op, true).data);
   Napi::Value wv = o.Get("weights");
   if (!wv.IsUndefined()) {
@@ -251,10 +265,14 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   };
   for (size_t i = 0; i < views.size(); ++i) {
     for (const ByteView& x : inputs) {
-      if (overlap(views[i], x)) throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP", op + ": expected out arrays not to overlap the inputs but they share memory");
+      if (overlap(views[i], x))
+        throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP",
+                      op + ": expected out arrays not to overlap the inputs but they share memory");
     }
     for (size_t j = i + 1; j < views.size(); ++j) {
-      if (overlap(views[i], views[j])) throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP", op + ": expected out arrays not to share memory with each other");
+      if (overlap(views[i], views[j]))
+        throw OpError(ErrorKind::Range, "ERR_CRPO_OVERLAP",
+                      op + ": expected out arrays not to share memory with each other");
     }
   }
   call.result = out_v;
@@ -271,7 +289,8 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
   in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
   in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.num_options =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
   in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
   in.w_format = read_optional_number(o, "wFormat", op, 1.0);
@@ -299,9 +318,11 @@ TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
   const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
   const size_t BS = B * static_cast<size_t>(in.shuffled_size);
   in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.shuffled_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "shuffledAnswers", napi_int32_array, BS, op, false).data);
+  in.shuffled_answers =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "shuffledAnswers", napi_int32_array, BS, op, false).data);
   in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.num_options =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
   in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
   in.w_format = read_optional_number(o, "wFormat", op, 1.0);
@@ -334,9 +355,11 @@ ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
   const size_t BH = B * static_cast<size_t>(in.reverse_size);
   in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.reverse_answers = reinterpret_cast<const int32_t*>(read_array_of(o, "reverseAnswers", napi_int32_array, BH, op, false).data);
+  in.reverse_answers =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "reverseAnswers", napi_int32_array, BH, op, false).data);
   in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options = reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
+  in.num_options =
+      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
   in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
   in.w_format = read_optional_number(o, "wFormat", op, 1.0);
@@ -375,8 +398,8 @@ std::vector<Napi::Value> present_arrays(const Napi::Object& o, const char* const
   return v;
 }
 
-const char* const kCrrArrays[] = {"origAnswers", "cfAnswers", "truth", "relation", "cfLabel",
-                                  "numOptions",  "origFormat", "cfFormat"};
+const char* const kCrrArrays[] = {"origAnswers", "cfAnswers",  "truth",      "relation",
+                                  "cfLabel",     "numOptions", "origFormat", "cfFormat"};
 const char* const kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
 
 }  // namespace

@@ -34,7 +34,8 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
 struct CrrCall {
   CrrInputs in;
   CrrOutputs out;
-  Napi::Value result;  // { origReward, cfReward, origAdvantage, cfAdvantage, correct, expected, pOrig, pCf, origFlat, cfFlat }
+  Napi::Value
+      result;  // { origReward, cfReward, origAdvantage, cfAdvantage, correct, expected, pOrig, pCf, origFlat, cfFlat }
 };
 CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op);
 

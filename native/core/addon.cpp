@@ -19,10 +19,9 @@ Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    return queue_kernel(
-        info.Env(), "videoTransform",
-        [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
-        c.output_value, {info[0], c.output_value});
+    return queue_kernel(info.Env(), "videoTransform",
+                        [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
+                        c.output_value, {info[0], c.output_value});
   });
 }
 
@@ -37,8 +36,9 @@ Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
-    return queue_kernel(info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
-                        crr_input_arrays(info[0].As<Napi::Object>()));
+    return queue_kernel(
+        info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
+        crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 
@@ -53,8 +53,9 @@ Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "grpoAdvantages", [&]() -> Napi::Value {
     GrpoCall c = parse_grpo(info, "grpoAdvantages");
-    return queue_kernel(info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
-                        grpo_input_arrays(info[0].As<Napi::Object>()));
+    return queue_kernel(
+        info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
+        grpo_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 

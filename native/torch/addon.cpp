@@ -42,7 +42,8 @@ at::Device parse_device(const Napi::Object& o, const std::string& op) {
   try {
     at::Device d(s);
     if (d.is_cuda() && !torch::cuda::is_available()) {
-      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", op + ": device '" + s + "' requested but CUDA is not available");
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA",
+                    op + ": device '" + s + "' requested but CUDA is not available");
     }
     if (!d.is_cpu() && !d.is_cuda()) throw_range_error(op, "device", "'cpu' or 'cuda[:N]'", "'" + s + "'");
     return d;
@@ -98,11 +99,16 @@ void run_crr(const CrrCall& c, const at::Device& device) {
       at::Tensor cpu = x.cpu();
       std::memcpy(p, cpu.data_ptr(), cpu.nbytes());
     };
-    back(c.out.orig_reward, r.orig_reward); back(c.out.cf_reward, r.cf_reward);
-    back(c.out.orig_advantage, r.orig_advantage); back(c.out.cf_advantage, r.cf_advantage);
-    back(c.out.correct, r.correct); back(c.out.expected, r.expected);
-    back(c.out.p_orig, r.p_orig); back(c.out.p_cf, r.p_cf);
-    back(c.out.orig_flat, r.orig_flat); back(c.out.cf_flat, r.cf_flat);
+    back(c.out.orig_reward, r.orig_reward);
+    back(c.out.cf_reward, r.cf_reward);
+    back(c.out.orig_advantage, r.orig_advantage);
+    back(c.out.cf_advantage, r.cf_advantage);
+    back(c.out.correct, r.correct);
+    back(c.out.expected, r.expected);
+    back(c.out.p_orig, r.p_orig);
+    back(c.out.p_cf, r.p_cf);
+    back(c.out.orig_flat, r.orig_flat);
+    back(c.out.cf_flat, r.cf_flat);
   });
 }
 
@@ -125,9 +131,12 @@ Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
     at::Device d = parse_device(options_arg(info, 1), "videoTransform");
-    return queue_kernel(
-        info.Env(), "videoTransform", [c, d]() { prepare_thread(); run_video_transform(c, d); }, c.output_value,
-        {info[0], c.output_value});
+    return queue_kernel(info.Env(), "videoTransform",
+                        [c, d]() {
+                          prepare_thread();
+                          run_video_transform(c, d);
+                        },
+                        c.output_value, {info[0], c.output_value});
   });
 }
 
@@ -144,8 +153,13 @@ Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
     at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
-    return queue_kernel(info.Env(), "crrAdvantages", [c, d]() { prepare_thread(); run_crr(c, d); }, c.result,
-                        crr_input_arrays(info[0].As<Napi::Object>()));
+    return queue_kernel(
+        info.Env(), "crrAdvantages",
+        [c, d]() {
+          prepare_thread();
+          run_crr(c, d);
+        },
+        c.result, crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 

@@ -35,7 +35,8 @@ std::string apply() {
   const bool ok = mallopt(M_ARENA_MAX, 1) == 1 && mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 &&
                   mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
   if (!ok) return "glibc defaults (mallopt refused the settings)";
-  return "glibc tuned: one arena, mmap threshold 32 MiB, trim threshold 1 GiB (CRPO_MALLOC=default to keep the defaults)";
+  return "glibc tuned: one arena, mmap threshold 32 MiB, trim threshold 1 GiB (CRPO_MALLOC=default to keep the "
+         "defaults)";
 #else
   return "the C library's defaults (the tuning is glibc-only)";
 #endif

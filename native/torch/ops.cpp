@@ -26,9 +26,13 @@ VideoShape shape_of(const at::Tensor& t, FrameLayout layout) {
   s.batch = t.size(0);
   s.frames = t.size(1);
   if (layout == FrameLayout::BTHWC) {
-    s.height = t.size(2); s.width = t.size(3); s.channels = t.size(4);
+    s.height = t.size(2);
+    s.width = t.size(3);
+    s.channels = t.size(4);
   } else {
-    s.channels = t.size(2); s.height = t.size(3); s.width = t.size(4);
+    s.channels = t.size(2);
+    s.height = t.size(3);
+    s.width = t.size(4);
   }
   s.element_bytes = static_cast<int64_t>(t.element_size());
   return s;
@@ -36,8 +40,8 @@ VideoShape shape_of(const at::Tensor& t, FrameLayout layout) {
 
 }  // namespace
 
-at::Tensor video_transform(const at::Tensor& frames, FrameLayout layout, VideoTransform transform,
-                           int64_t swap_at, at::Tensor out) {
+at::Tensor video_transform(const at::Tensor& frames, FrameLayout layout, VideoTransform transform, int64_t swap_at,
+                           at::Tensor out) {
   TORCH_CHECK(frames.dim() == 5, "video_transform: expected a 5-D frames tensor but got ", frames.dim(), " dims");
   TORCH_CHECK(frames.scalar_type() == at::kByte || frames.scalar_type() == at::kFloat,
               "video_transform: expected uint8 or float32 frames but got ", frames.scalar_type());
@@ -95,17 +99,31 @@ CrrResultTensors crr_advantages(const CrrTensors& t, const RewardWeights& w, Adv
     return x.data_ptr<float>();
   };
   CrrInputs in;
-  in.groups = B; in.orig_size = G; in.cf_size = H;
-  in.orig_answers = i32(t.orig_answers); in.cf_answers = i32(t.cf_answers); in.truth = i32(t.truth);
-  in.relation = i32(t.relation); in.cf_label = i32(t.cf_label); in.num_options = i32(t.num_options);
-  in.orig_format = fp(t.orig_format); in.cf_format = fp(t.cf_format);
-  in.weights = w; in.norm = norm; in.eps = eps;
+  in.groups = B;
+  in.orig_size = G;
+  in.cf_size = H;
+  in.orig_answers = i32(t.orig_answers);
+  in.cf_answers = i32(t.cf_answers);
+  in.truth = i32(t.truth);
+  in.relation = i32(t.relation);
+  in.cf_label = i32(t.cf_label);
+  in.num_options = i32(t.num_options);
+  in.orig_format = fp(t.orig_format);
+  in.cf_format = fp(t.cf_format);
+  in.weights = w;
+  in.norm = norm;
+  in.eps = eps;
   CrrOutputs out;
-  out.orig_reward = r.orig_reward.data_ptr<float>(); out.cf_reward = r.cf_reward.data_ptr<float>();
-  out.orig_advantage = r.orig_advantage.data_ptr<float>(); out.cf_advantage = r.cf_advantage.data_ptr<float>();
-  out.correct = r.correct.data_ptr<float>(); out.expected = r.expected.data_ptr<float>();
-  out.p_orig = r.p_orig.data_ptr<float>(); out.p_cf = r.p_cf.data_ptr<float>();
-  out.orig_flat = r.orig_flat.data_ptr<uint8_t>(); out.cf_flat = r.cf_flat.data_ptr<uint8_t>();
+  out.orig_reward = r.orig_reward.data_ptr<float>();
+  out.cf_reward = r.cf_reward.data_ptr<float>();
+  out.orig_advantage = r.orig_advantage.data_ptr<float>();
+  out.cf_advantage = r.cf_advantage.data_ptr<float>();
+  out.correct = r.correct.data_ptr<float>();
+  out.expected = r.expected.data_ptr<float>();
+  out.p_orig = r.p_orig.data_ptr<float>();
+  out.p_cf = r.p_cf.data_ptr<float>();
+  out.orig_flat = r.orig_flat.data_ptr<uint8_t>();
+  out.cf_flat = r.cf_flat.data_ptr<uint8_t>();
   if (dev.is_cuda()) {
 #ifdef CRPO_WITH_CUDA
     cuda::crr_group_advantages(in, out, at::cuda::getCurrentCUDAStream().stream());

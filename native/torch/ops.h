@@ -15,8 +15,8 @@ namespace crpo {
 
 // frames: uint8 or float32, 5-D in `layout`, contiguous. Writes into `out` (same shape, dtype,
 // device) when defined, else allocates. Returns the output.
-at::Tensor video_transform(const at::Tensor& frames, FrameLayout layout, VideoTransform transform,
-                           int64_t swap_at, at::Tensor out = at::Tensor());
+at::Tensor video_transform(const at::Tensor& frames, FrameLayout layout, VideoTransform transform, int64_t swap_at,
+                           at::Tensor out = at::Tensor());
 
 // Runs the CRR kernel on tensors that live on one device. Tensors as named in CrrInputs /
 // CrrOutputs; optional ones may be undefined.
@@ -24,8 +24,7 @@ struct CrrTensors {
   at::Tensor orig_answers, cf_answers, truth, relation, cf_label, num_options, orig_format, cf_format;
 };
 struct CrrResultTensors {
-  at::Tensor orig_reward, cf_reward, orig_advantage, cf_advantage, correct, expected, p_orig, p_cf,
-      orig_flat, cf_flat;
+  at::Tensor orig_reward, cf_reward, orig_advantage, cf_advantage, correct, expected, p_orig, p_cf, orig_flat, cf_flat;
 };
 CrrResultTensors crr_advantages(const CrrTensors& t, const RewardWeights& w, AdvantageNorm norm, double eps);
 

@@ -51,8 +51,10 @@ class TorchWorker : public Napi::AsyncWorker {
   }
   void OnError(const Napi::Error& e) override {
     Napi::Env env = Env();
-    if (error_.set) deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-    else deferred_.Reject(e.Value());
+    if (error_.set)
+      deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
+    else
+      deferred_.Reject(e.Value());
   }
 
  private:

@@ -9,6 +9,8 @@ import { hasAddon } from '../../lib/native';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 import { pythonTorch } from '../../lib/bench/pytorch-twin';
 import { distUnavailable } from '../helpers/dist-ranks';
+import { skipIf } from '../helpers/skip';
+import { twinUnavailable } from '../../lib/bench/vs-pytorch';
 
 const root = path.resolve(__dirname, '../..');
 const register = path.join(root, 'scripts/ts-register.js');
@@ -23,13 +25,23 @@ function crpo(args: string[], env: Record<string, string> = {}) {
 }
 
 /** A small run; `steps` differs between tests (a flag given twice is not what yargs makes of it). */
-const small = (steps = 2) =>
-  ['--batch', '2', '--group-size', '2', '--max-new-tokens', '4', '--steps', String(steps), '--warmup', '0'];
+const small = (steps = 2) => [
+  '--batch',
+  '2',
+  '--group-size',
+  '2',
+  '--max-new-tokens',
+  '4',
+  '--steps',
+  String(steps),
+  '--warmup',
+  '0',
+];
 const SMALL = small();
 const STEP_PHASES = ['decode', 'counterfactual', 'rolloutOrig', 'rolloutCf', 'rewards', 'reference', 'train'];
 const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
 
-(torchReason ? describe.skip : describe)(`crpo bench rollout${torchReason ? ` (skipped: ${torchReason})` : ''}`, () => {
+skipIf(torchReason).describe(`crpo bench rollout`, () => {
   it('--json: every phase of the step measured, step phases sum to the step, tokens and peak RSS', () => {
     const r = crpo(['bench', 'rollout', ...SMALL, '--json']);
     expect(r.stderr).toMatch(/\[bench\] step 2\/2: \d+ ms/);
@@ -104,24 +116,21 @@ const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not buil
 });
 
 const goldenReason = goldenSkipReason('qwen2_5_vl');
-(goldenReason ? describe.skip : describe)(
-  `crpo bench rollout --policy qwen${goldenReason ? ` (skipped: ${goldenReason})` : ''}`,
-  () => {
-    it('times a LoRA CRPO step of the golden Qwen2.5-VL folder', () => {
-      const model = path.join(GOLDEN_ROOT, 'qwen2_5_vl');
-      const r = crpo(['bench', 'rollout', '--policy', 'qwen', '--model', model, ...small(1), '--lora', '4', '--json']);
-      expect(r.status).toBe(0);
-      const j = JSON.parse(r.stdout);
-      expect(j.policy.kind).toBe('qwen');
-      expect(j.policy.description).toMatch(/^qwen2_5_vl from .*LoRA r = 4/);
-      expect(j.policy.trainableParameters).toBeGreaterThan(0);
-      expect(j.policy.trainableParameters).toBeLessThan(j.policy.parameters);
-      expect(j.phases.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(STEP_PHASES));
-    });
-  },
-);
+skipIf(goldenReason).describe(`crpo bench rollout --policy qwen`, () => {
+  it('times a LoRA CRPO step of the golden Qwen2.5-VL folder', () => {
+    const model = path.join(GOLDEN_ROOT, 'qwen2_5_vl');
+    const r = crpo(['bench', 'rollout', '--policy', 'qwen', '--model', model, ...small(1), '--lora', '4', '--json']);
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.policy.kind).toBe('qwen');
+    expect(j.policy.description).toMatch(/^qwen2_5_vl from .*LoRA r = 4/);
+    expect(j.policy.trainableParameters).toBeGreaterThan(0);
+    expect(j.policy.trainableParameters).toBeLessThan(j.policy.parameters);
+    expect(j.phases.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(STEP_PHASES));
+  });
+});
 
-(torchReason ? describe.skip : describe)(`crpo bench ops${torchReason ? ` (skipped: ${torchReason})` : ''}`, () => {
+skipIf(torchReason).describe(`crpo bench ops`, () => {
   it('--json: every transform of both addons against memcpy, the CRR kernels checked equal to the reference', () => {
     const r = crpo(['bench', 'ops', '--runs', '5', '--json']);
     expect(r.status).toBe(0);
@@ -144,52 +153,45 @@ const goldenReason = goldenSkipReason('qwen2_5_vl');
   });
 });
 
-(torchReason ? describe.skip : describe)(
-  `crpo bench rollout --vs-pytorch${torchReason ? ` (skipped: ${torchReason})` : ''}`,
-  () => {
-    it('without a Python that imports torch it says so, and the phase table still comes out', () => {
-      const r = crpo(['bench', 'rollout', ...small(1), '--vs-pytorch'], {
-        CRPO_PYTHON: '/nonexistent/python3',
-      });
-      expect(r.status).toBe(0);
-      expect(r.stdout).toMatch(/^\| phase \|/m);
-      expect(r.stdout).toMatch(
-        /^--vs-pytorch: not run: \/nonexistent\/python3 cannot import torch and numpy .*-c "import torch"` must work$/m,
-      );
+skipIf(torchReason).describe(`crpo bench rollout --vs-pytorch`, () => {
+  it('without a Python that imports torch it says so, and the phase table still comes out', () => {
+    const r = crpo(['bench', 'rollout', ...small(1), '--vs-pytorch'], {
+      CRPO_PYTHON: '/nonexistent/python3',
     });
-
-    const why = pythonTorch();
-    (why ? it.skip : it)(
-      `paired with the PyTorch twin after the equality checks${why ? ` (skipped: ${why})` : ''}`,
-      () => {
-        const r = crpo(['bench', 'rollout', ...small(1), '--vs-pytorch', '--json']);
-        expect(r.status).toBe(0);
-        const v = JSON.parse(r.stdout).vsPytorch;
-        expect(v.available).toBe(true);
-        // 2 prompts x 2 branches x G 2 = 8 rows of 4 greedy tokens, all equal
-        expect(v.check.greedyTokens).toBe(32);
-        expect(v.check.greedyTokensEqual).toBe(32);
-        expect(v.check.lossRel).toBeLessThanOrEqual(1e-4);
-        for (const t of [v.generate, v.trainStep]) {
-          expect(t.runs).toBe(5);
-          expect(t.nativeMs).toBeGreaterThan(0);
-          expect(t.pytorchMs).toBeGreaterThan(0);
-        }
-      },
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\| phase \|/m);
+    expect(r.stdout).toMatch(
+      /^--vs-pytorch: not run: \/nonexistent\/python3 cannot import torch and numpy .*-c "import torch"` must work$/m,
     );
+  });
 
-    it('refused for the qwen policy with the reason', () => {
-      const { twinUnavailable } = require('../../lib/bench/vs-pytorch') as typeof import('../../lib/bench/vs-pytorch');
-      expect(twinUnavailable({ policy: 'qwen', device: 'cpu' })).toBe(
-        'the PyTorch twin is of the native tiny policy; --vs-pytorch compares only with --policy native',
-      );
-    });
-  },
-);
+  const why = pythonTorch();
+  skipIf(why).it(`paired with the PyTorch twin after the equality checks`, () => {
+    const r = crpo(['bench', 'rollout', ...small(1), '--vs-pytorch', '--json']);
+    expect(r.status).toBe(0);
+    const v = JSON.parse(r.stdout).vsPytorch;
+    expect(v.available).toBe(true);
+    // 2 prompts x 2 branches x G 2 = 8 rows of 4 greedy tokens, all equal
+    expect(v.check.greedyTokens).toBe(32);
+    expect(v.check.greedyTokensEqual).toBe(32);
+    expect(v.check.lossRel).toBeLessThanOrEqual(1e-4);
+    for (const t of [v.generate, v.trainStep]) {
+      expect(t.runs).toBe(5);
+      expect(t.nativeMs).toBeGreaterThan(0);
+      expect(t.pytorchMs).toBeGreaterThan(0);
+    }
+  });
+
+  it('refused for the qwen policy with the reason', () => {
+    expect(twinUnavailable({ policy: 'qwen', device: 'cpu' })).toBe(
+      'the PyTorch twin is of the native tiny policy; --vs-pytorch compares only with --policy native',
+    );
+  });
+});
 
 const distReason = distUnavailable();
-const nprocTitle = `crpo bench rollout --nproc 2${distReason ? ` (skipped: ${distReason})` : ''}`;
-(distReason ? describe.skip : describe)(nprocTitle, () => {
+const nprocTitle = `crpo bench rollout --nproc 2`;
+skipIf(distReason).describe(nprocTitle, () => {
   it('two ranks: the batch split, the gradient all-reduce timed, the slowest rank per phase', () => {
     const args = ['--batch', '4', '--group-size', '2', '--max-new-tokens', '4', '--steps', '1', '--warmup', '0'];
     const r = crpo(['bench', 'rollout', ...args, '--nproc', '2', '--json']);

@@ -11,6 +11,7 @@ import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { hasAddon } from '../../lib/native';
 import { TRAINING_MALLOC_ENV } from '../../lib/cli/relaunch';
+import { skipIf } from '../helpers/skip';
 
 const root = path.resolve(__dirname, '../..');
 const register = path.join(root, 'scripts/ts-register.js');
@@ -54,7 +55,7 @@ function measure(shape: Record<string, number>): Measured {
 }
 
 const reason = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
-(reason ? describe.skip : describe)(`bench plan vs measured peak RSS${reason ? ` (skipped: ${reason})` : ''}`, () => {
+skipIf(reason).describe(`bench plan vs measured peak RSS`, () => {
   it('predicts the memory of two native policy sizes within 15%', () => {
     const runtime = measure({});
     expect(runtime.params).toBeLessThan(1e6);
@@ -67,7 +68,8 @@ const reason = hasAddon('torch') ? undefined : 'the torch addon is not built (np
       const measured = m.measuredMiB - runtime.measuredMiB,
         predicted = m.predictedMiB - runtime.predictedMiB;
       // Within 15% of the plan's peak, or of the peak plus the one copy whose lifetime is up to V8's GC.
-      const ratio = predicted / measured, ratioWithGc = (predicted + m.gcMiB) / measured;
+      const ratio = predicted / measured,
+        ratioWithGc = (predicted + m.gcMiB) / measured;
       const ok = (ratio > 0.85 && ratio < 1.15) || (ratioWithGc > 0.85 && ratioWithGc < 1.15);
       const mib = { measured: Math.round(measured), predicted: Math.round(predicted) };
       return { params: m.params, ...mib, ratio, ratioWithGc, ok };

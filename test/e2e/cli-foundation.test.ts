@@ -11,7 +11,11 @@ const root = path.resolve(__dirname, '../..');
 const register = path.join(root, 'scripts/ts-register.js');
 
 function runTs(code: string, env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, ['-r', register, '-e', code], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
+  return spawnSync(process.execPath, ['-r', register, '-e', code], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
 }
 
 function crpo(args: string[]) {

@@ -19,23 +19,68 @@ const d = skipIf(skipReason).describe;
 d('crpo dist check', () => {
   it('--nproc 2: both ranks check out, exit 0', () => {
     const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
-    const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'check', '--nproc', '2', '--size', '10000', '--iters', '2'], { cwd: root, env, encoding: 'utf8', timeout: 100000 });
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
+      delete env[k];
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-r',
+        path.join(root, 'scripts/ts-register.js'),
+        path.join(root, 'test/fixtures/eval-cli.js'),
+        'dist',
+        'check',
+        '--nproc',
+        '2',
+        '--size',
+        '10000',
+        '--iters',
+        '2',
+      ],
+      { cwd: root, env, encoding: 'utf8', timeout: 100000 },
+    );
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n').sort();
     expect(lines).toHaveLength(2);
-    lines.forEach((l, rank) => expect(l).toMatch(new RegExp(`^rank ${rank}/2 \\(local ${rank}, gloo on cpu, crpo, master 127\\.0\\.0\\.1:\\d+, joined in \\d+ ms\\): all-reduce sum/mean/max, broadcast, barrier: ok; all-reduce of 0\\.0 MiB: median`)));
+    lines.forEach((l, rank) =>
+      expect(l).toMatch(
+        new RegExp(
+          `^rank ${rank}/2 \\(local ${rank}, gloo on cpu, crpo, master 127\\.0\\.0\\.1:\\d+, joined in \\d+ ms\\): all-reduce sum/mean/max, broadcast, barrier: ok; all-reduce of 0\\.0 MiB: median`,
+        ),
+      ),
+    );
   }, 110000);
 
   it('crpo train --nproc 2: rank 0 alone reports the run (one header, one summary)', () => {
     const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS']) delete env[k];
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
+      delete env[k];
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-cli-'));
     try {
-      const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'train', '--nproc', '2', '--steps', '2', '--set', 'data.pairs=4', '--set', 'data.valPairs=4', '--out', out], { cwd: root, env, encoding: 'utf8', timeout: 100000 });
+      const r = spawnSync(
+        process.execPath,
+        [
+          '-r',
+          path.join(root, 'scripts/ts-register.js'),
+          path.join(root, 'test/fixtures/eval-cli.js'),
+          'train',
+          '--nproc',
+          '2',
+          '--steps',
+          '2',
+          '--set',
+          'data.pairs=4',
+          '--set',
+          'data.valPairs=4',
+          '--out',
+          out,
+        ],
+        { cwd: root, env, encoding: 'utf8', timeout: 100000 },
+      );
       expect(r.status).toBe(0);
-      expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo train: '))).toEqual([expect.stringMatching(/, 2 ranks, policy linear -> /)]);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo train: '))).toEqual([
+        expect.stringMatching(/, 2 ranks, policy linear -> /),
+      ]);
       expect(r.stdout.split('\n').filter((l) => l.startsWith('run folder: '))).toHaveLength(1);
       expect(r.stdout.split('\n').filter((l) => l.startsWith('validation '))).toHaveLength(1);
     } finally {
@@ -44,7 +89,11 @@ d('crpo dist check', () => {
   }, 110000);
 
   it('an unknown action is a one-line usage error', () => {
-    const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'frob'], { cwd: root, encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'frob'],
+      { cwd: root, encoding: 'utf8' },
+    );
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/crpo: Invalid values:\n\s+Argument: action, Given: "frob", Choices: "check"/);
   });

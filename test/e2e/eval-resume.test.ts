@@ -40,26 +40,64 @@ function reply(req: MockRequest): MockReply {
   // Mostly a tagged answer after some reasoning; sometimes a bare letter; sometimes no answer at all.
   const letter = LETTERS[h[0] % n];
   const style = h[1] % 8;
-  return { content: style === 0 ? letter : style === 1 ? 'I cannot tell from these frames.' : `The object moves; comparing frames...\n<answer>${letter}</answer>`, delayMs: 15 };
+  return {
+    content:
+      style === 0
+        ? letter
+        : style === 1
+          ? 'I cannot tell from these frames.'
+          : `The object moves; comparing frames...\n<answer>${letter}</answer>`,
+    delayMs: 15,
+  };
 }
 
-function runCli(out: string, extra: string[] = []): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }> } {
+function runCli(
+  out: string,
+  extra: string[] = [],
+): {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>;
+} {
   const child = spawn(
     process.execPath,
-    ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js'), 'eval', data,
-      '--base-url', server.url, '--model', 'mock-vl', '--out', out, '--concurrency', '2', '--backoff', '5', '--bootstrap', '200', ...extra],
+    [
+      '-r',
+      path.join(ROOT, 'scripts/ts-register.js'),
+      path.join(ROOT, 'test/fixtures/eval-cli.js'),
+      'eval',
+      data,
+      '--base-url',
+      server.url,
+      '--model',
+      'mock-vl',
+      '--out',
+      out,
+      '--concurrency',
+      '2',
+      '--backoff',
+      '5',
+      '--bootstrap',
+      '200',
+      ...extra,
+    ],
     { cwd: dir, env: { ...process.env, OPENAI_API_KEY: 'sk-e2e' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stderr = '';
   let stdout = '';
   child.stderr!.on('data', (d) => (stderr += d));
   child.stdout!.on('data', (d) => (stdout += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr, stdout })));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>(
+    (resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr, stdout })),
+  );
   return { child, done };
 }
 
 const readLines = (file: string): { id: string; prediction: number; correct: boolean; error?: string }[] =>
-  fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l));
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-eval-e2e-'));
@@ -70,8 +108,12 @@ beforeAll(async () => {
   for (const r of records) {
     const v = r.video as SyntheticVideoSpec;
     const messages = await buildMessages({
-      id: r.id, frames: renderSynthetic(v), frameShape: [v.frames, v.height, v.width, 3],
-      question: r.question, options: r.options, prompt: formatPrompt(r.question, r.options),
+      id: r.id,
+      frames: renderSynthetic(v),
+      frameShape: [v.frames, v.height, v.width, 3],
+      question: r.question,
+      options: r.options,
+      prompt: formatPrompt(r.question, r.options),
     });
     const key = JSON.stringify(messages);
     bodyIds.set(key, [...(bodyIds.get(key) ?? []), r.id]);
@@ -126,7 +168,9 @@ test('a run killed with SIGKILL and rerun equals an uninterrupted run: nothing l
   // Every request of the rerun is for a sample that was not finished ...
   expect(askedAgain.filter((list) => list!.every((id) => finishedBefore.has(id)))).toEqual([]);
   // ... and every unfinished sample was asked.
-  expect(new Set(askedAgain.flat().filter((id) => !finishedBefore.has(id!)))).toEqual(new Set(ids.filter((id) => !finishedBefore.has(id))));
+  expect(new Set(askedAgain.flat().filter((id) => !finishedBefore.has(id!)))).toEqual(
+    new Set(ids.filter((id) => !finishedBefore.has(id))),
+  );
 
   const final = readLines(path.join(out, 'samples.jsonl'));
   const counts = new Map<string, number>();
@@ -135,12 +179,20 @@ test('a run killed with SIGKILL and rerun equals an uninterrupted run: nothing l
   expect([...counts.values()].every((c) => c === 1)).toBe(true);
   expect(final.every((l) => !l.error)).toBe(true);
   const refById = new Map(refLines.map((l) => [l.id, l]));
-  for (const l of final) expect([l.id, l.prediction, l.correct]).toEqual([l.id, refById.get(l.id)!.prediction, refById.get(l.id)!.correct]);
+  for (const l of final)
+    expect([l.id, l.prediction, l.correct]).toEqual([l.id, refById.get(l.id)!.prediction, refById.get(l.id)!.correct]);
   const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
   expect(summary.metrics).toEqual(refSummary.metrics);
   expect(summary.intervals).toEqual(refSummary.intervals);
-  expect(summary).toMatchObject({ n_records: ids.length, n_finished: ids.length, n_failed: 0, n_resumed: partial.length });
-  expect(fs.readFileSync(path.join(out, 'results.md'), 'utf8')).toBe(fs.readFileSync(path.join(dir, 'ref', 'results.md'), 'utf8').replace(path.join(dir, 'ref'), out));
+  expect(summary).toMatchObject({
+    n_records: ids.length,
+    n_finished: ids.length,
+    n_failed: 0,
+    n_resumed: partial.length,
+  });
+  expect(fs.readFileSync(path.join(out, 'results.md'), 'utf8')).toBe(
+    fs.readFileSync(path.join(dir, 'ref', 'results.md'), 'utf8').replace(path.join(dir, 'ref'), out),
+  );
   expect(fs.readFileSync(path.join(out, 'chart.png')).subarray(1, 4).toString()).toBe('PNG');
   // The key never lands in the run record.
   expect(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).not.toContain('sk-e2e');

@@ -15,6 +15,7 @@ import { QwenVLModel } from '../../lib/hf/model';
 import { readSafetensors } from '../../lib/hf/safetensors';
 import { tokenizerFor } from '../../lib/hf/tokenizer';
 import { hasAddon } from '../../lib/native';
+import { skipIf } from '../helpers/skip';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-hf-init-'));
@@ -30,8 +31,11 @@ const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 describe('published shapes', () => {
   const published: Record<string, number> = {
-    'qwen2_5_vl 3b': 3.75e9, 'qwen2_5_vl 7b': 8.29e9,
-    'qwen3_vl 2b': 2.13e9, 'qwen3_vl 4b': 4.44e9, 'qwen3_vl 8b': 8.77e9,
+    'qwen2_5_vl 3b': 3.75e9,
+    'qwen2_5_vl 7b': 8.29e9,
+    'qwen3_vl 2b': 2.13e9,
+    'qwen3_vl 4b': 4.44e9,
+    'qwen3_vl 8b': 8.77e9,
   };
   for (const [key, params] of Object.entries(published)) {
     test(`${key}: the written config parses back to ${(params / 1e9).toFixed(2)} B parameters`, () => {
@@ -69,15 +73,18 @@ describe('published shapes', () => {
 
   test('bad options are refused naming the value', () => {
     const x = path.join(tmp, 'x');
-    expect(() => initQwenFolder({ arch: 'qwen3_vl', size: '3b', dtype: 'bfloat16', out: x }))
-      .toThrow("unknown size '3b' for qwen3_vl; known: tiny, 2b, 4b, 8b");
-    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float16' as 'float32', out: x }))
-      .toThrow("Expected 'float32' or 'bfloat16' for dtype but received 'float16' of type string");
+    expect(() => initQwenFolder({ arch: 'qwen3_vl', size: '3b', dtype: 'bfloat16', out: x })).toThrow(
+      "unknown size '3b' for qwen3_vl; known: tiny, 2b, 4b, 8b",
+    );
+    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float16' as 'float32', out: x })).toThrow(
+      "Expected 'float32' or 'bfloat16' for dtype but received 'float16' of type string",
+    );
     const full = path.join(tmp, 'full');
     fs.mkdirSync(full);
     fs.writeFileSync(path.join(full, 'keep.txt'), 'x');
-    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float32', out: full }))
-      .toThrow(`--out ${full}: exists and is not an empty folder; choose a new folder`);
+    expect(() => initQwenFolder({ arch: 'qwen2_5_vl', size: 'tiny', dtype: 'float32', out: full })).toThrow(
+      `--out ${full}: exists and is not an empty folder; choose a new folder`,
+    );
     const r = crpo(['hf', 'init', '--arch', 'qwen9', '--size', 'tiny', '--out', path.join(tmp, 'y')]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/Invalid values:\n\s+Argument: arch, Given: "qwen9", Choices: "qwen2_5_vl", "qwen3_vl"/);
@@ -85,9 +92,12 @@ describe('published shapes', () => {
 });
 
 const torchSkip = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
-const title = `tiny folders from crpo hf init${torchSkip ? ` (skipped: ${torchSkip})` : ''}`;
-(torchSkip ? describe.skip : describe)(title, () => {
-  for (const [arch, dtype] of [['qwen2_5_vl', 'float32'], ['qwen3_vl', 'bfloat16']] as const) {
+const title = `tiny folders from crpo hf init`;
+skipIf(torchSkip).describe(title, () => {
+  for (const [arch, dtype] of [
+    ['qwen2_5_vl', 'float32'],
+    ['qwen3_vl', 'bfloat16'],
+  ] as const) {
     test(`${arch} ${dtype}: files, weights, tokenizer, loader`, async () => {
       const out = path.join(tmp, `${arch}-${dtype}`);
       const r = crpo(['hf', 'init', '--arch', arch, '--size', 'tiny', '--dtype', dtype, '--seed', '3', '--out', out]);
@@ -138,9 +148,31 @@ const title = `tiny folders from crpo hf init${torchSkip ? ` (skipped: ${torchSk
     const model = path.join(tmp, 'qwen2_5_vl-float32');
     if (!fs.existsSync(model)) throw new Error(`${model} was not written by the test above`);
     const out = path.join(tmp, 'run');
-    const r = crpo(['train', '--model', model, '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4',
-      '--set', 'data.size=56', '--set', 'data.pairs=4',
-      '--set', 'batchSize=1', '--set', 'groupSize=2', '--set', 'maxNewTokens=2', '--steps', '1', '--out', out]);
+    const r = crpo([
+      'train',
+      '--model',
+      model,
+      '--data',
+      'synthetic',
+      '--val-data',
+      '',
+      '--set',
+      'data.frames=4',
+      '--set',
+      'data.size=56',
+      '--set',
+      'data.pairs=4',
+      '--set',
+      'batchSize=1',
+      '--set',
+      'groupSize=2',
+      '--set',
+      'maxNewTokens=2',
+      '--steps',
+      '1',
+      '--out',
+      out,
+    ]);
     expect(r.stderr).toContain(`policy qwen from ${model}`);
     expect(r.status).toBe(0);
     const text = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim();

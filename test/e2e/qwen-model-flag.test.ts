@@ -12,6 +12,7 @@ import * as path from 'path';
 import { QwenPolicy } from '../../lib/hf/qwen-policy';
 import type { PolicyPrompt } from '../../lib/rollout/policy';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'qwen2_5_vl', 'chat_template.json');
@@ -46,12 +47,26 @@ function crpo(args: string[]): { status: number | null; out: string } {
 }
 
 const common = [
-  '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.pairs=4', '--set', 'batchSize=2',
-  '--set', 'groupSize=2', '--set', 'maxNewTokens=4', '--steps', '1',
+  '--data',
+  'synthetic',
+  '--val-data',
+  '',
+  '--set',
+  'data.frames=4',
+  '--set',
+  'data.pairs=4',
+  '--set',
+  'batchSize=2',
+  '--set',
+  'groupSize=2',
+  '--set',
+  'maxNewTokens=4',
+  '--steps',
+  '1',
 ];
 
-const title = `--model with Qwen folders and their chat templates${reason ? ` (skipped: ${reason})` : ''}`;
-(reason ? describe.skip : describe)(title, () => {
+const title = `--model with Qwen folders and their chat templates`;
+skipIf(reason).describe(title, () => {
   test("the folder's template is used: the fallback's samples; a raising template stops generation", async () => {
     const templated = await QwenPolicy.create({ model: withTemplate('qwen25', fs.readFileSync(FIXTURE, 'utf8')) });
     const bare = await QwenPolicy.create({ model: path.join(GOLDEN_ROOT, 'qwen2_5_vl') });
@@ -67,8 +82,7 @@ const title = `--model with Qwen folders and their chat templates${reason ? ` (s
       expect(a[0].map((c) => c.logprobs)).toEqual(b[0].map((c) => c.logprobs));
       await expect(raising.generate([prompt()], o)).rejects.toMatchObject({
         code: 'ERR_CRPO_CHAT_TEMPLATE',
-        message:
-          `${path.join(tmp, 'raises', 'chat_template.json')}: rendering the chat template failed: no videos here`,
+        message: `${path.join(tmp, 'raises', 'chat_template.json')}: rendering the chat template failed: no videos here`,
       });
     } finally {
       templated.dispose();
@@ -79,7 +93,10 @@ const title = `--model with Qwen folders and their chat templates${reason ? ` (s
 
   test('crpo train --model <golden Qwen3-VL folder> and --model <Qwen2.5-VL folder with its template> train', () => {
     const templated = withTemplate('cli', fs.readFileSync(FIXTURE, 'utf8'));
-    const folders = [[path.join(GOLDEN_ROOT, 'qwen3_vl'), '64'], [templated, '56']];
+    const folders = [
+      [path.join(GOLDEN_ROOT, 'qwen3_vl'), '64'],
+      [templated, '56'],
+    ];
     for (const [model, size] of folders) {
       const out = path.join(tmp, `run-${path.basename(model)}`);
       const r = crpo(['train', '--model', model, ...common, '--set', `data.size=${size}`, '--out', out]);

@@ -8,7 +8,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
-import { expandPlaceholders, frameTimestamps, processFrames, renderChat, sampleFrameIndices } from '../../lib/hf/processor';
+import {
+  expandPlaceholders,
+  frameTimestamps,
+  processFrames,
+  renderChat,
+  sampleFrameIndices,
+} from '../../lib/hf/processor';
 import { tokenizerFor } from '../../lib/hf/tokenizer';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
@@ -29,22 +35,38 @@ skipIf(reason).describe('Qwen3-VL tiny: rollouts, LoRA GRPO, checkpoint, export'
       expect(idx).toEqual([0, 4, 7, 11]);
       const frames = new Uint8Array(idx.length * H * W * 3);
       idx.forEach((f, t) => frames.fill((f * 20) % 256, t * H * W * 3, (t + 1) * H * W * 3));
-      const vid = await processFrames(cfg, frames, idx.length, H, W, 'video', { minPixels: 64 * 64, maxPixels: 4 * 64 * 64 });
+      const vid = await processFrames(cfg, frames, idx.length, H, W, 'video', {
+        minPixels: 64 * 64,
+        maxPixels: 4 * 64 * 64,
+      });
       expect(vid.grid).toEqual([2, 4, 4]);
       const tok = tokenizerFor(DIR, cfg);
-      const chat = renderChat(cfg.arch, [{ role: 'user', content: [{ type: 'video' }, { type: 'text', text: 'Moving? A or B.' }] }]);
+      const chat = renderChat(cfg.arch, [
+        { role: 'user', content: [{ type: 'video' }, { type: 'text', text: 'Moving? A or B.' }] },
+      ]);
       const text = expandPlaceholders(cfg, chat, [], [{ grid: vid.grid, timestamps: frameTimestamps(idx, 6) }]);
       expect(text).toContain('<0.3 seconds><|vision_start|>');
       const prompt = tok.encode(text);
       expect(tok.decode(prompt)).toBe(text);
       const G = 4;
-      const base: QwenInputs = { inputIds: Array.from({ length: G }, () => prompt), pixelValuesVideos: vid.pixelValues, videoGridThw: [vid.grid], shareVision: true };
+      const base: QwenInputs = {
+        inputIds: Array.from({ length: G }, () => prompt),
+        pixelValuesVideos: vid.pixelValues,
+        videoGridThw: [vid.grid],
+        shareVision: true,
+      };
       m.addLora({ rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj'], seed: 3 });
       m.setGradientCheckpointing(true);
       const before = await m.forward({ ...base, inputIds: [prompt], shareVision: false });
       let lastStats;
       for (let step = 0; step < 3; step++) {
-        const roll = await m.generate(base, { maxNewTokens: 6, temperature: 1, topP: 0.95, seed: 100 + step, eosTokenId: -1 });
+        const roll = await m.generate(base, {
+          maxNewTokens: 6,
+          temperature: 1,
+          topP: 0.95,
+          seed: 100 + step,
+          eosTokenId: -1,
+        });
         // reward: fraction of even token ids; GRPO advantage = (r - mean) / (std + eps)
         const rewards = roll.tokens.map((t) => t.filter((x) => x % 2 === 0).length / t.length);
         const mean = rewards.reduce((a, b) => a + b, 0) / G;
@@ -57,13 +79,21 @@ skipIf(reason).describe('Qwen3-VL tiny: rollouts, LoRA GRPO, checkpoint, export'
         const oldLogprobs = new Float32Array(G * (L - 1));
         roll.logprobs.forEach((lp, g) => lp.forEach((v, j) => (oldLogprobs[g * (L - 1) + prompt.length - 1 + j] = v)));
         const ref = await m.forward(rows, { lora: false });
-        lastStats = await m.trainStep(rows, { completionMask, advantages, oldLogprobs, refLogprobs: ref.tokenLogprobs.data, klBeta: 0.04, lr: 1e-2 });
+        lastStats = await m.trainStep(rows, {
+          completionMask,
+          advantages,
+          oldLogprobs,
+          refLogprobs: ref.tokenLogprobs.data,
+          klBeta: 0.04,
+          lr: 1e-2,
+        });
         expect(lastStats.tokens).toBe(G * 6);
         expect(Number.isFinite(lastStats.loss)).toBe(true);
       }
       const after = await m.forward({ ...base, inputIds: [prompt], shareVision: false });
       let moved = 0;
-      for (let i = 0; i < after.logits.data.length; i++) moved = Math.max(moved, Math.abs(after.logits.data[i] - before.logits.data[i]));
+      for (let i = 0; i < after.logits.data.length; i++)
+        moved = Math.max(moved, Math.abs(after.logits.data[i] - before.logits.data[i]));
       expect(moved).toBeGreaterThan(1e-4);
 
       // checkpoint and resume: same adapters and optimizer state -> same next step
@@ -76,7 +106,11 @@ skipIf(reason).describe('Qwen3-VL tiny: rollouts, LoRA GRPO, checkpoint, export'
       const one: QwenInputs = { ...base, inputIds: [prompt], shareVision: false };
       expect(Array.from((await r.forward(one)).logits.data)).toEqual(Array.from(after.logits.data));
       const L0 = prompt.length;
-      const batch = { completionMask: Int32Array.from({ length: L0 }, (_, i) => (i >= L0 - 4 ? 1 : 0)), advantages: Float32Array.of(1), lr: 1e-2 };
+      const batch = {
+        completionMask: Int32Array.from({ length: L0 }, (_, i) => (i >= L0 - 4 ? 1 : 0)),
+        advantages: Float32Array.of(1),
+        lr: 1e-2,
+      };
       const sa = await m.trainStep(one, batch);
       const sb = await r.trainStep(one, batch);
       expect(sb.loss).toBe(sa.loss);

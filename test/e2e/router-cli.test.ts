@@ -20,20 +20,40 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 // 14 questions spread over the dev part (all four types).
-const labels = loadLabelled(path.join(ROOT, 'data', 'router', 'labelled-dev.jsonl')).filter((_, i) => i % 9 === 4).slice(0, 14);
+const labels = loadLabelled(path.join(ROOT, 'data', 'router', 'labelled-dev.jsonl'))
+  .filter((_, i) => i % 9 === 4)
+  .slice(0, 14);
 
 function writeInput(file: string): void {
-  const recs = labels.map((l, i) => ({ id: `q${i}`, pair_id: `p${i >> 1}`, video: `clips/${i}.mp4`, question: l.question, options: l.options, answer: 0, category: 'other', transform: i % 2 ? 'hflip' : 'none', source: 'router-test' }));
+  const recs = labels.map((l, i) => ({
+    id: `q${i}`,
+    pair_id: `p${i >> 1}`,
+    video: `clips/${i}.mp4`,
+    question: l.question,
+    options: l.options,
+    answer: 0,
+    category: 'other',
+    transform: i % 2 ? 'hflip' : 'none',
+    source: 'router-test',
+  }));
   fs.writeFileSync(file, recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
 }
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: tmp, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 90_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: tmp,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 90_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Like run, without blocking this process (the mock server lives here). */
-function runAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function runAsync(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [CLI, ...args], { cwd: tmp, env: { ...process.env, ...env } });
     let stdout = '';
@@ -46,7 +66,11 @@ function runAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status
 }
 
 function readOut(file: string): { id: string; category: string; transform: string; route: Route }[] {
-  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  return fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 }
 
 test('route (rules) adds a valid route to every record and leaves category/transform alone; route eval prints accuracy', () => {
@@ -76,7 +100,33 @@ test('route (rules) adds a valid route to every record and leaves category/trans
 
 test('a bad record is reported as file:line:field and exits 1', () => {
   const input = path.join(tmp, 'bad.jsonl');
-  fs.writeFileSync(input, JSON.stringify({ id: 'a', pair_id: 'p', video: 'v.mp4', question: 'Is it opening?', options: ['yes', 'no'], answer: 0, category: 'other', transform: 'none', source: 's' }) + '\n' + JSON.stringify({ id: 'b', pair_id: 'p', video: 'v.mp4', question: 'Q?', options: 'yes', answer: 0, category: 'other', transform: 'none', source: 's' }) + '\n');
+  fs.writeFileSync(
+    input,
+    JSON.stringify({
+      id: 'a',
+      pair_id: 'p',
+      video: 'v.mp4',
+      question: 'Is it opening?',
+      options: ['yes', 'no'],
+      answer: 0,
+      category: 'other',
+      transform: 'none',
+      source: 's',
+    }) +
+      '\n' +
+      JSON.stringify({
+        id: 'b',
+        pair_id: 'p',
+        video: 'v.mp4',
+        question: 'Q?',
+        options: 'yes',
+        answer: 0,
+        category: 'other',
+        transform: 'none',
+        source: 's',
+      }) +
+      '\n',
+  );
   const r = run(['route', input, '-o', 'bad-out.jsonl']);
   expect(r.status).toBe(1);
   expect(r.stderr).toContain(`${input}:2:options:`);
@@ -98,7 +148,9 @@ test('an LLM run killed with SIGKILL resumes from the cache: no record lost, non
     answered.push(q);
     const l = byQuestion.get(q);
     const axis = l?.type === 'spatiotemporal' ? 'mixed' : null;
-    return { content: `<think>thinking about ${q}</think>${JSON.stringify({ type: l?.type ?? 'static', axis, rationale: 'mock' })}` };
+    return {
+      content: `<think>thinking about ${q}</think>${JSON.stringify({ type: l?.type ?? 'static', axis, rationale: 'mock' })}`,
+    };
   };
   const server = await startMockOpenAI((req) => {
     if (phase === 'first' && answered.length < FIRST) return reply(req);
@@ -109,16 +161,38 @@ test('an LLM run killed with SIGKILL resumes from the cache: no record lost, non
     }
     return reply(req);
   });
-  const args = ['route', input, '-o', 'llm-out.jsonl', '--backend', 'llm', '--base-url', server.url, '--model', 'mock-r1', '--cache', cache, '--concurrency', '2', '--backoff-ms', '1'];
+  const args = [
+    'route',
+    input,
+    '-o',
+    'llm-out.jsonl',
+    '--backend',
+    'llm',
+    '--base-url',
+    server.url,
+    '--model',
+    'mock-r1',
+    '--cache',
+    cache,
+    '--concurrency',
+    '2',
+    '--backoff-ms',
+    '1',
+  ];
   try {
-    const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { cwd: tmp, env: { ...process.env, OPENAI_API_KEY: 'test' }, stdio: 'ignore' });
+    const child: ChildProcess = spawn(process.execPath, [CLI, ...args], {
+      cwd: tmp,
+      env: { ...process.env, OPENAI_API_KEY: 'test' },
+      stdio: 'ignore',
+    });
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
     // Wait until the answered questions are durably cached and the next requests are in flight.
     const deadline = Date.now() + 60_000;
     for (;;) {
       const lines = fs.existsSync(cache) ? fs.readFileSync(cache, 'utf8').split('\n').filter(Boolean).length : 0;
       if (lines === FIRST && held.length > 0) break;
-      if (Date.now() > deadline) throw new Error(`first run did not reach ${FIRST} cached answers (has ${lines}, held ${held.length})`);
+      if (Date.now() > deadline)
+        throw new Error(`first run did not reach ${FIRST} cached answers (has ${lines}, held ${held.length})`);
       await new Promise((r) => setTimeout(r, 50));
     }
     child.kill('SIGKILL');
@@ -133,7 +207,9 @@ test('an LLM run killed with SIGKILL resumes from the cache: no record lost, non
     const r = await runAsync(args, { OPENAI_API_KEY: 'test' });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`from cache ${FIRST}; LLM requests ${labels.length - FIRST}; invalid-reply fallbacks 0`));
+    expect(r.stdout).toMatch(
+      new RegExp(`from cache ${FIRST}; LLM requests ${labels.length - FIRST}; invalid-reply fallbacks 0`),
+    );
     expect(r.stdout).toContain(`cut a torn last line (${torn.length} bytes) left by an interrupted run`);
     const out = readOut(path.join(tmp, 'llm-out.jsonl'));
     expect(new Set(labels.map((l) => l.type)).size).toBe(4);

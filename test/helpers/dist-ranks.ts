@@ -17,13 +17,28 @@ export interface RankRun {
 }
 
 /** Starts `world` ranks of the worker fixture with torchrun's environment; resolves when all exit. */
-export async function runRanks(scenario: string, world: number, extraEnv: Record<string, string> = {}, onStdout?: (rank: number, text: string, kill: (r: number, s: NodeJS.Signals) => void) => void): Promise<RankRun[]> {
+export async function runRanks(
+  scenario: string,
+  world: number,
+  extraEnv: Record<string, string> = {},
+  onStdout?: (rank: number, text: string, kill: (r: number, s: NodeJS.Signals) => void) => void,
+): Promise<RankRun[]> {
   const port = await freePort();
   const t0 = Date.now();
   const procs = Array.from({ length: world }, (_, rank) =>
     spawn(process.execPath, ['-r', register, worker, scenario], {
       cwd: root,
-      env: { ...process.env, ...extraEnv, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), CRPO_NUM_THREADS: '1', OMP_NUM_THREADS: '1' },
+      env: {
+        ...process.env,
+        ...extraEnv,
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        RANK: String(rank),
+        WORLD_SIZE: String(world),
+        LOCAL_RANK: String(rank),
+        CRPO_NUM_THREADS: '1',
+        OMP_NUM_THREADS: '1',
+      },
     }),
   );
   const kill = (r: number, s: NodeJS.Signals) => procs[r].kill(s);
@@ -43,7 +58,6 @@ export async function runRanks(scenario: string, world: number, extraEnv: Record
     ),
   );
 }
-
 
 /** Why the dist tests cannot run here, or null when they can (the torch addon with native/torch/dist). */
 export function distUnavailable(): string | null {

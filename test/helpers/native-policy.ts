@@ -9,7 +9,8 @@ import { skipIf, type SkipAware } from './skip';
 /** Why the native policy cannot run here, or undefined when it can. */
 export function nativePolicyMissing(): string | undefined {
   if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
-  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function') return 'the torch addon was built without native/torch/model (rebuild)';
+  if (typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate !== 'function')
+    return 'the torch addon was built without native/torch/model (rebuild)';
   return undefined;
 }
 

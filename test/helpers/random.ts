@@ -29,15 +29,29 @@ export function seededFloats(n: number, seed: number): Float32Array {
  * pooled into one bin; df = bins - 1. `uniformChi2` is the statistic a sampler uniform over the
  * entries would score against the same probabilities (a test's bound should reject it).
  */
-export function chiSquare(counts: readonly number[], prob: readonly number[], n: number): { chi2: number; df: number; bins: number; uniformChi2: number } {
-  let chi2 = 0, bins = 0, restE = 0, restO = 0;
+export function chiSquare(
+  counts: readonly number[],
+  prob: readonly number[],
+  n: number,
+): { chi2: number; df: number; bins: number; uniformChi2: number } {
+  let chi2 = 0,
+    bins = 0,
+    restE = 0,
+    restO = 0;
   prob.forEach((q, v) => {
     const e = q * n;
-    if (e < 5) { restE += e; restO += counts[v]; return; }
+    if (e < 5) {
+      restE += e;
+      restO += counts[v];
+      return;
+    }
     chi2 += (counts[v] - e) ** 2 / e;
     bins++;
   });
-  if (restE > 0) { chi2 += (restO - restE) ** 2 / Math.max(restE, 1e-9); bins++; }
+  if (restE > 0) {
+    chi2 += (restO - restE) ** 2 / Math.max(restE, 1e-9);
+    bins++;
+  }
   const V = prob.length;
   const uniformChi2 = prob.reduce((a, q) => a + (n / V - q * n) ** 2 / Math.max(q * n, 1e-9), 0);
   return { chi2, df: bins - 1, bins, uniformChi2 };

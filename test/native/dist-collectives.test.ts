@@ -61,7 +61,10 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
       expect(r.mean[1][1]).toBeCloseTo(1.5e-12, 20);
       expect(r.max).toEqual([1, 0, 3]);
       expect(r.min).toEqual([0, -1, 3]);
-      expect(r.broadcast).toEqual([[1, 1, 1, 1, 1], [-1, -1, -1]]);
+      expect(r.broadcast).toEqual([
+        [1, 1, 1, 1, 1],
+        [-1, -1, -1],
+      ]);
     }
   });
 
@@ -123,11 +126,20 @@ d('the trainer on 2 ranks with the linear policy', () => {
     const os = await import('os');
     const path = await import('path');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-linear-'));
-    const runs = await runRanks('trainer', 2, { OUT_0: path.join(tmp, 'rank0'), OUT_1: path.join(tmp, 'rank1'), TEST_POLICY: 'linear', TEST_STEPS: '3' });
+    const runs = await runRanks('trainer', 2, {
+      OUT_0: path.join(tmp, 'rank0'),
+      OUT_1: path.join(tmp, 'rank1'),
+      TEST_POLICY: 'linear',
+      TEST_STEPS: '3',
+    });
     const out = runs.map(rankResult);
     expect(runs.map((r) => r.code)).toEqual([0, 0]);
     expect(out[0].digest).toBe(out[1].digest);
-    const metrics = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = fs
+      .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(3);
     for (const m of metrics) expect(m.grad_norm).toBeGreaterThan(0);
     expect(fs.existsSync(path.join(tmp, 'rank1', 'metrics.jsonl'))).toBe(false);
@@ -145,7 +157,11 @@ withPolicy('the trainer on 2 ranks (lib/train train() with the native policy)', 
     const out = runs.map(rankResult);
     expect(runs.map((r) => r.code)).toEqual([0, 0]);
     expect(out[0].digest).toBe(out[1].digest);
-    const metrics = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = fs
+      .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(2);
     for (const m of metrics) expect(m.grad_norm).toBeGreaterThan(0);
     expect(fs.existsSync(path.join(tmp, 'rank0', 'checkpoints'))).toBe(true);
@@ -154,45 +170,56 @@ withPolicy('the trainer on 2 ranks (lib/train train() with the native policy)', 
 
     // The same run resumed by one process (another world size, same global batch): it continues
     // from the 2-rank checkpoint at step 2 and trains step 3.
-    const [single] = await runRanks('trainer', 1, { OUT_0: path.join(tmp, 'rank0'), TEST_STEPS: '3', TEST_RESUME: 'auto' });
+    const [single] = await runRanks('trainer', 1, {
+      OUT_0: path.join(tmp, 'rank0'),
+      TEST_STEPS: '3',
+      TEST_RESUME: 'auto',
+    });
     expect(single.code).toBe(0);
     const resumed = JSON.parse(single.stdout.split('\n').find((l) => l.startsWith('{'))!).result;
     expect(resumed.resumedFrom).toMatch(/step-0*2$/);
     expect(resumed.digest).not.toBe(out[0].digest);
-    const after = fs.readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const after = fs
+      .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(after.map((m) => m.step)).toEqual([1, 2, 3]);
   }, 150000);
 });
 
-withPolicy('the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)', () => {
-  it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
-    const runs = await runRanks('native-uneven', 2);
-    const out = runs.map(rankResult);
-    expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
-    expect(runs.map((r) => r.code)).toEqual([0, 0]);
-    for (const agg of ['seq-mean-token-mean', 'token-mean']) {
-      // rank 0 holds 3 then 5 prompts, rank 1 holds 2 then none: 3 samples each
-      expect(out.map((o) => o[agg].rows)).toEqual([24, 6]);
-      for (const o of out) {
-        const r = o[agg];
-        expect(r.sameTokens).toBe(true);
-        // Same tokens; log-probs from differently padded batches and, at step 2, from weights that
-        // differ by the rounding of step 1 (~4e-5 measured).
-        expect(r.lpGap).toBeLessThan(2e-4);
-        expect(r.moved).toBeGreaterThan(1e-3); // the two AdamW steps (lr 1e-3) really moved the weights
-        // The averaged gradient: its norm equals the 1-process one to float32 rounding (~2e-7 and
-        // ~2e-6 relative measured); a 1:1 average of the 3- and 2-prompt ranks would be far off.
-        expect(r.normGap).toBeLessThan(1e-5);
-        // Weights: AdamW's first steps move each weight by ~lr * sign(gradient), so an entry whose
-        // gradient is near zero takes the sign of its rounding noise: up to ~6e-5 = 0.06 lr (measured),
-        // 2-3e-4 of the update's L2 norm.
-        expect(r.gap).toBeLessThan(2e-4);
-        expect(r.updateGap).toBeLessThan(2e-3);
-        expect(r.spread).toBe(0);
+withPolicy(
+  'the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)',
+  () => {
+    it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
+      const runs = await runRanks('native-uneven', 2);
+      const out = runs.map(rankResult);
+      expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
+      expect(runs.map((r) => r.code)).toEqual([0, 0]);
+      for (const agg of ['seq-mean-token-mean', 'token-mean']) {
+        // rank 0 holds 3 then 5 prompts, rank 1 holds 2 then none: 3 samples each
+        expect(out.map((o) => o[agg].rows)).toEqual([24, 6]);
+        for (const o of out) {
+          const r = o[agg];
+          expect(r.sameTokens).toBe(true);
+          // Same tokens; log-probs from differently padded batches and, at step 2, from weights that
+          // differ by the rounding of step 1 (~4e-5 measured).
+          expect(r.lpGap).toBeLessThan(2e-4);
+          expect(r.moved).toBeGreaterThan(1e-3); // the two AdamW steps (lr 1e-3) really moved the weights
+          // The averaged gradient: its norm equals the 1-process one to float32 rounding (~2e-7 and
+          // ~2e-6 relative measured); a 1:1 average of the 3- and 2-prompt ranks would be far off.
+          expect(r.normGap).toBeLessThan(1e-5);
+          // Weights: AdamW's first steps move each weight by ~lr * sign(gradient), so an entry whose
+          // gradient is near zero takes the sign of its rounding noise: up to ~6e-5 = 0.06 lr (measured),
+          // 2-3e-4 of the update's L2 norm.
+          expect(r.gap).toBeLessThan(2e-4);
+          expect(r.updateGap).toBeLessThan(2e-3);
+          expect(r.spread).toBe(0);
+        }
       }
-    }
-  }, 150000);
-});
+    }, 150000);
+  },
+);
 
 d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts) vs 1 process', () => {
   it('trains on the same rollouts and ends at the same weights (up to rounding amplified by AdamW)', async () => {
@@ -202,7 +229,9 @@ d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts
     const { parseSafetensors } = await import('../../lib/model/safetensors');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-uneven-'));
     const env = { TEST_BATCH: '3', TEST_ADV: 'tokens' };
-    const two = (await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })).map(rankResult);
+    const two = (
+      await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })
+    ).map(rankResult);
     const [one] = (await runRanks('trainer', 1, { ...env, OUT_0: path.join(tmp, 'one') })).map(rankResult);
     expect(two[0].digest).toBe(two[1].digest);
     // The sequences trained on at each step: rank 0's then rank 1's are the single process's, token for token.
@@ -215,12 +244,17 @@ d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts
       const file = path.join(dir, 'checkpoints', 'step-000002', which, 'model.safetensors');
       return parseSafetensors(fs.readFileSync(file), file).tensors;
     };
-    const a = weightsOf(path.join(tmp, 'two'), 'policy'), b = weightsOf(path.join(tmp, 'one'), 'policy');
+    const a = weightsOf(path.join(tmp, 'two'), 'policy'),
+      b = weightsOf(path.join(tmp, 'one'), 'policy');
     const init = weightsOf(path.join(tmp, 'one'), 'reference'); // the reference is the initial policy
     expect([...a.keys()]).toEqual([...b.keys()]);
-    let gap = 0, moved = 0, diff2 = 0, upd2 = 0;
+    let gap = 0,
+      moved = 0,
+      diff2 = 0,
+      upd2 = 0;
     for (const [name, t] of a) {
-      const u = b.get(name)!.data as Float32Array, w0 = init.get(name)!.data as Float32Array;
+      const u = b.get(name)!.data as Float32Array,
+        w0 = init.get(name)!.data as Float32Array;
       (t.data as Float32Array).forEach((v, k) => {
         gap = Math.max(gap, Math.abs(v - u[k]));
         moved = Math.max(moved, Math.abs(u[k] - w0[k]));
@@ -228,7 +262,12 @@ d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts
         upd2 += (u[k] - w0[k]) ** 2;
       });
     }
-    const metrics = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = (dir: string) =>
+      fs
+        .readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
     const [m2, m1] = [metrics(path.join(tmp, 'two')), metrics(path.join(tmp, 'one'))];
     expect(moved).toBeGreaterThan(1e-2);
     // As above, entries with a near-zero gradient take the sign of their rounding noise in AdamW:

@@ -15,7 +15,9 @@ d('a failed rank stops every rank with a message naming it', () => {
     const [r0, r1] = await runRanks('kill-1', 2);
     expect(r1.signal).toBe('SIGKILL');
     expect(r0.code).toBe(1);
-    expect(r0.stderr).toMatch(/rank 0 of 2: .*rank 1 failed: no heartbeat for \d+\.\d s \(the process was killed, crashed or is unreachable\)/);
+    expect(r0.stderr).toMatch(
+      /rank 0 of 2: .*rank 1 failed: no heartbeat for \d+\.\d s \(the process was killed, crashed or is unreachable\)/,
+    );
     expect(r0.ms).toBeLessThan(60000);
   }, 90000);
 
@@ -23,7 +25,9 @@ d('a failed rank stops every rank with a message naming it', () => {
     const [r0, r1] = await runRanks('kill-0', 2);
     expect(r0.signal).toBe('SIGKILL');
     expect(r1.code).toBe(1);
-    expect(r1.stderr).toMatch(/rank 1 of 2: .*rank 0 failed: the rendezvous store it hosts at 127\.0\.0\.1:\d+ is unreachable/);
+    expect(r1.stderr).toMatch(
+      /rank 1 of 2: .*rank 0 failed: the rendezvous store it hosts at 127\.0\.0\.1:\d+ is unreachable/,
+    );
     expect(r1.ms).toBeLessThan(60000);
   }, 90000);
 
@@ -38,7 +42,9 @@ d('a failed rank stops every rank with a message naming it', () => {
   it('rank 1 alive but stuck: rank 0 times out and names it as behind', async () => {
     const [r0] = await runRanks('hang-1', 2, { TEST_TIMEOUT: '3', TEST_HB_TIMEOUT: '2' });
     expect(r0.code).toBe(1);
-    expect(r0.stderr).toMatch(/rank 0 of 2: allreduce failed: rank 1 failed: did not join in time \(this rank is at collective #\d+; rank 1 is at collective #\d+\)/);
+    expect(r0.stderr).toMatch(
+      /rank 0 of 2: allreduce failed: rank 1 failed: did not join in time \(this rank is at collective #\d+; rank 1 is at collective #\d+\)/,
+    );
   }, 90000);
 
   it('SIGINT to every rank (Ctrl-C) stops all of them cleanly with exit 130', async () => {

@@ -4,7 +4,12 @@
  * and live-group counts that leak tests rely on.
  */
 import { liveHandleCount } from '../../lib/native';
-import { ProcessGroup, availableBackends, liveProcessGroups, PROCESS_GROUP_DEFAULTS } from '../../lib/dist/process-group';
+import {
+  ProcessGroup,
+  availableBackends,
+  liveProcessGroups,
+  PROCESS_GROUP_DEFAULTS,
+} from '../../lib/dist/process-group';
 import { parseDistEnv } from '../../lib/dist/env';
 import { freePort } from '../../lib/dist/launch';
 import { distUnavailable } from '../helpers/dist-ranks';
@@ -19,7 +24,11 @@ d('ProcessGroup handle (1 rank)', () => {
 
   beforeAll(async () => {
     const port = await freePort();
-    pg = await ProcessGroup.init({ env: parseDistEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }), onPeerFailure: 'none', heartbeatTimeoutSeconds: 5 });
+    pg = await ProcessGroup.init({
+      env: parseDistEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }),
+      onPeerFailure: 'none',
+      heartbeatTimeoutSeconds: 5,
+    });
   });
 
   it('describes itself', () => {
@@ -45,27 +54,44 @@ d('ProcessGroup handle (1 rank)', () => {
   });
 
   it('rejects bad arguments with the standard messages', () => {
-    expect(() => pg.allReduce([new Int32Array(2) as unknown as Float32Array])).toThrow('Expected a Float32Array or Float64Array for data[0] but received Int32Array(2)');
-    expect(() => pg.allReduce(new Float32Array(1), 'prod' as 'sum')).toThrow("Expected 'sum', 'mean', 'max' or 'min' for op but received 'prod' of type string");
-    expect(() => pg.broadcast(new Float32Array(1), 1)).toThrow('Expected an integer in [0, 0] for root but received 1 of type number');
-    expect(() => pg.allReduce(new Float32Array(1), 'sum', { bucketMb: -1 })).toThrow('Expected a number >= 0 for bucketMb but received -1 of type number');
+    expect(() => pg.allReduce([new Int32Array(2) as unknown as Float32Array])).toThrow(
+      'Expected a Float32Array or Float64Array for data[0] but received Int32Array(2)',
+    );
+    expect(() => pg.allReduce(new Float32Array(1), 'prod' as 'sum')).toThrow(
+      "Expected 'sum', 'mean', 'max' or 'min' for op but received 'prod' of type string",
+    );
+    expect(() => pg.broadcast(new Float32Array(1), 1)).toThrow(
+      'Expected an integer in [0, 0] for root but received 1 of type number',
+    );
+    expect(() => pg.allReduce(new Float32Array(1), 'sum', { bucketMb: -1 })).toThrow(
+      'Expected a number >= 0 for bucketMb but received -1 of type number',
+    );
   });
 
   it('init rejects bad options before any network work', async () => {
     const env = parseDistEnv({});
-    await expect(ProcessGroup.init({ env, heartbeatIntervalSeconds: 2, heartbeatTimeoutSeconds: 1 })).rejects.toThrow('Expected a number > heartbeatIntervalSeconds (2) for heartbeatTimeoutSeconds but received 1 of type number');
-    await expect(ProcessGroup.init({ env, backend: 'mpi' as 'gloo' })).rejects.toThrow("Expected 'auto', 'gloo' or 'nccl' for backend but received 'mpi' of type string");
-    await expect(ProcessGroup.init({ env, timeoutSeconds: 0 })).rejects.toThrow('Expected a number > 0 for timeoutSeconds but received 0 of type number');
+    await expect(ProcessGroup.init({ env, heartbeatIntervalSeconds: 2, heartbeatTimeoutSeconds: 1 })).rejects.toThrow(
+      'Expected a number > heartbeatIntervalSeconds (2) for heartbeatTimeoutSeconds but received 1 of type number',
+    );
+    await expect(ProcessGroup.init({ env, backend: 'mpi' as 'gloo' })).rejects.toThrow(
+      "Expected 'auto', 'gloo' or 'nccl' for backend but received 'mpi' of type string",
+    );
+    await expect(ProcessGroup.init({ env, timeoutSeconds: 0 })).rejects.toThrow(
+      'Expected a number > 0 for timeoutSeconds but received 0 of type number',
+    );
   });
 
   // A CUDA build has NCCL: the message below is only for CPU-only builds.
-  skipIf(skipReason || (availableBackends().includes('nccl') && 'this libtorch has NCCL')).it('nccl without a CUDA build is a clear error', async () => {
-    const port = await freePort();
-    const env = parseDistEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
-    const err = await ProcessGroup.init({ env, backend: 'nccl' }).catch((e) => e);
-    expect(err.code).toBe('ERR_CRPO_DIST_BACKEND');
-    expect(err.message).toBe("backend 'nccl' needs a CUDA build of libtorch with NCCL; this addon has only 'gloo'");
-  });
+  skipIf(skipReason || (availableBackends().includes('nccl') && 'this libtorch has NCCL')).it(
+    'nccl without a CUDA build is a clear error',
+    async () => {
+      const port = await freePort();
+      const env = parseDistEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+      const err = await ProcessGroup.init({ env, backend: 'nccl' }).catch((e) => e);
+      expect(err.code).toBe('ERR_CRPO_DIST_BACKEND');
+      expect(err.message).toBe("backend 'nccl' needs a CUDA build of libtorch with NCCL; this addon has only 'gloo'");
+    },
+  );
 
   it('dispose() frees the group; using it afterwards is an error', async () => {
     const groups = liveProcessGroups();

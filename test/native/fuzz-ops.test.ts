@@ -12,9 +12,22 @@ function randomTransformArgs(r: () => number): [unknown, Record<string, unknown>
   const dims = Array.from({ length: 5 }, () => randInt(r, 0, 4));
   const n = dims.reduce((a, b) => a * b, 1);
   const valid = r() < 0.5;
-  const kinds = [() => new Uint8Array(n), () => new Float32Array(n), () => new Int32Array(n), () => [1, 2], () => 'x', () => null];
+  const kinds = [
+    () => new Uint8Array(n),
+    () => new Float32Array(n),
+    () => new Int32Array(n),
+    () => [1, 2],
+    () => 'x',
+    () => null,
+  ];
   const input = valid ? kinds[randInt(r, 0, 1)]() : kinds[randInt(r, 0, kinds.length - 1)]();
-  const shape = valid ? dims : r() < 0.5 ? [...dims.slice(0, 4), dims[4] + 1] : r() < 0.5 ? dims.slice(0, 3) : [-1, 2, 2, 2, 2];
+  const shape = valid
+    ? dims
+    : r() < 0.5
+      ? [...dims.slice(0, 4), dims[4] + 1]
+      : r() < 0.5
+        ? dims.slice(0, 3)
+        : [-1, 2, 2, 2, 2];
   const transforms = ['hflip', 'reverse', 'hflip+reverse', 'swap', 'bogus', 3];
   const opts: Record<string, unknown> = {
     shape,
@@ -27,7 +40,9 @@ function randomTransformArgs(r: () => number): [unknown, Record<string, unknown>
 }
 
 function randomCrrArgs(r: () => number): Record<string, unknown> {
-  const B = randInt(r, 0, 5), G = randInt(r, 1, 4), H = randInt(r, 1, 4);
+  const B = randInt(r, 0, 5),
+    G = randInt(r, 1, 4),
+    H = randInt(r, 1, 4);
   const bad = r() < 0.3;
   const len = (n: number) => (bad && r() < 0.3 ? n + 1 : n);
   return {
@@ -35,7 +50,8 @@ function randomCrrArgs(r: () => number): Record<string, unknown> {
     origSize: G,
     cfSize: H,
     origAnswers: Int32Array.from({ length: len(B * G) }, () => randInt(r, -2, 5)),
-    cfAnswers: bad && r() < 0.2 ? new Float32Array(B * H) : Int32Array.from({ length: len(B * H) }, () => randInt(r, -2, 5)),
+    cfAnswers:
+      bad && r() < 0.2 ? new Float32Array(B * H) : Int32Array.from({ length: len(B * H) }, () => randInt(r, -2, 5)),
     truth: Int32Array.from({ length: B }, () => randInt(r, 0, 3)),
     relation: Int32Array.from({ length: len(B) }, () => randInt(r, 0, 1)),
     numOptions: Int32Array.from({ length: B }, () => randInt(r, 0, 5)),
@@ -74,7 +90,15 @@ describe.each(['core', 'torch'] as AddonName[])('fuzzing the %s addon', (addon) 
       const [input, opts] = randomTransformArgs(r);
       attempt(() => o.videoTransformSync(input as never, opts as never));
       attempt(() => o.crrAdvantagesSync(randomCrrArgs(r) as never));
-      attempt(() => o.grpoAdvantagesSync({ groups: randInt(r, 0, 3), groupSize: 2, answers: new Int32Array(randInt(r, 0, 6)), truth: new Int32Array(3), numOptions: new Int32Array(3) } as never));
+      attempt(() =>
+        o.grpoAdvantagesSync({
+          groups: randInt(r, 0, 3),
+          groupSize: 2,
+          answers: new Int32Array(randInt(r, 0, 6)),
+          truth: new Int32Array(3),
+          numOptions: new Int32Array(3),
+        } as never),
+      );
     }
     const growthMB = (process.memoryUsage().rss - before) / 2 ** 20;
     expect(ok).toBeGreaterThan(CALLS / 10); // a good share of the calls were valid and ran

@@ -19,7 +19,17 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 maybe('runs, reports Acc / P-Acc, saves a loadable checkpoint, resumes', async () => {
   const out = path.join(tmp, 'run');
   const progress: number[] = [];
-  const r = await runSft({ out, data: 'fixed', pairs: 4, testPairs: 2, epochs: 2, batchSize: 8, saveEvery: 2, maxSeconds: 0, onProgress: (p) => progress.push(p.step) });
+  const r = await runSft({
+    out,
+    data: 'fixed',
+    pairs: 4,
+    testPairs: 2,
+    epochs: 2,
+    batchSize: 8,
+    saveEvery: 2,
+    maxSeconds: 0,
+    onProgress: (p) => progress.push(p.step),
+  });
   // 4 categories x 4 pairs x 2 members = 32 clips -> 4 steps per epoch.
   expect(r.trainItems).toBe(32);
   expect(r.steps).toBe(8);
@@ -37,26 +47,53 @@ maybe('runs, reports Acc / P-Acc, saves a loadable checkpoint, resumes', async (
   policy.dispose();
   // Resume with more epochs: continues at step 8, not 0.
   const resumed: number[] = [];
-  const r2 = await runSft({ out, data: 'fixed', pairs: 4, testPairs: 2, epochs: 3, batchSize: 8, saveEvery: 0, maxSeconds: 0, resume: true, onProgress: (p) => resumed.push(p.step) });
+  const r2 = await runSft({
+    out,
+    data: 'fixed',
+    pairs: 4,
+    testPairs: 2,
+    epochs: 3,
+    batchSize: 8,
+    saveEvery: 0,
+    maxSeconds: 0,
+    resume: true,
+    onProgress: (p) => resumed.push(p.step),
+  });
   expect(resumed).toEqual([9, 10, 11, 12]);
   expect(r2.steps).toBe(12);
   expect(livePolicies()).toBe(0);
 });
 
-maybe('streams fresh pairs: both members or originals only, a second phase from --init, per-attribute report', async () => {
-  const out = path.join(tmp, 'stream');
-  const r = await runSft({ out, steps: 3, batchSize: 8, testPairs: 3, saveEvery: 0, maxSeconds: 0 });
-  expect(r.steps).toBe(3);
-  expect(r.trainItems).toBe(24);
-  expect(Object.keys(r.staticAttributes).sort()).toEqual(['colour', 'count', 'shape']);
-  for (const v of Object.values(r.staticAttributes)) expect(v).toBeGreaterThanOrEqual(0);
-  expect(r.colourShortcut === null || (r.colourShortcut >= 0 && r.colourShortcut <= 1)).toBe(true);
-  const phase2 = path.join(tmp, 'stream-2');
-  const r2 = await runSft({ out: phase2, init: out, steps: 2, batchSize: 4, testPairs: 2, members: 'original', colour: 'shortcut', shortcutP: 1, saveEvery: 0, maxSeconds: 0 });
-  expect(r2.steps).toBe(2);
-  const { manifest } = await loadCheckpoint(r2.checkpoint);
-  expect(manifest.step).toBe(2); // a new optimizer from the first phase's weights
-  await expect(runSft({ out: path.join(tmp, 'bad'), init: path.join(tmp, 'nothing-here'), steps: 1, maxSeconds: 0 })).rejects.toThrow(/init/);
-  await expect(runSft({ out: path.join(tmp, 'bad'), steps: 0, maxSeconds: 0 })).rejects.toThrow(/steps/);
-  expect(livePolicies()).toBe(0);
-});
+maybe(
+  'streams fresh pairs: both members or originals only, a second phase from --init, per-attribute report',
+  async () => {
+    const out = path.join(tmp, 'stream');
+    const r = await runSft({ out, steps: 3, batchSize: 8, testPairs: 3, saveEvery: 0, maxSeconds: 0 });
+    expect(r.steps).toBe(3);
+    expect(r.trainItems).toBe(24);
+    expect(Object.keys(r.staticAttributes).sort()).toEqual(['colour', 'count', 'shape']);
+    for (const v of Object.values(r.staticAttributes)) expect(v).toBeGreaterThanOrEqual(0);
+    expect(r.colourShortcut === null || (r.colourShortcut >= 0 && r.colourShortcut <= 1)).toBe(true);
+    const phase2 = path.join(tmp, 'stream-2');
+    const r2 = await runSft({
+      out: phase2,
+      init: out,
+      steps: 2,
+      batchSize: 4,
+      testPairs: 2,
+      members: 'original',
+      colour: 'shortcut',
+      shortcutP: 1,
+      saveEvery: 0,
+      maxSeconds: 0,
+    });
+    expect(r2.steps).toBe(2);
+    const { manifest } = await loadCheckpoint(r2.checkpoint);
+    expect(manifest.step).toBe(2); // a new optimizer from the first phase's weights
+    await expect(
+      runSft({ out: path.join(tmp, 'bad'), init: path.join(tmp, 'nothing-here'), steps: 1, maxSeconds: 0 }),
+    ).rejects.toThrow(/init/);
+    await expect(runSft({ out: path.join(tmp, 'bad'), steps: 0, maxSeconds: 0 })).rejects.toThrow(/steps/);
+    expect(livePolicies()).toBe(0);
+  },
+);

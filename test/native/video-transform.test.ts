@@ -21,11 +21,18 @@ describe.each(addons)('video transforms on the %s addon', (addon) => {
   maybe('match the reference on 60 random shapes, both layouts and dtypes', async () => {
     const r = rng(addon === 'core' ? 1 : 2);
     for (let k = 0; k < 60; k++) {
-      const B = randInt(r, 1, 3), T = k % 7 === 0 ? 1 : randInt(r, 1, 6), H = randInt(r, 1, 9), W = randInt(r, 1, 37), C = randInt(r, 1, 4);
+      const B = randInt(r, 1, 3),
+        T = k % 7 === 0 ? 1 : randInt(r, 1, 6),
+        H = randInt(r, 1, 9),
+        W = randInt(r, 1, 37),
+        C = randInt(r, 1, 4);
       const layout: FrameLayout = k % 2 ? 'BTHWC' : 'BTCHW';
       const shape = layout === 'BTHWC' ? [B, T, H, W, C] : [B, T, C, H, W];
       const n = B * T * H * W * C;
-      const input: FrameArray = k % 3 === 0 ? Float32Array.from({ length: n }, () => r() * 2 - 1) : Uint8Array.from({ length: n }, () => randInt(r, 0, 255));
+      const input: FrameArray =
+        k % 3 === 0
+          ? Float32Array.from({ length: n }, () => r() * 2 - 1)
+          : Uint8Array.from({ length: n }, () => randInt(r, 0, 255));
       for (const transform of VIDEO_TRANSFORMS) {
         if (transform === 'swap' && T < 2) continue;
         const swapAt = transform === 'swap' ? randInt(r, 1, T - 1) : undefined;
@@ -76,10 +83,16 @@ describe.each(addons)('video transforms on the %s addon', (addon) => {
     expect(call({ shape: [1, 1, 1, 4, 3], transform: 'spin' })).toThrow(/transform but received 'spin'/);
     expect(call({ shape: [1, 1, 1, 4, -3], transform: 'hflip' })).toThrow(/shape\[4\] but received -3/);
     expect(call({ shape: [1, 2, 1, 2, 3], transform: 'swap', swapAt: 2 })).toThrow(/swapAt but received 2/);
-    expect(call({ shape: [1, 1, 1, 4, 3], transform: 'hflip', output: new Float32Array(12) })).toThrow(/output but received Float32Array\(12\)/);
+    expect(call({ shape: [1, 1, 1, 4, 3], transform: 'hflip', output: new Float32Array(12) })).toThrow(
+      /output but received Float32Array\(12\)/,
+    );
     expect(call({ shape: [1, 1, 1, 4, 3], transform: 'hflip', output: input })).toThrow(/not to overlap/);
     try {
-      raw.videoTransformSync(new Int16Array(4) as never, { shape: [1, 1, 1, 4, 1], layout: 'BTHWC', transform: 'hflip' });
+      raw.videoTransformSync(new Int16Array(4) as never, {
+        shape: [1, 1, 1, 4, 1],
+        layout: 'BTHWC',
+        transform: 'hflip',
+      });
       throw new Error('no error');
     } catch (e) {
       expect((e as { code: string }).code).toBe('ERR_CRPO_INVALID_ARG');
@@ -90,13 +103,15 @@ describe.each(addons)('video transforms on the %s addon', (addon) => {
   maybe('rejects a detached buffer', () => {
     const input = new Uint8Array(12);
     structuredClone(input.buffer, { transfer: [input.buffer] });
-    expect(() => ops(addon).videoTransformSync(input, { shape: [0, 1, 1, 4, 3], layout: 'BTHWC', transform: 'hflip' })).toThrow(
-      /detached/,
-    );
+    expect(() =>
+      ops(addon).videoTransformSync(input, { shape: [0, 1, 1, 4, 3], layout: 'BTHWC', transform: 'hflip' }),
+    ).toThrow(/detached/);
   });
 
   maybe('rejects asynchronously with a coded error', async () => {
-    await expect(ops(addon).videoTransform(new Uint8Array(3), { shape: [1, 1, 1, 1, 2], layout: 'BTHWC', transform: 'hflip' })).rejects.toMatchObject({
+    await expect(
+      ops(addon).videoTransform(new Uint8Array(3), { shape: [1, 1, 1, 1, 2], layout: 'BTHWC', transform: 'hflip' }),
+    ).rejects.toMatchObject({
       code: 'ERR_CRPO_OUT_OF_RANGE',
     });
   });
@@ -123,7 +138,9 @@ describe('TS boundary checks', () => {
   });
 
   it('rejects with a promise, not a throw, for the async API', async () => {
-    await expect(transformFrames(new Uint8Array(6), { shape: [1, 1, 1, 2, 2], transform: 'hflip' })).rejects.toMatchObject({
+    await expect(
+      transformFrames(new Uint8Array(6), { shape: [1, 1, 1, 2, 2], transform: 'hflip' }),
+    ).rejects.toMatchObject({
       code: 'ERR_CRPO_OUT_OF_RANGE',
     });
   });

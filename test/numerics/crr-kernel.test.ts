@@ -4,14 +4,28 @@
  * cover every branch of the formula.
  */
 import { hasAddon, type NativeCrrInputs, type NativeCrrOutputs } from '../../lib/native';
-import { allocCrrOutputs, crrAdvantages, crrAdvantagesAsync, crrAdvantagesInto, grpoAdvantages, packCrrGroups, referenceCrr, referenceGrpo, type CrrGroup } from '../../lib/reward';
+import {
+  allocCrrOutputs,
+  crrAdvantages,
+  crrAdvantagesAsync,
+  crrAdvantagesInto,
+  grpoAdvantages,
+  packCrrGroups,
+  referenceCrr,
+  referenceGrpo,
+  type CrrGroup,
+} from '../../lib/reward';
 import { rng, randInt } from '../helpers/random';
 
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; at: number } {
-  let max = 0, at = -1;
+  let max = 0,
+    at = -1;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i]));
-    if (d > max) { max = d; at = i; }
+    if (d > max) {
+      max = d;
+      at = i;
+    }
   }
   return { max, at };
 }
@@ -19,7 +33,8 @@ function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; 
 function expectClose(got: NativeCrrOutputs, want: NativeCrrOutputs, label: string): void {
   for (const key of Object.keys(want) as (keyof NativeCrrOutputs)[]) {
     const { max, at } = maxRelDiff(got[key], want[key]);
-    if (max > 1e-6) throw new Error(`${label}: ${key} differs by ${max} (relative) at ${at}: ${got[key][at]} vs ${want[key][at]}`);
+    if (max > 1e-6)
+      throw new Error(`${label}: ${key} differs by ${max} (relative) at ${at}: ${got[key][at]} vs ${want[key][at]}`);
     expect(got[key].length).toBe(want[key].length);
   }
 }
@@ -30,7 +45,9 @@ function randomInputs(seed: number, B: number, G: number, H: number): NativeCrrI
   const answer = (b: number) => (r() < 0.1 ? -1 : r() < 0.05 ? numOptions[b] + 1 : randInt(r, 0, numOptions[b] - 1));
   const modes = ['per-branch', 'joint', 'none'] as const;
   return {
-    groups: B, origSize: G, cfSize: H,
+    groups: B,
+    origSize: G,
+    cfSize: H,
     origAnswers: Int32Array.from({ length: B * G }, (_, i) => answer(Math.floor(i / G))),
     cfAnswers: Int32Array.from({ length: B * H }, (_, i) => answer(Math.floor(i / H))),
     truth: Int32Array.from({ length: B }, (_, b) => randInt(r, 0, numOptions[b] - 1)),
@@ -59,17 +76,21 @@ describe('CRR kernel vs the TS reference', () => {
 
   // G = G' = 8 takes the vectorised path (crr_groups_8x8); its twins are the scalar loop (every
   // other size, above) and the TS reference. Every norm, fractional formats, and many flat groups.
-  it.each([0, 1, 2])('the G = G\' = 8 fast path agrees (norm mode %i)', (mode) => {
+  it.each([0, 1, 2])("the G = G' = 8 fast path agrees (norm mode %i)", (mode) => {
     for (const seed of [11, 12, 13]) {
       const inp = randomInputs(seed, 300, 8, 8);
       inp.norm = (['per-branch', 'joint', 'none'] as const)[mode];
       const r = rng(seed + 100);
-      if (seed === 12) inp.origFormat = Float32Array.from(inp.origFormat!, () => r());  // fractional format scores
-      if (seed === 13) { inp.eps = 0; inp.cfFormat = undefined; }  // eps 0 and an absent optional input
-      for (let b = 0; b < 300; b += 5) {  // every 5th group all-equal in both branches: flat in every mode
+      if (seed === 12) inp.origFormat = Float32Array.from(inp.origFormat!, () => r()); // fractional format scores
+      if (seed === 13) {
+        inp.eps = 0;
+        inp.cfFormat = undefined;
+      } // eps 0 and an absent optional input
+      for (let b = 0; b < 300; b += 5) {
+        // every 5th group all-equal in both branches: flat in every mode
         inp.origAnswers.fill(-1, b * 8, b * 8 + 8);
         inp.cfAnswers.fill(-1, b * 8, b * 8 + 8);
-        inp.origFormat!.fill(inp.cfFormat ? 1 : 0, b * 8, b * 8 + 8);  // an absent cfFormat counts as 0
+        inp.origFormat!.fill(inp.cfFormat ? 1 : 0, b * 8, b * 8 + 8); // an absent cfFormat counts as 0
         inp.cfFormat?.fill(1, b * 8, b * 8 + 8);
       }
       const want = referenceCrr(inp);
@@ -84,9 +105,11 @@ describe('CRR kernel vs the TS reference', () => {
 
   it('agrees for GRPO over one branch', () => {
     const r = rng(11);
-    const B = 100, G = 8;
+    const B = 100,
+      G = 8;
     const inp = {
-      groups: B, groupSize: G,
+      groups: B,
+      groupSize: G,
       answers: Int32Array.from({ length: B * G }, () => randInt(r, -1, 4)),
       truth: Int32Array.from({ length: B }, () => randInt(r, 0, 3)),
       numOptions: Int32Array.from({ length: B }, () => 4),
@@ -95,7 +118,8 @@ describe('CRR kernel vs the TS reference', () => {
     };
     const want = referenceGrpo(inp);
     const got = grpoAdvantages(inp);
-    for (const k of ['reward', 'advantage', 'correct', 'flat'] as const) expect(maxRelDiff(got[k], want[k]).max).toBeLessThan(1e-6);
+    for (const k of ['reward', 'advantage', 'correct', 'flat'] as const)
+      expect(maxRelDiff(got[k], want[k]).max).toBeLessThan(1e-6);
   });
 });
 
@@ -104,7 +128,13 @@ const roll = (answers: number[], format = 1) => answers.map((answer) => ({ answe
 describe('CRR hand-computed cases', () => {
   it('change relation, unknown label: any valid different answer (incl. the null option) is expected', () => {
     // 4 options + null option = 5 shown; y = 1.
-    const g: CrrGroup = { truth: 1, relation: 'change', numOptions: 5, orig: roll([1, 1, 0, -1]), cf: roll([1, 4, 2, 7]) };
+    const g: CrrGroup = {
+      truth: 1,
+      relation: 'change',
+      numOptions: 5,
+      orig: roll([1, 1, 0, -1]),
+      cf: roll([1, 4, 2, 7]),
+    };
     const out = crrAdvantages(packCrrGroups([g]));
     // correct = [1,1,0,0] -> p_o = 0.5; expected = [0 (same), 1 (null option), 1, 0 (7 is invalid)] -> p_c = 0.5
     expect(Array.from(out.correct)).toEqual([1, 1, 0, 0]);
@@ -132,7 +162,14 @@ describe('CRR hand-computed cases', () => {
   });
 
   it('labelled mode: a known counterfactual label must be hit exactly', () => {
-    const g: CrrGroup = { truth: 0, relation: 'change', cfLabel: 1, numOptions: 4, orig: roll([0, 0]), cf: roll([1, 2, 3]) };
+    const g: CrrGroup = {
+      truth: 0,
+      relation: 'change',
+      cfLabel: 1,
+      numOptions: 4,
+      orig: roll([0, 0]),
+      cf: roll([1, 2, 3]),
+    };
     const out = crrAdvantages(packCrrGroups([g]));
     expect(Array.from(out.expected)).toEqual([1, 0, 0]);
   });
@@ -167,50 +204,77 @@ describe('CRR hand-computed cases', () => {
 describe('CRR argument checks', () => {
   it('rejects wrong lengths, types and modes with the parameter named', () => {
     const inp = packCrrGroups([{ truth: 0, relation: 'same', numOptions: 2, orig: roll([0, 1]), cf: roll([0, 1]) }]);
-    expect(() => crrAdvantages({ ...inp, truth: new Int32Array(2) })).toThrow(/expected an Int32Array of length 1 for truth but received length 2/);
-    expect(() => crrAdvantages({ ...inp, cfAnswers: new Float32Array(2) as never })).toThrow(/Int32Array for cfAnswers but received Float32Array\(2\)/);
-    expect(() => crrAdvantages({ ...inp, norm: 'batch' as never })).toThrow("Expected one of per-branch, joint, none for norm but received 'batch' of type string");
-    expect(() => crrAdvantages({ ...inp, origSize: 0 })).toThrow('Expected an integer >= 1 for origSize but received 0 of type number');
-    expect(() => packCrrGroups([{ truth: 0, relation: 'same', numOptions: 2, orig: roll([0]), cf: roll([0]) }, { truth: 0, relation: 'same', numOptions: 2, orig: roll([0, 1]), cf: roll([0]) }])).toThrow(
-      'Expected 1 rollouts like group 0 for groups[1].orig but received 2 of type number',
+    expect(() => crrAdvantages({ ...inp, truth: new Int32Array(2) })).toThrow(
+      /expected an Int32Array of length 1 for truth but received length 2/,
     );
+    expect(() => crrAdvantages({ ...inp, cfAnswers: new Float32Array(2) as never })).toThrow(
+      /Int32Array for cfAnswers but received Float32Array\(2\)/,
+    );
+    expect(() => crrAdvantages({ ...inp, norm: 'batch' as never })).toThrow(
+      "Expected one of per-branch, joint, none for norm but received 'batch' of type string",
+    );
+    expect(() => crrAdvantages({ ...inp, origSize: 0 })).toThrow(
+      'Expected an integer >= 1 for origSize but received 0 of type number',
+    );
+    expect(() =>
+      packCrrGroups([
+        { truth: 0, relation: 'same', numOptions: 2, orig: roll([0]), cf: roll([0]) },
+        { truth: 0, relation: 'same', numOptions: 2, orig: roll([0, 1]), cf: roll([0]) },
+      ]),
+    ).toThrow('Expected 1 rollouts like group 0 for groups[1].orig but received 2 of type number');
   });
 });
 
 describe('CRR into caller-owned outputs', () => {
   const backends = (['core', 'torch'] as const).filter(hasAddon);
 
-  it.each(backends)('%s: equals the allocating call, reuses the arrays, and skips absent optional ones', async (backend) => {
-    const inp = randomInputs(7, 64, 8, 8);
-    const want = crrAdvantages(inp, backend);
-    const out = allocCrrOutputs(64, 8, 8);
-    out.origAdvantage.fill(99);
-    expect(crrAdvantagesInto(inp, out, backend)).toBe(out);
-    expectClose(out, want, `${backend} into`);
-    // Reused on the next call with other inputs: every value is rewritten.
-    const inp2 = randomInputs(8, 64, 8, 8);
-    crrAdvantagesInto(inp2, out, backend);
-    expectClose(out, crrAdvantages(inp2, backend), `${backend} into, reused`);
-    // Only the four required arrays: the rest stay untouched.
-    const minimal = { origReward: new Float32Array(512), cfReward: new Float32Array(512), origAdvantage: new Float32Array(512), cfAdvantage: new Float32Array(512) };
-    crrAdvantagesInto(inp, minimal, backend);
-    for (const k of Object.keys(minimal) as (keyof typeof minimal)[]) expect(Array.from(minimal[k])).toEqual(Array.from(want[k]));
-    // The async path with out resolves to the same object.
-    const out2 = allocCrrOutputs(64, 8, 8);
-    expect(await crrAdvantagesAsync({ ...inp, out: out2 }, backend)).toBe(out2);
-    expectClose(out2, want, `${backend} async into`);
-  });
+  it.each(backends)(
+    '%s: equals the allocating call, reuses the arrays, and skips absent optional ones',
+    async (backend) => {
+      const inp = randomInputs(7, 64, 8, 8);
+      const want = crrAdvantages(inp, backend);
+      const out = allocCrrOutputs(64, 8, 8);
+      out.origAdvantage.fill(99);
+      expect(crrAdvantagesInto(inp, out, backend)).toBe(out);
+      expectClose(out, want, `${backend} into`);
+      // Reused on the next call with other inputs: every value is rewritten.
+      const inp2 = randomInputs(8, 64, 8, 8);
+      crrAdvantagesInto(inp2, out, backend);
+      expectClose(out, crrAdvantages(inp2, backend), `${backend} into, reused`);
+      // Only the four required arrays: the rest stay untouched.
+      const minimal = {
+        origReward: new Float32Array(512),
+        cfReward: new Float32Array(512),
+        origAdvantage: new Float32Array(512),
+        cfAdvantage: new Float32Array(512),
+      };
+      crrAdvantagesInto(inp, minimal, backend);
+      for (const k of Object.keys(minimal) as (keyof typeof minimal)[])
+        expect(Array.from(minimal[k])).toEqual(Array.from(want[k]));
+      // The async path with out resolves to the same object.
+      const out2 = allocCrrOutputs(64, 8, 8);
+      expect(await crrAdvantagesAsync({ ...inp, out: out2 }, backend)).toBe(out2);
+      expectClose(out2, want, `${backend} async into`);
+    },
+  );
 
   it('names the wrong out array, and refuses outputs that overlap the inputs or each other', () => {
     const inp = randomInputs(9, 4, 8, 8);
     const out = allocCrrOutputs(4, 8, 8);
-    expect(() => crrAdvantagesInto(inp, { ...out, cfAdvantage: new Float32Array(31) })).toThrow(/expected an Float32Array of length 32 for out\.cfAdvantage but received length 31/);
-    expect(() => crrAdvantagesInto(inp, { ...out, pOrig: new Int32Array(4) as never })).toThrow(/Float32Array for out\.pOrig but received Int32Array\(4\)/);
-    expect(() => crrAdvantagesInto(inp, { ...out, origReward: undefined as never })).toThrow(/for out\.origReward but received undefined/);
+    expect(() => crrAdvantagesInto(inp, { ...out, cfAdvantage: new Float32Array(31) })).toThrow(
+      /expected an Float32Array of length 32 for out\.cfAdvantage but received length 31/,
+    );
+    expect(() => crrAdvantagesInto(inp, { ...out, pOrig: new Int32Array(4) as never })).toThrow(
+      /Float32Array for out\.pOrig but received Int32Array\(4\)/,
+    );
+    expect(() => crrAdvantagesInto(inp, { ...out, origReward: undefined as never })).toThrow(
+      /for out\.origReward but received undefined/,
+    );
     expect(() => crrAdvantagesInto(inp, null as never)).toThrow(/an object of Float32Arrays for out/);
     const aliased = new Float32Array(inp.origFormat!.buffer, inp.origFormat!.byteOffset, 32);
     expect(() => crrAdvantagesInto(inp, { ...out, origReward: aliased })).toThrow(/not to overlap the inputs/);
-    expect(() => crrAdvantagesInto(inp, { ...out, cfReward: out.origReward })).toThrow(/not to share memory with each other/);
+    expect(() => crrAdvantagesInto(inp, { ...out, cfReward: out.origReward })).toThrow(
+      /not to share memory with each other/,
+    );
   });
 });
-

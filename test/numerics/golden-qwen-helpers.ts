@@ -16,7 +16,8 @@ export const GOLDEN_ROOT = path.resolve(__dirname, '..', '..', '..', 'shared', '
 /** Why the golden tests of `model` cannot run here, or undefined when they can. */
 export function goldenSkipReason(model: string): string | undefined {
   const dir = path.join(GOLDEN_ROOT, model);
-  if (!fs.existsSync(path.join(dir, 'model.safetensors'))) return `golden folder ${dir} is absent (CI clones shared/ beside the repo)`;
+  if (!fs.existsSync(path.join(dir, 'model.safetensors')))
+    return `golden folder ${dir} is absent (CI clones shared/ beside the repo)`;
   if (!hasAddon('torch')) return 'the torch addon is not built (npm run build:torch)';
   return undefined;
 }
@@ -71,7 +72,14 @@ export interface CloseReport {
 }
 
 /** |a - e| <= atol + rtol*|e| elementwise; the message lists the first mismatches. */
-export function compareClose(name: string, actual: ArrayLike<number>, actualShape: number[], expected: LoadedTensor, atol: number, rtol = 0): CloseReport {
+export function compareClose(
+  name: string,
+  actual: ArrayLike<number>,
+  actualShape: number[],
+  expected: LoadedTensor,
+  atol: number,
+  rtol = 0,
+): CloseReport {
   const e = expected.data as ArrayLike<number>;
   const shapeOk = actualShape.length === expected.shape.length && actualShape.every((s, i) => s === expected.shape[i]);
   if (!shapeOk || actual.length !== e.length) {
@@ -92,14 +100,19 @@ export function compareClose(name: string, actual: ArrayLike<number>, actualShap
   return {
     ok,
     maxAbs,
-    message: ok ? `${name}: max |diff| ${maxAbs.toExponential(2)} <= ${atol}` : `${name}: ${nBad}/${e.length} values off by more than ${atol}; max |diff| ${maxAbs.toExponential(2)}; first: ${bad.join('; ')}`,
+    message: ok
+      ? `${name}: max |diff| ${maxAbs.toExponential(2)} <= ${atol}`
+      : `${name}: ${nBad}/${e.length} values off by more than ${atol}; max |diff| ${maxAbs.toExponential(2)}; first: ${bad.join('; ')}`,
   };
 }
 
 /** Fails with every report's message when any comparison failed. */
 export function expectAllClose(reports: CloseReport[]): void {
   const failed = reports.filter((r) => !r.ok);
-  if (failed.length) throw new Error(`${failed.length} of ${reports.length} comparisons failed:\n${failed.map((r) => r.message).join('\n')}`);
+  if (failed.length)
+    throw new Error(
+      `${failed.length} of ${reports.length} comparisons failed:\n${failed.map((r) => r.message).join('\n')}`,
+    );
 }
 
 /**
@@ -146,7 +159,10 @@ export function goldenSuite(model: 'qwen2_5_vl' | 'qwen3_vl'): void {
         const gradKeys = [...c.keys()].filter((k) => k.startsWith('grad.'));
         const r = await m.forward(inputs, { capture: true, grads: gradKeys.map((k) => canonicalKey(k.slice(5))) });
         const reports: CloseReport[] = [];
-        const activationKeys = [...c.keys()].filter((k) => k.startsWith('vis_') || k === 'inputs_embeds_merged' || k.startsWith('dec_layer') || k === 'final_norm_out');
+        const activationKeys = [...c.keys()].filter(
+          (k) =>
+            k.startsWith('vis_') || k === 'inputs_embeds_merged' || k.startsWith('dec_layer') || k === 'final_norm_out',
+        );
         expect(activationKeys.length).toBeGreaterThan(5);
         for (const k of activationKeys) {
           const got = r.capture[k];
@@ -159,12 +175,24 @@ export function goldenSuite(model: 'qwen2_5_vl' | 'qwen3_vl'): void {
         reports.push(compareClose('out.logits', r.logits.data, r.logits.shape, c.get('out.logits')!, 1e-4));
         const loss = (c.get('out.hf_loss_mean_ce')!.data as Float32Array)[0];
         const obj = (c.get('out.objective_sum_logsoftmax')!.data as Float32Array)[0];
-        reports.push({ ok: Math.abs(r.lossMeanCe - loss) <= 1e-5 * Math.abs(loss), maxAbs: Math.abs(r.lossMeanCe - loss), message: `hf_loss_mean_ce: got ${r.lossMeanCe} want ${loss}` });
-        reports.push({ ok: Math.abs(r.objective - obj) <= 1e-5 * Math.abs(obj), maxAbs: Math.abs(r.objective - obj), message: `objective_sum_logsoftmax: got ${r.objective} want ${obj}` });
+        reports.push({
+          ok: Math.abs(r.lossMeanCe - loss) <= 1e-5 * Math.abs(loss),
+          maxAbs: Math.abs(r.lossMeanCe - loss),
+          message: `hf_loss_mean_ce: got ${r.lossMeanCe} want ${loss}`,
+        });
+        reports.push({
+          ok: Math.abs(r.objective - obj) <= 1e-5 * Math.abs(obj),
+          maxAbs: Math.abs(r.objective - obj),
+          message: `objective_sum_logsoftmax: got ${r.objective} want ${obj}`,
+        });
         expect(gradKeys.length).toBeGreaterThanOrEqual(8);
         for (const k of gradKeys) {
           const got = r.grads[canonicalKey(k.slice(5))];
-          reports.push(got ? compareClose(k, got.data, got.shape, c.get(k)!, 1e-4) : { ok: false, maxAbs: Infinity, message: `${k}: no gradient returned` });
+          reports.push(
+            got
+              ? compareClose(k, got.data, got.shape, c.get(k)!, 1e-4)
+              : { ok: false, maxAbs: Infinity, message: `${k}: no gradient returned` },
+          );
         }
         expectAllClose(reports);
       });
@@ -175,14 +203,28 @@ export function goldenSuite(model: 'qwen2_5_vl' | 'qwen3_vl'): void {
         expect(cached.tokens).toEqual(plain.tokens);
         expect(cached.tokens[0]).toHaveLength(6);
         const reports = cached.stepLogits.map((s, i) =>
-          compareClose(`step ${i} logits`, s.data, s.shape, { dtype: 'F32', shape: plain.stepLogits[i].shape, data: plain.stepLogits[i].data }, 1e-4),
+          compareClose(
+            `step ${i} logits`,
+            s.data,
+            s.shape,
+            { dtype: 'F32', shape: plain.stepLogits[i].shape, data: plain.stepLogits[i].data },
+            1e-4,
+          ),
         );
         expectAllClose(reports);
         // the first step's logits are the last position of the golden logits
         const gl = c.get('out.logits')!;
         const [, L, V] = gl.shape;
         const last = (gl.data as Float32Array).subarray((L - 1) * V, L * V);
-        expectAllClose([compareClose('first-step logits vs golden', cached.stepLogits[0].data, [V], { dtype: 'F32', shape: [V], data: last }, 1e-4)]);
+        expectAllClose([
+          compareClose(
+            'first-step logits vs golden',
+            cached.stepLogits[0].data,
+            [V],
+            { dtype: 'F32', shape: [V], data: last },
+            1e-4,
+          ),
+        ]);
       });
     });
   }

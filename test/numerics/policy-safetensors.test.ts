@@ -7,8 +7,15 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  SafetensorsFile, parseSafetensors, parseSafetensorsHeader, readSafetensorsHeader, serializeSafetensors, writeSafetensors,
-  toFloat32, float32ToBf16, type TensorToWrite,
+  SafetensorsFile,
+  parseSafetensors,
+  parseSafetensorsHeader,
+  readSafetensorsHeader,
+  serializeSafetensors,
+  writeSafetensors,
+  toFloat32,
+  float32ToBf16,
+  type TensorToWrite,
 } from '../../lib/model/safetensors';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-st-'));
@@ -54,7 +61,9 @@ describe('safetensors', () => {
     expect(h.dataStart % 8).toBe(0);
     const f = SafetensorsFile.open(file);
     try {
-      expect(Array.from(f.read('w', { dtype: 'F32', shape: [2, 3] }).data as Float32Array)).toEqual(Array.from(new Float32Array([1, -2, 3.5, 0, 1e-8, -7])));
+      expect(Array.from(f.read('w', { dtype: 'F32', shape: [2, 3] }).data as Float32Array)).toEqual(
+        Array.from(new Float32Array([1, -2, 3.5, 0, 1e-8, -7])),
+      );
       expect(Array.from(f.read('b').data as BigInt64Array)).toEqual([5n, -9n]);
       expect(Array.from(f.read('i').data as Int32Array)).toEqual([1, 2, -3]);
       expect(Array.from(f.readFloat32('h'))).toEqual([1.5, -0.25]);
@@ -75,7 +84,15 @@ describe('safetensors', () => {
 
   test('bf16 rounding is round-to-nearest-even', () => {
     // 1 + 2^-8 is exactly half way between two bf16 values: ties go to the even one (1.0).
-    expect(Array.from(toFloat32({ dtype: 'BF16', shape: [3], data: float32ToBf16(new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -3])) }))).toEqual([1, 1 + 2 ** -6, -3]);
+    expect(
+      Array.from(
+        toFloat32({
+          dtype: 'BF16',
+          shape: [3],
+          data: float32ToBf16(new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -3])),
+        }),
+      ),
+    ).toEqual([1, 1 + 2 ** -6, -3]);
   });
 
   test('malformed headers are rejected with a clear message', () => {
@@ -92,21 +109,52 @@ describe('safetensors', () => {
     notJson.writeBigUInt64LE(2n);
     expectSafeError(() => parseSafetensorsHeader(notJson), /header is not valid JSON/);
     expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header([1, 2]), data])), /header is not a JSON object/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, dtype: 'F8' } }), data])), /tensor 'a': unsupported dtype "F8"/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, shape: [-1] } }), data])), /tensor 'a': shape \[-1\]/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, shape: [3] } }), data])), /tensor 'a': 8 bytes in data_offsets but shape \[3\] of F32 needs 12/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, data_offsets: [8, 0] } }), data])), /end before they begin/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, data_offsets: [12, 20] } }), data])), /run past the data section of 16 bytes/);
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, dtype: 'F8' } }), data])),
+      /tensor 'a': unsupported dtype "F8"/,
+    );
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, shape: [-1] } }), data])),
+      /tensor 'a': shape \[-1\]/,
+    );
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, shape: [3] } }), data])),
+      /tensor 'a': 8 bytes in data_offsets but shape \[3\] of F32 needs 12/,
+    );
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, data_offsets: [8, 0] } }), data])),
+      /end before they begin/,
+    );
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, data_offsets: [12, 20] } }), data])),
+      /run past the data section of 16 bytes/,
+    );
     expectSafeError(
       () => parseSafetensorsHeader(Buffer.concat([header({ a: ok, b: { ...ok, data_offsets: [4, 12] } }), data])),
       /tensors 'a' \[0, 8\) and 'b' \[4, 12\) overlap/,
     );
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, extra: 1 } }), data])), /unknown key 'extra'/);
-    expectSafeError(() => parseSafetensorsHeader(Buffer.concat([header({ __metadata__: { a: 1 } }), data])), /__metadata__.a is not a string/);
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ a: { ...ok, extra: 1 } }), data])),
+      /unknown key 'extra'/,
+    );
+    expectSafeError(
+      () => parseSafetensorsHeader(Buffer.concat([header({ __metadata__: { a: 1 } }), data])),
+      /__metadata__.a is not a string/,
+    );
     expectSafeError(() => readSafetensorsHeader(path.join(tmp, 'missing.safetensors')), /cannot open/);
     // Empty tensors between two overlapping ones do not hide the overlap.
     expectSafeError(
-      () => parseSafetensorsHeader(Buffer.concat([header({ a: ok, z: { dtype: 'F32', shape: [0], data_offsets: [4, 4] }, b: { ...ok, data_offsets: [4, 12] } }), data])),
+      () =>
+        parseSafetensorsHeader(
+          Buffer.concat([
+            header({
+              a: ok,
+              z: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
+              b: { ...ok, data_offsets: [4, 12] },
+            }),
+            data,
+          ]),
+        ),
       /overlap/,
     );
   });

@@ -17,15 +17,24 @@ const MODEL = 'qwen2_5_vl';
 const reason = goldenSkipReason(MODEL);
 const SRC = path.join(GOLDEN_ROOT, MODEL);
 
-function copyWith(dir: string, edit: (t: Map<string, { shape: number[]; data: Float32Array }>) => void, config?: (c: Record<string, unknown>) => void): void {
+function copyWith(
+  dir: string,
+  edit: (t: Map<string, { shape: number[]; data: Float32Array }>) => void,
+  config?: (c: Record<string, unknown>) => void,
+): void {
   fs.mkdirSync(dir, { recursive: true });
   const cfg = JSON.parse(fs.readFileSync(path.join(SRC, 'config.json'), 'utf8')) as Record<string, unknown>;
   if (config) config(cfg);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
   const t = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [k, v] of readSafetensors(path.join(SRC, 'model.safetensors'))) t.set(k, { shape: v.shape, data: v.data as Float32Array });
+  for (const [k, v] of readSafetensors(path.join(SRC, 'model.safetensors')))
+    t.set(k, { shape: v.shape, data: v.data as Float32Array });
   edit(t);
-  writeSafetensors(path.join(dir, 'model.safetensors'), [...t].map(([name, v]) => ({ name, shape: v.shape, dtype: 'F32' as const })), (n) => t.get(n)!.data);
+  writeSafetensors(
+    path.join(dir, 'model.safetensors'),
+    [...t].map(([name, v]) => ({ name, shape: v.shape, dtype: 'F32' as const })),
+    (n) => t.get(n)!.data,
+  );
 }
 
 skipIf(reason).describe('Qwen model folders', () => {
@@ -45,10 +54,17 @@ skipIf(reason).describe('Qwen model folders', () => {
     const weightMap: Record<string, string> = {};
     shards.forEach((s, i) => {
       const file = `model-0000${i + 1}-of-00002.safetensors`;
-      writeSafetensors(path.join(dir, file), s.map(([name, v]) => ({ name, shape: v.shape, dtype: 'F32' as const })), (n) => s.find(([k]) => k === n)![1].data as Float32Array);
+      writeSafetensors(
+        path.join(dir, file),
+        s.map(([name, v]) => ({ name, shape: v.shape, dtype: 'F32' as const })),
+        (n) => s.find(([k]) => k === n)![1].data as Float32Array,
+      );
       for (const [k] of s) weightMap[k] = file;
     });
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
     const inputs = caseInputs(readCase(MODEL, 'video'));
     const before = liveHandleCount();
     const a = await QwenVLModel.load(SRC);
@@ -76,33 +92,53 @@ skipIf(reason).describe('Qwen model folders', () => {
     });
     await expect(QwenVLModel.load(dir)).rejects.toMatchObject({
       code: 'ERR_CRPO_MODEL_LOAD',
-      message: expect.stringMatching(/missing 1: model\.language_model\.norm\.weight; unexpected 1: model\.extra\.weight; mis-shaped 1: visual\.merger\.ln_q\.weight: \[31\] in model\.safetensors, expected \[32\]/),
+      message: expect.stringMatching(
+        /missing 1: model\.language_model\.norm\.weight; unexpected 1: model\.extra\.weight; mis-shaped 1: visual\.merger\.ln_q\.weight: \[31\] in model\.safetensors, expected \[32\]/,
+      ),
     });
   });
 
   test('unsupported architectures are refused naming the supported ones', async () => {
     const dir = path.join(tmp, 'llava');
-    copyWith(dir, () => undefined, (c) => {
-      c.model_type = 'llava';
-      c.architectures = ['LlavaForConditionalGeneration'];
-    });
+    copyWith(
+      dir,
+      () => undefined,
+      (c) => {
+        c.model_type = 'llava';
+        c.architectures = ['LlavaForConditionalGeneration'];
+      },
+    );
     await expect(QwenVLModel.load(dir)).rejects.toMatchObject({
       code: 'ERR_CRPO_MODEL_CONFIG',
-      message: expect.stringMatching(/unsupported architecture \(model_type "llava".*supported: model_type 'qwen2_5_vl'.*'qwen3_vl'/),
+      message: expect.stringMatching(
+        /unsupported architecture \(model_type "llava".*supported: model_type 'qwen2_5_vl'.*'qwen3_vl'/,
+      ),
     });
   });
 
   test('bad inputs are refused with the place and the values, never a crash', async () => {
     const m = await QwenVLModel.load(SRC);
     const inputs = caseInputs(readCase(MODEL, 'video'));
-    await expect(m.forward({ ...inputs, inputIds: [inputs.inputIds[0].map((x, i) => (i === 3 ? 999 : x))] })).rejects.toMatchObject({
+    await expect(
+      m.forward({ ...inputs, inputIds: [inputs.inputIds[0].map((x, i) => (i === 3 ? 999 : x))] }),
+    ).rejects.toMatchObject({
       code: 'ERR_CRPO_TORCH',
       message: expect.stringMatching(/token ids must be in \[0, 320\) but range over \[\d+, 999\]/),
     });
-    await expect(m.forward({ ...inputs, pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176) })).rejects.toMatchObject({
-      message: expect.stringMatching(/pixel rows of call0 must be \(32, 1176\) for the grids given but are \[16, 1176\]/),
+    await expect(
+      m.forward({ ...inputs, pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176) }),
+    ).rejects.toMatchObject({
+      message: expect.stringMatching(
+        /pixel rows of call0 must be \(32, 1176\) for the grids given but are \[16, 1176\]/,
+      ),
     });
-    await expect(m.forward({ ...inputs, videoGridThw: [[2, 4, 2]], pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176) })).rejects.toMatchObject({
+    await expect(
+      m.forward({
+        ...inputs,
+        videoGridThw: [[2, 4, 2]],
+        pixelValuesVideos: inputs.pixelValuesVideos!.subarray(0, 16 * 1176),
+      }),
+    ).rejects.toMatchObject({
       message: expect.stringMatching(/Video features and Video tokens do not match: tokens: 8, features 4/),
     });
     m.dispose();
@@ -113,6 +149,9 @@ skipIf(reason).describe('Qwen model folders', () => {
     const dir = path.join(tmp, 'empty');
     fs.mkdirSync(dir);
     fs.copyFileSync(path.join(SRC, 'config.json'), path.join(dir, 'config.json'));
-    await expect(QwenVLModel.load(dir)).rejects.toMatchObject({ code: 'ERR_CRPO_MODEL_LOAD', message: expect.stringMatching(/no model\.safetensors or model\.safetensors\.index\.json/) });
+    await expect(QwenVLModel.load(dir)).rejects.toMatchObject({
+      code: 'ERR_CRPO_MODEL_LOAD',
+      message: expect.stringMatching(/no model\.safetensors or model\.safetensors\.index\.json/),
+    });
   });
 });

@@ -9,13 +9,25 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
-import { GOLDEN_ROOT, caseInputs, compareClose, expectAllClose, goldenSkipReason, readCase } from './golden-qwen-helpers';
+import {
+  GOLDEN_ROOT,
+  caseInputs,
+  compareClose,
+  expectAllClose,
+  goldenSkipReason,
+  readCase,
+} from './golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
 
 const MODEL = 'qwen3_vl';
 const reason = goldenSkipReason(MODEL);
 const DIR = path.join(GOLDEN_ROOT, MODEL);
-const LORA = { rank: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 };
+const LORA = {
+  rank: 4,
+  alpha: 8,
+  targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  seed: 1,
+};
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
@@ -28,7 +40,10 @@ function randomize(m: QwenVLModel, names: string[], scale: number, seed: number)
   const rnd = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 2 * scale;
   for (const n of names.filter((x) => x.endsWith('lora_B'))) {
     const t = m.getParam(n);
-    m.setParam(n, Float32Array.from(t.data, () => rnd()));
+    m.setParam(
+      n,
+      Float32Array.from(t.data, () => rnd()),
+    );
   }
 }
 
@@ -56,7 +71,15 @@ skipIf(reason).describe('Qwen training features', () => {
       m.exportTo(out);
       const e = await QwenVLModel.load(out);
       const re = await e.forward(inputs);
-      expectAllClose([compareClose('merged export logits', re.logits.data, re.logits.shape, { dtype: 'F32', shape: tuned.logits.shape, data: tuned.logits.data }, 2e-5)]);
+      expectAllClose([
+        compareClose(
+          'merged export logits',
+          re.logits.data,
+          re.logits.shape,
+          { dtype: 'F32', shape: tuned.logits.shape, data: tuned.logits.data },
+          2e-5,
+        ),
+      ]);
       e.dispose();
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
@@ -68,7 +91,10 @@ skipIf(reason).describe('Qwen training features', () => {
     const m = await QwenVLModel.load(DIR, { dtype: 'float64' });
     const names = m.addLora({ ...LORA, dropout: 0 });
     randomize(m, names, 0.05, 3);
-    const probe = ['model.language_model.layers.0.self_attn.q_proj.lora_A', 'model.language_model.layers.1.mlp.down_proj.lora_B'];
+    const probe = [
+      'model.language_model.layers.0.self_attn.q_proj.lora_A',
+      'model.language_model.layers.1.mlp.down_proj.lora_B',
+    ];
     const r = await m.forward(inputs, { grads: probe });
     const eps = 1e-4;
     for (const n of probe) {
@@ -98,12 +124,27 @@ skipIf(reason).describe('Qwen training features', () => {
     const m = await QwenVLModel.load(DIR);
     const names = m.addLora(LORA);
     randomize(m, names, 0.05, 11);
-    const probe = [names[0], names[names.length - 1], 'model.language_model.embed_tokens.weight', 'model.visual.blocks.0.attn.qkv.weight'];
+    const probe = [
+      names[0],
+      names[names.length - 1],
+      'model.language_model.embed_tokens.weight',
+      'model.visual.blocks.0.attn.qkv.weight',
+    ];
     const plain = await m.forward(inputs, { grads: probe });
     m.setGradientCheckpointing(true);
     const ckpt = await m.forward(inputs, { grads: probe });
     expect(ckpt.objective).toBe(plain.objective);
-    expectAllClose(probe.map((n) => compareClose(n, ckpt.grads[n].data, ckpt.grads[n].shape, { dtype: 'F32', shape: plain.grads[n].shape, data: plain.grads[n].data }, 1e-6)));
+    expectAllClose(
+      probe.map((n) =>
+        compareClose(
+          n,
+          ckpt.grads[n].data,
+          ckpt.grads[n].shape,
+          { dtype: 'F32', shape: plain.grads[n].shape, data: plain.grads[n].data },
+          1e-6,
+        ),
+      ),
+    );
     m.dispose();
   });
 
@@ -132,7 +173,8 @@ skipIf(reason).describe('Qwen training features', () => {
     const completion = Int32Array.from({ length: L }, (_, i) => (i >= L - 6 ? 1 : 0));
     const base = await m.forward(inputs);
     const losses: number[] = [];
-    for (let s = 0; s < 4; s++) losses.push((await m.trainStep(inputs, { completionMask: completion, objective: 'sft', lr: 5e-3 })).loss);
+    for (let s = 0; s < 4; s++)
+      losses.push((await m.trainStep(inputs, { completionMask: completion, objective: 'sft', lr: 5e-3 })).loss);
     expect(losses[3]).toBeLessThan(losses[0]);
     const seqLp = async () => {
       const r = await m.forward(inputs);
@@ -142,7 +184,13 @@ skipIf(reason).describe('Qwen training features', () => {
     };
     const before = await seqLp();
     const ref = await m.forward(inputs, { lora: false });
-    const st = await m.trainStep(inputs, { completionMask: completion, advantages: Float32Array.of(1), refLogprobs: ref.tokenLogprobs.data, klBeta: 0.01, lr: 5e-3 });
+    const st = await m.trainStep(inputs, {
+      completionMask: completion,
+      advantages: Float32Array.of(1),
+      refLogprobs: ref.tokenLogprobs.data,
+      klBeta: 0.01,
+      lr: 5e-3,
+    });
     expect(st.tokens).toBe(6);
     expect(Number.isFinite(st.gradNorm) && st.gradNorm > 0).toBe(true);
     expect(await seqLp()).toBeGreaterThan(before);
@@ -152,13 +200,31 @@ skipIf(reason).describe('Qwen training features', () => {
 
   test('sampling: seeded and reproducible; sampler log-probs equal scoring log-probs; temperature 0 is greedy', async () => {
     const m = await QwenVLModel.load(DIR);
-    const a = await m.generate(inputs, { maxNewTokens: 5, temperature: 1.0, topK: 50, topP: 0.9, seed: 42, eosTokenId: -1 });
-    const b = await m.generate(inputs, { maxNewTokens: 5, temperature: 1.0, topK: 50, topP: 0.9, seed: 42, eosTokenId: -1 });
+    const a = await m.generate(inputs, {
+      maxNewTokens: 5,
+      temperature: 1.0,
+      topK: 50,
+      topP: 0.9,
+      seed: 42,
+      eosTokenId: -1,
+    });
+    const b = await m.generate(inputs, {
+      maxNewTokens: 5,
+      temperature: 1.0,
+      topK: 50,
+      topP: 0.9,
+      seed: 42,
+      eosTokenId: -1,
+    });
     expect(a.tokens).toEqual(b.tokens);
     const greedy = await m.generate(inputs, { maxNewTokens: 5, eosTokenId: -1 });
     const t0 = await m.generate(inputs, { maxNewTokens: 5, temperature: 0, eosTokenId: -1, useCache: false });
     expect(t0.tokens).toEqual(greedy.tokens);
-    const full: QwenInputs = { ...inputs, inputIds: [[...inputs.inputIds[0], ...a.tokens[0]]], attentionMask: [[...inputs.attentionMask![0], ...a.tokens[0].map(() => 1)]] };
+    const full: QwenInputs = {
+      ...inputs,
+      inputIds: [[...inputs.inputIds[0], ...a.tokens[0]]],
+      attentionMask: [[...inputs.attentionMask![0], ...a.tokens[0].map(() => 1)]],
+    };
     const r = await m.forward(full);
     const scored = Array.from(r.tokenLogprobs.data.subarray(L - 1, L - 1 + 5));
     expect(maxDiff(scored, a.logprobs[0])).toBeLessThan(1e-4);
@@ -180,13 +246,21 @@ skipIf(reason).describe('Qwen training features', () => {
     console.log(`bf16 vs fp32 golden logits: max abs diff ${diff.toFixed(4)}, max |logit| ${scale.toFixed(3)}`);
     expect(diff / scale).toBeLessThan(0.1);
     m.dispose();
-    await expect(QwenVLModel.load(DIR, { dtype: 'float16' })).rejects.toMatchObject({ code: 'ERR_CRPO_DTYPE', message: expect.stringMatching(/float16 needs a CUDA device/) });
+    await expect(QwenVLModel.load(DIR, { dtype: 'float16' })).rejects.toMatchObject({
+      code: 'ERR_CRPO_DTYPE',
+      message: expect.stringMatching(/float16 needs a CUDA device/),
+    });
   });
 
   test('shareVision: one encoding for a group of rows equals each row alone', async () => {
     const m = await QwenVLModel.load(DIR);
     const one = await m.forward(inputs);
-    const two = await m.forward({ ...inputs, inputIds: [inputs.inputIds[0], inputs.inputIds[0]], attentionMask: [inputs.attentionMask![0], inputs.attentionMask![0]], shareVision: true });
+    const two = await m.forward({
+      ...inputs,
+      inputIds: [inputs.inputIds[0], inputs.inputIds[0]],
+      attentionMask: [inputs.attentionMask![0], inputs.attentionMask![0]],
+      shareVision: true,
+    });
     const n = one.logits.data.length;
     expect(maxDiff(two.logits.data.subarray(0, n), one.logits.data)).toBeLessThan(1e-5);
     expect(maxDiff(two.logits.data.subarray(n), one.logits.data)).toBeLessThan(1e-5);

@@ -5,7 +5,13 @@
  */
 import { policyLoss, tokenLoss, type LossSettings, type LossSequence } from '../../lib/algo';
 
-const S: LossSettings = { clipLow: 0.2, clipHigh: 0.2, beta: 0.04, aggregation: 'seq-mean-token-mean', maxNewTokens: 4 };
+const S: LossSettings = {
+  clipLow: 0.2,
+  clipHigh: 0.2,
+  beta: 0.04,
+  aggregation: 'seq-mean-token-mean',
+  maxNewTokens: 4,
+};
 
 describe('tokenLoss', () => {
   it('takes the clipped branch above 1+eps_high for a positive advantage (no gradient)', () => {
@@ -56,7 +62,10 @@ describe('policyLoss aggregations', () => {
     expect(policyLoss(seqs, { ...S, beta: 0, aggregation: 'token-mean' }).loss).toBeCloseTo((-1 * 2 + 0.5 * 3) / 5, 14);
   });
   it('seq-mean-token-sum-norm = sum per sequence / max_new_tokens, mean over sequences', () => {
-    expect(policyLoss(seqs, { ...S, beta: 0, aggregation: 'seq-mean-token-sum-norm' }).loss).toBeCloseTo((-2 / 4 + 1.5 / 4) / 2, 14);
+    expect(policyLoss(seqs, { ...S, beta: 0, aggregation: 'seq-mean-token-sum-norm' }).loss).toBeCloseTo(
+      (-2 / 4 + 1.5 / 4) / 2,
+      14,
+    );
   });
   it('reports the clip fraction and the KL part', () => {
     const r = policyLoss([{ advantage: 1, logp: [-1, -1], oldLogp: [-1.2, -1], refLogp: [-1.1, -1] }], S);
@@ -66,19 +75,26 @@ describe('policyLoss aggregations', () => {
     expect(r.pg).toBeCloseTo((-1.2 + -1) / 2, 12);
   });
 
-  it.each(['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const)('gradient matches finite differences (%s)', (aggregation) => {
-    const s = { ...S, aggregation };
-    const batch: LossSequence[] = [
-      { advantage: 0.7, logp: [-0.9, -1.3, -0.2], oldLogp: [-1, -1.25, -0.3], refLogp: [-1.1, -1.2, -0.1] },
-      { advantage: -1.3, logp: [-2.0, -0.5], oldLogp: [-1.9, -0.45], refLogp: [-1.5, -0.7] },
-    ];
-    const r = policyLoss(batch, s);
-    const h = 1e-6;
-    batch.forEach((q, k) => q.logp.forEach((_, t) => {
-      const plus = batch.map((x, i) => (i === k ? { ...x, logp: x.logp.map((v, j) => (j === t ? v + h : v)) } : x));
-      const minus = batch.map((x, i) => (i === k ? { ...x, logp: x.logp.map((v, j) => (j === t ? v - h : v)) } : x));
-      const fd = (policyLoss(plus, s).loss - policyLoss(minus, s).loss) / (2 * h);
-      expect(r.grads[k][t]).toBeCloseTo(fd, 6);
-    }));
-  });
+  it.each(['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const)(
+    'gradient matches finite differences (%s)',
+    (aggregation) => {
+      const s = { ...S, aggregation };
+      const batch: LossSequence[] = [
+        { advantage: 0.7, logp: [-0.9, -1.3, -0.2], oldLogp: [-1, -1.25, -0.3], refLogp: [-1.1, -1.2, -0.1] },
+        { advantage: -1.3, logp: [-2.0, -0.5], oldLogp: [-1.9, -0.45], refLogp: [-1.5, -0.7] },
+      ];
+      const r = policyLoss(batch, s);
+      const h = 1e-6;
+      batch.forEach((q, k) =>
+        q.logp.forEach((_, t) => {
+          const plus = batch.map((x, i) => (i === k ? { ...x, logp: x.logp.map((v, j) => (j === t ? v + h : v)) } : x));
+          const minus = batch.map((x, i) =>
+            i === k ? { ...x, logp: x.logp.map((v, j) => (j === t ? v - h : v)) } : x,
+          );
+          const fd = (policyLoss(plus, s).loss - policyLoss(minus, s).loss) / (2 * h);
+          expect(r.grads[k][t]).toBeCloseTo(fd, 6);
+        }),
+      );
+    },
+  );
 });

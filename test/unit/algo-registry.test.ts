@@ -6,8 +6,14 @@
 import { ALGORITHMS, getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../../lib/algo';
 
 const S: AlgoSettings = {
-  groupSize: 4, cfGroupSize: 0, nullOption: 'auto', norm: 'per-branch', eps: 1e-6,
-  weights: { accuracy: 1, format: 1, crr: 1, behave: 1 }, tgrpo: { bonus: 0.3, mu: 0.8 }, arrow: { wReverse: 0.5 },
+  groupSize: 4,
+  cfGroupSize: 0,
+  nullOption: 'auto',
+  norm: 'per-branch',
+  eps: 1e-6,
+  weights: { accuracy: 1, format: 1, crr: 1, behave: 1 },
+  tgrpo: { bonus: 0.3, mu: 0.8 },
+  arrow: { wReverse: 0.5 },
 };
 
 const f32 = (xs: number[]): number[] => xs.map(Math.fround);
@@ -15,27 +21,54 @@ const f32 = (xs: number[]): number[] => xs.map(Math.fround);
 describe('algorithm registry', () => {
   it('lists the six algorithms and rejects an unknown one with the known names', () => {
     expect(ALGORITHMS.names()).toEqual(['arrowrl', 'crpo', 'crpo-no-dual', 'grpo', 'grpo-2g', 't-grpo']);
-    expect(() => getAlgorithm('ppo')).toThrow("Unknown algorithm 'ppo'; known: arrowrl, crpo, crpo-no-dual, grpo, grpo-2g, t-grpo");
+    expect(() => getAlgorithm('ppo')).toThrow(
+      "Unknown algorithm 'ppo'; known: arrowrl, crpo, crpo-no-dual, grpo, grpo-2g, t-grpo",
+    );
   });
 
   it('plans the branches of each algorithm', () => {
     const p = (n: string) => getAlgorithm(n).plan(S);
-    expect(p('grpo')).toEqual({ origSamples: 4, secondSamples: 0, second: 'none', trainSecond: false, nullOption: false });
+    expect(p('grpo')).toEqual({
+      origSamples: 4,
+      secondSamples: 0,
+      second: 'none',
+      trainSecond: false,
+      nullOption: false,
+    });
     expect(p('grpo-2g')).toMatchObject({ origSamples: 8, secondSamples: 0 });
-    expect(p('t-grpo')).toEqual({ origSamples: 4, secondSamples: 2, second: 'shuffled', trainSecond: false, nullOption: false });
+    expect(p('t-grpo')).toEqual({
+      origSamples: 4,
+      secondSamples: 2,
+      second: 'shuffled',
+      trainSecond: false,
+      nullOption: false,
+    });
     expect(p('arrowrl')).toMatchObject({ secondSamples: 4, second: 'reversed', trainSecond: false });
-    expect(p('crpo')).toEqual({ origSamples: 4, secondSamples: 4, second: 'counterfactual', trainSecond: true, nullOption: true });
+    expect(p('crpo')).toEqual({
+      origSamples: 4,
+      secondSamples: 4,
+      second: 'counterfactual',
+      trainSecond: true,
+      nullOption: true,
+    });
     expect(p('crpo-no-dual')).toMatchObject({ second: 'counterfactual', trainSecond: false, nullOption: true });
-    expect(getAlgorithm('crpo').plan({ ...S, cfGroupSize: 2, nullOption: false })).toMatchObject({ secondSamples: 2, nullOption: false });
+    expect(getAlgorithm('crpo').plan({ ...S, cfGroupSize: 2, nullOption: false })).toMatchObject({
+      secondSamples: 2,
+      nullOption: false,
+    });
   });
 });
 
 describe('rewards on crafted groups', () => {
   // truth 0, 3 options + null option (k = 4), relation change.
   const group: ScoredGroupInput = {
-    truth: 0, numOptions: 4, relation: 'change',
-    origAnswers: [0, 0, 1, -1], origFormat: [1, 1, 1, 0],
-    secondAnswers: [1, 3, 0, -1], secondFormat: [1, 1, 1, 0],
+    truth: 0,
+    numOptions: 4,
+    relation: 'change',
+    origAnswers: [0, 0, 1, -1],
+    origFormat: [1, 1, 1, 0],
+    secondAnswers: [1, 3, 0, -1],
+    secondFormat: [1, 1, 1, 0],
   };
 
   it('grpo: correctness + format', () => {
@@ -54,7 +87,8 @@ describe('rewards on crafted groups', () => {
     expect(s.components.crr).toBe(0.25);
     expect(s.components['cf/behave']).toBe(0.5);
     expect(s.components['orig/crr']).toBeCloseTo(0.25, 12); // mean of correct_i * p_c = 0.5*0.5
-    const mean = 1.5, sd = Math.sqrt((1 + 1 + 0.25 + 2.25) / 3);
+    const mean = 1.5,
+      sd = Math.sqrt((1 + 1 + 0.25 + 2.25) / 3);
     expect(s.origAdvantage[0]).toBeCloseTo(1 / (sd + 1e-6), 5);
     expect(s.origAdvantage[3]).toBeCloseTo((0 - mean) / (sd + 1e-6), 5);
   });
@@ -89,7 +123,13 @@ describe('rewards on crafted groups', () => {
   });
 
   it('grpo-2g scores 2G rollouts', () => {
-    const g8: ScoredGroupInput = { ...group, origAnswers: [0, 0, 1, -1, 0, 2, 2, 2], origFormat: [1, 1, 1, 0, 1, 1, 1, 1], secondAnswers: [], secondFormat: [] };
+    const g8: ScoredGroupInput = {
+      ...group,
+      origAnswers: [0, 0, 1, -1, 0, 2, 2, 2],
+      origFormat: [1, 1, 1, 0, 1, 1, 1, 1],
+      secondAnswers: [],
+      secondFormat: [],
+    };
     expect(getAlgorithm('grpo-2g').score([g8], S).origReward.length).toBe(8);
   });
 });

@@ -6,14 +6,14 @@
 import { hasAddon } from '../../lib/native';
 import { formatPlan, nativeParams, planMemory, planOptionsFromFlags, qwenLoraParams } from '../../lib/bench/plan';
 import { PUBLISHED_CONFIGS } from '../../lib/hf/budget';
+import { skipIf } from '../helpers/skip';
 
 const GB = 1e9;
 
 describe('bench plan', () => {
   const torchReason = hasAddon('torch') ? undefined : 'the torch addon is not built';
-  (torchReason ? it.skip : it)(
-    `native parameter formula equals the parameters of the policy the addon ` +
-      `builds${torchReason ? ` (skipped: ${torchReason})` : ''}`,
+  skipIf(torchReason).it(
+    `native parameter formula equals the parameters of the policy the addon ` + `builds`,
     async () => {
       const { Policy, Tokenizer } = await import('../../lib/model');
       const tok = Tokenizer.build(['a b c d e f g h']);

@@ -5,7 +5,15 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { JsonlAppender, appendJsonlSync, parseJsonl, repairJsonlTail, writeFileAtomic, writeFileAtomicSync, writeJsonlAtomic } from '../../lib/data/jsonl';
+import {
+  JsonlAppender,
+  appendJsonlSync,
+  parseJsonl,
+  repairJsonlTail,
+  writeFileAtomic,
+  writeFileAtomicSync,
+  writeJsonlAtomic,
+} from '../../lib/data/jsonl';
 
 describe('jsonl helpers', () => {
   let dir: string;

@@ -37,11 +37,27 @@ describe('parseDistEnv', () => {
 
   it('reads what crpo --nproc sets, which is the same contract', () => {
     const e = parseDistEnv(workerEnv(1, 2, '127.0.0.1', 12345, {}));
-    expect(e).toMatchObject({ source: 'crpo', rank: 1, worldSize: 2, localRank: 1, masterAddr: '127.0.0.1', masterPort: 12345, agentStore: false });
+    expect(e).toMatchObject({
+      source: 'crpo',
+      rank: 1,
+      worldSize: 2,
+      localRank: 1,
+      masterAddr: '127.0.0.1',
+      masterPort: 12345,
+      agentStore: false,
+    });
   });
 
   it('reads srun: rank, size, local id, first host of the node list, a port per job', () => {
-    const env = { SLURM_PROCID: '9', SLURM_NTASKS: '16', SLURM_LOCALID: '1', SLURM_NODEID: '2', SLURM_JOB_NODELIST: 'gpu-a[007-010,012],gpu-b3', SLURM_JOB_ID: '123456', SLURM_TASKS_PER_NODE: '4(x4)' };
+    const env = {
+      SLURM_PROCID: '9',
+      SLURM_NTASKS: '16',
+      SLURM_LOCALID: '1',
+      SLURM_NODEID: '2',
+      SLURM_JOB_NODELIST: 'gpu-a[007-010,012],gpu-b3',
+      SLURM_JOB_ID: '123456',
+      SLURM_TASKS_PER_NODE: '4(x4)',
+    };
     expect(parseDistEnv(env)).toEqual({
       source: 'slurm',
       rank: 9,
@@ -54,11 +70,22 @@ describe('parseDistEnv', () => {
       agentStore: false,
       restartCount: 0,
     });
-    expect(parseDistEnv({ ...env, MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' })).toMatchObject({ masterAddr: '10.0.0.1', masterPort: 29500 });
+    expect(parseDistEnv({ ...env, MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' })).toMatchObject({
+      masterAddr: '10.0.0.1',
+      masterPort: 29500,
+    });
   });
 
   it('RANK/WORLD_SIZE win over Slurm (srun torchrun ...)', () => {
-    const e = parseDistEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '2', SLURM_NODELIST: 'n[1-2]', RANK: '3', WORLD_SIZE: '8', MASTER_ADDR: 'n1', TORCHELASTIC_RUN_ID: 'x' });
+    const e = parseDistEnv({
+      SLURM_PROCID: '0',
+      SLURM_NTASKS: '2',
+      SLURM_NODELIST: 'n[1-2]',
+      RANK: '3',
+      WORLD_SIZE: '8',
+      MASTER_ADDR: 'n1',
+      TORCHELASTIC_RUN_ID: 'x',
+    });
     expect(e).toMatchObject({ source: 'torchrun', rank: 3, worldSize: 8 });
   });
 
@@ -67,11 +94,19 @@ describe('parseDistEnv', () => {
   });
 
   it('bad values name the variable and the value', () => {
-    expect(() => parseDistEnv({ RANK: '2', WORLD_SIZE: '2', MASTER_ADDR: 'x' })).toThrow('Expected an integer in [0, 1] for RANK (environment variable) but received \'2\' of type string');
-    expect(() => parseDistEnv({ RANK: 'one', WORLD_SIZE: '2', MASTER_ADDR: 'x' })).toThrow(/for RANK \(environment variable\) but received 'one'/);
-    expect(() => parseDistEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', MASTER_PORT: '70000' })).toThrow(/an integer in \[1, 65535\] for MASTER_PORT/);
+    expect(() => parseDistEnv({ RANK: '2', WORLD_SIZE: '2', MASTER_ADDR: 'x' })).toThrow(
+      "Expected an integer in [0, 1] for RANK (environment variable) but received '2' of type string",
+    );
+    expect(() => parseDistEnv({ RANK: 'one', WORLD_SIZE: '2', MASTER_ADDR: 'x' })).toThrow(
+      /for RANK \(environment variable\) but received 'one'/,
+    );
+    expect(() => parseDistEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', MASTER_PORT: '70000' })).toThrow(
+      /an integer in \[1, 65535\] for MASTER_PORT/,
+    );
     expect(() => parseDistEnv({ RANK: '0', WORLD_SIZE: '2' })).toThrow(/MASTER_ADDR is not/);
-    expect(() => parseDistEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '2' })).toThrow(/neither MASTER_ADDR nor SLURM_JOB_NODELIST/);
+    expect(() => parseDistEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '2' })).toThrow(
+      /neither MASTER_ADDR nor SLURM_JOB_NODELIST/,
+    );
   });
 });
 
@@ -85,7 +120,9 @@ describe('Slurm node lists', () => {
   });
 
   it('rejects malformed lists with the list in the message', () => {
-    expect(() => expandSlurmNodelist('node[1-3')).toThrow("Cannot read the Slurm node list 'node[1-3': an unclosed \"[\"");
+    expect(() => expandSlurmNodelist('node[1-3')).toThrow(
+      'Cannot read the Slurm node list \'node[1-3\': an unclosed "["',
+    );
     expect(() => expandSlurmNodelist('node[5-2]')).toThrow(/'5-2' is an empty range/);
     expect(() => expandSlurmNodelist('node[a-b]')).toThrow(/'a-b' is not a number/);
   });
@@ -104,7 +141,9 @@ describe('sharding by prompt group', () => {
   });
 
   it('a global batch that does not divide by the world size is an error', () => {
-    expect(() => shardRange(6, 0, 4)).toThrow('Expected a multiple of the world size 4 for global batch (prompts per step) but received 6 of type number');
+    expect(() => shardRange(6, 0, 4)).toThrow(
+      'Expected a multiple of the world size 4 for global batch (prompts per step) but received 6 of type number',
+    );
   });
 
   it('sampling seeds follow the global prompt index, not the rank', () => {
@@ -124,7 +163,15 @@ describe('local launcher', () => {
       setInterval(() => {}, 1000);`;
     const lines: string[] = [];
     const t0 = Date.now();
-    const res = await launchLocal({ nproc: 3, command: process.execPath, args: ['-e', script], graceSeconds: 0.2, killAfterSeconds: 5, stdio: 'ignore', log: (l) => lines.push(l) });
+    const res = await launchLocal({
+      nproc: 3,
+      command: process.execPath,
+      args: ['-e', script],
+      graceSeconds: 0.2,
+      killAfterSeconds: 5,
+      stdio: 'ignore',
+      log: (l) => lines.push(l),
+    });
     expect(res.failedRank).toBe(1);
     expect(res.exitCode).toBe(3);
     expect(res.ranks.map((e) => e.code)).toEqual([143, 3, 143]);
@@ -139,7 +186,9 @@ describe('local launcher', () => {
     const worker = `process.on('SIGINT', () => process.exit(130)); console.log('up'); setInterval(() => {}, 1000);`;
     const launcher = `require(${JSON.stringify(path.join(root, 'lib/dist/launch.ts'))}).launchLocal({ nproc: 2, command: process.execPath, args: ['-e', ${JSON.stringify(worker)}], killAfterSeconds: 5, log: () => {} })
       .then((r) => { console.log(JSON.stringify(r)); process.exitCode = r.exitCode; });`;
-    const child = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), '-e', launcher], { cwd: root });
+    const child = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), '-e', launcher], {
+      cwd: root,
+    });
     let out = '';
     let up = 0;
     child.stdout.on('data', (b) => {
@@ -157,6 +206,8 @@ describe('local launcher', () => {
   }, 30000);
 
   it('rejects a bad --nproc', async () => {
-    await expect(launchLocal({ nproc: 0 })).rejects.toThrow('Expected an integer in [1, 1024] for nproc but received 0 of type number');
+    await expect(launchLocal({ nproc: 0 })).rejects.toThrow(
+      'Expected an integer in [1, 1024] for nproc but received 0 of type number',
+    );
   });
 });

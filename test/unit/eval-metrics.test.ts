@@ -6,18 +6,43 @@
 import { DYNAMIC_CATEGORIES } from '../../lib/data/categories';
 import type { Category } from '../../lib/data/schema';
 import {
-  bootstrapDistributions, bootstrapIntervals, computeMetrics, correlateRuns, groupSeed, pearson, quantile, seededRandom,
-  timeBlindMetrics, type ScoredSample, type TimeBlindAnswer,
+  bootstrapDistributions,
+  bootstrapIntervals,
+  computeMetrics,
+  correlateRuns,
+  groupSeed,
+  pearson,
+  quantile,
+  seededRandom,
+  timeBlindMetrics,
+  type ScoredSample,
+  type TimeBlindAnswer,
 } from '../../lib/eval/metrics';
 import { synthesizeRecords } from '../../lib/synth';
 
-const S = (id: string, pair_id: string, category: Category, answer: number, prediction: number): ScoredSample => ({ id, pair_id, category, answer, prediction });
+const S = (id: string, pair_id: string, category: Category, answer: number, prediction: number): ScoredSample => ({
+  id,
+  pair_id,
+  category,
+  answer,
+  prediction,
+});
 
 /** Naive reference: straight from the definitions, one group at a time. */
-function naiveGroup(samples: ScoredSample[]): { acc: number; p_acc: number; sensitivity: number | null; invariance: number | null; n_pairs: number } {
+function naiveGroup(samples: ScoredSample[]): {
+  acc: number;
+  p_acc: number;
+  sensitivity: number | null;
+  invariance: number | null;
+  n_pairs: number;
+} {
   const right = (s: ScoredSample): boolean => s.prediction !== -1 && s.prediction === s.answer;
   const pairIds = [...new Set(samples.map((s) => s.pair_id))];
-  let pairsRight = 0, dyn = 0, changed = 0, stat = 0, agreed = 0;
+  let pairsRight = 0,
+    dyn = 0,
+    changed = 0,
+    stat = 0,
+    agreed = 0;
   for (const pid of pairIds) {
     const m = samples.filter((s) => s.pair_id === pid);
     if (m.every(right)) pairsRight++;
@@ -29,7 +54,8 @@ function naiveGroup(samples: ScoredSample[]): { acc: number; p_acc: number; sens
     } else {
       dyn++;
       let ok = allValid;
-      for (const a of m) for (const b of m) if (a !== b && a.answer !== b.answer && a.prediction === b.prediction) ok = false;
+      for (const a of m)
+        for (const b of m) if (a !== b && a.answer !== b.answer && a.prediction === b.prediction) ok = false;
       if (ok) changed++;
     }
   }
@@ -65,28 +91,66 @@ describe('computeMetrics', () => {
   test('hand-computed case', () => {
     const samples = [
       // moving_direction: pair m1 both right; pair m2 one right, same prediction twice (no change)
-      S('m1a', 'm1', 'moving_direction', 0, 0), S('m1b', 'm1', 'moving_direction', 1, 1),
-      S('m2a', 'm2', 'moving_direction', 2, 2), S('m2b', 'm2', 'moving_direction', 3, 2),
+      S('m1a', 'm1', 'moving_direction', 0, 0),
+      S('m1b', 'm1', 'moving_direction', 1, 1),
+      S('m2a', 'm2', 'moving_direction', 2, 2),
+      S('m2b', 'm2', 'moving_direction', 3, 2),
       // event_sequence: pair e1 both wrong but changed; pair e2 one invalid
-      S('e1a', 'e1', 'event_sequence', 0, 1), S('e1b', 'e1', 'event_sequence', 1, 0),
-      S('e2a', 'e2', 'event_sequence', 0, 0), S('e2b', 'e2', 'event_sequence', 1, -1),
+      S('e1a', 'e1', 'event_sequence', 0, 1),
+      S('e1b', 'e1', 'event_sequence', 1, 0),
+      S('e2a', 'e2', 'event_sequence', 0, 0),
+      S('e2b', 'e2', 'event_sequence', 1, -1),
       // static: s1 both right (agree); s2 one right, disagree
-      S('s1a', 's1', 'static', 2, 2), S('s1b', 's1', 'static', 2, 2),
-      S('s2a', 's2', 'static', 1, 1), S('s2b', 's2', 'static', 1, 0),
+      S('s1a', 's1', 'static', 2, 2),
+      S('s1b', 's1', 'static', 2, 2),
+      S('s2a', 's2', 'static', 1, 1),
+      S('s2b', 's2', 'static', 1, 0),
     ];
     const g = computeMetrics(samples).groups;
     expect(Object.keys(g)).toEqual(['all', 'dynamic', 'moving_direction', 'event_sequence', 'static']);
-    expect(g.moving_direction).toMatchObject({ n_samples: 4, n_pairs: 2, acc: 3 / 4, p_acc: 1 / 2, sensitivity: 1 / 2, invariance: null, invalid_rate: 0 });
-    expect(g.event_sequence).toMatchObject({ n_samples: 4, n_pairs: 2, acc: 1 / 4, p_acc: 0, sensitivity: 1 / 2, invalid_rate: 1 / 4 });
+    expect(g.moving_direction).toMatchObject({
+      n_samples: 4,
+      n_pairs: 2,
+      acc: 3 / 4,
+      p_acc: 1 / 2,
+      sensitivity: 1 / 2,
+      invariance: null,
+      invalid_rate: 0,
+    });
+    expect(g.event_sequence).toMatchObject({
+      n_samples: 4,
+      n_pairs: 2,
+      acc: 1 / 4,
+      p_acc: 0,
+      sensitivity: 1 / 2,
+      invalid_rate: 1 / 4,
+    });
     expect(g.static).toMatchObject({ n_pairs: 2, acc: 3 / 4, p_acc: 1 / 2, sensitivity: null, invariance: 1 / 2 });
-    expect(g.dynamic).toMatchObject({ n_samples: 8, n_pairs: 4, acc: 4 / 8, p_acc: 1 / 4, sensitivity: 2 / 4, n_dynamic_pairs: 4, n_static_pairs: 0 });
-    expect(g.all).toMatchObject({ n_samples: 12, n_pairs: 6, acc: 7 / 12, p_acc: 2 / 6, sensitivity: 2 / 4, invariance: 1 / 2 });
+    expect(g.dynamic).toMatchObject({
+      n_samples: 8,
+      n_pairs: 4,
+      acc: 4 / 8,
+      p_acc: 1 / 4,
+      sensitivity: 2 / 4,
+      n_dynamic_pairs: 4,
+      n_static_pairs: 0,
+    });
+    expect(g.all).toMatchObject({
+      n_samples: 12,
+      n_pairs: 6,
+      acc: 7 / 12,
+      p_acc: 2 / 6,
+      sensitivity: 2 / 4,
+      invariance: 1 / 2,
+    });
   });
 
   test('the null option is a valid change; an invalid answer is never a change', () => {
     const g = computeMetrics([
-      S('a', 'p', 'reversible_dynamics', 0, 0), S('b', 'p', 'reversible_dynamics', 1, 3), // 3 = null option of 3 options
-      S('c', 'q', 'reversible_dynamics', 0, 0), S('d', 'q', 'reversible_dynamics', 1, -1),
+      S('a', 'p', 'reversible_dynamics', 0, 0),
+      S('b', 'p', 'reversible_dynamics', 1, 3), // 3 = null option of 3 options
+      S('c', 'q', 'reversible_dynamics', 0, 0),
+      S('d', 'q', 'reversible_dynamics', 1, -1),
     ]).groups.reversible_dynamics!;
     expect(g.sensitivity).toBe(1 / 2);
     expect(g.p_acc).toBe(0);
@@ -95,7 +159,11 @@ describe('computeMetrics', () => {
   test('a constant-answer predictor gets P-Acc 0 and sensitivity 0 on dynamic pairs (synthetic DyBench)', () => {
     // Every pair of a dynamic category is a dynamic pair (its gold answer changes under the
     // transform), in both splits and for any seed, so a constant answer scores P-Acc 0 there.
-    for (const [split, seed] of [['test', 11], ['train', 3], ['test', 12345]] as const) {
+    for (const [split, seed] of [
+      ['test', 11],
+      ['train', 3],
+      ['test', 12345],
+    ] as const) {
       const records = synthesizeRecords({ split, pairs: 40, seed });
       const dynamic = records.filter((r) => (DYNAMIC_CATEGORIES as readonly string[]).includes(r.category));
       expect(new Set(dynamic.map((r) => r.category))).toEqual(new Set(DYNAMIC_CATEGORIES));
@@ -132,17 +200,33 @@ describe('computeMetrics', () => {
       for (const [name, subset] of Object.entries(naiveGroups(samples))) {
         const want = naiveGroup(subset);
         const got = g[name as keyof typeof g]!;
-        expect({ acc: got.acc, p_acc: got.p_acc, sensitivity: got.sensitivity, invariance: got.invariance, n_pairs: got.n_pairs }).toEqual(want);
+        expect({
+          acc: got.acc,
+          p_acc: got.p_acc,
+          sensitivity: got.sensitivity,
+          invariance: got.invariance,
+          n_pairs: got.n_pairs,
+        }).toEqual(want);
       }
     }
   });
 
   test('bad input names the pair or field', () => {
-    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0)])).toThrow("pair 'p' has 1 member (id 'a'); a pair needs at least 2");
-    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'event_sequence', 1, 0)])).toThrow("pair 'p' mixes categories 'static' and 'event_sequence' (id 'b')");
-    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('a', 'p', 'static', 0, 0)])).toThrow("samples[1].id: duplicate id 'a'");
-    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'static', 1, 0)])).toThrow("static pair 'p' has differing gold answers [0, 1]; they must agree");
-    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'static', 0, -2)])).toThrow('Expected an integer >= -1 for samples[1].prediction but received -2 of type number');
+    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0)])).toThrow(
+      "pair 'p' has 1 member (id 'a'); a pair needs at least 2",
+    );
+    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'event_sequence', 1, 0)])).toThrow(
+      "pair 'p' mixes categories 'static' and 'event_sequence' (id 'b')",
+    );
+    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('a', 'p', 'static', 0, 0)])).toThrow(
+      "samples[1].id: duplicate id 'a'",
+    );
+    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'static', 1, 0)])).toThrow(
+      "static pair 'p' has differing gold answers [0, 1]; they must agree",
+    );
+    expect(() => computeMetrics([S('a', 'p', 'static', 0, 0), S('b', 'p', 'static', 0, -2)])).toThrow(
+      'Expected an integer >= -1 for samples[1].prediction but received -2 of type number',
+    );
   });
 });
 
@@ -160,10 +244,12 @@ describe('bootstrap', () => {
         const resample: ScoredSample[] = [];
         for (let k = 0; k < pairIds.length; k++) {
           const pid = pairIds[Math.floor(rand() * pairIds.length)];
-          for (const s of subset.filter((x) => x.pair_id === pid)) resample.push({ ...s, id: `${s.id}#${k}`, pair_id: `${pid}#${k}` });
+          for (const s of subset.filter((x) => x.pair_id === pid))
+            resample.push({ ...s, id: `${s.id}#${k}`, pair_id: `${pid}#${k}` });
         }
         const m = naiveGroup(resample);
-        for (const key of ['acc', 'p_acc', 'sensitivity', 'invariance'] as const) if (m[key] !== null) want[key].push(m[key]!);
+        for (const key of ['acc', 'p_acc', 'sensitivity', 'invariance'] as const)
+          if (m[key] !== null) want[key].push(m[key]!);
       }
       const got = fast[group as keyof typeof fast]!;
       for (const key of ['acc', 'p_acc', 'sensitivity', 'invariance'] as const) {
@@ -217,8 +303,12 @@ describe('TimeBlind', () => {
     expect(m).toEqual({ n_instances: 3, acc: 8 / 12, q_acc: 3 / 6, v_acc: 3 / 6, i_acc: 1 / 3 });
   });
   test('an incomplete instance is named', () => {
-    expect(() => timeBlindMetrics(inst('a', [true, true, true, true]).slice(0, 3))).toThrow("TimeBlind instance 'a' has 2 video(s) x 2 question(s) with 3 answer(s); expected 2 x 2 = 4");
-    expect(() => timeBlindMetrics([...inst('a', [true, true, true, true]), inst('a', [true, true, true, true])[0]])).toThrow(/answers video 'v1' x question 'q1' twice \(answers\[4\]\)/);
+    expect(() => timeBlindMetrics(inst('a', [true, true, true, true]).slice(0, 3))).toThrow(
+      "TimeBlind instance 'a' has 2 video(s) x 2 question(s) with 3 answer(s); expected 2 x 2 = 4",
+    );
+    expect(() =>
+      timeBlindMetrics([...inst('a', [true, true, true, true]), inst('a', [true, true, true, true])[0]]),
+    ).toThrow(/answers video 'v1' x question 'q1' twice \(answers\[4\]\)/);
   });
 });
 
@@ -233,16 +323,26 @@ describe('Pearson r', () => {
     expect(pearson([1, 2, 3, 4], [4, 3, 2, 1])).toBeCloseTo(-1, 12);
   });
   test('degenerate input is refused', () => {
-    expect(() => pearson([1, 2], [1, 2])).toThrow('Expected at least 3 runs for xs.length but received 2 of type number');
-    expect(() => pearson([1, 1, 1], [1, 2, 3])).toThrow('Pearson r is undefined: the first metric is the same in every run');
-    expect(() => pearson([1, 2, 3], [1, 2])).toThrow('Expected the length of xs (3) for ys.length but received 2 of type number');
+    expect(() => pearson([1, 2], [1, 2])).toThrow(
+      'Expected at least 3 runs for xs.length but received 2 of type number',
+    );
+    expect(() => pearson([1, 1, 1], [1, 2, 3])).toThrow(
+      'Pearson r is undefined: the first metric is the same in every run',
+    );
+    expect(() => pearson([1, 2, 3], [1, 2])).toThrow(
+      'Expected the length of xs (3) for ys.length but received 2 of type number',
+    );
   });
   test('across runs, by metric path', () => {
     const runs = [1, 2, 3, 4].map((s) => computeMetrics(randomRun(s)));
     const { r, xs, ys } = correlateRuns(runs, 'dynamic.acc', 'dynamic.sensitivity');
     expect(xs).toHaveLength(4);
     expect(r).toBeCloseTo(pearson(xs, ys), 12);
-    expect(() => correlateRuns(runs, 'dynamic.nope', 'all.acc')).toThrow(/Expected '<group>.<acc\|p_acc\|invalid_rate\|sensitivity\|invariance>'/);
-    expect(() => correlateRuns(runs, 'other.acc', 'all.acc')).toThrow("metric 'other.acc': group 'other' is not in this run");
+    expect(() => correlateRuns(runs, 'dynamic.nope', 'all.acc')).toThrow(
+      /Expected '<group>.<acc\|p_acc\|invalid_rate\|sensitivity\|invariance>'/,
+    );
+    expect(() => correlateRuns(runs, 'other.acc', 'all.acc')).toThrow(
+      "metric 'other.acc': group 'other' is not in this run",
+    );
   });
 });

@@ -16,6 +16,7 @@ import * as path from 'path';
 import { parseQwenConfig, resolveQwenFields, type QwenVLConfig } from '../../lib/hf/config';
 import { ropeIndex } from '../../lib/hf/rope-index';
 import { readSafetensors } from '../../lib/hf/safetensors';
+import { skipIf } from '../helpers/skip';
 
 type Json = Record<string, unknown>;
 
@@ -88,28 +89,66 @@ const TRANSFORMERS_DEFAULTS: Record<'qwen2_5_vl' | 'qwen3_vl', Record<string, un
 /** Complete configs, every value different from its default (so that omitting it shows). */
 const TOKENS = { image_token_id: 300, video_token_id: 301, vision_start_token_id: 302, vision_end_token_id: 303 };
 const Q25: Json = {
-  model_type: 'qwen2_5_vl', ...TOKENS, vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 2, hidden_act: 'gelu', rms_norm_eps: 1e-6, rope_theta: 10000,
+  model_type: 'qwen2_5_vl',
+  ...TOKENS,
+  vocab_size: 320,
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  hidden_act: 'gelu',
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
   rope_scaling: { type: 'mrope', mrope_section: [2, 3, 3] },
   tie_word_embeddings: true,
   vision_config: {
-    depth: 2, hidden_size: 32, hidden_act: 'gelu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 16,
+    depth: 2,
+    hidden_size: 32,
+    hidden_act: 'gelu',
+    intermediate_size: 64,
+    num_heads: 2,
+    in_channels: 1,
+    patch_size: 16,
     spatial_merge_size: 4,
-    temporal_patch_size: 3, tokens_per_second: 2, window_size: 56, out_hidden_size: 64, fullatt_block_indexes: [1],
+    temporal_patch_size: 3,
+    tokens_per_second: 2,
+    window_size: 56,
+    out_hidden_size: 64,
+    fullatt_block_indexes: [1],
   },
 };
 const Q3: Json = {
-  model_type: 'qwen3_vl', ...TOKENS, tie_word_embeddings: true,
+  model_type: 'qwen3_vl',
+  ...TOKENS,
+  tie_word_embeddings: true,
   text_config: {
-    vocab_size: 320, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
-    num_key_value_heads: 2, head_dim: 16, hidden_act: 'gelu', rms_norm_eps: 1e-5, rope_theta: 10000,
+    vocab_size: 320,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 16,
+    hidden_act: 'gelu',
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
     rope_scaling: { rope_type: 'default', mrope_section: [4, 2, 2], mrope_interleaved: true },
     attention_bias: true,
   },
   vision_config: {
-    depth: 2, hidden_size: 32, hidden_act: 'silu', intermediate_size: 64, num_heads: 2, in_channels: 1, patch_size: 14,
+    depth: 2,
+    hidden_size: 32,
+    hidden_act: 'silu',
+    intermediate_size: 64,
+    num_heads: 2,
+    in_channels: 1,
+    patch_size: 14,
     spatial_merge_size: 4,
-    temporal_patch_size: 3, out_hidden_size: 64, num_position_embeddings: 36, deepstack_visual_indexes: [0],
+    temporal_patch_size: 3,
+    out_hidden_size: 64,
+    num_position_embeddings: 36,
+    deepstack_visual_indexes: [0],
   },
 };
 const BASE = { qwen2_5_vl: Q25, qwen3_vl: Q3 };
@@ -281,7 +320,7 @@ function ruleRow(ids: number[], c: QwenVLConfig, grids: Array<{ thw: number[]; s
   const out: number[][] = [[], [], []];
   let next = 0;
   let g = 0;
-  for (let i = 0; i < ids.length; ) {
+  for (let i = 0; i < ids.length;) {
     if (ids[i] !== c.imageTokenId && ids[i] !== c.videoTokenId) {
       for (const a of out) a.push(next);
       next++;
@@ -307,9 +346,8 @@ function ruleRow(ids: number[], c: QwenVLConfig, grids: Array<{ thw: number[]; s
   return out;
 }
 
-const skipNote = goldenMissing ? ` (skipped: ${goldenMissing})` : '';
-const ropeTitle = `tokens_per_second omitted: rope positions of the golden video${skipNote}`;
-(goldenMissing ? describe.skip : describe)(ropeTitle, () => {
+const ropeTitle = `tokens_per_second omitted: rope positions of the golden video`;
+skipIf(goldenMissing).describe(ropeTitle, () => {
   for (const name of ['video', 'image_video']) {
     test(`case ${name}: the rule gives the golden ids at tokens_per_second 2; crpo follows it at the default 4`, () => {
       const raw = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'config.json'), 'utf8')) as Json;

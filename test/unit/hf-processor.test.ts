@@ -7,15 +7,55 @@
  */
 import { parseQwenConfig } from '../../lib/hf/config';
 import {
-  expandPlaceholders, formatFixed1, frameTimestamps, patchify, processFrames, renderChat, roundHalfEven, sampleFrameIndices, smartResize, smartResizeVideo,
+  expandPlaceholders,
+  formatFixed1,
+  frameTimestamps,
+  patchify,
+  processFrames,
+  renderChat,
+  roundHalfEven,
+  sampleFrameIndices,
+  smartResize,
+  smartResizeVideo,
 } from '../../lib/hf/processor';
 import { qwen3Tokenizer } from '../../lib/hf/tokenizer';
 
-const vision = { depth: 1, hidden_size: 8, intermediate_size: 16, num_heads: 2, spatial_merge_size: 2, out_hidden_size: 16, temporal_patch_size: 2 };
-const tokens = { image_token_id: 151655, video_token_id: 151656, vision_start_token_id: 151652, vision_end_token_id: 151653 };
-const text = { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 151936 };
-const q25 = parseQwenConfig({ model_type: 'qwen2_5_vl', ...tokens, ...text, rope_scaling: { mrope_section: [2, 1, 1] }, vision_config: { ...vision, patch_size: 14 } });
-const q3 = parseQwenConfig({ model_type: 'qwen3_vl', ...tokens, text_config: { ...text, head_dim: 8, rope_scaling: { mrope_section: [2, 1, 1], mrope_interleaved: true } }, vision_config: { ...vision, patch_size: 16, num_position_embeddings: 16 } });
+const vision = {
+  depth: 1,
+  hidden_size: 8,
+  intermediate_size: 16,
+  num_heads: 2,
+  spatial_merge_size: 2,
+  out_hidden_size: 16,
+  temporal_patch_size: 2,
+};
+const tokens = {
+  image_token_id: 151655,
+  video_token_id: 151656,
+  vision_start_token_id: 151652,
+  vision_end_token_id: 151653,
+};
+const text = {
+  hidden_size: 16,
+  intermediate_size: 32,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  vocab_size: 151936,
+};
+const q25 = parseQwenConfig({
+  model_type: 'qwen2_5_vl',
+  ...tokens,
+  ...text,
+  rope_scaling: { mrope_section: [2, 1, 1] },
+  vision_config: { ...vision, patch_size: 14 },
+});
+const q3 = parseQwenConfig({
+  model_type: 'qwen3_vl',
+  ...tokens,
+  text_config: { ...text, head_dim: 8, rope_scaling: { mrope_section: [2, 1, 1], mrope_interleaved: true } },
+  vision_config: { ...vision, patch_size: 16, num_position_embeddings: 16 },
+});
 
 /** numpy: x.reshape(shape).transpose(perm).reshape(-1), element by element. */
 function reshapeTranspose(x: Float32Array, shape: number[], perm: number[]): Float32Array {
@@ -83,22 +123,39 @@ describe('Qwen-VL processor', () => {
     expect(r.pixelValues.length).toBe(24 * 3 * 2 * 14 * 14);
     // row 0, column 0: frame 0, channel 0, pixel (0, 0), CLIP-normalised
     expect(r.pixelValues[0]).toBeCloseTo((frames[0] / 255 - 0.48145466) / 0.26862954, 5);
-    const q = await processFrames(q3, Uint8Array.from({ length: 4 * 64 * 64 * 3 }, () => 255), 4, 64, 64, 'video', { minPixels: 4096, maxPixels: 4 * 64 * 64 });
+    const q = await processFrames(
+      q3,
+      Uint8Array.from({ length: 4 * 64 * 64 * 3 }, () => 255),
+      4,
+      64,
+      64,
+      'video',
+      { minPixels: 4096, maxPixels: 4 * 64 * 64 },
+    );
     expect(q.grid).toEqual([2, 4, 4]);
     expect(q.pixelValues.every((x) => Math.abs(x - 1) < 1e-6)).toBe(true);
   });
 
   test('chat template and placeholder expansion through the real Qwen3 tokenizer', () => {
     const tok = qwen3Tokenizer();
-    const msgs = [{ role: 'user' as const, content: [{ type: 'video' as const }, { type: 'text' as const, text: 'What happens?' }] }];
+    const msgs = [
+      {
+        role: 'user' as const,
+        content: [{ type: 'video' as const }, { type: 'text' as const, text: 'What happens?' }],
+      },
+    ];
     const t25 = renderChat('qwen2_5_vl', msgs);
-    expect(t25).toBe('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n<|im_start|>assistant\n');
+    expect(t25).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n<|im_start|>assistant\n',
+    );
     const ids25 = tok.encode(expandPlaceholders(q25, t25, [], [{ grid: [2, 4, 6] }]));
     expect(ids25.filter((x) => x === q25.videoTokenId)).toHaveLength(12);
     const t3 = renderChat('qwen3_vl', msgs);
     expect(t3.startsWith('<|im_start|>user\n')).toBe(true);
     const e3 = expandPlaceholders(q3, t3, [], [{ grid: [2, 4, 4], timestamps: [0.25, 1.25] }]);
-    expect(e3).toContain('<0.2 seconds><|vision_start|><|video_pad|><|video_pad|><|video_pad|><|video_pad|><|vision_end|><1.2 seconds><|vision_start|>');
+    expect(e3).toContain(
+      '<0.2 seconds><|vision_start|><|video_pad|><|video_pad|><|video_pad|><|video_pad|><|vision_end|><1.2 seconds><|vision_start|>',
+    );
     const ids3 = tok.encode(e3);
     expect(ids3.filter((x) => x === q3.videoTokenId)).toHaveLength(8);
     expect(ids3.filter((x) => x === q3.visionStartTokenId)).toHaveLength(2);

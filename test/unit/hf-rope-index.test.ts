@@ -8,14 +8,38 @@ import { ropeIndex } from '../../lib/hf/rope-index';
 
 function cfg(arch: 'qwen2_5_vl' | 'qwen3_vl'): QwenVLConfig {
   const base = {
-    model_type: arch, image_token_id: 300, video_token_id: 301, vision_start_token_id: 302, vision_end_token_id: 303,
-    vision_config: { depth: 1, hidden_size: 8, intermediate_size: 16, num_heads: 2, patch_size: 14, spatial_merge_size: 2, out_hidden_size: 16, tokens_per_second: 2, num_position_embeddings: 16 },
+    model_type: arch,
+    image_token_id: 300,
+    video_token_id: 301,
+    vision_start_token_id: 302,
+    vision_end_token_id: 303,
+    vision_config: {
+      depth: 1,
+      hidden_size: 8,
+      intermediate_size: 16,
+      num_heads: 2,
+      patch_size: 14,
+      spatial_merge_size: 2,
+      out_hidden_size: 16,
+      tokens_per_second: 2,
+      num_position_embeddings: 16,
+    },
   };
-  const text = { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 320, head_dim: 8, rope_scaling: { mrope_section: [2, 1, 1], mrope_interleaved: true } };
+  const text = {
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    vocab_size: 320,
+    head_dim: 8,
+    rope_scaling: { mrope_section: [2, 1, 1], mrope_interleaved: true },
+  };
   return parseQwenConfig(arch === 'qwen3_vl' ? { ...base, text_config: text } : { ...base, ...text });
 }
 
-const axis = (pos: Int32Array, a: number, L: number, b = 0, B = 1) => Array.from(pos.subarray((a * B + b) * L, (a * B + b + 1) * L));
+const axis = (pos: Int32Array, a: number, L: number, b = 0, B = 1) =>
+  Array.from(pos.subarray((a * B + b) * L, (a * B + b + 1) * L));
 
 describe('rope index', () => {
   test('text only: 0..L-1 on all axes, delta 0', () => {

@@ -24,7 +24,9 @@ describe('optionSlots', () => {
 
   test('slots past the table size are 0; a prompt without option lines is all 0', () => {
     expect(Math.max(...optionSlots(text, 2))).toBe(2);
-    expect(optionSlots(text, 2).filter((s) => s === 0).length).toBeGreaterThan(optionSlots(text, 8).filter((s) => s === 0).length);
+    expect(optionSlots(text, 2).filter((s) => s === 0).length).toBeGreaterThan(
+      optionSlots(text, 8).filter((s) => s === 0).length,
+    );
     expect(new Set(optionSlots('Describe the video.', 8))).toEqual(new Set([0]));
   });
 });

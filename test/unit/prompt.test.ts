@@ -9,7 +9,9 @@ describe('formatPrompt', () => {
     expect(displayedOptions(['a', 'b', 'c'], true)[3]).toBe(NULL_OPTION_TEXT);
   });
   it('rejects fewer than two options', () => {
-    expect(() => formatPrompt('q', ['only'])).toThrow('Expected an array of at least 2 strings for options but received an array of length 1');
+    expect(() => formatPrompt('q', ['only'])).toThrow(
+      'Expected an array of at least 2 strings for options but received an array of length 1',
+    );
   });
 });
 

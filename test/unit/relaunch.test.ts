@@ -10,19 +10,30 @@ import { TRAINING_MALLOC_ENV, needsMallocRelaunch, relaunchEnv } from '../../lib
 
 const root = path.resolve(__dirname, '../..');
 const probe = path.join(root, 'test/fixtures/relaunch-probe.ts');
-const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MALLOC_') && k !== 'CRPO_MALLOC' && k !== 'CRPO_MALLOC_RELAUNCHED'));
+const clean = Object.fromEntries(
+  Object.entries(process.env).filter(
+    ([k]) => !k.startsWith('MALLOC_') && k !== 'CRPO_MALLOC' && k !== 'CRPO_MALLOC_RELAUNCHED',
+  ),
+);
 
 function runProbe(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, ...args], { cwd: root, env: { ...clean, ...env }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, ...args], {
+    cwd: root,
+    env: { ...clean, ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   return { status: r.status, signal: r.signal, out: line ? JSON.parse(line) : null, stderr: r.stderr };
 }
 
 describe('training-process relaunch', () => {
   test('training commands relaunch; other commands, --help, CRPO_MALLOC=default, a set variable or the child itself do not', () => {
-    for (const cmd of ['train', 'sft', 'reproduce', 'demo']) expect(needsMallocRelaunch([cmd, '--steps', '2'], clean, 'linux')).toBe(true);
+    for (const cmd of ['train', 'sft', 'reproduce', 'demo'])
+      expect(needsMallocRelaunch([cmd, '--steps', '2'], clean, 'linux')).toBe(true);
     expect(needsMallocRelaunch(['--verbose', 'train'], clean, 'linux')).toBe(true);
-    for (const cmd of ['doctor', 'eval', 'serve', 'synth', 'route', 'dybench', 'dist']) expect(needsMallocRelaunch([cmd], clean, 'linux')).toBe(false);
+    for (const cmd of ['doctor', 'eval', 'serve', 'synth', 'route', 'dybench', 'dist'])
+      expect(needsMallocRelaunch([cmd], clean, 'linux')).toBe(false);
     expect(needsMallocRelaunch([], clean, 'linux')).toBe(false);
     expect(needsMallocRelaunch(['train', '--help'], clean, 'linux')).toBe(false);
     expect(needsMallocRelaunch(['train'], { ...clean, CRPO_MALLOC: 'default' }, 'linux')).toBe(false);
@@ -52,9 +63,16 @@ describe('training-process relaunch', () => {
   }, 90_000);
 
   test('the child ends when its parent is killed with SIGKILL, even while its main thread is busy', async () => {
-    const parent = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, 'train', 'busy'], { cwd: root, env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    parent.stderr.on('data', (d) => { err += String(d); });
+    const parent = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), probe, 'train', 'busy'], {
+      cwd: root,
+      env: clean,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '',
+      err = '';
+    parent.stderr.on('data', (d) => {
+      err += String(d);
+    });
     const childPid = await new Promise<number>((resolve, reject) => {
       parent.stdout.on('data', (d) => {
         out += String(d);
@@ -65,7 +83,14 @@ describe('training-process relaunch', () => {
     });
     expect(childPid).not.toBe(parent.pid);
     parent.kill('SIGKILL');
-    const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
     // The child polls its parent every 500 ms; it is given up to 20 s to end.
     for (let i = 0; i < 200 && alive(childPid); i++) await new Promise((r) => setTimeout(r, 100));
     const stillAlive = alive(childPid);

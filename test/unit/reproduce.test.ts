@@ -7,12 +7,33 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { REPRODUCE_DEFAULTS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, baseFingerprint, presetConfig, reproduce, runReproduceJob, spread, validateReproduceConfig } from '../../lib/reproduce';
+import {
+  REPRODUCE_DEFAULTS,
+  REPRODUCE_NATIVE,
+  REPRODUCE_NATIVE_QUICK,
+  baseFingerprint,
+  presetConfig,
+  reproduce,
+  runReproduceJob,
+  spread,
+  validateReproduceConfig,
+} from '../../lib/reproduce';
 import { configFromArgs, type ReproduceArgs } from '../../lib/cli/commands/reproduce';
 
 const args = (over: Partial<ReproduceArgs> = {}): ReproduceArgs => ({
-  out: 'x', quick: false, methods: 'grpo,crpo', seeds: '1,2,3', 'batch-size': 8, 'group-size': 8, lr: 0.02, policy: 'linear',
-  'shortcut-p': 0.95, 'data-seed': 1, 'base-steps': 30, force: false, ...over,
+  out: 'x',
+  quick: false,
+  methods: 'grpo,crpo',
+  seeds: '1,2,3',
+  'batch-size': 8,
+  'group-size': 8,
+  lr: 0.02,
+  policy: 'linear',
+  'shortcut-p': 0.95,
+  'data-seed': 1,
+  'base-steps': 30,
+  force: false,
+  ...over,
 });
 
 describe('crpo reproduce arguments', () => {
@@ -27,13 +48,49 @@ describe('crpo reproduce arguments', () => {
   });
 
   test('presets: --preset native and --policy native take the native settings; explicit flags win; --quick shortens them', () => {
-    const n = configFromArgs(args({ policy: 'native', 'batch-size': undefined, 'group-size': undefined, lr: undefined, 'base-steps': undefined }));
-    expect(n).toMatchObject({ policy: 'native', steps: REPRODUCE_NATIVE.steps, lr: REPRODUCE_NATIVE.lr, baseSteps: REPRODUCE_NATIVE.baseSteps, baseLr: REPRODUCE_NATIVE.baseLr, baseBatchSize: 16, trainPairs: 100, seeds: [1, 2, 3] });
-    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: undefined, quick: true }))).toMatchObject({ policy: 'native', steps: REPRODUCE_NATIVE_QUICK.steps, evalPairs: REPRODUCE_NATIVE_QUICK.evalPairs });
-    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: 0.001, steps: 5 }))).toMatchObject({ policy: 'native', lr: 0.001, steps: 5 });
+    const n = configFromArgs(
+      args({
+        policy: 'native',
+        'batch-size': undefined,
+        'group-size': undefined,
+        lr: undefined,
+        'base-steps': undefined,
+      }),
+    );
+    expect(n).toMatchObject({
+      policy: 'native',
+      steps: REPRODUCE_NATIVE.steps,
+      lr: REPRODUCE_NATIVE.lr,
+      baseSteps: REPRODUCE_NATIVE.baseSteps,
+      baseLr: REPRODUCE_NATIVE.baseLr,
+      baseBatchSize: 16,
+      trainPairs: 100,
+      seeds: [1, 2, 3],
+    });
+    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: undefined, quick: true }))).toMatchObject({
+      policy: 'native',
+      steps: REPRODUCE_NATIVE_QUICK.steps,
+      evalPairs: REPRODUCE_NATIVE_QUICK.evalPairs,
+    });
+    expect(configFromArgs(args({ preset: 'native', policy: undefined, lr: 0.001, steps: 5 }))).toMatchObject({
+      policy: 'native',
+      lr: 0.001,
+      steps: 5,
+    });
     // The linear defaults are unchanged when no preset is named.
-    expect(configFromArgs(args({ policy: undefined, lr: undefined, 'batch-size': undefined, 'base-steps': undefined }))).toMatchObject({ policy: 'linear', lr: REPRODUCE_DEFAULTS.lr, batchSize: REPRODUCE_DEFAULTS.batchSize, baseSteps: REPRODUCE_DEFAULTS.baseSteps, frames: 8, size: 32 });
-    expect(() => configFromArgs(args({ preset: 'huge' }))).toThrow("Expected one of linear, native for preset but received 'huge'");
+    expect(
+      configFromArgs(args({ policy: undefined, lr: undefined, 'batch-size': undefined, 'base-steps': undefined })),
+    ).toMatchObject({
+      policy: 'linear',
+      lr: REPRODUCE_DEFAULTS.lr,
+      batchSize: REPRODUCE_DEFAULTS.batchSize,
+      baseSteps: REPRODUCE_DEFAULTS.baseSteps,
+      frames: 8,
+      size: 32,
+    });
+    expect(() => configFromArgs(args({ preset: 'huge' }))).toThrow(
+      "Expected one of linear, native for preset but received 'huge'",
+    );
     expect(presetConfig('native', true).policy).toBe('native');
   });
 
@@ -43,14 +100,20 @@ describe('crpo reproduce arguments', () => {
     expect(baseFingerprint({ ...c, baseLr: 0.001 })).not.toBe(baseFingerprint(c));
     expect(baseFingerprint({ ...c, size: 16 })).not.toBe(baseFingerprint(c));
     // baseBatchSize 0 means batchSize: the same warm start either way.
-    expect(baseFingerprint({ ...c, baseBatchSize: 0, batchSize: 16 })).toBe(baseFingerprint({ ...c, baseBatchSize: 16, batchSize: 16 }));
+    expect(baseFingerprint({ ...c, baseBatchSize: 0, batchSize: 16 })).toBe(
+      baseFingerprint({ ...c, baseBatchSize: 16, batchSize: 16 }),
+    );
   });
 
   test('bad values are refused with one message naming the field', () => {
-    expect(() => configFromArgs(args({ seeds: '1,x' }))).toThrow("Expected a comma-separated list of integers >= 0 for --seeds but received '1,x'");
+    expect(() => configFromArgs(args({ seeds: '1,x' }))).toThrow(
+      "Expected a comma-separated list of integers >= 0 for --seeds but received '1,x'",
+    );
     const bad = (over: object) => () => validateReproduceConfig({ ...REPRODUCE_DEFAULTS, ...over });
     expect(bad({ methods: ['grpo', 'ppo'] })).toThrow(/^Expected one of .*crpo.* for methods but received 'ppo'/);
-    expect(bad({ methods: ['grpo', 'grpo'] })).toThrow("Expected a list without repeats for methods but received 'grpo,grpo'");
+    expect(bad({ methods: ['grpo', 'grpo'] })).toThrow(
+      "Expected a list without repeats for methods but received 'grpo,grpo'",
+    );
     expect(bad({ seeds: [1, 1, 2] })).toThrow("Expected distinct seeds for seeds but received '1,1,2'");
     expect(bad({ steps: 0 })).toThrow('Expected an integer >= 1 for steps but received 0');
     expect(bad({ groupSize: 2.5 })).toThrow('Expected an integer for groupSize but received 2.5');
@@ -65,7 +128,13 @@ describe('crpo reproduce arguments', () => {
   });
 
   test('spread: mean and sample standard deviation over seeds', () => {
-    expect(spread([0.5, 0.7, 0.9])).toEqual({ mean: expect.closeTo(0.7, 12), sd: expect.closeTo(0.2, 12), min: 0.5, max: 0.9, n: 3 });
+    expect(spread([0.5, 0.7, 0.9])).toEqual({
+      mean: expect.closeTo(0.7, 12),
+      sd: expect.closeTo(0.2, 12),
+      min: 0.5,
+      max: 0.9,
+      n: 3,
+    });
     expect(spread([0.4])).toEqual({ mean: 0.4, sd: 0, min: 0.4, max: 0.4, n: 1 });
     expect(spread([NaN])).toBeNull();
   });
@@ -74,14 +143,25 @@ describe('crpo reproduce arguments', () => {
 describe('crpo reproduce end to end (small)', () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-'));
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
-  const config = { out, methods: ['grpo', 'crpo'], seeds: [1, 2, 3], steps: 6, trainPairs: 6, evalPairs: 6, baseSteps: 4, curveEvery: 3 };
+  const config = {
+    out,
+    methods: ['grpo', 'crpo'],
+    seeds: [1, 2, 3],
+    steps: 6,
+    trainPairs: 6,
+    evalPairs: 6,
+    baseSteps: 4,
+    curveEvery: 3,
+  };
 
   test('trains every method x seed from one base model, writes the table, summary and plot; a rerun reuses the runs', async () => {
     const lines: string[] = [];
     const r = await reproduce(config, { log: (m) => lines.push(m) });
     expect(r.runs).toHaveLength(6);
     expect(r.summaries.map((s) => s.method)).toEqual(['base', 'grpo', 'crpo']);
-    expect(r.table.split('\n')[0]).toBe('| method | Acc | P-Acc | P-Acc RD | P-Acc MD | P-Acc ES | Sensitivity | Invariance | Static Acc | Colour-shortcut answers (lower is better) | Null-option answers |');
+    expect(r.table.split('\n')[0]).toBe(
+      '| method | Acc | P-Acc | P-Acc RD | P-Acc MD | P-Acc ES | Sensitivity | Invariance | Static Acc | Colour-shortcut answers (lower is better) | Null-option answers |',
+    );
     expect(r.table).toMatch(/\| \+ CRPO \| \d+\.\d ± \d+\.\d \|/);
     for (const s of r.summaries.slice(1)) {
       expect(s.seeds).toEqual([1, 2, 3]);
@@ -113,7 +193,15 @@ describe('crpo reproduce with runs in child processes (jobs)', () => {
   const out1 = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-j1-'));
   const out2 = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-j2-'));
   afterAll(() => [out1, out2].forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
-  const config = { methods: ['grpo', 'crpo'], seeds: [1, 2], steps: 4, trainPairs: 6, evalPairs: 6, baseSteps: 4, curveEvery: 2 };
+  const config = {
+    methods: ['grpo', 'crpo'],
+    seeds: [1, 2],
+    steps: 4,
+    trainPairs: 6,
+    evalPairs: 6,
+    baseSteps: 4,
+    curveEvery: 2,
+  };
 
   test('2 processes give the table of 1 process; a rerun reuses their results', async () => {
     const one = await reproduce({ ...config, out: out1 }, { log: () => undefined, jobs: 1 });
@@ -133,7 +221,9 @@ describe('crpo reproduce with runs in child processes (jobs)', () => {
   test('a worker without the settings or the base model of its parent says which is missing', async () => {
     const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-reproduce-worker-'));
     try {
-      await expect(runReproduceJob(empty, 'grpo', 1, false)).rejects.toThrow(/reproduce-config\.json: missing or not JSON/);
+      await expect(runReproduceJob(empty, 'grpo', 1, false)).rejects.toThrow(
+        /reproduce-config\.json: missing or not JSON/,
+      );
       fs.copyFileSync(path.join(out1, 'reproduce-config.json'), path.join(empty, 'reproduce-config.json'));
       await expect(runReproduceJob(empty, 'grpo', 1, false)).rejects.toThrow(/no base model of these settings/);
     } finally {

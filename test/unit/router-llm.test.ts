@@ -9,7 +9,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { startMockOpenAI, type MockReply, type MockRequest, type MockServer } from '../fixtures/openai-mock-server';
-import { backoffDelay, cacheKey, classifyByRules, parseRouterReply, PROMPT_VERSION, RouterCache, routeRecords, type RouterOptions } from '../../lib/router';
+import {
+  backoffDelay,
+  cacheKey,
+  classifyByRules,
+  parseRouterReply,
+  PROMPT_VERSION,
+  RouterCache,
+  routeRecords,
+  type RouterOptions,
+} from '../../lib/router';
 
 let tmp: string;
 beforeEach(() => {
@@ -23,7 +32,11 @@ const QUESTIONS = [
   { question: 'Which hand holds the torch?', options: ['left', 'right'], type: 'spatial' },
   { question: 'What colour is the kite?', options: ['red', 'green'], type: 'static' },
   { question: 'What happens after the whistle?', options: ['they run', 'they stop'], type: 'temporal' },
-  { question: 'Is the crane lifting the beam upward or lowering it?', options: ['upward', 'lowering'], type: 'spatiotemporal' },
+  {
+    question: 'Is the crane lifting the beam upward or lowering it?',
+    options: ['upward', 'lowering'],
+    type: 'spatiotemporal',
+  },
 ];
 
 /** The question a request asks about (from the last user message). */
@@ -36,7 +49,13 @@ function askedQuestion(req: MockRequest): string {
 function answerFor(q: string): string {
   const t = QUESTIONS.find((x) => x.question === q)?.type ?? 'static';
   const axis = t === 'spatiotemporal' ? (q.includes('kite') ? 'horizontal' : 'vertical') : null;
-  return JSON.stringify({ type: t, axis, transform: t === 'spatial' ? 'hflip' : 'reverse', text: false, rationale: `mock says ${t}` });
+  return JSON.stringify({
+    type: t,
+    axis,
+    transform: t === 'spatial' ? 'hflip' : 'reverse',
+    text: false,
+    rationale: `mock says ${t}`,
+  });
 }
 
 function opts(server: MockServer, extra: RouterOptions = {}): RouterOptions {
@@ -44,11 +63,23 @@ function opts(server: MockServer, extra: RouterOptions = {}): RouterOptions {
     backend: 'llm',
     cacheFile: path.join(tmp, 'cache.jsonl'),
     ...extra,
-    llm: { baseURL: server.url, apiKey: 'test', model: 'mock-r1', backoffBaseMs: 1, backoffMaxMs: 5, timeoutMs: 2000, concurrency: 2, ...(extra.llm ?? {}) },
+    llm: {
+      baseURL: server.url,
+      apiKey: 'test',
+      model: 'mock-r1',
+      backoffBaseMs: 1,
+      backoffMaxMs: 5,
+      timeoutMs: 2000,
+      concurrency: 2,
+      ...(extra.llm ?? {}),
+    },
   };
 }
 
-async function withServer(script: (req: MockRequest) => MockReply | Promise<MockReply>, fn: (s: MockServer) => Promise<void>): Promise<void> {
+async function withServer(
+  script: (req: MockRequest) => MockReply | Promise<MockReply>,
+  fn: (s: MockServer) => Promise<void>,
+): Promise<void> {
   const s = await startMockOpenAI(script);
   try {
     await fn(s);
@@ -59,30 +90,66 @@ async function withServer(script: (req: MockRequest) => MockReply | Promise<Mock
 
 describe('parseRouterReply', () => {
   test('finds the answer after <think> blocks and reasoning text, in code fences, with braces in strings', () => {
-    const r = parseRouterReply('<think>Maybe {"type": "static"}? No.</think>\nReasoning: reversal swaps it.\n```json\n{"type": "temporal", "transform": "reverse", "rationale": "a {tricky} \\"one\\""}\n```');
-    expect(r).toEqual({ ok: true, classification: { type: 'temporal', proposedTransform: 'reverse', confidence: 1, rationale: 'a {tricky} "one"' } });
-    expect(parseRouterReply('Let me think. {"type": "spatiotemporal", "axis": "depth"}')).toMatchObject({ ok: true, classification: { type: 'spatiotemporal', axis: 'depth' } });
+    const r = parseRouterReply(
+      '<think>Maybe {"type": "static"}? No.</think>\nReasoning: reversal swaps it.\n```json\n{"type": "temporal", "transform": "reverse", "rationale": "a {tricky} \\"one\\""}\n```',
+    );
+    expect(r).toEqual({
+      ok: true,
+      classification: { type: 'temporal', proposedTransform: 'reverse', confidence: 1, rationale: 'a {tricky} "one"' },
+    });
+    expect(parseRouterReply('Let me think. {"type": "spatiotemporal", "axis": "depth"}')).toMatchObject({
+      ok: true,
+      classification: { type: 'spatiotemporal', axis: 'depth' },
+    });
   });
 
   test('rejects replies without one valid answer, with the reason', () => {
     expect(parseRouterReply('')).toEqual({ ok: false, reason: 'empty reply' });
     expect(parseRouterReply('type: temporal')).toEqual({ ok: false, reason: 'no JSON object in the reply' });
-    expect(parseRouterReply('{"type": "temporal",}')).toMatchObject({ ok: false, reason: expect.stringMatching(/^invalid JSON/) });
-    expect(parseRouterReply('{"type": "dynamic"}')).toMatchObject({ ok: false, reason: expect.stringMatching(/^JSON does not match the answer schema \(type:/) });
-    expect(parseRouterReply('{"type": "static"} or {"type": "temporal"}')).toEqual({ ok: false, reason: 'ambiguous reply: 2 answers with different types' });
-    expect(parseRouterReply('<think>{"type": "static"} unfinished thoughts')).toEqual({ ok: false, reason: 'no JSON object in the reply' });
+    expect(parseRouterReply('{"type": "temporal",}')).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/^invalid JSON/),
+    });
+    expect(parseRouterReply('{"type": "dynamic"}')).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/^JSON does not match the answer schema \(type:/),
+    });
+    expect(parseRouterReply('{"type": "static"} or {"type": "temporal"}')).toEqual({
+      ok: false,
+      reason: 'ambiguous reply: 2 answers with different types',
+    });
+    expect(parseRouterReply('<think>{"type": "static"} unfinished thoughts')).toEqual({
+      ok: false,
+      reason: 'no JSON object in the reply',
+    });
   });
 });
 
 describe('LLM backend', () => {
   test('reasoning around the JSON is ignored, reasoning_content is never read; the request carries the versioned prompt', async () => {
     await withServer(
-      (req) => ({ content: `<think>hmm</think>The question is about order.\n${answerFor(askedQuestion(req))}\nDone.`, reasoning_content: '{"type": "spatial"}' }),
+      (req) => ({
+        content: `<think>hmm</think>The question is about order.\n${answerFor(askedQuestion(req))}\nDone.`,
+        reasoning_content: '{"type": "spatial"}',
+      }),
       async (s) => {
         const { routes, stats } = await routeRecords(QUESTIONS, opts(s));
         expect(routes.map((r) => r.type)).toEqual(QUESTIONS.map((q) => q.type));
-        expect(routes.map((r) => r.transform)).toEqual(['reverse', 'reverse', 'hflip', expect.stringMatching(/^(hflip|reverse)$/), 'reverse', 'reverse']);
-        expect(routes[0]).toMatchObject({ backend: 'llm', model: 'mock-r1', promptVersion: PROMPT_VERSION, relation: 'change', rationale: 'mock says temporal' });
+        expect(routes.map((r) => r.transform)).toEqual([
+          'reverse',
+          'reverse',
+          'hflip',
+          expect.stringMatching(/^(hflip|reverse)$/),
+          'reverse',
+          'reverse',
+        ]);
+        expect(routes[0]).toMatchObject({
+          backend: 'llm',
+          model: 'mock-r1',
+          promptVersion: PROMPT_VERSION,
+          relation: 'change',
+          rationale: 'mock says temporal',
+        });
         expect(stats.requests).toBe(QUESTIONS.length);
         const body = s.requests[0].body;
         expect(body.model).toBe('mock-r1');
@@ -105,8 +172,12 @@ describe('LLM backend', () => {
         const { routes, stats } = await routeRecords(QUESTIONS.slice(0, 3), opts(s, { llm: { maxInvalidRetries: 2 } }));
         expect(seen.get(QUESTIONS[0].question)).toBe(3);
         expect(seen.get(QUESTIONS[1].question)).toBe(2);
-        const reasks = s.requests.filter((r) => JSON.stringify(r.body).includes('previous answer was not a valid JSON'));
-        expect(reasks.map(askedQuestion).sort()).toEqual([QUESTIONS[0].question, QUESTIONS[0].question, QUESTIONS[1].question, QUESTIONS[2].question].sort());
+        const reasks = s.requests.filter((r) =>
+          JSON.stringify(r.body).includes('previous answer was not a valid JSON'),
+        );
+        expect(reasks.map(askedQuestion).sort()).toEqual(
+          [QUESTIONS[0].question, QUESTIONS[0].question, QUESTIONS[1].question, QUESTIONS[2].question].sort(),
+        );
         const rules = classifyByRules(QUESTIONS[0].question, QUESTIONS[0].options);
         expect(routes[0].type).toBe(rules.type);
         expect(routes[0].fallback).toMatch(/^invalid LLM reply after 3 request\(s\): unbalanced JSON object/);
@@ -131,7 +202,10 @@ describe('LLM backend', () => {
     await withServer(
       (req) => (i < failures.length ? failures[i++] : { content: answerFor(askedQuestion(req)) }),
       async (s) => {
-        const { routes, stats } = await routeRecords(QUESTIONS.slice(0, 2), opts(s, { llm: { concurrency: 1, timeoutMs: 300, maxTransportRetries: 6 } }));
+        const { routes, stats } = await routeRecords(
+          QUESTIONS.slice(0, 2),
+          opts(s, { llm: { concurrency: 1, timeoutMs: 300, maxTransportRetries: 6 } }),
+        );
         expect(routes.map((r) => r.type)).toEqual(['temporal', 'spatiotemporal']);
         expect(stats.requests).toBe(2 + failures.length);
       },
@@ -142,14 +216,23 @@ describe('LLM backend', () => {
     await withServer(
       () => ({ status: 401, body: JSON.stringify({ error: { message: 'bad key' } }) }),
       async (s) => {
-        await expect(routeRecords(QUESTIONS.slice(0, 1), opts(s))).rejects.toMatchObject({ code: 'ERR_CRPO_LLM_REQUEST', message: expect.stringMatching(/failed with HTTP 401/) });
+        await expect(routeRecords(QUESTIONS.slice(0, 1), opts(s))).rejects.toMatchObject({
+          code: 'ERR_CRPO_LLM_REQUEST',
+          message: expect.stringMatching(/failed with HTTP 401/),
+        });
         expect(s.requests.length).toBe(1);
       },
     );
     await withServer(
-      (req) => (askedQuestion(req) === QUESTIONS[3].question ? { status: 500 } : { content: answerFor(askedQuestion(req)) }),
+      (req) =>
+        askedQuestion(req) === QUESTIONS[3].question ? { status: 500 } : { content: answerFor(askedQuestion(req)) },
       async (s) => {
-        await expect(routeRecords(QUESTIONS, opts(s, { llm: { concurrency: 1, maxTransportRetries: 2 } }))).rejects.toMatchObject({ code: 'ERR_CRPO_LLM_UNAVAILABLE', message: expect.stringMatching(/after 3 attempts .*HTTP 500.*rerun to resume/) });
+        await expect(
+          routeRecords(QUESTIONS, opts(s, { llm: { concurrency: 1, maxTransportRetries: 2 } })),
+        ).rejects.toMatchObject({
+          code: 'ERR_CRPO_LLM_UNAVAILABLE',
+          message: expect.stringMatching(/after 3 attempts .*HTTP 500.*rerun to resume/),
+        });
         const cache = await RouterCache.open(path.join(tmp, 'cache.jsonl'));
         expect(cache.size).toBe(3); // the three questions answered before the failing one
         await cache.close();
@@ -187,13 +270,21 @@ describe('LLM answers follow the policy', () => {
     await withServer(
       (req) => {
         const q = askedQuestion(req);
-        if (q.startsWith('Is the crane')) return { content: '{"type": "spatiotemporal", "axis": "vertical", "transform": "hflip", "rationale": "up or down"}' };
+        if (q.startsWith('Is the crane'))
+          return {
+            content: '{"type": "spatiotemporal", "axis": "vertical", "transform": "hflip", "rationale": "up or down"}',
+          };
         return { content: '{"type": "static", "transform": "hflip", "text": false, "rationale": "reading"}' };
       },
       async (s) => {
         const items = [QUESTIONS[5], { question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }];
         const { routes } = await routeRecords(items, opts(s));
-        expect(routes[0]).toMatchObject({ type: 'spatiotemporal', axis: 'vertical', transform: 'reverse', relation: 'change' });
+        expect(routes[0]).toMatchObject({
+          type: 'spatiotemporal',
+          axis: 'vertical',
+          transform: 'reverse',
+          relation: 'change',
+        });
         expect(routes[0].rationale).toMatch(/proposed hflip replaced by reverse/);
         expect(routes[1]).toMatchObject({ type: 'static', transform: 'reverse', relation: 'same' });
       },
@@ -236,7 +327,11 @@ describe('answer cache', () => {
         expect(s.requests.length).toBe(QUESTIONS.length);
         expect(second.stats.cached).toBe(dup.length);
         expect(second.routes).toEqual(first.routes);
-        expect(second.stats.cache).toMatchObject({ entries: QUESTIONS.length, tornBytes: Buffer.byteLength('{"key": "abc", "classif'), badLines: [] });
+        expect(second.stats.cache).toMatchObject({
+          entries: QUESTIONS.length,
+          tornBytes: Buffer.byteLength('{"key": "abc", "classif'),
+          badLines: [],
+        });
         expect(fs.readFileSync(file, 'utf8').endsWith('}\n')).toBe(true);
         // A changed model or prompt version is a different address: asked again.
         await routeRecords(QUESTIONS.slice(0, 1), opts(s, { llm: { model: 'mock-r2' } }));
@@ -248,7 +343,14 @@ describe('answer cache', () => {
   test('the key covers question, options, backend, model and prompt version', () => {
     const k = cacheKey('q', ['a', 'b'], 'llm', 'm', 'v1');
     expect(k).toMatch(/^[0-9a-f]{64}$/);
-    for (const other of [cacheKey('q2', ['a', 'b'], 'llm', 'm', 'v1'), cacheKey('q', ['a', 'c'], 'llm', 'm', 'v1'), cacheKey('q', ['a', 'b'], 'x', 'm', 'v1'), cacheKey('q', ['a', 'b'], 'llm', 'm2', 'v1'), cacheKey('q', ['a', 'b'], 'llm', 'm', 'v2')]) expect(other).not.toBe(k);
+    for (const other of [
+      cacheKey('q2', ['a', 'b'], 'llm', 'm', 'v1'),
+      cacheKey('q', ['a', 'c'], 'llm', 'm', 'v1'),
+      cacheKey('q', ['a', 'b'], 'x', 'm', 'v1'),
+      cacheKey('q', ['a', 'b'], 'llm', 'm2', 'v1'),
+      cacheKey('q', ['a', 'b'], 'llm', 'm', 'v2'),
+    ])
+      expect(other).not.toBe(k);
   });
 });
 

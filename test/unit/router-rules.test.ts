@@ -4,7 +4,20 @@
  * choice, and the synchronous routeRecord API.
  */
 import * as path from 'path';
-import { applyPolicy, classifyByRules, RULES_VERSION, loadLabelled, POLICY_TABLE, routeRecord, routerBackends, scoreRoutes, staticTransform, Route, ROUTE_TRANSFORMS, type RouteTransform } from '../../lib/router';
+import {
+  applyPolicy,
+  classifyByRules,
+  RULES_VERSION,
+  loadLabelled,
+  POLICY_TABLE,
+  routeRecord,
+  routerBackends,
+  scoreRoutes,
+  staticTransform,
+  Route,
+  ROUTE_TRANSFORMS,
+  type RouteTransform,
+} from '../../lib/router';
 
 const DATA = path.join(__dirname, '..', '..', 'data', 'router');
 
@@ -16,7 +29,10 @@ function rulesRoutes(file: string) {
 
 describe('labelled set', () => {
   test('has at least 200 questions over all four types and the four benchmark styles, with unique ids', () => {
-    const all = [...loadLabelled(path.join(DATA, 'labelled-heldout.jsonl')), ...loadLabelled(path.join(DATA, 'labelled-dev.jsonl'))];
+    const all = [
+      ...loadLabelled(path.join(DATA, 'labelled-heldout.jsonl')),
+      ...loadLabelled(path.join(DATA, 'labelled-dev.jsonl')),
+    ];
     expect(all.length).toBeGreaterThanOrEqual(200);
     expect(new Set(all.map((l) => l.id)).size).toBe(all.length);
     expect(new Set(all.map((l) => l.type))).toEqual(new Set(['spatial', 'temporal', 'spatiotemporal', 'static']));
@@ -51,7 +67,9 @@ describe('rules backend accuracy', () => {
     const none = classifyByRules('Describe the clip.', ['a', 'b']);
     expect(none.type).toBe('static');
     expect(none.confidence).toBeLessThan(0.7);
-    expect(classifyByRules('Is the man opening or closing the door?', ['opening', 'closing']).confidence).toBeGreaterThanOrEqual(0.7);
+    expect(
+      classifyByRules('Is the man opening or closing the door?', ['opening', 'closing']).confidence,
+    ).toBeGreaterThanOrEqual(0.7);
   });
 });
 
@@ -67,30 +85,55 @@ const FLIPPED: Record<RouteTransform, Feature[]> = {
   reverse: ['vx', 'vy', 'vz', 'w', 'order'],
   'hflip+reverse': [],
 };
-FLIPPED['hflip+reverse'] = (Object.keys(FEATURES) as Feature[]).filter((f) => FLIPPED.hflip.includes(f) !== FLIPPED.reverse.includes(f));
+FLIPPED['hflip+reverse'] = (Object.keys(FEATURES) as Feature[]).filter(
+  (f) => FLIPPED.hflip.includes(f) !== FLIPPED.reverse.includes(f),
+);
 // Played backwards, a turning vehicle backs along its arc: neither a left nor a clean right turn.
 const AMBIGUOUS: Record<RouteTransform, Feature[]> = { hflip: [], reverse: ['turn'], 'hflip+reverse': ['turn'] };
 const ANSWER_FEATURES: Record<string, Feature[]> = {
-  spatial: ['sx'], temporal: ['order'], horizontal: ['vx'], vertical: ['vy'], depth: ['vz'], rotation: ['w'], turn: ['turn'], mixed: ['vx', 'vy', 'vz'], static: [],
+  spatial: ['sx'],
+  temporal: ['order'],
+  horizontal: ['vx'],
+  vertical: ['vy'],
+  depth: ['vz'],
+  rotation: ['w'],
+  turn: ['turn'],
+  mixed: ['vx', 'vy', 'vz'],
+  static: [],
 };
 
 describe('policy table', () => {
-  test.each(POLICY_TABLE.map((r) => [r.axis ?? r.type, r] as const))('%s: allowed transforms are exactly those the motion model says change (or keep) the answer', (key, row) => {
-    const feats = ANSWER_FEATURES[key];
-    for (const t of ROUTE_TRANSFORMS) {
-      const changesAll = feats.length > 0 && feats.every((f) => FLIPPED[t].includes(f) && !AMBIGUOUS[t].includes(f));
-      if (row.type === 'static') expect(row.allowed.includes(t)).toBe(t !== 'hflip+reverse');
-      else expect({ t, allowed: row.allowed.includes(t) }).toEqual({ t, allowed: changesAll });
-    }
-    expect(row.allowed).toContain(row.preferred);
-    expect(row.relation).toBe(row.type === 'static' ? 'same' : 'change');
-  });
+  test.each(POLICY_TABLE.map((r) => [r.axis ?? r.type, r] as const))(
+    '%s: allowed transforms are exactly those the motion model says change (or keep) the answer',
+    (key, row) => {
+      const feats = ANSWER_FEATURES[key];
+      for (const t of ROUTE_TRANSFORMS) {
+        const changesAll = feats.length > 0 && feats.every((f) => FLIPPED[t].includes(f) && !AMBIGUOUS[t].includes(f));
+        if (row.type === 'static') expect(row.allowed.includes(t)).toBe(t !== 'hflip+reverse');
+        else expect({ t, allowed: row.allowed.includes(t) }).toEqual({ t, allowed: changesAll });
+      }
+      expect(row.allowed).toContain(row.preferred);
+      expect(row.relation).toBe(row.type === 'static' ? 'same' : 'change');
+    },
+  );
 
   test('a dynamic proposal outside the table is replaced and says why', () => {
-    const d = applyPolicy({ type: 'spatiotemporal', axis: 'vertical', proposedTransform: 'hflip', confidence: 1, rationale: '' }, 'Is it going up?', ['up', 'down'], 0);
+    const d = applyPolicy(
+      { type: 'spatiotemporal', axis: 'vertical', proposedTransform: 'hflip', confidence: 1, rationale: '' },
+      'Is it going up?',
+      ['up', 'down'],
+      0,
+    );
     expect(d.transform).toBe('reverse');
     expect(d.corrected).toMatch(/proposed hflip replaced by reverse/);
-    expect(applyPolicy({ type: 'spatial', proposedTransform: 'hflip+reverse', confidence: 1, rationale: '' }, 'q', ['a', 'b'], 0).transform).toBe('hflip+reverse');
+    expect(
+      applyPolicy(
+        { type: 'spatial', proposedTransform: 'hflip+reverse', confidence: 1, rationale: '' },
+        'q',
+        ['a', 'b'],
+        0,
+      ).transform,
+    ).toBe('hflip+reverse');
   });
 
   test('static questions: seeded, balanced choice of hflip or reverse; reverse for text', () => {
@@ -102,21 +145,41 @@ describe('policy table', () => {
     expect(nFlip).toBeLessThan(250);
     const other = qs.map((q) => staticTransform(q, ['red', 'blue'], 8, false));
     expect(other).not.toEqual(picks);
-    expect(routeRecord({ question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }, { seed: 1 }).transform).toBe('reverse');
-    expect(routeRecord({ question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }, { seed: 2 }).transform).toBe('reverse');
+    expect(
+      routeRecord({ question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }, { seed: 1 }).transform,
+    ).toBe('reverse');
+    expect(
+      routeRecord({ question: 'What is written on the banner?', options: ['SALE', 'OPEN'] }, { seed: 2 }).transform,
+    ).toBe('reverse');
   });
 });
 
 describe('routeRecord', () => {
   test('returns the route synchronously for the rules backend', () => {
-    const r = routeRecord({ question: 'Is the drawer being opened or closed?', options: ['opened', 'closed'] }, { backend: 'rules', seed: 3 });
-    expect(r).toMatchObject({ type: 'temporal', transform: 'reverse', relation: 'change', backend: 'rules', model: RULES_VERSION, promptVersion: RULES_VERSION });
+    const r = routeRecord(
+      { question: 'Is the drawer being opened or closed?', options: ['opened', 'closed'] },
+      { backend: 'rules', seed: 3 },
+    );
+    expect(r).toMatchObject({
+      type: 'temporal',
+      transform: 'reverse',
+      relation: 'change',
+      backend: 'rules',
+      model: RULES_VERSION,
+      promptVersion: RULES_VERSION,
+    });
   });
 
   test('rejects bad input with the standard message, and async-only backends with a code', () => {
-    expect(() => routeRecord({ question: '', options: ['a', 'b'] })).toThrow("Expected a non-empty string for record.question but received '' of type string");
-    expect(() => routeRecord({ question: 'q', options: ['a'] })).toThrow('Expected an array of at least 2 strings for record.options but received an array of length 1');
-    expect(() => routeRecord({ question: 'q', options: ['a', 'b'] }, { backend: 'llm' as 'rules' })).toThrow(expect.objectContaining({ code: 'ERR_CRPO_SYNC_BACKEND' }));
+    expect(() => routeRecord({ question: '', options: ['a', 'b'] })).toThrow(
+      "Expected a non-empty string for record.question but received '' of type string",
+    );
+    expect(() => routeRecord({ question: 'q', options: ['a'] })).toThrow(
+      'Expected an array of at least 2 strings for record.options but received an array of length 1',
+    );
+    expect(() => routeRecord({ question: 'q', options: ['a', 'b'] }, { backend: 'llm' as 'rules' })).toThrow(
+      expect.objectContaining({ code: 'ERR_CRPO_SYNC_BACKEND' }),
+    );
   });
 
   test('the backend registry lists the known names on an unknown one', () => {

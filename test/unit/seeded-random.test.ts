@@ -22,15 +22,21 @@ function mulberry32(seed: number): () => number {
 const draw = (f: () => number, n = 64): number[] => Array.from({ length: n }, () => f());
 
 describe('seeded random streams', () => {
-  it.each([0, 1, 42, 0x7fffffff, 0xffffffff, -1, 2 ** 33 + 5])('seed %p: seededRandom, Rng and the test rng equal mulberry32', (seed) => {
-    const want = draw(mulberry32(seed));
-    expect(draw(seededRandom(seed))).toEqual(want);
-    const r = new Rng(seed >>> 0);
-    expect(draw(() => r.next())).toEqual(want);
-    expect(draw(rng(seed))).toEqual(want);
-  });
+  it.each([0, 1, 42, 0x7fffffff, 0xffffffff, -1, 2 ** 33 + 5])(
+    'seed %p: seededRandom, Rng and the test rng equal mulberry32',
+    (seed) => {
+      const want = draw(mulberry32(seed));
+      expect(draw(seededRandom(seed))).toEqual(want);
+      const r = new Rng(seed >>> 0);
+      expect(draw(() => r.next())).toEqual(want);
+      expect(draw(rng(seed))).toEqual(want);
+    },
+  );
 
   it('the retry jitter stream (seed xor salt) is mulberry32 of the salted seed', () => {
-    for (const seed of [0, 7, 123456789]) expect(draw(seededRandom(((seed >>> 0) ^ 0x5bd1e995) >>> 0))).toEqual(draw(mulberry32((seed >>> 0) ^ 0x5bd1e995)));
+    for (const seed of [0, 7, 123456789])
+      expect(draw(seededRandom(((seed >>> 0) ^ 0x5bd1e995) >>> 0))).toEqual(
+        draw(mulberry32((seed >>> 0) ^ 0x5bd1e995)),
+      );
   });
 });

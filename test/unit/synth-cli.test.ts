@@ -32,7 +32,9 @@ describe('crpo synth', () => {
     process.exitCode = undefined;
     await main(['synth', '--out', dir, '--split', 'both', '--pairs', '2', '--seed', '1']);
     expect(process.exitCode).toBeUndefined();
-    expect(out.join('')).toContain(`train: 8 pairs, 16 records -> ${path.join(dir, 'train.jsonl')}, frame folders: 16 written, 0 already present`);
+    expect(out.join('')).toContain(
+      `train: 8 pairs, 16 records -> ${path.join(dir, 'train.jsonl')}, frame folders: 16 written, 0 already present`,
+    );
     const train = await loadRecords(path.join(dir, 'train.jsonl'));
     const test = await loadRecords(path.join(dir, 'test.jsonl'));
     expect(train.records).toHaveLength(16);
@@ -43,10 +45,18 @@ describe('crpo synth', () => {
       const v = await reader.read(path.join(dir, (r.meta as { frames_dir: string }).frames_dir));
       expect(Buffer.compare(Buffer.from(v.data), Buffer.from(renderSynthetic(spec)))).toBe(0);
     }
-    expect(JSON.parse(fs.readFileSync(path.join(dir, 'train.config.json'), 'utf8'))).toMatchObject({ split: 'train', pairs: 2, seed: 1, writeFrames: true });
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'train.config.json'), 'utf8'))).toMatchObject({
+      split: 'train',
+      pairs: 2,
+      seed: 1,
+      writeFrames: true,
+    });
     // Contact sheet: 2 pairs x 4 categories as rows, 8 + 8 frames at 3x with 2 px padding and a 12 px gap.
     const sharp = (await import('sharp')).default;
-    expect(await sharp(path.join(dir, 'train-sheet.png')).metadata()).toMatchObject({ width: 2 + 16 * (96 + 2) + 12, height: 2 + 8 * (96 + 2) });
+    expect(await sharp(path.join(dir, 'train-sheet.png')).metadata()).toMatchObject({
+      width: 2 + 16 * (96 + 2) + 12,
+      height: 2 + 8 * (96 + 2),
+    });
     const legend = fs.readFileSync(path.join(dir, 'train-sheet.txt'), 'utf8').trim().split('\n');
     expect(legend).toHaveLength(9);
     expect(legend[1]).toMatch(/^1\. synth-train-reversible_dynamics-00000: .* \| reverse: /);
@@ -61,7 +71,20 @@ describe('crpo synth', () => {
 
   test('--no-frames writes JSONL with inline specs only', async () => {
     const d = path.join(dir, 'inline');
-    await main(['synth', '--out', d, '--split', 'test', '--pairs', '3', '--seed', '2', '--no-frames', '--categories', 'moving_direction,static']);
+    await main([
+      'synth',
+      '--out',
+      d,
+      '--split',
+      'test',
+      '--pairs',
+      '3',
+      '--seed',
+      '2',
+      '--no-frames',
+      '--categories',
+      'moving_direction,static',
+    ]);
     expect(fs.readdirSync(d).sort()).toEqual(['test.config.json', 'test.jsonl']);
     const recs = (await loadRecords(path.join(d, 'test.jsonl'))).records;
     expect(recs).toHaveLength(12);
@@ -73,7 +96,9 @@ describe('crpo synth', () => {
     process.exitCode = undefined;
     await main(['synth', '--out', path.join(dir, 'x'), '--categories', 'motion', '--no-frames']);
     expect(process.exitCode).toBe(1);
-    expect(String(err.mock.calls[0][0])).toMatch(/^crpo: Expected a comma-separated list of .* for --categories but received 'motion' of type string\n$/);
+    expect(String(err.mock.calls[0][0])).toMatch(
+      /^crpo: Expected a comma-separated list of .* for --categories but received 'motion' of type string\n$/,
+    );
     err.mockRestore();
     process.exitCode = undefined;
   });

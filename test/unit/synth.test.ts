@@ -5,9 +5,21 @@
 import { referenceTransform } from '../../lib/counterfactual';
 import { DyBenchRecord, type SyntheticVideoSpec } from '../../lib/data/schema';
 import { CATEGORY_OPTION_COUNTS } from '../../lib/data/categories';
-import { OBJECT_COLOURS, colourShortcutRate, renderScene, renderSynthetic, shortcutColour, synthesize, synthesizePair, synthesizeRecords, type Scene } from '../../lib/synth';
+import {
+  OBJECT_COLOURS,
+  colourShortcutRate,
+  renderScene,
+  renderSynthetic,
+  shortcutColour,
+  synthesize,
+  synthesizePair,
+  synthesizeRecords,
+  type Scene,
+} from '../../lib/synth';
 
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length)) === 0;
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  a.length === b.length &&
+  Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length)) === 0;
 
 describe('synthesize', () => {
   const items = synthesize({ split: 'train', pairs: 6, seed: 3 });
@@ -47,9 +59,16 @@ describe('synthesize', () => {
 
   test('pair members differ only by the transform (naive reference), and renderSynthetic reproduces both', () => {
     for (let k = 0; k < items.length; k += 2) {
-      const a = items[k], b = items[k + 1];
+      const a = items[k],
+        b = items[k + 1];
       const spec = b.record.video as SyntheticVideoSpec;
-      const expected = referenceTransform(a.frames, [1, 8, 32, 32, 3], 'BTHWC', spec.transform as 'hflip', spec.swap_at ?? 0) as Uint8Array;
+      const expected = referenceTransform(
+        a.frames,
+        [1, 8, 32, 32, 3],
+        'BTHWC',
+        spec.transform as 'hflip',
+        spec.swap_at ?? 0,
+      ) as Uint8Array;
       expect(sameBytes(b.frames, expected)).toBe(true);
       expect(sameBytes(renderSynthetic(a.record.video as SyntheticVideoSpec), a.frames)).toBe(true);
       expect(sameBytes(renderSynthetic(spec), b.frames)).toBe(true);
@@ -60,7 +79,8 @@ describe('synthesize', () => {
 
   test('dynamic answers change under the transform; static answers stay', () => {
     for (let k = 0; k < items.length; k += 2) {
-      const a = items[k].record, b = items[k + 1].record;
+      const a = items[k].record,
+        b = items[k + 1].record;
       const cf = (a.meta as { counterfactual: { answer: number; transform: string } }).counterfactual;
       expect(cf.answer).toBe(b.answer);
       expect(cf.transform).toBe(b.transform);
@@ -81,14 +101,22 @@ describe('synthesize', () => {
     const moving = synthesize({ split: 'test', pairs: 12, seed: 9, categories: ['moving_direction'] });
     for (const it of moving) {
       const centroid = (t: number): [number, number] => {
-        let sx = 0, sy = 0, n = 0;
-        for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) {
-          const p = ((t * 32 + y) * 32 + x) * 3;
-          if (it.frames[p] !== 60 || it.frames[p + 1] !== 60 || it.frames[p + 2] !== 60) { sx += x; sy += y; n++; }
-        }
+        let sx = 0,
+          sy = 0,
+          n = 0;
+        for (let y = 0; y < 32; y++)
+          for (let x = 0; x < 32; x++) {
+            const p = ((t * 32 + y) * 32 + x) * 3;
+            if (it.frames[p] !== 60 || it.frames[p + 1] !== 60 || it.frames[p + 2] !== 60) {
+              sx += x;
+              sy += y;
+              n++;
+            }
+          }
         return [sx / n, sy / n];
       };
-      const [x0, y0] = centroid(0), [x1, y1] = centroid(7);
+      const [x0, y0] = centroid(0),
+        [x1, y1] = centroid(7);
       const seen = Math.abs(x1 - x0) > Math.abs(y1 - y0) ? (x1 > x0 ? 'right' : 'left') : y1 > y0 ? 'down' : 'up';
       expect(seen).toBe(it.record.options[it.record.answer]);
       expect(Math.max(Math.abs(x1 - x0), Math.abs(y1 - y0))).toBeGreaterThan(10); // strong motion at 32 px
@@ -98,16 +126,24 @@ describe('synthesize', () => {
   test('event sequence pixels agree with the answer: the first half shows the event named first', () => {
     const events = synthesize({ split: 'test', pairs: 16, seed: 4, categories: ['event_sequence'] });
     const stats = (f: Uint8Array, t: number): { n: number; x: number; y: number } => {
-      let n = 0, sx = 0, sy = 0;
-      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) {
-        const p = ((t * 32 + y) * 32 + x) * 3;
-        if (f[p] !== 60 || f[p + 1] !== 60 || f[p + 2] !== 60) { n++; sx += x; sy += y; }
-      }
+      let n = 0,
+        sx = 0,
+        sy = 0;
+      for (let y = 0; y < 32; y++)
+        for (let x = 0; x < 32; x++) {
+          const p = ((t * 32 + y) * 32 + x) * 3;
+          if (f[p] !== 60 || f[p + 1] !== 60 || f[p + 2] !== 60) {
+            n++;
+            sx += x;
+            sy += y;
+          }
+        }
       return { n, x: sx / n, y: sy / n };
     };
     for (const it of events) {
       const first = it.record.options[it.record.answer].replace('The object ', '');
-      const a = stats(it.frames, 0), b = stats(it.frames, 3);
+      const a = stats(it.frames, 0),
+        b = stats(it.frames, 3);
       if (first === 'grows') expect(b.n).toBeGreaterThan(3 * a.n);
       if (first === 'shrinks') expect(a.n).toBeGreaterThan(3 * b.n);
       if (first === 'moves sideways') expect(Math.abs(b.x - a.x)).toBeGreaterThan(10);
@@ -117,10 +153,20 @@ describe('synthesize', () => {
 
   test('shortcut knob: colour names the original answer with p on train, ~1/K on test', () => {
     const stats = (split: 'train' | 'test', p?: number): { match: number; colourReaderPAcc: number } => {
-      const recs = synthesizeRecords({ split, pairs: 300, seed: 11, shortcutP: p, categories: ['reversible_dynamics', 'moving_direction', 'event_sequence'] });
-      let match = 0, originals = 0, pairsRight = 0, pairs = 0;
+      const recs = synthesizeRecords({
+        split,
+        pairs: 300,
+        seed: 11,
+        shortcutP: p,
+        categories: ['reversible_dynamics', 'moving_direction', 'event_sequence'],
+      });
+      let match = 0,
+        originals = 0,
+        pairsRight = 0,
+        pairs = 0;
       for (let k = 0; k < recs.length; k += 2) {
-        const a = recs[k], b = recs[k + 1];
+        const a = recs[k],
+          b = recs[k + 1];
         const colour = ((a.video as SyntheticVideoSpec).scene as unknown as Scene).objects[0].color;
         const guess = [0, 1, 2, 3].find((i) => shortcutColour(i) === colour);
         originals++;
@@ -143,19 +189,46 @@ describe('synthesize', () => {
   });
 
   test('rejects bad options with the standard message', () => {
-    expect(() => synthesize({ split: 'val' as 'train', pairs: 1, seed: 1 })).toThrow("Expected 'train' or 'test' for split but received 'val' of type string");
-    expect(() => synthesize({ split: 'train', pairs: -1, seed: 1 })).toThrow('Expected an integer >= 0 for pairs but received -1 of type number');
-    expect(() => synthesize({ split: 'train', pairs: 1, seed: 1, shortcutP: 2 })).toThrow('Expected a number in [0, 1] for shortcutP but received 2 of type number');
-    expect(() => synthesize({ split: 'train', pairs: 1, seed: 1, categories: ['other'] })).toThrow(/for categories\[\] but received 'other'/);
+    expect(() => synthesize({ split: 'val' as 'train', pairs: 1, seed: 1 })).toThrow(
+      "Expected 'train' or 'test' for split but received 'val' of type string",
+    );
+    expect(() => synthesize({ split: 'train', pairs: -1, seed: 1 })).toThrow(
+      'Expected an integer >= 0 for pairs but received -1 of type number',
+    );
+    expect(() => synthesize({ split: 'train', pairs: 1, seed: 1, shortcutP: 2 })).toThrow(
+      'Expected a number in [0, 1] for shortcutP but received 2 of type number',
+    );
+    expect(() => synthesize({ split: 'train', pairs: 1, seed: 1, categories: ['other'] })).toThrow(
+      /for categories\[\] but received 'other'/,
+    );
   });
 
   test('renderSynthetic rejects a bad scene naming the field', () => {
-    const spec = { kind: 'synthetic', frames: 2, height: 8, width: 8, transform: 'none', scene: { version: 1, background: 'gray', objects: [{ shape: 'hexagon', color: 'red', from: { x: 0.5, y: 0.5, size: 0.5 }, to: { x: 0.5, y: 0.5, size: 0.5 } }] } } as SyntheticVideoSpec;
+    const spec = {
+      kind: 'synthetic',
+      frames: 2,
+      height: 8,
+      width: 8,
+      transform: 'none',
+      scene: {
+        version: 1,
+        background: 'gray',
+        objects: [
+          { shape: 'hexagon', color: 'red', from: { x: 0.5, y: 0.5, size: 0.5 }, to: { x: 0.5, y: 0.5, size: 0.5 } },
+        ],
+      },
+    } as SyntheticVideoSpec;
     expect(() => renderSynthetic(spec)).toThrow(/video\.scene\.objects\.0\.shape/);
   });
 
   test('renderScene draws a square where the keyframe says', () => {
-    const s: Scene = { version: 1, background: 'gray', objects: [{ shape: 'square', color: 'red', from: { x: 0.25, y: 0.25, size: 0.5 }, to: { x: 0.25, y: 0.25, size: 0.5 } }] };
+    const s: Scene = {
+      version: 1,
+      background: 'gray',
+      objects: [
+        { shape: 'square', color: 'red', from: { x: 0.25, y: 0.25, size: 0.5 }, to: { x: 0.25, y: 0.25, size: 0.5 } },
+      ],
+    };
     const f = renderScene(s, 1, 8, 8);
     const px = (y: number, x: number): number[] => Array.from(f.slice((y * 8 + x) * 3, (y * 8 + x) * 3 + 3));
     expect(px(0, 0)).toEqual([230, 40, 40]);
@@ -180,7 +253,10 @@ describe('synthesizePair and the colour rule', () => {
     const match = (colour: 'shortcut' | 'independent'): number => {
       const recs = synthesizeRecords({ split: 'train', pairs: 300, seed: 2, colour, categories: ['moving_direction'] });
       const originals = recs.filter((r) => r.transform === 'none');
-      const hits = originals.filter((r) => ((r.video as SyntheticVideoSpec).scene as unknown as Scene).objects[0].color === shortcutColour(r.answer));
+      const hits = originals.filter(
+        (r) =>
+          ((r.video as SyntheticVideoSpec).scene as unknown as Scene).objects[0].color === shortcutColour(r.answer),
+      );
       return hits.length / originals.length;
     };
     expect(match('shortcut')).toBeGreaterThan(0.85);
@@ -191,8 +267,16 @@ describe('synthesizePair and the colour rule', () => {
 
   test('colourShortcutRate counts dynamic answers that follow a colour naming a wrong option', () => {
     const recs = synthesizeRecords({ split: 'test', pairs: 40, seed: 3 });
-    const colourOf = (r: DyBenchRecord): number => (OBJECT_COLOURS as readonly string[]).indexOf(((r.video as SyntheticVideoSpec).scene as unknown as Scene).objects[0].color);
-    expect(colourShortcutRate(recs, recs.map((r) => r.answer))).toBe(0); // the truth never follows a wrong colour
+    const colourOf = (r: DyBenchRecord): number =>
+      (OBJECT_COLOURS as readonly string[]).indexOf(
+        ((r.video as SyntheticVideoSpec).scene as unknown as Scene).objects[0].color,
+      );
+    expect(
+      colourShortcutRate(
+        recs,
+        recs.map((r) => r.answer),
+      ),
+    ).toBe(0); // the truth never follows a wrong colour
     const followColour = recs.map((r) => (r.category === 'static' ? r.answer : colourOf(r)));
     expect(colourShortcutRate(recs, followColour)).toBe(1);
   });

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { formatThreads } from '../../lib/doctor';
 import { hasAddon } from '../../lib/native';
 import { resolveTorchThreads } from '../../lib/threads';
+import { skipIf } from '../helpers/skip';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
@@ -32,7 +33,12 @@ describe('resolveTorchThreads', () => {
   });
 
   test('malformed values are refused with the variable, its value and the fix', () => {
-    for (const [name, value] of [[OMP, 'abc'], [OMP, '0'], [CRPO, '-1'], [CRPO, '1.5']]) {
+    for (const [name, value] of [
+      [OMP, 'abc'],
+      [OMP, '0'],
+      [CRPO, '-1'],
+      [CRPO, '1.5'],
+    ]) {
       const want = expect.objectContaining({ code: 'ERR_CRPO_THREADS', message: refusal(name, value) });
       expect(() => resolveTorchThreads({ [name]: value }, 8)).toThrow(want as unknown as Error);
     }
@@ -51,8 +57,8 @@ describe('resolveTorchThreads', () => {
 });
 
 const torchSkip = hasAddon('torch') ? undefined : 'the torch addon is not built (npm run build:torch)';
-const title = `crpo doctor --json reports libtorch's actual count${torchSkip ? ` (skipped: ${torchSkip})` : ''}`;
-(torchSkip ? describe.skip : describe)(title, () => {
+const title = `crpo doctor --json reports libtorch's actual count`;
+skipIf(torchSkip).describe(title, () => {
   function doctor(vars: Record<string, string>): { status: number | null; threads: Record<string, unknown> } {
     const env: Record<string, string | undefined> = { ...process.env, ...vars };
     for (const k of ['OMP_NUM_THREADS', 'CRPO_NUM_THREADS']) if (!(k in vars)) delete env[k];

@@ -6,7 +6,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import YAML from 'yaml';
-import { COMPLETION_TOKENS_BY_KIND, learningRate, resolveConfig, saveResolvedConfig, TRAIN_DEFAULTS } from '../../lib/train/config';
+import {
+  COMPLETION_TOKENS_BY_KIND,
+  learningRate,
+  resolveConfig,
+  saveResolvedConfig,
+  TRAIN_DEFAULTS,
+} from '../../lib/train/config';
 import { overridesFromArgv } from '../../lib/cli/commands/train';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-train-config-'));
@@ -40,9 +46,19 @@ describe('resolveConfig', () => {
   it('applies a YAML file, then flags, then dotted --set pairs', () => {
     const file = path.join(tmp, 'x.yaml');
     fs.writeFileSync(file, 'algo: grpo\ngroupSize: 4\nweights:\n  crr: 2\ndata:\n  pairs: 10\n');
-    const o = overridesFromArgv({ 'group-size': 6, set: ['weights.behave=0.5', 'data.valPairs=3', 'nullOption=false'], init: '' });
+    const o = overridesFromArgv({
+      'group-size': 6,
+      set: ['weights.behave=0.5', 'data.valPairs=3', 'nullOption=false'],
+      init: '',
+    });
     const c = resolveConfig({ file, overrides: o });
-    expect(c).toMatchObject({ algo: 'grpo', groupSize: 6, weights: { accuracy: 1, format: 1, crr: 2, behave: 0.5 }, data: { pairs: 10, valPairs: 3 }, nullOption: false });
+    expect(c).toMatchObject({
+      algo: 'grpo',
+      groupSize: 6,
+      weights: { accuracy: 1, format: 1, crr: 2, behave: 0.5 },
+      data: { pairs: 10, valPairs: 3 },
+      nullOption: false,
+    });
   });
 
   it('reads JSON files too', () => {
@@ -52,14 +68,26 @@ describe('resolveConfig', () => {
   });
 
   it.each([
-    [{ algo: 'ppo' }, "config: algo: unknown algorithm 'ppo'; known: arrowrl, crpo, crpo-no-dual, grpo, grpo-2g, t-grpo"],
-    [{ groupSize: 1 }, 'config: groupSize: expected an integer >= 2 (G < 2 gives every group zero advantage) but received 1'],
+    [
+      { algo: 'ppo' },
+      "config: algo: unknown algorithm 'ppo'; known: arrowrl, crpo, crpo-no-dual, grpo, grpo-2g, t-grpo",
+    ],
+    [
+      { groupSize: 1 },
+      'config: groupSize: expected an integer >= 2 (G < 2 gives every group zero advantage) but received 1',
+    ],
     [{ lr: -0.1 }, 'config: lr: expected a number >= 0 but received -0.1'],
-    [{ data: { train: '/nonexistent/train.jsonl' } }, 'config: data.train: data file not found: /nonexistent/train.jsonl'],
+    [
+      { data: { train: '/nonexistent/train.jsonl' } },
+      'config: data.train: data file not found: /nonexistent/train.jsonl',
+    ],
     [{ data: { train: '' } }, "config: data.train: no training data given (a DyBench JSONL path or 'synthetic')"],
     [{ batchsize: 4 }, "config: unknown config key 'batchsize'; see docs/training.md for the fields"],
     [{ data: { trian: 'x' } }, "config: unknown config key 'data.trian'; see docs/training.md for the fields"],
-    [{ aggregation: 'sum' }, 'config: aggregation: expected one of "seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm" but received "sum"'],
+    [
+      { aggregation: 'sum' },
+      'config: aggregation: expected one of "seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm" but received "sum"',
+    ],
     [{ groupSize: 'eight' }, 'config: groupSize: expected a number but received "eight"'],
   ])('rejects %j with one message', (overrides, message) => {
     expect(rejects(overrides)).toBe(message);
@@ -69,7 +97,9 @@ describe('resolveConfig', () => {
     const file = path.join(tmp, 'bad.yaml');
     fs.writeFileSync(file, 'groupSize: 1\n');
     expect(() => resolveConfig({ file })).toThrow(`${file}: groupSize: expected an integer >= 2`);
-    expect(() => resolveConfig({ file: path.join(tmp, 'missing.yaml') })).toThrow(`config file not found: ${path.join(tmp, 'missing.yaml')}`);
+    expect(() => resolveConfig({ file: path.join(tmp, 'missing.yaml') })).toThrow(
+      `config file not found: ${path.join(tmp, 'missing.yaml')}`,
+    );
     fs.writeFileSync(file, '- a\n- b\n');
     expect(() => resolveConfig({ file })).toThrow(`${file}: expected a mapping of config fields at the top level`);
   });

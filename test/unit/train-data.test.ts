@@ -10,11 +10,24 @@ import { resolveConfig } from '../../lib/train/config';
 import { synthesizePairRecords } from '../../lib/synth';
 import type { DyBenchRecord } from '../../lib/data/schema';
 
-const base: DyBenchRecord = { id: 'r1', pair_id: 'p1', video: 'x.mp4', question: 'Is the door opening or closing?', options: ['opening', 'closing'], answer: 0, category: 'reversible_dynamics', transform: 'none', source: 't' };
+const base: DyBenchRecord = {
+  id: 'r1',
+  pair_id: 'p1',
+  video: 'x.mp4',
+  question: 'Is the door opening or closing?',
+  options: ['opening', 'closing'],
+  answer: 0,
+  category: 'reversible_dynamics',
+  transform: 'none',
+  source: 't',
+};
 
 describe('routeOf', () => {
   it('prefers the record route, then the generator metadata, then the rules router', () => {
-    expect(routeOf({ ...base, route: { transform: 'hflip', relation: 'same' } }, 'f')).toEqual({ transform: 'hflip', relation: 'same' });
+    expect(routeOf({ ...base, route: { transform: 'hflip', relation: 'same' } }, 'f')).toEqual({
+      transform: 'hflip',
+      relation: 'same',
+    });
     const [orig] = synthesizePairRecords({ split: 'train', pairs: 1, seed: 1 }, 'event_sequence', 0);
     expect(routeOf(orig, 'f')).toMatchObject({ transform: 'swap', relation: 'change', swapAt: 4 });
     expect(routeOf(base, 'f')).toEqual({ transform: 'reverse', relation: 'change' });
@@ -23,7 +36,8 @@ describe('routeOf', () => {
 
 describe('batchIndices', () => {
   it('visits every item once per epoch, in a seeded order', () => {
-    const n = 10, b = 4;
+    const n = 10,
+      b = 4;
     const steps = Array.from({ length: 5 }, (_, s) => batchIndices(n, b, 3, s)).flat(); // 2 epochs
     expect([...steps.slice(0, 10)].sort((x, y) => x - y)).toEqual([...Array(10).keys()]);
     expect([...steps.slice(10, 20)].sort((x, y) => x - y)).toEqual([...Array(10).keys()]);

@@ -15,6 +15,7 @@ import { createLinearPolicy } from '../../lib/rollout/linear-policy';
 import { resolveConfig } from '../../lib/train/config';
 import { requireGradientSync, train } from '../../lib/train/trainer';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
+import { skipIf } from '../helpers/skip';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-grad-sync-'));
@@ -28,19 +29,31 @@ POLICY_KINDS.register('test-unsynced', async (o) => {
     get(target, key, receiver) {
       if (key === 'kind') return 'test-unsynced';
       if (key === 'syncsGradients') return undefined;
-      if (key === 'dispose') return () => { disposed++; target.dispose(); };
+      if (key === 'dispose')
+        return () => {
+          disposed++;
+          target.dispose();
+        };
       const v = Reflect.get(target, key, receiver) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
 });
 
-const config = (out: string) => resolveConfig({
-  overrides: {
-    policy: { kind: 'test-unsynced' }, data: { pairs: 4, valPairs: 0, val: '' }, steps: 1, batchSize: 2, groupSize: 2,
-    progress: false, plots: false, resume: 'never', out,
-  },
-});
+const config = (out: string) =>
+  resolveConfig({
+    overrides: {
+      policy: { kind: 'test-unsynced' },
+      data: { pairs: 4, valPairs: 0, val: '' },
+      steps: 1,
+      batchSize: 2,
+      groupSize: 2,
+      progress: false,
+      plots: false,
+      resume: 'never',
+      out,
+    },
+  });
 const twoRanks = { rank: 0, worldSize: 2, allReduceSum: async (v: number[]) => v.map((x) => 2 * x) };
 const REFUSAL = 'does not synchronise gradients across processes, so 2 processes would train 2 diverging replicas';
 const FIX = 'run it on one process (no --nproc, torchrun or srun with more than one task)';
@@ -89,22 +102,48 @@ describe('policies without gradient synchronisation on several processes', () =>
   });
 
   const reason = goldenSkipReason('qwen3_vl');
-  const title = `crpo train --policy qwen --nproc 2 fails with one line${reason ? ` (skipped: ${reason})` : ''}`;
-  (reason ? test.skip : test)(title, () => {
-    const env = { ...process.env };
-    const launcherVars = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID'];
-    launcherVars.push('SLURM_NTASKS');
-    for (const k of launcherVars) delete env[k];
-    const out = path.join(tmp, 'qwen');
-    const cli = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
-    const args = [
-      'train', '--policy', 'qwen', '--init', path.join(GOLDEN_ROOT, 'qwen3_vl'), '--nproc', '2', '--steps', '1',
-      '--data', 'synthetic', '--val-data', '', '--set', 'data.frames=4', '--set', 'data.size=64',
-      '--set', 'data.pairs=4', '--set', 'batchSize=2', '--set', 'groupSize=2', '--out', out,
-    ];
-    const r = spawnSync(process.execPath, [...cli, ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 100000 });
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain(`crpo: policy kind 'qwen' ${REFUSAL}`);
-    expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
-  }, 110000);
+  const title = `crpo train --policy qwen --nproc 2 fails with one line`;
+  skipIf(reason).it(
+    title,
+    () => {
+      const env = { ...process.env };
+      const launcherVars = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID'];
+      launcherVars.push('SLURM_NTASKS');
+      for (const k of launcherVars) delete env[k];
+      const out = path.join(tmp, 'qwen');
+      const cli = ['-r', path.join(ROOT, 'scripts/ts-register.js'), path.join(ROOT, 'test/fixtures/eval-cli.js')];
+      const args = [
+        'train',
+        '--policy',
+        'qwen',
+        '--init',
+        path.join(GOLDEN_ROOT, 'qwen3_vl'),
+        '--nproc',
+        '2',
+        '--steps',
+        '1',
+        '--data',
+        'synthetic',
+        '--val-data',
+        '',
+        '--set',
+        'data.frames=4',
+        '--set',
+        'data.size=64',
+        '--set',
+        'data.pairs=4',
+        '--set',
+        'batchSize=2',
+        '--set',
+        'groupSize=2',
+        '--out',
+        out,
+      ];
+      const r = spawnSync(process.execPath, [...cli, ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 100000 });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain(`crpo: policy kind 'qwen' ${REFUSAL}`);
+      expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
+    },
+    110000,
+  );
 });

@@ -23,7 +23,8 @@ test('LRU evicts the least recently used entries to stay under the byte budget',
 
 test('semaphore never runs more than its limit, even when new callers arrive as a slot frees', async () => {
   const s = new Semaphore(2);
-  let running = 0, peak = 0;
+  let running = 0,
+    peak = 0;
   const task = async (): Promise<void> => {
     running++;
     peak = Math.max(peak, running);

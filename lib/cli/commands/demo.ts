@@ -12,26 +12,64 @@ import { DEMO_PRESETS, formatDemoTable, runDemo, type DemoPolicy } from '../../t
 export function builder(y: Argv): Argv {
   return y
     .option('out', { type: 'string', default: 'crpo-demo', describe: 'Output folder (base model, runs, logs, plots)' })
-    .option('policy', { choices: ['native', 'linear'], default: 'native', describe: 'native: the libtorch video-language model; linear: the TypeScript toy (seconds)' })
-    .option('steps', { type: 'number', default: 0, describe: `RL steps per run (0 = the policy's preset: native ${DEMO_PRESETS.native.steps}, linear ${DEMO_PRESETS.linear.steps})` })
-    .option('algos', { type: 'string', default: 'crpo,grpo', describe: 'Comma-separated algorithms to compare (lib/algo)' })
-    .option('seeds', { type: 'string', default: '', describe: `Comma-separated seeds, one RL run per algorithm and seed (default: native ${DEMO_PRESETS.native.seeds.join(',')}; linear ${DEMO_PRESETS.linear.seeds.join(',')})` })
+    .option('policy', {
+      choices: ['native', 'linear'],
+      default: 'native',
+      describe: 'native: the libtorch video-language model; linear: the TypeScript toy (seconds)',
+    })
+    .option('steps', {
+      type: 'number',
+      default: 0,
+      describe: `RL steps per run (0 = the policy's preset: native ${DEMO_PRESETS.native.steps}, linear ${DEMO_PRESETS.linear.steps})`,
+    })
+    .option('algos', {
+      type: 'string',
+      default: 'crpo,grpo',
+      describe: 'Comma-separated algorithms to compare (lib/algo)',
+    })
+    .option('seeds', {
+      type: 'string',
+      default: '',
+      describe: `Comma-separated seeds, one RL run per algorithm and seed (default: native ${DEMO_PRESETS.native.seeds.join(',')}; linear ${DEMO_PRESETS.linear.seeds.join(',')})`,
+    })
     .check((a) => {
-      if (!Number.isInteger(a.steps) || (a.steps as number) < 0) throw new Error(`--steps: expected an integer >= 0 but received ${a.steps}`);
-      if (a.seeds && !/^\d+(,\d+)*$/.test(String(a.seeds))) throw new Error(`--seeds: expected comma-separated integers such as 1,2,3 but received '${a.seeds}'`);
+      if (!Number.isInteger(a.steps) || (a.steps as number) < 0)
+        throw new Error(`--steps: expected an integer >= 0 but received ${a.steps}`);
+      if (a.seeds && !/^\d+(,\d+)*$/.test(String(a.seeds)))
+        throw new Error(`--seeds: expected comma-separated integers such as 1,2,3 but received '${a.seeds}'`);
       return true;
     });
 }
 
-export async function handler(argv: { out: string; policy: DemoPolicy; steps: number; algos: string; seeds: string }): Promise<void> {
+export async function handler(argv: {
+  out: string;
+  policy: DemoPolicy;
+  steps: number;
+  algos: string;
+  seeds: string;
+}): Promise<void> {
   process.stdout.write(formatDoctor(doctorReport()) + '\n\n');
   const t0 = Date.now();
   const seeds = argv.seeds ? argv.seeds.split(',').map(Number) : undefined;
-  const algos = argv.algos.split(',').map((s) => s.trim()).filter(Boolean);
-  const rows = await runDemo({ out: argv.out, policy: argv.policy, steps: argv.steps, algos, seeds, log: (m) => process.stdout.write(m + '\n') });
+  const algos = argv.algos
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const rows = await runDemo({
+    out: argv.out,
+    policy: argv.policy,
+    steps: argv.steps,
+    algos,
+    seeds,
+    log: (m) => process.stdout.write(m + '\n'),
+  });
   const n = rows[rows.length - 1]?.runs.length ?? 0;
-  process.stdout.write(`\nHeld-out synthetic DyBench (colour no longer names the answer), greedy answers, %${n > 1 ? `, mean ± sd over ${n} seeds` : ''}:\n${formatDemoTable(rows)}\n`);
-  process.stdout.write(`\nP-Acc counts a pair only when both the original and the counterfactual video are answered right; "colour shortcut" is the share of\n` +
-    `dynamic videos whose object colour names a wrong option that are answered with that option.\n` +
-    `Logs, checkpoints and plots: ${argv.out}/<algo>[-seed<N>]/  (total ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+  process.stdout.write(
+    `\nHeld-out synthetic DyBench (colour no longer names the answer), greedy answers, %${n > 1 ? `, mean ± sd over ${n} seeds` : ''}:\n${formatDemoTable(rows)}\n`,
+  );
+  process.stdout.write(
+    `\nP-Acc counts a pair only when both the original and the counterfactual video are answered right; "colour shortcut" is the share of\n` +
+      `dynamic videos whose object colour names a wrong option that are answered with that option.\n` +
+      `Logs, checkpoints and plots: ${argv.out}/<algo>[-seed<N>]/  (total ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`,
+  );
 }

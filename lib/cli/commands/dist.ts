@@ -12,7 +12,10 @@ import { initDistributed, runRank, type DistContext } from '../../dist';
 import { launchIfRequested } from '../../dist/launch';
 
 /** Where Python packages of the installed PyTorch may be (Debian's python3-torch, pip). */
-const TORCH_VERSION_FILES = ['/usr/lib/python3/dist-packages/torch/version.py', '/usr/local/lib/python3/dist-packages/torch/version.py'];
+const TORCH_VERSION_FILES = [
+  '/usr/lib/python3/dist-packages/torch/version.py',
+  '/usr/local/lib/python3/dist-packages/torch/version.py',
+];
 
 /** The installed PyTorch version (the one torchrun comes with), read from its version.py; undefined when not found. */
 export function installedTorchVersion(files: readonly string[] = TORCH_VERSION_FILES): string | undefined {
@@ -56,13 +59,20 @@ export function builder(y: Argv): Argv {
         'Locally:         crpo dist check --nproc 2',
     )
     .positional('action', { type: 'string', choices: ['check'], describe: 'What to do' })
-    .option('nproc', { type: 'number', describe: 'Start this many local workers (same environment contract as torchrun)' })
+    .option('nproc', {
+      type: 'number',
+      describe: 'Start this many local workers (same environment contract as torchrun)',
+    })
     .option('size', { type: 'number', default: 1 << 20, describe: 'Floats in the checked and timed all-reduce' })
     .option('iters', { type: 'number', default: 5, describe: 'Timed all-reduce repetitions' })
     .option('backend', { type: 'string', choices: ['auto', 'gloo', 'nccl'], default: 'auto', describe: 'c10d backend' })
     .option('bucket-mb', { type: 'number', default: 25, describe: 'All-reduce bucket size in MiB' })
     .option('timeout', { type: 'number', default: 120, describe: 'Rendezvous and collective timeout, seconds' })
-    .option('heartbeat-timeout', { type: 'number', default: 30, describe: 'A rank silent this long is declared failed, seconds' });
+    .option('heartbeat-timeout', {
+      type: 'number',
+      default: 30,
+      describe: 'A rank silent this long is declared failed, seconds',
+    });
 }
 
 interface Argv2 {
@@ -114,8 +124,10 @@ async function check(ctx: DistContext, argv: Argv2): Promise<string[]> {
 }
 
 export async function handler(argv: Argv2): Promise<void> {
-  if (argv.action !== 'check') throw new CrpoError('ERR_CRPO_USAGE', `Unknown dist action '${argv.action}' (known: check)`);
-  if (!Number.isInteger(argv.size) || argv.size < 1) throw new CrpoError('ERR_CRPO_USAGE', `Expected an integer >= 1 for --size but received ${argv.size}`);
+  if (argv.action !== 'check')
+    throw new CrpoError('ERR_CRPO_USAGE', `Unknown dist action '${argv.action}' (known: check)`);
+  if (!Number.isInteger(argv.size) || argv.size < 1)
+    throw new CrpoError('ERR_CRPO_USAGE', `Expected an integer >= 1 for --size but received ${argv.size}`);
   if (await launchIfRequested(argv.nproc)) return;
   const t0 = Date.now();
   const ctx = await initDistributed({
@@ -138,10 +150,12 @@ export async function handler(argv: Argv2): Promise<void> {
     const med = times[Math.floor(times.length / 2)];
     const mib = (argv.size * 4) / 2 ** 20;
     // Ring all-reduce bus bandwidth, as nccl-tests report it: bytes * 2(W-1)/W / time.
-    const busGBs = ((argv.size * 4 * 2 * (ctx.worldSize - 1)) / Math.max(1, ctx.worldSize) / (med / 1e3)) / 1e9;
+    const busGBs = (argv.size * 4 * 2 * (ctx.worldSize - 1)) / Math.max(1, ctx.worldSize) / (med / 1e3) / 1e9;
     const backend = ctx.group ? `${ctx.group.backend} on ${ctx.group.device}` : 'single process';
     const where = `${ctx.env.source}, master ${ctx.env.masterAddr}:${ctx.env.masterPort}`;
-    const status = failures.length ? `FAILED: ${failures.join('; ')}` : 'all-reduce sum/mean/max, broadcast, barrier: ok';
+    const status = failures.length
+      ? `FAILED: ${failures.join('; ')}`
+      : 'all-reduce sum/mean/max, broadcast, barrier: ok';
     process.stdout.write(
       `rank ${ctx.rank}/${ctx.worldSize} (local ${ctx.localRank}, ${backend}, ${where}, joined in ${joinMs} ms): ${status}; ` +
         `all-reduce of ${mib.toFixed(1)} MiB: median ${med.toFixed(2)} ms over ${times.length} (bus ${busGBs.toFixed(2)} GB/s)\n`,

@@ -24,39 +24,94 @@ export function builder(y: Argv): Argv {
     )
     .positional('data', { type: 'string', describe: 'DyBench JSONL file' })
     .option('out', { type: 'string', describe: 'Output folder (default runs/eval/<model>-<data name>)' })
-    .option('kind', { type: 'string', default: 'openai', describe: "Model kind: 'openai' (served endpoint) or 'checkpoint' (local policy)" })
-    .option('model', { type: 'string', describe: 'Served model name (env CRPO_EVAL_MODEL); with --kind checkpoint, a model folder (checkpoint or run folder) instead of --checkpoint' })
-    .option('base-url', { type: 'string', describe: 'OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (env CRPO_EVAL_BASE_URL, OPENAI_BASE_URL)' })
+    .option('kind', {
+      type: 'string',
+      default: 'openai',
+      describe: "Model kind: 'openai' (served endpoint) or 'checkpoint' (local policy)",
+    })
+    .option('model', {
+      type: 'string',
+      describe:
+        'Served model name (env CRPO_EVAL_MODEL); with --kind checkpoint, a model folder (checkpoint or run folder) instead of --checkpoint',
+    })
+    .option('base-url', {
+      type: 'string',
+      describe: 'OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (env CRPO_EVAL_BASE_URL, OPENAI_BASE_URL)',
+    })
     .option('api-key', { type: 'string', describe: 'API key (env CRPO_EVAL_API_KEY, OPENAI_API_KEY; default EMPTY)' })
-    .option('checkpoint', { type: 'string', describe: "Checkpoint path for --kind checkpoint" })
-    .option('null-option', { type: 'boolean', describe: 'Add "None of the above" as an extra option (default: as ' +
-      'the model card of a crpo server says the checkpoint was trained, else off; --no-null-option: off)' })
+    .option('checkpoint', { type: 'string', describe: 'Checkpoint path for --kind checkpoint' })
+    .option('null-option', {
+      type: 'boolean',
+      describe:
+        'Add "None of the above" as an extra option (default: as ' +
+        'the model card of a crpo server says the checkpoint was trained, else off; --no-null-option: off)',
+    })
     .option('concurrency', { type: 'number', default: 4, describe: 'Requests in flight' })
     .option('batch-size', { type: 'number', default: 1, describe: 'Requests per model call (local checkpoints)' })
     .option('limit', { type: 'number', describe: 'Evaluate only the first N pairs' })
-    .option('category', { type: 'array', string: true, choices: [...CATEGORIES], describe: 'Keep only these categories' })
+    .option('category', {
+      type: 'array',
+      string: true,
+      choices: [...CATEGORIES],
+      describe: 'Keep only these categories',
+    })
     .option('split', { type: 'string', describe: 'Keep only records of this split' })
-    .option('frames', { type: 'number', default: 8, describe: 'Frames sampled per clip from video files / frame ' +
-      'folders (a count)' })
-    .option('max-pixels', { type: 'number', default: 224 * 224, describe: 'Pixel budget per frame (width x height, ' +
-      'pixels)' })
+    .option('frames', {
+      type: 'number',
+      default: 8,
+      describe: 'Frames sampled per clip from video files / frame ' + 'folders (a count)',
+    })
+    .option('max-pixels', {
+      type: 'number',
+      default: 224 * 224,
+      describe: 'Pixel budget per frame (width x height, ' + 'pixels)',
+    })
     .option('timeout', { type: 'number', default: 120, describe: 'Time limit per request attempt, seconds' })
-    .option('retries', { type: 'number', default: 5, describe: 'Retries on 429/5xx/timeouts/unreadable replies (a ' +
-      'count)' })
-    .option('backoff', { type: 'number', default: 1000, describe: 'First retry delay, ms (doubles each retry, ' +
-      'jittered)' })
-    .option('max-tokens', { type: 'number', default: 1024, describe: 'max_tokens per completion, tokens (crpo serve ' +
-      'clamps it to what fits in the model)' })
+    .option('retries', {
+      type: 'number',
+      default: 5,
+      describe: 'Retries on 429/5xx/timeouts/unreadable replies (a ' + 'count)',
+    })
+    .option('backoff', {
+      type: 'number',
+      default: 1000,
+      describe: 'First retry delay, ms (doubles each retry, ' + 'jittered)',
+    })
+    .option('max-tokens', {
+      type: 'number',
+      default: 1024,
+      describe: 'max_tokens per completion, tokens (crpo serve ' + 'clamps it to what fits in the model)',
+    })
     .option('temperature', { type: 'number', default: 0, describe: 'Sampling temperature (0: greedy)' })
     .option('jpeg-quality', { type: 'number', default: 90, describe: 'JPEG quality of the frames sent, 1-100' })
     .option('image-detail', { type: 'string', choices: ['low', 'high', 'auto'], describe: 'image_url detail hint' })
-    .option('bootstrap', { type: 'number', default: 1000, describe: 'Bootstrap resamples for the 95% intervals (0: none)' })
+    .option('bootstrap', {
+      type: 'number',
+      default: 1000,
+      describe: 'Bootstrap resamples for the 95% intervals (0: none)',
+    })
     .option('seed', { type: 'number', default: 0, describe: 'Bootstrap seed' })
-    .option('lenient', { type: 'boolean', default: false, describe: 'Skip bad records (and report them) instead of failing' })
-    .option('overwrite', { type: 'boolean', default: false, describe: 'Discard earlier results in --out instead of resuming' })
+    .option('lenient', {
+      type: 'boolean',
+      default: false,
+      describe: 'Skip bad records (and report them) instead of failing',
+    })
+    .option('overwrite', {
+      type: 'boolean',
+      default: false,
+      describe: 'Discard earlier results in --out instead of resuming',
+    })
     .option('quiet', { type: 'boolean', default: false, describe: 'No progress lines' })
-    .option('correlate', { type: 'array', string: true, describe: 'Run folders: print Pearson r between --x and --y across them' })
-    .option('x', { type: 'string', default: 'dynamic.acc', describe: 'With --correlate: first metric (<group>.<metric>)' })
+    .option('correlate', {
+      type: 'array',
+      string: true,
+      describe: 'Run folders: print Pearson r between --x and --y across them',
+    })
+    .option('x', {
+      type: 'string',
+      default: 'dynamic.acc',
+      describe: 'With --correlate: first metric (<group>.<metric>)',
+    })
     .option('y', { type: 'string', default: 'dynamic.sensitivity', describe: 'With --correlate: second metric' });
 }
 
@@ -93,11 +148,14 @@ interface Args {
   y: string;
 }
 
-const env = (...names: string[]): string | undefined => names.map((n) => process.env[n]).find((v) => v !== undefined && v !== '');
+const env = (...names: string[]): string | undefined =>
+  names.map((n) => process.env[n]).find((v) => v !== undefined && v !== '');
 
 function correlate(a: Args): void {
   const dirs = a.correlate!;
-  const runs: PairedMetrics[] = dirs.map((d) => ({ groups: (JSON.parse(readTextFile(path.join(d, 'summary.json'), 'eval summary')) as EvalSummary).metrics }));
+  const runs: PairedMetrics[] = dirs.map((d) => ({
+    groups: (JSON.parse(readTextFile(path.join(d, 'summary.json'), 'eval summary')) as EvalSummary).metrics,
+  }));
   const { r, xs, ys } = correlateRuns(runs, a.x, a.y);
   dirs.forEach((d, i) => process.stdout.write(`${d}\t${a.x}=${xs[i].toFixed(4)}\t${a.y}=${ys[i].toFixed(4)}\n`));
   process.stdout.write(`Pearson r(${a.x}, ${a.y}) over ${dirs.length} runs = ${r.toFixed(4)}\n`);
@@ -105,7 +163,8 @@ function correlate(a: Args): void {
 
 /** Numeric flags checked before any work, each error naming the flag, its unit and the range. */
 function checkFlags(a: Args): void {
-  const bad = (flag: string, want: string, got: unknown): CrpoError => new CrpoError('ERR_CRPO_USAGE', `--${flag} ${String(got)}: expected ${want}`);
+  const bad = (flag: string, want: string, got: unknown): CrpoError =>
+    new CrpoError('ERR_CRPO_USAGE', `--${flag} ${String(got)}: expected ${want}`);
   const int = (flag: string, v: number | undefined, lo: number, hi: number, unit = ''): void => {
     if (v !== undefined && !(Number.isInteger(v) && v >= lo && v <= hi)) {
       throw bad(flag, `an integer in [${lo}, ${hi}]${unit}`, v);
@@ -138,16 +197,23 @@ function checkFlags(a: Args): void {
   const budget = os.totalmem() / 2;
   if (held > budget) {
     const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
-    throw new CrpoError('ERR_CRPO_TOO_LARGE', `--frames ${a.frames} x --max-pixels ${a.maxPixels} x 3 bytes = ` +
-      `${gb(clip)} per clip; with --concurrency ${a.concurrency} x --batch-size ${a.batchSize} in flight that is ` +
+    throw new CrpoError(
+      'ERR_CRPO_TOO_LARGE',
+      `--frames ${a.frames} x --max-pixels ${a.maxPixels} x 3 bytes = ` +
+        `${gb(clip)} per clip; with --concurrency ${a.concurrency} x --batch-size ${a.batchSize} in flight that is ` +
         `${gb(held)}, more than half of this machine's memory (${gb(os.totalmem())}); lower --frames, --max-pixels ` +
-          `or --concurrency`);
+        `or --concurrency`,
+    );
   }
 }
 
 export async function handler(a: Args): Promise<void> {
   if (a.correlate && a.correlate.length) return correlate(a);
-  if (!a.data) throw new CrpoError('ERR_CRPO_USAGE', 'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME');
+  if (!a.data)
+    throw new CrpoError(
+      'ERR_CRPO_USAGE',
+      'name the DyBench JSONL to evaluate: crpo eval <data> --base-url URL --model NAME',
+    );
   checkFlags(a);
   if (a.kind === 'checkpoint' && !a.checkpoint && a.model !== undefined && fs.existsSync(a.model)) {
     // --kind checkpoint --model <folder>: the folder is the checkpoint (detected: linear / native /
@@ -160,15 +226,23 @@ export async function handler(a: Args): Promise<void> {
   const baseURL = a.baseUrl ?? env('CRPO_EVAL_BASE_URL', 'OPENAI_BASE_URL');
   const apiKey = a.apiKey ?? env('CRPO_EVAL_API_KEY', 'OPENAI_API_KEY');
   if (a.kind === 'openai') {
-    if (!baseURL) throw new CrpoError('ERR_CRPO_USAGE', 'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL');
-    if (!model) throw new CrpoError('ERR_CRPO_USAGE', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
+    if (!baseURL)
+      throw new CrpoError(
+        'ERR_CRPO_USAGE',
+        'no endpoint: pass --base-url (e.g. http://localhost:8000/v1) or set CRPO_EVAL_BASE_URL or OPENAI_BASE_URL',
+      );
+    if (!model)
+      throw new CrpoError('ERR_CRPO_USAGE', 'no model name: pass --model (the served model id) or set CRPO_EVAL_MODEL');
   }
   // The checkpoint kind registers itself when its module loads (it pulls in the server and the model).
   if (a.kind === 'checkpoint') await import('../../serve/checkpoint-model');
   const name = (model ?? (a.checkpoint ? path.basename(a.checkpoint) : a.kind)).replace(/[^A-Za-z0-9._-]+/g, '_');
   const out = a.out ?? path.join('runs', 'eval', `${name}-${path.basename(a.data).replace(/\.jsonl$/i, '')}`);
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) {
-    throw new CrpoError('ERR_CRPO_BAD_PATH', `--out ${out}: is a file; --out names the folder that gets samples.jsonl, summary.json and results.md`);
+    throw new CrpoError(
+      'ERR_CRPO_BAD_PATH',
+      `--out ${out}: is a file; --out names the folder that gets samples.jsonl, summary.json and results.md`,
+    );
   }
   const { summary, files } = await runEval(
     {
@@ -176,9 +250,17 @@ export async function handler(a: Args): Promise<void> {
       out,
       kind: a.kind,
       model: {
-        model, baseURL, apiKey, checkpoint: a.checkpoint,
-        timeoutMs: a.timeout * 1000, maxRetries: a.retries, backoffBaseMs: a.backoff, maxTokens: a.maxTokens,
-        temperature: a.temperature, jpegQuality: a.jpegQuality, imageDetail: a.imageDetail,
+        model,
+        baseURL,
+        apiKey,
+        checkpoint: a.checkpoint,
+        timeoutMs: a.timeout * 1000,
+        maxRetries: a.retries,
+        backoffBaseMs: a.backoff,
+        maxTokens: a.maxTokens,
+        temperature: a.temperature,
+        jpegQuality: a.jpegQuality,
+        imageDetail: a.imageDetail,
       },
       nullOption: a.nullOption,
       concurrency: a.concurrency,
@@ -198,8 +280,11 @@ export async function handler(a: Args): Promise<void> {
   process.stdout.write(readTextFile(files.markdown, 'report'));
   process.stdout.write(`\nWrote ${files.samples}, ${files.summary}, ${files.markdown}, ${files.png}\n`);
   if (summary.n_failed > 0) {
-    throw new CrpoError('ERR_CRPO_EVAL_INCOMPLETE', `${summary.n_failed} of ${summary.n_records} samples failed ` +
-      `(counted as wrong above; each line's 'error' in ${files.samples} says why: a clip that could not be read, or ` +
-        `a request that failed after --retries ${a.retries}); fix the cause and rerun the same command to retry them`);
+    throw new CrpoError(
+      'ERR_CRPO_EVAL_INCOMPLETE',
+      `${summary.n_failed} of ${summary.n_records} samples failed ` +
+        `(counted as wrong above; each line's 'error' in ${files.samples} says why: a clip that could not be read, or ` +
+        `a request that failed after --retries ${a.retries}); fix the cause and rerun the same command to retry them`,
+    );
   }
 }

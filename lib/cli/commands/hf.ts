@@ -9,7 +9,9 @@ import { INIT_SIZES, initQwenFolder, type InitDtype } from '../../hf/init';
 import type { QwenArch } from '../../hf/config';
 
 export function builder(y: Argv): Argv {
-  const sizes = Object.entries(INIT_SIZES).map(([a, s]) => `${a}: ${Object.keys(s).join(', ')}`).join('; ');
+  const sizes = Object.entries(INIT_SIZES)
+    .map(([a, s]) => `${a}: ${Object.keys(s).join(', ')}`)
+    .join('; ');
   return y
     .positional('action', { type: 'string', choices: ['init'], describe: 'What to do' })
     .option('arch', { type: 'string', choices: ['qwen2_5_vl', 'qwen3_vl'], demandOption: true, describe: 'Model' })
@@ -17,8 +19,10 @@ export function builder(y: Argv): Argv {
     .option('dtype', { type: 'string', choices: ['bfloat16', 'float32'], default: 'bfloat16', describe: 'dtype' })
     .option('seed', { type: 'number', default: 0, describe: 'Seed of the random weights' })
     .option('out', { type: 'string', demandOption: true, describe: 'New (or empty) folder to write' })
-    .example('crpo hf init --arch qwen2_5_vl --size 3b --out models/q25-3b',
-      'Qwen2.5-VL-3B shapes, bf16, random weights')
+    .example(
+      'crpo hf init --arch qwen2_5_vl --size 3b --out models/q25-3b',
+      'Qwen2.5-VL-3B shapes, bf16, random weights',
+    )
     .example('crpo train --model models/q25-3b --data train.jsonl', 'train it like a downloaded checkpoint');
 }
 

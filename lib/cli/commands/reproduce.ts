@@ -6,38 +6,96 @@
  */
 import type { Argv } from 'yargs';
 import { invalidArg } from '../../errors';
-import { REPRODUCE_DEFAULTS, REPRODUCE_NATIVE, REPRODUCE_NATIVE_QUICK, REPRODUCE_PRESETS, REPRODUCE_QUICK, presetConfig, reproduce, type ReproduceConfig } from '../../reproduce';
+import {
+  REPRODUCE_DEFAULTS,
+  REPRODUCE_NATIVE,
+  REPRODUCE_NATIVE_QUICK,
+  REPRODUCE_PRESETS,
+  REPRODUCE_QUICK,
+  presetConfig,
+  reproduce,
+  type ReproduceConfig,
+} from '../../reproduce';
 
 export function builder(y: Argv): Argv {
-  const d = REPRODUCE_DEFAULTS, n = REPRODUCE_NATIVE, nq = REPRODUCE_NATIVE_QUICK;
+  const d = REPRODUCE_DEFAULTS,
+    n = REPRODUCE_NATIVE,
+    nq = REPRODUCE_NATIVE_QUICK;
   // Options without a yargs default take the preset's value (linear, or native with --preset native / --policy native).
   const both = (k: keyof ReproduceConfig): string => `default ${String(d[k])}; native preset ${String(n[k])}`;
   return y
-    .option('out', { type: 'string', default: d.out, describe: 'Output folder (runs, base model, report.md, summary.json, curves.png)' })
-    .option('preset', { type: 'string', describe: `Named settings: ${Object.keys(REPRODUCE_PRESETS).join(', ')} (default: native with --policy native, else linear)` })
-    .option('quick', { type: 'boolean', default: false, describe: `Fewer steps and smaller splits (linear: ${REPRODUCE_QUICK.steps} steps, <= 5 min on 2 cores; native: ${nq.steps} steps)` })
-    .option('methods', { type: 'string', default: d.methods.join(','), describe: 'Comma-separated algorithms, in table order' })
-    .option('seeds', { type: 'string', describe: `Comma-separated seeds, >= 3 for a spread (default ${d.seeds.join(',')}; --quick and native ${REPRODUCE_QUICK.seeds!.join(',')})` })
-    .option('steps', { type: 'number', describe: `RL steps per run, equal for every method (default ${d.steps}; --quick ${REPRODUCE_QUICK.steps}; native ${n.steps}, --quick ${nq.steps})` })
+    .option('out', {
+      type: 'string',
+      default: d.out,
+      describe: 'Output folder (runs, base model, report.md, summary.json, curves.png)',
+    })
+    .option('preset', {
+      type: 'string',
+      describe: `Named settings: ${Object.keys(REPRODUCE_PRESETS).join(', ')} (default: native with --policy native, else linear)`,
+    })
+    .option('quick', {
+      type: 'boolean',
+      default: false,
+      describe: `Fewer steps and smaller splits (linear: ${REPRODUCE_QUICK.steps} steps, <= 5 min on 2 cores; native: ${nq.steps} steps)`,
+    })
+    .option('methods', {
+      type: 'string',
+      default: d.methods.join(','),
+      describe: 'Comma-separated algorithms, in table order',
+    })
+    .option('seeds', {
+      type: 'string',
+      describe: `Comma-separated seeds, >= 3 for a spread (default ${d.seeds.join(',')}; --quick and native ${REPRODUCE_QUICK.seeds!.join(',')})`,
+    })
+    .option('steps', {
+      type: 'number',
+      describe: `RL steps per run, equal for every method (default ${d.steps}; --quick ${REPRODUCE_QUICK.steps}; native ${n.steps}, --quick ${nq.steps})`,
+    })
     .option('batch-size', { type: 'number', describe: `Prompts per step (default ${d.batchSize})` })
     .option('group-size', { type: 'number', describe: `G: rollouts per prompt (default ${d.groupSize})` })
     .option('lr', { type: 'number', describe: `Learning rate of the RL runs (${both('lr')})` })
-    .option('policy', { type: 'string', describe: `Policy kind ('linear', or a registered native kind; default ${d.policy})` })
-    .option('max-new-tokens', { type: 'number', describe: 'Largest completion length (0: by policy kind, 2 for linear, 6 for native)' })
+    .option('policy', {
+      type: 'string',
+      describe: `Policy kind ('linear', or a registered native kind; default ${d.policy})`,
+    })
+    .option('max-new-tokens', {
+      type: 'number',
+      describe: 'Largest completion length (0: by policy kind, 2 for linear, 6 for native)',
+    })
     .option('train-pairs', { type: 'number', describe: `Synthetic train pairs per category (${both('trainPairs')})` })
     .option('eval-pairs', { type: 'number', describe: `Held-out pairs per category (${both('evalPairs')})` })
     .option('frames', { type: 'number', describe: `Frames per synthetic clip (default ${d.frames})` })
     .option('size', { type: 'number', describe: `Synthetic frame size in pixels (default ${d.size})` })
-    .option('shortcut-p', { type: 'number', default: d.shortcutP, describe: 'Train split: probability that object colour names the dynamic answer' })
+    .option('shortcut-p', {
+      type: 'number',
+      default: d.shortcutP,
+      describe: 'Train split: probability that object colour names the dynamic answer',
+    })
     .option('data-seed', { type: 'number', default: d.dataSeed, describe: 'Seed of the synthetic splits' })
-    .option('base-steps', { type: 'number', describe: `Supervised warm-up steps of the base model (${both('baseSteps')})` })
+    .option('base-steps', {
+      type: 'number',
+      describe: `Supervised warm-up steps of the base model (${both('baseSteps')})`,
+    })
     .option('base-lr', { type: 'number', describe: `Learning rate of the warm-up (${both('baseLr')})` })
-    .option('base-batch-size', { type: 'number', describe: `Prompts per warm-up step (0 = --batch-size; native preset ${n.baseBatchSize})` })
-    .option('curve-every', { type: 'number', describe: `Checkpoint and held-out CRR every N steps (${both('curveEvery')})` })
+    .option('base-batch-size', {
+      type: 'number',
+      describe: `Prompts per warm-up step (0 = --batch-size; native preset ${n.baseBatchSize})`,
+    })
+    .option('curve-every', {
+      type: 'number',
+      describe: `Checkpoint and held-out CRR every N steps (${both('curveEvery')})`,
+    })
     .option('force', { type: 'boolean', default: false, describe: 'Rerun runs whose results exist' })
-    .option('jobs', { type: 'number', describe: 'Runs trained at once, each in its own process with its share of the cores (default: 1 for the linear policy, else the cores, at most 8)' })
+    .option('jobs', {
+      type: 'number',
+      describe:
+        'Runs trained at once, each in its own process with its share of the cores (default: 1 for the linear policy, else the cores, at most 8)',
+    })
     .example('crpo reproduce --quick --out runs/repro-quick', 'the six methods x 3 seeds in a few minutes')
-    .example('crpo reproduce --preset native --quick --out runs/repro-native-quick', 'the native tiny video-language policy, six methods x 3 seeds')
+    .example(
+      'crpo reproduce --preset native --quick --out runs/repro-native-quick',
+      'the native tiny video-language policy, six methods x 3 seeds',
+    )
     .example('crpo reproduce --methods grpo,crpo --seeds 1,2,3,4,5', 'GRPO vs CRPO over five seeds');
 }
 
@@ -69,13 +127,23 @@ export interface ReproduceArgs {
 
 /** Maps CLI flags onto a ReproduceConfig over the preset's defaults (validation of values happens in the library). */
 export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
-  const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
-  const preset = a.preset ?? (a.policy !== undefined && a.policy !== 'linear' && a.policy in REPRODUCE_PRESETS ? a.policy : 'linear');
+  const list = (s: string): string[] =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+  const preset =
+    a.preset ??
+    (a.policy !== undefined && a.policy !== 'linear' && a.policy in REPRODUCE_PRESETS ? a.policy : 'linear');
   const base = presetConfig(preset, a.quick);
-  const seeds = a.seeds === undefined ? base.seeds : list(a.seeds).map((s) => {
-    if (!/^\d+$/.test(s)) throw invalidArg('--seeds', 'a comma-separated list of integers >= 0', a.seeds, 'crpo reproduce');
-    return Number(s);
-  });
+  const seeds =
+    a.seeds === undefined
+      ? base.seeds
+      : list(a.seeds).map((s) => {
+          if (!/^\d+$/.test(s))
+            throw invalidArg('--seeds', 'a comma-separated list of integers >= 0', a.seeds, 'crpo reproduce');
+          return Number(s);
+        });
   return {
     ...base,
     out: a.out,
@@ -103,5 +171,7 @@ export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
 
 export async function handler(argv: ReproduceArgs): Promise<void> {
   const r = await reproduce(configFromArgs(argv), { log: (m) => process.stderr.write(m + '\n'), jobs: argv.jobs });
-  process.stdout.write(`${r.table}\n\nreport: ${r.reportPath}\nplot: ${r.plotPath}\nsummary: ${r.summaryPath}\n(${(r.wallMs / 60000).toFixed(1)} min)\n`);
+  process.stdout.write(
+    `${r.table}\n\nreport: ${r.reportPath}\nplot: ${r.plotPath}\nsummary: ${r.summaryPath}\n(${(r.wallMs / 60000).toFixed(1)} min)\n`,
+  );
 }

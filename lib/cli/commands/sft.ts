@@ -10,10 +10,26 @@ export function builder(y: Argv): Argv {
   return y
     .option('out', { type: 'string', demandOption: true, describe: 'Output folder (checkpoint/, sft-report.json)' })
     .option('preset', { choices: ['tiny', 'small'], default: SFT_DEFAULTS.preset, describe: 'Model preset' })
-    .option('data', { choices: ['stream', 'fixed'], default: SFT_DEFAULTS.data, describe: 'stream: fresh synthetic pairs every step; fixed: --pairs pairs per category, --epochs passes' })
-    .option('steps', { type: 'number', default: SFT_DEFAULTS.steps, describe: 'Stream: optimizer steps (0 = until --max-seconds)' })
-    .option('members', { choices: ['both', 'original'], default: SFT_DEFAULTS.members, describe: 'Train on both members of each pair, or on the originals only' })
-    .option('colour', { choices: ['independent', 'shortcut'], default: SFT_DEFAULTS.colour, describe: 'Object colour of dynamic training clips: independent of the answer, or naming it (--shortcut-p)' })
+    .option('data', {
+      choices: ['stream', 'fixed'],
+      default: SFT_DEFAULTS.data,
+      describe: 'stream: fresh synthetic pairs every step; fixed: --pairs pairs per category, --epochs passes',
+    })
+    .option('steps', {
+      type: 'number',
+      default: SFT_DEFAULTS.steps,
+      describe: 'Stream: optimizer steps (0 = until --max-seconds)',
+    })
+    .option('members', {
+      choices: ['both', 'original'],
+      default: SFT_DEFAULTS.members,
+      describe: 'Train on both members of each pair, or on the originals only',
+    })
+    .option('colour', {
+      choices: ['independent', 'shortcut'],
+      default: SFT_DEFAULTS.colour,
+      describe: 'Object colour of dynamic training clips: independent of the answer, or naming it (--shortcut-p)',
+    })
     .option('init', { type: 'string', default: '', describe: 'Start from this checkpoint (a second training phase)' })
     .option('pairs', { type: 'number', default: SFT_DEFAULTS.pairs, describe: 'Fixed: train pairs per category' })
     .option('test-pairs', { type: 'number', default: SFT_DEFAULTS.testPairs, describe: 'Test pairs per category' })
@@ -22,13 +38,28 @@ export function builder(y: Argv): Argv {
     .option('lr', { type: 'number', default: SFT_DEFAULTS.lr, describe: 'Peak learning rate (warm-up, cosine decay)' })
     .option('weight-decay', { type: 'number', default: SFT_DEFAULTS.weightDecay })
     .option('seed', { type: 'number', default: SFT_DEFAULTS.seed })
-    .option('shortcut-p', { type: 'number', default: SFT_DEFAULTS.shortcutP, describe: 'With --colour shortcut: probability that object colour names the answer' })
-    .option('null-option', { type: 'boolean', default: SFT_DEFAULTS.nullOption, describe: 'Show "None of the above" as the last option' })
-    .option('max-seconds', { type: 'number', default: SFT_DEFAULTS.maxSeconds, describe: 'Training time budget in seconds (0 = none); evaluation runs after it' })
+    .option('shortcut-p', {
+      type: 'number',
+      default: SFT_DEFAULTS.shortcutP,
+      describe: 'With --colour shortcut: probability that object colour names the answer',
+    })
+    .option('null-option', {
+      type: 'boolean',
+      default: SFT_DEFAULTS.nullOption,
+      describe: 'Show "None of the above" as the last option',
+    })
+    .option('max-seconds', {
+      type: 'number',
+      default: SFT_DEFAULTS.maxSeconds,
+      describe: 'Training time budget in seconds (0 = none); evaluation runs after it',
+    })
     .option('save-every', { type: 'number', default: SFT_DEFAULTS.saveEvery, describe: 'Checkpoint every N steps' })
     .option('resume', { type: 'boolean', default: false, describe: 'Continue from <out>/checkpoint' })
     .option('quiet', { type: 'boolean', default: false, describe: 'No progress bar' })
-    .example('crpo sft --out runs/sft', 'the capability check: a tiny model trained on fresh clips for 150 s, then held-out accuracy');
+    .example(
+      'crpo sft --out runs/sft',
+      'the capability check: a tiny model trained on fresh clips for 150 s, then held-out accuracy',
+    );
 }
 
 interface Args {
@@ -67,9 +98,25 @@ export async function handler(a: Args): Promise<void> {
   const tty = process.stderr.isTTY && !a.quiet;
   let lastLog = 0;
   const report = await runSft({
-    out: a.out, preset: a.preset, data: a.data, steps: a.steps, members: a.members, colour: a.colour, init: a.init, pairs: a.pairs, testPairs: a['test-pairs'], epochs: a.epochs, batchSize: a['batch-size'], lr: a.lr,
-    weightDecay: a['weight-decay'], seed: a.seed, shortcutP: a['shortcut-p'], nullOption: a['null-option'], maxSeconds: a['max-seconds'],
-    saveEvery: a['save-every'], resume: a.resume,
+    out: a.out,
+    preset: a.preset,
+    data: a.data,
+    steps: a.steps,
+    members: a.members,
+    colour: a.colour,
+    init: a.init,
+    pairs: a.pairs,
+    testPairs: a['test-pairs'],
+    epochs: a.epochs,
+    batchSize: a['batch-size'],
+    lr: a.lr,
+    weightDecay: a['weight-decay'],
+    seed: a.seed,
+    shortcutP: a['shortcut-p'],
+    nullOption: a['null-option'],
+    maxSeconds: a['max-seconds'],
+    saveEvery: a['save-every'],
+    resume: a.resume,
     onProgress: (p) => {
       if (a.quiet) return;
       if (tty) process.stderr.write(bar(p));
@@ -84,7 +131,9 @@ export async function handler(a: Args): Promise<void> {
   const lines = [
     `trained ${report.steps} steps in ${report.trainSeconds.toFixed(1)} s (final loss ${report.finalLoss.toFixed(4)}) on ${report.trainItems} clips`,
     `test (${report.testItems} clips): Acc ${pct(g.all?.acc)}  P-Acc ${pct(g.all?.p_acc)}  (chance Acc ${pct(report.chanceAcc)}, invalid ${pct(g.all?.invalid_rate)})`,
-    ...Object.entries(g).filter(([k]) => k !== 'all').map(([k, m]) => `  ${k.padEnd(20)} Acc ${pct(m?.acc)}  P-Acc ${pct(m?.p_acc)}  n=${m?.n_samples}`),
+    ...Object.entries(g)
+      .filter(([k]) => k !== 'all')
+      .map(([k, m]) => `  ${k.padEnd(20)} Acc ${pct(m?.acc)}  P-Acc ${pct(m?.p_acc)}  n=${m?.n_samples}`),
     ...Object.entries(report.staticAttributes).map(([k, v]) => `    static/${k.padEnd(13)} Acc ${pct(v)}`),
     `colour-shortcut answers on dynamic clips whose colour names a wrong option: ${pct(report.colourShortcut)}%`,
     `checkpoint: ${report.checkpoint}`,

@@ -18,9 +18,9 @@
 namespace crpo {
 
 struct TgrpoInputs {
-  int64_t groups = 0;          // B
-  int64_t group_size = 0;      // G   ordered rollouts
-  int64_t shuffled_size = 0;   // S   shuffled-frame rollouts
+  int64_t groups = 0;                         // B
+  int64_t group_size = 0;                     // G   ordered rollouts
+  int64_t shuffled_size = 0;                  // S   shuffled-frame rollouts
   const int32_t* answers = nullptr;           // (B, G)
   const int32_t* shuffled_answers = nullptr;  // (B, S)
   const int32_t* truth = nullptr;             // (B,)
@@ -28,28 +28,28 @@ struct TgrpoInputs {
   const float* format = nullptr;              // (B, G) optional
   double w_accuracy = 1.0;
   double w_format = 1.0;
-  double bonus = 0.3;  // added to each correct ordered rollout when the condition holds
-  double mu = 0.8;     // condition p >= mu * q
+  double bonus = 0.3;                             // added to each correct ordered rollout when the condition holds
+  double mu = 0.8;                                // condition p >= mu * q
   AdvantageNorm norm = AdvantageNorm::PerBranch;  // Joint acts as PerBranch (one trained branch)
   double eps = 1e-6;
 };
 
 struct TgrpoOutputs {
-  float* reward = nullptr;       // (B, G)
-  float* advantage = nullptr;    // (B, G)
-  float* correct = nullptr;      // (B, G)
-  float* p_ordered = nullptr;    // (B,)
-  float* p_shuffled = nullptr;   // (B,)
-  uint8_t* bonus_on = nullptr;   // (B,) 1 when p >= mu*q
-  uint8_t* flat = nullptr;       // (B,)
+  float* reward = nullptr;      // (B, G)
+  float* advantage = nullptr;   // (B, G)
+  float* correct = nullptr;     // (B, G)
+  float* p_ordered = nullptr;   // (B,)
+  float* p_shuffled = nullptr;  // (B,)
+  uint8_t* bonus_on = nullptr;  // (B,) 1 when p >= mu*q
+  uint8_t* flat = nullptr;      // (B,)
 };
 
 void tgrpo_group_advantages(const TgrpoInputs& in, const TgrpoOutputs& out);
 
 struct ArrowInputs {
-  int64_t groups = 0;         // B
-  int64_t group_size = 0;     // G   forward rollouts
-  int64_t reverse_size = 0;   // G'  reversed-video rollouts
+  int64_t groups = 0;                        // B
+  int64_t group_size = 0;                    // G   forward rollouts
+  int64_t reverse_size = 0;                  // G'  reversed-video rollouts
   const int32_t* answers = nullptr;          // (B, G)
   const int32_t* reverse_answers = nullptr;  // (B, G')
   const int32_t* truth = nullptr;            // (B,)
@@ -63,11 +63,11 @@ struct ArrowInputs {
 };
 
 struct ArrowOutputs {
-  float* reward = nullptr;      // (B, G)
-  float* advantage = nullptr;   // (B, G)
-  float* correct = nullptr;     // (B, G)
-  float* differ = nullptr;      // (B, G) [a_i valid] * mean_j [c_j valid and a_i != c_j]
-  uint8_t* flat = nullptr;      // (B,)
+  float* reward = nullptr;     // (B, G)
+  float* advantage = nullptr;  // (B, G)
+  float* correct = nullptr;    // (B, G)
+  float* differ = nullptr;     // (B, G) [a_i valid] * mean_j [c_j valid and a_i != c_j]
+  uint8_t* flat = nullptr;     // (B,)
 };
 
 void arrow_group_advantages(const ArrowInputs& in, const ArrowOutputs& out);

@@ -12,7 +12,10 @@ namespace crpo {
 bool normalise_group(const double* r, int64_t n, AdvantageNorm norm, double eps, double* adv) {
   bool flat = true;
   for (int64_t i = 1; i < n; ++i) {
-    if (r[i] != r[0]) { flat = false; break; }
+    if (r[i] != r[0]) {
+      flat = false;
+      break;
+    }
   }
   if (flat) {
     for (int64_t i = 0; i < n; ++i) adv[i] = 0.0;
@@ -28,7 +31,7 @@ bool normalise_group(const double* r, int64_t n, AdvantageNorm norm, double eps,
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
   const double sd = std::sqrt(ss / static_cast<double>(n - 1));  // n >= 2 here (not flat)
-  const double inv = 1.0 / (sd + eps);  // one division per group, not per rollout
+  const double inv = 1.0 / (sd + eps);                           // one division per group, not per rollout
   for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
   return false;
 }
@@ -52,9 +55,20 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 typedef int64_t v4l __attribute__((vector_size(32)));
 
-inline v4i load4i(const int32_t* p) { v4i v; std::memcpy(&v, p, sizeof v); return v; }
-inline v4f load4f(const float* p) { v4f v; std::memcpy(&v, p, sizeof v); return v; }
-inline void store4f(float* p, v4d v) { const v4f f = __builtin_convertvector(v, v4f); std::memcpy(p, &f, sizeof f); }
+inline v4i load4i(const int32_t* p) {
+  v4i v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline v4f load4f(const float* p) {
+  v4f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store4f(float* p, v4d v) {
+  const v4f f = __builtin_convertvector(v, v4f);
+  std::memcpy(p, &f, sizeof f);
+}
 inline double hsum(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline v4d splat(double x) { return v4d{x, x, x, x}; }
 // True when any lane of a comparison mask is set (an OR folded within the vector).
@@ -153,12 +167,22 @@ void crr_groups_8x8(const CrrInputs& in, const CrrOutputs& out) {
       const v4d* r = rew[q];
       const v4d* d = dev[q];
       const v4d* h = hit[q];
-      store4f(out.orig_reward + o, r[0]); store4f(out.orig_reward + o + 4, r[1]);
-      store4f(out.cf_reward + o, r[2]); store4f(out.cf_reward + o + 4, r[3]);
-      store4f(out.orig_advantage + o, d[0] * so); store4f(out.orig_advantage + o + 4, d[1] * so);
-      store4f(out.cf_advantage + o, d[2] * sc); store4f(out.cf_advantage + o + 4, d[3] * sc);
-      if (out.correct) { store4f(out.correct + o, h[0]); store4f(out.correct + o + 4, h[1]); }
-      if (out.expected) { store4f(out.expected + o, h[2]); store4f(out.expected + o + 4, h[3]); }
+      store4f(out.orig_reward + o, r[0]);
+      store4f(out.orig_reward + o + 4, r[1]);
+      store4f(out.cf_reward + o, r[2]);
+      store4f(out.cf_reward + o + 4, r[3]);
+      store4f(out.orig_advantage + o, d[0] * so);
+      store4f(out.orig_advantage + o + 4, d[1] * so);
+      store4f(out.cf_advantage + o, d[2] * sc);
+      store4f(out.cf_advantage + o + 4, d[3] * sc);
+      if (out.correct) {
+        store4f(out.correct + o, h[0]);
+        store4f(out.correct + o + 4, h[1]);
+      }
+      if (out.expected) {
+        store4f(out.expected + o, h[2]);
+        store4f(out.expected + o + 4, h[3]);
+      }
       if (out.p_orig) out.p_orig[b] = static_cast<float>(p[q][0]);
       if (out.p_cf) out.p_cf[b] = static_cast<float>(p[q][1]);
       if (out.orig_flat) out.orig_flat[b] = flat[q][0] ? 1 : 0;
@@ -172,8 +196,10 @@ void crr_groups_8x8(const CrrInputs& in, const CrrOutputs& out) {
 void crr_group_advantages_scalar(const CrrInputs& in, const CrrOutputs& out);
 
 void crr_group_advantages(const CrrInputs& in, const CrrOutputs& out) {
-  if (in.orig_size == 8 && in.cf_size == 8) crr_groups_8x8(in, out);
-  else crr_group_advantages_scalar(in, out);
+  if (in.orig_size == 8 && in.cf_size == 8)
+    crr_groups_8x8(in, out);
+  else
+    crr_group_advantages_scalar(in, out);
 }
 
 void crr_group_advantages_scalar(const CrrInputs& in, const CrrOutputs& out) {
@@ -197,9 +223,12 @@ void crr_group_advantages_scalar(const CrrInputs& in, const CrrOutputs& out) {
     for (int64_t j = 0; j < H; ++j) {
       const bool valid = valid_answer(c[j], k);
       bool ok;
-      if (!change) ok = valid && c[j] == y;
-      else if (y_cf >= 0) ok = valid && c[j] == y_cf;
-      else ok = valid && c[j] != y;  // the null option is a valid change
+      if (!change)
+        ok = valid && c[j] == y;
+      else if (y_cf >= 0)
+        ok = valid && c[j] == y_cf;
+      else
+        ok = valid && c[j] != y;  // the null option is a valid change
       expected[j] = ok ? 1.0 : 0.0;
       p_c += expected[j];
     }

@@ -26,9 +26,9 @@ struct RewardWeights {
 
 // Inputs of B groups, row-major. Pointers marked optional may be null.
 struct CrrInputs {
-  int64_t groups = 0;       // B
-  int64_t orig_size = 0;    // G
-  int64_t cf_size = 0;      // G'
+  int64_t groups = 0;                     // B
+  int64_t orig_size = 0;                  // G
+  int64_t cf_size = 0;                    // G'
   const int32_t* orig_answers = nullptr;  // (B, G)  option index, -1 = unparseable
   const int32_t* cf_answers = nullptr;    // (B, G')
   const int32_t* truth = nullptr;         // (B,)    y
@@ -61,12 +61,12 @@ void crr_group_advantages(const CrrInputs& in, const CrrOutputs& out);
 void crr_group_advantages_scalar(const CrrInputs& in, const CrrOutputs& out);
 
 struct GrpoInputs {
-  int64_t groups = 0;                 // B
-  int64_t group_size = 0;             // G
-  const int32_t* answers = nullptr;   // (B, G)
-  const int32_t* truth = nullptr;     // (B,)
+  int64_t groups = 0;                    // B
+  int64_t group_size = 0;                // G
+  const int32_t* answers = nullptr;      // (B, G)
+  const int32_t* truth = nullptr;        // (B,)
   const int32_t* num_options = nullptr;  // (B,)
-  const float* format = nullptr;      // (B, G) optional
+  const float* format = nullptr;         // (B, G) optional
   double w_accuracy = 1.0;
   double w_format = 1.0;
   AdvantageNorm norm = AdvantageNorm::PerBranch;  // Joint is the same as PerBranch here
@@ -83,7 +83,6 @@ struct GrpoOutputs {
 void grpo_group_advantages(const GrpoInputs& in, const GrpoOutputs& out);
 
 // Normalises `n` rewards (in double) into advantages; returns true when the group is all-equal.
-bool normalise_group(const double* rewards, int64_t n, AdvantageNorm norm, double eps,
-                     double* advantages);
+bool normalise_group(const double* rewards, int64_t n, AdvantageNorm norm, double eps, double* advantages);
 
 }  // namespace crpo

@@ -50,11 +50,10 @@ const RgbShuffleMasks kRgbMasks;
 
 // `stream`: write with non-temporal stores (output 16-byte aligned; for buffers larger than the cache).
 __attribute__((target("ssse3"))) void reverse_row_rgb_ssse3(const uint8_t* in, uint8_t* out, int64_t count,
-                                                             bool stream) {
+                                                            bool stream) {
   __m128i masks[3][3];
   for (int v = 0; v < 3; ++v)
-    for (int s = 0; s < 3; ++s)
-      masks[v][s] = _mm_load_si128(reinterpret_cast<const __m128i*>(kRgbMasks.m[v][s]));
+    for (int s = 0; s < 3; ++s) masks[v][s] = _mm_load_si128(reinterpret_cast<const __m128i*>(kRgbMasks.m[v][s]));
   // Input is read front to back (prefetch-friendly): input pixels [x, x+16) land reversed at
   // output pixels [count-16-x, count-x).
   int64_t x = 0;
@@ -65,12 +64,13 @@ __attribute__((target("ssse3"))) void reverse_row_rgb_ssse3(const uint8_t* in, u
     __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
     uint8_t* dst_block = out + (count - 16 - x) * 3;
     for (int v = 0; v < 3; ++v) {
-      __m128i r = _mm_or_si128(
-          _mm_or_si128(_mm_shuffle_epi8(a, masks[v][0]), _mm_shuffle_epi8(b, masks[v][1])),
-          _mm_shuffle_epi8(c, masks[v][2]));
+      __m128i r = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, masks[v][0]), _mm_shuffle_epi8(b, masks[v][1])),
+                               _mm_shuffle_epi8(c, masks[v][2]));
       uint8_t* dst = dst_block + v * 16;
-      if (stream) _mm_stream_si128(reinterpret_cast<__m128i*>(dst), r);
-      else _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r);
+      if (stream)
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst), r);
+      else
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r);
     }
   }
   // Tail: the last (count - x) input pixels go to the first output pixels.
@@ -100,7 +100,9 @@ void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, 
     const uint8_t* i = in + r * row_bytes;
     uint8_t* o = out + r * row_bytes;
     switch (pixel) {
-      case 1: reverse_row_fixed<1>(i, o, count); break;
+      case 1:
+        reverse_row_fixed<1>(i, o, count);
+        break;
       case 3:
 #ifdef CRPO_HAVE_X86
         if (cpu_has_ssse3()) {
@@ -119,10 +121,18 @@ void reverse_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t count, 
         reverse_row_fixed<4>(i, o, count);
 #endif
         break;
-      case 8: reverse_row_fixed<8>(i, o, count); break;
-      case 12: reverse_row_fixed<12>(i, o, count); break;
-      case 16: reverse_row_fixed<16>(i, o, count); break;
-      default: reverse_row_generic(i, o, count, pixel); break;
+      case 8:
+        reverse_row_fixed<8>(i, o, count);
+        break;
+      case 12:
+        reverse_row_fixed<12>(i, o, count);
+        break;
+      case 16:
+        reverse_row_fixed<16>(i, o, count);
+        break;
+      default:
+        reverse_row_generic(i, o, count, pixel);
+        break;
     }
   }
 }
@@ -191,14 +201,22 @@ void swap_segments(const uint8_t* in, uint8_t* out, const VideoShape& s, int64_t
   }
 }
 
-void apply_video_transform(const uint8_t* in, uint8_t* out, const VideoShape& shape,
-                           VideoTransform transform, int64_t swap_at) {
+void apply_video_transform(const uint8_t* in, uint8_t* out, const VideoShape& shape, VideoTransform transform,
+                           int64_t swap_at) {
   if (shape.total_bytes() == 0) return;
   switch (transform) {
-    case VideoTransform::HFlip: hflip_frames(in, out, shape); break;
-    case VideoTransform::Reverse: reverse_frames(in, out, shape); break;
-    case VideoTransform::HFlipReverse: hflip_reverse_frames(in, out, shape); break;
-    case VideoTransform::Swap: swap_segments(in, out, shape, swap_at); break;
+    case VideoTransform::HFlip:
+      hflip_frames(in, out, shape);
+      break;
+    case VideoTransform::Reverse:
+      reverse_frames(in, out, shape);
+      break;
+    case VideoTransform::HFlipReverse:
+      hflip_reverse_frames(in, out, shape);
+      break;
+    case VideoTransform::Swap:
+      swap_segments(in, out, shape, swap_at);
+      break;
   }
 }
 

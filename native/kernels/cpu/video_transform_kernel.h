@@ -31,8 +31,8 @@ struct VideoShape {
 // `swap_at` is the first frame of the second segment for Swap (0 < swap_at < T); ignored otherwise.
 // Output of Swap: frames [swap_at, T) followed by frames [0, swap_at).
 // Preconditions (checked by the callers, not here): shape sizes >= 0, element_bytes in {1, 4}.
-void apply_video_transform(const uint8_t* in, uint8_t* out, const VideoShape& shape,
-                           VideoTransform transform, int64_t swap_at);
+void apply_video_transform(const uint8_t* in, uint8_t* out, const VideoShape& shape, VideoTransform transform,
+                           int64_t swap_at);
 
 // Per-op entry points, same contract.
 void hflip_frames(const uint8_t* in, uint8_t* out, const VideoShape& shape);

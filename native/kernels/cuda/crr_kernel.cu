@@ -104,8 +104,8 @@ void check(cudaError_t e, const char* what) {
 
 void crr_group_advantages(const CrrInputs& in, const CrrOutputs& out, void* stream) {
   if (in.orig_size + in.cf_size > kMaxGroup) {
-    throw std::runtime_error("crr kernel (cuda): G + G' = " + std::to_string(in.orig_size + in.cf_size) +
-                             " exceeds " + std::to_string(kMaxGroup));
+    throw std::runtime_error("crr kernel (cuda): G + G' = " + std::to_string(in.orig_size + in.cf_size) + " exceeds " +
+                             std::to_string(kMaxGroup));
   }
   if (in.groups == 0) return;
   int threads = 128;

@@ -10,7 +10,10 @@ namespace cuda {
 __device__ inline bool normalise_group(const double* r, int64_t n, int norm, double eps, double* adv) {
   bool flat = true;
   for (int64_t i = 1; i < n; ++i)
-    if (r[i] != r[0]) { flat = false; break; }
+    if (r[i] != r[0]) {
+      flat = false;
+      break;
+    }
   if (flat) {
     for (int64_t i = 0; i < n; ++i) adv[i] = 0.0;
     return true;

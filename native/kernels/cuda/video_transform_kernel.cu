@@ -30,9 +30,16 @@ __global__ void transform_kernel(const uint8_t* __restrict__ in, uint8_t* __rest
   int64_t clip = rest / g.frames;
   int64_t src_t = t, src_x = x;
   switch (g.transform) {
-    case 0: src_x = g.width - 1 - x; break;
-    case 1: src_t = g.frames - 1 - t; break;
-    case 2: src_x = g.width - 1 - x; src_t = g.frames - 1 - t; break;
+    case 0:
+      src_x = g.width - 1 - x;
+      break;
+    case 1:
+      src_t = g.frames - 1 - t;
+      break;
+    case 2:
+      src_x = g.width - 1 - x;
+      src_t = g.frames - 1 - t;
+      break;
     case 3: {
       int64_t tail = g.frames - g.swap_at;
       src_t = t < tail ? t + g.swap_at : t - tail;

@@ -59,9 +59,7 @@ std::string fmt_seconds(double s) {
   return o.str();
 }
 
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
-}
+bool is_loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1"; }
 
 std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master_addr) {
   // Like torch.distributed: GLOO_SOCKET_IFNAME names the interface; otherwise the hostname's
@@ -87,7 +85,8 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     }
 #endif
     if (o.backend != "gloo" && !nccl) {
-      throw OpError(ErrorKind::Range, "ERR_CRPO_DIST_BACKEND", "unknown backend '" + o.backend + "' (known: gloo, nccl)");
+      throw OpError(ErrorKind::Range, "ERR_CRPO_DIST_BACKEND",
+                    "unknown backend '" + o.backend + "' (known: gloo, nccl)");
     }
     const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
     store_lost_ = o.agent_store ? "the torchrun agent's rendezvous store at " + where + " is unreachable"
@@ -111,7 +110,9 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
       if (nccl) {
 #ifdef CRPO_WITH_NCCL
         const int64_t n = torch::cuda::device_count();
-        if (n <= 0) throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", "backend 'nccl' requested but no CUDA device is visible");
+        if (n <= 0)
+          throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA",
+                        "backend 'nccl' requested but no CUDA device is visible");
         device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.local_rank % n));
         auto opts = c10d::ProcessGroupNCCL::Options::create();
         opts->timeout = to_ms(o.timeout_seconds);
@@ -126,9 +127,8 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
       throw;
     } catch (const std::exception& e) {
       throw OpError(ErrorKind::Generic, "ERR_CRPO_DIST_RENDEZVOUS",
-                    "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size) +
-                        ": rendezvous at " + o.master_addr + ":" + std::to_string(o.master_port) + " failed: " +
-                        c10_message(e));
+                    "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size) + ": rendezvous at " +
+                        o.master_addr + ":" + std::to_string(o.master_port) + " failed: " + c10_message(e));
     }
     monitor_ = std::thread([this]() { monitor_loop(); });
   }
@@ -158,15 +158,18 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
       const at::Tensor& t = tensors[i];
       if (!t.defined()) throw invalid("allreduce", i, "is undefined");
       if (mean && !at::isFloatingType(t.scalar_type())) {
-        throw invalid("allreduce", i, std::string("has dtype ") + c10::toString(t.scalar_type()) + "; a mean needs a floating dtype");
+        throw invalid("allreduce", i,
+                      std::string("has dtype ") + c10::toString(t.scalar_type()) + "; a mean needs a floating dtype");
       }
     }
     c10d::AllreduceOptions opts;
     opts.reduceOp = op == "max" ? c10d::ReduceOp::MAX : op == "min" ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM;
-    run_bucketed("allreduce", tensors, bucket_mb, -1, alias_ok, [&](std::vector<at::Tensor>& flat) { return pg_->allreduce(flat, opts); },
-                 [&](at::Tensor& flat) {
-                   if (mean) flat.div_(o_.world_size);
-                 });
+    run_bucketed(
+        "allreduce", tensors, bucket_mb, -1, alias_ok,
+        [&](std::vector<at::Tensor>& flat) { return pg_->allreduce(flat, opts); },
+        [&](at::Tensor& flat) {
+          if (mean) flat.div_(o_.world_size);
+        });
   }
 
   void broadcast(std::vector<at::Tensor>& tensors, int root) override { broadcast(tensors, root, -1); }
@@ -176,7 +179,8 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     if (bucket_mb < 0) bucket_mb = o_.bucket_mb;
     if (root < 0 || root >= o_.world_size) {
       throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                    "broadcast: expected a root rank in [0, " + std::to_string(o_.world_size - 1) + "] but received " + std::to_string(root));
+                    "broadcast: expected a root rank in [0, " + std::to_string(o_.world_size - 1) + "] but received " +
+                        std::to_string(root));
     }
     for (size_t i = 0; i < tensors.size(); ++i) {
       if (!tensors[i].defined()) throw invalid("broadcast", i, "is undefined");
@@ -184,8 +188,9 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.rootTensor = 0;
-    run_bucketed("broadcast", tensors, bucket_mb, root, alias_ok, [&](std::vector<at::Tensor>& flat) { return pg_->broadcast(flat, opts); },
-                 [](at::Tensor&) {});
+    run_bucketed(
+        "broadcast", tensors, bucket_mb, root, alias_ok,
+        [&](std::vector<at::Tensor>& flat) { return pg_->broadcast(flat, opts); }, [](at::Tensor&) {});
   }
 
   void barrier() override {
@@ -264,8 +269,8 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   };
 
   template <typename Collective, typename After>
-  void run_bucketed(const char* what, std::vector<at::Tensor>& tensors, double bucket_mb, int root, bool alias_ok, Collective collective,
-                    After after) {
+  void run_bucketed(const char* what, std::vector<at::Tensor>& tensors, double bucket_mb, int root, bool alias_ok,
+                    Collective collective, After after) {
     if (tensors.empty()) return;
     const auto t_start = Clock::now();
     struct Account {
@@ -402,32 +407,39 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
         std::istringstream(v) >> count >> seq;
         if (seq < seq_.load()) {
           if (f.rank < 0) f.rank = r;
-          behind += (behind.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " is at collective #" + std::to_string(seq);
+          behind += (behind.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " is at collective #" +
+                    std::to_string(seq);
         }
       }
-      if (!behind.empty()) f.message = "did not join in time (this rank is at collective #" + std::to_string(seq_.load()) + "; " + behind + ")";
+      if (!behind.empty())
+        f.message =
+            "did not join in time (this rank is at collective #" + std::to_string(seq_.load()) + "; " + behind + ")";
     } catch (const std::exception&) {
     }
     return f;
   }
 
   OpError peer_failed(const char* what, const PeerFailure& f, const std::string& cause) const {
-    std::string msg = "rank " + std::to_string(o_.rank) + " of " + std::to_string(o_.world_size) + ": " + what + " failed";
+    std::string msg =
+        "rank " + std::to_string(o_.rank) + " of " + std::to_string(o_.world_size) + ": " + what + " failed";
     if (!f.message.empty()) {
       msg += ": " + (f.rank >= 0 ? "rank " + std::to_string(f.rank) + " failed: " : std::string()) + f.message;
     } else {
       msg += " (no rank reported a failure)";
     }
     if (!cause.empty()) msg += " [" + o_.backend + ": " + cause + "]";
-    return OpError(ErrorKind::Generic, f.rank >= 0 || !f.message.empty() ? "ERR_CRPO_DIST_PEER_FAILED" : "ERR_CRPO_DIST_COLLECTIVE", msg);
+    return OpError(ErrorKind::Generic,
+                   f.rank >= 0 || !f.message.empty() ? "ERR_CRPO_DIST_PEER_FAILED" : "ERR_CRPO_DIST_COLLECTIVE", msg);
   }
 
   OpError invalid(const char* what, size_t i, const std::string& why) const {
-    return OpError(ErrorKind::Type, "ERR_CRPO_INVALID_ARG", std::string(what) + ": tensor " + std::to_string(i) + " " + why);
+    return OpError(ErrorKind::Type, "ERR_CRPO_INVALID_ARG",
+                   std::string(what) + ": tensor " + std::to_string(i) + " " + why);
   }
 
   void check_live(const char* what) const {
-    if (shut_.load() || !pg_) throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", std::string(what) + ": the process group was shut down");
+    if (shut_.load() || !pg_)
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", std::string(what) + ": the process group was shut down");
     PeerFailure f = failure();
     if (!f.message.empty()) throw peer_failed(what, f, "");
   }
@@ -507,7 +519,8 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
             }
             const double silent = std::chrono::duration<double>(now - changed[r]).count();
             if (silent > o_.heartbeat_timeout_seconds && !store->check({done_key(r)})) {
-              announce(r, "no heartbeat for " + fmt_seconds(silent) + " (the process was killed, crashed or is unreachable)");
+              announce(r, "no heartbeat for " + fmt_seconds(silent) +
+                              " (the process was killed, crashed or is unreachable)");
             }
           }
         }
@@ -570,7 +583,8 @@ std::shared_ptr<Group> find_group(int64_t id, const std::string& op) {
   std::lock_guard<std::mutex> lock(registry_mu());
   auto it = registry().find(id);
   if (it == registry().end()) {
-    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", op + ": process group " + std::to_string(id) + " does not exist or was disposed");
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED",
+                  op + ": process group " + std::to_string(id) + " does not exist or was disposed");
   }
   return it->second;
 }
@@ -712,8 +726,10 @@ void GradReducer::finish() {
     for (size_t k : b.members) {
       at::Tensor& p = impl_->params[k];
       at::Tensor v = b.flat.narrow(0, impl_->slots[k].offset, p.numel()).view(p.sizes());
-      if (p.grad().defined()) p.mutable_grad().copy_(v);
-      else p.mutable_grad() = v.to(p.device()).clone();
+      if (p.grad().defined())
+        p.mutable_grad().copy_(v);
+      else
+        p.mutable_grad() = v.to(p.device()).clone();
     }
   }
 }
@@ -785,12 +801,14 @@ std::string read_string(const Napi::Object& o, const char* key, const std::strin
   return v.As<Napi::String>().Utf8Value();
 }
 
-double read_opt_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double lo, double hi) {
+double read_opt_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double lo,
+                       double hi) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return fallback;
   double x = read_number(v, op, key);
   if (!(x >= lo && x <= hi)) {
-    throw_range_error(op, key, "a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", std::to_string(x));
+    throw_range_error(op, key, "a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
+                      std::to_string(x));
   }
   return x;
 }
@@ -800,7 +818,8 @@ int64_t read_id(const Napi::CallbackInfo& info, const std::string& op) {
 }
 
 // JS typed arrays as CPU tensors over their memory (Float32Array or Float64Array).
-std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, const std::string& op, std::vector<Napi::Value>& keep) {
+std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, const std::string& op,
+                                    std::vector<Napi::Value>& keep) {
   Napi::Value v = info.Length() > idx ? info[idx] : info.Env().Undefined();
   if (!v.IsArray()) throw_type_error(op, "arrays", "an array of Float32Array or Float64Array", v);
   Napi::Array arr = v.As<Napi::Array>();
@@ -810,9 +829,12 @@ std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, 
     std::string name = "arrays[" + std::to_string(i) + "]";
     ByteView b = read_typed_array(e, op, name);
     at::ScalarType st;
-    if (b.type == napi_float32_array) st = at::kFloat;
-    else if (b.type == napi_float64_array) st = at::kDouble;
-    else throw_type_error(op, name, "a Float32Array or Float64Array", e);
+    if (b.type == napi_float32_array)
+      st = at::kFloat;
+    else if (b.type == napi_float64_array)
+      st = at::kDouble;
+    else
+      throw_type_error(op, name, "a Float32Array or Float64Array", e);
     out.push_back(torch::from_blob(b.data, {static_cast<int64_t>(b.length)}, at::TensorOptions().dtype(st)));
     keep.push_back(e);
   }
@@ -823,7 +845,8 @@ std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, 
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   return guarded(info, "distInit", [&]() -> Napi::Value {
     const std::string op = "distInit";
-    if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(op, "options", "an object", info.Length() ? info[0] : info.Env().Undefined());
+    if (info.Length() < 1 || !info[0].IsObject())
+      throw_type_error(op, "options", "an object", info.Length() ? info[0] : info.Env().Undefined());
     Napi::Object o = info[0].As<Napi::Object>();
     ProcessGroupOptions po;
     po.master_addr = read_string(o, "masterAddr", op, po.master_addr);
@@ -834,8 +857,10 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     po.backend = read_string(o, "backend", op, po.backend);
     po.timeout_seconds = read_opt_number(o, "timeoutSeconds", op, po.timeout_seconds, 0.1, 1e7);
     po.bucket_mb = read_opt_number(o, "bucketMb", op, po.bucket_mb, 0, 1 << 16);
-    po.heartbeat_interval_seconds = read_opt_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
-    po.heartbeat_timeout_seconds = read_opt_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
+    po.heartbeat_interval_seconds =
+        read_opt_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
+    po.heartbeat_timeout_seconds =
+        read_opt_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
     Napi::Value as = o.Get("agentStore");
     po.agent_store = as.IsBoolean() && as.As<Napi::Boolean>().Value();
     po.restart_count = static_cast<int>(read_opt_number(o, "restartCount", op, 0, 0, 1 << 20));
@@ -865,8 +890,7 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
     double bucket = -1;
     if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) bucket = read_number(info[3], op, "bucketMb");
     return queue(
-        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red, bucket, false); },
-        undefined_result, keep);
+        info, op, [g, tensors, red, bucket]() { g->allreduce(*tensors, red, bucket, false); }, undefined_result, keep);
   });
 }
 
@@ -876,15 +900,18 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
     auto tensors = std::make_shared<std::vector<at::Tensor>>(read_arrays(info, 1, op, keep));
-    int root = static_cast<int>(read_int(info.Length() > 2 ? info[2] : info.Env().Undefined(), op, "root", 0, g->world_size() - 1));
-    return queue(info, op, [g, tensors, root]() { g->broadcast(*tensors, root, -1, false); }, undefined_result, keep);
+    int root = static_cast<int>(
+        read_int(info.Length() > 2 ? info[2] : info.Env().Undefined(), op, "root", 0, g->world_size() - 1));
+    return queue(
+        info, op, [g, tensors, root]() { g->broadcast(*tensors, root, -1, false); }, undefined_result, keep);
   });
 }
 
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   return guarded(info, "distBarrier", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distBarrier"), "distBarrier");
-    return queue(info, "distBarrier", [g]() { g->barrier(); }, undefined_result);
+    return queue(
+        info, "distBarrier", [g]() { g->barrier(); }, undefined_result);
   });
 }
 
@@ -941,7 +968,8 @@ Napi::Value DistShutdown(const Napi::CallbackInfo& info) {
       g = it->second;
       registry().erase(it);
     }
-    return queue(info, "distShutdown", [g]() { g->shutdown(); }, undefined_result);
+    return queue(
+        info, "distShutdown", [g]() { g->shutdown(); }, undefined_result);
   });
 }
 
@@ -972,8 +1000,8 @@ Napi::Value DistReducerCheck(const Napi::CallbackInfo& info) {
         [g, bucket, out]() {
           torch::manual_seed(3);
           // params[0] is unused (no gradient: zeros, in the last bucket); the rest form y = W2 relu(W1 x + b1) + b2.
-          std::vector<at::Tensor> params = {torch::randn({5}), torch::randn({64, 32}), torch::randn({64}), torch::randn({10, 64}),
-                                            torch::randn({10})};
+          std::vector<at::Tensor> params = {torch::randn({5}), torch::randn({64, 32}), torch::randn({64}),
+                                            torch::randn({10, 64}), torch::randn({10})};
           for (auto& p : params) p.set_requires_grad(true);
           torch::manual_seed(100 + g->rank());
           at::Tensor x = torch::randn({8, 32});
@@ -993,7 +1021,8 @@ Napi::Value DistReducerCheck(const Napi::CallbackInfo& info) {
           for (auto& p : params) grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
           g->allreduce_mean(grads);
           double gap = 0;
-          for (size_t i = 0; i < grads.size(); ++i) gap = std::max(gap, (overlapped[i] - grads[i]).abs().max().item<double>());
+          for (size_t i = 0; i < grads.size(); ++i)
+            gap = std::max(gap, (overlapped[i] - grads[i]).abs().max().item<double>());
           (*out)[0] = gap;
           (*out)[1] = reducer.started_during_backward();
           (*out)[2] = reducer.buckets();

@@ -24,8 +24,8 @@ constexpr int64_t kMaxInt = (int64_t{1} << 40);
 
 using PolicyWorker = TorchWorker;  // native/torch/torch_worker.h
 
-Napi::Value run(Napi::Env env, const std::string& op, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done,
-                std::vector<Napi::Value> keep = {}) {
+Napi::Value run(Napi::Env env, const std::string& op, std::function<void()> work,
+                std::function<Napi::Value(Napi::Env)> done, std::vector<Napi::Value> keep = {}) {
   auto* w = new PolicyWorker(env, op, std::move(work), std::move(done), std::move(keep));
   auto p = w->Promise();
   w->Queue();
@@ -54,7 +54,8 @@ double opt_number(const Napi::Object& o, const char* key, const std::string& op,
   return read_number(v, op, key);
 }
 
-int64_t opt_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min, int64_t max) {
+int64_t opt_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
+                int64_t max) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return fallback;
   return read_int(v, op, key, min, max);
@@ -74,13 +75,15 @@ std::string opt_string(const Napi::Object& o, const char* key, const std::string
   return v.As<Napi::String>().Utf8Value();
 }
 
-const int32_t* int32_array(const Napi::Object& o, const char* key, size_t length, const std::string& op, bool optional = false) {
+const int32_t* int32_array(const Napi::Object& o, const char* key, size_t length, const std::string& op,
+                           bool optional = false) {
   return reinterpret_cast<const int32_t*>(read_array_of(o, key, napi_int32_array, length, op, optional).data);
 }
 
 ByteView int32_any(const Napi::Object& o, const char* key, const std::string& op) {
   Napi::Value v = o.Get(key);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw_type_error(op, key, "an Int32Array", v);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_type_error(op, key, "an Int32Array", v);
   return read_typed_array(v, op, key);
 }
 
@@ -122,13 +125,15 @@ FrameOp parse_op(const std::string& s, const std::string& op, size_t i) {
   if (s == "hflip") return FrameOp::HFlip;
   if (s == "reverse") return FrameOp::Reverse;
   if (s == "hflip+reverse") return FrameOp::HFlipReverse;
-  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]", "'none', 'hflip', 'reverse' or 'hflip+reverse'", "'" + s + "'");
+  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]", "'none', 'hflip', 'reverse' or 'hflip+reverse'",
+                    "'" + s + "'");
 }
 
 void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& op, const std::string& what) {
   for (size_t i = 0; i < n; i++) {
     if (ids[i] < 0 || ids[i] >= vocab) {
-      throw_range_error(op, what + "[" + std::to_string(i) + "]", "a token id in [0, " + std::to_string(vocab) + ")", std::to_string(ids[i]));
+      throw_range_error(op, what + "[" + std::to_string(i) + "]", "a token id in [0, " + std::to_string(vocab) + ")",
+                        std::to_string(ids[i]));
     }
   }
 }
@@ -136,8 +141,8 @@ void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& o
 // batch = { frames: Uint8Array (V*T*H*W*C), numVideos, promptVideo: Int32Array(P), promptTransform?: string[P],
 //           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize }
 // allow_empty: V = P = 0 is a valid batch (the train step of a rank with no sequences).
-PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op, std::vector<Napi::Value>& keep,
-                        bool allow_empty = false) {
+PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op,
+                        std::vector<Napi::Value>& keep, bool allow_empty = false) {
   PromptBatch b;
   const int64_t V = read_int(o.Get("numVideos"), op, "numVideos", allow_empty ? 0 : 1, 1 << 20);
   const size_t frame_len = static_cast<size_t>(V * c.frames * c.image_size * c.image_size * c.channels);
@@ -153,8 +158,11 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
   const int32_t* vid = int32_array(o, "promptVideo", P, op);
   size_t total = 0;
   for (size_t i = 0; i < P; i++) {
-    if (lens[i] < 1) throw_range_error(op, "promptLengths[" + std::to_string(i) + "]", "an integer >= 1", std::to_string(lens[i]));
-    if (vid[i] < 0 || vid[i] >= V) throw_range_error(op, "promptVideo[" + std::to_string(i) + "]", "a video index in [0, " + std::to_string(V) + ")", std::to_string(vid[i]));
+    if (lens[i] < 1)
+      throw_range_error(op, "promptLengths[" + std::to_string(i) + "]", "an integer >= 1", std::to_string(lens[i]));
+    if (vid[i] < 0 || vid[i] >= V)
+      throw_range_error(op, "promptVideo[" + std::to_string(i) + "]", "a video index in [0, " + std::to_string(V) + ")",
+                        std::to_string(vid[i]));
     total += static_cast<size_t>(lens[i]);
   }
   const int32_t* ids = int32_array(o, "promptIds", total, op);
@@ -163,7 +171,8 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
   Napi::Value tv = o.Get("promptTransform");
   std::vector<FrameOp> ops(P, FrameOp::None);
   if (!tv.IsUndefined() && !tv.IsNull()) {
-    if (!tv.IsArray() || tv.As<Napi::Array>().Length() != P) throw_type_error(op, "promptTransform", "an array of " + std::to_string(P) + " transform names", tv);
+    if (!tv.IsArray() || tv.As<Napi::Array>().Length() != P)
+      throw_type_error(op, "promptTransform", "an array of " + std::to_string(P) + " transform names", tv);
     auto arr = tv.As<Napi::Array>();
     for (size_t i = 0; i < P; i++) {
       Napi::Value s = arr.Get(static_cast<uint32_t>(i));
@@ -178,7 +187,8 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
     slots = int32_array(o, "promptSlots", total, op);
     for (size_t k = 0; k < total; k++) {
       if (slots[k] < 0 || slots[k] > c.option_slots) {
-        throw_range_error(op, "promptSlots[" + std::to_string(k) + "]", "an option slot in [0, " + std::to_string(c.option_slots) + "]", std::to_string(slots[k]));
+        throw_range_error(op, "promptSlots[" + std::to_string(k) + "]",
+                          "an option slot in [0, " + std::to_string(c.option_slots) + "]", std::to_string(slots[k]));
       }
     }
   }
@@ -206,13 +216,16 @@ Completions parse_completions(const Napi::Object& o, const PolicyConfig& c, int6
   auto la = out.lengths.data_ptr<int64_t>();
   for (int64_t i = 0; i < N * C; i++) ia[i] = ids[i];
   for (int64_t i = 0; i < N; i++) {
-    if (lens[i] < 0 || lens[i] > C) throw_range_error(op, "completions.lengths[" + std::to_string(i) + "]", "an integer in [0, " + std::to_string(C) + "]", std::to_string(lens[i]));
+    if (lens[i] < 0 || lens[i] > C)
+      throw_range_error(op, "completions.lengths[" + std::to_string(i) + "]",
+                        "an integer in [0, " + std::to_string(C) + "]", std::to_string(lens[i]));
     la[i] = lens[i];
   }
   return out;
 }
 
-torch::Tensor float_tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape, const std::string& op, bool optional) {
+torch::Tensor float_tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape, const std::string& op,
+                           bool optional) {
   size_t n = 1;
   for (auto s : shape) n *= static_cast<size_t>(s);
   ByteView v = read_array_of(o, key, napi_float32_array, n, op, optional);
@@ -242,7 +255,8 @@ Napi::Value to_js(Napi::Env env, const torch::Tensor& t) {
 
 Napi::Array shape_js(Napi::Env env, at::IntArrayRef s) {
   auto a = Napi::Array::New(env, s.size());
-  for (size_t i = 0; i < s.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(s[i])));
+  for (size_t i = 0; i < s.size(); i++)
+    a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(s[i])));
   return a;
 }
 
@@ -270,16 +284,23 @@ LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   l.beta = opt_number(o, "beta", op, l.beta);
   l.temperature = opt_number(o, "temperature", op, 1.0);
   if (!(l.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(l.temperature));
-  if (l.eps_low < 0 || l.eps_high < 0) throw_range_error(op, "epsLow/epsHigh", "numbers >= 0", std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
+  if (l.eps_low < 0 || l.eps_high < 0)
+    throw_range_error(op, "epsLow/epsHigh", "numbers >= 0",
+                      std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
   l.max_new_tokens = opt_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
   l.full_sequence = opt_bool(o, "fullSequence", op, false);
   l.prompt_lm = opt_number(o, "promptLmWeight", op, 0.0);
   if (!(l.prompt_lm >= 0)) throw_range_error(op, "promptLmWeight", "a number >= 0", std::to_string(l.prompt_lm));
   const std::string agg = opt_string(o, "aggregation", op, "seq-mean-token-mean");
-  if (agg == "seq-mean-token-mean") l.agg = Aggregation::SeqMeanTokenMean;
-  else if (agg == "token-mean") l.agg = Aggregation::TokenMean;
-  else if (agg == "seq-mean-token-sum-norm") l.agg = Aggregation::SeqMeanTokenSumNorm;
-  else throw_range_error(op, "aggregation", "'seq-mean-token-mean', 'token-mean' or 'seq-mean-token-sum-norm'", "'" + agg + "'");
+  if (agg == "seq-mean-token-mean")
+    l.agg = Aggregation::SeqMeanTokenMean;
+  else if (agg == "token-mean")
+    l.agg = Aggregation::TokenMean;
+  else if (agg == "seq-mean-token-sum-norm")
+    l.agg = Aggregation::SeqMeanTokenSumNorm;
+  else
+    throw_range_error(op, "aggregation", "'seq-mean-token-mean', 'token-mean' or 'seq-mean-token-sum-norm'",
+                      "'" + agg + "'");
   return l;
 }
 
@@ -288,8 +309,9 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     PolicyConfig c = parse_config(object_arg(info, 0, op, "config"), op);
     auto id = std::make_shared<int64_t>(0);
-    return run(info.Env(), op, [c, id]() { *id = register_policy(std::make_shared<Policy>(c)); },
-               [id](Napi::Env env) { return Napi::Number::New(env, static_cast<double>(*id)); });
+    return run(
+        info.Env(), op, [c, id]() { *id = register_policy(std::make_shared<Policy>(c)); },
+        [id](Napi::Env env) { return Napi::Number::New(env, static_cast<double>(*id)); });
   });
 }
 
@@ -299,8 +321,9 @@ Napi::Value Clone(const Napi::CallbackInfo& info) {
     auto src = find_policy(id_arg(info, op), op);
     const bool frozen = opt_bool(optional_object(info, 1, op, "options"), "frozen", op, true);
     auto id = std::make_shared<int64_t>(0);
-    return run(info.Env(), op, [src, frozen, id]() { *id = register_policy(std::make_shared<Policy>(*src, frozen)); },
-               [id](Napi::Env env) { return Napi::Number::New(env, static_cast<double>(*id)); });
+    return run(
+        info.Env(), op, [src, frozen, id]() { *id = register_policy(std::make_shared<Policy>(*src, frozen)); },
+        [id](Napi::Env env) { return Napi::Number::New(env, static_cast<double>(*id)); });
   });
 }
 
@@ -369,16 +392,17 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
       s.stop.assign(st, st + sv.length);
     }
     auto out = std::make_shared<Generation>();
-    return run(info.Env(), op, [p, b, s, out]() { *out = p->generate(*b, s); },
-               [out, s](Napi::Env env) {
-                 auto r = Napi::Object::New(env);
-                 r.Set("tokens", to_js(env, out->tokens));
-                 r.Set("logprobs", to_js(env, out->logprobs));
-                 r.Set("lengths", to_js(env, out->lengths));
-                 r.Set("width", static_cast<double>(s.max_new_tokens));
-                 return r;
-               },
-               keep);
+    return run(
+        info.Env(), op, [p, b, s, out]() { *out = p->generate(*b, s); },
+        [out, s](Napi::Env env) {
+          auto r = Napi::Object::New(env);
+          r.Set("tokens", to_js(env, out->tokens));
+          r.Set("logprobs", to_js(env, out->logprobs));
+          r.Set("lengths", to_js(env, out->lengths));
+          r.Set("width", static_cast<double>(s.max_new_tokens));
+          return r;
+        },
+        keep);
   });
 }
 
@@ -388,21 +412,26 @@ Napi::Value Logprobs(const Napi::CallbackInfo& info) {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
     auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep));
-    auto c = std::make_shared<Completions>(parse_completions(object_arg(info, 2, op, "completions"), p->config(), b->prompts() * b->group, op));
+    auto c = std::make_shared<Completions>(
+        parse_completions(object_arg(info, 2, op, "completions"), p->config(), b->prompts() * b->group, op));
     Napi::Object o = optional_object(info, 3, op, "options");
     const double temperature = opt_number(o, "temperature", op, 1.0);
     if (!(temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(temperature));
     const bool entropy = opt_bool(o, "entropy", op, false);
     const bool full_sequence = opt_bool(o, "fullSequence", op, false);
     auto out = std::make_shared<std::pair<torch::Tensor, torch::Tensor>>();
-    return run(info.Env(), op, [p, b, c, temperature, entropy, full_sequence, out]() { *out = p->logprobs(*b, *c, temperature, entropy, full_sequence); },
-               [out](Napi::Env env) {
-                 auto r = Napi::Object::New(env);
-                 r.Set("logprobs", to_js(env, out->first));
-                 if (out->second.defined()) r.Set("entropy", to_js(env, out->second));
-                 return r;
-               },
-               keep);
+    return run(
+        info.Env(), op,
+        [p, b, c, temperature, entropy, full_sequence, out]() {
+          *out = p->logprobs(*b, *c, temperature, entropy, full_sequence);
+        },
+        [out](Napi::Env env) {
+          auto r = Napi::Object::New(env);
+          r.Set("logprobs", to_js(env, out->first));
+          if (out->second.defined()) r.Set("entropy", to_js(env, out->second));
+          return r;
+        },
+        keep);
   });
 }
 
@@ -411,7 +440,8 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
-    auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep, /*allow_empty=*/true));
+    auto b = std::make_shared<PromptBatch>(
+        parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep, /*allow_empty=*/true));
     const int64_t N = b->prompts() * b->group;
     Napi::Object co = object_arg(info, 2, op, "completions");
     auto c = std::make_shared<Completions>(parse_completions(co, p->config(), N, op));
@@ -429,7 +459,9 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     oo.weight_decay = opt_number(o, "weightDecay", op, oo.weight_decay);
     oo.max_grad_norm = opt_number(o, "maxGradNorm", op, oo.max_grad_norm);
     if (oo.lr < 0) throw_range_error(op, "lr", "a number >= 0", std::to_string(oo.lr));
-    if (oo.beta1 < 0 || oo.beta1 >= 1 || oo.beta2 < 0 || oo.beta2 >= 1) throw_range_error(op, "beta1/beta2", "numbers in [0, 1)", std::to_string(oo.beta1) + "/" + std::to_string(oo.beta2));
+    if (oo.beta1 < 0 || oo.beta1 >= 1 || oo.beta2 < 0 || oo.beta2 >= 1)
+      throw_range_error(op, "beta1/beta2", "numbers in [0, 1)",
+                        std::to_string(oo.beta1) + "/" + std::to_string(oo.beta2));
     const int64_t pg = opt_int(o, "processGroup", op, -1, -1, kMaxInt);
     torch::Tensor adv, old_lp, ref_lp;
     if (!sft) {
@@ -438,8 +470,9 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
       ref_lp = float_tensor(co, "refLogprobs", {N, C}, op, true);
     }
     auto out = std::make_shared<StepStats>();
-    return run(info.Env(), op, [=]() { *out = p->train_step(*b, *c, adv, old_lp, ref_lp, lo, oo, sft, pg); },
-               [out](Napi::Env env) { return stats_js(env, *out); }, keep);
+    return run(
+        info.Env(), op, [=]() { *out = p->train_step(*b, *c, adv, old_lp, ref_lp, lo, oo, sft, pg); },
+        [out](Napi::Env env) { return stats_js(env, *out); }, keep);
   });
 }
 
@@ -448,27 +481,30 @@ Napi::Value GetState(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     const std::string which = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-    if (which != "weights" && which != "optimizer") throw_type_error(op, "which", "'weights' or 'optimizer'", info.Length() > 1 ? info[1] : info.Env().Undefined());
+    if (which != "weights" && which != "optimizer")
+      throw_type_error(op, "which", "'weights' or 'optimizer'", info.Length() > 1 ? info[1] : info.Env().Undefined());
     auto out = std::make_shared<std::vector<NamedTensor>>();
     auto step = std::make_shared<int64_t>(0);
-    return run(info.Env(), op, [p, which, out, step]() {
-      *out = which == "weights" ? p->get_parameters() : p->get_optimizer_state();
-      *step = p->step();
-    },
-               [out, step](Napi::Env env) {
-                 auto arr = Napi::Array::New(env, out->size());
-                 for (size_t i = 0; i < out->size(); i++) {
-                   auto t = Napi::Object::New(env);
-                   t.Set("name", (*out)[i].name);
-                   t.Set("shape", shape_js(env, (*out)[i].value.sizes()));
-                   t.Set("data", to_js(env, (*out)[i].value));
-                   arr.Set(static_cast<uint32_t>(i), t);
-                 }
-                 auto r = Napi::Object::New(env);
-                 r.Set("tensors", arr);
-                 r.Set("step", static_cast<double>(*step));
-                 return r;
-               });
+    return run(
+        info.Env(), op,
+        [p, which, out, step]() {
+          *out = which == "weights" ? p->get_parameters() : p->get_optimizer_state();
+          *step = p->step();
+        },
+        [out, step](Napi::Env env) {
+          auto arr = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); i++) {
+            auto t = Napi::Object::New(env);
+            t.Set("name", (*out)[i].name);
+            t.Set("shape", shape_js(env, (*out)[i].value.sizes()));
+            t.Set("data", to_js(env, (*out)[i].value));
+            arr.Set(static_cast<uint32_t>(i), t);
+          }
+          auto r = Napi::Object::New(env);
+          r.Set("tensors", arr);
+          r.Set("step", static_cast<double>(*step));
+          return r;
+        });
   });
 }
 
@@ -477,8 +513,11 @@ Napi::Value SetState(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     const std::string which = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-    if (which != "weights" && which != "optimizer") throw_type_error(op, "which", "'weights' or 'optimizer'", info.Length() > 1 ? info[1] : info.Env().Undefined());
-    if (info.Length() < 3 || !info[2].IsArray()) throw_type_error(op, "tensors", "an array of { name, shape, data }", info.Length() > 2 ? info[2] : info.Env().Undefined());
+    if (which != "weights" && which != "optimizer")
+      throw_type_error(op, "which", "'weights' or 'optimizer'", info.Length() > 1 ? info[1] : info.Env().Undefined());
+    if (info.Length() < 3 || !info[2].IsArray())
+      throw_type_error(op, "tensors", "an array of { name, shape, data }",
+                       info.Length() > 2 ? info[2] : info.Env().Undefined());
     auto arr = info[2].As<Napi::Array>();
     auto values = std::make_shared<std::vector<NamedTensor>>();
     for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -498,17 +537,26 @@ Napi::Value SetState(const Napi::CallbackInfo& info) {
         n *= static_cast<size_t>(shape.back());
       }
       Napi::Value dv = t.Get("data");
-      if (!dv.IsTypedArray() || dv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw_type_error(op, where + ".data", "a Float32Array", dv);
+      if (!dv.IsTypedArray() || dv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_type_error(op, where + ".data", "a Float32Array", dv);
       ByteView d = read_typed_array(dv, op, where + ".data");
-      if (d.length != n) throw_range_error(op, where + ".data", "a Float32Array of length " + std::to_string(n), "length " + std::to_string(d.length));
+      if (d.length != n)
+        throw_range_error(op, where + ".data", "a Float32Array of length " + std::to_string(n),
+                          "length " + std::to_string(d.length));
       values->push_back({nv.As<Napi::String>().Utf8Value(), torch::from_blob(d.data, shape, torch::kFloat).clone()});
     }
-    const int64_t step = which == "optimizer" ? read_int(info.Length() > 3 ? info[3] : info.Env().Undefined(), op, "step", 0, kMaxInt) : 0;
-    return run(info.Env(), op, [p, which, values, step]() {
-      if (which == "weights") p->set_parameters(*values);
-      else p->set_optimizer_state(*values, step);
-    },
-               [](Napi::Env env) { return env.Undefined(); });
+    const int64_t step = which == "optimizer"
+                             ? read_int(info.Length() > 3 ? info[3] : info.Env().Undefined(), op, "step", 0, kMaxInt)
+                             : 0;
+    return run(
+        info.Env(), op,
+        [p, which, values, step]() {
+          if (which == "weights")
+            p->set_parameters(*values);
+          else
+            p->set_optimizer_state(*values, step);
+        },
+        [](Napi::Env env) { return env.Undefined(); });
   });
 }
 
@@ -524,7 +572,8 @@ Napi::Value SetRng(const Napi::CallbackInfo& info) {
   const std::string op = "policySetRngState";
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
-    if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    if (info.Length() < 2 || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
       throw_type_error(op, "state", "a Uint8Array", info.Length() > 1 ? info[1] : info.Env().Undefined());
     }
     ByteView v = read_typed_array(info[1], op, "state");
@@ -537,18 +586,21 @@ Napi::Value SetRng(const Napi::CallbackInfo& info) {
 Napi::Value GradCheck(const Napi::CallbackInfo& info) {
   const std::string op = "policyGradCheck";
   return guarded(info, op, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsString()) throw_type_error(op, "module", "a module name", info.Length() ? info[0] : info.Env().Undefined());
+    if (info.Length() < 1 || !info[0].IsString())
+      throw_type_error(op, "module", "a module name", info.Length() ? info[0] : info.Env().Undefined());
     const std::string name = info[0].As<Napi::String>().Utf8Value();
-    const uint64_t seed = static_cast<uint64_t>(read_int(info.Length() > 1 ? info[1] : Napi::Number::New(info.Env(), 0), op, "seed", 0, kMaxInt));
+    const uint64_t seed = static_cast<uint64_t>(
+        read_int(info.Length() > 1 ? info[1] : Napi::Number::New(info.Env(), 0), op, "seed", 0, kMaxInt));
     auto out = std::make_shared<GradCheckResult>();
-    return run(info.Env(), op, [name, seed, out]() { *out = grad_check(name, seed); },
-               [out](Napi::Env env) {
-                 auto r = Napi::Object::New(env);
-                 r.Set("maxError", out->max_error);
-                 r.Set("maxAbsGrad", out->max_abs_grad);
-                 r.Set("checked", static_cast<double>(out->checked));
-                 return r;
-               });
+    return run(
+        info.Env(), op, [name, seed, out]() { *out = grad_check(name, seed); },
+        [out](Napi::Env env) {
+          auto r = Napi::Object::New(env);
+          r.Set("maxError", out->max_error);
+          r.Set("maxAbsGrad", out->max_abs_grad);
+          r.Set("checked", static_cast<double>(out->checked));
+          return r;
+        });
   });
 }
 
@@ -567,7 +619,8 @@ Napi::Value Loss(const Napi::CallbackInfo& info) {
       auto ref = float_tensor(o, "refLogprobs", {N, C}, op, true);
       auto adv = float_tensor(o, "advantages", {N}, op, false).to(torch::kDouble);
       auto mask = float_tensor(o, "mask", {N, C}, op, false).to(torch::kDouble);
-      auto r = policy_loss(lp, old.defined() ? old.to(torch::kDouble) : old, ref.defined() ? ref.to(torch::kDouble) : ref, adv, mask, lo);
+      auto r = policy_loss(lp, old.defined() ? old.to(torch::kDouble) : old,
+                           ref.defined() ? ref.to(torch::kDouble) : ref, adv, mask, lo);
       r.loss.backward();
       Napi::Env env = info.Env();
       auto res = Napi::Object::New(env);

@@ -66,22 +66,28 @@ void PolicyConfig::validate() const {
   pos("lmMlp", lm_mlp);
   pos("maxSeqLen", max_seq_len);
   if (vocab_size < 4) config_error("vocabSize", "must be at least 4, got " + std::to_string(vocab_size));
-  if (pad_id < 0 || pad_id >= vocab_size) config_error("padId", "must be in [0, vocabSize), got " + std::to_string(pad_id));
-  if (frames % temporal_patch) config_error("frames", "must be a multiple of temporalPatch (" + std::to_string(temporal_patch) + "), got " + std::to_string(frames));
+  if (pad_id < 0 || pad_id >= vocab_size)
+    config_error("padId", "must be in [0, vocabSize), got " + std::to_string(pad_id));
+  if (frames % temporal_patch)
+    config_error("frames", "must be a multiple of temporalPatch (" + std::to_string(temporal_patch) + "), got " +
+                               std::to_string(frames));
   if (image_size % (patch_size * merge_size)) {
-    config_error("imageSize", "must be a multiple of patchSize*mergeSize (" + std::to_string(patch_size * merge_size) + "), got " + std::to_string(image_size));
+    config_error("imageSize", "must be a multiple of patchSize*mergeSize (" + std::to_string(patch_size * merge_size) +
+                                  "), got " + std::to_string(image_size));
   }
   if (vision_dim % vision_heads) config_error("visionDim", "must be a multiple of visionHeads");
   if (lm_dim % lm_heads) config_error("lmDim", "must be a multiple of lmHeads");
   if (lm_heads % lm_kv_heads) config_error("lmHeads", "must be a multiple of lmKvHeads");
   if ((lm_dim / lm_heads) % 2) config_error("lmDim", "/ lmHeads (the head size) must be even for rotary positions");
-  if (max_seq_len <= visual_tokens()) config_error("maxSeqLen", "must exceed the " + std::to_string(visual_tokens()) + " visual tokens");
+  if (max_seq_len <= visual_tokens())
+    config_error("maxSeqLen", "must exceed the " + std::to_string(visual_tokens()) + " visual tokens");
   if (!(rope_theta > 0)) config_error("ropeTheta", "must be > 0");
   if (!(norm_eps > 0)) config_error("normEps", "must be > 0");
   if (!(init_std > 0)) config_error("initStd", "must be > 0");
   if (!(pos_init_std > 0)) config_error("posInitStd", "must be > 0");
   if (option_slots < 0 || option_slots > 26) config_error("optionSlots", "must be in [0, 26]");
-  if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64") config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
+  if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64")
+    config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
   torch::Device d(torch::kCPU);
   try {
     d = torch::Device(device);
@@ -89,7 +95,8 @@ void PolicyConfig::validate() const {
     config_error("device", "must be 'cpu' or 'cuda[:N]', got '" + device + "'");
   }
   if (d.is_cuda() && !torch::cuda::is_available()) {
-    throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", "policy config: device '" + device + "' requested but CUDA is not available");
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA",
+                  "policy config: device '" + device + "' requested but CUDA is not available");
   }
   if (dtype == "bfloat16" && !d.is_cuda()) config_error("dtype", "'bfloat16' needs a CUDA device (fp32 on CPU)");
 }
@@ -98,7 +105,9 @@ void PolicyConfig::validate() const {
 // Modules
 // ---------------------------------------------------------------------------------------------
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", torch::ones({dim})); }
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   auto t = upcast(x);
@@ -111,7 +120,7 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
   const int64_t half = head_dim / 2;
   auto opts = torch::TensorOptions().dtype(torch::kDouble).device(positions.device());
   auto inv = torch::pow(theta, -torch::arange(0, half, opts) * (2.0 / static_cast<double>(head_dim)));  // (hd/2)
-  auto ang = positions.to(torch::kDouble).unsqueeze(-1) * inv;                                           // (N, L, hd/2)
+  auto ang = positions.to(torch::kDouble).unsqueeze(-1) * inv;                                          // (N, L, hd/2)
   return {ang.cos().to(dtype).unsqueeze(1), ang.sin().to(dtype).unsqueeze(1)};
 }
 
@@ -143,9 +152,11 @@ namespace {
 // g, each of L rows, against Lk keys; scores go into `s` (rep * L * Lk). Eight partial sums per dot
 // product so that the compiler vectorises over the head dimension.
 template <typename T>
-__attribute__((always_inline)) inline void decode_attention_item(const T* q, const T* k, const T* v, const bool* allowed, T* out,
-                                                                 int64_t n, int64_t g, int64_t H, int64_t Hkv, int64_t L, int64_t Lk,
-                                                                 int64_t hd, int64_t k_row, int64_t k_head, T scale, T* s) {
+__attribute__((always_inline)) inline void decode_attention_item(const T* q, const T* k, const T* v,
+                                                                 const bool* allowed, T* out, int64_t n, int64_t g,
+                                                                 int64_t H, int64_t Hkv, int64_t L, int64_t Lk,
+                                                                 int64_t hd, int64_t k_row, int64_t k_head, T scale,
+                                                                 T* s) {
   const int64_t rep = H / Hkv;
   const T* kb = k + n * k_row + g * k_head;
   const T* vb = v + n * k_row + g * k_head;
@@ -186,22 +197,25 @@ __attribute__((always_inline)) inline void decode_attention_item(const T* q, con
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void decode_attention_range(const T* q, const T* k, const T* v, const bool* allowed, T* out,
-                                                                  int64_t begin, int64_t end, int64_t H, int64_t Hkv, int64_t L,
-                                                                  int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head, T scale) {
+__attribute__((always_inline)) inline void decode_attention_range(const T* q, const T* k, const T* v,
+                                                                  const bool* allowed, T* out, int64_t begin,
+                                                                  int64_t end, int64_t H, int64_t Hkv, int64_t L,
+                                                                  int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head,
+                                                                  T scale) {
   std::vector<T> s(static_cast<size_t>((H / Hkv) * L * Lk));
-  for (int64_t i = begin; i < end; i++) decode_attention_item(q, k, v, allowed, out, i / Hkv, i % Hkv, H, Hkv, L, Lk, hd, k_row, k_head, scale, s.data());
+  for (int64_t i = begin; i < end; i++)
+    decode_attention_item(q, k, v, allowed, out, i / Hkv, i % Hkv, H, Hkv, L, Lk, hd, k_row, k_head, scale, s.data());
 }
 
 CRPO_AVX2_CLONE void decode_attention_f32(const float* q, const float* k, const float* v, const bool* allowed,
-                                                                              float* out, int64_t begin, int64_t end, int64_t H, int64_t Hkv,
-                                                                              int64_t L, int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head,
-                                                                              float scale) {
+                                          float* out, int64_t begin, int64_t end, int64_t H, int64_t Hkv, int64_t L,
+                                          int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head, float scale) {
   decode_attention_range<float>(q, k, v, allowed, out, begin, end, H, Hkv, L, Lk, hd, k_row, k_head, scale);
 }
 
-void decode_attention_f64(const double* q, const double* k, const double* v, const bool* allowed, double* out, int64_t begin, int64_t end,
-                          int64_t H, int64_t Hkv, int64_t L, int64_t Lk, int64_t hd, int64_t k_row, int64_t k_head, double scale) {
+void decode_attention_f64(const double* q, const double* k, const double* v, const bool* allowed, double* out,
+                          int64_t begin, int64_t end, int64_t H, int64_t Hkv, int64_t L, int64_t Lk, int64_t hd,
+                          int64_t k_row, int64_t k_head, double scale) {
   decode_attention_range<double>(q, k, v, allowed, out, begin, end, H, Hkv, L, Lk, hd, k_row, k_head, scale);
 }
 
@@ -215,16 +229,17 @@ bool decode_kernel_applies(const torch::Tensor& q, const torch::Tensor& k, const
 
 }  // namespace
 
-torch::Tensor decode_attention(const torch::Tensor& q_, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& allowed_,
-                               double scale) {
-  TORCH_CHECK(q_.dim() == 4 && k.dim() == 4 && allowed_.dim() == 4, "decode_attention: q ", q_.sizes(), ", k ", k.sizes(), ", allowed ",
-              allowed_.sizes(), " must be 4-d");
+torch::Tensor decode_attention(const torch::Tensor& q_, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& allowed_, double scale) {
+  TORCH_CHECK(q_.dim() == 4 && k.dim() == 4 && allowed_.dim() == 4, "decode_attention: q ", q_.sizes(), ", k ",
+              k.sizes(), ", allowed ", allowed_.sizes(), " must be 4-d");
   const int64_t N = q_.size(0), H = q_.size(1), L = q_.size(2), hd = q_.size(3), Hkv = k.size(1), Lk = allowed_.size(3);
   TORCH_CHECK(v.sizes().equals(k.sizes()) && k.size(0) == N && k.size(3) == hd && H % Hkv == 0 && k.size(2) >= Lk &&
                   allowed_.size(0) == N && allowed_.size(1) == 1 && allowed_.size(2) == L,
-              "decode_attention: q ", q_.sizes(), ", k ", k.sizes(), ", v ", v.sizes(), ", allowed ", allowed_.sizes(), " do not fit");
-  TORCH_CHECK(k.stride(3) == 1 && k.stride(2) == hd && v.strides().equals(k.strides()), "decode_attention: k/v need contiguous rows, got strides ",
-              k.strides(), " / ", v.strides());
+              "decode_attention: q ", q_.sizes(), ", k ", k.sizes(), ", v ", v.sizes(), ", allowed ", allowed_.sizes(),
+              " do not fit");
+  TORCH_CHECK(k.stride(3) == 1 && k.stride(2) == hd && v.strides().equals(k.strides()),
+              "decode_attention: k/v need contiguous rows, got strides ", k.strides(), " / ", v.strides());
   TORCH_CHECK(q_.scalar_type() == k.scalar_type() && k.scalar_type() == v.scalar_type() && q_.device().is_cpu(),
               "decode_attention: CPU q/k/v of one dtype expected");
   auto q = q_.contiguous();
@@ -237,10 +252,12 @@ torch::Tensor decode_attention(const torch::Tensor& q_, const torch::Tensor& k, 
     float* op = out.data_ptr<float>();
     const bool* ap = allowed.data_ptr<bool>();
     at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) {
-      decode_attention_f32(qp, kp, vp, ap, op, b, e, H, Hkv, L, Lk, hd, k.stride(0), k.stride(1), static_cast<float>(scale));
+      decode_attention_f32(qp, kp, vp, ap, op, b, e, H, Hkv, L, Lk, hd, k.stride(0), k.stride(1),
+                           static_cast<float>(scale));
     });
   } else {
-    TORCH_CHECK(q.scalar_type() == torch::kDouble, "decode_attention: float32 or float64 expected, got ", q.scalar_type());
+    TORCH_CHECK(q.scalar_type() == torch::kDouble, "decode_attention: float32 or float64 expected, got ",
+                q.scalar_type());
     const double *qp = q.data_ptr<double>(), *kp = k.data_ptr<double>(), *vp = v.data_ptr<double>();
     double* op = out.data_ptr<double>();
     const bool* ap = allowed.data_ptr<bool>();
@@ -274,12 +291,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     v = cache->v.narrow(2, 0, start + L);
   }
   if (decode_kernel_applies(q, k, v, L)) {  // generation's decode steps (slow twin: the matmuls below)
-    return wo->forward(decode_attention(q, k, v, allowed, 1.0 / std::sqrt(static_cast<double>(head_dim))));  // (N, L, H*hd)
+    return wo->forward(
+        decode_attention(q, k, v, allowed, 1.0 / std::sqrt(static_cast<double>(head_dim))));  // (N, L, H*hd)
   }
   if (reference_paths()) {
     // Slow twin of the grouped form below: keys/values repeated for every query head.
-    auto kr = k.repeat_interleave(heads / kv_heads, 1), vr = v.repeat_interleave(heads / kv_heads, 1);  // (N, H, Lk, hd)
-    auto scores = torch::matmul(q, kr.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, H, L, Lk)
+    auto kr = k.repeat_interleave(heads / kv_heads, 1),
+         vr = v.repeat_interleave(heads / kv_heads, 1);  // (N, H, Lk, hd)
+    auto scores =
+        torch::matmul(q, kr.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, H, L, Lk)
     scores = upcast(scores).masked_fill(allowed.logical_not(), -1e9);
     auto attn = torch::softmax(scores, -1).to(x.scalar_type());
     return wo->forward(torch::matmul(attn, vr).transpose(1, 2).reshape({N, L, heads * head_dim}));
@@ -288,7 +308,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   // adjacent, so they are viewed as g*L rows of that kv head: no copy of the keys and values.
   const int64_t g = heads / kv_heads, Lk = k.size(2);
   auto qg = q.reshape({N, kv_heads, g * L, head_dim});
-  auto scores = torch::matmul(qg, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, Hkv, g*L, Lk)
+  auto scores =
+      torch::matmul(qg, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (N, Hkv, g*L, Lk)
   scores = upcast(scores).view({N, kv_heads, g, L, Lk}).masked_fill(allowed.logical_not().unsqueeze(2), -1e9);
   auto attn = torch::softmax(scores, -1).to(x.scalar_type()).view({N, kv_heads, g * L, Lk});
   auto out = torch::matmul(attn, v).view({N, heads, L, head_dim}).transpose(1, 2).reshape({N, L, heads * head_dim});
@@ -301,7 +322,9 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
   down = register_module("down", linear(hidden, dim, false));
 }
 
-torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return down->forward(torch::silu(gate->forward(x)) * up->forward(x)); }
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
+  return down->forward(torch::silu(gate->forward(x)) * up->forward(x));
+}
 
 DecoderLayerImpl::DecoderLayerImpl(int64_t dim, int64_t heads, int64_t kv_heads, int64_t mlp_hidden, double eps) {
   attn_norm = register_module("attn_norm", RMSNorm(dim, eps));
@@ -319,9 +342,11 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
 LanguageModelImpl::LanguageModelImpl(const PolicyConfig& c)
     : dim(c.lm_dim), heads(c.lm_heads), kv_heads(c.lm_kv_heads), theta(c.rope_theta) {
   embed = register_module("embed", torch::nn::Embedding(c.vocab_size, c.lm_dim));
-  if (c.option_slots > 0) slot_embed = register_module("slot_embed", torch::nn::Embedding(c.option_slots + 1, c.lm_dim));
+  if (c.option_slots > 0)
+    slot_embed = register_module("slot_embed", torch::nn::Embedding(c.option_slots + 1, c.lm_dim));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.lm_layers; i++) layers->push_back(DecoderLayer(c.lm_dim, c.lm_heads, c.lm_kv_heads, c.lm_mlp, c.norm_eps));
+  for (int64_t i = 0; i < c.lm_layers; i++)
+    layers->push_back(DecoderLayer(c.lm_dim, c.lm_heads, c.lm_kv_heads, c.lm_mlp, c.norm_eps));
   norm = register_module("norm", RMSNorm(c.lm_dim, c.norm_eps));
   head = register_module("head", linear(c.lm_dim, c.vocab_size, false));
 }
@@ -334,7 +359,7 @@ torch::Tensor LanguageModelImpl::forward(const torch::Tensor& embeds, const torc
   auto [cos, sin] = rotary_tables(positions, dim / heads, theta, embeds.scalar_type());
   auto idx = torch::TensorOptions().dtype(torch::kLong).device(embeds.device());
   auto causal = torch::arange(Lk, idx).unsqueeze(0) <= torch::arange(start, start + L, idx).unsqueeze(1);  // (L, Lk)
-  auto allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(key_valid.view({N, 1, 1, Lk}));       // (N, 1, L, Lk)
+  auto allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(key_valid.view({N, 1, 1, Lk}));  // (N, 1, L, Lk)
   auto h = embeds;
   for (size_t i = 0; i < layers->size(); i++) {
     h = layers[i]->as<DecoderLayer>()->forward(h, cos, sin, allowed, cache ? &cache->layers[i] : nullptr, start);
@@ -347,7 +372,8 @@ KVCache LanguageModelImpl::make_cache(int64_t n, int64_t capacity, const torch::
   KVCache c;
   const int64_t hd = dim / heads;
   for (size_t i = 0; i < layers->size(); i++) {
-    c.layers.push_back({torch::zeros({n, kv_heads, capacity, hd}, opts), torch::zeros({n, kv_heads, capacity, hd}, opts)});
+    c.layers.push_back(
+        {torch::zeros({n, kv_heads, capacity, hd}, opts), torch::zeros({n, kv_heads, capacity, hd}, opts)});
   }
   c.key_valid = torch::zeros({n, capacity}, opts.dtype(torch::kBool));
   return c;
@@ -374,7 +400,12 @@ torch::Tensor VisionBlockImpl::forward(const torch::Tensor& x) {
 }
 
 VisionEncoderImpl::VisionEncoderImpl(const PolicyConfig& c)
-    : frames(c.frames), image(c.image_size), channels(c.channels), patch(c.patch_size), tpatch(c.temporal_patch), dim(c.vision_dim),
+    : frames(c.frames),
+      image(c.image_size),
+      channels(c.channels),
+      patch(c.patch_size),
+      tpatch(c.temporal_patch),
+      dim(c.vision_dim),
       clip_attention(c.vision_clip_attention) {
   patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * channels, dim, true));
   spatial_pos = register_parameter("spatial_pos", torch::zeros({c.patches_per_group(), dim}));
@@ -388,18 +419,21 @@ torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
   const int64_t M = pixels.size(0), g = image / patch, Tg = frames / tpatch, P = g * g;
   TORCH_CHECK(pixels.dim() == 5 && pixels.size(1) == frames && pixels.size(2) == image && pixels.size(3) == image &&
                   pixels.size(4) == channels,
-              "vision encoder: pixels are ", pixels.sizes(), ", expected [M, ", frames, ", ", image, ", ", image, ", ", channels, "]");
+              "vision encoder: pixels are ", pixels.sizes(), ", expected [M, ", frames, ", ", image, ", ", image, ", ",
+              channels, "]");
   // Tubelets: (M, T', tp, gy, p, gx, p, C) -> (M*T', gy*gx, tp*p*p*C); one batch for all frame groups.
   auto x = pixels.reshape({M, Tg, tpatch, g, patch, g, patch, channels})
                .permute({0, 1, 3, 5, 2, 4, 6, 7})
                .reshape({M * Tg, P, tpatch * patch * patch * channels});
-  x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) + temporal_pos.view({1, Tg, 1, dim});
+  x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) +
+      temporal_pos.view({1, Tg, 1, dim});
   x = clip_attention ? x.reshape({M, Tg * P, dim}) : x.reshape({M * Tg, P, dim});
   for (size_t i = 0; i < blocks->size(); i++) x = blocks[i]->as<VisionBlock>()->forward(x);
   return norm->forward(x).view({M, Tg, P, dim});
 }
 
-ProjectorImpl::ProjectorImpl(int64_t vision_dim, int64_t lm_dim, int64_t grid_, int64_t merge_) : grid(grid_), merge(merge_) {
+ProjectorImpl::ProjectorImpl(int64_t vision_dim, int64_t lm_dim, int64_t grid_, int64_t merge_)
+    : grid(grid_), merge(merge_) {
   const int64_t in = vision_dim * merge * merge;
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({vision_dim}).eps(1e-6)));
   fc1 = register_module("fc1", linear(in, in, true));
@@ -444,11 +478,15 @@ void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generato
     if (ends_with(n, "_pos")) {
       p.normal_(0.0, c.pos_init_std, gen);
     } else if (p.dim() == 1) {
-      if (ends_with(n, ".bias")) p.zero_();
-      else p.fill_(1.0);
+      if (ends_with(n, ".bias"))
+        p.zero_();
+      else
+        p.fill_(1.0);
     } else {
       double s = c.init_std;
-      if (ends_with(n, ".wo.weight") || ends_with(n, ".down.weight") || ends_with(n, ".proj.weight") || ends_with(n, ".fc2.weight")) s *= out_scale;
+      if (ends_with(n, ".wo.weight") || ends_with(n, ".down.weight") || ends_with(n, ".proj.weight") ||
+          ends_with(n, ".fc2.weight"))
+        s *= out_scale;
       p.normal_(0.0, s, gen);
     }
   }
@@ -473,9 +511,12 @@ torch::ScalarType dtype_of(const std::string& s) {
 
 VideoTransform to_kernel(FrameOp op) {
   switch (op) {
-    case FrameOp::HFlip: return VideoTransform::HFlip;
-    case FrameOp::Reverse: return VideoTransform::Reverse;
-    default: return VideoTransform::HFlipReverse;
+    case FrameOp::HFlip:
+      return VideoTransform::HFlip;
+    case FrameOp::Reverse:
+      return VideoTransform::Reverse;
+    default:
+      return VideoTransform::HFlipReverse;
   }
 }
 
@@ -496,7 +537,8 @@ Policy::Policy(const PolicyConfig& c) : cfg_(c), device_(torch::kCPU) {
   }
 }
 
-Policy::Policy(const Policy& other, bool frozen) : cfg_(other.cfg_), device_(other.device_), dtype_(other.dtype_), frozen_(frozen) {
+Policy::Policy(const Policy& other, bool frozen)
+    : cfg_(other.cfg_), device_(other.device_), dtype_(other.dtype_), frozen_(frozen) {
   gen_ = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
   net_ = PolicyNet(cfg_);
   decay_ = decay_mask(*net_);
@@ -551,12 +593,13 @@ torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
       }
     }
     if (vids.empty()) continue;
-    auto sel = frames.index_select(0, torch::tensor(vids, torch::kLong)).to(device_).contiguous();  // (m, T, H, W, C) uint8
+    auto sel =
+        frames.index_select(0, torch::tensor(vids, torch::kLong)).to(device_).contiguous();  // (m, T, H, W, C) uint8
     if (op != 0) sel = video_transform(sel, FrameLayout::BTHWC, to_kernel(static_cast<FrameOp>(op)), 0);
     for (size_t i = 0; i < slots.size(); i++) clips[slots[i]] = sel[static_cast<int64_t>(i)];
   }
   auto pixels = torch::stack(clips).to(dtype_).div_(127.5).sub_(1.0);  // (M, T, H, W, C) in [-1, 1]
-  auto vis = net_->projector->forward(net_->vision->forward(pixels));   // (M, Nv, D)
+  auto vis = net_->projector->forward(net_->vision->forward(pixels));  // (M, Nv, D)
   return vis.index_select(0, torch::tensor(which, torch::kLong).to(device_));
 }
 
@@ -600,7 +643,8 @@ torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions&
   return net_->lm->logits(completion_hidden(b, c, full_sequence));  // (N, C, V)
 }
 
-torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence, torch::Tensor* prefix_hidden) {
+torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence,
+                                        torch::Tensor* prefix_hidden) {
   const int64_t G = b.group, C = c.ids.size(1);
   auto pre = build_prefix(b);
   const int64_t P = pre.embeds.size(0), Lpre = pre.embeds.size(1);
@@ -616,7 +660,7 @@ torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions&
   if (full_sequence) {
     auto emb = torch::cat({pre.embeds.repeat_interleave(G, 0), net_->lm->embed->forward(ids)}, 1);  // (N, Lpre+C, D)
     auto pos = torch::cat({pre.positions.repeat_interleave(G, 0), cpos}, 1);
-    auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);  // (N, Lpre+C, D)
+    auto hidden = net_->lm->forward(emb, pos, valid, nullptr, 0);                     // (N, Lpre+C, D)
     if (prefix_hidden) *prefix_hidden = hidden.narrow(1, 0, Lpre).slice(0, 0, N, G);  // row p*G of each prompt
     // Column Lpre-1+t predicts completion token t.
     return hidden.narrow(1, Lpre - 1, C);  // (N, C, D)
@@ -651,13 +695,13 @@ torch::Tensor Policy::prompt_lm_loss(const PromptBatch& b, const torch::Tensor& 
   if (targets.empty()) return torch::zeros({}, prefix_hidden.options().dtype(torch::kFloat));
   auto idx = torch::tensor(rows_cols, torch::kLong).to(device_);
   auto tgt = torch::tensor(targets, torch::kLong).to(device_);
-  auto h = prefix_hidden.reshape({P * Lpre, D}).index_select(0, idx);  // (T, D)
+  auto h = prefix_hidden.reshape({P * Lpre, D}).index_select(0, idx);                // (T, D)
   auto lsm = torch::log_softmax(upcast(net_->lm->logits(h)).to(torch::kFloat), -1);  // (T, V)
   return -lsm.gather(-1, tgt.unsqueeze(-1)).mean();
 }
 
-Policy::TokenScores Policy::score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature,
-                                         bool want_entropy) {
+Policy::TokenScores Policy::score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask,
+                                         double temperature, bool want_entropy) {
   const int64_t N = hidden.size(0), C = hidden.size(1), D = hidden.size(2);
   auto ids = c.ids.to(device_);
   TokenScores out;
@@ -675,7 +719,9 @@ Policy::TokenScores Policy::score_tokens(const torch::Tensor& hidden, const Comp
   // and the log-softmax run on those T positions, packed, and the results are scattered back (0
   // elsewhere, where every consumer masks).
   auto idx = mask.reshape({N * C}).gt(0.5).nonzero().squeeze(1);  // (T)
-  auto lsm = torch::log_softmax(upcast(net_->lm->logits(hidden.reshape({N * C, D}).index_select(0, idx))).to(torch::kFloat) / temperature, -1);  // (T, V)
+  auto lsm = torch::log_softmax(
+      upcast(net_->lm->logits(hidden.reshape({N * C, D}).index_select(0, idx))).to(torch::kFloat) / temperature,
+      -1);                                                                                        // (T, V)
   auto lp = lsm.gather(-1, ids.reshape({N * C}).index_select(0, idx).unsqueeze(-1)).squeeze(-1);  // (T)
   out.logp = torch::zeros({N * C}, lp.options()).index_copy(0, idx, lp).view({N, C});
   if (want_entropy) {
@@ -712,9 +758,9 @@ namespace {
 // One token per row of probs (N, V) on the CPU, by inverting the row's CDF at its uniform u (N, 1)
 // in [0, 1) (float64).
 torch::Tensor sample_inverse_cdf(const torch::Tensor& probs, const torch::Tensor& u01) {
-  auto cdf = probs.to(torch::kDouble).cumsum(-1);                            // (N, V)
-  auto total = cdf.narrow(-1, cdf.size(-1) - 1, 1);                          // (N, 1)
-  auto u = u01 * total;                                                      // in [0, total)
+  auto cdf = probs.to(torch::kDouble).cumsum(-1);    // (N, V)
+  auto total = cdf.narrow(-1, cdf.size(-1) - 1, 1);  // (N, 1)
+  auto u = u01 * total;                              // in [0, total)
   // The first entry whose CDF exceeds u: never a zero-probability entry (its CDF equals the previous one).
   return at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(probs.size(-1) - 1);
 }
@@ -734,7 +780,8 @@ double sample_uniform(uint64_t seed, uint64_t sample, uint64_t token) {
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
-torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out, int64_t group, int64_t token) {
+torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out,
+                                  int64_t group, int64_t token) {
   auto lf = upcast(logits).to(torch::kFloat) / o.temperature;  // (N, V)
   auto lsm = torch::log_softmax(lf, -1);
   torch::Tensor tok;
@@ -767,7 +814,8 @@ torch::Tensor Policy::sample_next(const torch::Tensor& logits, const SamplingOpt
       u = torch::empty({N, 1}, torch::kDouble);
       auto ua = u.data_ptr<double>();
       for (int64_t r = 0; r < N; r++) {
-        ua[r] = sample_uniform(o.seeds[static_cast<size_t>(r / group)], static_cast<uint64_t>(r % group), static_cast<uint64_t>(token));
+        ua[r] = sample_uniform(o.seeds[static_cast<size_t>(r / group)], static_cast<uint64_t>(r % group),
+                               static_cast<uint64_t>(token));
       }
     } else {
       u = at::rand({N, 1}, gen_, torch::TensorOptions().dtype(torch::kDouble));
@@ -786,12 +834,14 @@ Generation Policy::generate(const PromptBatch& b, const SamplingOptions& o) {
   const int64_t Lpre = pre.embeds.size(1);
   if (!o.seeds.empty() && static_cast<int64_t>(o.seeds.size()) != P) {
     throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                  "policy generate: seeds has " + std::to_string(o.seeds.size()) + " entries, expected one per prompt (" + std::to_string(P) + ")");
+                  "policy generate: seeds has " + std::to_string(o.seeds.size()) +
+                      " entries, expected one per prompt (" + std::to_string(P) + ")");
   }
   if (Lpre + T > cfg_.max_seq_len) {
     throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                  "policy generate: prompt (" + std::to_string(Lpre) + " tokens with the visual ones) + maxNewTokens (" +
-                      std::to_string(T) + ") exceeds maxSeqLen " + std::to_string(cfg_.max_seq_len));
+                  "policy generate: prompt (" + std::to_string(Lpre) +
+                      " tokens with the visual ones) + maxNewTokens (" + std::to_string(T) + ") exceeds maxSeqLen " +
+                      std::to_string(cfg_.max_seq_len));
   }
   auto lopts = torch::TensorOptions().dtype(torch::kLong).device(device_);
   Generation out;
@@ -838,7 +888,8 @@ Generation Policy::generate(const PromptBatch& b, const SamplingOptions& o) {
     if (o.use_cache) {
       cache.key_valid.select(1, Lpre + s).fill_(true);
       auto emb = net_->lm->embed->forward(tok.unsqueeze(1));  // (N, 1, D)
-      auto h = net_->lm->forward(emb, (next_pos + s).unsqueeze(1), cache.key_valid.narrow(1, 0, Lpre + s + 1), &cache, Lpre + s);
+      auto h = net_->lm->forward(emb, (next_pos + s).unsqueeze(1), cache.key_valid.narrow(1, 0, Lpre + s + 1), &cache,
+                                 Lpre + s);
       logits = net_->lm->logits(h.select(1, 0));
     }
   }
@@ -849,26 +900,28 @@ PolicyLoss policy_loss(const torch::Tensor& logp, const torch::Tensor& old_logp,
                        const torch::Tensor& advantages, const torch::Tensor& mask, const LossOptions& o) {
   const int64_t C = logp.size(1);
   auto old = old_logp.defined() ? old_logp : logp.detach();
-  auto ratio = torch::exp(logp - old);                                     // (N, C)
-  auto A = advantages.unsqueeze(1);                                        // (N, 1)
+  auto ratio = torch::exp(logp - old);  // (N, C)
+  auto A = advantages.unsqueeze(1);     // (N, 1)
   auto l1 = -ratio * A;
   auto l2 = -torch::clamp(ratio, 1.0 - o.eps_low, 1.0 + o.eps_high) * A;
-  auto clip_loss = torch::max(l1, l2);                                     // -min(rA, clamp(r)A)
+  auto clip_loss = torch::max(l1, l2);  // -min(rA, clamp(r)A)
   torch::Tensor kl = torch::zeros_like(logp);
   if (ref_logp.defined()) {
     auto d = torch::clamp(ref_logp - logp, -10.0, 10.0);
-    kl = torch::exp(d) - d - 1.0;                                          // k3
+    kl = torch::exp(d) - d - 1.0;  // k3
   }
   auto tokens = mask.sum();
   auto token_mean = [&](const torch::Tensor& x) { return (x * mask).sum() / tokens.clamp_min(1.0); };
   auto agg = [&](const torch::Tensor& x) -> torch::Tensor {
     switch (o.agg) {
-      case Aggregation::TokenMean: return token_mean(x);
+      case Aggregation::TokenMean:
+        return token_mean(x);
       case Aggregation::SeqMeanTokenSumNorm: {
         const double norm = o.max_new_tokens > 0 ? static_cast<double>(o.max_new_tokens) : static_cast<double>(C);
         return ((x * mask).sum(1) / norm).mean();
       }
-      default: return ((x * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean();
+      default:
+        return ((x * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean();
     }
   };
   PolicyLoss r;
@@ -899,9 +952,9 @@ double reference_grad_norm(const std::vector<torch::Tensor>& grads) {
 
 // AdamW, as torch.optim.AdamW: gradients scaled by `clip`, decoupled decay p *= 1 - lr*wd
 // (where decay[i]), bias-corrected moments; `step` counts this update.
-void reference_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
-                          std::vector<torch::Tensor>& exp_avg_sq, const std::vector<bool>& decay, int64_t step, double clip,
-                          const OptimOptions& oo) {
+void reference_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads,
+                          std::vector<torch::Tensor>& exp_avg, std::vector<torch::Tensor>& exp_avg_sq,
+                          const std::vector<bool>& decay, int64_t step, double clip, const OptimOptions& oo) {
   if (clip != 1.0) {
     for (auto& g : grads) g.mul_(clip);
   }
@@ -924,7 +977,8 @@ bool fused_adamw_applies(const std::vector<torch::Tensor>& params, const std::ve
                          const std::vector<torch::Tensor>& exp_avg, const std::vector<torch::Tensor>& exp_avg_sq) {
   if (reference_paths() || params.size() != exp_avg.size() || params.size() != exp_avg_sq.size()) return false;
   auto ok = [](const torch::Tensor& t, int64_t n) {
-    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == n;
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() &&
+           t.numel() == n;
   };
   for (size_t i = 0; i < params.size(); i++) {
     const int64_t n = params[i].numel();
@@ -951,10 +1005,9 @@ double fused_grad_norm(const std::vector<torch::Tensor>& grads) {
 
 // Per element, the reference's float32 operations in its order: g *= clip; p *= 1 - lr*wd;
 // m = m*b1 + (1-b1)*g; v = v*b2 + (1-b2)*g*g; p += step_size * m / (sqrt(v) / sqrt(bc2) + eps).
-CRPO_AVX2_CLONE void adamw_f32(float* __restrict p, const float* __restrict g, float* __restrict m,
-                                                                   float* __restrict v, int64_t n, float clip, bool scale_grad, float decay,
-                                                                   bool apply_decay, float b1, float omb1, float b2, float omb2,
-                                                                   float sqrt_bc2, float eps, float step_size) {
+CRPO_AVX2_CLONE void adamw_f32(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
+                               int64_t n, float clip, bool scale_grad, float decay, bool apply_decay, float b1,
+                               float omb1, float b2, float omb2, float sqrt_bc2, float eps, float step_size) {
   for (int64_t i = 0; i < n; i++) {
     float gi = g[i];
     if (scale_grad) gi = gi * clip;
@@ -968,17 +1021,19 @@ CRPO_AVX2_CLONE void adamw_f32(float* __restrict p, const float* __restrict g, f
   }
 }
 
-void fused_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads, std::vector<torch::Tensor>& exp_avg,
-                      std::vector<torch::Tensor>& exp_avg_sq, const std::vector<bool>& decay, int64_t step, double clip,
-                      const OptimOptions& oo) {
+void fused_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads,
+                      std::vector<torch::Tensor>& exp_avg, std::vector<torch::Tensor>& exp_avg_sq,
+                      const std::vector<bool>& decay, int64_t step, double clip, const OptimOptions& oo) {
   const double bc1 = 1.0 - std::pow(oo.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(oo.beta2, static_cast<double>(step));
   for (size_t i = 0; i < params.size(); i++) {
     auto& p = params[i];
-    adamw_f32(p.data_ptr<float>(), grads[i].data_ptr<float>(), exp_avg[i].data_ptr<float>(), exp_avg_sq[i].data_ptr<float>(), p.numel(),
-              static_cast<float>(clip), clip != 1.0, static_cast<float>(1.0 - oo.lr * oo.weight_decay), oo.weight_decay > 0 && decay[i],
-              static_cast<float>(oo.beta1), static_cast<float>(1.0 - oo.beta1), static_cast<float>(oo.beta2), static_cast<float>(1.0 - oo.beta2),
-              static_cast<float>(std::sqrt(bc2)), static_cast<float>(oo.eps), static_cast<float>(-oo.lr / bc1));
+    adamw_f32(p.data_ptr<float>(), grads[i].data_ptr<float>(), exp_avg[i].data_ptr<float>(),
+              exp_avg_sq[i].data_ptr<float>(), p.numel(), static_cast<float>(clip), clip != 1.0,
+              static_cast<float>(1.0 - oo.lr * oo.weight_decay), oo.weight_decay > 0 && decay[i],
+              static_cast<float>(oo.beta1), static_cast<float>(1.0 - oo.beta1), static_cast<float>(oo.beta2),
+              static_cast<float>(1.0 - oo.beta2), static_cast<float>(std::sqrt(bc2)), static_cast<float>(oo.eps),
+              static_cast<float>(-oo.lr / bc1));
   }
 }
 
@@ -987,11 +1042,13 @@ void fused_adamw_step(std::vector<torch::Tensor>& params, std::vector<torch::Ten
 StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const torch::Tensor& advantages,
                              const torch::Tensor& old_logp, const torch::Tensor& ref_logp, const LossOptions& lo,
                              const OptimOptions& oo, bool sft, int64_t process_group) {
-  if (frozen_) throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN", "policy trainStep: this policy is a frozen reference copy");
+  if (frozen_)
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN", "policy trainStep: this policy is a frozen reference copy");
   std::shared_ptr<dist::ProcessGroupHandle> pg;
   if (process_group >= 0) {
     if (!dist::find_process_group) {
-      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_DIST", "policy trainStep: process groups are not built into this addon");
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_DIST",
+                    "policy trainStep: process groups are not built into this addon");
     }
     pg = dist::find_process_group(process_group);
   }
@@ -1007,7 +1064,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     auto mask = completion_mask(c, device_);
     torch::Tensor prefix_hidden;
     const bool prompt_lm = sft && lo.prompt_lm > 0;
-    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr), c, mask, lo.temperature, true);
+    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr), c, mask,
+                           lo.temperature, true);
     auto logp = sc.logp;  // (N, C)
     {
       torch::NoGradGuard ng;
@@ -1024,8 +1082,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
         loss = loss + lo.prompt_lm * lm;
       }
     } else {
-      auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp, ref_logp.defined() ? ref_logp.to(device_) : ref_logp,
-                            advantages.to(device_), mask, lo);
+      auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp,
+                            ref_logp.defined() ? ref_logp.to(device_) : ref_logp, advantages.to(device_), mask, lo);
       loss = pl.loss;
       st.pg_loss = pl.pg_loss;
       st.kl_loss = pl.kl_loss;
@@ -1051,7 +1109,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   if (pg) {
     // Every rank takes part, even when its own loss was bad or its batch empty. First the weights
     // and the bad flags (float64), so that all ranks skip together; then sum_r (w_r / W) grad_r.
-    auto meta = torch::tensor({weight, bad ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kDouble)).to(grads[0].device());
+    auto meta =
+        torch::tensor({weight, bad ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kDouble)).to(grads[0].device());
     std::vector<torch::Tensor> m{meta};
     pg->allreduce_sum(m);
     auto mc = meta.to(torch::kCPU);
@@ -1063,7 +1122,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     if (!bad) {
       torch::NoGradGuard ng;
       const double share = total_weight > 0 ? weight / total_weight : 0.0;
-      if (share != 1.0) for (auto& g : grads) g.mul_(share);
+      if (share != 1.0)
+        for (auto& g : grads) g.mul_(share);
       pg->allreduce_sum(grads);
     }
   }
@@ -1084,10 +1144,13 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     st.step = step_;
     return st;
   }
-  const double clip = (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) ? oo.max_grad_norm / (st.grad_norm + 1e-6) : 1.0;
+  const double clip =
+      (oo.max_grad_norm > 0 && st.grad_norm > oo.max_grad_norm) ? oo.max_grad_norm / (st.grad_norm + 1e-6) : 1.0;
   step_ += 1;
-  if (fused) fused_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
-  else reference_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
+  if (fused)
+    fused_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
+  else
+    reference_adamw_step(params, grads, exp_avg_, exp_avg_sq_, decay_, step_, clip, oo);
   for (auto& p : params) p.mutable_grad() = torch::Tensor();
   st.step = step_;
   return st;
@@ -1095,7 +1158,8 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
 
 std::vector<NamedTensor> Policy::get_parameters() const {
   std::vector<NamedTensor> out;
-  for (auto& kv : net_->named_parameters()) out.push_back({kv.key(), kv.value().detach().to(torch::kCPU, torch::kFloat).contiguous().clone()});
+  for (auto& kv : net_->named_parameters())
+    out.push_back({kv.key(), kv.value().detach().to(torch::kCPU, torch::kFloat).contiguous().clone()});
   return out;
 }
 
@@ -1122,25 +1186,29 @@ std::string shape_str(at::IntArrayRef s) {
 }
 
 // Copies `values` into `targets` by name after checking that names and shapes match exactly.
-void load_named(const std::vector<std::pair<std::string, torch::Tensor>>& targets, const std::vector<NamedTensor>& values,
-                const std::string& what) {
+void load_named(const std::vector<std::pair<std::string, torch::Tensor>>& targets,
+                const std::vector<NamedTensor>& values, const std::string& what) {
   std::unordered_map<std::string, const torch::Tensor*> given;
   for (auto& v : values) {
-    if (!given.emplace(v.name, &v.value).second) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": tensor '" + v.name + "' given twice");
+    if (!given.emplace(v.name, &v.value).second)
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": tensor '" + v.name + "' given twice");
   }
   for (auto& t : targets) {
     auto it = given.find(t.first);
-    if (it == given.end()) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": missing tensor '" + t.first + "'");
+    if (it == given.end())
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": missing tensor '" + t.first + "'");
     if (!it->second->sizes().equals(t.second.sizes())) {
       throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT",
-                    what + ": tensor '" + t.first + "' has shape " + shape_str(it->second->sizes()) + ", expected " + shape_str(t.second.sizes()));
+                    what + ": tensor '" + t.first + "' has shape " + shape_str(it->second->sizes()) + ", expected " +
+                        shape_str(t.second.sizes()));
     }
   }
   if (given.size() != targets.size()) {
     std::unordered_map<std::string, int> known;
     for (auto& t : targets) known[t.first] = 1;
     for (auto& v : values) {
-      if (!known.count(v.name)) throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": unexpected tensor '" + v.name + "'");
+      if (!known.count(v.name))
+        throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", what + ": unexpected tensor '" + v.name + "'");
     }
   }
   torch::NoGradGuard ng;
@@ -1159,8 +1227,12 @@ void Policy::set_parameters(const std::vector<NamedTensor>& values) {
 }
 
 void Policy::set_optimizer_state(const std::vector<NamedTensor>& values, int64_t step) {
-  if (frozen_) throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN", "policy setOptimizerState: a frozen reference copy has no optimizer");
-  if (step < 0) throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE", "policy optimizer step must be >= 0, got " + std::to_string(step));
+  if (frozen_)
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_FROZEN",
+                  "policy setOptimizerState: a frozen reference copy has no optimizer");
+  if (step < 0)
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                  "policy optimizer step must be >= 0, got " + std::to_string(step));
   std::vector<std::pair<std::string, torch::Tensor>> targets;
   size_t i = 0;
   for (auto& kv : net_->named_parameters()) {
@@ -1184,7 +1256,8 @@ void Policy::set_rng_state(const torch::Tensor& s) {
   try {
     g.set_state(s);
   } catch (const c10::Error& e) {
-    throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT", std::string("policy RNG state rejected: ") + e.what_without_backtrace());
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_CHECKPOINT",
+                  std::string("policy RNG state rejected: ") + e.what_without_backtrace());
   }
 }
 
@@ -1195,8 +1268,8 @@ void Policy::set_rng_state(const torch::Tensor& s) {
 namespace {
 
 // Central differences on up to `per_leaf` random entries of every leaf against autograd.
-GradCheckResult fd_check(const std::function<torch::Tensor()>& f, const std::vector<torch::Tensor>& leaves, at::Generator& gen,
-                         int64_t per_leaf = 12, double h = 1e-6) {
+GradCheckResult fd_check(const std::function<torch::Tensor()>& f, const std::vector<torch::Tensor>& leaves,
+                         at::Generator& gen, int64_t per_leaf = 12, double h = 1e-6) {
   for (auto l : leaves) l.mutable_grad() = torch::Tensor();
   f().backward();
   GradCheckResult r;
@@ -1228,8 +1301,10 @@ GradCheckResult fd_check(const std::function<torch::Tensor()>& f, const std::vec
 void randomize(torch::nn::Module& m, at::Generator& gen) {
   torch::NoGradGuard ng;
   for (auto& p : m.parameters()) {
-    if (p.dim() == 1) p.normal_(1.0, 0.3, gen);
-    else p.normal_(0.0, 0.4, gen);
+    if (p.dim() == 1)
+      p.normal_(1.0, 0.3, gen);
+    else
+      p.normal_(0.0, 0.4, gen);
   }
 }
 
@@ -1323,7 +1398,8 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     auto pos = torch::tensor({0, 1, 2, 3, 4, 0, 0, 1, 2, 3}, torch::kLong).view({2, 5});
     auto valid = torch::ones({2, 5}, torch::kBool);
     valid[1][1] = false;
-    return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}), gen);
+    return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}),
+                    gen);
   }
   if (name == "vision_encoder" || name == "vision_encoder_clip") {
     c.vision_clip_attention = name == "vision_encoder_clip";
@@ -1385,9 +1461,11 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     // Checks a sample of entries of every parameter tensor.
     return fd_check(f, p.net_params(), gen, 3);
   }
-  throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                "policy gradCheck: unknown module '" + name +
-                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, vision_encoder_clip, projector, policy_loss, policy; fast:<name> compares a fast path with its slow twin)");
+  throw OpError(
+      ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+      "policy gradCheck: unknown module '" + name +
+          "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, "
+          "vision_encoder_clip, projector, policy_loss, policy; fast:<name> compares a fast path with its slow twin)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1397,7 +1475,8 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
 namespace {
 
 void compare_into(GradCheckResult& r, const torch::Tensor& fast, const torch::Tensor& slow) {
-  TORCH_CHECK(fast.sizes().equals(slow.sizes()), "fast path check: shapes differ, ", fast.sizes(), " vs ", slow.sizes());
+  TORCH_CHECK(fast.sizes().equals(slow.sizes()), "fast path check: shapes differ, ", fast.sizes(), " vs ",
+              slow.sizes());
   auto f = fast.detach().to(torch::kDouble), s = slow.detach().to(torch::kDouble);
   r.max_error = std::max(r.max_error, ((f - s).abs() / s.abs().clamp_min(1.0)).max().item<double>());
   r.max_abs_grad = std::max(r.max_abs_grad, s.abs().max().item<double>());
@@ -1525,7 +1604,8 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
         ReferencePaths ref;
         slow = p.generate(b, o);
       }
-      const int64_t differ = fast.tokens.ne(slow.tokens).sum().item<int64_t>() + fast.lengths.ne(slow.lengths).sum().item<int64_t>();
+      const int64_t differ =
+          fast.tokens.ne(slow.tokens).sum().item<int64_t>() + fast.lengths.ne(slow.lengths).sum().item<int64_t>();
       compare_into(r, fast.logprobs, slow.logprobs);
       if (differ) r.max_error = std::max(r.max_error, 1e9 + static_cast<double>(differ));  // any token difference fails
     }
@@ -1579,7 +1659,8 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
         ReferencePaths rp;
         z = slow.train_step(b, comp, adv, old, ref, lo, oo, false, -1);
       }
-      compare_into(r, torch::tensor({a.loss, a.grad_norm}, torch::kDouble), torch::tensor({z.loss, z.grad_norm}, torch::kDouble));
+      compare_into(r, torch::tensor({a.loss, a.grad_norm}, torch::kDouble),
+                   torch::tensor({z.loss, z.grad_norm}, torch::kDouble));
     }
     auto fw = fast.get_parameters(), sw = slow.get_parameters();
     for (size_t i = 0; i < fw.size(); i++) compare_into(r, fw[i].value, sw[i].value);
@@ -1616,14 +1697,18 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     }
     auto opts = torch::optim::AdamWOptions(oo.lr).betas({oo.beta1, oo.beta2}).eps(oo.eps);
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(oo.weight_decay)));
-    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(opts).weight_decay(oo.weight_decay)));
+    groups.emplace_back(
+        no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
     torch::optim::AdamW ref(std::move(groups), opts);
     for (int64_t step = 1; step <= 4; step++) {
       std::vector<torch::Tensor> g;
-      for (auto& t : a) g.push_back(at::randn(t.sizes(), gen, torch::kFloat) * (step == 1 ? 3.0 : 0.2));  // clipped, then not
+      for (auto& t : a)
+        g.push_back(at::randn(t.sizes(), gen, torch::kFloat) * (step == 1 ? 3.0 : 0.2));  // clipped, then not
       for (size_t i = 0; i < b2.size(); i++) b2[i].mutable_grad() = g[i].clone();
-      TORCH_CHECK(fused_adamw_applies(a, g, m, v), "fast path check: the fused AdamW does not apply to its own test tensors");
+      TORCH_CHECK(fused_adamw_applies(a, g, m, v),
+                  "fast path check: the fused AdamW does not apply to its own test tensors");
       const double norm = fused_grad_norm(g);
       const double torch_norm = torch::nn::utils::clip_grad_norm_(b2, oo.max_grad_norm);
       compare_into(r, torch::tensor({norm}, torch::kDouble), torch::tensor({torch_norm}, torch::kDouble));
@@ -1635,7 +1720,9 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     return r;
   }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-                "policy fast path check: unknown name '" + name + "' (known: attention_decode, attention_decode_f32, attention_grouped, generate, logprobs, train_step, adamw)");
+                "policy fast path check: unknown name '" + name +
+                    "' (known: attention_decode, attention_decode_f32, attention_grouped, generate, logprobs, "
+                    "train_step, adamw)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1659,7 +1746,8 @@ std::shared_ptr<Policy> find_policy(int64_t id, const std::string& op) {
   std::lock_guard<std::mutex> l(g_mu);
   auto it = g_policies.find(id);
   if (it == g_policies.end()) {
-    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", op + ": policy " + std::to_string(id) + " does not exist (disposed?)");
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED",
+                  op + ": policy " + std::to_string(id) + " does not exist (disposed?)");
   }
   return it->second;
 }

@@ -210,12 +210,12 @@ enum class FrameOp { None = 0, HFlip = 1, Reverse = 2, HFlipReverse = 3 };
 
 // P prompts over V videos; row r of the output batch is prompt r / G, sample r % G.
 struct PromptBatch {
-  torch::Tensor frames;                    // (V, T, H, W, C) uint8, CPU (may wrap a JS buffer)
-  std::vector<int64_t> video;              // (P) index into frames
-  std::vector<FrameOp> op;                 // (P) counterfactual transform applied on the device
-  std::vector<std::vector<int64_t>> ids;   // (P) prompt token ids
-  std::vector<std::vector<int64_t>> slots; // (P) option slot of each prompt token (0 = none), or empty: all 0
-  int64_t group = 1;                       // G
+  torch::Tensor frames;                     // (V, T, H, W, C) uint8, CPU (may wrap a JS buffer)
+  std::vector<int64_t> video;               // (P) index into frames
+  std::vector<FrameOp> op;                  // (P) counterfactual transform applied on the device
+  std::vector<std::vector<int64_t>> ids;    // (P) prompt token ids
+  std::vector<std::vector<int64_t>> slots;  // (P) option slot of each prompt token (0 = none), or empty: all 0
+  int64_t group = 1;                        // G
   int64_t prompts() const { return static_cast<int64_t>(ids.size()); }
 };
 
@@ -351,10 +351,12 @@ class Policy {
   struct TokenScores {
     torch::Tensor logp, entropy;
   };
-  TokenScores score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask, double temperature, bool want_entropy);
+  TokenScores score_tokens(const torch::Tensor& hidden, const Completions& c, const torch::Tensor& mask,
+                           double temperature, bool want_entropy);
   // Rows are prompt-major with `group` samples per prompt; `token` is the index of the token drawn
   // (the counter of the per-row streams when o.seeds is set).
-  torch::Tensor sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out, int64_t group, int64_t token);
+  torch::Tensor sample_next(const torch::Tensor& logits, const SamplingOptions& o, torch::Tensor* logp_out,
+                            int64_t group, int64_t token);
 
   PolicyConfig cfg_;
   PolicyNet net_{nullptr};
@@ -378,7 +380,8 @@ struct GradCheckResult {
 GradCheckResult grad_check(const std::string& name, uint64_t seed);
 // Fast path vs its slow twin (ReferencePaths) on random inputs; max_error = max |fast - slow| /
 // max(1, |slow|), max_abs_grad = max |slow| (scale of what was compared), checked = entries.
-// name: attention_decode (float64) | attention_decode_f32 | attention_grouped | generate | logprobs | train_step | adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
+// name: attention_decode (float64) | attention_decode_f32 | attention_grouped | generate | logprobs | train_step |
+// adamw (more as fast paths are added). grad_check("fast:<name>") runs it.
 GradCheckResult fast_path_check(const std::string& name, uint64_t seed);
 
 // Live handles: id -> model.

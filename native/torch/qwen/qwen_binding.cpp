@@ -36,7 +36,8 @@ std::shared_ptr<Model> find_model(const Napi::Value& v, const std::string& op) {
   std::lock_guard<std::mutex> lock(g_models_mu);
   auto it = g_models.find(id);
   if (it == g_models.end())
-    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED", op + ": model " + std::to_string(id) + " was disposed or never loaded");
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED",
+                  op + ": model " + std::to_string(id) + " was disposed or never loaded");
   return it->second;
 }
 
@@ -145,7 +146,8 @@ qwen::Config parse_config(const Napi::Object& o, const std::string& op) {
   c.image_token = get_int(o, "imageTokenId", op, -1, true);
   c.video_token = get_int(o, "videoTokenId", op, -1, true);
   if (c.text.mrope_section.size() != 3)
-    throw_range_error(op, "config.text.mropeSection", "3 integers", std::to_string(c.text.mrope_section.size()) + " values");
+    throw_range_error(op, "config.text.mropeSection", "3 integers",
+                      std::to_string(c.text.mrope_section.size()) + " values");
   return c;
 }
 
@@ -161,7 +163,8 @@ at::Device parse_device(const std::string& s, const std::string& op) {
   try {
     at::Device d(s);
     if (d.is_cuda() && !torch::cuda::is_available())
-      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA", op + ": device '" + s + "' requested but CUDA is not available");
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA",
+                    op + ": device '" + s + "' requested but CUDA is not available");
     return d;
   } catch (const c10::Error&) {
     throw_range_error(op, "device", "'cpu' or 'cuda[:N]'", "'" + s + "'");
@@ -190,19 +193,26 @@ qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const s
   Napi::Object o = read_object(v, op, "inputs");
   qwen::Inputs in;
   int64_t B = get_int(o, "batch", op, 1, true), L = get_int(o, "seqLen", op, 0, true);
-  if (B < 1 || L < 1) throw_range_error(op, "inputs.batch/seqLen", "positive integers", std::to_string(B) + "/" + std::to_string(L));
+  if (B < 1 || L < 1)
+    throw_range_error(op, "inputs.batch/seqLen", "positive integers", std::to_string(B) + "/" + std::to_string(L));
   in.input_ids = copy_array(o.Get("inputIds"), op, "inputs.inputIds", {B, L}, napi_int32_array);
-  if (present(o, "attentionMask")) in.attention_mask = copy_array(o.Get("attentionMask"), op, "inputs.attentionMask", {B, L}, napi_int32_array);
+  if (present(o, "attentionMask"))
+    in.attention_mask = copy_array(o.Get("attentionMask"), op, "inputs.attentionMask", {B, L}, napi_int32_array);
   in.position_ids = copy_array(o.Get("positionIds"), op, "inputs.positionIds", {3, B, L}, napi_int32_array);
   const int64_t pd = cfg.vision.in_ch * cfg.vision.temporal_patch * cfg.vision.patch * cfg.vision.patch;
   auto vis = [&](const char* pk, const char* gk, at::Tensor* px, at::Tensor* grid) {
     if (!present(o, pk)) return;
     ByteView g = read_typed_array(o.Get(gk), op, std::string("inputs.") + gk);
-    if (g.length % 3 != 0 || g.length == 0) throw_range_error(op, std::string("inputs.") + gk, "3 integers per grid", std::to_string(g.length) + " values");
-    *grid = copy_array(o.Get(gk), op, std::string("inputs.") + gk, {static_cast<int64_t>(g.length / 3), 3}, napi_int32_array);
+    if (g.length % 3 != 0 || g.length == 0)
+      throw_range_error(op, std::string("inputs.") + gk, "3 integers per grid", std::to_string(g.length) + " values");
+    *grid = copy_array(o.Get(gk), op, std::string("inputs.") + gk, {static_cast<int64_t>(g.length / 3), 3},
+                       napi_int32_array);
     ByteView p = read_typed_array(o.Get(pk), op, std::string("inputs.") + pk);
-    if (p.length % pd != 0) throw_range_error(op, std::string("inputs.") + pk, "a multiple of " + std::to_string(pd) + " values", std::to_string(p.length));
-    *px = copy_array(o.Get(pk), op, std::string("inputs.") + pk, {static_cast<int64_t>(p.length / pd), pd}, napi_float32_array);
+    if (p.length % pd != 0)
+      throw_range_error(op, std::string("inputs.") + pk, "a multiple of " + std::to_string(pd) + " values",
+                        std::to_string(p.length));
+    *px = copy_array(o.Get(pk), op, std::string("inputs.") + pk, {static_cast<int64_t>(p.length / pd), pd},
+                     napi_float32_array);
   };
   vis("pixelValues", "imageGridThw", &in.pixel_values, &in.image_grid);
   vis("pixelValuesVideos", "videoGridThw", &in.pixel_values_videos, &in.video_grid);
@@ -217,7 +227,8 @@ Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t0) {
   Napi::Float32Array a = Napi::Float32Array::New(env, t.numel());
   if (t.numel() > 0) std::memcpy(a.Data(), t.data_ptr<float>(), t.numel() * sizeof(float));
   Napi::Array shape = Napi::Array::New(env, t.dim());
-  for (int64_t i = 0; i < t.dim(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.size(i))));
+  for (int64_t i = 0; i < t.dim(); ++i)
+    shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.size(i))));
   Napi::Object o = Napi::Object::New(env);
   o.Set("data", a);
   o.Set("shape", shape);
@@ -253,7 +264,8 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
       mp->size = static_cast<size_t>(st.st_size);
       mp->addr = mmap(nullptr, mp->size, PROT_READ, MAP_PRIVATE, fd, 0);
       close(fd);
-      if (mp->addr == MAP_FAILED) throw OpError(ErrorKind::Generic, "ERR_CRPO_MODEL_LOAD", "qwenLoad: cannot map " + r.file);
+      if (mp->addr == MAP_FAILED)
+        throw OpError(ErrorKind::Generic, "ERR_CRPO_MODEL_LOAD", "qwenLoad: cannot map " + r.file);
     }
     if (r.offset < 0 || static_cast<size_t>(r.offset + r.nbytes) > mp->size)
       throw OpError(ErrorKind::Generic, "ERR_CRPO_MODEL_LOAD",
@@ -262,8 +274,9 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
     int64_t n = 1;
     for (auto s : r.shape) n *= s;
     if (n * static_cast<int64_t>(c10::elementSize(st)) != r.nbytes)
-      throw OpError(ErrorKind::Generic, "ERR_CRPO_MODEL_LOAD", "qwenLoad: " + r.file + ": tensor '" + r.name + "' has " +
-                                                                    std::to_string(r.nbytes) + " bytes, not the size of its shape");
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_MODEL_LOAD",
+                    "qwenLoad: " + r.file + ": tensor '" + r.name + "' has " + std::to_string(r.nbytes) +
+                        " bytes, not the size of its shape");
     at::Tensor t = torch::from_blob(static_cast<uint8_t*>(mp->addr) + r.offset, r.shape, st);
     m.set_param(r.name, t);  // copies (and converts) before the mapping goes away
   }
@@ -339,7 +352,8 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     const std::string op = "qwenForward";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
-    Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
+    Napi::Object opts =
+        info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
     bool capture = get_bool(opts, "capture", false);
     double temperature = get_num(opts, "temperature", op, 1.0);
     if (!(temperature > 0)) throw_range_error(op, "options.temperature", "a number > 0", std::to_string(temperature));
@@ -395,8 +409,9 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
                                                : at::log_softmax(logits.narrow(1, 0, L - 1).detach() / temperature, -1)
                                                      .gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1))
                                                      .squeeze(-1);
-          at::Tensor valid = in.attention_mask.defined() ? in.attention_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat)
-                                                        : at::ones_like(lp);
+          at::Tensor valid = in.attention_mask.defined()
+                                 ? in.attention_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat)
+                                 : at::ones_like(lp);
           at::Tensor objective = (lp * valid).sum();
           at::Tensor loss = -(lp * valid).sum() / valid.sum();
           if (!grad_names.empty()) {
@@ -448,8 +463,10 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     so.top_p = get_num(opts, "topP", op, 1.0);
     so.seed = static_cast<uint64_t>(get_int(opts, "seed", op, 0, false));
     so.keep_logits = get_bool(opts, "keepLogits", false);
-    if (so.temperature < 0) throw_range_error(op, "options.temperature", "a number >= 0", std::to_string(so.temperature));
-    if (!(so.top_p > 0 && so.top_p <= 1)) throw_range_error(op, "options.topP", "a number in (0, 1]", std::to_string(so.top_p));
+    if (so.temperature < 0)
+      throw_range_error(op, "options.temperature", "a number >= 0", std::to_string(so.temperature));
+    if (!(so.top_p > 0 && so.top_p <= 1))
+      throw_range_error(op, "options.topP", "a number in (0, 1]", std::to_string(so.top_p));
     auto out = std::make_shared<qwen::GenerateResult>();
     auto* w = new QwenWorker(
         info.Env(), op,
@@ -474,7 +491,8 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
           o.Set("tokens", rows);
           o.Set("logprobs", lps);
           Napi::Array sl = Napi::Array::New(env, out->step_logits.size());
-          for (size_t i = 0; i < out->step_logits.size(); ++i) sl.Set(static_cast<uint32_t>(i), tensor_to_js(env, out->step_logits[i]));
+          for (size_t i = 0; i < out->step_logits.size(); ++i)
+            sl.Set(static_cast<uint32_t>(i), tensor_to_js(env, out->step_logits[i]));
           o.Set("stepLogits", sl);
           return o;
         });
@@ -497,9 +515,12 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     Napi::Object o = read_object(info[2], op, "batch");
     qwen::TrainBatch b;
     b.completion_mask = copy_array(o.Get("completionMask"), op, "batch.completionMask", {B, L}, napi_int32_array);
-    if (present(o, "advantages")) b.advantages = copy_array(o.Get("advantages"), op, "batch.advantages", {B}, napi_float32_array);
-    if (present(o, "oldLogprobs")) b.old_logprobs = copy_array(o.Get("oldLogprobs"), op, "batch.oldLogprobs", {B, L - 1}, napi_float32_array);
-    if (present(o, "refLogprobs")) b.ref_logprobs = copy_array(o.Get("refLogprobs"), op, "batch.refLogprobs", {B, L - 1}, napi_float32_array);
+    if (present(o, "advantages"))
+      b.advantages = copy_array(o.Get("advantages"), op, "batch.advantages", {B}, napi_float32_array);
+    if (present(o, "oldLogprobs"))
+      b.old_logprobs = copy_array(o.Get("oldLogprobs"), op, "batch.oldLogprobs", {B, L - 1}, napi_float32_array);
+    if (present(o, "refLogprobs"))
+      b.ref_logprobs = copy_array(o.Get("refLogprobs"), op, "batch.refLogprobs", {B, L - 1}, napi_float32_array);
     qwen::TrainOptions to;
     to.objective = get_str(o, "objective", op, "grpo");
     to.lr = get_num(o, "lr", op, 1e-4);
@@ -515,12 +536,18 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     to.norm_seqs = get_int(o, "normSequences", op, 0, false);
     to.apply = get_bool(o, "apply", true);
     to.seed = get_int(o, "seed", op, -1, false);
-    if (!(to.temperature > 0)) throw_range_error(op, "batch.temperature", "a number > 0", std::to_string(to.temperature));
-    if (to.aggregation != "token-mean" && to.aggregation != "seq-mean-token-mean" && to.aggregation != "seq-mean-token-sum-norm")
-      throw_range_error(op, "batch.aggregation", "'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm'", "'" + to.aggregation + "'");
-    if (to.kl_beta > 0 && !b.ref_logprobs.defined()) throw_type_error(op, "batch.refLogprobs", "a Float32Array (klBeta > 0)", o.Get("refLogprobs"));
-    if (to.objective != "grpo" && to.objective != "sft") throw_range_error(op, "batch.objective", "'grpo' or 'sft'", "'" + to.objective + "'");
-    if (to.objective == "grpo" && !b.advantages.defined()) throw_type_error(op, "batch.advantages", "a Float32Array of one advantage per row", o.Get("advantages"));
+    if (!(to.temperature > 0))
+      throw_range_error(op, "batch.temperature", "a number > 0", std::to_string(to.temperature));
+    if (to.aggregation != "token-mean" && to.aggregation != "seq-mean-token-mean" &&
+        to.aggregation != "seq-mean-token-sum-norm")
+      throw_range_error(op, "batch.aggregation", "'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm'",
+                        "'" + to.aggregation + "'");
+    if (to.kl_beta > 0 && !b.ref_logprobs.defined())
+      throw_type_error(op, "batch.refLogprobs", "a Float32Array (klBeta > 0)", o.Get("refLogprobs"));
+    if (to.objective != "grpo" && to.objective != "sft")
+      throw_range_error(op, "batch.objective", "'grpo' or 'sft'", "'" + to.objective + "'");
+    if (to.objective == "grpo" && !b.advantages.defined())
+      throw_type_error(op, "batch.advantages", "a Float32Array of one advantage per row", o.Get("advantages"));
     auto out = std::make_shared<qwen::TrainStats>();
     auto* w = new QwenWorker(
         info.Env(), op,

@@ -95,7 +95,8 @@ at::Tensor Model::act(const at::Tensor& x, const std::string& name) const {
   if (name == "gelu") return at::gelu(x);
   if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_fast") return at::gelu(x, "tanh");
   if (name == "quick_gelu") return x * at::sigmoid(1.702 * x);
-  TORCH_CHECK(false, "qwen: unsupported activation '", name, "' (supported: silu, gelu, gelu_pytorch_tanh, quick_gelu)");
+  TORCH_CHECK(false, "qwen: unsupported activation '", name,
+              "' (supported: silu, gelu, gelu_pytorch_tanh, quick_gelu)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,8 +152,8 @@ VisionResult Model::vision(const at::Tensor& pixels, const at::Tensor& grid, Cap
   auto rows = grid_rows(grid);
   int64_t expect = 0;
   for (auto& g : rows) {
-    TORCH_CHECK(g[0] > 0 && g[1] > 0 && g[2] > 0 && g[1] % m == 0 && g[2] % m == 0,
-                "qwen: grid (", g[0], ",", g[1], ",", g[2], ") must be positive with h and w divisible by ", m);
+    TORCH_CHECK(g[0] > 0 && g[1] > 0 && g[2] > 0 && g[1] % m == 0 && g[2] % m == 0, "qwen: grid (", g[0], ",", g[1],
+                ",", g[2], ") must be positive with h and w divisible by ", m);
     expect += g[0] * g[1] * g[2];
   }
   const int64_t patch_dim = v.in_ch * v.temporal_patch * v.patch * v.patch;
@@ -162,7 +163,8 @@ VisionResult Model::vision(const at::Tensor& pixels, const at::Tensor& grid, Cap
   // Qwen*VisionPatchEmbed: Conv3d with stride == kernel over each row.  (N, C*tp*p*p) -> (N, hv)
   at::Tensor x = pixels.to(device_, dtype_).view({-1, v.in_ch, v.temporal_patch, v.patch, v.patch});
   at::Tensor pb = q3 ? param(P + "patch_embed.proj.bias") : at::Tensor();
-  x = at::conv3d(x, param(P + "patch_embed.proj.weight"), pb, {v.temporal_patch, v.patch, v.patch}).view({-1, v.hidden});
+  x = at::conv3d(x, param(P + "patch_embed.proj.weight"), pb, {v.temporal_patch, v.patch, v.patch})
+          .view({-1, v.hidden});
   const int64_t N = x.size(0);
   if (cap) cap->add("vis_patch_embed_out_" + call, x);
 
@@ -179,18 +181,17 @@ VisionResult Model::vision(const at::Tensor& pixels, const at::Tensor& grid, Cap
       at::Tensor hc = (hf + 1).clamp_max(side - 1), wc = (wf + 1).clamp_max(side - 1);
       at::Tensor dh = hi - hf, dw = wi - wf;
       at::Tensor bh = hf * side, bhc = hc * side;
-      std::array<at::Tensor, 4> idx = {(bh.unsqueeze(1) + wf.unsqueeze(0)).flatten(),
-                                       (bh.unsqueeze(1) + wc.unsqueeze(0)).flatten(),
-                                       (bhc.unsqueeze(1) + wf.unsqueeze(0)).flatten(),
-                                       (bhc.unsqueeze(1) + wc.unsqueeze(0)).flatten()};
+      std::array<at::Tensor, 4> idx = {
+          (bh.unsqueeze(1) + wf.unsqueeze(0)).flatten(), (bh.unsqueeze(1) + wc.unsqueeze(0)).flatten(),
+          (bhc.unsqueeze(1) + wf.unsqueeze(0)).flatten(), (bhc.unsqueeze(1) + wc.unsqueeze(0)).flatten()};
       std::array<at::Tensor, 4> wt = {((1 - dh).unsqueeze(1) * (1 - dw).unsqueeze(0)).flatten(),
                                       ((1 - dh).unsqueeze(1) * dw.unsqueeze(0)).flatten(),
                                       (dh.unsqueeze(1) * (1 - dw).unsqueeze(0)).flatten(),
                                       (dh.unsqueeze(1) * dw.unsqueeze(0)).flatten()};
       at::Tensor pe;
       for (int j = 0; j < 4; ++j) {
-        at::Tensor e = at::embedding(table, idx[j].to(device_, at::kLong)) *
-                       wt[j].to(device_, table.scalar_type()).unsqueeze(1);
+        at::Tensor e =
+            at::embedding(table, idx[j].to(device_, at::kLong)) * wt[j].to(device_, table.scalar_type()).unsqueeze(1);
         pe = j == 0 ? e : pe + e;
       }
       pe = pe.repeat({t, 1}).view({t, h / m, m, w / m, m, -1}).permute({0, 1, 3, 2, 4, 5}).flatten(0, 4);
@@ -205,15 +206,25 @@ VisionResult Model::vision(const at::Tensor& pixels, const at::Tensor& grid, Cap
   for (auto& g : rows) {
     int64_t t = g[0], h = g[1], w = g[2];
     max_hw = std::max({max_hw, h, w});
-    at::Tensor hp = at::arange(h, at::kLong).unsqueeze(1).expand({h, w}).reshape({h / m, m, w / m, m}).permute({0, 2, 1, 3}).flatten();
-    at::Tensor wp = at::arange(w, at::kLong).unsqueeze(0).expand({h, w}).reshape({h / m, m, w / m, m}).permute({0, 2, 1, 3}).flatten();
+    at::Tensor hp = at::arange(h, at::kLong)
+                        .unsqueeze(1)
+                        .expand({h, w})
+                        .reshape({h / m, m, w / m, m})
+                        .permute({0, 2, 1, 3})
+                        .flatten();
+    at::Tensor wp = at::arange(w, at::kLong)
+                        .unsqueeze(0)
+                        .expand({h, w})
+                        .reshape({h / m, m, w / m, m})
+                        .permute({0, 2, 1, 3})
+                        .flatten();
     pos.push_back(at::stack({hp, wp}, -1).repeat({t, 1}));
   }
   at::Tensor pos_ids = at::cat(pos, 0);  // (N, 2)
   const int64_t rdim = hd / 2;
   at::Tensor inv_freq = 1.0 / at::pow(10000.0, at::arange(0, rdim, 2, at::kFloat) / static_cast<double>(rdim));
   at::Tensor table = at::outer(at::arange(max_hw, at::kFloat), inv_freq);  // (max_hw, hd/4)
-  at::Tensor rot = table.index({pos_ids}).flatten(1);                       // (N, hd/2)
+  at::Tensor rot = table.index({pos_ids}).flatten(1);                      // (N, hd/2)
 
   // Full attention runs within each frame (t slice) of each grid.
   std::vector<int64_t> cu_full = {0};
@@ -288,7 +299,8 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
   const int64_t vocab = param(tpre() + "embed_tokens.weight").size(0);
   if (ids.numel() > 0) {
     int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < vocab, "qwen: token ids must be in [0, ", vocab, ") but range over [", lo, ", ", hi, "]");
+    TORCH_CHECK(lo >= 0 && hi < vocab, "qwen: token ids must be in [0, ", vocab, ") but range over [", lo, ", ", hi,
+                "]");
   }
   at::Tensor x = at::embedding(param(tpre() + "embed_tokens.weight"), ids);  // (B, L, H)
   int call = 0;
@@ -301,7 +313,8 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
     int64_t n = mask.sum().item<int64_t>();
     if (!reps.empty()) {
       auto rows = grid_rows(grid);
-      TORCH_CHECK(reps.size() == rows.size(), "qwen: ", reps.size(), " ", what, " repeat counts for ", rows.size(), " grids");
+      TORCH_CHECK(reps.size() == rows.size(), "qwen: ", reps.size(), " ", what, " repeat counts for ", rows.size(),
+                  " grids");
       const int64_t mu = cfg_.vision.merge * cfg_.vision.merge;
       auto expand = [&](const at::Tensor& feats) {
         std::vector<at::Tensor> parts;
@@ -353,7 +366,8 @@ at::Tensor Model::embed(const Inputs& in, Capture* cap, std::vector<at::Tensor>*
 std::pair<at::Tensor, at::Tensor> Model::rope_cos_sin(const at::Tensor& position_ids) const {
   const auto& t = cfg_.text;
   const int64_t hd = t.head_dim;
-  at::Tensor inv_freq = 1.0 / at::pow(t.theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / static_cast<double>(hd));
+  at::Tensor inv_freq =
+      1.0 / at::pow(t.theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / static_cast<double>(hd));
   inv_freq = inv_freq.to(device_);
   at::Tensor freqs = position_ids.to(device_).to(at::kFloat).unsqueeze(-1) * inv_freq;  // (3, B, L, hd/2)
   at::Tensor emb;
@@ -435,8 +449,8 @@ namespace {
 // state for LoRA dropout) and back-propagates into the input and the trainable weights given.
 struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, at::Tensor bias, at::TensorList params,
-                                                const Model* m, int64_t layer) {
+                                                at::Tensor sin, at::Tensor bias, at::TensorList params, const Model* m,
+                                                int64_t layer) {
     std::vector<at::Tensor> save = {x, cos, sin, bias};
     for (const auto& p : params) save.push_back(p);
     ctx->save_for_backward(save);
@@ -481,7 +495,8 @@ ForwardResult Model::decode(const at::Tensor& embeds, const at::Tensor& position
   const auto& t = cfg_.text;
   const int64_t B = embeds.size(0), L = embeds.size(1);
   const int64_t past = cache ? cache->len : 0;
-  at::Tensor m = mask.defined() ? mask.to(device_, at::kLong) : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
+  at::Tensor m = mask.defined() ? mask.to(device_, at::kLong)
+                                : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
   at::Tensor keys = (cache && cache->mask.defined()) ? at::cat({cache->mask, m}, 1) : m;  // (B, T)
   const int64_t T = keys.size(1);
   // causal + key padding, additive with the dtype's minimum (create_causal_mask, eager)
@@ -504,7 +519,8 @@ ForwardResult Model::decode(const at::Tensor& embeds, const at::Tensor& position
       for (const auto& kv : lora_params_)
         if (kv.second.requires_grad() && kv.first.rfind(P, 0) == 0) ps.push_back(kv.second);
       if (x.requires_grad() || !ps.empty()) {
-        x = LayerCheckpoint::apply(x, cs.first, cs.second, bias, at::TensorList(ps), static_cast<const Model*>(this), i)[0];
+        x = LayerCheckpoint::apply(x, cs.first, cs.second, bias, at::TensorList(ps), static_cast<const Model*>(this),
+                                   i)[0];
       } else {
         x = decoder_layer(x, i, cs.first, cs.second, bias, cache);
       }
@@ -548,8 +564,9 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   std::vector<at::Tensor> ds;
   at::Tensor embeds = embed(in, nullptr, &ds);
   at::Tensor pos = in.position_ids.to(device_, at::kLong);
-  at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(device_, at::kLong)
-                                                : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
+  at::Tensor mask = in.attention_mask.defined()
+                        ? in.attention_mask.to(device_, at::kLong)
+                        : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
   // rope deltas (get_rope_index): max position + 1 - L per row; new tokens continue from there.
   at::Tensor delta = std::get<0>(pos.amax(0).max(-1)) + 1 - L;  // (B,)
   const at::Tensor& table = param(tpre() + "embed_tokens.weight");
@@ -620,7 +637,8 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
 // ---------------------------------------------------------------------------------------------
 
 void Model::set_trainable(const std::string& mode) {
-  TORCH_CHECK(mode == "lora" || mode == "lm" || mode == "all", "qwen: trainable must be 'lora', 'lm' or 'all' but is '", mode, "'");
+  TORCH_CHECK(mode == "lora" || mode == "lm" || mode == "all", "qwen: trainable must be 'lora', 'lm' or 'all' but is '",
+              mode, "'");
   TORCH_CHECK(mode != "lora" || !lora_params_.empty(), "qwen: trainable 'lora' needs LoRA adapters (addLora first)");
   for (auto& kv : params_) {
     bool vis = kv.first.rfind(vpre(), 0) == 0;
@@ -653,7 +671,8 @@ void Model::ensure_optimizer(const TrainOptions& o) {
     if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
   TORCH_CHECK(!opt_params_.empty(), "qwen: nothing to train");
   opt_.reset(new torch::optim::AdamW(
-      opt_params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
+      opt_params_,
+      torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
 }
 
 void Model::save_optimizer(const std::string& path) {
@@ -710,14 +729,16 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
   else if (o.aggregation == "seq-mean-token-sum-norm")
     wgt = mask / (nseq * o.max_new_tokens);
   else
-    TORCH_CHECK(false, "qwen: aggregation must be token-mean, seq-mean-token-mean or seq-mean-token-sum-norm but is '", o.aggregation, "'");
+    TORCH_CHECK(false, "qwen: aggregation must be token-mean, seq-mean-token-mean or seq-mean-token-sum-norm but is '",
+                o.aggregation, "'");
   at::Tensor loss;
   if (o.objective == "sft") {
     loss = -(lp * wgt).sum();
     st.pg_loss = loss.item<double>();
   } else {
     TORCH_CHECK(o.objective == "grpo", "qwen: objective must be 'grpo' or 'sft' but is '", o.objective, "'");
-    TORCH_CHECK(b.advantages.defined() && b.advantages.numel() == B, "qwen: grpo needs one advantage per row (", B, ")");
+    TORCH_CHECK(b.advantages.defined() && b.advantages.numel() == B, "qwen: grpo needs one advantage per row (", B,
+                ")");
     at::Tensor adv = b.advantages.to(lp.device()).to(lp.scalar_type()).view({B, 1});
     at::Tensor old = b.old_logprobs.defined() ? b.old_logprobs.to(lp.device()).to(lp.scalar_type()) : lp.detach();
     at::Tensor ratio = at::exp(lp - old);

@@ -32,8 +32,8 @@ struct TextConfig {
 };
 
 struct VisionConfig {
-  int64_t depth = 0, hidden = 0, intermediate = 0, heads = 0, patch = 0, temporal_patch = 2, merge = 2,
-          in_ch = 3, out_hidden = 0;
+  int64_t depth = 0, hidden = 0, intermediate = 0, heads = 0, patch = 0, temporal_patch = 2, merge = 2, in_ch = 3,
+          out_hidden = 0;
   std::string act = "silu";
   int64_t window_size = 0;              // Qwen2.5-VL: window in pixels
   std::vector<int64_t> fullatt_blocks;  // Qwen2.5-VL: blocks with full (per-frame) attention
@@ -65,7 +65,7 @@ struct Inputs {
   at::Tensor pixel_values;    // (N_img_patches, C*tp*p*p) rows as the HF processor emits them
   at::Tensor image_grid;      // (n_img, 3)
   at::Tensor pixel_values_videos;
-  at::Tensor video_grid;  // (n_vid, 3)
+  at::Tensor video_grid;      // (n_vid, 3)
   bool share_vision = false;  // the vision inputs belong to every row (a GRPO group): encoded once
   // Each image / video i is used by image_repeats[i] consecutive placeholder runs (rows of one
   // prompt): encoded once, its features repeated. Empty = each item used once (transformers).
@@ -89,7 +89,7 @@ struct KVCache {
 };
 
 struct VisionResult {
-  at::Tensor embeds;                   // (N / merge^2, out_hidden)
+  at::Tensor embeds;                  // (N / merge^2, out_hidden)
   std::vector<at::Tensor> deepstack;  // Qwen3-VL: one (N / merge^2, out_hidden) per deepstack block
 };
 
@@ -99,9 +99,9 @@ struct ForwardResult {
 };
 
 struct GenerateResult {
-  std::vector<std::vector<int64_t>> tokens;    // per row, new tokens only
-  std::vector<std::vector<float>> logprobs;    // per row, log p(token) under the model (temperature 1)
-  std::vector<at::Tensor> step_logits;         // per step (B, V), fp32 CPU (when kept)
+  std::vector<std::vector<int64_t>> tokens;  // per row, new tokens only
+  std::vector<std::vector<float>> logprobs;  // per row, log p(token) under the model (temperature 1)
+  std::vector<at::Tensor> step_logits;       // per step (B, V), fp32 CPU (when kept)
 };
 
 struct SampleOptions {

@@ -9,7 +9,12 @@ require.extensions['.ts'] = function (module, filename) {
   const src = fs.readFileSync(filename, 'utf8');
   const out = ts.transpileModule(src, {
     fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, sourceMap: false },
+    compilerOptions: {
+      module: ts.ModuleKind.CommonJS,
+      target: ts.ScriptTarget.ES2022,
+      esModuleInterop: true,
+      sourceMap: false,
+    },
   });
   module._compile(out.outputText, filename);
 };
