@@ -17,6 +17,7 @@ import {
   runReproduceJob,
   spread,
   validateReproduceConfig,
+  parseMethod,
 } from '../../lib/reproduce';
 import { configFromArgs, type ReproduceArgs } from '../../lib/cli/commands/reproduce';
 
@@ -63,7 +64,10 @@ describe('crpo reproduce arguments', () => {
       lr: REPRODUCE_NATIVE.lr,
       baseSteps: REPRODUCE_NATIVE.baseSteps,
       baseLr: REPRODUCE_NATIVE.baseLr,
-      baseBatchSize: 16,
+      baseBatchSize: REPRODUCE_NATIVE.baseBatchSize,
+      baseShortcutSteps: REPRODUCE_NATIVE.baseShortcutSteps,
+      basePromptLm: REPRODUCE_NATIVE.basePromptLm,
+      nullOption: true,
       trainPairs: 100,
       seeds: [1, 2, 3],
     });
@@ -97,12 +101,25 @@ describe('crpo reproduce arguments', () => {
   test('the base model fingerprint covers the warm start and data, not the RL settings', () => {
     const c = presetConfig('native', false);
     expect(baseFingerprint({ ...c, lr: 0.01, steps: 3, groupSize: 4, curveEvery: 1 })).toBe(baseFingerprint(c));
-    expect(baseFingerprint({ ...c, baseLr: 0.001 })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, baseLr: c.baseLr * 2 })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, baseShortcutSteps: c.baseShortcutSteps + 1 })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, basePromptLm: 0 })).not.toBe(baseFingerprint(c));
     expect(baseFingerprint({ ...c, size: 16 })).not.toBe(baseFingerprint(c));
     // baseBatchSize 0 means batchSize: the same warm start either way.
     expect(baseFingerprint({ ...c, baseBatchSize: 0, batchSize: 16 })).toBe(
       baseFingerprint({ ...c, baseBatchSize: 16, batchSize: 16 }),
     );
+  });
+
+  test('method settings: crpo@norm=joint@crr=0 names the algorithm, the normalisation and the CRR weight', () => {
+    expect(parseMethod('crpo')).toEqual({ algo: 'crpo' });
+    expect(parseMethod('crpo@norm=joint@crr=0')).toEqual({ algo: 'crpo', norm: 'joint', crr: 0 });
+    expect(parseMethod('grpo@norm=none')).toEqual({ algo: 'grpo', norm: 'none' });
+    expect(() => parseMethod('crpo@norm=batch')).toThrow(/norm=per-branch\|joint\|none/);
+    expect(() => parseMethod('crpo@crr=')).toThrow(/crr=<number>/);
+    expect(() => parseMethod('crpo@lr=1')).toThrow(/crpo@lr=1/);
+    expect(() => parseMethod('ppo@crr=1')).toThrow(/Expected one of .*crpo/);
+    expect(() => validateReproduceConfig({ ...REPRODUCE_DEFAULTS, methods: ['crpo', 'crpo@crr=0'] })).not.toThrow();
   });
 
   test('bad values are refused with one message naming the field', () => {
