@@ -88,8 +88,8 @@ maybe(
       maxSeconds: 0,
     });
     expect(r2.steps).toBe(2);
-    const { policy: phase2, manifest } = await loadCheckpoint(r2.checkpoint);
-    phase2.dispose();
+    const { policy: loaded, manifest } = await loadCheckpoint(r2.checkpoint);
+    loaded.dispose();
     // The weights of the first phase, fresh AdamW moments; the optimizer's step count continues
     // (3 + 2), so bias correction is already ~1 and the first updates of the phase are small.
     expect(manifest.step).toBe(5);
