@@ -853,20 +853,30 @@ function readMetrics(file: string): { step: number; correct: number; crr: number
   return [...out.values()].sort((a, b) => a.step - b.step);
 }
 
+/** How the base model was made, in words. */
+function baseText(c: ReproduceConfig): string {
+  if (c.policy !== 'native')
+    return `${c.baseSteps} supervised warm-up steps (batch ${baseBatch(c)}, lr ${c.baseLr}) on the shortcut train split`;
+  return (
+    `${c.baseSteps} supervised steps of ${baseBatch(c)} fresh clips with colour independent of the answer (lr ${c.baseLr}, ` +
+    `prompt language-model loss ${c.basePromptLm}), then ${c.baseShortcutSteps} steps on fresh originals whose colour names the dynamic answer`
+  );
+}
+
 /** The Markdown report: settings, the main table, the plot. */
 export function report(c: ReproduceConfig, summaries: readonly MethodSummary[], table: string, wallMs: number): string {
   return [
     '## `crpo reproduce` results',
     '',
     `Synthetic DyBench, shortcut knob on (train split: object colour names the dynamic answer with p = ${c.shortcutP}; held-out split: colour independent of the answer). ` +
-      `Policy '${c.policy}' on clips of ${c.frames} frames of ${c.size}x${c.size}; one base model = ${c.baseSteps} supervised warm-up steps (batch ${baseBatch(c)}, lr ${c.baseLr}) on the shortcut train split, shared by every run; then ${c.steps} RL steps per method ` +
+      `Policy '${c.policy}' on clips of ${c.frames} frames of ${c.size}x${c.size}; one base model = ${baseText(c)}, shared by every run; then ${c.steps} RL steps per method ` +
       `(batch ${c.batchSize} prompts, G = ${c.groupSize}, lr ${c.lr}), seeds ${c.seeds.join(', ')}; ${c.trainPairs} train pairs and ${c.evalPairs} held-out pairs per category. ` +
       `Wall time ${(wallMs / 60000).toFixed(1)} min.`,
     '',
     'Held-out paired metrics (percent, mean ± sample sd over seeds): Acc and P-Acc over the three dynamic categories (DyBench), P-Acc per category ' +
       '(RD reversible dynamics, MD moving direction, ES event sequence), sensitivity (dynamic pairs answered differently), invariance (static pairs answered the same), Static Acc, ' +
       'colour-shortcut answers (held-out dynamic videos whose object colour names a wrong option: the share answered with that option), ' +
-      'and null-option answers (share of all held-out answers that are "None of the above", which only the CRPO rows are shown; wrong for Acc, a change for sensitivity).',
+      `and null-option answers (share of all held-out answers that are "None of the above", ${c.nullOption === true ? 'shown to every method' : 'which only the CRPO rows are shown'}; wrong for Acc, a change for sensitivity).`,
     '',
     table,
     '',
