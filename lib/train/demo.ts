@@ -12,6 +12,8 @@
  * lean on static cues). 'linear', the TypeScript toy policy (seconds; for tests).
  */
 import * as path from 'path';
+import { ALGORITHMS } from '../algo';
+import { invalidArg, outOfRange } from '../errors';
 import { resolveConfig, type TrainConfig } from './config';
 import { sftBase } from './sft';
 import { train, type ValidationResult } from './trainer';
@@ -142,6 +144,15 @@ export function demoConfig(o: {
 
 export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
   const policy: DemoPolicy = o.policy ?? 'native';
+  // Checked before the base model is made (minutes), not when the first RL run starts.
+  if (!(policy in DEMO_PRESETS))
+    throw invalidArg('policy', `one of ${Object.keys(DEMO_PRESETS).join(', ')}`, policy, 'crpo demo');
+  if (!Array.isArray(o.algos) || o.algos.length === 0)
+    throw invalidArg('algos', 'a non-empty list of algorithm names', o.algos, 'crpo demo');
+  for (const a of o.algos)
+    if (!ALGORITHMS.has(a)) throw outOfRange('algos', `one of ${ALGORITHMS.names().join(', ')}`, a, 'crpo demo');
+  if (new Set(o.algos).size !== o.algos.length)
+    throw invalidArg('algos', 'a list without repeats', o.algos.join(','), 'crpo demo');
   const p = DEMO_PRESETS[policy];
   const steps = o.steps && o.steps > 0 ? o.steps : p.steps;
   const seeds = o.seeds && o.seeds.length ? o.seeds : p.seeds;

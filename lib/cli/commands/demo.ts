@@ -6,6 +6,7 @@
  * 2 CPU cores; `--policy linear` runs the TypeScript toy policy in seconds.
  */
 import type { Argv } from 'yargs';
+import { CrpoError } from '../../errors';
 import { doctorReport, formatDoctor } from '../../doctor';
 import { DEMO_PRESETS, formatDemoTable, runDemo, type DemoPolicy } from '../../train/demo';
 
@@ -33,10 +34,11 @@ export function builder(y: Argv): Argv {
       describe: `Comma-separated seeds, one RL run per algorithm and seed (default: native ${DEMO_PRESETS.native.seeds.join(',')}; linear ${DEMO_PRESETS.linear.seeds.join(',')})`,
     })
     .check((a) => {
+      const usage = (m: string) => new CrpoError('ERR_CRPO_USAGE', m, { userError: true });
       if (!Number.isInteger(a.steps) || (a.steps as number) < 0)
-        throw new Error(`--steps: expected an integer >= 0 but received ${a.steps}`);
+        throw usage(`--steps: expected an integer >= 0 but received ${a.steps}`);
       if (a.seeds && !/^\d+(,\d+)*$/.test(String(a.seeds)))
-        throw new Error(`--seeds: expected comma-separated integers such as 1,2,3 but received '${a.seeds}'`);
+        throw usage(`--seeds: expected comma-separated integers such as 1,2,3 but received '${a.seeds}'`);
       return true;
     });
 }
