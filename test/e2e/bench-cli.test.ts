@@ -106,7 +106,12 @@ skipIf(torchReason).describe(`crpo bench rollout`, () => {
     for (const [args, message] of cases) {
       const r = crpo(['bench', 'rollout', ...args]);
       expect({ args, status: r.status }).toEqual({ args, status: 1 });
-      expect(r.stderr.trim().split('\n').filter((l) => !/^Run `crpo <command> --help` for usage\.$/.test(l))).toHaveLength(1);
+      expect(
+        r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !/^Run `crpo <command> --help` for usage\.$/.test(l)),
+      ).toHaveLength(1);
       expect(r.stderr).toMatch(message);
     }
     const u = crpo(['bench', 'frobnicate']);
