@@ -118,7 +118,7 @@ export const SFT_DEFAULTS = {
   batchSize: 32,
   lr: 1e-3,
   weightDecay: 0.01,
-  promptLm: 0,
+  promptLm: 1,
   target: 'letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,

@@ -37,6 +37,16 @@ export function builder(y: Argv): Argv {
     .option('batch-size', { type: 'number', default: SFT_DEFAULTS.batchSize })
     .option('lr', { type: 'number', default: SFT_DEFAULTS.lr, describe: 'Peak learning rate (warm-up, cosine decay)' })
     .option('weight-decay', { type: 'number', default: SFT_DEFAULTS.weightDecay })
+    .option('prompt-lm', {
+      type: 'number',
+      default: SFT_DEFAULTS.promptLm,
+      describe: 'Weight of the language-model loss on the prompt text (0 = off; docs/model.md, "Levers")',
+    })
+    .option('target', {
+      choices: ['letter', 'option-then-letter'],
+      default: SFT_DEFAULTS.target,
+      describe: 'Target completion: <answer>B</answer>, or the option text then <answer>B</answer>',
+    })
     .option('seed', { type: 'number', default: SFT_DEFAULTS.seed })
     .option('shortcut-p', {
       type: 'number',
@@ -76,6 +86,8 @@ interface Args {
   'batch-size': number;
   lr: number;
   'weight-decay': number;
+  'prompt-lm': number;
+  target: 'letter' | 'option-then-letter';
   seed: number;
   'shortcut-p': number;
   'null-option': boolean;
@@ -111,6 +123,8 @@ export async function handler(a: Args): Promise<void> {
     batchSize: a['batch-size'],
     lr: a.lr,
     weightDecay: a['weight-decay'],
+    promptLm: a['prompt-lm'],
+    target: a.target,
     seed: a.seed,
     shortcutP: a['shortcut-p'],
     nullOption: a['null-option'],
