@@ -1,10 +1,12 @@
 /**
- * Supervised warm start of the native policy (issue: "crpo sft"): teacher-forced cross-entropy on
- * `<answer>X</answer><eos>` over the synthetic DyBench train split (lib/synth), then greedy
- * evaluation on the test split with the paired metrics of crpo-method.md section 8 (Acc, P-Acc;
- * lib/eval/metrics). The train split's shortcut knob ties object colour to the answer, so the base
- * model learns to lean on that static cue, as real base models do. Seeded end to end; checkpoints
- * every `saveEvery` steps so that an interrupted run resumes where it stopped.
+ * Supervised training of the native policy (`crpo sft`): teacher-forced cross-entropy on
+ * `<answer>X</answer><eos>` (plus, by default, a language-model loss on the prompt text) over
+ * synthetic DyBench clips (lib/synth): fresh pairs every step by default, or a fixed set; then
+ * greedy evaluation on the test split with the paired metrics of crpo-method.md section 8 (Acc,
+ * P-Acc; lib/eval/metrics), accuracy per static attribute and the colour-shortcut rate.
+ * `shortcutBase` chains two runs into the base model RL starts from: one that sees and reads,
+ * then leans on the colour cue, as pretrained video LLMs lean on static cues. Seeded end to end;
+ * checkpoints every `saveEvery` steps so that an interrupted run resumes where it stopped.
  */
 import * as fs from 'fs';
 import * as path from 'path';
