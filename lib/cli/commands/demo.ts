@@ -2,7 +2,7 @@
  * `crpo demo`: the main job on its embedded default (lib/train/demo.ts). Prints the environment
  * report, makes a base model of the native tiny video-language policy that leans on a colour
  * shortcut, post-trains it with CRPO and GRPO under the same budget over 3 seeds, and prints Acc /
- * P-Acc / sensitivity / colour-shortcut answers on held-out pairs (mean ± sd). About 10 minutes on
+ * P-Acc / sensitivity / colour-shortcut answers on held-out pairs (mean ± sd). About 5.5 minutes on
  * 2 CPU cores; `--policy linear` runs the TypeScript toy policy in seconds.
  */
 import type { Argv } from 'yargs';
