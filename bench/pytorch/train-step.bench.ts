@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
 import type { RlCompletions } from '../../lib/model/policy';
+import { TWIN_TRAIN_STEP } from '../../lib/bench/vs-pytorch';
 import {
   THREAD_SETTINGS,
   TwinServer,
@@ -37,18 +38,7 @@ const WARMUP = 3,
 const LOSS_RTOL = 1e-4,
   GRAD_RTOL = 2e-3,
   GRAD_ATOL = 1e-6;
-const STEP = {
-  temperature: 1,
-  epsLow: 0.2,
-  epsHigh: 0.2,
-  beta: 0.04,
-  lr: 1e-4,
-  beta1: 0.9,
-  beta2: 0.999,
-  adamEps: 1e-8,
-  weightDecay: 0.01,
-  maxGradNorm: 1.0,
-};
+const STEP = TWIN_TRAIN_STEP;
 const TITLE = '### One dual-branch training step vs PyTorch-Python (`bench/pytorch/train-step.bench.ts`)';
 
 async function main(): Promise<void> {

@@ -12,12 +12,12 @@ import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo'
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { defaultFrameLoader } from '../eval/frames';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import type { Completion, Policy, PolicyPrompt, TrainSequence } from '../rollout/policy';
+import type { Completion, Policy, PolicyPrompt } from '../rollout/policy';
 import { synthesizeRecords } from '../synth';
 import { hash32 } from '../synth/rng';
 import { TRAIN_DEFAULTS } from '../train/config';
 import { counterfactualFrames, routeOf, shardBatch, type TrainItem } from '../train/data';
-import { dataTexts } from '../train/trainer';
+import { dataTexts, updateSequences } from '../train/trainer';
 import { torchInfo } from '../native';
 import type { DistContext } from '../dist';
 import {
@@ -483,26 +483,7 @@ export async function benchRollout(
         };
       });
       const scores = algo.score(groups, settings);
-      const seqs: TrainSequence[] = [];
-      items.forEach((_, b) => {
-        outO[b].forEach((x, i) =>
-          seqs.push({
-            prompt: b,
-            tokens: x.tokens,
-            advantage: scores.origAdvantage[b * G + i],
-            oldLogprobs: x.logprobs,
-          }),
-        );
-        if (plan.trainSecond)
-          outS[b].forEach((x, j) =>
-            seqs.push({
-              prompt: items.length + b,
-              tokens: x.tokens,
-              advantage: scores.secondAdvantage[b * H + j],
-              oldLogprobs: x.logprobs,
-            }),
-          );
-      });
+      const seqs = updateSequences(outO, outS, scores, { G, H, trainSecond: plan.trainSecond });
       t.rewards = msSince(t0);
       const all = [...orig, ...second];
       // 5. reference log-probs, then the update

@@ -51,7 +51,8 @@ export interface VsPytorchResult {
 const LOGP_ATOL = 1e-4,
   LOSS_RTOL = 1e-4,
   NORM_RTOL = 2e-3;
-const STEP = {
+/** The train-step settings of every comparison with the PyTorch twin (also bench/pytorch/train-step). */
+export const TWIN_TRAIN_STEP = {
   temperature: 1,
   epsLow: 0.2,
   epsHigh: 0.2,
@@ -167,7 +168,7 @@ export async function benchVsPytorch(
       refLogprobs: Float32Array.from(cur, (x) => x + (rand() - 0.5) * 0.3),
       advantages: Float32Array.from({ length: N }, () => (rand() - 0.5) * 2),
     };
-    const tdir = await handOver(policy, inputs, { threads, step: STEP }, comp);
+    const tdir = await handOver(policy, inputs, { threads, step: TWIN_TRAIN_STEP }, comp);
     dirs.push(tdir);
     const ttwin = new TwinServer(tdir, 'train');
     twins.push(ttwin);
@@ -175,7 +176,7 @@ export async function benchVsPytorch(
     // A second policy with the same weights takes one unclipped step without decay (the timed one keeps its own).
     const probe = await Policy.create(tok, { ...policy.config });
     await probe.setWeights(await policy.getWeights());
-    const st = await probe.trainStep(inputs, comp, { ...STEP, weightDecay: 0, maxGradNorm: 0 });
+    const st = await probe.trainStep(inputs, comp, { ...TWIN_TRAIN_STEP, weightDecay: 0, maxGradNorm: 0 });
     probe.dispose();
     const lossRel = Math.abs(st.loss - py.check.loss) / Math.max(Math.abs(py.check.loss), 1e-8);
     const normRel = Math.abs(st.gradNorm - py.check.gradNorm) / Math.max(py.check.gradNorm, 1e-12);
@@ -186,7 +187,7 @@ export async function benchVsPytorch(
           `(tolerance ${NORM_RTOL})`,
       );
     }
-    const trainStep = await pairedTiming(ttwin, () => policy.trainStep(inputs, comp, STEP), threads, 2, 5);
+    const trainStep = await pairedTiming(ttwin, () => policy.trainStep(inputs, comp, TWIN_TRAIN_STEP), threads, 2, 5);
     return {
       available: true,
       pytorch: info.torch,

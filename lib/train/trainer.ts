@@ -185,6 +185,44 @@ export function requireGradientSync(policy: Policy, worldSize: number): void {
   );
 }
 
+/**
+ * The sequences of one update: prompt b's original rollouts (prompt row b) and, when the plan
+ * trains the second branch, its second-branch rollouts (prompt row B + b), each with its
+ * advantage and sampled log-probs. `skip(b)` leaves a prompt group out (zero-variance filter).
+ */
+export function updateSequences(
+  orig: readonly Completion[][],
+  second: readonly Completion[][],
+  scores: { origAdvantage: ArrayLike<number>; secondAdvantage: ArrayLike<number> },
+  plan: { G: number; H: number; trainSecond: boolean },
+  skip: (b: number) => boolean = () => false,
+): TrainSequence[] {
+  const seqs: TrainSequence[] = [];
+  const B = orig.length;
+  for (let b = 0; b < B; b++) {
+    if (skip(b)) continue;
+    orig[b].forEach((x, i) =>
+      seqs.push({
+        prompt: b,
+        tokens: x.tokens,
+        advantage: scores.origAdvantage[b * plan.G + i],
+        oldLogprobs: x.logprobs,
+      }),
+    );
+    if (plan.trainSecond) {
+      second[b].forEach((x, j) =>
+        seqs.push({
+          prompt: B + b,
+          tokens: x.tokens,
+          advantage: scores.secondAdvantage[b * plan.H + j],
+          oldLogprobs: x.logprobs,
+        }),
+      );
+    }
+  }
+  return seqs;
+}
+
 const mean = (xs: ArrayLike<number>): number => {
   let s = 0;
   for (let i = 0; i < xs.length; i++) s += xs[i];
@@ -338,28 +376,14 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       const scores = algo.score(groups, settings);
       const G = plan.origSamples,
         H = plan.secondSamples;
-      const seqs: TrainSequence[] = [];
       const allPrompts: PolicyPrompt[] = [...origPrompts, ...secondPrompts];
-      batch.forEach((_, b) => {
-        if (c.filterZeroVariance && scores.flat[b]) return;
-        orig[b].forEach((x, i) =>
-          seqs.push({
-            prompt: b,
-            tokens: x.tokens,
-            advantage: scores.origAdvantage[b * G + i],
-            oldLogprobs: x.logprobs,
-          }),
-        );
-        if (plan.trainSecond)
-          second[b].forEach((x, j) =>
-            seqs.push({
-              prompt: batch.length + b,
-              tokens: x.tokens,
-              advantage: scores.secondAdvantage[b * H + j],
-              oldLogprobs: x.logprobs,
-            }),
-          );
-      });
+      const seqs = updateSequences(
+        orig,
+        second,
+        scores,
+        { G, H, trainSecond: plan.trainSecond },
+        (b) => c.filterZeroVariance && scores.flat[b] !== 0,
+      );
       const rewardSeconds = (performance.now() - tReward) / 1000;
       // No parsable answer at all: every reward is the same, nothing is learned. Say so, loudly.
       const validShare = Number(scores.components['orig/format'] ?? 1);
