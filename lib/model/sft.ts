@@ -15,6 +15,8 @@ import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } f
 import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
 import type { Category } from '../data/schema';
 import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
+import { attributeItems, readingItem, readingVocabulary } from '../synth/auxiliary';
+import { Rng } from '../synth/rng';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { POLICY_PRESETS, type PolicyConfig, type PolicyPresetName } from './config';
@@ -58,6 +60,18 @@ export interface SftOptions {
   target?: 'letter' | 'option-then-letter';
   /** Weight of the language-model loss on the prompt text (Policy.sftStep promptLmWeight; 0 = off). */
   promptLm?: number;
+  /**
+   * Stream: share of training clips whose question is replaced by a reading question ("Which
+   * option says red?", lib/synth/reading.ts), which teaches the model to find the option that
+   * names something and copy its letter (0 = off).
+   */
+  reading?: number;
+  /**
+   * Stream: probability with which each clip whose objects share one colour and shape also gets
+   * the colour question, and the shape question, about it (lib/synth/auxiliary.ts); they share the
+   * clip's vision pass (0 = off).
+   */
+  attributeQuestions?: number;
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
@@ -121,7 +135,9 @@ export const SFT_DEFAULTS = {
   lr: 1e-3,
   weightDecay: 0.01,
   promptLm: 1,
-  target: 'letter' as 'letter' | 'option-then-letter',
+  reading: 0.3,
+  attributeQuestions: 0.5,
+  target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
   nullOption: true,
@@ -136,18 +152,23 @@ function promptOf(it: SynthItem, nullOption: boolean): string {
   return formatPrompt(it.record.question, it.record.options, { nullOption });
 }
 
-/** Packs items [from, to) into one policy batch (one clip per prompt). */
+/**
+ * Packs items into one policy batch: one prompt per item, one clip per distinct frames array
+ * (items that share an array, as auxiliary questions do, share the clip's vision pass).
+ */
 export function packBatch(policy: Policy, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
-  const frames = new Uint8Array(items.length * policy.clipBytes);
+  const clipOf = new Map<Uint8Array, number>();
   items.forEach((it, i) => {
     if (it.frames.length !== policy.clipBytes)
       throw invalidArg(`items[${i}].frames`, `a clip of ${policy.clipBytes} bytes`, it.frames, 'packBatch');
-    frames.set(it.frames, i * policy.clipBytes);
+    if (!clipOf.has(it.frames)) clipOf.set(it.frames, clipOf.size);
   });
+  const frames = new Uint8Array(clipOf.size * policy.clipBytes);
+  for (const [clip, v] of clipOf) frames.set(clip, v * policy.clipBytes);
   return {
     frames,
-    numVideos: items.length,
-    prompts: items.map((it, i) => ({ video: i, text: promptOf(it, nullOption) })),
+    numVideos: clipOf.size,
+    prompts: items.map((it) => ({ video: clipOf.get(it.frames)!, text: promptOf(it, nullOption) })),
   };
 }
 
@@ -234,7 +255,13 @@ function trainBatch(
     out.push(a);
     if (perPair === 2) out.push(b);
   }
-  return out.slice(0, o.batchSize);
+  // Auxiliary questions, each a seeded draw per (seed, step, slot): a clip's question may become a
+  // reading question, and the clip may also be asked its colour and shape.
+  return out.slice(0, o.batchSize).flatMap((it, j) => {
+    const key = `${o.seed}:${step}:${j}`;
+    const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
+    return o.attributeQuestions > 0 ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
+  });
 }
 
 /** The supervised target completion of an item. */
@@ -260,6 +287,9 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   if (o.target !== 'letter' && o.target !== 'option-then-letter')
     throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
   if (!(o.promptLm >= 0)) throw invalidArg('promptLm', 'a number >= 0', o.promptLm, op);
+  if (!(o.reading >= 0 && o.reading <= 1)) throw invalidArg('reading', 'a number in [0, 1]', o.reading, op);
+  if (!(o.attributeQuestions >= 0 && o.attributeQuestions <= 1))
+    throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
   if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
   if (!(o.preset in POLICY_PRESETS))
@@ -299,7 +329,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     // pairs per category (options are drawn from short fixed lists).
     const vocab = [...synthesize({ ...trainOpts, pairs: 24 }), ...test];
     const tokenizer = Tokenizer.build(
-      vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)]),
+      vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)], readingVocabulary()),
     );
     policy = await Policy.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
   }
@@ -390,6 +420,15 @@ export interface ShortcutBaseOptions {
   preset?: PolicyPresetName;
   /** Test pairs per category of each phase's report. */
   testPairs?: number;
+  /**
+   * The answer format and auxiliary questions of both phases. Default: the letter alone
+   * (`<answer>B</answer>`, 4 tokens with the end token), no reading or attribute questions: the
+   * base `crpo demo` and `crpo reproduce --preset native` train, whose tables in README.md and
+   * docs/reproduction.md were measured with it.
+   */
+  target?: 'letter' | 'option-then-letter';
+  reading?: number;
+  attributeQuestions?: number;
   log?(message: string): void;
 }
 
@@ -422,6 +461,9 @@ export async function shortcutBase(
     maxSeconds: 0,
     saveEvery: 0,
     nullOption: true,
+    target: o.target ?? 'letter',
+    reading: o.reading ?? 0,
+    attributeQuestions: o.attributeQuestions ?? 0,
   };
   const capDir = path.join(dir, 'capability');
   const capability = await runSft({

@@ -145,7 +145,8 @@ export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
   batchSize: 8,
   groupSize: 8,
   lr: 1e-4,
-  maxNewTokens: 0,
+  // The base answers with the letter alone (shortcutBase's default): `<answer> X </answer> <eos>`.
+  maxNewTokens: 6,
   nullOption: true,
   trainPairs: 100,
   evalPairs: 50,

@@ -75,7 +75,8 @@ export interface TrainConfig {
   aggregation: (typeof LOSS_AGGREGATIONS)[number];
   /**
    * Largest completion length (and the divisor of seq-mean-token-sum-norm); 0 = by policy kind
-   * (COMPLETION_TOKENS_BY_KIND: long enough for the kind's `<answer>X</answer>` and its end token).
+   * (COMPLETION_TOKENS_BY_KIND: long enough for the kind's answer and its end token; the native
+   * policy writes the option's text before `<answer>X</answer>`, up to 6 words on DyBench).
    */
   maxNewTokens: number;
   /** Sampling temperature of the rollouts (log-probs use the same temperature). */
@@ -119,7 +120,7 @@ export interface TrainConfig {
  * native 6 (`<answer>`, letter, `</answer>`, end, and room for two stray tokens); qwen 32 (a
  * subword tokenizer spells the tags in several pieces). A kind not listed gets 32.
  */
-export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { linear: 2, native: 6, qwen: 32 };
+export const COMPLETION_TOKENS_BY_KIND: Readonly<Record<string, number>> = { linear: 2, native: 12, qwen: 32 };
 
 export const TRAIN_DEFAULTS: TrainConfig = {
   algo: 'crpo',

@@ -124,6 +124,9 @@ export function demoConfig(o: {
       groupSize: p.groupSize,
       // The same prompt for every algorithm (null option shown), so that only the algorithm differs.
       nullOption: o.policy === 'native' ? true : 'auto',
+      // The demo's native base answers with the letter alone (lib/model/sft.ts shortcutBase):
+      // `<answer> X </answer> <eos>`.
+      maxNewTokens: o.policy === 'native' ? 6 : 0,
       valEvery: Math.max(1, Math.floor(o.steps / 4)),
       saveEvery: o.steps,
       keepLast: 1,

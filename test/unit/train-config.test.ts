@@ -35,8 +35,9 @@ describe('resolveConfig', () => {
   });
 
   it('sizes completions by policy kind unless maxNewTokens is given', () => {
-    // The native policy answers `<answer> X </answer> <eos>`: 4 tokens, which a length of 2 cuts off.
-    expect(resolveConfig({ overrides: { policy: { kind: 'native' } } }).maxNewTokens).toBe(6);
+    // The native policy answers `<option words> <answer> X </answer> <eos>`: up to 10 tokens on DyBench,
+    // which a length of 2 cuts off.
+    expect(resolveConfig({ overrides: { policy: { kind: 'native' } } }).maxNewTokens).toBe(12);
     expect(resolveConfig({ overrides: { policy: { kind: 'qwen' } } }).maxNewTokens).toBe(32);
     expect(resolveConfig({ overrides: { policy: { kind: 'linear' } } }).maxNewTokens).toBe(2);
     expect(resolveConfig({ overrides: { policy: { kind: 'native' }, maxNewTokens: 9 } }).maxNewTokens).toBe(9);

@@ -42,6 +42,16 @@ export function builder(y: Argv): Argv {
       default: SFT_DEFAULTS.promptLm,
       describe: 'Weight of the language-model loss on the prompt text (0 = off; docs/model.md, "Levers")',
     })
+    .option('reading', {
+      type: 'number',
+      default: SFT_DEFAULTS.reading,
+      describe: 'Stream: share of clips asked a reading question ("Which option says red?"; 0 = off)',
+    })
+    .option('attribute-questions', {
+      type: 'number',
+      default: SFT_DEFAULTS.attributeQuestions,
+      describe: 'Stream: probability of also asking each clip its colour, and its shape (0 = off)',
+    })
     .option('target', {
       choices: ['letter', 'option-then-letter'],
       default: SFT_DEFAULTS.target,
@@ -87,6 +97,8 @@ interface Args {
   lr: number;
   'weight-decay': number;
   'prompt-lm': number;
+  reading: number;
+  'attribute-questions': number;
   target: 'letter' | 'option-then-letter';
   seed: number;
   'shortcut-p': number;
@@ -124,6 +136,8 @@ export async function handler(a: Args): Promise<void> {
     lr: a.lr,
     weightDecay: a['weight-decay'],
     promptLm: a['prompt-lm'],
+    reading: a.reading,
+    attributeQuestions: a['attribute-questions'],
     target: a.target,
     seed: a.seed,
     shortcutP: a['shortcut-p'],
