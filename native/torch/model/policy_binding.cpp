@@ -13,6 +13,7 @@
 #include "common/napi_util.h"
 #include "torch/torch_worker.h"
 #include "torch/exports.h"
+#include "torch/model/checks/policy_checks.h"
 #include "torch/model/policy_model.h"
 #include "torch/ops.h"
 
