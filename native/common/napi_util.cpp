@@ -113,6 +113,52 @@ ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray
   return view;
 }
 
+namespace args {
+
+bool absent(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
+
+Napi::Object object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
+  if (info.Length() <= i || !info[i].IsObject() || info[i].IsArray()) {
+    throw_type_error(op, name, "an object", info.Length() > i ? info[i] : info.Env().Undefined());
+  }
+  return info[i].As<Napi::Object>();
+}
+
+Napi::Object optional_object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
+  if (info.Length() <= i || absent(info[i])) return Napi::Object::New(info.Env());
+  return object(info, i, op, name);
+}
+
+double optional_number(const Napi::Object& o, const char* key, const std::string& op, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return fallback;
+  return read_number(v, op, key);
+}
+
+int64_t optional_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
+                     int64_t max) {
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return fallback;
+  return read_int(v, op, key, min, max);
+}
+
+bool optional_bool(const Napi::Object& o, const char* key, const std::string& op, bool fallback) {
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return fallback;
+  if (!v.IsBoolean()) throw_type_error(op, key, "a boolean", v);
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string optional_string(const Napi::Object& o, const char* key, const std::string& op,
+                            const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return fallback;
+  if (!v.IsString()) throw_type_error(op, key, "a string", v);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+}  // namespace args
+
 void CapturedError::capture(const std::string& op, const std::exception_ptr& p) {
   set = true;
   try {

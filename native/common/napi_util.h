@@ -43,6 +43,24 @@ double read_number(const Napi::Value& v, const std::string& op, const std::strin
 ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray_type type, size_t length,
                        const std::string& op, bool optional, const std::string& param = "");
 
+// Reading call arguments and option objects, with one set of rules for every binding: a value
+// that is undefined or null is absent (an optional one gives its fallback, a required one is an
+// error); any other value must have the expected type and range, else a TypeError / RangeError
+// that names the parameter and the value received (never silently the fallback).
+namespace args {
+bool absent(const Napi::Value& v);
+// info[i] as an object (not an array); required.
+Napi::Object object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name);
+// info[i] as an object, or an empty object when absent.
+Napi::Object optional_object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name);
+// o[key] as a finite number / an integer in [min, max] / a boolean / a string, or `fallback` when absent.
+double optional_number(const Napi::Object& o, const char* key, const std::string& op, double fallback);
+int64_t optional_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
+                     int64_t max);
+bool optional_bool(const Napi::Object& o, const char* key, const std::string& op, bool fallback);
+std::string optional_string(const Napi::Object& o, const char* key, const std::string& op, const std::string& fallback);
+}  // namespace args
+
 // Runs `body`, translating every exception into a thrown JS error tagged with `op`.
 template <typename F>
 Napi::Value guarded(const Napi::CallbackInfo& info, const std::string& op, F body) {

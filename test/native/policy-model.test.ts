@@ -444,6 +444,23 @@ describe('native policy (tiny preset)', () => {
       await expect(
         fails(() => a.policyGenerate(p.id, { ...b, promptTransform: ['x', 'none', 'none'] }, {})),
       ).rejects.toThrow(/promptTransform\[0\]/);
+      // Option objects are read by one rule (native/common/napi_util, args::): undefined and null are
+      // absent (the default), a value of the wrong type is refused with the key's name.
+      await expect(fails(() => a.policyGenerate(p.id, b, { greedy: 'yes' } as never))).rejects.toThrow(
+        /expected a boolean for greedy/,
+      );
+      await expect(fails(() => a.policyGenerate(p.id, b, { maxNewTokens: 1.5 }))).rejects.toThrow(/maxNewTokens/);
+      await expect(fails(() => a.policyGenerate(p.id, b, 'x' as never))).rejects.toThrow(/options/);
+      const plain = await a.policyGenerate(p.id, b, { greedy: true, maxNewTokens: 3 });
+      const nulls = await a.policyGenerate(p.id, b, {
+        greedy: true,
+        maxNewTokens: 3,
+        temperature: null,
+        topK: null,
+        stop: null,
+      } as never);
+      expect(Array.from(nulls.tokens)).toEqual(Array.from(plain.tokens));
+      expect(Array.from(nulls.logprobs)).toEqual(Array.from(plain.logprobs));
       await expect(fails(() => a.policyCreate({ vocabSize: 50, lmHeads: 5, lmKvHeads: 5 }))).rejects.toThrow(
         /lmDim must be a multiple of lmHeads/,
       );

@@ -13,6 +13,7 @@
 #include "common/napi_util.h"
 #include "torch/torch_worker.h"
 #include "torch/exports.h"
+#include "torch/model/checks/policy_checks.h"
 #include "torch/model/policy_model.h"
 #include "torch/ops.h"
 
@@ -32,47 +33,8 @@ Napi::Value run(Napi::Env env, const std::string& op, std::function<void()> work
   return p;
 }
 
-Napi::Object object_arg(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
-  if (info.Length() <= i || !info[i].IsObject() || info[i].IsArray()) {
-    throw_type_error(op, name, "an object", info.Length() > i ? info[i] : info.Env().Undefined());
-  }
-  return info[i].As<Napi::Object>();
-}
-
-Napi::Object optional_object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
-  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return Napi::Object::New(info.Env());
-  return object_arg(info, i, op, name);
-}
-
 int64_t id_arg(const Napi::CallbackInfo& info, const std::string& op) {
   return read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), op, "policy", 1, kMaxInt);
-}
-
-double opt_number(const Napi::Object& o, const char* key, const std::string& op, double fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  return read_number(v, op, key);
-}
-
-int64_t opt_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
-                int64_t max) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  return read_int(v, op, key, min, max);
-}
-
-bool opt_bool(const Napi::Object& o, const char* key, const std::string& op, bool fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsBoolean()) throw_type_error(op, key, "a boolean", v);
-  return v.As<Napi::Boolean>().Value();
-}
-
-std::string opt_string(const Napi::Object& o, const char* key, const std::string& op, const std::string& fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
 }
 
 const int32_t* int32_array(const Napi::Object& o, const char* key, size_t length, const std::string& op,
@@ -90,32 +52,32 @@ ByteView int32_any(const Napi::Object& o, const char* key, const std::string& op
 PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   PolicyConfig c;
   c.vocab_size = read_int(o.Get("vocabSize"), op, "vocabSize", 4, 1 << 24);
-  c.frames = opt_int(o, "frames", op, c.frames, 1, 4096);
-  c.image_size = opt_int(o, "imageSize", op, c.image_size, 1, 8192);
-  c.channels = opt_int(o, "channels", op, c.channels, 1, 4);
-  c.patch_size = opt_int(o, "patchSize", op, c.patch_size, 1, 1024);
-  c.temporal_patch = opt_int(o, "temporalPatch", op, c.temporal_patch, 1, 64);
-  c.merge_size = opt_int(o, "mergeSize", op, c.merge_size, 1, 16);
-  c.vision_dim = opt_int(o, "visionDim", op, c.vision_dim, 1, 1 << 16);
-  c.vision_layers = opt_int(o, "visionLayers", op, c.vision_layers, 1, 256);
-  c.vision_heads = opt_int(o, "visionHeads", op, c.vision_heads, 1, 256);
-  c.vision_mlp = opt_int(o, "visionMlp", op, c.vision_mlp, 1, 1 << 18);
-  c.vision_clip_attention = opt_bool(o, "visionClipAttention", op, c.vision_clip_attention);
-  c.lm_dim = opt_int(o, "lmDim", op, c.lm_dim, 1, 1 << 16);
-  c.lm_layers = opt_int(o, "lmLayers", op, c.lm_layers, 1, 256);
-  c.lm_heads = opt_int(o, "lmHeads", op, c.lm_heads, 1, 256);
-  c.lm_kv_heads = opt_int(o, "lmKvHeads", op, c.lm_kv_heads, 1, 256);
-  c.lm_mlp = opt_int(o, "lmMlp", op, c.lm_mlp, 1, 1 << 18);
-  c.max_seq_len = opt_int(o, "maxSeqLen", op, c.max_seq_len, 1, 1 << 20);
-  c.rope_theta = opt_number(o, "ropeTheta", op, c.rope_theta);
-  c.norm_eps = opt_number(o, "normEps", op, c.norm_eps);
-  c.init_std = opt_number(o, "initStd", op, c.init_std);
-  c.pos_init_std = opt_number(o, "posInitStd", op, c.pos_init_std);
-  c.option_slots = opt_int(o, "optionSlots", op, c.option_slots, 0, 26);
-  c.pad_id = opt_int(o, "padId", op, c.pad_id, 0, 1 << 24);
-  c.seed = static_cast<uint64_t>(opt_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));
-  c.dtype = opt_string(o, "dtype", op, c.dtype);
-  c.device = opt_string(o, "device", op, c.device);
+  c.frames = args::optional_int(o, "frames", op, c.frames, 1, 4096);
+  c.image_size = args::optional_int(o, "imageSize", op, c.image_size, 1, 8192);
+  c.channels = args::optional_int(o, "channels", op, c.channels, 1, 4);
+  c.patch_size = args::optional_int(o, "patchSize", op, c.patch_size, 1, 1024);
+  c.temporal_patch = args::optional_int(o, "temporalPatch", op, c.temporal_patch, 1, 64);
+  c.merge_size = args::optional_int(o, "mergeSize", op, c.merge_size, 1, 16);
+  c.vision_dim = args::optional_int(o, "visionDim", op, c.vision_dim, 1, 1 << 16);
+  c.vision_layers = args::optional_int(o, "visionLayers", op, c.vision_layers, 1, 256);
+  c.vision_heads = args::optional_int(o, "visionHeads", op, c.vision_heads, 1, 256);
+  c.vision_mlp = args::optional_int(o, "visionMlp", op, c.vision_mlp, 1, 1 << 18);
+  c.vision_clip_attention = args::optional_bool(o, "visionClipAttention", op, c.vision_clip_attention);
+  c.lm_dim = args::optional_int(o, "lmDim", op, c.lm_dim, 1, 1 << 16);
+  c.lm_layers = args::optional_int(o, "lmLayers", op, c.lm_layers, 1, 256);
+  c.lm_heads = args::optional_int(o, "lmHeads", op, c.lm_heads, 1, 256);
+  c.lm_kv_heads = args::optional_int(o, "lmKvHeads", op, c.lm_kv_heads, 1, 256);
+  c.lm_mlp = args::optional_int(o, "lmMlp", op, c.lm_mlp, 1, 1 << 18);
+  c.max_seq_len = args::optional_int(o, "maxSeqLen", op, c.max_seq_len, 1, 1 << 20);
+  c.rope_theta = args::optional_number(o, "ropeTheta", op, c.rope_theta);
+  c.norm_eps = args::optional_number(o, "normEps", op, c.norm_eps);
+  c.init_std = args::optional_number(o, "initStd", op, c.init_std);
+  c.pos_init_std = args::optional_number(o, "posInitStd", op, c.pos_init_std);
+  c.option_slots = args::optional_int(o, "optionSlots", op, c.option_slots, 0, 26);
+  c.pad_id = args::optional_int(o, "padId", op, c.pad_id, 0, 1 << 24);
+  c.seed = static_cast<uint64_t>(args::optional_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));
+  c.dtype = args::optional_string(o, "dtype", op, c.dtype);
+  c.device = args::optional_string(o, "device", op, c.device);
   c.validate();
   return c;
 }
@@ -279,19 +241,19 @@ Napi::Value stats_js(Napi::Env env, const StepStats& s) {
 
 LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   LossOptions l;
-  l.eps_low = opt_number(o, "epsLow", op, l.eps_low);
-  l.eps_high = opt_number(o, "epsHigh", op, l.eps_high);
-  l.beta = opt_number(o, "beta", op, l.beta);
-  l.temperature = opt_number(o, "temperature", op, 1.0);
+  l.eps_low = args::optional_number(o, "epsLow", op, l.eps_low);
+  l.eps_high = args::optional_number(o, "epsHigh", op, l.eps_high);
+  l.beta = args::optional_number(o, "beta", op, l.beta);
+  l.temperature = args::optional_number(o, "temperature", op, 1.0);
   if (!(l.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(l.temperature));
   if (l.eps_low < 0 || l.eps_high < 0)
     throw_range_error(op, "epsLow/epsHigh", "numbers >= 0",
                       std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
-  l.max_new_tokens = opt_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
-  l.full_sequence = opt_bool(o, "fullSequence", op, false);
-  l.prompt_lm = opt_number(o, "promptLmWeight", op, 0.0);
+  l.max_new_tokens = args::optional_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
+  l.full_sequence = args::optional_bool(o, "fullSequence", op, false);
+  l.prompt_lm = args::optional_number(o, "promptLmWeight", op, 0.0);
   if (!(l.prompt_lm >= 0)) throw_range_error(op, "promptLmWeight", "a number >= 0", std::to_string(l.prompt_lm));
-  const std::string agg = opt_string(o, "aggregation", op, "seq-mean-token-mean");
+  const std::string agg = args::optional_string(o, "aggregation", op, "seq-mean-token-mean");
   if (agg == "seq-mean-token-mean")
     l.agg = Aggregation::SeqMeanTokenMean;
   else if (agg == "token-mean")
@@ -307,7 +269,7 @@ LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
 Napi::Value Create(const Napi::CallbackInfo& info) {
   const std::string op = "policyCreate";
   return guarded(info, op, [&]() -> Napi::Value {
-    PolicyConfig c = parse_config(object_arg(info, 0, op, "config"), op);
+    PolicyConfig c = parse_config(args::object(info, 0, op, "config"), op);
     auto id = std::make_shared<int64_t>(0);
     return run(
         info.Env(), op, [c, id]() { *id = register_policy(std::make_shared<Policy>(c)); },
@@ -319,7 +281,7 @@ Napi::Value Clone(const Napi::CallbackInfo& info) {
   const std::string op = "policyClone";
   return guarded(info, op, [&]() -> Napi::Value {
     auto src = find_policy(id_arg(info, op), op);
-    const bool frozen = opt_bool(optional_object(info, 1, op, "options"), "frozen", op, true);
+    const bool frozen = args::optional_bool(args::optional_object(info, 1, op, "options"), "frozen", op, true);
     auto id = std::make_shared<int64_t>(0);
     return run(
         info.Env(), op, [src, frozen, id]() { *id = register_policy(std::make_shared<Policy>(*src, frozen)); },
@@ -366,17 +328,17 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
-    auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep));
-    Napi::Object o = optional_object(info, 2, op, "options");
+    auto b = std::make_shared<PromptBatch>(parse_batch(args::object(info, 1, op, "batch"), p->config(), op, keep));
+    Napi::Object o = args::optional_object(info, 2, op, "options");
     SamplingOptions s;
-    s.max_new_tokens = opt_int(o, "maxNewTokens", op, s.max_new_tokens, 1, 1 << 16);
-    s.temperature = opt_number(o, "temperature", op, 1.0);
+    s.max_new_tokens = args::optional_int(o, "maxNewTokens", op, s.max_new_tokens, 1, 1 << 16);
+    s.temperature = args::optional_number(o, "temperature", op, 1.0);
     if (!(s.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(s.temperature));
-    s.top_p = opt_number(o, "topP", op, 1.0);
+    s.top_p = args::optional_number(o, "topP", op, 1.0);
     if (!(s.top_p > 0 && s.top_p <= 1)) throw_range_error(op, "topP", "a number in (0, 1]", std::to_string(s.top_p));
-    s.top_k = opt_int(o, "topK", op, 0, 0, 1 << 24);
-    s.greedy = opt_bool(o, "greedy", op, false);
-    s.use_cache = opt_bool(o, "useCache", op, true);
+    s.top_k = args::optional_int(o, "topK", op, 0, 0, 1 << 24);
+    s.greedy = args::optional_bool(o, "greedy", op, false);
+    s.use_cache = args::optional_bool(o, "useCache", op, true);
     Napi::Value seeds = o.Get("seeds");
     if (!seeds.IsUndefined() && !seeds.IsNull()) {
       ByteView sv = read_array_of(o, "seeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
@@ -411,14 +373,14 @@ Napi::Value Logprobs(const Napi::CallbackInfo& info) {
   return guarded(info, op, [&]() -> Napi::Value {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
-    auto b = std::make_shared<PromptBatch>(parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep));
+    auto b = std::make_shared<PromptBatch>(parse_batch(args::object(info, 1, op, "batch"), p->config(), op, keep));
     auto c = std::make_shared<Completions>(
-        parse_completions(object_arg(info, 2, op, "completions"), p->config(), b->prompts() * b->group, op));
-    Napi::Object o = optional_object(info, 3, op, "options");
-    const double temperature = opt_number(o, "temperature", op, 1.0);
+        parse_completions(args::object(info, 2, op, "completions"), p->config(), b->prompts() * b->group, op));
+    Napi::Object o = args::optional_object(info, 3, op, "options");
+    const double temperature = args::optional_number(o, "temperature", op, 1.0);
     if (!(temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(temperature));
-    const bool entropy = opt_bool(o, "entropy", op, false);
-    const bool full_sequence = opt_bool(o, "fullSequence", op, false);
+    const bool entropy = args::optional_bool(o, "entropy", op, false);
+    const bool full_sequence = args::optional_bool(o, "fullSequence", op, false);
     auto out = std::make_shared<std::pair<torch::Tensor, torch::Tensor>>();
     return run(
         info.Env(), op,
@@ -441,28 +403,28 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     auto p = find_policy(id_arg(info, op), op);
     std::vector<Napi::Value> keep;
     auto b = std::make_shared<PromptBatch>(
-        parse_batch(object_arg(info, 1, op, "batch"), p->config(), op, keep, /*allow_empty=*/true));
+        parse_batch(args::object(info, 1, op, "batch"), p->config(), op, keep, /*allow_empty=*/true));
     const int64_t N = b->prompts() * b->group;
-    Napi::Object co = object_arg(info, 2, op, "completions");
+    Napi::Object co = args::object(info, 2, op, "completions");
     auto c = std::make_shared<Completions>(parse_completions(co, p->config(), N, op));
     const int64_t C = c->ids.size(1);
-    Napi::Object o = optional_object(info, 3, op, "options");
-    const std::string mode = opt_string(o, "mode", op, "rl");
+    Napi::Object o = args::optional_object(info, 3, op, "options");
+    const std::string mode = args::optional_string(o, "mode", op, "rl");
     if (mode != "rl" && mode != "sft") throw_range_error(op, "mode", "'rl' or 'sft'", "'" + mode + "'");
     const bool sft = mode == "sft";
     LossOptions lo = parse_loss(o, op);
     OptimOptions oo;
-    oo.lr = opt_number(o, "lr", op, oo.lr);
-    oo.beta1 = opt_number(o, "beta1", op, oo.beta1);
-    oo.beta2 = opt_number(o, "beta2", op, oo.beta2);
-    oo.eps = opt_number(o, "adamEps", op, oo.eps);
-    oo.weight_decay = opt_number(o, "weightDecay", op, oo.weight_decay);
-    oo.max_grad_norm = opt_number(o, "maxGradNorm", op, oo.max_grad_norm);
+    oo.lr = args::optional_number(o, "lr", op, oo.lr);
+    oo.beta1 = args::optional_number(o, "beta1", op, oo.beta1);
+    oo.beta2 = args::optional_number(o, "beta2", op, oo.beta2);
+    oo.eps = args::optional_number(o, "adamEps", op, oo.eps);
+    oo.weight_decay = args::optional_number(o, "weightDecay", op, oo.weight_decay);
+    oo.max_grad_norm = args::optional_number(o, "maxGradNorm", op, oo.max_grad_norm);
     if (oo.lr < 0) throw_range_error(op, "lr", "a number >= 0", std::to_string(oo.lr));
     if (oo.beta1 < 0 || oo.beta1 >= 1 || oo.beta2 < 0 || oo.beta2 >= 1)
       throw_range_error(op, "beta1/beta2", "numbers in [0, 1)",
                         std::to_string(oo.beta1) + "/" + std::to_string(oo.beta2));
-    const int64_t pg = opt_int(o, "processGroup", op, -1, -1, kMaxInt);
+    const int64_t pg = args::optional_int(o, "processGroup", op, -1, -1, kMaxInt);
     torch::Tensor adv, old_lp, ref_lp;
     if (!sft) {
       adv = float_tensor(co, "advantages", {N}, op, false);
@@ -609,10 +571,10 @@ Napi::Value GradCheck(const Napi::CallbackInfo& info) {
 Napi::Value Loss(const Napi::CallbackInfo& info) {
   const std::string op = "policyLoss";
   return guarded(info, op, [&]() -> Napi::Value {
-    Napi::Object o = object_arg(info, 0, op, "inputs");
+    Napi::Object o = args::object(info, 0, op, "inputs");
     const int64_t N = read_int(o.Get("rows"), op, "rows", 1, 1 << 24);
     const int64_t C = read_int(o.Get("width"), op, "width", 1, 1 << 24);
-    LossOptions lo = parse_loss(optional_object(info, 1, op, "options"), op);
+    LossOptions lo = parse_loss(args::optional_object(info, 1, op, "options"), op);
     return torch_guard(op, [&]() -> Napi::Value {
       auto lp = float_tensor(o, "logprobs", {N, C}, op, false).to(torch::kDouble).set_requires_grad(true);
       auto old = float_tensor(o, "oldLogprobs", {N, C}, op, true);
