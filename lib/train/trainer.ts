@@ -38,7 +38,7 @@ import {
   shardBatch,
   shuffledFrames,
   SINGLE_PROCESS,
-  type DistContext,
+  type TrainDistContext,
   type TrainItem,
   type ValItem,
 } from './data';
@@ -52,7 +52,7 @@ export interface TrainHooks {
   /** Test hook: may change the sequences of an update before it runs. */
   beforeUpdate?(seqs: TrainSequence[], step: number): void;
   /** Multi-process context (lib/dist); single process when absent. */
-  dist?: DistContext;
+  dist?: TrainDistContext;
   /** Progress / message sink (default stderr). */
   log?(message: string): void;
 }
