@@ -10,16 +10,15 @@
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
   NativeHandle,
-  callAsync,
   callSync,
   rewrap,
   torchAddon,
-  torchQueue,
   type NativePolicyBatch,
   type NativePolicyCompletions,
   type NativePolicyStepStats,
   type NativePolicyTensor,
   type TorchAddon,
+  torchCall,
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
@@ -190,14 +189,14 @@ export class PolicyModel extends NativeHandle {
       throw invalidArg('tokenizer', 'a Tokenizer', tokenizer, 'PolicyModel.create');
     const c = resolvePolicyConfig({ ...config, vocabSize: tokenizer.size }, 'PolicyModel.create');
     const native = torchAddon();
-    const id = await torchQueue.run(() => callAsync(() => native.policyCreate({ ...c, padId: 0 })));
+    const id = await torchCall(() => native.policyCreate({ ...c, padId: 0 }));
     return new PolicyModel(native, id, c, tokenizer, false);
   }
 
   /** A frozen deep copy (the reference model of the KL term): no optimizer, trainStep refuses. */
   async cloneFrozen(): Promise<PolicyModel> {
     this.assertLive('PolicyModel');
-    const id = await torchQueue.run(() => callAsync(() => this.native.policyClone(this.id, { frozen: true })));
+    const id = await torchCall(() => this.native.policyClone(this.id, { frozen: true }));
     return new PolicyModel(this.native, id, this.config, this.tokenizer, true);
   }
 
@@ -371,19 +370,17 @@ export class PolicyModel extends NativeHandle {
         seeds[i] = v;
       }
     }
-    const r = await torchQueue.run(() =>
-      callAsync(() =>
-        this.native.policyGenerate(this.id, b, {
-          maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
-          topK: o.topK,
-          greedy: o.greedy ?? false,
-          useCache: o.useCache ?? true,
-          stop,
-          ...(seeds ? { seeds } : {}),
-        }),
-      ),
+    const r = await torchCall(() =>
+      this.native.policyGenerate(this.id, b, {
+        maxNewTokens,
+        temperature: o.temperature,
+        topP: o.topP,
+        topK: o.topK,
+        greedy: o.greedy ?? false,
+        useCache: o.useCache ?? true,
+        stop,
+        ...(seeds ? { seeds } : {}),
+      }),
     );
     const out = {
       ids: rewrap(r.tokens),
@@ -406,14 +403,12 @@ export class PolicyModel extends NativeHandle {
     const b = this.batch(inputs, op);
     const c = this.completions(completions, b.promptLengths.length * b.groupSize, op);
     checkProbability('options.temperature', options.temperature, op, 0, true);
-    const r = await torchQueue.run(() =>
-      callAsync(() =>
-        this.native.policyLogprobs(this.id, b, c, {
-          temperature: options.temperature,
-          entropy: options.entropy ?? false,
-          fullSequence: options.fullSequence ?? false,
-        }),
-      ),
+    const r = await torchCall(() =>
+      this.native.policyLogprobs(this.id, b, c, {
+        temperature: options.temperature,
+        entropy: options.entropy ?? false,
+        fullSequence: options.fullSequence ?? false,
+      }),
     );
     return r.entropy ? { logprobs: rewrap(r.logprobs), entropy: rewrap(r.entropy) } : { logprobs: rewrap(r.logprobs) };
   }
@@ -462,7 +457,7 @@ export class PolicyModel extends NativeHandle {
       c[k] = w;
     }
     const o = this.trainOptions(options, op);
-    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' })));
+    return torchCall(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' }));
   }
 
   /**
@@ -484,7 +479,7 @@ export class PolicyModel extends NativeHandle {
     const { promptLmWeight, ...rest } = options;
     checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
     const o = { ...this.trainOptions(rest, op), ...(promptLmWeight !== undefined ? { promptLmWeight } : {}) };
-    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' })));
+    return torchCall(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' }));
   }
 
   /** Tokenizes target texts (each followed by <eos>) into right-padded completions. */
@@ -538,27 +533,27 @@ export class PolicyModel extends NativeHandle {
   /** Weights as fp32 tensors in parameter order. */
   async getWeights(): Promise<NativePolicyTensor[]> {
     this.assertLive('PolicyModel');
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'weights')));
+    const r = await torchCall(() => this.native.policyGetState(this.id, 'weights'));
     return r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) }));
   }
 
   /** Replaces every weight; names and shapes must match exactly. */
   async setWeights(tensors: NativePolicyTensor[]): Promise<void> {
     this.assertLive('PolicyModel');
-    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'weights', tensors)));
+    await torchCall(() => this.native.policySetState(this.id, 'weights', tensors));
   }
 
   /** AdamW moments ("<param>.exp_avg", "<param>.exp_avg_sq") and the step count. */
   async getOptimizerState(): Promise<{ tensors: NativePolicyTensor[]; step: number }> {
     this.assertLive('PolicyModel');
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'optimizer')));
+    const r = await torchCall(() => this.native.policyGetState(this.id, 'optimizer'));
     return { tensors: r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) })), step: r.step };
   }
 
   async setOptimizerState(tensors: NativePolicyTensor[], step: number): Promise<void> {
     this.assertLive('PolicyModel');
     if (!isInt(step) || step < 0) throw invalidArg('step', 'an integer >= 0', step, 'PolicyModel.setOptimizerState');
-    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'optimizer', tensors, step)));
+    await torchCall(() => this.native.policySetState(this.id, 'optimizer', tensors, step));
   }
 
   /** The sampling generator's state (bytes); restoring it replays the same samples. */
@@ -584,7 +579,7 @@ export function policyGradCheck(
   seed = 0,
 ): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
   const native = torchAddon();
-  return torchQueue.run(() => callAsync(() => native.policyGradCheck(module, seed)));
+  return torchCall(() => native.policyGradCheck(module, seed));
 }
 
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
