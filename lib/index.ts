@@ -48,7 +48,7 @@ export {
   type BranchRollout,
   type CrrSettings,
 } from './reward';
-export { doctorReport, formatDoctor, type DoctorReport } from './doctor';
+export { doctorReport, formatDoctor, type DoctorReport } from './cli/doctor-report';
 export {
   synthesize,
   synthesizeStream,

@@ -16,7 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError } from '../errors';
 import { answerCompletion } from '../prompt';
-import { hash32 } from '../synth/rng';
+import { hash32 } from '../random';
 import {
   POLICY_KINDS,
   checkPromptSeeds,

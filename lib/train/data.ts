@@ -12,7 +12,7 @@ import type { DyBenchRecord } from '../data/schema';
 import type { DistContext } from '../dist';
 import { defaultFrameLoader } from '../eval/frames';
 import { synthesize } from '../synth';
-import { Rng } from '../synth/rng';
+import { Rng } from '../random';
 import { transformFramesSync } from '../counterfactual';
 import { routeRecord } from '../router';
 import type { TrainConfig } from './config';

@@ -14,7 +14,7 @@ import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo'
 import { CrpoError } from '../errors';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import { Rng, hash32 } from '../synth/rng';
+import { Rng, hash32 } from '../random';
 import { colourShortcutRate } from '../synth';
 import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
 import '../rollout/linear-policy';
