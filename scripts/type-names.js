@@ -8,6 +8,7 @@
  *
  *   node scripts/type-names.js          one line per name that means two things; exit 1 if any
  *   node scripts/type-names.js --json   every exported type name with its declarations, as JSON
+ *   --root <dir>                        check another project (its tsconfig.json and lib/; tests)
  *
  * A declaration marked `@deprecated` (a transitional alias kept for files edited on other branches)
  * does not fail the check: it is listed on stderr as a note, so that it is removed once unused.
@@ -17,7 +18,9 @@
 const path = require('path');
 const ts = require('typescript');
 
-const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const rootAt = args.indexOf('--root');
+const root = rootAt >= 0 ? path.resolve(args[rootAt + 1] ?? '') : path.resolve(__dirname, '..');
 const lib = path.join(root, 'lib') + path.sep;
 const rel = (file) => path.relative(root, file).split(path.sep).join('/');
 
@@ -77,7 +80,7 @@ const describe = (m) => `${m.files.join(', ')} (${m.kinds.join(' + ')}${m.deprec
 
 function main() {
   const byName = exportedTypeNames(loadProgram());
-  if (process.argv[2] === '--json') {
+  if (args.includes('--json')) {
     const out = {};
     for (const [name, meanings] of [...byName].sort(([a], [b]) => a.localeCompare(b)))
       out[name] = [...meanings.values()];
