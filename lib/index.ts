@@ -48,7 +48,7 @@ export {
   type BranchRollout,
   type CrrSettings,
 } from './reward';
-export { doctorReport, formatDoctor, type DoctorReport } from './doctor';
+export { doctorReport, formatDoctor, type DoctorReport } from './cli/doctor-report';
 export {
   synthesize,
   synthesizeStream,
@@ -141,7 +141,7 @@ export {
   type RouteStats,
 } from './router';
 export {
-  Policy,
+  PolicyModel,
   Tokenizer,
   POLICY_PRESETS,
   POLICY_TRANSFORMS,
@@ -168,20 +168,20 @@ export {
   type PolicyConfig,
   type PolicyPresetName,
   type PolicyTransform,
-  type PolicyPrompt,
+  type PolicyModelPrompt,
   type PolicyInputs,
-  type GenerateOptions,
+  type PolicyModelGenerateOptions,
   type GenerateResult,
   type TrainOptions,
   type RlCompletions,
-  type EvalResult,
+  type PolicyModelEvalResult,
   type CheckpointManifest,
   type LossAggregation,
   type LossParts,
   type Completions as PolicyCompletions,
   type StepStats as PolicyStepStats,
   type LossOptions as PolicyLossOptions,
-  type LoadOptions as CheckpointLoadOptions,
+  type CheckpointLoadOptions,
   type SafeDtype,
   type SafeHeader,
   type SafeTensorEntry,
@@ -220,7 +220,7 @@ export {
   type TrainHooks,
   type TrainResult,
   type ValidationResult,
-  type DistContext,
+  type TrainDistContext,
 } from './train';
 export {
   POLICY_KINDS,
@@ -287,6 +287,7 @@ export {
   ProcessGroup,
   parseDistEnv,
   launchLocal,
+  type DistContext,
   type DistContext as DistributedContext,
   type DistEnv,
 } from './dist';

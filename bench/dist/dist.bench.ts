@@ -14,7 +14,7 @@ import * as path from 'path';
 import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
 import { initDistributed, type DistContext } from '../../lib/dist';
 import { freePort } from '../../lib/dist/launch';
-import { callAsync, torchAddon, torchQueue } from '../../lib/native';
+import { torchAddon, torchCall } from '../../lib/native';
 
 interface Batch { frames: Uint8Array; numVideos: number; promptVideo: Int32Array; promptTransform: string[]; promptIds: Int32Array; promptLengths: Int32Array; groupSize: number }
 interface Comp { ids: Int32Array; lengths: Int32Array; width: number; advantages: Float32Array }
@@ -70,7 +70,7 @@ function batch(q0: number, q1: number): { b: Batch; c: Comp } {
   };
 }
 
-const run = <R>(fn: () => Promise<R>) => torchQueue.run(() => callAsync(fn));
+const run = torchCall;
 
 async function worker(): Promise<void> {
   const ctx: DistContext = await initDistributed({ heartbeatTimeoutSeconds: 60 });

@@ -6,7 +6,7 @@
  */
 import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
 import { formatPrompt } from '../../lib/prompt';
-import { Policy, Tokenizer, type PolicyInputs } from '../../lib/model';
+import { PolicyModel, Tokenizer, type PolicyInputs } from '../../lib/model';
 import { synthesize } from '../../lib/synth';
 import { torchInfo } from '../../lib/native';
 import * as os from 'os';
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const items = synthesize({ split: 'train', pairs: 16, seed: 3, frames: 8, size: 32 });
   const prompts = items.map((it) => formatPrompt(it.record.question, it.record.options, { nullOption: true }));
   const tok = Tokenizer.build(prompts);
-  const policy = await Policy.create(tok, { preset: 'tiny', seed: 1 });
+  const policy = await PolicyModel.create(tok, { preset: 'tiny', seed: 1 });
   const clip = policy.clipBytes;
   const inputsFor = (n: number, group: number, transform = false): PolicyInputs => {
     const frames = new Uint8Array(n * clip);

@@ -12,7 +12,15 @@
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import * as fs from 'fs';
 import * as os from 'os';
-import { callAsync, callSync, NativeHandle, setTorchThreads, torchAddon, torchQueue, type NativeDistInitOptions, type NativePeerFailure } from '../native';
+import {
+  callSync,
+  NativeHandle,
+  setTorchThreads,
+  torchAddon,
+  torchCall,
+  type NativeDistInitOptions,
+  type NativePeerFailure,
+} from '../native';
 import { resolveTorchThreads } from '../threads';
 import { parseDistEnv, type DistEnv } from './env';
 
@@ -163,7 +171,7 @@ export class ProcessGroup extends NativeHandle {
       agentStore: env.agentStore,
       restartCount: env.restartCount,
     };
-    const id = await torchQueue.run(() => callAsync(() => addon.distInit(native)));
+    const id = await torchCall(() => addon.distInit(native));
     return new ProcessGroup(id, env, options.onPeerFailure);
   }
 
@@ -173,7 +181,7 @@ export class ProcessGroup extends NativeHandle {
     const arrays = asArrays(data, 'data');
     if (!['sum', 'mean', 'max', 'min'].includes(op)) throw outOfRange('op', "'sum', 'mean', 'max' or 'min'", op, 'ProcessGroup.allReduce');
     const bucket = options.bucketMb === undefined ? undefined : positive('bucketMb', options.bucketMb, true);
-    return torchQueue.run(() => callAsync(() => torchAddon().distAllReduce(this.nativeId, arrays, op, bucket)));
+    return torchCall(() => torchAddon().distAllReduce(this.nativeId, arrays, op, bucket));
   }
 
   /** Copies root's arrays into every rank's arrays (same lengths and types on every rank). */
@@ -183,12 +191,12 @@ export class ProcessGroup extends NativeHandle {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
       throw outOfRange('root', `an integer in [0, ${this.worldSize - 1}]`, root, 'ProcessGroup.broadcast');
     }
-    return torchQueue.run(() => callAsync(() => torchAddon().distBroadcast(this.nativeId, arrays, root)));
+    return torchCall(() => torchAddon().distBroadcast(this.nativeId, arrays, root));
   }
 
   barrier(): Promise<void> {
     this.assertLive('ProcessGroup.barrier');
-    return torchQueue.run(() => callAsync(() => torchAddon().distBarrier(this.nativeId)));
+    return torchCall(() => torchAddon().distBarrier(this.nativeId));
   }
 
   /** Tells every rank that this one is failing, with why (they stop naming this rank). */
@@ -224,7 +232,7 @@ export class ProcessGroup extends NativeHandle {
     if (this.watchdog) clearInterval(this.watchdog);
     const id = this.nativeId;
     LIVE_GROUPS.delete(id);
-    this.closing = torchQueue.run(() => callAsync(() => torchAddon().distShutdown(id))).catch(() => undefined);
+    this.closing = torchCall(() => torchAddon().distShutdown(id)).catch(() => undefined);
   }
 }
 

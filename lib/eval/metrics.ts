@@ -13,7 +13,7 @@
 import { DYNAMIC_CATEGORIES } from '../data/categories';
 import { CATEGORIES, type Category } from '../data/schema';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { Rng } from '../synth/rng';
+import { seededRandom } from '../random';
 
 /** One answered video-question, the unit every metric here reads. */
 export interface ScoredSample {
@@ -244,11 +244,9 @@ export function computeMetrics(samples: readonly ScoredSample[]): PairedMetrics 
 // ---------------------------------------------------------------------------------------------
 // Bootstrap
 
-/** mulberry32 (the one seeded generator, lib/synth/rng.ts) as a function; uniform floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  const r = new Rng(seed >>> 0);
-  return () => r.next();
-}
+// The bootstrap draws from the one seeded generator (lib/random.ts). Re-exported for lib/model/sft.ts,
+// edited on another branch; new code imports it from lib/random.ts.
+export { seededRandom };
 
 /** A per-group seed, so a group's interval does not depend on which other groups exist. */
 export function groupSeed(seed: number, group: string): number {

@@ -18,7 +18,7 @@ import {
   type ModelSpec,
   type PromptDefaults,
 } from './model';
-import { seededRandom } from './metrics';
+import { seededRandom } from '../random';
 
 export interface OpenAIModelOptions {
   /** Served model id (the `model` field of the request). */

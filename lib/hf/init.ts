@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, invalidArg } from '../errors';
 import { float32ToBf16, writeSafetensorsStreaming } from '../model/safetensors';
-import { hash32 } from '../synth/rng';
+import { hash32 } from '../random';
 import { expectedWeights, parseQwenConfig, SUPPORTED_ARCHS, type QwenArch, type QwenVLConfig } from './config';
 
 /** The shape of one size: LM and vision tower. */

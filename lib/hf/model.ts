@@ -11,17 +11,16 @@ import * as path from 'path';
 import { CrpoError, invalidArg } from '../errors';
 import {
   NativeHandle,
-  callAsync,
   callSync,
   rewrap,
   torchAddon,
-  torchQueue,
   type NativeQwenForwardResult,
   type NativeQwenInputs,
   type NativeQwenSampleOptions,
   type NativeQwenTrainBatch,
   type NativeQwenTrainStats,
   type NativeTensor,
+  torchCall,
 } from '../native';
 import { canonicalKey, expectedWeights, nativeConfig, readQwenConfig, type QwenVLConfig } from './config';
 import {
@@ -242,9 +241,7 @@ export class QwenVLModel extends NativeHandle {
       dtype: w.dtype,
       shape: w.shape,
     }));
-    const id = await torchQueue.run(() =>
-      callAsync(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device, tensors })),
-    );
+    const id = await torchCall(() => a.qwenLoad({ config: nativeConfig(cfg), dtype, device, tensors }));
     return new QwenVLModel(id, cfg, folder, weights, dtype);
   }
 
@@ -295,7 +292,7 @@ export class QwenVLModel extends NativeHandle {
     this.assertLive('QwenVLModel.forward');
     const n = this.prepare(inputs);
     const a = torchAddon();
-    const r: NativeQwenForwardResult = await torchQueue.run(() => callAsync(() => a.qwenForward(this.id, n, options)));
+    const r: NativeQwenForwardResult = await torchCall(() => a.qwenForward(this.id, n, options));
     const map = (o: Record<string, NativeTensor>) =>
       Object.fromEntries(Object.entries(o).map(([k, v]) => [k, tensorOut(v)]));
     return {
@@ -323,14 +320,12 @@ export class QwenVLModel extends NativeHandle {
       throw invalidArg('maxNewTokens', 'a positive integer', options.maxNewTokens);
     const n = this.prepare(inputs);
     const a = torchAddon();
-    const r = await torchQueue.run(() =>
-      callAsync(() =>
-        a.qwenGenerate(this.id, n, {
-          ...options,
-          eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1,
-          useCache: options.useCache ?? true,
-        }),
-      ),
+    const r = await torchCall(() =>
+      a.qwenGenerate(this.id, n, {
+        ...options,
+        eosTokenId: options.eosTokenId ?? this.config.eosTokenId ?? -1,
+        useCache: options.useCache ?? true,
+      }),
     );
     return {
       tokens: r.tokens.map((row) => [...row]),
@@ -348,7 +343,7 @@ export class QwenVLModel extends NativeHandle {
     this.assertLive('QwenVLModel.trainStep');
     const n = this.prepare(inputs);
     const a = torchAddon();
-    return torchQueue.run(() => callAsync(() => a.qwenTrainStep(this.id, n, batch)));
+    return torchCall(() => a.qwenTrainStep(this.id, n, batch));
   }
 
   /** 'lora' (adapters only; default once attached), 'lm' (all LM weights), 'all' (LM + vision). */
@@ -475,7 +470,7 @@ export class QwenVLModel extends NativeHandle {
     const file = path.join(dir, 'optimizer.pt');
     const tmp = `${file}.${process.pid}.tmp`;
     const a = torchAddon();
-    await torchQueue.run(() => callAsync(() => a.qwenSaveOptimizer(this.id, tmp)));
+    await torchCall(() => a.qwenSaveOptimizer(this.id, tmp));
     const fd = fs.openSync(tmp, 'r');
     fs.fsyncSync(fd);
     fs.closeSync(fd);
@@ -488,7 +483,7 @@ export class QwenVLModel extends NativeHandle {
     if (!fs.existsSync(file))
       throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no optimizer.pt`, { userError: true });
     const a = torchAddon();
-    await torchQueue.run(() => callAsync(() => a.qwenLoadOptimizer(this.id, file)));
+    await torchCall(() => a.qwenLoadOptimizer(this.id, file));
   }
 
   /**

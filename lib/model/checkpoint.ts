@@ -193,7 +193,7 @@ function readTensors(
   }
 }
 
-export interface LoadOptions {
+export interface CheckpointLoadOptions {
   /** Restore the optimizer state (default true when present). */
   optimizer?: boolean;
   /** Override the device (e.g. load a CUDA checkpoint on the CPU). */
@@ -205,7 +205,7 @@ export interface LoadOptions {
 /** Builds the policy a checkpoint describes and restores its weights, optimizer, step and RNG. */
 export async function loadCheckpoint(
   dir: string,
-  options: LoadOptions = {},
+  options: CheckpointLoadOptions = {},
 ): Promise<{ policy: Policy; manifest: CheckpointManifest }> {
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'loadCheckpoint');
   const m = readManifest(dir);

@@ -1,6 +1,6 @@
 /**
  * The native video-language policy (docs/model.md): config and presets, word-level tokenizer,
- * the Policy handle (generate / logprobs / trainStep / sftStep / evalBatch), checkpoints, the
+ * the PolicyModel handle (generate / logprobs / trainStep / sftStep / evalBatch), checkpoints, the
  * strict safetensors reader/writer and the TypeScript reference of the section-6 loss.
  */
 export { POLICY_PRESETS, resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
@@ -17,21 +17,22 @@ export {
   type TokenizerJson,
 } from './tokenizer';
 export {
-  Policy,
+  PolicyModel,
+  Policy, // deprecated alias of PolicyModel, until lib/bench/rollout.ts uses the new name
   POLICY_TRANSFORMS,
   policyGradCheck,
   nativePolicyLoss,
   livePolicies,
   type PolicyTransform,
-  type PolicyPrompt,
+  type PolicyModelPrompt,
   type PolicyInputs,
   type Completions,
-  type GenerateOptions,
+  type PolicyModelGenerateOptions,
   type GenerateResult,
   type TrainOptions,
   type RlCompletions,
   type StepStats,
-  type EvalResult,
+  type PolicyModelEvalResult,
   type PolicyInfo,
 } from './policy';
 export {
@@ -41,7 +42,7 @@ export {
   recoverInterruptedSave,
   CHECKPOINT_FORMAT,
   type CheckpointManifest,
-  type LoadOptions,
+  type CheckpointLoadOptions,
 } from './checkpoint';
 export {
   referencePolicyLoss,

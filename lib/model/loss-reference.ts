@@ -5,12 +5,10 @@
  *   d = clamp(logp_ref - logp, -10, 10); kl = exp(d) - d - 1; L = clip + beta*kl
  * aggregated as seq-mean-token-mean | token-mean | seq-mean-token-sum-norm (divide by max_new_tokens).
  */
-export type LossAggregation = 'seq-mean-token-mean' | 'token-mean' | 'seq-mean-token-sum-norm';
-export const LOSS_AGGREGATIONS: readonly LossAggregation[] = [
-  'seq-mean-token-mean',
-  'token-mean',
-  'seq-mean-token-sum-norm',
-];
+import { LOSS_AGGREGATIONS, type LossAggregation } from '../algo/loss';
+
+// One list of aggregations, the trainer's (lib/algo/loss.ts).
+export { LOSS_AGGREGATIONS, type LossAggregation };
 
 export interface LossOptions {
   epsLow?: number;

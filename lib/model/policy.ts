@@ -10,16 +10,15 @@
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
   NativeHandle,
-  callAsync,
   callSync,
   rewrap,
   torchAddon,
-  torchQueue,
   type NativePolicyBatch,
   type NativePolicyCompletions,
   type NativePolicyStepStats,
   type NativePolicyTensor,
   type TorchAddon,
+  torchCall,
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
@@ -29,7 +28,7 @@ import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 export type PolicyTransform = 'none' | 'hflip' | 'reverse' | 'hflip+reverse';
 export const POLICY_TRANSFORMS: readonly PolicyTransform[] = ['none', 'hflip', 'reverse', 'hflip+reverse'];
 
-export interface PolicyPrompt {
+export interface PolicyModelPrompt {
   /** Index of the clip in `frames`. */
   video: number;
   /** Prompt text (lib/prompt formatPrompt); tokenized with a leading <bos>. */
@@ -44,7 +43,7 @@ export interface PolicyInputs {
   /** uint8 [V, T, H, W, 3], T/H/W as in the config. */
   frames: Uint8Array;
   numVideos: number;
-  prompts: readonly PolicyPrompt[];
+  prompts: readonly PolicyModelPrompt[];
   /** Samples per prompt (G); rows are prompt-major: row = p * G + g. Default 1. */
   groupSize?: number;
 }
@@ -56,7 +55,7 @@ export interface Completions {
   width: number; // C
 }
 
-export interface GenerateOptions {
+export interface PolicyModelGenerateOptions {
   maxNewTokens?: number;
   /** Sampling temperature; the returned log-probs are log_softmax(logits / temperature). */
   temperature?: number;
@@ -131,7 +130,7 @@ export interface RlCompletions extends Completions {
 
 export type StepStats = NativePolicyStepStats;
 
-export interface EvalResult {
+export interface PolicyModelEvalResult {
   /** Parsed option index per prompt (-1 invalid). */
   answers: number[];
   formatOk: boolean[];
@@ -170,7 +169,7 @@ export function optionSlots(text: string, maxSlots: number): number[] {
   return out;
 }
 
-export class Policy extends NativeHandle {
+export class PolicyModel extends NativeHandle {
   private constructor(
     private readonly native: TorchAddon,
     readonly id: number,
@@ -185,19 +184,20 @@ export class Policy extends NativeHandle {
   static async create(
     tokenizer: Tokenizer,
     config: Partial<PolicyConfig> & { preset?: PolicyPresetName } = {},
-  ): Promise<Policy> {
-    if (!(tokenizer instanceof Tokenizer)) throw invalidArg('tokenizer', 'a Tokenizer', tokenizer, 'Policy.create');
-    const c = resolvePolicyConfig({ ...config, vocabSize: tokenizer.size }, 'Policy.create');
+  ): Promise<PolicyModel> {
+    if (!(tokenizer instanceof Tokenizer))
+      throw invalidArg('tokenizer', 'a Tokenizer', tokenizer, 'PolicyModel.create');
+    const c = resolvePolicyConfig({ ...config, vocabSize: tokenizer.size }, 'PolicyModel.create');
     const native = torchAddon();
-    const id = await torchQueue.run(() => callAsync(() => native.policyCreate({ ...c, padId: 0 })));
-    return new Policy(native, id, c, tokenizer, false);
+    const id = await torchCall(() => native.policyCreate({ ...c, padId: 0 }));
+    return new PolicyModel(native, id, c, tokenizer, false);
   }
 
   /** A frozen deep copy (the reference model of the KL term): no optimizer, trainStep refuses. */
-  async cloneFrozen(): Promise<Policy> {
-    this.assertLive('Policy');
-    const id = await torchQueue.run(() => callAsync(() => this.native.policyClone(this.id, { frozen: true })));
-    return new Policy(this.native, id, this.config, this.tokenizer, true);
+  async cloneFrozen(): Promise<PolicyModel> {
+    this.assertLive('PolicyModel');
+    const id = await torchCall(() => this.native.policyClone(this.id, { frozen: true }));
+    return new PolicyModel(this.native, id, this.config, this.tokenizer, true);
   }
 
   protected release(): void {
@@ -205,7 +205,7 @@ export class Policy extends NativeHandle {
   }
 
   info(): PolicyInfo {
-    this.assertLive('Policy');
+    this.assertLive('PolicyModel');
     return callSync(() => this.native.policyInfo(this.id));
   }
 
@@ -221,7 +221,7 @@ export class Policy extends NativeHandle {
 
   /** Validates inputs and builds the native batch (`allowEmpty`: no videos and no prompts is valid, for trainStep). */
   batch(inputs: PolicyInputs, op: string, allowEmpty = false): NativePolicyBatch {
-    this.assertLive('Policy');
+    this.assertLive('PolicyModel');
     if (!inputs || typeof inputs !== 'object')
       throw invalidArg('inputs', 'an object { frames, numVideos, prompts, groupSize? }', inputs, op);
     const { frames, numVideos, prompts } = inputs;
@@ -321,7 +321,7 @@ export class Policy extends NativeHandle {
     return { ids, lengths, width: c.width };
   }
 
-  private stopIds(stop: GenerateOptions['stop'], op: string): Int32Array {
+  private stopIds(stop: PolicyModelGenerateOptions['stop'], op: string): Int32Array {
     if (stop === undefined) return Int32Array.of(EOS_ID);
     if (!Array.isArray(stop)) throw invalidArg('options.stop', 'an array of token ids or pieces', stop, op);
     return Int32Array.from(
@@ -344,8 +344,8 @@ export class Policy extends NativeHandle {
   }
 
   /** Samples G completions per prompt in one KV-cached batch. */
-  async generate(inputs: PolicyInputs, options: GenerateOptions = {}): Promise<GenerateResult> {
-    const op = 'Policy.generate';
+  async generate(inputs: PolicyInputs, options: PolicyModelGenerateOptions = {}): Promise<GenerateResult> {
+    const op = 'PolicyModel.generate';
     const b = this.batch(inputs, op);
     const o = options ?? {};
     const maxNewTokens = o.maxNewTokens ?? 8;
@@ -370,19 +370,17 @@ export class Policy extends NativeHandle {
         seeds[i] = v;
       }
     }
-    const r = await torchQueue.run(() =>
-      callAsync(() =>
-        this.native.policyGenerate(this.id, b, {
-          maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
-          topK: o.topK,
-          greedy: o.greedy ?? false,
-          useCache: o.useCache ?? true,
-          stop,
-          ...(seeds ? { seeds } : {}),
-        }),
-      ),
+    const r = await torchCall(() =>
+      this.native.policyGenerate(this.id, b, {
+        maxNewTokens,
+        temperature: o.temperature,
+        topP: o.topP,
+        topK: o.topK,
+        greedy: o.greedy ?? false,
+        useCache: o.useCache ?? true,
+        stop,
+        ...(seeds ? { seeds } : {}),
+      }),
     );
     const out = {
       ids: rewrap(r.tokens),
@@ -401,18 +399,16 @@ export class Policy extends NativeHandle {
     completions: Completions,
     options: { temperature?: number; entropy?: boolean; fullSequence?: boolean } = {},
   ): Promise<{ logprobs: Float32Array; entropy?: Float32Array }> {
-    const op = 'Policy.logprobs';
+    const op = 'PolicyModel.logprobs';
     const b = this.batch(inputs, op);
     const c = this.completions(completions, b.promptLengths.length * b.groupSize, op);
     checkProbability('options.temperature', options.temperature, op, 0, true);
-    const r = await torchQueue.run(() =>
-      callAsync(() =>
-        this.native.policyLogprobs(this.id, b, c, {
-          temperature: options.temperature,
-          entropy: options.entropy ?? false,
-          fullSequence: options.fullSequence ?? false,
-        }),
-      ),
+    const r = await torchCall(() =>
+      this.native.policyLogprobs(this.id, b, c, {
+        temperature: options.temperature,
+        entropy: options.entropy ?? false,
+        fullSequence: options.fullSequence ?? false,
+      }),
     );
     return r.entropy ? { logprobs: rewrap(r.logprobs), entropy: rewrap(r.entropy) } : { logprobs: rewrap(r.logprobs) };
   }
@@ -443,7 +439,7 @@ export class Policy extends NativeHandle {
    * rows) is allowed there and weighs 0. Alone, an empty batch changes nothing.
    */
   async trainStep(inputs: PolicyInputs, completions: RlCompletions, options: TrainOptions = {}): Promise<StepStats> {
-    const op = 'Policy.trainStep';
+    const op = 'PolicyModel.trainStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
     const b = this.batch(inputs, op, true);
     const rows = b.promptLengths.length * b.groupSize;
@@ -461,7 +457,7 @@ export class Policy extends NativeHandle {
       c[k] = w;
     }
     const o = this.trainOptions(options, op);
-    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' })));
+    return torchCall(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'rl' }));
   }
 
   /**
@@ -473,7 +469,7 @@ export class Policy extends NativeHandle {
     targets: Completions | readonly string[],
     options: SftStepOptions = {},
   ): Promise<StepStats> {
-    const op = 'Policy.sftStep';
+    const op = 'PolicyModel.sftStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
     const b = this.batch(inputs, op);
     const rows = b.promptLengths.length * b.groupSize;
@@ -483,11 +479,15 @@ export class Policy extends NativeHandle {
     const { promptLmWeight, ...rest } = options;
     checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
     const o = { ...this.trainOptions(rest, op), ...(promptLmWeight !== undefined ? { promptLmWeight } : {}) };
-    return torchQueue.run(() => callAsync(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' })));
+    return torchCall(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' }));
   }
 
   /** Tokenizes target texts (each followed by <eos>) into right-padded completions. */
-  encodeTargets(targets: readonly string[], rows: number = targets.length, op = 'Policy.encodeTargets'): Completions {
+  encodeTargets(
+    targets: readonly string[],
+    rows: number = targets.length,
+    op = 'PolicyModel.encodeTargets',
+  ): Completions {
     if (!Array.isArray(targets) || targets.length !== rows)
       throw invalidArg('targets', `an array of ${rows} strings`, targets, op);
     const enc = targets.map((t, i) => {
@@ -512,8 +512,8 @@ export class Policy extends NativeHandle {
     inputs: PolicyInputs,
     numOptions: readonly number[],
     options: { maxNewTokens?: number } = {},
-  ): Promise<EvalResult> {
-    const op = 'Policy.evalBatch';
+  ): Promise<PolicyModelEvalResult> {
+    const op = 'PolicyModel.evalBatch';
     if (!Array.isArray(numOptions) || numOptions.length !== inputs?.prompts?.length)
       throw invalidArg('numOptions', `an array of ${inputs?.prompts?.length} integers`, numOptions, op);
     const g = await this.generate(
@@ -532,38 +532,38 @@ export class Policy extends NativeHandle {
 
   /** Weights as fp32 tensors in parameter order. */
   async getWeights(): Promise<NativePolicyTensor[]> {
-    this.assertLive('Policy');
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'weights')));
+    this.assertLive('PolicyModel');
+    const r = await torchCall(() => this.native.policyGetState(this.id, 'weights'));
     return r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) }));
   }
 
   /** Replaces every weight; names and shapes must match exactly. */
   async setWeights(tensors: NativePolicyTensor[]): Promise<void> {
-    this.assertLive('Policy');
-    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'weights', tensors)));
+    this.assertLive('PolicyModel');
+    await torchCall(() => this.native.policySetState(this.id, 'weights', tensors));
   }
 
   /** AdamW moments ("<param>.exp_avg", "<param>.exp_avg_sq") and the step count. */
   async getOptimizerState(): Promise<{ tensors: NativePolicyTensor[]; step: number }> {
-    this.assertLive('Policy');
-    const r = await torchQueue.run(() => callAsync(() => this.native.policyGetState(this.id, 'optimizer')));
+    this.assertLive('PolicyModel');
+    const r = await torchCall(() => this.native.policyGetState(this.id, 'optimizer'));
     return { tensors: r.tensors.map((t) => ({ name: t.name, shape: t.shape, data: rewrap(t.data) })), step: r.step };
   }
 
   async setOptimizerState(tensors: NativePolicyTensor[], step: number): Promise<void> {
-    this.assertLive('Policy');
-    if (!isInt(step) || step < 0) throw invalidArg('step', 'an integer >= 0', step, 'Policy.setOptimizerState');
-    await torchQueue.run(() => callAsync(() => this.native.policySetState(this.id, 'optimizer', tensors, step)));
+    this.assertLive('PolicyModel');
+    if (!isInt(step) || step < 0) throw invalidArg('step', 'an integer >= 0', step, 'PolicyModel.setOptimizerState');
+    await torchCall(() => this.native.policySetState(this.id, 'optimizer', tensors, step));
   }
 
   /** The sampling generator's state (bytes); restoring it replays the same samples. */
   getRngState(): Uint8Array {
-    this.assertLive('Policy');
+    this.assertLive('PolicyModel');
     return rewrap(callSync(() => this.native.policyGetRngState(this.id)));
   }
 
   setRngState(state: Uint8Array): void {
-    this.assertLive('Policy');
+    this.assertLive('PolicyModel');
     callSync(() => this.native.policySetRngState(this.id, state));
   }
 
@@ -579,7 +579,7 @@ export function policyGradCheck(
   seed = 0,
 ): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
   const native = torchAddon();
-  return torchQueue.run(() => callAsync(() => native.policyGradCheck(module, seed)));
+  return torchCall(() => native.policyGradCheck(module, seed));
 }
 
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
@@ -619,3 +619,14 @@ export function nativePolicyLoss(
 export function livePolicies(): number {
   return callSync(() => torchAddon().policyLiveModels());
 }
+
+/**
+ * @deprecated The old name of {@link PolicyModel}: `Policy` is the trainer's interface
+ * (lib/rollout/policy.ts). Kept only until lib/model/sft.ts and lib/bench/ (edited on other branches)
+ * use the new name; `node scripts/type-names.js` lists it until then.
+ */
+export const Policy = PolicyModel;
+/** @deprecated The old name of {@link PolicyModel} (see the value of the same name). */
+export type Policy = PolicyModel;
+/** @deprecated The old name of {@link PolicyModelPrompt} (see {@link Policy}). */
+export type PolicyPrompt = PolicyModelPrompt;

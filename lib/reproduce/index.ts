@@ -20,216 +20,21 @@ import * as path from 'path';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { svgToPng } from '../eval/report';
-import { CrpoError, invalidArg, outOfRange } from '../errors';
+import { CrpoError, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
 import { colourShortcutRate, synthesize } from '../synth';
-import { COMPLETION_TOKENS_BY_KIND, resolveConfig, type TrainConfig } from '../train/config';
+import { resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
 import { sftBase } from '../train/sft';
 import { ALGORITHMS } from '../algo';
 import { coreShareEnv } from '../dist/launch';
+import { newTokens, parseMethod, REPRODUCE_DEFAULTS, validateReproduceConfig, type ReproduceConfig } from './settings';
 import { curvesSvg, mainTable, summarize, type CurvePoint, type MethodSummary, type RunResult } from './summary';
 
+export * from './settings';
 export * from './summary';
-
-export const REPRODUCE_METHODS = ['grpo', 'grpo-2g', 't-grpo', 'arrowrl', 'crpo', 'crpo-no-dual'] as const;
-
-export interface ReproduceConfig {
-  /** Output folder (runs, base model, summary.json, report.md, curves.png). */
-  out: string;
-  /** Methods to train, in table order (registered algorithm names). */
-  methods: string[];
-  /** Seeds (>= 3 for a spread). */
-  seeds: number[];
-  /** RL steps per run, equal for every method. */
-  steps: number;
-  /** Prompts per step. */
-  batchSize: number;
-  /** G. */
-  groupSize: number;
-  /** Learning rate of the RL runs. */
-  lr: number;
-  /** Policy kind (lib/rollout POLICY_KINDS): 'linear' or a registered native kind. */
-  policy: string;
-  /** Largest completion length; 0 = by policy kind (2 for 'linear': style + option token; 6 otherwise: `<answer> X </answer>` + end). */
-  maxNewTokens: number;
-  /** Synthetic train split: pairs per category. */
-  trainPairs: number;
-  /** Held-out evaluation split: pairs per category. */
-  evalPairs: number;
-  /** Train split: probability that object colour names the dynamic answer (the shortcut knob). */
-  shortcutP: number;
-  /** Data seed (train split; the held-out split uses dataSeed + 2000). */
-  dataSeed: number;
-  /** Frames per synthetic clip (train and held-out splits; the native policy is built for this many). */
-  frames: number;
-  /** Synthetic frame size in pixels (height = width). */
-  size: number;
-  /**
-   * Supervised warm-up steps of the base model: linear policy, on the shortcut train split; native
-   * policy, phase 1 of lib/model shortcutBase (fresh clips, colour independent of the answer).
-   */
-  baseSteps: number;
-  /**
-   * Show "None of the above" in the prompts: 'auto' = CRPO's methods only (the trainer's rule), or
-   * for every method (true), so that only the algorithm differs between them.
-   */
-  nullOption: 'auto' | boolean;
-  /** Native policy: phase 2 steps of shortcutBase (fresh originals, colour names the dynamic answer). */
-  baseShortcutSteps: number;
-  /** Native policy: weight of the prompt language-model loss in the base model's training. */
-  basePromptLm: number;
-  /** Learning rate of the warm-up. */
-  baseLr: number;
-  /** Prompts per warm-up step (0 = batchSize). */
-  baseBatchSize: number;
-  /** A checkpoint is saved (and held-out CRR measured) every N steps. */
-  curveEvery: number;
-  /** Samples per member for held-out CRR. */
-  crrSamples: number;
-  /** Rerun runs whose results exist. */
-  force: boolean;
-}
-
-export const REPRODUCE_DEFAULTS: ReproduceConfig = {
-  out: 'runs/reproduce',
-  methods: [...REPRODUCE_METHODS],
-  seeds: [1, 2, 3, 4, 5],
-  steps: 500,
-  batchSize: 8,
-  groupSize: 8,
-  lr: 0.02,
-  policy: 'linear',
-  maxNewTokens: 0,
-  trainPairs: 100,
-  evalPairs: 100,
-  shortcutP: 0.95,
-  dataSeed: 1,
-  frames: 8,
-  size: 32,
-  baseSteps: 30,
-  baseShortcutSteps: 0,
-  basePromptLm: 0,
-  nullOption: 'auto',
-  baseLr: 0.05,
-  baseBatchSize: 0,
-  curveEvery: 25,
-  crrSamples: 8,
-  force: false,
-};
-
-/** `--quick`: the same comparison, fewer steps and smaller splits (<= 5 min on 2 cores). */
-export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
-  seeds: [1, 2, 3],
-  steps: 150,
-  trainPairs: 60,
-  evalPairs: 50,
-  curveEvery: 15,
-};
-
-/**
- * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is lib/model shortcutBase, as in `crpo demo`: 600 steps of 32 fresh
- * clips (both members, colour independent of the answer, prompt language-model loss), then 150
- * steps on fresh originals whose colour names the dynamic answer; it answers ~2/3 of held-out
- * dynamic videos whose colour names a wrong option with that option. RL at lr 1e-4 for 60 steps
- * (3e-4 made CRPO's KL reach 1-2 and its held-out P-Acc swing by 20 points), every method with
- * the null option shown, so that only the algorithm differs. Measured: docs/reproduction.md.
- */
-export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
-  policy: 'native',
-  seeds: [1, 2, 3],
-  steps: 60,
-  batchSize: 8,
-  groupSize: 8,
-  lr: 1e-4,
-  // The base answers with the letter alone (shortcutBase's default): `<answer> X </answer> <eos>`.
-  maxNewTokens: 6,
-  nullOption: true,
-  trainPairs: 100,
-  evalPairs: 50,
-  frames: 8,
-  size: 32,
-  baseSteps: 600,
-  baseShortcutSteps: 150,
-  baseLr: 1e-3,
-  baseBatchSize: 32,
-  basePromptLm: 1,
-  curveEvery: 15,
-};
-
-/** `--preset native --quick`: a base of half the steps, 30 RL steps, 25 held-out pairs per category. */
-export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = {
-  ...REPRODUCE_NATIVE,
-  steps: 30,
-  evalPairs: 25,
-  curveEvery: 10,
-  baseSteps: 300,
-  baseShortcutSteps: 75,
-};
-
-/** Named presets: settings over REPRODUCE_DEFAULTS, without and with `--quick`. */
-export const REPRODUCE_PRESETS: Record<string, { full: Partial<ReproduceConfig>; quick: Partial<ReproduceConfig> }> = {
-  linear: { full: {}, quick: REPRODUCE_QUICK },
-  native: { full: REPRODUCE_NATIVE, quick: REPRODUCE_NATIVE_QUICK },
-};
-
-/** The defaults of a preset (an unknown name throws and lists the known ones). */
-export function presetConfig(name: string, quick: boolean): ReproduceConfig {
-  const p = REPRODUCE_PRESETS[name];
-  if (!p) throw outOfRange('preset', `one of ${Object.keys(REPRODUCE_PRESETS).join(', ')}`, name, 'crpo reproduce');
-  return { ...REPRODUCE_DEFAULTS, ...(quick ? p.quick : p.full) };
-}
-
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-
-/** Checks every field; throws one standard message naming the field. */
-export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
-  const op = 'crpo reproduce';
-  if (typeof c.out !== 'string' || c.out === '') throw invalidArg('out', 'a non-empty folder path', c.out, op);
-  if (!Array.isArray(c.methods) || c.methods.length === 0)
-    throw invalidArg('methods', 'a non-empty list of algorithm names', c.methods, op);
-  for (const m of c.methods) parseMethod(m, op);
-  if (new Set(c.methods).size !== c.methods.length)
-    throw invalidArg('methods', 'a list without repeats', c.methods.join(','), op);
-  if (!Array.isArray(c.seeds) || c.seeds.length === 0 || !c.seeds.every((s) => isInt(s) && s >= 0))
-    throw invalidArg('seeds', 'a non-empty list of integers >= 0', c.seeds, op);
-  if (new Set(c.seeds).size !== c.seeds.length) throw invalidArg('seeds', 'distinct seeds', c.seeds.join(','), op);
-  const ints: [keyof ReproduceConfig, number][] = [
-    ['steps', 1],
-    ['batchSize', 1],
-    ['groupSize', 2],
-    ['trainPairs', 1],
-    ['evalPairs', 1],
-    ['baseSteps', 0],
-    ['baseShortcutSteps', 0],
-    ['curveEvery', 1],
-    ['crrSamples', 1],
-    ['dataSeed', 0],
-    ['maxNewTokens', 0],
-    ['frames', 2],
-    ['size', 8],
-    ['baseBatchSize', 0],
-  ];
-  for (const [k, min] of ints) {
-    const v = c[k];
-    if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
-    if ((v as number) < min) throw outOfRange(k, `an integer >= ${min}`, v, op);
-  }
-  for (const k of ['lr', 'baseLr', 'basePromptLm'] as const) {
-    if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
-    if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);
-  }
-  if (c.nullOption !== 'auto' && typeof c.nullOption !== 'boolean')
-    throw invalidArg('nullOption', "'auto', true or false", c.nullOption, op);
-  if (typeof c.shortcutP !== 'number' || !(c.shortcutP >= 0 && c.shortcutP <= 1))
-    throw outOfRange('shortcutP', 'a number in [0, 1]', c.shortcutP, op);
-  if (!POLICY_KINDS.has(c.policy))
-    throw outOfRange('policy', `one of ${POLICY_KINDS.names().join(', ')}`, c.policy, op);
-  return c;
-}
 
 export interface ReproduceHooks {
   log?(message: string): void;
@@ -257,38 +62,6 @@ interface EvalItem {
   record: ReturnType<typeof synthesize>[number]['record'];
   frames: Uint8Array;
   shape: [number, number, number, 3];
-}
-
-/** Settings a method spec may change: `crpo@norm=joint@crr=0` (the CRR study, docs/method.md). */
-export interface MethodSpec {
-  algo: string;
-  norm?: 'per-branch' | 'joint' | 'none';
-  /** Weight of the CRR term (weights.crr). */
-  crr?: number;
-}
-
-/**
- * A method name: a registered algorithm, optionally followed by `@key=value` settings with keys
- * `norm` (per-branch | joint | none) and `crr` (the CRR weight). Unknown names and keys are refused.
- */
-export function parseMethod(spec: string, op = 'crpo reproduce'): MethodSpec {
-  if (typeof spec !== 'string' || !spec) throw invalidArg('methods[]', 'an algorithm name', spec, op);
-  const [algo, ...settings] = spec.split('@');
-  if (!ALGORITHMS.has(algo))
-    throw outOfRange('methods', `one of ${ALGORITHMS.names().join(', ')} (optionally @norm=...@crr=...)`, spec, op);
-  const out: MethodSpec = { algo };
-  for (const kv of settings) {
-    const [k, v] = kv.split('=', 2);
-    if (k === 'norm' && (v === 'per-branch' || v === 'joint' || v === 'none')) out.norm = v;
-    else if (k === 'crr' && v !== undefined && v !== '' && Number.isFinite(Number(v))) out.crr = Number(v);
-    else throw invalidArg('methods', "settings 'norm=per-branch|joint|none' or 'crr=<number>' after '@'", spec, op);
-  }
-  return out;
-}
-
-/** Completion length: as configured, else by policy kind. */
-export function newTokens(c: Pick<ReproduceConfig, 'maxNewTokens' | 'policy'>): number {
-  return c.maxNewTokens > 0 ? c.maxNewTokens : (COMPLETION_TOKENS_BY_KIND[c.policy] ?? 32);
 }
 
 /** The run's trainer config (everything the trainer needs; validation off, checkpoints for the curves). */

@@ -16,7 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError } from '../errors';
 import { LETTERS } from '../prompt';
-import { Rng, hash32 } from '../synth/rng';
+import { Rng, hash32 } from '../random';
 import { parseSafetensors, writeSafetensors } from '../model/safetensors';
 import { policyLoss } from '../algo/loss';
 import { processGroupById } from '../dist/process-group';

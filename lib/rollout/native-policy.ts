@@ -16,7 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError } from '../errors';
 import { answerCompletion } from '../prompt';
-import { hash32 } from '../synth/rng';
+import { hash32 } from '../random';
 import {
   POLICY_KINDS,
   checkPromptSeeds,
@@ -53,12 +53,12 @@ export class NativePolicy implements Policy {
   private digest = '';
 
   constructor(
-    private policy: ModelPolicy.Policy,
-    private ref: ModelPolicy.Policy | undefined,
+    private policy: ModelPolicy.PolicyModel,
+    private ref: ModelPolicy.PolicyModel | undefined,
   ) {}
 
   /** The lib/model policy handle underneath (weights, info). */
-  get model(): ModelPolicy.Policy {
+  get model(): ModelPolicy.PolicyModel {
     return this.policy;
   }
 
@@ -285,7 +285,7 @@ export async function createNativePolicy(o: {
         { userError: false },
       );
     const tokenizer = m.Tokenizer.build(o.texts);
-    const policy = await m.Policy.create(tokenizer, {
+    const policy = await m.PolicyModel.create(tokenizer, {
       preset: (o.preset ?? 'tiny') as 'tiny' | 'small',
       seed: o.seed,
       ...(o.frames ? { frames: o.frames } : {}),

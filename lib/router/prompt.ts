@@ -99,14 +99,14 @@ export function questionMessage(question: string, options: readonly string[]): s
   return `Question: ${question.trim()}\nOptions:\n${options.map((o, i) => `${LETTERS[i] ?? String(i + 1)}. ${o}`).join('\n')}\nReturn only the JSON object.`;
 }
 
-export interface ChatMessage {
+export interface RouterMessage {
   role: 'system' | 'user' | 'assistant';
   content: string;
 }
 
 /** The full message list: system, few-shot pairs, then the question (and, on a retry, the correction). */
-export function routerMessages(question: string, options: readonly string[], retryNote?: string): ChatMessage[] {
-  const msgs: ChatMessage[] = [{ role: 'system', content: SYSTEM_PROMPT }];
+export function routerMessages(question: string, options: readonly string[], retryNote?: string): RouterMessage[] {
+  const msgs: RouterMessage[] = [{ role: 'system', content: SYSTEM_PROMPT }];
   for (const ex of FEW_SHOT) {
     msgs.push({ role: 'user', content: questionMessage(ex.question, ex.options) });
     msgs.push({ role: 'assistant', content: JSON.stringify(ex.answer) });

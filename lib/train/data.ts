@@ -9,9 +9,10 @@
 import { CrpoError } from '../errors';
 import { loadRecords, formatIssue } from '../data/loader';
 import type { DyBenchRecord } from '../data/schema';
+import type { DistContext } from '../dist';
 import { defaultFrameLoader } from '../eval/frames';
 import { synthesize } from '../synth';
-import { Rng } from '../synth/rng';
+import { Rng } from '../random';
 import { transformFramesSync } from '../counterfactual';
 import { routeRecord } from '../router';
 import type { TrainConfig } from './config';
@@ -170,23 +171,21 @@ export function batchIndices(n: number, batchSize: number, seed: number, step: n
   return out;
 }
 
-/** Multi-process hook: which process this is, how to split a batch, how to combine metrics. */
-export interface DistContext {
-  readonly rank: number;
-  readonly worldSize: number;
-  /** Process-group id for native train steps (gradient all-reduce); undefined in a single process. */
-  readonly nativeGroupId?: number;
-  /** Sum of per-rank values (all-reduce); identity in a single process. */
-  allReduceSum(values: number[]): Promise<number[]>;
-}
+/**
+ * What the trainer uses of a multi-process run (which process this is, how to split a batch, how to
+ * combine metrics): the part of lib/dist's DistContext (initDistributed) it reads, so that one is
+ * passed as is; SINGLE_PROCESS stands in for it in a single process.
+ */
+export type TrainDistContext = Pick<DistContext, 'rank' | 'worldSize' | 'allReduceSum'> &
+  Partial<Pick<DistContext, 'nativeGroupId'>>;
 
-export const SINGLE_PROCESS: DistContext = { rank: 0, worldSize: 1, allReduceSum: async (v) => v };
+export const SINGLE_PROCESS: TrainDistContext = { rank: 0, worldSize: 1, allReduceSum: async (v) => v };
 
 /**
  * This rank's share of a batch: a contiguous block of whole prompt groups (both branches of a
  * prompt stay on one rank), the same split as lib/dist shardPromptGroups.
  */
-export function shardBatch<T>(batch: readonly T[], dist: Pick<DistContext, 'rank' | 'worldSize'>): T[] {
+export function shardBatch<T>(batch: readonly T[], dist: Pick<TrainDistContext, 'rank' | 'worldSize'>): T[] {
   const n = batch.length,
     base = Math.floor(n / dist.worldSize),
     extra = n % dist.worldSize;

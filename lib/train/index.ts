@@ -29,12 +29,12 @@ export {
   shardBatch,
   routeOf,
   SINGLE_PROCESS,
-  type DistContext,
+  type TrainDistContext,
   type TrainItem,
   type ValItem,
   type ItemRoute,
 } from './data';
 export { saveCheckpoint, listCheckpoints, readState, resumeTarget, type TrainState } from './checkpoint';
 export { RunLog, Progress, writePlots, curvesSvg, truncateJsonl, type MetricLine } from './logging';
-export { sftBase, type SftOptions } from './sft';
+export { sftBase, type SftBaseOptions } from './sft';
 export { runDemo, demoConfig, formatDemoTable, type DemoOptions, type DemoRow } from './demo';

@@ -16,7 +16,7 @@ import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
 import { writeTrainingPrompt } from './checkpoint';
 
-export interface SftOptions {
+export interface SftBaseOptions {
   steps: number;
   batchSize: number;
   lr: number;
@@ -28,7 +28,7 @@ export interface SftOptions {
 }
 
 /** Trains a fresh policy of `c.policy.kind` on `c.data.train` and saves it to `o.out`. */
-export async function sftBase(c: TrainConfig, o: SftOptions): Promise<{ dir: string; finalLoss: number }> {
+export async function sftBase(c: TrainConfig, o: SftBaseOptions): Promise<{ dir: string; finalLoss: number }> {
   const { train, val } = await loadTrainData(c);
   const policy = await POLICY_KINDS.get(c.policy.kind)({
     seed: c.seed,

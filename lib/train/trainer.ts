@@ -14,7 +14,7 @@ import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo'
 import { CrpoError } from '../errors';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import { Rng, hash32 } from '../synth/rng';
+import { Rng, hash32 } from '../random';
 import { colourShortcutRate } from '../synth';
 import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
 import '../rollout/linear-policy';
@@ -38,7 +38,7 @@ import {
   shardBatch,
   shuffledFrames,
   SINGLE_PROCESS,
-  type DistContext,
+  type TrainDistContext,
   type TrainItem,
   type ValItem,
 } from './data';
@@ -52,7 +52,7 @@ export interface TrainHooks {
   /** Test hook: may change the sequences of an update before it runs. */
   beforeUpdate?(seqs: TrainSequence[], step: number): void;
   /** Multi-process context (lib/dist); single process when absent. */
-  dist?: DistContext;
+  dist?: TrainDistContext;
   /** Progress / message sink (default stderr). */
   log?(message: string): void;
 }

@@ -1,5 +1,5 @@
-/** Seeded PRNG for tests: the library's mulberry32 (lib/synth/rng.ts); reproducible random shapes and values. */
-import { Rng } from '../../lib/synth/rng';
+/** Seeded PRNG for tests: the library's mulberry32 (lib/random.ts); reproducible random shapes and values. */
+import { Rng } from '../../lib/random';
 
 export function rng(seed: number): () => number {
   const r = new Rng(seed >>> 0);

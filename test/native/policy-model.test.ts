@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { liveHandleCount, torchAddon } from '../../lib/native';
 import {
-  Policy,
+  PolicyModel,
   Tokenizer,
   livePolicies,
   loadCheckpoint,
@@ -59,7 +59,7 @@ describe('native policy (tiny preset)', () => {
   const startHandles = liveHandleCount();
 
   maybe('KV-cached greedy generation equals uncached generation; sampler log-probs equal logprobs()', async () => {
-    const p = await Policy.create(tokenizer, { preset: 'tiny', seed: 3 });
+    const p = await PolicyModel.create(tokenizer, { preset: 'tiny', seed: 3 });
     try {
       const a = await p.generate(inputs(2), { greedy: true, maxNewTokens: 6 });
       const b = await p.generate(inputs(2), { greedy: true, maxNewTokens: 6, useCache: false });
@@ -91,8 +91,8 @@ describe('native policy (tiny preset)', () => {
   maybe(
     'the shared-prefix forward equals its twin that runs every row whole (log-probs, loss, gradient, update)',
     async () => {
-      const a = await Policy.create(tokenizer, { seed: 6 });
-      const b = await Policy.create(tokenizer, { seed: 6 });
+      const a = await PolicyModel.create(tokenizer, { seed: 6 });
+      const b = await PolicyModel.create(tokenizer, { seed: 6 });
       try {
         const all = inputs(4);
         const g = await a.generate(all, { temperature: 1.3, maxNewTokens: 6 });
@@ -136,7 +136,7 @@ describe('native policy (tiny preset)', () => {
   );
 
   maybe('sampled first tokens follow the exact next-token distribution (chi-square over the vocabulary)', async () => {
-    const p = await Policy.create(tokenizer, { seed: 9 });
+    const p = await PolicyModel.create(tokenizer, { seed: 9 });
     try {
       const n = 4000,
         V = tokenizer.size;
@@ -170,7 +170,7 @@ describe('native policy (tiny preset)', () => {
   });
 
   maybe('a batch (padded prompts, shared clips, mixed transforms) scores like each prompt alone', async () => {
-    const p = await Policy.create(tokenizer, { seed: 4 });
+    const p = await PolicyModel.create(tokenizer, { seed: 4 });
     try {
       const all = inputs(2);
       const g = await p.generate(all, { temperature: 1.2, maxNewTokens: 5 });
@@ -199,9 +199,9 @@ describe('native policy (tiny preset)', () => {
   });
 
   maybe('a seed fixes init and sampling; the transform changes what the model sees', async () => {
-    const a = await Policy.create(tokenizer, { seed: 11 });
-    const b = await Policy.create(tokenizer, { seed: 11 });
-    const c = await Policy.create(tokenizer, { seed: 12 });
+    const a = await PolicyModel.create(tokenizer, { seed: 11 });
+    const b = await PolicyModel.create(tokenizer, { seed: 11 });
+    const c = await PolicyModel.create(tokenizer, { seed: 12 });
     try {
       const ga = await a.generate(inputs(3), { temperature: 1.5, maxNewTokens: 6 });
       const gb = await b.generate(inputs(3), { temperature: 1.5, maxNewTokens: 6 });
@@ -235,7 +235,7 @@ describe('native policy (tiny preset)', () => {
   });
 
   maybe('SFT and RL steps lower their losses; a non-finite loss skips the update', async () => {
-    const p = await Policy.create(tokenizer, { seed: 1 });
+    const p = await PolicyModel.create(tokenizer, { seed: 1 });
     try {
       const x = inputs(1);
       const targets = ['<answer>A</answer>', '<answer>B</answer>', '<answer>C</answer>'];
@@ -284,7 +284,7 @@ describe('native policy (tiny preset)', () => {
   });
 
   maybe('save/load is bit-exact and resume continues bit for bit', async () => {
-    const p = await Policy.create(tokenizer, { seed: 21 });
+    const p = await PolicyModel.create(tokenizer, { seed: 21 });
     const dir = path.join(tmp, 'ckpt');
     try {
       const targets = ['<answer>A</answer>', '<answer>B</answer>', '<answer>C</answer>'];
@@ -397,7 +397,7 @@ describe('native policy (tiny preset)', () => {
   });
 
   maybe('bad arguments are refused at the TS boundary and in native code, never a crash', async () => {
-    const p = await Policy.create(tokenizer, { seed: 2 });
+    const p = await PolicyModel.create(tokenizer, { seed: 2 });
     try {
       const x = inputs(1);
       await expect(p.generate({ ...x, frames: new Uint8Array(10) })).rejects.toThrow(
@@ -481,7 +481,7 @@ describe('native policy (tiny preset)', () => {
         ),
       ).rejects.toThrow(/completions.lengths\[2\]/);
       expect(() => a.policySetRngState(p.id, new Uint8Array(3))).toThrow(/RNG state/);
-      await expect(Policy.create(tokenizer, { preset: 'huge' as never })).rejects.toThrow(/config.preset/);
+      await expect(PolicyModel.create(tokenizer, { preset: 'huge' as never })).rejects.toThrow(/config.preset/);
     } finally {
       p.dispose();
     }

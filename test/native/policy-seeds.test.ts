@@ -1,5 +1,5 @@
 /**
- * Per-prompt sampling seeds of the native policy (lib/model GenerateOptions.seeds, lib/rollout
+ * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/rollout
  * GenerateOptions.promptSeeds; native/torch/model sample_uniform): seeded sampling still follows
  * the exact next-token distribution (chi-square), a prompt samples the same completions alone as
  * inside a larger or reordered batch and whatever the policy's generator state, the rollout
@@ -7,7 +7,7 @@
  * rank with no sequences) runs alone without changing anything.
  */
 import { displayedOptions, formatPrompt } from '../../lib/prompt';
-import { Policy, Tokenizer, type PolicyInputs } from '../../lib/model';
+import { PolicyModel, Tokenizer, type PolicyInputs } from '../../lib/model';
 import { createNativePolicy } from '../../lib/rollout/native-policy';
 import type { PolicyPrompt } from '../../lib/rollout/policy';
 import { synthesize } from '../../lib/synth';
@@ -41,7 +41,7 @@ function block(g: { ids: Int32Array; logprobs: Float32Array; lengths: Int32Array
 
 describe('native policy sampling with per-prompt seeds (lib/model)', () => {
   maybe('seeded first tokens follow the exact next-token distribution (chi-square over the vocabulary)', async () => {
-    const p = await Policy.create(tokenizer, { seed: 9 });
+    const p = await PolicyModel.create(tokenizer, { seed: 9 });
     try {
       // One prompt, n rows: row g draws from the stream (seed, g, token), so the rows are n independent samples.
       const n = 4000,
@@ -73,7 +73,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
   maybe(
     'a prompt samples the same completions alone, in a batch, in another order, whatever the generator state',
     async () => {
-      const p = await Policy.create(tokenizer, { seed: 4 });
+      const p = await PolicyModel.create(tokenizer, { seed: 4 });
       try {
         const opts = { temperature: 1.5, maxNewTokens: 6 };
         const clips = frames(2, 5);
@@ -112,7 +112,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
   );
 
   maybe('bad seeds are refused with the parameter named', async () => {
-    const p = await Policy.create(tokenizer, { seed: 4 });
+    const p = await PolicyModel.create(tokenizer, { seed: 4 });
     try {
       const all: PolicyInputs = { frames: frames(2, 5), numVideos: 2, prompts: PROMPTS, groupSize: 2 };
       await expect(p.generate(all, { seeds: [1, 2] })).rejects.toMatchObject({
@@ -130,7 +130,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
   });
 
   maybe('an empty train step (no prompts, no rows) runs alone and changes nothing', async () => {
-    const p = await Policy.create(tokenizer, { seed: 4 });
+    const p = await PolicyModel.create(tokenizer, { seed: 4 });
     try {
       const w0 = await p.getWeights();
       const st = await p.trainStep(

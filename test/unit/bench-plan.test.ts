@@ -15,14 +15,14 @@ describe('bench plan', () => {
   skipIf(torchReason).it(
     `native parameter formula equals the parameters of the policy the addon ` + `builds`,
     async () => {
-      const { Policy, Tokenizer } = await import('../../lib/model');
+      const { PolicyModel, Tokenizer } = await import('../../lib/model');
       const tok = Tokenizer.build(['a b c d e f g h']);
       for (const shape of [
         { preset: 'tiny' as const },
         { preset: 'small' as const },
         { preset: 'tiny' as const, lmDim: 128, lmLayers: 3, lmHeads: 8, lmKvHeads: 4, lmMlp: 352, visionLayers: 1 },
       ]) {
-        const p = await Policy.create(tok, shape);
+        const p = await PolicyModel.create(tok, shape);
         try {
           expect({ shape, params: nativeParams(p.config) }).toEqual({ shape, params: p.info().parameters });
         } finally {

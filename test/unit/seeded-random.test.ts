@@ -1,11 +1,10 @@
 /**
- * The one seeded generator (mulberry32, lib/synth/rng.ts) behind the eval bootstrap
- * (lib/eval/metrics.ts seededRandom), the eval client's retry jitter and the tests' rng helper:
+ * The one seeded generator (mulberry32, lib/random.ts) behind the eval bootstrap (seededRandom,
+ * re-exported by lib/eval/metrics.ts), the eval client's retry jitter and the tests' rng helper:
  * each gives exactly the stream of the textbook mulberry32 written out here (the slow twin), so
  * results seeded before these shared one implementation are unchanged.
  */
-import { seededRandom } from '../../lib/eval/metrics';
-import { Rng } from '../../lib/synth/rng';
+import { Rng, seededRandom } from '../../lib/random';
 import { rng } from '../helpers/random';
 
 function mulberry32(seed: number): () => number {

@@ -7,7 +7,7 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
-import { formatThreads } from '../../lib/doctor';
+import { formatThreads } from '../../lib/cli/doctor-report';
 import { hasAddon } from '../../lib/native';
 import { resolveTorchThreads } from '../../lib/threads';
 import { skipIf } from '../helpers/skip';

@@ -7,7 +7,7 @@
  */
 import type { Argv } from 'yargs';
 import { CrpoError } from '../../errors';
-import { doctorReport, formatDoctor } from '../../doctor';
+import { doctorReport, formatDoctor } from '../doctor-report';
 import { DEMO_PRESETS, formatDemoTable, runDemo, type DemoPolicy } from '../../train/demo';
 
 export function builder(y: Argv): Argv {

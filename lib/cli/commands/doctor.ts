@@ -1,6 +1,6 @@
 /** `crpo doctor`: what this machine offers crpo, and what is missing with the fix. */
 import type { Argv } from 'yargs';
-import { doctorReport, formatDoctor } from '../../doctor';
+import { doctorReport, formatDoctor } from '../doctor-report';
 
 export function builder(y: Argv): Argv {
   return y.option('json', { type: 'boolean', default: false, describe: 'Print the report as JSON' });

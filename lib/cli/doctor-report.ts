@@ -4,9 +4,9 @@
  */
 import * as fs from 'fs';
 import * as os from 'os';
-import { addonStatus, hasAddon, torchInfo, type AddonStatus, type TorchInfo } from './native';
-import { TRAINING_COMMANDS, TRAINING_MALLOC_ENV } from './cli/relaunch';
-import { resolveTorchThreads, type ThreadSource } from './threads';
+import { addonStatus, hasAddon, torchInfo, type AddonStatus, type TorchInfo } from '../native';
+import { TRAINING_COMMANDS, TRAINING_MALLOC_ENV } from './relaunch';
+import { resolveTorchThreads, type ThreadSource } from '../threads';
 
 export interface DoctorReport {
   node: string;
