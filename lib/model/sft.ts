@@ -16,11 +16,11 @@ import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletio
 import type { Category } from '../data/schema';
 import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
 import { attributeItems, readingItem, readingVocabulary } from '../synth/auxiliary';
-import { Rng } from '../synth/rng';
+import { Rng } from '../random';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { POLICY_PRESETS, type PolicyConfig, type PolicyPresetName } from './config';
-import { Policy, type PolicyInputs } from './policy';
+import { PolicyModel, type PolicyInputs } from './policy';
 import { Tokenizer } from './tokenizer';
 
 export interface SftOptions {
@@ -58,7 +58,7 @@ export interface SftOptions {
    * ("blue <answer>B</answer>", lib/prompt optionAnswerCompletion; measured in docs/model.md).
    */
   target?: 'letter' | 'option-then-letter';
-  /** Weight of the language-model loss on the prompt text (Policy.sftStep promptLmWeight; 0 = off). */
+  /** Weight of the language-model loss on the prompt text (PolicyModel.sftStep promptLmWeight; 0 = off). */
   promptLm?: number;
   /**
    * Stream: share of training clips whose question is replaced by a reading question ("Which
@@ -156,7 +156,7 @@ function promptOf(it: SynthItem, nullOption: boolean): string {
  * Packs items into one policy batch: one prompt per item, one clip per distinct frames array
  * (items that share an array, as auxiliary questions do, share the clip's vision pass).
  */
-export function packBatch(policy: Policy, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
+export function packBatch(policy: PolicyModel, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
   const clipOf = new Map<Uint8Array, number>();
   items.forEach((it, i) => {
     if (it.frames.length !== policy.clipBytes)
@@ -174,7 +174,7 @@ export function packBatch(policy: Policy, items: readonly SynthItem[], nullOptio
 
 /** Greedy answers of `policy` on `items`, scored with the paired metrics. */
 export async function evaluateItems(
-  policy: Policy,
+  policy: PolicyModel,
   items: readonly SynthItem[],
   nullOption: boolean,
   batchSize = 64,
@@ -313,7 +313,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   const ckptDir = path.join(o.out, 'checkpoint');
   fs.mkdirSync(o.out, { recursive: true });
 
-  let policy: Policy;
+  let policy: PolicyModel;
   let startStep = 0;
   if (o.resume && fs.existsSync(path.join(ckptDir, 'policy.json'))) {
     const r = await loadCheckpoint(ckptDir);
@@ -331,7 +331,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     const tokenizer = Tokenizer.build(
       vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)], readingVocabulary()),
     );
-    policy = await Policy.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
+    policy = await PolicyModel.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
   }
   try {
     const steps = fixed ? Math.ceil(fixed.length / o.batchSize) * o.epochs : o.steps > 0 ? o.steps : 1_000_000;

@@ -11,7 +11,7 @@
  */
 import { outOfRange } from '../errors';
 import { OBJECT_COLOURS, SHAPES, type SceneObject } from './render';
-import { Rng } from './rng';
+import { Rng } from '../random';
 import { SYNTH_QUESTIONS, type SynthItem } from './index';
 
 export const READING_QUESTION_PREFIX = 'Which option says';

@@ -60,7 +60,7 @@ describe('readingItem', () => {
 
 describe('attributeItems', () => {
   const scene = (it: (typeof base)[number]) =>
-    (it.record.video as { scene: { objects: { color: string; shape: string }[] } }).scene;
+    (it.record.video as unknown as { scene: { objects: { color: string; shape: string }[] } }).scene;
 
   it('asks the colour and shape of single-look clips, with the truth among four options', () => {
     let asked = 0;
