@@ -8,6 +8,7 @@
  * and the runtime has warmed up (thread pools, BLAS buffers), before the model exists.
  */
 import * as fs from 'fs';
+import { CrpoError } from '../errors';
 import { torchAddon, callSync, type TensorBytesStats } from '../native';
 
 /** Peaks of one phase (the largest over its repetitions), bytes above the recorder's baseline. */
@@ -81,14 +82,19 @@ export class MemoryRecorder {
   }
 
   begin(name: string): void {
-    if (this.open !== undefined) throw new Error(`MemoryRecorder: phase '${this.open}' is still open`);
+    if (this.open !== undefined)
+      throw new CrpoError('ERR_CRPO_USAGE', `MemoryRecorder.begin('${name}'): phase '${this.open}' is still open`);
     this.open = name;
     tensorBytes({ resetPeak: true });
     if (this.rssWorks) resetHighWater();
   }
 
   end(name: string): void {
-    if (this.open !== name) throw new Error(`MemoryRecorder: end('${name}') but the open phase is '${this.open}'`);
+    if (this.open !== name)
+      throw new CrpoError(
+        'ERR_CRPO_USAGE',
+        `MemoryRecorder.end('${name}'): the open phase is '${this.open ?? 'none'}'`,
+      );
     this.open = undefined;
     const t = tensorBytes();
     const mem = this.rssWorks ? procMemory() : undefined;
