@@ -7,9 +7,11 @@
  * phase and the update phase, and it fits when that is below the device memory.
  * Two model families: Hugging Face Qwen2.5-VL / Qwen3-VL (a folder's config.json or a published
  * name; activation, logits, vision and KV terms from lib/hf/budget.ts) and the native policy
- * (lib/model presets; every term below). The native parameter count is tested exact; the resident
- * terms are checked against the peak RSS `crpo bench rollout` measures on the CPU
- * (test/e2e/bench-plan-rss.test.ts); the activation term is not validated (docs/real-models.md).
+ * (lib/model presets; every term below, from what native/torch/model keeps in each phase; the
+ * weight read-back after a step is a phase of its own). The native parameter count is tested exact;
+ * the native peak is checked against the tensor bytes counted on libtorch's CPU allocator during
+ * `crpo bench rollout`'s steps, within 15% for two configurations (test/e2e/bench-plan-memory.test.ts;
+ * measured 0.3-3.5% apart, docs/real-models.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
