@@ -220,10 +220,22 @@ export interface DistNativeApi {
   ): Promise<{ maxDiff: number; startedDuringBackward: number; buckets: number }>;
 }
 
+/**
+ * Live and peak bytes of CPU tensors, counted on libtorch's allocator once installed
+ * (native/torch/tensor_bytes.cpp).
+ */
+export interface TensorBytesStats {
+  installed: boolean;
+  liveBytes: number;
+  peakBytes: number;
+  allocations: number;
+}
+
 export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
   kind: 'torch';
   info(): TorchInfo;
   setNumThreads(threads: number): void;
+  tensorBytes(o?: { install?: boolean; resetPeak?: boolean }): TensorBytesStats;
 }
 
 /** A tensor returned by the addon: fp32 values and their shape. */

@@ -7,9 +7,11 @@
  * phase and the update phase, and it fits when that is below the device memory.
  * Two model families: Hugging Face Qwen2.5-VL / Qwen3-VL (a folder's config.json or a published
  * name; activation, logits, vision and KV terms from lib/hf/budget.ts) and the native policy
- * (lib/model presets; every term below). The native parameter count is tested exact; the resident
- * terms are checked against the peak RSS `crpo bench rollout` measures on the CPU
- * (test/e2e/bench-plan-rss.test.ts); the activation term is not validated (docs/real-models.md).
+ * (lib/model presets; every term below, from what native/torch/model keeps in each phase; the
+ * weight read-back after a step is a phase of its own). The native parameter count is tested exact;
+ * the native peak is checked against the tensor bytes counted on libtorch's CPU allocator during
+ * `crpo bench rollout`'s steps, within 15% for two configurations (test/e2e/bench-plan-memory.test.ts;
+ * measured 0.3-3.5% apart, docs/real-models.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -76,8 +78,13 @@ export interface PlanTerm {
   name: string;
   label: string;
   bytes: number;
-  /** 'resident' for the whole run; 'rollout' / 'update' only during that phase. */
-  phase: 'resident' | 'rollout' | 'update' | 'info';
+  /**
+   * 'resident' for the whole run; 'rollout' / 'update' / 'readback' (the native policy's weight
+   * read-back after a step) only during that phase; 'info' is printed but not in the peak.
+   */
+  phase: 'resident' | 'rollout' | 'update' | 'readback' | 'info';
+  /** Host memory outside libtorch's tensors (JS arrays); the other terms are tensor bytes. */
+  host?: boolean;
   formula: string;
 }
 
@@ -92,7 +99,11 @@ export interface PlanResult {
   residentBytes: number;
   rolloutBytes: number;
   updateBytes: number;
+  readbackBytes: number;
+  /** resident + max(rollout, update, readback). */
   peakBytes: number;
+  /** The same over the tensor terms only (no host terms): what libtorch's allocator holds at the peak. */
+  tensorPeakBytes: number;
   /** Undefined when no --gpu-mem was given. */
   fits?: boolean;
   /** Largest term, for the one-line advice. */
@@ -133,29 +144,57 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
     H = o.cfGroupSize || o.groupSize;
   const vis = visualTokens(s);
   const Lp = vis + o.promptTokens,
-    Lc = o.maxNewTokens,
-    L = Lp + Lc;
+    C = o.maxNewTokens,
+    Lk = Lp + C;
   const Dl = s.lmDim,
     hd = Dl / s.lmHeads,
     kd = s.lmKvHeads * hd;
-  const N = o.batch * (G + H); // sequences of one update (both branches)
-  const prompts = 2 * o.batch; // original + counterfactual prompt of each question
-  const tubelets = (s.frames / s.temporalPatch) * (s.imageSize / s.patchSize) ** 2;
-  const shard = o.shardedOptim ? o.gpus : 1;
-  // Per token per LM layer, tensors autograd keeps for the backward (as lib/hf/budget.ts counts them):
-  // norm inputs/outputs 4*Dl, q/k/v before and after rotary 2*(Dl + 2*kd), attention output Dl, SwiGLU 4*mlp.
-  const perTokLayer = (4 * Dl + 2 * (Dl + 2 * kd) + Dl + 4 * s.lmMlp) * b;
-  // The trainer's NativePolicy gives every sequence its own prompt row (the native step's prefix sharing
-  // needs G rows per prompt), so the update runs N whole rows of L tokens.
-  const tokens = N * L;
-  const scores = s.lmHeads * N * L * L * 2 * 4; // fp32 scores + probabilities
-  const lmAct = s.lmLayers * (tokens * perTokLayer + scores);
-  const lmActCkpt = s.lmLayers * tokens * Dl * b + tokens * perTokLayer + scores / s.lmLayers;
+  // The update: NativePolicy gives every sequence its own prompt row (the native step's prefix sharing
+  // needs G rows per prompt), so the train step runs N rows: a prefix pass over Lp tokens that fills
+  // each layer's keys/values, then a completion pass over C tokens against Lk = Lp + C keys
+  // (native/torch/model policy_model.cpp, completion_hidden). All of it is kept for the backward: the
+  // native policy has no gradient checkpointing.
+  const N = o.batch * (G + H);
+  const T = N * C; // completion tokens scored (at most; every completion at maxNewTokens)
+  // Per token per LM layer, what autograd keeps: the layer input, RMSNorm's normalised input and
+  // output (x2 norms), q and its rotated copy, k before rotation, the attention output, the
+  // residual sum; SwiGLU's gate, silu(gate), up and their product.
+  const perTok = (9 * Dl + kd + 4 * s.lmMlp) * b;
+  // Attention probabilities: softmax's fp32 output (+ its cast to the weight dtype below fp32), and
+  // the bool mask masked_fill keeps, one per layer.
+  const perScore = 4 + (b < 4 ? b : 0) + 1;
+  const prefixLayer = N * (Lp * perTok + Lp * 2 * kd * b + s.lmHeads * Lp * Lp * perScore); // with its K/V cache
+  const completionLayer = N * (C * perTok + Lk * 2 * kd * b + s.lmHeads * C * Lk * perScore); // K/V of Lk keys
+  const completionOther =
+    N * C * (2 * Dl + hd) * b + // final RMSNorm (input, normalised), rotary cos/sin tables
+    T * Dl * b + // the head's input (completion positions)
+    T * s.vocabSize * 4; // log-softmax over the vocabulary (fp32)
+  const lmOther = N * Lp * (2 * Dl + hd) * b + completionOther;
+  const lmLayer = prefixLayer + completionLayer;
+  // Vision tower, trained: 2B clips (each question's original and counterfactual clip), per tubelet
+  // token per block: input, qkv, attention output, residual, both LayerNorm outputs (4 + 3 + 1) Dv,
+  // both MLP activations; the attention probabilities over the clip (or one frame group).
+  const clips = 2 * o.batch;
+  const perGroup = (s.imageSize / s.patchSize) ** 2;
+  const tubelets = (s.frames / s.temporalPatch) * perGroup;
+  const keys = s.visionClipAttention ? tubelets : perGroup;
+  const patchIn = s.temporalPatch * s.patchSize * s.patchSize * 3;
   const visAct =
-    prompts * s.visionLayers * tubelets * (8 * s.visionDim + 2 * s.visionMlp) * b +
-    prompts * s.visionHeads * tubelets * tubelets * 2 * 4;
-  const logits = N * Lc * s.vocabSize * 4 * 3; // logits, log-softmax and its gradient, fp32
-  const kv = o.batch * Math.max(G, H) * L * s.lmLayers * 2 * kd * b; // one branch's generate call at a time
+    clips * tubelets * (s.visionLayers * ((8 * s.visionDim + 2 * s.visionMlp) * b + s.visionHeads * keys * perScore)) +
+    clips * tubelets * (patchIn + 6 * s.visionDim) * b; // patch input, final LayerNorm and projector
+  const activations = s.lmLayers * lmLayer + lmOther + visAct;
+  // Gradients are allocated during the backward, while activations are released. The completion
+  // pass was recorded last, so autograd runs it first: at its start every activation is alive with
+  // the gradients of the head and the last layer; at its end the gradients of every LM layer exist
+  // and the completion pass's activations are gone. Whichever moment is larger is the peak.
+  const layerParams = 2 * Dl + 2 * Dl * Dl + 2 * kd * Dl + 3 * s.lmMlp * Dl;
+  const gradsFirst = (layerParams + s.vocabSize * Dl + Dl) * b;
+  const gradsAtPeak = Math.max(gradsFirst, P * b - (s.lmLayers * completionLayer + completionOther));
+  // The largest short-lived tensors on top of what is kept: the entropy's exp(log p) and its product
+  // with log p at the end of the forward (2 x T x vocab fp32), or in the backward the gradients of a
+  // layer's attention scores and probabilities (2 x N x heads x queries x keys, fp32).
+  const transient = Math.max(2 * T * s.vocabSize * 4, 2 * N * s.lmHeads * Math.max(Lp * Lp, C * Lk) * 4);
+  const kv = o.batch * Math.max(G, H) * (Lp + C) * s.lmLayers * 2 * kd * b; // one branch's generate call at a time
   const terms: PlanTerm[] = [
     { name: 'weights', label: 'weights', bytes: P * b, phase: 'resident', formula: 'P x dtype bytes' },
     {
@@ -166,65 +205,76 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
       formula: 'P x dtype bytes (a second copy: freezeReference)',
     },
     {
-      name: 'gradients',
-      label: 'gradients',
-      bytes: (P * 4) / shard,
-      phase: 'resident',
-      formula: `P x 4 B${shard > 1 ? ' / devices' : ''}`,
-    },
-    {
       name: 'optimizer',
-      label: 'AdamW moments',
-      bytes: (P * 8) / shard,
+      label: 'AdamW moments (fp32)',
+      bytes: (P * 8) / (o.shardedOptim ? o.gpus : 1),
       phase: 'resident',
-      formula: `P x 8 B${shard > 1 ? ' / devices' : ''}`,
+      formula: `P x 8 B${o.shardedOptim ? ' / devices' : ''}`,
     },
-    // NativePolicy.refreshDigest reads every weight back into JS after each step; the previous
-    // step's copy stays until V8 collects it, so one more copy may be alive at the peak (GC timing).
     {
-      name: 'digest',
-      label: 'weights read back for the step digest',
-      bytes: P * 4,
+      name: 'gradients',
+      label: 'gradients alive at the peak (allocated during the backward, freed after the step)',
+      bytes: gradsAtPeak,
       phase: 'update',
-      formula: 'P x 4 B (NativePolicy.refreshDigest)',
+      formula: "max(head + last layer's, P - completion-pass activations) x dtype bytes",
     },
     {
-      name: 'digestPrevious',
-      label: "the previous step's read-back, until V8 collects it",
-      bytes: P * 4,
+      name: 'gradientsAll',
+      label: 'all gradients (at the end of the backward)',
+      bytes: P * b,
       phase: 'info',
-      formula: 'up to P x 4 B more',
+      formula: 'P x dtype bytes',
     },
     {
       name: 'activations',
-      label: o.checkpointing ? 'activations (checkpointed)' : 'activations (all kept)',
-      bytes: (o.checkpointing ? lmActCkpt : lmAct) + visAct,
+      label: 'activations (all kept: no checkpointing in the native policy)',
+      bytes: activations,
       phase: 'update',
-      formula: 'layers x (prefix + completion tokens) x per-token tensors + attention scores; vision tubelets',
+      formula:
+        'layers x N x (prefix Lp + completion C tokens x per-token tensors + K/V + heads x queries x keys) + ' +
+        'log-softmax T x vocab + vision tubelets',
     },
     {
-      name: 'activationsKept',
-      label: 'activations without checkpointing (for comparison)',
-      bytes: lmAct + visAct,
+      name: 'transient',
+      label: "largest short-lived tensors (entropy, or a layer's score gradients)",
+      bytes: transient,
+      phase: 'update',
+      formula: 'max(2 x T x vocab x 4 B, 2 x N x heads x max(Lp^2, C x Lk) x 4 B)',
+    },
+    // NativePolicy.refreshDigest reads every weight back after each step, when the step's tensors are
+    // gone: the addon's fp32 copy and the JS arrays it is copied into, both alive while the copy runs.
+    {
+      name: 'digest',
+      label: 'weights read back for the step digest (fp32 tensor copy)',
+      bytes: P * 4,
+      phase: 'readback',
+      formula: 'P x 4 B (NativePolicy.refreshDigest)',
+    },
+    {
+      name: 'digestHost',
+      label: 'the same weights in JS arrays (host memory)',
+      bytes: P * 4,
+      phase: 'readback',
+      host: true,
+      formula: 'P x 4 B',
+    },
+    {
+      name: 'digestPrevious',
+      label: "the previous step's JS arrays, until V8 collects them",
+      bytes: P * 4,
       phase: 'info',
-      formula: 'all layers kept',
-    },
-    {
-      name: 'logits',
-      label: 'logits + log-softmax + gradient',
-      bytes: logits,
-      phase: 'update',
-      formula: 'N x completion x vocab x 4 B x 3',
+      host: true,
+      formula: 'up to P x 4 B more',
     },
     {
       name: 'kvCache',
       label: `KV cache of the rollouts (B x max(G, G') = ${o.batch * Math.max(G, H)} rows per branch call)`,
       bytes: kv,
       phase: 'rollout',
-      formula: 'rows x L x layers x 2 x kv_dim x bytes',
+      formula: 'rows x (Lp + C) x layers x 2 x kv_dim x bytes',
     },
   ];
-  return finish(name, 'native', P, P, L, o, terms);
+  return finish(name, 'native', P, P, Lk, { ...o, checkpointing: false }, terms);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,11 +397,14 @@ function finish(
   o: PlanOptions,
   terms: PlanTerm[],
 ): PlanResult {
-  const sum = (ph: PlanTerm['phase']) => terms.filter((t) => t.phase === ph).reduce((a, t) => a + t.bytes, 0);
+  const sum = (ph: PlanTerm['phase'], tensorsOnly = false) =>
+    terms.filter((t) => t.phase === ph && !(tensorsOnly && t.host)).reduce((a, t) => a + t.bytes, 0);
   const resident = sum('resident'),
     rollout = sum('rollout'),
-    update = sum('update');
-  const peak = resident + Math.max(rollout, update);
+    update = sum('update'),
+    readback = sum('readback');
+  const peak = resident + Math.max(rollout, update, readback);
+  const tensorPeak = sum('resident', true) + Math.max(sum('rollout', true), sum('update', true), sum('readback', true));
   const { model: _m, ...options } = o;
   void _m;
   const fits = o.gpuMemGB > 0 ? peak <= o.gpuMemGB * 1e9 : undefined;
@@ -359,7 +412,7 @@ function finish(
   let advice = `Largest term: ${top.label} (${(top.bytes / GiB).toFixed(2)} GiB).`;
   if (fits === false) {
     const fixes: string[] = [];
-    if (!o.checkpointing) fixes.push('turn gradient checkpointing on');
+    if (!o.checkpointing && family === 'qwen') fixes.push('turn gradient checkpointing on');
     if (o.lora === 0 && family === 'qwen') fixes.push('train LoRA adapters (--lora 16)');
     if (!o.shardedOptim && o.gpus > 1) fixes.push('shard gradients and optimizer state (--sharded-optim)');
     if (o.microBatch > 1) fixes.push('lower --micro-batch');
@@ -377,7 +430,9 @@ function finish(
     residentBytes: resident,
     rolloutBytes: rollout,
     updateBytes: update,
+    readbackBytes: readback,
     peakBytes: peak,
+    tensorPeakBytes: tensorPeak,
     fits,
     advice,
   };
@@ -504,13 +559,16 @@ export function formatPlan(r: PlanResult): string {
       `${r.family === 'qwen' ? `${o.frames} frames of ${o.pixels} pixels, ` : ''}${o.promptTokens} prompt + ` +
       `${o.maxNewTokens} completion tokens (L = ${r.seqLen})` +
       `${r.family === 'qwen' ? `, micro-batch ${o.microBatch}` : ''}, gradient checkpointing ` +
-      `${o.checkpointing ? 'on' : 'off'}.`,
+      `${r.family === 'native' ? 'off (the native policy keeps every layer)' : o.checkpointing ? 'on' : 'off'}.`,
     '',
     '| term | when | GiB | formula |',
     '| --- | --- | --- | --- |',
     ...rows.map((x) => `| ${x.join(' | ')} |`),
-    `| **peak = resident + max(rollout, update)** | | **${gib(r.peakBytes)}** | ${gib(r.residentBytes)} + ` +
-      `max(${gib(r.rolloutBytes)}, ${gib(r.updateBytes)}) |`,
+    r.family === 'native'
+      ? `| **peak = resident + max(rollout, update, readback)** | | **${gib(r.peakBytes)}** | ` +
+        `${gib(r.residentBytes)} + max(${gib(r.rolloutBytes)}, ${gib(r.updateBytes)}, ${gib(r.readbackBytes)}) |`
+      : `| **peak = resident + max(rollout, update)** | | **${gib(r.peakBytes)}** | ${gib(r.residentBytes)} + ` +
+        `max(${gib(r.rolloutBytes)}, ${gib(r.updateBytes)}) |`,
     '',
     `Verdict: ${verdict}. ${r.advice}`,
     'Not counted: the CUDA context and allocator fragmentation (keep ~10% free), and the runtime itself on the CPU ' +

@@ -354,6 +354,13 @@ export interface RolloutBenchHooks {
   dist?: DistContext;
   /** Native policy: fields of its config other than the tiny preset's (tests of the memory plan). */
   nativeShape?: Partial<import('../model').PolicyConfig>;
+  /**
+   * Called around the parts of the run whose memory `crpo bench plan` predicts (a MemoryRecorder,
+   * lib/bench/memory.ts): 'create' (the policy and its frozen reference), then per step 'rollouts'
+   * (frames and both branches' generation), 'reference' (rewards and the reference log-probs),
+   * 'forward' (the policy log-probs timed apart) and 'train' (the train step and its weight digest).
+   */
+  memory?: { begin(phase: string): void; end(phase: string): void };
 }
 
 /** Runs warm-up + timed CRPO steps and returns every phase's statistics. */
@@ -399,7 +406,9 @@ export async function benchRollout(
     H = plan.secondSamples;
   const texts = dataTexts(originals);
   const baseRss = peakRssMiB();
+  const mem = hooks.memory;
   say(`[bench] creating the ${c.policy} policy${c.model ? ` from ${c.model}` : ''} on ${c.device}`);
+  mem?.begin('create');
   const created = await createBenchPolicy(c, texts, hooks.nativeShape);
   const policy = created.policy;
   const notes: string[] = [];
@@ -410,10 +419,12 @@ export async function benchRollout(
   const gradBuffer = world > 1 ? new Float32Array(created.trainableParameters) : undefined;
   try {
     await policy.freezeReference();
+    mem?.end('create');
     const total = c.warmup + c.steps;
     for (let step = 0; step < total; step++) {
       const timed = step >= c.warmup;
       const t: Record<string, number> = {};
+      mem?.begin('rollouts');
       // 1. frame decode (the evaluator's loader: files through ffmpeg/sharp, synthetic specs rendered)
       let t0 = process.hrtime.bigint();
       const decoded = await Promise.all(items.map((it) => loader(it.record)));
@@ -466,6 +477,8 @@ export async function benchRollout(
         clamped.add('decode');
       }
       const tokens = [...outO, ...outS].reduce((a, cs) => a + cs.reduce((b, x) => b + x.tokens.length, 0), 0);
+      mem?.end('rollouts');
+      mem?.begin('reference');
       // 4. rewards and advantages
       t0 = process.hrtime.bigint();
       const groups: ScoredGroupInput[] = items.map((it, b) => {
@@ -493,9 +506,13 @@ export async function benchRollout(
         s.refLogprobs = ref[i];
       });
       t.reference = msSince(t0);
+      mem?.end('reference');
+      mem?.begin('forward');
       t0 = process.hrtime.bigint();
       await policy.logprobs(all, seqs, { temperature: TRAIN_DEFAULTS.temperature });
       t.forward = msSince(t0);
+      mem?.end('forward');
+      mem?.begin('train');
       t0 = process.hrtime.bigint();
       const st = await policy.trainStep(all, seqs, {
         processGroup: dist?.nativeGroupId,
@@ -510,6 +527,7 @@ export async function benchRollout(
         maxNewTokens: c.maxNewTokens,
       });
       t.train = msSince(t0);
+      mem?.end('train');
       t.backward = t.train - t.forward;
       if (t.backward < 0) {
         t.backward = 0;

@@ -1,7 +1,7 @@
 /**
  * `crpo bench plan` (lib/bench/plan.ts): parameter counts (the native formula against the policy
  * the addon builds; the published Qwen sizes), how the peak is put together, the fit verdict,
- * sharding, and the refusals. The measured check against peak RSS is test/e2e/bench-plan-rss.test.ts.
+ * sharding, and the refusals. The measured check is test/e2e/bench-plan-memory.test.ts.
  */
 import { hasAddon } from '../../lib/native';
 import { formatPlan, nativeParams, planMemory, planOptionsFromFlags, qwenLoraParams } from '../../lib/bench/plan';
@@ -50,6 +50,27 @@ describe('bench plan', () => {
     expect(r.terms.find((t) => t.name === 'weights')!.bytes).toBe(r.params * 2);
     expect(r.terms.find((t) => t.name === 'reference')!.bytes).toBe(0); // LoRA: the base with adapters off
     expect(r.fits).toBe(true);
+  });
+
+  it('native policy: gradients and activations in the update, the weight read-back a phase of its own', () => {
+    const r = planMemory({ model: 'native-small', batch: 2, groupSize: 4, promptTokens: 40, maxNewTokens: 16 });
+    const t = (name: string) => r.terms.find((x) => x.name === name)!;
+    const sum = (ph: string, tensorsOnly = false) =>
+      r.terms.filter((x) => x.phase === ph && !(tensorsOnly && x.host)).reduce((a, x) => a + x.bytes, 0);
+    expect(r.options.checkpointing).toBe(false); // the native policy keeps every layer, whatever was asked
+    expect(t('gradients').phase).toBe('update');
+    expect(t('digest')).toMatchObject({ phase: 'readback', bytes: r.params * 4 });
+    expect(t('digestHost')).toMatchObject({ phase: 'readback', host: true, bytes: r.params * 4 });
+    expect(r.peakBytes).toBe(sum('resident') + Math.max(sum('rollout'), sum('update'), sum('readback')));
+    expect(r.tensorPeakBytes).toBe(
+      sum('resident', true) + Math.max(sum('rollout', true), sum('update', true), sum('readback', true)),
+    );
+    // Activations grow with the sequences of an update: twice the prompts, about twice the bytes.
+    const twice = planMemory({ model: 'native-small', batch: 4, groupSize: 4, promptTokens: 40, maxNewTokens: 16 });
+    const act = (x: typeof r) => x.terms.find((y) => y.name === 'activations')!.bytes;
+    expect(act(twice) / act(r)).toBeCloseTo(2, 1);
+    expect(formatPlan(r)).toContain('gradient checkpointing off (the native policy keeps every layer)');
+    expect(formatPlan(r)).toMatch(/\| \*\*peak = resident \+ max\(rollout, update, readback\)\*\* \|/);
   });
 
   it('fit verdict at the boundary, checkpointing and sharding move the right terms', () => {

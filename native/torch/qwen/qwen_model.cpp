@@ -588,6 +588,10 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
       next = last.argmax(-1);
     } else {
       at::Tensor z = last / o.temperature;
+      // Never sample a vision placeholder: scored again, the completion would hold one more visual
+      // position than there are features (small random models sample them; real ones rarely).
+      for (int64_t t : {cfg_.image_token, cfg_.video_token})
+        if (t >= 0 && t < z.size(-1)) z.select(-1, t).fill_(-std::numeric_limits<float>::infinity());
       if (o.top_k > 0 && o.top_k < z.size(-1)) {
         at::Tensor kth = std::get<0>(z.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
         z = z.masked_fill(z < kth, -std::numeric_limits<float>::infinity());
