@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { setTorchThreads, torchAddon } from '../native';
 import { writeSafetensors } from '../model/safetensors';
-import { Policy, type PolicyInputs, type PolicyPrompt, type RlCompletions } from '../model/policy';
+import { PolicyModel, type PolicyInputs, type PolicyModelPrompt, type RlCompletions } from '../model/policy';
 import { Tokenizer } from '../model/tokenizer';
 
 export const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
@@ -53,9 +53,9 @@ export function benchTokenizer(): Tokenizer {
 }
 
 /** A fresh policy of the tiny preset (lib/model/config.ts: 8 frames of 32x32, 16 visual tokens, LM 2 x 96). */
-export async function tinyPolicy(tokenizer = benchTokenizer()): Promise<Policy> {
+export async function tinyPolicy(tokenizer = benchTokenizer()): Promise<PolicyModel> {
   setTorchThreads(THREADS);
-  return Policy.create(tokenizer, { preset: 'tiny', seed: 7 });
+  return PolicyModel.create(tokenizer, { preset: 'tiny', seed: 7 });
 }
 
 /** The torch addon is built with the native policy. */
@@ -84,11 +84,11 @@ export function lcg(seed: number): () => number {
  * Q questions over Q videos; with `dual`, each question appears twice (original, then its
  * counterfactual: hflip or reverse), as one CRPO dual-branch batch. Prompts of 20-36 tokens.
  */
-export function makeInputs(p: Policy, questions: number, group: number, dual: boolean, seed = 11): PolicyInputs {
+export function makeInputs(p: PolicyModel, questions: number, group: number, dual: boolean, seed = 11): PolicyInputs {
   const rand = lcg(seed);
   const frames = new Uint8Array(questions * p.clipBytes);
   for (let i = 0; i < frames.length; i++) frames[i] = Math.floor(rand() * 256);
-  const prompts: PolicyPrompt[] = [];
+  const prompts: PolicyModelPrompt[] = [];
   const V = p.tokenizer.size;
   for (let q = 0; q < questions; q++) {
     const len = 20 + Math.floor(rand() * 17);
@@ -101,7 +101,7 @@ export function makeInputs(p: Policy, questions: number, group: number, dual: bo
 
 /** Writes config, weights and the batch exactly as the native call receives it, for the twin, into a fresh temporary folder. */
 export async function handOver(
-  p: Policy,
+  p: PolicyModel,
   inputs: PolicyInputs,
   run: Record<string, unknown>,
   comp?: RlCompletions,

@@ -275,7 +275,7 @@ async function createBenchPolicy(
     const visual = m.visualTokens({ ...m.POLICY_PRESETS.tiny, ...shape, ...nativeShape });
     // Room for the visual tokens, the longest prompt and the completion (the preset's 160 is for 8 x 32x32 clips).
     const maxSeqLen = Math.max(m.POLICY_PRESETS.tiny.maxSeqLen, visual + promptTokens + c.maxNewTokens + 8);
-    const p = await m.Policy.create(tok, {
+    const p = await m.PolicyModel.create(tok, {
       preset: 'tiny',
       seed: c.seed,
       ...shape,

@@ -9,7 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Policy, type PolicyInputs, type RlCompletions } from '../model/policy';
+import { PolicyModel, type PolicyInputs, type RlCompletions } from '../model/policy';
 import { Tokenizer } from '../model/tokenizer';
 import { torchInfo } from '../native';
 import {
@@ -78,7 +78,7 @@ export function twinUnavailable(c: Pick<RolloutBenchConfig, 'policy' | 'device'>
 }
 
 /** B questions x 2 branches (original, hflip) x G rollouts of `width` tokens, as the bench's step has them. */
-function batchFor(p: Policy, c: RolloutBenchConfig): PolicyInputs {
+function batchFor(p: PolicyModel, c: RolloutBenchConfig): PolicyInputs {
   const rand = lcg(11);
   const frames = new Uint8Array(c.batch * p.clipBytes);
   for (let i = 0; i < frames.length; i++) frames[i] = Math.floor(rand() * 256);
@@ -102,7 +102,7 @@ export async function benchVsPytorch(
   Object.assign(process.env, THREAD_ENV);
   const threads = torchInfo().intraOpThreads;
   const tok = Tokenizer.build([Array.from({ length: 440 }, (_, i) => `w${i}`).join(' ')]);
-  const policy = await Policy.create(tok, {
+  const policy = await PolicyModel.create(tok, {
     preset: 'tiny',
     seed: 7,
     frames: c.frames,
@@ -174,7 +174,7 @@ export async function benchVsPytorch(
     twins.push(ttwin);
     const py = (await ttwin.ready()) as { check: { loss: number; gradNorm: number } };
     // A second policy with the same weights takes one unclipped step without decay (the timed one keeps its own).
-    const probe = await Policy.create(tok, { ...policy.config });
+    const probe = await PolicyModel.create(tok, { ...policy.config });
     await probe.setWeights(await policy.getWeights());
     const st = await probe.trainStep(inputs, comp, { ...TWIN_TRAIN_STEP, weightDecay: 0, maxGradNorm: 0 });
     probe.dispose();

@@ -13,7 +13,7 @@ import { CrpoError, invalidArg } from '../errors';
 import { writeFileAtomicSync } from '../data/jsonl';
 import type { NativePolicyTensor } from '../native';
 import { resolvePolicyConfig, type PolicyConfig } from './config';
-import { Policy } from './policy';
+import { PolicyModel } from './policy';
 import { SafetensorsFile, writeSafetensors } from './safetensors';
 import { Tokenizer } from './tokenizer';
 
@@ -61,11 +61,11 @@ function toWrite(tensors: NativePolicyTensor[]) {
 
 /** Saves `policy` (weights, optimizer state unless frozen, RNG, step) into folder `dir`. */
 export async function saveCheckpoint(
-  policy: Policy,
+  policy: PolicyModel,
   dir: string,
   meta: Record<string, unknown> = {},
 ): Promise<CheckpointManifest> {
-  if (!(policy instanceof Policy)) throw invalidArg('policy', 'a Policy', policy, 'saveCheckpoint');
+  if (!(policy instanceof PolicyModel)) throw invalidArg('policy', 'a PolicyModel', policy, 'saveCheckpoint');
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'saveCheckpoint');
   const abs = path.resolve(dir);
   const weights = await policy.getWeights();
@@ -206,7 +206,7 @@ export interface CheckpointLoadOptions {
 export async function loadCheckpoint(
   dir: string,
   options: CheckpointLoadOptions = {},
-): Promise<{ policy: Policy; manifest: CheckpointManifest }> {
+): Promise<{ policy: PolicyModel; manifest: CheckpointManifest }> {
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'loadCheckpoint');
   const m = readManifest(dir);
   const tokenizer = Tokenizer.fromJSON(m.tokenizer);
@@ -227,7 +227,7 @@ export async function loadCheckpoint(
       dir,
       `config.vocabSize ${config.vocabSize} does not match the tokenizer's ${tokenizer.size} entries`,
     );
-  const live = await Policy.create(tokenizer, config);
+  const live = await PolicyModel.create(tokenizer, config);
   try {
     const info = live.info();
     const weights = readTensors(dir, m.files.weights, { names: info.names, shapes: info.shapes });

@@ -18,7 +18,6 @@ export {
 } from './tokenizer';
 export {
   PolicyModel,
-  Policy, // deprecated alias of PolicyModel, until lib/bench/rollout.ts uses the new name
   POLICY_TRANSFORMS,
   policyGradCheck,
   nativePolicyLoss,

@@ -619,14 +619,3 @@ export function nativePolicyLoss(
 export function livePolicies(): number {
   return callSync(() => torchAddon().policyLiveModels());
 }
-
-/**
- * @deprecated The old name of {@link PolicyModel}: `Policy` is the trainer's interface
- * (lib/rollout/policy.ts). Kept only until lib/model/sft.ts and lib/bench/ (edited on other branches)
- * use the new name; `node scripts/type-names.js` lists it until then.
- */
-export const Policy = PolicyModel;
-/** @deprecated The old name of {@link PolicyModel} (see the value of the same name). */
-export type Policy = PolicyModel;
-/** @deprecated The old name of {@link PolicyModelPrompt} (see {@link Policy}). */
-export type PolicyPrompt = PolicyModelPrompt;

@@ -11,7 +11,7 @@ import { skipIf } from '../helpers/skip';
 
 skipIf(!hasAddon('torch') && 'the torch addon is not built (npm run build:torch)').describe('tensorBytes', () => {
   it('counts a policy, its frozen copy and their release to the byte', async () => {
-    const { Policy, Tokenizer } = await import('../../lib/model');
+    const { PolicyModel: Policy, Tokenizer } = await import('../../lib/model');
     const addon = torchAddon();
     const before = addon.tensorBytes({ install: true });
     expect(before.installed).toBe(true);
@@ -33,7 +33,7 @@ skipIf(!hasAddon('torch') && 'the torch addon is not built (npm run build:torch)
 
   it('MemoryRecorder: per-phase peaks above its baseline, phases opened and closed in order', async () => {
     const { MemoryRecorder } = await import('../../lib/bench/memory');
-    const { Policy, Tokenizer } = await import('../../lib/model');
+    const { PolicyModel: Policy, Tokenizer } = await import('../../lib/model');
     const rec = new MemoryRecorder();
     rec.begin('create');
     const p = await Policy.create(Tokenizer.build(['a b c d e f g h']), { preset: 'tiny' });
