@@ -318,6 +318,12 @@ export interface NativeQwenTrainBatch {
   apply?: boolean;
   /** Seeds the global generators first (reproducible LoRA dropout masks). */
   seed?: number;
+  /**
+   * Data parallel: the native id of a live process group (lib/dist ProcessGroup.nativeId); the
+   * step that applies averages the ranks' gradients, weighted by each rank's loss denominator
+   * (tokens for token-mean, else sequences: normTokens / normSequences), before clipping and AdamW.
+   */
+  processGroup?: number;
 }
 
 export interface NativeQwenTrainStats {
@@ -349,6 +355,11 @@ export interface QwenNativeApi {
     options: NativeQwenSampleOptions,
   ): Promise<{ tokens: number[][]; logprobs: number[][]; stepLogits: NativeTensor[] }>;
   qwenTrainStep(model: number, inputs: NativeQwenInputs, batch: NativeQwenTrainBatch): Promise<NativeQwenTrainStats>;
+  /** The applying step of a rank with no sequences (weight 0 in processGroup's all-reduce). */
+  qwenSyncStep(
+    model: number,
+    batch: Omit<NativeQwenTrainBatch, 'completionMask' | 'processGroup'> & { processGroup: number },
+  ): Promise<NativeQwenTrainStats>;
   qwenSetTrainable(model: number, mode: 'lora' | 'lm' | 'all'): string[];
   qwenSetCheckpointing(model: number, enabled: boolean): void;
   qwenAddLora(

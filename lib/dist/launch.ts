@@ -87,8 +87,15 @@ export function workerEnv(rank: number, nproc: number, masterAddr: string, maste
     CRPO_LAUNCHER: '1',
   });
   Object.assign(env, coreShareEnv(nproc, base));
+  // A launcher that is itself the malloc-relaunched child (lib/cli/relaunch.ts) passes on the pid
+  // its own parent watch follows; the workers' parent is this launcher, so they follow it instead
+  // (else every worker sees a "gone" parent at once and stops).
+  if (env[RELAUNCH_PARENT_PID] !== undefined) env[RELAUNCH_PARENT_PID] = String(process.pid);
   return env;
 }
+
+/** The parent-pid variable of lib/cli/relaunch.ts followParent (lib/dist cannot import lib/cli). */
+const RELAUNCH_PARENT_PID = 'CRPO_RELAUNCH_PARENT_PID';
 
 /**
  * The thread variables of one of `processes` processes sharing this machine's cores, as torchrun

@@ -346,6 +346,20 @@ export class QwenVLModel extends NativeHandle {
     return torchCall(() => a.qwenTrainStep(this.id, n, batch));
   }
 
+  /**
+   * The applying train step of a data-parallel rank with nothing (more) to train this step: no
+   * sequences in its shard, or a micro-batch whose loss was not finite (the other ranks then skip
+   * the step too). It joins `batch.processGroup`'s gradient all-reduce with weight 0 and steps
+   * like every rank, so all replicas stay equal.
+   */
+  async syncStep(
+    batch: Omit<NativeQwenTrainBatch, 'completionMask' | 'processGroup'> & { processGroup: number },
+  ): Promise<NativeQwenTrainStats> {
+    this.assertLive('QwenVLModel.syncStep');
+    const a = torchAddon();
+    return torchCall(() => a.qwenSyncStep(this.id, batch));
+  }
+
   /** 'lora' (adapters only; default once attached), 'lm' (all LM weights), 'all' (LM + vision). */
   setTrainable(mode: 'lora' | 'lm' | 'all'): string[] {
     this.assertLive('QwenVLModel.setTrainable');

@@ -4,7 +4,9 @@
  * and processed frames; G samples per prompt share one vision encoding; log-probs under the
  * policy or the frozen reference (LoRA disabled, no second weight copy); the section-6 loss with
  * AdamW on the LoRA adapters; SFT towards "<answer>X</answer>"; checkpoints hold the adapters
- * (PEFT format), AdamW state and the base folder's path. Registered as policy kind 'qwen'.
+ * (PEFT format), AdamW state and the base folder's path. On several processes the native step
+ * averages the ranks' gradients before clipping and AdamW (data parallel, docs/distributed.md).
+ * Registered as policy kind 'qwen'.
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
@@ -68,10 +70,33 @@ interface EncodedPrompt {
 
 const POLICY_FILE = 'policy.safetensors';
 
+/** The native step's settings from the trainer's options (the same on every rank of a step). */
+function stepOptions(o: TrainStepOptions) {
+  return {
+    objective: 'grpo' as const,
+    lr: o.lr,
+    weightDecay: o.weightDecay,
+    maxGradNorm: o.maxGradNorm,
+    clipLow: o.clipLow,
+    clipHigh: o.clipHigh,
+    klBeta: o.beta,
+    aggregation: o.aggregation,
+    maxNewTokens: o.maxNewTokens,
+    temperature: o.temperature,
+  };
+}
+
 export class QwenPolicy implements Policy {
   readonly kind = 'qwen';
+  /**
+   * The native train step averages the ranks' gradients over `processGroup` before clipping and
+   * AdamW (native/torch/qwen/qwen_train.cpp finish_step): data parallel on N processes.
+   */
+  readonly syncsGradients = true;
   private readonly encoded = new WeakMap<PolicyPrompt, EncodedPrompt>();
   private readonly eos: number;
+  /** Vision placeholder ids (image, video, vision start): a completion ends before the first one sampled. */
+  private readonly visionIds: Set<number>;
   /** Adapters changed since the last reference freeze. */
   private trained = false;
   private merges = 0;
@@ -91,6 +116,8 @@ export class QwenPolicy implements Policy {
     if (eos === undefined)
       throw new CrpoError('ERR_CRPO_TOKENIZER', `${baseFolder}: the tokenizer has no <|im_end|> token`);
     this.eos = eos;
+    const c = model.config;
+    this.visionIds = new Set([c.imageTokenId, c.videoTokenId, c.visionStartTokenId].filter((t) => t >= 0));
   }
 
   static async create(o: QwenPolicyOptions): Promise<QwenPolicy> {
@@ -257,11 +284,16 @@ export class QwenPolicy implements Policy {
         eosTokenId: this.eos,
       });
       out.push(
-        r.tokens.map((tokens, g) => {
+        r.tokens.map((sampled, g) => {
+          // A sampled vision placeholder (a small or untrained model can draw one) ends the
+          // completion before it: scored or trained on, it would claim vision features that the
+          // prompt does not have (qwen: "Video features and Video tokens do not match").
+          const cut = sampled.findIndex((t) => this.visionIds.has(t));
+          const tokens = cut >= 0 ? sampled.slice(0, cut) : sampled;
           const end = tokens.indexOf(this.eos);
           return {
             tokens,
-            logprobs: r.logprobs[g],
+            logprobs: cut >= 0 ? r.logprobs[g].slice(0, cut) : r.logprobs[g],
             text: this.tokenizer.decode(end >= 0 ? tokens.slice(0, end) : tokens, true),
           };
         }),
@@ -295,6 +327,7 @@ export class QwenPolicy implements Policy {
   ): Promise<TrainStepStats> {
     const mb = this.o.microBatch && this.o.microBatch > 0 ? this.o.microBatch : seqs.length;
     const normTokens = seqs.reduce((a, q) => a + q.tokens.length, 0);
+    const group = o.processGroup;
     const total: TrainStepStats = {
       loss: 0,
       pg: 0,
@@ -305,13 +338,17 @@ export class QwenPolicy implements Policy {
       tokens: 0,
       skipped: false,
     };
+    if (seqs.length === 0 && group !== undefined) {
+      // Nothing in this rank's shard: it still joins the step's gradient all-reduce (weight 0)
+      // and applies the global update, so its replica stays equal to the others.
+      const st = await this.model.syncStep({ ...stepOptions(o), processGroup: group });
+      if (!st.skipped) this.trained = true;
+      return { ...total, gradNorm: st.gradNorm, skipped: st.skipped };
+    }
     for (let k = 0; k < seqs.length; k += mb) {
       const chunk = seqs.slice(k, k + mb);
-      const st = await this.trainChunk(prompts, chunk, o, {
-        normTokens,
-        normSequences: seqs.length,
-        apply: k + mb >= seqs.length,
-      });
+      const apply = k + mb >= seqs.length;
+      const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply });
       total.loss += st.loss;
       total.pg += st.pg;
       total.kl += st.kl;
@@ -319,7 +356,10 @@ export class QwenPolicy implements Policy {
       total.entropy += st.entropy * st.tokens;
       total.tokens += st.tokens;
       total.gradNorm = st.gradNorm;
-      if (st.skipped)
+      if (st.skipped) {
+        // A non-finite loss before the last micro-batch: the other ranks are (or will be) in the
+        // step's all-reduce; joining it with the bad flag makes every rank skip the step.
+        if (!apply && group !== undefined) await this.model.syncStep({ ...stepOptions(o), processGroup: group });
         return {
           ...total,
           clipFraction: total.tokens ? total.clipFraction / total.tokens : 0,
@@ -327,6 +367,7 @@ export class QwenPolicy implements Policy {
           skipped: true,
           gradNorm: NaN,
         };
+      }
     }
     this.trained = true;
     return {
@@ -364,16 +405,8 @@ export class QwenPolicy implements Policy {
       advantages: Float32Array.from(rowSeqs, (s) => s.advantage),
       oldLogprobs,
       refLogprobs,
-      objective: 'grpo',
-      lr: o.lr,
-      weightDecay: o.weightDecay,
-      maxGradNorm: o.maxGradNorm,
-      clipLow: o.clipLow,
-      clipHigh: o.clipHigh,
-      klBeta: o.beta,
-      aggregation: o.aggregation,
-      maxNewTokens: o.maxNewTokens,
-      temperature: o.temperature,
+      ...stepOptions(o),
+      ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}),
       ...acc,
     });
     return {

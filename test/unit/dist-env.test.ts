@@ -48,6 +48,13 @@ describe('parseDistEnv', () => {
     });
   });
 
+  it('a launcher started by the malloc relaunch makes its workers follow it, not its own parent', () => {
+    // lib/cli/relaunch.ts: the relaunched child watches CRPO_RELAUNCH_PARENT_PID; a worker's parent is the launcher
+    const e = workerEnv(0, 2, '127.0.0.1', 12345, { CRPO_MALLOC_RELAUNCHED: '1', CRPO_RELAUNCH_PARENT_PID: '1234' });
+    expect(e.CRPO_RELAUNCH_PARENT_PID).toBe(String(process.pid));
+    expect(workerEnv(0, 2, '127.0.0.1', 12345, {}).CRPO_RELAUNCH_PARENT_PID).toBeUndefined();
+  });
+
   it('reads srun: rank, size, local id, first host of the node list, a port per job', () => {
     const env = {
       SLURM_PROCID: '9',

@@ -16,6 +16,9 @@
 #include <vector>
 
 namespace crpo {
+namespace dist {
+class ProcessGroupHandle;  // torch/dist/process_group.h
+}  // namespace dist
 namespace qwen {
 
 enum class Arch { Qwen25VL, Qwen3VL };
@@ -137,6 +140,9 @@ struct TrainOptions {
   int64_t norm_tokens = 0, norm_seqs = 0;
   bool apply = true;
   int64_t seed = -1;  // >= 0: seed the global generators first (reproducible LoRA dropout)
+  // Data parallel: the ranks of this group average their gradients (weighted by each rank's loss
+  // denominator) after backward and before clipping and AdamW, in the call that applies the step.
+  std::shared_ptr<dist::ProcessGroupHandle> group;
 };
 
 struct TrainStats {
@@ -198,6 +204,10 @@ class Model {
   void set_trainable(const std::string& mode);
   std::vector<std::string> trainable_names() const;
   TrainStats train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o);
+  // The applying step of a rank with nothing (more) to train this step: no sequences in its shard,
+  // or an earlier micro-batch whose loss was not finite. It takes part in the gradient all-reduce
+  // of o.group with weight 0 (and its non-finite flag), then steps like the other ranks.
+  TrainStats sync_step(const TrainOptions& o);
   // AdamW state (moments, step counts) for resuming; load creates the optimizer if needed.
   void save_optimizer(const std::string& path);
   void load_optimizer(const std::string& path, const TrainOptions& o);
@@ -230,9 +240,12 @@ class Model {
   bool checkpointing_ = false;
   std::string trainable_mode_;
   bool accumulating_ = false;  // gradients of earlier micro-batches are held
+  bool pending_bad_ = false;   // a micro-batch of this step had a non-finite loss (data parallel)
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::vector<at::Tensor> opt_params_;
   void ensure_optimizer(const TrainOptions& o);
+  // All-reduce (with a group), clip and AdamW; `weight`: this rank's loss denominator.
+  TrainStats finish_step(TrainStats st, bool bad, double weight, const TrainOptions& o);
 };
 
 // Greedy-decoding helper for tests: rope positions of text tokens appended after a prompt.

@@ -1,0 +1,241 @@
+// The Qwen bindings' model registry and argument readers (see qwen_args.h).
+#include "torch/qwen/qwen_args.h"
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "common/napi_util.h"
+#include "torch/ops.h"
+
+namespace crpo {
+namespace qwen_js {
+
+using qwen::Model;
+
+namespace {
+
+std::mutex g_models_mu;
+std::map<int64_t, std::shared_ptr<Model>> g_models;
+int64_t g_next_id = 1;
+
+}  // namespace
+
+int64_t add_model(std::shared_ptr<Model> model) {
+  std::lock_guard<std::mutex> lock(g_models_mu);
+  const int64_t id = g_next_id++;
+  g_models[id] = std::move(model);
+  return id;
+}
+
+void erase_model(int64_t id) {
+  std::lock_guard<std::mutex> lock(g_models_mu);
+  g_models.erase(id);
+}
+
+size_t live_models() {
+  std::lock_guard<std::mutex> lock(g_models_mu);
+  return g_models.size();
+}
+
+std::shared_ptr<Model> find_model(const Napi::Value& v, const std::string& op) {
+  int64_t id = read_int(v, op, "model", 1, INT64_C(1) << 52);
+  std::lock_guard<std::mutex> lock(g_models_mu);
+  auto it = g_models.find(id);
+  if (it == g_models.end())
+    throw OpError(ErrorKind::Generic, "ERR_CRPO_DISPOSED",
+                  op + ": model " + std::to_string(id) + " was disposed or never loaded");
+  return it->second;
+}
+
+Napi::Object read_object(const Napi::Value& v, const std::string& op, const std::string& param) {
+  if (!v.IsObject() || v.IsArray()) throw_type_error(op, param, "an object", v);
+  return v.As<Napi::Object>();
+}
+
+int64_t get_int(const Napi::Object& o, const char* key, const std::string& op, int64_t dflt, bool required) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) throw_type_error(op, key, "an integer", v);
+    return dflt;
+  }
+  return read_int(v, op, key, INT64_MIN / 2, INT64_MAX / 2);
+}
+
+double get_num(const Napi::Object& o, const char* key, const std::string& op, double dflt) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  return read_number(v, op, key);
+}
+
+bool get_bool(const Napi::Object& o, const char* key, bool dflt) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) return dflt;
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string get_str(const Napi::Object& o, const char* key, const std::string& op, const std::string& dflt) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  if (!v.IsString()) throw_type_error(op, key, "a string", v);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::vector<int64_t> get_ints(const Napi::Object& o, const char* key, const std::string& op) {
+  std::vector<int64_t> out;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (!v.IsArray()) throw_type_error(op, key, "an array of integers", v);
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(read_int(a.Get(i), op, key, INT64_MIN / 2, INT64_MAX / 2));
+  return out;
+}
+
+std::vector<std::string> get_strs(const Napi::Object& o, const char* key, const std::string& op) {
+  std::vector<std::string> out;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (!v.IsArray()) throw_type_error(op, key, "an array of strings", v);
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) throw_type_error(op, key, "an array of strings", v);
+    out.push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+qwen::Config parse_config(const Napi::Object& o, const std::string& op) {
+  qwen::Config c;
+  std::string arch = get_str(o, "arch", op, "");
+  if (arch == "qwen2_5_vl")
+    c.arch = qwen::Arch::Qwen25VL;
+  else if (arch == "qwen3_vl")
+    c.arch = qwen::Arch::Qwen3VL;
+  else
+    throw_range_error(op, "config.arch", "'qwen2_5_vl' or 'qwen3_vl'", "'" + arch + "'");
+  Napi::Object t = read_object(o.Get("text"), op, "config.text");
+  c.text.hidden = get_int(t, "hiddenSize", op, 0, true);
+  c.text.intermediate = get_int(t, "intermediateSize", op, 0, true);
+  c.text.layers = get_int(t, "numLayers", op, 0, true);
+  c.text.heads = get_int(t, "numHeads", op, 0, true);
+  c.text.kv_heads = get_int(t, "numKvHeads", op, 0, true);
+  c.text.head_dim = get_int(t, "headDim", op, 0, true);
+  c.text.vocab = get_int(t, "vocabSize", op, 0, true);
+  c.text.eps = get_num(t, "rmsNormEps", op, 1e-6);
+  c.text.theta = get_num(t, "ropeTheta", op, 10000.0);
+  c.text.mrope_section = get_ints(t, "mropeSection", op);
+  c.text.interleaved = get_bool(t, "mropeInterleaved", false);
+  c.text.attn_bias = get_bool(t, "attentionBias", false);
+  c.text.qk_norm = get_bool(t, "qkNorm", false);
+  c.text.tie = get_bool(t, "tieWordEmbeddings", false);
+  c.text.act = get_str(t, "hiddenAct", op, "silu");
+  Napi::Object v = read_object(o.Get("vision"), op, "config.vision");
+  c.vision.depth = get_int(v, "depth", op, 0, true);
+  c.vision.hidden = get_int(v, "hiddenSize", op, 0, true);
+  c.vision.intermediate = get_int(v, "intermediateSize", op, 0, true);
+  c.vision.heads = get_int(v, "numHeads", op, 0, true);
+  c.vision.patch = get_int(v, "patchSize", op, 0, true);
+  c.vision.temporal_patch = get_int(v, "temporalPatchSize", op, 2, false);
+  c.vision.merge = get_int(v, "spatialMergeSize", op, 2, false);
+  c.vision.in_ch = get_int(v, "inChannels", op, 3, false);
+  c.vision.out_hidden = get_int(v, "outHiddenSize", op, 0, true);
+  c.vision.act = get_str(v, "hiddenAct", op, "silu");
+  c.vision.window_size = get_int(v, "windowSize", op, 0, false);
+  c.vision.fullatt_blocks = get_ints(v, "fullattBlockIndexes", op);
+  c.vision.num_pos = get_int(v, "numPositionEmbeddings", op, 0, false);
+  c.vision.deepstack = get_ints(v, "deepstackVisualIndexes", op);
+  c.image_token = get_int(o, "imageTokenId", op, -1, true);
+  c.video_token = get_int(o, "videoTokenId", op, -1, true);
+  if (c.text.mrope_section.size() != 3)
+    throw_range_error(op, "config.text.mropeSection", "3 integers",
+                      std::to_string(c.text.mrope_section.size()) + " values");
+  return c;
+}
+
+at::ScalarType parse_dtype(const std::string& s, const std::string& op, const std::string& param) {
+  if (s == "float32" || s == "F32") return at::kFloat;
+  if (s == "bfloat16" || s == "BF16") return at::kBFloat16;
+  if (s == "float16" || s == "F16") return at::kHalf;
+  if (s == "float64" || s == "F64") return at::kDouble;
+  throw_range_error(op, param, "'float32', 'bfloat16' or 'float16'", "'" + s + "'");
+}
+
+at::Device parse_device(const std::string& s, const std::string& op) {
+  try {
+    at::Device d(s);
+    if (d.is_cuda() && !torch::cuda::is_available())
+      throw OpError(ErrorKind::Generic, "ERR_CRPO_NO_CUDA",
+                    op + ": device '" + s + "' requested but CUDA is not available");
+    return d;
+  } catch (const c10::Error&) {
+    throw_range_error(op, "device", "'cpu' or 'cuda[:N]'", "'" + s + "'");
+  }
+}
+
+// Copies a typed array into a new CPU tensor of `sizes` (checked element count).
+at::Tensor copy_array(const Napi::Value& v, const std::string& op, const std::string& param, std::vector<int64_t> sizes,
+                      napi_typedarray_type type) {
+  ByteView b = read_typed_array(v, op, param);
+  int64_t n = 1;
+  for (auto s : sizes) n *= s;
+  if (b.type != type) throw_type_error(op, param, type == napi_float32_array ? "a Float32Array" : "an Int32Array", v);
+  if (static_cast<int64_t>(b.length) != n)
+    throw_range_error(op, param, std::to_string(n) + " elements", std::to_string(b.length) + " elements");
+  at::Tensor t = torch::from_blob(b.data, sizes, type == napi_float32_array ? at::kFloat : at::kInt).clone();
+  return type == napi_int32_array ? t.to(at::kLong) : t;
+}
+
+bool present(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const std::string& op) {
+  Napi::Object o = read_object(v, op, "inputs");
+  qwen::Inputs in;
+  int64_t B = get_int(o, "batch", op, 1, true), L = get_int(o, "seqLen", op, 0, true);
+  if (B < 1 || L < 1)
+    throw_range_error(op, "inputs.batch/seqLen", "positive integers", std::to_string(B) + "/" + std::to_string(L));
+  in.input_ids = copy_array(o.Get("inputIds"), op, "inputs.inputIds", {B, L}, napi_int32_array);
+  if (present(o, "attentionMask"))
+    in.attention_mask = copy_array(o.Get("attentionMask"), op, "inputs.attentionMask", {B, L}, napi_int32_array);
+  in.position_ids = copy_array(o.Get("positionIds"), op, "inputs.positionIds", {3, B, L}, napi_int32_array);
+  const int64_t pd = cfg.vision.in_ch * cfg.vision.temporal_patch * cfg.vision.patch * cfg.vision.patch;
+  auto vis = [&](const char* pk, const char* gk, at::Tensor* px, at::Tensor* grid) {
+    if (!present(o, pk)) return;
+    ByteView g = read_typed_array(o.Get(gk), op, std::string("inputs.") + gk);
+    if (g.length % 3 != 0 || g.length == 0)
+      throw_range_error(op, std::string("inputs.") + gk, "3 integers per grid", std::to_string(g.length) + " values");
+    *grid = copy_array(o.Get(gk), op, std::string("inputs.") + gk, {static_cast<int64_t>(g.length / 3), 3},
+                       napi_int32_array);
+    ByteView p = read_typed_array(o.Get(pk), op, std::string("inputs.") + pk);
+    if (p.length % pd != 0)
+      throw_range_error(op, std::string("inputs.") + pk, "a multiple of " + std::to_string(pd) + " values",
+                        std::to_string(p.length));
+    *px = copy_array(o.Get(pk), op, std::string("inputs.") + pk, {static_cast<int64_t>(p.length / pd), pd},
+                     napi_float32_array);
+  };
+  vis("pixelValues", "imageGridThw", &in.pixel_values, &in.image_grid);
+  vis("pixelValuesVideos", "videoGridThw", &in.pixel_values_videos, &in.video_grid);
+  in.share_vision = get_bool(o, "shareVision", false);
+  in.image_repeats = get_ints(o, "imageRepeats", op);
+  in.video_repeats = get_ints(o, "videoRepeats", op);
+  return in;
+}
+
+Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t0) {
+  at::Tensor t = t0.detach().to(at::kCPU, at::kFloat).contiguous();
+  Napi::Float32Array a = Napi::Float32Array::New(env, t.numel());
+  if (t.numel() > 0) std::memcpy(a.Data(), t.data_ptr<float>(), t.numel() * sizeof(float));
+  Napi::Array shape = Napi::Array::New(env, t.dim());
+  for (int64_t i = 0; i < t.dim(); ++i)
+    shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.size(i))));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("data", a);
+  o.Set("shape", shape);
+  return o;
+}
+}  // namespace qwen_js
+}  // namespace crpo
