@@ -145,10 +145,21 @@ export function parseSize(v: unknown): { height: number; width: number } {
   return { height, width };
 }
 
+/** Sizes of the qwen policy on CPU where none are given: at the general ones a step takes minutes there. */
+export const QWEN_CPU_ROLLOUT_DEFAULTS: Partial<RolloutBenchConfig> = {
+  batch: 2,
+  groupSize: 2,
+  maxNewTokens: 8,
+  steps: 2,
+  warmup: 1,
+};
+
 /** The config with defaults, checked; errors name the CLI flag and the fix. */
 export function resolveRolloutBenchConfig(o: Partial<RolloutBenchConfig> = {}): RolloutBenchConfig {
+  const qwenOnCpu = o.policy === 'qwen' && (o.device === undefined || o.device === 'cpu');
   const c: RolloutBenchConfig = {
     ...ROLLOUT_BENCH_DEFAULTS,
+    ...(qwenOnCpu ? QWEN_CPU_ROLLOUT_DEFAULTS : {}),
     ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
   };
   if (!BENCH_POLICY_KINDS.includes(c.policy))
@@ -412,6 +423,11 @@ export async function benchRollout(
   const created = await createBenchPolicy(c, texts, hooks.nativeShape);
   const policy = created.policy;
   const notes: string[] = [];
+  if (c.policy === 'qwen' && c.device === 'cpu')
+    notes.push(
+      'on CPU the qwen policy defaults to B = 2, G = 2, 8 new tokens and 2 steps after 1 warm-up ' +
+        '(--batch, --group-size, --max-new-tokens, --steps and --warmup set them)',
+    );
   const samples: Record<string, number[]> = Object.fromEntries(PHASES.map((p) => [p.name, []]));
   const stepTimes: number[] = [];
   const tokenCounts: number[] = [];

@@ -35,6 +35,19 @@ describe('bench rollout config', () => {
     });
   });
 
+  it('qwen on CPU: small sizes unless given; on CUDA the general defaults', () => {
+    const cpu = resolveRolloutBenchConfig({ policy: 'qwen', model: '/m' });
+    expect([cpu.batch, cpu.groupSize, cpu.maxNewTokens, cpu.steps, cpu.warmup]).toEqual([2, 2, 8, 2, 1]);
+    const given = resolveRolloutBenchConfig({ policy: 'qwen', model: '/m', batch: 4, steps: 3 });
+    expect([given.batch, given.groupSize, given.steps]).toEqual([4, 2, 3]);
+    const cuda = resolveRolloutBenchConfig({ policy: 'qwen', model: '/m', device: 'cuda', dtype: 'bfloat16' });
+    expect([cuda.batch, cuda.groupSize, cuda.maxNewTokens]).toEqual([
+      ROLLOUT_BENCH_DEFAULTS.batch,
+      ROLLOUT_BENCH_DEFAULTS.groupSize,
+      ROLLOUT_BENCH_DEFAULTS.maxNewTokens,
+    ]);
+  });
+
   it('--size HxW, or one number for a square', () => {
     expect(parseSize('48x48')).toEqual({ height: 48, width: 48 });
     expect(parseSize(64)).toEqual({ height: 64, width: 64 });
