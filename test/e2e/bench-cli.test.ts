@@ -76,7 +76,9 @@ skipIf(torchReason).describe(`crpo bench rollout`, () => {
     expect(j.sequences).toBe(8); // 2 prompts x (G 2 + G' 2)
     expect(j.generatedTokens).toBeGreaterThanOrEqual(8);
     expect(j.generatedTokens).toBeLessThanOrEqual(32);
-    expect(j.peakRssMiB).toBeGreaterThan(j.baseRssMiB);
+    // A high-water mark: the step may stay under what loading the addon and the data reached.
+    expect(j.baseRssMiB).toBeGreaterThan(0);
+    expect(j.peakRssMiB).toBeGreaterThanOrEqual(j.baseRssMiB);
     expect(j.bottleneck).toMatch(/^Bottleneck: .+, \d+% of the step/);
   });
 
