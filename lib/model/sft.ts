@@ -329,7 +329,9 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     // pairs per category (options are drawn from short fixed lists).
     const vocab = [...synthesize({ ...trainOpts, pairs: 24 }), ...test];
     const tokenizer = Tokenizer.build(
-      vocab.map((it) => promptOf(it, o.nullOption)).concat([promptOf(vocab[0], !o.nullOption)], readingVocabulary()),
+      vocab
+        .map((it) => promptOf(it, o.nullOption))
+        .concat([promptOf(vocab[0], !o.nullOption)], o.reading > 0 ? readingVocabulary() : []),
     );
     policy = await PolicyModel.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
   }
