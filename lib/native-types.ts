@@ -417,6 +417,17 @@ export interface NativePolicyTensor {
   data: Float32Array;
 }
 
+/** Log-probs (rows x width, row-major) and what section 6's loss needs besides them. */
+export interface NativePolicyLossInputs {
+  logprobs: Float32Array;
+  oldLogprobs?: Float32Array;
+  refLogprobs?: Float32Array;
+  advantages: Float32Array;
+  mask: Float32Array;
+  rows: number;
+  width: number;
+}
+
 export interface PolicyNativeApi {
   policyCreate(config: Record<string, unknown>): Promise<number>;
   policyClone(policy: number, options?: { frozen?: boolean }): Promise<number>;
@@ -470,15 +481,7 @@ export interface PolicyNativeApi {
   policySetRngState(policy: number, state: Uint8Array): void;
   policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
   policyLoss(
-    inputs: {
-      logprobs: Float32Array;
-      oldLogprobs?: Float32Array;
-      refLogprobs?: Float32Array;
-      advantages: Float32Array;
-      mask: Float32Array;
-      rows: number;
-      width: number;
-    },
+    inputs: NativePolicyLossInputs,
     options: Record<string, unknown>,
   ): {
     loss: number;

@@ -14,6 +14,7 @@ import {
   rewrap,
   torchAddon,
   type NativePolicyBatch,
+  type NativePolicyLossInputs,
   type NativePolicyCompletions,
   type NativePolicyStepStats,
   type NativePolicyTensor,
@@ -584,15 +585,7 @@ export function policyGradCheck(
 
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
 export function nativePolicyLoss(
-  inputs: {
-    logprobs: Float32Array;
-    oldLogprobs?: Float32Array;
-    refLogprobs?: Float32Array;
-    advantages: Float32Array;
-    mask: Float32Array;
-    rows: number;
-    width: number;
-  },
+  inputs: NativePolicyLossInputs,
   options: {
     epsLow?: number;
     epsHigh?: number;
