@@ -425,8 +425,7 @@ export async function benchRollout(
   const notes: string[] = [];
   if (c.policy === 'qwen' && c.device === 'cpu')
     notes.push(
-      'on CPU the qwen policy defaults to B = 2, G = 2, 8 new tokens and 2 steps after 1 warm-up ' +
-        '(--batch, --group-size, --max-new-tokens, --steps and --warmup set them)',
+      'on CPU the qwen policy defaults to B = 2, G = 2, 8 new tokens, 2 steps after 1 warm-up (flags set them)',
     );
   const samples: Record<string, number[]> = Object.fromEntries(PHASES.map((p) => [p.name, []]));
   const stepTimes: number[] = [];
