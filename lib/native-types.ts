@@ -417,6 +417,18 @@ export interface NativePolicyTensor {
   data: Float32Array;
 }
 
+/** Section 6's loss, its parts, and d loss / d logprobs (rows x width). */
+export interface NativePolicyLossResult {
+  loss: number;
+  pgLoss: number;
+  klLoss: number;
+  meanKl: number;
+  clipFrac: number;
+  ratioMean: number;
+  tokens: number;
+  grad: Float32Array;
+}
+
 /** Log-probs (rows x width, row-major) and what section 6's loss needs besides them. */
 export interface NativePolicyLossInputs {
   logprobs: Float32Array;
@@ -480,19 +492,7 @@ export interface PolicyNativeApi {
   policyGetRngState(policy: number): Uint8Array;
   policySetRngState(policy: number, state: Uint8Array): void;
   policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
-  policyLoss(
-    inputs: NativePolicyLossInputs,
-    options: Record<string, unknown>,
-  ): {
-    loss: number;
-    pgLoss: number;
-    klLoss: number;
-    meanKl: number;
-    clipFrac: number;
-    ratioMean: number;
-    tokens: number;
-    grad: Float32Array;
-  };
+  policyLoss(inputs: NativePolicyLossInputs, options: Record<string, unknown>): NativePolicyLossResult;
 }
 
 export type AddonName = 'core' | 'torch';

@@ -15,6 +15,7 @@ import {
   torchAddon,
   type NativePolicyBatch,
   type NativePolicyLossInputs,
+  type NativePolicyLossResult,
   type NativePolicyCompletions,
   type NativePolicyStepStats,
   type NativePolicyTensor,
@@ -593,16 +594,7 @@ export function nativePolicyLoss(
     aggregation?: LossAggregation;
     maxNewTokens?: number;
   } = {},
-): {
-  loss: number;
-  pgLoss: number;
-  klLoss: number;
-  meanKl: number;
-  clipFrac: number;
-  ratioMean: number;
-  tokens: number;
-  grad: Float32Array;
-} {
+): NativePolicyLossResult {
   const native = torchAddon();
   const r = callSync(() => native.policyLoss(inputs, { ...options }));
   return { ...r, grad: rewrap(r.grad) };
