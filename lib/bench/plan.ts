@@ -121,11 +121,13 @@ export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'n
     g = c.imageSize / c.patchSize,
     m2 = c.mergeSize * c.mergeSize;
   const hd = Dl / c.lmHeads;
+  const perPixel = c.visionStem > 0 ? c.visionStem : 3; // values per pixel the patch embedding reads
   const vision =
     g * g * Dv +
     (c.frames / c.temporalPatch) * Dv + // spatial + temporal positions
-    Dv * (3 * c.patchSize * c.patchSize * c.temporalPatch) +
+    Dv * (perPixel * c.patchSize * c.patchSize * c.temporalPatch) +
     Dv + // tubelet patch embedding
+    (c.visionStem > 0 ? c.visionStem * 3 * 9 + c.visionStem : 0) + // 3x3 convolutional stem
     // qkv, proj, fc1, fc2 + biases + 2 LayerNorms per block
     c.visionLayers * (4 * Dv * Dv + 2 * Dv * c.visionMlp + 9 * Dv + c.visionMlp) +
     2 * Dv; // final LayerNorm
@@ -178,10 +180,12 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
   const perGroup = (s.imageSize / s.patchSize) ** 2;
   const tubelets = (s.frames / s.temporalPatch) * perGroup;
   const keys = s.visionClipAttention ? tubelets : perGroup;
-  const patchIn = s.temporalPatch * s.patchSize * s.patchSize * 3;
+  const patchIn = s.temporalPatch * s.patchSize * s.patchSize * (s.visionStem > 0 ? s.visionStem : 3);
+  const stemAct = s.visionStem > 0 ? clips * s.frames * s.imageSize * s.imageSize * (3 + 2 * s.visionStem) * b : 0;
   const visAct =
     clips * tubelets * (s.visionLayers * ((8 * s.visionDim + 2 * s.visionMlp) * b + s.visionHeads * keys * perScore)) +
-    clips * tubelets * (patchIn + 6 * s.visionDim) * b; // patch input, final LayerNorm and projector
+    clips * tubelets * (patchIn + 6 * s.visionDim) * b + // patch input, final LayerNorm and projector
+    stemAct; // the stem's input, convolution output and GELU output per pixel
   const activations = s.lmLayers * lmLayer + lmOther + visAct;
   // Gradients are allocated during the backward, while activations are released. The completion
   // pass was recorded last, so autograd runs it first: at its start every activation is alive with

@@ -212,9 +212,13 @@ export async function loadCheckpoint(
   const tokenizer = Tokenizer.fromJSON(m.tokenizer);
   let config: PolicyConfig;
   try {
-    // A checkpoint written before option-slot embeddings existed has none (the presets' default
-    // would add a table that its weights lack); the init-only fields do not matter once trained.
-    const legacy = m.config && (m.config as Partial<PolicyConfig>).optionSlots === undefined ? { optionSlots: 0 } : {};
+    // A checkpoint written before option-slot embeddings or the vision stem existed has neither (a
+    // preset's default could add weights it lacks); the init-only fields do not matter once trained.
+    const saved = (m.config ?? {}) as Partial<PolicyConfig>;
+    const legacy = {
+      ...(saved.optionSlots === undefined ? { optionSlots: 0 } : {}),
+      ...(saved.visionStem === undefined ? { visionStem: 0 } : {}),
+    };
     config = resolvePolicyConfig(
       { ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) },
       `${dir}/${MANIFEST_FILE} config`,

@@ -24,6 +24,11 @@ export interface PolicyConfig {
   visionLayers: number;
   visionHeads: number;
   visionMlp: number;
+  /**
+   * Convolutional stem (0 = off): a 3x3 convolution to this many channels + GELU on every frame
+   * before the tubelets are cut, so a patch embeds local edges and corners instead of raw pixels.
+   */
+  visionStem: number;
   /** Vision attention over all tubelets of a clip (true) or within each tubelet (false); one batched pass either way. */
   visionClipAttention: boolean;
   /** Decoder width, depth, query heads, key/value heads (grouped), SwiGLU hidden size. */
@@ -74,6 +79,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     visionLayers: 2,
     visionHeads: 4,
     visionMlp: 128,
+    visionStem: 0,
     visionClipAttention: true,
     lmDim: 96,
     lmLayers: 2,
@@ -97,6 +103,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     visionLayers: 4,
     visionHeads: 6,
     visionMlp: 512,
+    visionStem: 0,
     visionClipAttention: true,
     lmDim: 256,
     lmLayers: 4,
@@ -162,6 +169,8 @@ export function resolvePolicyConfig(
     if (typeof v !== 'number' || !Number.isInteger(v)) throw invalidArg(`config.${f}`, 'an integer', v, op);
     if (v < 1) throw outOfRange(`config.${f}`, 'an integer >= 1', v, op);
   }
+  if (!Number.isInteger(c.visionStem) || c.visionStem < 0 || c.visionStem > 256)
+    throw outOfRange('config.visionStem', 'an integer in [0, 256] (0 = no stem)', c.visionStem, op);
   if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
     throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);

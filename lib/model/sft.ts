@@ -227,6 +227,17 @@ export function staticAttributeAcc(
 }
 
 /**
+ * The pair index within its category of the k-th pair of the stream, which cycles through `cats`:
+ * a category listed twice (weighted x2) gets its own consecutive indices, so no clip repeats.
+ */
+export function streamIndex(cats: readonly Category[], k: number): number {
+  const category = cats[k % cats.length];
+  const perCycle = cats.filter((c) => c === category).length;
+  const before = cats.slice(0, k % cats.length).filter((c) => c === category).length;
+  return Math.floor(k / cats.length) * perCycle + before;
+}
+
+/**
  * Training clips of one step. Stream: fresh pairs numbered from the step, cycling through the
  * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order.
  */
@@ -247,10 +258,11 @@ function trainBatch(
   const out: SynthItem[] = [];
   for (let j = 0; j < pairs; j++) {
     const k = step * pairs + j;
+    const category = cats[k % cats.length];
     const [a, b] = synthesizePair(
       { split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth },
-      cats[k % cats.length],
-      Math.floor(k / cats.length),
+      category,
+      streamIndex(cats, k),
     );
     out.push(a);
     if (perPair === 2) out.push(b);

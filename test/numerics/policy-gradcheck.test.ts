@@ -17,6 +17,7 @@ const MODULES = [
   'language_model',
   'vision_encoder',
   'vision_encoder_clip',
+  'vision_encoder_stem',
   'projector',
   'policy_loss',
   'policy',

@@ -31,6 +31,10 @@ struct PolicyConfig {
   int64_t vision_layers = 2;
   int64_t vision_heads = 4;
   int64_t vision_mlp = 128;
+  // Convolutional stem: a 3x3 convolution (stride 1) to vision_stem channels + GELU on every frame
+  // before the tubelets are cut, so a patch embeds local edge and corner features rather than raw
+  // pixels. 0 = off (the patch embedding reads pixels, as Qwen-VL's does).
+  int64_t vision_stem = 0;
   // Vision attention over all tubelets of a clip (true) or within each tubelet (false). Either
   // way one batched pass; clip attention lets the encoder compare frames directly.
   bool vision_clip_attention = false;
@@ -172,8 +176,9 @@ struct VisionEncoderImpl : torch::nn::Module {
   // pixels (M, T, H, W, C) float in [-1, 1] -> (M, T', P, D). All M*T' tubelets in one batch
   // (attention per clip over T'*P tokens, or per tubelet over P tokens).
   torch::Tensor forward(const torch::Tensor& pixels);
-  int64_t frames, image, channels, patch, tpatch, dim;
+  int64_t frames, image, channels, patch, tpatch, dim, stem_channels;
   bool clip_attention;
+  torch::nn::Conv2d stem{nullptr};  // absent when vision_stem = 0
   torch::nn::Linear patch_embed{nullptr};
   torch::Tensor spatial_pos, temporal_pos;  // (P, D), (T', D)
   torch::nn::ModuleList blocks{nullptr};

@@ -36,8 +36,14 @@ VisionEncoderImpl::VisionEncoderImpl(const PolicyConfig& c)
       patch(c.patch_size),
       tpatch(c.temporal_patch),
       dim(c.vision_dim),
+      stem_channels(c.vision_stem),
       clip_attention(c.vision_clip_attention) {
-  patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * channels, dim, true));
+  if (stem_channels > 0) {
+    stem = register_module(
+        "stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, stem_channels, 3).padding(1).bias(true)));
+  }
+  const int64_t per_pixel = stem_channels > 0 ? stem_channels : channels;
+  patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * per_pixel, dim, true));
   spatial_pos = register_parameter("spatial_pos", torch::zeros({c.patches_per_group(), dim}));
   temporal_pos = register_parameter("temporal_pos", torch::zeros({c.tubelets(), dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
@@ -51,10 +57,18 @@ torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
                   pixels.size(4) == channels,
               "vision encoder: pixels are ", pixels.sizes(), ", expected [M, ", frames, ", ", image, ", ", image, ", ",
               channels, "]");
+  auto features = pixels;
+  int64_t C = channels;
+  if (stem) {
+    // Every frame through the stem: (M*T, C, H, W) -> (M*T, S, H, W) -> back to channels last.
+    auto f = pixels.reshape({M * frames, image, image, channels}).permute({0, 3, 1, 2});
+    features = torch::gelu(stem->forward(f)).permute({0, 2, 3, 1}).reshape({M, frames, image, image, stem_channels});
+    C = stem_channels;
+  }
   // Tubelets: (M, T', tp, gy, p, gx, p, C) -> (M*T', gy*gx, tp*p*p*C); one batch for all frame groups.
-  auto x = pixels.reshape({M, Tg, tpatch, g, patch, g, patch, channels})
+  auto x = features.reshape({M, Tg, tpatch, g, patch, g, patch, C})
                .permute({0, 1, 3, 5, 2, 4, 6, 7})
-               .reshape({M * Tg, P, tpatch * patch * patch * channels});
+               .reshape({M * Tg, P, tpatch * patch * patch * C});
   x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) +
       temporal_pos.view({1, Tg, 1, dim});
   x = clip_attention ? x.reshape({M, Tg * P, dim}) : x.reshape({M * Tg, P, dim});

@@ -123,8 +123,9 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}),
                     gen);
   }
-  if (name == "vision_encoder" || name == "vision_encoder_clip") {
-    c.vision_clip_attention = name == "vision_encoder_clip";
+  if (name == "vision_encoder" || name == "vision_encoder_clip" || name == "vision_encoder_stem") {
+    c.vision_clip_attention = name != "vision_encoder";
+    if (name == "vision_encoder_stem") c.vision_stem = 3;
     VisionEncoder m(c);
     m->to(dbl);
     randomize(*m, gen);
@@ -183,11 +184,11 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     // Checks a sample of entries of every parameter tensor.
     return fd_check(f, p.net_params(), gen, 3);
   }
-  throw OpError(
-      ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
-      "policy gradCheck: unknown module '" + name +
-          "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, "
-          "vision_encoder_clip, projector, policy_loss, policy; fast:<name> compares a fast path with its slow twin)");
+  throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                "policy gradCheck: unknown module '" + name +
+                    "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, "
+                    "vision_encoder_clip, vision_encoder_stem, projector, policy_loss, policy; fast:<name> compares a "
+                    "fast path with its slow twin)");
 }
 
 }  // namespace policy
