@@ -41,8 +41,16 @@ export interface SftOptions {
    * or 'shortcut' (names the original's answer with probability shortcutP, the RL train split's rule).
    */
   colour?: 'independent' | 'shortcut';
-  /** Categories of the training clips (default: all four). */
+  /**
+   * Categories of the training clips, cycled (default: all four once each). Stream: a category
+   * listed twice gets twice the clips (each clip still fresh).
+   */
   categories?: Category[];
+  /**
+   * Stream: the attributes static clips ask about, cycled (default colour, shape, count: a third
+   * each). Listing shape twice gives shape questions half of the static clips.
+   */
+  staticAttributes?: readonly StaticAttribute[];
   /** Fixed: train pairs per category (default 200). */
   pairs?: number;
   /** Test pairs per category (default 50). */
@@ -122,6 +130,10 @@ export interface SftReport {
   options: Omit<SftOptions, 'onProgress'>;
 }
 
+/** The static questions' attributes, in the order lib/synth plans them (pair index mod 3). */
+export const STATIC_ATTRIBUTES = ['colour', 'shape', 'count'] as const;
+export type StaticAttribute = (typeof STATIC_ATTRIBUTES)[number];
+
 export const SFT_DEFAULTS = {
   preset: 'tiny' as PolicyPresetName,
   data: 'stream' as 'stream' | 'fixed',
@@ -146,6 +158,7 @@ export const SFT_DEFAULTS = {
   resume: false,
   init: '',
   categories: SYNTH_DEFAULTS.categories,
+  staticAttributes: STATIC_ATTRIBUTES as readonly StaticAttribute[],
 };
 
 function promptOf(it: SynthItem, nullOption: boolean): string {
@@ -227,6 +240,15 @@ export function staticAttributeAcc(
 }
 
 /**
+ * The synth pair index of the n-th static pair of the stream when static clips cycle through
+ * `attributes`: lib/synth plans pair i's attribute as STATIC_ATTRIBUTES[i mod 3], so 3n + that
+ * attribute's position is a fresh pair asking it.
+ */
+export function staticPairIndex(attributes: readonly StaticAttribute[], n: number): number {
+  return 3 * n + STATIC_ATTRIBUTES.indexOf(attributes[n % attributes.length]);
+}
+
+/**
  * The pair index within its category of the k-th pair of the stream, which cycles through `cats`:
  * a category listed twice (weighted x2) gets its own consecutive indices, so no clip repeats.
  */
@@ -259,10 +281,12 @@ function trainBatch(
   for (let j = 0; j < pairs; j++) {
     const k = step * pairs + j;
     const category = cats[k % cats.length];
+    const n = streamIndex(cats, k);
+    const weighted = category === 'static' && !sameList(o.staticAttributes, STATIC_ATTRIBUTES);
     const [a, b] = synthesizePair(
       { split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth },
       category,
-      streamIndex(cats, k),
+      weighted ? staticPairIndex(o.staticAttributes, n) : n,
     );
     out.push(a);
     if (perPair === 2) out.push(b);
@@ -274,6 +298,10 @@ function trainBatch(
     const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
     return o.attributeQuestions > 0 ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
   });
+}
+
+function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** The supervised target completion of an item. */
@@ -303,6 +331,15 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   if (!(o.attributeQuestions >= 0 && o.attributeQuestions <= 1))
     throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
+  const known: readonly Category[] = SYNTH_DEFAULTS.categories;
+  if (!Array.isArray(o.categories) || o.categories.length === 0 || o.categories.some((c) => !known.includes(c)))
+    throw invalidArg('categories', `a non-empty list of ${known.join(', ')}`, o.categories, op);
+  if (
+    !Array.isArray(o.staticAttributes) ||
+    o.staticAttributes.length === 0 ||
+    o.staticAttributes.some((a) => !STATIC_ATTRIBUTES.includes(a))
+  )
+    throw invalidArg('staticAttributes', `a non-empty list of ${STATIC_ATTRIBUTES.join(', ')}`, o.staticAttributes, op);
   if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
   if (!(o.preset in POLICY_PRESETS))
     throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
@@ -315,7 +352,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     seed: o.seed,
     shortcutP: o.shortcutP,
     colour: o.colour,
-    categories: o.categories,
+    categories: [...new Set(o.categories)],
     ...synth,
   };
   const fixedAll = o.data === 'fixed' ? synthesize({ ...trainOpts, pairs: o.pairs }) : null;

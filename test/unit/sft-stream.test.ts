@@ -2,7 +2,8 @@
  * The fresh-clip stream of `crpo sft` (lib/model/sft.ts streamIndex): a category listed more than
  * once is weighted, and its pairs still get consecutive indices of their own, so no clip repeats.
  */
-import { streamIndex } from '../../lib/model/sft';
+import { staticPairIndex, streamIndex } from '../../lib/model/sft';
+import { synthesizePair } from '../../lib/synth';
 import type { Category } from '../../lib/data/schema';
 
 describe('sft stream', () => {
@@ -20,5 +21,19 @@ describe('sft stream', () => {
     }
     expect(seen.get('static')).toEqual(Array.from({ length: 30 }, (_, i) => i));
     expect(seen.get('reversible_dynamics')).toEqual(Array.from({ length: 10 }, (_, i) => i));
+  });
+
+  it('static clips ask the attributes of the given cycle, each from a fresh pair', () => {
+    const cycle = ['shape', 'colour', 'shape', 'count'] as const;
+    const asked: string[] = [];
+    const indices = new Set<number>();
+    for (let n = 0; n < 12; n++) {
+      const i = staticPairIndex(cycle, n);
+      indices.add(i);
+      const [a] = synthesizePair({ split: 'train', pairs: 1, seed: 3, frames: 8, size: 32 }, 'static', i);
+      asked.push((a.record.meta as { attribute: string }).attribute);
+    }
+    expect(asked).toEqual([...cycle, ...cycle, ...cycle]);
+    expect(indices.size).toBe(12);
   });
 });

@@ -3,7 +3,8 @@
  * (lib/model/sft.ts), then Acc / P-Acc on the test split (crpo-method.md section 8).
  */
 import type { Argv } from 'yargs';
-import { SFT_DEFAULTS, runSft, type SftProgress } from '../../model/sft';
+import { SFT_DEFAULTS, runSft, type SftProgress, type StaticAttribute } from '../../model/sft';
+import type { Category } from '../../data/schema';
 import type { PolicyPresetName } from '../../model/config';
 
 export function builder(y: Argv): Argv {
@@ -51,6 +52,20 @@ export function builder(y: Argv): Argv {
       type: 'number',
       default: SFT_DEFAULTS.attributeQuestions,
       describe: 'Stream: probability of also asking each clip its colour, and its shape (0 = off)',
+    })
+    .option('categories', {
+      type: 'string',
+      default: SFT_DEFAULTS.categories.join(','),
+      describe: 'Stream: categories of the training clips, cycled; one listed twice gets twice the clips',
+    })
+    .option('static-attributes', {
+      type: 'string',
+      default: SFT_DEFAULTS.staticAttributes.join(','),
+      describe: 'Stream: what static clips ask about, cycled (colour, shape, count)',
+    })
+    .option('vision-stem', {
+      type: 'number',
+      describe: "Channels of the vision encoder's 3x3 convolutional stem (0 = none; default: the preset's)",
     })
     .option('target', {
       choices: ['letter', 'option-then-letter'],
@@ -100,6 +115,9 @@ interface Args {
   reading: number;
   'attribute-questions': number;
   target: 'letter' | 'option-then-letter';
+  categories: string;
+  'static-attributes': string;
+  'vision-stem'?: number;
   seed: number;
   'shortcut-p': number;
   'null-option': boolean;
@@ -115,6 +133,12 @@ function bar(p: SftProgress): string {
   const mmss = (s: number): string => `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`;
   return `\r[${'#'.repeat(f)}${'.'.repeat(w - f)}] step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} ${mmss(p.elapsed)} ETA ${mmss(p.eta)} `;
 }
+
+const list = (s: string): string[] =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
 
@@ -139,6 +163,9 @@ export async function handler(a: Args): Promise<void> {
     reading: a.reading,
     attributeQuestions: a['attribute-questions'],
     target: a.target,
+    categories: list(a.categories) as Category[],
+    staticAttributes: list(a['static-attributes']) as StaticAttribute[],
+    ...(a['vision-stem'] !== undefined ? { model: { visionStem: a['vision-stem'] } } : {}),
     seed: a.seed,
     shortcutP: a['shortcut-p'],
     nullOption: a['null-option'],
