@@ -79,6 +79,8 @@ export interface TrainSequence {
 export interface TrainStepOptions extends LossSettings {
   /** Native process group whose ranks average gradients before clipping (multi-process runs). */
   processGroup?: number;
+  /** Seeds the step's own randomness (LoRA dropout), so that a resumed run repeats it; unseeded when absent. */
+  seed?: number;
   lr: number;
   maxGradNorm: number;
   weightDecay: number;

@@ -25,6 +25,18 @@ void Model::set_trainable(const std::string& mode) {
   }
   for (auto& kv : lora_params_) kv.second.set_requires_grad(mode == "lora");
   trainable_mode_ = mode;
+  if (opt_) {
+    // The same trainable tensors as the optimizer's (e.g. setTrainable after loading a resumed
+    // run's AdamW state): keep that state.
+    std::vector<at::Tensor> now;
+    for (auto& kv : params_)
+      if (kv.second.requires_grad()) now.push_back(kv.second);
+    for (auto& kv : lora_params_)
+      if (kv.second.requires_grad()) now.push_back(kv.second);
+    bool same = now.size() == opt_params_.size();
+    for (size_t i = 0; same && i < now.size(); ++i) same = now[i].is_same(opt_params_[i]);
+    if (same) return;
+  }
   opt_.reset();
   opt_params_.clear();
   accumulating_ = false;
