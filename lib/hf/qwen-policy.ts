@@ -83,6 +83,10 @@ function stepOptions(o: TrainStepOptions) {
     aggregation: o.aggregation,
     maxNewTokens: o.maxNewTokens,
     temperature: o.temperature,
+    // data parallel (with processGroup): how gradients are reduced, and sharded AdamW state
+    ...(o.overlapGrads !== undefined ? { overlapGrads: o.overlapGrads } : {}),
+    ...(o.gradBucketMb !== undefined ? { gradBucketMb: o.gradBucketMb } : {}),
+    ...(o.zero !== undefined ? { zero: o.zero } : {}),
   };
 }
 
