@@ -208,6 +208,10 @@ export interface DistNativeApi {
     commSeconds: number;
     commBytes: number;
     commCalls: number;
+    overlapWaitSeconds: number;
+    overlapRounds: number;
+    overlapBuckets: number;
+    overlapEarlyBuckets: number;
   };
   distShutdown(group: number): Promise<void>;
   distLiveGroups(): number;
@@ -324,6 +328,12 @@ export interface NativeQwenTrainBatch {
    * (tokens for token-mean, else sequences: normTokens / normSequences), before clipping and AdamW.
    */
   processGroup?: number;
+  /** With processGroup: all-reduce gradient buckets during backward (default) or after it (false: the slow twin). */
+  overlapGrads?: boolean;
+  /** Bucket size of the overlapped gradient all-reduce, MiB (default 25, DDP's). */
+  gradBucketMb?: number;
+  /** 1: ZeRO-1 over processGroup: each rank keeps and updates the AdamW moments of 1/N of the trainable weights. */
+  zero?: 0 | 1;
 }
 
 export interface NativeQwenTrainStats {
@@ -370,7 +380,10 @@ export interface QwenNativeApi {
   qwenParamNames(model: number, lora?: boolean): string[];
   qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
   qwenSetParam(model: number, name: string, value: Float32Array): void;
+  /** Collective with zero 1 (every rank calls it; '' writes nothing): the gathered, world-size-independent state. */
   qwenSaveOptimizer(model: number, path: string): Promise<void>;
+  /** Bytes of AdamW moments this rank holds (its shard with zero 1). */
+  qwenOptimizerStateBytes(model: number): number;
   qwenLoadOptimizer(model: number, path: string): Promise<void>;
 }
 

@@ -216,10 +216,29 @@ export class ProcessGroup extends NativeHandle {
    * Totals since the group formed: seconds inside all-reduce/broadcast calls (copies, transfer and
    * waiting for the slowest rank), bytes reduced, and calls (also those made by the native train step).
    */
-  commStats(): { seconds: number; bytes: number; calls: number } {
+  commStats(): {
+    seconds: number;
+    bytes: number;
+    calls: number;
+    overlapWaitSeconds: number;
+    overlapRounds: number;
+    overlapBuckets: number;
+    overlapEarlyBuckets: number;
+  } {
     this.assertLive('ProcessGroup.commStats');
     const i = callSync(() => torchAddon().distInfo(this.nativeId));
-    return { seconds: i.commSeconds, bytes: i.commBytes, calls: i.commCalls };
+    return {
+      seconds: i.commSeconds,
+      bytes: i.commBytes,
+      calls: i.commCalls,
+      // gradient all-reduces overlapped with backward (GradReducer rounds of the native train
+      // steps) and the time they still waited after backward: the part not hidden behind it
+      overlapWaitSeconds: i.overlapWaitSeconds,
+      overlapRounds: i.overlapRounds,
+      // buckets of those rounds, and how many of them started while backward was still running
+      overlapBuckets: i.overlapBuckets,
+      overlapEarlyBuckets: i.overlapEarlyBuckets,
+    };
   }
 
   /** Orderly end (waits for every rank to finish, up to the timeout), then disposes. */

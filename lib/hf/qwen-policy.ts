@@ -83,6 +83,10 @@ function stepOptions(o: TrainStepOptions) {
     aggregation: o.aggregation,
     maxNewTokens: o.maxNewTokens,
     temperature: o.temperature,
+    // data parallel (with processGroup): how gradients are reduced, and sharded AdamW state
+    ...(o.overlapGrads !== undefined ? { overlapGrads: o.overlapGrads } : {}),
+    ...(o.gradBucketMb !== undefined ? { gradBucketMb: o.gradBucketMb } : {}),
+    ...(o.zero !== undefined ? { zero: o.zero } : {}),
   };
 }
 
@@ -348,7 +352,7 @@ export class QwenPolicy implements Policy {
     for (let k = 0; k < seqs.length; k += mb) {
       const chunk = seqs.slice(k, k + mb);
       const apply = k + mb >= seqs.length;
-      const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply });
+      const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply, first: k });
       total.loss += st.loss;
       total.pg += st.pg;
       total.kl += st.kl;
@@ -381,7 +385,7 @@ export class QwenPolicy implements Policy {
     prompts: readonly PolicyPrompt[],
     seqs: readonly TrainSequence[],
     o: TrainStepOptions,
-    acc: { normTokens: number; normSequences: number; apply: boolean },
+    acc: { normTokens: number; normSequences: number; apply: boolean; first: number },
   ): Promise<TrainStepStats> {
     const { inputs, starts, L, order } = await this.rows(prompts, seqs);
     const B = seqs.length;
@@ -407,7 +411,11 @@ export class QwenPolicy implements Policy {
       refLogprobs,
       ...stepOptions(o),
       ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}),
-      ...acc,
+      // one seed per micro-batch (k: its first sequence in the step)
+      ...(o.seed !== undefined ? { seed: (o.seed + acc.first) >>> 0 } : {}),
+      normTokens: acc.normTokens,
+      normSequences: acc.normSequences,
+      apply: acc.apply,
     });
     return {
       loss: st.loss,

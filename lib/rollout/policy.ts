@@ -79,6 +79,14 @@ export interface TrainSequence {
 export interface TrainStepOptions extends LossSettings {
   /** Native process group whose ranks average gradients before clipping (multi-process runs). */
   processGroup?: number;
+  /** With processGroup: all-reduce gradients overlapped with backward (default) or after it (false: the slow twin). */
+  overlapGrads?: boolean;
+  /** Bucket size of the overlapped gradient all-reduce, MiB (default 25). */
+  gradBucketMb?: number;
+  /** 1: ZeRO-1 sharded AdamW state across processGroup's ranks (the Qwen policy; full fine-tuning). */
+  zero?: 0 | 1;
+  /** Seeds the step's own randomness (LoRA dropout), so that a resumed run repeats it; unseeded when absent. */
+  seed?: number;
   lr: number;
   maxGradNorm: number;
   weightDecay: number;

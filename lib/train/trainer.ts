@@ -145,6 +145,28 @@ export async function validate(
   };
 }
 
+/**
+ * Every rank must start from the same step: each one reads the checkpoint from the run folder, so
+ * a rank that does not see rank 0's folder (no shared file system) would start elsewhere, run other
+ * collectives and hang the others. One all-reduce of (1, s, s^2): equal steps iff n * sum(s^2) = sum(s)^2.
+ */
+async function requireSameResumePoint(
+  dist: TrainDistContext,
+  step: number,
+  out: string,
+  policy: Policy,
+): Promise<void> {
+  if (dist.worldSize <= 1) return;
+  const [n, sum, sq] = await dist.allReduceSum([1, step, step * step]);
+  if (n * sq === sum * sum) return;
+  policy.dispose();
+  throw new CrpoError(
+    'ERR_CRPO_DIST_RESUME',
+    `rank ${dist.rank} of ${dist.worldSize} starts at step ${step}, but the ranks do not all start at the same step ` +
+      `(mean ${sum / n}): every rank must see the same run folder ${out} (a file system shared by all nodes)`,
+  );
+}
+
 /** Creates the configured policy: fresh / from `policy.init`, or from a checkpoint to resume. */
 export async function createPolicy(c: TrainConfig, resumeFrom?: string, texts?: readonly string[]): Promise<Policy> {
   return POLICY_KINDS.get(c.policy.kind)({
@@ -274,6 +296,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
     }
   }
   requireGradientSync(policy, dist.worldSize);
+  await requireSameResumePoint(dist, state ? state.step : 0, c.out, policy);
   if (!state) await policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
   const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
   const startStep = state ? state.step : 0;
@@ -412,6 +435,8 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
         const s = await policy.trainStep(allPrompts, seqs, {
           processGroup: dist.nativeGroupId,
+          // dropout masks from (seed, step, epoch): a resumed run draws what the uninterrupted one drew
+          seed: hash32(`${c.seed}|${step}|update|${e}`),
           lr,
           maxGradNorm: c.maxGradNorm,
           weightDecay: c.weightDecay,

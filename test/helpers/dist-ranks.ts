@@ -16,18 +16,24 @@ export interface RankRun {
   ms: number;
 }
 
-/** Starts `world` ranks of the worker fixture with torchrun's environment; resolves when all exit. */
+/**
+ * Starts `world` ranks of the worker fixture with torchrun's environment; resolves when all exit.
+ * `detached`: every rank is the leader of a process group of its own (for process-group kills).
+ */
 export async function runRanks(
   scenario: string,
   world: number,
   extraEnv: Record<string, string> = {},
   onStdout?: (rank: number, text: string, kill: (r: number, s: NodeJS.Signals) => void) => void,
+  opts: { detached?: boolean } = {},
 ): Promise<RankRun[]> {
   const port = await freePort();
   const t0 = Date.now();
   const procs = Array.from({ length: world }, (_, rank) =>
     spawn(process.execPath, ['-r', register, worker, scenario], {
       cwd: root,
+      // detached: each rank leads its own process group, which it (or the test) may kill whole.
+      detached: opts.detached ?? false,
       env: {
         ...process.env,
         ...extraEnv,

@@ -93,7 +93,7 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
 });
 
 withPolicy('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
-  it('ends with the same weights within 1e-5 after 3 AdamW steps', async () => {
+  it('ends with the same weights within 1e-5 after 3 AdamW steps; overlapped = after-backward, bitwise', async () => {
     const runs = await runRanks('policy-dp', 2);
     const out = runs.map(rankResult);
     expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
@@ -101,6 +101,13 @@ withPolicy('data-parallel training with the native policy (2 ranks x b prompts v
       expect(o.moved).toBeGreaterThan(1e-4); // the steps really changed the weights
       expect(o.gap).toBeLessThan(1e-5);
       expect(o.spread).toBe(0);
+      // Gradients all-reduced in 8 KiB buckets during backward (one GradReducer round per step)
+      // against the slow twin, one all-reduce after backward: the same bits (2 ranks: a + b = b + a).
+      expect(o.overlapRounds).toBe(3);
+      expect(o.twinGap).toBe(0);
+      const [buckets, early] = o.buckets;
+      expect(buckets).toBeGreaterThan(3 * 10);
+      expect(early).toBeGreaterThan(buckets / 2); // most buckets start while backward runs
     }
   }, 120000);
 });

@@ -3,8 +3,9 @@
  * real rank processes over Gloo on 127.0.0.1 (test/fixtures/dist-worker.ts). W ranks x Q/W prompts
  * against 1 process x Q prompts (the reference runs inside every rank): the same rollouts (seeded by
  * global position), the same losses and weights after 3 steps, for LoRA (2 and 4 ranks) and for
- * full LM training (2 ranks); a step where only rank 0 has sequences; and the trainer on 2 ranks whose
- * checkpoint a single process resumes.
+ * full LM training (2 ranks); a step where only rank 0 has sequences; the gradient all-reduce
+ * overlapped with backward against its after-backward twin; ZeRO-1 sharded AdamW state against plain
+ * DDP and resumed on 1 process; and the trainer on 2 ranks whose checkpoint a single process resumes.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -66,6 +67,78 @@ d('the Qwen policy on several processes (data parallel over c10d / Gloo)', () =>
     expect(out[0].mode).toBe('lm');
     expectSameAsOneProcess(out, 2);
   }, 150000);
+
+  // The slow twin of the overlapped all-reduce: the same 2-rank run with the all-reduce after
+  // backward. Micro-batches of 2 sequences (only the last one's backward reduces; earlier ones
+  // accumulate into .grad()) and gradient checkpointing (layer weights' gradients come out of the
+  // recomputation), 4 KiB buckets so that several start during backward.
+  it('gradients reduced during backward equal the all-reduce after it, bit for bit (LoRA, micro-batches)', async () => {
+    const runs = await runRanks('qwen-dp', 2, {
+      TEST_QWEN_STEP_OPTS: JSON.stringify({ gradBucketMb: 1 / 256 }),
+      TEST_QWEN_TWIN: JSON.stringify({ overlapGrads: false }),
+      TEST_QWEN_MICRO: '2',
+      TEST_QWEN_CKPT: '1',
+    });
+    expect(runs.map((r) => [r.code, r.stderr.trim()])).toEqual([
+      [0, ''],
+      [0, ''],
+    ]);
+    const out = runs.map(rankResult);
+    expectSameAsOneProcess(out, 2);
+    for (const o of out) {
+      expect(o.twin.after3.gap).toBe(0);
+      expect(o.twin.after4.gap).toBe(0);
+      expect(o.twin.lossGap).toBe(0);
+      expect(o.twin.normGap).toBe(0);
+      expect(o.overlapRounds).toBe(4); // one reducer round per step on this rank
+      const [buckets, early] = o.buckets;
+      expect(buckets).toBeGreaterThan(4);
+      expect(early).toBeGreaterThan(0); // some buckets start while backward runs (not rank 1's step 4)
+    }
+  }, 200000);
+
+  // ZeRO-1: every LM weight trained (float64, so that the 1-process comparison holds to 1e-5 too;
+  // see above), the AdamW moments sharded over 2 ranks, against plain DDP; its state saved after
+  // step 2 (moments gathered on save) and resumed by 1 process for step 3.
+  it('zero 1 (sharded AdamW) ends where plain DDP ends, holds half the moments, resumes on 1 rank', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-zero-'));
+    try {
+      const env = { TEST_QWEN_TRAIN: 'lm', TEST_QWEN_DTYPE: 'float64' };
+      const runs = await runRanks('qwen-dp', 2, {
+        ...env,
+        TEST_QWEN_STEP_OPTS: JSON.stringify({ zero: 1 }),
+        TEST_QWEN_TWIN: JSON.stringify({ zero: 0 }),
+        TEST_QWEN_SAVE: path.join(tmp, 'z'),
+      });
+      expect(runs.map((r) => [r.code, r.stderr.trim()])).toEqual([
+        [0, ''],
+        [0, ''],
+      ]);
+      const out = runs.map(rankResult);
+      expectSameAsOneProcess(out, 2);
+      for (const o of out) {
+        expect(o.twin.after3.gap).toBeLessThan(1e-5);
+        expect(o.twin.after4.gap).toBeLessThan(1e-5);
+        expect(o.twin.lossGap).toBeLessThan(1e-5);
+      }
+      // Plain DDP: both moments of every weight on every rank (float64); sharded: the two halves.
+      const full = out[0].twin.optimizerBytes;
+      expect(full).toBeGreaterThan(0);
+      expect(out[1].twin.optimizerBytes).toBe(full);
+      expect(out[0].optimizerBytes + out[1].optimizerBytes).toBe(full);
+      expect(Math.abs(out[0].optimizerBytes - out[1].optimizerBytes)).toBeLessThanOrEqual(2 * 8);
+
+      const [single] = await runRanks('qwen-dp', 1, { ...env, TEST_QWEN_RESUME: path.join(tmp, 'z-rank0') });
+      expect([single.code, single.stderr.trim()]).toEqual([0, '']);
+      const r = rankResult(single);
+      expect(r.skipped).toBe(false);
+      expect(r.moved).toBeGreaterThan(1e-4);
+      expect(r.gap).toBeLessThan(1e-5);
+      expect(r.optimizerBytes).toBe(full);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 300000);
 
   it('the trainer on 2 ranks keeps one replica and writes on rank 0; 1 process resumes its checkpoint', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-qwen-'));

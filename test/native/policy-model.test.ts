@@ -480,6 +480,19 @@ describe('native policy (tiny preset)', () => {
           ),
         ),
       ).rejects.toThrow(/completions.lengths\[2\]/);
+      await expect(
+        fails(() =>
+          a.policyTrainStep(
+            p.id,
+            b,
+            { ids: new Int32Array(3), lengths: Int32Array.of(1, 1, 1), width: 1, advantages: new Float32Array(3) },
+            { gradBucketMb: -1 },
+          ),
+        ),
+      ).rejects.toMatchObject({
+        code: 'ERR_CRPO_OUT_OF_RANGE',
+        message: 'policyTrainStep: expected a number >= 0 (MiB) for gradBucketMb but received -1.000000',
+      });
       expect(() => a.policySetRngState(p.id, new Uint8Array(3))).toThrow(/RNG state/);
       await expect(PolicyModel.create(tokenizer, { preset: 'huge' as never })).rejects.toThrow(/config.preset/);
     } finally {

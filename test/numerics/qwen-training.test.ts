@@ -195,6 +195,19 @@ skipIf(reason).describe('Qwen training features', () => {
     expect(Number.isFinite(st.gradNorm) && st.gradNorm > 0).toBe(true);
     expect(await seqLp()).toBeGreaterThan(before);
     expect(Array.from((await m.forward(inputs, { lora: false })).logits.data)).toEqual(Array.from(base.logits.data));
+    // Data-parallel options are checked even without a group (qwen_train_binding.cpp).
+    await expect(
+      m.trainStep(inputs, { completionMask: completion, objective: 'sft', zero: 2 as never }),
+    ).rejects.toMatchObject({
+      code: 'ERR_CRPO_OUT_OF_RANGE',
+      message: 'qwenTrainStep: expected 0 or 1 for batch.zero but received 2',
+    });
+    await expect(
+      m.trainStep(inputs, { completionMask: completion, objective: 'sft', gradBucketMb: -1 }),
+    ).rejects.toMatchObject({
+      code: 'ERR_CRPO_OUT_OF_RANGE',
+      message: 'qwenTrainStep: expected a number >= 0 (MiB) for batch.gradBucketMb but received -1.000000',
+    });
     m.dispose();
   });
 

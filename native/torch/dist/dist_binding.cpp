@@ -225,6 +225,10 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
     o.Set("commSeconds", Napi::Number::New(env, static_cast<double>(g->comm_ns_.load()) / 1e9));
     o.Set("commBytes", Napi::Number::New(env, static_cast<double>(g->comm_bytes_.load())));
     o.Set("commCalls", Napi::Number::New(env, static_cast<double>(g->comm_calls_.load())));
+    o.Set("overlapWaitSeconds", Napi::Number::New(env, static_cast<double>(g->overlap_wait_ns_.load()) / 1e9));
+    o.Set("overlapRounds", Napi::Number::New(env, static_cast<double>(g->overlap_rounds_.load())));
+    o.Set("overlapBuckets", Napi::Number::New(env, static_cast<double>(g->overlap_buckets_.load())));
+    o.Set("overlapEarlyBuckets", Napi::Number::New(env, static_cast<double>(g->overlap_early_buckets_.load())));
     return o;
   });
 }

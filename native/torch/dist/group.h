@@ -147,6 +147,11 @@ class Group : public ProcessGroupHandle, public std::enable_shared_from_this<Gro
   std::atomic<int64_t> comm_ns_{0};
   std::atomic<int64_t> comm_bytes_{0};
   std::atomic<int64_t> comm_calls_{0};
+  // GradReducer rounds and the time their finish() waited after backward (the exposed part).
+  std::atomic<int64_t> overlap_wait_ns_{0};
+  std::atomic<int64_t> overlap_rounds_{0};
+  std::atomic<int64_t> overlap_buckets_{0};        // buckets reduced in those rounds
+  std::atomic<int64_t> overlap_early_buckets_{0};  // of which started during backward
 
  private:
   std::atomic<bool> shut_{false};

@@ -73,8 +73,12 @@ std::shared_ptr<ProcessGroupHandle> create_process_group(const ProcessGroupOptio
 // about bucket_mb MiB in reverse order (backward produces late layers' gradients first); a hook on
 // each parameter copies its gradient into its bucket, and a full bucket's all-reduce starts while
 // backward goes on (buckets start in index order on every rank, as c10d requires). finish() starts
-// what is left (missing gradients count as zeros), waits, and sets every parameter's .grad() to the
-// mean over ranks. Gradients must be empty or zero before backward (no accumulation across calls).
+// what is left, waits, and sets every parameter's .grad() to the result. What a rank contributes
+// for a parameter is its whole gradient: what .grad() held before this backward (earlier
+// micro-batches) plus what this backward brings; a parameter that gets nothing contributes .grad()
+// (zeros when undefined).
+//   prepare():                the mean over ranks (DDP)
+//   prepare_weighted(share):  sum_r share_r * grad_r (share_r = w_r / W, weights of the ranks' losses)
 //   GradReducer r(pg, params, 25);  r.prepare();  loss.backward();  r.finish();
 class GradReducer {
  public:
@@ -83,7 +87,11 @@ class GradReducer {
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
   void prepare();
+  void prepare_weighted(double share);
   void finish();
+  // Seconds finish() waited for collectives after backward in the last round (communication not
+  // hidden behind backward); also summed in the group's commStats (overlapWaitSeconds).
+  double last_wait_seconds() const { return last_wait_s_; }
   // Buckets whose all-reduce started during backward in the last round (the overlap achieved).
   int started_during_backward() const { return started_early_; }
   int buckets() const;
@@ -92,6 +100,7 @@ class GradReducer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int started_early_ = 0;
+  double last_wait_s_ = 0;
 };
 
 // The live group with the id that JS holds (lib/dist/process-group.ts `nativeId`), for native

@@ -426,6 +426,10 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
       throw_range_error(op, "beta1/beta2", "numbers in [0, 1)",
                         std::to_string(oo.beta1) + "/" + std::to_string(oo.beta2));
     const int64_t pg = args::optional_int(o, "processGroup", op, -1, -1, kMaxInt);
+    oo.overlap_grads = args::optional_bool(o, "overlapGrads", op, oo.overlap_grads);
+    oo.grad_bucket_mb = args::optional_number(o, "gradBucketMb", op, oo.grad_bucket_mb);
+    if (!(oo.grad_bucket_mb >= 0))
+      throw_range_error(op, "gradBucketMb", "a number >= 0 (MiB)", std::to_string(oo.grad_bucket_mb));
     torch::Tensor adv, old_lp, ref_lp;
     if (!sft) {
       adv = float_tensor(co, "advantages", {N}, op, false);

@@ -107,6 +107,10 @@ PolicyLoss policy_loss(const torch::Tensor& logp, const torch::Tensor& old_logp,
 
 struct OptimOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, max_grad_norm = 1.0;
+  // With a process group: all-reduce gradient buckets during backward (crpo::dist::GradReducer,
+  // buckets of grad_bucket_mb MiB), or after it (false: the slow twin the tests compare against).
+  bool overlap_grads = true;
+  double grad_bucket_mb = 25.0;
 };
 
 struct StepStats {

@@ -1,7 +1,8 @@
 // The train step of the native policy (see policy_model.h): the clipped-surrogate + k3-KL loss of
 // crpo-method.md section 6 (or the supervised cross-entropy, with an optional prompt LM term),
 // backward, the gradient all-reduce over a process group (weighted by each rank's share of the
-// loss's denominator), grad-norm clipping and AdamW: the ATen twin of torch.optim.AdamW and the
+// loss's denominator; overlapped with backward by crpo::dist::GradReducer, or after it as the slow
+// twin), grad-norm clipping and AdamW: the ATen twin of torch.optim.AdamW and the
 // fused pass of native/kernels/cpu/adamw_kernel.h.
 #include <cmath>
 #include <memory>
@@ -190,18 +191,43 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
     st.loss = loss.item<double>();
   }
   bool bad = !std::isfinite(st.loss);
-  if (loss.defined() && !bad) loss.backward();
-  std::vector<torch::Tensor> grads;
-  for (auto& p : params) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back(p.grad());
-  }
   // This rank's loss is a mean over `weight` units (the aggregation's denominator: sequences, or
   // tokens for token-mean and the supervised step); the loss of the whole global batch is the
   // weight-weighted mean of the ranks' losses, and so is its gradient.
   const double weight = (sft || lo.agg == Aggregation::TokenMean) ? st.tokens : static_cast<double>(N);
   double total_weight = weight;
-  if (pg) {
+  std::vector<torch::Tensor> grads;
+  auto collect_grads = [&]() {
+    for (auto& p : params) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+  };
+  if (pg && oo.overlap_grads) {
+    // Overlapped: the weights and bad flags first (they are known after the forward), then
+    // backward with GradReducer hooks that put share_r * grad_r into buckets and start each
+    // bucket's all-reduce (sum) as soon as it is full; finish() waits for what is still running.
+    auto meta = torch::tensor({weight, bad ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kDouble)).to(pg->device());
+    std::vector<torch::Tensor> m{meta};
+    pg->allreduce_sum(m);
+    auto mc = meta.to(torch::kCPU);
+    total_weight = mc[0].item<double>();
+    if (mc[1].item<double>() > 0 && !bad) {
+      bad = true;
+      st.skip_reason = "a non-finite loss on another rank";
+    }
+    if (!bad) {
+      dist::GradReducer reducer(pg, params, oo.grad_bucket_mb);
+      reducer.prepare_weighted(total_weight > 0 ? weight / total_weight : 0.0);
+      if (loss.defined()) loss.backward();
+      reducer.finish();
+    }
+    collect_grads();
+  } else {
+    if (loss.defined() && !bad) loss.backward();
+    collect_grads();
+  }
+  if (pg && !oo.overlap_grads) {
     // Every rank takes part, even when its own loss was bad or its batch empty. First the weights
     // and the bad flags (float64), so that all ranks skip together; then sum_r (w_r / W) grad_r.
     auto meta =

@@ -141,8 +141,15 @@ struct TrainOptions {
   bool apply = true;
   int64_t seed = -1;  // >= 0: seed the global generators first (reproducible LoRA dropout)
   // Data parallel: the ranks of this group average their gradients (weighted by each rank's loss
-  // denominator) after backward and before clipping and AdamW, in the call that applies the step.
+  // denominator) before clipping and AdamW, in the call that applies the step (qwen_train_dist.cpp).
   std::shared_ptr<dist::ProcessGroupHandle> group;
+  // With a group: all-reduce gradient buckets during the applying call's backward (GradReducer,
+  // buckets of grad_bucket_mb MiB), or after it (false: the slow twin the tests compare against).
+  bool overlap_grads = true;
+  double grad_bucket_mb = 25.0;
+  // 1: ZeRO stage 1 over the group: each rank keeps and updates the AdamW moments of 1/N of the
+  // flattened trainable weights, then the updated slices are gathered on every rank.
+  int zero = 0;
 };
 
 struct TrainStats {
@@ -208,7 +215,9 @@ class Model {
   // or an earlier micro-batch whose loss was not finite. It takes part in the gradient all-reduce
   // of o.group with weight 0 (and its non-finite flag), then steps like the other ranks.
   TrainStats sync_step(const TrainOptions& o);
-  // AdamW state (moments, step counts) for resuming; load creates the optimizer if needed.
+  // AdamW state (moments, step counts) for resuming; load creates the optimizer if needed. With
+  // sharded state (zero 1) saving is collective: every rank of the group calls it (the moments are
+  // gathered into the one-replica form, which loads at any world size); an empty path writes nothing.
   void save_optimizer(const std::string& path);
   void load_optimizer(const std::string& path, const TrainOptions& o);
 
@@ -244,8 +253,31 @@ class Model {
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::vector<at::Tensor> opt_params_;
   void ensure_optimizer(const TrainOptions& o);
-  // All-reduce (with a group), clip and AdamW; `weight`: this rank's loss denominator.
-  TrainStats finish_step(TrainStats st, bool bad, double weight, const TrainOptions& o);
+  // All-reduce (with a group), clip and AdamW; `weight`: this rank's loss denominator. `reduced`:
+  // the weights were all-reduced and the gradients reduced during backward already.
+  struct Reduced {
+    double total_weight;
+    bool bad;
+  };
+  TrainStats finish_step(TrainStats st, bool bad, double weight, const TrainOptions& o,
+                         const Reduced* reduced = nullptr);
+
+  // qwen_train_dist.cpp: the weights / bad flags all-reduce, the overlapped gradient all-reduce
+  // (loss may be undefined: a round without backward), the sharded AdamW state.
+  Reduced allreduce_weights(double weight, bool bad, const TrainOptions& o);
+  void reduce_grads_overlapped(const at::Tensor& loss, double share, const TrainOptions& o);
+  struct ZeroState;
+  std::shared_ptr<ZeroState> zero_;
+  // The reducer of the last overlapped step, kept while group, bucket size and trainable weights
+  // stay the same (its hooks stay registered; its buckets hold one gradient-sized buffer).
+  struct ReducerCache;
+  std::shared_ptr<ReducerCache> reducer_;
+  void zero_step(const TrainOptions& o);  // creates the shards on first use
+  void zero_gather_into_optimizer();
+
+ public:
+  // Bytes of AdamW state this rank holds (all of it, or its shard with zero 1).
+  int64_t optimizer_state_bytes() const;
 };
 
 // Greedy-decoding helper for tests: rope positions of text tokens appended after a prompt.

@@ -1,7 +1,8 @@
 // Training of the Qwen models: which weights train, AdamW and its saved state, and the
 // GRPO-family / SFT train step (clipped surrogate as TRL/verl define it, crpo-method.md section
 // 6), with micro-batch accumulation and, across processes, the gradient all-reduce of data
-// parallel training (weighted by each rank's loss denominator, before clipping and AdamW).
+// parallel training (weighted by each rank's loss denominator, before clipping and AdamW; the
+// overlapped all-reduce and the sharded AdamW state are in qwen_train_dist.cpp).
 #include "qwen_model.h"
 
 #include <cmath>
@@ -25,7 +26,21 @@ void Model::set_trainable(const std::string& mode) {
   }
   for (auto& kv : lora_params_) kv.second.set_requires_grad(mode == "lora");
   trainable_mode_ = mode;
+  if (opt_) {
+    // The same trainable tensors as the optimizer's (e.g. setTrainable after loading a resumed
+    // run's AdamW state): keep that state.
+    std::vector<at::Tensor> now;
+    for (auto& kv : params_)
+      if (kv.second.requires_grad()) now.push_back(kv.second);
+    for (auto& kv : lora_params_)
+      if (kv.second.requires_grad()) now.push_back(kv.second);
+    bool same = now.size() == opt_params_.size();
+    for (size_t i = 0; same && i < now.size(); ++i) same = now[i].is_same(opt_params_[i]);
+    if (same) return;
+  }
   opt_.reset();
+  zero_.reset();
+  reducer_.reset();
   opt_params_.clear();
   accumulating_ = false;
 }
@@ -48,6 +63,7 @@ void Model::ensure_optimizer(const TrainOptions& o) {
   for (auto& kv : lora_params_)
     if (kv.second.requires_grad()) opt_params_.push_back(kv.second);
   TORCH_CHECK(!opt_params_.empty(), "qwen: nothing to train");
+  zero_.reset();  // sharded moments belong to the optimizer this one replaces (e.g. after mergeLora)
   opt_.reset(new torch::optim::AdamW(
       opt_params_,
       torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.adam_eps).weight_decay(o.weight_decay)));
@@ -55,13 +71,33 @@ void Model::ensure_optimizer(const TrainOptions& o) {
 
 void Model::save_optimizer(const std::string& path) {
   TORCH_CHECK(opt_, "qwen: no optimizer state yet (no train step was run)");
+  if (zero_) {
+    zero_gather_into_optimizer();  // collective: the whole state on every rank, for this save only
+    if (!path.empty()) torch::save(*opt_, path);
+    opt_->state().clear();
+    return;
+  }
+  TORCH_CHECK(!path.empty(), "qwen: saveOptimizer needs a file path (an empty one is for ranks of zero 1)");
   torch::save(*opt_, path);
 }
 
 void Model::load_optimizer(const std::string& path, const TrainOptions& o) {
   ensure_optimizer(o);
   torch::load(*opt_, path);
+  zero_.reset();  // a sharded step takes its slice of the loaded state
 }
+
+namespace {
+
+// This rank's loss is a mean over `weight` units (the aggregation's denominator for the whole
+// batch of this rank: tokens for token-mean, else sequences); the loss of the global batch is
+// the weight-weighted mean of the ranks' losses, and so is its gradient.
+double rank_weight(const TrainOptions& o, const TrainStats& st, int64_t B) {
+  return o.aggregation == "token-mean" ? static_cast<double>(o.norm_tokens > 0 ? o.norm_tokens : st.tokens)
+                                       : static_cast<double>(o.norm_seqs > 0 ? o.norm_seqs : B);
+}
+
+}  // namespace
 
 TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainOptions& o) {
   ensure_optimizer(o);
@@ -150,6 +186,14 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
       st.grad_norm = std::nan("");
       return st;
     }
+  } else if (o.apply && o.group && o.overlap_grads) {
+    // Data parallel, overlapped: the ranks' weights and bad flags first (known after the forward),
+    // then backward with the reducer's hooks starting bucket all-reduces (qwen_train_dist.cpp).
+    accumulating_ = false;
+    const double weight = rank_weight(o, st, B);
+    const Reduced red = allreduce_weights(weight, false, o);
+    if (!red.bad) reduce_grads_overlapped(loss, red.total_weight > 0 ? weight / red.total_weight : 0.0, o);
+    return finish_step(st, false, weight, o, &red);
   } else {
     loss.backward();
   }
@@ -159,13 +203,7 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
     return st;
   }
   accumulating_ = false;
-  // This rank's loss is a mean over `weight` units (the aggregation's denominator for the whole
-  // batch of this rank: tokens for token-mean, else sequences); the loss of the global batch is
-  // the weight-weighted mean of the ranks' losses, and so is its gradient.
-  const double weight = o.aggregation == "token-mean"
-                            ? static_cast<double>(o.norm_tokens > 0 ? o.norm_tokens : st.tokens)
-                            : static_cast<double>(o.norm_seqs > 0 ? o.norm_seqs : B);
-  return finish_step(st, bad, weight, o);
+  return finish_step(st, bad, rank_weight(o, st, B), o);
 }
 
 TrainStats Model::sync_step(const TrainOptions& o) {
@@ -184,19 +222,22 @@ TrainStats Model::sync_step(const TrainOptions& o) {
   return finish_step(st, bad, 0.0, o);
 }
 
-TrainStats Model::finish_step(TrainStats st, bool bad, double weight, const TrainOptions& o) {
+TrainStats Model::finish_step(TrainStats st, bool bad, double weight, const TrainOptions& o, const Reduced* reduced) {
   pending_bad_ = false;
   double total_weight = weight;
   if (o.group) {
     // Every rank takes part, also one whose loss was bad or whose batch was empty. First the
     // weights and the bad flags (float64), so that all ranks skip together; then
-    // sum_r (w_r / W) grad_r in place of each rank's gradient (buckets of ProcessGroupOptions::bucket_mb).
-    at::Tensor meta = at::tensor({weight, bad ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble));
-    std::vector<at::Tensor> m{meta};
-    o.group->allreduce_sum(m);
-    total_weight = meta[0].item<double>();
-    bad = bad || meta[1].item<double>() > 0;
-    if (!bad) {
+    // sum_r (w_r / W) grad_r in place of each rank's gradient.
+    const Reduced red = reduced ? *reduced : allreduce_weights(weight, bad, o);
+    total_weight = red.total_weight;
+    bad = bad || red.bad;
+    if (!bad && !reduced && o.overlap_grads) {
+      // A rank without a backward in this call (no sequences): it joins the others' bucket
+      // all-reduces with what its .grad() holds, scaled by its share (0 without sequences).
+      reduce_grads_overlapped(at::Tensor(), total_weight > 0 ? weight / total_weight : 0.0, o);
+    } else if (!bad && !reduced) {
+      // The slow twin: after backward, buckets of ProcessGroupOptions::bucket_mb.
       at::NoGradGuard ng;
       std::vector<at::Tensor> grads;
       for (auto& p : opt_params_) {
@@ -236,7 +277,16 @@ TrainStats Model::finish_step(TrainStats st, bool bad, double weight, const Trai
     for (auto& p : opt_params_)
       if (p.grad().defined()) p.grad().mul_(c);
   }
-  opt_->step();
+  if (o.zero > 0 && o.group && o.group->world_size() > 1) {
+    zero_step(o);
+  } else {
+    if (zero_) {
+      // Back to the plain optimizer (zero 0, or one process): the whole state on every rank.
+      zero_gather_into_optimizer();
+      zero_.reset();
+    }
+    opt_->step();
+  }
   opt_->zero_grad();
   return st;
 }

@@ -78,12 +78,19 @@ qwen::TrainOptions read_train_options(const Napi::Object& o, const std::string& 
     const int64_t id = read_int(o.Get("processGroup"), op, "batch.processGroup", 1, INT64_C(1) << 52);
     to.group = dist::find_process_group(id);
   }
+  to.overlap_grads = get_bool(o, "overlapGrads", true);
+  to.grad_bucket_mb = get_num(o, "gradBucketMb", op, 25.0);
+  if (!(to.grad_bucket_mb >= 0))
+    throw_range_error(op, "batch.gradBucketMb", "a number >= 0 (MiB)", std::to_string(to.grad_bucket_mb));
+  to.zero = static_cast<int>(get_int(o, "zero", op, 0, false));
+  if (to.zero != 0 && to.zero != 1) throw_range_error(op, "batch.zero", "0 or 1", std::to_string(to.zero));
   return to;
 }
 
 // qwenTrainStep(model, inputs, { completionMask: Int32Array (B*L), advantages?: Float32Array (B),
 //   oldLogprobs?, refLogprobs?: Float32Array (B*(L-1)), objective?, lr?, weightDecay?, maxGradNorm?,
-//   clipLow?, clipHigh?, klBeta?, aggregation?, normTokens?, normSequences?, apply?, processGroup? })
+//   clipLow?, clipHigh?, klBeta?, aggregation?, normTokens?, normSequences?, apply?, processGroup?,
+//   overlapGrads? (true), gradBucketMb? (25), zero? (0 | 1) })
 //   -> { loss, pgLoss, kl, clipFraction, gradNorm, tokens, entropy, skipped }
 Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenTrainStep", [&]() -> Napi::Value {
@@ -211,7 +218,17 @@ Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
     return p;
   });
 }
+// qwenOptimizerStateBytes(model) -> bytes of AdamW moments this rank holds (its shard with zero 1).
+Napi::Value OptimizerStateBytes(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenOptimizerStateBytes", [&]() -> Napi::Value {
+    auto model = find_model(info[0], "qwenOptimizerStateBytes");
+    std::lock_guard<std::mutex> lock(model->mu);
+    return Napi::Number::New(info.Env(), static_cast<double>(model->optimizer_state_bytes()));
+  });
+}
+
 ExportRegistrar reg("qwen-train", [](Napi::Env env, Napi::Object exports) {
+  exports.Set("qwenOptimizerStateBytes", Napi::Function::New(env, OptimizerStateBytes, "qwenOptimizerStateBytes"));
   exports.Set("qwenTrainStep", Napi::Function::New(env, TrainStep, "qwenTrainStep"));
   exports.Set("qwenSyncStep", Napi::Function::New(env, SyncStep, "qwenSyncStep"));
   exports.Set("qwenSetTrainable", Napi::Function::New(env, SetTrainable, "qwenSetTrainable"));
