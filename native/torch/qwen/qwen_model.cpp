@@ -190,6 +190,24 @@ std::pair<at::Tensor, at::Tensor> Model::rope_cos_sin(const at::Tensor& position
 // cos/sin: (B, L, hd); bias: (B, 1, L, T) additive mask.
 at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
                                 const at::Tensor& bias, KVCache* cache) const {
+  const bool past = cache && cache->k.size() > static_cast<size_t>(i) && cache->k[i].defined();
+  at::Tensor k, v;
+  at::Tensor y = decoder_layer_kv(x, i, cos, sin, bias, past ? cache->k[i] : at::Tensor(),
+                                  past ? cache->v[i] : at::Tensor(), cache ? &k : nullptr, cache ? &v : nullptr);
+  if (cache) {
+    if (cache->k.size() <= static_cast<size_t>(i)) {
+      cache->k.resize(i + 1);
+      cache->v.resize(i + 1);
+    }
+    cache->k[i] = k.detach();
+    cache->v[i] = v.detach();
+  }
+  return y;
+}
+
+at::Tensor Model::decoder_layer_kv(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                                   const at::Tensor& bias, const at::Tensor& past_k, const at::Tensor& past_v,
+                                   at::Tensor* k_out, at::Tensor* v_out) const {
   const auto& t = cfg_.text;
   const std::string P = tpre() + "layers." + std::to_string(i) + ".";
   const int64_t B = x.size(0), L = x.size(1), hd = t.head_dim;
@@ -206,18 +224,12 @@ at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor
   at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
-  if (cache) {
-    if (cache->k.size() > static_cast<size_t>(i) && cache->k[i].defined()) {
-      k = at::cat({cache->k[i], k}, 2);
-      v = at::cat({cache->v[i], v}, 2);
-    }
-    if (cache->k.size() <= static_cast<size_t>(i)) {
-      cache->k.resize(i + 1);
-      cache->v.resize(i + 1);
-    }
-    cache->k[i] = k.detach();
-    cache->v[i] = v.detach();
+  if (past_k.defined()) {
+    k = at::cat({past_k, k}, 2);
+    v = at::cat({past_v, v}, 2);
   }
+  if (k_out) *k_out = k;
+  if (v_out) *v_out = v;
   const int64_t rep = t.heads / t.kv_heads, T = k.size(2);
   if (rep > 1) {
     k = k.unsqueeze(2).expand({B, t.kv_heads, rep, T, hd}).reshape({B, t.heads, T, hd});
