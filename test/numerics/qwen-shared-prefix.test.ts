@@ -5,6 +5,8 @@
  * with 3 and 2 completions of different lengths (one empty), right-padded, in one batch. Log-probs,
  * the GRPO loss (clipping, k3 KL) and every gradient of a train step (LoRA with checkpointing, and
  * full training of LM + vision without) agree within 1e-5 relative; bad groupings are refused.
+ * Generation: the G identical rows of a prompt prefill once (qwen_model.cpp generate), against a
+ * prefill per row and a single-row call.
  */
 import * as path from 'path';
 import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
@@ -198,6 +200,32 @@ for (const model of ['qwen2_5_vl', 'qwen3_vl'] as const) {
         }
       });
     }
+
+    test('generation: the G rows of a prompt prefill once; tokens and log-probs as a prefill per row', async () => {
+      const m = await QwenVLModel.load(dir);
+      try {
+        const one = caseInputs(readCase(model, 'image_video'));
+        const rep = <T>(x: T[]) => [x[0], x[0], x[0]];
+        const rows = { ...one, inputIds: rep(one.inputIds), attentionMask: rep(one.attentionMask!) };
+        const shared = { ...rows, shareVision: true }; // identical rows, vision shared: one prefill
+        const perRow = { ...rows, imageRepeats: [3], videoRepeats: [3] }; // a prefill per row (its twin)
+        const greedy = { maxNewTokens: 5, eosTokenId: -1 };
+        const g1 = await m.generate(one, greedy);
+        const g3 = await m.generate(shared, greedy);
+        for (let b = 0; b < 3; b++) {
+          expect(g3.tokens[b]).toEqual(g1.tokens[0]);
+          expect(relDiff(g3.logprobs[b], g1.logprobs[0])).toBeLessThan(1e-5);
+        }
+        const sampled = { maxNewTokens: 6, eosTokenId: -1, temperature: 1, seed: 5 };
+        const a = await m.generate(shared, sampled);
+        const b = await m.generate(perRow, sampled);
+        expect(a.tokens).toEqual(b.tokens);
+        expect(relDiff(a.logprobs.flat(), b.logprobs.flat())).toBeLessThan(1e-5);
+        expect(new Set(a.tokens.map((t) => t.join(','))).size).toBeGreaterThan(1); // rows sample apart
+      } finally {
+        m.dispose();
+      }
+    });
 
     test('refused: rows that do not share the prefix, completions marking prefix tokens, bad groups', async () => {
       const m = await QwenVLModel.load(dir);

@@ -365,12 +365,27 @@ at::Tensor text_positions(int64_t start, int64_t len, int64_t batch) {
 GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   at::NoGradGuard ng;
   const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
-  std::vector<at::Tensor> ds;
-  at::Tensor embeds = embed(in, nullptr, &ds);
   at::Tensor pos = in.position_ids.to(device_, at::kLong);
   at::Tensor mask = in.attention_mask.defined()
                         ? in.attention_mask.to(device_, at::kLong)
                         : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
+  // The G samples of one prompt (identical rows, the vision shared): the prompt runs once and its
+  // keys/values are copied to every row; exact, since rows never attend to each other. The
+  // single-row call is its twin in the tests.
+  const bool vision = (in.pixel_values.defined() && in.pixel_values.numel() > 0) ||
+                      (in.pixel_values_videos.defined() && in.pixel_values_videos.numel() > 0);
+  const bool one_prompt = o.use_cache && B > 1 && (in.share_vision || !vision) &&
+                          in.input_ids.eq(in.input_ids.narrow(0, 0, 1)).all().item<bool>() &&
+                          pos.eq(pos.narrow(1, 0, 1)).all().item<bool>() &&
+                          mask.eq(mask.narrow(0, 0, 1)).all().item<bool>();
+  std::vector<at::Tensor> ds;
+  Inputs first = in;
+  if (one_prompt) {
+    first.input_ids = in.input_ids.narrow(0, 0, 1);
+    first.position_ids = in.position_ids.narrow(1, 0, 1);
+    if (in.attention_mask.defined()) first.attention_mask = in.attention_mask.narrow(0, 0, 1);
+  }
+  at::Tensor embeds = embed(first, nullptr, &ds);  // (B, L, H), or (1, L, H) for one prompt
   // rope deltas (get_rope_index): max position + 1 - L per row; new tokens continue from there.
   at::Tensor delta = std::get<0>(pos.amax(0).max(-1)) + 1 - L;  // (B,)
   const at::Tensor& table = param(tpre() + "embed_tokens.weight");
@@ -380,7 +395,16 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   out.logprobs.assign(B, {});
   std::vector<bool> done(B, false);
   KVCache cache;
-  ForwardResult r = decode(embeds, pos, mask, ds, o.use_cache ? &cache : nullptr, nullptr);
+  ForwardResult r;
+  if (one_prompt) {
+    r = decode(embeds, pos.narrow(1, 0, 1), mask.narrow(0, 0, 1), ds, &cache, nullptr);
+    for (auto* kv : {&cache.k, &cache.v})
+      for (auto& t : *kv) t = t.expand({B, -1, -1, -1}).contiguous();  // (B, kv_heads, L, hd)
+    cache.mask = cache.mask.expand({B, -1}).contiguous();
+    r.logits = r.logits.expand({B, -1, -1});
+  } else {
+    r = decode(embeds, pos, mask, ds, o.use_cache ? &cache : nullptr, nullptr);
+  }
   at::Tensor all_embeds = embeds, all_pos = pos, all_mask = mask;
   int64_t cur = L;
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
