@@ -89,6 +89,8 @@ function main(): void {
   const md = [
     '### Qwen-VL forward + backward memory (`bench/qwen/qwen-memory.bench.ts`, CPU, fp32)',
     '',
+    'Reproduce: `npm run bench -- qwen` (one fresh process per call and allocator setting).',
+    '',
     `Machine: ${describeMachine(json.machine as Record<string, unknown>)}.`,
     `${((json.parameters as number) / 1e6).toFixed(1)} M-parameter Qwen2.5-VL (LM 4 x 512, vision 4 x 256, ` +
       `vocabulary 8192), every weight trained, ${ROWS} rows of one prompt (64 visual + 66 text + 32 completion tokens);`,
