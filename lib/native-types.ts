@@ -264,6 +264,8 @@ export interface NativeQwenInputs {
   /** Image / video i fills repeats[i] consecutive placeholder runs (encoded once). */
   imageRepeats?: number[];
   videoRepeats?: number[];
+  /** (rows, prefix length) per group of consecutive rows sharing their prefix (shared-prefix path). */
+  prefixGroups?: Int32Array;
 }
 
 export interface NativeQwenLoadSpec {
@@ -359,6 +361,8 @@ export interface QwenNativeApi {
     options?: { capture?: boolean; grads?: string[]; lora?: boolean; temperature?: number },
   ): Promise<NativeQwenForwardResult>;
   qwenMergeLora(model: number): void;
+  /** Accumulated gradients (train steps with apply: false) of the named weights. */
+  qwenGrads(model: number, names: string[]): Record<string, NativeTensor>;
   qwenGenerate(
     model: number,
     inputs: NativeQwenInputs,

@@ -8,7 +8,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CrpoError, invalidArg } from '../errors';
+import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
   NativeHandle,
   callSync,
@@ -150,6 +150,15 @@ export interface QwenInputs {
    */
   imageRepeats?: number[];
   videoRepeats?: number[];
+  /**
+   * Shared-prefix scoring and training: consecutive rows in groups whose first `prefixLength`
+   * tokens (vision + prompt) are equal, each image/video given once per group (imageRepeats /
+   * videoRepeats = the group's rows, or shareVision). Each prefix runs once and the group's
+   * completions attend to its keys/values (exact; native/torch/qwen/qwen_prefix.cpp). Rows must be
+   * right-padded; only completion targets are scored (forward: tokenLogprobs NaN at prefix
+   * targets, objective and lossMeanCe over the completions, no logits). Absent: every row whole.
+   */
+  prefixGroups?: { rows: number; prefixLength: number }[];
 }
 
 export interface QwenForwardOptions {
@@ -198,6 +207,24 @@ function flatInt32(rows: number[][], what: string): Int32Array {
     if (r.length !== L) throw invalidArg(what, `rows of equal length ${L}`, r.length);
     out.set(r, b * L);
   });
+  return out;
+}
+
+/** Checks prefix groups against a batch of B rows of L tokens; (rows, prefix length) pairs. */
+function prefixGroupsOf(groups: { rows: number; prefixLength: number }[], B: number, L: number): Int32Array {
+  const what = 'inputs.prefixGroups';
+  if (!Array.isArray(groups) || groups.length === 0) throw invalidArg(what, 'a non-empty array of groups', groups);
+  const out = new Int32Array(2 * groups.length);
+  let rows = 0;
+  groups.forEach((g, i) => {
+    if (!Number.isInteger(g?.rows) || g.rows < 1) throw invalidArg(`${what}[${i}].rows`, 'a positive integer', g?.rows);
+    if (!Number.isInteger(g.prefixLength) || g.prefixLength < 1 || g.prefixLength > L)
+      throw outOfRange(`${what}[${i}].prefixLength`, `an integer in [1, ${L}]`, g.prefixLength);
+    out[2 * i] = g.rows;
+    out[2 * i + 1] = g.prefixLength;
+    rows += g.rows;
+  });
+  if (rows !== B) throw outOfRange(`the rows of ${what}`, `${B} (the batch's rows)`, rows);
   return out;
 }
 
@@ -275,6 +302,7 @@ export class QwenVLModel extends NativeHandle {
     };
     if (inputs.attentionMask) n.attentionMask = flatInt32(inputs.attentionMask, 'inputs.attentionMask');
     if (inputs.shareVision) n.shareVision = true;
+    if (inputs.prefixGroups) n.prefixGroups = prefixGroupsOf(inputs.prefixGroups, B, L);
     if (inputs.imageRepeats) n.imageRepeats = inputs.imageRepeats;
     if (inputs.videoRepeats) n.videoRepeats = inputs.videoRepeats;
     if (inputs.pixelValues && inputs.imageGridThw) {
@@ -358,6 +386,17 @@ export class QwenVLModel extends NativeHandle {
     this.assertLive('QwenVLModel.syncStep');
     const a = torchAddon();
     return torchCall(() => a.qwenSyncStep(this.id, batch));
+  }
+
+  /**
+   * The gradients accumulated by `trainStep(..., { apply: false })` (summed over such calls since
+   * the last applied step), copied out only for the weights named.
+   */
+  gradients(names: string[]): Record<string, NativeTensor> {
+    this.assertLive('QwenVLModel.gradients');
+    if (!Array.isArray(names)) throw invalidArg('names', 'an array of weight names', names);
+    const r = callSync(() => torchAddon().qwenGrads(this.id, names));
+    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, tensorOut(v)]));
   }
 
   /** 'lora' (adapters only; default once attached), 'lm' (all LM weights), 'all' (LM + vision). */

@@ -50,6 +50,12 @@ export interface QwenPolicyOptions {
    * micro-batches, one AdamW step per call); 0 = the whole batch at once.
    */
   microBatch?: number;
+  /**
+   * Score and train the G sequences of a prompt with one pass over its (vision + prompt) prefix,
+   * the completions attending to its keys/values (default true; exact, see QwenInputs.prefixGroups).
+   * false: every row whole, the per-row path (its slow twin).
+   */
+  sharedPrefix?: boolean;
 }
 
 export const DEFAULT_QWEN_LORA: LoraOptions = {
@@ -206,7 +212,8 @@ export class QwenPolicy implements Policy {
 
   /**
    * Rows of prompt + completion, right-padded, grouped by prompt (`order[b]` = index into seqs of
-   * row b): each prompt's frames are encoded once and fill all its rows.
+   * row b): each prompt's frames are encoded once and fill all its rows; with sharedPrefix (default)
+   * each prompt's rows are one prefix group, whose prefix runs once.
    */
   private async rows(
     prompts: readonly PolicyPrompt[],
@@ -248,6 +255,8 @@ export class QwenPolicy implements Policy {
     const img = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'image');
     const vid = groups.map((g, i) => ({ e: enc.get(g)!, n: counts[i] })).filter((x) => x.e.kind === 'video');
     const inputs: QwenInputs = { inputIds, attentionMask };
+    if (this.o.sharedPrefix ?? true)
+      inputs.prefixGroups = groups.map((g, i) => ({ rows: counts[i], prefixLength: enc.get(g)!.ids.length }));
     if (img.length)
       Object.assign(inputs, {
         pixelValues: cat(img.map((x) => x.e.pixels)),

@@ -222,6 +222,28 @@ qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const s
   in.share_vision = get_bool(o, "shareVision", false);
   in.image_repeats = get_ints(o, "imageRepeats", op);
   in.video_repeats = get_ints(o, "videoRepeats", op);
+  if (present(o, "prefixGroups")) {
+    // (rows, prefix length) per group, consecutive rows (lib/hf/model.ts checks them first)
+    ByteView g = read_typed_array(o.Get("prefixGroups"), op, "inputs.prefixGroups");
+    if (g.length % 2 != 0 || g.length == 0)
+      throw_range_error(op, "inputs.prefixGroups", "2 integers (rows, prefix length) per group",
+                        std::to_string(g.length) + " values");
+    at::Tensor t = copy_array(o.Get("prefixGroups"), op, "inputs.prefixGroups", {static_cast<int64_t>(g.length / 2), 2},
+                              napi_int32_array);
+    int64_t rows = 0;
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      const int64_t n = t[i][0].item<int64_t>(), p = t[i][1].item<int64_t>();
+      if (n < 1 || p < 1 || p > L)
+        throw_range_error(op, "inputs.prefixGroups[" + std::to_string(i) + "]",
+                          "rows >= 1 and a prefix length in [1, " + std::to_string(L) + "]",
+                          std::to_string(n) + " rows, prefix length " + std::to_string(p));
+      rows += n;
+      in.prefix_groups.emplace_back(n, p);
+    }
+    if (rows != B)
+      throw_range_error(op, "inputs.prefixGroups", "groups holding the batch's " + std::to_string(B) + " rows",
+                        std::to_string(rows) + " rows");
+  }
   return in;
 }
 

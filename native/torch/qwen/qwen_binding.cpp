@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -154,6 +155,8 @@ struct ForwardOut {
 // qwenForward(model, inputs, { capture?, grads?: string[], lora?: boolean }) ->
 //   { logits, lossMeanCe, objective, tokenLogprobs, capture: {name: {data, shape}}, grads: {...} }
 // objective = sum_t log_softmax(logits[t])[ids[t+1]] over attended positions; grads are d objective / d param.
+// With inputs.prefixGroups only completion targets are scored: tokenLogprobs is NaN elsewhere, the
+// objective and loss cover the completions, logits are empty.
 Napi::Value Forward(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenForward", [&]() -> Napi::Value {
     const std::string op = "qwenForward";
@@ -196,29 +199,22 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           at::AutoGradMode grad_mode(!grad_names.empty());
           qwen::Capture cap;
           cap.on = capture;
-          qwen::ForwardResult r;
+          qwen::ScoredLogits s;  // every position (per-row) or the completions after shared prefixes
           try {
-            r = model->forward(in, &cap);
+            s = model->scored_logits(in, &cap);
           } catch (...) {
             model->set_lora_enabled(prev);
             restore();
             throw;
           }
           model->set_lora_enabled(prev);
-          at::Tensor logits = r.logits.scalar_type() == at::kDouble ? r.logits : r.logits.to(at::kFloat);
-          const int64_t L = logits.size(1);
-          at::Tensor ids = in.input_ids.to(logits.device());
-          at::Tensor lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1)
-                              .gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1))
-                              .squeeze(-1);  // (B, L-1)
+          at::Tensor logits = s.logits.scalar_type() == at::kDouble ? s.logits : s.logits.to(at::kFloat);  // (B, T, V)
+          at::Tensor tg = s.targets.unsqueeze(-1);
+          at::Tensor lp = at::log_softmax(logits, -1).gather(-1, tg).squeeze(-1);  // (B, T)
           // log-probs at a sampling temperature (the objective and loss stay at temperature 1)
-          at::Tensor lp_t = temperature == 1.0 ? lp
-                                               : at::log_softmax(logits.narrow(1, 0, L - 1).detach() / temperature, -1)
-                                                     .gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1))
-                                                     .squeeze(-1);
-          at::Tensor valid = in.attention_mask.defined()
-                                 ? in.attention_mask.narrow(1, 1, L - 1).to(lp.device()).to(at::kFloat)
-                                 : at::ones_like(lp);
+          at::Tensor lp_t =
+              temperature == 1.0 ? lp : at::log_softmax(logits.detach() / temperature, -1).gather(-1, tg).squeeze(-1);
+          at::Tensor valid = s.valid.to(lp.scalar_type());
           at::Tensor objective = (lp * valid).sum();
           at::Tensor loss = -(lp * valid).sum() / valid.sum();
           if (!grad_names.empty()) {
@@ -227,10 +223,13 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
               out->grads.emplace_back(grad_names[i], g[i].defined() ? g[i] : at::zeros_like(leaves[i]));
           }
           restore();
-          out->logits = logits.detach();
+          // the shared-prefix path has no logits of prefix positions: none are returned
+          out->logits = s.full.defined()
+                            ? (s.full.scalar_type() == at::kDouble ? s.full : s.full.to(at::kFloat)).detach()
+                            : at::zeros({0}, at::kFloat);
           out->loss = loss.item<double>();
           out->objective = objective.item<double>();
-          out->token_logprobs = lp_t.detach();
+          out->token_logprobs = s.to_rows(lp_t.detach(), std::nan("")).detach();
           out->capture = std::move(cap.items);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -406,7 +405,31 @@ Napi::Value MergeLora(const Napi::CallbackInfo& info) {
   });
 }
 
+// qwenGrads(model, names: string[]) -> { name: {data, shape} }: the gradients a train step with
+// apply: false accumulated (zeros for a weight without one); nothing is copied unless asked.
+Napi::Value Grads(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenGrads", [&]() -> Napi::Value {
+    const std::string op = "qwenGrads";
+    auto model = find_model(info[0], op);
+    if (!info[1].IsArray()) throw_type_error(op, "names", "an array of weight names", info[1]);
+    Napi::Array names = info[1].As<Napi::Array>();
+    std::lock_guard<std::mutex> lock(model->mu);
+    Napi::Object o = Napi::Object::New(info.Env());
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+      if (!names.Get(i).IsString()) throw_type_error(op, "names[" + std::to_string(i) + "]", "a string", names.Get(i));
+      const std::string n = names.Get(i).As<Napi::String>().Utf8Value();
+      const at::Tensor* p = model->lora_params().count(n) ? &model->lora_params().at(n)
+                            : model->has_param(n)         ? &model->param(n)
+                                                          : nullptr;
+      if (!p) throw_range_error(op, "names[" + std::to_string(i) + "]", "the name of a model weight", "'" + n + "'");
+      o.Set(n, tensor_to_js(info.Env(), p->grad().defined() ? p->grad() : at::zeros_like(*p)));
+    }
+    return o;
+  });
+}
+
 ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
+  exports.Set("qwenGrads", Napi::Function::New(env, Grads, "qwenGrads"));
   exports.Set("qwenLoad", Napi::Function::New(env, Load, "qwenLoad"));
   exports.Set("qwenDispose", Napi::Function::New(env, Dispose, "qwenDispose"));
   exports.Set("qwenLiveModels", Napi::Function::New(env, LiveModels, "qwenLiveModels"));

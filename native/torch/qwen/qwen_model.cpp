@@ -190,6 +190,24 @@ std::pair<at::Tensor, at::Tensor> Model::rope_cos_sin(const at::Tensor& position
 // cos/sin: (B, L, hd); bias: (B, 1, L, T) additive mask.
 at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
                                 const at::Tensor& bias, KVCache* cache) const {
+  const bool past = cache && cache->k.size() > static_cast<size_t>(i) && cache->k[i].defined();
+  at::Tensor k, v;
+  at::Tensor y = decoder_layer_kv(x, i, cos, sin, bias, past ? cache->k[i] : at::Tensor(),
+                                  past ? cache->v[i] : at::Tensor(), cache ? &k : nullptr, cache ? &v : nullptr);
+  if (cache) {
+    if (cache->k.size() <= static_cast<size_t>(i)) {
+      cache->k.resize(i + 1);
+      cache->v.resize(i + 1);
+    }
+    cache->k[i] = k.detach();
+    cache->v[i] = v.detach();
+  }
+  return y;
+}
+
+at::Tensor Model::decoder_layer_kv(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                                   const at::Tensor& bias, const at::Tensor& past_k, const at::Tensor& past_v,
+                                   at::Tensor* k_out, at::Tensor* v_out) const {
   const auto& t = cfg_.text;
   const std::string P = tpre() + "layers." + std::to_string(i) + ".";
   const int64_t B = x.size(0), L = x.size(1), hd = t.head_dim;
@@ -206,18 +224,12 @@ at::Tensor Model::decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor
   at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
-  if (cache) {
-    if (cache->k.size() > static_cast<size_t>(i) && cache->k[i].defined()) {
-      k = at::cat({cache->k[i], k}, 2);
-      v = at::cat({cache->v[i], v}, 2);
-    }
-    if (cache->k.size() <= static_cast<size_t>(i)) {
-      cache->k.resize(i + 1);
-      cache->v.resize(i + 1);
-    }
-    cache->k[i] = k.detach();
-    cache->v[i] = v.detach();
+  if (past_k.defined()) {
+    k = at::cat({past_k, k}, 2);
+    v = at::cat({past_v, v}, 2);
   }
+  if (k_out) *k_out = k;
+  if (v_out) *v_out = v;
   const int64_t rep = t.heads / t.kv_heads, T = k.size(2);
   if (rep > 1) {
     k = k.unsqueeze(2).expand({B, t.kv_heads, rep, T, hd}).reshape({B, t.heads, T, hd});
@@ -353,12 +365,27 @@ at::Tensor text_positions(int64_t start, int64_t len, int64_t batch) {
 GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   at::NoGradGuard ng;
   const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
-  std::vector<at::Tensor> ds;
-  at::Tensor embeds = embed(in, nullptr, &ds);
   at::Tensor pos = in.position_ids.to(device_, at::kLong);
   at::Tensor mask = in.attention_mask.defined()
                         ? in.attention_mask.to(device_, at::kLong)
                         : at::ones({B, L}, at::TensorOptions().dtype(at::kLong).device(device_));
+  // The G samples of one prompt (identical rows, the vision shared): the prompt runs once and its
+  // keys/values are copied to every row; exact, since rows never attend to each other. The
+  // single-row call is its twin in the tests.
+  const bool vision = (in.pixel_values.defined() && in.pixel_values.numel() > 0) ||
+                      (in.pixel_values_videos.defined() && in.pixel_values_videos.numel() > 0);
+  const bool one_prompt = o.use_cache && B > 1 && (in.share_vision || !vision) &&
+                          in.input_ids.eq(in.input_ids.narrow(0, 0, 1)).all().item<bool>() &&
+                          pos.eq(pos.narrow(1, 0, 1)).all().item<bool>() &&
+                          mask.eq(mask.narrow(0, 0, 1)).all().item<bool>();
+  std::vector<at::Tensor> ds;
+  Inputs first = in;
+  if (one_prompt) {
+    first.input_ids = in.input_ids.narrow(0, 0, 1);
+    first.position_ids = in.position_ids.narrow(1, 0, 1);
+    if (in.attention_mask.defined()) first.attention_mask = in.attention_mask.narrow(0, 0, 1);
+  }
+  at::Tensor embeds = embed(first, nullptr, &ds);  // (B, L, H), or (1, L, H) for one prompt
   // rope deltas (get_rope_index): max position + 1 - L per row; new tokens continue from there.
   at::Tensor delta = std::get<0>(pos.amax(0).max(-1)) + 1 - L;  // (B,)
   const at::Tensor& table = param(tpre() + "embed_tokens.weight");
@@ -368,7 +395,16 @@ GenerateResult Model::generate(const Inputs& in, const SampleOptions& o) {
   out.logprobs.assign(B, {});
   std::vector<bool> done(B, false);
   KVCache cache;
-  ForwardResult r = decode(embeds, pos, mask, ds, o.use_cache ? &cache : nullptr, nullptr);
+  ForwardResult r;
+  if (one_prompt) {
+    r = decode(embeds, pos.narrow(1, 0, 1), mask.narrow(0, 0, 1), ds, &cache, nullptr);
+    for (auto* kv : {&cache.k, &cache.v})
+      for (auto& t : *kv) t = t.expand({B, -1, -1, -1}).contiguous();  // (B, kv_heads, L, hd)
+    cache.mask = cache.mask.expand({B, -1}).contiguous();
+    r.logits = r.logits.expand({B, -1, -1});
+  } else {
+    r = decode(embeds, pos, mask, ds, o.use_cache ? &cache : nullptr, nullptr);
+  }
   at::Tensor all_embeds = embeds, all_pos = pos, all_mask = mask;
   int64_t cur = L;
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {

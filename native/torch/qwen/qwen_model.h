@@ -73,6 +73,10 @@ struct Inputs {
   // Each image / video i is used by image_repeats[i] consecutive placeholder runs (rows of one
   // prompt): encoded once, its features repeated. Empty = each item used once (transformers).
   std::vector<int64_t> image_repeats, video_repeats;
+  // Shared-prefix scoring and training (scored_logits): consecutive rows form groups of
+  // (rows, prefix length) whose first `prefix length` tokens (vision + prompt) are the same; each
+  // prefix runs once and the group's completions attend to its keys/values. Empty = every row whole.
+  std::vector<std::pair<int64_t, int64_t>> prefix_groups;
 };
 
 // Named intermediate outputs, recorded when enabled (for golden comparisons).
@@ -99,6 +103,21 @@ struct VisionResult {
 struct ForwardResult {
   at::Tensor logits;  // (B, L, V)
   at::Tensor hidden;  // (B, L, H) final-norm output
+};
+
+// The next-token predictions a call scores and where they sit in the rows: logits (B, T, V) for
+// targets (B, T); column t of row b is column offset[b] + t of the (B, L-1) layout of the full rows
+// (target = token offset[b] + t + 1). Per-row path: T = L-1, offset 0, `full` = the (B, L, V)
+// logits. Shared prefix: T = the longest completion, offset = prefix length - 1.
+struct ScoredLogits {
+  at::Tensor logits;   // (B, T, V) model dtype
+  at::Tensor targets;  // (B, T) int64
+  at::Tensor valid;    // (B, T) fp32, 1 = a real target (attended token)
+  std::vector<int64_t> offset;
+  at::Tensor full;  // (B, L, V) per-row path only
+  int64_t seq_len = 0;
+  // (B, T) values in the (B, L-1) layout, `fill` where nothing was scored (differentiable).
+  at::Tensor to_rows(const at::Tensor& x, double fill) const;
 };
 
 struct GenerateResult {
@@ -203,6 +222,11 @@ class Model {
 
   ForwardResult forward(const Inputs& in, Capture* cap, KVCache* cache = nullptr);
 
+  // Logits of every next-token prediction the rows score: every position of every row (per-row
+  // path, the slow twin), or with in.prefix_groups each group's prefix once and the completions
+  // against its keys/values (qwen_prefix.cpp), which scores only completion tokens.
+  ScoredLogits scored_logits(const Inputs& in, Capture* cap);
+
   // Greedy or sampled decoding; with use_cache=false every step recomputes the whole sequence.
   GenerateResult generate(const Inputs& in, const SampleOptions& o);
 
@@ -224,6 +248,17 @@ class Model {
   // Decoder layer (public for the checkpointing autograd function).
   at::Tensor decoder_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& bias, KVCache* cache) const;
+  // The same layer with keys/values (B, kv_heads, Tp, hd) put before this chunk's (`past_k`,
+  // undefined = none; gradients flow into them), returning the keys/values it attended to
+  // (past + this chunk's, rotated, before the grouped-head expansion) in k_out / v_out.
+  at::Tensor decoder_layer_kv(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                              const at::Tensor& bias, const at::Tensor& past_k, const at::Tensor& past_v,
+                              at::Tensor* k_out, at::Tensor* v_out) const;
+  // A decoder layer of the shared-prefix path: the groups' keys/values `pk`/`pv` (NG, kv_heads, P, hd)
+  // picked for each row by `rows` (B,) before this chunk's; undefined pk = a prefix chunk.
+  at::Tensor shared_layer(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
+                          const at::Tensor& bias, const at::Tensor& pk, const at::Tensor& pv, const at::Tensor& rows,
+                          at::Tensor* k_out, at::Tensor* v_out) const;
 
   std::mutex mu;  // one call at a time per model
 
@@ -235,6 +270,9 @@ class Model {
   at::Tensor vision_block(const at::Tensor& x, int64_t i, const at::Tensor& cos, const at::Tensor& sin,
                           const std::vector<int64_t>& cu) const;
   std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& position_ids) const;
+  ScoredLogits shared_prefix_logits(const Inputs& in);
+  // Trainable weights of decoder layer i (what a checkpointed layer passes its gradients to).
+  std::vector<at::Tensor> layer_trainables(int64_t i) const;
   std::string vpre() const { return "model.visual."; }
   std::string tpre() const { return "model.language_model."; }
 

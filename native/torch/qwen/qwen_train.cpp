@@ -121,18 +121,25 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
     pending_bad_ = false;
   }
   if (o.seed >= 0) torch::manual_seed(static_cast<uint64_t>(o.seed));
-  ForwardResult r = forward(in, nullptr);
-  at::Tensor logits = r.logits.to(acc(r.logits));
+  // (B, T, V) next-token predictions: every position of every row, or with in.prefix_groups the
+  // completions after each group's shared prefix (qwen_prefix.cpp); lp in the (B, L-1) layout
+  ScoredLogits sl = scored_logits(in, nullptr);
+  at::Tensor logits = sl.logits.to(acc(sl.logits));
   if (o.temperature != 1.0) logits = logits / o.temperature;
-  at::Tensor ids = in.input_ids.to(logits.device());
-  at::Tensor all_lp = at::log_softmax(logits.narrow(1, 0, L - 1), -1);  // (B, L-1, V)
-  at::Tensor lp = all_lp.gather(-1, ids.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
+  at::Tensor all_lp = at::log_softmax(logits, -1);                                               // (B, T, V)
+  at::Tensor lp = sl.to_rows(all_lp.gather(-1, sl.targets.unsqueeze(-1)).squeeze(-1), 0.0);      // (B, L-1)
   at::Tensor mask = b.completion_mask.narrow(1, 1, L - 1).to(lp.device()).to(lp.scalar_type());  // targets t+1
+  if (!sl.full.defined()) {
+    at::Tensor outside = mask * (1 - sl.to_rows(sl.valid.to(lp.scalar_type()), 0.0));
+    TORCH_CHECK(outside.sum().item<double>() == 0, "qwen: with prefix groups the completion mask may mark only ",
+                "completion tokens (after each group's prefix, before padding); it marks ",
+                outside.sum().item<double>(), " others");
+  }
   TrainStats st;
   st.tokens = static_cast<int64_t>(mask.sum().item<double>());
   {
     at::NoGradGuard ng;
-    at::Tensor ent = -(all_lp.exp() * all_lp).sum(-1);  // (B, L-1)
+    at::Tensor ent = sl.to_rows(-(all_lp.exp() * all_lp).sum(-1), 0.0);  // (B, L-1)
     st.entropy = ((ent * mask).sum() / mask.sum().clamp_min(1)).item<double>();
   }
   // per-token weights of the aggregation (lib/algo/loss.ts policyLoss)
@@ -158,6 +165,7 @@ TrainStats Model::train_step(const Inputs& in, const TrainBatch& b, const TrainO
                 ")");
     at::Tensor adv = b.advantages.to(lp.device()).to(lp.scalar_type()).view({B, 1});
     at::Tensor old = b.old_logprobs.defined() ? b.old_logprobs.to(lp.device()).to(lp.scalar_type()) : lp.detach();
+    old = at::where(mask > 0, old, lp.detach());  // untrained positions: ratio 1 (no inf * 0 from their values)
     at::Tensor ratio = at::exp(lp - old);
     at::Tensor s1 = -ratio * adv, s2 = -ratio.clamp(1 - o.clip_low, 1 + o.clip_high) * adv;
     at::Tensor pg = at::max(s1, s2);  // clipped surrogate
