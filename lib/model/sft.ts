@@ -45,7 +45,7 @@ export interface SftOptions {
    * Categories of the training clips, cycled (default: all four once each). Stream: a category
    * listed twice gets twice the clips (each clip still fresh).
    */
-  categories?: Category[];
+  categories?: readonly Category[];
   /**
    * Stream: the attributes static clips ask about, cycled (default colour, shape, count: a third
    * each). Listing shape twice gives shape questions half of the static clips.
@@ -80,6 +80,11 @@ export interface SftOptions {
    * clip's vision pass (0 = off).
    */
   attributeQuestions?: number;
+  /**
+   * Stream: which clips get attribute questions: 'static' (default), where the one object is
+   * large and still, or 'all' (dynamic clips too, where it moves, grows or appears).
+   */
+  attributeClips?: 'static' | 'all';
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
@@ -130,6 +135,18 @@ export interface SftReport {
   options: Omit<SftOptions, 'onProgress'>;
 }
 
+const CAPABILITY_CATEGORIES: readonly Category[] = [
+  'static',
+  'static',
+  'reversible_dynamics',
+  'static',
+  'static',
+  'moving_direction',
+  'static',
+  'static',
+  'event_sequence',
+];
+
 /** The static questions' attributes, in the order lib/synth plans them (pair index mod 3). */
 export const STATIC_ATTRIBUTES = ['colour', 'shape', 'count'] as const;
 export type StaticAttribute = (typeof STATIC_ATTRIBUTES)[number];
@@ -148,7 +165,8 @@ export const SFT_DEFAULTS = {
   weightDecay: 0.01,
   promptLm: 1,
   reading: 0.3,
-  attributeQuestions: 0.5,
+  attributeQuestions: 1,
+  attributeClips: 'static' as 'static' | 'all',
   target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
@@ -157,8 +175,12 @@ export const SFT_DEFAULTS = {
   saveEvery: 100,
   resume: false,
   init: '',
-  categories: SYNTH_DEFAULTS.categories,
-  staticAttributes: STATIC_ATTRIBUTES as readonly StaticAttribute[],
+  // Two thirds static clips, half of them asking shape: the vision encoder needs ~20k shape
+  // examples to tell the four shapes apart, the dynamic categories far fewer (docs/model.md).
+  categories: CAPABILITY_CATEGORIES,
+  staticAttributes: ['shape', 'shape', 'colour', 'shape', 'count'] as readonly StaticAttribute[],
+  /** Model overrides on top of the preset: a convolutional stem of 8 channels (docs/model.md). */
+  model: { visionStem: 8 } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
 };
 
 function promptOf(it: SynthItem, nullOption: boolean): string {
@@ -296,7 +318,8 @@ function trainBatch(
   return out.slice(0, o.batchSize).flatMap((it, j) => {
     const key = `${o.seed}:${step}:${j}`;
     const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
-    return o.attributeQuestions > 0 ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
+    const asked = o.attributeQuestions > 0 && (o.attributeClips === 'all' || it.record.category === 'static');
+    return asked ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
   });
 }
 
@@ -330,6 +353,8 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
   if (!(o.reading >= 0 && o.reading <= 1)) throw invalidArg('reading', 'a number in [0, 1]', o.reading, op);
   if (!(o.attributeQuestions >= 0 && o.attributeQuestions <= 1))
     throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
+  if (o.attributeClips !== 'static' && o.attributeClips !== 'all')
+    throw invalidArg('attributeClips', "'static' or 'all'", o.attributeClips, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
   const known: readonly Category[] = SYNTH_DEFAULTS.categories;
   if (!Array.isArray(o.categories) || o.categories.length === 0 || o.categories.some((c) => !known.includes(c)))
@@ -382,7 +407,8 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
         .map((it) => promptOf(it, o.nullOption))
         .concat([promptOf(vocab[0], !o.nullOption)], o.reading > 0 ? readingVocabulary() : []),
     );
-    policy = await PolicyModel.create(tokenizer, { ...(o.model ?? {}), preset: o.preset, seed: o.seed });
+    const model = { ...SFT_DEFAULTS.model, ...(options.model ?? {}) };
+    policy = await PolicyModel.create(tokenizer, { ...model, preset: o.preset, seed: o.seed });
   }
   try {
     const steps = fixed ? Math.ceil(fixed.length / o.batchSize) * o.epochs : o.steps > 0 ? o.steps : 1_000_000;
@@ -480,6 +506,8 @@ export interface ShortcutBaseOptions {
   target?: 'letter' | 'option-then-letter';
   reading?: number;
   attributeQuestions?: number;
+  /** The vision stem's channels (default 0: none, as the published tables were measured). */
+  visionStem?: number;
   log?(message: string): void;
 }
 
@@ -515,6 +543,9 @@ export async function shortcutBase(
     target: o.target ?? 'letter',
     reading: o.reading ?? 0,
     attributeQuestions: o.attributeQuestions ?? 0,
+    categories: SYNTH_DEFAULTS.categories,
+    staticAttributes: STATIC_ATTRIBUTES,
+    model: { visionStem: o.visionStem ?? 0 },
   };
   const capDir = path.join(dir, 'capability');
   const capability = await runSft({

@@ -53,6 +53,11 @@ export function builder(y: Argv): Argv {
       default: SFT_DEFAULTS.attributeQuestions,
       describe: 'Stream: probability of also asking each clip its colour, and its shape (0 = off)',
     })
+    .option('attribute-clips', {
+      choices: ['static', 'all'],
+      default: SFT_DEFAULTS.attributeClips,
+      describe: 'Stream: ask attribute questions about static clips only, or about every clip',
+    })
     .option('categories', {
       type: 'string',
       default: SFT_DEFAULTS.categories.join(','),
@@ -115,6 +120,7 @@ interface Args {
   reading: number;
   'attribute-questions': number;
   target: 'letter' | 'option-then-letter';
+  'attribute-clips': 'static' | 'all';
   categories: string;
   'static-attributes': string;
   'vision-stem'?: number;
@@ -163,6 +169,7 @@ export async function handler(a: Args): Promise<void> {
     reading: a.reading,
     attributeQuestions: a['attribute-questions'],
     target: a.target,
+    attributeClips: a['attribute-clips'],
     categories: list(a.categories) as Category[],
     staticAttributes: list(a['static-attributes']) as StaticAttribute[],
     ...(a['vision-stem'] !== undefined ? { model: { visionStem: a['vision-stem'] } } : {}),
