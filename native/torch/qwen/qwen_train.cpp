@@ -28,7 +28,7 @@ void Model::set_trainable(const std::string& mode) {
   trainable_mode_ = mode;
   if (opt_) {
     // The same trainable tensors as the optimizer's (e.g. setTrainable after loading a resumed
-    // run's AdamW state): keep that state.
+    // run's AdamW state): keep that state, but start a fresh gradient accumulation.
     std::vector<at::Tensor> now;
     for (auto& kv : params_)
       if (kv.second.requires_grad()) now.push_back(kv.second);
@@ -36,7 +36,10 @@ void Model::set_trainable(const std::string& mode) {
       if (kv.second.requires_grad()) now.push_back(kv.second);
     bool same = now.size() == opt_params_.size();
     for (size_t i = 0; same && i < now.size(); ++i) same = now[i].is_same(opt_params_[i]);
-    if (same) return;
+    if (same) {
+      accumulating_ = false;
+      return;
+    }
   }
   opt_.reset();
   zero_.reset();
