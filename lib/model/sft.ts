@@ -489,8 +489,10 @@ export interface ShortcutBaseOptions {
   /** Phase 2: steps on fresh originals whose object colour names the dynamic answer (shortcutP 1). */
   shortcutSteps: number;
   batchSize: number;
-  /** Peak learning rate of phase 1 (phase 2: half of it). */
+  /** Peak learning rate of phase 1. */
   lr: number;
+  /** Peak learning rate of phase 2 (default: half of `lr`). */
+  shortcutLr?: number;
   /** Prompt language-model loss weight (both phases). */
   promptLm: number;
   seed: number;
@@ -498,16 +500,14 @@ export interface ShortcutBaseOptions {
   /** Test pairs per category of each phase's report. */
   testPairs?: number;
   /**
-   * The answer format and auxiliary questions of both phases. Default: the letter alone
-   * (`<answer>B</answer>`, 4 tokens with the end token), no reading or attribute questions: the
-   * base `crpo demo` and `crpo reproduce --preset native` train, whose tables in README.md and
-   * docs/reproduction.md were measured with it.
+   * The training stream of both phases. 'capability' (default): `crpo sft`'s recipe (SFT_DEFAULTS:
+   * option text then letter, reading and attribute questions, two thirds static clips, the
+   * convolutional stem), so the base reads colour, shape and count; phase 2 keeps the static
+   * clips and their attribute questions beside the shortcut dynamic clips. 'letter': the letter
+   * alone (`<answer>B</answer>`), no auxiliary questions, no stem, every category alike: the base
+   * `crpo reproduce --preset native` was measured with (docs/reproduction.md).
    */
-  target?: 'letter' | 'option-then-letter';
-  reading?: number;
-  attributeQuestions?: number;
-  /** The vision stem's channels (default 0: none, as the published tables were measured). */
-  visionStem?: number;
+  recipe?: 'capability' | 'letter';
   log?(message: string): void;
 }
 
@@ -531,6 +531,7 @@ export async function shortcutBase(
         `${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`,
       );
     };
+  const capabilityRecipe = (o.recipe ?? 'capability') === 'capability';
   const common = {
     batchSize: o.batchSize,
     promptLm: o.promptLm,
@@ -540,12 +541,22 @@ export async function shortcutBase(
     maxSeconds: 0,
     saveEvery: 0,
     nullOption: true,
-    target: o.target ?? 'letter',
-    reading: o.reading ?? 0,
-    attributeQuestions: o.attributeQuestions ?? 0,
-    categories: SYNTH_DEFAULTS.categories,
-    staticAttributes: STATIC_ATTRIBUTES,
-    model: { visionStem: o.visionStem ?? 0 },
+    ...(capabilityRecipe
+      ? {
+          target: SFT_DEFAULTS.target,
+          reading: SFT_DEFAULTS.reading,
+          attributeQuestions: SFT_DEFAULTS.attributeQuestions,
+          attributeClips: SFT_DEFAULTS.attributeClips,
+          staticAttributes: SFT_DEFAULTS.staticAttributes,
+          model: SFT_DEFAULTS.model,
+        }
+      : {
+          target: 'letter' as const,
+          reading: 0,
+          attributeQuestions: 0,
+          staticAttributes: STATIC_ATTRIBUTES,
+          model: { visionStem: 0 },
+        }),
   };
   const capDir = path.join(dir, 'capability');
   const capability = await runSft({
@@ -555,6 +566,7 @@ export async function shortcutBase(
     lr: o.lr,
     members: 'both',
     colour: 'independent',
+    categories: capabilityRecipe ? SFT_DEFAULTS.categories : SYNTH_DEFAULTS.categories,
     onProgress: progress('phase 1, fresh clips, colour independent of the answer'),
   });
   last = -Infinity;
@@ -563,10 +575,11 @@ export async function shortcutBase(
     out: dir,
     init: capDir,
     steps: o.shortcutSteps,
-    lr: o.lr / 2,
+    lr: o.shortcutLr ?? o.lr / 2,
     members: 'original',
     colour: 'shortcut',
     shortcutP: 1,
+    categories: SYNTH_DEFAULTS.categories,
     onProgress: progress('phase 2, originals, colour names the dynamic answer'),
   });
   return { capability, base };

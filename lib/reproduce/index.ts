@@ -243,6 +243,8 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
       lr: c.baseLr,
       promptLm: c.basePromptLm,
       seed: c.dataSeed,
+      // The base docs/reproduction.md's native tables were measured with.
+      recipe: 'letter',
       log: (m) => say(`base model: ${m}`),
     });
     const wallMs = Date.now() - t0;

@@ -105,7 +105,7 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is lib/model shortcutBase, as in `crpo demo`: 600 steps of 32 fresh
+ * policy. The base model is lib/model shortcutBase, recipe 'letter': 600 steps of 32 fresh
  * clips (both members, colour independent of the answer, prompt language-model loss), then 150
  * steps on fresh originals whose colour names the dynamic answer; it answers ~2/3 of held-out
  * dynamic videos whose colour names a wrong option with that option. RL at lr 1e-4 for 60 steps

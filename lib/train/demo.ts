@@ -64,11 +64,13 @@ export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
     batchSize: 8,
     groupSize: 8,
     lr: 1e-4,
-    temperature: 1,
+    // The base is sure of itself (entropy ~0.06 nats per token at temperature 1, half the groups
+    // without reward variance); 1.5 lets a group disagree (docs/model.md, "The demo's base").
+    temperature: 1.5,
     trainPairs: 100,
     shortcutP: 0.95,
     valPairs: 30,
-    capabilitySteps: 600,
+    capabilitySteps: 800,
     shortcutSteps: 150,
     baseBatch: 32,
     baseLr: 1e-3,
@@ -124,9 +126,9 @@ export function demoConfig(o: {
       groupSize: p.groupSize,
       // The same prompt for every algorithm (null option shown), so that only the algorithm differs.
       nullOption: o.policy === 'native' ? true : 'auto',
-      // The demo's native base answers with the letter alone (lib/model/sft.ts shortcutBase):
-      // `<answer> X </answer> <eos>`.
-      maxNewTokens: o.policy === 'native' ? 6 : 0,
+      // 0: the policy kind's completion length (COMPLETION_TOKENS_BY_KIND); the native base writes
+      // the option's text, then `<answer> X </answer>`.
+      maxNewTokens: 0,
       valEvery: Math.max(1, Math.floor(o.steps / 4)),
       saveEvery: o.steps,
       keepLast: 1,
@@ -176,6 +178,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
       lr: p.baseLr,
       promptLm: p.basePromptLm,
       seed: 1,
+      recipe: 'capability',
       log: (m) => o.log(`    ${m}`),
     });
     const m = r.base.metrics.groups;
