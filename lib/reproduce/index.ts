@@ -78,6 +78,7 @@ function trainConfig(c: ReproduceConfig, method: string, seed: number, init: str
       batchSize: c.batchSize,
       groupSize: c.groupSize,
       lr: c.lr,
+      temperature: c.temperature,
       data: {
         train: 'synthetic',
         val: '',
@@ -205,6 +206,7 @@ export function baseFingerprint(c: ReproduceConfig): string {
     baseSteps: c.baseSteps,
     baseShortcutSteps: c.baseShortcutSteps,
     basePromptLm: c.basePromptLm,
+    baseRecipe: c.baseRecipe,
     baseLr: c.baseLr,
     baseBatchSize: baseBatch(c),
   };
@@ -243,8 +245,7 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
       lr: c.baseLr,
       promptLm: c.basePromptLm,
       seed: c.dataSeed,
-      // The base docs/reproduction.md's native tables were measured with.
-      recipe: 'letter',
+      recipe: c.baseRecipe,
       log: (m) => say(`base model: ${m}`),
     });
     const wallMs = Date.now() - t0;
@@ -634,7 +635,7 @@ function baseText(c: ReproduceConfig): string {
   if (c.policy !== 'native')
     return `${c.baseSteps} supervised warm-up steps (batch ${baseBatch(c)}, lr ${c.baseLr}) on the shortcut train split`;
   return (
-    `${c.baseSteps} supervised steps of ${baseBatch(c)} fresh clips with colour independent of the answer (lr ${c.baseLr}, ` +
+    `${c.baseSteps} supervised steps of ${baseBatch(c)} fresh clips with colour independent of the answer (recipe ${c.baseRecipe}, lr ${c.baseLr}, ` +
     `prompt language-model loss ${c.basePromptLm}), then ${c.baseShortcutSteps} steps on fresh originals whose colour names the dynamic answer`
   );
 }

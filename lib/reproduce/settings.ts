@@ -25,6 +25,8 @@ export interface ReproduceConfig {
   groupSize: number;
   /** Learning rate of the RL runs. */
   lr: number;
+  /** Sampling temperature of the RL rollouts. */
+  temperature: number;
   /** Policy kind (lib/rollout POLICY_KINDS): 'linear' or a registered native kind. */
   policy: string;
   /** Largest completion length; 0 = by policy kind (2 for 'linear': style + option token; 6 otherwise: `<answer> X </answer>` + end). */
@@ -55,6 +57,11 @@ export interface ReproduceConfig {
   baseShortcutSteps: number;
   /** Native policy: weight of the prompt language-model loss in the base model's training. */
   basePromptLm: number;
+  /**
+   * Native policy: the training stream of the base model (lib/model shortcutBase `recipe`):
+   * 'capability' (`crpo sft`'s recipe, as `crpo demo`) or 'letter' (the letter alone, no stem).
+   */
+  baseRecipe: 'capability' | 'letter';
   /** Learning rate of the warm-up. */
   baseLr: number;
   /** Prompts per warm-up step (0 = batchSize). */
@@ -75,6 +82,7 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   batchSize: 8,
   groupSize: 8,
   lr: 0.02,
+  temperature: 1,
   policy: 'linear',
   maxNewTokens: 0,
   trainPairs: 100,
@@ -86,6 +94,7 @@ export const REPRODUCE_DEFAULTS: ReproduceConfig = {
   baseSteps: 30,
   baseShortcutSteps: 0,
   basePromptLm: 0,
+  baseRecipe: 'capability',
   nullOption: 'auto',
   baseLr: 0.05,
   baseBatchSize: 0,
@@ -105,12 +114,12 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is lib/model shortcutBase, recipe 'letter': 600 steps of 32 fresh
- * clips (both members, colour independent of the answer, prompt language-model loss), then 150
- * steps on fresh originals whose colour names the dynamic answer; it answers ~2/3 of held-out
- * dynamic videos whose colour names a wrong option with that option. RL at lr 1e-4 for 60 steps
- * (3e-4 made CRPO's KL reach 1-2 and its held-out P-Acc swing by 20 points), every method with
- * the null option shown, so that only the algorithm differs. Measured: docs/reproduction.md.
+ * policy. The base model is `crpo demo`'s: lib/model shortcutBase with `crpo sft`'s recipe, 800
+ * steps of 32 fresh clips (both members, colour independent of the answer), then 150 steps on
+ * fresh originals whose colour names the dynamic answer (docs/model.md, "The demo's base"). RL at
+ * lr 1e-4 for 60 steps, sampling at temperature 1.5 (at 1 this base's groups rarely disagree),
+ * every method with the null option shown, so that only the algorithm differs. Measured:
+ * docs/reproduction.md.
  */
 export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
   policy: 'native',
@@ -119,18 +128,20 @@ export const REPRODUCE_NATIVE: Partial<ReproduceConfig> = {
   batchSize: 8,
   groupSize: 8,
   lr: 1e-4,
-  // The base answers with the letter alone (shortcutBase's default): `<answer> X </answer> <eos>`.
-  maxNewTokens: 6,
+  temperature: 1.5,
+  // 0: by policy kind (12 for native: the option's text, then `<answer> X </answer>`).
+  maxNewTokens: 0,
   nullOption: true,
   trainPairs: 100,
   evalPairs: 50,
   frames: 8,
   size: 32,
-  baseSteps: 600,
+  baseSteps: 800,
   baseShortcutSteps: 150,
   baseLr: 1e-3,
   baseBatchSize: 32,
   basePromptLm: 1,
+  baseRecipe: 'capability',
   curveEvery: 15,
 };
 
@@ -140,7 +151,7 @@ export const REPRODUCE_NATIVE_QUICK: Partial<ReproduceConfig> = {
   steps: 30,
   evalPairs: 25,
   curveEvery: 10,
-  baseSteps: 300,
+  baseSteps: 400,
   baseShortcutSteps: 75,
 };
 
@@ -192,6 +203,10 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
     if (!isInt(v)) throw invalidArg(k, 'an integer', v, op);
     if ((v as number) < min) throw outOfRange(k, `an integer >= ${min}`, v, op);
   }
+  if (typeof c.temperature !== 'number' || !(c.temperature > 0 && c.temperature <= 10))
+    throw outOfRange('temperature', 'a number in (0, 10]', c.temperature, op);
+  if (c.baseRecipe !== 'capability' && c.baseRecipe !== 'letter')
+    throw outOfRange('baseRecipe', "'capability' or 'letter'", c.baseRecipe, op);
   for (const k of ['lr', 'baseLr', 'basePromptLm'] as const) {
     if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
     if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);

@@ -67,6 +67,8 @@ describe('crpo reproduce arguments', () => {
       baseBatchSize: REPRODUCE_NATIVE.baseBatchSize,
       baseShortcutSteps: REPRODUCE_NATIVE.baseShortcutSteps,
       basePromptLm: REPRODUCE_NATIVE.basePromptLm,
+      baseRecipe: 'capability',
+      temperature: 1.5,
       nullOption: true,
       trainPairs: 100,
       seeds: [1, 2, 3],
@@ -104,6 +106,8 @@ describe('crpo reproduce arguments', () => {
     expect(baseFingerprint({ ...c, baseLr: c.baseLr * 2 })).not.toBe(baseFingerprint(c));
     expect(baseFingerprint({ ...c, baseShortcutSteps: c.baseShortcutSteps + 1 })).not.toBe(baseFingerprint(c));
     expect(baseFingerprint({ ...c, basePromptLm: 0 })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, baseRecipe: 'letter' })).not.toBe(baseFingerprint(c));
+    expect(baseFingerprint({ ...c, temperature: 1 })).toBe(baseFingerprint(c));
     expect(baseFingerprint({ ...c, size: 16 })).not.toBe(baseFingerprint(c));
     // baseBatchSize 0 means batchSize: the same warm start either way.
     expect(baseFingerprint({ ...c, baseBatchSize: 0, batchSize: 16 })).toBe(
@@ -137,6 +141,10 @@ describe('crpo reproduce arguments', () => {
     expect(bad({ shortcutP: 1.5 })).toThrow('Expected a number in [0, 1] for shortcutP but received 1.5');
     expect(bad({ frames: 1 })).toThrow('Expected an integer >= 2 for frames but received 1');
     expect(bad({ policy: 'nope' })).toThrow(/^Expected one of .*linear.* for policy but received 'nope'/);
+    expect(bad({ temperature: 0 })).toThrow('Expected a number in (0, 10] for temperature but received 0');
+    expect(bad({ baseRecipe: 'words' })).toThrow(
+      "Expected 'capability' or 'letter' for baseRecipe but received 'words'",
+    );
     try {
       bad({ steps: -1 })();
     } catch (e) {

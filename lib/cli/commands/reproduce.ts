@@ -54,6 +54,10 @@ export function builder(y: Argv): Argv {
     .option('batch-size', { type: 'number', describe: `Prompts per step (default ${d.batchSize})` })
     .option('group-size', { type: 'number', describe: `G: rollouts per prompt (default ${d.groupSize})` })
     .option('lr', { type: 'number', describe: `Learning rate of the RL runs (${both('lr')})` })
+    .option('temperature', {
+      type: 'number',
+      describe: `Sampling temperature of the RL rollouts (${both('temperature')})`,
+    })
     .option('policy', {
       type: 'string',
       describe: `Policy kind ('linear', or a registered native kind; default ${d.policy})`,
@@ -77,6 +81,10 @@ export function builder(y: Argv): Argv {
       describe: `Supervised warm-up steps of the base model (${both('baseSteps')})`,
     })
     .option('base-lr', { type: 'number', describe: `Learning rate of the warm-up (${both('baseLr')})` })
+    .option('base-recipe', {
+      choices: ['capability', 'letter'],
+      describe: `Native base model's training stream: crpo sft's recipe, or the letter alone (default ${String(n.baseRecipe)})`,
+    })
     .option('base-batch-size', {
       type: 'number',
       describe: `Prompts per warm-up step (0 = --batch-size; native preset ${n.baseBatchSize})`,
@@ -109,6 +117,7 @@ export interface ReproduceArgs {
   'batch-size'?: number;
   'group-size'?: number;
   lr?: number;
+  temperature?: number;
   policy?: string;
   'max-new-tokens'?: number;
   'train-pairs'?: number;
@@ -119,6 +128,7 @@ export interface ReproduceArgs {
   'data-seed': number;
   'base-steps'?: number;
   'base-lr'?: number;
+  'base-recipe'?: 'capability' | 'letter';
   'base-batch-size'?: number;
   'curve-every'?: number;
   force: boolean;
@@ -153,6 +163,7 @@ export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
     batchSize: a['batch-size'] ?? base.batchSize,
     groupSize: a['group-size'] ?? base.groupSize,
     lr: a.lr ?? base.lr,
+    temperature: a.temperature ?? base.temperature,
     policy: a.policy ?? base.policy,
     maxNewTokens: a['max-new-tokens'] ?? base.maxNewTokens,
     trainPairs: a['train-pairs'] ?? base.trainPairs,
@@ -163,6 +174,7 @@ export function configFromArgs(a: ReproduceArgs): ReproduceConfig {
     dataSeed: a['data-seed'],
     baseSteps: a['base-steps'] ?? base.baseSteps,
     baseLr: a['base-lr'] ?? base.baseLr,
+    baseRecipe: a['base-recipe'] ?? base.baseRecipe,
     baseBatchSize: a['base-batch-size'] ?? base.baseBatchSize,
     curveEvery: a['curve-every'] ?? base.curveEvery,
     force: a.force,
