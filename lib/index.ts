@@ -232,7 +232,7 @@ export {
   type TrainSequence,
   type TrainStepStats,
   type PolicyFactory,
-} from './rollout';
+} from './policy';
 export { startServer, loadCheckpointPolicy, SERVE_DEFAULTS, type ServeOptions, type RunningServer } from './serve';
 export {
   QwenVLModel,
@@ -244,7 +244,7 @@ export {
   type LoraOptions,
   type QwenDtype,
 } from './hf/model';
-export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './hf/qwen-policy';
+export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './policy/qwen';
 export {
   parseQwenConfig,
   readQwenConfig,

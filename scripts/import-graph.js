@@ -26,7 +26,7 @@ const LAYERS = [
   ['video', 'router', 'algo'],
   ['synth', 'dybench'],
   ['model', 'hf'],
-  ['rollout'],
+  ['policy'],
   ['eval'],
   ['train', 'serve', 'reproduce', 'bench'],
   ['cli', 'index.ts'],

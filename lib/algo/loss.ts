@@ -2,7 +2,7 @@
  * Slow, obviously correct TypeScript reference of the policy loss of crpo-method.md section 6
  * (clipped surrogate with eps_low / eps_high, k3 KL to a frozen reference, three aggregations),
  * with its exact gradient with respect to each token's log-prob. Native train steps are tested
- * against it, and the built-in linear policy (lib/rollout/linear-policy.ts) trains through it.
+ * against it, and the built-in linear policy (lib/policy/linear.ts) trains through it.
  * Everything is float64.
  *
  * Per token t of sequence k with advantage A_k:

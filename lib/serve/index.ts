@@ -21,10 +21,10 @@ import * as path from 'path';
 import sharp from 'sharp';
 import { CrpoError, isUserError } from '../errors';
 import { detectModelFolder } from '../hf/model-folder';
-import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
-import '../rollout/linear-policy';
-import { NativePolicy } from '../rollout/native-policy';
-import '../hf/qwen-policy';
+import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../policy/policy';
+import '../policy/linear';
+import { NativePolicy } from '../policy/native';
+import '../policy/qwen';
 import { assertFiniteWeights, trainingPromptOf } from '../train/checkpoint';
 import { uniformIndices } from '../video/sampling';
 
