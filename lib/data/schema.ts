@@ -14,7 +14,7 @@ export type RecordTransform = (typeof RECORD_TRANSFORMS)[number];
 export const SyntheticVideoSpec = z
   .object({
     kind: z.literal('synthetic'),
-    /** Generator scene parameters; see lib/synth. */
+    /** Generator scene parameters; the schema is lib/data/scene.ts. */
     scene: z.record(z.string(), z.unknown()),
     frames: z.number().int().positive(),
     height: z.number().int().positive(),
