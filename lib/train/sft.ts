@@ -14,7 +14,7 @@ import '../policy/qwen';
 import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
-import { writeTrainingPrompt } from './checkpoint';
+import { writeTrainingPrompt } from '../policy/checkpoint-folder';
 
 export interface SftBaseOptions {
   steps: number;

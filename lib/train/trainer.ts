@@ -20,9 +20,9 @@ import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type Tra
 import '../policy/linear';
 import '../policy/native';
 import '../policy/qwen';
+import { assertFiniteWeights } from '../policy/checkpoint-folder';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
 import {
-  assertFiniteWeights,
   checkResumeDigest,
   lockRunFolder,
   resumeTarget,
