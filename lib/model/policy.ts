@@ -7,6 +7,7 @@
  * then runs as one async native call on the torch queue. Counterfactual frames are made on the
  * device: each prompt names its video and a transform, so the caller passes the frames once.
  */
+import { FRAME_TRANSFORMS, type FrameTransform } from '../counterfactual/transforms';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
   NativeHandle,
@@ -27,8 +28,15 @@ import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPreset
 import { LOSS_AGGREGATIONS, type LossAggregation } from './loss-reference';
 import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
-export type PolicyTransform = 'none' | 'hflip' | 'reverse' | 'hflip+reverse';
-export const POLICY_TRANSFORMS: readonly PolicyTransform[] = ['none', 'hflip', 'reverse', 'hflip+reverse'];
+/**
+ * The transforms the native policy applies on the device (policy_model.cpp encode_prompts_visual):
+ * the transform vocabulary (lib/counterfactual/transforms.ts) less 'swap', which the device path
+ * does not have yet.
+ */
+export type PolicyTransform = Exclude<FrameTransform, 'swap'>;
+export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS.filter(
+  (t): t is PolicyTransform => t !== 'swap',
+);
 
 export interface PolicyModelPrompt {
   /** Index of the clip in `frames`. */
