@@ -14,12 +14,16 @@ import { arrowAdvantages, tgrpoAdvantages } from '../reward/baselines';
 export {
   policyLoss,
   tokenLoss,
+  referencePolicyLoss,
   DEFAULT_LOSS,
   LOSS_AGGREGATIONS,
   type LossAggregation,
   type LossSettings,
   type LossSequence,
   type LossResult,
+  type LossParts,
+  type PolicyLossOptions,
+  type PolicyLossInputs,
 } from './loss';
 
 /** Which frames the second branch sees. */

@@ -44,14 +44,6 @@ export {
   type CheckpointLoadOptions,
 } from './checkpoint';
 export {
-  referencePolicyLoss,
-  LOSS_AGGREGATIONS,
-  type LossAggregation,
-  type LossOptions,
-  type LossInputs,
-  type LossParts,
-} from './loss-reference';
-export {
   SafetensorsFile,
   readSafetensorsHeader,
   parseSafetensorsHeader,

@@ -25,7 +25,7 @@ import {
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
-import { LOSS_AGGREGATIONS, type LossAggregation } from './loss-reference';
+import { LOSS_AGGREGATIONS, type LossAggregation, type PolicyLossOptions } from '../algo/loss';
 import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
 /**
@@ -595,13 +595,7 @@ export function policyGradCheck(
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
 export function nativePolicyLoss(
   inputs: NativePolicyLossInputs,
-  options: {
-    epsLow?: number;
-    epsHigh?: number;
-    beta?: number;
-    aggregation?: LossAggregation;
-    maxNewTokens?: number;
-  } = {},
+  options: PolicyLossOptions = {},
 ): NativePolicyLossResult {
   const native = torchAddon();
   const r = callSync(() => native.policyLoss(inputs, { ...options }));
