@@ -34,10 +34,12 @@ export {
   type TransformOptions,
 } from './counterfactual';
 export {
+  crrAdvantagesSync,
   crrAdvantages,
   crrAdvantagesAsync,
   crrAdvantagesInto,
   allocCrrOutputs,
+  grpoAdvantagesSync,
   grpoAdvantages,
   packCrrGroups,
   referenceCrr,
