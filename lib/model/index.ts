@@ -50,7 +50,6 @@ export {
   parseSafetensors,
   serializeSafetensors,
   writeSafetensors,
-  withSafetensors,
   toFloat32,
   float32ToBf16,
   safetensorsError,
