@@ -1,5 +1,5 @@
 /**
- * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/rollout
+ * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/policy
  * GenerateOptions.promptSeeds; native/torch/model sample_uniform): seeded sampling still follows
  * the exact next-token distribution (chi-square), a prompt samples the same completions alone as
  * inside a larger or reordered batch and whatever the policy's generator state, the rollout
