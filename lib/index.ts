@@ -34,10 +34,12 @@ export {
   type TransformOptions,
 } from './counterfactual';
 export {
+  crrAdvantagesSync,
   crrAdvantages,
   crrAdvantagesAsync,
   crrAdvantagesInto,
   allocCrrOutputs,
+  grpoAdvantagesSync,
   grpoAdvantages,
   packCrrGroups,
   referenceCrr,
@@ -150,11 +152,9 @@ export {
   loadCheckpoint,
   readManifest,
   CHECKPOINT_FORMAT,
-  referencePolicyLoss,
   nativePolicyLoss,
   policyGradCheck,
   livePolicies,
-  LOSS_AGGREGATIONS,
   SPECIAL_TOKENS,
   EOS_ID,
   PAD_ID,
@@ -176,11 +176,8 @@ export {
   type RlCompletions,
   type PolicyModelEvalResult,
   type CheckpointManifest,
-  type LossAggregation,
-  type LossParts,
   type Completions as PolicyCompletions,
   type StepStats as PolicyStepStats,
-  type LossOptions as PolicyLossOptions,
   type CheckpointLoadOptions,
   type SafeDtype,
   type SafeHeader,
@@ -192,7 +189,9 @@ export {
   getAlgorithm,
   policyLoss,
   tokenLoss,
+  referencePolicyLoss,
   DEFAULT_LOSS,
+  LOSS_AGGREGATIONS,
   type Algorithm,
   type AlgoSettings,
   type RolloutPlan,
@@ -202,6 +201,9 @@ export {
   type LossSettings,
   type LossSequence,
   type LossResult,
+  type LossAggregation,
+  type LossParts,
+  type PolicyLossOptions,
 } from './algo';
 export { tgrpoAdvantages, arrowAdvantages, referenceTgrpo, referenceArrow } from './reward/baselines';
 export {
@@ -232,7 +234,7 @@ export {
   type TrainSequence,
   type TrainStepStats,
   type PolicyFactory,
-} from './rollout';
+} from './policy';
 export { startServer, loadCheckpointPolicy, SERVE_DEFAULTS, type ServeOptions, type RunningServer } from './serve';
 export {
   QwenVLModel,
@@ -244,7 +246,7 @@ export {
   type LoraOptions,
   type QwenDtype,
 } from './hf/model';
-export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './hf/qwen-policy';
+export { QwenPolicy, DEFAULT_QWEN_LORA, type QwenPolicyOptions } from './policy/qwen';
 export {
   parseQwenConfig,
   readQwenConfig,

@@ -144,7 +144,7 @@ async function worker(): Promise<void> {
 async function trainerWorker(): Promise<void> {
   const { resolveConfig } = await import('../../lib/train/config');
   const { train } = await import('../../lib/train/trainer');
-  await import('../../lib/rollout/native-policy');
+  await import('../../lib/policy/native');
   const fs = await import('fs');
   const ctx: DistContext = await initDistributed({ heartbeatTimeoutSeconds: 60 });
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-bench-dist-'));

@@ -182,7 +182,7 @@ async function zeroWorker(): Promise<void> {
   const tb = torchAddon().tensorBytes({ install: true });
   if (!tb.installed) throw new Error('the tensor byte counter could not be installed');
   const ctx: DistContext = await initDistributed({ heartbeatTimeoutSeconds: 120 });
-  const { QwenPolicy } = await import('../../lib/hf/qwen-policy');
+  const { QwenPolicy } = await import('../../lib/policy/qwen');
   const { hash32 } = await import('../../lib/random');
   const zero = Number(process.env.BENCH_ZERO || 0) as 0 | 1;
   const p = await QwenPolicy.create({

@@ -8,18 +8,22 @@
  */
 import { Registry } from '../registry';
 import type { AdvantageNorm } from '../native';
-import { crrAdvantages, grpoAdvantages } from '../reward';
+import { crrAdvantagesSync, grpoAdvantagesSync } from '../reward';
 import { arrowAdvantages, tgrpoAdvantages } from '../reward/baselines';
 
 export {
   policyLoss,
   tokenLoss,
+  referencePolicyLoss,
   DEFAULT_LOSS,
   LOSS_AGGREGATIONS,
   type LossAggregation,
   type LossSettings,
   type LossSequence,
   type LossResult,
+  type LossParts,
+  type PolicyLossOptions,
+  type PolicyLossInputs,
 } from './loss';
 
 /** Which frames the second branch sees. */
@@ -122,7 +126,7 @@ const nullFor = (s: AlgoSettings, crpoFamily: boolean): boolean =>
   s.nullOption === 'auto' ? crpoFamily : s.nullOption;
 
 function grpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, G: number): Scores {
-  const out = grpoAdvantages({
+  const out = grpoAdvantagesSync({
     groups: groups.length,
     groupSize: G,
     answers: pack(groups, 'origAnswers', G) as Int32Array,
@@ -275,7 +279,7 @@ function crpoScore(groups: readonly ScoredGroupInput[], s: AlgoSettings, trainSe
     H = resolveCf(s);
   const origFormat = pack(groups, 'origFormat', G, true) as Float32Array,
     cfFormat = pack(groups, 'secondFormat', H, true) as Float32Array;
-  const out = crrAdvantages({
+  const out = crrAdvantagesSync({
     groups: groups.length,
     origSize: G,
     cfSize: H,

@@ -2,8 +2,9 @@
  * Slow, obviously correct TypeScript reference of the policy loss of crpo-method.md section 6
  * (clipped surrogate with eps_low / eps_high, k3 KL to a frozen reference, three aggregations),
  * with its exact gradient with respect to each token's log-prob. Native train steps are tested
- * against it, and the built-in linear policy (lib/rollout/linear-policy.ts) trains through it.
- * Everything is float64.
+ * against it, and the built-in linear policy (lib/policy/linear.ts) trains through it.
+ * Everything is float64. `referencePolicyLoss` is the same loss over the native step's layout
+ * (rows x width with a 0/1 mask), the slow twin of the native `policy_loss`.
  *
  * Per token t of sequence k with advantage A_k:
  *   ratio = exp(logp - logp_old)
@@ -11,6 +12,8 @@
  *   kl    = exp(d) - d - 1,  d = clamp(logp_ref - logp, -10, 10)
  *   l     = clip + beta*kl
  */
+import type { NativePolicyLossInputs } from '../native';
+
 export const LOSS_AGGREGATIONS = ['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const;
 export type LossAggregation = (typeof LOSS_AGGREGATIONS)[number];
 
@@ -42,6 +45,8 @@ export interface LossSequence {
 }
 
 export interface TokenLoss {
+  /** exp(logp - oldLogp) */
+  ratio: number;
   clip: number;
   kl: number;
   /** d l / d logp */
@@ -76,7 +81,7 @@ export function tokenLoss(
     // dkl/dlogp = (exp(d) - 1) * dd/dlogp, dd/dlogp = -1 inside the clamp, 0 outside.
     if (raw > -10 && raw < 10) grad += s.beta * -(Math.exp(d) - 1);
   }
-  return { clip, kl, grad, clipped };
+  return { ratio, clip, kl, grad, clipped };
 }
 
 export interface LossResult {
@@ -122,4 +127,109 @@ export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): Loss
     grads.push(g);
   }
   return { loss, pg, kl, clipFraction: totalTokens > 0 ? clippedCount / totalTokens : 0, tokens: totalTokens, grads };
+}
+
+/**
+ * Options of the loss over the native layout, under the native step's names (`nativePolicyLoss`,
+ * native/torch/model policy_loss): `epsLow` / `epsHigh` are LossSettings' clipLow / clipHigh.
+ */
+export interface PolicyLossOptions {
+  /** Default 0.2. */
+  epsLow?: number;
+  /** Default 0.2. */
+  epsHigh?: number;
+  /** KL coefficient; default 0.04. */
+  beta?: number;
+  /** Default 'seq-mean-token-mean'. */
+  aggregation?: LossAggregation;
+  /** seq-mean-token-sum-norm divisor; default: the completion width. */
+  maxNewTokens?: number;
+}
+
+/** The native loss's inputs (NativePolicyLossInputs) with any arrays of numbers. */
+export type PolicyLossInputs = {
+  [K in keyof NativePolicyLossInputs]: NativePolicyLossInputs[K] extends Float32Array | undefined
+    ? ArrayLike<number>
+    : NativePolicyLossInputs[K];
+};
+
+/** The aggregated parts of the loss over the native layout, as the native loss reports them. */
+export interface LossParts {
+  loss: number;
+  pgLoss: number;
+  klLoss: number;
+  /** Token mean of the KL term, whatever the aggregation. */
+  meanKl: number;
+  /** Token mean of the clipped indicator. */
+  clipFrac: number;
+  /** Token mean of the ratio. */
+  ratioMean: number;
+  tokens: number;
+}
+
+/**
+ * The loss over the native step's layout: (N, C) log-probs row-major, (N) advantages, an (N, C)
+ * 0/1 mask; `oldLogprobs` absent: ratio 1; `refLogprobs` absent: no KL term. Per token this is
+ * tokenLoss; the aggregation weights masked tokens as the native step does.
+ */
+export function referencePolicyLoss(x: PolicyLossInputs, o: PolicyLossOptions = {}): LossParts {
+  const beta = o.beta ?? 0.04;
+  const agg = o.aggregation ?? 'seq-mean-token-mean';
+  // tokenLoss computes the KL term only when its beta is > 0; here beta weights the aggregate, and
+  // the KL term is reported (meanKl, klLoss) whenever reference log-probs are given.
+  const s: LossSettings = {
+    clipLow: o.epsLow ?? 0.2,
+    clipHigh: o.epsHigh ?? 0.2,
+    beta: x.refLogprobs ? 1 : 0,
+    aggregation: agg,
+    maxNewTokens: o.maxNewTokens && o.maxNewTokens > 0 ? o.maxNewTokens : x.width,
+  };
+  const { rows: N, width: C } = x;
+  const clip = new Float64Array(N * C);
+  const kl = new Float64Array(N * C);
+  const ratio = new Float64Array(N * C);
+  const clipped = new Float64Array(N * C);
+  for (let n = 0; n < N; n++) {
+    for (let t = 0; t < C; t++) {
+      const i = n * C + t;
+      const lp = x.logprobs[i];
+      const tl = tokenLoss(lp, x.oldLogprobs ? x.oldLogprobs[i] : lp, x.refLogprobs?.[i], x.advantages[n], s);
+      clip[i] = tl.clip;
+      clipped[i] = tl.clipped ? 1 : 0;
+      ratio[i] = tl.ratio;
+      kl[i] = tl.kl;
+    }
+  }
+  let tokens = 0;
+  for (let i = 0; i < N * C; i++) tokens += x.mask[i];
+  const tokenMean = (v: Float64Array): number => {
+    let sum = 0;
+    for (let i = 0; i < N * C; i++) sum += v[i] * x.mask[i];
+    return sum / Math.max(tokens, 1);
+  };
+  const aggregate = (v: Float64Array): number => {
+    if (agg === 'token-mean') return tokenMean(v);
+    let total = 0;
+    for (let n = 0; n < N; n++) {
+      let sum = 0;
+      let m = 0;
+      for (let t = 0; t < C; t++) {
+        sum += v[n * C + t] * x.mask[n * C + t];
+        m += x.mask[n * C + t];
+      }
+      total += agg === 'seq-mean-token-sum-norm' ? sum / s.maxNewTokens : sum / Math.max(m, 1);
+    }
+    return total / N;
+  };
+  const pgLoss = aggregate(clip);
+  const klLoss = aggregate(kl);
+  return {
+    loss: pgLoss + beta * klLoss,
+    pgLoss,
+    klLoss,
+    meanKl: tokenMean(kl),
+    clipFrac: tokenMean(clipped),
+    ratioMean: tokenMean(ratio),
+    tokens,
+  };
 }

@@ -7,13 +7,13 @@
  * addon's ops run on that device (host arrays in and out, so the copies are part of the time).
  * Medians of >= 5 runs after warm-up, same process, same run.
  */
+import { VIDEO_TRANSFORMS } from '../counterfactual/transforms';
 import { CrpoError, outOfRange } from '../errors';
 import { hasAddon, ops, torchInfo, type AddonName } from '../native';
 import { packCrrGroups, referenceCrr, type CrrGroup } from '../reward';
 import { fixed, machineInfo, markdownTable, msSince, summarize, type MachineInfo, type SampleStats } from './stats';
 
 export const OPS_SHAPE: readonly number[] = [8, 16, 224, 224, 3];
-const TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'] as const;
 
 export interface OpsBenchOptions {
   /** 'cpu' (both addons) or 'cuda[:N]' (the torch addon on that device). */
@@ -157,7 +157,7 @@ export async function benchOps(
   for (const addon of addons) {
     say(`[bench] counterfactual ops, ${addon} addon on ${device}`);
     const f = ops(addon);
-    for (const transform of TRANSFORMS) {
+    for (const transform of VIDEO_TRANSFORMS) {
       const opts = {
         shape,
         layout: 'BTHWC' as const,

@@ -12,7 +12,7 @@ import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo'
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { defaultFrameLoader } from '../eval/frames';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import type { Completion, Policy, PolicyPrompt } from '../rollout/policy';
+import type { Completion, Policy, PolicyPrompt } from '../policy/policy';
 import { synthesizeRecords } from '../synth';
 import { hash32 } from '../synth/rng';
 import { TRAIN_DEFAULTS } from '../train/config';
@@ -278,7 +278,7 @@ async function createBenchPolicy(
   /* eslint-disable @typescript-eslint/no-require-imports */
   if (c.policy === 'native') {
     const m = require('../model') as typeof import('../model');
-    const { NativePolicy } = require('../rollout/native-policy') as typeof import('../rollout/native-policy');
+    const { NativePolicy } = require('../policy/native') as typeof import('../policy/native');
     const tok = m.Tokenizer.build(texts);
     const promptTokens = Math.max(...texts.map((t) => tok.encode(t, { bos: true }).length));
     const nativeShape = shapeOverride ?? {};
@@ -309,7 +309,7 @@ async function createBenchPolicy(
         `${(n / 1e6).toFixed(2)} M parameters, all trained`,
     };
   }
-  const { QwenPolicy, DEFAULT_QWEN_LORA } = require('../hf/qwen-policy') as typeof import('../hf/qwen-policy');
+  const { QwenPolicy, DEFAULT_QWEN_LORA } = require('../policy/qwen') as typeof import('../policy/qwen');
   const { expectedWeights } = require('../hf/config') as typeof import('../hf/config');
   const lora = c.lora ? { ...DEFAULT_QWEN_LORA, rank: c.lora, alpha: 2 * c.lora } : DEFAULT_QWEN_LORA;
   const policy = await QwenPolicy.create({ model: c.model, dtype: c.dtype, device: c.device, lora });

@@ -59,13 +59,6 @@ export function machineInfo(): MachineInfo {
   };
 }
 
-export function describeMachineInfo(m: MachineInfo): string {
-  return (
-    `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ` +
-    `${m.loadAverage1m.toFixed(1)}; ${m.date}`
-  );
-}
-
 /** Peak resident set size of this process so far, MiB (getrusage maxrss). */
 export function peakRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;

@@ -9,9 +9,10 @@
 import { invalidArg, outOfRange } from '../errors';
 import { ops, type AddonName, type FrameArray, type FrameLayout, type VideoTransformName } from '../native';
 
-export { referenceTransform } from './reference';
+import { VIDEO_TRANSFORMS } from './transforms';
 
-export const VIDEO_TRANSFORMS: readonly VideoTransformName[] = ['hflip', 'reverse', 'hflip+reverse', 'swap'];
+export { referenceTransform } from './reference';
+export { VIDEO_TRANSFORMS, FRAME_TRANSFORMS, isVideoTransform, type FrameTransform } from './transforms';
 export const FRAME_LAYOUTS: readonly FrameLayout[] = ['BTHWC', 'BTCHW'];
 
 export interface TransformOptions {

@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, describe, invalidArg } from '../errors';
-import { Scene } from '../synth/render';
+import { Scene } from './scene';
 import { CATEGORY_OPTION_COUNTS } from './categories';
 import { decodeUtf8, parseJsonl, readTextFile } from './jsonl';
 import { DyBenchRecord, SyntheticVideoSpec, TimeBlindInstance, type Category } from './schema';

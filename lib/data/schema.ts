@@ -3,24 +3,27 @@
  * of one pair share `pair_id`; each member says which `transform` made it from the original.
  */
 import { z } from 'zod';
+import { FRAME_TRANSFORMS, type FrameTransform } from '../counterfactual/transforms';
 
 export const CATEGORIES = ['reversible_dynamics', 'moving_direction', 'event_sequence', 'static', 'other'] as const;
 export type Category = (typeof CATEGORIES)[number];
 
-export const RECORD_TRANSFORMS = ['none', 'hflip', 'reverse', 'hflip+reverse', 'swap'] as const;
-export type RecordTransform = (typeof RECORD_TRANSFORMS)[number];
+/** A record's `transform`: the one transform vocabulary (lib/counterfactual/transforms.ts). */
+export type RecordTransform = FrameTransform;
+/** @deprecated FRAME_TRANSFORMS of lib/counterfactual (the same list); kept for lib/index.ts. */
+export const RECORD_TRANSFORMS = FRAME_TRANSFORMS;
 
 /** An inline procedural video (the synthetic DyBench): rendered on demand, no files needed. */
 export const SyntheticVideoSpec = z
   .object({
     kind: z.literal('synthetic'),
-    /** Generator scene parameters; see lib/synth. */
+    /** Generator scene parameters; the schema is lib/data/scene.ts. */
     scene: z.record(z.string(), z.unknown()),
     frames: z.number().int().positive(),
     height: z.number().int().positive(),
     width: z.number().int().positive(),
     /** Transform applied to the rendered clip. */
-    transform: z.enum(RECORD_TRANSFORMS).default('none'),
+    transform: z.enum(FRAME_TRANSFORMS).default('none'),
     swap_at: z.number().int().positive().optional(),
   })
   .strict();
@@ -40,7 +43,7 @@ export const DyBenchRecord = z
     /** Index of the right option (0-based). */
     answer: z.number().int().nonnegative(),
     category: z.enum(CATEGORIES),
-    transform: z.enum(RECORD_TRANSFORMS),
+    transform: z.enum(FRAME_TRANSFORMS),
     source: z.string().min(1),
     /** Optional extra fields (e.g. `route`, `split`, importer provenance). */
     route: z.unknown().optional(),

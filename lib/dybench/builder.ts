@@ -10,7 +10,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
-import { transformFramesSync } from '../counterfactual';
+import { VIDEO_TRANSFORMS, transformFramesSync } from '../counterfactual';
 import { CATEGORY_OPTION_COUNTS, CATEGORY_TRANSFORMS, DYNAMIC_CATEGORIES } from '../data/categories';
 import { writeJsonlAtomic, parseJsonl, readTextFile } from '../data/jsonl';
 import { DataError, parseRecords, type RecordIssue } from '../data/loader';
@@ -22,8 +22,7 @@ import { Semaphore } from '../video/lru';
 import { VideoReader } from '../video/reader';
 import { deriveAnswer, resolveAnswer } from './answers';
 
-const PARTNER_TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'] as const;
-type PartnerTransform = (typeof PARTNER_TRANSFORMS)[number];
+type PartnerTransform = (typeof VIDEO_TRANSFORMS)[number];
 const AnswerValue = z.union([z.number().int().nonnegative(), z.string().min(1)]);
 
 /** One annotated clip (docs/data-format.md, "Building DyBench from your clips"). */
@@ -39,9 +38,9 @@ export const Annotation = z
     answer: AnswerValue,
     category: z.enum(CATEGORIES),
     /** Transform that makes the partner (default per category; see BuildOptions). */
-    transform: z.enum(PARTNER_TRANSFORMS).optional(),
+    transform: z.enum(VIDEO_TRANSFORMS).optional(),
     /** Answer under each transform; derived from the option texts when omitted and clear. */
-    answers: z.partialRecord(z.enum(PARTNER_TRANSFORMS), AnswerValue).optional(),
+    answers: z.partialRecord(z.enum(VIDEO_TRANSFORMS), AnswerValue).optional(),
     /** Event sequence: first frame of the second segment (source frame index) ... */
     swap_at: z.number().int().positive().optional(),
     /** ... or the boundary in seconds. */

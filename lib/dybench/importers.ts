@@ -13,7 +13,8 @@ import * as path from 'path';
 import { CATEGORY_TRANSFORMS, DYNAMIC_CATEGORIES } from '../data/categories';
 import { parseJsonl, readTextFile } from '../data/jsonl';
 import { DataError, checkRecord, type LoadMode, type RecordIssue } from '../data/loader';
-import { CATEGORIES, RECORD_TRANSFORMS, type Category, type DyBenchRecord, type RecordTransform } from '../data/schema';
+import { FRAME_TRANSFORMS } from '../counterfactual/transforms';
+import { CATEGORIES, type Category, type DyBenchRecord, type RecordTransform } from '../data/schema';
 import { invalidArg } from '../errors';
 import { deriveAnswer, resolveAnswer } from './answers';
 
@@ -406,8 +407,8 @@ export function importDyBench(o: ImportDyBenchOptions): ImportResult {
         .replace(/^(reversed|backward|rev)$/, 'reverse')
         .replace(/^(flip|flipped|horizontal_flip|mirror)$/, 'hflip')
         .replace(/^(swapped)$/, 'swap');
-      if ((RECORD_TRANSFORMS as readonly string[]).includes(t)) return t as RecordTransform;
-      add(field, `expected a transform (${RECORD_TRANSFORMS.join(', ')}), received '${String(v)}'`);
+      if ((FRAME_TRANSFORMS as readonly string[]).includes(t)) return t as RecordTransform;
+      add(field, `expected a transform (${FRAME_TRANSFORMS.join(', ')}), received '${String(v)}'`);
       return null;
     };
     const base = { question, options, category, source };

@@ -44,21 +44,12 @@ export {
   type CheckpointLoadOptions,
 } from './checkpoint';
 export {
-  referencePolicyLoss,
-  LOSS_AGGREGATIONS,
-  type LossAggregation,
-  type LossOptions,
-  type LossInputs,
-  type LossParts,
-} from './loss-reference';
-export {
   SafetensorsFile,
   readSafetensorsHeader,
   parseSafetensorsHeader,
   parseSafetensors,
   serializeSafetensors,
   writeSafetensors,
-  withSafetensors,
   toFloat32,
   float32ToBf16,
   safetensorsError,

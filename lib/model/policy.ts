@@ -7,6 +7,7 @@
  * then runs as one async native call on the torch queue. Counterfactual frames are made on the
  * device: each prompt names its video and a transform, so the caller passes the frames once.
  */
+import { FRAME_TRANSFORMS, type FrameTransform } from '../counterfactual/transforms';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import {
   NativeHandle,
@@ -24,11 +25,18 @@ import {
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
-import { LOSS_AGGREGATIONS, type LossAggregation } from './loss-reference';
+import { LOSS_AGGREGATIONS, type LossAggregation, type PolicyLossOptions } from '../algo/loss';
 import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
-export type PolicyTransform = 'none' | 'hflip' | 'reverse' | 'hflip+reverse';
-export const POLICY_TRANSFORMS: readonly PolicyTransform[] = ['none', 'hflip', 'reverse', 'hflip+reverse'];
+/**
+ * The transforms the native policy applies on the device (policy_model.cpp encode_prompts_visual):
+ * the transform vocabulary (lib/counterfactual/transforms.ts) less 'swap', which the device path
+ * does not have yet.
+ */
+export type PolicyTransform = Exclude<FrameTransform, 'swap'>;
+export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS.filter(
+  (t): t is PolicyTransform => t !== 'swap',
+);
 
 export interface PolicyModelPrompt {
   /** Index of the clip in `frames`. */
@@ -587,13 +595,7 @@ export function policyGradCheck(
 /** The native loss of section 6 on given log-probs (float64), with d loss / d logprobs. */
 export function nativePolicyLoss(
   inputs: NativePolicyLossInputs,
-  options: {
-    epsLow?: number;
-    epsHigh?: number;
-    beta?: number;
-    aggregation?: LossAggregation;
-    maxNewTokens?: number;
-  } = {},
+  options: PolicyLossOptions = {},
 ): NativePolicyLossResult {
   const native = torchAddon();
   const r = callSync(() => native.policyLoss(inputs, { ...options }));

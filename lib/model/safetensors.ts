@@ -238,8 +238,7 @@ function checkExpect(source: string, e: SafeTensorEntry, expect?: ExpectTensor):
 }
 
 /**
- * An open safetensors file: the validated header plus lazy reads by offset. Close it when done
- * (or use `withSafetensors`).
+ * An open safetensors file: the validated header plus lazy reads by offset. Close it when done.
  */
 export class SafetensorsFile {
   readonly header: SafeHeader;
@@ -297,15 +296,6 @@ export class SafetensorsFile {
   close(): void {
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
-  }
-}
-
-export function withSafetensors<R>(file: string, fn: (f: SafetensorsFile) => R): R {
-  const f = SafetensorsFile.open(file);
-  try {
-    return fn(f);
-  } finally {
-    f.close();
   }
 }
 

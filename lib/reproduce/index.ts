@@ -22,7 +22,7 @@ import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { svgToPng } from '../eval/report';
 import { CrpoError, outOfRange } from '../errors';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
+import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../policy/policy';
 import { colourShortcutRate, synthesize } from '../synth';
 import { resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';

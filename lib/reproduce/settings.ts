@@ -5,7 +5,7 @@
  */
 import { ALGORITHMS } from '../algo';
 import { invalidArg, outOfRange } from '../errors';
-import { POLICY_KINDS } from '../rollout/policy';
+import { POLICY_KINDS } from '../policy/policy';
 import { COMPLETION_TOKENS_BY_KIND } from '../train/config';
 
 export const REPRODUCE_METHODS = ['grpo', 'grpo-2g', 't-grpo', 'arrowrl', 'crpo', 'crpo-no-dual'] as const;

@@ -106,11 +106,14 @@ function checkInputs(inp: NativeCrrInputs, op: string): void {
     throw outOfRange('eps', 'a finite number >= 0', inp.eps, op);
 }
 
-/** Rewards and advantages of B groups in one native pass (synchronous: ~0.1 ms per 1,000 groups). */
-export function crrAdvantages(inp: NativeCrrInputs, backend: AddonName = 'core'): NativeCrrOutputs {
-  checkInputs(inp, 'crrAdvantages');
+/** Rewards and advantages of B groups in one native pass, on the JS thread (~0.1 ms per 1,000 groups). */
+export function crrAdvantagesSync(inp: NativeCrrInputs, backend: AddonName = 'core'): NativeCrrOutputs {
+  checkInputs(inp, 'crrAdvantagesSync');
   return ops(backend).crrAdvantagesSync(inp);
 }
+
+/** @deprecated crrAdvantagesSync (the addon's `crrAdvantages` returns a Promise; this does not). */
+export const crrAdvantages = crrAdvantagesSync;
 
 /**
  * Same into caller-owned arrays (from allocCrrOutputs, reused across steps): no allocation per
@@ -128,7 +131,7 @@ export function crrAdvantagesInto<T extends CrrOutputBuffers>(
   return out;
 }
 
-/** Every output array of crrAdvantages for B groups of G and G' rollouts, views of one buffer. */
+/** Every output array of crrAdvantagesSync for B groups of G and G' rollouts, views of one buffer. */
 export function allocCrrOutputs(groups: number, origSize: number, cfSize: number): NativeCrrOutputs {
   const BG = groups * origSize,
     BH = groups * cfSize;
@@ -168,8 +171,11 @@ export function crrAdvantagesAsync(inp: NativeCrrInputs, backend: AddonName = 'c
   return ops(backend).crrAdvantages(inp);
 }
 
-/** Plain GRPO over one branch (correctness + format). */
-export function grpoAdvantages(inp: NativeGrpoInputs, backend: AddonName = 'core'): NativeGrpoOutputs {
-  if (typeof inp !== 'object' || inp === null) throw invalidArg('inputs', 'an object', inp, 'grpoAdvantages');
+/** Plain GRPO over one branch (correctness + format), on the JS thread. */
+export function grpoAdvantagesSync(inp: NativeGrpoInputs, backend: AddonName = 'core'): NativeGrpoOutputs {
+  if (typeof inp !== 'object' || inp === null) throw invalidArg('inputs', 'an object', inp, 'grpoAdvantagesSync');
   return ops(backend).grpoAdvantagesSync(inp);
 }
+
+/** @deprecated grpoAdvantagesSync (the core addon's `grpoAdvantages` returns a Promise; this does not). */
+export const grpoAdvantages = grpoAdvantagesSync;

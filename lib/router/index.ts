@@ -5,7 +5,6 @@
  * by the trainer), an async batch API for every backend (`routeRecords`), and file routing with
  * the answer cache (`routeFile`, used by `crpo route`).
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { writeFileAtomic } from '../data/jsonl';
 import { loadRecords } from '../data/loader';
@@ -21,7 +20,7 @@ import {
 import { RouterCache, type CacheOpenReport } from './cache';
 import { DEFAULT_LLM_CONFIG, type LlmConfig } from './llm';
 import { applyPolicy } from './policy';
-import { Route, type RouterQuestion } from './types';
+import type { Route, RouterQuestion } from './types';
 
 export * from './types';
 export { POLICY_TABLE, policyRow, applyPolicy, staticTransform } from './policy';
@@ -216,21 +215,4 @@ export async function routeFile(input: string, out: string, options: RouteBatchO
       '\n',
   );
   return { out, stats, config };
-}
-
-/** Reads a routed file back and checks every `route` (file:line:field on error). */
-export function readRoutes(file: string): Route[] {
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
-  const out: Route[] = [];
-  lines.forEach((l, i) => {
-    if (!l.trim()) return;
-    const r = Route.safeParse((JSON.parse(l) as { route?: unknown }).route);
-    if (!r.success)
-      throw new CrpoError(
-        'ERR_CRPO_BAD_DATA',
-        `${file}:${i + 1}:route.${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`,
-      );
-    out.push(r.data);
-  });
-  return out;
 }

@@ -11,7 +11,7 @@
  * frames sampled uniformly, each resized to its square size), and `max_tokens` beyond what fits in
  * the model's context (maxSeqLen minus the prompt) is clamped. The model card (`GET /v1/models`)
  * carries `crpo`: the policy kind, the clip shape, the context length and whether the checkpoint
- * was trained with the null option (lib/train/checkpoint.ts trainingPromptOf), which `crpo eval`
+ * was trained with the null option (lib/policy/checkpoint-folder.ts trainingPromptOf), which `crpo eval`
  * follows unless told otherwise. One log line per request: time, method, path, status, ms.
  */
 import * as crypto from 'crypto';
@@ -21,11 +21,11 @@ import * as path from 'path';
 import sharp from 'sharp';
 import { CrpoError, isUserError } from '../errors';
 import { detectModelFolder } from '../hf/model-folder';
-import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../rollout/policy';
-import '../rollout/linear-policy';
-import { NativePolicy } from '../rollout/native-policy';
-import '../hf/qwen-policy';
-import { assertFiniteWeights, trainingPromptOf } from '../train/checkpoint';
+import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../policy/policy';
+import '../policy/linear';
+import { NativePolicy } from '../policy/native';
+import '../policy/qwen';
+import { assertFiniteWeights, trainingPromptOf } from '../policy/checkpoint-folder';
 import { uniformIndices } from '../video/sampling';
 
 export interface ServeOptions {

@@ -10,7 +10,7 @@
  *   They share the clip, so the vision encoder runs once for several supervised answers.
  */
 import { outOfRange } from '../errors';
-import { OBJECT_COLOURS, SHAPES, type SceneObject } from './render';
+import { OBJECT_COLOURS, SHAPES, type SceneObject } from '../data/scene';
 import { Rng } from '../random';
 import { SYNTH_QUESTIONS, type SynthItem } from './index';
 

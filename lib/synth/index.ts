@@ -16,16 +16,15 @@ import {
   OBJECT_COLOURS,
   SHAPES,
   SCENE_VERSION,
-  parseScene,
-  renderScene,
   type ColourName,
   type Scene,
   type SceneObject,
   type Shape,
-} from './render';
+} from '../data/scene';
+import { renderScene } from '../video/synthetic';
 
+// The scene format lives in lib/data/scene.ts, the rasteriser in lib/video/synthetic.ts.
 export {
-  renderScene,
   parseScene,
   PALETTE,
   SHAPES,
@@ -33,7 +32,8 @@ export {
   SCENE_VERSION,
   type Scene,
   type SceneObject,
-} from './render';
+} from '../data/scene';
+export { renderScene, renderSynthetic } from '../video/synthetic';
 export { Rng, hash32 } from './rng';
 
 export interface SynthOptions {
@@ -464,31 +464,6 @@ export function synthesizeRecords(options: SynthOptions): DyBenchRecord[] {
   for (const category of c.categories)
     for (let i = 0; i < c.pairs; i++) out.push(...synthesizePairRecords(c, category, i));
   return out;
-}
-
-/**
- * Renders an inline synthetic spec as uint8 [T,H,W,3]: the scene, then the spec's transform
- * applied by the core addon's counterfactual op.
- */
-export function renderSynthetic(spec: SyntheticVideoSpec): Uint8Array {
-  const s = SyntheticVideoSpec.safeParse(spec);
-  if (!s.success) {
-    const issue = s.error.issues[0];
-    throw invalidArg(
-      `spec.${issue.path.join('.')}`,
-      `a valid synthetic video spec (${issue.message})`,
-      (spec as Record<string, unknown> | null)?.[String(issue.path[0])],
-      'renderSynthetic',
-    );
-  }
-  const v = s.data;
-  const frames = renderScene(parseScene(v.scene, 'video.scene'), v.frames, v.height, v.width);
-  if (v.transform === 'none') return frames;
-  return transformFramesSync(frames, {
-    shape: [1, v.frames, v.height, v.width, 3],
-    transform: v.transform,
-    swapAt: v.swap_at,
-  }) as Uint8Array;
 }
 
 /**

@@ -14,7 +14,7 @@ import YAML from 'yaml';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { CrpoError } from '../errors';
 import { SafetensorsFile } from '../model/safetensors';
-import type { Policy } from '../rollout/policy';
+import type { Policy } from '../policy/policy';
 
 export interface TrainState {
   /** Steps completed. */

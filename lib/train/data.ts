@@ -13,14 +13,13 @@ import type { DistContext } from '../dist';
 import { defaultFrameLoader } from '../eval/frames';
 import { synthesize } from '../synth';
 import { Rng } from '../random';
-import { transformFramesSync } from '../counterfactual';
+import { isVideoTransform, transformFramesSync } from '../counterfactual';
+import type { VideoTransformName } from '../native';
 import { routeRecord } from '../router';
 import type { TrainConfig } from './config';
 
-export type CfTransform = 'hflip' | 'reverse' | 'hflip+reverse' | 'swap';
-
 export interface ItemRoute {
-  transform: CfTransform;
+  transform: VideoTransformName;
   relation: 'change' | 'same';
   /** 'swap' only: first frame of the second segment. */
   swapAt?: number;
@@ -44,22 +43,20 @@ export interface ValItem {
   shape: [number, number, number, 3];
 }
 
-const TRANSFORMS = ['hflip', 'reverse', 'hflip+reverse', 'swap'];
-
 /** The counterfactual route of a record: its `route`, the generator's `meta.counterfactual`, else the rules router. */
 export function routeOf(r: DyBenchRecord, where: string, seed = 0): ItemRoute {
   const route = r.route as { transform?: string; relation?: string } | undefined;
   if (
     route &&
     typeof route === 'object' &&
-    TRANSFORMS.includes(String(route.transform)) &&
+    isVideoTransform(route.transform) &&
     (route.relation === 'change' || route.relation === 'same')
   ) {
-    return { transform: route.transform as CfTransform, relation: route.relation };
+    return { transform: route.transform, relation: route.relation };
   }
   const cf = r.meta?.counterfactual as { transform?: string; relation?: string; swap_at?: number } | undefined;
-  if (cf && TRANSFORMS.includes(String(cf.transform)) && (cf.relation === 'change' || cf.relation === 'same')) {
-    return { transform: cf.transform as CfTransform, relation: cf.relation, swapAt: cf.swap_at };
+  if (cf && isVideoTransform(cf.transform) && (cf.relation === 'change' || cf.relation === 'same')) {
+    return { transform: cf.transform, relation: cf.relation, swapAt: cf.swap_at };
   }
   // Neither: the Task Router's rules backend, synchronously (crpo-method.md section 2).
   try {

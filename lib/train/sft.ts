@@ -7,14 +7,14 @@
  */
 import * as fs from 'fs';
 import { displayedOptions, formatPrompt } from '../prompt';
-import { POLICY_KINDS } from '../rollout/policy';
-import '../rollout/linear-policy';
-import '../rollout/native-policy';
-import '../hf/qwen-policy';
+import { POLICY_KINDS } from '../policy/policy';
+import '../policy/linear';
+import '../policy/native';
+import '../policy/qwen';
 import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
-import { writeTrainingPrompt } from './checkpoint';
+import { writeTrainingPrompt } from '../policy/checkpoint-folder';
 
 export interface SftBaseOptions {
   steps: number;

@@ -16,13 +16,13 @@ import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../random';
 import { colourShortcutRate } from '../synth';
-import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../rollout/policy';
-import '../rollout/linear-policy';
-import '../rollout/native-policy';
-import '../hf/qwen-policy';
+import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../policy/policy';
+import '../policy/linear';
+import '../policy/native';
+import '../policy/qwen';
+import { assertFiniteWeights } from '../policy/checkpoint-folder';
 import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
 import {
-  assertFiniteWeights,
   checkResumeDigest,
   lockRunFolder,
   resumeTarget,

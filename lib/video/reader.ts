@@ -11,7 +11,7 @@ import * as os from 'os';
 import sharp from 'sharp';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import type { SyntheticVideoSpec, VideoRef } from '../data/schema';
-import { renderSynthetic } from '../synth';
+import { renderSynthetic } from './synthetic';
 import { decodeAllFrames, decodeVideoFile, defaultFfmpegPaths, probeVideo, type FfmpegPaths } from './ffmpeg';
 import { decodeImages, imageSize, listFrameFiles } from './frames-dir';
 import { LruCache, Semaphore } from './lru';

@@ -22,7 +22,7 @@ import { resolveConfig } from '../../lib/train/config';
 import { sftBase } from '../../lib/train/sft';
 import { formatPrompt } from '../../lib/prompt';
 import { installedTorchVersion, torchrunLine } from '../../lib/cli/commands/dist';
-import { trainingPromptOf } from '../../lib/train/checkpoint';
+import { trainingPromptOf } from '../../lib/policy/checkpoint-folder';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-robust-'));
 const P = (...p: string[]) => path.join(tmp, ...p);

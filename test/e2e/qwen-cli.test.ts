@@ -2,7 +2,7 @@
  * The golden Qwen3-VL config through the project's commands, CPU: `crpo train` with policy kind
  * 'qwen' (a few LoRA CRPO steps, checkpoints; resume is tested in qwen-policy.test.ts), `crpo serve` of the checkpoint answered
  * through the official `openai` client, and `crpo eval` against the served endpoint. The 'qwen'
- * kind is registered by lib/rollout, as for any user of the CLI.
+ * kind is registered by lib/policy, as for any user of the CLI.
  */
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';

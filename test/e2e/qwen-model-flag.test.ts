@@ -9,8 +9,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { QwenPolicy } from '../../lib/hf/qwen-policy';
-import type { PolicyPrompt } from '../../lib/rollout/policy';
+import { QwenPolicy } from '../../lib/policy/qwen';
+import type { PolicyPrompt } from '../../lib/policy/policy';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
 

@@ -1,5 +1,5 @@
 /**
- * The trainer driving the native libtorch policy (policy.kind 'native', lib/rollout/native-policy.ts):
+ * The trainer driving the native libtorch policy (policy.kind 'native', lib/policy/native.ts):
  * a fresh tiny policy takes CRPO steps through the same loop, and a run stopped after a checkpoint
  * and resumed ends with weights bitwise equal to an uninterrupted run (weights, AdamW state,
  * sampling RNG and the frozen reference all come back from the checkpoint). Skipped, with the

@@ -1,5 +1,5 @@
 /**
- * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/rollout
+ * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/policy
  * GenerateOptions.promptSeeds; native/torch/model sample_uniform): seeded sampling still follows
  * the exact next-token distribution (chi-square), a prompt samples the same completions alone as
  * inside a larger or reordered batch and whatever the policy's generator state, the rollout
@@ -8,8 +8,8 @@
  */
 import { displayedOptions, formatPrompt } from '../../lib/prompt';
 import { PolicyModel, Tokenizer, type PolicyInputs } from '../../lib/model';
-import { createNativePolicy } from '../../lib/rollout/native-policy';
-import type { PolicyPrompt } from '../../lib/rollout/policy';
+import { createNativePolicy } from '../../lib/policy/native';
+import type { PolicyPrompt } from '../../lib/policy/policy';
 import { synthesize } from '../../lib/synth';
 import { itWithNativePolicy, TINY_QUESTIONS, tinyClips } from '../helpers/native-policy';
 import { chiSquare } from '../helpers/random';
@@ -153,7 +153,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
   });
 });
 
-describe('the native rollout policy (lib/rollout/native-policy.ts) and its seeds', () => {
+describe('the native rollout policy (lib/policy/native.ts) and its seeds', () => {
   const items = synthesize({ split: 'train', pairs: 3, seed: 4 }).slice(0, 4);
   const prompts: PolicyPrompt[] = items.map((x) => ({
     frames: x.frames,

@@ -6,10 +6,10 @@
 import { hasAddon, type NativeCrrInputs, type NativeCrrOutputs } from '../../lib/native';
 import {
   allocCrrOutputs,
-  crrAdvantages,
+  crrAdvantagesSync,
   crrAdvantagesAsync,
   crrAdvantagesInto,
-  grpoAdvantages,
+  grpoAdvantagesSync,
   packCrrGroups,
   referenceCrr,
   referenceGrpo,
@@ -66,10 +66,10 @@ describe('CRR kernel vs the TS reference', () => {
   it.each([1, 2, 3, 4, 5, 6])('agrees on random groups (seed %i)', async (seed) => {
     const inp = randomInputs(seed, 200, 1 + (seed % 8) + 1, 1 + ((seed * 3) % 8) + 1);
     const want = referenceCrr(inp);
-    expectClose(crrAdvantages(inp, 'core'), want, 'core');
+    expectClose(crrAdvantagesSync(inp, 'core'), want, 'core');
     expectClose(await crrAdvantagesAsync(inp, 'core'), want, 'core async');
     if (hasAddon('torch')) {
-      expectClose(crrAdvantages(inp, 'torch'), want, 'torch');
+      expectClose(crrAdvantagesSync(inp, 'torch'), want, 'torch');
       expectClose(await crrAdvantagesAsync(inp, 'torch'), want, 'torch async');
     }
   });
@@ -94,9 +94,9 @@ describe('CRR kernel vs the TS reference', () => {
         inp.cfFormat?.fill(1, b * 8, b * 8 + 8);
       }
       const want = referenceCrr(inp);
-      const got = crrAdvantages(inp, 'core');
+      const got = crrAdvantagesSync(inp, 'core');
       expectClose(got, want, `core 8x8 seed ${seed}`);
-      if (hasAddon('torch')) expectClose(crrAdvantages(inp, 'torch'), want, `torch 8x8 seed ${seed}`);
+      if (hasAddon('torch')) expectClose(crrAdvantagesSync(inp, 'torch'), want, `torch 8x8 seed ${seed}`);
       expect(got.origFlat[0]).toBe(1);
       expect(got.cfFlat[5]).toBe(1);
       expect(Array.from(got.origAdvantage.subarray(0, 8))).toEqual(new Array(8).fill(0));
@@ -117,7 +117,7 @@ describe('CRR kernel vs the TS reference', () => {
       norm: 'per-branch' as const,
     };
     const want = referenceGrpo(inp);
-    const got = grpoAdvantages(inp);
+    const got = grpoAdvantagesSync(inp);
     for (const k of ['reward', 'advantage', 'correct', 'flat'] as const)
       expect(maxRelDiff(got[k], want[k]).max).toBeLessThan(1e-6);
   });
@@ -135,7 +135,7 @@ describe('CRR hand-computed cases', () => {
       orig: roll([1, 1, 0, -1]),
       cf: roll([1, 4, 2, 7]),
     };
-    const out = crrAdvantages(packCrrGroups([g]));
+    const out = crrAdvantagesSync(packCrrGroups([g]));
     // correct = [1,1,0,0] -> p_o = 0.5; expected = [0 (same), 1 (null option), 1, 0 (7 is invalid)] -> p_c = 0.5
     expect(Array.from(out.correct)).toEqual([1, 1, 0, 0]);
     expect(Array.from(out.expected)).toEqual([0, 1, 1, 0]);
@@ -152,7 +152,7 @@ describe('CRR hand-computed cases', () => {
 
   it('same relation: the counterfactual answer must equal the ground truth', () => {
     const g: CrrGroup = { truth: 2, relation: 'same', numOptions: 4, orig: roll([2, 2]), cf: roll([2, 3]) };
-    const out = crrAdvantages(packCrrGroups([g]));
+    const out = crrAdvantagesSync(packCrrGroups([g]));
     expect(Array.from(out.expected)).toEqual([1, 0]);
     // orig rewards both 1 + 1 + 1 * 0.5 -> all equal -> advantages 0, flagged flat
     expect(Array.from(out.origReward)).toEqual([2.5, 2.5]);
@@ -170,13 +170,13 @@ describe('CRR hand-computed cases', () => {
       orig: roll([0, 0]),
       cf: roll([1, 2, 3]),
     };
-    const out = crrAdvantages(packCrrGroups([g]));
+    const out = crrAdvantagesSync(packCrrGroups([g]));
     expect(Array.from(out.expected)).toEqual([1, 0, 0]);
   });
 
   it('invalid answers are never correct and never count as a change', () => {
     const g: CrrGroup = { truth: 0, relation: 'change', numOptions: 3, orig: roll([-1, 3]), cf: roll([-1, 3, 99]) };
-    const out = crrAdvantages(packCrrGroups([g]));
+    const out = crrAdvantagesSync(packCrrGroups([g]));
     expect(Array.from(out.correct)).toEqual([0, 0]);
     expect(Array.from(out.expected)).toEqual([0, 0, 0]);
   });
@@ -184,17 +184,17 @@ describe('CRR hand-computed cases', () => {
   it('joint normalisation uses one mean and std over both branches; none only centres', () => {
     const g: CrrGroup = { truth: 0, relation: 'change', numOptions: 3, orig: roll([0, 1], 0), cf: roll([1, 0], 0) };
     // correct [1,0] p_o = .5; expected [1,0] p_c = .5; r = [1.5, 0], s = [1.5, 0]
-    const joint = crrAdvantages(packCrrGroups([g], { norm: 'joint' }));
+    const joint = crrAdvantagesSync(packCrrGroups([g], { norm: 'joint' }));
     const sd = Math.sqrt((4 * 0.75 * 0.75) / 3);
     expect(joint.origAdvantage[0]).toBeCloseTo(0.75 / (sd + 1e-6), 6);
     expect(joint.cfAdvantage[1]).toBeCloseTo(-0.75 / (sd + 1e-6), 6);
-    const none = crrAdvantages(packCrrGroups([g], { norm: 'none' }));
+    const none = crrAdvantagesSync(packCrrGroups([g], { norm: 'none' }));
     expect(Array.from(none.origAdvantage)).toEqual([0.75, -0.75]);
   });
 
   it('weights scale each component', () => {
     const g: CrrGroup = { truth: 0, relation: 'change', numOptions: 3, orig: roll([0, 1]), cf: roll([1, 1]) };
-    const out = crrAdvantages(packCrrGroups([g], { weights: { accuracy: 2, format: 0.5, crr: 3, behave: 4 } }));
+    const out = crrAdvantagesSync(packCrrGroups([g], { weights: { accuracy: 2, format: 0.5, crr: 3, behave: 4 } }));
     // p_o = .5, p_c = 1; r = [2 + .5 + 3*1, .5] ; s = [4 + .5 + 3*.5] x2
     expect(Array.from(out.origReward)).toEqual([5.5, 0.5]);
     expect(Array.from(out.cfReward)).toEqual([6, 6]);
@@ -204,16 +204,16 @@ describe('CRR hand-computed cases', () => {
 describe('CRR argument checks', () => {
   it('rejects wrong lengths, types and modes with the parameter named', () => {
     const inp = packCrrGroups([{ truth: 0, relation: 'same', numOptions: 2, orig: roll([0, 1]), cf: roll([0, 1]) }]);
-    expect(() => crrAdvantages({ ...inp, truth: new Int32Array(2) })).toThrow(
+    expect(() => crrAdvantagesSync({ ...inp, truth: new Int32Array(2) })).toThrow(
       /expected an Int32Array of length 1 for truth but received length 2/,
     );
-    expect(() => crrAdvantages({ ...inp, cfAnswers: new Float32Array(2) as never })).toThrow(
+    expect(() => crrAdvantagesSync({ ...inp, cfAnswers: new Float32Array(2) as never })).toThrow(
       /Int32Array for cfAnswers but received Float32Array\(2\)/,
     );
-    expect(() => crrAdvantages({ ...inp, norm: 'batch' as never })).toThrow(
+    expect(() => crrAdvantagesSync({ ...inp, norm: 'batch' as never })).toThrow(
       "Expected one of per-branch, joint, none for norm but received 'batch' of type string",
     );
-    expect(() => crrAdvantages({ ...inp, origSize: 0 })).toThrow(
+    expect(() => crrAdvantagesSync({ ...inp, origSize: 0 })).toThrow(
       'Expected an integer >= 1 for origSize but received 0 of type number',
     );
     expect(() =>
@@ -232,7 +232,7 @@ describe('CRR into caller-owned outputs', () => {
     '%s: equals the allocating call, reuses the arrays, and skips absent optional ones',
     async (backend) => {
       const inp = randomInputs(7, 64, 8, 8);
-      const want = crrAdvantages(inp, backend);
+      const want = crrAdvantagesSync(inp, backend);
       const out = allocCrrOutputs(64, 8, 8);
       out.origAdvantage.fill(99);
       expect(crrAdvantagesInto(inp, out, backend)).toBe(out);
@@ -240,7 +240,7 @@ describe('CRR into caller-owned outputs', () => {
       // Reused on the next call with other inputs: every value is rewritten.
       const inp2 = randomInputs(8, 64, 8, 8);
       crrAdvantagesInto(inp2, out, backend);
-      expectClose(out, crrAdvantages(inp2, backend), `${backend} into, reused`);
+      expectClose(out, crrAdvantagesSync(inp2, backend), `${backend} into, reused`);
       // Only the four required arrays: the rest stay untouched.
       const minimal = {
         origReward: new Float32Array(512),

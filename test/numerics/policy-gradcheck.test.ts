@@ -1,9 +1,10 @@
 /**
  * Numerics of the native policy: finite-difference gradient checks of every module in float64
  * (native/torch/model grad_check), and the native section-6 loss against the plain-loop TS
- * reference (lib/model/loss-reference.ts) on hand values and random ones, every aggregation.
+ * reference (lib/algo/loss.ts referencePolicyLoss) on hand values and random ones, every aggregation.
  */
-import { nativePolicyLoss, policyGradCheck, referencePolicyLoss, LOSS_AGGREGATIONS } from '../../lib/model';
+import { referencePolicyLoss, LOSS_AGGREGATIONS } from '../../lib/algo/loss';
+import { nativePolicyLoss, policyGradCheck } from '../../lib/model';
 import { itWithNativePolicy } from '../helpers/native-policy';
 
 const maybe = itWithNativePolicy('policy numerics');

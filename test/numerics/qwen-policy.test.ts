@@ -1,5 +1,5 @@
 /**
- * The trainer's Policy interface over the golden Qwen3-VL model (lib/hf/qwen-policy.ts):
+ * The trainer's Policy interface over the golden Qwen3-VL model (lib/policy/qwen.ts):
  * seeded sampling, scoring log-probs equal to the sampler's, reference = policy before training,
  * a section-6 train step, freezing the reference by folding LoRA into the base, SFT, and a
  * checkpoint that resumes to identical log-probs and digest; the 'qwen' policy kind is registered.
@@ -7,8 +7,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { QwenPolicy } from '../../lib/hf/qwen-policy';
-import { POLICY_KINDS, type PolicyPrompt } from '../../lib/rollout/policy';
+import { QwenPolicy } from '../../lib/policy/qwen';
+import { POLICY_KINDS, type PolicyPrompt } from '../../lib/policy/policy';
 import { GOLDEN_ROOT, goldenSkipReason } from './golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
 

@@ -7,7 +7,7 @@
  * did, and failed); here they are sampled, then scored again.
  */
 import * as path from 'path';
-import { QwenPolicy } from '../../lib/hf/qwen-policy';
+import { QwenPolicy } from '../../lib/policy/qwen';
 import { GOLDEN_ROOT, goldenSkipReason } from './golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
 

@@ -10,8 +10,8 @@
  */
 import * as path from 'path';
 import { QwenVLModel, type QwenInputs } from '../../lib/hf/model';
-import { QwenPolicy } from '../../lib/hf/qwen-policy';
-import type { PolicyPrompt } from '../../lib/rollout/policy';
+import { QwenPolicy } from '../../lib/policy/qwen';
+import type { PolicyPrompt } from '../../lib/policy/policy';
 import { GOLDEN_ROOT, caseInputs, goldenSkipReason, readCase } from './golden-qwen-helpers';
 import { skipIf } from '../helpers/skip';
 

@@ -1,13 +1,13 @@
 /**
- * The built-in linear policy (lib/rollout/linear-policy.ts): its analytic gradient of the
+ * The built-in linear policy (lib/policy/linear.ts): its analytic gradient of the
  * section-6 loss against central finite differences over the weights it touches; sampled log-probs
  * equal the scored ones; the answer format of its completions; save/load round trip bit-exact.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { LinearPolicy, createLinearPolicy } from '../../lib/rollout/linear-policy';
-import type { PolicyPrompt, TrainSequence } from '../../lib/rollout/policy';
+import { LinearPolicy, createLinearPolicy } from '../../lib/policy/linear';
+import type { PolicyPrompt, TrainSequence } from '../../lib/policy/policy';
 import { displayedOptions, formatPrompt, parseAnswer } from '../../lib/prompt';
 import { synthesize } from '../../lib/synth';
 

@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { detectModelFolder } from '../../lib/hf/model-folder';
 import { writeSafetensors } from '../../lib/model/safetensors';
-import { LinearPolicy } from '../../lib/rollout/linear-policy';
+import { LinearPolicy } from '../../lib/policy/linear';
 import { overridesFromArgv } from '../../lib/cli/commands/train';
 
 const root = path.resolve(__dirname, '../..');

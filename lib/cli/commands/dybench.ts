@@ -8,7 +8,8 @@ import type { Argv } from 'yargs';
 import { CrpoError } from '../../errors';
 import { writeJsonlAtomic } from '../../data/jsonl';
 import { formatIssue, loadRecords } from '../../data/loader';
-import { CATEGORIES, RECORD_TRANSFORMS, type Category, type RecordTransform } from '../../data/schema';
+import { VIDEO_TRANSFORMS } from '../../counterfactual/transforms';
+import { CATEGORIES, type Category, type RecordTransform } from '../../data/schema';
 import { buildDyBench } from '../../dybench/builder';
 import {
   DYBENCH_FIELDS,
@@ -175,7 +176,7 @@ export function builder(y: Argv): Argv {
             describe: 'DyBench pairs: pair id field, partner video field, or consecutive entries',
           })
           .option('partner-transform', {
-            choices: RECORD_TRANSFORMS.filter((t) => t !== 'none'),
+            choices: [...VIDEO_TRANSFORMS],
             describe: 'Transform of the partner member when the data does not say',
           })
           .option('category', {

@@ -157,5 +157,5 @@ export type PolicyFactory = (o: {
   size?: number;
 }) => Promise<Policy>;
 
-/** Policy kinds by name: 'linear' (lib/rollout/linear-policy.ts), 'native' when the torch policy is built. */
+/** Policy kinds by name: 'linear' (lib/policy/linear.ts), 'native' when the torch policy is built. */
 export const POLICY_KINDS = new Registry<PolicyFactory>('policy kind');

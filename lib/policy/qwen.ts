@@ -1,5 +1,5 @@
 /**
- * The trainer's Policy interface (lib/rollout/policy.ts, crpo-method.md sections 4-6) over a
+ * The trainer's Policy interface (lib/policy/policy.ts, crpo-method.md sections 4-6) over a
  * Hugging Face Qwen2.5-VL / Qwen3-VL model: prompts become chat text with the video placeholder
  * and processed frames; G samples per prompt share one vision encoding; log-probs under the
  * policy or the frozen reference (LoRA disabled, no second weight copy); the section-6 loss with
@@ -22,12 +22,12 @@ import {
   type TrainSequence,
   type TrainStepOptions,
   type TrainStepStats,
-} from '../rollout/policy';
-import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from './model';
-import { chatTemplateFor, type ChatTemplate } from './chat-template';
-import { expandPlaceholders, frameTimestamps, processFrames, type ChatMessage } from './processor';
-import { readSafetensorsHeader, writeSafetensors } from './safetensors';
-import { tokenizerFor, type HfTokenizer } from './tokenizer';
+} from './policy';
+import { QwenVLModel, type LoraOptions, type QwenDtype, type QwenInputs } from '../hf/model';
+import { chatTemplateFor, type ChatTemplate } from '../hf/chat-template';
+import { expandPlaceholders, frameTimestamps, processFrames, type ChatMessage } from '../hf/processor';
+import { readSafetensorsHeader, writeSafetensors } from '../hf/safetensors';
+import { tokenizerFor, type HfTokenizer } from '../hf/tokenizer';
 
 export interface QwenPolicyOptions {
   /** A Hugging Face model folder, or a checkpoint folder written by QwenPolicy.save. */

@@ -1,5 +1,5 @@
 /**
- * Policies the trainer drives (lib/rollout/policy.ts): the registry of kinds, the built-in
+ * Policies the trainer drives (lib/policy/policy.ts): the registry of kinds, the built-in
  * `linear` policy and the `native` libtorch policy adapter.
  */
 export {
@@ -13,8 +13,8 @@ export {
   type TrainStepStats,
   type PolicyFactory,
 } from './policy';
-export { LinearPolicy, createLinearPolicy } from './linear-policy';
-export { NativePolicy, createNativePolicy, isNativeCheckpoint } from './native-policy';
+export { LinearPolicy, createLinearPolicy } from './linear';
+export { NativePolicy, createNativePolicy, isNativeCheckpoint } from './native';
 export { clipDescriptors } from './video-features';
 // Registers the `qwen` policy kind (Qwen2.5-VL / Qwen3-VL folders, lib/hf) with POLICY_KINDS.
-import '../hf/qwen-policy';
+import './qwen';

@@ -4,7 +4,7 @@
  * `crpo demo` and the trainer's tests. It answers in the shared format (lib/prompt): a first token
  * chooses the style (`<answer>X</answer>`, a bare letter, or an unparseable reply), a second token
  * the option. Option scores are sums of hashed weights over (question, clip descriptor, option
- * word) features (lib/rollout/video-features.ts), so it can learn both the motion that answers a
+ * word) features (lib/policy/video-features.ts), so it can learn both the motion that answers a
  * dynamic question and the colour shortcut the synthetic train split plants. Its RL step is the
  * section-6 loss of crpo-method.md through the TS reference (lib/algo/loss.ts) with exact
  * gradients, then gradient-norm clipping and AdamW: every result is deterministic and bitwise

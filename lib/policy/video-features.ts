@@ -1,5 +1,5 @@
 /**
- * Pixel descriptors of a short clip for the built-in linear policy (lib/rollout/linear-policy.ts):
+ * Pixel descriptors of a short clip for the built-in linear policy (lib/policy/linear.ts):
  * per frame, the pixels that differ from the background (the colour of the top-left pixel),
  * their centroid, area, bounding-box fill and mean colour. From these, discrete descriptors the
  * policy crosses with the option words: motion direction along x and y, growth, dominant colour
