@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { distUnavailable, rankResult, runRanks } from '../helpers/dist-ranks';
 import { skipIf } from '../helpers/skip';
+import { readSafetensors } from '../../lib/hf/safetensors';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 
 const reason = distUnavailable() || goldenSkipReason('qwen3_vl');
@@ -23,6 +24,28 @@ function metrics(dir: string): Record<string, any>[] {
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l));
+}
+
+/** The checkpoint folder of a step. */
+function checkpoint(dir: string, step: number): string {
+  return path.join(dir, 'checkpoints', `step-${String(step).padStart(6, '0')}`);
+}
+
+/** The LoRA adapters in a step's checkpoint, by PEFT key. */
+function adapters(dir: string, step: number): Map<string, Float32Array> {
+  const t = readSafetensors(path.join(checkpoint(dir, step), 'adapter_model.safetensors'));
+  return new Map([...t].map(([k, v]) => [k, Float32Array.from(v.data as Float32Array)]));
+}
+
+/** Largest absolute difference between two sets of tensors with the same keys. */
+function maxGap(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+  let gap = 0;
+  for (const [k, v] of a) {
+    const w = b.get(k)!;
+    for (let i = 0; i < v.length; i++) gap = Math.max(gap, Math.abs(v[i] - w[i]));
+  }
+  return gap;
 }
 
 /** OUT_<r> for every rank: one run folder, as on a shared file system (rank 0 writes, every rank reads checkpoints). */
@@ -95,6 +118,76 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
     expect(g1).toBeGreaterThan(0);
     expect(Math.abs(g1 - g2) / g1).toBeLessThan(1e-5);
     expect(Math.abs(results[1].m[2].loss - results[2].m[2].loss)).toBeLessThan(1e-5);
+  }, 400000);
+
+  // ZeRO-1 through the trainer (config zero: 1; LoRA, dropout off): 2 sharded ranks against 1 rank
+  // without it, and the checkpoint the 2 sharded ranks save collectively, resumed by 1 rank.
+  it('zero 1 on 2 ranks trains as 1 rank without it; its checkpoint of step 2 resumes on 1 rank', async () => {
+    // lr 1e-3 (not the trainer's 0.02): AdamW's first steps move an entry by ~lr times the sign of its
+    // gradient, so near-zero gradient entries lift float32 rounding to ~lr (8.6e-5 measured at 0.02)
+    const QWEN = () => ({
+      ...QWEN_DROPOUT(),
+      TEST_LORA_DROPOUT: '0',
+      TEST_STEPS: '3',
+      TEST_SAVE_EVERY: '2',
+      TEST_LR: '1e-3',
+    });
+    const z2 = path.join(tmp, 'zero2');
+    const one = path.join(tmp, 'one');
+    const [sharded, [single]] = await Promise.all([
+      runRanks('trainer', 2, { ...QWEN(), ...outs(z2, 2), TEST_ZERO: '1' }),
+      runRanks('trainer', 1, { ...QWEN(), ...outs(one, 1) }),
+    ]);
+    expect([...sharded, single].map((r) => [r.code, r.stderr.trim()])).toEqual([
+      [0, ''],
+      [0, ''],
+      [0, ''],
+    ]);
+    expect(rankResult(sharded[0]).digest).toBe(rankResult(sharded[1]).digest);
+    // The same sequences at every step, the same losses and gradient norms, the same adapters after 3 steps.
+    expect(rankResult(sharded[0]).trained.length).toBe(3);
+    const sorted = (xs: number[][]) => xs.map((t) => t.join(',')).sort();
+    const z2Trained = sharded.map(rankResult);
+    for (let s = 0; s < 3; s++)
+      expect(sorted([...z2Trained[0].trained[s], ...z2Trained[1].trained[s]])).toEqual(
+        sorted(rankResult(single).trained[s]),
+      );
+    const [mz, m1] = [metrics(z2), metrics(one)];
+    expect(mz.map((l) => l.step)).toEqual([1, 2, 3]);
+    for (let s = 0; s < 3; s++) {
+      expect(Math.abs(mz[s].loss - m1[s].loss)).toBeLessThan(1e-5);
+      expect(m1[s].grad_norm).toBeGreaterThan(0);
+      expect(Math.abs(mz[s].grad_norm - m1[s].grad_norm) / m1[s].grad_norm).toBeLessThan(1e-5);
+    }
+    const wz = adapters(z2, 3);
+    const w1 = adapters(one, 3);
+    process.stdout.write(
+      `zero 1 trainer, 2 ranks vs 1 rank: adapters after 2 / 3 steps ${maxGap(adapters(z2, 2), adapters(one, 2))} / ` +
+        `${maxGap(wz, w1)} (step 3 moved them by ${maxGap(wz, adapters(z2, 2))}); losses ` +
+        `${mz.map((l, i) => Math.abs(l.loss - m1[i].loss)).join(' ')}\n`,
+    );
+    expect(maxGap(wz, adapters(z2, 2))).toBeGreaterThan(1e-4); // step 3 moved the adapters
+    expect(maxGap(wz, w1)).toBeLessThan(1e-5);
+    expect(maxGap(adapters(z2, 2), adapters(one, 2))).toBeLessThan(1e-5);
+
+    // 1 rank without zero resumes the sharded run's step-2 checkpoint (the moments gathered on
+    // save) and trains step 3 as the 2 sharded ranks did (the reduction order of the gradient differs).
+    const resumed = path.join(tmp, 'zero2-to-1');
+    fs.cpSync(z2, resumed, { recursive: true });
+    fs.rmSync(checkpoint(resumed, 3), { recursive: true });
+    const [r1] = await runRanks('trainer', 1, { ...QWEN(), ...outs(resumed, 1), TEST_RESUME: 'auto' });
+    expect([r1.code, r1.stderr.trim()]).toEqual([0, '']);
+    expect(rankResult(r1).resumedFrom).toMatch(/step-0*2$/);
+    const mr = metrics(resumed);
+    expect(mr.slice(0, 2)).toEqual(mz.slice(0, 2));
+    expect(Math.abs(mr[2].loss - mz[2].loss)).toBeLessThan(1e-6);
+    expect(Math.abs(mr[2].grad_norm - mz[2].grad_norm) / mz[2].grad_norm).toBeLessThan(1e-6);
+    expect(maxGap(adapters(resumed, 3), wz)).toBeLessThan(1e-6);
+    process.stdout.write(
+      `zero 1 trainer: 2 ranks vs 1 rank after 3 steps: adapters ${maxGap(wz, w1)}, ` +
+        `resumed on 1 rank vs the sharded run at step 3: adapters ${maxGap(adapters(resumed, 3), wz)}, ` +
+        `loss ${Math.abs(mr[2].loss - mz[2].loss)}\n`,
+    );
   }, 400000);
 
   it('2 ranks: SIGKILL of rank 1 after step 3, restart: ends bit for bit as the uninterrupted run', async () => {
