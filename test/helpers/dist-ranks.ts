@@ -82,3 +82,24 @@ export function rankResult(r: RankRun): any {
   if (!line) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
   return JSON.parse(line).result;
 }
+
+/** The results of a `multi` job (test/fixtures/dist-worker.ts), in the order of its TEST_RUNS; throws like rankResult. */
+export function rankResults(r: RankRun): any[] {
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{'));
+  if (!lines.length) throw new Error(`rank ${r.rank} printed no result (exit ${r.code}): ${r.stderr}`);
+  const out: any[] = [];
+  for (const l of lines) {
+    const x = JSON.parse(l);
+    out[x.run ?? 0] = x.result;
+  }
+  return out;
+}
+
+/** Runs several result scenarios one after the other in one world of `world` ranks (scenario `multi`). */
+export function runMany(
+  world: number,
+  runs: { scenario: string; env?: Record<string, string> }[],
+  extraEnv: Record<string, string> = {},
+): Promise<RankRun[]> {
+  return runRanks('multi', world, { ...extraEnv, TEST_RUNS: JSON.stringify(runs) });
+}
