@@ -60,12 +60,12 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
   });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  // LoRA dropout off: its masks are drawn per train-step call, so with dropout a step's update
-  // depends on how the batch is split (the SIGKILL test below keeps it on).
-  it('a checkpoint saved by 4 ranks is resumed by 1 rank and by 2 ranks, which train step 3 alike', async () => {
-    const QWEN = () => ({ ...QWEN_DROPOUT(), TEST_LORA_DROPOUT: '0' });
+  // Full fine-tuning (every LM weight, a frozen reference copy); the 4 ranks shard the AdamW state
+  // (zero 1, saved collectively), the resumed runs do not: the checkpoint is the same either way.
+  it('a checkpoint saved by 4 ranks (full fine-tuning, zero 1) is resumed by 1 rank and by 2 ranks without zero, which train step 3 alike', async () => {
+    const QWEN = () => ({ ...QWEN_DROPOUT(), TEST_FINETUNE: 'full' });
     const saved = path.join(tmp, 'w4');
-    const four = await runRanks('trainer', 4, { ...QWEN(), ...outs(saved, 4), TEST_STEPS: '2' });
+    const four = await runRanks('trainer', 4, { ...QWEN(), ...outs(saved, 4), TEST_STEPS: '2', TEST_ZERO: '1' });
     expect(four.map((r) => [r.code, r.stderr.trim()])).toEqual(Array.from({ length: 4 }, () => [0, '']));
     const digests = four.map((r) => rankResult(r).digest);
     expect(new Set(digests).size).toBe(1);
@@ -135,7 +135,8 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
     const z2 = path.join(tmp, 'zero2');
     const one = path.join(tmp, 'one');
     const [sharded, [single]] = await Promise.all([
-      runRanks('trainer', 2, { ...QWEN(), ...outs(z2, 2), TEST_ZERO: '1' }),
+      // rank 1 gets a folder of its own, which must stay empty: rank 0 alone writes
+      runRanks('trainer', 2, { ...QWEN(), OUT_0: z2, OUT_1: `${z2}-rank1`, TEST_ZERO: '1' }),
       runRanks('trainer', 1, { ...QWEN(), ...outs(one, 1) }),
     ]);
     expect([...sharded, single].map((r) => [r.code, r.stderr.trim()])).toEqual([
@@ -143,7 +144,9 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
       [0, ''],
       [0, ''],
     ]);
-    expect(rankResult(sharded[0]).digest).toBe(rankResult(sharded[1]).digest);
+    expect(rankResult(sharded[0]).digest).toBe(rankResult(sharded[1]).digest); // one replica
+    expect(fs.existsSync(path.join(`${z2}-rank1`, 'metrics.jsonl'))).toBe(false);
+    expect(fs.existsSync(path.join(`${z2}-rank1`, 'checkpoints'))).toBe(false);
     // The same sequences at every step, the same losses and gradient norms, the same adapters after 3 steps.
     expect(rankResult(sharded[0]).trained.length).toBe(3);
     const sorted = (xs: number[][]) => xs.map((t) => t.join(',')).sort();
