@@ -9,7 +9,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { distUnavailable, rankResult, rankResults, runMany, type RankRun } from '../helpers/dist-ranks';
+import { distUnavailable, rankResults, runMany, type RankRun } from '../helpers/dist-ranks';
+import { overridesFromArgv } from '../../lib/cli/commands/train';
+import { TRAIN_DEFAULTS, resolveConfig } from '../../lib/train/config';
+import { train } from '../../lib/train/trainer';
 import { skipIf } from '../helpers/skip';
 import { nativePolicyMissing } from '../helpers/native-policy';
 import { seededFloats } from '../helpers/random';
@@ -355,4 +358,78 @@ withPolicy('the trainer with the native policy: 2 ranks on an uneven batch (2 + 
       expect(Math.abs(m2[i].loss - m.loss)).toBeLessThan(1e-5); // the ranks' losses, weighted by prompts
     });
   }, 600000);
+});
+
+describe('zero 1 is refused where it would change nothing (lib/train/trainer.ts requireZeroSupport)', () => {
+  const quiet = { log: () => undefined };
+  const cfg = (kind: string, out: string, zero: 0 | 1 = 1) =>
+    resolveConfig({
+      overrides: {
+        policy: { kind, init: '', preset: 'tiny' },
+        data: { pairs: 4, valPairs: 0, val: '' },
+        steps: 1,
+        batchSize: 2,
+        groupSize: 2,
+        progress: false,
+        plots: false,
+        resume: 'never',
+        zero,
+        out,
+      } as never,
+    });
+  // A 2-rank context whose all-reduce doubles (as if the other rank held the same values).
+  const twoRanks = { rank: 0, worldSize: 2, allReduceSum: async (v: number[]) => v.map((x) => 2 * x) };
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-zero-refusal-'));
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('on one process: nothing to shard', async () => {
+    const out = path.join(tmp, 'one');
+    await expect(train(cfg('linear', out), quiet)).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message:
+        '--zero 1 (zero): shards the AdamW state over the processes, but this run has 1 process, so there is ' +
+        'nothing to shard; run on several processes (--nproc N, torchrun, srun) or use --zero 0',
+    });
+    expect(fs.existsSync(path.join(out, 'config.yaml'))).toBe(false); // refused before any work
+  });
+
+  it('on 2 ranks, for the linear kind (no sharded optimizer), before any step', async () => {
+    const out = path.join(tmp, 'linear');
+    await expect(train(cfg('linear', out), { ...quiet, dist: twoRanks })).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message:
+        "--zero 1 (zero): policy kind 'linear' has no sharded optimizer state (only 'qwen' has), " +
+        'so every rank would keep the whole AdamW state anyway; use --zero 0',
+    });
+    expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
+  });
+
+  skipIf(policyBuilt ? null : skipReason || nativePolicyMissing()).it('on 2 ranks, for the native kind', async () => {
+    const out = path.join(tmp, 'native');
+    await expect(train(cfg('native', out), { ...quiet, dist: twoRanks })).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message: expect.stringContaining("policy kind 'native' has no sharded optimizer state"),
+    });
+  });
+
+  it('zero 0 trains the same kind on one process; the config accepts only 0 and 1; the CLI flags map onto the fields', async () => {
+    expect((await train(cfg('linear', path.join(tmp, 'plain'), 0), quiet)).steps).toBe(1);
+    expect(() => resolveConfig({ overrides: { zero: 2 } as never })).toThrow(
+      'config: zero: expected one of 0, 1 but received 2',
+    );
+    expect(() => resolveConfig({ overrides: { policy: { finetune: 'half' } } as never })).toThrow(
+      'config: policy.finetune: expected one of "lora", "full" but received "half"',
+    );
+    const o = overridesFromArgv({ zero: 1, finetune: 'full', policy: 'qwen' });
+    expect(o).toEqual({ zero: 1, policy: { kind: 'qwen', finetune: 'full' } });
+    expect(resolveConfig({ overrides: o, checkData: false })).toMatchObject({
+      zero: 1,
+      policy: { kind: 'qwen', finetune: 'full' },
+    });
+    expect(TRAIN_DEFAULTS.zero).toBe(0);
+    expect(TRAIN_DEFAULTS.policy.finetune).toBe('lora');
+  });
 });

@@ -1,16 +1,19 @@
 /**
- * Resuming a multi-process Qwen run (lib/train's train() with the golden Qwen3-VL, LoRA, over Gloo
- * on 127.0.0.1; ranks are test/fixtures/dist-worker.ts processes): a checkpoint written by 4 ranks
- * is resumed by 1 and by 2 ranks (another split of the same global batch), and a 2-rank run whose
- * rank 1 is SIGKILLed (its whole process group) a step after a checkpoint is restarted and ends
- * bit for bit where the same run without the kill ends.
+ * Resuming a multi-process Qwen run (lib/train's train() with the golden Qwen3-VL over Gloo on
+ * 127.0.0.1; ranks are test/fixtures/dist-worker.ts processes): a checkpoint written by 4 ranks
+ * (full fine-tuning, AdamW state sharded with zero 1) is resumed by 1 and by 2 ranks without zero
+ * (another split of the same global batch); LoRA with zero 1 on 2 ranks trains as 1 rank without
+ * it, rank 0 alone writes, and its checkpoint resumes on 1 rank; and a 2-rank run whose rank 1 is
+ * SIGKILLed (its whole process group) a step after a checkpoint is restarted and ends bit for bit
+ * where the same run without the kill ends.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { distUnavailable, rankResult, runRanks } from '../helpers/dist-ranks';
 import { skipIf } from '../helpers/skip';
-import { readSafetensors } from '../../lib/hf/safetensors';
+import { readSafetensors, writeSafetensors } from '../../lib/hf/safetensors';
+import { QwenPolicy } from '../../lib/hf/qwen-policy';
 import { GOLDEN_ROOT, goldenSkipReason } from '../numerics/golden-qwen-helpers';
 
 const reason = distUnavailable() || goldenSkipReason('qwen3_vl');
@@ -70,17 +73,32 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
     const digests = four.map((r) => rankResult(r).digest);
     expect(new Set(digests).size).toBe(1);
 
-    // The same checkpoint folder resumed at two other world sizes (copies, so both start from step 2).
+    // The same checkpoint folder resumed at two other world sizes (copies, so both start from step 2),
+    // and the refusal below: three independent jobs, started together.
     const results: Record<number, { digest: string[]; trained: number[][]; m: Record<string, any>[] }> = {};
-    for (const world of [1, 2]) {
-      const dir = path.join(tmp, `w4-to-${world}`);
-      fs.cpSync(saved, dir, { recursive: true });
-      const runs = await runRanks('trainer', world, {
+    const dirOf = (world: number) => path.join(tmp, `w4-to-${world}`);
+    const apart = path.join(tmp, 'w4-apart');
+    for (const dir of [dirOf(1), dirOf(2), apart]) fs.cpSync(saved, dir, { recursive: true });
+    const resume = (world: number) =>
+      runRanks('trainer', world, { ...QWEN(), ...outs(dirOf(world), world), TEST_STEPS: '3', TEST_RESUME: 'auto' });
+    // A rank that does not see the run folder (no shared file system) would start at step 0 while
+    // rank 0 resumes at step 2: every rank refuses before the first step.
+    const [resumed1, resumed2, mismatch] = await Promise.all([
+      resume(1),
+      resume(2),
+      runRanks('trainer', 2, {
         ...QWEN(),
-        ...outs(dir, world),
+        OUT_0: apart,
+        OUT_1: path.join(tmp, 'elsewhere'),
         TEST_STEPS: '3',
         TEST_RESUME: 'auto',
-      });
+      }),
+    ]);
+    for (const [world, runs] of [
+      [1, resumed1],
+      [2, resumed2],
+    ] as const) {
+      const dir = dirOf(world);
       expect(runs.map((r) => [r.code, r.stderr.trim()])).toEqual(Array.from({ length: world }, () => [0, '']));
       const res = runs.map(rankResult);
       for (const x of res) expect(x.resumedFrom).toMatch(/step-0*2$/);
@@ -89,17 +107,6 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
       // The sequences trained at step 3 (the only step of the resumed run), in global batch order.
       results[world] = { digest: res.map((x) => x.digest), trained: res.flatMap((x) => x.trained[0]), m };
     }
-    // A rank that does not see the run folder (no shared file system) would start at step 0 while
-    // rank 0 resumes at step 2: every rank refuses before the first step.
-    const apart = path.join(tmp, 'w4-apart');
-    fs.cpSync(saved, apart, { recursive: true });
-    const mismatch = await runRanks('trainer', 2, {
-      ...QWEN(),
-      OUT_0: apart,
-      OUT_1: path.join(tmp, 'elsewhere'),
-      TEST_STEPS: '3',
-      TEST_RESUME: 'auto',
-    });
     expect(mismatch.map((r) => r.code)).toEqual([1, 1]);
     for (const r of mismatch) expect(r.stderr).toMatch(/ERR_CRPO_DIST_RESUME .*do not all start at the same step/);
 
@@ -193,27 +200,52 @@ d('resuming a multi-process Qwen run (trainer, golden Qwen3-VL, LoRA)', () => {
     );
   }, 400000);
 
+  it('a run of full fine-tuning resumed with --finetune lora (or the reverse) is refused, naming the flag', async () => {
+    // policy.safetensors of a checkpoint (metadata only), as QwenPolicy.save writes it
+    const ck = path.join(tmp, 'full-ck');
+    fs.mkdirSync(ck, { recursive: true });
+    const base = path.join(GOLDEN_ROOT, 'qwen3_vl');
+    for (const [finetune, asked] of [
+      ['full', 'lora'],
+      ['lora', 'full'],
+    ] as const) {
+      writeSafetensors(path.join(ck, 'policy.safetensors'), [], () => new Float32Array(0), {
+        kind: 'qwen',
+        base,
+        ...(finetune === 'full' ? { finetune } : {}),
+      });
+      const what = finetune === 'full' ? 'every LM weight' : 'LoRA adapters';
+      await expect(QwenPolicy.create({ model: base, resumeFrom: ck, finetune: asked })).rejects.toMatchObject({
+        code: 'ERR_CRPO_CHECKPOINT',
+        message: `${ck}: the run trained ${what} (policy.finetune '${finetune}'); resume it with --finetune ${finetune}, not '${asked}'`,
+      });
+    }
+  });
+
   it('2 ranks: SIGKILL of rank 1 after step 3, restart: ends bit for bit as the uninterrupted run', async () => {
     const QWEN = QWEN_DROPOUT; // LoRA dropout 0.05 (the default): seeded per step, so it resumes too
     const steps = { TEST_STEPS: '4', TEST_SAVE_EVERY: '2' };
     const whole = path.join(tmp, 'whole');
-    const ref = await runRanks('trainer', 2, { ...QWEN(), ...outs(whole, 2), ...steps });
+    const cut = path.join(tmp, 'killed');
+    // The uninterrupted run and the killed one are independent: started together.
+    // Rank 1 kills its process group after step 3: rank 0 has written the step-2 checkpoint
+    // (step 3's all-reduce needed rank 0 past it) and not the step-4 one.
+    const [ref, killed] = await Promise.all([
+      runRanks('trainer', 2, { ...QWEN(), ...outs(whole, 2), ...steps }),
+      runRanks(
+        'trainer',
+        2,
+        { ...QWEN(), ...outs(cut, 2), ...steps, TEST_KILL_AT: '3:1', TEST_HB_TIMEOUT: '4' },
+        undefined,
+        { detached: true },
+      ),
+    ]);
     expect(ref.map((r) => [r.code, r.stderr.trim()])).toEqual([
       [0, ''],
       [0, ''],
     ]);
     const refDigest = rankResult(ref[0]).digest;
 
-    const cut = path.join(tmp, 'killed');
-    // Rank 1 kills its process group after step 3: rank 0 has written the step-2 checkpoint
-    // (step 3's all-reduce needed rank 0 past it) and not the step-4 one.
-    const killed = await runRanks(
-      'trainer',
-      2,
-      { ...QWEN(), ...outs(cut, 2), ...steps, TEST_KILL_AT: '3:1', TEST_HB_TIMEOUT: '4' },
-      undefined,
-      { detached: true },
-    );
     expect(killed[1].signal).toBe('SIGKILL');
     expect(killed[0].code).toBe(1);
     expect(killed[0].stderr).toMatch(/rank 1 failed/);
