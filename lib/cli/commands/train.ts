@@ -205,7 +205,7 @@ export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (dist.isMain) {
     const ranks = dist.worldSize > 1 ? `, ${dist.worldSize} ranks` : '';
     process.stderr.write(
-      `crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}${ranks}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`,
+      `crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}${ranks}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''}${config.policy.kind === 'qwen' && config.policy.finetune === 'full' ? ', full fine-tuning' : ''}${config.zero === 1 ? ', zero 1' : ''} -> ${config.out}\n`,
     );
   }
   const r = await runRank(dist, () => train(config, { dist }));
