@@ -257,7 +257,7 @@ export class ProcessGroup extends NativeHandle {
 
 /**
  * The live group with native id `id` (the `processGroup` a policy's train step receives, see
- * lib/rollout/policy.ts); an error naming the id when there is none in this process.
+ * lib/policy/policy.ts); an error naming the id when there is none in this process.
  */
 export function processGroupById(id: number): ProcessGroup {
   const g = LIVE_GROUPS.get(id);

@@ -517,9 +517,12 @@ export class QwenVLModel extends NativeHandle {
     for (const n of names) this.setParam(n, tensors.get(this.peftKey(n))!.data as Float32Array);
   }
 
-  /** Adapters plus AdamW state (optimizer.pt), for resuming training. */
+  /**
+   * Adapters (when attached) plus AdamW state (optimizer.pt), for resuming training. Collective
+   * under zero 1: the other ranks call joinSaveTrainingState at the same point.
+   */
   async saveTrainingState(dir: string): Promise<void> {
-    this.saveAdapter(dir);
+    if (this.lora) this.saveAdapter(dir);
     const file = path.join(dir, 'optimizer.pt');
     const tmp = `${file}.${process.pid}.tmp`;
     const a = torchAddon();
@@ -530,8 +533,16 @@ export class QwenVLModel extends NativeHandle {
     fs.renameSync(tmp, file);
   }
 
+  /** A rank other than 0's part of a zero-1 saveTrainingState: the moments are gathered, nothing is written. */
+  async joinSaveTrainingState(): Promise<void> {
+    this.assertLive('QwenVLModel.joinSaveTrainingState');
+    const a = torchAddon();
+    await torchCall(() => a.qwenSaveOptimizer(this.id, ''));
+  }
+
   async loadTrainingState(dir: string): Promise<void> {
-    this.loadAdapter(dir);
+    // a checkpoint of full fine-tuning (no adapters attached) holds no adapter folder
+    if (this.lora || fs.existsSync(path.join(dir, 'adapter_config.json'))) this.loadAdapter(dir);
     const file = path.join(dir, 'optimizer.pt');
     if (!fs.existsSync(file))
       throw new CrpoError('ERR_CRPO_MODEL_LOAD', `${dir}: no optimizer.pt`, { userError: true });

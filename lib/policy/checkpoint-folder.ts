@@ -54,12 +54,8 @@ export function assertFiniteWeights(dir: string, where: string, maxBytes = 2 * 1
   }
 }
 
-/**
- * How the prompts of a checkpoint's training looked, as far as the folder tells (for serving and
- * evaluation). Not exported while lib/train/checkpoint.ts still declares its former copy (one
- * exported name, one shape: scripts/type-names.js).
- */
-interface TrainingPrompt {
+/** How the prompts of a checkpoint's training looked, as far as the folder tells (for serving and evaluation). */
+export interface TrainingPrompt {
   /** True when the checkpoint was trained with the null option shown. */
   nullOption: boolean;
   /** The file that says so. */

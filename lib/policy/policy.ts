@@ -115,6 +115,13 @@ export interface Policy {
    * rank would train its own replica on its own shard (lib/train/trainer.ts).
    */
   readonly syncsGradients?: boolean;
+  /**
+   * True when trainStep honours `zero: 1` (AdamW state sharded over the ranks of `o.processGroup`).
+   * Saving is then collective: rank 0 calls save(dir), every other rank joinSave() at the same point.
+   */
+  readonly shardsOptimizerState?: boolean;
+  /** A rank other than 0's part of a collective save (see shardsOptimizerState); writes nothing. */
+  joinSave?(): Promise<void>;
   generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]>;
   /** Per-token log-probs of given completions (`reference`: under the frozen reference weights). */
   logprobs(
@@ -155,6 +162,8 @@ export type PolicyFactory = (o: {
   texts?: readonly string[];
   frames?: number;
   size?: number;
+  /** What a kind with adapters trains: 'lora' (default) or 'full' (TrainConfig policy.finetune). */
+  finetune?: 'lora' | 'full';
 }) => Promise<Policy>;
 
 /** Policy kinds by name: 'linear' (lib/policy/linear.ts), 'native' when the torch policy is built. */

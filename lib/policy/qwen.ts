@@ -3,9 +3,11 @@
  * Hugging Face Qwen2.5-VL / Qwen3-VL model: prompts become chat text with the video placeholder
  * and processed frames; G samples per prompt share one vision encoding; log-probs under the
  * policy or the frozen reference (LoRA disabled, no second weight copy); the section-6 loss with
- * AdamW on the LoRA adapters; SFT towards "<answer>X</answer>"; checkpoints hold the adapters
- * (PEFT format), AdamW state and the base folder's path. On several processes the native step
- * averages the ranks' gradients before clipping and AdamW (data parallel, docs/distributed.md).
+ * AdamW on the LoRA adapters, or on every LM weight (`finetune: 'full'`: the reference is then a
+ * second copy of the initial weights); SFT towards "<answer>X</answer>"; checkpoints hold the
+ * adapters (PEFT format) or the trained weights, AdamW state and the base folder's path. On several
+ * processes the native step averages the ranks' gradients before clipping and AdamW (data parallel,
+ * docs/distributed.md), with the AdamW state optionally sharded over them (`zero: 1`, ZeRO-1).
  * Registered as policy kind 'qwen'.
  */
 import * as crypto from 'crypto';
@@ -38,6 +40,12 @@ export interface QwenPolicyOptions {
   device?: string;
   /** LoRA settings (default r=16, alpha=32, dropout 0.05 on q/k/v/o of the LM). */
   lora?: LoraOptions;
+  /**
+   * 'lora' (default): train LoRA adapters, the reference is the model with them disabled. 'full':
+   * train every LM weight (vision tower frozen), no adapters; the frozen reference is a second copy
+   * of the initial weights (twice the weight memory), reloaded from the init folder on resume.
+   */
+  finetune?: 'lora' | 'full';
   /** Per-layer gradient checkpointing (default true). */
   gradientCheckpointing?: boolean;
   /** Pixel budget of each video (Qwen2.5-VL: per frame; Qwen3-VL: t*h*w); defaults of the HF processors. */
@@ -76,6 +84,23 @@ interface EncodedPrompt {
 
 const POLICY_FILE = 'policy.safetensors';
 
+/** Where the frozen reference of full fine-tuning is loaded from: a model folder, plus folded-in adapters. */
+interface ReferenceSource {
+  folder: string;
+  /** A LoRA checkpoint folder whose adapters were merged into `folder`'s weights (init from it). */
+  adapters?: string;
+}
+
+/** Loads a model as a reference source describes it (the initial policy of full fine-tuning). */
+async function loadReference(src: ReferenceSource, o: QwenPolicyOptions): Promise<QwenVLModel> {
+  const m = await QwenVLModel.load(src.folder, { dtype: o.dtype, device: o.device });
+  if (src.adapters) {
+    m.loadAdapter(src.adapters);
+    m.mergeLora();
+  }
+  return m;
+}
+
 /** The native step's settings from the trainer's options (the same on every rank of a step). */
 function stepOptions(o: TrainStepOptions) {
   return {
@@ -103,6 +128,13 @@ export class QwenPolicy implements Policy {
    * AdamW (native/torch/qwen/qwen_train.cpp finish_step): data parallel on N processes.
    */
   readonly syncsGradients = true;
+  /** `zero: 1` shards the AdamW state over the ranks (native/torch/qwen/qwen_train_dist.cpp); its save is collective. */
+  readonly shardsOptimizerState = true;
+  /** The last applied step ran with zero 1 on a process group: the next save gathers the moments. */
+  private sharded = false;
+  /** Full fine-tuning: the frozen reference (a second model), and where it was loaded from (undefined once it holds trained weights). */
+  private reference?: QwenVLModel;
+  private referenceSource?: ReferenceSource;
   private readonly encoded = new WeakMap<PolicyPrompt, EncodedPrompt>();
   private readonly eos: number;
   /** Vision placeholder ids (image, video, vision start): a completion ends before the first one sampled. */
@@ -120,6 +152,8 @@ export class QwenPolicy implements Policy {
     private readonly o: QwenPolicyOptions,
     /** The HF folder the base weights came from. */
     readonly baseFolder: string,
+    /** What trains: LoRA adapters or every LM weight. */
+    readonly finetune: 'lora' | 'full' = 'lora',
   ) {
     this.chatTemplate = chatTemplateFor(baseFolder, model.config.arch);
     const eos = tokenizer.tokenId('<|im_end|>');
@@ -131,39 +165,88 @@ export class QwenPolicy implements Policy {
   }
 
   static async create(o: QwenPolicyOptions): Promise<QwenPolicy> {
+    const finetune = o.finetune ?? 'lora';
+    if (finetune !== 'lora' && finetune !== 'full') throw invalidArg('finetune', "'lora' or 'full'", finetune);
     const ck = o.resumeFrom ?? (fs.existsSync(path.join(o.model, POLICY_FILE)) ? o.model : undefined);
     let base = o.model;
+    let meta: Record<string, string> = {};
     if (ck) {
-      const meta = readSafetensorsHeader(path.join(ck, POLICY_FILE)).metadata;
+      meta = readSafetensorsHeader(path.join(ck, POLICY_FILE)).metadata;
       if (meta.kind !== 'qwen')
         throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: policy kind '${meta.kind}' is not 'qwen'`);
       base = meta.base_dir ? path.join(ck, meta.base_dir) : meta.base;
       if (!base || !fs.existsSync(path.join(base, 'config.json')))
         throw new CrpoError('ERR_CRPO_CHECKPOINT', `${ck}: its base model folder ${base} is not available`);
     }
+    const saved = meta.finetune === 'full' ? 'full' : 'lora';
+    if (o.resumeFrom && saved !== finetune)
+      throw new CrpoError(
+        'ERR_CRPO_CHECKPOINT',
+        `${o.resumeFrom}: the run trained ${saved === 'full' ? 'every LM weight' : 'LoRA adapters'} (policy.finetune '${saved}'); ` +
+          `resume it with --finetune ${saved}, not '${finetune}'`,
+        { userError: true },
+      );
     const model = await QwenVLModel.load(base, { dtype: o.dtype, device: o.device });
-    const p = new QwenPolicy(model, tokenizerFor(base, model.config), o, base);
-    if (o.resumeFrom) {
-      const meta = readSafetensorsHeader(path.join(o.resumeFrom, POLICY_FILE)).metadata;
-      p.merges = Number(meta.merges ?? 0);
-      p.trained = meta.trained === '1';
-      if (meta.base_dir) model.baseModified = true;
+    const p = new QwenPolicy(model, tokenizerFor(base, model.config), o, base, finetune);
+    try {
+      if (o.resumeFrom) {
+        p.merges = Number(meta.merges ?? 0);
+        p.trained = meta.trained === '1';
+        if (meta.base_dir) model.baseModified = true;
+      }
+      model.setGradientCheckpointing(o.gradientCheckpointing ?? true);
+      // An init checkpoint of LoRA training holds adapters to fold in; one of full training holds its weights in base/.
+      const initAdapters = ck && !o.resumeFrom && fs.existsSync(path.join(ck, 'adapter_config.json')) ? ck : undefined;
+      if (finetune === 'full') {
+        // the optimizer's tensors are the trainable ones: set before a resumed AdamW state is loaded
+        model.setTrainable('lm');
+        if (o.resumeFrom) {
+          await model.loadTrainingState(o.resumeFrom).catch((e: CrpoError) => {
+            if (!/no optimizer\.pt/.test(e.message)) throw e;
+          });
+          p.referenceSource = {
+            folder: meta.reference_dir ? path.join(o.resumeFrom, meta.reference_dir) : meta.reference,
+            ...(meta.reference_adapters ? { adapters: meta.reference_adapters } : {}),
+          };
+          if (!p.referenceSource.folder || !fs.existsSync(path.join(p.referenceSource.folder, 'config.json')))
+            throw new CrpoError(
+              'ERR_CRPO_CHECKPOINT',
+              `${o.resumeFrom}: the folder of its frozen reference ${p.referenceSource.folder} is not available`,
+            );
+        } else {
+          if (initAdapters) {
+            model.loadAdapter(initAdapters);
+            model.mergeLora();
+          }
+          p.referenceSource = {
+            folder: path.resolve(base),
+            ...(initAdapters ? { adapters: path.resolve(initAdapters) } : {}),
+          };
+        }
+        p.reference = await loadReference(p.referenceSource, o);
+        // a reference stored in the resumed checkpoint is stored again (that folder may be deleted by keepLast)
+        if (meta.reference_dir && o.resumeFrom) p.referenceSource = undefined;
+        model.setTrainable('lm');
+      } else {
+        if (o.resumeFrom) {
+          await model.loadTrainingState(o.resumeFrom).catch(async (e: CrpoError) => {
+            // a checkpoint taken before the first optimizer step holds no optimizer.pt
+            if (!/no optimizer\.pt/.test(e.message)) throw e;
+          });
+          if (!model.lora) model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
+        } else if (initAdapters) {
+          // init from a checkpoint: its policy becomes the model and the frozen reference
+          model.loadAdapter(initAdapters);
+          model.mergeLora();
+        } else {
+          model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
+        }
+        model.setTrainable('lora');
+      }
+    } catch (e) {
+      p.dispose();
+      throw e;
     }
-    model.setGradientCheckpointing(o.gradientCheckpointing ?? true);
-    if (o.resumeFrom) {
-      await model.loadTrainingState(o.resumeFrom).catch(async (e: CrpoError) => {
-        // a checkpoint taken before the first optimizer step holds no optimizer.pt
-        if (!/no optimizer\.pt/.test(e.message)) throw e;
-      });
-      if (!model.lora) model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
-    } else if (ck) {
-      // init from a checkpoint: its policy becomes the model and the frozen reference
-      model.loadAdapter(ck);
-      model.mergeLora();
-    } else {
-      model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
-    }
-    model.setTrainable('lora');
     return p;
   }
 
@@ -322,7 +405,10 @@ export class QwenPolicy implements Policy {
   ): Promise<number[][]> {
     if (seqs.length === 0) return [];
     const { inputs, starts, L, order } = await this.rows(prompts, seqs);
-    const r = await this.model.forward(inputs, { lora: !o.reference, temperature: o.temperature });
+    const r =
+      o.reference && this.reference
+        ? await this.reference.forward(inputs, { temperature: o.temperature })
+        : await this.model.forward(inputs, { lora: !o.reference, temperature: o.temperature });
     const out: number[][] = new Array(seqs.length);
     order.forEach((k, b) => {
       out[k] = Array.from(
@@ -351,6 +437,7 @@ export class QwenPolicy implements Policy {
       tokens: 0,
       skipped: false,
     };
+    this.sharded = group !== undefined && o.zero === 1;
     if (seqs.length === 0 && group !== undefined) {
       // Nothing in this rank's shard: it still joins the step's gradient all-reduce (weight 0)
       // and applies the global update, so its replica stays equal to the others.
@@ -462,6 +549,16 @@ export class QwenPolicy implements Policy {
   }
 
   async freezeReference(): Promise<void> {
+    if (this.reference) {
+      // full fine-tuning: copy the trained weights into the reference model
+      if (this.trained) {
+        for (const n of this.model.paramNames())
+          this.reference.setParam(n, this.model.getParam(n).data as Float32Array);
+        this.referenceSource = undefined; // saved with the next checkpoint
+        this.trained = false;
+      }
+      return;
+    }
     // the reference is the model with LoRA disabled: fold the trained adapters into the base
     if (this.trained) {
       this.model.mergeLora();
@@ -473,29 +570,57 @@ export class QwenPolicy implements Policy {
   async save(dir: string): Promise<void> {
     fs.mkdirSync(dir, { recursive: true });
     let baseDir: string | undefined;
-    if (this.model.baseModified) {
+    const meta: Record<string, string> = {};
+    // exact copies: fp32 (or bf16) as the model holds them, so a resumed run's digest matches
+    const dtype = this.model.dtype === 'bfloat16' ? 'BF16' : 'F32';
+    if (this.finetune === 'full') {
+      baseDir = 'base'; // the trained weights
+      this.model.exportTo(path.join(dir, baseDir), { merged: false, dtype });
+      meta.finetune = 'full';
+      if (this.referenceSource) {
+        meta.reference = this.referenceSource.folder;
+        if (this.referenceSource.adapters) meta.reference_adapters = this.referenceSource.adapters;
+      } else {
+        meta.reference_dir = 'reference';
+        this.reference!.exportTo(path.join(dir, meta.reference_dir), { merged: false, dtype });
+      }
+    } else if (this.model.baseModified) {
       baseDir = 'base';
       this.model.exportTo(path.join(dir, baseDir), { merged: false });
     }
     await this.model.saveTrainingState(dir).catch((e: Error) => {
       if (!/no optimizer state yet/.test(e.message)) throw e;
-      this.model.saveAdapter(dir);
+      if (this.model.lora) this.model.saveAdapter(dir);
     });
-    const meta: Record<string, string> = {
+    Object.assign(meta, {
       kind: 'qwen',
       base: path.resolve(this.baseFolder),
       arch: this.model.config.arch,
       merges: String(this.merges),
       trained: this.trained ? '1' : '0',
-    };
+    });
     if (baseDir) meta.base_dir = baseDir;
     writeSafetensors(path.join(dir, POLICY_FILE), [], () => new Float32Array(0), meta);
+  }
+
+  /**
+   * A rank other than 0's part of a checkpoint save: with zero 1 the AdamW moments are gathered
+   * from every rank (a collective; rank 0 writes them in save()); otherwise nothing.
+   */
+  async joinSave(): Promise<void> {
+    if (!this.sharded) return;
+    await this.model.joinSaveTrainingState();
   }
 
   weightsDigest(): string {
     const h = crypto.createHash('sha256');
     h.update(`merges:${this.merges}`);
-    for (const n of this.model.paramNames(true)) {
+    // LoRA: the adapters (the base is fixed between merges); full: every trained LM weight
+    const names =
+      this.finetune === 'full'
+        ? this.model.paramNames().filter((n) => !n.startsWith('model.visual.'))
+        : this.model.paramNames(true);
+    for (const n of names) {
       const d = this.model.getParam(n).data;
       h.update(n);
       h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
@@ -505,6 +630,7 @@ export class QwenPolicy implements Policy {
 
   dispose(): void {
     this.model.dispose();
+    this.reference?.dispose();
   }
 }
 
@@ -519,5 +645,5 @@ POLICY_KINDS.register('qwen', (o) => {
       ),
     );
   }
-  return QwenPolicy.create({ model, resumeFrom: o.resumeFrom });
+  return QwenPolicy.create({ model, resumeFrom: o.resumeFrom, finetune: o.finetune });
 });

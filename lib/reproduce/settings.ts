@@ -27,7 +27,7 @@ export interface ReproduceConfig {
   lr: number;
   /** Sampling temperature of the RL rollouts. */
   temperature: number;
-  /** Policy kind (lib/rollout POLICY_KINDS): 'linear' or a registered native kind. */
+  /** Policy kind (lib/policy POLICY_KINDS): 'linear' or a registered native kind. */
   policy: string;
   /** Largest completion length; 0 = by policy kind (2 for 'linear': style + option token; 6 otherwise: `<answer> X </answer>` + end). */
   maxNewTokens: number;

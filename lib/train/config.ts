@@ -42,7 +42,20 @@ export interface TrainConfig {
     init: string;
     /** Native policy size preset for fresh weights: tiny | small (lib/model). */
     preset: string;
+    /**
+     * What the qwen kind trains: 'lora' (adapters on the LM's attention projections) or 'full' (every
+     * LM weight, vision tower frozen; the frozen reference is a second copy of the initial weights).
+     * The linear and native kinds have no adapters and train every weight at either value.
+     */
+    finetune: 'lora' | 'full';
   };
+  /**
+   * ZeRO stage of the optimizer on several processes: 0 = every rank holds the whole AdamW state
+   * (plain data parallel); 1 = each of the W ranks keeps and updates 1/W of it (docs/distributed.md,
+   * "Sharded optimizer state"). Only for policy kinds with a sharded optimizer (qwen), and only on
+   * more than one process; checkpoints are the same at either value and at any world size.
+   */
+  zero: 0 | 1;
   /** RL steps (one batch of prompts each). */
   steps: number;
   /** Prompts per step. */
@@ -134,7 +147,8 @@ export const TRAIN_DEFAULTS: TrainConfig = {
     size: 32,
     shortcutP: 0.95,
   },
-  policy: { kind: 'linear', init: '', preset: 'tiny' },
+  policy: { kind: 'linear', init: '', preset: 'tiny', finetune: 'lora' },
+  zero: 0,
   steps: 40,
   batchSize: 8,
   groupSize: 8,
@@ -189,7 +203,15 @@ const Schema = z
         shortcutP: num.min(0).max(1),
       })
       .strict(),
-    policy: z.object({ kind: z.string().min(1), init: z.string(), preset: z.string().min(1) }).strict(),
+    policy: z
+      .object({
+        kind: z.string().min(1),
+        init: z.string(),
+        preset: z.string().min(1),
+        finetune: z.enum(['lora', 'full']),
+      })
+      .strict(),
+    zero: z.literal([0, 1]),
     steps: int.min(0),
     batchSize: int.min(1),
     groupSize: int.min(2, 'an integer >= 2 (G < 2 gives every group zero advantage)'),
@@ -372,6 +394,7 @@ export const FLAG_FIELDS: Record<string, keyof TrainConfig> = {
   'keep-last': 'keepLast',
   'dump-every': 'dumpEvery',
   'filter-zero-variance': 'filterZeroVariance',
+  zero: 'zero',
 };
 
 /** Learning rate at `step` (0-based): linear warm-up, then constant or cosine to minLrRatio*lr. */

@@ -21,7 +21,7 @@ import '../policy/linear';
 import '../policy/native';
 import '../policy/qwen';
 import { assertFiniteWeights } from '../policy/checkpoint-folder';
-import { learningRate, saveResolvedConfig, type TrainConfig } from './config';
+import { ConfigError, learningRate, saveResolvedConfig, type TrainConfig } from './config';
 import {
   checkResumeDigest,
   lockRunFolder,
@@ -177,6 +177,7 @@ export async function createPolicy(c: TrainConfig, resumeFrom?: string, texts?: 
     texts,
     frames: c.data.frames,
     size: c.data.size,
+    finetune: c.policy.finetune,
   });
 }
 
@@ -205,6 +206,27 @@ export function requireGradientSync(policy: Policy, worldSize: number): void {
       `so ${worldSize} processes would train ${worldSize} diverging replicas; ` +
       'run it on one process (no --nproc, torchrun or srun with more than one task)',
   );
+}
+
+/**
+ * Refuses `zero: 1` where it would do nothing: on one process (nothing to shard: use --zero 0, or
+ * run on several processes) and, given the policy, for a kind without a sharded optimizer (linear,
+ * native); then disposes the policy. Without `policy` only the world size is checked.
+ */
+export function requireZeroSupport(zero: 0 | 1, worldSize: number, policy?: Policy): void {
+  if (zero !== 1) return;
+  if (worldSize <= 1)
+    throw new ConfigError(
+      '--zero 1 (zero): shards the AdamW state over the processes, but this run has 1 process, so there is ' +
+        'nothing to shard; run on several processes (--nproc N, torchrun, srun) or use --zero 0',
+    );
+  if (policy && policy.shardsOptimizerState !== true) {
+    policy.dispose();
+    throw new ConfigError(
+      `--zero 1 (zero): policy kind '${policy.kind}' has no sharded optimizer state (only 'qwen' has), ` +
+        'so every rank would keep the whole AdamW state anyway; use --zero 0',
+    );
+  }
 }
 
 /**
@@ -272,6 +294,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
   const algo = getAlgorithm(c.algo);
   const settings = algoSettings(c);
   const plan = algo.plan(settings);
+  requireZeroSupport(c.zero, dist.worldSize);
 
   // ---- data + run folder + resume point --------------------------------------------------
   const { train: items, val } = await loadTrainData(c);
@@ -296,6 +319,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
     }
   }
   requireGradientSync(policy, dist.worldSize);
+  requireZeroSupport(c.zero, dist.worldSize, policy);
   await requireSameResumePoint(dist, state ? state.step : 0, c.out, policy);
   if (!state) await policy.freezeReference(); // the reference is the initial policy; a resumed run restores it
   const log = await RunLog.open(c.out, state ? state.step : -1, main, state?.step === c.steps);
@@ -435,6 +459,8 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
         const s = await policy.trainStep(allPrompts, seqs, {
           processGroup: dist.nativeGroupId,
+          // ZeRO-1: each rank keeps 1/W of the AdamW state (refused above where it would do nothing)
+          ...(c.zero === 1 ? { zero: 1 as const } : {}),
           // dropout masks from (seed, step, epoch): a resumed run draws what the uninterrupted one drew
           seed: hash32(`${c.seed}|${step}|update|${e}`),
           lr,
@@ -532,7 +558,11 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       }
       const done = step + 1;
       if (c.valEvery > 0 && done % c.valEvery === 0 && done !== c.steps) await runValidation(done);
-      if (main && (done % c.saveEvery === 0 || done === c.steps)) {
+      const saveNow = done % c.saveEvery === 0 || done === c.steps;
+      // With zero 1 saving is collective (each rank holds 1/W of the AdamW moments, gathered for
+      // the save): rank 0 writes the checkpoint, every other rank takes part in the gather.
+      if (saveNow && !main && c.zero === 1) await policy.joinSave?.();
+      if (main && saveNow) {
         log.sync();
         await saveCheckpoint(
           c.out,

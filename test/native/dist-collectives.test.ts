@@ -1,9 +1,18 @@
 /**
  * c10d process groups on CPU with Gloo over loopback: two real child processes (one per rank) run
  * test/fixtures/dist-worker.ts; all-reduce (per-tensor, small buckets, one bucket), mean/max/min,
- * broadcast and the trainer helpers are checked against values computed here in plain TS.
+ * broadcast and the trainer helpers are checked against values computed here in plain TS; then data
+ * parallel training of the native and linear policies and the trainer on 2 ranks. Every 2-rank job
+ * of this file runs in one world (two processes started once, scenario `multi`), then the 1-process
+ * runs they are compared with or resumed by in another; each test checks its part.
  */
-import { distUnavailable, rankResult, runRanks, type RankRun } from '../helpers/dist-ranks';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { distUnavailable, rankResults, runMany, type RankRun } from '../helpers/dist-ranks';
+import { overridesFromArgv } from '../../lib/cli/commands/train';
+import { TRAIN_DEFAULTS, resolveConfig } from '../../lib/train/config';
+import { train } from '../../lib/train/trainer';
 import { skipIf } from '../helpers/skip';
 import { nativePolicyMissing } from '../helpers/native-policy';
 import { seededFloats } from '../helpers/random';
@@ -15,21 +24,112 @@ const d = skipIf(skipReason).describe;
 const withPolicy = skipIf(skipReason || nativePolicyMissing()).describe;
 
 const seeded = seededFloats;
+const policyBuilt = !skipReason && !nativePolicyMissing();
+
+interface Worlds {
+  tmp: string;
+  /** The 2-rank world: per rank, the result of each run by name. */
+  two: RankRun[];
+  twoResults: Record<string, any>[];
+  /** The 1-process world (run after the 2-rank one: it resumes a 2-rank run). */
+  one: RankRun;
+  oneResults: Record<string, any>;
+}
+let worlds: Promise<Worlds> | undefined;
+
+/** Starts both worlds once (the first test that needs them); later calls share the same promise. */
+function sharedWorlds(): Promise<Worlds> {
+  worlds ??= (async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-collectives-'));
+    const at = (...p: string[]) => path.join(tmp, ...p);
+    const twoRuns: [string, { scenario: string; env?: Record<string, string> }][] = [
+      ['collectives', { scenario: 'collectives' }],
+      ['linear-dp', { scenario: 'linear-dp' }],
+      [
+        'trainer-linear',
+        {
+          scenario: 'trainer',
+          env: { OUT_0: at('lin0'), OUT_1: at('lin1'), TEST_POLICY: 'linear', TEST_STEPS: '3' },
+        },
+      ],
+    ];
+    const oneRuns: [string, { scenario: string; env?: Record<string, string> }][] = [];
+    if (policyBuilt) {
+      twoRuns.push(
+        ['policy-dp', { scenario: 'policy-dp' }],
+        ['native-uneven', { scenario: 'native-uneven' }],
+        ['trainer-native', { scenario: 'trainer', env: { OUT_0: at('rank0'), OUT_1: at('rank1') } }],
+        [
+          'trainer-uneven',
+          {
+            scenario: 'trainer',
+            env: { TEST_BATCH: '3', TEST_ADV: 'tokens', OUT_0: at('two'), OUT_1: at('two-rank1') },
+          },
+        ],
+      );
+      oneRuns.push(
+        // the 2-rank native run resumed by one process (a copy: the test checks the original too)
+        [
+          'trainer-resume',
+          { scenario: 'trainer', env: { OUT_0: at('resumed'), TEST_STEPS: '3', TEST_RESUME: 'auto' } },
+        ],
+        ['trainer-uneven', { scenario: 'trainer', env: { TEST_BATCH: '3', TEST_ADV: 'tokens', OUT_0: at('one') } }],
+      );
+    }
+    const byName = (names: string[], results: any[]) => Object.fromEntries(names.map((n, i) => [n, results[i]]));
+    const two = await runMany(
+      2,
+      twoRuns.map(([, r]) => r),
+    );
+    const twoResults = two.map((r) =>
+      byName(
+        twoRuns.map(([n]) => n),
+        rankResults(r),
+      ),
+    );
+    let one: RankRun = { rank: 0, code: 0, signal: null, stdout: '', stderr: '', ms: 0 };
+    let oneResults: Record<string, any> = {};
+    if (oneRuns.length) {
+      fs.cpSync(at('rank0'), at('resumed'), { recursive: true });
+      [one] = await runMany(
+        1,
+        oneRuns.map(([, r]) => r),
+      );
+      oneResults = byName(
+        oneRuns.map(([n]) => n),
+        rankResults(one),
+      );
+    }
+    return { tmp, two, twoResults, one, oneResults };
+  })();
+  return worlds;
+}
+
+afterAll(async () => {
+  if (worlds)
+    fs.rmSync((await worlds.catch(() => ({ tmp: '' }))).tmp || '/nonexistent', { recursive: true, force: true });
+});
 
 d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
   let runs: RankRun[];
   let results: Record<string, any>[];
 
   beforeAll(async () => {
-    runs = await runRanks('collectives', 2);
-    results = runs.map(rankResult);
-  }, 90000);
+    const w = await sharedWorlds();
+    runs = w.two;
+    results = w.twoResults.map((r) => r.collectives);
+  }, 600000);
 
   it('every rank exits 0', () => {
     expect(runs.map((r) => [r.code, r.stderr.trim()])).toEqual([
       [0, ''],
       [0, ''],
     ]);
+  });
+
+  it('the single process exits 0', async () => {
+    const { one } = await sharedWorlds();
+    expect([one.code, one.stderr.trim()]).toEqual([0, '']);
   });
 
   it('all-reduce sum equals the fp32 sum computed in TS, for every bucketing', () => {
@@ -94,8 +194,7 @@ d('c10d collectives over Gloo (2 ranks on 127.0.0.1)', () => {
 
 withPolicy('data-parallel training with the native policy (2 ranks x b prompts vs 1 process x 2b)', () => {
   it('ends with the same weights within 1e-5 after 3 AdamW steps; overlapped = after-backward, bitwise', async () => {
-    const runs = await runRanks('policy-dp', 2);
-    const out = runs.map(rankResult);
+    const out = (await sharedWorlds()).twoResults.map((r) => r['policy-dp']);
     expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
     for (const o of out) {
       expect(o.moved).toBeGreaterThan(1e-4); // the steps really changed the weights
@@ -109,13 +208,12 @@ withPolicy('data-parallel training with the native policy (2 ranks x b prompts v
       expect(buckets).toBeGreaterThan(3 * 10);
       expect(early).toBeGreaterThan(buckets / 2); // most buckets start while backward runs
     }
-  }, 120000);
+  }, 600000);
 });
 
-d('data parallel on the linear policy (lib/rollout/linear-policy.ts)', () => {
+d('data parallel on the linear policy (lib/policy/linear.ts)', () => {
   it('2 ranks x 3 prompts with the float64 gradient all-reduce end where 1 process x 6 prompts ends', async () => {
-    const runs = await runRanks('linear-dp', 2);
-    const out = runs.map(rankResult);
+    const out = (await sharedWorlds()).twoResults.map((r) => r['linear-dp']);
     for (const o of out) {
       expect(o.moved).toBeGreaterThan(1e-3); // 4 AdamW steps really moved the weights
       // float64: only the summation order of the gradient differs (mean of rank means vs one
@@ -124,45 +222,29 @@ d('data parallel on the linear policy (lib/rollout/linear-policy.ts)', () => {
       expect(o.normGap).toBeLessThan(1e-8); // ~1e-9 measured (norms are O(1))
       expect(o.spread).toBe(0);
     }
-  }, 120000);
+  }, 600000);
 });
 
 d('the trainer on 2 ranks with the linear policy', () => {
   it('keeps both replicas identical (bitwise), trains, writes only on rank 0', async () => {
-    const fs = await import('fs');
-    const os = await import('os');
-    const path = await import('path');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-linear-'));
-    const runs = await runRanks('trainer', 2, {
-      OUT_0: path.join(tmp, 'rank0'),
-      OUT_1: path.join(tmp, 'rank1'),
-      TEST_POLICY: 'linear',
-      TEST_STEPS: '3',
-    });
-    const out = runs.map(rankResult);
-    expect(runs.map((r) => r.code)).toEqual([0, 0]);
+    const { tmp, twoResults } = await sharedWorlds();
+    const out = twoResults.map((r) => r['trainer-linear']);
     expect(out[0].digest).toBe(out[1].digest);
     const metrics = fs
-      .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
+      .readFileSync(path.join(tmp, 'lin0', 'metrics.jsonl'), 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(3);
     for (const m of metrics) expect(m.grad_norm).toBeGreaterThan(0);
-    expect(fs.existsSync(path.join(tmp, 'rank1', 'metrics.jsonl'))).toBe(false);
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }, 120000);
+    expect(fs.existsSync(path.join(tmp, 'lin1', 'metrics.jsonl'))).toBe(false);
+  }, 600000);
 });
 
 withPolicy('the trainer on 2 ranks (lib/train train() with the native policy)', () => {
   it('keeps both replicas identical, trains, writes only on rank 0; one process resumes the run', async () => {
-    const fs = await import('fs');
-    const os = await import('os');
-    const path = await import('path');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-'));
-    const runs = await runRanks('trainer', 2, { OUT_0: path.join(tmp, 'rank0'), OUT_1: path.join(tmp, 'rank1') });
-    const out = runs.map(rankResult);
-    expect(runs.map((r) => r.code)).toEqual([0, 0]);
+    const { tmp, twoResults, oneResults } = await sharedWorlds();
+    const out = twoResults.map((r) => r['trainer-native']);
     expect(out[0].digest).toBe(out[1].digest);
     const metrics = fs
       .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
@@ -175,34 +257,26 @@ withPolicy('the trainer on 2 ranks (lib/train train() with the native policy)', 
     expect(fs.existsSync(path.join(tmp, 'rank1', 'metrics.jsonl'))).toBe(false);
     expect(fs.existsSync(path.join(tmp, 'rank1', 'checkpoints'))).toBe(false);
 
-    // The same run resumed by one process (another world size, same global batch): it continues
-    // from the 2-rank checkpoint at step 2 and trains step 3.
-    const [single] = await runRanks('trainer', 1, {
-      OUT_0: path.join(tmp, 'rank0'),
-      TEST_STEPS: '3',
-      TEST_RESUME: 'auto',
-    });
-    expect(single.code).toBe(0);
-    const resumed = JSON.parse(single.stdout.split('\n').find((l) => l.startsWith('{'))!).result;
+    // The same run resumed by one process (another world size, same global batch; a copy of the
+    // run folder): it continues from the 2-rank checkpoint at step 2 and trains step 3.
+    const resumed = oneResults['trainer-resume'];
     expect(resumed.resumedFrom).toMatch(/step-0*2$/);
     expect(resumed.digest).not.toBe(out[0].digest);
     const after = fs
-      .readFileSync(path.join(tmp, 'rank0', 'metrics.jsonl'), 'utf8')
+      .readFileSync(path.join(tmp, 'resumed', 'metrics.jsonl'), 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
     expect(after.map((m) => m.step)).toEqual([1, 2, 3]);
-  }, 150000);
+  }, 600000);
 });
 
 withPolicy(
-  'the native rollout policy on uneven shards (lib/rollout/native-policy.ts, per-prompt seeds, weighted gradient average)',
+  'the native rollout policy on uneven shards (lib/policy/native.ts, per-prompt seeds, weighted gradient average)',
   () => {
     it('2 ranks sample the rollouts of 1 process and end at its weights: 3 + 2 prompts, then 5 + 0', async () => {
-      const runs = await runRanks('native-uneven', 2);
-      const out = runs.map(rankResult);
+      const out = (await sharedWorlds()).twoResults.map((r) => r['native-uneven']);
       expect(out[0].skipped).toBeUndefined(); // the parent checked that the policy is built
-      expect(runs.map((r) => r.code)).toEqual([0, 0]);
       for (const agg of ['seq-mean-token-mean', 'token-mean']) {
         // rank 0 holds 3 then 5 prompts, rank 1 holds 2 then none: 3 samples each
         expect(out.map((o) => o[agg].rows)).toEqual([24, 6]);
@@ -224,22 +298,17 @@ withPolicy(
           expect(r.spread).toBe(0);
         }
       }
-    }, 150000);
+    }, 600000);
   },
 );
 
-d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts) vs 1 process', () => {
+withPolicy('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts) vs 1 process', () => {
   it('trains on the same rollouts and ends at the same weights (up to rounding amplified by AdamW)', async () => {
-    const fs = await import('fs');
-    const os = await import('os');
-    const path = await import('path');
     const { parseSafetensors } = await import('../../lib/model/safetensors');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-uneven-'));
-    const env = { TEST_BATCH: '3', TEST_ADV: 'tokens' };
-    const two = (
-      await runRanks('trainer', 2, { ...env, OUT_0: path.join(tmp, 'two'), OUT_1: path.join(tmp, 'two-rank1') })
-    ).map(rankResult);
-    const [one] = (await runRanks('trainer', 1, { ...env, OUT_0: path.join(tmp, 'one') })).map(rankResult);
+    const w = await sharedWorlds();
+    const tmp = w.tmp;
+    const two = w.twoResults.map((r) => r['trainer-uneven']);
+    const one = w.oneResults['trainer-uneven'];
     expect(two[0].digest).toBe(two[1].digest);
     // The sequences trained on at each step: rank 0's then rank 1's are the single process's, token for token.
     expect(one.trained).toHaveLength(2);
@@ -288,6 +357,79 @@ d('the trainer with the native policy: 2 ranks on an uneven batch (2 + 1 prompts
       expect(Math.abs(m2[i].grad_norm - m.grad_norm) / m.grad_norm).toBeLessThan(i === 0 ? 1e-5 : 1e-4);
       expect(Math.abs(m2[i].loss - m.loss)).toBeLessThan(1e-5); // the ranks' losses, weighted by prompts
     });
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }, 150000);
+  }, 600000);
+});
+
+describe('zero 1 is refused where it would change nothing (lib/train/trainer.ts requireZeroSupport)', () => {
+  const quiet = { log: () => undefined };
+  const cfg = (kind: string, out: string, zero: 0 | 1 = 1) =>
+    resolveConfig({
+      overrides: {
+        policy: { kind, init: '', preset: 'tiny' },
+        data: { pairs: 4, valPairs: 0, val: '' },
+        steps: 1,
+        batchSize: 2,
+        groupSize: 2,
+        progress: false,
+        plots: false,
+        resume: 'never',
+        zero,
+        out,
+      } as never,
+    });
+  // A 2-rank context whose all-reduce doubles (as if the other rank held the same values).
+  const twoRanks = { rank: 0, worldSize: 2, allReduceSum: async (v: number[]) => v.map((x) => 2 * x) };
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-zero-refusal-'));
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('on one process: nothing to shard', async () => {
+    const out = path.join(tmp, 'one');
+    await expect(train(cfg('linear', out), quiet)).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message:
+        '--zero 1 (zero): shards the AdamW state over the processes, but this run has 1 process, so there is ' +
+        'nothing to shard; run on several processes (--nproc N, torchrun, srun) or use --zero 0',
+    });
+    expect(fs.existsSync(path.join(out, 'config.yaml'))).toBe(false); // refused before any work
+  });
+
+  it('on 2 ranks, for the linear kind (no sharded optimizer), before any step', async () => {
+    const out = path.join(tmp, 'linear');
+    await expect(train(cfg('linear', out), { ...quiet, dist: twoRanks })).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message:
+        "--zero 1 (zero): policy kind 'linear' has no sharded optimizer state (only 'qwen' has), " +
+        'so every rank would keep the whole AdamW state anyway; use --zero 0',
+    });
+    expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
+  });
+
+  skipIf(policyBuilt ? null : skipReason || nativePolicyMissing()).it('on 2 ranks, for the native kind', async () => {
+    const out = path.join(tmp, 'native');
+    await expect(train(cfg('native', out), { ...quiet, dist: twoRanks })).rejects.toMatchObject({
+      code: 'ERR_CRPO_CONFIG',
+      message: expect.stringContaining("policy kind 'native' has no sharded optimizer state"),
+    });
+  });
+
+  it('zero 0 trains the same kind on one process; the config accepts only 0 and 1; the CLI flags map onto the fields', async () => {
+    expect((await train(cfg('linear', path.join(tmp, 'plain'), 0), quiet)).steps).toBe(1);
+    expect(() => resolveConfig({ overrides: { zero: 2 } as never })).toThrow(
+      'config: zero: expected one of 0, 1 but received 2',
+    );
+    expect(() => resolveConfig({ overrides: { policy: { finetune: 'half' } } as never })).toThrow(
+      'config: policy.finetune: expected one of "lora", "full" but received "half"',
+    );
+    const o = overridesFromArgv({ zero: 1, finetune: 'full', policy: 'qwen' });
+    expect(o).toEqual({ zero: 1, policy: { kind: 'qwen', finetune: 'full' } });
+    expect(resolveConfig({ overrides: o, checkData: false })).toMatchObject({
+      zero: 1,
+      policy: { kind: 'qwen', finetune: 'full' },
+    });
+    expect(TRAIN_DEFAULTS.zero).toBe(0);
+    expect(TRAIN_DEFAULTS.policy.finetune).toBe('lora');
+  });
 });

@@ -36,7 +36,11 @@ export function builder(y: Argv): Argv {
       type: 'number',
       describe: 'Start N local worker processes (torchrun environment contract; docs/distributed.md)',
     })
-    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear', 'native' or 'qwen'" });
+    .option('policy', { type: 'string', describe: "Policy kind (policy.kind): 'linear', 'native' or 'qwen'" })
+    .option('finetune', {
+      type: 'string',
+      describe: "qwen: 'lora' (adapters) or 'full' (every LM weight) (policy.finetune; default \"lora\")",
+    });
   const types: Record<string, 'string' | 'number' | 'boolean'> = {
     algo: 'string',
     'lr-schedule': 'string',
@@ -68,6 +72,7 @@ export function builder(y: Argv): Argv {
     'keep-last': 'checkpoints kept',
     'dump-every': "dump every N-th step's rollouts (0 = never)",
     'filter-zero-variance': 'drop groups whose rewards are all equal',
+    zero: '1: shard the AdamW state over the processes (ZeRO-1; qwen, several processes)',
   };
   // The defaults are shown, not set: a flag given overrides the config file, one not given leaves it.
   for (const flag of Object.keys(FLAG_FIELDS)) {
@@ -108,6 +113,7 @@ export function overridesFromArgv(argv: Record<string, unknown>): Record<string,
       init !== '' && fs.existsSync(path.join(init, 'checkpoints')) ? detectModelFolder(init, '--init').init : init;
   }
   if (argv.policy !== undefined) policy.kind = argv.policy;
+  if (argv.finetune !== undefined) policy.finetune = argv.finetune;
   if (argv.model !== undefined) {
     // --model <folder> = --policy <kind found there> --init <folder>
     if (argv.init !== undefined || argv.policy !== undefined)
@@ -199,7 +205,7 @@ export async function handler(argv: Record<string, unknown>): Promise<void> {
   if (dist.isMain) {
     const ranks = dist.worldSize > 1 ? `, ${dist.worldSize} ranks` : '';
     process.stderr.write(
-      `crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}${ranks}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''} -> ${config.out}\n`,
+      `crpo train: ${config.algo}, ${config.steps} steps, G=${config.groupSize}, batch ${config.batchSize}${ranks}, policy ${config.policy.kind}${config.policy.init ? ` from ${config.policy.init}` : ''}${config.policy.kind === 'qwen' && config.policy.finetune === 'full' ? ', full fine-tuning' : ''}${config.zero === 1 ? ', zero 1' : ''} -> ${config.out}\n`,
     );
   }
   const r = await runRank(dist, () => train(config, { dist }));
