@@ -244,7 +244,7 @@ export function computeMetrics(samples: readonly ScoredSample[]): PairedMetrics 
 // ---------------------------------------------------------------------------------------------
 // Bootstrap
 
-// The bootstrap draws from the one seeded generator (lib/random.ts). Re-exported for lib/model/sft.ts,
+// The bootstrap draws from the one seeded generator (lib/random.ts). Re-exported for lib/train/sft.ts,
 // edited on another branch; new code imports it from lib/random.ts.
 export { seededRandom };
 

@@ -237,7 +237,7 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
   fs.rmSync(path.join(dir, 'checkpoint'), { recursive: true, force: true });
   if (c.policy === 'native') {
     // The paper's starting point: sees and reads (phase 1), then leans on colour (phase 2).
-    const { shortcutBase } = await import('../model/sft');
+    const { shortcutBase } = await import('../train/sft');
     const r = await shortcutBase(dir, {
       capabilitySteps: c.baseSteps,
       shortcutSteps: c.baseShortcutSteps,

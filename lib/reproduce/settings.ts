@@ -45,7 +45,7 @@ export interface ReproduceConfig {
   size: number;
   /**
    * Supervised warm-up steps of the base model: linear policy, on the shortcut train split; native
-   * policy, phase 1 of lib/model shortcutBase (fresh clips, colour independent of the answer).
+   * policy, phase 1 of lib/train shortcutBase (fresh clips, colour independent of the answer).
    */
   baseSteps: number;
   /**
@@ -58,7 +58,7 @@ export interface ReproduceConfig {
   /** Native policy: weight of the prompt language-model loss in the base model's training. */
   basePromptLm: number;
   /**
-   * Native policy: the training stream of the base model (lib/model shortcutBase `recipe`):
+   * Native policy: the training stream of the base model (lib/train shortcutBase `recipe`):
    * 'capability' (`crpo sft`'s recipe, as `crpo demo`) or 'letter' (the letter alone, no stem).
    */
   baseRecipe: 'capability' | 'letter';
@@ -114,7 +114,7 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is `crpo demo`'s: lib/model shortcutBase with `crpo sft`'s recipe, 800
+ * policy. The base model is `crpo demo`'s: lib/train shortcutBase with `crpo sft`'s recipe, 800
  * steps of 32 fresh clips (both members, colour independent of the answer), then 150 steps on
  * fresh originals whose colour names the dynamic answer (docs/model.md, "The demo's base"). RL at
  * lr 1e-4 for 60 steps, sampling at temperature 1.5 (at 1 this base's groups rarely disagree),

@@ -1,5 +1,5 @@
 /**
- * Auxiliary training questions for the native model's capability warm start (lib/model/sft.ts).
+ * Auxiliary training questions for the native model's capability warm start (lib/train/sft.ts).
  *
  * - Reading questions: "Which option says red?" over a shuffled option list, answered from the
  *   text alone. A pretrained LLM can find the option that names something and copy its letter;

@@ -170,7 +170,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
     o.log(
       `2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`,
     );
-    const { shortcutBase } = await import('../model/sft');
+    const { shortcutBase } = await import('./sft');
     const r = await shortcutBase(baseDir, {
       capabilitySteps: p.capabilitySteps,
       shortcutSteps: p.shortcutSteps,

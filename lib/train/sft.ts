@@ -1,12 +1,27 @@
 /**
- * Supervised warm start of a policy (the "base model" that RL post-training starts from):
- * teacher-forced canonical answers `<answer>X</answer>` on the original members of the train
- * split, seeded order, a fixed number of steps, then a checkpoint folder usable as `policy.init`.
- * On the synthetic DyBench with the shortcut knob on, a short warm start leans on the colour cue,
- * as real base models lean on static cues (crpo-method.md section 1).
+ * Supervised training of the native policy (`crpo sft`): teacher-forced cross-entropy on
+ * `<answer>X</answer><eos>` (plus, by default, a language-model loss on the prompt text) over
+ * synthetic DyBench clips (lib/synth): fresh pairs every step by default, or a fixed set; then
+ * greedy evaluation on the test split with the paired metrics of crpo-method.md section 8 (Acc,
+ * P-Acc; lib/eval/metrics), accuracy per static attribute and the colour-shortcut rate.
+ * `shortcutBase` chains two runs into the base model RL starts from: one that sees and reads,
+ * then leans on the colour cue, as pretrained video LLMs lean on static cues. Seeded end to end;
+ * checkpoints every `saveEvery` steps so that an interrupted run resumes where it stopped.
  */
 import * as fs from 'fs';
-import { displayedOptions, formatPrompt } from '../prompt';
+import * as path from 'path';
+import { invalidArg } from '../errors';
+import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } from '../eval/metrics';
+import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
+import type { Category } from '../data/schema';
+import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
+import { attributeItems, readingItem, readingVocabulary } from '../synth/auxiliary';
+import { Rng } from '../random';
+import { writeFileAtomicSync } from '../data/jsonl';
+import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint';
+import { POLICY_PRESETS, type PolicyConfig, type PolicyPresetName } from '../model/config';
+import { PolicyModel, type PolicyInputs } from '../model/policy';
+import { Tokenizer } from '../model/tokenizer';
 import { POLICY_KINDS } from '../policy/policy';
 import '../policy/linear';
 import '../policy/native';
@@ -16,6 +31,575 @@ import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
 import { writeTrainingPrompt } from '../policy/checkpoint-folder';
 
+export interface SftOptions {
+  /** Output folder: checkpoint/ and sft-report.json. */
+  out: string;
+  preset?: PolicyPresetName;
+  /**
+   * 'stream' (default): every step draws fresh synthetic pairs (the generator has no end), so
+   * the model never sees a clip twice; 'fixed': `pairs` pairs per category, `epochs` passes.
+   */
+  data?: 'stream' | 'fixed';
+  /** Stream: optimizer steps (0 = by maxSeconds only, then 1,000,000). */
+  steps?: number;
+  /** Train on both members of each pair ('both', default) or on the originals only ('original'). */
+  members?: 'both' | 'original';
+  /**
+   * Object colour of the training clips' dynamic questions: 'independent' of the answer (default)
+   * or 'shortcut' (names the original's answer with probability shortcutP, the RL train split's rule).
+   */
+  colour?: 'independent' | 'shortcut';
+  /**
+   * Categories of the training clips, cycled (default: all four once each). Stream: a category
+   * listed twice gets twice the clips (each clip still fresh).
+   */
+  categories?: readonly Category[];
+  /**
+   * Stream: the attributes static clips ask about, cycled (default colour, shape, count: a third
+   * each). Listing shape twice gives shape questions half of the static clips.
+   */
+  staticAttributes?: readonly StaticAttribute[];
+  /** Fixed: train pairs per category (default 200). */
+  pairs?: number;
+  /** Test pairs per category (default 50). */
+  testPairs?: number;
+  /** Fixed: passes over the train pairs. */
+  epochs?: number;
+  batchSize?: number;
+  /** Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%). */
+  lr?: number;
+  weightDecay?: number;
+  /**
+   * Target completion: 'letter' ("<answer>B</answer>", the default) or 'option-then-letter'
+   * ("blue <answer>B</answer>", lib/prompt optionAnswerCompletion; measured in docs/model.md).
+   */
+  target?: 'letter' | 'option-then-letter';
+  /** Weight of the language-model loss on the prompt text (PolicyModel.sftStep promptLmWeight; 0 = off). */
+  promptLm?: number;
+  /**
+   * Stream: share of training clips whose question is replaced by a reading question ("Which
+   * option says red?", lib/synth/reading.ts), which teaches the model to find the option that
+   * names something and copy its letter (0 = off).
+   */
+  reading?: number;
+  /**
+   * Stream: probability with which each clip whose objects share one colour and shape also gets
+   * the colour question, and the shape question, about it (lib/synth/auxiliary.ts); they share the
+   * clip's vision pass (0 = off).
+   */
+  attributeQuestions?: number;
+  /**
+   * Stream: which clips get attribute questions: 'static' (default), where the one object is
+   * large and still, or 'all' (dynamic clips too, where it moves, grows or appears).
+   */
+  attributeClips?: 'static' | 'all';
+  seed?: number;
+  /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
+  shortcutP?: number;
+  /** Show "None of the above" as the last option (on for CRPO, so on here by default). */
+  nullOption?: boolean;
+  /** Stop training after this many seconds (evaluation still runs). 0 = no limit. */
+  maxSeconds?: number;
+  /** Save a resumable checkpoint every N steps (0: only at the end). */
+  saveEvery?: number;
+  /** Continue from out/checkpoint when it exists. */
+  resume?: boolean;
+  /** Start from this checkpoint folder's weights (a second phase); '' = fresh weights. */
+  init?: string;
+  /** Model overrides on top of the preset (e.g. { initStd: 0.05 }). */
+  model?: Partial<Omit<PolicyConfig, 'vocabSize'>>;
+  onProgress?: (p: SftProgress) => void;
+}
+
+export interface SftProgress {
+  step: number;
+  steps: number;
+  loss: number;
+  elapsed: number;
+  /** Seconds left at the current rate. */
+  eta: number;
+}
+
+/** Held-out accuracy of the static questions by attribute (colour, shape, count). */
+export type StaticAttributeAcc = Partial<Record<'colour' | 'shape' | 'count', number>>;
+
+export interface SftReport {
+  steps: number;
+  trainSeconds: number;
+  finalLoss: number;
+  /** Clips seen in training (stream: batches x batchSize). */
+  trainItems: number;
+  testItems: number;
+  /** Chance level of Acc on the test split (mean of 1 / shown options). */
+  chanceAcc: number;
+  metrics: PairedMetrics;
+  staticAttributes: StaticAttributeAcc;
+  /**
+   * Share of held-out dynamic videos whose object colour names a wrong option that are answered
+   * with the option the colour names (the colour shortcut; 1/K for a policy that ignores colour).
+   */
+  colourShortcut: number | null;
+  checkpoint: string;
+  options: Omit<SftOptions, 'onProgress'>;
+}
+
+const CAPABILITY_CATEGORIES: readonly Category[] = [
+  'static',
+  'static',
+  'reversible_dynamics',
+  'static',
+  'static',
+  'moving_direction',
+  'static',
+  'static',
+  'event_sequence',
+];
+
+/** The static questions' attributes, in the order lib/synth plans them (pair index mod 3). */
+export const STATIC_ATTRIBUTES = ['colour', 'shape', 'count'] as const;
+export type StaticAttribute = (typeof STATIC_ATTRIBUTES)[number];
+
+export const SFT_DEFAULTS = {
+  preset: 'tiny' as PolicyPresetName,
+  data: 'stream' as 'stream' | 'fixed',
+  steps: 0,
+  members: 'both' as 'both' | 'original',
+  colour: 'independent' as 'independent' | 'shortcut',
+  pairs: 200,
+  testPairs: 50,
+  epochs: 10,
+  batchSize: 32,
+  lr: 1e-3,
+  weightDecay: 0.01,
+  promptLm: 1,
+  reading: 0.3,
+  attributeQuestions: 1,
+  attributeClips: 'static' as 'static' | 'all',
+  target: 'option-then-letter' as 'letter' | 'option-then-letter',
+  seed: 1,
+  shortcutP: 0.9,
+  nullOption: true,
+  maxSeconds: 150,
+  saveEvery: 100,
+  resume: false,
+  init: '',
+  // Two thirds static clips, half of them asking shape: the vision encoder needs ~20k shape
+  // examples to tell the four shapes apart, the dynamic categories far fewer (docs/model.md).
+  categories: CAPABILITY_CATEGORIES,
+  staticAttributes: ['shape', 'shape', 'colour', 'shape', 'count'] as readonly StaticAttribute[],
+  /** Model overrides on top of the preset: a convolutional stem of 8 channels (docs/model.md). */
+  model: { visionStem: 8 } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+};
+
+function promptOf(it: SynthItem, nullOption: boolean): string {
+  return formatPrompt(it.record.question, it.record.options, { nullOption });
+}
+
+/**
+ * Packs items into one policy batch: one prompt per item, one clip per distinct frames array
+ * (items that share an array, as auxiliary questions do, share the clip's vision pass).
+ */
+export function packBatch(policy: PolicyModel, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
+  const clipOf = new Map<Uint8Array, number>();
+  items.forEach((it, i) => {
+    if (it.frames.length !== policy.clipBytes)
+      throw invalidArg(`items[${i}].frames`, `a clip of ${policy.clipBytes} bytes`, it.frames, 'packBatch');
+    if (!clipOf.has(it.frames)) clipOf.set(it.frames, clipOf.size);
+  });
+  const frames = new Uint8Array(clipOf.size * policy.clipBytes);
+  for (const [clip, v] of clipOf) frames.set(clip, v * policy.clipBytes);
+  return {
+    frames,
+    numVideos: clipOf.size,
+    prompts: items.map((it) => ({ video: clipOf.get(it.frames)!, text: promptOf(it, nullOption) })),
+  };
+}
+
+/** Greedy answers of `policy` on `items`, scored with the paired metrics. */
+export async function evaluateItems(
+  policy: PolicyModel,
+  items: readonly SynthItem[],
+  nullOption: boolean,
+  batchSize = 64,
+): Promise<{ metrics: PairedMetrics; samples: ScoredSample[] }> {
+  const samples: ScoredSample[] = [];
+  for (let i = 0; i < items.length; i += batchSize) {
+    const chunk = items.slice(i, i + batchSize);
+    const ev = await policy.evalBatch(
+      packBatch(policy, chunk, nullOption),
+      chunk.map((it) => it.record.options.length + (nullOption ? 1 : 0)),
+    );
+    chunk.forEach((it, k) =>
+      samples.push({
+        id: it.record.id,
+        pair_id: it.record.pair_id,
+        category: it.record.category,
+        answer: it.record.answer,
+        prediction: ev.answers[k],
+      }),
+    );
+  }
+  return { metrics: computeMetrics(samples), samples };
+}
+
+function shuffled(n: number, seed: number): number[] {
+  const rnd = seededRandom(seed);
+  const a = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+
+/** Held-out accuracy of the static questions per attribute (record meta.attribute). */
+export function staticAttributeAcc(
+  records: readonly SynthItem['record'][],
+  predictions: readonly number[],
+): StaticAttributeAcc {
+  const tally = new Map<string, [number, number]>();
+  records.forEach((r, i) => {
+    const a = (r.meta as { attribute?: string } | undefined)?.attribute;
+    if (r.category !== 'static' || !a) return;
+    const t = tally.get(a) ?? [0, 0];
+    t[0] += predictions[i] === r.answer ? 1 : 0;
+    t[1] += 1;
+    tally.set(a, t);
+  });
+  return Object.fromEntries([...tally].map(([a, [hit, n]]) => [a, hit / n])) as StaticAttributeAcc;
+}
+
+/**
+ * The synth pair index of the n-th static pair of the stream when static clips cycle through
+ * `attributes`: lib/synth plans pair i's attribute as STATIC_ATTRIBUTES[i mod 3], so 3n + that
+ * attribute's position is a fresh pair asking it.
+ */
+export function staticPairIndex(attributes: readonly StaticAttribute[], n: number): number {
+  return 3 * n + STATIC_ATTRIBUTES.indexOf(attributes[n % attributes.length]);
+}
+
+/**
+ * The pair index within its category of the k-th pair of the stream, which cycles through `cats`:
+ * a category listed twice (weighted x2) gets its own consecutive indices, so no clip repeats.
+ */
+export function streamIndex(cats: readonly Category[], k: number): number {
+  const category = cats[k % cats.length];
+  const perCycle = cats.filter((c) => c === category).length;
+  const before = cats.slice(0, k % cats.length).filter((c) => c === category).length;
+  return Math.floor(k / cats.length) * perCycle + before;
+}
+
+/**
+ * Training clips of one step. Stream: fresh pairs numbered from the step, cycling through the
+ * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order.
+ */
+function trainBatch(
+  o: typeof SFT_DEFAULTS & SftOptions,
+  step: number,
+  fixed: readonly SynthItem[] | null,
+  synth: { frames: number; size: number },
+): SynthItem[] {
+  if (fixed) {
+    const perEpoch = Math.ceil(fixed.length / o.batchSize);
+    const order = shuffled(fixed.length, o.seed * 1000 + Math.floor(step / perEpoch));
+    return order.slice((step % perEpoch) * o.batchSize, ((step % perEpoch) + 1) * o.batchSize).map((i) => fixed[i]);
+  }
+  const perPair = o.members === 'both' ? 2 : 1;
+  const pairs = Math.ceil(o.batchSize / perPair);
+  const cats = o.categories;
+  const out: SynthItem[] = [];
+  for (let j = 0; j < pairs; j++) {
+    const k = step * pairs + j;
+    const category = cats[k % cats.length];
+    const n = streamIndex(cats, k);
+    const weighted = category === 'static' && !sameList(o.staticAttributes, STATIC_ATTRIBUTES);
+    const [a, b] = synthesizePair(
+      { split: 'train', pairs: 1, seed: o.seed, shortcutP: o.shortcutP, colour: o.colour, ...synth },
+      category,
+      weighted ? staticPairIndex(o.staticAttributes, n) : n,
+    );
+    out.push(a);
+    if (perPair === 2) out.push(b);
+  }
+  // Auxiliary questions, each a seeded draw per (seed, step, slot): a clip's question may become a
+  // reading question, and the clip may also be asked its colour and shape.
+  return out.slice(0, o.batchSize).flatMap((it, j) => {
+    const key = `${o.seed}:${step}:${j}`;
+    const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
+    const asked = o.attributeQuestions > 0 && (o.attributeClips === 'all' || it.record.category === 'static');
+    return asked ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
+  });
+}
+
+function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The supervised target completion of an item. */
+export function targetOf(it: SynthItem, target: 'letter' | 'option-then-letter', nullOption: boolean): string {
+  if (target === 'letter') return answerCompletion(it.record.answer);
+  return optionAnswerCompletion(displayedOptions(it.record.options, nullOption), it.record.answer);
+}
+
+/** Trains a base policy and evaluates it; returns the report (also written to out/sft-report.json). */
+export async function runSft(options: SftOptions): Promise<SftReport> {
+  const o = { ...SFT_DEFAULTS, ...options };
+  const op = 'runSft';
+  if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, op);
+  for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const)
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], op);
+  if (!Number.isInteger(o.steps) || o.steps < 0) throw invalidArg('steps', 'an integer >= 0', o.steps, op);
+  if (o.data !== 'stream' && o.data !== 'fixed') throw invalidArg('data', "'stream' or 'fixed'", o.data, op);
+  if (o.members !== 'both' && o.members !== 'original')
+    throw invalidArg('members', "'both' or 'original'", o.members, op);
+  if (o.colour !== 'independent' && o.colour !== 'shortcut')
+    throw invalidArg('colour', "'independent' or 'shortcut'", o.colour, op);
+  if (!(o.lr > 0)) throw invalidArg('lr', 'a number > 0', o.lr, op);
+  if (o.target !== 'letter' && o.target !== 'option-then-letter')
+    throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
+  if (!(o.promptLm >= 0)) throw invalidArg('promptLm', 'a number >= 0', o.promptLm, op);
+  if (!(o.reading >= 0 && o.reading <= 1)) throw invalidArg('reading', 'a number in [0, 1]', o.reading, op);
+  if (!(o.attributeQuestions >= 0 && o.attributeQuestions <= 1))
+    throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
+  if (o.attributeClips !== 'static' && o.attributeClips !== 'all')
+    throw invalidArg('attributeClips', "'static' or 'all'", o.attributeClips, op);
+  if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
+  const known: readonly Category[] = SYNTH_DEFAULTS.categories;
+  if (!Array.isArray(o.categories) || o.categories.length === 0 || o.categories.some((c) => !known.includes(c)))
+    throw invalidArg('categories', `a non-empty list of ${known.join(', ')}`, o.categories, op);
+  if (
+    !Array.isArray(o.staticAttributes) ||
+    o.staticAttributes.length === 0 ||
+    o.staticAttributes.some((a) => !STATIC_ATTRIBUTES.includes(a))
+  )
+    throw invalidArg('staticAttributes', `a non-empty list of ${STATIC_ATTRIBUTES.join(', ')}`, o.staticAttributes, op);
+  if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
+  if (!(o.preset in POLICY_PRESETS))
+    throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
+  if (o.data === 'stream' && o.steps === 0 && o.maxSeconds === 0)
+    throw invalidArg('steps', 'an integer >= 1 when streaming without a time budget (maxSeconds 0)', o.steps, op);
+  const shape = POLICY_PRESETS[o.preset];
+  const synth = { frames: shape.frames, size: shape.imageSize };
+  const trainOpts = {
+    split: 'train' as const,
+    seed: o.seed,
+    shortcutP: o.shortcutP,
+    colour: o.colour,
+    categories: [...new Set(o.categories)],
+    ...synth,
+  };
+  const fixedAll = o.data === 'fixed' ? synthesize({ ...trainOpts, pairs: o.pairs }) : null;
+  const fixed =
+    fixedAll && o.members === 'original' ? fixedAll.filter((it) => it.record.transform === 'none') : fixedAll;
+  const test = synthesize({ split: 'test', pairs: o.testPairs, seed: o.seed + 1000, ...synth });
+  const ckptDir = path.join(o.out, 'checkpoint');
+  fs.mkdirSync(o.out, { recursive: true });
+
+  let policy: PolicyModel;
+  let startStep = 0;
+  if (o.resume && fs.existsSync(path.join(ckptDir, 'policy.json'))) {
+    const r = await loadCheckpoint(ckptDir);
+    policy = r.policy;
+    startStep = Number((r.manifest.meta as { sftStep?: number }).sftStep ?? r.manifest.step);
+  } else if (o.init) {
+    const dir = fs.existsSync(path.join(o.init, 'policy.json')) ? o.init : path.join(o.init, 'checkpoint');
+    if (!fs.existsSync(path.join(dir, 'policy.json')))
+      throw invalidArg('init', 'a native checkpoint folder (policy.json, or checkpoint/policy.json)', o.init, op);
+    policy = (await loadCheckpoint(dir, { optimizer: false })).policy;
+  } else {
+    // The vocabulary: every question and option the generator can produce appears in a few
+    // pairs per category (options are drawn from short fixed lists).
+    const vocab = [...synthesize({ ...trainOpts, pairs: 24 }), ...test];
+    const tokenizer = Tokenizer.build(
+      vocab
+        .map((it) => promptOf(it, o.nullOption))
+        .concat([promptOf(vocab[0], !o.nullOption)], o.reading > 0 ? readingVocabulary() : []),
+    );
+    const model = { ...SFT_DEFAULTS.model, ...(options.model ?? {}) };
+    policy = await PolicyModel.create(tokenizer, { ...model, preset: o.preset, seed: o.seed });
+  }
+  try {
+    const steps = fixed ? Math.ceil(fixed.length / o.batchSize) * o.epochs : o.steps > 0 ? o.steps : 1_000_000;
+    // With a time budget and no step count, the schedule follows the clock alone.
+    const warmup = Math.max(1, Math.round((o.steps > 0 || fixed ? steps : 40) * 0.05));
+    // Warm-up, then cosine decay to 10% over the run; with a time budget the decay follows
+    // whichever ends first (steps or seconds), so a run cut by the budget still ends at a low rate.
+    const lrAt = (s: number, elapsed: number): number => {
+      if (s < warmup) return (o.lr * (s + 1)) / warmup;
+      const byStep = o.steps > 0 || fixed ? (s - warmup) / Math.max(1, steps - warmup) : 0;
+      const frac = Math.min(1, o.maxSeconds > 0 ? Math.max(byStep, elapsed / o.maxSeconds) : byStep);
+      return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * frac)));
+    };
+    const t0 = Date.now();
+    let loss = NaN;
+    let step = startStep;
+    for (; step < steps; step++) {
+      const elapsed = (Date.now() - t0) / 1000;
+      if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
+      const items = trainBatch(o, step, fixed, synth);
+      const st = await policy.sftStep(
+        packBatch(policy, items, o.nullOption),
+        items.map((it) => targetOf(it, o.target, o.nullOption)),
+        { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1, promptLmWeight: o.promptLm },
+      );
+      loss = st.loss;
+      const done = step + 1 - startStep;
+      const el = (Date.now() - t0) / 1000;
+      const rate = el / done;
+      const left = Math.min((steps - step - 1) * rate, o.maxSeconds > 0 ? Math.max(0, o.maxSeconds - el) : Infinity);
+      o.onProgress?.({
+        step: step + 1,
+        steps: o.maxSeconds > 0 && !fixed && o.steps === 0 ? step + 1 + Math.round(left / rate) : steps,
+        loss,
+        elapsed: el,
+        eta: left,
+      });
+      if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps)
+        await saveCheckpoint(policy, ckptDir, { sftStep: step + 1 });
+    }
+    const trainSeconds = (Date.now() - t0) / 1000;
+    await saveCheckpoint(policy, ckptDir, { sftStep: step, finished: true });
+    const { metrics, samples } = await evaluateItems(policy, test, o.nullOption);
+    const predictions = samples.map((x) => x.prediction);
+    const records = test.map((it) => it.record);
+    const chanceAcc =
+      test.reduce((acc, it) => acc + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
+    const { onProgress: _cb, ...rest } = options;
+    void _cb;
+    const report: SftReport = {
+      steps: step,
+      trainSeconds,
+      finalLoss: loss,
+      trainItems: fixed ? fixed.length : (step - startStep) * o.batchSize,
+      testItems: test.length,
+      chanceAcc,
+      metrics,
+      staticAttributes: staticAttributeAcc(records, predictions),
+      colourShortcut: colourShortcutRate(records, predictions),
+      checkpoint: ckptDir,
+      options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
+    };
+    writeFileAtomicSync(path.join(o.out, 'sft-report.json'), JSON.stringify(report, null, 1) + '\n');
+    writeFileAtomicSync(
+      path.join(o.out, 'sft-test-predictions.jsonl'),
+      samples.map((x) => JSON.stringify(x)).join('\n') + '\n',
+    );
+    return report;
+  } finally {
+    policy.dispose();
+  }
+}
+
+/** Settings of the two-phase base model (shortcutBase). */
+export interface ShortcutBaseOptions {
+  /** Phase 1: steps on fresh clips of every category, both pair members, colour independent of the answer. */
+  capabilitySteps: number;
+  /** Phase 2: steps on fresh originals whose object colour names the dynamic answer (shortcutP 1). */
+  shortcutSteps: number;
+  batchSize: number;
+  /** Peak learning rate of phase 1. */
+  lr: number;
+  /** Peak learning rate of phase 2 (default: half of `lr`). */
+  shortcutLr?: number;
+  /** Prompt language-model loss weight (both phases). */
+  promptLm: number;
+  seed: number;
+  preset?: PolicyPresetName;
+  /** Test pairs per category of each phase's report. */
+  testPairs?: number;
+  /**
+   * The training stream of both phases. 'capability' (default): `crpo sft`'s recipe (SFT_DEFAULTS:
+   * option text then letter, reading and attribute questions, two thirds static clips, the
+   * convolutional stem), so the base reads colour, shape and count; phase 2 keeps the static
+   * clips and their attribute questions beside the shortcut dynamic clips. 'letter': the letter
+   * alone (`<answer>B</answer>`), no auxiliary questions, no stem, every category alike: the base
+   * `crpo reproduce --preset native` was measured with (docs/reproduction.md).
+   */
+  recipe?: 'capability' | 'letter';
+  log?(message: string): void;
+}
+
+/**
+ * The base model RL starts from, made as the paper's starting point: a model that sees and reads
+ * (phase 1), then learns to answer dynamic questions by a static cue, the object's colour
+ * (phase 2), as pretrained video LLMs lean on static cues. Writes `dir/capability/` (phase 1) and
+ * `dir/checkpoint/` (the base); returns both reports.
+ */
+export async function shortcutBase(
+  dir: string,
+  o: ShortcutBaseOptions,
+): Promise<{ capability: SftReport; base: SftReport }> {
+  let last = -Infinity;
+  const progress =
+    (phase: string) =>
+    (q: SftProgress): void => {
+      if (!o.log || (q.elapsed - last < 15 && q.step !== q.steps)) return;
+      last = q.elapsed;
+      o.log(
+        `${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`,
+      );
+    };
+  const capabilityRecipe = (o.recipe ?? 'capability') === 'capability';
+  const common = {
+    batchSize: o.batchSize,
+    promptLm: o.promptLm,
+    seed: o.seed,
+    preset: o.preset ?? SFT_DEFAULTS.preset,
+    testPairs: o.testPairs ?? 10,
+    maxSeconds: 0,
+    saveEvery: 0,
+    nullOption: true,
+    ...(capabilityRecipe
+      ? {
+          target: SFT_DEFAULTS.target,
+          reading: SFT_DEFAULTS.reading,
+          attributeQuestions: SFT_DEFAULTS.attributeQuestions,
+          attributeClips: SFT_DEFAULTS.attributeClips,
+          staticAttributes: SFT_DEFAULTS.staticAttributes,
+          model: SFT_DEFAULTS.model,
+        }
+      : {
+          target: 'letter' as const,
+          reading: 0,
+          attributeQuestions: 0,
+          staticAttributes: STATIC_ATTRIBUTES,
+          model: { visionStem: 0 },
+        }),
+  };
+  const capDir = path.join(dir, 'capability');
+  const capability = await runSft({
+    ...common,
+    out: capDir,
+    steps: o.capabilitySteps,
+    lr: o.lr,
+    members: 'both',
+    colour: 'independent',
+    categories: capabilityRecipe ? SFT_DEFAULTS.categories : SYNTH_DEFAULTS.categories,
+    onProgress: progress('phase 1, fresh clips, colour independent of the answer'),
+  });
+  last = -Infinity;
+  const base = await runSft({
+    ...common,
+    out: dir,
+    init: capDir,
+    steps: o.shortcutSteps,
+    lr: o.shortcutLr ?? o.lr / 2,
+    members: 'original',
+    colour: 'shortcut',
+    shortcutP: 1,
+    categories: SYNTH_DEFAULTS.categories,
+    onProgress: progress('phase 2, originals, colour names the dynamic answer'),
+  });
+  return { capability, base };
+}
+
+/*
+ * The supervised warm start of any policy kind (the "base model" that RL post-training starts from):
+ * teacher-forced canonical answers `<answer>X</answer>` on the original members of the train
+ * split, seeded order, a fixed number of steps, then a checkpoint folder usable as `policy.init`.
+ * On the synthetic DyBench with the shortcut knob on, a short warm start leans on the colour cue,
+ * as real base models lean on static cues (crpo-method.md section 1).
+ */
 export interface SftBaseOptions {
   steps: number;
   batchSize: number;

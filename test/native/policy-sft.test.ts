@@ -1,5 +1,5 @@
 /**
- * `crpo sft` plumbing on a very small run (lib/model/sft.ts): it trains, evaluates with the paired
+ * `crpo sft` plumbing on a very small run (lib/train/sft.ts): it trains, evaluates with the paired
  * metrics, writes the report, predictions and a loadable checkpoint, and --resume continues from
  * the saved step instead of starting over. (Accuracy itself is measured by running `crpo sft`;
  * see docs/model.md.)
@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadCheckpoint, livePolicies } from '../../lib/model';
-import { runSft } from '../../lib/model/sft';
+import { runSft } from '../../lib/train/sft';
 import { itWithNativePolicy } from '../helpers/native-policy';
 
 const maybe = itWithNativePolicy('policy sft tests');

@@ -1,8 +1,8 @@
 /**
- * The fresh-clip stream of `crpo sft` (lib/model/sft.ts streamIndex): a category listed more than
+ * The fresh-clip stream of `crpo sft` (lib/train/sft.ts streamIndex): a category listed more than
  * once is weighted, and its pairs still get consecutive indices of their own, so no clip repeats.
  */
-import { staticPairIndex, streamIndex } from '../../lib/model/sft';
+import { staticPairIndex, streamIndex } from '../../lib/train/sft';
 import { synthesizePair } from '../../lib/synth';
 import type { Category } from '../../lib/data/schema';
 

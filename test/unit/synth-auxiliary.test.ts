@@ -13,7 +13,7 @@ import {
   readingVocabulary,
 } from '../../lib/synth/auxiliary';
 import { SYNTH_QUESTIONS } from '../../lib/synth';
-import { packBatch } from '../../lib/model/sft';
+import { packBatch } from '../../lib/train/sft';
 import { Tokenizer } from '../../lib/model/tokenizer';
 import { formatPrompt } from '../../lib/prompt';
 

@@ -1,9 +1,9 @@
 /**
  * `crpo sft`: supervised warm start of the native tiny policy on the synthetic DyBench train split
- * (lib/model/sft.ts), then Acc / P-Acc on the test split (crpo-method.md section 8).
+ * (lib/train/sft.ts), then Acc / P-Acc on the test split (crpo-method.md section 8).
  */
 import type { Argv } from 'yargs';
-import { SFT_DEFAULTS, runSft, type SftProgress, type StaticAttribute } from '../../model/sft';
+import { SFT_DEFAULTS, runSft, type SftProgress, type StaticAttribute } from '../../train/sft';
 import type { Category } from '../../data/schema';
 import type { PolicyPresetName } from '../../model/config';
 
