@@ -7,15 +7,10 @@
  * last, and the number of occupied quadrants; plus single-frame descriptors repeated per frame. They change under the counterfactual transforms
  * exactly as the pixels do (hflip mirrors x, reverse swaps first/last and every motion).
  */
-const PALETTE: Record<string, [number, number, number]> = {
-  red: [230, 40, 40],
-  green: [40, 200, 60],
-  blue: [50, 90, 240],
-  yellow: [240, 220, 40],
-  magenta: [220, 50, 220],
-  cyan: [40, 220, 230],
-  white: [245, 245, 245],
-};
+import { PALETTE as SCENE_PALETTE } from '../data/scene';
+
+/** The scene palette's colours an object can be matched to (gray is the background). */
+const PALETTE = Object.fromEntries(Object.entries(SCENE_PALETTE).filter(([name]) => name !== 'gray'));
 
 interface FrameStats {
   area: number;
