@@ -350,6 +350,8 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
   const progress = new Progress(c.steps, startStep, c.progress && main);
   let skippedSteps = 0;
   let invalidSteps = 0;
+  // Steps on which every group's rewards were equal on every rank: no advantage, no reward signal.
+  let flatSteps = 0;
   try {
     for (let step = startStep; step < c.steps; step++) {
       const tStep = performance.now();
@@ -533,6 +535,15 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
                 : 0;
         });
       }
+      if (line.zero_variance_share === 1) {
+        flatSteps++;
+        if (main && (flatSteps === 1 || flatSteps % 10 === 0)) {
+          say(
+            `warning: step ${step + 1}: every group's rewards were equal (${flatSteps} such step(s) so far): ` +
+              'no advantage, so the rewards taught this step nothing (is the policy able to answer any of them?)',
+          );
+        }
+      }
       await log.step(line);
       if (c.dumpEvery > 0 && (step + 1) % c.dumpEvery === 0) {
         await log.dump(
@@ -587,6 +598,11 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       await hooks.onStep?.(line);
     }
     await runValidation(c.steps);
+    if (main && flatSteps > 0) {
+      say(
+        `warning: on ${flatSteps} of ${c.steps - startStep} steps every group's rewards were equal: no reward signal on those steps`,
+      );
+    }
     if (invalidSteps > 0) {
       say(
         `warning: on ${invalidSteps} of ${c.steps - startStep} steps no sampled answer parsed (format reward 0 for every rollout)`,

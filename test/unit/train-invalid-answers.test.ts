@@ -1,7 +1,7 @@
 /**
  * A run whose sampled answers never parse says so (lib/train/trainer.ts): a warning on the first
  * such step and every tenth, one in the summary, one for a validation with no parsable answer,
- * and the count in the result. (The linear policy writes an unparsable answer when it may write
+ * and the count in the result; so does a step on which every group's rewards were equal. (The linear policy writes an unparsable answer when it may write
  * only one token.)
  */
 import * as fs from 'fs';
@@ -31,6 +31,10 @@ test('every answer invalid: warned per step, in the summary and at validation; c
   expect(r.invalidSteps).toBe(3);
   expect(log.filter((l) => /^warning: step \d+: no sampled answer parsed/.test(l))).toHaveLength(1); // step 1 (then every 10th)
   expect(log).toContain('warning: on 3 of 3 steps no sampled answer parsed (format reward 0 for every rollout)');
+  // Every reward is the same, so no group has an advantage: said per step (first, then every
+  // 10th) and in the summary.
+  expect(log.filter((l) => /^warning: step 1: every group's rewards were equal \(1 such step/.test(l))).toHaveLength(1);
+  expect(log).toContain("warning: on 3 of 3 steps every group's rewards were equal: no reward signal on those steps");
   expect(log.some((l) => /^warning: validation at step 0: no held-out answer parsed \(maxNewTokens 1\)/.test(l))).toBe(
     true,
   );
