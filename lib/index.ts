@@ -282,7 +282,7 @@ export {
   type BudgetEstimate,
   type BudgetScenario,
 } from './hf/budget';
-export * as dist from './dist';
+export * as dist from './distributed';
 export {
   initDistributed,
   runRank,
@@ -292,7 +292,7 @@ export {
   type DistContext,
   type DistContext as DistributedContext,
   type DistEnv,
-} from './dist';
+} from './distributed';
 export { createCheckpointModel } from './serve/checkpoint-model';
 export {
   reproduce,

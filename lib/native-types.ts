@@ -166,7 +166,7 @@ export interface TorchInfo {
   malloc?: string;
 }
 
-/** c10d process groups (native/torch/dist; typed wrapper in lib/dist/process-group.ts). */
+/** c10d process groups (native/torch/dist; typed wrapper in lib/distributed/process-group.ts). */
 export interface NativeDistInitOptions {
   masterAddr: string;
   masterPort: number;
@@ -325,7 +325,7 @@ export interface NativeQwenTrainBatch {
   /** Seeds the global generators first (reproducible LoRA dropout masks). */
   seed?: number;
   /**
-   * Data parallel: the native id of a live process group (lib/dist ProcessGroup.nativeId); the
+   * Data parallel: the native id of a live process group (lib/distributed ProcessGroup.nativeId); the
    * step that applies averages the ranks' gradients, weighted by each rank's loss denominator
    * (tokens for token-mean, else sequences: normTokens / normSequences), before clipping and AdamW.
    */

@@ -2,7 +2,7 @@
  * How many intra-op threads libtorch gets: `OMP_NUM_THREADS` when set (what every PyTorch user and
  * torchrun set), then crpo's own `CRPO_NUM_THREADS`, then all the cores (libtorch's own default
  * on Debian is half of them). lib/native.ts applies it when the torch addon loads; ranks sharing a
- * machine with neither variable set split the cores (lib/dist/process-group.ts); `crpo doctor`
+ * machine with neither variable set split the cores (lib/distributed/process-group.ts); `crpo doctor`
  * reports the count and where it came from.
  */
 import * as os from 'os';

@@ -23,7 +23,7 @@ const LAYERS = [
   ['threads.ts', 'native-types.ts'],
   ['registry.ts', 'native.ts'],
   ['counterfactual'],
-  ['prompt', 'data', 'reward', 'dist'],
+  ['prompt', 'data', 'reward', 'distributed'],
   ['video', 'router', 'algo'],
   ['synth', 'dybench'],
   ['model', 'hf'],

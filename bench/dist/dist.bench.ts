@@ -12,8 +12,8 @@ import { spawn } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, timeAsync, writeResults } from '../harness';
-import { initDistributed, type DistContext } from '../../lib/dist';
-import { freePort } from '../../lib/dist/launch';
+import { initDistributed, type DistContext } from '../../lib/distributed';
+import { freePort } from '../../lib/distributed/launch';
 import { torchAddon, torchCall } from '../../lib/native';
 
 interface Batch { frames: Uint8Array; numVideos: number; promptVideo: Int32Array; promptTransform: string[]; promptIds: Int32Array; promptLengths: Int32Array; groupSize: number }

@@ -19,8 +19,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
-import { initDistributed, type DistContext } from '../../lib/dist';
-import { freePort } from '../../lib/dist/launch';
+import { initDistributed, type DistContext } from '../../lib/distributed';
+import { freePort } from '../../lib/distributed/launch';
 import { torchAddon, torchCall } from '../../lib/native';
 
 /** The native policy's tiny preset (native/torch/model/policy_model.h), ~1.5 M parameters. */

@@ -19,7 +19,7 @@ import { TRAIN_DEFAULTS } from '../train/config';
 import { counterfactualFrames, routeOf, shardBatch, type TrainItem } from '../train/data';
 import { dataTexts, updateSequences } from '../train/trainer';
 import { torchInfo } from '../native';
-import type { DistContext } from '../dist';
+import type { DistContext } from '../distributed';
 import {
   fixed,
   machineInfo,
@@ -361,7 +361,7 @@ const PHASES: { name: string; label: string; kind: PhaseKind }[] = [
 export interface RolloutBenchHooks {
   /** Progress lines (default: none). */
   log?(message: string): void;
-  /** Several ranks (lib/dist); one process when absent. */
+  /** Several ranks (lib/distributed); one process when absent. */
   dist?: DistContext;
   /** Native policy: fields of its config other than the tiny preset's (tests of the memory plan). */
   nativeShape?: Partial<import('../model').PolicyConfig>;

@@ -109,7 +109,7 @@ export interface TrainOptions {
   maxNewTokens?: number;
   temperature?: number;
   /**
-   * A process group's native id (lib/dist): gradients are averaged across ranks before clipping,
+   * A process group's native id (lib/distributed): gradients are averaged across ranks before clipping,
    * each rank weighted by its loss's denominator (sequences; tokens for token-mean). With
    * seq-mean-token-sum-norm pass maxNewTokens, so that every rank divides by the same number.
    */

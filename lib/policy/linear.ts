@@ -8,7 +8,7 @@
  * dynamic question and the colour shortcut the synthetic train split plants. Its RL step is the
  * section-6 loss of crpo-method.md through the TS reference (lib/algo/loss.ts) with exact
  * gradients, then gradient-norm clipping and AdamW: every result is deterministic and bitwise
- * reproducible on any machine. In a multi-process run (lib/dist) the step averages its float64
+ * reproducible on any machine. In a multi-process run (lib/distributed) the step averages its float64
  * gradient over the ranks of the c10d group before clipping, as DDP and the native policy do.
  */
 import * as crypto from 'crypto';
@@ -19,7 +19,7 @@ import { LETTERS } from '../prompt';
 import { Rng, hash32 } from '../random';
 import { parseSafetensors, writeSafetensors } from '../model/safetensors';
 import { policyLoss } from '../algo/loss';
-import { processGroupById } from '../dist/process-group';
+import { processGroupById } from '../distributed/process-group';
 import { clipDescriptors } from './video-features';
 import {
   POLICY_KINDS,
@@ -90,7 +90,7 @@ function sample(logp: number[], r: number): number {
 const argmax = (x: number[]): number => x.reduce((best, v, i) => (v > x[best] ? i : best), 0);
 
 /**
- * Data parallel (lib/dist): replaces this rank's gradient `grad` (P,) by the gradient of the loss
+ * Data parallel (lib/distributed): replaces this rank's gradient `grad` (P,) by the gradient of the loss
  * over the whole global batch. Each rank's loss is a mean over its own `weight` units (sequences,
  * or tokens for 'token-mean'), so the global gradient is sum_r weight_r * grad_r / sum_r weight_r:
  * exact also when ranks hold different numbers of sequences (zero-variance groups dropped). One

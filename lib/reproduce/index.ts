@@ -29,7 +29,7 @@ import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
 import { sftBase } from '../train/sft';
 import { ALGORITHMS } from '../algo';
-import { coreShareEnv } from '../dist/launch';
+import { coreShareEnv } from '../distributed/launch';
 import { newTokens, parseMethod, REPRODUCE_DEFAULTS, validateReproduceConfig, type ReproduceConfig } from './settings';
 import { curvesSvg, mainTable, summarize, type CurvePoint, type MethodSummary, type RunResult } from './summary';
 

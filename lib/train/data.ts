@@ -2,14 +2,14 @@
  * Training and validation data for the trainer: DyBench records with decoded frames and the
  * counterfactual route of each question (crpo-method.md section 2: transform + relation), the
  * seeded epoch order, and the shard of a batch one process works on (single process by default;
- * lib/dist supplies rank / world size). Routes come from the record's `route` object (written by
+ * lib/distributed supplies rank / world size). Routes come from the record's `route` object (written by
  * the Task Router), else from the synthetic generator's `meta.counterfactual`, else from the
  * router's rules backend called synchronously.
  */
 import { CrpoError } from '../errors';
 import { loadRecords, formatIssue } from '../data/loader';
 import type { DyBenchRecord } from '../data/schema';
-import type { DistContext } from '../dist';
+import type { DistContext } from '../distributed';
 import { defaultFrameLoader } from '../eval/frames';
 import { synthesize } from '../synth';
 import { Rng } from '../random';
@@ -170,7 +170,7 @@ export function batchIndices(n: number, batchSize: number, seed: number, step: n
 
 /**
  * What the trainer uses of a multi-process run (which process this is, how to split a batch, how to
- * combine metrics): the part of lib/dist's DistContext (initDistributed) it reads, so that one is
+ * combine metrics): the part of lib/distributed's DistContext (initDistributed) it reads, so that one is
  * passed as is; SINGLE_PROCESS stands in for it in a single process.
  */
 export type TrainDistContext = Pick<DistContext, 'rank' | 'worldSize' | 'allReduceSum'> &
@@ -180,7 +180,7 @@ export const SINGLE_PROCESS: TrainDistContext = { rank: 0, worldSize: 1, allRedu
 
 /**
  * This rank's share of a batch: a contiguous block of whole prompt groups (both branches of a
- * prompt stay on one rank), the same split as lib/dist shardPromptGroups.
+ * prompt stay on one rank), the same split as lib/distributed shardPromptGroups.
  */
 export function shardBatch<T>(batch: readonly T[], dist: Pick<TrainDistContext, 'rank' | 'worldSize'>): T[] {
   const n = batch.length,

@@ -51,7 +51,7 @@ export interface TrainHooks {
   onValidation?(line: MetricLine): void;
   /** Test hook: may change the sequences of an update before it runs. */
   beforeUpdate?(seqs: TrainSequence[], step: number): void;
-  /** Multi-process context (lib/dist); single process when absent. */
+  /** Multi-process context (lib/distributed); single process when absent. */
   dist?: TrainDistContext;
   /** Progress / message sink (default stderr). */
   log?(message: string): void;

@@ -1,7 +1,7 @@
 /** Runs the ranks of test/fixtures/dist-worker.ts as child processes, as torchrun would. */
 import { spawn } from 'child_process';
 import * as path from 'path';
-import { freePort } from '../../lib/dist/launch';
+import { freePort } from '../../lib/distributed/launch';
 
 const root = path.resolve(__dirname, '../..');
 const worker = path.join(root, 'test/fixtures/dist-worker.ts');

@@ -9,9 +9,9 @@ import {
   availableBackends,
   liveProcessGroups,
   PROCESS_GROUP_DEFAULTS,
-} from '../../lib/dist/process-group';
-import { parseDistEnv } from '../../lib/dist/env';
-import { freePort } from '../../lib/dist/launch';
+} from '../../lib/distributed/process-group';
+import { parseDistEnv } from '../../lib/distributed/env';
+import { freePort } from '../../lib/distributed/launch';
 import { distUnavailable } from '../helpers/dist-ranks';
 import { skipIf } from '../helpers/skip';
 

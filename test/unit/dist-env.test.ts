@@ -1,11 +1,11 @@
 /**
- * Launch environment parsing (lib/dist/env.ts): torchrun's variables, Slurm's (with node-list
+ * Launch environment parsing (lib/distributed/env.ts): torchrun's variables, Slurm's (with node-list
  * expansion for the master host), crpo's own launcher, precedence, and the errors for bad values;
  * plus prompt-group sharding and the local launcher's environment and failure handling.
  */
-import { expandSlurmNodelist, firstSlurmHost, parseDistEnv } from '../../lib/dist/env';
-import { promptSeed, shardPromptGroups, shardRange } from '../../lib/dist';
-import { launchLocal, workerEnv } from '../../lib/dist/launch';
+import { expandSlurmNodelist, firstSlurmHost, parseDistEnv } from '../../lib/distributed/env';
+import { promptSeed, shardPromptGroups, shardRange } from '../../lib/distributed';
+import { launchLocal, workerEnv } from '../../lib/distributed/launch';
 
 describe('parseDistEnv', () => {
   it('reads what torchrun sets (agent-hosted store)', () => {
@@ -191,7 +191,7 @@ describe('local launcher', () => {
     const path = await import('path');
     const root = path.resolve(__dirname, '../..');
     const worker = `process.on('SIGINT', () => process.exit(130)); console.log('up'); setInterval(() => {}, 1000);`;
-    const launcher = `require(${JSON.stringify(path.join(root, 'lib/dist/launch.ts'))}).launchLocal({ nproc: 2, command: process.execPath, args: ['-e', ${JSON.stringify(worker)}], killAfterSeconds: 5, log: () => {} })
+    const launcher = `require(${JSON.stringify(path.join(root, 'lib/distributed/launch.ts'))}).launchLocal({ nproc: 2, command: process.execPath, args: ['-e', ${JSON.stringify(worker)}], killAfterSeconds: 5, log: () => {} })
       .then((r) => { console.log(JSON.stringify(r)); process.exitCode = r.exitCode; });`;
     const child = spawn(process.execPath, ['-r', path.join(root, 'scripts/ts-register.js'), '-e', launcher], {
       cwd: root,

@@ -144,7 +144,7 @@ const num = (argv: Record<string, unknown>, k: string): number | undefined => {
 const progress = (m: string): void => void process.stderr.write(m + '\n');
 
 async function rollout(argv: Record<string, unknown>): Promise<void> {
-  const { launchIfRequested } = await import('../../dist/launch');
+  const { launchIfRequested } = await import('../../distributed/launch');
   if (await launchIfRequested(argv.nproc)) return;
   const { benchRollout, formatRolloutBench, parseSize } = await import('../../bench/rollout');
   const size = argv.size !== undefined ? parseSize(argv.size) : {};
@@ -166,7 +166,7 @@ async function rollout(argv: Record<string, unknown>): Promise<void> {
   };
   const { resolveRolloutBenchConfig } = await import('../../bench/rollout');
   const config = resolveRolloutBenchConfig(options); // refuse bad flags before joining a process group
-  const { initDistributed, runRank } = await import('../../dist');
+  const { initDistributed, runRank } = await import('../../distributed');
   const dist = await initDistributed();
   const r = await runRank(dist, (ctx) => benchRollout(config, { log: ctx.isMain ? progress : undefined, dist: ctx }));
   if (!dist.isMain) {

@@ -8,8 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv } from 'yargs';
 import { CrpoError } from '../../errors';
-import { initDistributed, runRank, type DistContext } from '../../dist';
-import { launchIfRequested } from '../../dist/launch';
+import { initDistributed, runRank, type DistContext } from '../../distributed';
+import { launchIfRequested } from '../../distributed/launch';
 
 /** Where Python packages of the installed PyTorch may be (Debian's python3-torch, pip). */
 const TORCH_VERSION_FILES = [

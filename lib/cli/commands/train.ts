@@ -8,8 +8,8 @@ import * as path from 'path';
 import type { Argv } from 'yargs';
 import { FLAG_FIELDS, TRAIN_DEFAULTS, readConfigFile, resolveConfig, setDotted, ConfigError } from '../../train/config';
 import { train } from '../../train/trainer';
-import { initDistributed, runRank } from '../../dist';
-import { launchIfRequested } from '../../dist/launch';
+import { initDistributed, runRank } from '../../distributed';
+import { launchIfRequested } from '../../distributed/launch';
 import { detectModelFolder } from '../../hf/model-folder';
 import { decodeUtf8 } from '../../data/jsonl';
 
@@ -189,7 +189,7 @@ function mergePlain(a: Record<string, unknown>, b: Record<string, unknown>): Rec
 }
 
 export async function handler(argv: Record<string, unknown>): Promise<void> {
-  if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/dist/launch.ts)
+  if (await launchIfRequested(argv.nproc)) return; // --nproc N: N workers run this command (lib/distributed/launch.ts)
   const file = argv.config as string | undefined;
   const cli = overridesFromArgv(argv);
   const overrides = file ? mergePlain(configFilePaths(file, cli), cli) : cli;

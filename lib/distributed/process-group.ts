@@ -65,7 +65,8 @@ export const PROCESS_GROUP_DEFAULTS = {
 
 function positive(name: string, v: unknown, allowZero = false): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) throw invalidArg(name, 'a finite number', v, 'ProcessGroup');
-  if (allowZero ? v < 0 : v <= 0) throw outOfRange(name, allowZero ? 'a number >= 0' : 'a number > 0', v, 'ProcessGroup');
+  if (allowZero ? v < 0 : v <= 0)
+    throw outOfRange(name, allowZero ? 'a number >= 0' : 'a number > 0', v, 'ProcessGroup');
   return v;
 }
 
@@ -74,7 +75,12 @@ function asArrays(data: CollectiveArray | CollectiveArray[], name: string): Coll
   list.forEach((a, i) => {
     const tag = Object.prototype.toString.call(a);
     if (tag !== '[object Float32Array]' && tag !== '[object Float64Array]') {
-      throw invalidArg(Array.isArray(data) ? `${name}[${i}]` : name, 'a Float32Array or Float64Array', a, 'ProcessGroup');
+      throw invalidArg(
+        Array.isArray(data) ? `${name}[${i}]` : name,
+        'a Float32Array or Float64Array',
+        a,
+        'ProcessGroup',
+      );
     }
   });
   return list;
@@ -128,7 +134,8 @@ export class ProcessGroup extends NativeHandle {
         if (!f || f.rank === this.rank) return;
         this.reported = true;
         if (typeof policy === 'function') policy(f);
-        else exitAfterPeerFailure(`crpo: rank ${this.rank} of ${this.worldSize}: stopping because ${describeFailure(f)}`);
+        else
+          exitAfterPeerFailure(`crpo: rank ${this.rank} of ${this.worldSize}: stopping because ${describeFailure(f)}`);
       }, 200);
       this.watchdog.unref();
     }
@@ -143,11 +150,19 @@ export class ProcessGroup extends NativeHandle {
     const env = options.env ?? parseDistEnv();
     const timeoutSeconds = positive('timeoutSeconds', options.timeoutSeconds ?? PROCESS_GROUP_DEFAULTS.timeoutSeconds);
     const bucketMb = positive('bucketMb', options.bucketMb ?? PROCESS_GROUP_DEFAULTS.bucketMb, true);
-    const hbi = positive('heartbeatIntervalSeconds', options.heartbeatIntervalSeconds ?? PROCESS_GROUP_DEFAULTS.heartbeatIntervalSeconds);
-    const hbt = positive('heartbeatTimeoutSeconds', options.heartbeatTimeoutSeconds ?? PROCESS_GROUP_DEFAULTS.heartbeatTimeoutSeconds);
-    if (hbt <= hbi) throw outOfRange('heartbeatTimeoutSeconds', `a number > heartbeatIntervalSeconds (${hbi})`, hbt, 'ProcessGroup');
+    const hbi = positive(
+      'heartbeatIntervalSeconds',
+      options.heartbeatIntervalSeconds ?? PROCESS_GROUP_DEFAULTS.heartbeatIntervalSeconds,
+    );
+    const hbt = positive(
+      'heartbeatTimeoutSeconds',
+      options.heartbeatTimeoutSeconds ?? PROCESS_GROUP_DEFAULTS.heartbeatTimeoutSeconds,
+    );
+    if (hbt <= hbi)
+      throw outOfRange('heartbeatTimeoutSeconds', `a number > heartbeatIntervalSeconds (${hbi})`, hbt, 'ProcessGroup');
     const requested = options.backend ?? PROCESS_GROUP_DEFAULTS.backend;
-    if (!['auto', 'gloo', 'nccl'].includes(requested)) throw outOfRange('backend', "'auto', 'gloo' or 'nccl'", requested, 'ProcessGroup');
+    if (!['auto', 'gloo', 'nccl'].includes(requested))
+      throw outOfRange('backend', "'auto', 'gloo' or 'nccl'", requested, 'ProcessGroup');
     const addon = torchAddon();
     // Ranks on one machine share its cores: without this, spinning intra-op threads of several ranks
     // starve each other and Gloo's network threads. OMP_NUM_THREADS (torchrun sets it) or
@@ -176,10 +191,15 @@ export class ProcessGroup extends NativeHandle {
   }
 
   /** Reduces in place across ranks: every rank ends with the sum (or mean) of all ranks' arrays. */
-  allReduce(data: CollectiveArray | CollectiveArray[], op: ReduceOp = 'sum', options: { bucketMb?: number } = {}): Promise<void> {
+  allReduce(
+    data: CollectiveArray | CollectiveArray[],
+    op: ReduceOp = 'sum',
+    options: { bucketMb?: number } = {},
+  ): Promise<void> {
     this.assertLive('ProcessGroup.allReduce');
     const arrays = asArrays(data, 'data');
-    if (!['sum', 'mean', 'max', 'min'].includes(op)) throw outOfRange('op', "'sum', 'mean', 'max' or 'min'", op, 'ProcessGroup.allReduce');
+    if (!['sum', 'mean', 'max', 'min'].includes(op))
+      throw outOfRange('op', "'sum', 'mean', 'max' or 'min'", op, 'ProcessGroup.allReduce');
     const bucket = options.bucketMb === undefined ? undefined : positive('bucketMb', options.bucketMb, true);
     return torchCall(() => torchAddon().distAllReduce(this.nativeId, arrays, op, bucket));
   }
@@ -261,7 +281,12 @@ export class ProcessGroup extends NativeHandle {
  */
 export function processGroupById(id: number): ProcessGroup {
   const g = LIVE_GROUPS.get(id);
-  if (!g) throw new CrpoError('ERR_CRPO_DISPOSED', `process group ${id} is not live in this process (disposed, or never joined here)`, { op: 'processGroupById' });
+  if (!g)
+    throw new CrpoError(
+      'ERR_CRPO_DISPOSED',
+      `process group ${id} is not live in this process (disposed, or never joined here)`,
+      { op: 'processGroupById' },
+    );
   return g;
 }
 
@@ -280,5 +305,9 @@ export function availableBackends(): DistBackend[] {
 }
 
 export function notDistributed(what: string): CrpoError {
-  return new CrpoError('ERR_CRPO_DIST_ENV', `${what} needs a distributed launch (RANK/WORLD_SIZE or Slurm variables); none were found`, { op: 'dist' });
+  return new CrpoError(
+    'ERR_CRPO_DIST_ENV',
+    `${what} needs a distributed launch (RANK/WORLD_SIZE or Slurm variables); none were found`,
+    { op: 'dist' },
+  );
 }

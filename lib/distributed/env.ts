@@ -123,9 +123,17 @@ export function parseDistEnv(env: Env = process.env): DistEnv {
     const rank = readInt(env, 'RANK', 0, worldSize - 1)!;
     const localWorldSize = readInt(env, 'LOCAL_WORLD_SIZE', 1, worldSize) ?? worldSize;
     const localRank = readInt(env, 'LOCAL_RANK', 0, Math.max(0, localWorldSize - 1)) ?? rank % localWorldSize;
-    const source: LaunchSource = env.CRPO_LAUNCHER ? 'crpo' : env.TORCHELASTIC_RUN_ID !== undefined ? 'torchrun' : 'env';
+    const source: LaunchSource = env.CRPO_LAUNCHER
+      ? 'crpo'
+      : env.TORCHELASTIC_RUN_ID !== undefined
+        ? 'torchrun'
+        : 'env';
     if (worldSize > 1 && !env.MASTER_ADDR) {
-      throw new CrpoError('ERR_CRPO_DIST_ENV', `RANK=${rank} and WORLD_SIZE=${worldSize} are set but MASTER_ADDR is not: set MASTER_ADDR and MASTER_PORT to rank 0's address and a free port (torchrun and crpo --nproc set them)`, { op: 'dist' });
+      throw new CrpoError(
+        'ERR_CRPO_DIST_ENV',
+        `RANK=${rank} and WORLD_SIZE=${worldSize} are set but MASTER_ADDR is not: set MASTER_ADDR and MASTER_PORT to rank 0's address and a free port (torchrun and crpo --nproc set them)`,
+        { op: 'dist' },
+      );
     }
     return {
       source,
@@ -149,20 +157,26 @@ export function parseDistEnv(env: Env = process.env): DistEnv {
     if (!masterAddr) {
       if (!nodelist) {
         if (worldSize > 1) {
-          throw new CrpoError('ERR_CRPO_DIST_ENV', 'SLURM_PROCID and SLURM_NTASKS are set but neither MASTER_ADDR nor SLURM_JOB_NODELIST/SLURM_NODELIST is: cannot find the master host', { op: 'dist' });
+          throw new CrpoError(
+            'ERR_CRPO_DIST_ENV',
+            'SLURM_PROCID and SLURM_NTASKS are set but neither MASTER_ADDR nor SLURM_JOB_NODELIST/SLURM_NODELIST is: cannot find the master host',
+            { op: 'dist' },
+          );
         }
         masterAddr = '127.0.0.1';
       } else masterAddr = firstSlurmHost(nodelist);
     }
     // One port per job, so that jobs sharing a node do not collide (MASTER_PORT overrides).
     const jobId = readInt(env, 'SLURM_JOB_ID', 0, Number.MAX_SAFE_INTEGER);
-    const masterPort = readInt(env, 'MASTER_PORT', 1, 65535) ?? (jobId === undefined ? DEFAULT_MASTER_PORT : 15000 + (jobId % 50000));
+    const masterPort =
+      readInt(env, 'MASTER_PORT', 1, 65535) ?? (jobId === undefined ? DEFAULT_MASTER_PORT : 15000 + (jobId % 50000));
     return {
       source: 'slurm',
       rank,
       worldSize,
       localRank,
-      localWorldSize: firstTaskCount(env.SLURM_NTASKS_PER_NODE) ?? firstTaskCount(env.SLURM_TASKS_PER_NODE) ?? worldSize,
+      localWorldSize:
+        firstTaskCount(env.SLURM_NTASKS_PER_NODE) ?? firstTaskCount(env.SLURM_TASKS_PER_NODE) ?? worldSize,
       nodeRank: readInt(env, 'SLURM_NODEID', 0, 1 << 20) ?? 0,
       masterAddr,
       masterPort,

@@ -64,7 +64,7 @@ const SIGNUM: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSE
 
 function exitCodeOf(e: RankExit): number {
   if (e.code !== null) return e.code;
-  return 128 + (e.signal ? SIGNUM[e.signal] ?? 1 : 1);
+  return 128 + (e.signal ? (SIGNUM[e.signal] ?? 1) : 1);
 }
 
 function describeExit(e: RankExit): string {
@@ -72,7 +72,13 @@ function describeExit(e: RankExit): string {
 }
 
 /** The environment worker `rank` of `nproc` gets (exported for tests and docs). */
-export function workerEnv(rank: number, nproc: number, masterAddr: string, masterPort: number, base: Record<string, string | undefined> = process.env): Record<string, string> {
+export function workerEnv(
+  rank: number,
+  nproc: number,
+  masterAddr: string,
+  masterPort: number,
+  base: Record<string, string | undefined> = process.env,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
   Object.assign(env, {
@@ -94,14 +100,17 @@ export function workerEnv(rank: number, nproc: number, masterAddr: string, maste
   return env;
 }
 
-/** The parent-pid variable of lib/cli/relaunch.ts followParent (lib/dist cannot import lib/cli). */
+/** The parent-pid variable of lib/cli/relaunch.ts followParent (lib/distributed cannot import lib/cli). */
 const RELAUNCH_PARENT_PID = 'CRPO_RELAUNCH_PARENT_PID';
 
 /**
  * The thread variables of one of `processes` processes sharing this machine's cores, as torchrun
  * sets OMP_NUM_THREADS; a variable already set in `base` is left to it.
  */
-export function coreShareEnv(processes: number, base: Record<string, string | undefined> = process.env): Record<string, string> {
+export function coreShareEnv(
+  processes: number,
+  base: Record<string, string | undefined> = process.env,
+): Record<string, string> {
   const threads = String(Math.max(1, Math.floor(os.cpus().length / processes)));
   const env: Record<string, string> = {};
   for (const k of ['CRPO_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS']) if (!base[k]) env[k] = threads;
@@ -111,12 +120,15 @@ export function coreShareEnv(processes: number, base: Record<string, string | un
 /** Starts `nproc` workers and resolves when all have exited. */
 export async function launchLocal(options: LaunchOptions): Promise<LaunchResult> {
   const { nproc } = options;
-  if (!Number.isInteger(nproc) || nproc < 1 || nproc > 1024) throw outOfRange('nproc', 'an integer in [1, 1024]', nproc, 'launchLocal');
+  if (!Number.isInteger(nproc) || nproc < 1 || nproc > 1024)
+    throw outOfRange('nproc', 'an integer in [1, 1024]', nproc, 'launchLocal');
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const masterAddr = options.masterAddr ?? '127.0.0.1';
   const masterPort = options.masterPort ?? (await freePort(masterAddr));
   const command = options.command ?? process.execPath;
-  const args = options.command ? options.args ?? [] : [...(options.execArgv ?? process.execArgv), ...(options.args ?? process.argv.slice(1))];
+  const args = options.command
+    ? (options.args ?? [])
+    : [...(options.execArgv ?? process.execArgv), ...(options.args ?? process.argv.slice(1))];
   const grace = (options.graceSeconds ?? 3) * 1000;
   const killAfter = (options.killAfterSeconds ?? 10) * 1000;
 
@@ -150,14 +162,19 @@ export async function launchLocal(options: LaunchOptions): Promise<LaunchResult>
     signalAll(sig);
     stopAll(`received ${sig}; stopping ${nproc} workers`, killAfter);
   };
-  const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]).map((s) => [s, () => onSignal(s)]);
+  const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]).map(
+    (s) => [s, () => onSignal(s)],
+  );
   for (const [s, h] of handlers) process.on(s, h);
 
   try {
     await new Promise<void>((resolve, reject) => {
       let left = nproc;
       for (let rank = 0; rank < nproc; rank++) {
-        const child = spawn(command, args, { stdio: options.stdio ?? 'inherit', env: workerEnv(rank, nproc, masterAddr, masterPort, { ...process.env, ...options.env }) });
+        const child = spawn(command, args, {
+          stdio: options.stdio ?? 'inherit',
+          env: workerEnv(rank, nproc, masterAddr, masterPort, { ...process.env, ...options.env }),
+        });
         children.push(child);
         child.once('error', (err) => reject(err));
         child.once('exit', (code, signal) => {
@@ -190,7 +207,8 @@ export async function launchLocal(options: LaunchOptions): Promise<LaunchResult>
  */
 export async function launchIfRequested(nproc: unknown, options: Omit<LaunchOptions, 'nproc'> = {}): Promise<boolean> {
   if (nproc === undefined || nproc === null) return false;
-  if (typeof nproc !== 'number' || !Number.isInteger(nproc) || nproc < 1) throw outOfRange('--nproc', 'an integer >= 1', nproc, 'launch');
+  if (typeof nproc !== 'number' || !Number.isInteger(nproc) || nproc < 1)
+    throw outOfRange('--nproc', 'an integer >= 1', nproc, 'launch');
   if (nproc === 1 || process.env.RANK !== undefined) return false;
   const r = await launchLocal({ ...options, nproc });
   if (r.exitCode !== 0) {

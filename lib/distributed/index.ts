@@ -6,10 +6,16 @@
  * on one rank; metric reduction; rank-0-only writing; initial-weight broadcast; and failure
  * handling (a failing rank tells the others, signals stop every rank cleanly).
  */
-import * as fs from 'fs';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
 import { parseDistEnv, type DistEnv } from './env';
-import { describeFailure, exitAfterPeerFailure, ProcessGroup, type CollectiveArray, type ProcessGroupOptions, type ReduceOp } from './process-group';
+import {
+  describeFailure,
+  exitAfterPeerFailure,
+  ProcessGroup,
+  type CollectiveArray,
+  type ProcessGroupOptions,
+  type ReduceOp,
+} from './process-group';
 
 export * from './env';
 export * from './process-group';
@@ -166,8 +172,10 @@ export async function runRank<T>(ctx: DistContext, body: (ctx: DistContext) => P
  * batch is what the user sets, and every rank must do the same number of steps.
  */
 export function shardRange(n: number, rank: number, worldSize: number): { start: number; end: number } {
-  if (!Number.isInteger(worldSize) || worldSize < 1) throw outOfRange('worldSize', 'an integer >= 1', worldSize, 'shardRange');
-  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw outOfRange('rank', `an integer in [0, ${worldSize - 1}]`, rank, 'shardRange');
+  if (!Number.isInteger(worldSize) || worldSize < 1)
+    throw outOfRange('worldSize', 'an integer >= 1', worldSize, 'shardRange');
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize)
+    throw outOfRange('rank', `an integer in [0, ${worldSize - 1}]`, rank, 'shardRange');
   if (!Number.isInteger(n) || n < 0 || n % worldSize !== 0) {
     throw outOfRange('global batch (prompts per step)', `a multiple of the world size ${worldSize}`, n, 'shardRange');
   }
@@ -183,7 +191,8 @@ export function shardRange(n: number, rank: number, worldSize: number): { start:
  * which is what lets a run resume with a different number of ranks at the same global batch.
  */
 export function shardPromptGroups<T>(globalBatch: readonly T[], ctx: { rank: number; worldSize: number }): T[] {
-  if (!Array.isArray(globalBatch)) throw invalidArg('globalBatch', 'an array of prompt groups', globalBatch, 'shardPromptGroups');
+  if (!Array.isArray(globalBatch))
+    throw invalidArg('globalBatch', 'an array of prompt groups', globalBatch, 'shardPromptGroups');
   const { start, end } = shardRange(globalBatch.length, ctx.rank, ctx.worldSize);
   return globalBatch.slice(start, end);
 }
@@ -236,10 +245,12 @@ export async function reduceMetrics(
     if (typeof metrics[k] !== 'number') throw invalidArg(`metrics.${k}`, 'a number', metrics[k], 'reduceMetrics');
   }
   const weight = options.weight ?? 1;
-  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) throw outOfRange('weight', 'a finite number >= 0', weight, 'reduceMetrics');
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0)
+    throw outOfRange('weight', 'a finite number >= 0', weight, 'reduceMetrics');
   const how = (k: string): MetricReduce => options.reduce?.[k] ?? 'mean';
   for (const k of keys) {
-    if (!['mean', 'sum', 'max', 'min'].includes(how(k))) throw outOfRange(`reduce.${k}`, "'mean', 'sum', 'max' or 'min'", how(k), 'reduceMetrics');
+    if (!['mean', 'sum', 'max', 'min'].includes(how(k)))
+      throw outOfRange(`reduce.${k}`, "'mean', 'sum', 'max' or 'min'", how(k), 'reduceMetrics');
   }
   if (ctx.worldSize === 1) return Object.fromEntries(keys.map((k) => [k, metrics[k]]));
   // Same names on every rank: max and min of the name hash agree only then.
@@ -248,7 +259,11 @@ export async function reduceMetrics(
   await ctx.allReduce(h.subarray(0, 1), 'max');
   await ctx.allReduce(hmin, 'min');
   if (h[0] !== hmin[0]) {
-    throw new CrpoError('ERR_CRPO_DIST_MISMATCH', `reduceMetrics: rank ${ctx.rank} has metrics [${keys.join(', ')}] but another rank has different names; every rank must log the same metrics`, { op: 'reduceMetrics', userError: false });
+    throw new CrpoError(
+      'ERR_CRPO_DIST_MISMATCH',
+      `reduceMetrics: rank ${ctx.rank} has metrics [${keys.join(', ')}] but another rank has different names; every rank must log the same metrics`,
+      { op: 'reduceMetrics', userError: false },
+    );
   }
   const sums = keys.filter((k) => how(k) === 'mean' || how(k) === 'sum');
   const maxes = keys.filter((k) => how(k) === 'max');
@@ -268,41 +283,6 @@ export async function reduceMetrics(
   maxes.forEach((k, i) => (out[k] = mx[i]));
   mins.forEach((k, i) => (out[k] = mn[i]));
   return Object.fromEntries(keys.map((k) => [k, out[k]]));
-}
-
-/** Sum of a per-rank count (e.g. completion tokens) over all ranks, for global token-mean losses. */
-export async function globalSum(ctx: DistContext, value: number): Promise<number> {
-  const a = new Float64Array([value]);
-  await ctx.allReduce(a, 'sum');
-  return a[0];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rank 0 writes
-// ---------------------------------------------------------------------------------------------
-
-/**
- * Runs `write` on rank 0 only (logs, checkpoints, rollout dumps), then a barrier so no rank reads a
- * checkpoint before it exists. A failure on rank 0 is announced to the others and rethrown.
- */
-export async function onMain<T>(ctx: DistContext, write: () => Promise<T> | T): Promise<T | undefined> {
-  let result: T | undefined;
-  if (ctx.isMain) {
-    try {
-      result = await write();
-    } catch (err) {
-      ctx.abort(`while writing on rank 0: ${(err as Error)?.message ?? String(err)}`);
-      throw err;
-    }
-  }
-  await ctx.barrier();
-  return result;
-}
-
-/** Appends a line to a file from rank 0 only (no barrier: for per-step JSONL logs). */
-export function appendOnMain(ctx: { isMain: boolean }, file: string, line: string): void {
-  if (!ctx.isMain) return;
-  fs.appendFileSync(file, line.endsWith('\n') ? line : line + '\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,7 +312,11 @@ export async function broadcastParams(ctx: DistContext, model: ParamAccess, name
   await ctx.allReduce(h, 'max');
   await ctx.allReduce(hmin, 'min');
   if (h[0] !== hmin[0]) {
-    throw new CrpoError('ERR_CRPO_DIST_MISMATCH', `broadcastParams: rank ${ctx.rank}'s parameters (${list.length} tensors) differ in names or sizes from another rank's`, { op: 'broadcastParams', userError: false });
+    throw new CrpoError(
+      'ERR_CRPO_DIST_MISMATCH',
+      `broadcastParams: rank ${ctx.rank}'s parameters (${list.length} tensors) differ in names or sizes from another rank's`,
+      { op: 'broadcastParams', userError: false },
+    );
   }
   await ctx.broadcast(values, 0);
   if (!ctx.isMain) list.forEach((n, i) => model.setParam(n, values[i]));
