@@ -8,6 +8,7 @@
 import { invalidArg, outOfRange } from '../errors';
 import { Registry } from '../registry';
 import type { LossSettings } from '../algo/loss';
+import { displayedOptions, formatPrompt } from '../prompt';
 
 /** One prompt: frames plus the question with the options actually shown (null option included when on). */
 export interface PolicyPrompt {
@@ -19,6 +20,25 @@ export interface PolicyPrompt {
   options: string[];
   /** The full formatted prompt text (lib/prompt formatPrompt). */
   prompt: string;
+}
+
+/**
+ * The prompt of a record's question and options over its clip: the one prompt builder of the
+ * trainer, `crpo reproduce` and the supervised warm start.
+ */
+export function recordPrompt(
+  record: { question: string; options: string[] },
+  frames: Uint8Array,
+  frameShape: [number, number, number, 3],
+  nullOption: boolean,
+): PolicyPrompt {
+  return {
+    frames,
+    frameShape,
+    question: record.question,
+    options: displayedOptions(record.options, nullOption),
+    prompt: formatPrompt(record.question, record.options, { nullOption }),
+  };
 }
 
 /** A sampled completion: its tokens, their log-probs at sampling time, and the decoded text. */

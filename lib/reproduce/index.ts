@@ -21,8 +21,8 @@ import { writeFileAtomicSync } from '../data/jsonl';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
 import { svgToPng } from '../eval/report';
 import { CrpoError, outOfRange } from '../errors';
-import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
-import { POLICY_KINDS, type Policy, type PolicyPrompt } from '../policy/policy';
+import { parseAnswer } from '../prompt';
+import { POLICY_KINDS, recordPrompt, type Policy, type PolicyPrompt } from '../policy/policy';
 import { colourShortcutRate, synthesize } from '../synth';
 import { resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
@@ -104,13 +104,7 @@ function trainConfig(c: ReproduceConfig, method: string, seed: number, init: str
 }
 
 function promptOf(it: EvalItem, nullOption: boolean): PolicyPrompt {
-  return {
-    frames: it.frames,
-    frameShape: it.shape,
-    question: it.record.question,
-    options: displayedOptions(it.record.options, nullOption),
-    prompt: formatPrompt(it.record.question, it.record.options, { nullOption }),
-  };
+  return recordPrompt(it.record, it.frames, it.shape, nullOption);
 }
 
 /** Greedy answers on every held-out record -> paired metrics (the trainer's own validation, with all groups kept). */

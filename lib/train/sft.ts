@@ -22,7 +22,7 @@ import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint';
 import { POLICY_PRESETS, type PolicyConfig, type PolicyPresetName } from '../model/config';
 import { PolicyModel, type PolicyInputs } from '../model/policy';
 import { Tokenizer } from '../model/tokenizer';
-import { POLICY_KINDS } from '../policy/policy';
+import { POLICY_KINDS, recordPrompt } from '../policy/policy';
 import '../policy/linear';
 import '../policy/native';
 import '../policy/qwen';
@@ -622,13 +622,7 @@ export async function sftBase(c: TrainConfig, o: SftBaseOptions): Promise<{ dir:
     texts: dataTexts([...train, ...val].map((x) => x.record)),
   });
   try {
-    const prompts = train.map((it) => ({
-      frames: it.frames,
-      frameShape: it.shape,
-      question: it.record.question,
-      options: displayedOptions(it.record.options, o.nullOption),
-      prompt: formatPrompt(it.record.question, it.record.options, { nullOption: o.nullOption }),
-    }));
+    const prompts = train.map((it) => recordPrompt(it.record, it.frames, it.shape, o.nullOption));
     let loss = NaN;
     for (let s = 0; s < o.steps; s++) {
       const idx = batchIndices(prompts.length, o.batchSize, c.seed + 7919, s);

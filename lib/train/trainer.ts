@@ -13,10 +13,17 @@ import { performance } from 'perf_hooks';
 import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo';
 import { CrpoError } from '../errors';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
-import { displayedOptions, formatPrompt, parseAnswer } from '../prompt';
+import { formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../random';
 import { colourShortcutRate } from '../synth';
-import { POLICY_KINDS, type Completion, type Policy, type PolicyPrompt, type TrainSequence } from '../policy/policy';
+import {
+  POLICY_KINDS,
+  recordPrompt,
+  type Completion,
+  type Policy,
+  type PolicyPrompt,
+  type TrainSequence,
+} from '../policy/policy';
 import '../policy/linear';
 import '../policy/native';
 import '../policy/qwen';
@@ -96,21 +103,6 @@ function algoSettings(c: TrainConfig): AlgoSettings {
   };
 }
 
-function promptFor(
-  record: { question: string; options: string[] },
-  frames: Uint8Array,
-  shape: [number, number, number, 3],
-  nullOption: boolean,
-): PolicyPrompt {
-  return {
-    frames,
-    frameShape: shape,
-    question: record.question,
-    options: displayedOptions(record.options, nullOption),
-    prompt: formatPrompt(record.question, record.options, { nullOption }),
-  };
-}
-
 /** Greedy answers on every held-out record; paired metrics (crpo-method.md section 8). */
 export async function validate(
   policy: Policy,
@@ -119,7 +111,7 @@ export async function validate(
   step: number,
   maxNewTokens: number,
 ): Promise<ValidationResult> {
-  const prompts = val.map((v) => promptFor(v.record, v.frames, v.shape, nullOption));
+  const prompts = val.map((v) => recordPrompt(v.record, v.frames, v.shape, nullOption));
   const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
   const samples: ScoredSample[] = val.map((v, i) => ({
     id: v.record.id,
@@ -368,7 +360,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       );
 
       // ---- 2. route + second-branch frames ----------------------------------------------
-      const origPrompts = batch.map((it) => promptFor(it.record, it.frames, it.shape, plan.nullOption));
+      const origPrompts = batch.map((it) => recordPrompt(it.record, it.frames, it.shape, plan.nullOption));
       const secondPrompts =
         plan.second === 'none'
           ? []
@@ -379,7 +371,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
                   : plan.second === 'reversed'
                     ? reversedFrames(it)
                     : shuffledFrames(it, new Rng(`crpo-train|${c.seed}|step|${step}|shuffle|${globalIndex[b]}`));
-              return promptFor(it.record, frames, it.shape, plan.nullOption);
+              return recordPrompt(it.record, frames, it.shape, plan.nullOption);
             });
 
       // ---- 3. rollouts on both branches -------------------------------------------------
