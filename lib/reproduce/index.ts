@@ -19,10 +19,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { computeMetrics, type ScoredSample } from '../eval/metrics';
+import { greedySamples } from '../eval/policy-answers';
 import { svgToPng } from '../eval/report';
 import { CrpoError, outOfRange } from '../errors';
 import { parseAnswer } from '../prompt';
-import { POLICY_KINDS, recordPrompt, type Policy, type PolicyPrompt } from '../policy/policy';
+import { POLICY_KINDS, recordPrompt, type Policy } from '../policy/policy';
 import { colourShortcutRate, synthesize } from '../synth';
 import { resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
@@ -103,21 +104,9 @@ function trainConfig(c: ReproduceConfig, method: string, seed: number, init: str
   });
 }
 
-function promptOf(it: EvalItem, nullOption: boolean): PolicyPrompt {
-  return recordPrompt(it.record, it.frames, it.shape, nullOption);
-}
-
 /** Greedy answers on every held-out record -> paired metrics (the trainer's own validation, with all groups kept). */
 async function evaluate(policy: Policy, items: readonly EvalItem[], nullOption: boolean, maxNewTokens: number) {
-  const prompts = items.map((it) => promptOf(it, nullOption));
-  const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
-  const samples: ScoredSample[] = items.map((it, i) => ({
-    id: it.record.id,
-    pair_id: it.record.pair_id,
-    category: it.record.category,
-    answer: it.record.answer,
-    prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
-  }));
+  const samples = await greedySamples(policy, items, nullOption, maxNewTokens);
   const nulls = nullOption ? samples.filter((x, i) => x.prediction === items[i].record.options.length).length : 0;
   return {
     metrics: computeMetrics(samples),
@@ -147,7 +136,7 @@ async function heldOutCrr(
   samples: number,
   seed: number,
 ): Promise<{ crr: number }> {
-  const prompts = items.map((it) => promptOf(it, nullOption));
+  const prompts = items.map((it) => recordPrompt(it.record, it.frames, it.shape, nullOption));
   const out = await policy.generate(prompts, { samples, temperature: 1, maxNewTokens, seed });
   const byPair = new Map<string, { orig?: number; cf?: number }>();
   items.forEach((it, i) => {

@@ -12,7 +12,8 @@ import * as path from 'path';
 import { performance } from 'perf_hooks';
 import { getAlgorithm, type AlgoSettings, type ScoredGroupInput } from '../algo';
 import { CrpoError } from '../errors';
-import { computeMetrics, type ScoredSample } from '../eval/metrics';
+import { computeMetrics } from '../eval/metrics';
+import { greedySamples } from '../eval/policy-answers';
 import { formatPrompt, parseAnswer } from '../prompt';
 import { Rng, hash32 } from '../random';
 import { colourShortcutRate } from '../synth';
@@ -111,15 +112,7 @@ export async function validate(
   step: number,
   maxNewTokens: number,
 ): Promise<ValidationResult> {
-  const prompts = val.map((v) => recordPrompt(v.record, v.frames, v.shape, nullOption));
-  const out = await policy.generate(prompts, { samples: 1, temperature: 1, maxNewTokens, seed: 0, greedy: true });
-  const samples: ScoredSample[] = val.map((v, i) => ({
-    id: v.record.id,
-    pair_id: v.record.pair_id,
-    category: v.record.category,
-    answer: v.record.answer,
-    prediction: parseAnswer(out[i][0].text, prompts[i].options.length).index,
-  }));
+  const samples = await greedySamples(policy, val, nullOption, maxNewTokens);
   const g = computeMetrics(samples).groups;
   return {
     step,
