@@ -434,15 +434,22 @@ export interface NativePolicyTensor {
   data: Float32Array;
 }
 
-/** Section 6's loss, its parts, and d loss / d logprobs (rows x width). */
-export interface NativePolicyLossResult {
+/** The aggregated parts of section 6's loss over the native layout. */
+export interface NativePolicyLossParts {
   loss: number;
   pgLoss: number;
   klLoss: number;
+  /** Token mean of the KL term, whatever the aggregation. */
   meanKl: number;
+  /** Token mean of the clipped indicator. */
   clipFrac: number;
+  /** Token mean of the ratio. */
   ratioMean: number;
   tokens: number;
+}
+
+/** Section 6's loss, its parts, and d loss / d logprobs (rows x width). */
+export interface NativePolicyLossResult extends NativePolicyLossParts {
   grad: Float32Array;
 }
 

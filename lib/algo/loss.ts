@@ -12,7 +12,7 @@
  *   kl    = exp(d) - d - 1,  d = clamp(logp_ref - logp, -10, 10)
  *   l     = clip + beta*kl
  */
-import type { NativePolicyLossInputs } from '../native';
+import type { NativePolicyLossInputs, NativePolicyLossParts } from '../native';
 
 export const LOSS_AGGREGATIONS = ['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const;
 export type LossAggregation = (typeof LOSS_AGGREGATIONS)[number];
@@ -154,18 +154,7 @@ export type PolicyLossInputs = {
 };
 
 /** The aggregated parts of the loss over the native layout, as the native loss reports them. */
-export interface LossParts {
-  loss: number;
-  pgLoss: number;
-  klLoss: number;
-  /** Token mean of the KL term, whatever the aggregation. */
-  meanKl: number;
-  /** Token mean of the clipped indicator. */
-  clipFrac: number;
-  /** Token mean of the ratio. */
-  ratioMean: number;
-  tokens: number;
-}
+export type LossParts = NativePolicyLossParts;
 
 /**
  * The loss over the native step's layout: (N, C) log-probs row-major, (N) advantages, an (N, C)
