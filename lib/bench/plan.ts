@@ -114,6 +114,14 @@ export interface PlanResult {
 // Native policy: parameter count and per-phase bytes (fp32 on CPU; bf16 weights on CUDA)
 // ---------------------------------------------------------------------------------------------
 
+/** Values the tubelet patch embedding reads: pixels, stem channels, or the half-resolution map's. */
+function patchInputs(c: Pick<NativeShape, 'visionStem' | 'visionStemDown' | 'patchSize' | 'temporalPatch'>): number {
+  const down = c.visionStemDown > 0;
+  const cell = down ? c.patchSize / 2 : c.patchSize;
+  const perCell = down ? c.visionStemDown : c.visionStem > 0 ? c.visionStem : 3;
+  return c.temporalPatch * cell * cell * perCell;
+}
+
 /** Parameters of the native policy (native/torch/model): vision ViT, projector, decoder LM. */
 export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'normEps' | 'initStd'>): number {
   const Dv = c.visionDim,
@@ -121,13 +129,13 @@ export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'n
     g = c.imageSize / c.patchSize,
     m2 = c.mergeSize * c.mergeSize;
   const hd = Dl / c.lmHeads;
-  const perPixel = c.visionStem > 0 ? c.visionStem : 3; // values per pixel the patch embedding reads
   const vision =
     g * g * Dv +
     (c.frames / c.temporalPatch) * Dv + // spatial + temporal positions
-    Dv * (perPixel * c.patchSize * c.patchSize * c.temporalPatch) +
+    Dv * patchInputs(c) +
     Dv + // tubelet patch embedding
     (c.visionStem > 0 ? c.visionStem * 3 * 9 + c.visionStem : 0) + // 3x3 convolutional stem
+    (c.visionStemDown > 0 ? c.visionStemDown * c.visionStem * 9 + c.visionStemDown : 0) + // its stride-2 convolution
     // qkv, proj, fc1, fc2 + biases + 2 LayerNorms per block
     c.visionLayers * (4 * Dv * Dv + 2 * Dv * c.visionMlp + 9 * Dv + c.visionMlp) +
     2 * Dv; // final LayerNorm
@@ -180,8 +188,10 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
   const perGroup = (s.imageSize / s.patchSize) ** 2;
   const tubelets = (s.frames / s.temporalPatch) * perGroup;
   const keys = s.visionClipAttention ? tubelets : perGroup;
-  const patchIn = s.temporalPatch * s.patchSize * s.patchSize * (s.visionStem > 0 ? s.visionStem : 3);
-  const stemAct = s.visionStem > 0 ? clips * s.frames * s.imageSize * s.imageSize * (3 + 2 * s.visionStem) * b : 0;
+  const patchIn = patchInputs(s);
+  const stemAct =
+    (s.visionStem > 0 ? clips * s.frames * s.imageSize * s.imageSize * (3 + 2 * s.visionStem) * b : 0) +
+    (s.visionStemDown > 0 ? (clips * s.frames * s.imageSize * s.imageSize * 2 * s.visionStemDown * b) / 4 : 0);
   const visAct =
     clips * tubelets * (s.visionLayers * ((8 * s.visionDim + 2 * s.visionMlp) * b + s.visionHeads * keys * perScore)) +
     clips * tubelets * (patchIn + 6 * s.visionDim) * b + // patch input, final LayerNorm and projector
