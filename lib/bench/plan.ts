@@ -16,7 +16,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { estimateBudget, PUBLISHED_CONFIGS } from '../hf/budget';
+import { estimateBudget, PUBLISHED_CONFIGS, sharedPrefixUpdate } from '../hf/budget';
 import { expectedWeights, readQwenConfig, type QwenVLConfig } from '../hf/config';
 import { POLICY_PRESETS, visualTokens, type PolicyConfig } from '../model/config';
 
@@ -56,6 +56,12 @@ export interface PlanOptions {
   microBatch: number;
   dtype: PlanDtype;
   checkpointing: boolean;
+  /**
+   * Qwen: the update runs each prompt's (vision + prompt) prefix once for its rows in a
+   * micro-batch and scores only the completions (the qwen policy's default, `sharedPrefix`);
+   * false: every sequence whole (the per-row path).
+   */
+  sharedPrefix: boolean;
 }
 
 export const PLAN_DEFAULTS: Omit<PlanOptions, 'model' | 'gpus' | 'gpuMemGB'> = {
@@ -71,6 +77,7 @@ export const PLAN_DEFAULTS: Omit<PlanOptions, 'model' | 'gpus' | 'gpuMemGB'> = {
   microBatch: 1,
   dtype: 'bfloat16',
   checkpointing: true,
+  sharedPrefix: true,
 };
 
 /** One line of the plan, bytes per device. */
@@ -308,7 +315,7 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
   const b = DTYPE_BYTES[o.dtype];
   const G = o.groupSize,
     H = o.cfGroupSize || o.groupSize;
-  const e = estimateBudget(cfg, {
+  const scenario = {
     frames: o.frames,
     framePixels: o.pixels,
     promptTokens: o.promptTokens,
@@ -316,13 +323,28 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
     sequences: Math.max(G, H),
     loraRank: o.lora || 16,
     bytes: b,
-  });
+  };
+  const e = estimateBudget(cfg, scenario);
   let P = 0;
   for (const shape of expectedWeights(cfg).values()) P += shape.reduce((a, x) => a * x, 1);
   const lora = o.lora > 0;
   const T = lora ? qwenLoraParams(cfg, o.lora) : P;
   const shard = o.shardedOptim ? o.gpus : 1;
-  const act = (o.checkpointing ? e.activationsPerSeqCheckpointedGiB : e.activationsPerSeqGiB) * GiB * o.microBatch;
+  // The update's tensors per micro-batch of m sequences: per row (every sequence whole), or with the
+  // shared prefix as the policy runs it: m sequences of ceil(m / max(G, G')) prompts, each prefix once.
+  const m = o.microBatch;
+  let act: number, kept: number, logits: number;
+  if (o.sharedPrefix) {
+    const groups = Math.ceil(m / Math.max(G, H));
+    const u = sharedPrefixUpdate(cfg, scenario, m / groups);
+    act = groups * (o.checkpointing ? u.checkpointed : u.activations);
+    kept = groups * u.activations;
+    logits = groups * u.logits;
+  } else {
+    act = (o.checkpointing ? e.activationsPerSeqCheckpointedGiB : e.activationsPerSeqGiB) * GiB * m;
+    kept = e.activationsPerSeqGiB * GiB * m;
+    logits = e.logitsPerSeqGiB * GiB * m;
+  }
   const kvAll = (e.kvCacheGroupGiB * GiB * o.batch * (G + H)) / Math.max(G, H);
   const terms: PlanTerm[] = [
     { name: 'weights', label: 'weights', bytes: P * b, phase: 'resident', formula: 'P x dtype bytes' },
@@ -351,24 +373,26 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
       name: 'activations',
       label:
         `activations, ${o.microBatch} sequence(s) per micro-batch ` +
-        `(${o.checkpointing ? 'checkpointed' : 'all kept'})`,
+        `(${o.checkpointing ? 'checkpointed' : 'all kept'}${o.sharedPrefix ? ', shared prefix' : ', per row'})`,
       bytes: act,
       phase: 'update',
-      formula: 'lib/hf/budget.ts activationsPerSeq(Checkpointed) x micro-batch',
+      formula: o.sharedPrefix
+        ? 'lib/hf/budget.ts sharedPrefixUpdate: prefix once + micro-batch x completion'
+        : 'lib/hf/budget.ts activationsPerSeq(Checkpointed) x micro-batch',
     },
     {
       name: 'activationsKept',
       label: 'activations without checkpointing (for comparison)',
-      bytes: e.activationsPerSeqGiB * GiB * o.microBatch,
+      bytes: kept,
       phase: 'info',
       formula: 'all layers kept',
     },
     {
       name: 'logits',
-      label: 'logits + log-softmax + gradient (fp32)',
-      bytes: e.logitsPerSeqGiB * GiB * o.microBatch,
+      label: `logits + log-softmax + gradient (fp32${o.sharedPrefix ? ', completion tokens only' : ''})`,
+      bytes: logits,
       phase: 'update',
-      formula: 'L x vocab x 4 B x 3 x micro-batch',
+      formula: o.sharedPrefix ? 'completion x vocab x 4 B x 3 x micro-batch' : 'L x vocab x 4 B x 3 x micro-batch',
     },
     {
       name: 'vision',
@@ -544,6 +568,7 @@ export function planOptionsFromFlags(argv: Record<string, unknown>): Parameters<
     microBatch: argv['micro-batch'] as number | undefined,
     dtype: argv.dtype as PlanDtype | undefined,
     checkpointing: argv.checkpointing as boolean | undefined,
+    sharedPrefix: argv['shared-prefix'] as boolean | undefined,
   };
 }
 
