@@ -219,6 +219,7 @@ export async function loadCheckpoint(
       ...(saved.optionSlots === undefined ? { optionSlots: 0 } : {}),
       ...(saved.visionStem === undefined ? { visionStem: 0 } : {}),
       ...(saved.visionStemDown === undefined ? { visionStemDown: 0 } : {}),
+      ...(saved.posInit === undefined ? { posInit: 'random' as const } : {}),
     };
     config = resolvePolicyConfig(
       { ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) },

@@ -56,6 +56,12 @@ export interface PolicyConfig {
    */
   posInitStd: number;
   /**
+   * How the vision position tables start: 'random' (N(0, posInitStd)) or 'sincos' (sine-cosine
+   * features of row and column, half the width each, and of the frame group; scaled to posInitStd),
+   * so horizontal and vertical position are separate directions from the first step.
+   */
+  posInit: 'random' | 'sincos';
+  /**
    * Option-slot embeddings (0 = off, else the most option lines, <= 26): every token of option
    * line k of a prompt ("B. blue" is line 2) gets a learned vector of its slot added, as segment
    * embeddings mark parts of an input. The decoder still has to match the options against the
@@ -98,6 +104,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     normEps: 1e-6,
     initStd: 0.08,
     posInitStd: 0.5,
+    posInit: 'random',
     optionSlots: 0,
   },
   small: {
@@ -123,6 +130,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     normEps: 1e-6,
     initStd: 0.02,
     posInitStd: 0.5,
+    posInit: 'random',
     optionSlots: 0,
   },
 };
@@ -190,6 +198,10 @@ export function resolvePolicyConfig(
     throw invalidArg('config.visionStemDown', '0 when visionStem is 0 (it follows the stem)', c.visionStemDown, op);
   if (c.visionStemDown > 0 && c.patchSize % 2 !== 0)
     throw invalidArg('config.patchSize', 'an even size when visionStemDown > 0', c.patchSize, op);
+  if (c.posInit !== 'random' && c.posInit !== 'sincos')
+    throw invalidArg('config.posInit', "'random' or 'sincos'", c.posInit, op);
+  if (c.posInit === 'sincos' && c.visionDim % 4 !== 0)
+    throw invalidArg('config.visionDim', "a multiple of 4 with posInit 'sincos'", c.visionDim, op);
   if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
     throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);

@@ -191,6 +191,17 @@ export const SFT_DEFAULTS = {
   model: { visionStem: 8 } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
 };
 
+/**
+ * The model of the capability recipe's base in `crpo demo` and `crpo reproduce --base-recipe
+ * capability`: the tiny preset with a stem of 8 channels and no stride-2 convolution, the model
+ * their published tables (README, docs/reproduction.md, docs/method.md) were measured with.
+ */
+export const CAPABILITY_BASE_MODEL: Partial<Omit<PolicyConfig, 'vocabSize'>> = {
+  visionStem: 8,
+  visionStemDown: 0,
+  posInit: 'random',
+};
+
 function promptOf(it: SynthItem, nullOption: boolean): string {
   return formatPrompt(it.record.question, it.record.options, { nullOption });
 }
@@ -556,14 +567,14 @@ export async function shortcutBase(
           attributeQuestions: SFT_DEFAULTS.attributeQuestions,
           attributeClips: SFT_DEFAULTS.attributeClips,
           staticAttributes: SFT_DEFAULTS.staticAttributes,
-          model: SFT_DEFAULTS.model,
+          model: CAPABILITY_BASE_MODEL,
         }
       : {
           target: 'letter' as const,
           reading: 0,
           attributeQuestions: 0,
           staticAttributes: STATIC_ATTRIBUTES,
-          model: { visionStem: 0, visionStemDown: 0 },
+          model: { visionStem: 0, visionStemDown: 0, posInit: 'random' as const },
         }),
   };
   const capDir = path.join(dir, 'capability');

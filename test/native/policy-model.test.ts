@@ -464,6 +464,9 @@ describe('native policy (tiny preset)', () => {
       await expect(fails(() => a.policyCreate({ vocabSize: 50, lmHeads: 5, lmKvHeads: 5 }))).rejects.toThrow(
         /lmDim must be a multiple of lmHeads/,
       );
+      await expect(fails(() => a.policyCreate({ vocabSize: 50, posInit: 'grid' } as never))).rejects.toThrow(
+        /posInit must be 'random' or 'sincos', got 'grid'/,
+      );
       await expect(fails(() => a.policyCreate({ vocabSize: 50, visionStemDown: 8 }))).rejects.toThrow(
         /visionStemDown needs the stem/,
       );

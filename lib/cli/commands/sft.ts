@@ -77,6 +77,10 @@ export function builder(y: Argv): Argv {
       describe:
         "Channels of the stem's second, stride-2 convolution (0 = none; default: crpo sft's model, or 0 with --vision-stem 0)",
     })
+    .option('pos-init', {
+      choices: ['random', 'sincos'],
+      describe: "How the vision position tables start (default: crpo sft's model)",
+    })
     .option('target', {
       choices: ['letter', 'option-then-letter'],
       default: SFT_DEFAULTS.target,
@@ -130,6 +134,7 @@ interface Args {
   'static-attributes': string;
   'vision-stem'?: number;
   'vision-stem-down'?: number;
+  'pos-init'?: 'random' | 'sincos';
   seed: number;
   'shortcut-p': number;
   'null-option': boolean;
@@ -178,7 +183,7 @@ export async function handler(a: Args): Promise<void> {
     attributeClips: a['attribute-clips'],
     categories: list(a.categories) as Category[],
     staticAttributes: list(a['static-attributes']) as StaticAttribute[],
-    ...visionStemOptions(a['vision-stem'], a['vision-stem-down']),
+    ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init']),
     seed: a.seed,
     shortcutP: a['shortcut-p'],
     nullOption: a['null-option'],
@@ -209,9 +214,17 @@ export async function handler(a: Args): Promise<void> {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-/** The model fields of --vision-stem / --vision-stem-down; no stem means no stride-2 convolution after it. */
-function visionStemOptions(stem: number | undefined, down: number | undefined): Partial<Pick<SftOptions, 'model'>> {
+/**
+ * The model fields of --vision-stem / --vision-stem-down / --pos-init; no stem means no stride-2
+ * convolution after it.
+ */
+function modelOptions(
+  stem: number | undefined,
+  down: number | undefined,
+  posInit: 'random' | 'sincos' | undefined,
+): Partial<Pick<SftOptions, 'model'>> {
   const model: NonNullable<SftOptions['model']> = {};
+  if (posInit !== undefined) model.posInit = posInit;
   if (stem !== undefined) model.visionStem = stem;
   if (down !== undefined) model.visionStemDown = down;
   else if (stem === 0) model.visionStemDown = 0;

@@ -75,6 +75,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.norm_eps = args::optional_number(o, "normEps", op, c.norm_eps);
   c.init_std = args::optional_number(o, "initStd", op, c.init_std);
   c.pos_init_std = args::optional_number(o, "posInitStd", op, c.pos_init_std);
+  c.pos_init = args::optional_string(o, "posInit", op, c.pos_init);
   c.option_slots = args::optional_int(o, "optionSlots", op, c.option_slots, 0, 26);
   c.pad_id = args::optional_int(o, "padId", op, c.pad_id, 0, 1 << 24);
   c.seed = static_cast<uint64_t>(args::optional_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));

@@ -66,6 +66,10 @@ void PolicyConfig::validate() const {
   if (!(norm_eps > 0)) config_error("normEps", "must be > 0");
   if (!(init_std > 0)) config_error("initStd", "must be > 0");
   if (!(pos_init_std > 0)) config_error("posInitStd", "must be > 0");
+  if (pos_init != "random" && pos_init != "sincos")
+    config_error("posInit", "must be 'random' or 'sincos', got '" + pos_init + "'");
+  if (pos_init == "sincos" && vision_dim % 4)
+    config_error("posInit", "'sincos' needs a visionDim divisible by 4 (sine and cosine per axis)");
   if (option_slots < 0 || option_slots > 26) config_error("optionSlots", "must be in [0, 26]");
   if (vision_stem < 0 || vision_stem > 256) config_error("visionStem", "must be in [0, 256]");
   if (vision_stem_down < 0 || vision_stem_down > 256) config_error("visionStemDown", "must be in [0, 256]");
@@ -97,6 +101,32 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+namespace {
+
+// Sine-cosine features of the integer positions `pos` over `width` columns (width even): column
+// 2k holds sin(pos * w_k), 2k + 1 cos(pos * w_k), w_k = 10000^(-2k / width) (as in the Transformer).
+torch::Tensor sincos(const torch::Tensor& pos, int64_t width) {
+  auto k = torch::arange(width / 2, torch::kDouble);
+  auto w = torch::pow(10000.0, -2.0 * k / static_cast<double>(width));
+  auto a = pos.to(torch::kDouble).unsqueeze(1) * w.unsqueeze(0);  // (n, width / 2)
+  return torch::stack({torch::sin(a), torch::cos(a)}, 2).reshape({pos.size(0), width});
+}
+
+// The "sincos" start of a position table: (row, column) features for the spatial one (grid x grid
+// rows, row-major), frame-group features for the temporal one; scaled to standard deviation `std`.
+torch::Tensor sincos_positions(const std::string& name, int64_t rows, int64_t dim, int64_t grid, double std) {
+  torch::Tensor t;
+  if (name == "vision.spatial_pos") {
+    auto i = torch::arange(rows, torch::kLong);
+    t = torch::cat({sincos(torch::div(i, grid, "floor"), dim / 2), sincos(i.remainder(grid), dim / 2)}, 1);
+  } else {
+    t = sincos(torch::arange(rows, torch::kLong), dim);
+  }
+  return t * (std / std::max(t.std().item<double>(), 1e-12));
+}
+
+}  // namespace
+
 // GPT-2 style init from the policy's own generator: N(0, std) matrices, output projections
 // scaled by 1/sqrt(2 * layers), norms at 1, biases at 0, positions N(0, pos_init_std). The
 // patch embedding outputs have std ~0.8 on these clips: positions at 0.02 are ~2.5% of a token,
@@ -108,7 +138,10 @@ void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generato
     const std::string& n = kv.key();
     auto& p = kv.value();
     if (ends_with(n, "_pos")) {
-      p.normal_(0.0, c.pos_init_std, gen);
+      if (c.pos_init == "sincos")
+        p.copy_(sincos_positions(n, p.size(0), p.size(1), c.grid(), c.pos_init_std));
+      else
+        p.normal_(0.0, c.pos_init_std, gen);
     } else if (n == "vision.stem.weight" || n == "vision.stem_down.weight") {
       // He init (fan-in 9 x channels), so that the GELU after the stem is not near-linear at the start.
       p.normal_(0.0, std::sqrt(2.0 / static_cast<double>(p.size(1) * p.size(2) * p.size(3))), gen);

@@ -52,6 +52,10 @@ struct PolicyConfig {
   double norm_eps = 1e-6;
   double init_std = 0.02;
   double pos_init_std = 0.02;  // std of the vision position tables' init
+  // How the vision position tables start: "random" (N(0, pos_init_std)) or "sincos" (2-D sine-cosine
+  // of (row, column) for the spatial table, half the width for each axis, and 1-D of the frame group
+  // for the temporal one, scaled to std pos_init_std; learned from there either way).
+  std::string pos_init = "random";
   // Option-slot embeddings: the tokens of option line k ("B. blue" is slot 2) get a learned
   // vector of their slot added to their token embedding. 0 = off; else the most slots (<= 26).
   int64_t option_slots = 0;
