@@ -378,14 +378,6 @@ ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   return call;
 }
 
-Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep) {
-  auto* w = new KernelWorker(env, op, std::move(work), result, std::move(keep));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
-}
-
 namespace {
 
 template <size_t N>
@@ -406,35 +398,5 @@ const char* const kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
 
 std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kCrrArrays); }
 std::vector<Napi::Value> grpo_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kGrpoArrays); }
-
-KernelWorker::KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep)
-    : Napi::AsyncWorker(env, op.c_str()),
-      op_(std::move(op)),
-      work_(std::move(work)),
-      deferred_(Napi::Promise::Deferred::New(env)) {
-  result_ = Napi::Persistent(result);
-  for (auto& v : keep) keep_.push_back(Napi::Persistent(v));
-}
-
-void KernelWorker::Execute() {
-  try {
-    work_();
-  } catch (...) {
-    error_.capture(op_, std::current_exception());
-    SetError(error_.message);
-  }
-}
-
-void KernelWorker::OnOK() { deferred_.Resolve(result_.Value()); }
-
-void KernelWorker::OnError(const Napi::Error& e) {
-  Napi::Env env = Env();
-  if (error_.set) {
-    deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-  } else {
-    deferred_.Reject(e.Value());
-  }
-}
 
 }  // namespace crpo

@@ -5,7 +5,6 @@
 
 #include <napi.h>
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,32 +63,6 @@ struct ArrowCall {
   Napi::Value result;  // { reward, advantage, correct, differ, flat }
 };
 ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op);
-
-// A promise-returning worker: `work` runs off the JS thread and must not touch JS values;
-// `keep` holds the JS buffers it reads or writes alive until the promise settles.
-class KernelWorker : public Napi::AsyncWorker {
- public:
-  KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
-               std::vector<Napi::Value> keep);
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override;
-  void OnOK() override;
-  void OnError(const Napi::Error& e) override;
-
- private:
-  std::string op_;
-  std::function<void()> work_;
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Value> result_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
-  CapturedError error_;
-};
-
-// Starts `work` on a KernelWorker and returns its promise, which resolves to `result`.
-Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep);
 
 // The typed arrays of a CRR / GRPO inputs object that an async call reads (for `keep`).
 std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs);

@@ -4,6 +4,7 @@
 
 #include "../common/napi_util.h"
 #include "../common/ops_binding.h"
+#include "../common/promise_worker.h"
 
 namespace crpo {
 namespace {
@@ -19,9 +20,9 @@ Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    return queue_kernel(info.Env(), "videoTransform",
-                        [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
-                        c.output_value, {info[0], c.output_value});
+    return queue_promise(info.Env(), "videoTransform",
+                         [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
+                         resolve_with(c.output_value), {info[0], c.output_value});
   });
 }
 
@@ -36,8 +37,8 @@ Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
-    return queue_kernel(
-        info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
+    return queue_promise(
+        info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, resolve_with(c.result),
         crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
@@ -53,8 +54,8 @@ Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
 Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "grpoAdvantages", [&]() -> Napi::Value {
     GrpoCall c = parse_grpo(info, "grpoAdvantages");
-    return queue_kernel(
-        info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
+    return queue_promise(
+        info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, resolve_with(c.result),
         grpo_input_arrays(info[0].As<Napi::Object>()));
   });
 }

@@ -14,6 +14,7 @@
 #include "common/ops_binding.h"
 #include "exports.h"
 #include "ops.h"
+#include "torch_worker.h"
 
 namespace crpo {
 namespace {
@@ -131,12 +132,8 @@ Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
     at::Device d = parse_device(options_arg(info, 1), "videoTransform");
-    return queue_kernel(info.Env(), "videoTransform",
-                        [c, d]() {
-                          prepare_thread();
-                          run_video_transform(c, d);
-                        },
-                        c.output_value, {info[0], c.output_value});
+    return queue_torch(info.Env(), "videoTransform", [c, d]() { run_video_transform(c, d); },
+                       resolve_with(c.output_value), {info[0], c.output_value});
   });
 }
 
@@ -153,13 +150,9 @@ Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
   return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, "crrAdvantages");
     at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
-    return queue_kernel(
-        info.Env(), "crrAdvantages",
-        [c, d]() {
-          prepare_thread();
-          run_crr(c, d);
-        },
-        c.result, crr_input_arrays(info[0].As<Napi::Object>()));
+    return queue_torch(
+        info.Env(), "crrAdvantages", [c, d]() { run_crr(c, d); }, resolve_with(c.result),
+        crr_input_arrays(info[0].As<Napi::Object>()));
   });
 }
 

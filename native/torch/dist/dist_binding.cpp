@@ -1,7 +1,8 @@
 // JS exports of the process groups (the "dist" module of the torch addon): distInit, collectives on
 // Float32Array / Float64Array, barrier, abort, failure, info, shutdown, the reducer's check, and
-// an immediate exit. Collectives run in a worker off the JS thread (DistWorker); lib/dist/
-// process-group.ts is their typed wrapper.
+// an immediate exit. Collectives run off the JS thread on the addon's one promise worker
+// (TorchWorker: a libtorch failure rejects with ERR_CRPO_TORCH, as in every other module);
+// lib/distributed/process-group.ts is their typed wrapper.
 #include "torch/dist/group.h"
 
 #include <napi.h>
@@ -13,6 +14,7 @@
 
 #include "common/napi_util.h"
 #include "torch/exports.h"
+#include "torch/torch_worker.h"
 
 namespace crpo {
 namespace dist {
@@ -20,58 +22,10 @@ namespace {
 
 // -- N-API ------------------------------------------------------------------------------------------
 
-// A worker that runs `work` off the main thread and resolves with what `result` builds.
-class DistWorker : public Napi::AsyncWorker {
- public:
-  DistWorker(Napi::Env env, std::string op, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result,
-             std::vector<Napi::Value> keep)
-      : Napi::AsyncWorker(env), op_(std::move(op)), work_(std::move(work)), result_(std::move(result)), deferred_(env) {
-    for (auto& v : keep) keep_.push_back(Napi::Persistent(v));
-  }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      prepare_thread();
-      work_();
-    } catch (const c10::Error& e) {
-      error_.set = true;
-      error_.code = "ERR_CRPO_NATIVE";
-      error_.message = op_ + ": " + e.what_without_backtrace();
-    } catch (...) {
-      error_.capture(op_, std::current_exception());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (error_.set) {
-      deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-      return;
-    }
-    try {
-      deferred_.Resolve(result_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  std::string op_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-  Napi::Promise::Deferred deferred_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
-  CapturedError error_;
-};
-
+// Collectives and rendezvous run on the torch addon's one promise worker (torch_worker.h).
 Napi::Value queue(const Napi::CallbackInfo& info, const std::string& op, std::function<void()> work,
                   std::function<Napi::Value(Napi::Env)> result, std::vector<Napi::Value> keep = {}) {
-  auto* w = new DistWorker(info.Env(), op, std::move(work), std::move(result), std::move(keep));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_torch(info.Env(), op, std::move(work), std::move(result), std::move(keep));
 }
 
 Napi::Value undefined_result(Napi::Env env) { return env.Undefined(); }
