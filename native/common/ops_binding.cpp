@@ -1,4 +1,5 @@
-// Implementation of the shared argument parsing (see ops_binding.h).
+// Implementation of the shared argument parsing (see ops_binding.h). Options are read with
+// napi_util's args:: (undefined / null = absent, any other wrong type throws).
 #include "ops_binding.h"
 
 #include <limits>
@@ -8,33 +9,12 @@ namespace {
 
 const int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
-std::string read_string(const Napi::Object& obj, const char* key, const std::string& op, const std::string& fallback) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
-}
-
 AdvantageNorm read_norm(const Napi::Object& obj, const std::string& op) {
-  std::string s = read_string(obj, "norm", op, "per-branch");
+  std::string s = args::optional_string(obj, "norm", op, "per-branch");
   if (s == "per-branch") return AdvantageNorm::PerBranch;
   if (s == "joint") return AdvantageNorm::Joint;
   if (s == "none") return AdvantageNorm::None;
   throw_range_error(op, "norm", "one of 'per-branch', 'joint', 'none'", "'" + s + "'");
-}
-
-Napi::Object require_object(const Napi::CallbackInfo& info, size_t index, const std::string& op,
-                            const std::string& param) {
-  if (info.Length() <= index || !info[index].IsObject() || info[index].IsArray()) {
-    throw_type_error(op, param, "an object", info.Length() > index ? info[index] : info.Env().Undefined());
-  }
-  return info[index].As<Napi::Object>();
-}
-
-double read_optional_number(const Napi::Object& obj, const char* key, const std::string& op, double fallback) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  return read_number(v, op, key);
 }
 
 Napi::Float32Array new_f32(Napi::Env env, size_t n, float** ptr) {
@@ -62,9 +42,9 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
     throw_type_error(op, "input", "a Uint8Array or Float32Array", input);
   }
   call.is_float = call.input.type == napi_float32_array;
-  Napi::Object opts = require_object(info, 1, op, "options");
+  Napi::Object opts = args::object(info, 1, op, "options");
 
-  std::string layout = read_string(opts, "layout", op, "BTHWC");
+  std::string layout = args::optional_string(opts, "layout", op, "BTHWC");
   if (layout == "BTHWC")
     call.shape.layout = FrameLayout::BTHWC;
   else if (layout == "BTCHW")
@@ -102,7 +82,7 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
                       s);
   }
 
-  std::string t = read_string(opts, "transform", op, "");
+  std::string t = args::optional_string(opts, "transform", op, "");
   if (t == "hflip")
     call.transform = VideoTransform::HFlip;
   else if (t == "reverse")
@@ -155,7 +135,7 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
 
 CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   CrrCall call;
   CrrInputs& in = call.in;
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
@@ -174,17 +154,15 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   in.orig_format =
       reinterpret_cast<const float*>(read_array_of(o, "origFormat", napi_float32_array, BG, op, true).data);
   in.cf_format = reinterpret_cast<const float*>(read_array_of(o, "cfFormat", napi_float32_array, BH, op, true).data);
-  Napi::Value wv = o.Get("weights");
-  if (!wv.IsUndefined()) {
-    if (!wv.IsObject()) throw_type_error(op, "weights", "an object", wv);
-    Napi::Object w = wv.As<Napi::Object>();
-    in.weights.accuracy = read_optional_number(w, "accuracy", op, 1.0);
-    in.weights.format = read_optional_number(w, "format", op, 1.0);
-    in.weights.crr = read_optional_number(w, "crr", op, 1.0);
-    in.weights.behave = read_optional_number(w, "behave", op, 1.0);
+  if (args::present(o, "weights")) {
+    Napi::Object w = args::object(o.Get("weights"), op, "weights");
+    in.weights.accuracy = args::optional_number(w, "accuracy", op, 1.0);
+    in.weights.format = args::optional_number(w, "format", op, 1.0);
+    in.weights.crr = args::optional_number(w, "crr", op, 1.0);
+    in.weights.behave = args::optional_number(w, "behave", op, 1.0);
   }
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
 
   CrrOutputs& out = call.out;
@@ -281,7 +259,7 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
 
 GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   GrpoCall call;
   GrpoInputs& in = call.in;
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
@@ -292,10 +270,10 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   in.num_options =
       reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
+  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
   Napi::Object r = Napi::Object::New(env);
   GrpoOutputs& out = call.out;
@@ -309,7 +287,7 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
 
 TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   TgrpoCall call;
   TgrpoInputs& in = call.in;
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
@@ -324,12 +302,12 @@ TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
   in.num_options =
       reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
-  in.bonus = read_optional_number(o, "bonus", op, 0.3);
-  in.mu = read_optional_number(o, "mu", op, 0.8);
+  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
+  in.bonus = args::optional_number(o, "bonus", op, 0.3);
+  in.mu = args::optional_number(o, "mu", op, 0.8);
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
   Napi::Object r = Napi::Object::New(env);
   TgrpoOutputs& out = call.out;
@@ -346,7 +324,7 @@ TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
 
 ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   ArrowCall call;
   ArrowInputs& in = call.in;
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
@@ -361,11 +339,11 @@ ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   in.num_options =
       reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
-  in.w_reverse = read_optional_number(o, "wReverse", op, 0.5);
+  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
+  in.w_reverse = args::optional_number(o, "wReverse", op, 0.5);
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
   Napi::Object r = Napi::Object::New(env);
   ArrowOutputs& out = call.out;

@@ -36,10 +36,7 @@ void prepare_thread() {
 namespace {
 
 at::Device parse_device(const Napi::Object& o, const std::string& op) {
-  Napi::Value v = o.Get("device");
-  if (v.IsUndefined() || v.IsNull()) return at::Device(at::kCPU);
-  if (!v.IsString()) throw_type_error(op, "device", "a device string such as 'cpu' or 'cuda:0'", v);
-  std::string s = v.As<Napi::String>().Utf8Value();
+  const std::string s = args::optional_string(o, "device", op, "cpu");
   try {
     at::Device d(s);
     if (d.is_cuda() && !torch::cuda::is_available()) {
@@ -113,15 +110,10 @@ void run_crr(const CrrCall& c, const at::Device& device) {
   });
 }
 
-Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() > i && info[i].IsObject()) return info[i].As<Napi::Object>();
-  return Napi::Object::New(info.Env());
-}
-
 Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
-    at::Device d = parse_device(options_arg(info, 1), "videoTransformSync");
+    at::Device d = parse_device(args::optional_object(info, 1, "videoTransformSync", "options"), "videoTransformSync");
     prepare_thread();
     run_video_transform(c, d);
     return c.output_value;
@@ -131,7 +123,7 @@ Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
   return guarded(info, "videoTransform", [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    at::Device d = parse_device(options_arg(info, 1), "videoTransform");
+    at::Device d = parse_device(args::optional_object(info, 1, "videoTransform", "options"), "videoTransform");
     return queue_torch(info.Env(), "videoTransform", [c, d]() { run_video_transform(c, d); },
                        resolve_with(c.output_value), {info[0], c.output_value});
   });

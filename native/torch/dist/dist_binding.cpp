@@ -30,25 +30,6 @@ Napi::Value queue(const Napi::CallbackInfo& info, const std::string& op, std::fu
 
 Napi::Value undefined_result(Napi::Env env) { return env.Undefined(); }
 
-std::string read_string(const Napi::Object& o, const char* key, const std::string& op, const std::string& fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
-}
-
-double read_opt_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double lo,
-                       double hi) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  double x = read_number(v, op, key);
-  if (!(x >= lo && x <= hi)) {
-    throw_range_error(op, key, "a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
-                      std::to_string(x));
-  }
-  return x;
-}
-
 int64_t read_id(const Napi::CallbackInfo& info, const std::string& op) {
   return read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), op, "group", 1, INT64_C(1) << 52);
 }
@@ -81,25 +62,22 @@ std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, 
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   return guarded(info, "distInit", [&]() -> Napi::Value {
     const std::string op = "distInit";
-    if (info.Length() < 1 || !info[0].IsObject())
-      throw_type_error(op, "options", "an object", info.Length() ? info[0] : info.Env().Undefined());
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = args::object(info, 0, op, "options");
     ProcessGroupOptions po;
-    po.master_addr = read_string(o, "masterAddr", op, po.master_addr);
+    po.master_addr = args::optional_string(o, "masterAddr", op, po.master_addr);
     po.master_port = static_cast<int>(read_int(o.Get("masterPort"), op, "masterPort", 1, 65535));
     po.world_size = static_cast<int>(read_int(o.Get("worldSize"), op, "worldSize", 1, 1 << 20));
     po.rank = static_cast<int>(read_int(o.Get("rank"), op, "rank", 0, po.world_size - 1));
-    po.local_rank = static_cast<int>(read_opt_number(o, "localRank", op, 0, 0, 1 << 20));
-    po.backend = read_string(o, "backend", op, po.backend);
-    po.timeout_seconds = read_opt_number(o, "timeoutSeconds", op, po.timeout_seconds, 0.1, 1e7);
-    po.bucket_mb = read_opt_number(o, "bucketMb", op, po.bucket_mb, 0, 1 << 16);
+    po.local_rank = static_cast<int>(args::optional_number(o, "localRank", op, 0, 0, 1 << 20));
+    po.backend = args::optional_string(o, "backend", op, po.backend);
+    po.timeout_seconds = args::optional_number(o, "timeoutSeconds", op, po.timeout_seconds, 0.1, 1e7);
+    po.bucket_mb = args::optional_number(o, "bucketMb", op, po.bucket_mb, 0, 1 << 16);
     po.heartbeat_interval_seconds =
-        read_opt_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
+        args::optional_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
     po.heartbeat_timeout_seconds =
-        read_opt_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
-    Napi::Value as = o.Get("agentStore");
-    po.agent_store = as.IsBoolean() && as.As<Napi::Boolean>().Value();
-    po.restart_count = static_cast<int>(read_opt_number(o, "restartCount", op, 0, 0, 1 << 20));
+        args::optional_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
+    po.agent_store = args::optional_bool(o, "agentStore", op, false);
+    po.restart_count = static_cast<int>(args::optional_number(o, "restartCount", op, 0, 0, 1 << 20));
     auto id = std::make_shared<int64_t>(0);
     return queue(
         info, op, [po, id]() { *id = add_group(std::make_shared<Group>(po)); },
@@ -113,7 +91,11 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
     auto tensors = std::make_shared<std::vector<at::Tensor>>(read_arrays(info, 1, op, keep));
-    std::string red = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "sum";
+    std::string red = "sum";  // optional: undefined / null = 'sum'
+    if (info.Length() > 2 && !args::absent(info[2])) {
+      if (!info[2].IsString()) throw_type_error(op, "op", "'sum', 'mean', 'max' or 'min'", info[2]);
+      red = info[2].As<Napi::String>().Utf8Value();
+    }
     if (red != "sum" && red != "mean" && red != "max" && red != "min") {
       throw_range_error(op, "op", "'sum', 'mean', 'max' or 'min'", "'" + red + "'");
     }

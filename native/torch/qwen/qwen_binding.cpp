@@ -30,18 +30,12 @@ namespace {
 using qwen::Model;
 using qwen_js::copy_array;
 using qwen_js::find_model;
-using qwen_js::get_bool;
-using qwen_js::get_int;
-using qwen_js::get_ints;
-using qwen_js::get_num;
-using qwen_js::get_str;
-using qwen_js::get_strs;
+using qwen_js::kAnyIntMax;
+using qwen_js::kAnyIntMin;
 using qwen_js::parse_config;
 using qwen_js::parse_device;
 using qwen_js::parse_dtype;
 using qwen_js::parse_inputs;
-using qwen_js::present;
-using qwen_js::read_object;
 using qwen_js::tensor_to_js;
 
 // A promise worker whose result is built on the JS thread from C++ data after the work ran.
@@ -97,23 +91,23 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
 Napi::Value Load(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenLoad", [&]() -> Napi::Value {
     const std::string op = "qwenLoad";
-    Napi::Object spec = read_object(info[0], op, "spec");
-    qwen::Config cfg = parse_config(read_object(spec.Get("config"), op, "spec.config"), op);
-    at::ScalarType dtype = parse_dtype(get_str(spec, "dtype", op, "float32"), op, "spec.dtype");
-    at::Device device = parse_device(get_str(spec, "device", op, "cpu"), op);
+    Napi::Object spec = args::object(info[0], op, "spec");
+    qwen::Config cfg = parse_config(args::object(spec.Get("config"), op, "spec.config"), op);
+    at::ScalarType dtype = parse_dtype(args::optional_string(spec, "dtype", op, "float32"), op, "spec.dtype");
+    at::Device device = parse_device(args::optional_string(spec, "device", op, "cpu"), op);
     Napi::Value tv = spec.Get("tensors");
     if (!tv.IsArray()) throw_type_error(op, "spec.tensors", "an array", tv);
     Napi::Array ta = tv.As<Napi::Array>();
     std::vector<TensorRef> refs;
     for (uint32_t i = 0; i < ta.Length(); ++i) {
-      Napi::Object e = read_object(ta.Get(i), op, "spec.tensors[" + std::to_string(i) + "]");
+      Napi::Object e = args::object(ta.Get(i), op, "spec.tensors[" + std::to_string(i) + "]");
       TensorRef r;
-      r.name = get_str(e, "name", op, "");
-      r.file = get_str(e, "file", op, "");
-      r.dtype = get_str(e, "dtype", op, "F32");
-      r.offset = get_int(e, "offset", op, 0, true);
-      r.nbytes = get_int(e, "nbytes", op, 0, true);
-      r.shape = get_ints(e, "shape", op);
+      r.name = args::optional_string(e, "name", op, "");
+      r.file = args::optional_string(e, "file", op, "");
+      r.dtype = args::optional_string(e, "dtype", op, "F32");
+      r.offset = args::required_int(e, "offset", op, kAnyIntMin, kAnyIntMax);
+      r.nbytes = args::required_int(e, "nbytes", op, kAnyIntMin, kAnyIntMax);
+      r.shape = args::optional_ints(e, "shape", op, kAnyIntMin, kAnyIntMax);
       refs.push_back(std::move(r));
     }
     auto model = std::make_shared<Model>(cfg, dtype, device);
@@ -162,14 +156,13 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     const std::string op = "qwenForward";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
-    Napi::Object opts =
-        info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
-    bool capture = get_bool(opts, "capture", false);
-    double temperature = get_num(opts, "temperature", op, 1.0);
+    Napi::Object opts = args::optional_object(info, 2, op, "options");
+    bool capture = args::optional_bool(opts, "capture", op, false);
+    double temperature = args::optional_number(opts, "temperature", op, 1.0);
     if (!(temperature > 0)) throw_range_error(op, "options.temperature", "a number > 0", std::to_string(temperature));
-    std::vector<std::string> grad_names = get_strs(opts, "grads", op);
+    std::vector<std::string> grad_names = args::optional_strings(opts, "grads", op);
     // -1: keep the model's setting (setLoraEnabled); 0/1: this call only
-    int use_lora = opts.Get("lora").IsBoolean() ? (opts.Get("lora").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
+    int use_lora = args::present(opts, "lora") ? (args::optional_bool(opts, "lora", op, false) ? 1 : 0) : -1;
     for (const auto& n : grad_names)
       if (!model->has_param(n) && !model->lora_params().count(n))
         throw_range_error(op, "options.grads", "names of model weights", "'" + n + "'");
@@ -259,16 +252,16 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     const std::string op = "qwenGenerate";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
-    Napi::Object opts = read_object(info[2], op, "options");
+    Napi::Object opts = args::object(info[2], op, "options");
     qwen::SampleOptions so;
     so.max_new_tokens = read_int(opts.Get("maxNewTokens"), op, "options.maxNewTokens", 1, 1 << 20);
-    so.eos = get_int(opts, "eosTokenId", op, -1, false);
-    so.use_cache = get_bool(opts, "useCache", true);
-    so.temperature = get_num(opts, "temperature", op, 0);
-    so.top_k = get_int(opts, "topK", op, 0, false);
-    so.top_p = get_num(opts, "topP", op, 1.0);
-    so.seed = static_cast<uint64_t>(get_int(opts, "seed", op, 0, false));
-    so.keep_logits = get_bool(opts, "keepLogits", false);
+    so.eos = args::optional_int(opts, "eosTokenId", op, -1, kAnyIntMin, kAnyIntMax);
+    so.use_cache = args::optional_bool(opts, "useCache", op, true);
+    so.temperature = args::optional_number(opts, "temperature", op, 0);
+    so.top_k = args::optional_int(opts, "topK", op, 0, kAnyIntMin, kAnyIntMax);
+    so.top_p = args::optional_number(opts, "topP", op, 1.0);
+    so.seed = static_cast<uint64_t>(args::optional_int(opts, "seed", op, 0, kAnyIntMin, kAnyIntMax));
+    so.keep_logits = args::optional_bool(opts, "keepLogits", op, false);
     if (so.temperature < 0)
       throw_range_error(op, "options.temperature", "a number >= 0", std::to_string(so.temperature));
     if (!(so.top_p > 0 && so.top_p <= 1))
@@ -313,14 +306,14 @@ Napi::Value AddLora(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenAddLora", [&]() -> Napi::Value {
     const std::string op = "qwenAddLora";
     auto model = find_model(info[0], op);
-    Napi::Object o = read_object(info[1], op, "lora");
+    Napi::Object o = args::object(info[1], op, "lora");
     qwen::LoraConfig lc;
-    lc.rank = get_int(o, "rank", op, 8, true);
-    lc.alpha = get_num(o, "alpha", op, 16);
-    lc.dropout = get_num(o, "dropout", op, 0);
-    lc.targets = get_strs(o, "targetModules", op);
-    lc.vision = get_bool(o, "vision", false);
-    lc.seed = static_cast<uint64_t>(get_int(o, "seed", op, 0, false));
+    lc.rank = args::required_int(o, "rank", op, kAnyIntMin, kAnyIntMax);
+    lc.alpha = args::optional_number(o, "alpha", op, 16);
+    lc.dropout = args::optional_number(o, "dropout", op, 0);
+    lc.targets = args::optional_strings(o, "targetModules", op);
+    lc.vision = args::optional_bool(o, "vision", op, false);
+    lc.seed = static_cast<uint64_t>(args::optional_int(o, "seed", op, 0, kAnyIntMin, kAnyIntMax));
     std::lock_guard<std::mutex> lock(model->mu);
     torch_guard(op, [&]() { model->add_lora(lc); });
     Napi::Array names = Napi::Array::New(info.Env());
@@ -343,7 +336,11 @@ Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
 Napi::Value ParamNames(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenParamNames", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenParamNames");
-    bool lora = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    bool lora = false;  // optional: the LoRA adapters' names instead of the base weights'
+    if (info.Length() > 1 && !args::absent(info[1])) {
+      if (!info[1].IsBoolean()) throw_type_error("qwenParamNames", "lora", "a boolean", info[1]);
+      lora = info[1].As<Napi::Boolean>().Value();
+    }
     std::lock_guard<std::mutex> lock(model->mu);
     Napi::Array names = Napi::Array::New(info.Env());
     uint32_t i = 0;
@@ -362,7 +359,7 @@ Napi::Value GetParam(const Napi::CallbackInfo& info) {
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
     std::string name = info[1].As<Napi::String>().Utf8Value();
-    bool merged = info.Length() > 2 && info[2].IsObject() && get_bool(info[2].As<Napi::Object>(), "merged", false);
+    bool merged = args::optional_bool(args::optional_object(info, 2, op, "options"), "merged", op, false);
     std::lock_guard<std::mutex> lock(model->mu);
     at::Tensor t;
     if (model->lora_params().count(name))

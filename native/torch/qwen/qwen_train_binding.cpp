@@ -21,18 +21,12 @@ namespace {
 using qwen::Model;
 using qwen_js::copy_array;
 using qwen_js::find_model;
-using qwen_js::get_bool;
-using qwen_js::get_int;
-using qwen_js::get_ints;
-using qwen_js::get_num;
-using qwen_js::get_str;
-using qwen_js::get_strs;
+using qwen_js::kAnyIntMax;
+using qwen_js::kAnyIntMin;
 using qwen_js::parse_config;
 using qwen_js::parse_device;
 using qwen_js::parse_dtype;
 using qwen_js::parse_inputs;
-using qwen_js::present;
-using qwen_js::read_object;
 using qwen_js::tensor_to_js;
 
 // A promise worker whose result is built on the JS thread from C++ data after the work ran.
@@ -55,34 +49,34 @@ Napi::Object stats_to_js(Napi::Env env, const qwen::TrainStats& st) {
 // of a live process group (lib/dist ProcessGroup.nativeId) whose ranks average their gradients.
 qwen::TrainOptions read_train_options(const Napi::Object& o, const std::string& op) {
   qwen::TrainOptions to;
-  to.objective = get_str(o, "objective", op, "grpo");
-  to.lr = get_num(o, "lr", op, 1e-4);
-  to.weight_decay = get_num(o, "weightDecay", op, 0.0);
-  to.max_grad_norm = get_num(o, "maxGradNorm", op, 1.0);
-  to.clip_low = get_num(o, "clipLow", op, 0.2);
-  to.clip_high = get_num(o, "clipHigh", op, 0.2);
-  to.kl_beta = get_num(o, "klBeta", op, 0.0);
-  to.aggregation = get_str(o, "aggregation", op, "token-mean");
-  to.max_new_tokens = get_num(o, "maxNewTokens", op, 1.0);
-  to.temperature = get_num(o, "temperature", op, 1.0);
-  to.norm_tokens = get_int(o, "normTokens", op, 0, false);
-  to.norm_seqs = get_int(o, "normSequences", op, 0, false);
-  to.apply = get_bool(o, "apply", true);
-  to.seed = get_int(o, "seed", op, -1, false);
+  to.objective = args::optional_string(o, "objective", op, "grpo");
+  to.lr = args::optional_number(o, "lr", op, 1e-4);
+  to.weight_decay = args::optional_number(o, "weightDecay", op, 0.0);
+  to.max_grad_norm = args::optional_number(o, "maxGradNorm", op, 1.0);
+  to.clip_low = args::optional_number(o, "clipLow", op, 0.2);
+  to.clip_high = args::optional_number(o, "clipHigh", op, 0.2);
+  to.kl_beta = args::optional_number(o, "klBeta", op, 0.0);
+  to.aggregation = args::optional_string(o, "aggregation", op, "token-mean");
+  to.max_new_tokens = args::optional_number(o, "maxNewTokens", op, 1.0);
+  to.temperature = args::optional_number(o, "temperature", op, 1.0);
+  to.norm_tokens = args::optional_int(o, "normTokens", op, 0, kAnyIntMin, kAnyIntMax);
+  to.norm_seqs = args::optional_int(o, "normSequences", op, 0, kAnyIntMin, kAnyIntMax);
+  to.apply = args::optional_bool(o, "apply", op, true);
+  to.seed = args::optional_int(o, "seed", op, -1, kAnyIntMin, kAnyIntMax);
   if (!(to.temperature > 0)) throw_range_error(op, "batch.temperature", "a number > 0", std::to_string(to.temperature));
   if (to.aggregation != "token-mean" && to.aggregation != "seq-mean-token-mean" &&
       to.aggregation != "seq-mean-token-sum-norm")
     throw_range_error(op, "batch.aggregation", "'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm'",
                       "'" + to.aggregation + "'");
-  if (present(o, "processGroup")) {
+  if (args::present(o, "processGroup")) {
     const int64_t id = read_int(o.Get("processGroup"), op, "batch.processGroup", 1, INT64_C(1) << 52);
     to.group = dist::find_process_group(id);
   }
-  to.overlap_grads = get_bool(o, "overlapGrads", true);
-  to.grad_bucket_mb = get_num(o, "gradBucketMb", op, 25.0);
+  to.overlap_grads = args::optional_bool(o, "overlapGrads", op, true);
+  to.grad_bucket_mb = args::optional_number(o, "gradBucketMb", op, 25.0);
   if (!(to.grad_bucket_mb >= 0))
     throw_range_error(op, "batch.gradBucketMb", "a number >= 0 (MiB)", std::to_string(to.grad_bucket_mb));
-  to.zero = static_cast<int>(get_int(o, "zero", op, 0, false));
+  to.zero = static_cast<int>(args::optional_int(o, "zero", op, 0, kAnyIntMin, kAnyIntMax));
   if (to.zero != 0 && to.zero != 1) throw_range_error(op, "batch.zero", "0 or 1", std::to_string(to.zero));
   return to;
 }
@@ -99,14 +93,14 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
     const int64_t B = in.input_ids.size(0), L = in.input_ids.size(1);
     if (L < 2) throw_range_error(op, "inputs.seqLen", "at least 2", std::to_string(L));
-    Napi::Object o = read_object(info[2], op, "batch");
+    Napi::Object o = args::object(info[2], op, "batch");
     qwen::TrainBatch b;
     b.completion_mask = copy_array(o.Get("completionMask"), op, "batch.completionMask", {B, L}, napi_int32_array);
-    if (present(o, "advantages"))
+    if (args::present(o, "advantages"))
       b.advantages = copy_array(o.Get("advantages"), op, "batch.advantages", {B}, napi_float32_array);
-    if (present(o, "oldLogprobs"))
+    if (args::present(o, "oldLogprobs"))
       b.old_logprobs = copy_array(o.Get("oldLogprobs"), op, "batch.oldLogprobs", {B, L - 1}, napi_float32_array);
-    if (present(o, "refLogprobs"))
+    if (args::present(o, "refLogprobs"))
       b.ref_logprobs = copy_array(o.Get("refLogprobs"), op, "batch.refLogprobs", {B, L - 1}, napi_float32_array);
     qwen::TrainOptions to = read_train_options(o, op);
     if (to.kl_beta > 0 && !b.ref_logprobs.defined())
@@ -136,7 +130,7 @@ Napi::Value SyncStep(const Napi::CallbackInfo& info) {
   return guarded(info, "qwenSyncStep", [&]() -> Napi::Value {
     const std::string op = "qwenSyncStep";
     auto model = find_model(info[0], op);
-    Napi::Object o = read_object(info[1], op, "batch");
+    Napi::Object o = args::object(info[1], op, "batch");
     qwen::TrainOptions to = read_train_options(o, op);
     if (!to.group)
       throw_type_error(op, "batch.processGroup",
