@@ -352,10 +352,12 @@ Napi::Value ParamNames(const Napi::CallbackInfo& info) {
   });
 }
 
-// qwenGetParam(model, name, { merged? }) -> { data: Float32Array, shape } (LoRA merged when asked)
-Napi::Value GetParam(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGetParam", [&]() -> Napi::Value {
-    const std::string op = "qwenGetParam";
+// qwenGetParamSync(model, name, { merged? }) -> { data: Float32Array, shape } (LoRA merged when
+// asked). Synchronous, under the model's mutex: merged, it computes W + scale * B A on the JS
+// thread (the weight export reads weights one by one from a synchronous writer).
+Napi::Value GetParamSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenGetParamSync", [&]() -> Napi::Value {
+    const std::string op = "qwenGetParamSync";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
     std::string name = info[1].As<Napi::String>().Utf8Value();
@@ -393,11 +395,13 @@ Napi::Value SetParam(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value MergeLora(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenMergeLora", [&]() -> Napi::Value {
-    auto model = find_model(info[0], "qwenMergeLora");
+// qwenMergeLoraSync(model): folds the adapters into the base weights. Synchronous, on the JS
+// thread under the model's mutex (its callers, the policy's reference refresh, are synchronous).
+Napi::Value MergeLoraSync(const Napi::CallbackInfo& info) {
+  return guarded(info, "qwenMergeLoraSync", [&]() -> Napi::Value {
+    auto model = find_model(info[0], "qwenMergeLoraSync");
     std::lock_guard<std::mutex> lock(model->mu);
-    torch_guard("qwenMergeLora", [&]() { model->merge_lora(); });
+    torch_guard("qwenMergeLoraSync", [&]() { model->merge_lora(); });
     return info.Env().Undefined();
   });
 }
@@ -435,9 +439,9 @@ ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenAddLora", Napi::Function::New(env, AddLora, "qwenAddLora"));
   exports.Set("qwenSetLoraEnabled", Napi::Function::New(env, SetLoraEnabled, "qwenSetLoraEnabled"));
   exports.Set("qwenParamNames", Napi::Function::New(env, ParamNames, "qwenParamNames"));
-  exports.Set("qwenGetParam", Napi::Function::New(env, GetParam, "qwenGetParam"));
+  exports.Set("qwenGetParamSync", Napi::Function::New(env, GetParamSync, "qwenGetParamSync"));
   exports.Set("qwenSetParam", Napi::Function::New(env, SetParam, "qwenSetParam"));
-  exports.Set("qwenMergeLora", Napi::Function::New(env, MergeLora, "qwenMergeLora"));
+  exports.Set("qwenMergeLoraSync", Napi::Function::New(env, MergeLoraSync, "qwenMergeLoraSync"));
 });
 
 }  // namespace
