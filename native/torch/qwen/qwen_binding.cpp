@@ -1,9 +1,9 @@
 // JS bindings of the Qwen2.5-VL / Qwen3-VL models (registered as the "qwen" module of the torch
 // addon): load weights from memory-mapped safetensors shards, forward with named intermediate
-// outputs, objective gradients, greedy generation, LoRA and weight read-back for export (the train
-// step and optimizer state: qwen_train_binding.cpp; argument readers: qwen_args.h). Inputs
-// are copied into tensors on the JS thread; every heavy call runs in an AsyncWorker that calls
-// crpo::prepare_thread() first and maps c10::Error to ERR_CRPO_TORCH through torch_guard.
+// outputs, objective gradients (the maths: qwen_objective.cpp), greedy generation, LoRA and weight
+// read-back for export (the train step and optimizer state: qwen_train_binding.cpp; argument
+// readers: qwen_args.h). Inputs are copied into tensors on the JS thread; every heavy call runs on
+// TorchWorker (torch_worker.h: prepare_thread first, c10::Error -> ERR_CRPO_TORCH).
 #include <napi.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -23,6 +23,7 @@
 #include "torch/ops.h"
 #include "torch/qwen/qwen_args.h"
 #include "torch/qwen/qwen_model.h"
+#include "torch/qwen/qwen_objective.h"
 
 namespace crpo {
 namespace {
@@ -37,9 +38,6 @@ using qwen_js::parse_device;
 using qwen_js::parse_dtype;
 using qwen_js::parse_inputs;
 using qwen_js::tensor_to_js;
-
-// A promise worker whose result is built on the JS thread from C++ data after the work ran.
-using QwenWorker = TorchWorker;  // native/torch/torch_worker.h
 
 // ---- load ------------------------------------------------------------------------------------
 
@@ -112,16 +110,13 @@ Napi::Value Load(const Napi::CallbackInfo& info) {
     }
     auto model = std::make_shared<Model>(cfg, dtype, device);
     auto id = std::make_shared<int64_t>(0);
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, refs, id]() {
           load_weights(*model, refs);
           *id = qwen_js::add_model(model);
         },
         [id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*id)); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -139,13 +134,6 @@ Napi::Value LiveModels(const Napi::CallbackInfo& info) {
 
 // ---- forward ---------------------------------------------------------------------------------
 
-struct ForwardOut {
-  at::Tensor logits;
-  double loss = 0, objective = 0;
-  std::vector<std::pair<std::string, at::Tensor>> capture, grads;
-  at::Tensor token_logprobs;  // (B, L-1) log p(ids[t+1] | ..t)
-};
-
 // qwenForward(model, inputs, { capture?, grads?: string[], lora?: boolean }) ->
 //   { logits, lossMeanCe, objective, tokenLogprobs, capture: {name: {data, shape}}, grads: {...} }
 // objective = sum_t log_softmax(logits[t])[ids[t+1]] over attended positions; grads are d objective / d param.
@@ -157,73 +145,23 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
     Napi::Object opts = args::optional_object(info, 2, op, "options");
-    bool capture = args::optional_bool(opts, "capture", op, false);
-    double temperature = args::optional_number(opts, "temperature", op, 1.0);
-    if (!(temperature > 0)) throw_range_error(op, "options.temperature", "a number > 0", std::to_string(temperature));
-    std::vector<std::string> grad_names = args::optional_strings(opts, "grads", op);
+    qwen::ObjectiveOptions oo;
+    oo.capture = args::optional_bool(opts, "capture", op, false);
+    oo.temperature = args::optional_number(opts, "temperature", op, 1.0);
+    if (!(oo.temperature > 0))
+      throw_range_error(op, "options.temperature", "a number > 0", std::to_string(oo.temperature));
+    oo.grads = args::optional_strings(opts, "grads", op);
     // -1: keep the model's setting (setLoraEnabled); 0/1: this call only
-    int use_lora = args::present(opts, "lora") ? (args::optional_bool(opts, "lora", op, false) ? 1 : 0) : -1;
-    for (const auto& n : grad_names)
+    oo.lora = args::present(opts, "lora") ? (args::optional_bool(opts, "lora", op, false) ? 1 : 0) : -1;
+    for (const auto& n : oo.grads)
       if (!model->has_param(n) && !model->lora_params().count(n))
         throw_range_error(op, "options.grads", "names of model weights", "'" + n + "'");
-    auto out = std::make_shared<ForwardOut>();
-    auto* w = new QwenWorker(
+    auto out = std::make_shared<qwen::ObjectiveResult>();
+    return queue_torch(
         info.Env(), op,
-        [model, in, capture, grad_names, use_lora, temperature, out]() {
+        [model, in, oo, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
-          bool prev = model->lora_enabled();
-          if (use_lora >= 0) model->set_lora_enabled(use_lora == 1);
-          std::vector<at::Tensor> leaves;
-          std::vector<std::string> switched;  // weights made to require grad for this call only
-          for (const auto& n : grad_names) {
-            at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
-            if (!p.requires_grad()) {
-              p.set_requires_grad(true);
-              switched.push_back(n);
-            }
-            leaves.push_back(p);
-          }
-          auto restore = [&]() {
-            for (const auto& n : switched) {
-              at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
-              p.set_requires_grad(false);
-            }
-          };
-          at::AutoGradMode grad_mode(!grad_names.empty());
-          qwen::Capture cap;
-          cap.on = capture;
-          qwen::ScoredLogits s;  // every position (per-row) or the completions after shared prefixes
-          try {
-            s = model->scored_logits(in, &cap);
-          } catch (...) {
-            model->set_lora_enabled(prev);
-            restore();
-            throw;
-          }
-          model->set_lora_enabled(prev);
-          at::Tensor logits = s.logits.scalar_type() == at::kDouble ? s.logits : s.logits.to(at::kFloat);  // (B, T, V)
-          at::Tensor tg = s.targets.unsqueeze(-1);
-          at::Tensor lp = at::log_softmax(logits, -1).gather(-1, tg).squeeze(-1);  // (B, T)
-          // log-probs at a sampling temperature (the objective and loss stay at temperature 1)
-          at::Tensor lp_t =
-              temperature == 1.0 ? lp : at::log_softmax(logits.detach() / temperature, -1).gather(-1, tg).squeeze(-1);
-          at::Tensor valid = s.valid.to(lp.scalar_type());
-          at::Tensor objective = (lp * valid).sum();
-          at::Tensor loss = -(lp * valid).sum() / valid.sum();
-          if (!grad_names.empty()) {
-            auto g = torch::autograd::grad({objective}, leaves, {}, false, false, true);
-            for (size_t i = 0; i < g.size(); ++i)
-              out->grads.emplace_back(grad_names[i], g[i].defined() ? g[i] : at::zeros_like(leaves[i]));
-          }
-          restore();
-          // the shared-prefix path has no logits of prefix positions: none are returned
-          out->logits = s.full.defined()
-                            ? (s.full.scalar_type() == at::kDouble ? s.full : s.full.to(at::kFloat)).detach()
-                            : at::zeros({0}, at::kFloat);
-          out->loss = loss.item<double>();
-          out->objective = objective.item<double>();
-          out->token_logprobs = s.to_rows(lp_t.detach(), std::nan("")).detach();
-          out->capture = std::move(cap.items);
+          *out = qwen::forward_objective(*model, in, oo);
         },
         [out](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
@@ -239,9 +177,6 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           o.Set("grads", g);
           return o;
         });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -267,7 +202,7 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     if (!(so.top_p > 0 && so.top_p <= 1))
       throw_range_error(op, "options.topP", "a number in (0, 1]", std::to_string(so.top_p));
     auto out = std::make_shared<qwen::GenerateResult>();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, in, so, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
@@ -295,9 +230,6 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
           o.Set("stepLogits", sl);
           return o;
         });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 // ---- LoRA and weights ------------------------------------------------------------------------

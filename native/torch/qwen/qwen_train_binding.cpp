@@ -29,9 +29,6 @@ using qwen_js::parse_dtype;
 using qwen_js::parse_inputs;
 using qwen_js::tensor_to_js;
 
-// A promise worker whose result is built on the JS thread from C++ data after the work ran.
-using QwenWorker = TorchWorker;  // native/torch/torch_worker.h
-
 Napi::Object stats_to_js(Napi::Env env, const qwen::TrainStats& st) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("loss", st.loss);
@@ -110,16 +107,13 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     if (to.objective == "grpo" && !b.advantages.defined())
       throw_type_error(op, "batch.advantages", "a Float32Array of one advantage per row", o.Get("advantages"));
     auto out = std::make_shared<qwen::TrainStats>();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, in, b, to, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
           *out = model->train_step(in, b, to);
         },
         [out](Napi::Env env) -> Napi::Value { return stats_to_js(env, *out); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -137,16 +131,13 @@ Napi::Value SyncStep(const Napi::CallbackInfo& info) {
                        "a process group id (a step without sequences only joins the gradient all-reduce)",
                        o.Get("processGroup"));
     auto out = std::make_shared<qwen::TrainStats>();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, to, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
           *out = model->sync_step(to);
         },
         [out](Napi::Env env) -> Napi::Value { return stats_to_js(env, *out); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -181,16 +172,13 @@ Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
     std::string path = info[1].As<Napi::String>().Utf8Value();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, path]() {
           std::lock_guard<std::mutex> lock(model->mu);
           model->save_optimizer(path);
         },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
@@ -200,16 +188,13 @@ Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
     std::string path = info[1].As<Napi::String>().Utf8Value();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, path]() {
           std::lock_guard<std::mutex> lock(model->mu);
           model->load_optimizer(path, qwen::TrainOptions());
         },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 // qwenOptimizerStateBytes(model) -> bytes of AdamW moments this rank holds (its shard with zero 1).
