@@ -3,6 +3,7 @@
 #include "ops_binding.h"
 
 #include <limits>
+#include <utility>
 
 namespace crpo {
 namespace {
@@ -257,11 +258,13 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   return call;
 }
 
-GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
-  Napi::Env env = info.Env();
-  Napi::Object o = args::object(info, 0, op, "inputs");
-  GrpoCall call;
-  GrpoInputs& in = call.in;
+namespace {
+
+// The fields of every one-branch group kernel (GRPO, T-GRPO, ArrowRL): { groups, groupSize,
+// answers, truth, numOptions, format?, wAccuracy?, wFormat?, norm?, eps? } into `in`, and the
+// outputs they share (reward, advantage, correct) into `r` / `out`.
+template <typename Inputs>
+void parse_group_fields(const Napi::Object& o, const std::string& op, Inputs& in) {
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
   in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
   const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
@@ -275,12 +278,34 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   in.norm = read_norm(o, op);
   in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+}
+
+template <typename Outputs>
+Napi::Object group_outputs(Napi::Env env, size_t BG, Outputs& out) {
   Napi::Object r = Napi::Object::New(env);
-  GrpoOutputs& out = call.out;
   r.Set("reward", new_f32(env, BG, &out.reward));
   r.Set("advantage", new_f32(env, BG, &out.advantage));
   r.Set("correct", new_f32(env, BG, &out.correct));
-  r.Set("flat", new_u8(env, B, &out.flat));
+  return r;
+}
+
+// (B, B * G) of parsed group fields.
+template <typename Inputs>
+std::pair<size_t, size_t> group_sizes(const Inputs& in) {
+  const size_t B = static_cast<size_t>(in.groups);
+  return {B, B * static_cast<size_t>(in.group_size)};
+}
+
+}  // namespace
+
+GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = args::object(info, 0, op, "inputs");
+  GrpoCall call;
+  parse_group_fields(o, op, call.in);
+  const auto [B, BG] = group_sizes(call.in);
+  Napi::Object r = group_outputs(env, BG, call.out);
+  r.Set("flat", new_u8(env, B, &call.out.flat));
   call.result = r;
   return call;
 }
@@ -290,30 +315,15 @@ TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Object o = args::object(info, 0, op, "inputs");
   TgrpoCall call;
   TgrpoInputs& in = call.in;
-  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
-  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  parse_group_fields(o, op, in);
+  const auto [B, BG] = group_sizes(in);
   in.shuffled_size = read_int(o.Get("shuffledSize"), op, "shuffledSize", 1, 1 << 20);
-  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
-  const size_t BS = B * static_cast<size_t>(in.shuffled_size);
-  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.shuffled_answers =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "shuffledAnswers", napi_int32_array, BS, op, false).data);
-  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
-  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
+  in.shuffled_answers = reinterpret_cast<const int32_t*>(
+      read_array_of(o, "shuffledAnswers", napi_int32_array, B * static_cast<size_t>(in.shuffled_size), op, false).data);
   in.bonus = args::optional_number(o, "bonus", op, 0.3);
   in.mu = args::optional_number(o, "mu", op, 0.8);
-  in.norm = read_norm(o, op);
-  in.eps = args::optional_number(o, "eps", op, 1e-6);
-  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
-  Napi::Object r = Napi::Object::New(env);
   TgrpoOutputs& out = call.out;
-  r.Set("reward", new_f32(env, BG, &out.reward));
-  r.Set("advantage", new_f32(env, BG, &out.advantage));
-  r.Set("correct", new_f32(env, BG, &out.correct));
+  Napi::Object r = group_outputs(env, BG, out);
   r.Set("pOrdered", new_f32(env, B, &out.p_ordered));
   r.Set("pShuffled", new_f32(env, B, &out.p_shuffled));
   r.Set("bonusOn", new_u8(env, B, &out.bonus_on));
@@ -327,29 +337,14 @@ ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Object o = args::object(info, 0, op, "inputs");
   ArrowCall call;
   ArrowInputs& in = call.in;
-  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
-  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  parse_group_fields(o, op, in);
+  const auto [B, BG] = group_sizes(in);
   in.reverse_size = read_int(o.Get("reverseSize"), op, "reverseSize", 1, 1 << 20);
-  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
-  const size_t BH = B * static_cast<size_t>(in.reverse_size);
-  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.reverse_answers =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "reverseAnswers", napi_int32_array, BH, op, false).data);
-  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
-  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
+  in.reverse_answers = reinterpret_cast<const int32_t*>(
+      read_array_of(o, "reverseAnswers", napi_int32_array, B * static_cast<size_t>(in.reverse_size), op, false).data);
   in.w_reverse = args::optional_number(o, "wReverse", op, 0.5);
-  in.norm = read_norm(o, op);
-  in.eps = args::optional_number(o, "eps", op, 1e-6);
-  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
-  Napi::Object r = Napi::Object::New(env);
   ArrowOutputs& out = call.out;
-  r.Set("reward", new_f32(env, BG, &out.reward));
-  r.Set("advantage", new_f32(env, BG, &out.advantage));
-  r.Set("correct", new_f32(env, BG, &out.correct));
+  Napi::Object r = group_outputs(env, BG, out);
   r.Set("differ", new_f32(env, BG, &out.differ));
   r.Set("flat", new_u8(env, B, &out.flat));
   call.result = r;
@@ -376,5 +371,52 @@ const char* const kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
 
 std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kCrrArrays); }
 std::vector<Napi::Value> grpo_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kGrpoArrays); }
+
+std::function<void()> cpu_video_transform(const Napi::CallbackInfo&, const std::string&, const VideoTransformCall& c) {
+  return [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); };
+}
+
+std::function<void()> cpu_crr(const Napi::CallbackInfo&, const std::string&, const CrrCall& c) {
+  return [c]() { crr_group_advantages(c.in, c.out); };
+}
+
+Napi::Value video_transform_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<VideoTransformCall> plan,
+                               QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, op);
+    std::function<void()> work = plan(info, op, c);
+    if (!queue) {
+      work();
+      return c.output_value;
+    }
+    return queue(info.Env(), op, std::move(work), resolve_with(c.output_value), {info[0], c.output_value});
+  });
+}
+
+Napi::Value crr_advantages_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<CrrCall> plan,
+                              QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, op);
+    std::function<void()> work = plan(info, op, c);
+    if (!queue) {
+      work();
+      return c.result;
+    }
+    return queue(info.Env(), op, std::move(work), resolve_with(c.result), crr_input_arrays(info[0].As<Napi::Object>()));
+  });
+}
+
+Napi::Value grpo_advantages_js(const Napi::CallbackInfo& info, const std::string& op, QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    GrpoCall c = parse_grpo(info, op);
+    if (!queue) {
+      grpo_group_advantages(c.in, c.out);
+      return c.result;
+    }
+    return queue(
+        info.Env(), op, [c]() { grpo_group_advantages(c.in, c.out); }, resolve_with(c.result),
+        grpo_input_arrays(info[0].As<Napi::Object>()));
+  });
+}
 
 }  // namespace crpo

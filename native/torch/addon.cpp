@@ -110,50 +110,40 @@ void run_crr(const CrrCall& c, const at::Device& device) {
   });
 }
 
-Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
-    at::Device d = parse_device(args::optional_object(info, 1, "videoTransformSync", "options"), "videoTransformSync");
+// Plans for common/ops_binding's JS functions: the kernel on options.device (CPU: the shared
+// kernel on the JS buffers; else through a device copy).
+std::function<void()> device_video_transform(const Napi::CallbackInfo& info, const std::string& op,
+                                             const VideoTransformCall& c) {
+  at::Device d = parse_device(args::optional_object(info, 1, op, "options"), op);
+  return [c, d]() {
     prepare_thread();
     run_video_transform(c, d);
-    return c.output_value;
-  });
+  };
+}
+
+std::function<void()> device_crr(const Napi::CallbackInfo& info, const std::string& op, const CrrCall& c) {
+  at::Device d = parse_device(info[0].As<Napi::Object>(), op);
+  return [c, d]() { run_crr(c, d); };
+}
+
+Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
+  return video_transform_js(info, "videoTransformSync", device_video_transform, nullptr);
 }
 
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransform", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    at::Device d = parse_device(args::optional_object(info, 1, "videoTransform", "options"), "videoTransform");
-    return queue_torch(info.Env(), "videoTransform", [c, d]() { run_video_transform(c, d); },
-                       resolve_with(c.output_value), {info[0], c.output_value});
-  });
+  return video_transform_js(info, "videoTransform", device_video_transform, queue_torch);
 }
 
 Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantagesSync", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantagesSync");
-    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantagesSync");
-    run_crr(c, d);
-    return c.result;
-  });
+  return crr_advantages_js(info, "crrAdvantagesSync", device_crr, nullptr);
 }
 
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantages");
-    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
-    return queue_torch(
-        info.Env(), "crrAdvantages", [c, d]() { run_crr(c, d); }, resolve_with(c.result),
-        crr_input_arrays(info[0].As<Napi::Object>()));
-  });
+  return crr_advantages_js(info, "crrAdvantages", device_crr, queue_torch);
 }
 
 Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "grpoAdvantagesSync", [&]() -> Napi::Value {
-    GrpoCall c = parse_grpo(info, "grpoAdvantagesSync");
-    grpo_group_advantages(c.in, c.out);
-    return c.result;
-  });
+  return grpo_advantages_js(info, "grpoAdvantagesSync", nullptr);
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {

@@ -36,10 +36,7 @@ class TorchWorker : public PromiseWorker {
 // Starts `work` on a TorchWorker and returns its promise, which resolves to what `done` builds.
 inline Napi::Promise queue_torch(Napi::Env env, const std::string& op, std::function<void()> work,
                                  std::function<Napi::Value(Napi::Env)> done, std::vector<Napi::Value> keep = {}) {
-  auto* w = new TorchWorker(env, op, std::move(work), std::move(done), std::move(keep));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_promise(env, op, torch_work(op, std::move(work)), std::move(done), std::move(keep));
 }
 
 }  // namespace crpo
