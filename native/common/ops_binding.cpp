@@ -380,16 +380,26 @@ std::function<void()> cpu_crr(const Napi::CallbackInfo&, const std::string&, con
   return [c]() { crr_group_advantages(c.in, c.out); };
 }
 
+namespace {
+
+// Runs `work` now and returns `result` (queue null: a ...Sync function), or on a worker whose
+// promise resolves to `result`, keeping `keep` (the JS buffers the work reads) alive until then.
+Napi::Value run_or_queue(const Napi::CallbackInfo& info, const std::string& op, std::function<void()> work,
+                         Napi::Value result, std::vector<Napi::Value> keep, QueueFn queue) {
+  if (!queue) {
+    work();
+    return result;
+  }
+  return queue(info.Env(), op, std::move(work), resolve_with(result), std::move(keep));
+}
+
+}  // namespace
+
 Napi::Value video_transform_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<VideoTransformCall> plan,
                                QueueFn queue) {
   return guarded(info, op, [&]() -> Napi::Value {
     VideoTransformCall c = parse_video_transform(info, op);
-    std::function<void()> work = plan(info, op, c);
-    if (!queue) {
-      work();
-      return c.output_value;
-    }
-    return queue(info.Env(), op, std::move(work), resolve_with(c.output_value), {info[0], c.output_value});
+    return run_or_queue(info, op, plan(info, op, c), c.output_value, {info[0], c.output_value}, queue);
   });
 }
 
@@ -397,25 +407,16 @@ Napi::Value crr_advantages_js(const Napi::CallbackInfo& info, const std::string&
                               QueueFn queue) {
   return guarded(info, op, [&]() -> Napi::Value {
     CrrCall c = parse_crr(info, op);
-    std::function<void()> work = plan(info, op, c);
-    if (!queue) {
-      work();
-      return c.result;
-    }
-    return queue(info.Env(), op, std::move(work), resolve_with(c.result), crr_input_arrays(info[0].As<Napi::Object>()));
+    return run_or_queue(info, op, plan(info, op, c), c.result, crr_input_arrays(info[0].As<Napi::Object>()), queue);
   });
 }
 
 Napi::Value grpo_advantages_js(const Napi::CallbackInfo& info, const std::string& op, QueueFn queue) {
   return guarded(info, op, [&]() -> Napi::Value {
     GrpoCall c = parse_grpo(info, op);
-    if (!queue) {
-      grpo_group_advantages(c.in, c.out);
-      return c.result;
-    }
-    return queue(
-        info.Env(), op, [c]() { grpo_group_advantages(c.in, c.out); }, resolve_with(c.result),
-        grpo_input_arrays(info[0].As<Napi::Object>()));
+    return run_or_queue(
+        info, op, [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
+        grpo_input_arrays(info[0].As<Napi::Object>()), queue);
   });
 }
 
