@@ -147,7 +147,7 @@ Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  return guarded(info, "setNumThreads", [&]() -> Napi::Value {
+  return guarded_torch(info, "setNumThreads", [&]() -> Napi::Value {
     int64_t n = read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), "setNumThreads", "threads", 1, 1024);
     g_threads.store(static_cast<int>(n));
     prepare_thread();
@@ -156,7 +156,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
-  return guarded(info, "info", [&]() -> Napi::Value {
+  return guarded_torch(info, "info", [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));

@@ -60,7 +60,7 @@ std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, 
 }
 
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
-  return guarded(info, "distInit", [&]() -> Napi::Value {
+  return guarded_torch(info, "distInit", [&]() -> Napi::Value {
     const std::string op = "distInit";
     Napi::Object o = args::object(info, 0, op, "options");
     ProcessGroupOptions po;
@@ -86,7 +86,7 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
-  return guarded(info, "distAllReduce", [&]() -> Napi::Value {
+  return guarded_torch(info, "distAllReduce", [&]() -> Napi::Value {
     const std::string op = "distAllReduce";
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
@@ -107,7 +107,7 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
-  return guarded(info, "distBroadcast", [&]() -> Napi::Value {
+  return guarded_torch(info, "distBroadcast", [&]() -> Napi::Value {
     const std::string op = "distBroadcast";
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
@@ -120,7 +120,7 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
-  return guarded(info, "distBarrier", [&]() -> Napi::Value {
+  return guarded_torch(info, "distBarrier", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distBarrier"), "distBarrier");
     return queue(
         info, "distBarrier", [g]() { g->barrier(); }, undefined_result);
@@ -128,7 +128,7 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistAbort(const Napi::CallbackInfo& info) {
-  return guarded(info, "distAbort", [&]() -> Napi::Value {
+  return guarded_torch(info, "distAbort", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distAbort"), "distAbort");
     std::string msg = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "aborted";
     g->abort(msg);
@@ -137,7 +137,7 @@ Napi::Value DistAbort(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistFailure(const Napi::CallbackInfo& info) {
-  return guarded(info, "distFailure", [&]() -> Napi::Value {
+  return guarded_torch(info, "distFailure", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distFailure"), "distFailure");
     PeerFailure f = g->failure();
     if (f.message.empty()) return info.Env().Null();
@@ -149,7 +149,7 @@ Napi::Value DistFailure(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistInfo(const Napi::CallbackInfo& info) {
-  return guarded(info, "distInfo", [&]() -> Napi::Value {
+  return guarded_torch(info, "distInfo", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distInfo"), "distInfo");
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
@@ -170,7 +170,7 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistShutdown(const Napi::CallbackInfo& info) {
-  return guarded(info, "distShutdown", [&]() -> Napi::Value {
+  return guarded_torch(info, "distShutdown", [&]() -> Napi::Value {
     const int64_t id = read_id(info, "distShutdown");
     std::shared_ptr<Group> g = take_group(id);
     if (!g) {
@@ -199,7 +199,7 @@ Napi::Value DistBackends(const Napi::CallbackInfo& info) {
 // Test twin: a small MLP on rank-dependent inputs; gradients averaged (a) by GradReducer during
 // backward and (b) by allreduce_mean after backward. Returns the largest difference and the overlap.
 Napi::Value DistReducerCheck(const Napi::CallbackInfo& info) {
-  return guarded(info, "distReducerCheck", [&]() -> Napi::Value {
+  return guarded_torch(info, "distReducerCheck", [&]() -> Napi::Value {
     const std::string op = "distReducerCheck";
     auto g = find_group(read_id(info, op), op);
     const double bucket = info.Length() > 1 ? read_number(info[1], op, "bucketMb") : 0.01;

@@ -87,7 +87,7 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
 }
 
 Napi::Value Load(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenLoad", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenLoad", [&]() -> Napi::Value {
     const std::string op = "qwenLoad";
     Napi::Object spec = args::object(info[0], op, "spec");
     qwen::Config cfg = parse_config(args::object(spec.Get("config"), op, "spec.config"), op);
@@ -121,7 +121,7 @@ Napi::Value Load(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Dispose(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenDispose", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenDispose", [&]() -> Napi::Value {
     int64_t id = read_int(info[0], "qwenDispose", "model", 1, INT64_C(1) << 52);
     qwen_js::erase_model(id);  // a running worker keeps its own reference
     return info.Env().Undefined();
@@ -140,7 +140,7 @@ Napi::Value LiveModels(const Napi::CallbackInfo& info) {
 // With inputs.prefixGroups only completion targets are scored: tokenLogprobs is NaN elsewhere, the
 // objective and loss cover the completions, logits are empty.
 Napi::Value Forward(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenForward", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenForward", [&]() -> Napi::Value {
     const std::string op = "qwenForward";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
@@ -183,7 +183,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
 // qwenGenerate(model, inputs, { maxNewTokens, eosTokenId?, useCache?, temperature?, topK?, topP?, seed?, keepLogits? })
 //   -> { tokens: number[][], logprobs: number[][], stepLogits: {data, shape}[] }
 Napi::Value Generate(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGenerate", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenGenerate", [&]() -> Napi::Value {
     const std::string op = "qwenGenerate";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
@@ -235,7 +235,7 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
 // ---- LoRA and weights ------------------------------------------------------------------------
 
 Napi::Value AddLora(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenAddLora", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenAddLora", [&]() -> Napi::Value {
     const std::string op = "qwenAddLora";
     auto model = find_model(info[0], op);
     Napi::Object o = args::object(info[1], op, "lora");
@@ -256,7 +256,7 @@ Napi::Value AddLora(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetLoraEnabled", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetLoraEnabled", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenSetLoraEnabled");
     if (!info[1].IsBoolean()) throw_type_error("qwenSetLoraEnabled", "enabled", "a boolean", info[1]);
     std::lock_guard<std::mutex> lock(model->mu);
@@ -266,7 +266,7 @@ Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ParamNames(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenParamNames", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenParamNames", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenParamNames");
     bool lora = false;  // optional: the LoRA adapters' names instead of the base weights'
     if (info.Length() > 1 && !args::absent(info[1])) {
@@ -288,7 +288,7 @@ Napi::Value ParamNames(const Napi::CallbackInfo& info) {
 // asked). Synchronous, under the model's mutex: merged, it computes W + scale * B A on the JS
 // thread (the weight export reads weights one by one from a synchronous writer).
 Napi::Value GetParamSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGetParamSync", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenGetParamSync", [&]() -> Napi::Value {
     const std::string op = "qwenGetParamSync";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
@@ -308,7 +308,7 @@ Napi::Value GetParamSync(const Napi::CallbackInfo& info) {
 
 // qwenSetParam(model, name, Float32Array) (LoRA or base weight; same element count)
 Napi::Value SetParam(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetParam", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetParam", [&]() -> Napi::Value {
     const std::string op = "qwenSetParam";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
@@ -330,7 +330,7 @@ Napi::Value SetParam(const Napi::CallbackInfo& info) {
 // qwenMergeLoraSync(model): folds the adapters into the base weights. Synchronous, on the JS
 // thread under the model's mutex (its callers, the policy's reference refresh, are synchronous).
 Napi::Value MergeLoraSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenMergeLoraSync", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenMergeLoraSync", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenMergeLoraSync");
     std::lock_guard<std::mutex> lock(model->mu);
     torch_guard("qwenMergeLoraSync", [&]() { model->merge_lora(); });
@@ -341,7 +341,7 @@ Napi::Value MergeLoraSync(const Napi::CallbackInfo& info) {
 // qwenGrads(model, names: string[]) -> { name: {data, shape} }: the gradients a train step with
 // apply: false accumulated (zeros for a weight without one); nothing is copied unless asked.
 Napi::Value Grads(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGrads", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenGrads", [&]() -> Napi::Value {
     const std::string op = "qwenGrads";
     auto model = find_model(info[0], op);
     if (!info[1].IsArray()) throw_type_error(op, "names", "an array of weight names", info[1]);

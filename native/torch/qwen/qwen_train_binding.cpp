@@ -84,7 +84,7 @@ qwen::TrainOptions read_train_options(const Napi::Object& o, const std::string& 
 //   overlapGrads? (true), gradBucketMb? (25), zero? (0 | 1) })
 //   -> { loss, pgLoss, kl, clipFraction, gradNorm, tokens, entropy, skipped }
 Napi::Value TrainStep(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenTrainStep", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenTrainStep", [&]() -> Napi::Value {
     const std::string op = "qwenTrainStep";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
@@ -121,7 +121,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
 // of a rank with no sequences this step (or after a micro-batch with a non-finite loss): joins
 // the group's gradient all-reduce with weight 0 and steps as every rank does. Same result shape.
 Napi::Value SyncStep(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSyncStep", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSyncStep", [&]() -> Napi::Value {
     const std::string op = "qwenSyncStep";
     auto model = find_model(info[0], op);
     Napi::Object o = args::object(info[1], op, "batch");
@@ -142,7 +142,7 @@ Napi::Value SyncStep(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetTrainable(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetTrainable", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetTrainable", [&]() -> Napi::Value {
     const std::string op = "qwenSetTrainable";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "mode", "'lora', 'lm' or 'all'", info[1]);
@@ -157,7 +157,7 @@ Napi::Value SetTrainable(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetCheckpointing(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetCheckpointing", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetCheckpointing", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenSetCheckpointing");
     if (!info[1].IsBoolean()) throw_type_error("qwenSetCheckpointing", "enabled", "a boolean", info[1]);
     std::lock_guard<std::mutex> lock(model->mu);
@@ -167,7 +167,7 @@ Napi::Value SetCheckpointing(const Napi::CallbackInfo& info) {
 }
 // (the caller writes to a temp path and renames).
 Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSaveOptimizer", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSaveOptimizer", [&]() -> Napi::Value {
     const std::string op = "qwenSaveOptimizer";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
@@ -183,7 +183,7 @@ Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenLoadOptimizer", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenLoadOptimizer", [&]() -> Napi::Value {
     const std::string op = "qwenLoadOptimizer";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "path", "a file path", info[1]);
@@ -199,7 +199,7 @@ Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
 }
 // qwenOptimizerStateBytes(model) -> bytes of AdamW moments this rank holds (its shard with zero 1).
 Napi::Value OptimizerStateBytes(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenOptimizerStateBytes", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenOptimizerStateBytes", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenOptimizerStateBytes");
     std::lock_guard<std::mutex> lock(model->mu);
     return Napi::Number::New(info.Env(), static_cast<double>(model->optimizer_state_bytes()));
