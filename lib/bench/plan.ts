@@ -16,7 +16,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CrpoError, invalidArg, outOfRange } from '../errors';
-import { estimateBudget, PUBLISHED_CONFIGS } from '../hf/budget';
+import { estimateBudget, PUBLISHED_CONFIGS, sharedPrefixUpdate } from '../hf/budget';
 import { expectedWeights, readQwenConfig, type QwenVLConfig } from '../hf/config';
 import { POLICY_PRESETS, visualTokens, type PolicyConfig } from '../model/config';
 
@@ -56,6 +56,12 @@ export interface PlanOptions {
   microBatch: number;
   dtype: PlanDtype;
   checkpointing: boolean;
+  /**
+   * Qwen: the update runs each prompt's (vision + prompt) prefix once for its rows in a
+   * micro-batch and scores only the completions (the qwen policy's default, `sharedPrefix`);
+   * false: every sequence whole (the per-row path).
+   */
+  sharedPrefix: boolean;
 }
 
 export const PLAN_DEFAULTS: Omit<PlanOptions, 'model' | 'gpus' | 'gpuMemGB'> = {
@@ -71,6 +77,7 @@ export const PLAN_DEFAULTS: Omit<PlanOptions, 'model' | 'gpus' | 'gpuMemGB'> = {
   microBatch: 1,
   dtype: 'bfloat16',
   checkpointing: true,
+  sharedPrefix: true,
 };
 
 /** One line of the plan, bytes per device. */
@@ -114,6 +121,14 @@ export interface PlanResult {
 // Native policy: parameter count and per-phase bytes (fp32 on CPU; bf16 weights on CUDA)
 // ---------------------------------------------------------------------------------------------
 
+/** Values the tubelet patch embedding reads: pixels, stem channels, or the half-resolution map's. */
+function patchInputs(c: Pick<NativeShape, 'visionStem' | 'visionStemDown' | 'patchSize' | 'temporalPatch'>): number {
+  const down = c.visionStemDown > 0;
+  const cell = down ? c.patchSize / 2 : c.patchSize;
+  const perCell = down ? c.visionStemDown : c.visionStem > 0 ? c.visionStem : 3;
+  return c.temporalPatch * cell * cell * perCell;
+}
+
 /** Parameters of the native policy (native/torch/model): vision ViT, projector, decoder LM. */
 export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'normEps' | 'initStd'>): number {
   const Dv = c.visionDim,
@@ -121,13 +136,13 @@ export function nativeParams(c: Omit<NativeShape, 'maxSeqLen' | 'ropeTheta' | 'n
     g = c.imageSize / c.patchSize,
     m2 = c.mergeSize * c.mergeSize;
   const hd = Dl / c.lmHeads;
-  const perPixel = c.visionStem > 0 ? c.visionStem : 3; // values per pixel the patch embedding reads
   const vision =
     g * g * Dv +
     (c.frames / c.temporalPatch) * Dv + // spatial + temporal positions
-    Dv * (perPixel * c.patchSize * c.patchSize * c.temporalPatch) +
+    Dv * patchInputs(c) +
     Dv + // tubelet patch embedding
     (c.visionStem > 0 ? c.visionStem * 3 * 9 + c.visionStem : 0) + // 3x3 convolutional stem
+    (c.visionStemDown > 0 ? c.visionStemDown * c.visionStem * 9 + c.visionStemDown : 0) + // its stride-2 convolution
     // qkv, proj, fc1, fc2 + biases + 2 LayerNorms per block
     c.visionLayers * (4 * Dv * Dv + 2 * Dv * c.visionMlp + 9 * Dv + c.visionMlp) +
     2 * Dv; // final LayerNorm
@@ -180,8 +195,10 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
   const perGroup = (s.imageSize / s.patchSize) ** 2;
   const tubelets = (s.frames / s.temporalPatch) * perGroup;
   const keys = s.visionClipAttention ? tubelets : perGroup;
-  const patchIn = s.temporalPatch * s.patchSize * s.patchSize * (s.visionStem > 0 ? s.visionStem : 3);
-  const stemAct = s.visionStem > 0 ? clips * s.frames * s.imageSize * s.imageSize * (3 + 2 * s.visionStem) * b : 0;
+  const patchIn = patchInputs(s);
+  const stemAct =
+    (s.visionStem > 0 ? clips * s.frames * s.imageSize * s.imageSize * (3 + 2 * s.visionStem) * b : 0) +
+    (s.visionStemDown > 0 ? (clips * s.frames * s.imageSize * s.imageSize * 2 * s.visionStemDown * b) / 4 : 0);
   const visAct =
     clips * tubelets * (s.visionLayers * ((8 * s.visionDim + 2 * s.visionMlp) * b + s.visionHeads * keys * perScore)) +
     clips * tubelets * (patchIn + 6 * s.visionDim) * b + // patch input, final LayerNorm and projector
@@ -298,7 +315,7 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
   const b = DTYPE_BYTES[o.dtype];
   const G = o.groupSize,
     H = o.cfGroupSize || o.groupSize;
-  const e = estimateBudget(cfg, {
+  const scenario = {
     frames: o.frames,
     framePixels: o.pixels,
     promptTokens: o.promptTokens,
@@ -306,13 +323,28 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
     sequences: Math.max(G, H),
     loraRank: o.lora || 16,
     bytes: b,
-  });
+  };
+  const e = estimateBudget(cfg, scenario);
   let P = 0;
   for (const shape of expectedWeights(cfg).values()) P += shape.reduce((a, x) => a * x, 1);
   const lora = o.lora > 0;
   const T = lora ? qwenLoraParams(cfg, o.lora) : P;
   const shard = o.shardedOptim ? o.gpus : 1;
-  const act = (o.checkpointing ? e.activationsPerSeqCheckpointedGiB : e.activationsPerSeqGiB) * GiB * o.microBatch;
+  // The update's tensors per micro-batch of m sequences: per row (every sequence whole), or with the
+  // shared prefix as the policy runs it: m sequences of ceil(m / max(G, G')) prompts, each prefix once.
+  const m = o.microBatch;
+  let act: number, kept: number, logits: number;
+  if (o.sharedPrefix) {
+    const groups = Math.ceil(m / Math.max(G, H));
+    const u = sharedPrefixUpdate(cfg, scenario, m / groups);
+    act = groups * (o.checkpointing ? u.checkpointed : u.activations);
+    kept = groups * u.activations;
+    logits = groups * u.logits;
+  } else {
+    act = (o.checkpointing ? e.activationsPerSeqCheckpointedGiB : e.activationsPerSeqGiB) * GiB * m;
+    kept = e.activationsPerSeqGiB * GiB * m;
+    logits = e.logitsPerSeqGiB * GiB * m;
+  }
   const kvAll = (e.kvCacheGroupGiB * GiB * o.batch * (G + H)) / Math.max(G, H);
   const terms: PlanTerm[] = [
     { name: 'weights', label: 'weights', bytes: P * b, phase: 'resident', formula: 'P x dtype bytes' },
@@ -341,24 +373,26 @@ function qwenPlan(cfg: QwenVLConfig, o: PlanOptions, name: string): PlanResult {
       name: 'activations',
       label:
         `activations, ${o.microBatch} sequence(s) per micro-batch ` +
-        `(${o.checkpointing ? 'checkpointed' : 'all kept'})`,
+        `(${o.checkpointing ? 'checkpointed' : 'all kept'}${o.sharedPrefix ? ', shared prefix' : ', per row'})`,
       bytes: act,
       phase: 'update',
-      formula: 'lib/hf/budget.ts activationsPerSeq(Checkpointed) x micro-batch',
+      formula: o.sharedPrefix
+        ? 'lib/hf/budget.ts sharedPrefixUpdate: prefix once + micro-batch x completion'
+        : 'lib/hf/budget.ts activationsPerSeq(Checkpointed) x micro-batch',
     },
     {
       name: 'activationsKept',
       label: 'activations without checkpointing (for comparison)',
-      bytes: e.activationsPerSeqGiB * GiB * o.microBatch,
+      bytes: kept,
       phase: 'info',
       formula: 'all layers kept',
     },
     {
       name: 'logits',
-      label: 'logits + log-softmax + gradient (fp32)',
-      bytes: e.logitsPerSeqGiB * GiB * o.microBatch,
+      label: `logits + log-softmax + gradient (fp32${o.sharedPrefix ? ', completion tokens only' : ''})`,
+      bytes: logits,
       phase: 'update',
-      formula: 'L x vocab x 4 B x 3 x micro-batch',
+      formula: o.sharedPrefix ? 'completion x vocab x 4 B x 3 x micro-batch' : 'L x vocab x 4 B x 3 x micro-batch',
     },
     {
       name: 'vision',
@@ -534,6 +568,7 @@ export function planOptionsFromFlags(argv: Record<string, unknown>): Parameters<
     microBatch: argv['micro-batch'] as number | undefined,
     dtype: argv.dtype as PlanDtype | undefined,
     checkpointing: argv.checkpointing as boolean | undefined,
+    sharedPrefix: argv['shared-prefix'] as boolean | undefined,
   };
 }
 

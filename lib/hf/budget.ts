@@ -52,6 +52,41 @@ export interface BudgetEstimate {
   visionPeakGiB: number;
   /** KV cache of all sequences of one prompt at full length. */
   kvCacheGroupGiB: number;
+  /** Tokens of the (vision + prompt) prefix, Lp = L - completion. */
+  prefixLen: number;
+}
+
+/**
+ * The update of the shared-prefix path (the qwen policy's default, native/torch/qwen/qwen_prefix.cpp)
+ * for `rows` completions of one prompt in one forward/backward: the prefix (Lp tokens) runs once
+ * and each completion (C tokens) attends to its keys/values; only completion tokens are scored.
+ * Per layer: the prefix's tensors Lp x per-token + its eager scores heads x Lp^2; per row the
+ * completion's C x per-token, its scores heads x C x (Lp + C), and the keys/values expanded to the
+ * query heads for that row (2 x heads x head_dim x (Lp + C)). Checkpointed: every layer's input
+ * ((Lp + rows x C) x hidden) + one layer. Logits: rows x C x vocab x 4 B x 3 (fp32 logits,
+ * log-softmax, gradient). Bytes.
+ */
+export function sharedPrefixUpdate(
+  cfg: QwenVLConfig,
+  s: BudgetScenario,
+  rows: number,
+): { activations: number; checkpointed: number; logits: number } {
+  const t = cfg.text;
+  const H = t.hiddenSize;
+  const qd = t.numHeads * t.headDim;
+  const kd = t.numKvHeads * t.headDim;
+  const Lp = estimateBudget(cfg, s).prefixLen;
+  const C = s.completionTokens;
+  const perTok = (4 * H + 2 * (qd + 2 * kd) + qd + 4 * t.intermediateSize) * s.bytes;
+  const score = 4 + s.bytes;
+  const prefix = Lp * perTok + t.numHeads * Lp * Lp * score;
+  const row = C * perTok + t.numHeads * C * (Lp + C) * score + 2 * qd * (Lp + C) * s.bytes;
+  const layer = prefix + rows * row;
+  return {
+    activations: t.numLayers * layer,
+    checkpointed: t.numLayers * (Lp + rows * C) * H * s.bytes + layer,
+    logits: rows * C * t.vocabSize * 4 * 3,
+  };
 }
 
 const GiB = 2 ** 30;
@@ -110,6 +145,7 @@ export function estimateBudget(cfg: QwenVLConfig, s: BudgetScenario = DEFAULT_SC
     logitsPerSeqGiB: logits / GiB,
     visionPeakGiB: visionPeak / GiB,
     kvCacheGroupGiB: kv / GiB,
+    prefixLen: L - s.completionTokens,
   };
 }
 

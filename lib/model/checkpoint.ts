@@ -218,6 +218,7 @@ export async function loadCheckpoint(
     const legacy = {
       ...(saved.optionSlots === undefined ? { optionSlots: 0 } : {}),
       ...(saved.visionStem === undefined ? { visionStem: 0 } : {}),
+      ...(saved.visionStemDown === undefined ? { visionStemDown: 0 } : {}),
     };
     config = resolvePolicyConfig(
       { ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) },

@@ -29,6 +29,12 @@ export interface PolicyConfig {
    * before the tubelets are cut, so a patch embeds local edges and corners instead of raw pixels.
    */
   visionStem: number;
+  /**
+   * A second 3x3 convolution, stride 2, to this many channels + GELU after the stem (0 = off; needs
+   * `visionStem` > 0 and an even `patchSize`): the tubelets are cut from the half-resolution feature
+   * map, so the patch grid, the visual tokens and everything after them stay the same.
+   */
+  visionStemDown: number;
   /** Vision attention over all tubelets of a clip (true) or within each tubelet (false); one batched pass either way. */
   visionClipAttention: boolean;
   /** Decoder width, depth, query heads, key/value heads (grouped), SwiGLU hidden size. */
@@ -80,6 +86,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     visionHeads: 4,
     visionMlp: 128,
     visionStem: 0,
+    visionStemDown: 0,
     visionClipAttention: true,
     lmDim: 96,
     lmLayers: 2,
@@ -104,6 +111,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     visionHeads: 6,
     visionMlp: 512,
     visionStem: 0,
+    visionStemDown: 0,
     visionClipAttention: true,
     lmDim: 256,
     lmLayers: 4,
@@ -171,6 +179,17 @@ export function resolvePolicyConfig(
   }
   if (!Number.isInteger(c.visionStem) || c.visionStem < 0 || c.visionStem > 256)
     throw outOfRange('config.visionStem', 'an integer in [0, 256] (0 = no stem)', c.visionStem, op);
+  if (!Number.isInteger(c.visionStemDown) || c.visionStemDown < 0 || c.visionStemDown > 256)
+    throw outOfRange(
+      'config.visionStemDown',
+      'an integer in [0, 256] (0 = no downsampling convolution)',
+      c.visionStemDown,
+      op,
+    );
+  if (c.visionStemDown > 0 && c.visionStem === 0)
+    throw invalidArg('config.visionStemDown', '0 when visionStem is 0 (it follows the stem)', c.visionStemDown, op);
+  if (c.visionStemDown > 0 && c.patchSize % 2 !== 0)
+    throw invalidArg('config.patchSize', 'an even size when visionStemDown > 0', c.patchSize, op);
   if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
     throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);

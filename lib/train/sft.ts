@@ -563,7 +563,7 @@ export async function shortcutBase(
           reading: 0,
           attributeQuestions: 0,
           staticAttributes: STATIC_ATTRIBUTES,
-          model: { visionStem: 0 },
+          model: { visionStem: 0, visionStemDown: 0 },
         }),
   };
   const capDir = path.join(dir, 'capability');

@@ -464,6 +464,12 @@ describe('native policy (tiny preset)', () => {
       await expect(fails(() => a.policyCreate({ vocabSize: 50, lmHeads: 5, lmKvHeads: 5 }))).rejects.toThrow(
         /lmDim must be a multiple of lmHeads/,
       );
+      await expect(fails(() => a.policyCreate({ vocabSize: 50, visionStemDown: 8 }))).rejects.toThrow(
+        /visionStemDown needs the stem/,
+      );
+      await expect(
+        fails(() => a.policyCreate({ vocabSize: 50, visionStem: 4, visionStemDown: 8, patchSize: 5, imageSize: 40 })),
+      ).rejects.toThrow(/visionStemDown needs an even patchSize/);
       await expect(fails(() => a.policyCreate({ vocabSize: 50, dtype: 'bfloat16' }))).rejects.toThrow(
         /needs a CUDA device/,
       );

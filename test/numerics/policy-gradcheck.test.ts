@@ -19,6 +19,7 @@ const MODULES = [
   'vision_encoder',
   'vision_encoder_clip',
   'vision_encoder_stem',
+  'vision_encoder_stem_down',
   'projector',
   'policy_loss',
   'policy',

@@ -22,6 +22,7 @@ describe('bench plan', () => {
         { preset: 'small' as const },
         { preset: 'tiny' as const, lmDim: 128, lmLayers: 3, lmHeads: 8, lmKvHeads: 4, lmMlp: 352, visionLayers: 1 },
         { preset: 'tiny' as const, visionStem: 8 },
+        { preset: 'tiny' as const, visionStem: 16, visionStemDown: 16 },
       ]) {
         const p = await PolicyModel.create(tok, shape);
         try {

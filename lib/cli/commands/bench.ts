@@ -49,6 +49,7 @@ const ACTION_FLAGS: Record<Action, readonly string[]> = {
     'micro-batch',
     'dtype',
     'checkpointing',
+    'shared-prefix',
   ],
 };
 
@@ -109,6 +110,7 @@ export function builder(y: Argv): Argv {
     .option('prompt-tokens', { type: 'number', describe: 'plan: text tokens of a prompt (default 120)' })
     .option('micro-batch', { type: 'number', describe: 'plan: sequences per forward/backward (default 1)' })
     .option('checkpointing', { type: 'boolean', describe: 'plan: gradient checkpointing (default true)' })
+    .option('shared-prefix', { type: 'boolean', describe: 'plan: qwen update with the shared prefix (default true)' })
     .example('crpo bench rollout', 'phase table of the native tiny policy, defaults, under a minute on 2 cores')
     .example(
       'crpo bench rollout --policy qwen --model /models/Qwen3-VL-8B-Instruct --device cuda:0 --dtype bfloat16',

@@ -3,7 +3,7 @@
  * (lib/train/sft.ts), then Acc / P-Acc on the test split (crpo-method.md section 8).
  */
 import type { Argv } from 'yargs';
-import { SFT_DEFAULTS, runSft, type SftProgress, type StaticAttribute } from '../../train/sft';
+import { SFT_DEFAULTS, runSft, type SftOptions, type SftProgress, type StaticAttribute } from '../../train/sft';
 import type { Category } from '../../data/schema';
 import type { PolicyPresetName } from '../../model/config';
 
@@ -70,7 +70,12 @@ export function builder(y: Argv): Argv {
     })
     .option('vision-stem', {
       type: 'number',
-      describe: "Channels of the vision encoder's 3x3 convolutional stem (0 = none; default: the preset's)",
+      describe: "Channels of the vision encoder's 3x3 convolutional stem (0 = none; default: crpo sft's model)",
+    })
+    .option('vision-stem-down', {
+      type: 'number',
+      describe:
+        "Channels of the stem's second, stride-2 convolution (0 = none; default: crpo sft's model, or 0 with --vision-stem 0)",
     })
     .option('target', {
       choices: ['letter', 'option-then-letter'],
@@ -124,6 +129,7 @@ interface Args {
   categories: string;
   'static-attributes': string;
   'vision-stem'?: number;
+  'vision-stem-down'?: number;
   seed: number;
   'shortcut-p': number;
   'null-option': boolean;
@@ -172,7 +178,7 @@ export async function handler(a: Args): Promise<void> {
     attributeClips: a['attribute-clips'],
     categories: list(a.categories) as Category[],
     staticAttributes: list(a['static-attributes']) as StaticAttribute[],
-    ...(a['vision-stem'] !== undefined ? { model: { visionStem: a['vision-stem'] } } : {}),
+    ...visionStemOptions(a['vision-stem'], a['vision-stem-down']),
     seed: a.seed,
     shortcutP: a['shortcut-p'],
     nullOption: a['null-option'],
@@ -201,4 +207,13 @@ export async function handler(a: Args): Promise<void> {
     `checkpoint: ${report.checkpoint}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** The model fields of --vision-stem / --vision-stem-down; no stem means no stride-2 convolution after it. */
+function visionStemOptions(stem: number | undefined, down: number | undefined): Partial<Pick<SftOptions, 'model'>> {
+  const model: NonNullable<SftOptions['model']> = {};
+  if (stem !== undefined) model.visionStem = stem;
+  if (down !== undefined) model.visionStemDown = down;
+  else if (stem === 0) model.visionStemDown = 0;
+  return Object.keys(model).length > 0 ? { model } : {};
 }

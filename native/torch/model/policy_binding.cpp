@@ -63,6 +63,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.vision_heads = args::optional_int(o, "visionHeads", op, c.vision_heads, 1, 256);
   c.vision_mlp = args::optional_int(o, "visionMlp", op, c.vision_mlp, 1, 1 << 18);
   c.vision_stem = args::optional_int(o, "visionStem", op, c.vision_stem, 0, 256);
+  c.vision_stem_down = args::optional_int(o, "visionStemDown", op, c.vision_stem_down, 0, 256);
   c.vision_clip_attention = args::optional_bool(o, "visionClipAttention", op, c.vision_clip_attention);
   c.lm_dim = args::optional_int(o, "lmDim", op, c.lm_dim, 1, 1 << 16);
   c.lm_layers = args::optional_int(o, "lmLayers", op, c.lm_layers, 1, 256);

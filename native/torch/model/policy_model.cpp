@@ -68,6 +68,10 @@ void PolicyConfig::validate() const {
   if (!(pos_init_std > 0)) config_error("posInitStd", "must be > 0");
   if (option_slots < 0 || option_slots > 26) config_error("optionSlots", "must be in [0, 26]");
   if (vision_stem < 0 || vision_stem > 256) config_error("visionStem", "must be in [0, 256]");
+  if (vision_stem_down < 0 || vision_stem_down > 256) config_error("visionStemDown", "must be in [0, 256]");
+  if (vision_stem_down > 0 && vision_stem == 0) config_error("visionStemDown", "needs the stem (visionStem > 0)");
+  if (vision_stem_down > 0 && patch_size % 2)
+    config_error("visionStemDown", "needs an even patchSize (the tubelets are cut at half resolution)");
   if (dtype != "float32" && dtype != "bfloat16" && dtype != "float64")
     config_error("dtype", "must be 'float32', 'bfloat16' or 'float64', got '" + dtype + "'");
   torch::Device d(torch::kCPU);
@@ -105,7 +109,7 @@ void init_parameters(torch::nn::Module& net, const PolicyConfig& c, at::Generato
     auto& p = kv.value();
     if (ends_with(n, "_pos")) {
       p.normal_(0.0, c.pos_init_std, gen);
-    } else if (n == "vision.stem.weight") {
+    } else if (n == "vision.stem.weight" || n == "vision.stem_down.weight") {
       // He init (fan-in 9 x channels), so that the GELU after the stem is not near-linear at the start.
       p.normal_(0.0, std::sqrt(2.0 / static_cast<double>(p.size(1) * p.size(2) * p.size(3))), gen);
     } else if (p.dim() == 1) {

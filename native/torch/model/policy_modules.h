@@ -35,6 +35,10 @@ struct PolicyConfig {
   // before the tubelets are cut, so a patch embeds local edge and corner features rather than raw
   // pixels. 0 = off (the patch embedding reads pixels, as Qwen-VL's does).
   int64_t vision_stem = 0;
+  // A second 3x3 convolution, stride 2, to vision_stem_down channels + GELU after the stem (0 = off;
+  // needs the stem and an even patch_size): the tubelets are then cut from the half-resolution
+  // feature map, patch_size / 2 cells a side, so the patch grid and everything after it stay the same.
+  int64_t vision_stem_down = 0;
   // Vision attention over all tubelets of a clip (true) or within each tubelet (false). Either
   // way one batched pass; clip attention lets the encoder compare frames directly.
   bool vision_clip_attention = false;
@@ -176,9 +180,10 @@ struct VisionEncoderImpl : torch::nn::Module {
   // pixels (M, T, H, W, C) float in [-1, 1] -> (M, T', P, D). All M*T' tubelets in one batch
   // (attention per clip over T'*P tokens, or per tubelet over P tokens).
   torch::Tensor forward(const torch::Tensor& pixels);
-  int64_t frames, image, channels, patch, tpatch, dim, stem_channels;
+  int64_t frames, image, channels, patch, tpatch, dim, stem_channels, stem_down_channels;
   bool clip_attention;
-  torch::nn::Conv2d stem{nullptr};  // absent when vision_stem = 0
+  torch::nn::Conv2d stem{nullptr};       // absent when vision_stem = 0
+  torch::nn::Conv2d stem_down{nullptr};  // absent when vision_stem_down = 0
   torch::nn::Linear patch_embed{nullptr};
   torch::Tensor spatial_pos, temporal_pos;  // (P, D), (T', D)
   torch::nn::ModuleList blocks{nullptr};

@@ -37,13 +37,21 @@ VisionEncoderImpl::VisionEncoderImpl(const PolicyConfig& c)
       tpatch(c.temporal_patch),
       dim(c.vision_dim),
       stem_channels(c.vision_stem),
+      stem_down_channels(c.vision_stem_down),
       clip_attention(c.vision_clip_attention) {
   if (stem_channels > 0) {
     stem = register_module(
         "stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, stem_channels, 3).padding(1).bias(true)));
   }
-  const int64_t per_pixel = stem_channels > 0 ? stem_channels : channels;
-  patch_embed = register_module("patch_embed", linear(tpatch * patch * patch * per_pixel, dim, true));
+  if (stem_down_channels > 0) {
+    stem_down = register_module(
+        "stem_down",
+        torch::nn::Conv2d(
+            torch::nn::Conv2dOptions(stem_channels, stem_down_channels, 3).stride(2).padding(1).bias(true)));
+  }
+  const int64_t per_cell = stem_down_channels > 0 ? stem_down_channels : stem_channels > 0 ? stem_channels : channels;
+  const int64_t cell = stem_down_channels > 0 ? patch / 2 : patch;  // feature-map cells per patch side
+  patch_embed = register_module("patch_embed", linear(tpatch * cell * cell * per_cell, dim, true));
   spatial_pos = register_parameter("spatial_pos", torch::zeros({c.patches_per_group(), dim}));
   temporal_pos = register_parameter("temporal_pos", torch::zeros({c.tubelets(), dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
@@ -58,17 +66,23 @@ torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
               "vision encoder: pixels are ", pixels.sizes(), ", expected [M, ", frames, ", ", image, ", ", image, ", ",
               channels, "]");
   auto features = pixels;
-  int64_t C = channels;
+  int64_t C = channels, side = image, cell = patch;
   if (stem) {
-    // Every frame through the stem: (M*T, C, H, W) -> (M*T, S, H, W) -> back to channels last.
-    auto f = pixels.reshape({M * frames, image, image, channels}).permute({0, 3, 1, 2});
-    features = torch::gelu(stem->forward(f)).permute({0, 2, 3, 1}).reshape({M, frames, image, image, stem_channels});
+    // Every frame through the stem: (M*T, C, H, W) -> (M*T, S, H, W) [-> (M*T, S2, H/2, W/2)] -> channels last.
+    auto f = torch::gelu(stem->forward(pixels.reshape({M * frames, image, image, channels}).permute({0, 3, 1, 2})));
     C = stem_channels;
+    if (stem_down) {
+      f = torch::gelu(stem_down->forward(f));
+      C = stem_down_channels;
+      side = image / 2;
+      cell = patch / 2;
+    }
+    features = f.permute({0, 2, 3, 1}).reshape({M, frames, side, side, C});
   }
-  // Tubelets: (M, T', tp, gy, p, gx, p, C) -> (M*T', gy*gx, tp*p*p*C); one batch for all frame groups.
-  auto x = features.reshape({M, Tg, tpatch, g, patch, g, patch, C})
+  // Tubelets: (M, T', tp, gy, c, gx, c, C) -> (M*T', gy*gx, tp*c*c*C); one batch for all frame groups.
+  auto x = features.reshape({M, Tg, tpatch, g, cell, g, cell, C})
                .permute({0, 1, 3, 5, 2, 4, 6, 7})
-               .reshape({M * Tg, P, tpatch * patch * patch * C});
+               .reshape({M * Tg, P, tpatch * cell * cell * C});
   x = patch_embed->forward(x).view({M, Tg, P, dim}) + spatial_pos.view({1, 1, P, dim}) +
       temporal_pos.view({1, Tg, 1, dim});
   x = clip_attention ? x.reshape({M, Tg * P, dim}) : x.reshape({M * Tg, P, dim});

@@ -82,7 +82,16 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
                     "qwenLoad: " + r.file + ": tensor '" + r.name + "' has " + std::to_string(r.nbytes) +
                         " bytes, not the size of its shape");
     at::Tensor t = torch::from_blob(static_cast<uint8_t*>(mp->addr) + r.offset, r.shape, st);
-    m.set_param(r.name, t);  // copies (and converts) before the mapping goes away
+    // Copied (and converted) slice by slice before the mapping goes away; each slice's file pages
+    // are dropped once copied: mapped pages count in the RSS until unmapped, and the loading peak
+    // would otherwise be the weights twice (file + copy). Re-reading a dropped page faults it in.
+    const uintptr_t base = reinterpret_cast<uintptr_t>(mp->addr), end = base + mp->size;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    m.set_param_chunked(r.name, t, [&](int64_t off, int64_t len) {
+      const uintptr_t lo = (base + r.offset + off) & ~(page - 1);
+      const uintptr_t hi = std::min((base + r.offset + off + len + page - 1) & ~(page - 1), end);
+      if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    });
   }
 }
 

@@ -27,6 +27,21 @@ void Model::set_param(const std::string& name, const at::Tensor& value) {
   params_[name] = value.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true).contiguous();
 }
 
+void Model::set_param_chunked(const std::string& name, const at::Tensor& src,
+                              const std::function<void(int64_t, int64_t)>& release) {
+  TORCH_CHECK(src.is_contiguous() && src.device().is_cpu(), "qwen: set_param_chunked needs a contiguous CPU source");
+  at::Tensor dst = at::empty(src.sizes(), at::TensorOptions().dtype(dtype_));  // host, the model dtype
+  at::Tensor s = src.reshape({-1}), d = dst.view({-1});
+  const int64_t n = s.numel(), es = static_cast<int64_t>(src.element_size());
+  const int64_t step = std::max<int64_t>(1, (int64_t{64} << 20) / es);
+  for (int64_t off = 0; off < n; off += step) {
+    const int64_t len = std::min(step, n - off);
+    d.narrow(0, off, len).copy_(s.narrow(0, off, len));
+    release(off * es, len * es);
+  }
+  params_[name] = device_.is_cpu() ? dst : dst.to(device_);
+}
+
 const at::Tensor& Model::param(const std::string& name) const {
   auto it = params_.find(name);
   TORCH_CHECK(it != params_.end(), "qwen: the model has no weight '", name, "'");

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -187,6 +188,10 @@ class Model {
 
   // Weights by canonical name; set_param converts to the model dtype/device.
   void set_param(const std::string& name, const at::Tensor& value);
+  // The same for a large contiguous source (a memory-mapped file): copied in slices of ~64 MiB of
+  // the source, `release(byte offset, bytes)` called after each so the caller can free that part.
+  void set_param_chunked(const std::string& name, const at::Tensor& src,
+                         const std::function<void(int64_t, int64_t)>& release);
   const at::Tensor& param(const std::string& name) const;
   bool has_param(const std::string& name) const { return params_.count(name) > 0; }
   std::vector<std::string> param_names() const;

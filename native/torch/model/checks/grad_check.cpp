@@ -123,9 +123,11 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
     return fd_check([&] { return (m->logits(m->forward(x, pos, valid, nullptr, 0)) * w).sum(); }, leaves_of(*m, {x}),
                     gen);
   }
-  if (name == "vision_encoder" || name == "vision_encoder_clip" || name == "vision_encoder_stem") {
+  if (name == "vision_encoder" || name == "vision_encoder_clip" || name == "vision_encoder_stem" ||
+      name == "vision_encoder_stem_down") {
     c.vision_clip_attention = name != "vision_encoder";
-    if (name == "vision_encoder_stem") c.vision_stem = 3;
+    if (name == "vision_encoder_stem" || name == "vision_encoder_stem_down") c.vision_stem = 3;
+    if (name == "vision_encoder_stem_down") c.vision_stem_down = 2;
     VisionEncoder m(c);
     m->to(dbl);
     randomize(*m, gen);
@@ -187,7 +189,8 @@ GradCheckResult grad_check(const std::string& name, uint64_t seed) {
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                 "policy gradCheck: unknown module '" + name +
                     "' (known: rmsnorm, rotary, attention, swiglu, decoder_layer, language_model, vision_encoder, "
-                    "vision_encoder_clip, vision_encoder_stem, projector, policy_loss, policy; fast:<name> compares a "
+                    "vision_encoder_clip, vision_encoder_stem, vision_encoder_stem_down, projector, policy_loss, "
+                    "policy; fast:<name> compares a "
                     "fast path with its slow twin)");
 }
 
