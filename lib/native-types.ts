@@ -360,7 +360,8 @@ export interface QwenNativeApi {
     inputs: NativeQwenInputs,
     options?: { capture?: boolean; grads?: string[]; lora?: boolean; temperature?: number },
   ): Promise<NativeQwenForwardResult>;
-  qwenMergeLora(model: number): void;
+  /** Folds the adapters into the base weights, on the JS thread (synchronous). */
+  qwenMergeLoraSync(model: number): void;
   /** Accumulated gradients (train steps with apply: false) of the named weights. */
   qwenGrads(model: number, names: string[]): Record<string, NativeTensor>;
   qwenGenerate(
@@ -382,7 +383,8 @@ export interface QwenNativeApi {
   ): string[];
   qwenSetLoraEnabled(model: number, enabled: boolean): void;
   qwenParamNames(model: number, lora?: boolean): string[];
-  qwenGetParam(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
+  /** One weight, read on the JS thread (synchronous); `merged` computes W + scale * B A there. */
+  qwenGetParamSync(model: number, name: string, options?: { merged?: boolean }): NativeTensor;
   qwenSetParam(model: number, name: string, value: Float32Array): void;
   /** Collective with zero 1 (every rank calls it; '' writes nothing): the gathered, world-size-independent state. */
   qwenSaveOptimizer(model: number, path: string): Promise<void>;

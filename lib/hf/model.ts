@@ -552,11 +552,12 @@ export class QwenVLModel extends NativeHandle {
 
   /**
    * Folds the adapters into the base weights and restarts them (B = 0): outputs are unchanged and
-   * the LoRA-disabled reference becomes the current policy. Resets the optimizer.
+   * the LoRA-disabled reference becomes the current policy. Resets the optimizer. Synchronous
+   * (native qwenMergeLoraSync): it blocks the JS thread for one pass over the adapted weights.
    */
   mergeLora(): void {
     this.assertLive('QwenVLModel.mergeLora');
-    callSync(() => torchAddon().qwenMergeLora(this.id));
+    callSync(() => torchAddon().qwenMergeLoraSync(this.id));
     this.baseModified = true;
   }
 
@@ -574,9 +575,10 @@ export class QwenVLModel extends NativeHandle {
     return callSync(() => torchAddon().qwenParamNames(this.id, lora));
   }
 
+  /** One weight, read synchronously (native qwenGetParamSync); `merged` adds the LoRA update on the JS thread. */
   getParam(name: string, merged = false): NativeTensor {
     this.assertLive('QwenVLModel.getParam');
-    return tensorOut(callSync(() => torchAddon().qwenGetParam(this.id, name, { merged })));
+    return tensorOut(callSync(() => torchAddon().qwenGetParamSync(this.id, name, { merged })));
   }
 
   setParam(name: string, value: Float32Array): void {

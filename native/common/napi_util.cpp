@@ -117,11 +117,15 @@ namespace args {
 
 bool absent(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
 
+bool present(const Napi::Object& o, const char* key) { return !absent(o.Get(key)); }
+
+Napi::Object object(const Napi::Value& v, const std::string& op, const std::string& name) {
+  if (!v.IsObject() || v.IsArray()) throw_type_error(op, name, "an object", v);
+  return v.As<Napi::Object>();
+}
+
 Napi::Object object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
-  if (info.Length() <= i || !info[i].IsObject() || info[i].IsArray()) {
-    throw_type_error(op, name, "an object", info.Length() > i ? info[i] : info.Env().Undefined());
-  }
-  return info[i].As<Napi::Object>();
+  return object(info.Length() > i ? info[i] : info.Env().Undefined(), op, name);
 }
 
 Napi::Object optional_object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name) {
@@ -133,6 +137,20 @@ double optional_number(const Napi::Object& o, const char* key, const std::string
   Napi::Value v = o.Get(key);
   if (absent(v)) return fallback;
   return read_number(v, op, key);
+}
+
+double optional_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double min,
+                       double max) {
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return fallback;
+  const double x = read_number(v, op, key);
+  if (!(x >= min && x <= max)) {
+    std::ostringstream expected, got;
+    expected << "a number in [" << min << ", " << max << "]";
+    got << x;
+    throw_range_error(op, key, expected.str(), got.str());
+  }
+  return x;
 }
 
 int64_t optional_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
@@ -155,6 +173,35 @@ std::string optional_string(const Napi::Object& o, const char* key, const std::s
   if (absent(v)) return fallback;
   if (!v.IsString()) throw_type_error(op, key, "a string", v);
   return v.As<Napi::String>().Utf8Value();
+}
+
+int64_t required_int(const Napi::Object& o, const char* key, const std::string& op, int64_t min, int64_t max) {
+  return read_int(o.Get(key), op, key, min, max);
+}
+
+std::vector<int64_t> optional_ints(const Napi::Object& o, const char* key, const std::string& op, int64_t min,
+                                   int64_t max) {
+  std::vector<int64_t> out;
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return out;
+  if (!v.IsArray()) throw_type_error(op, key, "an array of integers", v);
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(read_int(a.Get(i), op, key, min, max));
+  return out;
+}
+
+std::vector<std::string> optional_strings(const Napi::Object& o, const char* key, const std::string& op) {
+  std::vector<std::string> out;
+  Napi::Value v = o.Get(key);
+  if (absent(v)) return out;
+  if (!v.IsArray()) throw_type_error(op, key, "an array of strings", v);
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) throw_type_error(op, key, "an array of strings", v);
+    out.push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return out;
 }
 
 }  // namespace args

@@ -49,16 +49,28 @@ ByteView read_array_of(const Napi::Object& obj, const char* key, napi_typedarray
 // that names the parameter and the value received (never silently the fallback).
 namespace args {
 bool absent(const Napi::Value& v);
-// info[i] as an object (not an array); required.
+// True when o[key] is present (neither undefined nor null).
+bool present(const Napi::Object& o, const char* key);
+// info[i] / v as an object (not an array); required.
 Napi::Object object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name);
+Napi::Object object(const Napi::Value& v, const std::string& op, const std::string& name);
 // info[i] as an object, or an empty object when absent.
 Napi::Object optional_object(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& name);
 // o[key] as a finite number / an integer in [min, max] / a boolean / a string, or `fallback` when absent.
 double optional_number(const Napi::Object& o, const char* key, const std::string& op, double fallback);
+// ... a finite number in [min, max].
+double optional_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double min,
+                       double max);
 int64_t optional_int(const Napi::Object& o, const char* key, const std::string& op, int64_t fallback, int64_t min,
                      int64_t max);
 bool optional_bool(const Napi::Object& o, const char* key, const std::string& op, bool fallback);
 std::string optional_string(const Napi::Object& o, const char* key, const std::string& op, const std::string& fallback);
+// o[key] as an integer in [min, max]; required (absent is an error naming it).
+int64_t required_int(const Napi::Object& o, const char* key, const std::string& op, int64_t min, int64_t max);
+// o[key] as an array of integers in [min, max] / of strings, or an empty vector when absent.
+std::vector<int64_t> optional_ints(const Napi::Object& o, const char* key, const std::string& op, int64_t min,
+                                   int64_t max);
+std::vector<std::string> optional_strings(const Napi::Object& o, const char* key, const std::string& op);
 }  // namespace args
 
 // Runs `body`, translating every exception into a thrown JS error tagged with `op`.

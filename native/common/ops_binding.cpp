@@ -1,40 +1,21 @@
-// Implementation of the shared argument parsing (see ops_binding.h).
+// Implementation of the shared argument parsing (see ops_binding.h). Options are read with
+// napi_util's args:: (undefined / null = absent, any other wrong type throws).
 #include "ops_binding.h"
 
 #include <limits>
+#include <utility>
 
 namespace crpo {
 namespace {
 
 const int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
-std::string read_string(const Napi::Object& obj, const char* key, const std::string& op, const std::string& fallback) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
-}
-
 AdvantageNorm read_norm(const Napi::Object& obj, const std::string& op) {
-  std::string s = read_string(obj, "norm", op, "per-branch");
+  std::string s = args::optional_string(obj, "norm", op, "per-branch");
   if (s == "per-branch") return AdvantageNorm::PerBranch;
   if (s == "joint") return AdvantageNorm::Joint;
   if (s == "none") return AdvantageNorm::None;
   throw_range_error(op, "norm", "one of 'per-branch', 'joint', 'none'", "'" + s + "'");
-}
-
-Napi::Object require_object(const Napi::CallbackInfo& info, size_t index, const std::string& op,
-                            const std::string& param) {
-  if (info.Length() <= index || !info[index].IsObject() || info[index].IsArray()) {
-    throw_type_error(op, param, "an object", info.Length() > index ? info[index] : info.Env().Undefined());
-  }
-  return info[index].As<Napi::Object>();
-}
-
-double read_optional_number(const Napi::Object& obj, const char* key, const std::string& op, double fallback) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  return read_number(v, op, key);
 }
 
 Napi::Float32Array new_f32(Napi::Env env, size_t n, float** ptr) {
@@ -62,9 +43,9 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
     throw_type_error(op, "input", "a Uint8Array or Float32Array", input);
   }
   call.is_float = call.input.type == napi_float32_array;
-  Napi::Object opts = require_object(info, 1, op, "options");
+  Napi::Object opts = args::object(info, 1, op, "options");
 
-  std::string layout = read_string(opts, "layout", op, "BTHWC");
+  std::string layout = args::optional_string(opts, "layout", op, "BTHWC");
   if (layout == "BTHWC")
     call.shape.layout = FrameLayout::BTHWC;
   else if (layout == "BTCHW")
@@ -102,7 +83,7 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
                       s);
   }
 
-  std::string t = read_string(opts, "transform", op, "");
+  std::string t = args::optional_string(opts, "transform", op, "");
   if (t == "hflip")
     call.transform = VideoTransform::HFlip;
   else if (t == "reverse")
@@ -155,7 +136,7 @@ VideoTransformCall parse_video_transform(const Napi::CallbackInfo& info, const s
 
 CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   CrrCall call;
   CrrInputs& in = call.in;
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
@@ -174,17 +155,15 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   in.orig_format =
       reinterpret_cast<const float*>(read_array_of(o, "origFormat", napi_float32_array, BG, op, true).data);
   in.cf_format = reinterpret_cast<const float*>(read_array_of(o, "cfFormat", napi_float32_array, BH, op, true).data);
-  Napi::Value wv = o.Get("weights");
-  if (!wv.IsUndefined()) {
-    if (!wv.IsObject()) throw_type_error(op, "weights", "an object", wv);
-    Napi::Object w = wv.As<Napi::Object>();
-    in.weights.accuracy = read_optional_number(w, "accuracy", op, 1.0);
-    in.weights.format = read_optional_number(w, "format", op, 1.0);
-    in.weights.crr = read_optional_number(w, "crr", op, 1.0);
-    in.weights.behave = read_optional_number(w, "behave", op, 1.0);
+  if (args::present(o, "weights")) {
+    Napi::Object w = args::object(o.Get("weights"), op, "weights");
+    in.weights.accuracy = args::optional_number(w, "accuracy", op, 1.0);
+    in.weights.format = args::optional_number(w, "format", op, 1.0);
+    in.weights.crr = args::optional_number(w, "crr", op, 1.0);
+    in.weights.behave = args::optional_number(w, "behave", op, 1.0);
   }
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
 
   CrrOutputs& out = call.out;
@@ -279,11 +258,13 @@ CrrCall parse_crr(const Napi::CallbackInfo& info, const std::string& op) {
   return call;
 }
 
-GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
-  Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
-  GrpoCall call;
-  GrpoInputs& in = call.in;
+namespace {
+
+// The fields of every one-branch group kernel (GRPO, T-GRPO, ArrowRL): { groups, groupSize,
+// answers, truth, numOptions, format?, wAccuracy?, wFormat?, norm?, eps? } into `in`, and the
+// outputs they share (reward, advantage, correct) into `r` / `out`.
+template <typename Inputs>
+void parse_group_fields(const Napi::Object& o, const std::string& op, Inputs& in) {
   in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
   in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
   const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
@@ -292,50 +273,57 @@ GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
   in.num_options =
       reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
   in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
+  in.w_accuracy = args::optional_number(o, "wAccuracy", op, 1.0);
+  in.w_format = args::optional_number(o, "wFormat", op, 1.0);
   in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
+  in.eps = args::optional_number(o, "eps", op, 1e-6);
   if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
+}
+
+template <typename Outputs>
+Napi::Object group_outputs(Napi::Env env, size_t BG, Outputs& out) {
   Napi::Object r = Napi::Object::New(env);
-  GrpoOutputs& out = call.out;
   r.Set("reward", new_f32(env, BG, &out.reward));
   r.Set("advantage", new_f32(env, BG, &out.advantage));
   r.Set("correct", new_f32(env, BG, &out.correct));
-  r.Set("flat", new_u8(env, B, &out.flat));
+  return r;
+}
+
+// (B, B * G) of parsed group fields.
+template <typename Inputs>
+std::pair<size_t, size_t> group_sizes(const Inputs& in) {
+  const size_t B = static_cast<size_t>(in.groups);
+  return {B, B * static_cast<size_t>(in.group_size)};
+}
+
+}  // namespace
+
+GrpoCall parse_grpo(const Napi::CallbackInfo& info, const std::string& op) {
+  Napi::Env env = info.Env();
+  Napi::Object o = args::object(info, 0, op, "inputs");
+  GrpoCall call;
+  parse_group_fields(o, op, call.in);
+  const auto [B, BG] = group_sizes(call.in);
+  Napi::Object r = group_outputs(env, BG, call.out);
+  r.Set("flat", new_u8(env, B, &call.out.flat));
   call.result = r;
   return call;
 }
 
 TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   TgrpoCall call;
   TgrpoInputs& in = call.in;
-  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
-  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  parse_group_fields(o, op, in);
+  const auto [B, BG] = group_sizes(in);
   in.shuffled_size = read_int(o.Get("shuffledSize"), op, "shuffledSize", 1, 1 << 20);
-  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
-  const size_t BS = B * static_cast<size_t>(in.shuffled_size);
-  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.shuffled_answers =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "shuffledAnswers", napi_int32_array, BS, op, false).data);
-  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
-  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
-  in.bonus = read_optional_number(o, "bonus", op, 0.3);
-  in.mu = read_optional_number(o, "mu", op, 0.8);
-  in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
-  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
-  Napi::Object r = Napi::Object::New(env);
+  in.shuffled_answers = reinterpret_cast<const int32_t*>(
+      read_array_of(o, "shuffledAnswers", napi_int32_array, B * static_cast<size_t>(in.shuffled_size), op, false).data);
+  in.bonus = args::optional_number(o, "bonus", op, 0.3);
+  in.mu = args::optional_number(o, "mu", op, 0.8);
   TgrpoOutputs& out = call.out;
-  r.Set("reward", new_f32(env, BG, &out.reward));
-  r.Set("advantage", new_f32(env, BG, &out.advantage));
-  r.Set("correct", new_f32(env, BG, &out.correct));
+  Napi::Object r = group_outputs(env, BG, out);
   r.Set("pOrdered", new_f32(env, B, &out.p_ordered));
   r.Set("pShuffled", new_f32(env, B, &out.p_shuffled));
   r.Set("bonusOn", new_u8(env, B, &out.bonus_on));
@@ -346,44 +334,21 @@ TgrpoCall parse_tgrpo(const Napi::CallbackInfo& info, const std::string& op) {
 
 ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op) {
   Napi::Env env = info.Env();
-  Napi::Object o = require_object(info, 0, op, "inputs");
+  Napi::Object o = args::object(info, 0, op, "inputs");
   ArrowCall call;
   ArrowInputs& in = call.in;
-  in.groups = read_int(o.Get("groups"), op, "groups", 0, kMaxDim);
-  in.group_size = read_int(o.Get("groupSize"), op, "groupSize", 1, 1 << 20);
+  parse_group_fields(o, op, in);
+  const auto [B, BG] = group_sizes(in);
   in.reverse_size = read_int(o.Get("reverseSize"), op, "reverseSize", 1, 1 << 20);
-  const size_t B = static_cast<size_t>(in.groups), BG = B * static_cast<size_t>(in.group_size);
-  const size_t BH = B * static_cast<size_t>(in.reverse_size);
-  in.answers = reinterpret_cast<const int32_t*>(read_array_of(o, "answers", napi_int32_array, BG, op, false).data);
-  in.reverse_answers =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "reverseAnswers", napi_int32_array, BH, op, false).data);
-  in.truth = reinterpret_cast<const int32_t*>(read_array_of(o, "truth", napi_int32_array, B, op, false).data);
-  in.num_options =
-      reinterpret_cast<const int32_t*>(read_array_of(o, "numOptions", napi_int32_array, B, op, false).data);
-  in.format = reinterpret_cast<const float*>(read_array_of(o, "format", napi_float32_array, BG, op, true).data);
-  in.w_accuracy = read_optional_number(o, "wAccuracy", op, 1.0);
-  in.w_format = read_optional_number(o, "wFormat", op, 1.0);
-  in.w_reverse = read_optional_number(o, "wReverse", op, 0.5);
-  in.norm = read_norm(o, op);
-  in.eps = read_optional_number(o, "eps", op, 1e-6);
-  if (in.eps < 0) throw_range_error(op, "eps", "a number >= 0", std::to_string(in.eps));
-  Napi::Object r = Napi::Object::New(env);
+  in.reverse_answers = reinterpret_cast<const int32_t*>(
+      read_array_of(o, "reverseAnswers", napi_int32_array, B * static_cast<size_t>(in.reverse_size), op, false).data);
+  in.w_reverse = args::optional_number(o, "wReverse", op, 0.5);
   ArrowOutputs& out = call.out;
-  r.Set("reward", new_f32(env, BG, &out.reward));
-  r.Set("advantage", new_f32(env, BG, &out.advantage));
-  r.Set("correct", new_f32(env, BG, &out.correct));
+  Napi::Object r = group_outputs(env, BG, out);
   r.Set("differ", new_f32(env, BG, &out.differ));
   r.Set("flat", new_u8(env, B, &out.flat));
   call.result = r;
   return call;
-}
-
-Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep) {
-  auto* w = new KernelWorker(env, op, std::move(work), result, std::move(keep));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
 }
 
 namespace {
@@ -407,34 +372,52 @@ const char* const kGrpoArrays[] = {"answers", "truth", "numOptions", "format"};
 std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kCrrArrays); }
 std::vector<Napi::Value> grpo_input_arrays(const Napi::Object& inputs) { return present_arrays(inputs, kGrpoArrays); }
 
-KernelWorker::KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep)
-    : Napi::AsyncWorker(env, op.c_str()),
-      op_(std::move(op)),
-      work_(std::move(work)),
-      deferred_(Napi::Promise::Deferred::New(env)) {
-  result_ = Napi::Persistent(result);
-  for (auto& v : keep) keep_.push_back(Napi::Persistent(v));
+std::function<void()> cpu_video_transform(const Napi::CallbackInfo&, const std::string&, const VideoTransformCall& c) {
+  return [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); };
 }
 
-void KernelWorker::Execute() {
-  try {
-    work_();
-  } catch (...) {
-    error_.capture(op_, std::current_exception());
-    SetError(error_.message);
-  }
+std::function<void()> cpu_crr(const Napi::CallbackInfo&, const std::string&, const CrrCall& c) {
+  return [c]() { crr_group_advantages(c.in, c.out); };
 }
 
-void KernelWorker::OnOK() { deferred_.Resolve(result_.Value()); }
+namespace {
 
-void KernelWorker::OnError(const Napi::Error& e) {
-  Napi::Env env = Env();
-  if (error_.set) {
-    deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-  } else {
-    deferred_.Reject(e.Value());
+// Runs `work` now and returns `result` (queue null: a ...Sync function), or on a worker whose
+// promise resolves to `result`, keeping `keep` (the JS buffers the work reads) alive until then.
+Napi::Value run_or_queue(const Napi::CallbackInfo& info, const std::string& op, std::function<void()> work,
+                         Napi::Value result, std::vector<Napi::Value> keep, QueueFn queue) {
+  if (!queue) {
+    work();
+    return result;
   }
+  return queue(info.Env(), op, std::move(work), resolve_with(result), std::move(keep));
+}
+
+}  // namespace
+
+Napi::Value video_transform_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<VideoTransformCall> plan,
+                               QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    VideoTransformCall c = parse_video_transform(info, op);
+    return run_or_queue(info, op, plan(info, op, c), c.output_value, {info[0], c.output_value}, queue);
+  });
+}
+
+Napi::Value crr_advantages_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<CrrCall> plan,
+                              QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    CrrCall c = parse_crr(info, op);
+    return run_or_queue(info, op, plan(info, op, c), c.result, crr_input_arrays(info[0].As<Napi::Object>()), queue);
+  });
+}
+
+Napi::Value grpo_advantages_js(const Napi::CallbackInfo& info, const std::string& op, QueueFn queue) {
+  return guarded(info, op, [&]() -> Napi::Value {
+    GrpoCall c = parse_grpo(info, op);
+    return run_or_queue(
+        info, op, [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
+        grpo_input_arrays(info[0].As<Napi::Object>()), queue);
+  });
 }
 
 }  // namespace crpo

@@ -14,6 +14,7 @@
 #include "../kernels/cpu/crr_kernel.h"
 #include "../kernels/cpu/video_transform_kernel.h"
 #include "napi_util.h"
+#include "promise_worker.h"
 
 namespace crpo {
 
@@ -65,31 +66,27 @@ struct ArrowCall {
 };
 ArrowCall parse_arrow(const Napi::CallbackInfo& info, const std::string& op);
 
-// A promise-returning worker: `work` runs off the JS thread and must not touch JS values;
-// `keep` holds the JS buffers it reads or writes alive until the promise settles.
-class KernelWorker : public Napi::AsyncWorker {
- public:
-  KernelWorker(Napi::Env env, std::string op, std::function<void()> work, Napi::Value result,
-               std::vector<Napi::Value> keep);
-  Napi::Promise Promise() { return deferred_.Promise(); }
+// ---- The JS functions of the foundation ops, shared by the core and torch addons ---------------
+// Each parses its arguments on the JS thread, has `plan` build the work (the core addon: the CPU
+// kernel; the torch addon: the kernel on options.device), and runs it at once (`queue` null: the
+// ...Sync function) or on a worker (`queue`: queue_promise, or the torch addon's queue_torch),
+// resolving with the call's result arrays.
+using QueueFn = Napi::Promise (*)(Napi::Env, const std::string&, std::function<void()>,
+                                  std::function<Napi::Value(Napi::Env)>, std::vector<Napi::Value>);
+template <typename Call>
+using PlanFn = std::function<void()> (*)(const Napi::CallbackInfo&, const std::string& op, const Call&);
 
- protected:
-  void Execute() override;
-  void OnOK() override;
-  void OnError(const Napi::Error& e) override;
+Napi::Value video_transform_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<VideoTransformCall> plan,
+                               QueueFn queue);
+Napi::Value crr_advantages_js(const Napi::CallbackInfo& info, const std::string& op, PlanFn<CrrCall> plan,
+                              QueueFn queue);
+// GRPO runs on the CPU kernel in both addons.
+Napi::Value grpo_advantages_js(const Napi::CallbackInfo& info, const std::string& op, QueueFn queue);
 
- private:
-  std::string op_;
-  std::function<void()> work_;
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Value> result_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
-  CapturedError error_;
-};
-
-// Starts `work` on a KernelWorker and returns its promise, which resolves to `result`.
-Napi::Promise queue_kernel(Napi::Env env, const std::string& op, std::function<void()> work, Napi::Value result,
-                           std::vector<Napi::Value> keep);
+// The CPU plans (the core addon's, and the torch addon's for device 'cpu' where it has no other).
+std::function<void()> cpu_video_transform(const Napi::CallbackInfo& info, const std::string& op,
+                                          const VideoTransformCall& c);
+std::function<void()> cpu_crr(const Napi::CallbackInfo& info, const std::string& op, const CrrCall& c);
 
 // The typed arrays of a CRR / GRPO inputs object that an async call reads (for `keep`).
 std::vector<Napi::Value> crr_input_arrays(const Napi::Object& inputs);

@@ -1,5 +1,6 @@
 // The libtorch-free addon: counterfactual video transforms and CRR / GRPO group advantages on
-// plain typed arrays, over the shared CPU kernels. Built by node-gyp on every install.
+// plain typed arrays, over the shared CPU kernels (the JS functions shared with the torch addon
+// are common/ops_binding's *_js over the CPU plans). Built by node-gyp on every install.
 #include <napi.h>
 
 #include "../common/napi_util.h"
@@ -9,54 +10,27 @@ namespace crpo {
 namespace {
 
 Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
-    apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at);
-    return c.output_value;
-  });
+  return video_transform_js(info, "videoTransformSync", cpu_video_transform, nullptr);
 }
 
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransform", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    return queue_kernel(info.Env(), "videoTransform",
-                        [c]() { apply_video_transform(c.input.data, c.output.data, c.shape, c.transform, c.swap_at); },
-                        c.output_value, {info[0], c.output_value});
-  });
+  return video_transform_js(info, "videoTransform", cpu_video_transform, queue_promise);
 }
 
 Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantagesSync", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantagesSync");
-    crr_group_advantages(c.in, c.out);
-    return c.result;
-  });
+  return crr_advantages_js(info, "crrAdvantagesSync", cpu_crr, nullptr);
 }
 
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantages");
-    return queue_kernel(
-        info.Env(), "crrAdvantages", [c]() { crr_group_advantages(c.in, c.out); }, c.result,
-        crr_input_arrays(info[0].As<Napi::Object>()));
-  });
+  return crr_advantages_js(info, "crrAdvantages", cpu_crr, queue_promise);
 }
 
 Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "grpoAdvantagesSync", [&]() -> Napi::Value {
-    GrpoCall c = parse_grpo(info, "grpoAdvantagesSync");
-    grpo_group_advantages(c.in, c.out);
-    return c.result;
-  });
+  return grpo_advantages_js(info, "grpoAdvantagesSync", nullptr);
 }
 
 Napi::Value GrpoAdvantages(const Napi::CallbackInfo& info) {
-  return guarded(info, "grpoAdvantages", [&]() -> Napi::Value {
-    GrpoCall c = parse_grpo(info, "grpoAdvantages");
-    return queue_kernel(
-        info.Env(), "grpoAdvantages", [c]() { grpo_group_advantages(c.in, c.out); }, c.result,
-        grpo_input_arrays(info[0].As<Napi::Object>()));
-  });
+  return grpo_advantages_js(info, "grpoAdvantages", queue_promise);
 }
 
 Napi::Value TgrpoAdvantagesSync(const Napi::CallbackInfo& info) {

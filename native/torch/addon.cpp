@@ -14,6 +14,7 @@
 #include "common/ops_binding.h"
 #include "exports.h"
 #include "ops.h"
+#include "torch_worker.h"
 
 namespace crpo {
 namespace {
@@ -35,10 +36,7 @@ void prepare_thread() {
 namespace {
 
 at::Device parse_device(const Napi::Object& o, const std::string& op) {
-  Napi::Value v = o.Get("device");
-  if (v.IsUndefined() || v.IsNull()) return at::Device(at::kCPU);
-  if (!v.IsString()) throw_type_error(op, "device", "a device string such as 'cpu' or 'cuda:0'", v);
-  std::string s = v.As<Napi::String>().Utf8Value();
+  const std::string s = args::optional_string(o, "device", op, "cpu");
   try {
     at::Device d(s);
     if (d.is_cuda() && !torch::cuda::is_available()) {
@@ -112,67 +110,44 @@ void run_crr(const CrrCall& c, const at::Device& device) {
   });
 }
 
-Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() > i && info[i].IsObject()) return info[i].As<Napi::Object>();
-  return Napi::Object::New(info.Env());
+// Plans for common/ops_binding's JS functions: the kernel on options.device (CPU: the shared
+// kernel on the JS buffers; else through a device copy).
+std::function<void()> device_video_transform(const Napi::CallbackInfo& info, const std::string& op,
+                                             const VideoTransformCall& c) {
+  at::Device d = parse_device(args::optional_object(info, 1, op, "options"), op);
+  return [c, d]() {
+    prepare_thread();
+    run_video_transform(c, d);
+  };
+}
+
+std::function<void()> device_crr(const Napi::CallbackInfo& info, const std::string& op, const CrrCall& c) {
+  at::Device d = parse_device(info[0].As<Napi::Object>(), op);
+  return [c, d]() { run_crr(c, d); };
 }
 
 Napi::Value VideoTransformSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransformSync", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransformSync");
-    at::Device d = parse_device(options_arg(info, 1), "videoTransformSync");
-    prepare_thread();
-    run_video_transform(c, d);
-    return c.output_value;
-  });
+  return video_transform_js(info, "videoTransformSync", device_video_transform, nullptr);
 }
 
 Napi::Value VideoTransform(const Napi::CallbackInfo& info) {
-  return guarded(info, "videoTransform", [&]() -> Napi::Value {
-    VideoTransformCall c = parse_video_transform(info, "videoTransform");
-    at::Device d = parse_device(options_arg(info, 1), "videoTransform");
-    return queue_kernel(info.Env(), "videoTransform",
-                        [c, d]() {
-                          prepare_thread();
-                          run_video_transform(c, d);
-                        },
-                        c.output_value, {info[0], c.output_value});
-  });
+  return video_transform_js(info, "videoTransform", device_video_transform, queue_torch);
 }
 
 Napi::Value CrrAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantagesSync", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantagesSync");
-    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantagesSync");
-    run_crr(c, d);
-    return c.result;
-  });
+  return crr_advantages_js(info, "crrAdvantagesSync", device_crr, nullptr);
 }
 
 Napi::Value CrrAdvantages(const Napi::CallbackInfo& info) {
-  return guarded(info, "crrAdvantages", [&]() -> Napi::Value {
-    CrrCall c = parse_crr(info, "crrAdvantages");
-    at::Device d = parse_device(info[0].As<Napi::Object>(), "crrAdvantages");
-    return queue_kernel(
-        info.Env(), "crrAdvantages",
-        [c, d]() {
-          prepare_thread();
-          run_crr(c, d);
-        },
-        c.result, crr_input_arrays(info[0].As<Napi::Object>()));
-  });
+  return crr_advantages_js(info, "crrAdvantages", device_crr, queue_torch);
 }
 
 Napi::Value GrpoAdvantagesSync(const Napi::CallbackInfo& info) {
-  return guarded(info, "grpoAdvantagesSync", [&]() -> Napi::Value {
-    GrpoCall c = parse_grpo(info, "grpoAdvantagesSync");
-    grpo_group_advantages(c.in, c.out);
-    return c.result;
-  });
+  return grpo_advantages_js(info, "grpoAdvantagesSync", nullptr);
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  return guarded(info, "setNumThreads", [&]() -> Napi::Value {
+  return guarded_torch(info, "setNumThreads", [&]() -> Napi::Value {
     int64_t n = read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), "setNumThreads", "threads", 1, 1024);
     g_threads.store(static_cast<int>(n));
     prepare_thread();
@@ -181,7 +156,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
-  return guarded(info, "info", [&]() -> Napi::Value {
+  return guarded_torch(info, "info", [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "group_normalise.h"
+
 namespace crpo {
 namespace {
 inline bool valid_answer(int32_t a, int32_t k) { return a >= 0 && a < k; }

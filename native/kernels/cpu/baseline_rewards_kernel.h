@@ -1,6 +1,6 @@
 // Fused reward + advantage kernels of the two published baselines the CRPO trainer compares
 // against (crpo-method.md section 7). One pass per prompt group, same GRPO normalisation as the
-// CRR kernel (normalise_group in crr_kernel.h).
+// CRR kernel (normalise_group, group_normalise.h).
 //
 // T-GRPO (Video-R1): G rollouts on the ordered frames (trained), S on shuffled frames (scored only).
 //   correct_i = [a_i valid and a_i == y],  p = mean_i correct_i,  q = mean_k [s_k valid and s_k == y]

@@ -7,34 +7,9 @@
 #include <cstring>
 #include <vector>
 
-namespace crpo {
+#include "group_normalise.h"
 
-bool normalise_group(const double* r, int64_t n, AdvantageNorm norm, double eps, double* adv) {
-  bool flat = true;
-  for (int64_t i = 1; i < n; ++i) {
-    if (r[i] != r[0]) {
-      flat = false;
-      break;
-    }
-  }
-  if (flat) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = 0.0;
-    return true;
-  }
-  double mean = 0.0;
-  for (int64_t i = 0; i < n; ++i) mean += r[i];
-  mean /= static_cast<double>(n);
-  if (norm == AdvantageNorm::None) {
-    for (int64_t i = 0; i < n; ++i) adv[i] = r[i] - mean;
-    return false;
-  }
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += (r[i] - mean) * (r[i] - mean);
-  const double sd = std::sqrt(ss / static_cast<double>(n - 1));  // n >= 2 here (not flat)
-  const double inv = 1.0 / (sd + eps);                           // one division per group, not per rollout
-  for (int64_t i = 0; i < n; ++i) adv[i] = (r[i] - mean) * inv;
-  return false;
-}
+namespace crpo {
 
 namespace {
 inline bool valid_answer(int32_t a, int32_t num_options) { return a >= 0 && a < num_options; }

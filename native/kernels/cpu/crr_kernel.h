@@ -8,14 +8,14 @@
 //   s_j = w_beh*expected_j + w_fmt*g_j + w_crr*expected_j*p_o
 //   A = (x - mean) / (std + eps), sample std (N-1); a group whose rewards are all equal gets 0.
 // An answer is valid when 0 <= a < num_options (num_options counts the null option if shown).
-// Plain GRPO (one branch, correctness + format) shares the same normalisation.
+// Plain GRPO (one branch, correctness + format) shares the same normalisation (group_normalise.h).
 #pragma once
 
 #include <cstdint>
 
-namespace crpo {
+#include "group_normalise.h"
 
-enum class AdvantageNorm { PerBranch = 0, Joint = 1, None = 2 };
+namespace crpo {
 
 struct RewardWeights {
   double accuracy = 1.0;  // w_acc
@@ -81,8 +81,5 @@ struct GrpoOutputs {
 };
 
 void grpo_group_advantages(const GrpoInputs& in, const GrpoOutputs& out);
-
-// Normalises `n` rewards (in double) into advantages; returns true when the group is all-equal.
-bool normalise_group(const double* rewards, int64_t n, AdvantageNorm norm, double eps, double* advantages);
 
 }  // namespace crpo

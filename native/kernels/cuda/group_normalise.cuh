@@ -1,5 +1,6 @@
-// Device-side GRPO group normalisation shared by the CUDA reward kernels; the same arithmetic
-// as crpo::normalise_group in ../cpu/crr_kernel.cpp. norm: 0 per-branch, 1 joint, 2 none.
+// Device-side GRPO group normalisation shared by the CUDA reward kernels: the CUDA twin of
+// crpo::normalise_group in ../cpu/group_normalise.h, with the same arithmetic (norm as an int:
+// 0 per-branch, 1 joint, 2 none, AdvantageNorm's values).
 #pragma once
 
 #include <cstdint>

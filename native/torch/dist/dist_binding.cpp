@@ -1,7 +1,8 @@
 // JS exports of the process groups (the "dist" module of the torch addon): distInit, collectives on
 // Float32Array / Float64Array, barrier, abort, failure, info, shutdown, the reducer's check, and
-// an immediate exit. Collectives run in a worker off the JS thread (DistWorker); lib/dist/
-// process-group.ts is their typed wrapper.
+// an immediate exit. Collectives run off the JS thread on the addon's one promise worker
+// (TorchWorker: a libtorch failure rejects with ERR_CRPO_TORCH, as in every other module);
+// lib/distributed/process-group.ts is their typed wrapper.
 #include "torch/dist/group.h"
 
 #include <napi.h>
@@ -13,6 +14,7 @@
 
 #include "common/napi_util.h"
 #include "torch/exports.h"
+#include "torch/torch_worker.h"
 
 namespace crpo {
 namespace dist {
@@ -20,80 +22,13 @@ namespace {
 
 // -- N-API ------------------------------------------------------------------------------------------
 
-// A worker that runs `work` off the main thread and resolves with what `result` builds.
-class DistWorker : public Napi::AsyncWorker {
- public:
-  DistWorker(Napi::Env env, std::string op, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result,
-             std::vector<Napi::Value> keep)
-      : Napi::AsyncWorker(env), op_(std::move(op)), work_(std::move(work)), result_(std::move(result)), deferred_(env) {
-    for (auto& v : keep) keep_.push_back(Napi::Persistent(v));
-  }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      prepare_thread();
-      work_();
-    } catch (const c10::Error& e) {
-      error_.set = true;
-      error_.code = "ERR_CRPO_NATIVE";
-      error_.message = op_ + ": " + e.what_without_backtrace();
-    } catch (...) {
-      error_.capture(op_, std::current_exception());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (error_.set) {
-      deferred_.Reject(make_js_error(env, error_.kind, error_.code, op_, error_.message).Value());
-      return;
-    }
-    try {
-      deferred_.Resolve(result_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  std::string op_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-  Napi::Promise::Deferred deferred_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
-  CapturedError error_;
-};
-
+// Collectives and rendezvous run on the torch addon's one promise worker (torch_worker.h).
 Napi::Value queue(const Napi::CallbackInfo& info, const std::string& op, std::function<void()> work,
                   std::function<Napi::Value(Napi::Env)> result, std::vector<Napi::Value> keep = {}) {
-  auto* w = new DistWorker(info.Env(), op, std::move(work), std::move(result), std::move(keep));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_torch(info.Env(), op, std::move(work), std::move(result), std::move(keep));
 }
 
 Napi::Value undefined_result(Napi::Env env) { return env.Undefined(); }
-
-std::string read_string(const Napi::Object& o, const char* key, const std::string& op, const std::string& fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
-}
-
-double read_opt_number(const Napi::Object& o, const char* key, const std::string& op, double fallback, double lo,
-                       double hi) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  double x = read_number(v, op, key);
-  if (!(x >= lo && x <= hi)) {
-    throw_range_error(op, key, "a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
-                      std::to_string(x));
-  }
-  return x;
-}
 
 int64_t read_id(const Napi::CallbackInfo& info, const std::string& op) {
   return read_int(info.Length() > 0 ? info[0] : info.Env().Undefined(), op, "group", 1, INT64_C(1) << 52);
@@ -125,27 +60,24 @@ std::vector<at::Tensor> read_arrays(const Napi::CallbackInfo& info, size_t idx, 
 }
 
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
-  return guarded(info, "distInit", [&]() -> Napi::Value {
+  return guarded_torch(info, "distInit", [&]() -> Napi::Value {
     const std::string op = "distInit";
-    if (info.Length() < 1 || !info[0].IsObject())
-      throw_type_error(op, "options", "an object", info.Length() ? info[0] : info.Env().Undefined());
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = args::object(info, 0, op, "options");
     ProcessGroupOptions po;
-    po.master_addr = read_string(o, "masterAddr", op, po.master_addr);
+    po.master_addr = args::optional_string(o, "masterAddr", op, po.master_addr);
     po.master_port = static_cast<int>(read_int(o.Get("masterPort"), op, "masterPort", 1, 65535));
     po.world_size = static_cast<int>(read_int(o.Get("worldSize"), op, "worldSize", 1, 1 << 20));
     po.rank = static_cast<int>(read_int(o.Get("rank"), op, "rank", 0, po.world_size - 1));
-    po.local_rank = static_cast<int>(read_opt_number(o, "localRank", op, 0, 0, 1 << 20));
-    po.backend = read_string(o, "backend", op, po.backend);
-    po.timeout_seconds = read_opt_number(o, "timeoutSeconds", op, po.timeout_seconds, 0.1, 1e7);
-    po.bucket_mb = read_opt_number(o, "bucketMb", op, po.bucket_mb, 0, 1 << 16);
+    po.local_rank = static_cast<int>(args::optional_number(o, "localRank", op, 0, 0, 1 << 20));
+    po.backend = args::optional_string(o, "backend", op, po.backend);
+    po.timeout_seconds = args::optional_number(o, "timeoutSeconds", op, po.timeout_seconds, 0.1, 1e7);
+    po.bucket_mb = args::optional_number(o, "bucketMb", op, po.bucket_mb, 0, 1 << 16);
     po.heartbeat_interval_seconds =
-        read_opt_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
+        args::optional_number(o, "heartbeatIntervalSeconds", op, po.heartbeat_interval_seconds, 0.01, 3600);
     po.heartbeat_timeout_seconds =
-        read_opt_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
-    Napi::Value as = o.Get("agentStore");
-    po.agent_store = as.IsBoolean() && as.As<Napi::Boolean>().Value();
-    po.restart_count = static_cast<int>(read_opt_number(o, "restartCount", op, 0, 0, 1 << 20));
+        args::optional_number(o, "heartbeatTimeoutSeconds", op, po.heartbeat_timeout_seconds, 0.1, 1e7);
+    po.agent_store = args::optional_bool(o, "agentStore", op, false);
+    po.restart_count = static_cast<int>(args::optional_number(o, "restartCount", op, 0, 0, 1 << 20));
     auto id = std::make_shared<int64_t>(0);
     return queue(
         info, op, [po, id]() { *id = add_group(std::make_shared<Group>(po)); },
@@ -154,12 +86,16 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
-  return guarded(info, "distAllReduce", [&]() -> Napi::Value {
+  return guarded_torch(info, "distAllReduce", [&]() -> Napi::Value {
     const std::string op = "distAllReduce";
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
     auto tensors = std::make_shared<std::vector<at::Tensor>>(read_arrays(info, 1, op, keep));
-    std::string red = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "sum";
+    std::string red = "sum";  // optional: undefined / null = 'sum'
+    if (info.Length() > 2 && !args::absent(info[2])) {
+      if (!info[2].IsString()) throw_type_error(op, "op", "'sum', 'mean', 'max' or 'min'", info[2]);
+      red = info[2].As<Napi::String>().Utf8Value();
+    }
     if (red != "sum" && red != "mean" && red != "max" && red != "min") {
       throw_range_error(op, "op", "'sum', 'mean', 'max' or 'min'", "'" + red + "'");
     }
@@ -171,7 +107,7 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
-  return guarded(info, "distBroadcast", [&]() -> Napi::Value {
+  return guarded_torch(info, "distBroadcast", [&]() -> Napi::Value {
     const std::string op = "distBroadcast";
     auto g = find_group(read_id(info, op), op);
     std::vector<Napi::Value> keep;
@@ -184,7 +120,7 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
-  return guarded(info, "distBarrier", [&]() -> Napi::Value {
+  return guarded_torch(info, "distBarrier", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distBarrier"), "distBarrier");
     return queue(
         info, "distBarrier", [g]() { g->barrier(); }, undefined_result);
@@ -192,7 +128,7 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistAbort(const Napi::CallbackInfo& info) {
-  return guarded(info, "distAbort", [&]() -> Napi::Value {
+  return guarded_torch(info, "distAbort", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distAbort"), "distAbort");
     std::string msg = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "aborted";
     g->abort(msg);
@@ -201,7 +137,7 @@ Napi::Value DistAbort(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistFailure(const Napi::CallbackInfo& info) {
-  return guarded(info, "distFailure", [&]() -> Napi::Value {
+  return guarded_torch(info, "distFailure", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distFailure"), "distFailure");
     PeerFailure f = g->failure();
     if (f.message.empty()) return info.Env().Null();
@@ -213,7 +149,7 @@ Napi::Value DistFailure(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistInfo(const Napi::CallbackInfo& info) {
-  return guarded(info, "distInfo", [&]() -> Napi::Value {
+  return guarded_torch(info, "distInfo", [&]() -> Napi::Value {
     auto g = find_group(read_id(info, "distInfo"), "distInfo");
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
@@ -234,7 +170,7 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistShutdown(const Napi::CallbackInfo& info) {
-  return guarded(info, "distShutdown", [&]() -> Napi::Value {
+  return guarded_torch(info, "distShutdown", [&]() -> Napi::Value {
     const int64_t id = read_id(info, "distShutdown");
     std::shared_ptr<Group> g = take_group(id);
     if (!g) {
@@ -263,7 +199,7 @@ Napi::Value DistBackends(const Napi::CallbackInfo& info) {
 // Test twin: a small MLP on rank-dependent inputs; gradients averaged (a) by GradReducer during
 // backward and (b) by allreduce_mean after backward. Returns the largest difference and the overlap.
 Napi::Value DistReducerCheck(const Napi::CallbackInfo& info) {
-  return guarded(info, "distReducerCheck", [&]() -> Napi::Value {
+  return guarded_torch(info, "distReducerCheck", [&]() -> Napi::Value {
     const std::string op = "distReducerCheck";
     auto g = find_group(read_id(info, op), op);
     const double bucket = info.Length() > 1 ? read_number(info[1], op, "bucketMb") : 0.01;

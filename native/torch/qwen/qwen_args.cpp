@@ -49,105 +49,48 @@ std::shared_ptr<Model> find_model(const Napi::Value& v, const std::string& op) {
   return it->second;
 }
 
-Napi::Object read_object(const Napi::Value& v, const std::string& op, const std::string& param) {
-  if (!v.IsObject() || v.IsArray()) throw_type_error(op, param, "an object", v);
-  return v.As<Napi::Object>();
-}
-
-int64_t get_int(const Napi::Object& o, const char* key, const std::string& op, int64_t dflt, bool required) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) throw_type_error(op, key, "an integer", v);
-    return dflt;
-  }
-  return read_int(v, op, key, INT64_MIN / 2, INT64_MAX / 2);
-}
-
-double get_num(const Napi::Object& o, const char* key, const std::string& op, double dflt) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return dflt;
-  return read_number(v, op, key);
-}
-
-bool get_bool(const Napi::Object& o, const char* key, bool dflt) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) return dflt;
-  return v.As<Napi::Boolean>().Value();
-}
-
-std::string get_str(const Napi::Object& o, const char* key, const std::string& op, const std::string& dflt) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return dflt;
-  if (!v.IsString()) throw_type_error(op, key, "a string", v);
-  return v.As<Napi::String>().Utf8Value();
-}
-
-std::vector<int64_t> get_ints(const Napi::Object& o, const char* key, const std::string& op) {
-  std::vector<int64_t> out;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return out;
-  if (!v.IsArray()) throw_type_error(op, key, "an array of integers", v);
-  Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(read_int(a.Get(i), op, key, INT64_MIN / 2, INT64_MAX / 2));
-  return out;
-}
-
-std::vector<std::string> get_strs(const Napi::Object& o, const char* key, const std::string& op) {
-  std::vector<std::string> out;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return out;
-  if (!v.IsArray()) throw_type_error(op, key, "an array of strings", v);
-  Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); ++i) {
-    Napi::Value e = a.Get(i);
-    if (!e.IsString()) throw_type_error(op, key, "an array of strings", v);
-    out.push_back(e.As<Napi::String>().Utf8Value());
-  }
-  return out;
-}
-
 qwen::Config parse_config(const Napi::Object& o, const std::string& op) {
   qwen::Config c;
-  std::string arch = get_str(o, "arch", op, "");
+  std::string arch = args::optional_string(o, "arch", op, "");
   if (arch == "qwen2_5_vl")
     c.arch = qwen::Arch::Qwen25VL;
   else if (arch == "qwen3_vl")
     c.arch = qwen::Arch::Qwen3VL;
   else
     throw_range_error(op, "config.arch", "'qwen2_5_vl' or 'qwen3_vl'", "'" + arch + "'");
-  Napi::Object t = read_object(o.Get("text"), op, "config.text");
-  c.text.hidden = get_int(t, "hiddenSize", op, 0, true);
-  c.text.intermediate = get_int(t, "intermediateSize", op, 0, true);
-  c.text.layers = get_int(t, "numLayers", op, 0, true);
-  c.text.heads = get_int(t, "numHeads", op, 0, true);
-  c.text.kv_heads = get_int(t, "numKvHeads", op, 0, true);
-  c.text.head_dim = get_int(t, "headDim", op, 0, true);
-  c.text.vocab = get_int(t, "vocabSize", op, 0, true);
-  c.text.eps = get_num(t, "rmsNormEps", op, 1e-6);
-  c.text.theta = get_num(t, "ropeTheta", op, 10000.0);
-  c.text.mrope_section = get_ints(t, "mropeSection", op);
-  c.text.interleaved = get_bool(t, "mropeInterleaved", false);
-  c.text.attn_bias = get_bool(t, "attentionBias", false);
-  c.text.qk_norm = get_bool(t, "qkNorm", false);
-  c.text.tie = get_bool(t, "tieWordEmbeddings", false);
-  c.text.act = get_str(t, "hiddenAct", op, "silu");
-  Napi::Object v = read_object(o.Get("vision"), op, "config.vision");
-  c.vision.depth = get_int(v, "depth", op, 0, true);
-  c.vision.hidden = get_int(v, "hiddenSize", op, 0, true);
-  c.vision.intermediate = get_int(v, "intermediateSize", op, 0, true);
-  c.vision.heads = get_int(v, "numHeads", op, 0, true);
-  c.vision.patch = get_int(v, "patchSize", op, 0, true);
-  c.vision.temporal_patch = get_int(v, "temporalPatchSize", op, 2, false);
-  c.vision.merge = get_int(v, "spatialMergeSize", op, 2, false);
-  c.vision.in_ch = get_int(v, "inChannels", op, 3, false);
-  c.vision.out_hidden = get_int(v, "outHiddenSize", op, 0, true);
-  c.vision.act = get_str(v, "hiddenAct", op, "silu");
-  c.vision.window_size = get_int(v, "windowSize", op, 0, false);
-  c.vision.fullatt_blocks = get_ints(v, "fullattBlockIndexes", op);
-  c.vision.num_pos = get_int(v, "numPositionEmbeddings", op, 0, false);
-  c.vision.deepstack = get_ints(v, "deepstackVisualIndexes", op);
-  c.image_token = get_int(o, "imageTokenId", op, -1, true);
-  c.video_token = get_int(o, "videoTokenId", op, -1, true);
+  Napi::Object t = args::object(o.Get("text"), op, "config.text");
+  c.text.hidden = args::required_int(t, "hiddenSize", op, kAnyIntMin, kAnyIntMax);
+  c.text.intermediate = args::required_int(t, "intermediateSize", op, kAnyIntMin, kAnyIntMax);
+  c.text.layers = args::required_int(t, "numLayers", op, kAnyIntMin, kAnyIntMax);
+  c.text.heads = args::required_int(t, "numHeads", op, kAnyIntMin, kAnyIntMax);
+  c.text.kv_heads = args::required_int(t, "numKvHeads", op, kAnyIntMin, kAnyIntMax);
+  c.text.head_dim = args::required_int(t, "headDim", op, kAnyIntMin, kAnyIntMax);
+  c.text.vocab = args::required_int(t, "vocabSize", op, kAnyIntMin, kAnyIntMax);
+  c.text.eps = args::optional_number(t, "rmsNormEps", op, 1e-6);
+  c.text.theta = args::optional_number(t, "ropeTheta", op, 10000.0);
+  c.text.mrope_section = args::optional_ints(t, "mropeSection", op, kAnyIntMin, kAnyIntMax);
+  c.text.interleaved = args::optional_bool(t, "mropeInterleaved", op, false);
+  c.text.attn_bias = args::optional_bool(t, "attentionBias", op, false);
+  c.text.qk_norm = args::optional_bool(t, "qkNorm", op, false);
+  c.text.tie = args::optional_bool(t, "tieWordEmbeddings", op, false);
+  c.text.act = args::optional_string(t, "hiddenAct", op, "silu");
+  Napi::Object v = args::object(o.Get("vision"), op, "config.vision");
+  c.vision.depth = args::required_int(v, "depth", op, kAnyIntMin, kAnyIntMax);
+  c.vision.hidden = args::required_int(v, "hiddenSize", op, kAnyIntMin, kAnyIntMax);
+  c.vision.intermediate = args::required_int(v, "intermediateSize", op, kAnyIntMin, kAnyIntMax);
+  c.vision.heads = args::required_int(v, "numHeads", op, kAnyIntMin, kAnyIntMax);
+  c.vision.patch = args::required_int(v, "patchSize", op, kAnyIntMin, kAnyIntMax);
+  c.vision.temporal_patch = args::optional_int(v, "temporalPatchSize", op, 2, kAnyIntMin, kAnyIntMax);
+  c.vision.merge = args::optional_int(v, "spatialMergeSize", op, 2, kAnyIntMin, kAnyIntMax);
+  c.vision.in_ch = args::optional_int(v, "inChannels", op, 3, kAnyIntMin, kAnyIntMax);
+  c.vision.out_hidden = args::required_int(v, "outHiddenSize", op, kAnyIntMin, kAnyIntMax);
+  c.vision.act = args::optional_string(v, "hiddenAct", op, "silu");
+  c.vision.window_size = args::optional_int(v, "windowSize", op, 0, kAnyIntMin, kAnyIntMax);
+  c.vision.fullatt_blocks = args::optional_ints(v, "fullattBlockIndexes", op, kAnyIntMin, kAnyIntMax);
+  c.vision.num_pos = args::optional_int(v, "numPositionEmbeddings", op, 0, kAnyIntMin, kAnyIntMax);
+  c.vision.deepstack = args::optional_ints(v, "deepstackVisualIndexes", op, kAnyIntMin, kAnyIntMax);
+  c.image_token = args::required_int(o, "imageTokenId", op, kAnyIntMin, kAnyIntMax);
+  c.video_token = args::required_int(o, "videoTokenId", op, kAnyIntMin, kAnyIntMax);
   if (c.text.mrope_section.size() != 3)
     throw_range_error(op, "config.text.mropeSection", "3 integers",
                       std::to_string(c.text.mrope_section.size()) + " values");
@@ -187,24 +130,20 @@ at::Tensor copy_array(const Napi::Value& v, const std::string& op, const std::st
   return type == napi_int32_array ? t.to(at::kLong) : t;
 }
 
-bool present(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  return !v.IsUndefined() && !v.IsNull();
-}
-
 qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const std::string& op) {
-  Napi::Object o = read_object(v, op, "inputs");
+  Napi::Object o = args::object(v, op, "inputs");
   qwen::Inputs in;
-  int64_t B = get_int(o, "batch", op, 1, true), L = get_int(o, "seqLen", op, 0, true);
+  int64_t B = args::required_int(o, "batch", op, kAnyIntMin, kAnyIntMax),
+          L = args::required_int(o, "seqLen", op, kAnyIntMin, kAnyIntMax);
   if (B < 1 || L < 1)
     throw_range_error(op, "inputs.batch/seqLen", "positive integers", std::to_string(B) + "/" + std::to_string(L));
   in.input_ids = copy_array(o.Get("inputIds"), op, "inputs.inputIds", {B, L}, napi_int32_array);
-  if (present(o, "attentionMask"))
+  if (args::present(o, "attentionMask"))
     in.attention_mask = copy_array(o.Get("attentionMask"), op, "inputs.attentionMask", {B, L}, napi_int32_array);
   in.position_ids = copy_array(o.Get("positionIds"), op, "inputs.positionIds", {3, B, L}, napi_int32_array);
   const int64_t pd = cfg.vision.in_ch * cfg.vision.temporal_patch * cfg.vision.patch * cfg.vision.patch;
   auto vis = [&](const char* pk, const char* gk, at::Tensor* px, at::Tensor* grid) {
-    if (!present(o, pk)) return;
+    if (!args::present(o, pk)) return;
     ByteView g = read_typed_array(o.Get(gk), op, std::string("inputs.") + gk);
     if (g.length % 3 != 0 || g.length == 0)
       throw_range_error(op, std::string("inputs.") + gk, "3 integers per grid", std::to_string(g.length) + " values");
@@ -219,10 +158,10 @@ qwen::Inputs parse_inputs(const Napi::Value& v, const qwen::Config& cfg, const s
   };
   vis("pixelValues", "imageGridThw", &in.pixel_values, &in.image_grid);
   vis("pixelValuesVideos", "videoGridThw", &in.pixel_values_videos, &in.video_grid);
-  in.share_vision = get_bool(o, "shareVision", false);
-  in.image_repeats = get_ints(o, "imageRepeats", op);
-  in.video_repeats = get_ints(o, "videoRepeats", op);
-  if (present(o, "prefixGroups")) {
+  in.share_vision = args::optional_bool(o, "shareVision", op, false);
+  in.image_repeats = args::optional_ints(o, "imageRepeats", op, kAnyIntMin, kAnyIntMax);
+  in.video_repeats = args::optional_ints(o, "videoRepeats", op, kAnyIntMin, kAnyIntMax);
+  if (args::present(o, "prefixGroups")) {
     // (rows, prefix length) per group, consecutive rows (lib/hf/model.ts checks them first)
     ByteView g = read_typed_array(o.Get("prefixGroups"), op, "inputs.prefixGroups");
     if (g.length % 2 != 0 || g.length == 0)

@@ -1,6 +1,7 @@
 // Shared pieces of the Qwen JS bindings (qwen_binding.cpp, qwen_train_binding.cpp): the live
 // model handles by id and the readers that turn JS arguments into validated C++ values (configs,
-// inputs as CPU tensors copied on the JS thread) with the standard messages of common/napi_util.
+// inputs as CPU tensors copied on the JS thread) over common/napi_util's args:: (undefined / null
+// = absent, any other wrong type throws, naming the option).
 #pragma once
 
 #include <napi.h>
@@ -21,14 +22,8 @@ void erase_model(int64_t id);
 size_t live_models();
 std::shared_ptr<qwen::Model> find_model(const Napi::Value& v, const std::string& op);
 
-Napi::Object read_object(const Napi::Value& v, const std::string& op, const std::string& param);
-int64_t get_int(const Napi::Object& o, const char* key, const std::string& op, int64_t dflt, bool required);
-double get_num(const Napi::Object& o, const char* key, const std::string& op, double dflt);
-bool get_bool(const Napi::Object& o, const char* key, bool dflt);
-std::string get_str(const Napi::Object& o, const char* key, const std::string& op, const std::string& dflt);
-std::vector<int64_t> get_ints(const Napi::Object& o, const char* key, const std::string& op);
-std::vector<std::string> get_strs(const Napi::Object& o, const char* key, const std::string& op);
-bool present(const Napi::Object& o, const char* key);
+// The integer range of config fields and options without a narrower one (args:: readers).
+constexpr int64_t kAnyIntMin = INT64_MIN / 2, kAnyIntMax = INT64_MAX / 2;
 
 qwen::Config parse_config(const Napi::Object& o, const std::string& op);
 at::ScalarType parse_dtype(const std::string& s, const std::string& op, const std::string& param);

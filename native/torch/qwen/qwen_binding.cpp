@@ -1,9 +1,9 @@
 // JS bindings of the Qwen2.5-VL / Qwen3-VL models (registered as the "qwen" module of the torch
 // addon): load weights from memory-mapped safetensors shards, forward with named intermediate
-// outputs, objective gradients, greedy generation, LoRA and weight read-back for export (the train
-// step and optimizer state: qwen_train_binding.cpp; argument readers: qwen_args.h). Inputs
-// are copied into tensors on the JS thread; every heavy call runs in an AsyncWorker that calls
-// crpo::prepare_thread() first and maps c10::Error to ERR_CRPO_TORCH through torch_guard.
+// outputs, objective gradients (the maths: qwen_objective.cpp), greedy generation, LoRA and weight
+// read-back for export (the train step and optimizer state: qwen_train_binding.cpp; argument
+// readers: qwen_args.h). Inputs are copied into tensors on the JS thread; every heavy call runs on
+// TorchWorker (torch_worker.h: prepare_thread first, c10::Error -> ERR_CRPO_TORCH).
 #include <napi.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -23,6 +23,7 @@
 #include "torch/ops.h"
 #include "torch/qwen/qwen_args.h"
 #include "torch/qwen/qwen_model.h"
+#include "torch/qwen/qwen_objective.h"
 
 namespace crpo {
 namespace {
@@ -30,22 +31,13 @@ namespace {
 using qwen::Model;
 using qwen_js::copy_array;
 using qwen_js::find_model;
-using qwen_js::get_bool;
-using qwen_js::get_int;
-using qwen_js::get_ints;
-using qwen_js::get_num;
-using qwen_js::get_str;
-using qwen_js::get_strs;
+using qwen_js::kAnyIntMax;
+using qwen_js::kAnyIntMin;
 using qwen_js::parse_config;
 using qwen_js::parse_device;
 using qwen_js::parse_dtype;
 using qwen_js::parse_inputs;
-using qwen_js::present;
-using qwen_js::read_object;
 using qwen_js::tensor_to_js;
-
-// A promise worker whose result is built on the JS thread from C++ data after the work ran.
-using QwenWorker = TorchWorker;  // native/torch/torch_worker.h
 
 // ---- load ------------------------------------------------------------------------------------
 
@@ -104,44 +96,41 @@ void load_weights(Model& m, const std::vector<TensorRef>& refs) {
 }
 
 Napi::Value Load(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenLoad", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenLoad", [&]() -> Napi::Value {
     const std::string op = "qwenLoad";
-    Napi::Object spec = read_object(info[0], op, "spec");
-    qwen::Config cfg = parse_config(read_object(spec.Get("config"), op, "spec.config"), op);
-    at::ScalarType dtype = parse_dtype(get_str(spec, "dtype", op, "float32"), op, "spec.dtype");
-    at::Device device = parse_device(get_str(spec, "device", op, "cpu"), op);
+    Napi::Object spec = args::object(info[0], op, "spec");
+    qwen::Config cfg = parse_config(args::object(spec.Get("config"), op, "spec.config"), op);
+    at::ScalarType dtype = parse_dtype(args::optional_string(spec, "dtype", op, "float32"), op, "spec.dtype");
+    at::Device device = parse_device(args::optional_string(spec, "device", op, "cpu"), op);
     Napi::Value tv = spec.Get("tensors");
     if (!tv.IsArray()) throw_type_error(op, "spec.tensors", "an array", tv);
     Napi::Array ta = tv.As<Napi::Array>();
     std::vector<TensorRef> refs;
     for (uint32_t i = 0; i < ta.Length(); ++i) {
-      Napi::Object e = read_object(ta.Get(i), op, "spec.tensors[" + std::to_string(i) + "]");
+      Napi::Object e = args::object(ta.Get(i), op, "spec.tensors[" + std::to_string(i) + "]");
       TensorRef r;
-      r.name = get_str(e, "name", op, "");
-      r.file = get_str(e, "file", op, "");
-      r.dtype = get_str(e, "dtype", op, "F32");
-      r.offset = get_int(e, "offset", op, 0, true);
-      r.nbytes = get_int(e, "nbytes", op, 0, true);
-      r.shape = get_ints(e, "shape", op);
+      r.name = args::optional_string(e, "name", op, "");
+      r.file = args::optional_string(e, "file", op, "");
+      r.dtype = args::optional_string(e, "dtype", op, "F32");
+      r.offset = args::required_int(e, "offset", op, kAnyIntMin, kAnyIntMax);
+      r.nbytes = args::required_int(e, "nbytes", op, kAnyIntMin, kAnyIntMax);
+      r.shape = args::optional_ints(e, "shape", op, kAnyIntMin, kAnyIntMax);
       refs.push_back(std::move(r));
     }
     auto model = std::make_shared<Model>(cfg, dtype, device);
     auto id = std::make_shared<int64_t>(0);
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, refs, id]() {
           load_weights(*model, refs);
           *id = qwen_js::add_model(model);
         },
         [id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*id)); });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
 Napi::Value Dispose(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenDispose", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenDispose", [&]() -> Napi::Value {
     int64_t id = read_int(info[0], "qwenDispose", "model", 1, INT64_C(1) << 52);
     qwen_js::erase_model(id);  // a running worker keeps its own reference
     return info.Env().Undefined();
@@ -154,92 +143,34 @@ Napi::Value LiveModels(const Napi::CallbackInfo& info) {
 
 // ---- forward ---------------------------------------------------------------------------------
 
-struct ForwardOut {
-  at::Tensor logits;
-  double loss = 0, objective = 0;
-  std::vector<std::pair<std::string, at::Tensor>> capture, grads;
-  at::Tensor token_logprobs;  // (B, L-1) log p(ids[t+1] | ..t)
-};
-
 // qwenForward(model, inputs, { capture?, grads?: string[], lora?: boolean }) ->
 //   { logits, lossMeanCe, objective, tokenLogprobs, capture: {name: {data, shape}}, grads: {...} }
 // objective = sum_t log_softmax(logits[t])[ids[t+1]] over attended positions; grads are d objective / d param.
 // With inputs.prefixGroups only completion targets are scored: tokenLogprobs is NaN elsewhere, the
 // objective and loss cover the completions, logits are empty.
 Napi::Value Forward(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenForward", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenForward", [&]() -> Napi::Value {
     const std::string op = "qwenForward";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
-    Napi::Object opts =
-        info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(info.Env());
-    bool capture = get_bool(opts, "capture", false);
-    double temperature = get_num(opts, "temperature", op, 1.0);
-    if (!(temperature > 0)) throw_range_error(op, "options.temperature", "a number > 0", std::to_string(temperature));
-    std::vector<std::string> grad_names = get_strs(opts, "grads", op);
+    Napi::Object opts = args::optional_object(info, 2, op, "options");
+    qwen::ObjectiveOptions oo;
+    oo.capture = args::optional_bool(opts, "capture", op, false);
+    oo.temperature = args::optional_number(opts, "temperature", op, 1.0);
+    if (!(oo.temperature > 0))
+      throw_range_error(op, "options.temperature", "a number > 0", std::to_string(oo.temperature));
+    oo.grads = args::optional_strings(opts, "grads", op);
     // -1: keep the model's setting (setLoraEnabled); 0/1: this call only
-    int use_lora = opts.Get("lora").IsBoolean() ? (opts.Get("lora").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
-    for (const auto& n : grad_names)
+    oo.lora = args::present(opts, "lora") ? (args::optional_bool(opts, "lora", op, false) ? 1 : 0) : -1;
+    for (const auto& n : oo.grads)
       if (!model->has_param(n) && !model->lora_params().count(n))
         throw_range_error(op, "options.grads", "names of model weights", "'" + n + "'");
-    auto out = std::make_shared<ForwardOut>();
-    auto* w = new QwenWorker(
+    auto out = std::make_shared<qwen::ObjectiveResult>();
+    return queue_torch(
         info.Env(), op,
-        [model, in, capture, grad_names, use_lora, temperature, out]() {
+        [model, in, oo, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
-          bool prev = model->lora_enabled();
-          if (use_lora >= 0) model->set_lora_enabled(use_lora == 1);
-          std::vector<at::Tensor> leaves;
-          std::vector<std::string> switched;  // weights made to require grad for this call only
-          for (const auto& n : grad_names) {
-            at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
-            if (!p.requires_grad()) {
-              p.set_requires_grad(true);
-              switched.push_back(n);
-            }
-            leaves.push_back(p);
-          }
-          auto restore = [&]() {
-            for (const auto& n : switched) {
-              at::Tensor& p = model->has_param(n) ? model->params().at(n) : model->lora_params().at(n);
-              p.set_requires_grad(false);
-            }
-          };
-          at::AutoGradMode grad_mode(!grad_names.empty());
-          qwen::Capture cap;
-          cap.on = capture;
-          qwen::ScoredLogits s;  // every position (per-row) or the completions after shared prefixes
-          try {
-            s = model->scored_logits(in, &cap);
-          } catch (...) {
-            model->set_lora_enabled(prev);
-            restore();
-            throw;
-          }
-          model->set_lora_enabled(prev);
-          at::Tensor logits = s.logits.scalar_type() == at::kDouble ? s.logits : s.logits.to(at::kFloat);  // (B, T, V)
-          at::Tensor tg = s.targets.unsqueeze(-1);
-          at::Tensor lp = at::log_softmax(logits, -1).gather(-1, tg).squeeze(-1);  // (B, T)
-          // log-probs at a sampling temperature (the objective and loss stay at temperature 1)
-          at::Tensor lp_t =
-              temperature == 1.0 ? lp : at::log_softmax(logits.detach() / temperature, -1).gather(-1, tg).squeeze(-1);
-          at::Tensor valid = s.valid.to(lp.scalar_type());
-          at::Tensor objective = (lp * valid).sum();
-          at::Tensor loss = -(lp * valid).sum() / valid.sum();
-          if (!grad_names.empty()) {
-            auto g = torch::autograd::grad({objective}, leaves, {}, false, false, true);
-            for (size_t i = 0; i < g.size(); ++i)
-              out->grads.emplace_back(grad_names[i], g[i].defined() ? g[i] : at::zeros_like(leaves[i]));
-          }
-          restore();
-          // the shared-prefix path has no logits of prefix positions: none are returned
-          out->logits = s.full.defined()
-                            ? (s.full.scalar_type() == at::kDouble ? s.full : s.full.to(at::kFloat)).detach()
-                            : at::zeros({0}, at::kFloat);
-          out->loss = loss.item<double>();
-          out->objective = objective.item<double>();
-          out->token_logprobs = s.to_rows(lp_t.detach(), std::nan("")).detach();
-          out->capture = std::move(cap.items);
+          *out = qwen::forward_objective(*model, in, oo);
         },
         [out](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
@@ -255,35 +186,32 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           o.Set("grads", g);
           return o;
         });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 
 // qwenGenerate(model, inputs, { maxNewTokens, eosTokenId?, useCache?, temperature?, topK?, topP?, seed?, keepLogits? })
 //   -> { tokens: number[][], logprobs: number[][], stepLogits: {data, shape}[] }
 Napi::Value Generate(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGenerate", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenGenerate", [&]() -> Napi::Value {
     const std::string op = "qwenGenerate";
     auto model = find_model(info[0], op);
     qwen::Inputs in = parse_inputs(info[1], model->config(), op);
-    Napi::Object opts = read_object(info[2], op, "options");
+    Napi::Object opts = args::object(info[2], op, "options");
     qwen::SampleOptions so;
     so.max_new_tokens = read_int(opts.Get("maxNewTokens"), op, "options.maxNewTokens", 1, 1 << 20);
-    so.eos = get_int(opts, "eosTokenId", op, -1, false);
-    so.use_cache = get_bool(opts, "useCache", true);
-    so.temperature = get_num(opts, "temperature", op, 0);
-    so.top_k = get_int(opts, "topK", op, 0, false);
-    so.top_p = get_num(opts, "topP", op, 1.0);
-    so.seed = static_cast<uint64_t>(get_int(opts, "seed", op, 0, false));
-    so.keep_logits = get_bool(opts, "keepLogits", false);
+    so.eos = args::optional_int(opts, "eosTokenId", op, -1, kAnyIntMin, kAnyIntMax);
+    so.use_cache = args::optional_bool(opts, "useCache", op, true);
+    so.temperature = args::optional_number(opts, "temperature", op, 0);
+    so.top_k = args::optional_int(opts, "topK", op, 0, kAnyIntMin, kAnyIntMax);
+    so.top_p = args::optional_number(opts, "topP", op, 1.0);
+    so.seed = static_cast<uint64_t>(args::optional_int(opts, "seed", op, 0, kAnyIntMin, kAnyIntMax));
+    so.keep_logits = args::optional_bool(opts, "keepLogits", op, false);
     if (so.temperature < 0)
       throw_range_error(op, "options.temperature", "a number >= 0", std::to_string(so.temperature));
     if (!(so.top_p > 0 && so.top_p <= 1))
       throw_range_error(op, "options.topP", "a number in (0, 1]", std::to_string(so.top_p));
     auto out = std::make_shared<qwen::GenerateResult>();
-    auto* w = new QwenWorker(
+    return queue_torch(
         info.Env(), op,
         [model, in, so, out]() {
           std::lock_guard<std::mutex> lock(model->mu);
@@ -311,25 +239,22 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
           o.Set("stepLogits", sl);
           return o;
         });
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
   });
 }
 // ---- LoRA and weights ------------------------------------------------------------------------
 
 Napi::Value AddLora(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenAddLora", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenAddLora", [&]() -> Napi::Value {
     const std::string op = "qwenAddLora";
     auto model = find_model(info[0], op);
-    Napi::Object o = read_object(info[1], op, "lora");
+    Napi::Object o = args::object(info[1], op, "lora");
     qwen::LoraConfig lc;
-    lc.rank = get_int(o, "rank", op, 8, true);
-    lc.alpha = get_num(o, "alpha", op, 16);
-    lc.dropout = get_num(o, "dropout", op, 0);
-    lc.targets = get_strs(o, "targetModules", op);
-    lc.vision = get_bool(o, "vision", false);
-    lc.seed = static_cast<uint64_t>(get_int(o, "seed", op, 0, false));
+    lc.rank = args::required_int(o, "rank", op, kAnyIntMin, kAnyIntMax);
+    lc.alpha = args::optional_number(o, "alpha", op, 16);
+    lc.dropout = args::optional_number(o, "dropout", op, 0);
+    lc.targets = args::optional_strings(o, "targetModules", op);
+    lc.vision = args::optional_bool(o, "vision", op, false);
+    lc.seed = static_cast<uint64_t>(args::optional_int(o, "seed", op, 0, kAnyIntMin, kAnyIntMax));
     std::lock_guard<std::mutex> lock(model->mu);
     torch_guard(op, [&]() { model->add_lora(lc); });
     Napi::Array names = Napi::Array::New(info.Env());
@@ -340,7 +265,7 @@ Napi::Value AddLora(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetLoraEnabled", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetLoraEnabled", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenSetLoraEnabled");
     if (!info[1].IsBoolean()) throw_type_error("qwenSetLoraEnabled", "enabled", "a boolean", info[1]);
     std::lock_guard<std::mutex> lock(model->mu);
@@ -350,9 +275,13 @@ Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ParamNames(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenParamNames", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenParamNames", [&]() -> Napi::Value {
     auto model = find_model(info[0], "qwenParamNames");
-    bool lora = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    bool lora = false;  // optional: the LoRA adapters' names instead of the base weights'
+    if (info.Length() > 1 && !args::absent(info[1])) {
+      if (!info[1].IsBoolean()) throw_type_error("qwenParamNames", "lora", "a boolean", info[1]);
+      lora = info[1].As<Napi::Boolean>().Value();
+    }
     std::lock_guard<std::mutex> lock(model->mu);
     Napi::Array names = Napi::Array::New(info.Env());
     uint32_t i = 0;
@@ -364,14 +293,16 @@ Napi::Value ParamNames(const Napi::CallbackInfo& info) {
   });
 }
 
-// qwenGetParam(model, name, { merged? }) -> { data: Float32Array, shape } (LoRA merged when asked)
-Napi::Value GetParam(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGetParam", [&]() -> Napi::Value {
-    const std::string op = "qwenGetParam";
+// qwenGetParamSync(model, name, { merged? }) -> { data: Float32Array, shape } (LoRA merged when
+// asked). Synchronous, under the model's mutex: merged, it computes W + scale * B A on the JS
+// thread (the weight export reads weights one by one from a synchronous writer).
+Napi::Value GetParamSync(const Napi::CallbackInfo& info) {
+  return guarded_torch(info, "qwenGetParamSync", [&]() -> Napi::Value {
+    const std::string op = "qwenGetParamSync";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
     std::string name = info[1].As<Napi::String>().Utf8Value();
-    bool merged = info.Length() > 2 && info[2].IsObject() && get_bool(info[2].As<Napi::Object>(), "merged", false);
+    bool merged = args::optional_bool(args::optional_object(info, 2, op, "options"), "merged", op, false);
     std::lock_guard<std::mutex> lock(model->mu);
     at::Tensor t;
     if (model->lora_params().count(name))
@@ -386,7 +317,7 @@ Napi::Value GetParam(const Napi::CallbackInfo& info) {
 
 // qwenSetParam(model, name, Float32Array) (LoRA or base weight; same element count)
 Napi::Value SetParam(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenSetParam", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenSetParam", [&]() -> Napi::Value {
     const std::string op = "qwenSetParam";
     auto model = find_model(info[0], op);
     if (!info[1].IsString()) throw_type_error(op, "name", "a string", info[1]);
@@ -405,11 +336,13 @@ Napi::Value SetParam(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value MergeLora(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenMergeLora", [&]() -> Napi::Value {
-    auto model = find_model(info[0], "qwenMergeLora");
+// qwenMergeLoraSync(model): folds the adapters into the base weights. Synchronous, on the JS
+// thread under the model's mutex (its callers, the policy's reference refresh, are synchronous).
+Napi::Value MergeLoraSync(const Napi::CallbackInfo& info) {
+  return guarded_torch(info, "qwenMergeLoraSync", [&]() -> Napi::Value {
+    auto model = find_model(info[0], "qwenMergeLoraSync");
     std::lock_guard<std::mutex> lock(model->mu);
-    torch_guard("qwenMergeLora", [&]() { model->merge_lora(); });
+    torch_guard("qwenMergeLoraSync", [&]() { model->merge_lora(); });
     return info.Env().Undefined();
   });
 }
@@ -417,7 +350,7 @@ Napi::Value MergeLora(const Napi::CallbackInfo& info) {
 // qwenGrads(model, names: string[]) -> { name: {data, shape} }: the gradients a train step with
 // apply: false accumulated (zeros for a weight without one); nothing is copied unless asked.
 Napi::Value Grads(const Napi::CallbackInfo& info) {
-  return guarded(info, "qwenGrads", [&]() -> Napi::Value {
+  return guarded_torch(info, "qwenGrads", [&]() -> Napi::Value {
     const std::string op = "qwenGrads";
     auto model = find_model(info[0], op);
     if (!info[1].IsArray()) throw_type_error(op, "names", "an array of weight names", info[1]);
@@ -447,9 +380,9 @@ ExportRegistrar reg("qwen", [](Napi::Env env, Napi::Object exports) {
   exports.Set("qwenAddLora", Napi::Function::New(env, AddLora, "qwenAddLora"));
   exports.Set("qwenSetLoraEnabled", Napi::Function::New(env, SetLoraEnabled, "qwenSetLoraEnabled"));
   exports.Set("qwenParamNames", Napi::Function::New(env, ParamNames, "qwenParamNames"));
-  exports.Set("qwenGetParam", Napi::Function::New(env, GetParam, "qwenGetParam"));
+  exports.Set("qwenGetParamSync", Napi::Function::New(env, GetParamSync, "qwenGetParamSync"));
   exports.Set("qwenSetParam", Napi::Function::New(env, SetParam, "qwenSetParam"));
-  exports.Set("qwenMergeLora", Napi::Function::New(env, MergeLora, "qwenMergeLora"));
+  exports.Set("qwenMergeLoraSync", Napi::Function::New(env, MergeLoraSync, "qwenMergeLoraSync"));
 });
 
 }  // namespace
