@@ -555,13 +555,18 @@ export class QwenVLModel extends NativeHandle {
    * the LoRA-disabled reference becomes the current policy. Resets the optimizer. Synchronous
    * (native qwenMergeLoraSync): it blocks the JS thread for one pass over the adapted weights.
    */
-  mergeLora(): void {
-    this.assertLive('QwenVLModel.mergeLora');
+  mergeLoraSync(): void {
+    this.assertLive('QwenVLModel.mergeLoraSync');
     callSync(() => torchAddon().qwenMergeLoraSync(this.id));
     this.baseModified = true;
   }
 
-  /** True once mergeLora changed the base weights (a checkpoint must then hold them). */
+  /** @deprecated The same as mergeLoraSync (synchronous: it blocks the JS thread). */
+  mergeLora(): void {
+    this.mergeLoraSync();
+  }
+
+  /** True once mergeLoraSync changed the base weights (a checkpoint must then hold them). */
   baseModified = false;
 
   /** false: the frozen reference policy (LoRA bypassed, no second copy of the weights). */

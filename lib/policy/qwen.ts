@@ -96,7 +96,7 @@ async function loadReference(src: ReferenceSource, o: QwenPolicyOptions): Promis
   const m = await QwenVLModel.load(src.folder, { dtype: o.dtype, device: o.device });
   if (src.adapters) {
     m.loadAdapter(src.adapters);
-    m.mergeLora();
+    m.mergeLoraSync();
   }
   return m;
 }
@@ -216,7 +216,7 @@ export class QwenPolicy implements Policy {
         } else {
           if (initAdapters) {
             model.loadAdapter(initAdapters);
-            model.mergeLora();
+            model.mergeLoraSync();
           }
           p.referenceSource = {
             folder: path.resolve(base),
@@ -237,7 +237,7 @@ export class QwenPolicy implements Policy {
         } else if (initAdapters) {
           // init from a checkpoint: its policy becomes the model and the frozen reference
           model.loadAdapter(initAdapters);
-          model.mergeLora();
+          model.mergeLoraSync();
         } else {
           model.addLora(o.lora ?? DEFAULT_QWEN_LORA);
         }
@@ -561,7 +561,7 @@ export class QwenPolicy implements Policy {
     }
     // the reference is the model with LoRA disabled: fold the trained adapters into the base
     if (this.trained) {
-      this.model.mergeLora();
+      this.model.mergeLoraSync();
       this.merges++;
       this.trained = false;
     }

@@ -59,7 +59,8 @@ export interface ReproduceConfig {
   basePromptLm: number;
   /**
    * Native policy: the training stream of the base model (lib/train shortcutBase `recipe`):
-   * 'capability' (`crpo sft`'s recipe, as `crpo demo`) or 'letter' (the letter alone, no stem).
+   * 'capability' (lib/train CAPABILITY_BASE, `crpo sft`'s recipe of the third round, as `crpo demo`)
+   * or 'letter' (the letter alone, no stem).
    */
   baseRecipe: 'capability' | 'letter';
   /** Learning rate of the warm-up. */
@@ -114,7 +115,7 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is `crpo demo`'s: lib/train shortcutBase with `crpo sft`'s recipe, 800
+ * policy. The base model is `crpo demo`'s: lib/train shortcutBase with CAPABILITY_BASE (`crpo sft`'s third-round recipe), 800
  * steps of 32 fresh clips (both members, colour independent of the answer), then 150 steps on
  * fresh originals whose colour names the dynamic answer (docs/model.md, "The demo's base"). RL at
  * lr 1e-4 for 60 steps, sampling at temperature 1.5 (at 1 this base's groups rarely disagree),

@@ -143,7 +143,25 @@ export interface SftReport {
   options: Omit<SftOptions, 'onProgress'>;
 }
 
+/**
+ * `crpo sft`'s stream: five ninths static clips, and event sequence, the slowest dynamic skill once
+ * static questions are solved, twice as often as the other dynamic categories (docs/model.md,
+ * "Levers, fourth round").
+ */
 const CAPABILITY_CATEGORIES: readonly Category[] = [
+  'static',
+  'static',
+  'reversible_dynamics',
+  'static',
+  'event_sequence',
+  'static',
+  'moving_direction',
+  'static',
+  'event_sequence',
+];
+
+/** The previous stream, two thirds static: phase 1 of the demo's and reproduce's base (CAPABILITY_BASE). */
+const TWO_THIRDS_STATIC: readonly Category[] = [
   'static',
   'static',
   'reversible_dynamics',
@@ -183,23 +201,27 @@ export const SFT_DEFAULTS = {
   saveEvery: 100,
   resume: false,
   init: '',
-  // Two thirds static clips, half of them asking shape: the vision encoder needs ~20k shape
-  // examples to tell the four shapes apart, the dynamic categories far fewer (docs/model.md).
+  // Five ninths static clips, three fifths of them asking shape: the vision encoder needs many
+  // shape examples to tell the four shapes apart, the dynamic categories far fewer (docs/model.md).
   categories: CAPABILITY_CATEGORIES,
   staticAttributes: ['shape', 'shape', 'colour', 'shape', 'count'] as readonly StaticAttribute[],
-  /** Model overrides on top of the preset: a convolutional stem of 8 channels (docs/model.md). */
-  model: { visionStem: 8 } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+  /**
+   * Model overrides on top of the preset (docs/model.md, "Levers, fourth round"): a 3x3 stem to 16
+   * channels, a stride-2 3x3 convolution to 32, and position tables that start from sine-cosine
+   * features of row, column and frame group.
+   */
+  model: { visionStem: 16, visionStemDown: 32, posInit: 'sincos' } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
 };
 
 /**
- * The model of the capability recipe's base in `crpo demo` and `crpo reproduce --base-recipe
- * capability`: the tiny preset with a stem of 8 channels and no stride-2 convolution, the model
- * their published tables (README, docs/reproduction.md, docs/method.md) were measured with.
+ * Phase 1 of the capability recipe's base in `crpo demo` and `crpo reproduce --base-recipe
+ * capability`: `crpo sft`'s recipe as it was when their published tables (README,
+ * docs/reproduction.md, docs/method.md) were measured: the tiny preset with a stem of 8 channels,
+ * random position tables, two thirds static clips. `crpo sft`'s defaults have moved on since.
  */
-export const CAPABILITY_BASE_MODEL: Partial<Omit<PolicyConfig, 'vocabSize'>> = {
-  visionStem: 8,
-  visionStemDown: 0,
-  posInit: 'random',
+export const CAPABILITY_BASE = {
+  model: { visionStem: 8, visionStemDown: 0, posInit: 'random' } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+  categories: TWO_THIRDS_STATIC,
 };
 
 function promptOf(it: SynthItem, nullOption: boolean): string {
@@ -519,12 +541,11 @@ export interface ShortcutBaseOptions {
   /** Test pairs per category of each phase's report. */
   testPairs?: number;
   /**
-   * The training stream of both phases. 'capability' (default): `crpo sft`'s recipe (SFT_DEFAULTS:
-   * option text then letter, reading and attribute questions, two thirds static clips, the
-   * convolutional stem), so the base reads colour, shape and count; phase 2 keeps the static
-   * clips and their attribute questions beside the shortcut dynamic clips. 'letter': the letter
-   * alone (`<answer>B</answer>`), no auxiliary questions, no stem, every category alike: the base
-   * `crpo reproduce --preset native` was measured with (docs/reproduction.md).
+   * The training stream of both phases. 'capability' (default): `crpo sft`'s third-round recipe
+   * (SFT_DEFAULTS' target, reading and attribute questions; CAPABILITY_BASE's model and two thirds
+   * static clips), so the base reads colour, shape and count; phase 2 keeps the static clips and
+   * their attribute questions beside the shortcut dynamic clips. 'letter': the letter alone
+   * (`<answer>B</answer>`), no auxiliary questions, no stem, every category alike: the earlier base.
    */
   recipe?: 'capability' | 'letter';
   log?(message: string): void;
@@ -567,7 +588,7 @@ export async function shortcutBase(
           attributeQuestions: SFT_DEFAULTS.attributeQuestions,
           attributeClips: SFT_DEFAULTS.attributeClips,
           staticAttributes: SFT_DEFAULTS.staticAttributes,
-          model: CAPABILITY_BASE_MODEL,
+          model: CAPABILITY_BASE.model,
         }
       : {
           target: 'letter' as const,
@@ -585,7 +606,7 @@ export async function shortcutBase(
     lr: o.lr,
     members: 'both',
     colour: 'independent',
-    categories: capabilityRecipe ? SFT_DEFAULTS.categories : SYNTH_DEFAULTS.categories,
+    categories: capabilityRecipe ? CAPABILITY_BASE.categories : SYNTH_DEFAULTS.categories,
     onProgress: progress('phase 1, fresh clips, colour independent of the answer'),
   });
   last = -Infinity;

@@ -83,7 +83,7 @@ export function builder(y: Argv): Argv {
     .option('base-lr', { type: 'number', describe: `Learning rate of the warm-up (${both('baseLr')})` })
     .option('base-recipe', {
       choices: ['capability', 'letter'],
-      describe: `Native base model's training stream: crpo sft's recipe, or the letter alone (default ${String(n.baseRecipe)})`,
+      describe: `Native base model's training stream: crpo sft's third-round recipe (CAPABILITY_BASE), or the letter alone (default ${String(n.baseRecipe)})`,
     })
     .option('base-batch-size', {
       type: 'number',
