@@ -12,6 +12,7 @@ export {
   type TrainStepOptions,
   type TrainStepStats,
   type PolicyFactory,
+  type PolicyFactoryOptions,
 } from './policy';
 export { LinearPolicy, createLinearPolicy } from './linear';
 export { NativePolicy, createNativePolicy, isNativeCheckpoint } from './native';

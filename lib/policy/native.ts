@@ -23,6 +23,7 @@ import {
   type Completion,
   type GenerateOptions,
   type Policy,
+  type PolicyFactoryOptions,
   type PolicyPrompt,
   type TrainSequence,
   type TrainStepOptions,
@@ -248,15 +249,7 @@ export class NativePolicy implements Policy {
 }
 
 /** A native policy: full training state (`resumeFrom/policy`, `resumeFrom/reference`), base weights (`init`), or fresh from a preset. */
-export async function createNativePolicy(o: {
-  init?: string;
-  resumeFrom?: string;
-  seed: number;
-  preset?: string;
-  texts?: readonly string[];
-  frames?: number;
-  size?: number;
-}): Promise<NativePolicy> {
+export async function createNativePolicy(o: Omit<PolicyFactoryOptions, 'finetune'>): Promise<NativePolicy> {
   const m = model();
   let p: NativePolicy;
   if (o.resumeFrom) {

@@ -174,7 +174,7 @@ export interface Policy {
  * of a checkpoint folder (`init`, fresh optimiser, reference = those weights), or fresh; `texts`
  * (every prompt and answer of the data) lets a policy with a vocabulary build it.
  */
-export type PolicyFactory = (o: {
+export interface PolicyFactoryOptions {
   init?: string;
   resumeFrom?: string;
   seed: number;
@@ -184,7 +184,9 @@ export type PolicyFactory = (o: {
   size?: number;
   /** What a kind with adapters trains: 'lora' (default) or 'full' (TrainConfig policy.finetune). */
   finetune?: 'lora' | 'full';
-}) => Promise<Policy>;
+}
+
+export type PolicyFactory = (o: PolicyFactoryOptions) => Promise<Policy>;
 
 /** Policy kinds by name: 'linear' (lib/policy/linear.ts), 'native' when the torch policy is built. */
 export const POLICY_KINDS = new Registry<PolicyFactory>('policy kind');
