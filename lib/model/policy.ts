@@ -481,7 +481,8 @@ export class PolicyModel extends NativeHandle {
   ): Promise<StepStats> {
     const op = 'PolicyModel.sftStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
-    const b = this.batch(inputs, op);
+    // With a process group a rank may hold no prompt (an uneven split): it still joins the all-reduce.
+    const b = this.batch(inputs, op, options.processGroup !== undefined);
     const rows = b.promptLengths.length * b.groupSize;
     const c = Array.isArray(targets)
       ? this.encodeTargets(targets as readonly string[], rows, op)

@@ -30,6 +30,7 @@ import { dataTexts } from './trainer';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
 import { writeTrainingPrompt } from '../policy/checkpoint-folder';
+import type { DistContext } from '../distributed';
 
 export interface SftOptions {
   /** Output folder: checkpoint/ and sft-report.json. */
@@ -109,7 +110,16 @@ export interface SftOptions {
   /** Model overrides on top of the preset (e.g. { initStd: 0.05 }). */
   model?: Partial<Omit<PolicyConfig, 'vocabSize'>>;
   onProgress?: (p: SftProgress) => void;
+  /**
+   * Several processes (`crpo sft --nproc N`, torchrun): each rank trains on its contiguous share of
+   * every step's clips and the gradients are all-reduced, so a step is the one-process step of the
+   * whole batch (docs/model.md). Rank 0 writes the checkpoints and the report and evaluates.
+   */
+  dist?: SftDist;
 }
+
+/** What `runSft` needs of lib/distributed's DistContext. */
+export type SftDist = Pick<DistContext, 'rank' | 'worldSize' | 'isMain' | 'nativeGroupId' | 'allReduce'>;
 
 export interface SftProgress {
   step: number;
@@ -324,18 +334,22 @@ export function streamIndex(cats: readonly Category[], k: number): number {
 
 /**
  * Training clips of one step. Stream: fresh pairs numbered from the step, cycling through the
- * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order.
+ * categories (so every batch mixes them); fixed: the step's slice of a seeded epoch order. `part`:
+ * the rank's share of the step's clips (clipShare), with their auxiliary questions.
  */
-function trainBatch(
-  o: typeof SFT_DEFAULTS & SftOptions,
+export function sftBatch(
+  o: typeof SFT_DEFAULTS,
   step: number,
   fixed: readonly SynthItem[] | null,
   synth: { frames: number; size: number },
+  part: { rank: number; worldSize: number } = { rank: 0, worldSize: 1 },
 ): SynthItem[] {
   if (fixed) {
     const perEpoch = Math.ceil(fixed.length / o.batchSize);
     const order = shuffled(fixed.length, o.seed * 1000 + Math.floor(step / perEpoch));
-    return order.slice((step % perEpoch) * o.batchSize, ((step % perEpoch) + 1) * o.batchSize).map((i) => fixed[i]);
+    const batch = order.slice((step % perEpoch) * o.batchSize, ((step % perEpoch) + 1) * o.batchSize);
+    const share = clipShare(batch.length, part);
+    return batch.slice(share.start, share.end).map((i) => fixed[i]);
   }
   const perPair = o.members === 'both' ? 2 : 1;
   const pairs = Math.ceil(o.batchSize / perPair);
@@ -356,12 +370,26 @@ function trainBatch(
   }
   // Auxiliary questions, each a seeded draw per (seed, step, slot): a clip's question may become a
   // reading question, and the clip may also be asked its colour and shape.
+  const share = clipShare(Math.min(out.length, o.batchSize), part);
   return out.slice(0, o.batchSize).flatMap((it, j) => {
+    if (j < share.start || j >= share.end) return [];
     const key = `${o.seed}:${step}:${j}`;
     const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
     const asked = o.attributeQuestions > 0 && (o.attributeClips === 'all' || it.record.category === 'static');
     return asked ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
   });
+}
+
+/**
+ * A rank's contiguous share [start, end) of a step's n clips (a clip's auxiliary questions stay
+ * with it). n need not divide by the world size (the last batch of a fixed epoch may be short): a
+ * rank may get one clip fewer, or none; the step weighs each rank by its target tokens.
+ */
+export function clipShare(n: number, part: { rank: number; worldSize: number }): { start: number; end: number } {
+  return {
+    start: Math.floor((part.rank * n) / part.worldSize),
+    end: Math.floor(((part.rank + 1) * n) / part.worldSize),
+  };
 }
 
 function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
@@ -375,9 +403,15 @@ export function targetOf(it: SynthItem, target: 'letter' | 'option-then-letter',
 }
 
 /** Trains a base policy and evaluates it; returns the report (also written to out/sft-report.json). */
-export async function runSft(options: SftOptions): Promise<SftReport> {
+export async function runSft(options: SftOptions & { dist?: undefined }): Promise<SftReport>;
+/** With several ranks: rank 0 gets the report, the others null. */
+export async function runSft(options: SftOptions): Promise<SftReport | null>;
+export async function runSft(options: SftOptions): Promise<SftReport | null> {
   const o = { ...SFT_DEFAULTS, ...options };
   const op = 'runSft';
+  const dist = o.dist;
+  const part = { rank: dist?.rank ?? 0, worldSize: dist?.worldSize ?? 1 };
+  const main = dist?.isMain ?? true;
   if (typeof o.out !== 'string' || !o.out) throw invalidArg('out', 'an output folder', o.out, op);
   for (const k of ['pairs', 'testPairs', 'epochs', 'batchSize'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 1) throw invalidArg(k, 'an integer >= 1', o[k], op);
@@ -426,7 +460,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
     fixedAll && o.members === 'original' ? fixedAll.filter((it) => it.record.transform === 'none') : fixedAll;
   const test = synthesize({ split: 'test', pairs: o.testPairs, seed: o.seed + 1000, ...synth });
   const ckptDir = path.join(o.out, 'checkpoint');
-  fs.mkdirSync(o.out, { recursive: true });
+  if (main) fs.mkdirSync(o.out, { recursive: true });
 
   let policy: PolicyModel;
   let startStep = 0;
@@ -464,16 +498,29 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
       return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * frac)));
     };
     const t0 = Date.now();
+    // Several ranks read one clock, the slowest one's, so that they stop at the same step and agree
+    // on a learning rate that follows the time budget.
+    const clock = async (): Promise<number> => {
+      const t = Float64Array.of((Date.now() - t0) / 1000);
+      if (dist && dist.worldSize > 1 && o.maxSeconds > 0) await dist.allReduce(t, 'max');
+      return t[0];
+    };
     let loss = NaN;
     let step = startStep;
     for (; step < steps; step++) {
-      const elapsed = (Date.now() - t0) / 1000;
+      const elapsed = await clock();
       if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
-      const items = trainBatch(o, step, fixed, synth);
+      const items = sftBatch(o, step, fixed, synth, part);
       const st = await policy.sftStep(
         packBatch(policy, items, o.nullOption),
         items.map((it) => targetOf(it, o.target, o.nullOption)),
-        { lr: lrAt(step, elapsed), weightDecay: o.weightDecay, maxGradNorm: 1, promptLmWeight: o.promptLm },
+        {
+          lr: lrAt(step, elapsed),
+          weightDecay: o.weightDecay,
+          maxGradNorm: 1,
+          promptLmWeight: o.promptLm,
+          ...(dist?.nativeGroupId !== undefined ? { processGroup: dist.nativeGroupId } : {}),
+        },
       );
       loss = st.loss;
       const done = step + 1 - startStep;
@@ -487,18 +534,20 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
         elapsed: el,
         eta: left,
       });
-      if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps)
+      if (main && o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < steps)
         await saveCheckpoint(policy, ckptDir, { sftStep: step + 1 });
     }
     const trainSeconds = (Date.now() - t0) / 1000;
+    if (!main) return null;
     await saveCheckpoint(policy, ckptDir, { sftStep: step, finished: true });
     const { metrics, samples } = await evaluateItems(policy, test, o.nullOption);
     const predictions = samples.map((x) => x.prediction);
     const records = test.map((it) => it.record);
     const chanceAcc =
       test.reduce((acc, it) => acc + 1 / (it.record.options.length + (o.nullOption ? 1 : 0)), 0) / test.length;
-    const { onProgress: _cb, ...rest } = options;
+    const { onProgress: _cb, dist: _dist, ...rest } = options;
     void _cb;
+    void _dist;
     const report: SftReport = {
       steps: step,
       trainSeconds,
@@ -510,7 +559,7 @@ export async function runSft(options: SftOptions): Promise<SftReport> {
       staticAttributes: staticAttributeAcc(records, predictions),
       colourShortcut: colourShortcutRate(records, predictions),
       checkpoint: ckptDir,
-      options: { ...o, onProgress: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
+      options: { ...o, onProgress: undefined, dist: undefined, ...rest } as Omit<SftOptions, 'onProgress'>,
     };
     writeFileAtomicSync(path.join(o.out, 'sft-report.json'), JSON.stringify(report, null, 1) + '\n');
     writeFileAtomicSync(

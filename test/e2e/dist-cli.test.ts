@@ -88,6 +88,49 @@ d('crpo dist check', () => {
     }
   }, 110000);
 
+  it('crpo sft --nproc 2: rank 0 alone reports, the time budget stops both ranks at one step', () => {
+    const env = { ...process.env };
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
+      delete env[k];
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-sft-cli-'));
+    try {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '-r',
+          path.join(root, 'scripts/ts-register.js'),
+          path.join(root, 'test/fixtures/eval-cli.js'),
+          'sft',
+          '--nproc',
+          '2',
+          '--max-seconds',
+          '4',
+          '--batch-size',
+          '8',
+          '--test-pairs',
+          '2',
+          '--quiet',
+          '--out',
+          out,
+        ],
+        { cwd: root, env, encoding: 'utf8', timeout: 100000 },
+      );
+      expect(r.status).toBe(0);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo sft: '))).toEqual([
+        'crpo sft: 2 ranks, 8 clips per step in all',
+      ]);
+      const trained = r.stdout.split('\n').filter((l) => l.startsWith('trained '));
+      expect(trained).toHaveLength(1);
+      const report = JSON.parse(fs.readFileSync(path.join(out, 'sft-report.json'), 'utf8'));
+      expect(report.steps).toBeGreaterThan(0);
+      expect(report.trainItems).toBe(report.steps * 8);
+      expect(report.options.dist).toBeUndefined();
+      expect(fs.existsSync(path.join(out, 'checkpoint', 'policy.json'))).toBe(true);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 110000);
+
   it('an unknown action is a one-line usage error', () => {
     const r = spawnSync(
       process.execPath,

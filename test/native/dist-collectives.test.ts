@@ -57,6 +57,7 @@ function sharedWorlds(): Promise<Worlds> {
     if (policyBuilt) {
       twoRuns.push(
         ['policy-dp', { scenario: 'policy-dp' }],
+        ['sft-dp', { scenario: 'sft-dp' }],
         ['native-uneven', { scenario: 'native-uneven' }],
         ['trainer-native', { scenario: 'trainer', env: { OUT_0: at('rank0'), OUT_1: at('rank1') } }],
         [
@@ -208,6 +209,29 @@ withPolicy('data-parallel training with the native policy (2 ranks x b prompts v
       expect(buckets).toBeGreaterThan(3 * 10);
       expect(early).toBeGreaterThan(buckets / 2); // most buckets start while backward runs
     }
+  }, 600000);
+});
+
+withPolicy("crpo sft on 2 ranks (lib/train/sft.ts: each rank its share of every step's clips)", () => {
+  it('takes the step of the whole batch: float64 weights equal to the last float32 place after 3 steps', async () => {
+    const out = (await sharedWorlds()).twoResults.map((r) => r['sft-dp']);
+    for (const o of out) {
+      // 7 clips split 3 + 4, with attribute and reading questions and the prompt language-model
+      // loss: the target-token weighting and the prompt-token rescaling together give the
+      // one-process step. Weights are read back as float32 (|w| < 2: 1 ulp <= 1.2e-7).
+      expect(o.stepMoved).toBeGreaterThan(0.1);
+      expect(o.stepGap).toBeLessThan(2.5e-7);
+      expect(o.tensors).toBeGreaterThan(50);
+    }
+    // The command's loop: the same number of steps and clips; float32 weights within AdamW's
+    // amplification of rounding (measured 2-6e-5 after 3 steps at lr 1e-3, where they moved ~3e-3).
+    const [main, other] = out;
+    expect(main.runSteps).toEqual([3, 3]);
+    expect(main.runTrainItems).toEqual([21, 21]);
+    expect(main.runGap).toBeLessThan(2e-4);
+    expect(main.reportWritten).toBe(true);
+    expect(other.report).toBeNull(); // rank 1 reports nothing and writes nothing
+    expect(other.wrote).toBe(false);
   }, 600000);
 });
 

@@ -6,6 +6,8 @@ import type { Argv } from 'yargs';
 import { SFT_DEFAULTS, runSft, type SftOptions, type SftProgress, type StaticAttribute } from '../../train/sft';
 import type { Category } from '../../data/schema';
 import type { PolicyPresetName } from '../../model/config';
+import { initDistributed, runRank } from '../../distributed';
+import { launchIfRequested } from '../../distributed/launch';
 
 export function builder(y: Argv): Argv {
   return y
@@ -105,9 +107,14 @@ export function builder(y: Argv): Argv {
     .option('save-every', { type: 'number', default: SFT_DEFAULTS.saveEvery, describe: 'Checkpoint every N steps' })
     .option('resume', { type: 'boolean', default: false, describe: 'Continue from <out>/checkpoint' })
     .option('quiet', { type: 'boolean', default: false, describe: 'No progress bar' })
+    .option('nproc', {
+      type: 'number',
+      describe:
+        "Train on N local processes, each on its share of every step's clips, gradients all-reduced (torchrun environment contract; docs/model.md)",
+    })
     .example(
-      'crpo sft --out runs/sft',
-      'the capability check: a tiny model trained on fresh clips for 150 s, then held-out accuracy',
+      'crpo sft --out runs/sft --nproc 2',
+      'the capability check: a tiny model trained on fresh clips for 150 s on two processes, then held-out accuracy',
     );
 }
 
@@ -142,6 +149,7 @@ interface Args {
   'save-every': number;
   resume: boolean;
   quiet: boolean;
+  nproc?: number;
 }
 
 function bar(p: SftProgress): string {
@@ -160,45 +168,53 @@ const list = (s: string): string[] =>
 const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
 
 export async function handler(a: Args): Promise<void> {
-  const tty = process.stderr.isTTY && !a.quiet;
+  if (await launchIfRequested(a.nproc)) return; // --nproc N: N workers run this command (lib/distributed/launch.ts)
+  const dist = await initDistributed();
+  const tty = process.stderr.isTTY && !a.quiet && dist.isMain;
   let lastLog = 0;
-  const report = await runSft({
-    out: a.out,
-    preset: a.preset,
-    data: a.data,
-    steps: a.steps,
-    members: a.members,
-    colour: a.colour,
-    init: a.init,
-    pairs: a.pairs,
-    testPairs: a['test-pairs'],
-    epochs: a.epochs,
-    batchSize: a['batch-size'],
-    lr: a.lr,
-    weightDecay: a['weight-decay'],
-    promptLm: a['prompt-lm'],
-    reading: a.reading,
-    attributeQuestions: a['attribute-questions'],
-    target: a.target,
-    attributeClips: a['attribute-clips'],
-    categories: list(a.categories) as Category[],
-    staticAttributes: list(a['static-attributes']) as StaticAttribute[],
-    ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init']),
-    seed: a.seed,
-    shortcutP: a['shortcut-p'],
-    nullOption: a['null-option'],
-    maxSeconds: a['max-seconds'],
-    saveEvery: a['save-every'],
-    resume: a.resume,
-    onProgress: (p) => {
-      if (a.quiet) return;
-      if (tty) process.stderr.write(bar(p));
-      else if (p.elapsed - lastLog >= 10 || p.step === p.steps) {
-        lastLog = p.elapsed;
-        process.stderr.write(bar(p).slice(1) + '\n');
-      }
-    },
-  });
+  if (dist.worldSize > 1 && dist.isMain)
+    process.stderr.write(`crpo sft: ${dist.worldSize} ranks, ${a['batch-size']} clips per step in all\n`);
+  const report = await runRank(dist, () =>
+    runSft({
+      dist,
+      out: a.out,
+      preset: a.preset,
+      data: a.data,
+      steps: a.steps,
+      members: a.members,
+      colour: a.colour,
+      init: a.init,
+      pairs: a.pairs,
+      testPairs: a['test-pairs'],
+      epochs: a.epochs,
+      batchSize: a['batch-size'],
+      lr: a.lr,
+      weightDecay: a['weight-decay'],
+      promptLm: a['prompt-lm'],
+      reading: a.reading,
+      attributeQuestions: a['attribute-questions'],
+      target: a.target,
+      attributeClips: a['attribute-clips'],
+      categories: list(a.categories) as Category[],
+      staticAttributes: list(a['static-attributes']) as StaticAttribute[],
+      ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init']),
+      seed: a.seed,
+      shortcutP: a['shortcut-p'],
+      nullOption: a['null-option'],
+      maxSeconds: a['max-seconds'],
+      saveEvery: a['save-every'],
+      resume: a.resume,
+      onProgress: (p) => {
+        if (a.quiet || !dist.isMain) return;
+        if (tty) process.stderr.write(bar(p));
+        else if (p.elapsed - lastLog >= 10 || p.step === p.steps) {
+          lastLog = p.elapsed;
+          process.stderr.write(bar(p).slice(1) + '\n');
+        }
+      },
+    }),
+  );
+  if (!report) return; // rank 0 reports
   if (tty) process.stderr.write('\n');
   const g = report.metrics.groups;
   const lines = [

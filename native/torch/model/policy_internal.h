@@ -23,6 +23,8 @@ inline torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
 
 // (N, C) float: 1 inside each completion (column < length), 0 after it.
 torch::Tensor completion_mask(const Completions& c, const torch::Device& d);
+// Tokens the prompt language-model loss predicts: every prompt token after the first, over the batch.
+int64_t prompt_lm_targets(const PromptBatch& b);
 
 // Grad-norm clipping and AdamW (policy_train.cpp): the ATen twin of torch.optim.AdamW after
 // clip_grad_norm_, and the fused pass over native/kernels/cpu/adamw_kernel.h.

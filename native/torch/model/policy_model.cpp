@@ -348,6 +348,12 @@ torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions&
   return torch::cat({hp.narrow(1, Lpre - 1, 1).repeat_interleave(G, 0), hc.narrow(1, 0, C - 1)}, 1);  // (N, C, D)
 }
 
+int64_t prompt_lm_targets(const PromptBatch& b) {
+  int64_t n = 0;
+  for (const auto& ids : b.ids) n += std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - 1);
+  return n;
+}
+
 torch::Tensor Policy::prompt_lm_loss(const PromptBatch& b, const torch::Tensor& prefix_hidden) {
   const int64_t P = prefix_hidden.size(0), Lpre = prefix_hidden.size(1), D = prefix_hidden.size(2);
   // Targets: prompt token i >= 1 (after <bos>) sits in column Lpre - n + i and is predicted by the

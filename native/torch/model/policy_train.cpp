@@ -155,11 +155,28 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   // An empty batch (a rank left with no sequences in a multi-process step): no forward, zero
   // gradients and zero weight in the all-reduce below; alone, nothing to update.
   const int64_t N = c.ids.defined() ? c.ids.size(0) : 0;
+  const bool prompt_lm = sft && lo.prompt_lm > 0;
+  // The supervised loss is a target-token mean plus prompt_lm x a prompt-token mean. Ranks are
+  // weighted by target tokens below, which is exact for the first term; the second term's weight
+  // on this rank is rescaled so that the global batch's prompt-token mean comes out (one small
+  // all-reduce of both counts before the forward, every rank taking part).
+  double prompt_lm_scale = 1.0;
+  if (pg && prompt_lm) {
+    const double target_tokens = N > 0 ? completion_mask(c, torch::kCPU).sum().item<double>() : 0.0;
+    const double lm_tokens = N > 0 ? static_cast<double>(prompt_lm_targets(b)) : 0.0;
+    auto counts =
+        torch::tensor({target_tokens, lm_tokens}, torch::TensorOptions().dtype(torch::kDouble)).to(pg->device());
+    std::vector<torch::Tensor> cv{counts};
+    pg->allreduce_sum(cv);
+    auto cc = counts.to(torch::kCPU);
+    const double total_targets = cc[0].item<double>(), total_lm = cc[1].item<double>();
+    prompt_lm_scale =
+        (target_tokens > 0 && total_lm > 0) ? (lm_tokens / total_lm) * (total_targets / target_tokens) : 0.0;
+  }
   torch::Tensor loss;
   if (N > 0) {
     auto mask = completion_mask(c, device_);
     torch::Tensor prefix_hidden;
-    const bool prompt_lm = sft && lo.prompt_lm > 0;
     auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr), c, mask,
                            lo.temperature, true);
     auto logp = sc.logp;  // (N, C)
@@ -175,7 +192,7 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
         // Reported in kl_loss's slot (the supervised step has no KL term).
         auto lm = prompt_lm_loss(b, prefix_hidden);
         st.kl_loss = lm.item<double>();
-        loss = loss + lo.prompt_lm * lm;
+        loss = loss + (lo.prompt_lm * prompt_lm_scale) * lm;
       }
     } else {
       auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp,
