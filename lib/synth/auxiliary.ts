@@ -53,22 +53,13 @@ export function readingVocabulary(): string[] {
   return WORD_LISTS.flat().map((w) => readingQuestion(w));
 }
 
-/** What an attribute question asks about. */
-export const ATTRIBUTE_KINDS = ['colour', 'shape'] as const;
-export type AttributeKind = (typeof ATTRIBUTE_KINDS)[number];
-
 /**
- * The colour and shape questions about `base`'s clip (those of `kinds`), each kept with probability
- * `p` (seeded by `key`): four options with the truth among them, shuffled, as the static category draws them.
+ * The colour and shape questions about `base`'s clip, each kept with probability `p` (seeded by
+ * `key`): four options with the truth among them, shuffled, as the static category draws them.
  * None when the clip's objects differ in colour or shape (count clips) or the clip has no scene.
  * The items share `base.frames` (the same array), so a batch can encode the clip once.
  */
-export function attributeItems(
-  base: SynthItem,
-  key: string,
-  p = 1,
-  kinds: readonly AttributeKind[] = ATTRIBUTE_KINDS,
-): SynthItem[] {
+export function attributeItems(base: SynthItem, key: string, p = 1): SynthItem[] {
   const objects = (base.record.video as { scene?: { objects?: SceneObject[] } }).scene?.objects;
   if (!objects || objects.length === 0) return [];
   const { color, shape } = objects[0];
@@ -80,7 +71,6 @@ export function attributeItems(
     ['shape', shape, SHAPES],
   ] as const;
   for (const [attribute, truth, pool] of asks) {
-    if (!kinds.includes(attribute)) continue;
     if (rng.next() >= p) continue;
     const others = rng.shuffle((pool as readonly string[]).filter((w) => w !== truth)).slice(0, 3);
     const options = rng.shuffle([truth, ...others]);

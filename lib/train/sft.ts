@@ -15,13 +15,7 @@ import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } f
 import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
 import type { Category } from '../data/schema';
 import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
-import {
-  ATTRIBUTE_KINDS,
-  attributeItems,
-  readingItem,
-  readingVocabulary,
-  type AttributeKind,
-} from '../synth/auxiliary';
+import { attributeItems, readingItem, readingVocabulary } from '../synth/auxiliary';
 import { Rng } from '../random';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint';
@@ -100,8 +94,6 @@ export interface SftOptions {
    * large and still, or 'all' (dynamic clips too, where it moves, grows or appears).
    */
   attributeClips?: 'static' | 'all';
-  /** Stream: what attribute questions ask: colour and shape (the default), or one of them. */
-  attributeKinds?: readonly AttributeKind[];
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
@@ -211,7 +203,6 @@ export const SFT_DEFAULTS = {
   reading: 0.3,
   attributeQuestions: 1,
   attributeClips: 'static' as 'static' | 'all',
-  attributeKinds: ATTRIBUTE_KINDS as readonly AttributeKind[],
   target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
@@ -385,7 +376,7 @@ export function sftBatch(
     const key = `${o.seed}:${step}:${j}`;
     const main = o.reading > 0 && new Rng(`reading-pick:${key}`).next() < o.reading ? readingItem(it, key) : it;
     const asked = o.attributeQuestions > 0 && (o.attributeClips === 'all' || it.record.category === 'static');
-    return asked ? [main, ...attributeItems(it, key, o.attributeQuestions, o.attributeKinds)] : [main];
+    return asked ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
   });
 }
 
@@ -439,12 +430,6 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
     throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
   if (o.attributeClips !== 'static' && o.attributeClips !== 'all')
     throw invalidArg('attributeClips', "'static' or 'all'", o.attributeClips, op);
-  if (
-    !Array.isArray(o.attributeKinds) ||
-    o.attributeKinds.length === 0 ||
-    o.attributeKinds.some((k) => !ATTRIBUTE_KINDS.includes(k))
-  )
-    throw invalidArg('attributeKinds', `a non-empty list of ${ATTRIBUTE_KINDS.join(', ')}`, o.attributeKinds, op);
   if (!(o.maxSeconds >= 0)) throw invalidArg('maxSeconds', 'a number >= 0', o.maxSeconds, op);
   const known: readonly Category[] = SYNTH_DEFAULTS.categories;
   if (!Array.isArray(o.categories) || o.categories.length === 0 || o.categories.some((c) => !known.includes(c)))
@@ -651,7 +636,6 @@ export async function shortcutBase(
           reading: SFT_DEFAULTS.reading,
           attributeQuestions: SFT_DEFAULTS.attributeQuestions,
           attributeClips: SFT_DEFAULTS.attributeClips,
-          attributeKinds: ATTRIBUTE_KINDS,
           staticAttributes: SFT_DEFAULTS.staticAttributes,
           model: CAPABILITY_BASE.model,
         }

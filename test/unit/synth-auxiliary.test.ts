@@ -100,20 +100,6 @@ describe('attributeItems', () => {
     expect(base.flatMap((it, i) => attributeItems(it, `p${i}`, 0.5)).length).toBe(kept);
     expect(base.flatMap((it) => attributeItems(it, 'z', 0))).toEqual([]);
   });
-
-  it('asks only the kinds it is given', () => {
-    for (const it of base) {
-      const objects = scene(it).objects;
-      const shapes = attributeItems(it, it.record.id, 1, ['shape']);
-      const both = attributeItems(it, it.record.id, 1);
-      expect(shapes).toHaveLength(both.length / 2);
-      for (const x of shapes) {
-        expect(x.record.question).toBe(SYNTH_QUESTIONS.shape.question);
-        expect(x.record.options[x.record.answer]).toBe(objects[0].shape);
-      }
-    }
-    expect(base.some((it) => attributeItems(it, 'k', 1, ['shape']).length === 1)).toBe(true);
-  });
 });
 
 describe('packBatch with auxiliary questions', () => {

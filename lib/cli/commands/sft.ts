@@ -5,7 +5,6 @@
 import type { Argv } from 'yargs';
 import { SFT_DEFAULTS, runSft, type SftOptions, type SftProgress, type StaticAttribute } from '../../train/sft';
 import type { Category } from '../../data/schema';
-import type { AttributeKind } from '../../synth/auxiliary';
 import type { PolicyPresetName } from '../../model/config';
 import { initDistributed, runRank } from '../../distributed';
 import { launchIfRequested } from '../../distributed/launch';
@@ -60,11 +59,6 @@ export function builder(y: Argv): Argv {
       choices: ['static', 'all'],
       default: SFT_DEFAULTS.attributeClips,
       describe: 'Stream: ask attribute questions about static clips only, or about every clip',
-    })
-    .option('attribute-kinds', {
-      type: 'string',
-      default: SFT_DEFAULTS.attributeKinds.join(','),
-      describe: 'Stream: what attribute questions ask (colour, shape)',
     })
     .option('categories', {
       type: 'string',
@@ -143,7 +137,6 @@ interface Args {
   'attribute-questions': number;
   target: 'letter' | 'option-then-letter';
   'attribute-clips': 'static' | 'all';
-  'attribute-kinds': string;
   categories: string;
   'static-attributes': string;
   'vision-stem'?: number;
@@ -202,7 +195,6 @@ export async function handler(a: Args): Promise<void> {
       attributeQuestions: a['attribute-questions'],
       target: a.target,
       attributeClips: a['attribute-clips'],
-      attributeKinds: list(a['attribute-kinds']) as AttributeKind[],
       categories: list(a.categories) as Category[],
       staticAttributes: list(a['static-attributes']) as StaticAttribute[],
       ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init']),
