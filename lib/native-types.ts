@@ -398,7 +398,8 @@ export interface NativePolicyBatch {
   frames: Uint8Array; // (V, T, H, W, 3)
   numVideos: number;
   promptVideo: Int32Array; // (P)
-  promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse'
+  promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse' | 'swap'
+  promptSwapAt?: Int32Array; // (P) 'swap' prompts: first frame of the second segment
   promptIds: Int32Array; // concatenated prompt token ids
   promptLengths: Int32Array; // (P)
   /** Option slot of each prompt token (0 = none), aligned with promptIds; only with config.optionSlots > 0. */

@@ -30,13 +30,10 @@ import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
 /**
  * The transforms the native policy applies on the device (policy_model.cpp encode_prompts_visual):
- * the transform vocabulary (lib/counterfactual/transforms.ts) less 'swap', which the device path
- * does not have yet.
+ * the whole transform vocabulary (lib/counterfactual/transforms.ts), 'none' included.
  */
-export type PolicyTransform = Exclude<FrameTransform, 'swap'>;
-export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS.filter(
-  (t): t is PolicyTransform => t !== 'swap',
-);
+export type PolicyTransform = FrameTransform;
+export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS;
 
 export interface PolicyModelPrompt {
   /** Index of the clip in `frames`. */
@@ -47,6 +44,8 @@ export interface PolicyModelPrompt {
   ids?: ArrayLike<number>;
   /** Counterfactual transform applied on the device before encoding (default 'none'). */
   transform?: PolicyTransform;
+  /** 'swap' only: the first frame of the second segment, in [1, frames - 1]. */
+  swapAt?: number;
 }
 
 export interface PolicyInputs {
@@ -270,6 +269,7 @@ export class PolicyModel extends NativeHandle {
     const lengths = new Int32Array(prompts.length);
     const video = new Int32Array(prompts.length);
     const transform: string[] = [];
+    const swapAt = new Int32Array(prompts.length);
     prompts.forEach((p, i) => {
       const where = `inputs.prompts[${i}]`;
       if (!p || typeof p !== 'object') throw invalidArg(where, 'an object { video, text | ids, transform? }', p, op);
@@ -278,6 +278,12 @@ export class PolicyModel extends NativeHandle {
       const t = p.transform ?? 'none';
       if (!POLICY_TRANSFORMS.includes(t))
         throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
+      if (t === 'swap') {
+        const T = this.config.frames;
+        if (!isInt(p.swapAt) || p.swapAt < 1 || p.swapAt >= T)
+          throw outOfRange(`${where}.swapAt`, `an integer in [1, ${T - 1}] for a 'swap' prompt`, p.swapAt, op);
+        swapAt[i] = p.swapAt;
+      }
       let pid: ArrayLike<number>;
       let pslots: number[] | undefined;
       if (p.ids !== undefined) pid = p.ids;
@@ -304,6 +310,7 @@ export class PolicyModel extends NativeHandle {
       numVideos,
       promptVideo: video,
       promptTransform: transform,
+      ...(transform.includes('swap') ? { promptSwapAt: swapAt } : {}),
       promptIds: Int32Array.from(ids),
       promptLengths: lengths,
       groupSize,

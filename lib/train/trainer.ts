@@ -41,6 +41,7 @@ import {
 import {
   batchIndices,
   counterfactualFrames,
+  deviceTransform,
   loadTrainData,
   reversedFrames,
   shardBatch,
@@ -297,7 +298,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
   );
   if (state && resumeDir) {
     try {
-      checkResumeDigest(resumeDir, state, policy.weightsDigest());
+      checkResumeDigest(resumeDir, state, await policy.weightsDigest());
     } catch (err) {
       policy.dispose();
       throw err;
@@ -354,10 +355,18 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
 
       // ---- 2. route + second-branch frames ----------------------------------------------
       const origPrompts = batch.map((it) => recordPrompt(it.record, it.frames, it.shape, plan.nullOption));
+      // A kind with device transforms gets the original clip and the transform's name: the clip
+      // crosses into native code once per step. T-GRPO's shuffle (a random frame order, not a
+      // fixed transform) and the kinds without device transforms get frames made here.
+      const onDevice = policy.deviceTransforms === true;
       const secondPrompts =
         plan.second === 'none'
           ? []
           : batch.map((it, b) => {
+              if (onDevice && plan.second !== 'shuffled') {
+                const t = plan.second === 'reversed' ? { transform: 'reverse' as const } : deviceTransform(it);
+                return { ...recordPrompt(it.record, it.frames, it.shape, plan.nullOption), ...t };
+              }
               const frames =
                 plan.second === 'counterfactual'
                   ? counterfactualFrames(it)
@@ -568,7 +577,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
             cursor: done * c.batchSize,
             seed: c.seed,
             algo: c.algo,
-            digest: policy.weightsDigest(),
+            digest: await policy.weightsDigest(),
             nullOption: plan.nullOption,
           },
           c.keepLast,
@@ -599,7 +608,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       steps: c.steps,
       resumedFrom: resumeDir,
       validation,
-      digest: policy.weightsDigest(),
+      digest: await policy.weightsDigest(),
       plots,
       skippedSteps,
       invalidSteps,

@@ -192,7 +192,7 @@ describe('the native rollout policy (lib/policy/native.ts) and its seeds', () =>
           code: 'ERR_CRPO_OUT_OF_RANGE',
           message: 'Expected an integer in [0, 2^32) for promptSeeds[3] but received 1.5 of type number',
         });
-        const digest = p.weightsDigest();
+        const digest = await p.weightsDigest();
         const st = await p.trainStep(prompts, [], {
           lr: 1e-2,
           maxGradNorm: 1,
@@ -205,7 +205,7 @@ describe('the native rollout policy (lib/policy/native.ts) and its seeds', () =>
           maxNewTokens: 6,
         });
         expect(st).toMatchObject({ skipped: false, tokens: 0, gradNorm: 0 });
-        expect(p.weightsDigest()).toBe(digest);
+        expect(await p.weightsDigest()).toBe(digest);
         expect(await p.logprobs(prompts, [], { temperature: 1 })).toEqual([]);
       } finally {
         p.dispose();

@@ -90,8 +90,9 @@ FrameOp parse_op(const std::string& s, const std::string& op, size_t i) {
   if (s == "hflip") return FrameOp::HFlip;
   if (s == "reverse") return FrameOp::Reverse;
   if (s == "hflip+reverse") return FrameOp::HFlipReverse;
-  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]", "'none', 'hflip', 'reverse' or 'hflip+reverse'",
-                    "'" + s + "'");
+  if (s == "swap") return FrameOp::Swap;
+  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]",
+                    "'none', 'hflip', 'reverse', 'hflip+reverse' or 'swap'", "'" + s + "'");
 }
 
 void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& op, const std::string& what) {
@@ -104,6 +105,7 @@ void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& o
 }
 
 // batch = { frames: Uint8Array (V*T*H*W*C), numVideos, promptVideo: Int32Array(P), promptTransform?: string[P],
+//           promptSwapAt?: Int32Array(P) (the first frame of the second segment of each 'swap' prompt),
 //           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize }
 // allow_empty: V = P = 0 is a valid batch (the train step of a rank with no sequences).
 PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op,
@@ -145,6 +147,19 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
       ops[i] = parse_op(s.As<Napi::String>().Utf8Value(), op, i);
     }
   }
+  // 'swap' prompts: the first frame of the second segment, in [1, T - 1].
+  std::vector<int64_t> swap_at(P, 0);
+  Napi::Value swv = o.Get("promptSwapAt");
+  const int32_t* sw = swv.IsUndefined() || swv.IsNull() ? nullptr : int32_array(o, "promptSwapAt", P, op);
+  for (size_t i = 0; i < P; i++) {
+    if (ops[i] != FrameOp::Swap) continue;
+    const int64_t at = sw ? sw[i] : 0;
+    if (at < 1 || at >= c.frames)
+      throw_range_error(op, "promptSwapAt[" + std::to_string(i) + "]",
+                        "a frame index in [1, " + std::to_string(c.frames - 1) + "] for a 'swap' prompt",
+                        sw ? std::to_string(at) : "none");
+    swap_at[i] = at;
+  }
   // Optional option slots, one per prompt token, in [0, optionSlots].
   const int32_t* slots = nullptr;
   Napi::Value sv = o.Get("promptSlots");
@@ -161,6 +176,7 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
   for (size_t i = 0; i < P; i++) {
     b.video.push_back(vid[i]);
     b.op.push_back(ops[i]);
+    b.swap_at.push_back(swap_at[i]);
     b.ids.emplace_back(ids + at, ids + at + lens[i]);
     if (slots) b.slots.emplace_back(slots + at, slots + at + lens[i]);
     at += static_cast<size_t>(lens[i]);
