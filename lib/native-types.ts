@@ -491,7 +491,7 @@ export interface PolicyNativeApi {
       greedy?: boolean;
       useCache?: boolean;
       stop?: Int32Array;
-      seeds?: Uint32Array;
+      promptSeeds?: Uint32Array;
     },
   ): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array; width: number }>;
   policyLogprobs(

@@ -168,7 +168,7 @@ export class NativePolicy implements Policy {
       maxNewTokens: o.maxNewTokens,
       temperature: o.temperature,
       greedy: o.greedy ?? false,
-      seeds,
+      promptSeeds: seeds,
     });
     return prompts.map((_, p) =>
       Array.from({ length: o.samples }, (__, g) => {
@@ -223,8 +223,8 @@ export class NativePolicy implements Policy {
         lr: o.lr,
         maxGradNorm: o.maxGradNorm,
         weightDecay: o.weightDecay,
-        epsLow: o.clipLow,
-        epsHigh: o.clipHigh,
+        clipLow: o.clipLow,
+        clipHigh: o.clipHigh,
         beta: o.beta,
         aggregation: o.aggregation,
         maxNewTokens: o.maxNewTokens,
@@ -235,7 +235,7 @@ export class NativePolicy implements Policy {
     this.digest = undefined;
     return {
       loss: s.loss,
-      pg: s.pgLoss,
+      pgLoss: s.pgLoss,
       kl: s.meanKl,
       clipFraction: s.clipFrac,
       gradNorm: s.gradNorm,

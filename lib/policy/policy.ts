@@ -124,7 +124,8 @@ export interface TrainStepOptions extends LossSettings {
 
 export interface TrainStepStats {
   loss: number;
-  pg: number;
+  /** The clipped-surrogate part of the loss (the metrics line's pg_loss). */
+  pgLoss: number;
   kl: number;
   clipFraction: number;
   /** Gradient norm before clipping (non-finite when the step was skipped). */

@@ -450,7 +450,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       }
       hooks.beforeUpdate?.(seqs, step);
       const lr = learningRate(c, step);
-      let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
+      let upd = { loss: 0, pgLoss: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
       // With several ranks every rank steps, also one left with no sequences: the step's gradient all-reduce needs all of them.
       for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
         const s = await policy.trainStep(allPrompts, seqs, {
@@ -492,7 +492,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
         accuracy: scores.components['orig/correct'] ?? 0,
         zero_variance_share: mean(scores.flat),
         loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss),
-        pg_loss: upd.pg,
+        pg_loss: upd.pgLoss,
         kl: upd.kl,
         entropy: upd.entropy,
         clip_fraction: upd.clipFraction,

@@ -260,13 +260,13 @@ Napi::Value stats_js(Napi::Env env, const StepStats& s) {
 
 LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   LossOptions l;
-  l.eps_low = args::optional_number(o, "epsLow", op, l.eps_low);
-  l.eps_high = args::optional_number(o, "epsHigh", op, l.eps_high);
+  l.eps_low = args::optional_number(o, "clipLow", op, l.eps_low);
+  l.eps_high = args::optional_number(o, "clipHigh", op, l.eps_high);
   l.beta = args::optional_number(o, "beta", op, l.beta);
   l.temperature = args::optional_number(o, "temperature", op, 1.0);
   if (!(l.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(l.temperature));
   if (l.eps_low < 0 || l.eps_high < 0)
-    throw_range_error(op, "epsLow/epsHigh", "numbers >= 0",
+    throw_range_error(op, "clipLow/clipHigh", "numbers >= 0",
                       std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
   l.max_new_tokens = args::optional_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
   l.full_sequence = args::optional_bool(o, "fullSequence", op, false);
@@ -358,9 +358,9 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     s.top_k = args::optional_int(o, "topK", op, 0, 0, 1 << 24);
     s.greedy = args::optional_bool(o, "greedy", op, false);
     s.use_cache = args::optional_bool(o, "useCache", op, true);
-    Napi::Value seeds = o.Get("seeds");
+    Napi::Value seeds = o.Get("promptSeeds");
     if (!seeds.IsUndefined() && !seeds.IsNull()) {
-      ByteView sv = read_array_of(o, "seeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
+      ByteView sv = read_array_of(o, "promptSeeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
       const uint32_t* sd = reinterpret_cast<const uint32_t*>(sv.data);
       s.seeds.assign(sd, sd + sv.length);
     }
