@@ -235,6 +235,15 @@ export interface TensorBytesStats {
   allocations: number;
 }
 
+/**
+ * The test-only addon (crpo_torch_checks.node, native/torch/model/checks/): the native policy's
+ * finite-difference gradient checks and fast-path-vs-twin checks, kept out of the production addon.
+ */
+export interface TorchChecksAddon {
+  kind: 'torch-checks';
+  policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
+}
+
 export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
   kind: 'torch';
   info(): TorchInfo;
@@ -518,7 +527,6 @@ export interface PolicyNativeApi {
   ): Promise<void>;
   policyGetRngState(policy: number): Uint8Array;
   policySetRngState(policy: number, state: Uint8Array): void;
-  policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
   policyLoss(inputs: NativePolicyLossInputs, options: Record<string, unknown>): NativePolicyLossResult;
 }
 

@@ -14,6 +14,7 @@ import {
   callSync,
   rewrap,
   torchAddon,
+  torchChecksAddon,
   type NativePolicyBatch,
   type NativePolicyLossInputs,
   type NativePolicyLossResult,
@@ -604,12 +605,15 @@ export class PolicyModel extends NativeHandle {
   }
 }
 
-/** Finite-difference gradient check of one native module in float64 (tests). */
+/**
+ * Finite-difference gradient check of one native module in float64, or ('fast:<name>') a fast path
+ * against its slow twin (tests). Runs in the test-only addon crpo_torch_checks.node.
+ */
 export function policyGradCheck(
   module: string,
   seed = 0,
 ): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
-  const native = torchAddon();
+  const native = torchChecksAddon();
   return torchCall(() => native.policyGradCheck(module, seed));
 }
 

@@ -13,7 +13,6 @@
 #include "common/napi_util.h"
 #include "torch/torch_worker.h"
 #include "torch/exports.h"
-#include "torch/model/checks/policy_checks.h"
 #include "torch/model/policy_model.h"
 #include "torch/ops.h"
 
@@ -568,27 +567,6 @@ Napi::Value SetRng(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GradCheck(const Napi::CallbackInfo& info) {
-  const std::string op = "policyGradCheck";
-  return guarded(info, op, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsString())
-      throw_type_error(op, "module", "a module name", info.Length() ? info[0] : info.Env().Undefined());
-    const std::string name = info[0].As<Napi::String>().Utf8Value();
-    const uint64_t seed = static_cast<uint64_t>(
-        read_int(info.Length() > 1 ? info[1] : Napi::Number::New(info.Env(), 0), op, "seed", 0, kMaxInt));
-    auto out = std::make_shared<GradCheckResult>();
-    return run(
-        info.Env(), op, [name, seed, out]() { *out = grad_check(name, seed); },
-        [out](Napi::Env env) {
-          auto r = Napi::Object::New(env);
-          r.Set("maxError", out->max_error);
-          r.Set("maxAbsGrad", out->max_abs_grad);
-          r.Set("checked", static_cast<double>(out->checked));
-          return r;
-        });
-  });
-}
-
 // policyLoss({ logprobs, oldLogprobs?, refLogprobs?, advantages, mask, rows, width }, lossOptions):
 // the loss of section 6 on given log-probs (float64), with its gradient w.r.t. the log-probs.
 Napi::Value Loss(const Napi::CallbackInfo& info) {
@@ -635,7 +613,6 @@ ExportRegistrar reg("policy", [](Napi::Env env, Napi::Object exports) {
   exports.Set("policySetState", Napi::Function::New(env, SetState, "policySetState"));
   exports.Set("policyGetRngState", Napi::Function::New(env, GetRng, "policyGetRngState"));
   exports.Set("policySetRngState", Napi::Function::New(env, SetRng, "policySetRngState"));
-  exports.Set("policyGradCheck", Napi::Function::New(env, GradCheck, "policyGradCheck"));
   exports.Set("policyLoss", Napi::Function::New(env, Loss, "policyLoss"));
 });
 
