@@ -13,9 +13,8 @@ import { transformFramesSync } from '../../lib/counterfactual';
 import { PolicyModel, type PolicyInputs } from '../../lib/model';
 import { createNativePolicy, type NativePolicy } from '../../lib/policy/native';
 import { recordPrompt, type PolicyPrompt, type TrainSequence } from '../../lib/policy/policy';
-import { resolveConfig } from '../../lib/train/config';
 import { train } from '../../lib/train/trainer';
-import { itWithNativePolicy, tinyClips } from '../helpers/native-policy';
+import { itWithNativePolicy, tinyClips, tinyNativeTrainConfig } from '../helpers/native-policy';
 
 const maybe = itWithNativePolicy('native device transforms');
 const SHAPE: [number, number, number, 3] = [8, 32, 32, 3];
@@ -115,24 +114,14 @@ describe('native policy: counterfactual transforms on the device', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-device-transforms-'));
     try {
       await train(
-        resolveConfig({
-          overrides: {
-            algo: 'crpo',
-            out,
-            steps: 1,
-            resume: 'never',
-            batchSize: 3,
-            groupSize: 2,
-            updateEpochs: 2,
-            maxNewTokens: 4,
-            valEvery: 0,
-            dumpEvery: 0,
-            plots: false,
-            progress: false,
-            seed: 2,
-            data: { pairs: 4, valPairs: 0 },
-            policy: { kind: 'native', init: '', preset: 'tiny' },
-          },
+        tinyNativeTrainConfig(out, {
+          steps: 1,
+          batchSize: 3,
+          groupSize: 2,
+          updateEpochs: 2,
+          maxNewTokens: 4,
+          seed: 2,
+          data: { pairs: 4, valPairs: 0 },
         }),
         { log: () => undefined },
       );
