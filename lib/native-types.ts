@@ -235,6 +235,15 @@ export interface TensorBytesStats {
   allocations: number;
 }
 
+/**
+ * The test-only addon (crpo_torch_checks.node, native/torch/model/checks/): the native policy's
+ * finite-difference gradient checks and fast-path-vs-twin checks, kept out of the production addon.
+ */
+export interface TorchChecksAddon {
+  kind: 'torch-checks';
+  policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
+}
+
 export interface TorchAddon extends OpsAddon, QwenNativeApi, DistNativeApi, PolicyNativeApi {
   kind: 'torch';
   info(): TorchInfo;
@@ -398,7 +407,8 @@ export interface NativePolicyBatch {
   frames: Uint8Array; // (V, T, H, W, 3)
   numVideos: number;
   promptVideo: Int32Array; // (P)
-  promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse'
+  promptTransform?: string[]; // (P) 'none' | 'hflip' | 'reverse' | 'hflip+reverse' | 'swap'
+  promptSwapAt?: Int32Array; // (P) 'swap' prompts: first frame of the second segment
   promptIds: Int32Array; // concatenated prompt token ids
   promptLengths: Int32Array; // (P)
   /** Option slot of each prompt token (0 = none), aligned with promptIds; only with config.optionSlots > 0. */
@@ -490,7 +500,7 @@ export interface PolicyNativeApi {
       greedy?: boolean;
       useCache?: boolean;
       stop?: Int32Array;
-      seeds?: Uint32Array;
+      promptSeeds?: Uint32Array;
     },
   ): Promise<{ tokens: Int32Array; logprobs: Float32Array; lengths: Int32Array; width: number }>;
   policyLogprobs(
@@ -517,7 +527,6 @@ export interface PolicyNativeApi {
   ): Promise<void>;
   policyGetRngState(policy: number): Uint8Array;
   policySetRngState(policy: number, state: Uint8Array): void;
-  policyGradCheck(module: string, seed: number): Promise<{ maxError: number; maxAbsGrad: number; checked: number }>;
   policyLoss(inputs: NativePolicyLossInputs, options: Record<string, unknown>): NativePolicyLossResult;
 }
 

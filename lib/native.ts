@@ -8,6 +8,7 @@
  * Two addons share one set of kernel sources (native/kernels/cpu):
  *   core  - libtorch-free, built by node-gyp on every install (data, routing, rewards, eval)
  *   torch - libtorch, built by cmake-js when libtorch is found (training, CUDA)
+ * and one test-only addon beside torch, crpo_torch_checks.node (the native policy's checks).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -23,6 +24,7 @@ import type {
   NativeVideoTransformOptions,
   OpsAddon,
   TorchAddon,
+  TorchChecksAddon,
   TorchInfo,
 } from './native-types';
 import { resolveTorchThreads } from './threads';
@@ -271,6 +273,33 @@ export function ops(name: AddonName = 'core'): Ops {
 /** The torch addon's raw surface, for library modules that wrap model and training calls. */
 export function torchAddon(): TorchAddon {
   return raw<TorchAddon>('torch');
+}
+
+let checksAddon: TorchChecksAddon | undefined;
+
+/**
+ * The test-only addon crpo_torch_checks.node, built beside crpo_torch.node (CMakeLists.txt) and
+ * linked against it: the torch addon is loaded first, so that both share one copy of the model code.
+ */
+export function torchChecksAddon(): TorchChecksAddon {
+  if (checksAddon) return checksAddon;
+  raw<TorchAddon>('torch');
+  const file = path.join(path.dirname(loaded.get('torch')!.path), 'crpo_torch_checks.node');
+  if (!fs.existsSync(file))
+    throw new CrpoError(
+      'ERR_CRPO_ADDON_MISSING',
+      `crpo torch checks addon not built (looked for ${file}, beside the torch addon). Fix: run 'npm run build:torch' in ${ROOT}`,
+    );
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    checksAddon = require(file) as TorchChecksAddon;
+  } catch (err) {
+    throw new CrpoError(
+      'ERR_CRPO_ADDON_MISSING',
+      `crpo torch checks addon cannot load (${file}: ${(err as Error).message.split('\n')[0]}). Fix: run 'npm run build:torch' in ${ROOT}`,
+    );
+  }
+  return checksAddon;
 }
 
 /** The core addon's raw surface (baseline reward kernels; lib/reward/baselines.ts wraps it). */

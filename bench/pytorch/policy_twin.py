@@ -313,7 +313,7 @@ class Twin:
         ratio = torch.exp(logp - old)
         A = adv.unsqueeze(1)
         l1 = -ratio * A
-        l2 = -torch.clamp(ratio, 1.0 - o['epsLow'], 1.0 + o['epsHigh']) * A
+        l2 = -torch.clamp(ratio, 1.0 - o['clipLow'], 1.0 + o['clipHigh']) * A
         clip = torch.max(l1, l2)
         d = torch.clamp(ref - logp, -10.0, 10.0)
         kl = torch.exp(d) - d - 1.0

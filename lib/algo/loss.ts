@@ -87,8 +87,8 @@ export function tokenLoss(
 export interface LossResult {
   /** The aggregated loss L. */
   loss: number;
-  /** Aggregated clip and KL parts (loss = pg + beta*kl). */
-  pg: number;
+  /** Aggregated clip part (loss = pgLoss + beta*kl). */
+  pgLoss: number;
   kl: number;
   /** Share of tokens whose clipped branch was taken. */
   clipFraction: number;
@@ -101,7 +101,7 @@ export interface LossResult {
 export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): LossResult {
   const totalTokens = seqs.reduce((a, q) => a + q.logp.length, 0);
   let loss = 0,
-    pg = 0,
+    pgLoss = 0,
     kl = 0,
     clippedCount = 0;
   const grads: number[][] = [];
@@ -118,7 +118,7 @@ export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): Loss
     const g: number[] = [];
     for (let t = 0; t < T; t++) {
       const tl = tokenLoss(q.logp[t], q.oldLogp[t], q.refLogp?.[t], q.advantage, s);
-      pg += w * tl.clip;
+      pgLoss += w * tl.clip;
       kl += w * tl.kl;
       loss += w * (tl.clip + s.beta * tl.kl);
       g.push(w * tl.grad);
@@ -126,24 +126,50 @@ export function policyLoss(seqs: readonly LossSequence[], s: LossSettings): Loss
     }
     grads.push(g);
   }
-  return { loss, pg, kl, clipFraction: totalTokens > 0 ? clippedCount / totalTokens : 0, tokens: totalTokens, grads };
+  return {
+    loss,
+    pgLoss,
+    kl,
+    clipFraction: totalTokens > 0 ? clippedCount / totalTokens : 0,
+    tokens: totalTokens,
+    grads,
+  };
 }
 
-/**
- * Options of the loss over the native layout, under the native step's names (`nativePolicyLoss`,
- * native/torch/model policy_loss): `epsLow` / `epsHigh` are LossSettings' clipLow / clipHigh.
- */
-export interface PolicyLossOptions {
-  /** Default 0.2. */
-  epsLow?: number;
-  /** Default 0.2. */
-  epsHigh?: number;
+/** Options of the loss over the native layout (`nativePolicyLoss`, native/torch/model policy_loss). */
+export interface PolicyLossOptions extends DeprecatedClipNames {
+  /** eps_low of the clipped surrogate; default 0.2. */
+  clipLow?: number;
+  /** eps_high of the clipped surrogate; default 0.2. */
+  clipHigh?: number;
   /** KL coefficient; default 0.04. */
   beta?: number;
   /** Default 'seq-mean-token-mean'. */
   aggregation?: LossAggregation;
   /** seq-mean-token-sum-norm divisor; default: the completion width. */
   maxNewTokens?: number;
+}
+
+/** The clip range's former names, still accepted by the native policy's options. */
+export interface DeprecatedClipNames {
+  /** @deprecated the name of clipLow before one name per concept; clipLow wins when both are given. */
+  epsLow?: number;
+  /** @deprecated the name of clipHigh before one name per concept; clipHigh wins when both are given. */
+  epsHigh?: number;
+}
+
+/** `o` with epsLow / epsHigh (deprecated) turned into clipLow / clipHigh. */
+export function withClipNames<T extends DeprecatedClipNames & { clipLow?: number; clipHigh?: number }>(
+  o: T,
+): Omit<T, 'epsLow' | 'epsHigh'> {
+  const { epsLow, epsHigh, ...rest } = o;
+  const clipLow = o.clipLow ?? epsLow,
+    clipHigh = o.clipHigh ?? epsHigh;
+  return {
+    ...rest,
+    ...(clipLow !== undefined ? { clipLow } : {}),
+    ...(clipHigh !== undefined ? { clipHigh } : {}),
+  };
 }
 
 /** The native loss's inputs (NativePolicyLossInputs) with any arrays of numbers. */
@@ -167,8 +193,8 @@ export function referencePolicyLoss(x: PolicyLossInputs, o: PolicyLossOptions = 
   // tokenLoss computes the KL term only when its beta is > 0; here beta weights the aggregate, and
   // the KL term is reported (meanKl, klLoss) whenever reference log-probs are given.
   const s: LossSettings = {
-    clipLow: o.epsLow ?? 0.2,
-    clipHigh: o.epsHigh ?? 0.2,
+    clipLow: o.clipLow ?? o.epsLow ?? 0.2,
+    clipHigh: o.clipHigh ?? o.epsHigh ?? 0.2,
     beta: x.refLogprobs ? 1 : 0,
     aggregation: agg,
     maxNewTokens: o.maxNewTokens && o.maxNewTokens > 0 ? o.maxNewTokens : x.width,

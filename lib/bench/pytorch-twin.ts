@@ -11,7 +11,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { setTorchThreads, torchAddon } from '../native';
 import { writeSafetensors } from '../model/safetensors';
-import { PolicyModel, type PolicyInputs, type PolicyModelPrompt, type RlCompletions } from '../model/policy';
+import {
+  PolicyModel,
+  type PolicyInputs,
+  type PolicyModelPrompt,
+  type RlCompletions,
+  type TrainOptions,
+} from '../model/policy';
+import { withClipNames } from '../algo/loss';
 import { Tokenizer } from '../model/tokenizer';
 
 export const PYTHON = process.env.CRPO_PYTHON ?? '/usr/bin/python3';
@@ -107,7 +114,12 @@ export async function handOver(
   comp?: RlCompletions,
 ): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-policy-bench-'));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...p.config, channels: 3, padId: 0, run }));
+  // the twin reads the clip range as clipLow / clipHigh (a caller may still give the deprecated epsLow / epsHigh)
+  const step = run.step && typeof run.step === 'object' ? { step: withClipNames(run.step as TrainOptions) } : {};
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({ ...p.config, channels: 3, padId: 0, run: { ...run, ...step } }),
+  );
   const w = await p.getWeights();
   writeSafetensors(
     path.join(dir, 'weights.safetensors'),

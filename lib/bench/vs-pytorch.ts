@@ -54,8 +54,8 @@ const LOGP_ATOL = 1e-4,
 /** The train-step settings of every comparison with the PyTorch twin (also bench/pytorch/train-step). */
 export const TWIN_TRAIN_STEP = {
   temperature: 1,
-  epsLow: 0.2,
-  epsHigh: 0.2,
+  clipLow: 0.2,
+  clipHigh: 0.2,
   beta: 0.04,
   lr: 1e-4,
   beta1: 0.9,

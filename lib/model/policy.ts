@@ -14,6 +14,7 @@ import {
   callSync,
   rewrap,
   torchAddon,
+  torchChecksAddon,
   type NativePolicyBatch,
   type NativePolicyLossInputs,
   type NativePolicyLossResult,
@@ -25,18 +26,21 @@ import {
 } from '../native';
 import { parseAnswer } from '../prompt';
 import { resolvePolicyConfig, visualTokens, type PolicyConfig, type PolicyPresetName } from './config';
-import { LOSS_AGGREGATIONS, type LossAggregation, type PolicyLossOptions } from '../algo/loss';
+import {
+  LOSS_AGGREGATIONS,
+  withClipNames,
+  type DeprecatedClipNames,
+  type LossAggregation,
+  type PolicyLossOptions,
+} from '../algo/loss';
 import { ANSWER_CLOSE_ID, EOS_ID, Tokenizer, pieces } from './tokenizer';
 
 /**
  * The transforms the native policy applies on the device (policy_model.cpp encode_prompts_visual):
- * the transform vocabulary (lib/counterfactual/transforms.ts) less 'swap', which the device path
- * does not have yet.
+ * the whole transform vocabulary (lib/counterfactual/transforms.ts), 'none' included.
  */
-export type PolicyTransform = Exclude<FrameTransform, 'swap'>;
-export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS.filter(
-  (t): t is PolicyTransform => t !== 'swap',
-);
+export type PolicyTransform = FrameTransform;
+export const POLICY_TRANSFORMS: readonly PolicyTransform[] = FRAME_TRANSFORMS;
 
 export interface PolicyModelPrompt {
   /** Index of the clip in `frames`. */
@@ -47,6 +51,8 @@ export interface PolicyModelPrompt {
   ids?: ArrayLike<number>;
   /** Counterfactual transform applied on the device before encoding (default 'none'). */
   transform?: PolicyTransform;
+  /** 'swap' only: the first frame of the second segment, in [1, frames - 1]. */
+  swapAt?: number;
 }
 
 export interface PolicyInputs {
@@ -79,9 +85,11 @@ export interface PolicyModelGenerateOptions {
   useCache?: boolean;
   /**
    * One sampling seed per prompt (integers in [0, 2^32)): the samples of prompt p are then a
-   * function of (seeds[p], weights, prompt) only, whatever else is in the batch. Default: draw
-   * from the policy's own generator (saved with its checkpoint).
+   * function of (promptSeeds[p], weights, prompt) only, whatever else is in the batch. Default:
+   * draw from the policy's own generator (saved with its checkpoint).
    */
+  promptSeeds?: ArrayLike<number>;
+  /** @deprecated the name of promptSeeds before one name per concept; promptSeeds wins when both are given. */
   seeds?: ArrayLike<number>;
 }
 
@@ -92,7 +100,7 @@ export interface GenerateResult extends Completions {
   texts: string[];
 }
 
-export interface TrainOptions {
+export interface TrainOptions extends DeprecatedClipNames {
   lr?: number;
   beta1?: number;
   beta2?: number;
@@ -100,8 +108,10 @@ export interface TrainOptions {
   weightDecay?: number;
   /** Clip the global gradient norm to this (0 = off). Default 1. */
   maxGradNorm?: number;
-  epsLow?: number;
-  epsHigh?: number;
+  /** eps_low of the clipped surrogate (default 0.2). */
+  clipLow?: number;
+  /** eps_high of the clipped surrogate (default 0.2). */
+  clipHigh?: number;
   /** KL coefficient (k3 against refLogprobs). Default 0.04. */
   beta?: number;
   aggregation?: LossAggregation;
@@ -121,7 +131,10 @@ export interface TrainOptions {
   fullSequence?: boolean;
 }
 
-export interface SftStepOptions extends Omit<TrainOptions, 'epsLow' | 'epsHigh' | 'beta' | 'aggregation'> {
+export interface SftStepOptions extends Omit<
+  TrainOptions,
+  'clipLow' | 'clipHigh' | 'epsLow' | 'epsHigh' | 'beta' | 'aggregation'
+> {
   /**
    * Weight of a language-model loss on the prompt text (next-token cross-entropy of the prompt's
    * words after <bos>). A model trained from scratch learns the prompt's structure from it, as a
@@ -270,6 +283,7 @@ export class PolicyModel extends NativeHandle {
     const lengths = new Int32Array(prompts.length);
     const video = new Int32Array(prompts.length);
     const transform: string[] = [];
+    const swapAt = new Int32Array(prompts.length);
     prompts.forEach((p, i) => {
       const where = `inputs.prompts[${i}]`;
       if (!p || typeof p !== 'object') throw invalidArg(where, 'an object { video, text | ids, transform? }', p, op);
@@ -278,6 +292,12 @@ export class PolicyModel extends NativeHandle {
       const t = p.transform ?? 'none';
       if (!POLICY_TRANSFORMS.includes(t))
         throw invalidArg(`${where}.transform`, `one of ${POLICY_TRANSFORMS.join(', ')}`, t, op);
+      if (t === 'swap') {
+        const T = this.config.frames;
+        if (!isInt(p.swapAt) || p.swapAt < 1 || p.swapAt >= T)
+          throw outOfRange(`${where}.swapAt`, `an integer in [1, ${T - 1}] for a 'swap' prompt`, p.swapAt, op);
+        swapAt[i] = p.swapAt;
+      }
       let pid: ArrayLike<number>;
       let pslots: number[] | undefined;
       if (p.ids !== undefined) pid = p.ids;
@@ -304,6 +324,7 @@ export class PolicyModel extends NativeHandle {
       numVideos,
       promptVideo: video,
       promptTransform: transform,
+      ...(transform.includes('swap') ? { promptSwapAt: swapAt } : {}),
       promptIds: Int32Array.from(ids),
       promptLengths: lengths,
       groupSize,
@@ -368,15 +389,16 @@ export class PolicyModel extends NativeHandle {
       throw invalidArg('options.topK', 'an integer >= 0', o.topK, op);
     const stop = this.stopIds(o.stop, op);
     let seeds: Uint32Array | undefined;
-    if (o.seeds !== undefined) {
+    const given = o.promptSeeds ?? o.seeds;
+    const name = o.promptSeeds !== undefined ? 'options.promptSeeds' : 'options.seeds';
+    if (given !== undefined) {
       const P = b.promptLengths.length;
-      if (o.seeds === null || typeof o.seeds !== 'object' || o.seeds.length !== P)
-        throw invalidArg('options.seeds', `an array of ${P} seeds (one per prompt)`, o.seeds, op);
+      if (given === null || typeof given !== 'object' || given.length !== P)
+        throw invalidArg(name, `an array of ${P} seeds (one per prompt)`, given, op);
       seeds = new Uint32Array(P);
       for (let i = 0; i < P; i++) {
-        const v = o.seeds[i];
-        if (!isInt(v) || v < 0 || v > 0xffffffff)
-          throw outOfRange(`options.seeds[${i}]`, 'an integer in [0, 2^32)', v, op);
+        const v = given[i];
+        if (!isInt(v) || v < 0 || v > 0xffffffff) throw outOfRange(`${name}[${i}]`, 'an integer in [0, 2^32)', v, op);
         seeds[i] = v;
       }
     }
@@ -389,7 +411,7 @@ export class PolicyModel extends NativeHandle {
         greedy: o.greedy ?? false,
         useCache: o.useCache ?? true,
         stop,
-        ...(seeds ? { seeds } : {}),
+        ...(seeds ? { promptSeeds: seeds } : {}),
       }),
     );
     const out = {
@@ -425,8 +447,8 @@ export class PolicyModel extends NativeHandle {
 
   private trainOptions(o: TrainOptions, op: string): Record<string, unknown> {
     if (o === null || typeof o !== 'object') throw invalidArg('options', 'an object', o, op);
-    for (const k of ['lr', 'weightDecay', 'maxGradNorm', 'epsLow', 'epsHigh', 'beta', 'adamEps'] as const)
-      checkProbability(`options.${k}`, o[k], op, 0, false);
+    const keys = ['lr', 'weightDecay', 'maxGradNorm', 'clipLow', 'clipHigh', 'epsLow', 'epsHigh', 'beta', 'adamEps'];
+    for (const k of keys as (keyof TrainOptions)[]) checkProbability(`options.${k}`, o[k], op, 0, false);
     for (const k of ['beta1', 'beta2'] as const) {
       checkProbability(`options.${k}`, o[k], op, 0, false);
       if (o[k] !== undefined && o[k]! >= 1) throw outOfRange(`options.${k}`, 'a number in [0, 1)', o[k], op);
@@ -438,7 +460,7 @@ export class PolicyModel extends NativeHandle {
       throw invalidArg('options.maxNewTokens', 'an integer >= 1', o.maxNewTokens, op);
     if (o.processGroup !== undefined && (!isInt(o.processGroup) || o.processGroup < 0))
       throw invalidArg('options.processGroup', 'a process group id (integer >= 0)', o.processGroup, op);
-    return { ...o };
+    return withClipNames(o);
   }
 
   /**
@@ -584,12 +606,15 @@ export class PolicyModel extends NativeHandle {
   }
 }
 
-/** Finite-difference gradient check of one native module in float64 (tests). */
+/**
+ * Finite-difference gradient check of one native module in float64, or ('fast:<name>') a fast path
+ * against its slow twin (tests). Runs in the test-only addon crpo_torch_checks.node.
+ */
 export function policyGradCheck(
   module: string,
   seed = 0,
 ): Promise<{ maxError: number; maxAbsGrad: number; checked: number }> {
-  const native = torchAddon();
+  const native = torchChecksAddon();
   return torchCall(() => native.policyGradCheck(module, seed));
 }
 
@@ -599,7 +624,7 @@ export function nativePolicyLoss(
   options: PolicyLossOptions = {},
 ): NativePolicyLossResult {
   const native = torchAddon();
-  const r = callSync(() => native.policyLoss(inputs, { ...options }));
+  const r = callSync(() => native.policyLoss(inputs, withClipNames(options)));
   return { ...r, grad: rewrap(r.grad) };
 }
 

@@ -266,7 +266,7 @@ export class LinearPolicy implements Policy {
     const { r, grad, entropy } = this.lossAndGradient(prompts, seqs, o);
     const stats = {
       loss: r.loss,
-      pg: r.pg,
+      pgLoss: r.pgLoss,
       kl: r.kl,
       clipFraction: r.clipFraction,
       entropy: r.tokens ? entropy / r.tokens : 0,

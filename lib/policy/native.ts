@@ -4,7 +4,10 @@
  * step on the torch queue: generate (B prompts x G samples, KV-cached), log-probs under the policy
  * or its frozen reference copy, the section-6 train step (crpo-method.md) and the supervised step.
  * Sampling is a function of the per-prompt seeds (GenerateOptions.promptSeeds, or seeds derived
- * from `seed`), so a prompt samples the same completions alone or in any batch, on any rank. In
+ * from `seed`), so a prompt samples the same completions alone or in any batch, on any rank. The
+ * clips cross once per step: each call packs one clip per distinct frames array, the last packing
+ * is reused while the calls name the same arrays, and a prompt's counterfactual is a transform name
+ * (PolicyPrompt.transform) applied on the device. In
  * a multi-process run the train step's gradient is averaged over the ranks weighted by each rank's
  * sequences (tokens for token-mean); a rank left with no sequences still takes part, with weight 0.
  * State (weights, AdamW, sampling RNG) lives in the policy's own checkpoint format; a training
@@ -51,7 +54,12 @@ export class NativePolicy implements Policy {
   readonly kind = 'native';
   /** The native train step all-reduces gradients over `processGroup` (policy_model.cpp). */
   readonly syncsGradients = true;
-  private digest = '';
+  /** PolicyPrompt.transform runs on the device (policy_model.cpp encode_prompts_visual). */
+  readonly deviceTransforms = true;
+  /** The weights' digest, or undefined after a step changed them (computed again when asked). */
+  private digest: string | undefined;
+  /** The last packed clips and the frames arrays they came from (see clips()). */
+  private packed: { sources: Uint8Array[]; frames: Uint8Array } | undefined;
 
   constructor(
     private policy: ModelPolicy.PolicyModel,
@@ -64,9 +72,10 @@ export class NativePolicy implements Policy {
   }
 
   /**
-   * The native batch: the clips of `prompts` and one prompt row per entry of `rows` (default: one
-   * per prompt); an empty `rows` gives the empty batch (no clips, no rows) of a rank with nothing
-   * to train on in a multi-process step.
+   * The native batch: one clip per distinct `frames` array of `prompts` (in order of first use) and
+   * one prompt row per entry of `rows` (default: one per prompt), each naming its clip and its
+   * transform (applied on the device). An empty `rows` gives the empty batch (no clips, no rows) of
+   * a rank with nothing to train on in a multi-process step.
    */
   private inputs(
     prompts: readonly PolicyPrompt[],
@@ -74,24 +83,55 @@ export class NativePolicy implements Policy {
     groupSize: number,
   ): ModelPolicy.PolicyInputs {
     if (rows && rows.length === 0) return { frames: new Uint8Array(0), numVideos: 0, prompts: [], groupSize };
+    const { frames, video } = this.clips(prompts);
+    const row = (i: number): ModelPolicy.PolicyModelPrompt => {
+      const p = prompts[i];
+      const t = p.transform ?? 'none';
+      return {
+        video: video[i],
+        text: p.prompt,
+        ...(t !== 'none' ? { transform: t } : {}),
+        ...(t === 'swap' ? { swapAt: p.swapAt } : {}),
+      };
+    };
+    const list = rows ? rows.map((r) => row(r.prompt)) : prompts.map((_, i) => row(i));
+    return { frames, numVideos: frames.length / this.policy.clipBytes, prompts: list, groupSize };
+  }
+
+  /**
+   * The clips of `prompts` packed into one buffer (`video[i]`: prompt i's clip), one per distinct
+   * `frames` array. The last packing is kept: the calls of one training step (both generates, the
+   * reference log-probs, every update epoch) name the same clips, so a step packs them once.
+   */
+  private clips(prompts: readonly PolicyPrompt[]): { frames: Uint8Array; video: number[] } {
     const c = this.policy.config;
-    const clip = c.frames * c.imageSize * c.imageSize * 3;
-    const frames = new Uint8Array(clip * prompts.length);
-    prompts.forEach((p, i) => {
-      const [T, H, W] = p.frameShape;
-      if (T !== c.frames || H !== c.imageSize || W !== c.imageSize) {
-        throw new CrpoError(
-          'ERR_CRPO_FRAMES',
-          `native policy expects clips of ${c.frames} frames of ${c.imageSize}x${c.imageSize}, got [${p.frameShape.join(', ')}] (set data.frames / data.size to match the policy)`,
-          { userError: true },
-        );
+    const sources: Uint8Array[] = [];
+    const index = new Map<Uint8Array, number>();
+    const video = prompts.map((p) => {
+      let v = index.get(p.frames);
+      if (v === undefined) {
+        const [T, H, W] = p.frameShape;
+        if (T !== c.frames || H !== c.imageSize || W !== c.imageSize) {
+          throw new CrpoError(
+            'ERR_CRPO_FRAMES',
+            `native policy expects clips of ${c.frames} frames of ${c.imageSize}x${c.imageSize}, got [${p.frameShape.join(', ')}] (set data.frames / data.size to match the policy)`,
+            { userError: true },
+          );
+        }
+        v = sources.length;
+        index.set(p.frames, v);
+        sources.push(p.frames);
       }
-      frames.set(p.frames, i * clip);
+      return v;
     });
-    const list = rows
-      ? rows.map((r) => ({ video: r.prompt, text: prompts[r.prompt].prompt }))
-      : prompts.map((p, i) => ({ video: i, text: p.prompt }));
-    return { frames, numVideos: prompts.length, prompts: list, groupSize };
+    const last = this.packed;
+    if (last && last.sources.length === sources.length && last.sources.every((f, i) => f === sources[i]))
+      return { frames: last.frames, video };
+    const clip = this.policy.clipBytes;
+    const frames = new Uint8Array(clip * sources.length);
+    sources.forEach((f, i) => frames.set(f, i * clip));
+    this.packed = { sources, frames };
+    return { frames, video };
   }
 
   private static pad(
@@ -128,7 +168,7 @@ export class NativePolicy implements Policy {
       maxNewTokens: o.maxNewTokens,
       temperature: o.temperature,
       greedy: o.greedy ?? false,
-      seeds,
+      promptSeeds: seeds,
     });
     return prompts.map((_, p) =>
       Array.from({ length: o.samples }, (__, g) => {
@@ -183,8 +223,8 @@ export class NativePolicy implements Policy {
         lr: o.lr,
         maxGradNorm: o.maxGradNorm,
         weightDecay: o.weightDecay,
-        epsLow: o.clipLow,
-        epsHigh: o.clipHigh,
+        clipLow: o.clipLow,
+        clipHigh: o.clipHigh,
         beta: o.beta,
         aggregation: o.aggregation,
         maxNewTokens: o.maxNewTokens,
@@ -192,10 +232,10 @@ export class NativePolicy implements Policy {
         ...(o.processGroup !== undefined ? { processGroup: o.processGroup } : {}),
       },
     );
-    await this.refreshDigest();
+    this.digest = undefined;
     return {
       loss: s.loss,
-      pg: s.pgLoss,
+      pgLoss: s.pgLoss,
       kl: s.meanKl,
       clipFraction: s.clipFrac,
       gradNorm: s.gradNorm,
@@ -215,7 +255,7 @@ export class NativePolicy implements Policy {
       answers.map((a) => answerCompletion(a)),
       { lr: o.lr, maxGradNorm: o.maxGradNorm },
     );
-    await this.refreshDigest();
+    this.digest = undefined;
     return { loss: s.loss, gradNorm: s.gradNorm };
   }
 
@@ -231,18 +271,22 @@ export class NativePolicy implements Policy {
     if (this.ref) await m.saveCheckpoint(this.ref, path.join(dir, 'reference'));
   }
 
-  async refreshDigest(): Promise<void> {
+  /** Reads every weight back and hashes it (what weightsDigest() does when a step changed them). */
+  async refreshDigest(): Promise<string> {
     const h = crypto.createHash('sha256');
     for (const t of await this.policy.getWeights())
       h.update(t.name).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     this.digest = h.digest('hex');
-  }
-
-  weightsDigest(): string {
     return this.digest;
   }
 
+  /** Lazy: the weights are read back only when the digest is asked for after they changed. */
+  async weightsDigest(): Promise<string> {
+    return this.digest ?? this.refreshDigest();
+  }
+
   dispose(): void {
+    this.packed = undefined;
     this.policy.dispose();
     this.ref?.dispose();
   }
@@ -286,7 +330,6 @@ export async function createNativePolicy(o: Omit<PolicyFactoryOptions, 'finetune
     });
     p = new NativePolicy(policy, undefined);
   }
-  await p.refreshDigest();
   return p;
 }
 

@@ -9,10 +9,11 @@ import { invalidArg, outOfRange } from '../errors';
 import { Registry } from '../registry';
 import type { LossSettings } from '../algo/loss';
 import { displayedOptions, formatPrompt } from '../prompt';
+import type { FrameTransform } from '../counterfactual/transforms';
 
 /** One prompt: frames plus the question with the options actually shown (null option included when on). */
 export interface PolicyPrompt {
-  /** uint8 RGB [T, H, W, 3]. */
+  /** uint8 RGB [T, H, W, 3]; not changed once given to a policy (a policy may keep it packed between calls). */
   frames: Uint8Array;
   frameShape: [number, number, number, 3];
   question: string;
@@ -20,6 +21,14 @@ export interface PolicyPrompt {
   options: string[];
   /** The full formatted prompt text (lib/prompt formatPrompt). */
   prompt: string;
+  /**
+   * The clip is `frames` after this transform (default 'none': `frames` as they are). Only for a
+   * kind with `deviceTransforms`, which applies it where its tensors live: the trainer then gives
+   * both branches of a prompt the same `frames` array, so the clip crosses into native code once.
+   */
+  transform?: FrameTransform;
+  /** transform 'swap': the first frame of the second segment. */
+  swapAt?: number;
 }
 
 /**
@@ -115,7 +124,8 @@ export interface TrainStepOptions extends LossSettings {
 
 export interface TrainStepStats {
   loss: number;
-  pg: number;
+  /** The clipped-surrogate part of the loss (the metrics line's pg_loss). */
+  pgLoss: number;
   kl: number;
   clipFraction: number;
   /** Gradient norm before clipping (non-finite when the step was skipped). */
@@ -140,6 +150,11 @@ export interface Policy {
    * Saving is then collective: rank 0 calls save(dir), every other rank joinSave() at the same point.
    */
   readonly shardsOptimizerState?: boolean;
+  /**
+   * True when the kind applies PolicyPrompt.transform itself (on its device). A kind without it
+   * gets the transformed frames (the trainer makes them in JS) and no transform.
+   */
+  readonly deviceTransforms?: boolean;
   /** A rank other than 0's part of a collective save (see shardsOptimizerState); writes nothing. */
   joinSave?(): Promise<void>;
   generate(prompts: readonly PolicyPrompt[], o: GenerateOptions): Promise<Completion[][]>;
@@ -164,8 +179,11 @@ export interface Policy {
   freezeReference(): Promise<void>;
   /** Writes the full state (weights, optimiser, reference) into `dir` (files are written atomically). */
   save(dir: string): Promise<void>;
-  /** A digest of the weights (hex), for bitwise comparisons (as of the last completed call). */
-  weightsDigest(): string;
+  /**
+   * A digest of the weights (hex), for bitwise comparisons (as of the last completed call). A kind
+   * whose weights live in native code reads them back only when asked, and returns a Promise.
+   */
+  weightsDigest(): string | Promise<string>;
   dispose(): void;
 }
 

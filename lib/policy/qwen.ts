@@ -429,7 +429,7 @@ export class QwenPolicy implements Policy {
     const group = o.processGroup;
     const total: TrainStepStats = {
       loss: 0,
-      pg: 0,
+      pgLoss: 0,
       kl: 0,
       clipFraction: 0,
       gradNorm: NaN,
@@ -450,7 +450,7 @@ export class QwenPolicy implements Policy {
       const apply = k + mb >= seqs.length;
       const st = await this.trainChunk(prompts, chunk, o, { normTokens, normSequences: seqs.length, apply, first: k });
       total.loss += st.loss;
-      total.pg += st.pg;
+      total.pgLoss += st.pgLoss;
       total.kl += st.kl;
       total.clipFraction += st.clipFraction * st.tokens;
       total.entropy += st.entropy * st.tokens;
@@ -515,7 +515,7 @@ export class QwenPolicy implements Policy {
     });
     return {
       loss: st.loss,
-      pg: st.pgLoss,
+      pgLoss: st.pgLoss,
       kl: st.kl,
       clipFraction: st.clipFraction,
       gradNorm: st.gradNorm,

@@ -70,7 +70,17 @@ export function routeOf(r: DyBenchRecord, where: string, seed = 0): ItemRoute {
   }
 }
 
-/** The counterfactual frames of an item (cached on the item). */
+/**
+ * The counterfactual of an item as a transform name for a policy that transforms on its device
+ * (PolicyPrompt.transform): the same clip as counterfactualFrames, made where the tensors live.
+ */
+export function deviceTransform(item: TrainItem): { transform: VideoTransformName; swapAt?: number } {
+  const { transform, swapAt } = item.route;
+  // 'swap' without a boundary: the middle frame, as transformFramesSync defaults it
+  return transform === 'swap' ? { transform, swapAt: swapAt ?? Math.floor(item.shape[0] / 2) } : { transform };
+}
+
+/** The counterfactual frames of an item (cached on the item), for a policy without device transforms. */
 export function counterfactualFrames(item: TrainItem): Uint8Array {
   if (!item.cfFrames) {
     item.cfFrames = transformFramesSync(item.frames, {

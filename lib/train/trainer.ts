@@ -41,6 +41,7 @@ import {
 import {
   batchIndices,
   counterfactualFrames,
+  deviceTransform,
   loadTrainData,
   reversedFrames,
   shardBatch,
@@ -297,7 +298,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
   );
   if (state && resumeDir) {
     try {
-      checkResumeDigest(resumeDir, state, policy.weightsDigest());
+      checkResumeDigest(resumeDir, state, await policy.weightsDigest());
     } catch (err) {
       policy.dispose();
       throw err;
@@ -354,10 +355,18 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
 
       // ---- 2. route + second-branch frames ----------------------------------------------
       const origPrompts = batch.map((it) => recordPrompt(it.record, it.frames, it.shape, plan.nullOption));
+      // A kind with device transforms gets the original clip and the transform's name: the clip
+      // crosses into native code once per step. T-GRPO's shuffle (a random frame order, not a
+      // fixed transform) and the kinds without device transforms get frames made here.
+      const onDevice = policy.deviceTransforms === true;
       const secondPrompts =
         plan.second === 'none'
           ? []
           : batch.map((it, b) => {
+              if (onDevice && plan.second !== 'shuffled') {
+                const t = plan.second === 'reversed' ? { transform: 'reverse' as const } : deviceTransform(it);
+                return { ...recordPrompt(it.record, it.frames, it.shape, plan.nullOption), ...t };
+              }
               const frames =
                 plan.second === 'counterfactual'
                   ? counterfactualFrames(it)
@@ -441,7 +450,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       }
       hooks.beforeUpdate?.(seqs, step);
       const lr = learningRate(c, step);
-      let upd = { loss: 0, pg: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
+      let upd = { loss: 0, pgLoss: 0, kl: 0, clipFraction: 0, gradNorm: 0, entropy: 0, tokens: 0, skipped: false };
       // With several ranks every rank steps, also one left with no sequences: the step's gradient all-reduce needs all of them.
       for (let e = 0; e < c.updateEpochs && (seqs.length || dist.worldSize > 1); e++) {
         const s = await policy.trainStep(allPrompts, seqs, {
@@ -483,7 +492,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
         accuracy: scores.components['orig/correct'] ?? 0,
         zero_variance_share: mean(scores.flat),
         loss: Number.isFinite(upd.loss) ? upd.loss : String(upd.loss),
-        pg_loss: upd.pg,
+        pg_loss: upd.pgLoss,
         kl: upd.kl,
         entropy: upd.entropy,
         clip_fraction: upd.clipFraction,
@@ -568,7 +577,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
             cursor: done * c.batchSize,
             seed: c.seed,
             algo: c.algo,
-            digest: policy.weightsDigest(),
+            digest: await policy.weightsDigest(),
             nullOption: plan.nullOption,
           },
           c.keepLast,
@@ -599,7 +608,7 @@ async function trainLocked(c: TrainConfig, hooks: TrainHooks): Promise<TrainResu
       steps: c.steps,
       resumedFrom: resumeDir,
       validation,
-      digest: policy.weightsDigest(),
+      digest: await policy.weightsDigest(),
       plots,
       skippedSteps,
       invalidSteps,

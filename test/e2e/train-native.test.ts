@@ -9,10 +9,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { hasAddon, torchAddon } from '../../lib/native';
-import { resolveConfig } from '../../lib/train/config';
 import { train } from '../../lib/train/trainer';
 import { listCheckpoints } from '../../lib/train/checkpoint';
 import { skipIf } from '../helpers/skip';
+import { tinyNativeTrainConfig } from '../helpers/native-policy';
 
 const available =
   hasAddon('torch') && typeof (torchAddon() as unknown as { policyCreate?: unknown }).policyCreate === 'function';
@@ -23,26 +23,17 @@ skipIf(!available && 'the torch addon with the native policy is not built').desc
   'trainer with the native policy',
   () => {
     const config = (out: string, steps: number, resume: string) =>
-      resolveConfig({
-        overrides: {
-          algo: 'crpo',
-          out,
-          steps,
-          resume,
-          batchSize: 2,
-          groupSize: 2,
-          maxNewTokens: 6,
-          lr: 1e-3,
-          saveEvery: 2,
-          keepLast: 5,
-          valEvery: 0,
-          dumpEvery: 0,
-          plots: false,
-          progress: false,
-          seed: 3,
-          data: { pairs: 3, valPairs: 1 },
-          policy: { kind: 'native', init: '', preset: 'tiny' },
-        },
+      tinyNativeTrainConfig(out, {
+        steps,
+        resume,
+        batchSize: 2,
+        groupSize: 2,
+        maxNewTokens: 6,
+        lr: 1e-3,
+        saveEvery: 2,
+        keepLast: 5,
+        seed: 3,
+        data: { pairs: 3, valPairs: 1 },
       });
     const weights = (out: string): Buffer => {
       const all = listCheckpoints(out);

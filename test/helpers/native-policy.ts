@@ -4,6 +4,7 @@
  */
 import { hasAddon, torchAddon } from '../../lib/native';
 import { formatPrompt } from '../../lib/prompt';
+import { resolveConfig, type TrainConfig } from '../../lib/train/config';
 import { skipIf, type SkipAware } from './skip';
 
 /** Why the native policy cannot run here, or undefined when it can. */
@@ -35,4 +36,24 @@ export function tinyClips(n: number, seed: number): Uint8Array {
     out[i] = s >>> 24;
   }
   return out;
+}
+
+/**
+ * The config of a short quiet CRPO run of a fresh tiny native policy on synthetic data into `out`
+ * (no validation, dumps, plots or progress), with `overrides` on top.
+ */
+export function tinyNativeTrainConfig(out: string, overrides: Record<string, unknown>): TrainConfig {
+  return resolveConfig({
+    overrides: {
+      algo: 'crpo',
+      out,
+      resume: 'never',
+      valEvery: 0,
+      dumpEvery: 0,
+      plots: false,
+      progress: false,
+      policy: { kind: 'native', init: '', preset: 'tiny' },
+      ...overrides,
+    },
+  });
 }

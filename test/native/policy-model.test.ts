@@ -407,8 +407,11 @@ describe('native policy (tiny preset)', () => {
         /inputs.prompts\[0\].video/,
       );
       await expect(
-        p.generate({ ...x, prompts: [{ video: 0, text: 'x', transform: 'swap' as never }] }),
+        p.generate({ ...x, prompts: [{ video: 0, text: 'x', transform: 'mirror' as never }] }),
       ).rejects.toThrow(/inputs.prompts\[0\].transform/);
+      await expect(p.generate({ ...x, prompts: [{ video: 0, text: 'x', transform: 'swap' }] })).rejects.toThrow(
+        /Expected an integer in \[1, 7\] for a 'swap' prompt for inputs.prompts\[0\].swapAt/,
+      );
       await expect(p.generate(x, { topP: 2 })).rejects.toThrow(/options.topP/);
       await expect(p.generate(x, { maxNewTokens: 500 })).rejects.toMatchObject({
         code: 'ERR_CRPO_OUT_OF_RANGE',

@@ -1,5 +1,5 @@
 /**
- * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.seeds, lib/policy
+ * Per-prompt sampling seeds of the native policy (lib/model PolicyModelGenerateOptions.promptSeeds, lib/policy
  * GenerateOptions.promptSeeds; native/torch/model sample_uniform): seeded sampling still follows
  * the exact next-token distribution (chi-square), a prompt samples the same completions alone as
  * inside a larger or reordered batch and whatever the policy's generator state, the rollout
@@ -52,7 +52,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
         prompts: [{ video: 0, text: QUESTIONS[0] }],
         groupSize: n,
       };
-      const s = await p.generate(one, { temperature: 3, maxNewTokens: 1, seeds: [123456789] });
+      const s = await p.generate(one, { temperature: 3, maxNewTokens: 1, promptSeeds: [123456789] });
       const counts = new Array(V).fill(0);
       for (let i = 0; i < n; i++) counts[s.ids[i * s.width]]++;
       const lp = await p.logprobs(
@@ -78,7 +78,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
         const opts = { temperature: 1.5, maxNewTokens: 6 };
         const clips = frames(2, 5);
         const all: PolicyInputs = { frames: clips, numVideos: 2, prompts: PROMPTS, groupSize: G };
-        const batched = await p.generate(all, { ...opts, seeds: SEEDS });
+        const batched = await p.generate(all, { ...opts, promptSeeds: SEEDS });
         // The samples are not all alike (the test would pass trivially otherwise).
         expect(new Set(block(batched, 0).tokens.map((t) => t.join(','))).size).toBeGreaterThan(1);
         for (let k = 0; k < PROMPTS.length; k++) {
@@ -90,7 +90,7 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
             groupSize: G,
           };
           await p.generate(one, opts); // advances the policy's own generator: seeded sampling does not read it
-          const alone = block(await p.generate(one, { ...opts, seeds: [SEEDS[k]] }), 0);
+          const alone = block(await p.generate(one, { ...opts, promptSeeds: [SEEDS[k]] }), 0);
           const inBatch = block(batched, k);
           expect(alone.tokens).toEqual(inBatch.tokens);
           // Log-probs of the same tokens from differently padded batches: equal up to float rounding.
@@ -99,11 +99,11 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
         const order = [2, 0, 1];
         const reordered = await p.generate(
           { ...all, prompts: order.map((k) => PROMPTS[k]) },
-          { ...opts, seeds: order.map((k) => SEEDS[k]) },
+          { ...opts, promptSeeds: order.map((k) => SEEDS[k]) },
         );
         order.forEach((k, i) => expect(block(reordered, i).tokens).toEqual(block(batched, k).tokens));
         // Another seed, other samples.
-        const other = await p.generate(all, { ...opts, seeds: [12, 4000000001, 8] });
+        const other = await p.generate(all, { ...opts, promptSeeds: [12, 4000000001, 8] });
         expect(Array.from(other.ids)).not.toEqual(Array.from(batched.ids));
       } finally {
         p.dispose();
@@ -115,15 +115,26 @@ describe('native policy sampling with per-prompt seeds (lib/model)', () => {
     const p = await PolicyModel.create(tokenizer, { seed: 4 });
     try {
       const all: PolicyInputs = { frames: frames(2, 5), numVideos: 2, prompts: PROMPTS, groupSize: 2 };
-      await expect(p.generate(all, { seeds: [1, 2] })).rejects.toMatchObject({
+      await expect(p.generate(all, { promptSeeds: [1, 2] })).rejects.toMatchObject({
         code: 'ERR_CRPO_INVALID_ARG',
-        message: 'Expected an array of 3 seeds (one per prompt) for options.seeds but received an array of length 2',
+        message:
+          'Expected an array of 3 seeds (one per prompt) for options.promptSeeds but received an array of length 2',
       });
-      await expect(p.generate(all, { seeds: [1, 2 ** 32, 3] })).rejects.toMatchObject({
+      await expect(p.generate(all, { promptSeeds: [1, 2 ** 32, 3] })).rejects.toMatchObject({
         code: 'ERR_CRPO_OUT_OF_RANGE',
-        message: expect.stringMatching(/options\.seeds\[1\]/),
+        message: expect.stringMatching(/options\.promptSeeds\[1\]/),
       });
-      await expect(p.generate(all, { seeds: [1, -1, 0.5] })).rejects.toMatchObject({ code: 'ERR_CRPO_OUT_OF_RANGE' });
+      await expect(p.generate(all, { promptSeeds: [1, -1, 0.5] })).rejects.toMatchObject({
+        code: 'ERR_CRPO_OUT_OF_RANGE',
+      });
+      // the deprecated name is still accepted, and named in its errors
+      await expect(p.generate(all, { seeds: [1, 2] })).rejects.toMatchObject({
+        message: expect.stringMatching(/for options\.seeds but/),
+      });
+      const opts = { temperature: 1.5, maxNewTokens: 4 };
+      const viaOld = await p.generate({ ...all, groupSize: 1 }, { ...opts, seeds: [4, 5, 6] });
+      const viaNew = await p.generate({ ...all, groupSize: 1 }, { ...opts, promptSeeds: [4, 5, 6] });
+      expect(Array.from(viaOld.ids)).toEqual(Array.from(viaNew.ids));
     } finally {
       p.dispose();
     }
@@ -192,7 +203,7 @@ describe('the native rollout policy (lib/policy/native.ts) and its seeds', () =>
           code: 'ERR_CRPO_OUT_OF_RANGE',
           message: 'Expected an integer in [0, 2^32) for promptSeeds[3] but received 1.5 of type number',
         });
-        const digest = p.weightsDigest();
+        const digest = await p.weightsDigest();
         const st = await p.trainStep(prompts, [], {
           lr: 1e-2,
           maxGradNorm: 1,
@@ -205,7 +216,7 @@ describe('the native rollout policy (lib/policy/native.ts) and its seeds', () =>
           maxNewTokens: 6,
         });
         expect(st).toMatchObject({ skipped: false, tokens: 0, gradNorm: 0 });
-        expect(p.weightsDigest()).toBe(digest);
+        expect(await p.weightsDigest()).toBe(digest);
         expect(await p.logprobs(prompts, [], { temperature: 1 })).toEqual([]);
       } finally {
         p.dispose();

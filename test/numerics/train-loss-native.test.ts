@@ -61,7 +61,7 @@ skipIf(!available && 'the torch addon with the native policy (policyLoss) is not
       );
       const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(1, Math.abs(b));
       expect(rel(got.loss, want.loss)).toBeLessThan(1e-6);
-      expect(rel(got.pgLoss, want.pg)).toBeLessThan(1e-6);
+      expect(rel(got.pgLoss, want.pgLoss)).toBeLessThan(1e-6);
       expect(rel(got.clipFrac, want.clipFraction)).toBeLessThan(1e-6);
       let worst = 0,
         at = '';

@@ -71,8 +71,8 @@ describe('policyLoss aggregations', () => {
     const r = policyLoss([{ advantage: 1, logp: [-1, -1], oldLogp: [-1.2, -1], refLogp: [-1.1, -1] }], S);
     expect(r.clipFraction).toBe(0.5);
     expect(r.kl).toBeCloseTo((Math.exp(-0.1) + 0.1 - 1) / 2, 14);
-    expect(r.loss).toBeCloseTo(r.pg + 0.04 * r.kl, 14);
-    expect(r.pg).toBeCloseTo((-1.2 + -1) / 2, 12);
+    expect(r.loss).toBeCloseTo(r.pgLoss + 0.04 * r.kl, 14);
+    expect(r.pgLoss).toBeCloseTo((-1.2 + -1) / 2, 12);
   });
 
   it.each(['seq-mean-token-mean', 'token-mean', 'seq-mean-token-sum-norm'] as const)(

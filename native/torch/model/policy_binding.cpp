@@ -13,7 +13,6 @@
 #include "common/napi_util.h"
 #include "torch/torch_worker.h"
 #include "torch/exports.h"
-#include "torch/model/checks/policy_checks.h"
 #include "torch/model/policy_model.h"
 #include "torch/ops.h"
 
@@ -90,8 +89,9 @@ FrameOp parse_op(const std::string& s, const std::string& op, size_t i) {
   if (s == "hflip") return FrameOp::HFlip;
   if (s == "reverse") return FrameOp::Reverse;
   if (s == "hflip+reverse") return FrameOp::HFlipReverse;
-  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]", "'none', 'hflip', 'reverse' or 'hflip+reverse'",
-                    "'" + s + "'");
+  if (s == "swap") return FrameOp::Swap;
+  throw_range_error(op, "promptTransform[" + std::to_string(i) + "]",
+                    "'none', 'hflip', 'reverse', 'hflip+reverse' or 'swap'", "'" + s + "'");
 }
 
 void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& op, const std::string& what) {
@@ -104,6 +104,7 @@ void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& o
 }
 
 // batch = { frames: Uint8Array (V*T*H*W*C), numVideos, promptVideo: Int32Array(P), promptTransform?: string[P],
+//           promptSwapAt?: Int32Array(P) (the first frame of the second segment of each 'swap' prompt),
 //           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize }
 // allow_empty: V = P = 0 is a valid batch (the train step of a rank with no sequences).
 PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op,
@@ -145,6 +146,19 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
       ops[i] = parse_op(s.As<Napi::String>().Utf8Value(), op, i);
     }
   }
+  // 'swap' prompts: the first frame of the second segment, in [1, T - 1].
+  std::vector<int64_t> swap_at(P, 0);
+  Napi::Value swv = o.Get("promptSwapAt");
+  const int32_t* sw = swv.IsUndefined() || swv.IsNull() ? nullptr : int32_array(o, "promptSwapAt", P, op);
+  for (size_t i = 0; i < P; i++) {
+    if (ops[i] != FrameOp::Swap) continue;
+    const int64_t at = sw ? sw[i] : 0;
+    if (at < 1 || at >= c.frames)
+      throw_range_error(op, "promptSwapAt[" + std::to_string(i) + "]",
+                        "a frame index in [1, " + std::to_string(c.frames - 1) + "] for a 'swap' prompt",
+                        sw ? std::to_string(at) : "none");
+    swap_at[i] = at;
+  }
   // Optional option slots, one per prompt token, in [0, optionSlots].
   const int32_t* slots = nullptr;
   Napi::Value sv = o.Get("promptSlots");
@@ -161,6 +175,7 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
   for (size_t i = 0; i < P; i++) {
     b.video.push_back(vid[i]);
     b.op.push_back(ops[i]);
+    b.swap_at.push_back(swap_at[i]);
     b.ids.emplace_back(ids + at, ids + at + lens[i]);
     if (slots) b.slots.emplace_back(slots + at, slots + at + lens[i]);
     at += static_cast<size_t>(lens[i]);
@@ -244,13 +259,13 @@ Napi::Value stats_js(Napi::Env env, const StepStats& s) {
 
 LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   LossOptions l;
-  l.eps_low = args::optional_number(o, "epsLow", op, l.eps_low);
-  l.eps_high = args::optional_number(o, "epsHigh", op, l.eps_high);
+  l.eps_low = args::optional_number(o, "clipLow", op, l.eps_low);
+  l.eps_high = args::optional_number(o, "clipHigh", op, l.eps_high);
   l.beta = args::optional_number(o, "beta", op, l.beta);
   l.temperature = args::optional_number(o, "temperature", op, 1.0);
   if (!(l.temperature > 0)) throw_range_error(op, "temperature", "a number > 0", std::to_string(l.temperature));
   if (l.eps_low < 0 || l.eps_high < 0)
-    throw_range_error(op, "epsLow/epsHigh", "numbers >= 0",
+    throw_range_error(op, "clipLow/clipHigh", "numbers >= 0",
                       std::to_string(l.eps_low) + "/" + std::to_string(l.eps_high));
   l.max_new_tokens = args::optional_int(o, "maxNewTokens", op, 0, 0, 1 << 20);
   l.full_sequence = args::optional_bool(o, "fullSequence", op, false);
@@ -342,9 +357,9 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     s.top_k = args::optional_int(o, "topK", op, 0, 0, 1 << 24);
     s.greedy = args::optional_bool(o, "greedy", op, false);
     s.use_cache = args::optional_bool(o, "useCache", op, true);
-    Napi::Value seeds = o.Get("seeds");
+    Napi::Value seeds = o.Get("promptSeeds");
     if (!seeds.IsUndefined() && !seeds.IsNull()) {
-      ByteView sv = read_array_of(o, "seeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
+      ByteView sv = read_array_of(o, "promptSeeds", napi_uint32_array, static_cast<size_t>(b->prompts()), op, false);
       const uint32_t* sd = reinterpret_cast<const uint32_t*>(sv.data);
       s.seeds.assign(sd, sd + sv.length);
     }
@@ -552,27 +567,6 @@ Napi::Value SetRng(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GradCheck(const Napi::CallbackInfo& info) {
-  const std::string op = "policyGradCheck";
-  return guarded(info, op, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsString())
-      throw_type_error(op, "module", "a module name", info.Length() ? info[0] : info.Env().Undefined());
-    const std::string name = info[0].As<Napi::String>().Utf8Value();
-    const uint64_t seed = static_cast<uint64_t>(
-        read_int(info.Length() > 1 ? info[1] : Napi::Number::New(info.Env(), 0), op, "seed", 0, kMaxInt));
-    auto out = std::make_shared<GradCheckResult>();
-    return run(
-        info.Env(), op, [name, seed, out]() { *out = grad_check(name, seed); },
-        [out](Napi::Env env) {
-          auto r = Napi::Object::New(env);
-          r.Set("maxError", out->max_error);
-          r.Set("maxAbsGrad", out->max_abs_grad);
-          r.Set("checked", static_cast<double>(out->checked));
-          return r;
-        });
-  });
-}
-
 // policyLoss({ logprobs, oldLogprobs?, refLogprobs?, advantages, mask, rows, width }, lossOptions):
 // the loss of section 6 on given log-probs (float64), with its gradient w.r.t. the log-probs.
 Napi::Value Loss(const Napi::CallbackInfo& info) {
@@ -619,7 +613,6 @@ ExportRegistrar reg("policy", [](Napi::Env env, Napi::Object exports) {
   exports.Set("policySetState", Napi::Function::New(env, SetState, "policySetState"));
   exports.Set("policyGetRngState", Napi::Function::New(env, GetRng, "policyGetRngState"));
   exports.Set("policySetRngState", Napi::Function::New(env, SetRng, "policySetRngState"));
-  exports.Set("policyGradCheck", Napi::Function::New(env, GradCheck, "policyGradCheck"));
   exports.Set("policyLoss", Napi::Function::New(env, Loss, "policyLoss"));
 });
 

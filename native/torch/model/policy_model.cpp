@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "common/op_error.h"
 #include "torch/model/policy_internal.h"
@@ -183,6 +184,8 @@ VideoTransform to_kernel(FrameOp op) {
       return VideoTransform::HFlip;
     case FrameOp::Reverse:
       return VideoTransform::Reverse;
+    case FrameOp::Swap:
+      return VideoTransform::Swap;
     default:
       return VideoTransform::HFlipReverse;
   }
@@ -235,11 +238,16 @@ int64_t Policy::parameter_count() const {
 
 torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
   const int64_t P = b.prompts();
-  std::map<std::pair<int64_t, int>, int64_t> slot;
-  std::vector<std::pair<int64_t, int>> keys;
+  // One clip per unique (video, transform, swap_at), in the order of first appearance: the
+  // vision encoder sees the clips in the order a caller that packed transformed copies would pack them.
+  using Key = std::tuple<int64_t, int, int64_t>;
+  std::map<Key, int64_t> slot;
+  std::vector<Key> keys;
   std::vector<int64_t> which(P);
   for (int64_t p = 0; p < P; p++) {
-    auto key = std::make_pair(b.video[p], static_cast<int>(b.op[p]));
+    const int op = static_cast<int>(b.op[p]);
+    const int64_t swap_at = op == static_cast<int>(FrameOp::Swap) && !b.swap_at.empty() ? b.swap_at[p] : 0;
+    Key key{b.video[p], op, swap_at};
     auto it = slot.find(key);
     if (it == slot.end()) {
       it = slot.emplace(key, static_cast<int64_t>(keys.size())).first;
@@ -247,23 +255,20 @@ torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
     }
     which[p] = it->second;
   }
-  // Frames of each unique (video, transform), grouped by transform so that each transform
-  // runs once over all its clips (crpo::video_transform on the model's device).
+  // Frames of each unique (video, transform), grouped by (transform, swap_at) so that each
+  // transform runs once over all its clips (crpo::video_transform on the model's device).
   const int64_t M = static_cast<int64_t>(keys.size());
+  std::map<std::pair<int, int64_t>, std::vector<int64_t>> groups;  // (op, swap_at) -> slots
+  for (int64_t m = 0; m < M; m++) groups[{std::get<1>(keys[m]), std::get<2>(keys[m])}].push_back(m);
   auto frames = b.frames;
   std::vector<torch::Tensor> clips(M);
-  for (int op = 0; op < 4; op++) {
-    std::vector<int64_t> vids, slots;
-    for (int64_t m = 0; m < M; m++) {
-      if (keys[m].second == op) {
-        vids.push_back(keys[m].first);
-        slots.push_back(m);
-      }
-    }
-    if (vids.empty()) continue;
+  for (auto& [g, slots] : groups) {
+    std::vector<int64_t> vids;
+    for (int64_t m : slots) vids.push_back(std::get<0>(keys[m]));
     auto sel =
         frames.index_select(0, torch::tensor(vids, torch::kLong)).to(device_).contiguous();  // (m, T, H, W, C) uint8
-    if (op != 0) sel = video_transform(sel, FrameLayout::BTHWC, to_kernel(static_cast<FrameOp>(op)), 0);
+    if (g.first != 0)
+      sel = video_transform(sel, FrameLayout::BTHWC, to_kernel(static_cast<FrameOp>(g.first)), g.second);
     for (size_t i = 0; i < slots.size(); i++) clips[slots[i]] = sel[static_cast<int64_t>(i)];
   }
   auto pixels = torch::stack(clips).to(dtype_).div_(127.5).sub_(1.0);  // (M, T, H, W, C) in [-1, 1]

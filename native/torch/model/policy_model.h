@@ -40,13 +40,14 @@ namespace policy {
 // Batches
 // ---------------------------------------------------------------------------------------------
 
-enum class FrameOp { None = 0, HFlip = 1, Reverse = 2, HFlipReverse = 3 };
+enum class FrameOp { None = 0, HFlip = 1, Reverse = 2, HFlipReverse = 3, Swap = 4 };
 
 // P prompts over V videos; row r of the output batch is prompt r / G, sample r % G.
 struct PromptBatch {
   torch::Tensor frames;                     // (V, T, H, W, C) uint8, CPU (may wrap a JS buffer)
   std::vector<int64_t> video;               // (P) index into frames
   std::vector<FrameOp> op;                  // (P) counterfactual transform applied on the device
+  std::vector<int64_t> swap_at;             // (P) Swap: first frame of the second segment; else 0 (or empty: all 0)
   std::vector<std::vector<int64_t>> ids;    // (P) prompt token ids
   std::vector<std::vector<int64_t>> slots;  // (P) option slot of each prompt token (0 = none), or empty: all 0
   int64_t group = 1;                        // G
