@@ -77,13 +77,12 @@ function newestSource(extra) {
   return newest;
 }
 
-// True when `addon` exists and its stamp records the same settings and the same newest source
-// (read before that build started, so a file edited during a build makes the next one run).
-function upToDate(addon, stampFile, settings) {
+// True when every file of `addons` exists and the stamp records the same settings and the same newest
+// source (read before that build started, so a file edited during a build makes the next one run).
+function upToDate(addons, stampFile, settings) {
   if (force) return false;
-  const file = path.join(root, addon);
   const stamp = path.join(root, stampFile);
-  if (!fs.existsSync(file) || !fs.existsSync(stamp)) return false;
+  if (![].concat(addons).every((a) => fs.existsSync(path.join(root, a))) || !fs.existsSync(stamp)) return false;
   return fs.readFileSync(stamp, 'utf8') === JSON.stringify({ ...settings, newestSource: newestSource([]) });
 }
 
@@ -128,8 +127,9 @@ function buildTorch() {
     compiler: process.env.CXX || 'c++',
   };
   const sourcesAtStart = newestSource([]);
-  if (upToDate('build-torch/Release/crpo_torch.node', 'build-torch/crpo-build.json', settings)) {
-    log('torch addon up to date (build-torch/Release/crpo_torch.node; --force rebuilds)');
+  const torchOutputs = ['build-torch/Release/crpo_torch.node', 'build-torch/Release/crpo_torch_checks.node'];
+  if (upToDate(torchOutputs, 'build-torch/crpo-build.json', settings)) {
+    log('torch addon up to date (build-torch/Release/crpo_torch.node, crpo_torch_checks.node; --force rebuilds)');
     return true;
   }
   // Same settings as the last build: cmake-js build recompiles only what changed; otherwise configure anew.

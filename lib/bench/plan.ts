@@ -262,11 +262,12 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
       phase: 'update',
       formula: 'max(2 x T x vocab x 4 B, 2 x N x heads x max(Lp^2, C x Lk) x 4 B)',
     },
-    // NativePolicy.refreshDigest reads every weight back after each step, when the step's tensors are
-    // gone: the addon's fp32 copy and the JS arrays it is copied into, both alive while the copy runs.
+    // NativePolicy.refreshDigest reads every weight back when the digest is asked for (a checkpoint,
+    // the end of the run, a resume check), when the step's tensors are gone: the addon's fp32 copy and
+    // the JS arrays it is copied into, both alive while the copy runs.
     {
       name: 'digest',
-      label: 'weights read back for the step digest (fp32 tensor copy)',
+      label: 'weights read back for the digest at a checkpoint (fp32 tensor copy)',
       bytes: P * 4,
       phase: 'readback',
       formula: 'P x 4 B (NativePolicy.refreshDigest)',
@@ -281,7 +282,7 @@ function nativePlan(s: NativeShape, o: PlanOptions, name: string): PlanResult {
     },
     {
       name: 'digestPrevious',
-      label: "the previous step's JS arrays, until V8 collects them",
+      label: "the previous digest's JS arrays, until V8 collects them",
       bytes: P * 4,
       phase: 'info',
       host: true,
