@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { hasAddon, torchAddon } from '../../lib/native';
 import { resolveConfig } from '../../lib/train/config';
-import { sftBase } from '../../lib/train/sft';
+import { sftBase } from '../../lib/train/base-model';
 import { train } from '../../lib/train/trainer';
 import { describeMachine, fmt, machine, table, writeResults } from '../harness';
 

@@ -28,7 +28,7 @@ import { colourShortcutRate, synthesize } from '../synth';
 import { resolveConfig, type TrainConfig } from '../train/config';
 import { listCheckpoints } from '../train/checkpoint';
 import { train, finalCheckpoint } from '../train/trainer';
-import { sftBase } from '../train/sft';
+import { sftBase } from '../train/base-model';
 import { ALGORITHMS } from '../algo';
 import { coreShareEnv } from '../distributed/launch';
 import { newTokens, parseMethod, REPRODUCE_DEFAULTS, validateReproduceConfig, type ReproduceConfig } from './settings';
@@ -220,7 +220,7 @@ async function baseModel(c: ReproduceConfig, say: (m: string) => void): Promise<
   fs.rmSync(path.join(dir, 'checkpoint'), { recursive: true, force: true });
   if (c.policy === 'native') {
     // The paper's starting point: sees and reads (phase 1), then leans on colour (phase 2).
-    const { shortcutBase } = await import('../train/sft');
+    const { shortcutBase } = await import('../train/base-model');
     const r = await shortcutBase(dir, {
       capabilitySteps: c.baseSteps,
       shortcutSteps: c.baseShortcutSteps,

@@ -15,7 +15,7 @@ import * as path from 'path';
 import { ALGORITHMS } from '../algo';
 import { invalidArg, outOfRange } from '../errors';
 import { resolveConfig, type TrainConfig } from './config';
-import { sftBase } from './sft';
+import { sftBase } from './base-model';
 import { train, type ValidationResult } from './trainer';
 
 export type DemoPolicy = 'native' | 'linear';
@@ -170,7 +170,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
     o.log(
       `2/3 base model (native tiny video-language policy): ${p.capabilitySteps} + ${p.shortcutSteps} supervised steps of ${p.baseBatch} clips -> ${baseDir}`,
     );
-    const { shortcutBase } = await import('./sft');
+    const { shortcutBase } = await import('./base-model');
     const r = await shortcutBase(baseDir, {
       capabilitySteps: p.capabilitySteps,
       shortcutSteps: p.shortcutSteps,

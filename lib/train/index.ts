@@ -36,5 +36,5 @@ export {
 } from './data';
 export { saveCheckpoint, listCheckpoints, readState, resumeTarget, type TrainState } from './checkpoint';
 export { RunLog, Progress, writePlots, curvesSvg, truncateJsonl, type MetricLine } from './logging';
-export { sftBase, type SftBaseOptions } from './sft';
+export { sftBase, type SftBaseOptions } from './base-model';
 export { runDemo, demoConfig, formatDemoTable, type DemoOptions, type DemoRow } from './demo';

@@ -19,7 +19,7 @@ import { run } from '../../lib/cli/main';
 import { startServer, type RunningServer } from '../../lib/serve';
 import { synthesize } from '../../lib/synth';
 import { resolveConfig } from '../../lib/train/config';
-import { sftBase } from '../../lib/train/sft';
+import { sftBase } from '../../lib/train/base-model';
 import { formatPrompt } from '../../lib/prompt';
 import { installedTorchVersion, torchrunLine } from '../../lib/cli/commands/dist';
 import { trainingPromptOf } from '../../lib/policy/checkpoint-folder';

@@ -3,7 +3,7 @@
  * torchrun environment contract, they join a Gloo group on 127.0.0.1 and check all-reduce,
  * broadcast and barrier against values each can compute alone.
  */
-import { spawnSync } from 'child_process';
+import { spawnSync, type SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -16,28 +16,21 @@ const root = path.resolve(__dirname, '../..');
 const skipReason = distUnavailable();
 const d = skipIf(skipReason).describe;
 
+/** `crpo <args>` as a user runs it outside any launch: no torchrun or Slurm variables inherited. */
+function crpo(args: string[], timeout = 100000): SpawnSyncReturns<string> {
+  const env = { ...process.env };
+  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
+    delete env[k];
+  return spawnSync(
+    process.execPath,
+    ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), ...args],
+    { cwd: root, env, encoding: 'utf8', timeout },
+  );
+}
+
 d('crpo dist check', () => {
   it('--nproc 2: both ranks check out, exit 0', () => {
-    const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
-      delete env[k];
-    const r = spawnSync(
-      process.execPath,
-      [
-        '-r',
-        path.join(root, 'scripts/ts-register.js'),
-        path.join(root, 'test/fixtures/eval-cli.js'),
-        'dist',
-        'check',
-        '--nproc',
-        '2',
-        '--size',
-        '10000',
-        '--iters',
-        '2',
-      ],
-      { cwd: root, env, encoding: 'utf8', timeout: 100000 },
-    );
+    const r = crpo(['dist', 'check', '--nproc', '2', '--size', '10000', '--iters', '2']);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n').sort();
@@ -52,31 +45,21 @@ d('crpo dist check', () => {
   }, 110000);
 
   it('crpo train --nproc 2: rank 0 alone reports the run (one header, one summary)', () => {
-    const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
-      delete env[k];
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-train-cli-'));
     try {
-      const r = spawnSync(
-        process.execPath,
-        [
-          '-r',
-          path.join(root, 'scripts/ts-register.js'),
-          path.join(root, 'test/fixtures/eval-cli.js'),
-          'train',
-          '--nproc',
-          '2',
-          '--steps',
-          '2',
-          '--set',
-          'data.pairs=4',
-          '--set',
-          'data.valPairs=4',
-          '--out',
-          out,
-        ],
-        { cwd: root, env, encoding: 'utf8', timeout: 100000 },
-      );
+      const r = crpo([
+        'train',
+        '--nproc',
+        '2',
+        '--steps',
+        '2',
+        '--set',
+        'data.pairs=4',
+        '--set',
+        'data.valPairs=4',
+        '--out',
+        out,
+      ]);
       expect(r.status).toBe(0);
       expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo train: '))).toEqual([
         expect.stringMatching(/, 2 ranks, policy linear -> /),
@@ -89,32 +72,22 @@ d('crpo dist check', () => {
   }, 110000);
 
   it('crpo sft --nproc 2: rank 0 alone reports, the time budget stops both ranks at one step', () => {
-    const env = { ...process.env };
-    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS'])
-      delete env[k];
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'crpo-dist-sft-cli-'));
     try {
-      const r = spawnSync(
-        process.execPath,
-        [
-          '-r',
-          path.join(root, 'scripts/ts-register.js'),
-          path.join(root, 'test/fixtures/eval-cli.js'),
-          'sft',
-          '--nproc',
-          '2',
-          '--max-seconds',
-          '4',
-          '--batch-size',
-          '8',
-          '--test-pairs',
-          '2',
-          '--quiet',
-          '--out',
-          out,
-        ],
-        { cwd: root, env, encoding: 'utf8', timeout: 100000 },
-      );
+      const r = crpo([
+        'sft',
+        '--nproc',
+        '2',
+        '--max-seconds',
+        '4',
+        '--batch-size',
+        '8',
+        '--test-pairs',
+        '2',
+        '--quiet',
+        '--out',
+        out,
+      ]);
       expect(r.status).toBe(0);
       expect(r.stderr.split('\n').filter((l) => l.startsWith('crpo sft: '))).toEqual([
         'crpo sft: 2 ranks, 8 clips per step in all',
@@ -132,11 +105,7 @@ d('crpo dist check', () => {
   }, 110000);
 
   it('an unknown action is a one-line usage error', () => {
-    const r = spawnSync(
-      process.execPath,
-      ['-r', path.join(root, 'scripts/ts-register.js'), path.join(root, 'test/fixtures/eval-cli.js'), 'dist', 'frob'],
-      { cwd: root, encoding: 'utf8' },
-    );
+    const r = crpo(['dist', 'frob']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/crpo: Invalid values:\n\s+Argument: action, Given: "frob", Choices: "check"/);
   });

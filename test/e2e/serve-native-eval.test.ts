@@ -14,7 +14,7 @@ import * as path from 'path';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { resolveConfig } from '../../lib/train/config';
-import { sftBase } from '../../lib/train/sft';
+import { sftBase } from '../../lib/train/base-model';
 import { loadCheckpointPolicy, startServer, type RunningServer } from '../../lib/serve';
 import '../../lib/serve/checkpoint-model';
 import { runEval } from '../../lib/eval/runner';

@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { resolveConfig, type TrainConfig } from '../../lib/train/config';
-import { sftBase } from '../../lib/train/sft';
+import { sftBase } from '../../lib/train/base-model';
 import { train } from '../../lib/train/trainer';
 import { listCheckpoints } from '../../lib/train/checkpoint';
 
