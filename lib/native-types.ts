@@ -413,6 +413,8 @@ export interface NativePolicyBatch {
   promptLengths: Int32Array; // (P)
   /** Option slot of each prompt token (0 = none), aligned with promptIds; only with config.optionSlots > 0. */
   promptSlots?: Int32Array;
+  /** (start, size, class) of each prompt's vision attribute label (size 0: none); sftStep only. */
+  promptAuxLabels?: Int32Array;
   groupSize: number; // G: rows are prompt-major, row = p * G + g
 }
 
@@ -434,6 +436,8 @@ export interface NativePolicyStepStats {
   ratioMean: number;
   entropy: number;
   tokens: number;
+  /** The supervised step's vision attribute loss (0 when off). */
+  visionAuxLoss: number;
   gradNorm: number;
   skipped: boolean;
   skipReason: string;

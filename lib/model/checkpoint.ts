@@ -212,7 +212,7 @@ export async function loadCheckpoint(
   const tokenizer = Tokenizer.fromJSON(m.tokenizer);
   let config: PolicyConfig;
   try {
-    // A checkpoint written before option-slot embeddings or the vision stem existed has neither (a
+    // A checkpoint written before option-slot embeddings, the vision stem or the vision attribute head existed has none (a
     // preset's default could add weights it lacks); the init-only fields do not matter once trained.
     const saved = (m.config ?? {}) as Partial<PolicyConfig>;
     const legacy = {
@@ -220,6 +220,7 @@ export async function loadCheckpoint(
       ...(saved.visionStem === undefined ? { visionStem: 0 } : {}),
       ...(saved.visionStemDown === undefined ? { visionStemDown: 0 } : {}),
       ...(saved.posInit === undefined ? { posInit: 'random' as const } : {}),
+      ...(saved.visionAuxClasses === undefined ? { visionAuxClasses: 0 } : {}),
     };
     config = resolvePolicyConfig(
       { ...legacy, ...m.config, ...(options.device ? { device: options.device } : {}) },

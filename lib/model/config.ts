@@ -68,6 +68,13 @@ export interface PolicyConfig {
    * video; it no longer has to learn first which letter each word belongs to (docs/model.md).
    */
   optionSlots: number;
+  /**
+   * Vision attribute head (0 = off): a linear layer from the vision encoder's mean token to this
+   * many logits, trained only by `sftStep`'s vision attribute loss (`visionAuxWeight`) and never
+   * read when answering: a direct training signal for the vision encoder, as a real model's vision
+   * tower has had from its pretraining (docs/model.md, "Levers, fifth round").
+   */
+  visionAuxClasses: number;
   /** Seed of the weight init and of sampling (the policy's own generator). */
   seed: number;
   /** 'float32' (CPU/CUDA) or 'bfloat16' (CUDA only). 'float64' exists for gradient checks. */
@@ -106,6 +113,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     posInitStd: 0.5,
     posInit: 'random',
     optionSlots: 0,
+    visionAuxClasses: 0,
   },
   small: {
     frames: 16,
@@ -132,6 +140,7 @@ export const POLICY_PRESETS: Readonly<Record<PolicyPresetName, Shape>> = {
     posInitStd: 0.5,
     posInit: 'random',
     optionSlots: 0,
+    visionAuxClasses: 0,
   },
 };
 
@@ -204,6 +213,13 @@ export function resolvePolicyConfig(
     throw invalidArg('config.visionDim', "a multiple of 4 with posInit 'sincos'", c.visionDim, op);
   if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
     throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
+  if (!Number.isInteger(c.visionAuxClasses) || c.visionAuxClasses < 0 || c.visionAuxClasses > 4096)
+    throw outOfRange(
+      'config.visionAuxClasses',
+      'an integer in [0, 4096] (0 = no vision attribute head)',
+      c.visionAuxClasses,
+      op,
+    );
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0)
     throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);

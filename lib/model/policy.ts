@@ -53,6 +53,18 @@ export interface PolicyModelPrompt {
   transform?: PolicyTransform;
   /** 'swap' only: the first frame of the second segment, in [1, frames - 1]. */
   swapAt?: number;
+  /**
+   * `sftStep` with `visionAuxWeight` only: what the clip shows, as class `index` of the logit group
+   * [start, start + size) of the vision attribute head (config `visionAuxClasses`).
+   */
+  visionLabel?: VisionLabel;
+}
+
+/** A label of the vision attribute head: class `index` of the logit group [start, start + size). */
+export interface VisionLabel {
+  start: number;
+  size: number;
+  index: number;
 }
 
 export interface PolicyInputs {
@@ -141,6 +153,13 @@ export interface SftStepOptions extends Omit<
    * pretrained LLM knows it: which letter labels which option (docs/model.md, "Levers"). 0 = off.
    */
   promptLmWeight?: number;
+  /**
+   * Weight of the vision attribute loss: the cross-entropy of the vision attribute head (config
+   * `visionAuxClasses`) against each prompt's `visionLabel`, mean over the labelled prompts. A
+   * direct training signal for the vision encoder, as a real model's pretrained vision tower has
+   * had; the head is never read when answering (docs/model.md, "Levers, fifth round"). 0 = off.
+   */
+  visionAuxWeight?: number;
 }
 
 export interface RlCompletions extends Completions {
@@ -284,6 +303,8 @@ export class PolicyModel extends NativeHandle {
     const video = new Int32Array(prompts.length);
     const transform: string[] = [];
     const swapAt = new Int32Array(prompts.length);
+    const auxLabels = new Int32Array(3 * prompts.length);
+    let labelled = false;
     prompts.forEach((p, i) => {
       const where = `inputs.prompts[${i}]`;
       if (!p || typeof p !== 'object') throw invalidArg(where, 'an object { video, text | ids, transform? }', p, op);
@@ -297,6 +318,30 @@ export class PolicyModel extends NativeHandle {
         if (!isInt(p.swapAt) || p.swapAt < 1 || p.swapAt >= T)
           throw outOfRange(`${where}.swapAt`, `an integer in [1, ${T - 1}] for a 'swap' prompt`, p.swapAt, op);
         swapAt[i] = p.swapAt;
+      }
+      if (p.visionLabel !== undefined) {
+        const l = p.visionLabel;
+        const K = this.config.visionAuxClasses;
+        const ok =
+          l !== null &&
+          typeof l === 'object' &&
+          isInt(l.start) &&
+          isInt(l.size) &&
+          isInt(l.index) &&
+          l.start >= 0 &&
+          l.size >= 1 &&
+          l.start + l.size <= K &&
+          l.index >= 0 &&
+          l.index < l.size;
+        if (!ok)
+          throw outOfRange(
+            `${where}.visionLabel`,
+            `{ start, size, index } with [start, start + size) inside the vision attribute head's ${K} logits and index < size`,
+            l,
+            op,
+          );
+        auxLabels.set([l.start, l.size, l.index], 3 * i);
+        labelled = true;
       }
       let pid: ArrayLike<number>;
       let pslots: number[] | undefined;
@@ -329,6 +374,7 @@ export class PolicyModel extends NativeHandle {
       promptLengths: lengths,
       groupSize,
       ...(useSlots ? { promptSlots: Int32Array.from(slots) } : {}),
+      ...(labelled ? { promptAuxLabels: auxLabels } : {}),
     };
   }
 
@@ -494,7 +540,9 @@ export class PolicyModel extends NativeHandle {
 
   /**
    * One supervised step: teacher-forced cross-entropy (token mean) on target completions, plus
-   * `promptLmWeight` x the next-token cross-entropy of the prompt text (reported as `klLoss`).
+   * `promptLmWeight` x the next-token cross-entropy of the prompt text (reported as `klLoss`),
+   * plus `visionAuxWeight` x the vision attribute loss of the prompts' `visionLabel`s (reported as
+   * `visionAuxLoss`).
    */
   async sftStep(
     inputs: PolicyInputs,
@@ -503,15 +551,34 @@ export class PolicyModel extends NativeHandle {
   ): Promise<StepStats> {
     const op = 'PolicyModel.sftStep';
     if (this.frozen) throw new CrpoError('ERR_CRPO_FROZEN', `${op}: this policy is a frozen reference copy`);
+    const { promptLmWeight, visionAuxWeight, ...rest } = options;
+    checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
+    checkProbability('options.visionAuxWeight', visionAuxWeight, op, 0, false);
+    if (visionAuxWeight && this.config.visionAuxClasses === 0)
+      throw invalidArg(
+        'options.visionAuxWeight',
+        '0 for a policy without a vision attribute head (config visionAuxClasses 0)',
+        visionAuxWeight,
+        op,
+      );
     // With a process group a rank may hold no prompt (an uneven split): it still joins the all-reduce.
     const b = this.batch(inputs, op, options.processGroup !== undefined);
     const rows = b.promptLengths.length * b.groupSize;
     const c = Array.isArray(targets)
       ? this.encodeTargets(targets as readonly string[], rows, op)
       : this.completions(targets as Completions, rows, op);
-    const { promptLmWeight, ...rest } = options;
-    checkProbability('options.promptLmWeight', promptLmWeight, op, 0, false);
-    const o = { ...this.trainOptions(rest, op), ...(promptLmWeight !== undefined ? { promptLmWeight } : {}) };
+    if (!visionAuxWeight && b.promptAuxLabels)
+      throw invalidArg(
+        'options.visionAuxWeight',
+        'a number > 0 when prompts carry a visionLabel (the labels would be ignored)',
+        visionAuxWeight ?? 0,
+        op,
+      );
+    const o = {
+      ...this.trainOptions(rest, op),
+      ...(promptLmWeight !== undefined ? { promptLmWeight } : {}),
+      ...(visionAuxWeight !== undefined ? { visionAuxWeight } : {}),
+    };
     return torchCall(() => this.native.policyTrainStep(this.id, b, c, { ...o, mode: 'sft' }));
   }
 

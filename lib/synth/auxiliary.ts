@@ -12,7 +12,7 @@
 import { outOfRange } from '../errors';
 import { OBJECT_COLOURS, SHAPES, type SceneObject } from '../data/scene';
 import { Rng } from '../random';
-import { SYNTH_QUESTIONS, type SynthItem } from './index';
+import { SYNTH_EVENTS, SYNTH_QUESTIONS, type SynthItem } from './index';
 
 export const READING_QUESTION_PREFIX = 'Which option says';
 
@@ -87,4 +87,38 @@ export function attributeItems(base: SynthItem, key: string, p = 1): SynthItem[]
     });
   }
   return out;
+}
+
+/**
+ * The logit groups of the native policy's vision attribute head (config `visionAuxClasses`), one
+ * per question kind of the synthetic data; a group's classes are the answers its kind can have.
+ * `crpo sft --vision-aux` labels each prompt with the group of its question and the class of its
+ * gold answer (visionLabel), so the head learns to tell them from the video alone.
+ */
+export const VISION_LABEL_GROUPS: readonly { question: string; answers: readonly string[] }[] = [
+  { question: SYNTH_QUESTIONS.colour.question, answers: OBJECT_COLOURS },
+  { question: SYNTH_QUESTIONS.shape.question, answers: SHAPES },
+  { question: SYNTH_QUESTIONS.count.question, answers: SYNTH_QUESTIONS.count.options },
+  { question: SYNTH_QUESTIONS.moving_direction.question, answers: SYNTH_QUESTIONS.moving_direction.options },
+  { question: SYNTH_QUESTIONS.reversible_dynamics.question, answers: SYNTH_QUESTIONS.reversible_dynamics.options },
+  { question: SYNTH_QUESTIONS.event_sequence.question, answers: SYNTH_EVENTS.map((e) => `The object ${e}`) },
+];
+
+/** Logits of the vision attribute head that VISION_LABEL_GROUPS need. */
+export const VISION_LABEL_CLASSES = VISION_LABEL_GROUPS.reduce((n, g) => n + g.answers.length, 0);
+
+/**
+ * The vision attribute label of an item (group of its question, class of its gold answer), or
+ * undefined for a question the groups do not know (a reading question: the clip does not answer it).
+ */
+export function visionLabel(record: SynthItem['record']): { start: number; size: number; index: number } | undefined {
+  let start = 0;
+  for (const g of VISION_LABEL_GROUPS) {
+    if (g.question === record.question) {
+      const index = g.answers.indexOf(record.options[record.answer]);
+      return index >= 0 ? { start, size: g.answers.length, index } : undefined;
+    }
+    start += g.answers.length;
+  }
+  return undefined;
 }

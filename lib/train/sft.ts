@@ -15,7 +15,7 @@ import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } f
 import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
 import type { Category } from '../data/schema';
 import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
-import { attributeItems, readingItem, readingVocabulary } from '../synth/auxiliary';
+import { VISION_LABEL_CLASSES, attributeItems, readingItem, readingVocabulary, visionLabel } from '../synth/auxiliary';
 import { Rng } from '../random';
 import { writeFileAtomicSync } from '../data/jsonl';
 import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint';
@@ -59,12 +59,15 @@ export interface SftOptions {
   /** Fixed: passes over the train pairs. */
   epochs?: number;
   batchSize?: number;
-  /** Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%). */
+  /**
+   * Peak learning rate: linear warm-up over the first 5% of the steps (of the seconds, under a
+   * time budget with no step count), then cosine decay to 10%.
+   */
   lr?: number;
   weightDecay?: number;
   /**
-   * Target completion: 'letter' ("<answer>B</answer>", the default) or 'option-then-letter'
-   * ("blue <answer>B</answer>", lib/prompt optionAnswerCompletion; measured in docs/model.md).
+   * Target completion: 'option-then-letter' ("blue <answer>B</answer>", the default; lib/prompt
+   * optionAnswerCompletion; measured in docs/model.md) or 'letter' ("<answer>B</answer>").
    */
   target?: 'letter' | 'option-then-letter';
   /** Weight of the language-model loss on the prompt text (PolicyModel.sftStep promptLmWeight; 0 = off). */
@@ -86,6 +89,13 @@ export interface SftOptions {
    * large and still, or 'all' (dynamic clips too, where it moves, grows or appears).
    */
   attributeClips?: 'static' | 'all';
+  /**
+   * Weight of the vision attribute loss (PolicyModel.sftStep visionAuxWeight; 0 = off): the policy
+   * gets a vision attribute head (config visionAuxClasses, lib/synth/auxiliary.ts
+   * VISION_LABEL_GROUPS) and every prompt about the clip is also a label of what the clip shows,
+   * learned by the vision encoder directly (docs/model.md, "Levers, fifth round").
+   */
+  visionAux?: number;
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
@@ -195,6 +205,7 @@ export const SFT_DEFAULTS = {
   reading: 0.3,
   attributeQuestions: 1,
   attributeClips: 'static' as 'static' | 'all',
+  visionAux: 0,
   target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
@@ -232,9 +243,16 @@ function promptOf(it: SynthItem, nullOption: boolean): string {
 
 /**
  * Packs items into one policy batch: one prompt per item, one clip per distinct frames array
- * (items that share an array, as auxiliary questions do, share the clip's vision pass).
+ * (items that share an array, as auxiliary questions do, share the clip's vision pass). With
+ * `visionLabels`, each prompt whose question the vision attribute head knows carries its label,
+ * once per clip and question kind.
  */
-export function packBatch(policy: PolicyModel, items: readonly SynthItem[], nullOption: boolean): PolicyInputs {
+export function packBatch(
+  policy: PolicyModel,
+  items: readonly SynthItem[],
+  nullOption: boolean,
+  visionLabels = false,
+): PolicyInputs {
   const clipOf = new Map<Uint8Array, number>();
   items.forEach((it, i) => {
     if (it.frames.length !== policy.clipBytes)
@@ -243,10 +261,18 @@ export function packBatch(policy: PolicyModel, items: readonly SynthItem[], null
   });
   const frames = new Uint8Array(clipOf.size * policy.clipBytes);
   for (const [clip, v] of clipOf) frames.set(clip, v * policy.clipBytes);
+  const labelled = new Set<string>();
   return {
     frames,
     numVideos: clipOf.size,
-    prompts: items.map((it) => ({ video: clipOf.get(it.frames)!, text: promptOf(it, nullOption) })),
+    prompts: items.map((it) => {
+      const video = clipOf.get(it.frames)!;
+      const label = visionLabels ? visionLabel(it.record) : undefined;
+      const key = label ? `${video}:${label.start}` : '';
+      if (!label || labelled.has(key)) return { video, text: promptOf(it, nullOption) };
+      labelled.add(key);
+      return { video, text: promptOf(it, nullOption), visionLabel: label };
+    }),
   };
 }
 
@@ -256,8 +282,9 @@ export async function evaluateItems(
   items: readonly SynthItem[],
   nullOption: boolean,
   batchSize = 64,
-): Promise<{ metrics: PairedMetrics; samples: ScoredSample[] }> {
+): Promise<{ metrics: PairedMetrics; samples: ScoredSample[]; texts: string[] }> {
   const samples: ScoredSample[] = [];
+  const texts: string[] = [];
   for (let i = 0; i < items.length; i += batchSize) {
     const chunk = items.slice(i, i + batchSize);
     const ev = await policy.evalBatch(
@@ -273,8 +300,9 @@ export async function evaluateItems(
         prediction: ev.answers[k],
       }),
     );
+    texts.push(...ev.texts);
   }
-  return { metrics: computeMetrics(samples), samples };
+  return { metrics: computeMetrics(samples), samples, texts };
 }
 
 function shuffled(n: number, seed: number): number[] {
@@ -417,6 +445,7 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
   if (o.target !== 'letter' && o.target !== 'option-then-letter')
     throw invalidArg('target', "'letter' or 'option-then-letter'", o.target, op);
   if (!(o.promptLm >= 0)) throw invalidArg('promptLm', 'a number >= 0', o.promptLm, op);
+  if (!(o.visionAux >= 0)) throw invalidArg('visionAux', 'a number >= 0', o.visionAux, op);
   if (!(o.reading >= 0 && o.reading <= 1)) throw invalidArg('reading', 'a number in [0, 1]', o.reading, op);
   if (!(o.attributeQuestions >= 0 && o.attributeQuestions <= 1))
     throw invalidArg('attributeQuestions', 'a number in [0, 1]', o.attributeQuestions, op);
@@ -474,20 +503,51 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
         .map((it) => promptOf(it, o.nullOption))
         .concat([promptOf(vocab[0], !o.nullOption)], o.reading > 0 ? readingVocabulary() : []),
     );
-    const model = { ...SFT_DEFAULTS.model, ...(options.model ?? {}) };
+    const model = {
+      ...SFT_DEFAULTS.model,
+      ...(o.visionAux > 0 ? { visionAuxClasses: VISION_LABEL_CLASSES } : {}),
+      ...(options.model ?? {}),
+    };
     policy = await PolicyModel.create(tokenizer, { ...model, preset: o.preset, seed: o.seed });
   }
   try {
+    // A loaded policy keeps its own model: a model option that differs from it would be ignored.
+    for (const [k, v] of Object.entries(options.model ?? {})) {
+      const have = (policy.config as unknown as Record<string, unknown>)[k];
+      if (have !== undefined && have !== v)
+        throw invalidArg(
+          `model.${k}`,
+          `the loaded checkpoint's ${JSON.stringify(have)} (a model option only shapes a fresh policy, not one from --init or --resume)`,
+          v,
+          op,
+        );
+    }
+    if (o.visionAux > 0 && policy.config.visionAuxClasses !== VISION_LABEL_CLASSES)
+      throw invalidArg(
+        'visionAux',
+        `0 for a policy without a vision attribute head of ${VISION_LABEL_CLASSES} classes (the policy loaded has ${policy.config.visionAuxClasses})`,
+        o.visionAux,
+        op,
+      );
     const steps = fixed ? Math.ceil(fixed.length / o.batchSize) * o.epochs : o.steps > 0 ? o.steps : 1_000_000;
-    // With a time budget and no step count, the schedule follows the clock alone.
-    const warmup = Math.max(1, Math.round((o.steps > 0 || fixed ? steps : 40) * 0.05));
+    // With a time budget and no step count, the schedule follows the clock alone: warm-up over the
+    // first 5% of the budget's seconds, then cosine decay over the rest.
+    const byClock = o.maxSeconds > 0 && !fixed && o.steps === 0;
+    const warmup = Math.max(1, Math.round(steps * 0.05));
+    const warmupSeconds = 0.05 * o.maxSeconds;
     // Warm-up, then cosine decay to 10% over the run; with a time budget the decay follows
     // whichever ends first (steps or seconds), so a run cut by the budget still ends at a low rate.
     const lrAt = (s: number, elapsed: number): number => {
-      if (s < warmup) return (o.lr * (s + 1)) / warmup;
-      const byStep = o.steps > 0 || fixed ? (s - warmup) / Math.max(1, steps - warmup) : 0;
-      const frac = Math.min(1, o.maxSeconds > 0 ? Math.max(byStep, elapsed / o.maxSeconds) : byStep);
-      return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * frac)));
+      let frac: number;
+      if (byClock) {
+        if (elapsed < warmupSeconds) return o.lr * Math.max(0.02, elapsed / warmupSeconds);
+        frac = (elapsed - warmupSeconds) / (o.maxSeconds - warmupSeconds);
+      } else {
+        if (s < warmup) return (o.lr * (s + 1)) / warmup;
+        const byStep = (s - warmup) / Math.max(1, steps - warmup);
+        frac = o.maxSeconds > 0 ? Math.max(byStep, elapsed / o.maxSeconds) : byStep;
+      }
+      return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * Math.min(1, frac))));
     };
     const t0 = Date.now();
     // Several ranks read one clock, the slowest one's, so that they stop at the same step and agree
@@ -504,13 +564,14 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
       if (o.maxSeconds > 0 && elapsed > o.maxSeconds) break;
       const items = sftBatch(o, step, fixed, synth, part);
       const st = await policy.sftStep(
-        packBatch(policy, items, o.nullOption),
+        packBatch(policy, items, o.nullOption, o.visionAux > 0),
         items.map((it) => targetOf(it, o.target, o.nullOption)),
         {
           lr: lrAt(step, elapsed),
           weightDecay: o.weightDecay,
           maxGradNorm: 1,
           promptLmWeight: o.promptLm,
+          ...(o.visionAux > 0 ? { visionAuxWeight: o.visionAux } : {}),
           ...(dist?.nativeGroupId !== undefined ? { processGroup: dist.nativeGroupId } : {}),
         },
       );
@@ -532,7 +593,7 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
     const trainSeconds = (Date.now() - t0) / 1000;
     if (!main) return null;
     await saveCheckpoint(policy, ckptDir, { sftStep: step, finished: true });
-    const { metrics, samples } = await evaluateItems(policy, test, o.nullOption);
+    const { metrics, samples, texts } = await evaluateItems(policy, test, o.nullOption);
     const predictions = samples.map((x) => x.prediction);
     const records = test.map((it) => it.record);
     const chanceAcc =
@@ -556,7 +617,7 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
     writeFileAtomicSync(path.join(o.out, 'sft-report.json'), JSON.stringify(report, null, 1) + '\n');
     writeFileAtomicSync(
       path.join(o.out, 'sft-test-predictions.jsonl'),
-      samples.map((x) => JSON.stringify(x)).join('\n') + '\n',
+      samples.map((x, i) => JSON.stringify({ ...x, text: texts[i] })).join('\n') + '\n',
     );
     return report;
   } finally {

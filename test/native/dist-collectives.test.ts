@@ -216,9 +216,9 @@ withPolicy("crpo sft on 2 ranks (lib/train/sft.ts: each rank its share of every 
   it('takes the step of the whole batch: float64 weights equal to the last float32 place after 3 steps', async () => {
     const out = (await sharedWorlds()).twoResults.map((r) => r['sft-dp']);
     for (const o of out) {
-      // 7 clips split 3 + 4, with attribute and reading questions and the prompt language-model
-      // loss: the target-token weighting and the prompt-token rescaling together give the
-      // one-process step. Weights are read back as float32 (|w| < 2: 1 ulp <= 1.2e-7).
+      // 7 clips split 3 + 4, with attribute and reading questions, the prompt language-model
+      // loss and the vision attribute loss: the target-token weighting and the rescaling of the
+      // prompt-token and labelled-prompt means together give the one-process step. Weights are read back as float32 (|w| < 2: 1 ulp <= 1.2e-7).
       expect(o.stepMoved).toBeGreaterThan(0.1);
       expect(o.stepGap).toBeLessThan(2.5e-7);
       expect(o.tensors).toBeGreaterThan(50);

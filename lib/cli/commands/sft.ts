@@ -60,6 +60,12 @@ export function builder(y: Argv): Argv {
       default: SFT_DEFAULTS.attributeClips,
       describe: 'Stream: ask attribute questions about static clips only, or about every clip',
     })
+    .option('vision-aux', {
+      type: 'number',
+      default: SFT_DEFAULTS.visionAux,
+      describe:
+        'Weight of the vision attribute loss: a head on the vision encoder learns what each clip shows from the questions asked about it (0 = off; docs/model.md, "Levers, fifth round")',
+    })
     .option('categories', {
       type: 'string',
       default: SFT_DEFAULTS.categories.join(','),
@@ -82,6 +88,11 @@ export function builder(y: Argv): Argv {
     .option('pos-init', {
       choices: ['random', 'sincos'],
       describe: "How the vision position tables start (default: crpo sft's model)",
+    })
+    .option('option-slots', {
+      type: 'number',
+      describe:
+        "Option-slot embeddings: a learned vector per option line added to its tokens (0 = off; default: crpo sft's model)",
     })
     .option('target', {
       choices: ['letter', 'option-then-letter'],
@@ -137,11 +148,13 @@ interface Args {
   'attribute-questions': number;
   target: 'letter' | 'option-then-letter';
   'attribute-clips': 'static' | 'all';
+  'vision-aux': number;
   categories: string;
   'static-attributes': string;
   'vision-stem'?: number;
   'vision-stem-down'?: number;
   'pos-init'?: 'random' | 'sincos';
+  'option-slots'?: number;
   seed: number;
   'shortcut-p': number;
   'null-option': boolean;
@@ -195,9 +208,10 @@ export async function handler(a: Args): Promise<void> {
       attributeQuestions: a['attribute-questions'],
       target: a.target,
       attributeClips: a['attribute-clips'],
+      visionAux: a['vision-aux'],
       categories: list(a.categories) as Category[],
       staticAttributes: list(a['static-attributes']) as StaticAttribute[],
-      ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init']),
+      ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init'], a['option-slots']),
       seed: a.seed,
       shortcutP: a['shortcut-p'],
       nullOption: a['null-option'],
@@ -231,15 +245,17 @@ export async function handler(a: Args): Promise<void> {
 }
 
 /**
- * The model fields of --vision-stem / --vision-stem-down / --pos-init; no stem means no stride-2
- * convolution after it.
+ * The model fields of --vision-stem / --vision-stem-down / --pos-init / --option-slots; no stem
+ * means no stride-2 convolution after it.
  */
 function modelOptions(
   stem: number | undefined,
   down: number | undefined,
   posInit: 'random' | 'sincos' | undefined,
+  optionSlots: number | undefined,
 ): Partial<Pick<SftOptions, 'model'>> {
   const model: NonNullable<SftOptions['model']> = {};
+  if (optionSlots !== undefined) model.optionSlots = optionSlots;
   if (posInit !== undefined) model.posInit = posInit;
   if (stem !== undefined) model.visionStem = stem;
   if (down !== undefined) model.visionStemDown = down;

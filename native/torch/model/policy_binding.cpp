@@ -76,6 +76,7 @@ PolicyConfig parse_config(const Napi::Object& o, const std::string& op) {
   c.pos_init_std = args::optional_number(o, "posInitStd", op, c.pos_init_std);
   c.pos_init = args::optional_string(o, "posInit", op, c.pos_init);
   c.option_slots = args::optional_int(o, "optionSlots", op, c.option_slots, 0, 26);
+  c.vision_aux_classes = args::optional_int(o, "visionAuxClasses", op, c.vision_aux_classes, 0, 4096);
   c.pad_id = args::optional_int(o, "padId", op, c.pad_id, 0, 1 << 24);
   c.seed = static_cast<uint64_t>(args::optional_int(o, "seed", op, 0, 0, (int64_t{1} << 53)));
   c.dtype = args::optional_string(o, "dtype", op, c.dtype);
@@ -105,7 +106,8 @@ void check_ids(const int32_t* ids, size_t n, int64_t vocab, const std::string& o
 
 // batch = { frames: Uint8Array (V*T*H*W*C), numVideos, promptVideo: Int32Array(P), promptTransform?: string[P],
 //           promptSwapAt?: Int32Array(P) (the first frame of the second segment of each 'swap' prompt),
-//           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize }
+//           promptIds: Int32Array, promptLengths: Int32Array(P), groupSize,
+//           promptAuxLabels?: Int32Array(3P) ((start, size, class) of each prompt's vision attribute label) }
 // allow_empty: V = P = 0 is a valid batch (the train step of a rank with no sequences).
 PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std::string& op,
                         std::vector<Napi::Value>& keep, bool allow_empty = false) {
@@ -169,6 +171,23 @@ PromptBatch parse_batch(const Napi::Object& o, const PolicyConfig& c, const std:
         throw_range_error(op, "promptSlots[" + std::to_string(k) + "]",
                           "an option slot in [0, " + std::to_string(c.option_slots) + "]", std::to_string(slots[k]));
       }
+    }
+  }
+  // Optional vision attribute labels, (start, size, class) per prompt; size 0 = no label.
+  Napi::Value av = o.Get("promptAuxLabels");
+  if (!av.IsUndefined() && !av.IsNull()) {
+    const int32_t* aux = int32_array(o, "promptAuxLabels", 3 * P, op);
+    for (size_t i = 0; i < P; i++) {
+      const int64_t start = aux[3 * i], size = aux[3 * i + 1], cls = aux[3 * i + 2];
+      if (size != 0 && (start < 0 || size < 1 || start + size > c.vision_aux_classes || cls < 0 || cls >= size)) {
+        throw_range_error(op, "promptAuxLabels[" + std::to_string(i) + "]",
+                          "(start, size, class) with a group inside the vision attribute head's " +
+                              std::to_string(c.vision_aux_classes) + " logits and class < size, or size 0",
+                          "(" + std::to_string(start) + ", " + std::to_string(size) + ", " + std::to_string(cls) + ")");
+      }
+      b.aux_start.push_back(start);
+      b.aux_size.push_back(size);
+      b.aux_class.push_back(cls);
     }
   }
   size_t at = 0;
@@ -249,6 +268,7 @@ Napi::Value stats_js(Napi::Env env, const StepStats& s) {
   r.Set("clipFrac", s.clip_frac);
   r.Set("ratioMean", s.ratio_mean);
   r.Set("entropy", s.entropy);
+  r.Set("visionAuxLoss", s.vision_aux_loss);
   r.Set("tokens", s.tokens);
   r.Set("gradNorm", s.grad_norm);
   r.Set("skipped", s.skipped);
@@ -271,6 +291,8 @@ LossOptions parse_loss(const Napi::Object& o, const std::string& op) {
   l.full_sequence = args::optional_bool(o, "fullSequence", op, false);
   l.prompt_lm = args::optional_number(o, "promptLmWeight", op, 0.0);
   if (!(l.prompt_lm >= 0)) throw_range_error(op, "promptLmWeight", "a number >= 0", std::to_string(l.prompt_lm));
+  l.vision_aux = args::optional_number(o, "visionAuxWeight", op, 0.0);
+  if (!(l.vision_aux >= 0)) throw_range_error(op, "visionAuxWeight", "a number >= 0", std::to_string(l.vision_aux));
   const std::string agg = args::optional_string(o, "aggregation", op, "seq-mean-token-mean");
   if (agg == "seq-mean-token-mean")
     l.agg = Aggregation::SeqMeanTokenMean;

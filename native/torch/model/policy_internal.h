@@ -25,6 +25,8 @@ inline torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
 torch::Tensor completion_mask(const Completions& c, const torch::Device& d);
 // Tokens the prompt language-model loss predicts: every prompt token after the first, over the batch.
 int64_t prompt_lm_targets(const PromptBatch& b);
+// Prompts with a vision attribute label.
+int64_t vision_aux_labels(const PromptBatch& b);
 
 // Grad-norm clipping and AdamW (policy_train.cpp): the ATen twin of torch.optim.AdamW after
 // clip_grad_norm_, and the fused pass over native/kernels/cpu/adamw_kernel.h.

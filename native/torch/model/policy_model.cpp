@@ -72,6 +72,7 @@ void PolicyConfig::validate() const {
   if (pos_init == "sincos" && vision_dim % 4)
     config_error("posInit", "'sincos' needs a visionDim divisible by 4 (sine and cosine per axis)");
   if (option_slots < 0 || option_slots > 26) config_error("optionSlots", "must be in [0, 26]");
+  if (vision_aux_classes < 0 || vision_aux_classes > 4096) config_error("visionAuxClasses", "must be in [0, 4096]");
   if (vision_stem < 0 || vision_stem > 256) config_error("visionStem", "must be in [0, 256]");
   if (vision_stem_down < 0 || vision_stem_down > 256) config_error("visionStemDown", "must be in [0, 256]");
   if (vision_stem_down > 0 && vision_stem == 0) config_error("visionStemDown", "needs the stem (visionStem > 0)");
@@ -236,7 +237,7 @@ int64_t Policy::parameter_count() const {
   return n;
 }
 
-torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
+torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b, torch::Tensor* vision_pooled) {
   const int64_t P = b.prompts();
   // One clip per unique (video, transform, swap_at), in the order of first appearance: the
   // vision encoder sees the clips in the order a caller that packed transformed copies would pack them.
@@ -272,13 +273,16 @@ torch::Tensor Policy::encode_prompts_visual(const PromptBatch& b) {
     for (size_t i = 0; i < slots.size(); i++) clips[slots[i]] = sel[static_cast<int64_t>(i)];
   }
   auto pixels = torch::stack(clips).to(dtype_).div_(127.5).sub_(1.0);  // (M, T, H, W, C) in [-1, 1]
-  auto vis = net_->projector->forward(net_->vision->forward(pixels));  // (M, Nv, D)
-  return vis.index_select(0, torch::tensor(which, torch::kLong).to(device_));
+  auto encoded = net_->vision->forward(pixels);                        // (M, T', P, vision_dim)
+  auto vis = net_->projector->forward(encoded);                        // (M, Nv, D)
+  auto rows = torch::tensor(which, torch::kLong).to(device_);
+  if (vision_pooled) *vision_pooled = encoded.mean({1, 2}).index_select(0, rows);
+  return vis.index_select(0, rows);
 }
 
-Policy::Prefix Policy::build_prefix(const PromptBatch& b) {
+Policy::Prefix Policy::build_prefix(const PromptBatch& b, torch::Tensor* vision_pooled) {
   const int64_t P = b.prompts();
-  auto vis = encode_prompts_visual(b);  // (P, Nv, D)
+  auto vis = encode_prompts_visual(b, vision_pooled);  // (P, Nv, D)
   const int64_t Nv = vis.size(1);
   int64_t Lp = 1;
   for (auto& ids : b.ids) Lp = std::max<int64_t>(Lp, static_cast<int64_t>(ids.size()));
@@ -317,9 +321,9 @@ torch::Tensor Policy::completion_logits(const PromptBatch& b, const Completions&
 }
 
 torch::Tensor Policy::completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence,
-                                        torch::Tensor* prefix_hidden) {
+                                        torch::Tensor* prefix_hidden, torch::Tensor* vision_pooled) {
   const int64_t G = b.group, C = c.ids.size(1);
-  auto pre = build_prefix(b);
+  auto pre = build_prefix(b, vision_pooled);
   const int64_t P = pre.embeds.size(0), Lpre = pre.embeds.size(1);
   if (Lpre + C > cfg_.max_seq_len) {
     throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
@@ -376,6 +380,35 @@ torch::Tensor Policy::prompt_lm_loss(const PromptBatch& b, const torch::Tensor& 
   auto tgt = torch::tensor(targets, torch::kLong).to(device_);
   auto h = prefix_hidden.reshape({P * Lpre, D}).index_select(0, idx);                // (T, D)
   auto lsm = torch::log_softmax(upcast(net_->lm->logits(h)).to(torch::kFloat), -1);  // (T, V)
+  return -lsm.gather(-1, tgt.unsqueeze(-1)).mean();
+}
+
+int64_t vision_aux_labels(const PromptBatch& b) {
+  int64_t n = 0;
+  for (int64_t s : b.aux_size) n += s > 0 ? 1 : 0;
+  return n;
+}
+
+torch::Tensor Policy::vision_aux_loss(const PromptBatch& b, const torch::Tensor& vision_pooled) {
+  TORCH_CHECK(!net_->vision_aux.is_empty(), "vision attribute loss: the policy has no vision attribute head");
+  // Logits of the whole head per labelled prompt, then each prompt's group: the groups outside it
+  // are masked to -inf, so the log-softmax runs over the group alone.
+  const int64_t K = cfg_.vision_aux_classes;
+  std::vector<int64_t> rows, targets;
+  std::vector<uint8_t> inside;
+  for (int64_t p = 0; p < static_cast<int64_t>(b.aux_size.size()); p++) {
+    if (b.aux_size[p] <= 0) continue;
+    rows.push_back(p);
+    targets.push_back(b.aux_start[p] + b.aux_class[p]);
+    for (int64_t k = 0; k < K; k++) inside.push_back(k >= b.aux_start[p] && k < b.aux_start[p] + b.aux_size[p]);
+  }
+  if (rows.empty()) return torch::zeros({}, vision_pooled.options().dtype(torch::kFloat));
+  const int64_t R = static_cast<int64_t>(rows.size());
+  auto h = vision_pooled.index_select(0, torch::tensor(rows, torch::kLong).to(device_));  // (R, vision_dim)
+  auto logits = upcast(net_->vision_aux->forward(h)).to(torch::kFloat);                   // (R, K)
+  auto keep = torch::from_blob(inside.data(), {R, K}, torch::kUInt8).to(torch::kBool).to(device_);
+  auto lsm = torch::log_softmax(logits.masked_fill(keep.logical_not(), -INFINITY), -1);
+  auto tgt = torch::tensor(targets, torch::kLong).to(device_);
   return -lsm.gather(-1, tgt.unsqueeze(-1)).mean();
 }
 

@@ -50,7 +50,11 @@ struct PromptBatch {
   std::vector<int64_t> swap_at;             // (P) Swap: first frame of the second segment; else 0 (or empty: all 0)
   std::vector<std::vector<int64_t>> ids;    // (P) prompt token ids
   std::vector<std::vector<int64_t>> slots;  // (P) option slot of each prompt token (0 = none), or empty: all 0
-  int64_t group = 1;                        // G
+  // Vision attribute labels (supervised step only), per prompt or empty: none. Prompt p's label is
+  // class aux_class[p] of the logit group [aux_start[p], aux_start[p] + aux_size[p]) of the vision
+  // attribute head; aux_size[p] = 0 means no label.
+  std::vector<int64_t> aux_start, aux_size, aux_class;
+  int64_t group = 1;  // G
   int64_t prompts() const { return static_cast<int64_t>(ids.size()); }
 };
 
@@ -95,6 +99,9 @@ struct LossOptions {
   // Supervised step only: weight of a language-model loss on the prompt text (next-token
   // cross-entropy over the prompt's words after <bos>), added to the completion loss. 0 = off.
   double prompt_lm = 0.0;
+  // Supervised step only: weight of the vision attribute loss (cross-entropy of the vision
+  // attribute head over each labelled prompt's logit group, mean over labelled prompts). 0 = off.
+  double vision_aux = 0.0;
 };
 
 // logp, old, ref (N, C) float (old/ref may be undefined: on-policy ratio 1 / no KL term);
@@ -116,6 +123,7 @@ struct OptimOptions {
 
 struct StepStats {
   double loss = 0, pg_loss = 0, kl_loss = 0, mean_kl = 0, clip_frac = 0, ratio_mean = 0, entropy = 0, tokens = 0;
+  double vision_aux_loss = 0;  // the supervised step's vision attribute loss (0 when off)
   double grad_norm = 0;
   bool skipped = false;
   std::string skip_reason;
@@ -144,8 +152,9 @@ class Policy {
   }
 
   // Visual tokens for each prompt: (P, Nv, D). Runs the vision encoder once per unique
-  // (video, transform) pair.
-  torch::Tensor encode_prompts_visual(const PromptBatch& b);
+  // (video, transform) pair. vision_pooled, when given, receives each prompt's mean vision-encoder
+  // token (P, vision_dim), the input of the vision attribute head.
+  torch::Tensor encode_prompts_visual(const PromptBatch& b, torch::Tensor* vision_pooled = nullptr);
 
   Generation generate(const PromptBatch& b, const SamplingOptions& o);
   // Per-token log-probs (N, C) of given completions; entropy (N, C) when wanted.
@@ -171,10 +180,14 @@ class Policy {
   // Next-token cross-entropy (mean over tokens) of the prompt text after <bos>, from the prefix
   // hidden states (P, Lpre, D) of build_prefix's layout: the text is the last columns of each row.
   torch::Tensor prompt_lm_loss(const PromptBatch& b, const torch::Tensor& prefix_hidden);
+  // Cross-entropy of the vision attribute head over the labelled prompts' logit groups (mean over
+  // labelled prompts; 0 when none), from encode_prompts_visual's vision_pooled (P, vision_dim).
+  torch::Tensor vision_aux_loss(const PromptBatch& b, const torch::Tensor& vision_pooled);
   // The final hidden states (N, C, D) those logits come from.
-  // prefix_hidden, when given, receives the prefix's hidden states (P, Lpre, D).
+  // prefix_hidden, when given, receives the prefix's hidden states (P, Lpre, D); vision_pooled as
+  // in encode_prompts_visual.
   torch::Tensor completion_hidden(const PromptBatch& b, const Completions& c, bool full_sequence = false,
-                                  torch::Tensor* prefix_hidden = nullptr);
+                                  torch::Tensor* prefix_hidden = nullptr, torch::Tensor* vision_pooled = nullptr);
 
  private:
   struct Prefix {
@@ -183,7 +196,7 @@ class Policy {
     torch::Tensor positions;  // (P, Lpre) int64
     torch::Tensor next_pos;   // (P) int64: position of the first completion token
   };
-  Prefix build_prefix(const PromptBatch& b);
+  Prefix build_prefix(const PromptBatch& b, torch::Tensor* vision_pooled = nullptr);
   // Log-probs (N, C) of the completion tokens under hidden (N, C, D) and, when wanted, the entropy
   // (N, C, no grad) of each position's distribution; both 0 where mask (N, C) is 0 on the fast
   // path (head + log-softmax only inside the completions), any value there on the slow twin.

@@ -59,6 +59,12 @@ struct PolicyConfig {
   // Option-slot embeddings: the tokens of option line k ("B. blue" is slot 2) get a learned
   // vector of their slot added to their token embedding. 0 = off; else the most slots (<= 26).
   int64_t option_slots = 0;
+  // Vision attribute head (0 = off): a linear layer from the vision encoder's mean token to this
+  // many logits, trained only by the supervised step's vision attribute loss (LossOptions::vision_aux)
+  // and never read when answering: a direct training signal for the vision encoder, as a real
+  // model's vision tower gets from its own pretraining. The logits form groups (one per question
+  // kind) that each prompt's label names (PromptBatch::aux_start / aux_size / aux_class).
+  int64_t vision_aux_classes = 0;
   int64_t pad_id = 0;
   uint64_t seed = 0;
   std::string dtype = "float32";  // "float32" | "bfloat16" (CUDA only)
@@ -210,6 +216,7 @@ struct PolicyNetImpl : torch::nn::Module {
   VisionEncoder vision{nullptr};
   Projector projector{nullptr};
   LanguageModel lm{nullptr};
+  torch::nn::Linear vision_aux{nullptr};  // absent when vision_aux_classes = 0
 };
 TORCH_MODULE(PolicyNet);
 

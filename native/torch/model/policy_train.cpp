@@ -156,29 +156,43 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
   // gradients and zero weight in the all-reduce below; alone, nothing to update.
   const int64_t N = c.ids.defined() ? c.ids.size(0) : 0;
   const bool prompt_lm = sft && lo.prompt_lm > 0;
-  // The supervised loss is a target-token mean plus prompt_lm x a prompt-token mean. Ranks are
-  // weighted by target tokens below, which is exact for the first term; the second term's weight
-  // on this rank is rescaled so that the global batch's prompt-token mean comes out (one small
-  // all-reduce of both counts before the forward, every rank taking part).
-  double prompt_lm_scale = 1.0;
-  if (pg && prompt_lm) {
+  const bool vision_aux = sft && lo.vision_aux > 0;
+  if (vision_aux && net_->vision_aux.is_empty()) {
+    throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
+                  "policy trainStep: visionAuxWeight > 0 needs a policy with a vision attribute head "
+                  "(config visionAuxClasses > 0)");
+  }
+  // The supervised loss is a target-token mean plus prompt_lm x a prompt-token mean plus
+  // vision_aux x a mean over labelled prompts. Ranks are weighted by target tokens below, which is
+  // exact for the first term; the other terms' weights on this rank are rescaled so that the global
+  // batch's means come out (one small all-reduce of the counts before the forward, every rank
+  // taking part).
+  double prompt_lm_scale = 1.0, vision_aux_scale = 1.0;
+  if (pg && (prompt_lm || vision_aux)) {
     const double target_tokens = N > 0 ? completion_mask(c, torch::kCPU).sum().item<double>() : 0.0;
     const double lm_tokens = N > 0 ? static_cast<double>(prompt_lm_targets(b)) : 0.0;
-    auto counts =
-        torch::tensor({target_tokens, lm_tokens}, torch::TensorOptions().dtype(torch::kDouble)).to(pg->device());
+    const double aux_labels = N > 0 ? static_cast<double>(vision_aux_labels(b)) : 0.0;
+    auto counts = torch::tensor({target_tokens, lm_tokens, aux_labels}, torch::TensorOptions().dtype(torch::kDouble))
+                      .to(pg->device());
     std::vector<torch::Tensor> cv{counts};
     pg->allreduce_sum(cv);
     auto cc = counts.to(torch::kCPU);
-    const double total_targets = cc[0].item<double>(), total_lm = cc[1].item<double>();
-    prompt_lm_scale =
-        (target_tokens > 0 && total_lm > 0) ? (lm_tokens / total_lm) * (total_targets / target_tokens) : 0.0;
+    const double total_targets = cc[0].item<double>(), total_lm = cc[1].item<double>(),
+                 total_aux = cc[2].item<double>();
+    auto rescale = [&](double mine, double total) {
+      return (target_tokens > 0 && total > 0) ? (mine / total) * (total_targets / target_tokens) : 0.0;
+    };
+    prompt_lm_scale = rescale(lm_tokens, total_lm);
+    vision_aux_scale = rescale(aux_labels, total_aux);
   }
   torch::Tensor loss;
   if (N > 0) {
     auto mask = completion_mask(c, device_);
     torch::Tensor prefix_hidden;
-    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr), c, mask,
-                           lo.temperature, true);
+    torch::Tensor vision_pooled;
+    auto sc = score_tokens(completion_hidden(b, c, lo.full_sequence, prompt_lm ? &prefix_hidden : nullptr,
+                                             vision_aux ? &vision_pooled : nullptr),
+                           c, mask, lo.temperature, true);
     auto logp = sc.logp;  // (N, C)
     {
       torch::NoGradGuard ng;
@@ -193,6 +207,11 @@ StepStats Policy::train_step(const PromptBatch& b, const Completions& c, const t
         auto lm = prompt_lm_loss(b, prefix_hidden);
         st.kl_loss = lm.item<double>();
         loss = loss + (lo.prompt_lm * prompt_lm_scale) * lm;
+      }
+      if (vision_aux) {
+        auto aux = vision_aux_loss(b, vision_pooled);
+        st.vision_aux_loss = aux.item<double>();
+        loss = loss + (lo.vision_aux * vision_aux_scale) * aux;
       }
     } else {
       auto pl = policy_loss(logp, old_logp.defined() ? old_logp.to(device_) : old_logp,

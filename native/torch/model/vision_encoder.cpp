@@ -111,6 +111,8 @@ PolicyNetImpl::PolicyNetImpl(const PolicyConfig& c) {
   vision = register_module("vision", VisionEncoder(c));
   projector = register_module("projector", Projector(c.vision_dim, c.lm_dim, c.grid(), c.merge_size));
   lm = register_module("lm", LanguageModel(c));
+  if (c.vision_aux_classes > 0)
+    vision_aux = register_module("vision_aux", linear(c.vision_dim, c.vision_aux_classes, true));
 }
 
 }  // namespace policy
