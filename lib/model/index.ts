@@ -24,6 +24,8 @@ export {
   livePolicies,
   type PolicyTransform,
   type PolicyModelPrompt,
+  type VisionLabel,
+  type SftStepOptions,
   type PolicyInputs,
   type Completions,
   type PolicyModelGenerateOptions,

@@ -76,6 +76,7 @@ export async function shortcutBase(
     maxSeconds: 0,
     saveEvery: 0,
     nullOption: true,
+    visionAux: CAPABILITY_BASE.visionAux,
     ...(capabilityRecipe
       ? {
           target: SFT_DEFAULTS.target,
@@ -90,7 +91,7 @@ export async function shortcutBase(
           reading: 0,
           attributeQuestions: 0,
           staticAttributes: STATIC_ATTRIBUTES,
-          model: { visionStem: 0, visionStemDown: 0, posInit: 'random' as const },
+          model: { ...CAPABILITY_BASE.model, visionStem: 0 },
         }),
   };
   const capDir = path.join(dir, 'capability');

@@ -205,7 +205,7 @@ export const SFT_DEFAULTS = {
   reading: 0.3,
   attributeQuestions: 1,
   attributeClips: 'static' as 'static' | 'all',
-  visionAux: 0,
+  visionAux: 3,
   target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
@@ -219,21 +219,33 @@ export const SFT_DEFAULTS = {
   categories: CAPABILITY_CATEGORIES,
   staticAttributes: ['shape', 'shape', 'colour', 'shape', 'count'] as readonly StaticAttribute[],
   /**
-   * Model overrides on top of the preset (docs/model.md, "Levers, fourth round"): a 3x3 stem to 16
-   * channels, a stride-2 3x3 convolution to 32, and position tables that start from sine-cosine
-   * features of row, column and frame group.
+   * Model overrides on top of the preset (docs/model.md, "Levers, fourth round" and "fifth round"):
+   * a 3x3 stem to 16 channels, a stride-2 3x3 convolution to 32, position tables that start from
+   * sine-cosine features of row, column and frame group, and option-slot embeddings for the four
+   * options and "None of the above". With `visionAux` > 0 the policy also gets the vision
+   * attribute head.
    */
-  model: { visionStem: 16, visionStemDown: 32, posInit: 'sincos' } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+  model: { visionStem: 16, visionStemDown: 32, posInit: 'sincos', optionSlots: 5 } as Partial<
+    Omit<PolicyConfig, 'vocabSize'>
+  >,
 };
 
 /**
  * Phase 1 of the capability recipe's base in `crpo demo` and `crpo reproduce --base-recipe
  * capability`: `crpo sft`'s recipe as it was when their published tables (README,
  * docs/reproduction.md, docs/method.md) were measured: the tiny preset with a stem of 8 channels,
- * random position tables, two thirds static clips. `crpo sft`'s defaults have moved on since.
+ * random position tables, no option slots, no vision attribute head, two thirds static clips.
+ * `crpo sft`'s defaults have moved on since; every field that differs is pinned here.
  */
 export const CAPABILITY_BASE = {
-  model: { visionStem: 8, visionStemDown: 0, posInit: 'random' } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+  model: {
+    visionStem: 8,
+    visionStemDown: 0,
+    posInit: 'random',
+    optionSlots: 0,
+    visionAuxClasses: 0,
+  } as Partial<Omit<PolicyConfig, 'vocabSize'>>,
+  visionAux: 0,
   categories: TWO_THIRDS_STATIC,
 };
 

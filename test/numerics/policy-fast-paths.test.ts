@@ -65,6 +65,16 @@ describe('policy fast paths vs slow twins', () => {
     },
   );
   maybe(
+    "the stride-2 front's GELUs on the NHWC view vs on the channels-last map: output, input and convolution gradients",
+    async () => {
+      const r = await policyGradCheck('fast:stem_gelu', 17);
+      // output (3 x 2 x 16 x 16) + input gradient (3 x 4 x 8 x 8 x 3) + stem (6 x 3 x 3 x 3) + down (8 x 6 x 3 x 3)
+      expect(r.checked).toBe(3 * 2 * 16 * 16 + 3 * 4 * 8 * 8 * 3 + 6 * 3 * 3 * 3 + 8 * 6 * 3 * 3);
+      expect(r.maxAbsGrad).toBeGreaterThan(0.1);
+      expect(r.maxError).toBeLessThan(1e-5); // the vectorised and the scalar erf differ in the last bits
+    },
+  );
+  maybe(
     'fused grad-norm clip + AdamW vs torch::optim::AdamW after clip_grad_norm_ (four steps, decay on matrices only)',
     async () => {
       const r = await policyGradCheck('fast:adamw', 11);

@@ -69,10 +69,19 @@ torch::Tensor VisionEncoderImpl::forward(const torch::Tensor& pixels) {
   int64_t C = channels, side = image, cell = patch;
   if (stem) {
     // Every frame through the stem: (M*T, C, H, W) -> (M*T, S, H, W) [-> (M*T, S2, H/2, W/2)] -> channels last.
-    auto f = torch::gelu(stem->forward(pixels.reshape({M * frames, image, image, channels}).permute({0, 3, 1, 2})));
+    // The convolutions keep the pixels' channels-last layout, and this libtorch's GELU is ~5x slower
+    // on a channels-last map than on a contiguous one; the front with the stride-2 convolution
+    // runs its GELUs on the (contiguous) NHWC view instead (slow twin under ReferencePaths: the
+    // plain call; fast_path_check "stem_gelu"). The single stem keeps the plain call, whose last
+    // bits the published demo, reproduce and CRR-study bases were trained with.
+    auto gelu = [this](const torch::Tensor& f) {
+      if (!stem_down || reference_paths() || !f.is_contiguous(at::MemoryFormat::ChannelsLast)) return torch::gelu(f);
+      return torch::gelu(f.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+    };
+    auto f = gelu(stem->forward(pixels.reshape({M * frames, image, image, channels}).permute({0, 3, 1, 2})));
     C = stem_channels;
     if (stem_down) {
-      f = torch::gelu(stem_down->forward(f));
+      f = gelu(stem_down->forward(f));
       C = stem_down_channels;
       side = image / 2;
       cell = patch / 2;

@@ -263,10 +263,41 @@ GradCheckResult fast_path_check(const std::string& name, uint64_t seed) {
     }
     return r;
   }
+  if (name == "stem_gelu") {
+    // The stride-2 front's GELUs on the NHWC view vs the plain call on the channels-last map: the
+    // vision encoder's output and the gradients of its input and of both convolutions.
+    auto c = small_config(seed);
+    c.vision_stem = 6;
+    c.vision_stem_down = 8;
+    VisionEncoder enc(c);
+    auto pixels = (at::rand({3, c.frames, c.image_size, c.image_size, c.channels}, gen) * 2 - 1);
+    auto weight = at::randn({3, c.tubelets(), c.patches_per_group(), c.vision_dim}, gen);
+    auto run = [&](bool reference) {
+      std::unique_ptr<ReferencePaths> rp;
+      if (reference) rp = std::make_unique<ReferencePaths>();
+      for (auto& p : enc->parameters()) p.mutable_grad() = torch::Tensor();
+      auto x = pixels.clone().set_requires_grad(true);
+      auto out = enc->forward(x);
+      (out * weight).sum().backward();
+      return std::vector<torch::Tensor>{out.detach(), x.grad(), enc->stem->weight.grad().clone(),
+                                        enc->stem_down->weight.grad().clone()};
+    };
+    {
+      // The fast path applies to a channels-last map only: make sure this check reaches it.
+      torch::NoGradGuard ng;
+      auto map = enc->stem->forward(pixels.reshape({-1, c.image_size, c.image_size, c.channels}).permute({0, 3, 1, 2}));
+      TORCH_CHECK(
+          map.is_contiguous(at::MemoryFormat::ChannelsLast),
+          "fast path check stem_gelu: the stem's output is not channels-last here, so the fast path is not taken");
+    }
+    auto fast = run(false), slow = run(true);
+    for (size_t i = 0; i < fast.size(); i++) compare_into(r, fast[i], slow[i]);
+    return r;
+  }
   throw OpError(ErrorKind::Range, "ERR_CRPO_OUT_OF_RANGE",
                 "policy fast path check: unknown name '" + name +
                     "' (known: attention_decode, attention_decode_f32, attention_grouped, generate, logprobs, "
-                    "train_step, adamw)");
+                    "train_step, adamw, stem_gelu)");
 }
 
 }  // namespace policy
