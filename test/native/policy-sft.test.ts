@@ -41,7 +41,11 @@ maybe('runs, reports Acc / P-Acc, saves a loadable checkpoint, resumes', async (
   expect(r.chanceAcc).toBeGreaterThan(0.2);
   const saved = JSON.parse(fs.readFileSync(path.join(out, 'sft-report.json'), 'utf8'));
   expect(saved.steps).toBe(8);
-  expect(fs.readFileSync(path.join(out, 'sft-test-predictions.jsonl'), 'utf8').trim().split('\n')).toHaveLength(16);
+  const lines = fs.readFileSync(path.join(out, 'sft-test-predictions.jsonl'), 'utf8').trim().split('\n');
+  expect(lines).toHaveLength(16);
+  // Each prediction keeps the model's own text, so seeing errors (the wrong words) and reading
+  // errors (the right words, the wrong letter) can be told apart.
+  for (const l of lines) expect(typeof JSON.parse(l).text).toBe('string');
   const { policy, manifest } = await loadCheckpoint(r.checkpoint);
   expect(manifest.step).toBe(8);
   policy.dispose();
@@ -93,6 +97,15 @@ maybe(
     // The weights of the first phase, fresh AdamW moments; the optimizer's step count continues
     // (3 + 2), so bias correction is already ~1 and the first updates of the phase are small.
     expect(manifest.step).toBe(5);
+    // A model option that the loaded policy does not have is refused, not ignored; so is the
+    // vision attribute loss for a policy without the head.
+    const noHead = { out: path.join(tmp, 'bad'), steps: 1, batchSize: 4, testPairs: 1, maxSeconds: 0 };
+    await expect(runSft({ ...noHead, init: out, model: { optionSlots: 3 } })).rejects.toThrow(
+      /only shapes a fresh policy.*model\.optionSlots/,
+    );
+    const plain = path.join(tmp, 'plain');
+    await runSft({ ...noHead, out: plain, visionAux: 0, model: { visionAuxClasses: 0 } });
+    await expect(runSft({ ...noHead, init: plain })).rejects.toThrow(/without a vision attribute head.*visionAux/);
     await expect(
       runSft({ out: path.join(tmp, 'bad'), init: path.join(tmp, 'nothing-here'), steps: 1, maxSeconds: 0 }),
     ).rejects.toThrow(/init/);
