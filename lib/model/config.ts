@@ -194,15 +194,14 @@ export function resolvePolicyConfig(
     if (typeof v !== 'number' || !Number.isInteger(v)) throw invalidArg(`config.${f}`, 'an integer', v, op);
     if (v < 1) throw outOfRange(`config.${f}`, 'an integer >= 1', v, op);
   }
-  if (!Number.isInteger(c.visionStem) || c.visionStem < 0 || c.visionStem > 256)
-    throw outOfRange('config.visionStem', 'an integer in [0, 256] (0 = no stem)', c.visionStem, op);
-  if (!Number.isInteger(c.visionStemDown) || c.visionStemDown < 0 || c.visionStemDown > 256)
-    throw outOfRange(
-      'config.visionStemDown',
-      'an integer in [0, 256] (0 = no downsampling convolution)',
-      c.visionStemDown,
-      op,
-    );
+  const intIn = (f: 'visionStem' | 'visionStemDown' | 'optionSlots' | 'visionAuxClasses', hi: number, off: string) => {
+    if (!Number.isInteger(c[f]) || c[f] < 0 || c[f] > hi)
+      throw outOfRange(`config.${f}`, `an integer in [0, ${hi}] (0 = ${off})`, c[f], op);
+  };
+  intIn('visionStem', 256, 'no stem');
+  intIn('visionStemDown', 256, 'no downsampling convolution');
+  intIn('optionSlots', 26, 'no option-slot embeddings');
+  intIn('visionAuxClasses', 4096, 'no vision attribute head');
   if (c.visionStemDown > 0 && c.visionStem === 0)
     throw invalidArg('config.visionStemDown', '0 when visionStem is 0 (it follows the stem)', c.visionStemDown, op);
   if (c.visionStemDown > 0 && c.patchSize % 2 !== 0)
@@ -211,15 +210,6 @@ export function resolvePolicyConfig(
     throw invalidArg('config.posInit', "'random' or 'sincos'", c.posInit, op);
   if (c.posInit === 'sincos' && c.visionDim % 4 !== 0)
     throw invalidArg('config.visionDim', "a multiple of 4 with posInit 'sincos'", c.visionDim, op);
-  if (!Number.isInteger(c.optionSlots) || c.optionSlots < 0 || c.optionSlots > 26)
-    throw outOfRange('config.optionSlots', 'an integer in [0, 26]', c.optionSlots, op);
-  if (!Number.isInteger(c.visionAuxClasses) || c.visionAuxClasses < 0 || c.visionAuxClasses > 4096)
-    throw outOfRange(
-      'config.visionAuxClasses',
-      'an integer in [0, 4096] (0 = no vision attribute head)',
-      c.visionAuxClasses,
-      op,
-    );
   if (c.vocabSize < 6) throw outOfRange('config.vocabSize', 'an integer >= 6 (the special tokens)', c.vocabSize, op);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0)
     throw invalidArg('config.seed', 'a non-negative integer', c.seed, op);
