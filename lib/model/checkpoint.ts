@@ -67,6 +67,15 @@ export async function saveCheckpoint(
 ): Promise<CheckpointManifest> {
   if (!(policy instanceof PolicyModel)) throw invalidArg('policy', 'a PolicyModel', policy, 'saveCheckpoint');
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArg('dir', 'a folder path', dir, 'saveCheckpoint');
+  // Checkpoints hold float32 weights: a float64 policy (made for the gradient checks) would come
+  // back rounded, so it is refused rather than saved lossily.
+  if (policy.config.dtype === 'float64')
+    throw invalidArg(
+      'policy',
+      "a float32 or bfloat16 policy (checkpoints store float32 weights; a 'float64' policy, made for gradient checks, would be rounded)",
+      'float64',
+      'saveCheckpoint',
+    );
   const abs = path.resolve(dir);
   const weights = await policy.getWeights();
   const opt = policy.frozen ? null : await policy.getOptimizerState();

@@ -331,6 +331,14 @@ describe('native policy (tiny preset)', () => {
       const { policy: r } = await loadCheckpoint(dir, { frozen: true });
       expect(r.frozen).toBe(true);
       r.dispose();
+      // A float64 policy is refused, not rounded to float32 on the way to disk.
+      const wide = await PolicyModel.create(tokenizer, { seed: 21, dtype: 'float64' });
+      try {
+        await expect(saveCheckpoint(wide, path.join(tmp, 'wide'))).rejects.toThrow(/would be rounded.*policy/);
+        expect(fs.existsSync(path.join(tmp, 'wide'))).toBe(false);
+      } finally {
+        wide.dispose();
+      }
     } finally {
       p.dispose();
     }
