@@ -59,10 +59,12 @@ export interface ReproduceConfig {
   basePromptLm: number;
   /**
    * Native policy: the training stream of the base model (lib/train shortcutBase `recipe`):
-   * 'capability' (lib/train CAPABILITY_BASE, `crpo sft`'s recipe of the third round, as `crpo demo`)
-   * or 'letter' (the letter alone, no stem).
+   * 'capability' (lib/train CAPABILITY_BASE, `crpo sft`'s recipe of the third round; the tables of
+   * docs/reproduction.md and docs/method.md were measured with it), 'letter' (the letter alone, no
+   * stem) or 'starting-point' (`crpo sft`'s defaults, then dynamic answers by colour: `crpo demo`'s
+   * base).
    */
-  baseRecipe: 'capability' | 'letter';
+  baseRecipe: 'capability' | 'letter' | 'starting-point';
   /** Learning rate of the warm-up. */
   baseLr: number;
   /** Prompts per warm-up step (0 = batchSize). */
@@ -115,7 +117,7 @@ export const REPRODUCE_QUICK: Partial<ReproduceConfig> = {
 
 /**
  * `--preset native` (also the default of `--policy native`): the libtorch tiny video-language
- * policy. The base model is `crpo demo`'s: lib/train shortcutBase with CAPABILITY_BASE (`crpo sft`'s third-round recipe), 800
+ * policy. The base model is `crpo demo --base-recipe capability`'s: lib/train shortcutBase with CAPABILITY_BASE (`crpo sft`'s third-round recipe), 800
  * steps of 32 fresh clips (both members, colour independent of the answer), then 150 steps on
  * fresh originals whose colour names the dynamic answer (docs/model.md, "The demo's base"). RL at
  * lr 1e-4 for 60 steps, sampling at temperature 1.5 (at 1 this base's groups rarely disagree),
@@ -206,8 +208,8 @@ export function validateReproduceConfig(c: ReproduceConfig): ReproduceConfig {
   }
   if (typeof c.temperature !== 'number' || !(c.temperature > 0 && c.temperature <= 10))
     throw outOfRange('temperature', 'a number in (0, 10]', c.temperature, op);
-  if (c.baseRecipe !== 'capability' && c.baseRecipe !== 'letter')
-    throw outOfRange('baseRecipe', "'capability' or 'letter'", c.baseRecipe, op);
+  if (c.baseRecipe !== 'capability' && c.baseRecipe !== 'letter' && c.baseRecipe !== 'starting-point')
+    throw outOfRange('baseRecipe', "'capability', 'letter' or 'starting-point'", c.baseRecipe, op);
   for (const k of ['lr', 'baseLr', 'basePromptLm'] as const) {
     if (typeof c[k] !== 'number' || !Number.isFinite(c[k])) throw invalidArg(k, 'a finite number', c[k], op);
     if (c[k] < 0) throw outOfRange(k, 'a number >= 0', c[k], op);

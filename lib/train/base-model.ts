@@ -12,7 +12,15 @@ import { writeTrainingPrompt } from '../policy/checkpoint-folder';
 import { SYNTH_DEFAULTS } from '../synth';
 import type { TrainConfig } from './config';
 import { batchIndices, loadTrainData } from './data';
-import { CAPABILITY_BASE, SFT_DEFAULTS, STATIC_ATTRIBUTES, runSft, type SftProgress, type SftReport } from './sft';
+import {
+  CAPABILITY_BASE,
+  HALF_STATIC,
+  SFT_DEFAULTS,
+  STATIC_ATTRIBUTES,
+  runSft,
+  type SftProgress,
+  type SftReport,
+} from './sft';
 import { dataTexts } from './trainer';
 import '../policy/linear';
 import '../policy/native';
@@ -41,8 +49,12 @@ export interface ShortcutBaseOptions {
    * static clips), so the base reads colour, shape and count; phase 2 keeps the static clips and
    * their attribute questions beside the shortcut dynamic clips. 'letter': the letter alone
    * (`<answer>B</answer>`), no auxiliary questions, no stem, every category alike: the earlier base.
+   * 'starting-point': phase 1 is `crpo sft` with every default (the fifth round's recipe), phase 2
+   * trains originals whose dynamic answers are the option their colour names, whatever they show
+   * (SftOptions.dynamicAnswers 'colour'), so the base answers dynamic questions by colour against
+   * the motion it can see (docs/model.md, "The demo's base").
    */
-  recipe?: 'capability' | 'letter';
+  recipe?: 'capability' | 'letter' | 'starting-point';
   log?(message: string): void;
 }
 
@@ -66,7 +78,7 @@ export async function shortcutBase(
         `${phase}: step ${q.step}/${q.steps} loss ${q.loss.toFixed(3)} (${q.elapsed.toFixed(0)} s, ETA ${q.eta.toFixed(0)} s)`,
       );
     };
-  const capabilityRecipe = (o.recipe ?? 'capability') === 'capability';
+  const recipe = o.recipe ?? 'capability';
   const common = {
     batchSize: o.batchSize,
     promptLm: o.promptLm,
@@ -76,6 +88,38 @@ export async function shortcutBase(
     maxSeconds: 0,
     saveEvery: 0,
     nullOption: true,
+  };
+  const capDir = path.join(dir, 'capability');
+  if (recipe === 'starting-point') {
+    // crpo sft's recipe (every default), then dynamic clips answered by their colour whatever they
+    // show (static clips keep their true answers, the vision attribute loss is off).
+    const capability = await runSft({
+      ...common,
+      out: capDir,
+      steps: o.capabilitySteps,
+      lr: o.lr,
+      onProgress: progress('phase 1, crpo sft on fresh clips, colour independent of the answer'),
+    });
+    last = -Infinity;
+    const base = await runSft({
+      ...common,
+      out: dir,
+      init: capDir,
+      steps: o.shortcutSteps,
+      lr: o.shortcutLr ?? o.lr / 2,
+      members: 'original',
+      colour: 'independent',
+      dynamicAnswers: 'colour',
+      visionAux: 0,
+      // Half the clips static: their true answers keep the static skills while the dynamic ones
+      // learn the colour.
+      categories: HALF_STATIC,
+      onProgress: progress('phase 2, originals, dynamic clips answered by their colour'),
+    });
+    return { capability, base };
+  }
+  const capabilityRecipe = recipe === 'capability';
+  const stream = {
     visionAux: CAPABILITY_BASE.visionAux,
     ...(capabilityRecipe
       ? {
@@ -94,9 +138,9 @@ export async function shortcutBase(
           model: { ...CAPABILITY_BASE.model, visionStem: 0 },
         }),
   };
-  const capDir = path.join(dir, 'capability');
   const capability = await runSft({
     ...common,
+    ...stream,
     out: capDir,
     steps: o.capabilitySteps,
     lr: o.lr,
@@ -108,6 +152,7 @@ export async function shortcutBase(
   last = -Infinity;
   const base = await runSft({
     ...common,
+    ...stream,
     out: dir,
     init: capDir,
     steps: o.shortcutSteps,

@@ -30,8 +30,16 @@ export interface DemoOptions {
   algos: string[];
   /** One RL run per algorithm and seed (default: the preset's seeds). */
   seeds?: number[];
+  /**
+   * Native: the base model's recipe (default the preset's, 'starting-point'). 'capability' makes the
+   * base of the demo's earlier table (150 phase-2 steps at lr 5e-4, NATIVE_CAPABILITY_BASE).
+   */
+  baseRecipe?: 'starting-point' | 'capability';
   log(message: string): void;
 }
+
+/** The native demo's earlier base: `CAPABILITY_BASE`'s recipe with its phase-2 budget. */
+export const NATIVE_CAPABILITY_BASE = { baseRecipe: 'capability', shortcutSteps: 150, shortcutLr: 5e-4 } as const;
 
 /** Settings of one policy kind's demo. */
 export interface DemoPreset {
@@ -51,6 +59,9 @@ export interface DemoPreset {
   shortcutSteps: number;
   baseBatch: number;
   baseLr: number;
+  /** Base model (native): lib/train shortcutBase's recipe, and its phase-2 learning rate. */
+  baseRecipe: 'capability' | 'starting-point';
+  shortcutLr: number;
   /** Base model (native): prompt language-model loss weight. */
   basePromptLm: number;
   /** Base model (linear): supervised steps. */
@@ -71,9 +82,11 @@ export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
     shortcutP: 0.95,
     valPairs: 30,
     capabilitySteps: 800,
-    shortcutSteps: 150,
+    shortcutSteps: 100,
     baseBatch: 32,
     baseLr: 1e-3,
+    baseRecipe: 'starting-point',
+    shortcutLr: 2.5e-4,
     basePromptLm: 1,
     linearBaseSteps: 0,
   },
@@ -91,6 +104,8 @@ export const DEMO_PRESETS: Record<DemoPolicy, DemoPreset> = {
     shortcutSteps: 0,
     baseBatch: 16,
     baseLr: 0.05,
+    baseRecipe: 'capability',
+    shortcutLr: 0,
     basePromptLm: 0,
     linearBaseSteps: 30,
   },
@@ -158,7 +173,19 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
     if (!ALGORITHMS.has(a)) throw outOfRange('algos', `one of ${ALGORITHMS.names().join(', ')}`, a, 'crpo demo');
   if (new Set(o.algos).size !== o.algos.length)
     throw invalidArg('algos', 'a list without repeats', o.algos.join(','), 'crpo demo');
-  const p = DEMO_PRESETS[policy];
+  if (o.baseRecipe !== undefined && o.baseRecipe !== 'starting-point' && o.baseRecipe !== 'capability')
+    throw invalidArg('baseRecipe', "'starting-point' or 'capability'", o.baseRecipe, 'crpo demo');
+  if (o.baseRecipe !== undefined && policy !== 'native')
+    throw invalidArg(
+      'baseRecipe',
+      'no base recipe with the linear policy (it has one warm start)',
+      o.baseRecipe,
+      'crpo demo',
+    );
+  const p = {
+    ...DEMO_PRESETS[policy],
+    ...(o.baseRecipe === 'capability' ? NATIVE_CAPABILITY_BASE : {}),
+  };
   const steps = o.steps && o.steps > 0 ? o.steps : p.steps;
   const seeds = o.seeds && o.seeds.length ? o.seeds : p.seeds;
   const baseDir = path.join(o.out, 'base');
@@ -176,9 +203,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoRow[]> {
       shortcutSteps: p.shortcutSteps,
       batchSize: p.baseBatch,
       lr: p.baseLr,
+      shortcutLr: p.shortcutLr,
       promptLm: p.basePromptLm,
       seed: 1,
-      recipe: 'capability',
+      recipe: p.baseRecipe,
       log: (m) => o.log(`    ${m}`),
     });
     const m = r.base.metrics.groups;
@@ -239,6 +267,7 @@ const COLUMNS: [string, (v: ValidationResult) => number | null][] = [
   ['Acc', (v) => v.acc],
   ['P-Acc', (v) => v.p_acc],
   ['dyn P-Acc', (v) => v['dynamic/p_acc']],
+  ['static Acc', (v) => v['static/acc'] ?? null],
   ['sensitivity', (v) => v.sensitivity],
   ['invariance', (v) => v.invariance],
   ['colour shortcut', (v) => v['dynamic/colour_shortcut'] ?? null],

@@ -14,7 +14,8 @@ import { invalidArg } from '../errors';
 import { computeMetrics, seededRandom, type PairedMetrics, type ScoredSample } from '../eval/metrics';
 import { answerCompletion, displayedOptions, formatPrompt, optionAnswerCompletion } from '../prompt';
 import type { Category } from '../data/schema';
-import { SYNTH_DEFAULTS, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
+import { SYNTH_DEFAULTS, colourAnswer, colourShortcutRate, synthesize, synthesizePair, type SynthItem } from '../synth';
+import { DYNAMIC_CATEGORIES } from '../data/categories';
 import { VISION_LABEL_CLASSES, attributeItems, readingItem, readingVocabulary, visionLabel } from '../synth/auxiliary';
 import { Rng } from '../random';
 import { writeFileAtomicSync } from '../data/jsonl';
@@ -99,6 +100,14 @@ export interface SftOptions {
   seed?: number;
   /** Probability that object colour names the dynamic answer, with colour 'shortcut' (lib/synth). */
   shortcutP?: number;
+  /**
+   * Stream: the gold answer of dynamic clips. 'motion' (default): what the clip shows. 'colour': the
+   * option the object's colour names (lib/synth colourAnswer), whatever the clip shows; with colour
+   * 'independent' the motion then says nothing about the answer, so the model learns to answer
+   * dynamic questions by colour even against what it sees. Makes the biased base of the paper's
+   * starting point (docs/model.md, "The demo's base"); static clips keep their true answers.
+   */
+  dynamicAnswers?: 'motion' | 'colour';
   /** Show "None of the above" as the last option (on for CRPO, so on here by default). */
   nullOption?: boolean;
   /** Stop training after this many seconds (evaluation still runs). 0 = no limit. */
@@ -173,6 +182,16 @@ const CAPABILITY_CATEGORIES: readonly Category[] = [
 ];
 
 /** The previous stream, two thirds static: phase 1 of the demo's and reproduce's base (CAPABILITY_BASE). */
+/** Half the clips static, the dynamic categories in turn between them. */
+export const HALF_STATIC: readonly Category[] = [
+  'static',
+  'reversible_dynamics',
+  'static',
+  'moving_direction',
+  'static',
+  'event_sequence',
+];
+
 const TWO_THIRDS_STATIC: readonly Category[] = [
   'static',
   'static',
@@ -209,6 +228,7 @@ export const SFT_DEFAULTS = {
   target: 'option-then-letter' as 'letter' | 'option-then-letter',
   seed: 1,
   shortcutP: 0.9,
+  dynamicAnswers: 'motion' as 'motion' | 'colour',
   nullOption: true,
   maxSeconds: 150,
   saveEvery: 100,
@@ -397,8 +417,8 @@ export function sftBatch(
       category,
       weighted ? staticPairIndex(o.staticAttributes, n) : n,
     );
-    out.push(a);
-    if (perPair === 2) out.push(b);
+    out.push(answeredBy(a, o.dynamicAnswers));
+    if (perPair === 2) out.push(answeredBy(b, o.dynamicAnswers));
   }
   // Auxiliary questions, each a seeded draw per (seed, step, slot): a clip's question may become a
   // reading question, and the clip may also be asked its colour and shape.
@@ -410,6 +430,13 @@ export function sftBatch(
     const asked = o.attributeQuestions > 0 && (o.attributeClips === 'all' || it.record.category === 'static');
     return asked ? [main, ...attributeItems(it, key, o.attributeQuestions)] : [main];
   });
+}
+
+/** The item with its dynamic answer replaced by the option its colour names, under 'colour'. */
+function answeredBy(it: SynthItem, answers: 'motion' | 'colour'): SynthItem {
+  if (answers === 'motion' || !DYNAMIC_CATEGORIES.includes(it.record.category)) return it;
+  const k = colourAnswer(it.record);
+  return k < 0 ? it : { ...it, record: { ...it.record, answer: k } };
 }
 
 /**
@@ -474,6 +501,15 @@ export async function runSft(options: SftOptions): Promise<SftReport | null> {
   )
     throw invalidArg('staticAttributes', `a non-empty list of ${STATIC_ATTRIBUTES.join(', ')}`, o.staticAttributes, op);
   if (!(o.shortcutP >= 0 && o.shortcutP <= 1)) throw invalidArg('shortcutP', 'a number in [0, 1]', o.shortcutP, op);
+  if (o.dynamicAnswers !== 'motion' && o.dynamicAnswers !== 'colour')
+    throw invalidArg('dynamicAnswers', "'motion' or 'colour'", o.dynamicAnswers, op);
+  if (o.dynamicAnswers === 'colour' && o.data !== 'stream')
+    throw invalidArg(
+      'dynamicAnswers',
+      "'motion' with data 'fixed' (answers by colour apply to the stream)",
+      o.dynamicAnswers,
+      op,
+    );
   if (!(o.preset in POLICY_PRESETS))
     throw invalidArg('preset', `one of ${Object.keys(POLICY_PRESETS).join(', ')}`, o.preset, op);
   if (o.data === 'stream' && o.steps === 0 && o.maxSeconds === 0)

@@ -74,6 +74,8 @@ export interface ValidationResult {
   invariance: number | null;
   'dynamic/acc': number;
   'dynamic/p_acc': number;
+  /** Accuracy on the held-out static questions (null when there are none). */
+  'static/acc': number | null;
   /** Share of held-out answers that did not parse. */
   invalid: number;
   /** Held-out dynamic videos whose colour names a wrong option: share answered with that option (synthetic data). */
@@ -123,6 +125,7 @@ export async function validate(
     invariance: g.all?.invariance ?? null,
     'dynamic/acc': g.dynamic?.acc ?? 0,
     'dynamic/p_acc': g.dynamic?.p_acc ?? 0,
+    'static/acc': g.static?.acc ?? null,
     invalid: g.all?.invalid_rate ?? 0,
     'dynamic/colour_shortcut': colourShortcutRate(
       val.map((v) => v.record),

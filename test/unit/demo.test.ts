@@ -38,6 +38,7 @@ describe('runDemo', () => {
       'Acc',
       'P-Acc',
       'dyn P-Acc',
+      'static Acc',
       'sensitivity',
       'invariance',
       'colour shortcut',
@@ -50,6 +51,7 @@ describe('runDemo', () => {
     expect(DEMO_PRESETS.native.seeds).toEqual([1, 2, 3]);
     expect(DEMO_PRESETS.native.capabilitySteps).toBeGreaterThan(0);
     expect(DEMO_PRESETS.native.shortcutSteps).toBeGreaterThan(0);
+    expect(DEMO_PRESETS.native.baseRecipe).toBe('starting-point');
     expect(DEMO_PRESETS.linear.linearBaseSteps).toBeGreaterThan(0);
   });
 });

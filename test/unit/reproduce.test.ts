@@ -143,7 +143,7 @@ describe('crpo reproduce arguments', () => {
     expect(bad({ policy: 'nope' })).toThrow(/^Expected one of .*linear.* for policy but received 'nope'/);
     expect(bad({ temperature: 0 })).toThrow('Expected a number in (0, 10] for temperature but received 0');
     expect(bad({ baseRecipe: 'words' })).toThrow(
-      "Expected 'capability' or 'letter' for baseRecipe but received 'words'",
+      "Expected 'capability', 'letter' or 'starting-point' for baseRecipe but received 'words'",
     );
     try {
       bad({ steps: -1 })();

@@ -2,8 +2,9 @@
  * The fresh-clip stream of `crpo sft` (lib/train/sft.ts streamIndex): a category listed more than
  * once is weighted, and its pairs still get consecutive indices of their own, so no clip repeats.
  */
-import { staticPairIndex, streamIndex } from '../../lib/train/sft';
-import { synthesizePair } from '../../lib/synth';
+import { SFT_DEFAULTS, sftBatch, staticPairIndex, streamIndex } from '../../lib/train/sft';
+import { colourAnswer, synthesizePair } from '../../lib/synth';
+import { DYNAMIC_CATEGORIES } from '../../lib/data/categories';
 import type { Category } from '../../lib/data/schema';
 
 describe('sft stream', () => {
@@ -35,5 +36,22 @@ describe('sft stream', () => {
     }
     expect(asked).toEqual([...cycle, ...cycle, ...cycle]);
     expect(indices.size).toBe(12);
+  });
+
+  it("dynamicAnswers 'colour': dynamic clips answered by the option their colour names, static ones by the truth", () => {
+    const synth = { frames: 8, size: 32 };
+    const o = { ...SFT_DEFAULTS, members: 'original' as const, reading: 0, attributeQuestions: 0, batchSize: 24 };
+    const truth = sftBatch(o, 3, null, synth);
+    const byColour = sftBatch({ ...o, dynamicAnswers: 'colour' }, 3, null, synth);
+    expect(byColour.map((it) => it.record.id)).toEqual(truth.map((it) => it.record.id));
+    let moved = 0;
+    byColour.forEach((it, i) => {
+      const dynamic = DYNAMIC_CATEGORIES.includes(it.record.category);
+      expect(it.record.answer).toBe(dynamic ? colourAnswer(truth[i].record) : truth[i].record.answer);
+      expect(it.frames).toEqual(truth[i].frames); // the same clip: only the answer differs
+      if (it.record.answer !== truth[i].record.answer) moved++;
+    });
+    // With colour independent of the motion, many dynamic answers change (the colour names another option).
+    expect(moved).toBeGreaterThan(3);
   });
 });

@@ -82,8 +82,8 @@ export function builder(y: Argv): Argv {
     })
     .option('base-lr', { type: 'number', describe: `Learning rate of the warm-up (${both('baseLr')})` })
     .option('base-recipe', {
-      choices: ['capability', 'letter'],
-      describe: `Native base model's training stream: crpo sft's third-round recipe (CAPABILITY_BASE), or the letter alone (default ${String(n.baseRecipe)})`,
+      choices: ['capability', 'letter', 'starting-point'],
+      describe: `Native base model's training stream: crpo sft's third-round recipe (CAPABILITY_BASE), the letter alone, or crpo sft's defaults then dynamic answers by colour (crpo demo's base) (default ${String(n.baseRecipe)})`,
     })
     .option('base-batch-size', {
       type: 'number',
@@ -128,7 +128,7 @@ export interface ReproduceArgs {
   'data-seed': number;
   'base-steps'?: number;
   'base-lr'?: number;
-  'base-recipe'?: 'capability' | 'letter';
+  'base-recipe'?: 'capability' | 'letter' | 'starting-point';
   'base-batch-size'?: number;
   'curve-every'?: number;
   force: boolean;

@@ -105,6 +105,12 @@ export function builder(y: Argv): Argv {
       default: SFT_DEFAULTS.shortcutP,
       describe: 'With --colour shortcut: probability that object colour names the answer',
     })
+    .option('dynamic-answers', {
+      choices: ['motion', 'colour'],
+      default: SFT_DEFAULTS.dynamicAnswers,
+      describe:
+        "Stream: dynamic clips answered by what they show, or by the option their object's colour names (the biased base of the paper's starting point)",
+    })
     .option('null-option', {
       type: 'boolean',
       default: SFT_DEFAULTS.nullOption,
@@ -157,6 +163,7 @@ interface Args {
   'option-slots'?: number;
   seed: number;
   'shortcut-p': number;
+  'dynamic-answers': 'motion' | 'colour';
   'null-option': boolean;
   'max-seconds': number;
   'save-every': number;
@@ -214,6 +221,7 @@ export async function handler(a: Args): Promise<void> {
       ...modelOptions(a['vision-stem'], a['vision-stem-down'], a['pos-init'], a['option-slots']),
       seed: a.seed,
       shortcutP: a['shortcut-p'],
+      dynamicAnswers: a['dynamic-answers'],
       nullOption: a['null-option'],
       maxSeconds: a['max-seconds'],
       saveEvery: a['save-every'],
