@@ -322,18 +322,8 @@ export class PolicyModel extends NativeHandle {
       if (p.visionLabel !== undefined) {
         const l = p.visionLabel;
         const K = this.config.visionAuxClasses;
-        const ok =
-          l !== null &&
-          typeof l === 'object' &&
-          isInt(l.start) &&
-          isInt(l.size) &&
-          isInt(l.index) &&
-          l.start >= 0 &&
-          l.size >= 1 &&
-          l.start + l.size <= K &&
-          l.index >= 0 &&
-          l.index < l.size;
-        if (!ok)
+        const ints = l !== null && typeof l === 'object' && [l.start, l.size, l.index].every(isInt);
+        if (!ints || l.start < 0 || l.size < 1 || l.start + l.size > K || l.index < 0 || l.index >= l.size)
           throw outOfRange(
             `${where}.visionLabel`,
             `{ start, size, index } with [start, start + size) inside the vision attribute head's ${K} logits and index < size`,
